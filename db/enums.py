@@ -1,0 +1,52 @@
+"""The states stored in the database, named as in the public API."""
+
+from __future__ import annotations
+
+import enum
+
+
+class VmState(enum.Enum):
+    DOWN = "DOWN"
+    WAIT_FOR_LAUNCH = "WAIT_FOR_LAUNCH"
+    POWERING_UP = "POWERING_UP"
+    UP = "UP"
+    PAUSED = "PAUSED"
+    POWERING_DOWN = "POWERING_DOWN"
+    REBOOT_IN_PROGRESS = "REBOOT_IN_PROGRESS"
+    SAVING_STATE = "SAVING_STATE"
+    RESTORING_STATE = "RESTORING_STATE"
+    SUSPENDED = "SUSPENDED"
+    MIGRATING_FROM = "MIGRATING_FROM"
+    MIGRATING_TO = "MIGRATING_TO"
+    NOT_RESPONDING = "NOT_RESPONDING"
+    UNKNOWN = "UNKNOWN"
+
+
+class ExitReason(enum.Enum):
+    NONE = "NONE"
+    USER_STOP = "USER_STOP"
+    GUEST_SHUTDOWN = "GUEST_SHUTDOWN"
+    CRASHED = "CRASHED"
+    START_FAILED = "START_FAILED"
+    MIGRATED = "MIGRATED"
+    SAVED_TO_FILE = "SAVED_TO_FILE"
+    LOST = "LOST"
+
+
+class HostState(enum.Enum):
+    CONNECTING = "CONNECTING"
+    UP = "UP"
+    MAINTENANCE = "MAINTENANCE"
+    PREPARING_FOR_MAINTENANCE = "PREPARING_FOR_MAINTENANCE"
+    NON_RESPONSIVE = "NON_RESPONSIVE"
+    NON_OPERATIONAL = "NON_OPERATIONAL"
+    DOWN = "DOWN"
+
+
+class NicKind(enum.Enum):
+    USER = "USER"
+    NETWORK = "NETWORK"
+
+
+# VM states in which the VM holds resources on its host.
+ACTIVE_VM_STATES = frozenset(set(VmState) - {VmState.DOWN, VmState.SUSPENDED})

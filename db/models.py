@@ -1,0 +1,115 @@
+"""SQLAlchemy 2.0 models of the controller's database."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Enum, ForeignKey, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from db.enums import ExitReason, HostState, NicKind, VmState
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _enum(cls: type[Any]) -> Enum:
+    return Enum(cls, native_enum=False, length=32, validate_strings=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dt.datetime: DateTime(timezone=True)}
+
+
+class Host(Base):
+    """A hypervisor host and what it last reported."""
+
+    __tablename__ = "hosts"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    address: Mapped[str] = mapped_column(String(255))
+    state: Mapped[HostState] = mapped_column(_enum(HostState))
+    state_message: Mapped[str] = mapped_column(Text, default="")
+    hostname: Mapped[str] = mapped_column(String(255), default="")
+    cpus: Mapped[int] = mapped_column(default=0)
+    memory_total_mib: Mapped[int] = mapped_column(BigInteger, default=0)
+    hypervisor_type: Mapped[str] = mapped_column(String(16), default="")
+    last_seen_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    version_id: Mapped[int] = mapped_column(default=1)
+
+    __mapper_args__ = {"version_id_col": version_id}
+
+
+class Vm(Base):
+    """A VM: its spec (what was asked) and its status (what is observed)."""
+
+    __tablename__ = "vms"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    # spec
+    vcpus: Mapped[int]
+    memory_mib: Mapped[int] = mapped_column(BigInteger)
+    kernel_path: Mapped[str] = mapped_column(Text)
+    initrd_path: Mapped[str] = mapped_column(Text, default="")
+    cmdline: Mapped[str] = mapped_column(Text, default="")
+    # status
+    state: Mapped[VmState] = mapped_column(_enum(VmState))
+    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id", ondelete="RESTRICT"))
+    exit_reason: Mapped[ExitReason] = mapped_column(_enum(ExitReason), default=ExitReason.NONE)
+    status_message: Mapped[str] = mapped_column(Text, default="")
+    revision: Mapped[int] = mapped_column(BigInteger, index=True)
+    state_changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    version_id: Mapped[int] = mapped_column(default=1)
+
+    nics: Mapped[list[Nic]] = relationship(
+        back_populates="vm", lazy="selectin", cascade="all, delete-orphan", order_by="Nic.position"
+    )
+    guest_facts: Mapped[list[GuestFact]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan", order_by="GuestFact.name"
+    )
+
+    __mapper_args__ = {"version_id_col": version_id}
+
+
+class Nic(Base):
+    """A VM's network interface."""
+
+    __tablename__ = "vm_nics"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    vm_id: Mapped[str] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int]
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[NicKind] = mapped_column(_enum(NicKind))
+    network: Mapped[str] = mapped_column(String(255), default="")
+    mac_address: Mapped[str] = mapped_column(String(17), unique=True)
+
+    vm: Mapped[Vm] = relationship(back_populates="nics")
+
+
+class GuestFact(Base):
+    """One fact the guest agent reported, with when and by whom it was observed."""
+
+    __tablename__ = "guest_facts"
+
+    vm_id: Mapped[str] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    source: Mapped[str] = mapped_column(String(32))
+    observed_at: Mapped[dt.datetime]
+    received_at: Mapped[dt.datetime]

@@ -1,0 +1,90 @@
+"""Queries and writes on the controller's tables. The caller owns the session
+and its transaction (see db.session.Database)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from db.enums import ACTIVE_VM_STATES, HostState
+from db.models import GuestFact, Host, Nic, Vm
+
+
+def find_host(session: Session, id_or_name: str) -> Host | None:
+    return session.scalars(
+        select(Host).where(or_(Host.id == id_or_name, Host.name == id_or_name))
+    ).first()
+
+
+def host_by_name(session: Session, name: str) -> Host | None:
+    return session.scalars(select(Host).where(Host.name == name)).first()
+
+
+def list_hosts(session: Session, state: HostState | None = None) -> Sequence[Host]:
+    query = select(Host).order_by(Host.name)
+    if state is not None:
+        query = query.where(Host.state == state)
+    return session.scalars(query).all()
+
+
+def host_usage(session: Session) -> dict[str, tuple[int, int, int]]:
+    """For each host id: (memory MiB, vCPUs, VMs) held by the VMs placed on it,
+    pending starts included."""
+    rows = session.execute(
+        select(Vm.host_id, func.sum(Vm.memory_mib), func.sum(Vm.vcpus), func.count(Vm.id))
+        .where(Vm.host_id.is_not(None), Vm.state.in_(ACTIVE_VM_STATES))
+        .group_by(Vm.host_id)
+    ).all()
+    return {str(h): (int(m or 0), int(c or 0), int(n)) for h, m, c, n in rows}
+
+
+def find_vm(session: Session, id_or_name: str) -> Vm | None:
+    return session.scalars(
+        select(Vm).where(or_(Vm.id == id_or_name, Vm.name == id_or_name))
+    ).first()
+
+
+def vm_by_name(session: Session, name: str) -> Vm | None:
+    return session.scalars(select(Vm).where(Vm.name == name)).first()
+
+
+def list_vms(session: Session, host_id: str | None = None) -> Sequence[Vm]:
+    query = select(Vm).order_by(Vm.name)
+    if host_id is not None:
+        query = query.where(Vm.host_id == host_id)
+    return session.scalars(query).all()
+
+
+def max_revision(session: Session) -> int:
+    return int(session.scalar(select(func.max(Vm.revision))) or 0)
+
+
+def mac_in_use(session: Session, mac: str) -> bool:
+    return session.scalar(select(func.count(Nic.id)).where(Nic.mac_address == mac)) != 0
+
+
+def set_guest_facts(
+    session: Session,
+    vm: Vm,
+    facts: Mapping[str, Any],
+    *,
+    source: str,
+    observed_at: dt.datetime,
+    received_at: dt.datetime,
+) -> None:
+    """Records each fact with when it was observed; facts not named are kept."""
+    current = {f.name: f for f in vm.guest_facts}
+    for name, value in facts.items():
+        fact = current.get(name)
+        if fact is None:
+            fact = GuestFact(vm_id=vm.id, name=name)
+            vm.guest_facts.append(fact)
+        fact.value = value
+        fact.source = source
+        fact.observed_at = observed_at
+        fact.received_at = received_at
+    session.flush()
