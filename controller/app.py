@@ -1,0 +1,58 @@
+"""Assembling the controller: database, services, gRPC server."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from virtplane.status import ErrorInterceptor
+from virtplane.v1 import host_service_pb2_grpc, vm_service_pb2_grpc
+
+from controller.config import ControllerConfig
+from controller.host_service import HostService
+from controller.hosts import HostClients
+from controller.servicers import HostServicer, VmServicer
+from controller.vm_service import VmService
+from controller.vm_store import VmStore
+from controller.watch import WatchHub
+from db import migrate
+from db.session import Database
+
+log = logging.getLogger(__name__)
+
+
+class Controller:
+    """A running controller; start() then wait(), or stop()."""
+
+    def __init__(self, config: ControllerConfig) -> None:
+        self.config = config
+        self.db = Database(config.database_url)
+        migrate.upgrade(self.db.engine)
+        self.store = VmStore(self.db, WatchHub(config.watch_queue_size))
+        self.clients = HostClients(config.host_call_timeout)
+        self.vms = VmService(self.store, self.clients)
+        self.hosts = HostService(self.store, self.clients, config.host_retry_seconds)
+        self.server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+        vm_service_pb2_grpc.add_VmServiceServicer_to_server(
+            VmServicer(self.vms, self.store), self.server
+        )
+        host_service_pb2_grpc.add_HostServiceServicer_to_server(
+            HostServicer(self.hosts), self.server
+        )
+        self.port = self.server.add_insecure_port(config.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {config.listen}")
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self.hosts.watch_all()
+        log.info("controller listening on %s", self.config.listen)
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await self.server.stop(grace)
+        await self.hosts.close()
+        await self.clients.close()
+        self.db.close()

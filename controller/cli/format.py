@@ -1,0 +1,96 @@
+"""Human-readable rendering of API messages for the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from virtplane.v1 import host_pb2, vm_pb2
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = [headers, *rows]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def vm_state(state: vm_pb2.Vm.State.ValueType) -> str:
+    return vm_pb2.Vm.State.Name(state).removeprefix("STATE_")
+
+
+def host_state(state: host_pb2.Host.State.ValueType) -> str:
+    return host_pb2.Host.State.Name(state).removeprefix("STATE_")
+
+
+def exit_reason(reason: vm_pb2.Vm.ExitReason.ValueType) -> str:
+    if reason == vm_pb2.Vm.EXIT_REASON_UNSPECIFIED:
+        return ""
+    return vm_pb2.Vm.ExitReason.Name(reason).removeprefix("EXIT_REASON_").lower()
+
+
+def addresses(guest: vm_pb2.GuestInfo) -> str:
+    return ",".join(a for i in guest.interfaces for a in i.ipv4_addresses)
+
+
+def guest_summary(guest: vm_pb2.GuestInfo) -> str:
+    """One line: what the guest agent reported."""
+    if not guest.ListFields():
+        return ""
+    os_name = " ".join(p for p in (guest.os_name, guest.os_version) if p)
+    return (
+        f"ip={addresses(guest) or '-'} os={os_name or '-'!r} "
+        f"apps={guest.application_count} uptime={guest.uptime_seconds:.1f}s "
+        f"hostname={guest.hostname or '-'}"
+    )
+
+
+def vms(items: Sequence[vm_pb2.Vm], hosts: dict[str, str]) -> str:
+    rows = [
+        [
+            vm.name,
+            vm_state(vm.status.state),
+            hosts.get(vm.status.host_id, vm.status.host_id),
+            str(vm.spec.vcpus),
+            f"{vm.spec.memory_mib} MiB",
+            addresses(vm.status.guest),
+            exit_reason(vm.status.exit_reason) or vm.status.message,
+        ]
+        for vm in items
+    ]
+    return table(["NAME", "STATE", "HOST", "VCPUS", "MEMORY", "IP", "DETAIL"], rows)
+
+
+def hosts(items: Sequence[host_pb2.Host]) -> str:
+    rows = [
+        [
+            h.name,
+            host_state(h.status.state),
+            h.address,
+            str(h.status.cpus),
+            f"{h.status.memory_free_mib}/{h.status.memory_total_mib} MiB",
+            str(h.status.vms_running),
+            h.status.hypervisor_type,
+            h.status.message,
+        ]
+        for h in items
+    ]
+    return table(["NAME", "STATE", "ADDRESS", "CPUS", "FREE/TOTAL", "VMS", "HV", "DETAIL"], rows)
+
+
+def vm_detail(vm: vm_pb2.Vm) -> str:
+    s = vm.status
+    lines = [
+        f"name:    {vm.name}",
+        f"id:      {vm.id}",
+        f"state:   {vm_state(s.state)}",
+        f"host:    {s.host_id or '-'}",
+        f"spec:    {vm.spec.vcpus} vCPU, {vm.spec.memory_mib} MiB",
+    ]
+    if s.exit_reason or s.message:
+        lines.append(f"detail:  {exit_reason(s.exit_reason)} {s.message}".rstrip())
+    if s.guest.ListFields():
+        lines.append(f"guest:   {guest_summary(s.guest)}")
+    return "\n".join(lines)

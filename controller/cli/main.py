@@ -1,0 +1,184 @@
+"""virtplane: the command line client of the controller."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import grpc
+from virtplane.v1 import host_service_pb2 as host_api
+from virtplane.v1 import host_service_pb2_grpc as host_grpc
+from virtplane.v1 import vm_pb2
+from virtplane.v1 import vm_service_pb2 as vm_api
+from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
+
+from controller.cli import format as fmt
+
+Command = Callable[[argparse.Namespace, grpc.aio.Channel], Coroutine[Any, Any, None]]
+
+
+async def host_add(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
+    stub = host_grpc.HostServiceStub(channel)
+    reply = await stub.AddHost(host_api.AddHostRequest(name=args.name, address=args.address))
+    print(fmt.hosts([reply.host]))
+
+
+async def host_list(_args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
+    reply = await host_grpc.HostServiceStub(channel).ListHosts(host_api.ListHostsRequest())
+    print(fmt.hosts(reply.hosts))
+
+
+async def _host_names(channel: grpc.aio.Channel) -> dict[str, str]:
+    reply = await host_grpc.HostServiceStub(channel).ListHosts(host_api.ListHostsRequest())
+    return {h.id: h.name for h in reply.hosts}
+
+
+async def vm_create(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
+    kinds = {"user": vm_pb2.Nic.KIND_USER}
+    nics = []
+    for i, nic in enumerate(args.nic):
+        kind = kinds.get(nic)
+        if kind is None:
+            nics.append(vm_pb2.Nic(name=f"nic{i}", kind=vm_pb2.Nic.KIND_NETWORK, network=nic))
+        else:
+            nics.append(vm_pb2.Nic(name=f"nic{i}", kind=kind))
+    spec = vm_pb2.VmSpec(
+        vcpus=args.vcpus,
+        memory_mib=args.memory,
+        boot=vm_pb2.BootSource(
+            kernel_path=args.kernel,
+            initrd_path=args.initrd,
+            cmdline=args.cmdline,
+        ),
+        nics=nics,
+    )
+    reply = await vm_grpc.VmServiceStub(channel).CreateVm(
+        vm_api.CreateVmRequest(name=args.name, spec=spec)
+    )
+    print(fmt.vm_detail(reply.vm))
+
+
+async def vm_list(_args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
+    reply = await vm_grpc.VmServiceStub(channel).ListVms(vm_api.ListVmsRequest())
+    print(fmt.vms(reply.vms, await _host_names(channel)))
+
+
+async def vm_show(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
+    reply = await vm_grpc.VmServiceStub(channel).GetVm(vm_api.GetVmRequest(vm=args.vm))
+    print(fmt.vm_detail(reply.vm))
+
+
+async def vm_start(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
+    reply = await vm_grpc.VmServiceStub(channel).StartVm(vm_api.StartVmRequest(vm=args.vm))
+    print(f"{reply.vm.name}: {fmt.vm_state(reply.vm.status.state)}")
+
+
+async def vm_stop(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
+    reply = await vm_grpc.VmServiceStub(channel).StopVm(vm_api.StopVmRequest(vm=args.vm))
+    print(f"{reply.vm.name}: {fmt.vm_state(reply.vm.status.state)}")
+
+
+async def vm_delete(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
+    await vm_grpc.VmServiceStub(channel).DeleteVm(vm_api.DeleteVmRequest(vm=args.vm))
+    print(f"{args.vm}: deleted")
+
+
+def _reported(vm: vm_pb2.Vm) -> bool:
+    g = vm.status.guest
+    return bool(fmt.addresses(g) and g.os_name and g.application_count and g.uptime_seconds)
+
+
+async def vm_watch(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
+    """Prints every change; with --until-guest, stops once that VM's guest has
+    reported its IP, OS, applications and uptime."""
+    names = await _host_names(channel)
+    start = time.monotonic()
+    call = vm_grpc.VmServiceStub(channel).WatchVms(vm_api.WatchVmsRequest())
+    async for msg in call:
+        if msg.kind == vm_api.WatchVmsResponse.KIND_SNAPSHOT_COMPLETE:
+            print(f"{'':>7}  -- snapshot complete at revision {msg.revision}; watching --")
+            continue
+        vm = msg.vm
+        kind = vm_api.WatchVmsResponse.Kind.Name(msg.kind).removeprefix("KIND_").lower()
+        host = names.get(vm.status.host_id, vm.status.host_id) or "-"
+        detail = fmt.guest_summary(vm.status.guest) or fmt.exit_reason(vm.status.exit_reason)
+        print(
+            f"{time.monotonic() - start:6.2f}s  rev {msg.revision:<5} {kind:<8} {vm.name:<12} "
+            f"{fmt.vm_state(vm.status.state):<16} host={host:<10} {detail}",
+            flush=True,
+        )
+        if args.until_guest and args.until_guest in (vm.name, vm.id) and _reported(vm):
+            call.cancel()
+            return
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="virtplane", description=__doc__)
+    p.add_argument(
+        "--controller",
+        default=os.environ.get("VIRTPLANE_CONTROLLER", "127.0.0.1:7000"),
+        help="controller address (default: $VIRTPLANE_CONTROLLER or %(default)s)",
+    )
+    p.add_argument("--timeout", type=float, default=None, help="seconds before giving up")
+    groups = p.add_subparsers(dest="group", required=True)
+
+    host = groups.add_parser("host", help="hosts").add_subparsers(dest="verb", required=True)
+    add = host.add_parser("add", help="register a hostd")
+    add.add_argument("name")
+    add.add_argument("address", help="hostd address, host:port")
+    add.set_defaults(run=host_add)
+    host.add_parser("list", help="list hosts").set_defaults(run=host_list)
+
+    vm = groups.add_parser("vm", help="virtual machines").add_subparsers(dest="verb", required=True)
+    create = vm.add_parser("create", help="define a VM")
+    create.add_argument("name")
+    create.add_argument("--vcpus", type=int, default=1)
+    create.add_argument("--memory", type=int, default=0, help="MiB")
+    create.add_argument("--kernel", type=os.path.abspath, default="")
+    create.add_argument("--initrd", type=os.path.abspath, default="")
+    create.add_argument("--cmdline", default="")
+    create.add_argument(
+        "--nic", action="append", default=[], help="'user', or a libvirt network name"
+    )
+    create.set_defaults(run=vm_create)
+    vm.add_parser("list", help="list VMs").set_defaults(run=vm_list)
+    for verb, run in (("show", vm_show), ("start", vm_start), ("stop", vm_stop)):
+        sub = vm.add_parser(verb, help=f"{verb} a VM")
+        sub.add_argument("vm", help="id or name")
+        sub.set_defaults(run=run)
+    delete = vm.add_parser("delete", help="delete a DOWN VM")
+    delete.add_argument("vm", help="id or name")
+    delete.set_defaults(run=vm_delete)
+    watch = vm.add_parser("watch", help="stream VM changes")
+    watch.add_argument("--until-guest", metavar="VM", help="stop once VM's guest has reported")
+    watch.set_defaults(run=vm_watch)
+    return p
+
+
+async def _run(args: argparse.Namespace) -> None:
+    run: Command = args.run
+    async with grpc.aio.insecure_channel(args.controller) as channel:
+        await asyncio.wait_for(run(args, channel), args.timeout)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        asyncio.run(_run(args))
+    except grpc.aio.AioRpcError as exc:
+        print(f"virtplane: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        sys.exit(1)
+    except TimeoutError:
+        print(f"virtplane: no answer within {args.timeout} s", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""The controller's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Everything the controller is configured with; passed in, never global."""
+
+    listen: str = "127.0.0.1:7000"
+    database_url: str = "sqlite:///virtplane.db"
+    # Seconds between attempts to reach a host whose event stream broke.
+    host_retry_seconds: float = 2.0
+    # Seconds a call to hostd may take before the host counts as unreachable.
+    host_call_timeout: float = 30.0
+    # Changes queued for one WatchVms client before it is cut off.
+    watch_queue_size: int = 1000

@@ -1,0 +1,143 @@
+"""Conversions between database rows and API messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from virtplane.v1 import host_agent_service_pb2 as agent_pb2
+from virtplane.v1 import host_pb2, vm_pb2
+
+from db import models
+from db.enums import ExitReason, HostState, NicKind, VmState
+
+GUESTD_SOURCE = "guestd"
+
+_NIC_KINDS = {NicKind.USER: vm_pb2.Nic.KIND_USER, NicKind.NETWORK: vm_pb2.Nic.KIND_NETWORK}
+
+
+def timestamp(when: dt.datetime | None) -> Timestamp | None:
+    if when is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(when if when.tzinfo else when.replace(tzinfo=dt.UTC))
+    return ts
+
+
+def vm_state(state: VmState) -> vm_pb2.Vm.State.ValueType:
+    return vm_pb2.Vm.State.Value(f"STATE_{state.value}")
+
+
+def exit_reason(reason: ExitReason) -> vm_pb2.Vm.ExitReason.ValueType:
+    if reason is ExitReason.NONE:
+        return vm_pb2.Vm.EXIT_REASON_UNSPECIFIED
+    return vm_pb2.Vm.ExitReason.Value(f"EXIT_REASON_{reason.value}")
+
+
+def host_state(state: HostState) -> host_pb2.Host.State.ValueType:
+    return host_pb2.Host.State.Value(f"STATE_{state.value}")
+
+
+def vm_spec(vm: models.Vm) -> vm_pb2.VmSpec:
+    return vm_pb2.VmSpec(
+        vcpus=vm.vcpus,
+        memory_mib=vm.memory_mib,
+        boot=vm_pb2.BootSource(
+            kernel_path=vm.kernel_path, initrd_path=vm.initrd_path, cmdline=vm.cmdline
+        ),
+        nics=[
+            vm_pb2.Nic(
+                name=n.name, kind=_NIC_KINDS[n.kind], network=n.network, mac_address=n.mac_address
+            )
+            for n in vm.nics
+        ],
+    )
+
+
+def vm_config(vm: models.Vm) -> agent_pb2.VmConfig:
+    """What the host needs to run vm."""
+    return agent_pb2.VmConfig(vm_id=vm.id, name=vm.name, spec=vm_spec(vm))
+
+
+def guest_info(facts: list[models.GuestFact]) -> vm_pb2.GuestInfo | None:
+    if not facts:
+        return None
+    by_name: dict[str, Any] = {f.name: f.value for f in facts}
+    os_info: dict[str, str] = by_name.get("os") or {}
+    apps: list[str] = by_name.get("applications") or []
+    info = vm_pb2.GuestInfo(
+        hostname=by_name.get("hostname") or "",
+        os_name=os_info.get("name", ""),
+        os_version=os_info.get("version", ""),
+        kernel_release=os_info.get("kernel_release", ""),
+        interfaces=[vm_pb2.GuestInterface(**i) for i in by_name.get("interfaces") or []],
+        application_count=len(apps),
+        applications=apps,
+        uptime_seconds=float(by_name.get("uptime_seconds") or 0.0),
+        agent_version=by_name.get("agent_version") or "",
+        last_report_time=timestamp(max(f.received_at for f in facts)),
+        observed_time=timestamp(max(f.observed_at for f in facts)),
+    )
+    return info
+
+
+def guest_facts(info: vm_pb2.GuestInfo) -> dict[str, Any]:
+    """The facts a guest report carries, as stored."""
+    return {
+        "hostname": info.hostname,
+        "os": {
+            "name": info.os_name,
+            "version": info.os_version,
+            "kernel_release": info.kernel_release,
+        },
+        "interfaces": [
+            {
+                "name": i.name,
+                "mac_address": i.mac_address,
+                "ipv4_addresses": list(i.ipv4_addresses),
+                "ipv6_addresses": list(i.ipv6_addresses),
+            }
+            for i in info.interfaces
+        ],
+        "applications": list(info.applications),
+        "uptime_seconds": info.uptime_seconds,
+        "agent_version": info.agent_version,
+    }
+
+
+def vm(row: models.Vm) -> vm_pb2.Vm:
+    return vm_pb2.Vm(
+        id=row.id,
+        name=row.name,
+        spec=vm_spec(row),
+        status=vm_pb2.VmStatus(
+            state=vm_state(row.state),
+            host_id=row.host_id or "",
+            exit_reason=exit_reason(row.exit_reason),
+            message=row.status_message,
+            guest=guest_info(row.guest_facts),
+            revision=row.revision,
+            state_changed_time=timestamp(row.state_changed_at),
+        ),
+    )
+
+
+def host(row: models.Host, usage: tuple[int, int, int]) -> host_pb2.Host:
+    memory_used, _cpus_used, vms = usage
+    return host_pb2.Host(
+        id=row.id,
+        name=row.name,
+        address=row.address,
+        status=host_pb2.HostStatus(
+            state=host_state(row.state),
+            message=row.state_message,
+            memory_total_mib=row.memory_total_mib,
+            memory_free_mib=max(0, row.memory_total_mib - memory_used),
+            cpus=row.cpus,
+            vms_running=vms,
+            hypervisor_type=row.hypervisor_type,
+            hostname=row.hostname,
+            last_seen_time=timestamp(row.last_seen_at),
+        ),
+    )

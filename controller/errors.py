@@ -1,0 +1,73 @@
+"""The controller's errors, each in one of the API's categories
+(virtplane.errors), which the gRPC boundary maps to status codes::
+
+    virtplane.errors.VirtplaneError
+    ├── InvalidArgument
+    ├── NotFound
+    │   ├── VmNotFound
+    │   └── HostNotFound
+    ├── AlreadyExists
+    │   ├── VmExists
+    │   └── HostExists
+    ├── FailedPrecondition
+    │   └── IllegalVmState        the verb does not fit the VM's state
+    ├── ResourceExhausted
+    │   └── NoHostAvailable       every host was rejected by a filter
+    └── Unavailable
+        └── HostUnreachable       hostd did not answer
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from virtplane.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+
+
+class VmNotFound(NotFound):
+    def __init__(self, vm: str) -> None:
+        super().__init__("VM", vm)
+
+
+class HostNotFound(NotFound):
+    def __init__(self, host: str) -> None:
+        super().__init__("host", host)
+
+
+class VmExists(AlreadyExists):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a VM named {name!r} exists already")
+
+
+class HostExists(AlreadyExists):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a host named {name!r} exists already")
+
+
+class IllegalVmState(FailedPrecondition):
+    def __init__(self, vm: str, state: str, verb: str, allowed: str) -> None:
+        super().__init__(f"cannot {verb} VM {vm!r}: it is {state}; {verb} needs it {allowed}")
+        self.state = state
+
+
+class NoHostAvailable(ResourceExhausted):
+    """No host passed the scheduler's filters; rejections names each host's reason."""
+
+    def __init__(self, vm: str, rejections: Mapping[str, str]) -> None:
+        if rejections:
+            why = "; ".join(f"{host}: {reason}" for host, reason in sorted(rejections.items()))
+        else:
+            why = "no hosts are registered"
+        super().__init__(f"no host can run VM {vm!r}: {why}")
+        self.rejections = dict(rejections)
+
+
+class HostUnreachable(Unavailable):
+    def __init__(self, host: str, detail: str) -> None:
+        super().__init__(f"host {host!r} cannot be reached: {detail}")

@@ -1,0 +1,91 @@
+"""Calls from the controller to one host's hostd, with hostd's gRPC errors
+translated into the controller's errors at this boundary."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from virtplane.errors import FailedPrecondition, InvalidArgument, VirtplaneError
+from virtplane.v1 import host_agent_service_pb2 as pb
+from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
+
+from controller.errors import HostUnreachable, VmNotFound
+
+_CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+
+
+def translate(host: str, exc: grpc.aio.AioRpcError, vm_id: str = "") -> VirtplaneError:
+    """The controller's error for a failed call to host."""
+    code, detail = exc.code(), exc.details() or ""
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return HostUnreachable(host, detail or code.name)
+    if code is grpc.StatusCode.NOT_FOUND and vm_id:
+        return VmNotFound(vm_id)
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument("spec", f"host {host!r} rejected the VM: {detail}")
+    return FailedPrecondition(f"host {host!r} refused: {code.name}: {detail}")
+
+
+class HostClient:
+    """One hostd, reached over one channel."""
+
+    def __init__(self, name: str, address: str, timeout: float) -> None:
+        self.name = name
+        self.address = address
+        self._timeout = timeout
+        self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._stub = pb_grpc.HostAgentServiceStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+
+    async def capabilities(self) -> pb.GetHostCapabilitiesResponse:
+        try:
+            return await self._stub.GetHostCapabilities(
+                pb.GetHostCapabilitiesRequest(), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise translate(self.name, exc) from exc
+
+    async def create_vm(self, config: pb.VmConfig) -> pb.HostVm:
+        try:
+            reply = await self._stub.CreateVm(
+                pb.HostAgentServiceCreateVmRequest(config=config), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise translate(self.name, exc) from exc
+        return reply.vm
+
+    async def destroy_vm(self, vm_id: str) -> None:
+        try:
+            await self._stub.DestroyVm(
+                pb.HostAgentServiceDestroyVmRequest(vm_id=vm_id), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise translate(self.name, exc, vm_id) from exc
+
+    async def list_vms(self) -> list[pb.HostVm]:
+        try:
+            reply = await self._stub.ListVms(
+                pb.HostAgentServiceListVmsRequest(), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise translate(self.name, exc) from exc
+        return list(reply.vms)
+
+    async def events(self, after_sequence: int) -> AsyncIterator[pb.HostEvent]:
+        """The host's events after after_sequence, as long as the stream lasts."""
+        call = self._stub.WatchEvents(pb.WatchEventsRequest(after_sequence=after_sequence))
+        try:
+            async for reply in call:
+                yield reply.event
+        except grpc.aio.AioRpcError as exc:
+            raise translate(self.name, exc) from exc
+        finally:
+            call.cancel()

@@ -1,0 +1,25 @@
+"""The registry of hostd clients the controller talks to."""
+
+from __future__ import annotations
+
+from controller.host_client import HostClient
+
+
+class HostClients:
+    """One HostClient per host id, created on first use."""
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._clients: dict[str, HostClient] = {}
+
+    def get(self, host_id: str, name: str, address: str) -> HostClient:
+        client = self._clients.get(host_id)
+        if client is None or client.address != address:
+            client = HostClient(name, address, self._timeout)
+            self._clients[host_id] = client
+        return client
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()

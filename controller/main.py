@@ -1,0 +1,47 @@
+"""virtplane-controller: the engine's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from controller.app import Controller
+from controller.config import ControllerConfig
+
+
+def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
+    defaults = ControllerConfig()
+    parser = argparse.ArgumentParser(prog="virtplane-controller", description=__doc__)
+    parser.add_argument("--listen", default=defaults.listen, help="gRPC address, host:port")
+    parser.add_argument(
+        "--database",
+        default=defaults.database_url,
+        help="SQLAlchemy URL (default %(default)s; PostgreSQL: postgresql+psycopg://…)",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    return ControllerConfig(listen=args.listen, database_url=args.database), args.log_level
+
+
+async def serve(config: ControllerConfig) -> None:
+    controller = Controller(config)
+    await controller.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logging.getLogger(__name__).info("stopping")
+    await controller.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    config, level = parse(argv)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()

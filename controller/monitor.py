@@ -1,0 +1,189 @@
+"""Keeping VM and host state true: one event watch per host.
+
+For each host the monitor holds a WatchEvents stream open, applies every
+event in order, and on (re)connect reconciles against the host's full VM
+list. When the host cannot be reached it is NON_RESPONSIVE and its VMs are
+UNKNOWN — never DOWN — until the host answers again and says what is true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+from virtplane.errors import VirtplaneError
+from virtplane.v1 import host_agent_service_pb2 as agent_pb2
+from virtplane.v1 import vm_pb2
+
+from controller import convert, transitions
+from controller.host_client import HostClient
+from controller.vm_store import Mutation, VmStore
+from db import repositories as repo
+from db.enums import HostState
+from db.models import Host, Vm, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Cursor:
+    epoch: str = ""
+    sequence: int = 0
+
+
+class _Resync(Exception):
+    """The event stream has a gap: watch again from the start."""
+
+
+class HostMonitor:
+    """Watches one host until stopped."""
+
+    def __init__(self, host_id: str, client: HostClient, store: VmStore, retry: float) -> None:
+        self.host_id = host_id
+        self._client = client
+        self._store = store
+        self._db = store.db
+        self._retry = retry
+        self._cursor = _Cursor()
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"monitor-{self._client.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._watch()
+            except _Resync:
+                self._cursor = _Cursor()
+                continue
+            except VirtplaneError as exc:
+                log.warning("host %s: %s", self._client.name, exc)
+                await self._set_unreachable(str(exc))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("host %s: monitor failed", self._client.name)
+                await self._set_unreachable("monitor error; see the controller log")
+            await asyncio.sleep(self._retry)
+
+    async def _watch(self) -> None:
+        stream = self._client.events(self._cursor.sequence)
+        reconciled = False
+        async for event in stream:
+            self._advance(event)
+            if not reconciled:
+                await self._reconcile()
+                reconciled = True
+            await self._apply(event)
+
+    def _advance(self, event: agent_pb2.HostEvent) -> None:
+        cursor = self._cursor
+        if event.host_epoch != cursor.epoch:
+            if event.sequence != 1 and cursor.sequence != 0:
+                # hostd restarted and we asked from an old position.
+                cursor.epoch = event.host_epoch
+                cursor.sequence = 0
+                raise _Resync
+            cursor.epoch = event.host_epoch
+        cursor.sequence = event.sequence
+
+    async def _reconcile(self) -> None:
+        """Brings the host and its VMs in line with the host's own list."""
+        reported = {vm.vm_id: vm for vm in await self._client.list_vms()}
+        caps = await self._client.capabilities()
+
+        def work(session: Session) -> list[vm_pb2.Vm]:
+            changed: list[Vm] = []
+            host = session.get(Host, self.host_id)
+            if host is None:
+                return []
+            host.state = HostState.UP
+            host.state_message = ""
+            host.last_seen_at = utcnow()
+            host.cpus = caps.cpus
+            host.memory_total_mib = caps.memory_total_mib
+            host.hypervisor_type = caps.hypervisor_type
+            host.hostname = caps.hostname
+            for vm in repo.list_vms(session, host_id=self.host_id):
+                report = reported.get(vm.id)
+                if report is None:
+                    hit = transitions.missing_on_host(vm)
+                else:
+                    hit = transitions.apply_host_vm(vm, self.host_id, report)
+                if hit:
+                    changed.append(vm)
+            return self._store.stamp(session, changed)
+
+        self._store.publish(await self._db.run(work))
+        self.connected.set()
+
+    async def _apply(self, event: agent_pb2.HostEvent) -> None:
+        which = event.WhichOneof("payload")
+        if which == "vm_state":
+            await self._on_vm_state(event.vm_state)
+        elif which == "guest_report":
+            await self._on_guest_report(event.guest_report, event.time.ToDatetime(dt.UTC))
+
+    async def _on_vm_state(self, report: agent_pb2.HostVm) -> None:
+        def mutate(_s: Session, vm: Vm) -> tuple[bool, None]:
+            return transitions.apply_host_vm(vm, self.host_id, report), None
+
+        await self._update_known(report.vm_id, mutate)
+
+    async def _on_guest_report(self, report: agent_pb2.GuestReportEvent, at: dt.datetime) -> None:
+        observed = (
+            report.guest.observed_time.ToDatetime(dt.UTC)
+            if report.guest.HasField("observed_time")
+            else at
+        )
+
+        def mutate(session: Session, vm: Vm) -> tuple[bool, None]:
+            if vm.host_id != self.host_id:
+                return False, None
+            transitions.apply_guest_report(vm, self.host_id)
+            repo.set_guest_facts(
+                session,
+                vm,
+                convert.guest_facts(report.guest),
+                source=convert.GUESTD_SOURCE,
+                observed_at=observed,
+                received_at=utcnow(),
+            )
+            return True, None
+
+        await self._update_known(report.vm_id, mutate)
+
+    async def _update_known(self, vm_id: str, mutate: Mutation[None]) -> None:
+        try:
+            await self._store.update(vm_id, mutate)
+        except VirtplaneError as exc:
+            # A VM this controller does not know: left alone.
+            log.debug("host %s: event for unknown VM %s: %s", self._client.name, vm_id, exc)
+
+    async def _set_unreachable(self, why: str) -> None:
+        self.connected.clear()
+
+        def work(session: Session) -> list[vm_pb2.Vm]:
+            host = session.get(Host, self.host_id)
+            if host is None:
+                return []
+            host.state = HostState.NON_RESPONSIVE
+            host.state_message = why
+            lost = [
+                vm
+                for vm in repo.list_vms(session, host_id=self.host_id)
+                if transitions.host_lost(vm)
+            ]
+            return self._store.stamp(session, lost)
+
+        self._store.publish(await self._db.run(work))

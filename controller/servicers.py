@@ -1,0 +1,109 @@
+"""The gRPC servicers: validate, call the service, convert back. Errors are
+raised as virtplane errors and become status codes in virtplane.status."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from virtplane.errors import InvalidArgument
+from virtplane.v1 import host_service_pb2 as host_api
+from virtplane.v1 import host_service_pb2_grpc as host_grpc
+from virtplane.v1 import vm_service_pb2 as vm_api
+from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
+
+from controller.host_service import HostService
+from controller.validation import check_address, check_create, check_name
+from controller.vm_service import VmService
+from controller.vm_store import VmStore
+from controller.watch import Kind
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _ref(field: str, value: str) -> str:
+    if not value:
+        raise InvalidArgument(field, "is required (an id or a name)")
+    return value
+
+
+class VmServicer(vm_grpc.VmServiceServicer):
+    def __init__(self, vms: VmService, store: VmStore) -> None:
+        self._vms = vms
+        self._store = store
+
+    async def CreateVm(
+        self, request: vm_api.CreateVmRequest, context: Context
+    ) -> vm_api.CreateVmResponse:
+        return vm_api.CreateVmResponse(vm=await self._vms.create(check_create(request)))
+
+    async def GetVm(self, request: vm_api.GetVmRequest, context: Context) -> vm_api.GetVmResponse:
+        return vm_api.GetVmResponse(vm=await self._vms.get(_ref("vm", request.vm)))
+
+    async def ListVms(
+        self, request: vm_api.ListVmsRequest, context: Context
+    ) -> vm_api.ListVmsResponse:
+        return vm_api.ListVmsResponse(vms=await self._vms.list())
+
+    async def DeleteVm(
+        self, request: vm_api.DeleteVmRequest, context: Context
+    ) -> vm_api.DeleteVmResponse:
+        await self._vms.delete(_ref("vm", request.vm))
+        return vm_api.DeleteVmResponse()
+
+    async def StartVm(
+        self, request: vm_api.StartVmRequest, context: Context
+    ) -> vm_api.StartVmResponse:
+        return vm_api.StartVmResponse(vm=await self._vms.start(_ref("vm", request.vm)))
+
+    async def StopVm(
+        self, request: vm_api.StopVmRequest, context: Context
+    ) -> vm_api.StopVmResponse:
+        return vm_api.StopVmResponse(vm=await self._vms.stop(_ref("vm", request.vm)))
+
+    async def WatchVms(
+        self, request: vm_api.WatchVmsRequest, context: Context
+    ) -> AsyncIterator[vm_api.WatchVmsResponse]:
+        sub = self._store.hub.subscribe()
+        try:
+            seen: dict[str, int] = {}
+            newest = 0
+            for vm in await self._store.snapshot():
+                seen[vm.id] = vm.status.revision
+                newest = max(newest, vm.status.revision)
+                yield vm_api.WatchVmsResponse(
+                    kind=Kind.KIND_SNAPSHOT, vm=vm, revision=vm.status.revision
+                )
+            yield vm_api.WatchVmsResponse(kind=Kind.KIND_SNAPSHOT_COMPLETE, revision=newest)
+            while True:
+                change = await sub.next()
+                if change.revision <= seen.get(change.vm.id, 0):
+                    continue  # already in the snapshot
+                yield vm_api.WatchVmsResponse(
+                    kind=change.kind, vm=change.vm, revision=change.revision
+                )
+        finally:
+            sub.close()
+
+
+class HostServicer(host_grpc.HostServiceServicer):
+    def __init__(self, hosts: HostService) -> None:
+        self._hosts = hosts
+
+    async def AddHost(
+        self, request: host_api.AddHostRequest, context: Context
+    ) -> host_api.AddHostResponse:
+        name = check_name("name", request.name)
+        address = check_address("address", request.address)
+        return host_api.AddHostResponse(host=await self._hosts.add(name, address))
+
+    async def GetHost(
+        self, request: host_api.GetHostRequest, context: Context
+    ) -> host_api.GetHostResponse:
+        return host_api.GetHostResponse(host=await self._hosts.get(_ref("host", request.host)))
+
+    async def ListHosts(
+        self, request: host_api.ListHostsRequest, context: Context
+    ) -> host_api.ListHostsResponse:
+        return host_api.ListHostsResponse(hosts=await self._hosts.list())

@@ -1,0 +1,102 @@
+"""How what a host reports moves a VM's state. Pure functions over the row;
+the caller persists and publishes."""
+
+from __future__ import annotations
+
+from virtplane.v1 import host_agent_service_pb2 as agent_pb2
+
+from controller.vm_store import set_state
+from db.enums import ExitReason, VmState
+from db.models import Vm
+
+HostVm = agent_pb2.HostVm
+
+_EXIT_REASONS = {
+    HostVm.EXIT_REASON_DESTROYED: ExitReason.USER_STOP,
+    HostVm.EXIT_REASON_SHUTDOWN: ExitReason.GUEST_SHUTDOWN,
+    HostVm.EXIT_REASON_CRASHED: ExitReason.CRASHED,
+    HostVm.EXIT_REASON_START_FAILED: ExitReason.START_FAILED,
+    HostVm.EXIT_REASON_MIGRATED: ExitReason.MIGRATED,
+    HostVm.EXIT_REASON_SAVED: ExitReason.SAVED_TO_FILE,
+}
+
+# States in which the VM is believed to run on its host.
+_ON_HOST = frozenset(
+    {
+        VmState.WAIT_FOR_LAUNCH,
+        VmState.POWERING_UP,
+        VmState.UP,
+        VmState.PAUSED,
+        VmState.POWERING_DOWN,
+        VmState.REBOOT_IN_PROGRESS,
+        VmState.NOT_RESPONDING,
+        VmState.UNKNOWN,
+    }
+)
+
+
+def _running_state(vm: Vm) -> VmState:
+    # UP once the guest agent has reported since this start.
+    if vm.state in (VmState.UP, VmState.POWERING_DOWN):
+        return vm.state
+    if vm.state in (VmState.PAUSED, VmState.UNKNOWN) and vm.guest_facts:
+        return VmState.UP
+    return VmState.POWERING_UP
+
+
+def apply_host_vm(vm: Vm, host_id: str, report: agent_pb2.HostVm) -> bool:
+    """Applies a VM state reported by host_id; returns whether vm changed.
+
+    A report from a host the VM is not placed on is stale and ignored.
+    """
+    if vm.host_id != host_id or vm.state not in _ON_HOST:
+        return False
+    before = (vm.state, vm.host_id, vm.exit_reason, vm.status_message)
+    state = report.state
+    if state == HostVm.STATE_RUNNING:
+        set_state(vm, _running_state(vm))
+    elif state == HostVm.STATE_PAUSED:
+        set_state(vm, VmState.PAUSED)
+    elif state == HostVm.STATE_POWERING_DOWN:
+        set_state(vm, VmState.POWERING_DOWN)
+    elif state == HostVm.STATE_DOWN:
+        reason = _EXIT_REASONS.get(report.exit_reason, ExitReason.LOST)
+        message = report.message
+        if reason is ExitReason.USER_STOP and vm.state is not VmState.POWERING_DOWN:
+            message = message or "the domain was destroyed on its host"
+        set_state(vm, VmState.DOWN, exit_reason=reason, message=message)
+    elif state == HostVm.STATE_WAIT_FOR_LAUNCH and vm.state is VmState.UNKNOWN:
+        set_state(vm, VmState.WAIT_FOR_LAUNCH)
+    return before != (vm.state, vm.host_id, vm.exit_reason, vm.status_message)
+
+
+def apply_guest_report(vm: Vm, host_id: str) -> bool:
+    """A guest report arrived for vm from host_id: it is UP. Returns whether
+    the state changed (the facts are stored by the caller)."""
+    if vm.host_id != host_id:
+        return False
+    if vm.state in (VmState.POWERING_UP, VmState.WAIT_FOR_LAUNCH):
+        set_state(vm, VmState.UP)
+        return True
+    return False
+
+
+def host_lost(vm: Vm) -> bool:
+    """The VM's host cannot be reached: the VM's state is UNKNOWN, never DOWN."""
+    if vm.state in _ON_HOST and vm.state is not VmState.UNKNOWN:
+        set_state(vm, VmState.UNKNOWN, message="its host cannot be reached")
+        return True
+    return False
+
+
+def missing_on_host(vm: Vm) -> bool:
+    """The host no longer has the VM, and no event said why."""
+    if vm.state in _ON_HOST and vm.state is not VmState.WAIT_FOR_LAUNCH:
+        set_state(
+            vm,
+            VmState.DOWN,
+            exit_reason=ExitReason.LOST,
+            message="the host no longer runs the VM",
+        )
+        return True
+    return False

@@ -1,0 +1,114 @@
+"""Checking what clients send, before anything is stored or called."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from virtplane.errors import InvalidArgument
+from virtplane.v1 import vm_pb2, vm_service_pb2
+
+from db.enums import NicKind
+
+MIN_MEMORY_MIB = 16
+MAX_MEMORY_MIB = 16 * 1024 * 1024
+MAX_VCPUS = 512
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    name: str
+    kind: NicKind
+    network: str
+    mac_address: str  # empty: the controller picks one
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    """A validated VM spec."""
+
+    name: str
+    vcpus: int
+    memory_mib: int
+    kernel_path: str
+    initrd_path: str
+    cmdline: str
+    nics: tuple[NicSpec, ...]
+
+
+def check_name(field: str, name: str) -> str:
+    if not name:
+        raise InvalidArgument(field, "is required")
+    if not _NAME.match(name):
+        raise InvalidArgument(
+            field, "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def check_address(field: str, address: str) -> str:
+    host, sep, port = address.rpartition(":")
+    if not address:
+        raise InvalidArgument(field, "is required")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidArgument(field, f"must be host:port, got {address!r}")
+    return address
+
+
+def _check_path(field: str, path: str, required: bool) -> str:
+    if not path:
+        if required:
+            raise InvalidArgument(field, "is required")
+        return ""
+    if not path.startswith("/"):
+        raise InvalidArgument(field, f"must be an absolute path on the host, got {path!r}")
+    return path
+
+
+_NIC_KINDS = {vm_pb2.Nic.KIND_USER: NicKind.USER, vm_pb2.Nic.KIND_NETWORK: NicKind.NETWORK}
+
+
+def _check_nic(index: int, nic: vm_pb2.Nic) -> NicSpec:
+    field = f"spec.nics[{index}]"
+    kind = _NIC_KINDS.get(nic.kind)
+    if kind is None:
+        raise InvalidArgument(f"{field}.kind", "must be KIND_USER or KIND_NETWORK")
+    if kind is NicKind.NETWORK and not nic.network:
+        raise InvalidArgument(f"{field}.network", "is required for KIND_NETWORK")
+    mac = nic.mac_address.lower()
+    if mac and not _MAC.match(mac):
+        raise InvalidArgument(f"{field}.mac_address", f"is not a MAC address: {nic.mac_address!r}")
+    name = check_name(f"{field}.name", nic.name or f"nic{index}")
+    return NicSpec(name=name, kind=kind, network=nic.network, mac_address=mac)
+
+
+def check_create(request: vm_service_pb2.CreateVmRequest) -> VmSpec:
+    """Validates a CreateVm request; raises InvalidArgument naming the field."""
+    name = check_name("name", request.name)
+    if not request.HasField("spec"):
+        raise InvalidArgument("spec", "is required")
+    spec = request.spec
+    if spec.vcpus == 0:
+        raise InvalidArgument("spec.vcpus", "is required (at least 1)")
+    if spec.vcpus > MAX_VCPUS:
+        raise InvalidArgument("spec.vcpus", f"must be at most {MAX_VCPUS}")
+    if spec.memory_mib == 0:
+        raise InvalidArgument("spec.memory_mib", f"is required (at least {MIN_MEMORY_MIB})")
+    if not MIN_MEMORY_MIB <= spec.memory_mib <= MAX_MEMORY_MIB:
+        raise InvalidArgument(
+            "spec.memory_mib", f"must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB}"
+        )
+    nics = tuple(_check_nic(i, nic) for i, nic in enumerate(spec.nics))
+    if len({n.name for n in nics}) != len(nics):
+        raise InvalidArgument("spec.nics", "NIC names must be unique")
+    return VmSpec(
+        name=name,
+        vcpus=spec.vcpus,
+        memory_mib=spec.memory_mib,
+        kernel_path=_check_path("spec.boot.kernel_path", spec.boot.kernel_path, required=True),
+        initrd_path=_check_path("spec.boot.initrd_path", spec.boot.initrd_path, required=False),
+        cmdline=spec.boot.cmdline,
+        nics=nics,
+    )

@@ -1,0 +1,202 @@
+"""The VM verbs: the controller's RunVm flow and its siblings."""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+from virtplane.errors import VirtplaneError
+from virtplane.v1 import host_agent_service_pb2 as agent_pb2
+from virtplane.v1 import vm_pb2
+
+from controller import convert
+from controller.errors import IllegalVmState, NoHostAvailable, VmExists, VmNotFound
+from controller.hosts import HostClients
+from controller.scheduler import Demand, HostCapacity, place
+from controller.validation import VmSpec
+from controller.vm_store import VmStore, set_state
+from db import repositories as repo
+from db.enums import ExitReason, VmState
+from db.models import Nic, Vm
+
+log = logging.getLogger(__name__)
+
+# States from which StopVm powers the VM off.
+_STOPPABLE = frozenset(
+    {
+        VmState.WAIT_FOR_LAUNCH,
+        VmState.POWERING_UP,
+        VmState.UP,
+        VmState.PAUSED,
+        VmState.POWERING_DOWN,
+        VmState.REBOOT_IN_PROGRESS,
+        VmState.NOT_RESPONDING,
+    }
+)
+
+
+@dataclass(frozen=True)
+class _Dispatch:
+    """What StartVm hands to the chosen host."""
+
+    host_id: str
+    host_name: str
+    address: str
+    config: agent_pb2.VmConfig
+
+
+def _random_mac(session: Session) -> str:
+    # 52:54:00 is the locally administered prefix QEMU and libvirt use.
+    while True:
+        mac = "52:54:00:" + ":".join(f"{random.randrange(256):02x}" for _ in range(3))
+        if not repo.mac_in_use(session, mac):
+            return mac
+
+
+class VmService:
+    def __init__(self, store: VmStore, clients: HostClients) -> None:
+        self._store = store
+        self._db = store.db
+        self._clients = clients
+
+    async def create(self, spec: VmSpec) -> vm_pb2.Vm:
+        def build(session: Session) -> Vm:
+            if repo.vm_by_name(session, spec.name) is not None:
+                raise VmExists(spec.name)
+            vm = Vm(
+                id=str(uuid.uuid4()),
+                name=spec.name,
+                vcpus=spec.vcpus,
+                memory_mib=spec.memory_mib,
+                kernel_path=spec.kernel_path,
+                initrd_path=spec.initrd_path,
+                cmdline=spec.cmdline,
+                state=VmState.DOWN,
+                exit_reason=ExitReason.NONE,
+                status_message="",
+            )
+            for position, nic in enumerate(spec.nics):
+                vm.nics.append(
+                    Nic(
+                        position=position,
+                        name=nic.name,
+                        kind=nic.kind,
+                        network=nic.network,
+                        mac_address=nic.mac_address or _random_mac(session),
+                    )
+                )
+            return vm
+
+        return await self._store.insert(build)
+
+    async def get(self, vm_ref: str) -> vm_pb2.Vm:
+        def work(session: Session) -> vm_pb2.Vm:
+            vm = repo.find_vm(session, vm_ref)
+            if vm is None:
+                raise VmNotFound(vm_ref)
+            return convert.vm(vm)
+
+        return await self._db.run(work)
+
+    async def list(self) -> list[vm_pb2.Vm]:
+        return await self._db.run(lambda s: [convert.vm(v) for v in repo.list_vms(s)])
+
+    async def delete(self, vm_ref: str) -> None:
+        def check(vm: Vm) -> None:
+            if vm.state is not VmState.DOWN:
+                raise IllegalVmState(vm.name, vm.state.value, "delete", "DOWN")
+
+        await self._store.delete(vm_ref, check)
+
+    async def start(self, vm_ref: str) -> vm_pb2.Vm:
+        """Places the VM on a host, books its resources there, and asks the
+        host to run it. Returns once the host has accepted it."""
+
+        def schedule(session: Session, vm: Vm) -> tuple[bool, _Dispatch]:
+            if vm.state is not VmState.DOWN:
+                raise IllegalVmState(vm.name, vm.state.value, "start", "DOWN")
+            usage = repo.host_usage(session)
+            hosts = repo.list_hosts(session)
+            candidates = [
+                HostCapacity(
+                    id=h.id,
+                    name=h.name,
+                    state=h.state,
+                    memory_total_mib=h.memory_total_mib,
+                    memory_used_mib=usage.get(h.id, (0, 0, 0))[0],
+                    cpus=h.cpus,
+                )
+                for h in hosts
+            ]
+            placement = place(candidates, Demand(vcpus=vm.vcpus, memory_mib=vm.memory_mib))
+            if placement.host is None:
+                raise NoHostAvailable(vm.name, placement.rejections)
+            chosen = next(h for h in hosts if h.id == placement.host.id)
+            # Booking: from here the VM's memory counts as used on the host.
+            vm.host_id = chosen.id
+            vm.guest_facts.clear()
+            set_state(vm, VmState.WAIT_FOR_LAUNCH, exit_reason=ExitReason.NONE, message="")
+            return True, _Dispatch(chosen.id, chosen.name, chosen.address, convert.vm_config(vm))
+
+        proto, dispatch = await self._store.update(vm_ref, schedule)
+        client = self._clients.get(dispatch.host_id, dispatch.host_name, dispatch.address)
+        try:
+            await client.create_vm(dispatch.config)
+        except VirtplaneError as exc:
+            await self._start_failed(proto.id, dispatch.host_id, str(exc))
+            raise
+        return await self.get(proto.id)
+
+    async def _start_failed(self, vm_id: str, host_id: str, why: str) -> None:
+        def fail(_session: Session, vm: Vm) -> tuple[bool, None]:
+            if vm.host_id != host_id or vm.state is not VmState.WAIT_FOR_LAUNCH:
+                return False, None
+            set_state(vm, VmState.DOWN, exit_reason=ExitReason.START_FAILED, message=why)
+            return True, None
+
+        await self._store.update(vm_id, fail)
+
+    async def stop(self, vm_ref: str) -> vm_pb2.Vm:
+        """Powers the VM off at once."""
+
+        def begin(_session: Session, vm: Vm) -> tuple[bool, tuple[VmState, str, str, str]]:
+            if vm.state not in _STOPPABLE or vm.host_id is None:
+                raise IllegalVmState(vm.name, vm.state.value, "stop", "running on a host")
+            host = repo.find_host(_session, vm.host_id)
+            assert host is not None
+            previous = vm.state
+            set_state(vm, VmState.POWERING_DOWN)
+            return True, (previous, host.id, host.name, host.address)
+
+        proto, (previous, host_id, host_name, address) = await self._store.update(vm_ref, begin)
+        client = self._clients.get(host_id, host_name, address)
+        try:
+            await client.destroy_vm(proto.id)
+        except VmNotFound:
+            log.info("VM %s was already gone from host %s", proto.name, host_name)
+        except VirtplaneError:
+            await self._store.update(proto.id, _restore_state(previous))
+            raise
+
+        def done(_session: Session, vm: Vm) -> tuple[bool, None]:
+            if vm.state is not VmState.POWERING_DOWN or vm.host_id != host_id:
+                return False, None
+            set_state(vm, VmState.DOWN, exit_reason=ExitReason.USER_STOP, message="")
+            return True, None
+
+        proto, _ = await self._store.update(proto.id, done)
+        return proto
+
+
+def _restore_state(previous: VmState) -> Callable[[Session, Vm], tuple[bool, None]]:
+    def mutate(_session: Session, vm: Vm) -> tuple[bool, None]:
+        if vm.state is not VmState.POWERING_DOWN:
+            return False, None
+        set_state(vm, previous)
+        return True, None
+
+    return mutate

@@ -1,0 +1,128 @@
+"""Every change to a VM goes through here: it is written in one transaction,
+given the next revision, and then published to watchers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.orm import Session
+from virtplane.v1 import vm_pb2
+
+from controller import convert
+from controller.errors import VmNotFound
+from controller.watch import Change, Kind, WatchHub
+from db import repositories as repo
+from db.enums import ExitReason, VmState
+from db.models import Vm, utcnow
+from db.session import Database
+
+T = TypeVar("T")
+
+
+class Revisions:
+    """The revision counter shared by all VMs (one controller process)."""
+
+    def __init__(self, start: int) -> None:
+        self._value = start
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            self._value += 1
+            return self._value
+
+    @property
+    def current(self) -> int:
+        return self._value
+
+
+def set_state(
+    vm: Vm,
+    state: VmState,
+    *,
+    exit_reason: ExitReason | None = None,
+    message: str | None = None,
+) -> None:
+    """Moves vm to state; a VM going DOWN leaves its host."""
+    if vm.state is not state:
+        vm.state = state
+        vm.state_changed_at = utcnow()
+    if state is VmState.DOWN:
+        vm.host_id = None
+    if exit_reason is not None:
+        vm.exit_reason = exit_reason
+    if message is not None:
+        vm.status_message = message
+
+
+# A mutation returns whether it changed the VM, and a value for the caller.
+Mutation = Callable[[Session, Vm], tuple[bool, T]]
+
+
+class VmStore:
+    def __init__(self, db: Database, hub: WatchHub) -> None:
+        self.db = db
+        self.hub = hub
+        self.revisions = Revisions(db.transaction(repo.max_revision))
+
+    async def insert(self, build: Callable[[Session], Vm]) -> vm_pb2.Vm:
+        def work(session: Session) -> vm_pb2.Vm:
+            vm = build(session)
+            vm.revision = self.revisions.next()
+            session.add(vm)
+            session.flush()
+            return convert.vm(vm)
+
+        proto = await self.db.run(work)
+        self.hub.publish(Change(Kind.KIND_CHANGED, proto, proto.status.revision))
+        return proto
+
+    async def update(self, vm_ref: str, mutate: Mutation[T]) -> tuple[vm_pb2.Vm, T]:
+        """Applies mutate to the VM named by vm_ref (id or name)."""
+
+        def work(session: Session) -> tuple[vm_pb2.Vm, bool, T]:
+            vm = repo.find_vm(session, vm_ref)
+            if vm is None:
+                raise VmNotFound(vm_ref)
+            changed, value = mutate(session, vm)
+            if changed:
+                vm.revision = self.revisions.next()
+                session.flush()
+            return convert.vm(vm), changed, value
+
+        proto, changed, value = await self.db.run(work)
+        if changed:
+            self.hub.publish(Change(Kind.KIND_CHANGED, proto, proto.status.revision))
+        return proto, value
+
+    async def delete(self, vm_ref: str, check: Callable[[Vm], None]) -> None:
+        def work(session: Session) -> vm_pb2.Vm:
+            vm = repo.find_vm(session, vm_ref)
+            if vm is None:
+                raise VmNotFound(vm_ref)
+            check(vm)
+            proto = convert.vm(vm)
+            proto.status.revision = self.revisions.next()
+            session.delete(vm)
+            return proto
+
+        proto = await self.db.run(work)
+        self.hub.publish(Change(Kind.KIND_DELETED, proto, proto.status.revision))
+
+    def stamp(self, session: Session, vms: list[Vm]) -> list[vm_pb2.Vm]:
+        """Gives each changed row its revision, inside the caller's transaction."""
+        for vm in vms:
+            vm.revision = self.revisions.next()
+        session.flush()
+        return [convert.vm(vm) for vm in vms]
+
+    def publish(self, vms: list[vm_pb2.Vm]) -> None:
+        """Tells watchers about rows changed by stamp(), once committed."""
+        for proto in vms:
+            self.hub.publish(Change(Kind.KIND_CHANGED, proto, proto.status.revision))
+
+    async def snapshot(self) -> list[vm_pb2.Vm]:
+        """Every VM, each with the revision it reflects."""
+        return await self.db.run(lambda s: [convert.vm(v) for v in repo.list_vms(s)])

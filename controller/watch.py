@@ -1,0 +1,73 @@
+"""Fan-out of VM changes to WatchVms subscribers.
+
+Each subscriber has a bounded queue; one that falls behind is cut off (its
+stream ends with RESOURCE_EXHAUSTED) instead of slowing the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from virtplane.errors import ResourceExhausted
+from virtplane.v1 import vm_pb2, vm_service_pb2
+
+Kind = vm_service_pb2.WatchVmsResponse.Kind
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: Kind.ValueType
+    vm: vm_pb2.Vm
+    revision: int
+
+
+class Subscription:
+    def __init__(self, hub: WatchHub, size: int) -> None:
+        self._hub = hub
+        self._queue: asyncio.Queue[Change] = asyncio.Queue(maxsize=size)
+        self.overflowed = False
+
+    def offer(self, change: Change) -> None:
+        if self.overflowed:
+            return
+        try:
+            self._queue.put_nowait(change)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            # Wake the reader so it notices.
+            self._queue.get_nowait()
+            self._queue.put_nowait(change)
+
+    async def next(self) -> Change:
+        change = await self._queue.get()
+        if self.overflowed:
+            raise ResourceExhausted(
+                "watcher fell too far behind and was cut off; watch again for a fresh snapshot"
+            )
+        return change
+
+    def close(self) -> None:
+        self._hub.unsubscribe(self)
+
+
+class WatchHub:
+    def __init__(self, queue_size: int) -> None:
+        self._queue_size = queue_size
+        self._subscribers: set[Subscription] = set()
+
+    def subscribe(self) -> Subscription:
+        sub = Subscription(self, self._queue_size)
+        self._subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+
+    def publish(self, change: Change) -> None:
+        for sub in list(self._subscribers):
+            sub.offer(change)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)

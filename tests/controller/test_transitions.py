@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from virtplane.v1 import host_agent_service_pb2 as agent_pb2
+
+from controller import transitions
+from db.enums import ExitReason, VmState
+from db.models import GuestFact, Vm
+
+HostVm = agent_pb2.HostVm
+
+
+def _vm(state: VmState, host: str | None = "h1") -> Vm:
+    return Vm(
+        id="v",
+        name="v",
+        vcpus=1,
+        memory_mib=1,
+        kernel_path="/k",
+        state=state,
+        host_id=host,
+        exit_reason=ExitReason.NONE,
+        status_message="",
+        revision=1,
+    )
+
+
+def _report(state: int, reason: int = 0, message: str = "") -> agent_pb2.HostVm:
+    return HostVm(vm_id="v", state=state, exit_reason=reason, message=message)  # type: ignore[arg-type]
+
+
+def test_running_domain_means_powering_up_then_report_means_up() -> None:
+    vm = _vm(VmState.WAIT_FOR_LAUNCH)
+    assert transitions.apply_host_vm(vm, "h1", _report(HostVm.STATE_RUNNING))
+    assert vm.state is VmState.POWERING_UP
+    assert not transitions.apply_host_vm(vm, "h1", _report(HostVm.STATE_RUNNING))
+    assert transitions.apply_guest_report(vm, "h1")
+    assert vm.state is VmState.UP
+    assert not transitions.apply_host_vm(vm, "h1", _report(HostVm.STATE_RUNNING))
+    assert vm.state is VmState.UP
+
+
+def test_reports_from_another_host_are_ignored() -> None:
+    vm = _vm(VmState.UP)
+    assert not transitions.apply_host_vm(vm, "h2", _report(HostVm.STATE_DOWN))
+    assert not transitions.apply_guest_report(_vm(VmState.POWERING_UP), "h2")
+    assert vm.state is VmState.UP
+
+
+def test_down_carries_the_exit_reason_and_leaves_the_host() -> None:
+    vm = _vm(VmState.POWERING_DOWN)
+    transitions.apply_host_vm(vm, "h1", _report(HostVm.STATE_DOWN, HostVm.EXIT_REASON_DESTROYED))
+    assert (vm.state, vm.exit_reason, vm.host_id) == (VmState.DOWN, ExitReason.USER_STOP, None)
+
+    vm = _vm(VmState.UP)
+    transitions.apply_host_vm(
+        vm, "h1", _report(HostVm.STATE_DOWN, HostVm.EXIT_REASON_START_FAILED, "no kernel")
+    )
+    assert (vm.state, vm.exit_reason, vm.status_message) == (
+        VmState.DOWN,
+        ExitReason.START_FAILED,
+        "no kernel",
+    )
+
+
+def test_destroyed_behind_our_back_says_so() -> None:
+    vm = _vm(VmState.UP)
+    transitions.apply_host_vm(vm, "h1", _report(HostVm.STATE_DOWN, HostVm.EXIT_REASON_DESTROYED))
+    assert vm.exit_reason is ExitReason.USER_STOP
+    assert "destroyed on its host" in vm.status_message
+
+
+def test_unreachable_host_makes_vms_unknown_never_down() -> None:
+    vm = _vm(VmState.UP)
+    assert transitions.host_lost(vm)
+    assert (vm.state, vm.host_id) == (VmState.UNKNOWN, "h1")
+    assert not transitions.host_lost(vm)
+    down = _vm(VmState.DOWN, None)
+    assert not transitions.host_lost(down)
+
+
+def test_unknown_vm_found_running_again_is_up_when_its_guest_had_reported() -> None:
+    vm = _vm(VmState.UNKNOWN)
+    vm.guest_facts.append(GuestFact(name="hostname", value="g"))
+    transitions.apply_host_vm(vm, "h1", _report(HostVm.STATE_RUNNING))
+    assert vm.state is VmState.UP
+
+
+def test_missing_on_host_is_lost_except_while_launching() -> None:
+    launching = _vm(VmState.WAIT_FOR_LAUNCH)
+    assert not transitions.missing_on_host(launching)
+    vm = _vm(VmState.UP)
+    assert transitions.missing_on_host(vm)
+    assert (vm.state, vm.exit_reason) == (VmState.DOWN, ExitReason.LOST)
