@@ -1,0 +1,53 @@
+# virtplane — see README.md. Every target does its own set-up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+BUILD := build
+GUEST := $(BUILD)/guest
+BUF := $(BUILD)/tools/node_modules/.bin/buf
+PROTO_SRC := $(wildcard protos/virtplane/v1/*.proto)
+PYTEST_ARGS ?=
+
+.PHONY: setup host proto lint test demo bench guest-image clean
+
+setup: host $(VENV)/.installed
+
+# System packages and daemons (libvirtd, virtlogd); root only.
+host:
+	@bash hostd/host-setup.sh
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+$(BUF):
+	@command -v npm >/dev/null || (apt-get update -q && apt-get install -y -q npm)
+	mkdir -p $(BUILD)/tools
+	cd $(BUILD)/tools && npm install --no-audit --no-fund --silent @bufbuild/buf@1
+
+proto: $(VENV)/.installed
+	$(BIN)/python protos/generate.py
+
+lint: $(VENV)/.installed $(BUF)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+	$(BUF) lint
+
+guest-image: $(VENV)/.installed
+	@bash guestd/image/build.sh $(GUEST)
+
+test: setup guest-image
+	VIRTPLANE_REQUIRE_REAL=1 $(BIN)/pytest $(PYTEST_ARGS)
+
+demo: setup guest-image
+	@bash tests/demo.sh
+
+bench: setup guest-image
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf $(BUILD) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,112 @@
+"""Starting a real VM through controller → hostd → libvirt, with guestd
+reporting from inside the guest."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import grpc
+import pytest
+from virtplane.v1 import vm_pb2
+from virtplane.v1 import vm_service_pb2 as vm_api
+
+from tests.conftest import GuestImage
+from tests.e2e.conftest import Api, domain_exists, reported, vm_spec, workdir_db
+from tests.stack import Stack
+
+S = vm_pb2.Vm
+pytestmark = pytest.mark.guest
+
+
+async def test_vm_goes_up_reports_its_guest_and_stops(
+    stack: Stack, api: Api, guest_image: GuestImage, system_libvirt: str
+) -> None:
+    created = await api.vms.CreateVm(
+        vm_api.CreateVmRequest(name="lifecycle", spec=vm_spec(guest_image))
+    )
+    vm_id = created.vm.id
+    assert created.vm.status.state == S.STATE_DOWN
+
+    started = await api.vms.StartVm(vm_api.StartVmRequest(vm="lifecycle"))
+    assert started.vm.status.host_id == api.host_id
+    assert started.vm.status.state in (S.STATE_WAIT_FOR_LAUNCH, S.STATE_POWERING_UP, S.STATE_UP)
+
+    up = await api.watch.wait_for(vm_id, reported)
+    assert up.status.state == S.STATE_UP
+    states = api.watch.states(vm_id)
+    assert states[:2] == [S.STATE_DOWN, S.STATE_WAIT_FOR_LAUNCH]
+    assert states.index(S.STATE_POWERING_UP) < states.index(S.STATE_UP)
+
+    guest = up.status.guest
+    assert "10.0.2.15" in [a for i in guest.interfaces for a in i.ipv4_addresses]
+    assert guest.os_name and guest.kernel_release
+    assert guest.application_count == len(guest.applications) > 0
+    assert any(app.startswith("virtplane-guestd ") for app in guest.applications)
+    assert guest.uptime_seconds > 0
+    assert guest.HasField("last_report_time")
+
+    # The report is in the controller's database, each fact with its source.
+    with sqlite3.connect(workdir_db(stack)) as db:
+        facts = dict(
+            db.execute("SELECT name, source FROM guest_facts WHERE vm_id = ?", (vm_id,)).fetchall()
+        )
+    assert {"hostname", "os", "interfaces", "applications", "uptime_seconds"} <= set(facts)
+    assert set(facts.values()) == {"guestd"}
+    assert domain_exists(system_libvirt, vm_id)
+
+    stopped = await api.vms.StopVm(vm_api.StopVmRequest(vm=vm_id))
+    assert stopped.vm.status.state == S.STATE_DOWN
+    assert stopped.vm.status.exit_reason == S.EXIT_REASON_USER_STOP
+    down = await api.watch.wait_for(vm_id, lambda v: v.status.state == S.STATE_DOWN)
+    assert down.status.host_id == ""
+    assert not domain_exists(system_libvirt, vm_id)
+
+
+async def _code(call: object) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call  # type: ignore[misc]
+    return err.value.code(), err.value.details() or ""
+
+
+async def test_start_of_an_unknown_vm_is_not_found(api: Api) -> None:
+    code, detail = await _code(api.vms.StartVm(vm_api.StartVmRequest(vm="no-such-vm")))
+    assert code is grpc.StatusCode.NOT_FOUND
+    assert "no-such-vm" in detail
+
+
+async def test_start_of_an_up_vm_names_its_state(api: Api, up_vm: vm_pb2.Vm) -> None:
+    code, detail = await _code(api.vms.StartVm(vm_api.StartVmRequest(vm=up_vm.id)))
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+    assert "it is UP" in detail
+
+
+async def test_create_without_memory_names_the_field(api: Api, guest_image: GuestImage) -> None:
+    spec = vm_spec(guest_image)
+    spec.ClearField("memory_mib")
+    code, detail = await _code(api.vms.CreateVm(vm_api.CreateVmRequest(name="nomem", spec=spec)))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert detail.startswith("spec.memory_mib:")
+
+
+async def test_start_with_no_host_that_fits_says_why(api: Api, guest_image: GuestImage) -> None:
+    huge = vm_spec(guest_image, memory_mib=64 * 1024 * 1024)
+    await api.vms.CreateVm(vm_api.CreateVmRequest(name="huge", spec=huge))
+    code, detail = await _code(api.vms.StartVm(vm_api.StartVmRequest(vm="huge")))
+    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "local: memory: needs 67108864 MiB" in detail
+    vm = await api.vms.GetVm(vm_api.GetVmRequest(vm="huge"))
+    assert vm.vm.status.state == S.STATE_DOWN  # nothing was booked
+
+
+async def test_watch_starts_with_a_snapshot(api: Api, up_vm: vm_pb2.Vm) -> None:
+    call = api.vms.WatchVms(vm_api.WatchVmsRequest())
+    kinds = []
+    async for msg in call:
+        kinds.append(msg.kind)
+        if msg.kind == vm_api.WatchVmsResponse.KIND_SNAPSHOT_COMPLETE:
+            break
+    call.cancel()
+    assert kinds[-1] == vm_api.WatchVmsResponse.KIND_SNAPSHOT_COMPLETE
+    assert set(kinds[:-1]) == {vm_api.WatchVmsResponse.KIND_SNAPSHOT}
+    await asyncio.sleep(0)

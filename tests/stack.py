@@ -1,0 +1,112 @@
+"""Running the real daemons (controller, hostd) as processes on loopback, for
+the end-to-end tests, the demo and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Daemon:
+    name: str
+    address: str
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Waits until the daemon's gRPC port answers."""
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.address) as channel:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
+                try:
+                    grpc.channel_ready_future(channel).result(timeout=0.5)
+                    return
+                except grpc.FutureTimeoutError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{self.name} not ready: {self.log_tail()}") from None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def _spawn(name: str, argv: list[str], log_path: Path, address: str) -> Daemon:
+    log = log_path.open("ab")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    log.close()
+    return Daemon(name, address, log_path, process)
+
+
+def start_hostd(
+    workdir: Path, libvirt_uri: str = "qemu:///system", port: int | None = None
+) -> Daemon:
+    address = f"127.0.0.1:{port or free_port()}"
+    state = workdir / "hostd"
+    argv = [
+        str(BIN / "virtplane-hostd"),
+        "--listen", address,
+        "--libvirt-uri", libvirt_uri,
+        "--state-dir", str(state),
+    ]  # fmt: skip
+    daemon = _spawn("hostd", argv, workdir / "hostd.log", address)
+    daemon.wait_ready()
+    return daemon
+
+
+def start_controller(workdir: Path, database_url: str | None = None) -> Daemon:
+    address = f"127.0.0.1:{free_port()}"
+    url = database_url or f"sqlite:///{workdir / 'controller.db'}"
+    argv = [str(BIN / "virtplane-controller"), "--listen", address, "--database", url]
+    daemon = _spawn("controller", argv, workdir / "controller.log", address)
+    daemon.wait_ready()
+    return daemon
+
+
+@dataclass
+class Stack:
+    """A controller and one hostd, with the hostd registered as a host."""
+
+    workdir: Path
+    controller: Daemon
+    hostd: Daemon
+    daemons: list[Daemon] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for daemon in (self.controller, self.hostd, *self.daemons):
+            daemon.stop()
