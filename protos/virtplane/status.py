@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -73,7 +73,13 @@ def _wrap_stream(
     return call
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+if TYPE_CHECKING:
+    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:  # grpc's class is generic only in its type stubs
+    _ServerInterceptor = grpc.aio.ServerInterceptor
+
+
+class ErrorInterceptor(_ServerInterceptor):
     """Maps virtplane errors raised by any servicer to gRPC status codes."""
 
     async def intercept_service(
