@@ -1,0 +1,48 @@
+"""hostd's configuration: one frozen value built by main() and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+VirtTypeSetting = Literal["auto", "kvm", "qemu"]
+"""How the domain type is chosen: detected ("auto") or forced."""
+
+VIRT_TYPE_SETTINGS: tuple[VirtTypeSetting, ...] = ("auto", "kvm", "qemu")
+
+
+@dataclass(frozen=True)
+class ChannelLimits:
+    """Bounds on what one guest channel may cost hostd; the guest is untrusted."""
+
+    max_payload: int = 64 * 1024
+    """Largest frame payload accepted; larger frames are skipped."""
+    max_string: int = 256
+    """Longest string kept from a guest, in characters."""
+    max_interfaces: int = 32
+    max_addresses: int = 32
+    """Per interface and address family."""
+    max_applications: int = 4096
+    max_clock_skew_seconds: float = 300.0
+    """A guest timestamp further than this from hostd's clock is not believed."""
+    connect_timeout_seconds: float = 10.0
+    """How long to keep trying to reach the channel's socket after the domain starts."""
+    connect_retry_seconds: float = 0.1
+    write_timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class HostdConfig:
+    listen: str = "127.0.0.1:7070"
+    """host:port the gRPC server binds."""
+    libvirt_uri: str = "qemu:///system"
+    state_dir: Path = Path("/var/lib/virtplane/hostd")
+    """Holds the guest channel sockets and console logs; QEMU must reach it."""
+    virt_type: VirtTypeSetting = "auto"
+    journal_size: int = 10_000
+    """Events kept for WatchEvents resumption."""
+    event_queue_size: int = 1_024
+    """Hypervisor events buffered between libvirt's callback and hostd."""
+    shutdown_grace_seconds: float = 5.0
+    channel: ChannelLimits = field(default_factory=ChannelLimits)

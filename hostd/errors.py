@@ -1,0 +1,70 @@
+"""hostd's exceptions, each derived from an API error category (virtplane.errors).
+
+libvirt errors are translated into these once, in hostd.libvirt_driver; the
+gRPC boundary (virtplane.status.ErrorInterceptor) maps the category to a
+status code::
+
+    VirtplaneError
+    ├── InvalidArgument          a VmConfig field is wrong (raised as is, naming the field)
+    ├── NotFound
+    │   ├── VmNotFound           no VM with this id is registered on this host
+    │   └── DomainNotFound       libvirt has no domain with this UUID
+    ├── AlreadyExists
+    │   ├── VmAlreadyExists      a VM with this id is registered already
+    │   └── DomainAlreadyExists  libvirt has a domain with this name or UUID
+    ├── FailedPrecondition
+    │   └── DomainStateConflict  libvirt refused the operation in the domain's current state
+    ├── Unavailable
+    │   └── HypervisorUnavailable  libvirtd cannot be reached
+    └── HypervisorError          any other libvirt failure (INTERNAL, message kept)
+"""
+
+from __future__ import annotations
+
+from virtplane.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    Unavailable,
+    VirtplaneError,
+)
+
+
+class VmNotFound(NotFound):
+    """No VM with this id is registered on this host."""
+
+    def __init__(self, vm_id: str) -> None:
+        super().__init__("VM", vm_id)
+        self.vm_id = vm_id
+
+
+class DomainNotFound(NotFound):
+    """libvirt has no domain with this UUID."""
+
+    def __init__(self, uuid: str) -> None:
+        super().__init__("domain", uuid)
+        self.uuid = uuid
+
+
+class VmAlreadyExists(AlreadyExists):
+    """A VM with this id is registered already."""
+
+    def __init__(self, vm_id: str) -> None:
+        super().__init__(f"VM {vm_id!r} already exists on this host")
+        self.vm_id = vm_id
+
+
+class DomainAlreadyExists(AlreadyExists):
+    """libvirt has a domain with this name or UUID already."""
+
+
+class DomainStateConflict(FailedPrecondition):
+    """libvirt refused the operation in the domain's current state."""
+
+
+class HypervisorUnavailable(Unavailable):
+    """libvirtd cannot be reached."""
+
+
+class HypervisorError(VirtplaneError):
+    """libvirt failed for a reason no other category describes."""

@@ -1,0 +1,204 @@
+"""The host end of one VM's guest channel: a unix socket libvirt binds to a virtio-serial port.
+
+The conversation: hostd connects and sends HostHello; the agent answers
+GuestHello with the versions it speaks; hostd answers VersionChoice (the
+highest version both speak) and from then on takes the agent's reports and
+heartbeats. Reports are merged into the VM's GuestInfo and handed to a sink
+(one journal event each); heartbeats only refresh what is kept in memory.
+
+The guest is untrusted: frames are bounded (FrameDecoder), unparsable frames
+and unknown messages are ignored, strings are sanitised (hostd.guest_info),
+and nothing that happens on one channel escapes its task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from google.protobuf.message import DecodeError
+from virtplane.v1 import guest_channel_pb2 as gc
+from virtplane.v1 import vm_pb2
+
+from guestd.framing import FrameDecoder, FrameTooLarge, encode
+from hostd import guest_info
+from hostd.config import ChannelLimits
+
+log = logging.getLogger(__name__)
+
+HOST_MIN_VERSION = 1
+HOST_MAX_VERSION = 1
+"""The guest-channel protocol versions hostd speaks, inclusive."""
+READ_SIZE = 64 * 1024
+
+ReportSink = Callable[[str, vm_pb2.GuestInfo], None]
+"""Called with (vm_id, merged GuestInfo) after every report."""
+_Handler = Callable[[gc.GuestMessage, int], None]
+
+
+class GuestChannel:
+    """Talks to one VM's agent. Run run() as a task; cancel it when the VM goes down."""
+
+    def __init__(
+        self,
+        vm_id: str,
+        socket_path: Path,
+        limits: ChannelLimits,
+        on_report: ReportSink,
+        *,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.vm_id = vm_id
+        self.socket_path = socket_path
+        self._limits = limits
+        self._on_report = on_report
+        self._clock = clock
+        self._decoder = FrameDecoder(limits.max_payload)
+        self._info = vm_pb2.GuestInfo()
+        self._version: int | None = None
+        self._sequence = 0
+        self._outbox: list[gc.HostMessage] = []
+        self.ignored_messages = 0
+        """Frames that did not parse, and messages that came out of turn or are unknown."""
+        self._handlers: dict[str, _Handler] = {
+            "hello": self._on_hello,
+            "heartbeat": self._on_heartbeat,
+            "report": self._on_report_message,
+            "pong": self._on_pong,
+        }
+
+    @property
+    def version(self) -> int | None:
+        """The protocol version agreed with the agent; None before (or without) agreement."""
+        return self._version
+
+    @property
+    def info(self) -> vm_pb2.GuestInfo:
+        """A copy of what the agent has reported so far."""
+        copy = vm_pb2.GuestInfo()
+        copy.CopyFrom(self._info)
+        return copy
+
+    async def run(self) -> None:
+        """Connects and talks, reconnecting after the socket closes; returns when the
+        socket cannot be reached within the connect timeout."""
+        while True:
+            streams = await self._connect()
+            if streams is None:
+                return
+            reader, writer = streams
+            try:
+                await self._session(reader, writer)
+            except OSError as exc:
+                log.info("guest channel of VM %s: %s", self.vm_id, exc)
+            finally:
+                writer.close()
+            self._decoder.reset()
+            self._version = None
+            await asyncio.sleep(self._limits.connect_retry_seconds)
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._limits.connect_timeout_seconds
+        while True:
+            try:
+                return await asyncio.open_unix_connection(str(self.socket_path))
+            except OSError as exc:
+                if loop.time() >= deadline:
+                    log.warning(
+                        "guest channel of VM %s: cannot connect to %s (%s); giving up",
+                        self.vm_id,
+                        self.socket_path,
+                        exc,
+                    )
+                    return None
+            await asyncio.sleep(self._limits.connect_retry_seconds)
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        log.debug("guest channel of VM %s connected", self.vm_id)
+        hello = gc.HostHello(min_version=HOST_MIN_VERSION, max_version=HOST_MAX_VERSION)
+        self._outbox[:] = [gc.HostMessage(hello=hello)]  # nothing stale from a past session
+        await self._flush(writer)
+        while data := await reader.read(READ_SIZE):
+            for payload in self._decoder.feed(data):
+                self._receive(payload)
+            await self._flush(writer)
+        log.debug("guest channel of VM %s closed", self.vm_id)
+
+    def _receive(self, payload: bytes) -> None:
+        received = self._clock()
+        try:
+            message = gc.GuestMessage.FromString(payload)
+        except DecodeError:
+            self.ignored_messages += 1
+            return
+        body = message.WhichOneof("body")
+        handler = self._handlers.get(body) if body else None
+        if handler is None or (self._version is None and body != "hello"):
+            self.ignored_messages += 1
+            return
+        try:
+            handler(message, received)
+        except Exception:  # one bad message must not end the channel
+            log.exception("guest channel of VM %s: handling %s failed", self.vm_id, body)
+
+    def _on_hello(self, message: gc.GuestMessage, received: int) -> None:
+        hello = message.hello
+        self._info.agent_version = guest_info.clean_text(
+            hello.agent_version, self._limits.max_string
+        )
+        low, high = (
+            max(hello.min_version, HOST_MIN_VERSION),
+            min(hello.max_version, HOST_MAX_VERSION),
+        )
+        if low > high:
+            log.warning(
+                "guest agent of VM %s speaks versions %d..%d, hostd %d..%d: not talking",
+                self.vm_id,
+                hello.min_version,
+                hello.max_version,
+                HOST_MIN_VERSION,
+                HOST_MAX_VERSION,
+            )
+            self._version = None
+            return
+        self._version = high
+        self._outbox.append(gc.HostMessage(version_choice=gc.VersionChoice(version=high)))
+
+    def _on_heartbeat(self, message: gc.GuestMessage, received: int) -> None:
+        uptime = guest_info.clean_seconds(message.heartbeat.uptime_seconds)
+        if uptime is not None:
+            self._info.uptime_seconds = uptime
+        self._info.last_report_time.CopyFrom(guest_info.timestamp(received))
+
+    def _on_report_message(self, message: gc.GuestMessage, received: int) -> None:
+        merged = guest_info.merge_report(self._info, message.report, self._limits)
+        merged.last_report_time.CopyFrom(guest_info.timestamp(received))
+        observed = guest_info.observed_nanos(
+            message.sent_unix_nanos, received, self._limits.max_clock_skew_seconds
+        )
+        merged.observed_time.CopyFrom(guest_info.timestamp(observed))
+        self._info = merged
+        self._on_report(self.vm_id, self.info)
+
+    def _on_pong(self, message: gc.GuestMessage, received: int) -> None:
+        self._info.last_report_time.CopyFrom(guest_info.timestamp(received))
+
+    async def _flush(self, writer: asyncio.StreamWriter) -> None:
+        if not self._outbox:
+            return
+        for message in self._outbox:
+            self._sequence += 1
+            message.sequence = self._sequence
+            try:
+                writer.write(encode(message.SerializeToString(), self._limits.max_payload))
+            except FrameTooLarge:
+                log.error("guest channel of VM %s: host message too large", self.vm_id)
+        self._outbox.clear()
+        try:
+            await asyncio.wait_for(writer.drain(), self._limits.write_timeout_seconds)
+        except TimeoutError:
+            log.warning("guest channel of VM %s: the guest is not reading", self.vm_id)

@@ -1,0 +1,94 @@
+"""The host's ordered event journal: what WatchEvents streams.
+
+Every event gets the process's host_epoch and the next sequence number,
+from 1. The last `size` events are kept so that a watcher can resume after
+a disconnect; a watcher asking from before the oldest kept event gets
+everything kept (it sees the gap in the sequence numbers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from virtplane.v1 import host_agent_service_pb2 as pb
+from virtplane.v1 import vm_pb2
+
+
+class Journal:
+    def __init__(
+        self,
+        size: int,
+        *,
+        epoch: str | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"journal size must be at least 1, not {size}")
+        self.epoch = epoch or secrets.token_hex(8)
+        self._clock = clock
+        self._events: deque[pb.HostEvent] = deque(maxlen=size)
+        self._last = 0
+        self._changed = asyncio.Event()
+        self._closed = False
+
+    @property
+    def last_sequence(self) -> int:
+        return self._last
+
+    def append_vm_state(self, vm: pb.HostVm) -> pb.HostEvent:
+        event = self._next()
+        event.vm_state.CopyFrom(vm)
+        return self._keep(event)
+
+    def append_guest_report(self, vm_id: str, guest: vm_pb2.GuestInfo) -> pb.HostEvent:
+        event = self._next()
+        event.guest_report.vm_id = vm_id
+        event.guest_report.guest.CopyFrom(guest)
+        return self._keep(event)
+
+    def after(self, sequence: int) -> list[pb.HostEvent]:
+        """The kept events after sequence, oldest first.
+
+        A sequence beyond the last one cannot come from this epoch (hostd
+        restarted since): the watcher gets everything kept.
+        """
+        if sequence > self._last:
+            sequence = 0
+        oldest = self._events[0].sequence if self._events else self._last + 1
+        start = max(0, sequence + 1 - oldest)
+        return list(itertools.islice(self._events, start, None))
+
+    async def follow(self, after_sequence: int) -> AsyncIterator[pb.HostEvent]:
+        """Yields the kept events after after_sequence, then each new one, until close()."""
+        cursor = after_sequence
+        while not self._closed:
+            batch = self.after(cursor)
+            if not batch:
+                await self._changed.wait()
+                continue
+            for event in batch:
+                yield event
+                cursor = event.sequence
+
+    def close(self) -> None:
+        """Ends every follow(), e.g. at shutdown; events can still be appended."""
+        self._closed = True
+        self._changed.set()
+
+    def _next(self) -> pb.HostEvent:
+        self._last += 1
+        time_ = Timestamp()
+        time_.FromNanoseconds(self._clock())
+        return pb.HostEvent(host_epoch=self.epoch, sequence=self._last, time=time_)
+
+    def _keep(self, event: pb.HostEvent) -> pb.HostEvent:
+        self._events.append(event)
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        return event

@@ -1,0 +1,72 @@
+"""virtplane-hostd: the command line entry point."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from virtplane.errors import VirtplaneError
+
+from hostd.config import VIRT_TYPE_SETTINGS, HostdConfig
+from hostd.server import Hostd
+
+log = logging.getLogger("hostd")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
+    defaults = HostdConfig()
+    parser = argparse.ArgumentParser(
+        prog="virtplane-hostd", description="virtplane's per-host agent: runs VMs with libvirt."
+    )
+    parser.add_argument("--listen", default=defaults.listen, help="host:port to serve gRPC on")
+    parser.add_argument("--libvirt-uri", default=defaults.libvirt_uri)
+    parser.add_argument("--state-dir", type=Path, default=defaults.state_dir)
+    parser.add_argument("--virt-type", choices=VIRT_TYPE_SETTINGS, default=defaults.virt_type)
+    parser.add_argument("--journal-size", type=int, default=defaults.journal_size)
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    args = parser.parse_args(argv)
+    config = HostdConfig(
+        listen=args.listen,
+        libvirt_uri=args.libvirt_uri,
+        state_dir=args.state_dir.absolute(),
+        virt_type=args.virt_type,
+        journal_size=args.journal_size,
+    )
+    return config, args.log_level
+
+
+async def serve(config: HostdConfig) -> None:
+    """Runs hostd until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    hostd = Hostd(config)
+    try:
+        port = await hostd.start()
+        host = config.listen.rpartition(":")[0]
+        log.info("hostd listening on %s:%d", host, port)
+        await stop.wait()
+        log.info("hostd stopping")
+    finally:
+        await hostd.stop()
+    log.info("hostd stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    config, level = parse_args(argv)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(config))
+    except (VirtplaneError, OSError) as exc:
+        log.error("hostd cannot run: %s", exc)
+        raise SystemExit(1) from exc
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""hostd assembled: state directories, libvirt, the VM registry and the gRPC server."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from virtplane.status import ErrorInterceptor
+from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
+
+from hostd.config import HostdConfig
+from hostd.journal import Journal
+from hostd.layout import StateLayout
+from hostd.libvirt_driver import LibvirtHypervisor
+from hostd.servicer import HostAgentServicer
+from hostd.virt_type import VirtType, detect_virt_type
+from hostd.vms import RunnerSettings, VmRegistry
+
+log = logging.getLogger(__name__)
+
+
+class Hostd:
+    """One hostd: ``port = await hostd.start()`` … ``await hostd.stop()``."""
+
+    def __init__(self, config: HostdConfig) -> None:
+        self.config = config
+        self.layout = StateLayout(config.state_dir)
+        self.journal = Journal(config.journal_size)
+        self._hypervisor: LibvirtHypervisor | None = None
+        self._vms: VmRegistry | None = None
+        self._server: grpc.aio.Server | None = None
+        self.virt_type: VirtType | None = None
+
+    @property
+    def vms(self) -> VmRegistry:
+        if self._vms is None:
+            raise RuntimeError("hostd is not started")
+        return self._vms
+
+    async def start(self) -> int:
+        """Starts everything; returns the port the gRPC server bound."""
+        unreachable = self.layout.prepare()
+        if unreachable:
+            # libvirt 9 hands QEMU the socket and log as open descriptors, so
+            # this matters only where QEMU opens them itself.
+            log.info(
+                "QEMU, if it opens files under %s itself, cannot: others cannot traverse %s",
+                self.layout.root,
+                ", ".join(map(str, unreachable)),
+            )
+        self.virt_type = detect_virt_type(self.config.virt_type)
+        self._hypervisor = await LibvirtHypervisor.open(
+            self.config.libvirt_uri, event_queue_size=self.config.event_queue_size
+        )
+        settings = RunnerSettings(self.virt_type, self.layout, self.config.channel)
+        self._vms = VmRegistry(self._hypervisor, self.journal, settings)
+        await self._vms.start()
+        server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+        servicer = HostAgentServicer(self._vms, self.journal, self._hypervisor, self.virt_type)
+        pb_grpc.add_HostAgentServiceServicer_to_server(servicer, server)
+        port = server.add_insecure_port(self.config.listen)
+        if port == 0:
+            raise OSError(f"cannot listen on {self.config.listen}")
+        await server.start()
+        self._server = server
+        log.info("hostd epoch %s, virt type %s", self.journal.epoch, self.virt_type)
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stops serving (watch streams end at once), then lets go of libvirt.
+
+        The domains keep running; a new hostd adopts them.
+        """
+        self.journal.close()
+        if self._server is not None:
+            await self._server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+            self._server = None
+        if self._vms is not None:
+            await self._vms.stop()
+            self._vms = None
+        if self._hypervisor is not None:
+            await self._hypervisor.close()
+            self._hypervisor = None

@@ -1,0 +1,100 @@
+"""Checks a VmConfig before hostd accepts it; each failure names the field at fault."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+from virtplane.errors import InvalidArgument
+from virtplane.v1 import host_agent_service_pb2 as pb
+from virtplane.v1 import vm_pb2
+
+MIN_MEMORY_MIB = 16
+MAX_MEMORY_MIB = 16 * 1024 * 1024
+MAX_VCPUS = 512
+MAX_CMDLINE = 4096
+MAX_PATH = 4096
+MAX_NICS = 16
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_NETWORK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+
+def validate_config(config: pb.VmConfig) -> None:
+    """Raises InvalidArgument for the first field of config that is missing or wrong."""
+    _vm_id(config.vm_id)
+    if not _NAME.fullmatch(config.name):
+        raise InvalidArgument(
+            "config.name",
+            "must be 1-63 characters of letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit (got {config.name!r})",
+        )
+    spec = config.spec
+    if not 1 <= spec.vcpus <= MAX_VCPUS:
+        raise InvalidArgument("config.spec.vcpus", f"must be 1..{MAX_VCPUS} (got {spec.vcpus})")
+    if not MIN_MEMORY_MIB <= spec.memory_mib <= MAX_MEMORY_MIB:
+        raise InvalidArgument(
+            "config.spec.memory_mib",
+            f"must be {MIN_MEMORY_MIB}..{MAX_MEMORY_MIB} MiB (got {spec.memory_mib})",
+        )
+    _boot(spec.boot)
+    if len(spec.nics) > MAX_NICS:
+        raise InvalidArgument("config.spec.nics", f"at most {MAX_NICS} NICs (got {len(spec.nics)})")
+    for index, nic in enumerate(spec.nics):
+        _nic(f"config.spec.nics[{index}]", nic)
+
+
+def _vm_id(vm_id: str) -> None:
+    if not vm_id:
+        raise InvalidArgument("config.vm_id", "is required")
+    try:
+        canonical = str(uuid.UUID(vm_id))
+    except ValueError:
+        canonical = ""
+    if canonical != vm_id:
+        raise InvalidArgument(
+            "config.vm_id", f"must be a UUID in lowercase canonical form (got {vm_id!r})"
+        )
+
+
+def _boot(boot: vm_pb2.BootSource) -> None:
+    _host_file("config.spec.boot.kernel_path", boot.kernel_path, required=True)
+    _host_file("config.spec.boot.initrd_path", boot.initrd_path, required=False)
+    if len(boot.cmdline) > MAX_CMDLINE:
+        raise InvalidArgument("config.spec.boot.cmdline", f"longer than {MAX_CMDLINE} characters")
+    if not boot.cmdline.isprintable():
+        raise InvalidArgument("config.spec.boot.cmdline", "contains control characters")
+
+
+def _host_file(field: str, path: str, *, required: bool) -> None:
+    if not path:
+        if required:
+            raise InvalidArgument(field, "is required")
+        return
+    if len(path) > MAX_PATH or not path.isprintable():
+        raise InvalidArgument(field, "is not a usable path")
+    if not Path(path).is_absolute():
+        raise InvalidArgument(field, f"must be an absolute path (got {path!r})")
+    if not Path(path).is_file():
+        raise InvalidArgument(field, f"no file at {path}")
+
+
+def _nic(field: str, nic: vm_pb2.Nic) -> None:
+    if nic.kind == vm_pb2.Nic.KIND_NETWORK:
+        if not _NETWORK.fullmatch(nic.network):
+            raise InvalidArgument(
+                f"{field}.network", f"must name a libvirt network (got {nic.network!r})"
+            )
+    elif nic.kind != vm_pb2.Nic.KIND_USER:
+        raise InvalidArgument(f"{field}.kind", "must be KIND_USER or KIND_NETWORK")
+    if nic.mac_address:
+        mac = nic.mac_address.lower()
+        if not _MAC.fullmatch(mac):
+            raise InvalidArgument(
+                f"{field}.mac_address",
+                f"must look like 52:54:00:12:34:56 (got {nic.mac_address!r})",
+            )
+        if int(mac[:2], 16) & 1:
+            raise InvalidArgument(f"{field}.mac_address", "must be a unicast address")

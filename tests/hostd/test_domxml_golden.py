@@ -1,0 +1,117 @@
+"""The domain XML hostd emits, compared with golden files.
+
+Regenerate after an intended change with:
+    VIRTPLANE_REGEN_GOLDEN=1 .venv/bin/pytest tests/hostd/test_domxml_golden.py
+and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from virtplane.v1 import host_agent_service_pb2 as pb
+from virtplane.v1 import vm_pb2
+
+from hostd import domxml
+from hostd.builder import build_domain
+from hostd.layout import StateLayout
+from hostd.virt_type import VirtType
+
+GOLDEN = Path(__file__).parent / "golden"
+LAYOUT = StateLayout(Path("/var/lib/virtplane/hostd"))
+VM_ID = "6f1c9a52-3d0e-4b7a-9a51-0c2d8e4f7b13"
+
+
+def minimal() -> pb.VmConfig:
+    return pb.VmConfig(
+        vm_id=VM_ID,
+        name="minimal",
+        spec=vm_pb2.VmSpec(
+            vcpus=1,
+            memory_mib=256,
+            boot=vm_pb2.BootSource(
+                kernel_path="/srv/guest/vmlinux",
+                initrd_path="/srv/guest/initramfs.img",
+                cmdline="console=ttyS0 panic=-1 quiet",
+            ),
+        ),
+    )
+
+
+def two_nics() -> pb.VmConfig:
+    config = minimal()
+    config.name = "two-nics"
+    config.spec.vcpus = 2
+    config.spec.memory_mib = 512
+    config.spec.nics.extend(
+        [
+            vm_pb2.Nic(name="nic0", kind=vm_pb2.Nic.KIND_USER),
+            vm_pb2.Nic(
+                name="nic1",
+                kind=vm_pb2.Nic.KIND_NETWORK,
+                network="default",
+                mac_address="52:54:00:AB:CD:EF",
+            ),
+        ]
+    )
+    return config
+
+
+CASES = {
+    "minimal_qemu": (minimal, VirtType.QEMU),
+    "two_nics_qemu": (two_nics, VirtType.QEMU),
+    "minimal_kvm": (minimal, VirtType.KVM),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_domain_xml_matches_golden(case: str) -> None:
+    make, virt_type = CASES[case]
+    xml = domxml.to_xml(build_domain(make(), virt_type, LAYOUT))
+    golden = GOLDEN / f"{case}.xml"
+    if os.environ.get("VIRTPLANE_REGEN_GOLDEN") == "1":
+        golden.write_text(xml)
+    assert golden.exists(), f"no golden file {golden}; regenerate (see module docstring)"
+    assert xml == golden.read_text()
+
+
+def test_metadata_round_trips() -> None:
+    domain = build_domain(two_nics(), VirtType.QEMU, LAYOUT)
+    assert domain.metadata is not None
+    parsed = domxml.parse_metadata(domxml.metadata_element(domain.metadata))
+    assert parsed == domain.metadata
+    assert pb.VmConfig.FromString(parsed.config) == two_nics()
+
+
+def test_metadata_as_libvirt_returns_it() -> None:
+    # libvirt hands the element back without the namespace prefix.
+    text = "<vm>\n  <id>abc</id>\n  <state-dir>/s</state-dir>\n  <config>AAEC</config>\n</vm>"
+    expected = domxml.HostdMetadata(vm_id="abc", config=b"\0\1\2", state_dir="/s")
+    assert domxml.parse_metadata(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["", "<vm/>", "<other><id>x</id></other>", "<vm><id>x</id>", "not xml"]
+)
+def test_foreign_metadata_is_not_ours(text: str) -> None:
+    assert domxml.parse_metadata(text) is None
+
+
+def test_builder_decisions() -> None:
+    domain = build_domain(two_nics(), VirtType.QEMU, LAYOUT)
+    assert domain.name == "vp-two-nics"
+    assert domain.uuid == VM_ID
+    assert domain.features.tcg_tb_cache_mib == 32
+    channel = domain.devices.channels[0]
+    assert channel.socket_path == f"/var/lib/virtplane/hostd/channels/{VM_ID}.sock"
+    assert channel.target_name == "org.virtplane.guestd.0"
+    assert domain.devices.serials[0].path == f"/var/lib/virtplane/hostd/consoles/{VM_ID}.log"
+    assert domain.devices.interfaces == (
+        domxml.UserInterface(),
+        domxml.NetworkInterface(network="default", mac="52:54:00:ab:cd:ef"),
+    )
+    kvm = build_domain(two_nics(), VirtType.KVM, LAYOUT)
+    assert kvm.type == "kvm"
+    assert kvm.features.tcg_tb_cache_mib is None

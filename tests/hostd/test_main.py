@@ -1,0 +1,97 @@
+"""virtplane-hostd as a process: arguments, readiness line, clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from virtplane.v1 import host_agent_service_pb2 as pb
+from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
+
+from hostd.main import parse_args
+from tests.hostd.conftest import TIMEOUT
+
+HOSTD = Path(sys.executable).parent / "virtplane-hostd"
+
+
+def test_defaults() -> None:
+    config, level = parse_args([])
+    assert config.listen == "127.0.0.1:7070"
+    assert config.libvirt_uri == "qemu:///system"
+    assert config.state_dir == Path("/var/lib/virtplane/hostd")
+    assert config.virt_type == "auto"
+    assert level == "INFO"
+
+
+def test_arguments() -> None:
+    config, level = parse_args(
+        [
+            *("--listen", "0.0.0.0:9", "--libvirt-uri", "test:///default"),
+            *("--state-dir", "rel", "--virt-type", "qemu", "--log-level", "DEBUG"),
+        ]
+    )
+    assert (config.listen, config.libvirt_uri, config.virt_type) == (
+        "0.0.0.0:9",
+        "test:///default",
+        "qemu",
+    )
+    assert config.state_dir.is_absolute()
+    assert level == "DEBUG"
+
+
+def test_bad_virt_type_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--virt-type", "xen"])
+
+
+async def _line_matching(stream: asyncio.StreamReader, pattern: str) -> re.Match[str]:
+    seen: list[str] = []
+    while line := (await stream.readline()).decode(errors="replace"):
+        seen.append(line)
+        if match := re.search(pattern, line):
+            return match
+    pytest.fail(f"hostd ended without printing {pattern!r}:\n{''.join(seen)}")
+
+
+async def test_serves_and_stops_on_sigterm(short_tmp: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        str(HOSTD),
+        *("--listen", "127.0.0.1:0", "--libvirt-uri", "test:///default"),
+        *("--state-dir", str(short_tmp / "state"), "--virt-type", "qemu"),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    try:
+        match = await asyncio.wait_for(
+            _line_matching(process.stderr, r"hostd listening on (\S+)"), TIMEOUT
+        )
+        async with grpc.aio.insecure_channel(match.group(1)) as channel:
+            stub = pb_grpc.HostAgentServiceStub(channel)
+            caps = await stub.GetHostCapabilities(pb.GetHostCapabilitiesRequest())
+            assert caps.hypervisor_type == "qemu"
+        assert (short_tmp / "state" / "channels").is_dir()
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(_line_matching(process.stderr, r"hostd stopped"), TIMEOUT)
+        assert await asyncio.wait_for(process.wait(), TIMEOUT) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_an_unreachable_libvirt_fails_cleanly(short_tmp: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        str(HOSTD),
+        *("--listen", "127.0.0.1:0", "--state-dir", str(short_tmp / "state")),
+        *("--libvirt-uri", f"qemu+unix:///system?socket={short_tmp}/none"),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    assert process.returncode == 1
+    assert b"hostd cannot run" in err
+    assert b"Traceback" not in err

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from virtplane.errors import InvalidArgument
+from virtplane.v1 import host_agent_service_pb2 as pb
+from virtplane.v1 import vm_pb2
+
+from hostd.validation import validate_config
+from tests.hostd.conftest import vm_config
+
+Mutation = Callable[[pb.VmConfig], None]
+
+
+def _set_spec(**fields: object) -> Mutation:
+    def mutate(config: pb.VmConfig) -> None:
+        for name, value in fields.items():
+            setattr(config.spec, name, value)
+
+    return mutate
+
+
+def _set_boot(**fields: str) -> Mutation:
+    def mutate(config: pb.VmConfig) -> None:
+        for name, value in fields.items():
+            setattr(config.spec.boot, name, value)
+
+    return mutate
+
+
+def _add_nic(nic: vm_pb2.Nic) -> Mutation:
+    def mutate(config: pb.VmConfig) -> None:
+        config.spec.nics.append(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER))
+        config.spec.nics.append(nic)
+
+    return mutate
+
+
+CASES: dict[str, tuple[Mutation, str]] = {
+    "no id": (lambda c: setattr(c, "vm_id", ""), "config.vm_id"),
+    "id not a uuid": (lambda c: setattr(c, "vm_id", "vm-1"), "config.vm_id"),
+    "id in capitals": (lambda c: setattr(c, "vm_id", c.vm_id.upper()), "config.vm_id"),
+    "no name": (lambda c: setattr(c, "name", ""), "config.name"),
+    "name with a slash": (lambda c: setattr(c, "name", "a/b"), "config.name"),
+    "name too long": (lambda c: setattr(c, "name", "a" * 64), "config.name"),
+    "no spec": (lambda c: c.ClearField("spec"), "config.spec.vcpus"),
+    "no vcpus": (_set_spec(vcpus=0), "config.spec.vcpus"),
+    "no memory": (_set_spec(memory_mib=0), "config.spec.memory_mib"),
+    "too little memory": (_set_spec(memory_mib=15), "config.spec.memory_mib"),
+    "no kernel": (_set_boot(kernel_path=""), "config.spec.boot.kernel_path"),
+    "relative kernel": (_set_boot(kernel_path="vmlinux"), "config.spec.boot.kernel_path"),
+    "missing kernel": (
+        _set_boot(kernel_path="/nonexistent/vmlinux"),
+        "config.spec.boot.kernel_path",
+    ),
+    "missing initrd": (
+        _set_boot(initrd_path="/nonexistent/initrd"),
+        "config.spec.boot.initrd_path",
+    ),
+    "control chars in cmdline": (_set_boot(cmdline="quiet\n"), "config.spec.boot.cmdline"),
+    "nic without kind": (_add_nic(vm_pb2.Nic()), "config.spec.nics[1].kind"),
+    "network nic without network": (
+        _add_nic(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_NETWORK)),
+        "config.spec.nics[1].network",
+    ),
+    "bad mac": (
+        _add_nic(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER, mac_address="52:54:00")),
+        "config.spec.nics[1].mac_address",
+    ),
+    "multicast mac": (
+        _add_nic(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER, mac_address="01:00:5e:00:00:01")),
+        "config.spec.nics[1].mac_address",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_each_error_names_its_field(case: str, boot_files: tuple[str, str]) -> None:
+    mutate, field = CASES[case]
+    config = vm_config(boot_files[0], initrd=boot_files[1])
+    mutate(config)
+    with pytest.raises(InvalidArgument) as caught:
+        validate_config(config)
+    assert caught.value.field == field
+    assert str(caught.value).startswith(f"{field}: ")
+
+
+def test_a_good_config_passes(boot_files: tuple[str, str]) -> None:
+    config = vm_config(
+        boot_files[0],
+        initrd=boot_files[1],
+        nics=(
+            vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER),
+            vm_pb2.Nic(
+                kind=vm_pb2.Nic.KIND_NETWORK, network="default", mac_address="52:54:00:AB:CD:EF"
+            ),
+        ),
+    )
+    validate_config(config)
+
+
+def test_kernel_must_be_a_file(tmp_path: Path, boot_files: tuple[str, str]) -> None:
+    config = vm_config(str(tmp_path))
+    with pytest.raises(InvalidArgument, match=r"config\.spec\.boot\.kernel_path"):
+        validate_config(config)
