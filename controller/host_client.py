@@ -70,14 +70,14 @@ class HostClient:
         except grpc.aio.AioRpcError as exc:
             raise translate(self.name, exc, vm_id) from exc
 
-    async def list_vms(self) -> list[pb.HostVm]:
+    async def list_vms(self) -> pb.HostAgentServiceListVmsResponse:
+        """Every VM on the host, and the journal position the list reflects."""
         try:
-            reply = await self._stub.ListVms(
+            return await self._stub.ListVms(
                 pb.HostAgentServiceListVmsRequest(), timeout=self._timeout
             )
         except grpc.aio.AioRpcError as exc:
             raise translate(self.name, exc) from exc
-        return list(reply.vms)
 
     async def events(self, after_sequence: int) -> AsyncIterator[pb.HostEvent]:
         """The host's events after after_sequence, as long as the stream lasts."""

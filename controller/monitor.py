@@ -77,30 +77,31 @@ class HostMonitor:
             await asyncio.sleep(self._retry)
 
     async def _watch(self) -> None:
-        stream = self._client.events(self._cursor.sequence)
-        reconciled = False
-        async for event in stream:
+        """Reconciles from the host's full list, then follows its events from
+        the journal position that list reflects."""
+        snapshot = await self._reconcile()
+        self._cursor = _Cursor(snapshot.host_epoch, snapshot.sequence)
+        async for event in self._client.events(self._cursor.sequence):
             self._advance(event)
-            if not reconciled:
-                await self._reconcile()
-                reconciled = True
             await self._apply(event)
 
     def _advance(self, event: agent_pb2.HostEvent) -> None:
+        """Moves the cursor; a restarted hostd or a gap means resync."""
         cursor = self._cursor
-        if event.host_epoch != cursor.epoch:
-            if event.sequence != 1 and cursor.sequence != 0:
-                # hostd restarted and we asked from an old position.
-                cursor.epoch = event.host_epoch
-                cursor.sequence = 0
-                raise _Resync
-            cursor.epoch = event.host_epoch
+        if event.host_epoch != cursor.epoch or event.sequence != cursor.sequence + 1:
+            log.info(
+                "host %s: events jumped from %s/%d to %s/%d; resyncing",
+                self._client.name, cursor.epoch, cursor.sequence, event.host_epoch, event.sequence,
+            )  # fmt: skip
+            raise _Resync
         cursor.sequence = event.sequence
 
-    async def _reconcile(self) -> None:
+    async def _reconcile(self) -> agent_pb2.HostAgentServiceListVmsResponse:
         """Brings the host and its VMs in line with the host's own list."""
-        reported = {vm.vm_id: vm for vm in await self._client.list_vms()}
+        snapshot = await self._client.list_vms()
         caps = await self._client.capabilities()
+        reported = {vm.vm_id: vm for vm in snapshot.vms}
+        now = utcnow()
 
         def work(session: Session) -> list[vm_pb2.Vm]:
             changed: list[Vm] = []
@@ -109,7 +110,7 @@ class HostMonitor:
                 return []
             host.state = HostState.UP
             host.state_message = ""
-            host.last_seen_at = utcnow()
+            host.last_seen_at = now
             host.cpus = caps.cpus
             host.memory_total_mib = caps.memory_total_mib
             host.hypervisor_type = caps.hypervisor_type
@@ -120,19 +121,23 @@ class HostMonitor:
                     hit = transitions.missing_on_host(vm)
                 else:
                     hit = transitions.apply_host_vm(vm, self.host_id, report)
+                    if report.HasField("guest"):
+                        self._store_guest(session, vm, report.guest, now)
+                        hit = True
                 if hit:
                     changed.append(vm)
             return self._store.stamp(session, changed)
 
         self._store.publish(await self._db.run(work))
         self.connected.set()
+        return snapshot
 
     async def _apply(self, event: agent_pb2.HostEvent) -> None:
         which = event.WhichOneof("payload")
         if which == "vm_state":
             await self._on_vm_state(event.vm_state)
         elif which == "guest_report":
-            await self._on_guest_report(event.guest_report, event.time.ToDatetime(dt.UTC))
+            await self._on_guest_report(event.guest_report)
 
     async def _on_vm_state(self, report: agent_pb2.HostVm) -> None:
         def mutate(_s: Session, vm: Vm) -> tuple[bool, None]:
@@ -140,28 +145,33 @@ class HostMonitor:
 
         await self._update_known(report.vm_id, mutate)
 
-    async def _on_guest_report(self, report: agent_pb2.GuestReportEvent, at: dt.datetime) -> None:
-        observed = (
-            report.guest.observed_time.ToDatetime(dt.UTC)
-            if report.guest.HasField("observed_time")
-            else at
-        )
+    async def _on_guest_report(self, report: agent_pb2.GuestReportEvent) -> None:
+        now = utcnow()
 
         def mutate(session: Session, vm: Vm) -> tuple[bool, None]:
             if vm.host_id != self.host_id:
                 return False, None
-            transitions.apply_guest_report(vm, self.host_id)
-            repo.set_guest_facts(
-                session,
-                vm,
-                convert.guest_facts(report.guest),
-                source=convert.GUESTD_SOURCE,
-                observed_at=observed,
-                received_at=utcnow(),
-            )
+            self._store_guest(session, vm, report.guest, now)
             return True, None
 
         await self._update_known(report.vm_id, mutate)
+
+    def _store_guest(
+        self, session: Session, vm: Vm, guest: vm_pb2.GuestInfo, received: dt.datetime
+    ) -> None:
+        """Records what the guest reported; a VM whose guest reported is UP."""
+        observed = (
+            guest.observed_time.ToDatetime(dt.UTC) if guest.HasField("observed_time") else received
+        )
+        transitions.apply_guest_report(vm, self.host_id)
+        repo.set_guest_facts(
+            session,
+            vm,
+            convert.guest_facts(guest),
+            source=convert.GUESTD_SOURCE,
+            observed_at=observed,
+            received_at=received,
+        )
 
     async def _update_known(self, vm_id: str, mutate: Mutation[None]) -> None:
         try:

@@ -90,11 +90,11 @@ async def test_create_without_memory_names_the_field(api: Api, guest_image: Gues
 
 
 async def test_start_with_no_host_that_fits_says_why(api: Api, guest_image: GuestImage) -> None:
-    huge = vm_spec(guest_image, memory_mib=64 * 1024 * 1024)
+    huge = vm_spec(guest_image, memory_mib=1024 * 1024)
     await api.vms.CreateVm(vm_api.CreateVmRequest(name="huge", spec=huge))
     code, detail = await _code(api.vms.StartVm(vm_api.StartVmRequest(vm="huge")))
     assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "local: memory: needs 67108864 MiB" in detail
+    assert "local: memory: needs 1048576 MiB" in detail
     vm = await api.vms.GetVm(vm_api.GetVmRequest(vm="huge"))
     assert vm.vm.status.state == S.STATE_DOWN  # nothing was booked
 

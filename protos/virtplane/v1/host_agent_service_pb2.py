@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from virtplane.v1 import vm_pb2 as virtplane_dot_v1_dot_vm__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%virtplane/v1/host_agent_service.proto\x12\x0cvirtplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15virtplane/v1/vm.proto\"K\n\x08VmConfig\x12\r\n\x05vm_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\"\n\x04spec\x18\x03 \x01(\x0b\x32\x14.virtplane.v1.VmSpec\"\xdc\x03\n\x06HostVm\x12\r\n\x05vm_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.virtplane.v1.HostVm.State\x12\x34\n\x0b\x65xit_reason\x18\x03 \x01(\x0e\x32\x1f.virtplane.v1.HostVm.ExitReason\x12\x0f\n\x07message\x18\x04 \x01(\t\"\x87\x01\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15STATE_WAIT_FOR_LAUNCH\x10\x01\x12\x11\n\rSTATE_RUNNING\x10\x02\x12\x10\n\x0cSTATE_PAUSED\x10\x03\x12\x17\n\x13STATE_POWERING_DOWN\x10\x04\x12\x0e\n\nSTATE_DOWN\x10\x05\"\xc6\x01\n\nExitReason\x12\x1b\n\x17\x45XIT_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45XIT_REASON_DESTROYED\x10\x01\x12\x18\n\x14\x45XIT_REASON_SHUTDOWN\x10\x02\x12\x17\n\x13\x45XIT_REASON_CRASHED\x10\x03\x12\x1c\n\x18\x45XIT_REASON_START_FAILED\x10\x04\x12\x18\n\x14\x45XIT_REASON_MIGRATED\x10\x05\x12\x15\n\x11\x45XIT_REASON_SAVED\x10\x06\"I\n\x1fHostAgentServiceCreateVmRequest\x12&\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x16.virtplane.v1.VmConfig\"D\n HostAgentServiceCreateVmResponse\x12 \n\x02vm\x18\x01 \x01(\x0b\x32\x14.virtplane.v1.HostVm\"1\n HostAgentServiceDestroyVmRequest\x12\r\n\x05vm_id\x18\x01 \x01(\t\"#\n!HostAgentServiceDestroyVmResponse\" \n\x1eHostAgentServiceListVmsRequest\"D\n\x1fHostAgentServiceListVmsResponse\x12!\n\x03vms\x18\x01 \x03(\x0b\x32\x14.virtplane.v1.HostVm\"\x1c\n\x1aGetHostCapabilitiesRequest\"\x89\x01\n\x1bGetHostCapabilitiesResponse\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x0c\n\x04\x63pus\x18\x02 \x01(\r\x12\x18\n\x10memory_total_mib\x18\x03 \x01(\x04\x12\x17\n\x0fmemory_free_mib\x18\x04 \x01(\x04\x12\x17\n\x0fhypervisor_type\x18\x05 \x01(\t\",\n\x12WatchEventsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\"=\n\x13WatchEventsResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.virtplane.v1.HostEvent\"\xc8\x01\n\tHostEvent\x12\x12\n\nhost_epoch\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x08vm_state\x18\x04 \x01(\x0b\x32\x14.virtplane.v1.HostVmH\x00\x12\x36\n\x0cguest_report\x18\x05 \x01(\x0b\x32\x1e.virtplane.v1.GuestReportEventH\x00\x42\t\n\x07payload\"I\n\x10GuestReportEvent\x12\r\n\x05vm_id\x18\x01 \x01(\t\x12&\n\x05guest\x18\x02 \x01(\x0b\x32\x17.virtplane.v1.GuestInfo2\x95\x04\n\x10HostAgentService\x12i\n\x08\x43reateVm\x12-.virtplane.v1.HostAgentServiceCreateVmRequest\x1a..virtplane.v1.HostAgentServiceCreateVmResponse\x12l\n\tDestroyVm\x12..virtplane.v1.HostAgentServiceDestroyVmRequest\x1a/.virtplane.v1.HostAgentServiceDestroyVmResponse\x12\x66\n\x07ListVms\x12,.virtplane.v1.HostAgentServiceListVmsRequest\x1a-.virtplane.v1.HostAgentServiceListVmsResponse\x12j\n\x13GetHostCapabilities\x12(.virtplane.v1.GetHostCapabilitiesRequest\x1a).virtplane.v1.GetHostCapabilitiesResponse\x12T\n\x0bWatchEvents\x12 .virtplane.v1.WatchEventsRequest\x1a!.virtplane.v1.WatchEventsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%virtplane/v1/host_agent_service.proto\x12\x0cvirtplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15virtplane/v1/vm.proto\"K\n\x08VmConfig\x12\r\n\x05vm_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\"\n\x04spec\x18\x03 \x01(\x0b\x32\x14.virtplane.v1.VmSpec\"\x84\x04\n\x06HostVm\x12\r\n\x05vm_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.virtplane.v1.HostVm.State\x12\x34\n\x0b\x65xit_reason\x18\x03 \x01(\x0e\x32\x1f.virtplane.v1.HostVm.ExitReason\x12\x0f\n\x07message\x18\x04 \x01(\t\x12&\n\x05guest\x18\x05 \x01(\x0b\x32\x17.virtplane.v1.GuestInfo\"\x87\x01\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15STATE_WAIT_FOR_LAUNCH\x10\x01\x12\x11\n\rSTATE_RUNNING\x10\x02\x12\x10\n\x0cSTATE_PAUSED\x10\x03\x12\x17\n\x13STATE_POWERING_DOWN\x10\x04\x12\x0e\n\nSTATE_DOWN\x10\x05\"\xc6\x01\n\nExitReason\x12\x1b\n\x17\x45XIT_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45XIT_REASON_DESTROYED\x10\x01\x12\x18\n\x14\x45XIT_REASON_SHUTDOWN\x10\x02\x12\x17\n\x13\x45XIT_REASON_CRASHED\x10\x03\x12\x1c\n\x18\x45XIT_REASON_START_FAILED\x10\x04\x12\x18\n\x14\x45XIT_REASON_MIGRATED\x10\x05\x12\x15\n\x11\x45XIT_REASON_SAVED\x10\x06\"I\n\x1fHostAgentServiceCreateVmRequest\x12&\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x16.virtplane.v1.VmConfig\"D\n HostAgentServiceCreateVmResponse\x12 \n\x02vm\x18\x01 \x01(\x0b\x32\x14.virtplane.v1.HostVm\"1\n HostAgentServiceDestroyVmRequest\x12\r\n\x05vm_id\x18\x01 \x01(\t\"#\n!HostAgentServiceDestroyVmResponse\" \n\x1eHostAgentServiceListVmsRequest\"j\n\x1fHostAgentServiceListVmsResponse\x12!\n\x03vms\x18\x01 \x03(\x0b\x32\x14.virtplane.v1.HostVm\x12\x12\n\nhost_epoch\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\"\x1c\n\x1aGetHostCapabilitiesRequest\"\x89\x01\n\x1bGetHostCapabilitiesResponse\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x0c\n\x04\x63pus\x18\x02 \x01(\r\x12\x18\n\x10memory_total_mib\x18\x03 \x01(\x04\x12\x17\n\x0fmemory_free_mib\x18\x04 \x01(\x04\x12\x17\n\x0fhypervisor_type\x18\x05 \x01(\t\",\n\x12WatchEventsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\"=\n\x13WatchEventsResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.virtplane.v1.HostEvent\"\xc8\x01\n\tHostEvent\x12\x12\n\nhost_epoch\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x08vm_state\x18\x04 \x01(\x0b\x32\x14.virtplane.v1.HostVmH\x00\x12\x36\n\x0cguest_report\x18\x05 \x01(\x0b\x32\x1e.virtplane.v1.GuestReportEventH\x00\x42\t\n\x07payload\"I\n\x10GuestReportEvent\x12\r\n\x05vm_id\x18\x01 \x01(\t\x12&\n\x05guest\x18\x02 \x01(\x0b\x32\x17.virtplane.v1.GuestInfo2\x95\x04\n\x10HostAgentService\x12i\n\x08\x43reateVm\x12-.virtplane.v1.HostAgentServiceCreateVmRequest\x1a..virtplane.v1.HostAgentServiceCreateVmResponse\x12l\n\tDestroyVm\x12..virtplane.v1.HostAgentServiceDestroyVmRequest\x1a/.virtplane.v1.HostAgentServiceDestroyVmResponse\x12\x66\n\x07ListVms\x12,.virtplane.v1.HostAgentServiceListVmsRequest\x1a-.virtplane.v1.HostAgentServiceListVmsResponse\x12j\n\x13GetHostCapabilities\x12(.virtplane.v1.GetHostCapabilitiesRequest\x1a).virtplane.v1.GetHostCapabilitiesResponse\x12T\n\x0bWatchEvents\x12 .virtplane.v1.WatchEventsRequest\x1a!.virtplane.v1.WatchEventsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,35 +36,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VMCONFIG']._serialized_start=111
   _globals['_VMCONFIG']._serialized_end=186
   _globals['_HOSTVM']._serialized_start=189
-  _globals['_HOSTVM']._serialized_end=665
-  _globals['_HOSTVM_STATE']._serialized_start=329
-  _globals['_HOSTVM_STATE']._serialized_end=464
-  _globals['_HOSTVM_EXITREASON']._serialized_start=467
-  _globals['_HOSTVM_EXITREASON']._serialized_end=665
-  _globals['_HOSTAGENTSERVICECREATEVMREQUEST']._serialized_start=667
-  _globals['_HOSTAGENTSERVICECREATEVMREQUEST']._serialized_end=740
-  _globals['_HOSTAGENTSERVICECREATEVMRESPONSE']._serialized_start=742
-  _globals['_HOSTAGENTSERVICECREATEVMRESPONSE']._serialized_end=810
-  _globals['_HOSTAGENTSERVICEDESTROYVMREQUEST']._serialized_start=812
-  _globals['_HOSTAGENTSERVICEDESTROYVMREQUEST']._serialized_end=861
-  _globals['_HOSTAGENTSERVICEDESTROYVMRESPONSE']._serialized_start=863
-  _globals['_HOSTAGENTSERVICEDESTROYVMRESPONSE']._serialized_end=898
-  _globals['_HOSTAGENTSERVICELISTVMSREQUEST']._serialized_start=900
-  _globals['_HOSTAGENTSERVICELISTVMSREQUEST']._serialized_end=932
-  _globals['_HOSTAGENTSERVICELISTVMSRESPONSE']._serialized_start=934
-  _globals['_HOSTAGENTSERVICELISTVMSRESPONSE']._serialized_end=1002
-  _globals['_GETHOSTCAPABILITIESREQUEST']._serialized_start=1004
-  _globals['_GETHOSTCAPABILITIESREQUEST']._serialized_end=1032
-  _globals['_GETHOSTCAPABILITIESRESPONSE']._serialized_start=1035
-  _globals['_GETHOSTCAPABILITIESRESPONSE']._serialized_end=1172
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=1174
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=1218
-  _globals['_WATCHEVENTSRESPONSE']._serialized_start=1220
-  _globals['_WATCHEVENTSRESPONSE']._serialized_end=1281
-  _globals['_HOSTEVENT']._serialized_start=1284
-  _globals['_HOSTEVENT']._serialized_end=1484
-  _globals['_GUESTREPORTEVENT']._serialized_start=1486
-  _globals['_GUESTREPORTEVENT']._serialized_end=1559
-  _globals['_HOSTAGENTSERVICE']._serialized_start=1562
-  _globals['_HOSTAGENTSERVICE']._serialized_end=2095
+  _globals['_HOSTVM']._serialized_end=705
+  _globals['_HOSTVM_STATE']._serialized_start=369
+  _globals['_HOSTVM_STATE']._serialized_end=504
+  _globals['_HOSTVM_EXITREASON']._serialized_start=507
+  _globals['_HOSTVM_EXITREASON']._serialized_end=705
+  _globals['_HOSTAGENTSERVICECREATEVMREQUEST']._serialized_start=707
+  _globals['_HOSTAGENTSERVICECREATEVMREQUEST']._serialized_end=780
+  _globals['_HOSTAGENTSERVICECREATEVMRESPONSE']._serialized_start=782
+  _globals['_HOSTAGENTSERVICECREATEVMRESPONSE']._serialized_end=850
+  _globals['_HOSTAGENTSERVICEDESTROYVMREQUEST']._serialized_start=852
+  _globals['_HOSTAGENTSERVICEDESTROYVMREQUEST']._serialized_end=901
+  _globals['_HOSTAGENTSERVICEDESTROYVMRESPONSE']._serialized_start=903
+  _globals['_HOSTAGENTSERVICEDESTROYVMRESPONSE']._serialized_end=938
+  _globals['_HOSTAGENTSERVICELISTVMSREQUEST']._serialized_start=940
+  _globals['_HOSTAGENTSERVICELISTVMSREQUEST']._serialized_end=972
+  _globals['_HOSTAGENTSERVICELISTVMSRESPONSE']._serialized_start=974
+  _globals['_HOSTAGENTSERVICELISTVMSRESPONSE']._serialized_end=1080
+  _globals['_GETHOSTCAPABILITIESREQUEST']._serialized_start=1082
+  _globals['_GETHOSTCAPABILITIESREQUEST']._serialized_end=1110
+  _globals['_GETHOSTCAPABILITIESRESPONSE']._serialized_start=1113
+  _globals['_GETHOSTCAPABILITIESRESPONSE']._serialized_end=1250
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=1252
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=1296
+  _globals['_WATCHEVENTSRESPONSE']._serialized_start=1298
+  _globals['_WATCHEVENTSRESPONSE']._serialized_end=1359
+  _globals['_HOSTEVENT']._serialized_start=1362
+  _globals['_HOSTEVENT']._serialized_end=1562
+  _globals['_GUESTREPORTEVENT']._serialized_start=1564
+  _globals['_GUESTREPORTEVENT']._serialized_end=1637
+  _globals['_HOSTAGENTSERVICE']._serialized_start=1640
+  _globals['_HOSTAGENTSERVICE']._serialized_end=2173
 # @@protoc_insertion_point(module_scope)

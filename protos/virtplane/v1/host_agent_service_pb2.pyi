@@ -117,11 +117,16 @@ class HostVm(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     EXIT_REASON_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    GUEST_FIELD_NUMBER: _builtins.int
     vm_id: _builtins.str
     state: Global___HostVm.State.ValueType
     exit_reason: Global___HostVm.ExitReason.ValueType
     message: _builtins.str
     """Detail of the state, e.g. libvirt's error on a failed start."""
+    @_builtins.property
+    def guest(self) -> _vm_pb2.GuestInfo:
+        """In ListVms only: the guest agent's last report, when it has reported."""
+
     def __init__(
         self,
         *,
@@ -129,10 +134,11 @@ class HostVm(_message.Message):
         state: Global___HostVm.State.ValueType = ...,
         exit_reason: Global___HostVm.ExitReason.ValueType = ...,
         message: _builtins.str = ...,
+        guest: _vm_pb2.GuestInfo | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["guest", b"guest"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_reason", b"exit_reason", "message", b"message", "state", b"state", "vm_id", b"vm_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_reason", b"exit_reason", "guest", b"guest", "message", b"message", "state", b"state", "vm_id", b"vm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -232,16 +238,25 @@ class HostAgentServiceListVmsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VMS_FIELD_NUMBER: _builtins.int
+    HOST_EPOCH_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    host_epoch: _builtins.str
+    """The journal position this list reflects: WatchEvents from here
+    (after_sequence = sequence) gives every later change.
+    """
+    sequence: _builtins.int
     @_builtins.property
     def vms(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostVm]: ...
     def __init__(
         self,
         *,
         vms: _abc.Iterable[Global___HostVm] | None = ...,
+        host_epoch: _builtins.str = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["vms", b"vms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_epoch", b"host_epoch", "sequence", b"sequence", "vms", b"vms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
