@@ -34,7 +34,7 @@ def test_running_domain_means_powering_up_then_report_means_up() -> None:
     assert vm.state is VmState.POWERING_UP
     assert not transitions.apply_host_vm(vm, "h1", _report(HostVm.STATE_RUNNING))
     assert transitions.apply_guest_report(vm, "h1")
-    assert vm.state is VmState.UP
+    assert vm.state.value == "UP"
     assert not transitions.apply_host_vm(vm, "h1", _report(HostVm.STATE_RUNNING))
     assert vm.state is VmState.UP
 
