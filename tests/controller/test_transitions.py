@@ -30,13 +30,15 @@ def _report(state: int, reason: int = 0, message: str = "") -> agent_pb2.HostVm:
 
 def test_running_domain_means_powering_up_then_report_means_up() -> None:
     vm = _vm(VmState.WAIT_FOR_LAUNCH)
+    seen = []
     assert transitions.apply_host_vm(vm, "h1", _report(HostVm.STATE_RUNNING))
-    assert vm.state is VmState.POWERING_UP
+    seen.append(vm.state)
     assert not transitions.apply_host_vm(vm, "h1", _report(HostVm.STATE_RUNNING))
     assert transitions.apply_guest_report(vm, "h1")
-    assert vm.state.value == "UP"
+    seen.append(vm.state)
     assert not transitions.apply_host_vm(vm, "h1", _report(HostVm.STATE_RUNNING))
-    assert vm.state is VmState.UP
+    seen.append(vm.state)
+    assert seen == [VmState.POWERING_UP, VmState.UP, VmState.UP]
 
 
 def test_reports_from_another_host_are_ignored() -> None:
