@@ -17,6 +17,14 @@ if ((${#missing[@]})); then
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# Without udev nobody applies Debian's rule for /dev/kvm (group kvm, 0660):
+# QEMU, running as libvirt-qemu, then cannot open it, and libvirt re-probes
+# QEMU's capabilities on every domain start (tens of seconds each).
+if [[ -c /dev/kvm ]] && [[ "$(stat -c %G:%a /dev/kvm)" != kvm:660 ]]; then
+    echo "host-setup: /dev/kvm to group kvm, mode 0660 (as udev would)"
+    chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+fi
+
 if ! pgrep -x virtlogd >/dev/null; then
     echo "host-setup: starting virtlogd"
     virtlogd -d
