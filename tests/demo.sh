@@ -50,7 +50,7 @@ vp vm create demo --vcpus 1 --memory 256 --kernel "$KERNEL" --initrd "$INITRD" \
     --cmdline "$CMDLINE" --nic user
 
 say "virtplane vm watch --until-guest demo   (and, at the same time, virtplane vm start demo)"
-"$BIN/virtplane" vm watch --until-guest demo --timeout 120 &
+"$BIN/virtplane" --timeout 120 vm watch --until-guest demo &
 watch=$!
 sleep 0.5
 start=$EPOCHREALTIME
