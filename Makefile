@@ -9,13 +9,17 @@ BUF := $(BUILD)/tools/node_modules/.bin/buf
 PROTO_SRC := $(wildcard protos/virtplane/v1/*.proto)
 PYTEST_ARGS ?=
 
-.PHONY: setup host proto lint test demo bench guest-image clean
+.PHONY: setup host postgres proto lint test demo bench guest-image clean
 
-setup: host $(VENV)/.installed
+setup: host postgres $(VENV)/.installed
 
 # System packages and daemons (libvirtd, virtlogd); root only.
 host:
 	@bash hostd/host-setup.sh
+
+# PostgreSQL from Debian, its cluster started, a CREATEDB role for this user; root only.
+postgres:
+	@bash db/pg-setup.sh
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
