@@ -219,6 +219,7 @@ class Agent:
             min_version=PROTOCOL_MIN_VERSION,
             max_version=PROTOCOL_MAX_VERSION,
             agent_version=self._config.agent_version,
+            heartbeat_interval_ms=round(self._config.heartbeat_interval * 1000),
         )
         self._send(gc.GuestMessage(hello=hello))
 

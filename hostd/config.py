@@ -16,8 +16,22 @@ VIRT_TYPE_SETTINGS: tuple[VirtTypeSetting, ...] = ("auto", "kvm", "qemu")
 class ChannelLimits:
     """Bounds on what one guest channel may cost hostd; the guest is untrusted."""
 
-    max_payload: int = 64 * 1024
-    """Largest frame payload accepted; larger frames are skipped."""
+    max_payload: int = 256 * 1024
+    """Largest frame payload accepted; larger frames are skipped. guestd keeps a
+    full report (its application list included) below this."""
+    max_bytes_per_second: float = 256 * 1024
+    """Bytes read from one channel per second, on average: past it hostd stops
+    reading for a while, so the guest's writes block and hostd holds no more."""
+    max_bytes_burst: float = 1024 * 1024
+    max_messages_per_second: float = 20.0
+    """Messages handled per second, on average; the excess is dropped."""
+    max_messages_burst: float = 100.0
+    missed_heartbeats: int = 3
+    """Heartbeats missed before the agent counts as not responding."""
+    default_heartbeat_seconds: float = 5.0
+    """Assumed when the agent does not say how often it beats."""
+    min_heartbeat_seconds: float = 0.05
+    max_heartbeat_seconds: float = 300.0
     max_string: int = 256
     """Longest string kept from a guest, in characters."""
     max_interfaces: int = 32

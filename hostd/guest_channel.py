@@ -8,7 +8,15 @@ heartbeats. Reports are merged into the VM's GuestInfo and handed to a sink
 
 The guest is untrusted: frames are bounded (FrameDecoder), unparsable frames
 and unknown messages are ignored, strings are sanitised (hostd.guest_info),
-and nothing that happens on one channel escapes its task.
+and nothing that happens on one channel escapes its task. Each channel has
+a byte budget (past it hostd stops reading for a while: the guest's writes
+block and hostd holds nothing more) and a message budget (the excess is
+dropped), so a flooding guest costs bounded CPU and memory and cannot
+delay another VM's channel.
+
+An agent that misses three heartbeats is NOT_RESPONDING: its facts are kept
+as last observed and the sink is told; the next message makes it
+RESPONDING again.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from virtplane.v1 import vm_pb2
 from guestd.framing import FrameDecoder, FrameTooLarge, encode
 from hostd import guest_info
 from hostd.config import ChannelLimits
+from hostd.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +46,7 @@ READ_SIZE = 64 * 1024
 ReportSink = Callable[[str, vm_pb2.GuestInfo], None]
 """Called with (vm_id, merged GuestInfo) after every report."""
 _Handler = Callable[[gc.GuestMessage, int], None]
+AgentState = vm_pb2.GuestInfo.AgentState
 
 
 class GuestChannel:
@@ -50,6 +60,7 @@ class GuestChannel:
         on_report: ReportSink,
         *,
         clock: Callable[[], int] = time.time_ns,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.vm_id = vm_id
         self.socket_path = socket_path
@@ -63,6 +74,17 @@ class GuestChannel:
         self._outbox: list[gc.HostMessage] = []
         self.ignored_messages = 0
         """Frames that did not parse, and messages that came out of turn or are unknown."""
+        self.dropped_messages = 0
+        """Messages over the message budget, dropped unread."""
+        self.throttled_seconds = 0.0
+        """Time spent not reading because the guest sent over its byte budget."""
+        self._monotonic = monotonic
+        self._bytes = TokenBucket(limits.max_bytes_per_second, limits.max_bytes_burst, monotonic)
+        self._messages = TokenBucket(
+            limits.max_messages_per_second, limits.max_messages_burst, monotonic
+        )
+        self._heartbeat_seconds = limits.default_heartbeat_seconds
+        self._last_heard = monotonic()
         self._handlers: dict[str, _Handler] = {
             "hello": self._on_hello,
             "heartbeat": self._on_heartbeat,
@@ -122,11 +144,53 @@ class GuestChannel:
         hello = gc.HostHello(min_version=HOST_MIN_VERSION, max_version=HOST_MAX_VERSION)
         self._outbox[:] = [gc.HostMessage(hello=hello)]  # nothing stale from a past session
         await self._flush(writer)
-        while data := await reader.read(READ_SIZE):
-            for payload in self._decoder.feed(data):
-                self._receive(payload)
-            await self._flush(writer)
+        watchdog = asyncio.create_task(self._watch_heartbeats())
+        try:
+            while data := await reader.read(READ_SIZE):
+                pause = self.feed(data)
+                await self._flush(writer)
+                if pause > 0:
+                    self.throttled_seconds += pause
+                    await asyncio.sleep(pause)
+        finally:
+            watchdog.cancel()
         log.debug("guest channel of VM %s closed", self.vm_id)
+
+    def feed(self, data: bytes) -> float:
+        """Handles bytes read from the channel, within the message budget;
+        returns how long to stop reading to stay within the byte budget."""
+        pause = self._bytes.take(len(data))
+        for payload in self._decoder.feed(data):
+            if self._messages.try_take():
+                self._receive(payload)
+            else:
+                self.dropped_messages += 1
+        return pause
+
+    @property
+    def agent_state(self) -> AgentState.ValueType:
+        return self._info.agent_state
+
+    def check_heartbeat(self) -> None:
+        """Declares the agent not responding when it has missed its heartbeats."""
+        if self._version is None or self._info.agent_state != AgentState.AGENT_STATE_RESPONDING:
+            return
+        silent = self._monotonic() - self._last_heard
+        if silent > self._limits.missed_heartbeats * self._heartbeat_seconds:
+            log.warning(
+                "guest agent of VM %s silent for %.1f s: not responding", self.vm_id, silent
+            )
+            self._info.agent_state = AgentState.AGENT_STATE_NOT_RESPONDING
+            self._on_report(self.vm_id, self.info)
+
+    async def _watch_heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_seconds)
+            self.check_heartbeat()
+
+    def _heard(self, received: int) -> None:
+        self._last_heard = self._monotonic()
+        self._info.last_heard_time.CopyFrom(guest_info.timestamp(received))
 
     def _receive(self, payload: bytes) -> None:
         received = self._clock()
@@ -140,8 +204,17 @@ class GuestChannel:
         if handler is None or (self._version is None and body != "hello"):
             self.ignored_messages += 1
             return
+        self._heard(received)
+        revived = (
+            self._version is not None
+            and self._info.agent_state != AgentState.AGENT_STATE_RESPONDING
+        )
+        if revived:
+            self._info.agent_state = AgentState.AGENT_STATE_RESPONDING
         try:
             handler(message, received)
+            if revived and body != "report":  # a report tells the sink itself
+                self._on_report(self.vm_id, self.info)
         except Exception:  # one bad message must not end the channel
             log.exception("guest channel of VM %s: handling %s failed", self.vm_id, body)
 
@@ -166,6 +239,11 @@ class GuestChannel:
             self._version = None
             return
         self._version = high
+        if hello.heartbeat_interval_ms:
+            self._heartbeat_seconds = min(
+                max(hello.heartbeat_interval_ms / 1000, self._limits.min_heartbeat_seconds),
+                self._limits.max_heartbeat_seconds,
+            )
         self._outbox.append(gc.HostMessage(version_choice=gc.VersionChoice(version=high)))
 
     def _on_heartbeat(self, message: gc.GuestMessage, received: int) -> None:

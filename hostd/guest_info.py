@@ -95,7 +95,9 @@ def merge_report(
     merged = vm_pb2.GuestInfo()
     if report.full:
         merged.agent_version = current.agent_version
+        merged.agent_state = current.agent_state
         merged.last_report_time.CopyFrom(current.last_report_time)
+        merged.last_heard_time.CopyFrom(current.last_heard_time)
     else:
         merged.CopyFrom(current)
     text = limits.max_string

@@ -130,6 +130,7 @@ def test_hello_on_start_and_on_request(quiet: Running):
     assert first.hello.min_version == PROTOCOL_MIN_VERSION
     assert first.hello.max_version == PROTOCOL_MAX_VERSION
     assert first.hello.agent_version == "9.9"
+    assert first.hello.heartbeat_interval_ms == 3_600_000
     assert first.sequence == 1
     assert first.agent_instance == quiet.agent.instance
     assert first.sent_unix_nanos > 0

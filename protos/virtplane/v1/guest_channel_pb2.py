@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n virtplane/v1/guest_channel.proto\x12\x0cvirtplane.v1\"\x83\x02\n\x0cGuestMessage\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x16\n\x0e\x61gent_instance\x18\x02 \x01(\t\x12\x17\n\x0fsent_unix_nanos\x18\x03 \x01(\x03\x12)\n\x05hello\x18\x04 \x01(\x0b\x32\x18.virtplane.v1.GuestHelloH\x00\x12,\n\theartbeat\x18\x05 \x01(\x0b\x32\x17.virtplane.v1.HeartbeatH\x00\x12+\n\x06report\x18\x06 \x01(\x0b\x32\x19.virtplane.v1.GuestReportH\x00\x12\"\n\x04pong\x18\x07 \x01(\x0b\x32\x12.virtplane.v1.PongH\x00\x42\x06\n\x04\x62ody\"\xd6\x01\n\x0bHostMessage\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12(\n\x05hello\x18\x02 \x01(\x0b\x32\x17.virtplane.v1.HostHelloH\x00\x12\x35\n\x0eversion_choice\x18\x03 \x01(\x0b\x32\x1b.virtplane.v1.VersionChoiceH\x00\x12(\n\x07refresh\x18\x04 \x01(\x0b\x32\x15.virtplane.v1.RefreshH\x00\x12\"\n\x04ping\x18\x05 \x01(\x0b\x32\x12.virtplane.v1.PingH\x00\x42\x06\n\x04\x62ody\"M\n\nGuestHello\x12\x13\n\x0bmin_version\x18\x01 \x01(\r\x12\x13\n\x0bmax_version\x18\x02 \x01(\r\x12\x15\n\ragent_version\x18\x03 \x01(\t\"5\n\tHostHello\x12\x13\n\x0bmin_version\x18\x01 \x01(\r\x12\x13\n\x0bmax_version\x18\x02 \x01(\r\" \n\rVersionChoice\x12\x0f\n\x07version\x18\x01 \x01(\r\"\t\n\x07Refresh\"\x17\n\x04Ping\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x17\n\x04Pong\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"<\n\tHeartbeat\x12\x16\n\x0euptime_seconds\x18\x01 \x01(\x01\x12\x17\n\x0f\x66ree_memory_kib\x18\x02 \x01(\x04\"\xd5\x01\n\x0bGuestReport\x12\x0c\n\x04\x66ull\x18\x01 \x01(\x08\x12+\n\x06system\x18\x02 \x01(\x0b\x32\x1b.virtplane.v1.SystemSection\x12#\n\x02os\x18\x03 \x01(\x0b\x32\x17.virtplane.v1.OsSection\x12-\n\x07network\x18\x04 \x01(\x0b\x32\x1c.virtplane.v1.NetworkSection\x12\x37\n\x0c\x61pplications\x18\x05 \x01(\x0b\x32!.virtplane.v1.ApplicationsSection\"G\n\rSystemSection\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x02 \x01(\x01\x12\x0c\n\x04\x63pus\x18\x03 \x01(\r\"d\n\tOsSection\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\x16\n\x0ekernel_release\x18\x04 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x05 \x01(\t\"D\n\x0eNetworkSection\x12\x32\n\ninterfaces\x18\x01 \x03(\x0b\x32\x1e.virtplane.v1.NetworkInterface\"e\n\x10NetworkInterface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bmac_address\x18\x02 \x01(\t\x12\x16\n\x0eipv4_addresses\x18\x03 \x03(\t\x12\x16\n\x0eipv6_addresses\x18\x04 \x03(\t\"+\n\x13\x41pplicationsSection\x12\x14\n\x0c\x61pplications\x18\x01 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n virtplane/v1/guest_channel.proto\x12\x0cvirtplane.v1\"\x83\x02\n\x0cGuestMessage\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x16\n\x0e\x61gent_instance\x18\x02 \x01(\t\x12\x17\n\x0fsent_unix_nanos\x18\x03 \x01(\x03\x12)\n\x05hello\x18\x04 \x01(\x0b\x32\x18.virtplane.v1.GuestHelloH\x00\x12,\n\theartbeat\x18\x05 \x01(\x0b\x32\x17.virtplane.v1.HeartbeatH\x00\x12+\n\x06report\x18\x06 \x01(\x0b\x32\x19.virtplane.v1.GuestReportH\x00\x12\"\n\x04pong\x18\x07 \x01(\x0b\x32\x12.virtplane.v1.PongH\x00\x42\x06\n\x04\x62ody\"\xd6\x01\n\x0bHostMessage\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12(\n\x05hello\x18\x02 \x01(\x0b\x32\x17.virtplane.v1.HostHelloH\x00\x12\x35\n\x0eversion_choice\x18\x03 \x01(\x0b\x32\x1b.virtplane.v1.VersionChoiceH\x00\x12(\n\x07refresh\x18\x04 \x01(\x0b\x32\x15.virtplane.v1.RefreshH\x00\x12\"\n\x04ping\x18\x05 \x01(\x0b\x32\x12.virtplane.v1.PingH\x00\x42\x06\n\x04\x62ody\"l\n\nGuestHello\x12\x13\n\x0bmin_version\x18\x01 \x01(\r\x12\x13\n\x0bmax_version\x18\x02 \x01(\r\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\r\"5\n\tHostHello\x12\x13\n\x0bmin_version\x18\x01 \x01(\r\x12\x13\n\x0bmax_version\x18\x02 \x01(\r\" \n\rVersionChoice\x12\x0f\n\x07version\x18\x01 \x01(\r\"\t\n\x07Refresh\"\x17\n\x04Ping\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x17\n\x04Pong\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"<\n\tHeartbeat\x12\x16\n\x0euptime_seconds\x18\x01 \x01(\x01\x12\x17\n\x0f\x66ree_memory_kib\x18\x02 \x01(\x04\"\xd5\x01\n\x0bGuestReport\x12\x0c\n\x04\x66ull\x18\x01 \x01(\x08\x12+\n\x06system\x18\x02 \x01(\x0b\x32\x1b.virtplane.v1.SystemSection\x12#\n\x02os\x18\x03 \x01(\x0b\x32\x17.virtplane.v1.OsSection\x12-\n\x07network\x18\x04 \x01(\x0b\x32\x1c.virtplane.v1.NetworkSection\x12\x37\n\x0c\x61pplications\x18\x05 \x01(\x0b\x32!.virtplane.v1.ApplicationsSection\"G\n\rSystemSection\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x02 \x01(\x01\x12\x0c\n\x04\x63pus\x18\x03 \x01(\r\"d\n\tOsSection\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\x16\n\x0ekernel_release\x18\x04 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x05 \x01(\t\"D\n\x0eNetworkSection\x12\x32\n\ninterfaces\x18\x01 \x03(\x0b\x32\x1e.virtplane.v1.NetworkInterface\"e\n\x10NetworkInterface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bmac_address\x18\x02 \x01(\t\x12\x16\n\x0eipv4_addresses\x18\x03 \x03(\t\x12\x16\n\x0eipv6_addresses\x18\x04 \x03(\t\"+\n\x13\x41pplicationsSection\x12\x14\n\x0c\x61pplications\x18\x01 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,29 +36,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HOSTMESSAGE']._serialized_start=313
   _globals['_HOSTMESSAGE']._serialized_end=527
   _globals['_GUESTHELLO']._serialized_start=529
-  _globals['_GUESTHELLO']._serialized_end=606
-  _globals['_HOSTHELLO']._serialized_start=608
-  _globals['_HOSTHELLO']._serialized_end=661
-  _globals['_VERSIONCHOICE']._serialized_start=663
-  _globals['_VERSIONCHOICE']._serialized_end=695
-  _globals['_REFRESH']._serialized_start=697
-  _globals['_REFRESH']._serialized_end=706
-  _globals['_PING']._serialized_start=708
-  _globals['_PING']._serialized_end=731
-  _globals['_PONG']._serialized_start=733
-  _globals['_PONG']._serialized_end=756
-  _globals['_HEARTBEAT']._serialized_start=758
-  _globals['_HEARTBEAT']._serialized_end=818
-  _globals['_GUESTREPORT']._serialized_start=821
-  _globals['_GUESTREPORT']._serialized_end=1034
-  _globals['_SYSTEMSECTION']._serialized_start=1036
-  _globals['_SYSTEMSECTION']._serialized_end=1107
-  _globals['_OSSECTION']._serialized_start=1109
-  _globals['_OSSECTION']._serialized_end=1209
-  _globals['_NETWORKSECTION']._serialized_start=1211
-  _globals['_NETWORKSECTION']._serialized_end=1279
-  _globals['_NETWORKINTERFACE']._serialized_start=1281
-  _globals['_NETWORKINTERFACE']._serialized_end=1382
-  _globals['_APPLICATIONSSECTION']._serialized_start=1384
-  _globals['_APPLICATIONSSECTION']._serialized_end=1427
+  _globals['_GUESTHELLO']._serialized_end=637
+  _globals['_HOSTHELLO']._serialized_start=639
+  _globals['_HOSTHELLO']._serialized_end=692
+  _globals['_VERSIONCHOICE']._serialized_start=694
+  _globals['_VERSIONCHOICE']._serialized_end=726
+  _globals['_REFRESH']._serialized_start=728
+  _globals['_REFRESH']._serialized_end=737
+  _globals['_PING']._serialized_start=739
+  _globals['_PING']._serialized_end=762
+  _globals['_PONG']._serialized_start=764
+  _globals['_PONG']._serialized_end=787
+  _globals['_HEARTBEAT']._serialized_start=789
+  _globals['_HEARTBEAT']._serialized_end=849
+  _globals['_GUESTREPORT']._serialized_start=852
+  _globals['_GUESTREPORT']._serialized_end=1065
+  _globals['_SYSTEMSECTION']._serialized_start=1067
+  _globals['_SYSTEMSECTION']._serialized_end=1138
+  _globals['_OSSECTION']._serialized_start=1140
+  _globals['_OSSECTION']._serialized_end=1240
+  _globals['_NETWORKSECTION']._serialized_start=1242
+  _globals['_NETWORKSECTION']._serialized_end=1310
+  _globals['_NETWORKINTERFACE']._serialized_start=1312
+  _globals['_NETWORKINTERFACE']._serialized_end=1413
+  _globals['_APPLICATIONSSECTION']._serialized_start=1415
+  _globals['_APPLICATIONSSECTION']._serialized_end=1458
 # @@protoc_insertion_point(module_scope)

@@ -122,20 +122,26 @@ class GuestHello(_message.Message):
     MIN_VERSION_FIELD_NUMBER: _builtins.int
     MAX_VERSION_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     min_version: _builtins.int
     """The protocol versions the agent speaks, inclusive."""
     max_version: _builtins.int
     agent_version: _builtins.str
+    heartbeat_interval_ms: _builtins.int
+    """How often the agent sends a heartbeat; the host declares the agent not
+    responding after three missed ones.
+    """
     def __init__(
         self,
         *,
         min_version: _builtins.int = ...,
         max_version: _builtins.int = ...,
         agent_version: _builtins.str = ...,
+        heartbeat_interval_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "max_version", b"max_version", "min_version", b"min_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "heartbeat_interval_ms", b"heartbeat_interval_ms", "max_version", b"max_version", "min_version", b"min_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

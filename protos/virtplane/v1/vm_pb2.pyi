@@ -314,6 +314,31 @@ class GuestInfo(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    class _AgentState:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _AgentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[GuestInfo._AgentState.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        AGENT_STATE_UNSPECIFIED: GuestInfo._AgentState.ValueType  # 0
+        AGENT_STATE_RESPONDING: GuestInfo._AgentState.ValueType  # 1
+        """Heartbeats arrive."""
+        AGENT_STATE_NOT_RESPONDING: GuestInfo._AgentState.ValueType  # 2
+        """Three heartbeats were missed: the facts above are stale, kept as last
+        observed.
+        """
+
+    class AgentState(_AgentState, metaclass=_AgentStateEnumTypeWrapper):
+        """Whether the guest agent is talking."""
+
+    AGENT_STATE_UNSPECIFIED: GuestInfo.AgentState.ValueType  # 0
+    AGENT_STATE_RESPONDING: GuestInfo.AgentState.ValueType  # 1
+    """Heartbeats arrive."""
+    AGENT_STATE_NOT_RESPONDING: GuestInfo.AgentState.ValueType  # 2
+    """Three heartbeats were missed: the facts above are stale, kept as last
+    observed.
+    """
+
     HOSTNAME_FIELD_NUMBER: _builtins.int
     OS_NAME_FIELD_NUMBER: _builtins.int
     OS_VERSION_FIELD_NUMBER: _builtins.int
@@ -325,6 +350,8 @@ class GuestInfo(_message.Message):
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
     LAST_REPORT_TIME_FIELD_NUMBER: _builtins.int
     OBSERVED_TIME_FIELD_NUMBER: _builtins.int
+    AGENT_STATE_FIELD_NUMBER: _builtins.int
+    LAST_HEARD_TIME_FIELD_NUMBER: _builtins.int
     hostname: _builtins.str
     os_name: _builtins.str
     os_version: _builtins.str
@@ -333,6 +360,7 @@ class GuestInfo(_message.Message):
     """Number of installed applications."""
     uptime_seconds: _builtins.float
     agent_version: _builtins.str
+    agent_state: Global___GuestInfo.AgentState.ValueType
     @_builtins.property
     def interfaces(self) -> _containers.RepeatedCompositeFieldContainer[Global___GuestInterface]: ...
     @_builtins.property
@@ -344,6 +372,10 @@ class GuestInfo(_message.Message):
     @_builtins.property
     def observed_time(self) -> _timestamp_pb2.Timestamp:
         """When the facts above were observed by the agent."""
+
+    @_builtins.property
+    def last_heard_time(self) -> _timestamp_pb2.Timestamp:
+        """When the host last heard from the agent (any message)."""
 
     def __init__(
         self,
@@ -359,10 +391,12 @@ class GuestInfo(_message.Message):
         agent_version: _builtins.str = ...,
         last_report_time: _timestamp_pb2.Timestamp | None = ...,
         observed_time: _timestamp_pb2.Timestamp | None = ...,
+        agent_state: Global___GuestInfo.AgentState.ValueType = ...,
+        last_heard_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["last_report_time", b"last_report_time", "observed_time", b"observed_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_heard_time", b"last_heard_time", "last_report_time", b"last_report_time", "observed_time", b"observed_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "application_count", b"application_count", "applications", b"applications", "hostname", b"hostname", "interfaces", b"interfaces", "kernel_release", b"kernel_release", "last_report_time", b"last_report_time", "observed_time", b"observed_time", "os_name", b"os_name", "os_version", b"os_version", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_state", b"agent_state", "agent_version", b"agent_version", "application_count", b"application_count", "applications", b"applications", "hostname", b"hostname", "interfaces", b"interfaces", "kernel_release", b"kernel_release", "last_heard_time", b"last_heard_time", "last_report_time", b"last_report_time", "observed_time", b"observed_time", "os_name", b"os_name", "os_version", b"os_version", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,253 @@
+"""The guest is untrusted: the host end of its channel survives any bytes,
+bounds what a guest may cost, and tells when the agent stops talking."""
+
+from __future__ import annotations
+
+import asyncio
+import unicodedata
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from virtplane.v1 import guest_channel_pb2 as gc
+from virtplane.v1 import vm_pb2
+
+from guestd.framing import HEADER_SIZE, encode
+from hostd.config import ChannelLimits
+from hostd.guest_channel import GuestChannel
+from hostd.ratelimit import TokenBucket
+from tests.hostd.conftest import FakeGuest, eventually
+
+NOW = 1_700_000_000 * 10**9
+State = vm_pb2.GuestInfo.AgentState
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _frame(message: gc.GuestMessage) -> bytes:
+    return encode(message.SerializeToString())
+
+
+def _hello(interval_ms: int = 1000) -> bytes:
+    return _frame(
+        gc.GuestMessage(
+            hello=gc.GuestHello(min_version=1, max_version=1, heartbeat_interval_ms=interval_ms)
+        )
+    )
+
+
+def _report(hostname: str = "g") -> bytes:
+    return _frame(
+        gc.GuestMessage(
+            sent_unix_nanos=NOW,
+            report=gc.GuestReport(full=True, system=gc.SystemSection(hostname=hostname)),
+        )
+    )
+
+
+def _heartbeat() -> bytes:
+    return _frame(gc.GuestMessage(heartbeat=gc.Heartbeat(uptime_seconds=9.0)))
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.infos: list[vm_pb2.GuestInfo] = []
+
+    def __call__(self, _vm_id: str, info: vm_pb2.GuestInfo) -> None:
+        self.infos.append(info)
+
+
+def _channel(limits: ChannelLimits | None = None) -> tuple[GuestChannel, Sink, Clock]:
+    sink, clock = Sink(), Clock()
+    channel = GuestChannel(
+        "vm", Path("/nonexistent"), limits or ChannelLimits(), sink, clock=lambda: NOW,
+        monotonic=clock,
+    )  # fmt: skip
+    return channel, sink, clock
+
+
+def test_token_bucket_allows_the_burst_then_the_rate() -> None:
+    clock = Clock()
+    bucket = TokenBucket(rate=10, burst=5, clock=clock)
+    assert [bucket.try_take() for _ in range(6)] == [True] * 5 + [False]
+    clock.now += 0.5  # 5 more tokens
+    assert bucket.take(7) == pytest.approx(0.2)  # 2 in debt at 10/s
+    clock.now += 0.2
+    assert bucket.try_take(0.5) is False  # the debt was just repaid, nothing more
+    clock.now += 100
+    assert bucket.try_take(5) and not bucket.try_take(1)  # never more than the burst
+
+
+def test_messages_over_the_budget_are_dropped_unread() -> None:
+    channel, _, _ = _channel(ChannelLimits(max_messages_per_second=1, max_messages_burst=10))
+    channel.feed(_hello() + _heartbeat() * 50)
+    assert channel.version == 1
+    assert channel.dropped_messages == 41
+    assert channel.ignored_messages == 0
+
+
+def test_bytes_over_the_budget_pause_reading() -> None:
+    limits = ChannelLimits(max_bytes_per_second=1000, max_bytes_burst=1000)
+    channel, _, _ = _channel(limits)
+    assert channel.feed(b"\x00" * 1000) == 0
+    assert channel.feed(b"\x00" * 500) == pytest.approx(0.5)
+
+
+def test_three_missed_heartbeats_mean_not_responding_and_facts_stay() -> None:
+    channel, sink, clock = _channel()
+    channel.feed(_hello(interval_ms=1000) + _report("guest-a"))
+    assert sink.infos[-1].agent_state == State.AGENT_STATE_RESPONDING
+    clock.now += 2.9
+    channel.check_heartbeat()
+    clock.now += 0.2  # 3.1 s of silence: three 1 s beats missed
+    channel.check_heartbeat()
+    stale = sink.infos[-1]
+    assert stale.agent_state == State.AGENT_STATE_NOT_RESPONDING
+    assert stale.hostname == "guest-a"  # kept, never blanked
+    assert stale.HasField("observed_time")
+    reported = len(sink.infos)
+    channel.check_heartbeat()
+    assert len(sink.infos) == reported  # said once
+    channel.feed(_heartbeat())
+    assert sink.infos[-1].agent_state == State.AGENT_STATE_RESPONDING
+    assert sink.infos[-1].hostname == "guest-a"
+
+
+def test_a_restarted_agent_is_responding_again_after_its_report() -> None:
+    channel, sink, clock = _channel()
+    channel.feed(_hello() + _report("before"))
+    clock.now += 10
+    channel.check_heartbeat()
+    channel.feed(_hello() + _report("after"))
+    assert [(i.agent_state, i.hostname) for i in sink.infos[-2:]] == [
+        (State.AGENT_STATE_RESPONDING, "before"),
+        (State.AGENT_STATE_RESPONDING, "after"),
+    ]
+
+
+_LIMITS = ChannelLimits(max_messages_burst=1e9, max_messages_per_second=1e9)
+_REPORT = _report()
+_text = st.text(max_size=600)
+
+
+@st.composite
+def _hostile_report(draw: st.DrawFn) -> bytes:
+    nic = st.builds(
+        gc.NetworkInterface,
+        name=_text,
+        mac_address=_text,
+        ipv4_addresses=st.lists(_text, max_size=40),
+        ipv6_addresses=st.lists(_text, max_size=40),
+    )
+    report = gc.GuestReport(
+        full=draw(st.booleans()),
+        system=gc.SystemSection(
+            hostname=draw(_text),
+            uptime_seconds=draw(st.floats(allow_nan=True, allow_infinity=True)),
+        ),
+        os=gc.OsSection(name=draw(_text), version=draw(_text), kernel_release=draw(_text)),
+        network=gc.NetworkSection(interfaces=draw(st.lists(nic, max_size=40))),
+        applications=gc.ApplicationsSection(applications=draw(st.lists(_text, max_size=50))),
+    )
+    return _frame(
+        gc.GuestMessage(sent_unix_nanos=draw(st.integers(-(2**63), 2**63 - 1)), report=report)
+    )
+
+
+def _clean(value: str, limit: int) -> bool:
+    return len(value) <= limit and all(unicodedata.category(ch)[0] != "C" for ch in value)
+
+
+@settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    garbage=st.binary(max_size=1500),
+    cuts=st.lists(st.integers(0, 1500), max_size=4),
+    split=st.integers(7, 700),
+)
+def test_any_byte_sequence_is_survived_with_bounded_memory(
+    garbage: bytes, cuts: list[int], split: int
+) -> None:
+    channel, sink, _ = _channel(_LIMITS)
+    # valid frames, whole or cut short, among the garbage, read in any split
+    stream = _hello()
+    last = 0
+    for cut in sorted(cuts):
+        stream += garbage[last:cut] + _REPORT[: (cut % 3) * len(_REPORT) // 2]
+        last = cut
+    stream += garbage[last:]
+    for start in range(0, len(stream), split):
+        channel.feed(stream[start : start + split])
+        assert len(channel._decoder._buf) <= HEADER_SIZE + _LIMITS.max_payload
+    channel.feed(_report("still-alive"))
+    assert sink.infos[-1].hostname == "still-alive"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(frames=st.lists(_hostile_report(), min_size=1, max_size=3))
+def test_hostile_reports_come_out_clean_and_capped(frames: list[bytes]) -> None:
+    channel, sink, _ = _channel(_LIMITS)
+    channel.feed(_hello() + b"".join(frames))
+    limit = _LIMITS.max_string
+    for info in sink.infos:
+        texts = [info.hostname, info.os_name, info.os_version, info.kernel_release]
+        texts += list(info.applications)
+        for nic in info.interfaces:
+            texts += [nic.name, nic.mac_address, *nic.ipv4_addresses, *nic.ipv6_addresses]
+            assert len(nic.ipv4_addresses) <= _LIMITS.max_addresses
+        assert all(_clean(t, limit) for t in texts)
+        assert len(info.interfaces) <= _LIMITS.max_interfaces
+        assert 0 <= info.uptime_seconds < float("inf")
+
+
+async def test_a_flooding_guest_does_not_hold_up_another(short_tmp: Path) -> None:
+    limits = ChannelLimits(
+        max_bytes_per_second=64 * 1024, max_bytes_burst=64 * 1024, connect_timeout_seconds=30
+    )
+    flooder, quiet = FakeGuest(short_tmp / "flood.sock"), FakeGuest(short_tmp / "quiet.sock")
+    await flooder.start()
+    await quiet.start()
+    flood_sink, quiet_sink = Sink(), Sink()
+    channels = [
+        GuestChannel("flood", flooder.path, limits, flood_sink),
+        GuestChannel("quiet", quiet.path, limits, quiet_sink),
+    ]
+    tasks = [asyncio.create_task(c.run()) for c in channels]
+    stop = asyncio.Event()
+
+    async def flood() -> None:
+        await flooder.next_message("HostHello")
+        junk = (b"\xf0VPG" + bytes(range(256)) * 64) + encode(b"\xff" * 60_000)
+        while not stop.is_set():
+            await flooder.send_raw(junk)
+
+    flooding = asyncio.create_task(flood())
+    try:
+        await quiet.next_message("HostHello")
+        await quiet.send(gc.GuestMessage(hello=gc.GuestHello(min_version=1, max_version=1)))
+        await quiet.next_message("VersionChoice")
+        for n in range(20):
+            await quiet.send(
+                gc.GuestMessage(
+                    report=gc.GuestReport(full=True, system=gc.SystemSection(hostname=f"q{n}"))
+                )
+            )
+            await eventually(
+                lambda n=n: bool(quiet_sink.infos) and quiet_sink.infos[-1].hostname == f"q{n}",
+                f"report {n}",
+            )  # type: ignore[misc]
+        await eventually(lambda: channels[0].throttled_seconds > 0, "the flooder throttled")
+    finally:
+        stop.set()
+        for task in (*tasks, flooding):
+            task.cancel()
+        await asyncio.gather(*tasks, flooding, return_exceptions=True)
+        await flooder.close()
+        await quiet.close()
+    assert not flood_sink.infos
