@@ -13,6 +13,12 @@ from db import models
 from db.enums import ExitReason, HostState, NicKind, VmState
 
 GUESTD_SOURCE = "guestd"
+HOSTD_SOURCE = "hostd"
+AGENT_FACT = "agent"
+_AGENT_STATES = {
+    vm_pb2.GuestInfo.AGENT_STATE_RESPONDING: "RESPONDING",
+    vm_pb2.GuestInfo.AGENT_STATE_NOT_RESPONDING: "NOT_RESPONDING",
+}
 
 _NIC_KINDS = {NicKind.USER: vm_pb2.Nic.KIND_USER, NicKind.NETWORK: vm_pb2.Nic.KIND_NETWORK}
 
@@ -64,6 +70,8 @@ def guest_info(facts: list[models.GuestFact]) -> vm_pb2.GuestInfo | None:
     if not facts:
         return None
     by_name: dict[str, Any] = {f.name: f.value for f in facts}
+    agent: dict[str, str] = by_name.get(AGENT_FACT) or {}
+    reported = [f for f in facts if f.source == GUESTD_SOURCE]
     os_info: dict[str, str] = by_name.get("os") or {}
     apps: list[str] = by_name.get("applications") or []
     info = vm_pb2.GuestInfo(
@@ -76,10 +84,23 @@ def guest_info(facts: list[models.GuestFact]) -> vm_pb2.GuestInfo | None:
         applications=apps,
         uptime_seconds=float(by_name.get("uptime_seconds") or 0.0),
         agent_version=by_name.get("agent_version") or "",
-        last_report_time=timestamp(max(f.received_at for f in facts)),
-        observed_time=timestamp(max(f.observed_at for f in facts)),
+        last_report_time=timestamp(max((f.received_at for f in reported), default=None)),
+        observed_time=timestamp(max((f.observed_at for f in reported), default=None)),
+        agent_state=vm_pb2.GuestInfo.AgentState.Value(
+            f"AGENT_STATE_{agent.get('state', 'UNSPECIFIED')}"
+        ),
     )
+    if agent.get("last_heard"):
+        info.last_heard_time.FromJsonString(agent["last_heard"])
     return info
+
+
+def agent_fact(info: vm_pb2.GuestInfo) -> dict[str, Any]:
+    """What hostd says of the agent itself (not a guest fact)."""
+    fact: dict[str, Any] = {"state": _AGENT_STATES.get(info.agent_state, "UNSPECIFIED")}
+    if info.HasField("last_heard_time"):
+        fact["last_heard"] = info.last_heard_time.ToJsonString()
+    return fact
 
 
 def guest_facts(info: vm_pb2.GuestInfo) -> dict[str, Any]:

@@ -159,17 +159,33 @@ class HostMonitor:
     def _store_guest(
         self, session: Session, vm: Vm, guest: vm_pb2.GuestInfo, received: dt.datetime
     ) -> None:
-        """Records what the guest reported; a VM whose guest reported is UP."""
+        """Records what the guest reported, and the agent's state; a VM whose
+        agent reported (and responds) is UP. Facts of a silent agent are kept
+        as last observed, never blanked."""
         observed = (
             guest.observed_time.ToDatetime(dt.UTC) if guest.HasField("observed_time") else received
         )
-        transitions.apply_guest_report(vm, self.host_id)
+        if guest.agent_state != vm_pb2.GuestInfo.AGENT_STATE_NOT_RESPONDING:
+            transitions.apply_guest_report(vm, self.host_id)
         repo.set_guest_facts(
             session,
             vm,
             convert.guest_facts(guest),
             source=convert.GUESTD_SOURCE,
             observed_at=observed,
+            received_at=received,
+        )
+        heard = (
+            guest.last_heard_time.ToDatetime(dt.UTC)
+            if guest.HasField("last_heard_time")
+            else received
+        )
+        repo.set_guest_facts(
+            session,
+            vm,
+            {convert.AGENT_FACT: convert.agent_fact(guest)},
+            source=convert.HOSTD_SOURCE,
+            observed_at=heard,
             received_at=received,
         )
 
