@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n virtplane/v1/guest_channel.proto\x12\x0cvirtplane.v1\"\x83\x02\n\x0cGuestMessage\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x16\n\x0e\x61gent_instance\x18\x02 \x01(\t\x12\x17\n\x0fsent_unix_nanos\x18\x03 \x01(\x03\x12)\n\x05hello\x18\x04 \x01(\x0b\x32\x18.virtplane.v1.GuestHelloH\x00\x12,\n\theartbeat\x18\x05 \x01(\x0b\x32\x17.virtplane.v1.HeartbeatH\x00\x12+\n\x06report\x18\x06 \x01(\x0b\x32\x19.virtplane.v1.GuestReportH\x00\x12\"\n\x04pong\x18\x07 \x01(\x0b\x32\x12.virtplane.v1.PongH\x00\x42\x06\n\x04\x62ody\"\xd6\x01\n\x0bHostMessage\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12(\n\x05hello\x18\x02 \x01(\x0b\x32\x17.virtplane.v1.HostHelloH\x00\x12\x35\n\x0eversion_choice\x18\x03 \x01(\x0b\x32\x1b.virtplane.v1.VersionChoiceH\x00\x12(\n\x07refresh\x18\x04 \x01(\x0b\x32\x15.virtplane.v1.RefreshH\x00\x12\"\n\x04ping\x18\x05 \x01(\x0b\x32\x12.virtplane.v1.PingH\x00\x42\x06\n\x04\x62ody\"l\n\nGuestHello\x12\x13\n\x0bmin_version\x18\x01 \x01(\r\x12\x13\n\x0bmax_version\x18\x02 \x01(\r\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\r\"5\n\tHostHello\x12\x13\n\x0bmin_version\x18\x01 \x01(\r\x12\x13\n\x0bmax_version\x18\x02 \x01(\r\" \n\rVersionChoice\x12\x0f\n\x07version\x18\x01 \x01(\r\"\t\n\x07Refresh\"\x17\n\x04Ping\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x17\n\x04Pong\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"<\n\tHeartbeat\x12\x16\n\x0euptime_seconds\x18\x01 \x01(\x01\x12\x17\n\x0f\x66ree_memory_kib\x18\x02 \x01(\x04\"\xd5\x01\n\x0bGuestReport\x12\x0c\n\x04\x66ull\x18\x01 \x01(\x08\x12+\n\x06system\x18\x02 \x01(\x0b\x32\x1b.virtplane.v1.SystemSection\x12#\n\x02os\x18\x03 \x01(\x0b\x32\x17.virtplane.v1.OsSection\x12-\n\x07network\x18\x04 \x01(\x0b\x32\x1c.virtplane.v1.NetworkSection\x12\x37\n\x0c\x61pplications\x18\x05 \x01(\x0b\x32!.virtplane.v1.ApplicationsSection\"G\n\rSystemSection\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x02 \x01(\x01\x12\x0c\n\x04\x63pus\x18\x03 \x01(\r\"d\n\tOsSection\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\x16\n\x0ekernel_release\x18\x04 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x05 \x01(\t\"D\n\x0eNetworkSection\x12\x32\n\ninterfaces\x18\x01 \x03(\x0b\x32\x1e.virtplane.v1.NetworkInterface\"e\n\x10NetworkInterface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bmac_address\x18\x02 \x01(\t\x12\x16\n\x0eipv4_addresses\x18\x03 \x03(\t\x12\x16\n\x0eipv6_addresses\x18\x04 \x03(\t\"+\n\x13\x41pplicationsSection\x12\x14\n\x0c\x61pplications\x18\x01 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n virtplane/v1/guest_channel.proto\x12\x0cvirtplane.v1\"\xba\x02\n\x0cGuestMessage\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x16\n\x0e\x61gent_instance\x18\x02 \x01(\t\x12\x17\n\x0fsent_unix_nanos\x18\x03 \x01(\x03\x12)\n\x05hello\x18\x04 \x01(\x0b\x32\x18.virtplane.v1.GuestHelloH\x00\x12,\n\theartbeat\x18\x05 \x01(\x0b\x32\x17.virtplane.v1.HeartbeatH\x00\x12+\n\x06report\x18\x06 \x01(\x0b\x32\x19.virtplane.v1.GuestReportH\x00\x12\"\n\x04pong\x18\x07 \x01(\x0b\x32\x12.virtplane.v1.PongH\x00\x12\x35\n\x0e\x63ommand_result\x18\x08 \x01(\x0b\x32\x1b.virtplane.v1.CommandResultH\x00\x42\x06\n\x04\x62ody\"\xaa\x02\n\x0bHostMessage\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12(\n\x05hello\x18\x02 \x01(\x0b\x32\x17.virtplane.v1.HostHelloH\x00\x12\x35\n\x0eversion_choice\x18\x03 \x01(\x0b\x32\x1b.virtplane.v1.VersionChoiceH\x00\x12(\n\x07refresh\x18\x04 \x01(\x0b\x32\x15.virtplane.v1.RefreshH\x00\x12\"\n\x04ping\x18\x05 \x01(\x0b\x32\x12.virtplane.v1.PingH\x00\x12*\n\x08shutdown\x18\x06 \x01(\x0b\x32\x16.virtplane.v1.ShutdownH\x00\x12&\n\x06reboot\x18\x07 \x01(\x0b\x32\x14.virtplane.v1.RebootH\x00\x42\x06\n\x04\x62ody\"l\n\nGuestHello\x12\x13\n\x0bmin_version\x18\x01 \x01(\r\x12\x13\n\x0bmax_version\x18\x02 \x01(\r\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\r\"5\n\tHostHello\x12\x13\n\x0bmin_version\x18\x01 \x01(\r\x12\x13\n\x0bmax_version\x18\x02 \x01(\r\" \n\rVersionChoice\x12\x0f\n\x07version\x18\x01 \x01(\r\"\t\n\x07Refresh\"\x17\n\x04Ping\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x17\n\x04Pong\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"2\n\x08Shutdown\x12\x15\n\rdelay_seconds\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t\"0\n\x06Reboot\x12\x15\n\rdelay_seconds\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t\"J\n\rCommandResult\x12\x18\n\x10\x63ommand_sequence\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"<\n\tHeartbeat\x12\x16\n\x0euptime_seconds\x18\x01 \x01(\x01\x12\x17\n\x0f\x66ree_memory_kib\x18\x02 \x01(\x04\"\xb7\x02\n\x0bGuestReport\x12\x0c\n\x04\x66ull\x18\x01 \x01(\x08\x12+\n\x06system\x18\x02 \x01(\x0b\x32\x1b.virtplane.v1.SystemSection\x12#\n\x02os\x18\x03 \x01(\x0b\x32\x17.virtplane.v1.OsSection\x12-\n\x07network\x18\x04 \x01(\x0b\x32\x1c.virtplane.v1.NetworkSection\x12\x37\n\x0c\x61pplications\x18\x05 \x01(\x0b\x32!.virtplane.v1.ApplicationsSection\x12)\n\x05users\x18\x06 \x01(\x0b\x32\x1a.virtplane.v1.UsersSection\x12\x35\n\x0b\x66ilesystems\x18\x07 \x01(\x0b\x32 .virtplane.v1.FilesystemsSection\"\x97\x01\n\rSystemSection\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x02 \x01(\x01\x12\x0c\n\x04\x63pus\x18\x03 \x01(\r\x12\x0c\n\x04\x66qdn\x18\x04 \x01(\t\x12\x10\n\x08timezone\x18\x05 \x01(\t\x12\x18\n\x10memory_total_kib\x18\x06 \x01(\x04\x12\x14\n\x0c\x63ontent_hash\x18\x0f \x01(\t\"z\n\tOsSection\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\x16\n\x0ekernel_release\x18\x04 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x05 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x0f \x01(\t\"Z\n\x0eNetworkSection\x12\x32\n\ninterfaces\x18\x01 \x03(\x0b\x32\x1e.virtplane.v1.NetworkInterface\x12\x14\n\x0c\x63ontent_hash\x18\x0f \x01(\t\"e\n\x10NetworkInterface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bmac_address\x18\x02 \x01(\t\x12\x16\n\x0eipv4_addresses\x18\x03 \x03(\t\x12\x16\n\x0eipv6_addresses\x18\x04 \x03(\t\"A\n\x13\x41pplicationsSection\x12\x14\n\x0c\x61pplications\x18\x01 \x03(\t\x12\x14\n\x0c\x63ontent_hash\x18\x0f \x01(\t\"O\n\x0cUsersSection\x12)\n\x05users\x18\x01 \x03(\x0b\x32\x1a.virtplane.v1.LoggedInUser\x12\x14\n\x0c\x63ontent_hash\x18\x0f \x01(\t\"X\n\x0cLoggedInUser\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08terminal\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x1a\n\x12login_unix_seconds\x18\x04 \x01(\x03\"Y\n\x12\x46ilesystemsSection\x12-\n\x0b\x66ilesystems\x18\x01 \x03(\x0b\x32\x18.virtplane.v1.Filesystem\x12\x14\n\x0c\x63ontent_hash\x18\x0f \x01(\t\"h\n\nFilesystem\x12\x13\n\x0bmount_point\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\x12\n\nused_bytes\x18\x05 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,33 +32,47 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'virtplane.v1.guest_channel_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GUESTMESSAGE']._serialized_start=51
-  _globals['_GUESTMESSAGE']._serialized_end=310
-  _globals['_HOSTMESSAGE']._serialized_start=313
-  _globals['_HOSTMESSAGE']._serialized_end=527
-  _globals['_GUESTHELLO']._serialized_start=529
-  _globals['_GUESTHELLO']._serialized_end=637
-  _globals['_HOSTHELLO']._serialized_start=639
-  _globals['_HOSTHELLO']._serialized_end=692
-  _globals['_VERSIONCHOICE']._serialized_start=694
-  _globals['_VERSIONCHOICE']._serialized_end=726
-  _globals['_REFRESH']._serialized_start=728
-  _globals['_REFRESH']._serialized_end=737
-  _globals['_PING']._serialized_start=739
-  _globals['_PING']._serialized_end=762
-  _globals['_PONG']._serialized_start=764
-  _globals['_PONG']._serialized_end=787
-  _globals['_HEARTBEAT']._serialized_start=789
-  _globals['_HEARTBEAT']._serialized_end=849
-  _globals['_GUESTREPORT']._serialized_start=852
-  _globals['_GUESTREPORT']._serialized_end=1065
-  _globals['_SYSTEMSECTION']._serialized_start=1067
-  _globals['_SYSTEMSECTION']._serialized_end=1138
-  _globals['_OSSECTION']._serialized_start=1140
-  _globals['_OSSECTION']._serialized_end=1240
-  _globals['_NETWORKSECTION']._serialized_start=1242
-  _globals['_NETWORKSECTION']._serialized_end=1310
-  _globals['_NETWORKINTERFACE']._serialized_start=1312
-  _globals['_NETWORKINTERFACE']._serialized_end=1413
-  _globals['_APPLICATIONSSECTION']._serialized_start=1415
-  _globals['_APPLICATIONSSECTION']._serialized_end=1458
+  _globals['_GUESTMESSAGE']._serialized_end=365
+  _globals['_HOSTMESSAGE']._serialized_start=368
+  _globals['_HOSTMESSAGE']._serialized_end=666
+  _globals['_GUESTHELLO']._serialized_start=668
+  _globals['_GUESTHELLO']._serialized_end=776
+  _globals['_HOSTHELLO']._serialized_start=778
+  _globals['_HOSTHELLO']._serialized_end=831
+  _globals['_VERSIONCHOICE']._serialized_start=833
+  _globals['_VERSIONCHOICE']._serialized_end=865
+  _globals['_REFRESH']._serialized_start=867
+  _globals['_REFRESH']._serialized_end=876
+  _globals['_PING']._serialized_start=878
+  _globals['_PING']._serialized_end=901
+  _globals['_PONG']._serialized_start=903
+  _globals['_PONG']._serialized_end=926
+  _globals['_SHUTDOWN']._serialized_start=928
+  _globals['_SHUTDOWN']._serialized_end=978
+  _globals['_REBOOT']._serialized_start=980
+  _globals['_REBOOT']._serialized_end=1028
+  _globals['_COMMANDRESULT']._serialized_start=1030
+  _globals['_COMMANDRESULT']._serialized_end=1104
+  _globals['_HEARTBEAT']._serialized_start=1106
+  _globals['_HEARTBEAT']._serialized_end=1166
+  _globals['_GUESTREPORT']._serialized_start=1169
+  _globals['_GUESTREPORT']._serialized_end=1480
+  _globals['_SYSTEMSECTION']._serialized_start=1483
+  _globals['_SYSTEMSECTION']._serialized_end=1634
+  _globals['_OSSECTION']._serialized_start=1636
+  _globals['_OSSECTION']._serialized_end=1758
+  _globals['_NETWORKSECTION']._serialized_start=1760
+  _globals['_NETWORKSECTION']._serialized_end=1850
+  _globals['_NETWORKINTERFACE']._serialized_start=1852
+  _globals['_NETWORKINTERFACE']._serialized_end=1953
+  _globals['_APPLICATIONSSECTION']._serialized_start=1955
+  _globals['_APPLICATIONSSECTION']._serialized_end=2020
+  _globals['_USERSSECTION']._serialized_start=2022
+  _globals['_USERSSECTION']._serialized_end=2101
+  _globals['_LOGGEDINUSER']._serialized_start=2103
+  _globals['_LOGGEDINUSER']._serialized_end=2191
+  _globals['_FILESYSTEMSSECTION']._serialized_start=2193
+  _globals['_FILESYSTEMSSECTION']._serialized_end=2282
+  _globals['_FILESYSTEM']._serialized_start=2284
+  _globals['_FILESYSTEM']._serialized_end=2388
 # @@protoc_insertion_point(module_scope)

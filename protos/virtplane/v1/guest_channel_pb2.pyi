@@ -37,6 +37,7 @@ class GuestMessage(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     REPORT_FIELD_NUMBER: _builtins.int
     PONG_FIELD_NUMBER: _builtins.int
+    COMMAND_RESULT_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Increases by one per message from the agent's start."""
     agent_instance: _builtins.str
@@ -51,6 +52,8 @@ class GuestMessage(_message.Message):
     def report(self) -> Global___GuestReport: ...
     @_builtins.property
     def pong(self) -> Global___Pong: ...
+    @_builtins.property
+    def command_result(self) -> Global___CommandResult: ...
     def __init__(
         self,
         *,
@@ -61,12 +64,13 @@ class GuestMessage(_message.Message):
         heartbeat: Global___Heartbeat | None = ...,
         report: Global___GuestReport | None = ...,
         pong: Global___Pong | None = ...,
+        command_result: Global___CommandResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "heartbeat", b"heartbeat", "hello", b"hello", "pong", b"pong", "report", b"report"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_result", b"command_result", "heartbeat", b"heartbeat", "hello", b"hello", "pong", b"pong", "report", b"report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_instance", b"agent_instance", "body", b"body", "heartbeat", b"heartbeat", "hello", b"hello", "pong", b"pong", "report", b"report", "sent_unix_nanos", b"sent_unix_nanos", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_instance", b"agent_instance", "body", b"body", "command_result", b"command_result", "heartbeat", b"heartbeat", "hello", b"hello", "pong", b"pong", "report", b"report", "sent_unix_nanos", b"sent_unix_nanos", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "heartbeat", "report", "pong"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "heartbeat", "report", "pong", "command_result"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -83,6 +87,8 @@ class HostMessage(_message.Message):
     VERSION_CHOICE_FIELD_NUMBER: _builtins.int
     REFRESH_FIELD_NUMBER: _builtins.int
     PING_FIELD_NUMBER: _builtins.int
+    SHUTDOWN_FIELD_NUMBER: _builtins.int
+    REBOOT_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     @_builtins.property
     def hello(self) -> Global___HostHello:
@@ -96,6 +102,10 @@ class HostMessage(_message.Message):
 
     @_builtins.property
     def ping(self) -> Global___Ping: ...
+    @_builtins.property
+    def shutdown(self) -> Global___Shutdown: ...
+    @_builtins.property
+    def reboot(self) -> Global___Reboot: ...
     def __init__(
         self,
         *,
@@ -104,12 +114,14 @@ class HostMessage(_message.Message):
         version_choice: Global___VersionChoice | None = ...,
         refresh: Global___Refresh | None = ...,
         ping: Global___Ping | None = ...,
+        shutdown: Global___Shutdown | None = ...,
+        reboot: Global___Reboot | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "hello", b"hello", "ping", b"ping", "refresh", b"refresh", "version_choice", b"version_choice"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "hello", b"hello", "ping", b"ping", "reboot", b"reboot", "refresh", b"refresh", "shutdown", b"shutdown", "version_choice", b"version_choice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "hello", b"hello", "ping", b"ping", "refresh", b"refresh", "sequence", b"sequence", "version_choice", b"version_choice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "hello", b"hello", "ping", b"ping", "reboot", b"reboot", "refresh", b"refresh", "sequence", b"sequence", "shutdown", b"shutdown", "version_choice", b"version_choice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "version_choice", "refresh", "ping"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "version_choice", "refresh", "ping", "shutdown", "reboot"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -242,6 +254,83 @@ class Pong(_message.Message):
 Global___Pong: _TypeAlias = Pong  # noqa: Y015
 
 @_typing.final
+class Shutdown(_message.Message):
+    """Asks the guest to power off, after delay_seconds, telling its users."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELAY_SECONDS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    delay_seconds: _builtins.int
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        delay_seconds: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay_seconds", b"delay_seconds", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Shutdown: _TypeAlias = Shutdown  # noqa: Y015
+
+@_typing.final
+class Reboot(_message.Message):
+    """Asks the guest to reboot, after delay_seconds, telling its users."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELAY_SECONDS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    delay_seconds: _builtins.int
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        delay_seconds: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay_seconds", b"delay_seconds", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reboot: _TypeAlias = Reboot  # noqa: Y015
+
+@_typing.final
+class CommandResult(_message.Message):
+    """The agent's answer to a command (shutdown, reboot): whether it was
+    accepted. command_sequence is the HostMessage's sequence.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_SEQUENCE_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    command_sequence: _builtins.int
+    accepted: _builtins.bool
+    error: _builtins.str
+    def __init__(
+        self,
+        *,
+        command_sequence: _builtins.int = ...,
+        accepted: _builtins.bool = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "command_sequence", b"command_sequence", "error", b"error"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommandResult: _TypeAlias = CommandResult  # noqa: Y015
+
+@_typing.final
 class Heartbeat(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -265,7 +354,10 @@ Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
 
 @_typing.final
 class GuestReport(_message.Message):
-    """A report: the full set on connect and on refresh."""
+    """A report: every section on connect and on refresh (full), else only the
+    sections whose content changed. Each section carries content_hash, a
+    hash of its content (uptime excluded), so the host can tell what changed.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -274,6 +366,8 @@ class GuestReport(_message.Message):
     OS_FIELD_NUMBER: _builtins.int
     NETWORK_FIELD_NUMBER: _builtins.int
     APPLICATIONS_FIELD_NUMBER: _builtins.int
+    USERS_FIELD_NUMBER: _builtins.int
+    FILESYSTEMS_FIELD_NUMBER: _builtins.int
     full: _builtins.bool
     @_builtins.property
     def system(self) -> Global___SystemSection: ...
@@ -283,6 +377,10 @@ class GuestReport(_message.Message):
     def network(self) -> Global___NetworkSection: ...
     @_builtins.property
     def applications(self) -> Global___ApplicationsSection: ...
+    @_builtins.property
+    def users(self) -> Global___UsersSection: ...
+    @_builtins.property
+    def filesystems(self) -> Global___FilesystemsSection: ...
     def __init__(
         self,
         *,
@@ -291,10 +389,12 @@ class GuestReport(_message.Message):
         os: Global___OsSection | None = ...,
         network: Global___NetworkSection | None = ...,
         applications: Global___ApplicationsSection | None = ...,
+        users: Global___UsersSection | None = ...,
+        filesystems: Global___FilesystemsSection | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["applications", b"applications", "network", b"network", "os", b"os", "system", b"system"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applications", b"applications", "filesystems", b"filesystems", "network", b"network", "os", b"os", "system", b"system", "users", b"users"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applications", b"applications", "full", b"full", "network", b"network", "os", b"os", "system", b"system"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applications", b"applications", "filesystems", b"filesystems", "full", b"full", "network", b"network", "os", b"os", "system", b"system", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -307,19 +407,32 @@ class SystemSection(_message.Message):
     HOSTNAME_FIELD_NUMBER: _builtins.int
     UPTIME_SECONDS_FIELD_NUMBER: _builtins.int
     CPUS_FIELD_NUMBER: _builtins.int
+    FQDN_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    MEMORY_TOTAL_KIB_FIELD_NUMBER: _builtins.int
+    CONTENT_HASH_FIELD_NUMBER: _builtins.int
     hostname: _builtins.str
     uptime_seconds: _builtins.float
     cpus: _builtins.int
+    fqdn: _builtins.str
+    timezone: _builtins.str
+    """IANA name, e.g. "Europe/Paris", or "UTC"."""
+    memory_total_kib: _builtins.int
+    content_hash: _builtins.str
     def __init__(
         self,
         *,
         hostname: _builtins.str = ...,
         uptime_seconds: _builtins.float = ...,
         cpus: _builtins.int = ...,
+        fqdn: _builtins.str = ...,
+        timezone: _builtins.str = ...,
+        memory_total_kib: _builtins.int = ...,
+        content_hash: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpus", b"cpus", "hostname", b"hostname", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_hash", b"content_hash", "cpus", b"cpus", "fqdn", b"fqdn", "hostname", b"hostname", "memory_total_kib", b"memory_total_kib", "timezone", b"timezone", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -334,6 +447,7 @@ class OsSection(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     KERNEL_RELEASE_FIELD_NUMBER: _builtins.int
     ARCHITECTURE_FIELD_NUMBER: _builtins.int
+    CONTENT_HASH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """NAME from /etc/os-release."""
     version: _builtins.str
@@ -341,6 +455,7 @@ class OsSection(_message.Message):
     id: _builtins.str
     kernel_release: _builtins.str
     architecture: _builtins.str
+    content_hash: _builtins.str
     def __init__(
         self,
         *,
@@ -349,10 +464,11 @@ class OsSection(_message.Message):
         id: _builtins.str = ...,
         kernel_release: _builtins.str = ...,
         architecture: _builtins.str = ...,
+        content_hash: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "id", b"id", "kernel_release", b"kernel_release", "name", b"name", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "content_hash", b"content_hash", "id", b"id", "kernel_release", b"kernel_release", "name", b"name", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -363,16 +479,19 @@ class NetworkSection(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INTERFACES_FIELD_NUMBER: _builtins.int
+    CONTENT_HASH_FIELD_NUMBER: _builtins.int
+    content_hash: _builtins.str
     @_builtins.property
     def interfaces(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkInterface]: ...
     def __init__(
         self,
         *,
         interfaces: _abc.Iterable[Global___NetworkInterface] | None = ...,
+        content_hash: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["interfaces", b"interfaces"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_hash", b"content_hash", "interfaces", b"interfaces"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -413,6 +532,8 @@ class ApplicationsSection(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATIONS_FIELD_NUMBER: _builtins.int
+    CONTENT_HASH_FIELD_NUMBER: _builtins.int
+    content_hash: _builtins.str
     @_builtins.property
     def applications(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """"name version" per installed package."""
@@ -421,11 +542,121 @@ class ApplicationsSection(_message.Message):
         self,
         *,
         applications: _abc.Iterable[_builtins.str] | None = ...,
+        content_hash: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applications", b"applications"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applications", b"applications", "content_hash", b"content_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApplicationsSection: _TypeAlias = ApplicationsSection  # noqa: Y015
+
+@_typing.final
+class UsersSection(_message.Message):
+    """Who is logged in."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERS_FIELD_NUMBER: _builtins.int
+    CONTENT_HASH_FIELD_NUMBER: _builtins.int
+    content_hash: _builtins.str
+    @_builtins.property
+    def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoggedInUser]: ...
+    def __init__(
+        self,
+        *,
+        users: _abc.Iterable[Global___LoggedInUser] | None = ...,
+        content_hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_hash", b"content_hash", "users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsersSection: _TypeAlias = UsersSection  # noqa: Y015
+
+@_typing.final
+class LoggedInUser(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TERMINAL_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    LOGIN_UNIX_SECONDS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    terminal: _builtins.str
+    """The terminal, e.g. "ttyS0" or "pts/0"."""
+    host: _builtins.str
+    """Where from, for remote logins."""
+    login_unix_seconds: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        terminal: _builtins.str = ...,
+        host: _builtins.str = ...,
+        login_unix_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "login_unix_seconds", b"login_unix_seconds", "name", b"name", "terminal", b"terminal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoggedInUser: _TypeAlias = LoggedInUser  # noqa: Y015
+
+@_typing.final
+class FilesystemsSection(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILESYSTEMS_FIELD_NUMBER: _builtins.int
+    CONTENT_HASH_FIELD_NUMBER: _builtins.int
+    content_hash: _builtins.str
+    @_builtins.property
+    def filesystems(self) -> _containers.RepeatedCompositeFieldContainer[Global___Filesystem]: ...
+    def __init__(
+        self,
+        *,
+        filesystems: _abc.Iterable[Global___Filesystem] | None = ...,
+        content_hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_hash", b"content_hash", "filesystems", b"filesystems"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FilesystemsSection: _TypeAlias = FilesystemsSection  # noqa: Y015
+
+@_typing.final
+class Filesystem(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOUNT_POINT_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
+    TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    USED_BYTES_FIELD_NUMBER: _builtins.int
+    mount_point: _builtins.str
+    type: _builtins.str
+    device: _builtins.str
+    total_bytes: _builtins.int
+    used_bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        mount_point: _builtins.str = ...,
+        type: _builtins.str = ...,
+        device: _builtins.str = ...,
+        total_bytes: _builtins.int = ...,
+        used_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "mount_point", b"mount_point", "total_bytes", b"total_bytes", "type", b"type", "used_bytes", b"used_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Filesystem: _TypeAlias = Filesystem  # noqa: Y015

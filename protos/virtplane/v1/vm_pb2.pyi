@@ -352,6 +352,14 @@ class GuestInfo(_message.Message):
     OBSERVED_TIME_FIELD_NUMBER: _builtins.int
     AGENT_STATE_FIELD_NUMBER: _builtins.int
     LAST_HEARD_TIME_FIELD_NUMBER: _builtins.int
+    FQDN_FIELD_NUMBER: _builtins.int
+    ARCHITECTURE_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    CPUS_FIELD_NUMBER: _builtins.int
+    MEMORY_TOTAL_KIB_FIELD_NUMBER: _builtins.int
+    MEMORY_FREE_KIB_FIELD_NUMBER: _builtins.int
+    USERS_FIELD_NUMBER: _builtins.int
+    FILESYSTEMS_FIELD_NUMBER: _builtins.int
     hostname: _builtins.str
     os_name: _builtins.str
     os_version: _builtins.str
@@ -361,6 +369,14 @@ class GuestInfo(_message.Message):
     uptime_seconds: _builtins.float
     agent_version: _builtins.str
     agent_state: Global___GuestInfo.AgentState.ValueType
+    fqdn: _builtins.str
+    architecture: _builtins.str
+    timezone: _builtins.str
+    """IANA name, e.g. "Europe/Paris"."""
+    cpus: _builtins.int
+    memory_total_kib: _builtins.int
+    memory_free_kib: _builtins.int
+    """From the last heartbeat."""
     @_builtins.property
     def interfaces(self) -> _containers.RepeatedCompositeFieldContainer[Global___GuestInterface]: ...
     @_builtins.property
@@ -377,6 +393,10 @@ class GuestInfo(_message.Message):
     def last_heard_time(self) -> _timestamp_pb2.Timestamp:
         """When the host last heard from the agent (any message)."""
 
+    @_builtins.property
+    def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___GuestUser]: ...
+    @_builtins.property
+    def filesystems(self) -> _containers.RepeatedCompositeFieldContainer[Global___GuestFilesystem]: ...
     def __init__(
         self,
         *,
@@ -393,14 +413,86 @@ class GuestInfo(_message.Message):
         observed_time: _timestamp_pb2.Timestamp | None = ...,
         agent_state: Global___GuestInfo.AgentState.ValueType = ...,
         last_heard_time: _timestamp_pb2.Timestamp | None = ...,
+        fqdn: _builtins.str = ...,
+        architecture: _builtins.str = ...,
+        timezone: _builtins.str = ...,
+        cpus: _builtins.int = ...,
+        memory_total_kib: _builtins.int = ...,
+        memory_free_kib: _builtins.int = ...,
+        users: _abc.Iterable[Global___GuestUser] | None = ...,
+        filesystems: _abc.Iterable[Global___GuestFilesystem] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_heard_time", b"last_heard_time", "last_report_time", b"last_report_time", "observed_time", b"observed_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_state", b"agent_state", "agent_version", b"agent_version", "application_count", b"application_count", "applications", b"applications", "hostname", b"hostname", "interfaces", b"interfaces", "kernel_release", b"kernel_release", "last_heard_time", b"last_heard_time", "last_report_time", b"last_report_time", "observed_time", b"observed_time", "os_name", b"os_name", "os_version", b"os_version", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_state", b"agent_state", "agent_version", b"agent_version", "application_count", b"application_count", "applications", b"applications", "architecture", b"architecture", "cpus", b"cpus", "filesystems", b"filesystems", "fqdn", b"fqdn", "hostname", b"hostname", "interfaces", b"interfaces", "kernel_release", b"kernel_release", "last_heard_time", b"last_heard_time", "last_report_time", b"last_report_time", "memory_free_kib", b"memory_free_kib", "memory_total_kib", b"memory_total_kib", "observed_time", b"observed_time", "os_name", b"os_name", "os_version", b"os_version", "timezone", b"timezone", "uptime_seconds", b"uptime_seconds", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GuestInfo: _TypeAlias = GuestInfo  # noqa: Y015
+
+@_typing.final
+class GuestUser(_message.Message):
+    """A user logged in to the guest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TERMINAL_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    LOGIN_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    terminal: _builtins.str
+    host: _builtins.str
+    @_builtins.property
+    def login_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        terminal: _builtins.str = ...,
+        host: _builtins.str = ...,
+        login_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["login_time", b"login_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "login_time", b"login_time", "name", b"name", "terminal", b"terminal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GuestUser: _TypeAlias = GuestUser  # noqa: Y015
+
+@_typing.final
+class GuestFilesystem(_message.Message):
+    """A mounted filesystem in the guest and its usage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOUNT_POINT_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
+    TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    USED_BYTES_FIELD_NUMBER: _builtins.int
+    mount_point: _builtins.str
+    type: _builtins.str
+    device: _builtins.str
+    total_bytes: _builtins.int
+    used_bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        mount_point: _builtins.str = ...,
+        type: _builtins.str = ...,
+        device: _builtins.str = ...,
+        total_bytes: _builtins.int = ...,
+        used_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "mount_point", b"mount_point", "total_bytes", b"total_bytes", "type", b"type", "used_bytes", b"used_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GuestFilesystem: _TypeAlias = GuestFilesystem  # noqa: Y015
 
 @_typing.final
 class GuestInterface(_message.Message):
