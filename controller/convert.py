@@ -74,14 +74,23 @@ def guest_info(facts: list[models.GuestFact]) -> vm_pb2.GuestInfo | None:
     reported = [f for f in facts if f.source == GUESTD_SOURCE]
     os_info: dict[str, str] = by_name.get("os") or {}
     apps: list[str] = by_name.get("applications") or []
+    memory: dict[str, int] = by_name.get("memory") or {}
     info = vm_pb2.GuestInfo(
         hostname=by_name.get("hostname") or "",
+        fqdn=by_name.get("fqdn") or "",
         os_name=os_info.get("name", ""),
         os_version=os_info.get("version", ""),
         kernel_release=os_info.get("kernel_release", ""),
+        architecture=os_info.get("architecture", ""),
+        timezone=by_name.get("timezone") or "",
+        cpus=int(by_name.get("cpus") or 0),
+        memory_total_kib=int(memory.get("total_kib", 0)),
+        memory_free_kib=int(memory.get("free_kib", 0)),
         interfaces=[vm_pb2.GuestInterface(**i) for i in by_name.get("interfaces") or []],
         application_count=len(apps),
         applications=apps,
+        users=[_guest_user(u) for u in by_name.get("users") or []],
+        filesystems=[vm_pb2.GuestFilesystem(**f) for f in by_name.get("filesystems") or []],
         uptime_seconds=float(by_name.get("uptime_seconds") or 0.0),
         agent_version=by_name.get("agent_version") or "",
         last_report_time=timestamp(max((f.received_at for f in reported), default=None)),
@@ -103,15 +112,27 @@ def agent_fact(info: vm_pb2.GuestInfo) -> dict[str, Any]:
     return fact
 
 
+def _guest_user(user: dict[str, Any]) -> vm_pb2.GuestUser:
+    out = vm_pb2.GuestUser(name=user["name"], terminal=user["terminal"], host=user["host"])
+    if user.get("login_time"):
+        out.login_time.FromJsonString(user["login_time"])
+    return out
+
+
 def guest_facts(info: vm_pb2.GuestInfo) -> dict[str, Any]:
     """The facts a guest report carries, as stored."""
     return {
         "hostname": info.hostname,
+        "fqdn": info.fqdn,
         "os": {
             "name": info.os_name,
             "version": info.os_version,
             "kernel_release": info.kernel_release,
+            "architecture": info.architecture,
         },
+        "timezone": info.timezone,
+        "cpus": info.cpus,
+        "memory": {"total_kib": info.memory_total_kib, "free_kib": info.memory_free_kib},
         "interfaces": [
             {
                 "name": i.name,
@@ -122,6 +143,25 @@ def guest_facts(info: vm_pb2.GuestInfo) -> dict[str, Any]:
             for i in info.interfaces
         ],
         "applications": list(info.applications),
+        "users": [
+            {
+                "name": u.name,
+                "terminal": u.terminal,
+                "host": u.host,
+                "login_time": u.login_time.ToJsonString() if u.HasField("login_time") else "",
+            }
+            for u in info.users
+        ],
+        "filesystems": [
+            {
+                "mount_point": f.mount_point,
+                "type": f.type,
+                "device": f.device,
+                "total_bytes": f.total_bytes,
+                "used_bytes": f.used_bytes,
+            }
+            for f in info.filesystems
+        ],
         "uptime_seconds": info.uptime_seconds,
         "agent_version": info.agent_version,
     }

@@ -38,6 +38,8 @@ class ChannelLimits:
     max_addresses: int = 32
     """Per interface and address family."""
     max_applications: int = 4096
+    max_users: int = 256
+    max_filesystems: int = 256
     max_clock_skew_seconds: float = 300.0
     """A guest timestamp further than this from hostd's clock is not believed."""
     connect_timeout_seconds: float = 10.0

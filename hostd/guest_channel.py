@@ -250,6 +250,7 @@ class GuestChannel:
         uptime = guest_info.clean_seconds(message.heartbeat.uptime_seconds)
         if uptime is not None:
             self._info.uptime_seconds = uptime
+        self._info.memory_free_kib = message.heartbeat.free_memory_kib
         self._info.last_report_time.CopyFrom(guest_info.timestamp(received))
 
     def _on_report_message(self, message: gc.GuestMessage, received: int) -> None:

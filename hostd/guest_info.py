@@ -20,6 +20,8 @@ from virtplane.v1 import vm_pb2
 from hostd.config import ChannelLimits
 
 MAX_UPTIME_SECONDS = 100 * 365 * 24 * 3600.0
+MAX_UNIX_SECONDS = 253402300799  # 9999-12-31, the largest a Timestamp holds
+MAX_CPUS = 1 << 16
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _LINE_SEPARATORS = frozenset("\u2028\u2029")
 
@@ -102,12 +104,26 @@ def merge_report(
         merged.CopyFrom(current)
     text = limits.max_string
     if report.HasField("system"):
-        merged.hostname = clean_text(report.system.hostname, text)
-        merged.uptime_seconds = clean_seconds(report.system.uptime_seconds) or 0.0
+        system = report.system
+        merged.hostname = clean_text(system.hostname, text)
+        merged.uptime_seconds = clean_seconds(system.uptime_seconds) or 0.0
+        merged.fqdn = clean_text(system.fqdn, text)
+        merged.timezone = clean_text(system.timezone, text)
+        merged.cpus = min(system.cpus, MAX_CPUS)
+        merged.memory_total_kib = system.memory_total_kib
     if report.HasField("os"):
         merged.os_name = clean_text(report.os.name, text)
         merged.os_version = clean_text(report.os.version, text)
         merged.kernel_release = clean_text(report.os.kernel_release, text)
+        merged.architecture = clean_text(report.os.architecture, text)
+    if report.HasField("users"):
+        del merged.users[:]
+        merged.users.extend(_user(u, limits) for u in report.users.users[: limits.max_users])
+    if report.HasField("filesystems"):
+        del merged.filesystems[:]
+        merged.filesystems.extend(
+            _filesystem(f, limits) for f in report.filesystems.filesystems[: limits.max_filesystems]
+        )
     if report.HasField("network"):
         del merged.interfaces[:]
         for nic in report.network.interfaces[: limits.max_interfaces]:
@@ -126,6 +142,27 @@ def _interface(nic: gc.NetworkInterface, limits: ChannelLimits) -> vm_pb2.GuestI
         mac_address=clean_mac(nic.mac_address),
         ipv4_addresses=_addresses(nic.ipv4_addresses, 4, limits.max_addresses),
         ipv6_addresses=_addresses(nic.ipv6_addresses, 6, limits.max_addresses),
+    )
+
+
+def _user(user: gc.LoggedInUser, limits: ChannelLimits) -> vm_pb2.GuestUser:
+    out = vm_pb2.GuestUser(
+        name=clean_text(user.name, limits.max_string),
+        terminal=clean_text(user.terminal, limits.max_string),
+        host=clean_text(user.host, limits.max_string),
+    )
+    if 0 < user.login_unix_seconds < MAX_UNIX_SECONDS:
+        out.login_time.FromSeconds(user.login_unix_seconds)
+    return out
+
+
+def _filesystem(fs: gc.Filesystem, limits: ChannelLimits) -> vm_pb2.GuestFilesystem:
+    return vm_pb2.GuestFilesystem(
+        mount_point=clean_text(fs.mount_point, limits.max_string),
+        type=clean_text(fs.type, limits.max_string),
+        device=clean_text(fs.device, limits.max_string),
+        total_bytes=fs.total_bytes,
+        used_bytes=min(fs.used_bytes, fs.total_bytes),
     )
 
 

@@ -54,8 +54,15 @@ def test_guest_facts_round_trip_and_keep_the_agent_state_apart() -> None:
         hostname="g", os_name="Debian", os_version="12", kernel_release="6.1",
         interfaces=[vm_pb2.GuestInterface(name="eth0", ipv4_addresses=["10.0.2.15"])],
         applications=["a 1", "b 2"], uptime_seconds=3.5, agent_version="0.1.0",
-        agent_state=vm_pb2.GuestInfo.AGENT_STATE_NOT_RESPONDING,
+        agent_state=vm_pb2.GuestInfo.AGENT_STATE_NOT_RESPONDING, fqdn="g.example.org",
+        timezone="Europe/Paris", cpus=2, memory_total_kib=262144, memory_free_kib=1000,
+        architecture="x86_64",
+        filesystems=[
+            vm_pb2.GuestFilesystem(mount_point="/", type="ext4", total_bytes=10, used_bytes=4)
+        ],
+        users=[vm_pb2.GuestUser(name="root", terminal="ttyS0")],
     )  # fmt: skip
+    info.users[0].login_time.FromDatetime(T0)
     info.last_heard_time.FromDatetime(T1)
     facts = [_fact(k, v, "guestd", T0) for k, v in convert.guest_facts(info).items()]
     facts.append(_fact("agent", convert.agent_fact(info), "hostd", T1))
@@ -67,6 +74,12 @@ def test_guest_facts_round_trip_and_keep_the_agent_state_apart() -> None:
     assert back.observed_time.ToDatetime(dt.UTC) == T0
     assert (back.hostname, back.os_name, back.application_count) == ("g", "Debian", 2)
     assert back.interfaces[0].ipv4_addresses == ["10.0.2.15"]
+    expected = vm_pb2.GuestInfo()
+    expected.CopyFrom(info)
+    for field in ("application_count", "last_report_time", "observed_time"):
+        expected.ClearField(field)
+        back.ClearField(field)
+    assert back == expected
 
 
 def test_no_facts_no_guest_info() -> None:
