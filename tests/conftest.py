@@ -1,23 +1,32 @@
 """Fixtures shared by the whole suite: access to the real parts.
 
-A test that needs libvirt or a real guest and cannot get it is skipped with
-the reason; `make test` sets everything up, so on a prepared machine they run.
+A test that needs libvirt, a real guest or PostgreSQL and cannot get it is
+skipped with the reason; `make test` sets everything up, so on a prepared
+machine they run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import libvirt
 import pytest
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 REPO = Path(__file__).resolve().parent.parent
 GUEST_IMAGE_DIR = Path(os.environ.get("VIRTPLANE_GUEST_IMAGE", REPO / "build" / "guest"))
 SYSTEM_URI = "qemu:///system"
+# The PostgreSQL server the tests make their databases on: by default the
+# local one, over its unix socket, as the role `make setup` creates.
+POSTGRES_URL = os.environ.get("VIRTPLANE_TEST_POSTGRES", "postgresql+psycopg:///postgres")
+TEST_DB_PREFIX = "virtplane_test_"
 
 
 @dataclass(frozen=True)
@@ -55,3 +64,71 @@ def guest_image(system_libvirt: str) -> GuestImage:
         _skip_or_fail(f"no test guest image at {GUEST_IMAGE_DIR}; run `make guest-image`")
     data = json.loads(meta.read_text())
     return GuestImage(kernel=data["kernel"], initrd=data["initrd"], cmdline=data["cmdline"])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _drop_leftovers(admin: Engine) -> None:
+    """Drops the test databases of test runs that died before their clean-up."""
+    with admin.connect() as conn:
+        names = conn.scalars(
+            text("SELECT datname FROM pg_database WHERE datname LIKE :p"),
+            {"p": TEST_DB_PREFIX + "%"},
+        ).all()
+        for name in names:
+            pid = name.removeprefix(TEST_DB_PREFIX).split("_", 1)[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[Engine]:
+    """An autocommit engine on the PostgreSQL server's maintenance database,
+    for creating and dropping test databases."""
+    url = make_url(POSTGRES_URL)
+    try:
+        admin = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        with admin.connect() as conn:
+            can_create = conn.scalar(
+                text("SELECT rolcreatedb FROM pg_roles WHERE rolname = current_user")
+            )
+    except (SQLAlchemyError, ImportError) as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        _skip_or_fail(f"PostgreSQL at {url} is not reachable ({first}); run `make setup`")
+    if not can_create:
+        _skip_or_fail(f"the role at {url} may not create databases; run `make setup`")
+    _drop_leftovers(admin)
+    yield admin
+    admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_admin: Engine) -> Iterator[str]:
+    """The URL of a fresh, empty PostgreSQL database, dropped after the test."""
+    name = f"{TEST_DB_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:12]}"
+    with postgres_admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE template0'))
+    try:
+        yield postgres_admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with postgres_admin.connect() as conn:
+            # FORCE: a daemon under test may still hold connections.
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a fresh, empty database, on each engine the controller
+    supports: a file for SQLite, a database of its own on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'virtplane.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

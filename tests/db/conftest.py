@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -10,8 +9,9 @@ from db.session import Database
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'virtplane.db'}")
+def database(database_url: str) -> Iterator[Database]:
+    """A database migrated to head, on each engine (see database_url)."""
+    db = Database(database_url)
     migrate.upgrade(db.engine)
     yield db
     db.close()
