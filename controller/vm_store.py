@@ -1,9 +1,12 @@
 """Every change to a VM goes through here: it is written in one transaction,
-given the next revision, and then published to watchers."""
+given the next revision, and then published to watchers.
+
+Revisions come from the database (db.repositories.allocate_revisions), in
+the transaction that makes the change: they are unique and committed in
+order, however many workers or controllers write."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -19,23 +22,6 @@ from db.models import Vm, utcnow
 from db.session import Database
 
 T = TypeVar("T")
-
-
-class Revisions:
-    """The revision counter shared by all VMs (one controller process)."""
-
-    def __init__(self, start: int) -> None:
-        self._value = start
-        self._lock = threading.Lock()
-
-    def next(self) -> int:
-        with self._lock:
-            self._value += 1
-            return self._value
-
-    @property
-    def current(self) -> int:
-        return self._value
 
 
 def set_state(
@@ -65,22 +51,21 @@ class VmStore:
     def __init__(self, db: Database, hub: WatchHub) -> None:
         self.db = db
         self.hub = hub
-        self.revisions = Revisions(db.transaction(repo.max_revision))
 
     async def insert(self, build: Callable[[Session], Vm]) -> vm_pb2.Vm:
         def work(session: Session) -> vm_pb2.Vm:
             vm = build(session)
-            vm.revision = self.revisions.next()
+            vm.revision = 0  # until stamp() gives it one, after the INSERT
             session.add(vm)
-            session.flush()
-            return convert.vm(vm)
+            return self.stamp(session, [vm])[0]
 
         proto = await self.db.run(work)
         self.hub.publish(Change(Kind.KIND_CHANGED, proto, proto.status.revision))
         return proto
 
     async def update(self, vm_ref: str, mutate: Mutation[T]) -> tuple[vm_pb2.Vm, T]:
-        """Applies mutate to the VM named by vm_ref (id or name)."""
+        """Applies mutate to the VM named by vm_ref (id or name). mutate may
+        run more than once (see db.session.Database)."""
 
         def work(session: Session) -> tuple[vm_pb2.Vm, bool, T]:
             vm = repo.find_vm(session, vm_ref)
@@ -88,8 +73,7 @@ class VmStore:
                 raise VmNotFound(vm_ref)
             changed, value = mutate(session, vm)
             if changed:
-                vm.revision = self.revisions.next()
-                session.flush()
+                return self.stamp(session, [vm])[0], changed, value
             return convert.vm(vm), changed, value
 
         proto, changed, value = await self.db.run(work)
@@ -104,17 +88,27 @@ class VmStore:
                 raise VmNotFound(vm_ref)
             check(vm)
             proto = convert.vm(vm)
-            proto.status.revision = self.revisions.next()
             session.delete(vm)
+            session.flush()
+            proto.status.revision = repo.allocate_revisions(session)
             return proto
 
         proto = await self.db.run(work)
         self.hub.publish(Change(Kind.KIND_DELETED, proto, proto.status.revision))
 
     def stamp(self, session: Session, vms: list[Vm]) -> list[vm_pb2.Vm]:
-        """Gives each changed row its revision, inside the caller's transaction."""
-        for vm in vms:
-            vm.revision = self.revisions.next()
+        """Gives each changed row its revision, inside the caller's transaction.
+
+        The rows are written first and the counter taken last, as
+        allocate_revisions asks, so that the counter's lock is held only for
+        the end of the transaction.
+        """
+        session.flush()
+        if not vms:
+            return []
+        last = repo.allocate_revisions(session, len(vms))
+        for revision, vm in enumerate(vms, start=last - len(vms) + 1):
+            vm.revision = revision
         session.flush()
         return [convert.vm(vm) for vm in vms]
 

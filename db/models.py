@@ -5,7 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Enum, ForeignKey, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    ForeignKey,
+    MetaData,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from db.enums import ExitReason, HostState, NicKind, VmState
@@ -113,3 +123,20 @@ class GuestFact(Base):
     source: Mapped[str] = mapped_column(String(32))
     observed_at: Mapped[dt.datetime]
     received_at: Mapped[dt.datetime]
+
+
+class RevisionCounter(Base):
+    """The one row holding the last revision given to a VM change.
+
+    A transaction takes its revisions with UPDATE … RETURNING on this row, so
+    it holds the row's lock until it commits: revisions are unique, and they
+    are committed in the order they were given, whatever the engine and the
+    number of writers (db.repositories.allocate_revisions).
+    """
+
+    __tablename__ = "revision_counter"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)

@@ -7,11 +7,11 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.enums import ACTIVE_VM_STATES, HostState
-from db.models import GuestFact, Host, Nic, Vm
+from db.models import GuestFact, Host, Nic, RevisionCounter, Vm
 
 
 def find_host(session: Session, id_or_name: str) -> Host | None:
@@ -59,8 +59,31 @@ def list_vms(session: Session, host_id: str | None = None) -> Sequence[Vm]:
     return session.scalars(query).all()
 
 
-def max_revision(session: Session) -> int:
-    return int(session.scalar(select(func.max(Vm.revision))) or 0)
+def allocate_revisions(session: Session, count: int = 1) -> int:
+    """Takes the next count revisions and returns the last of them: the block
+    is last - count + 1 … last.
+
+    The counter row stays locked until the transaction ends, so a concurrent
+    transaction that wants revisions waits for this one to commit (or roll
+    back, which gives its revisions back). Flush the rows this transaction
+    writes before calling it, so that every transaction locks rows first and
+    the counter last, and none can wait for another in a cycle.
+    """
+    if count < 1:
+        raise ValueError(f"count must be at least 1, not {count}")
+    stmt = (
+        update(RevisionCounter)
+        .where(RevisionCounter.id == 1)
+        .values(value=RevisionCounter.value + count)
+        .returning(RevisionCounter.value)
+        .execution_options(synchronize_session=False)
+    )
+    return int(session.execute(stmt).scalar_one())
+
+
+def current_revision(session: Session) -> int:
+    """The last revision given to a committed change."""
+    return int(session.scalar(select(RevisionCounter.value).where(RevisionCounter.id == 1)) or 0)
 
 
 def mac_in_use(session: Session, mac: str) -> bool:

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from db import migrate
+from db import repositories as repo
 from db.session import Database
+
+TABLES = {"hosts", "vms", "vm_nics", "guest_facts", "revision_counter"}
 
 
 def test_upgrade_leaves_no_drift_between_models_and_migrations(database: Database) -> None:
@@ -14,6 +17,28 @@ def test_downgrade_then_upgrade_round_trip(database: Database) -> None:
     migrate.downgrade(database.engine, "base")
     assert set(inspect(database.engine).get_table_names()) <= {"alembic_version"}
     migrate.upgrade(database.engine)
-    tables = set(inspect(database.engine).get_table_names())
-    assert {"hosts", "vms", "vm_nics", "guest_facts"} <= tables
+    assert set(inspect(database.engine).get_table_names()) >= TABLES
     migrate.check(database.engine)
+
+
+def test_the_revision_counter_starts_after_the_newest_vm(database: Database) -> None:
+    migrate.downgrade(database.engine, "0001")
+    with database.engine.begin() as conn:
+        for name, revision in (("a", 7), ("b", 41)):
+            conn.execute(
+                text(
+                    "INSERT INTO vms (id, name, vcpus, memory_mib, kernel_path, initrd_path,"
+                    " cmdline, state, exit_reason, status_message, revision, state_changed_at,"
+                    " created_at, version_id) VALUES (:n, :n, 1, 64, '/k', '', '', 'DOWN',"
+                    " 'NONE', '', :r, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 1)"
+                ),
+                {"n": name, "r": revision},
+            )
+    migrate.upgrade(database.engine)
+    assert database.transaction(repo.current_revision) == 41
+    assert database.transaction(repo.allocate_revisions) == 42
+
+
+def test_an_empty_database_starts_at_revision_zero(database: Database) -> None:
+    assert database.transaction(repo.current_revision) == 0
+    assert database.transaction(lambda s: repo.allocate_revisions(s, 3)) == 3
