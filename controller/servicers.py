@@ -79,7 +79,11 @@ class VmServicer(vm_grpc.VmServiceServicer):
             while True:
                 change = await sub.next()
                 if change.revision <= seen.get(change.vm.id, 0):
-                    continue  # already in the snapshot
+                    continue  # already in the snapshot, or older than what was sent
+                # Changes committed in order may still be published out of
+                # order by concurrent database workers: never send a VM back
+                # to an older revision.
+                seen[change.vm.id] = change.revision
                 yield vm_api.WatchVmsResponse(
                     kind=change.kind, vm=change.vm, revision=change.revision
                 )

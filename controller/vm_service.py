@@ -57,6 +57,39 @@ def _random_mac(session: Session) -> str:
             return mac
 
 
+def book(session: Session, vm: Vm) -> tuple[bool, _Dispatch]:
+    """Picks a host for vm and books its resources there, in the caller's
+    transaction: from here the VM's memory counts as used on the host.
+
+    The hosts are locked before their usage is read, so a concurrent booking
+    waits for this transaction and then sees its VM on the host: two starts
+    cannot over-book one host.
+    """
+    if vm.state is not VmState.DOWN:
+        raise IllegalVmState(vm.name, vm.state.value, "start", "DOWN")
+    hosts = repo.lock_hosts(session)
+    usage = repo.host_usage(session)
+    candidates = [
+        HostCapacity(
+            id=h.id,
+            name=h.name,
+            state=h.state,
+            memory_total_mib=h.memory_total_mib,
+            memory_used_mib=usage.get(h.id, (0, 0, 0))[0],
+            cpus=h.cpus,
+        )
+        for h in hosts
+    ]
+    placement = place(candidates, Demand(vcpus=vm.vcpus, memory_mib=vm.memory_mib))
+    if placement.host is None:
+        raise NoHostAvailable(vm.name, placement.rejections)
+    chosen = next(h for h in hosts if h.id == placement.host.id)
+    vm.host_id = chosen.id
+    vm.guest_facts.clear()
+    set_state(vm, VmState.WAIT_FOR_LAUNCH, exit_reason=ExitReason.NONE, message="")
+    return True, _Dispatch(chosen.id, chosen.name, chosen.address, convert.vm_config(vm))
+
+
 class VmService:
     def __init__(self, store: VmStore, clients: HostClients) -> None:
         self._store = store
@@ -116,33 +149,7 @@ class VmService:
         """Places the VM on a host, books its resources there, and asks the
         host to run it. Returns once the host has accepted it."""
 
-        def schedule(session: Session, vm: Vm) -> tuple[bool, _Dispatch]:
-            if vm.state is not VmState.DOWN:
-                raise IllegalVmState(vm.name, vm.state.value, "start", "DOWN")
-            usage = repo.host_usage(session)
-            hosts = repo.list_hosts(session)
-            candidates = [
-                HostCapacity(
-                    id=h.id,
-                    name=h.name,
-                    state=h.state,
-                    memory_total_mib=h.memory_total_mib,
-                    memory_used_mib=usage.get(h.id, (0, 0, 0))[0],
-                    cpus=h.cpus,
-                )
-                for h in hosts
-            ]
-            placement = place(candidates, Demand(vcpus=vm.vcpus, memory_mib=vm.memory_mib))
-            if placement.host is None:
-                raise NoHostAvailable(vm.name, placement.rejections)
-            chosen = next(h for h in hosts if h.id == placement.host.id)
-            # Booking: from here the VM's memory counts as used on the host.
-            vm.host_id = chosen.id
-            vm.guest_facts.clear()
-            set_state(vm, VmState.WAIT_FOR_LAUNCH, exit_reason=ExitReason.NONE, message="")
-            return True, _Dispatch(chosen.id, chosen.name, chosen.address, convert.vm_config(vm))
-
-        proto, dispatch = await self._store.update(vm_ref, schedule)
+        proto, dispatch = await self._store.update(vm_ref, book)
         client = self._clients.get(dispatch.host_id, dispatch.host_name, dispatch.address)
         try:
             await client.create_vm(dispatch.config)

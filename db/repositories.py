@@ -31,6 +31,20 @@ def list_hosts(session: Session, state: HostState | None = None) -> Sequence[Hos
     return session.scalars(query).all()
 
 
+def lock_hosts(session: Session) -> Sequence[Host]:
+    """Every host, locked until the transaction ends (SELECT … FOR UPDATE).
+
+    Placing a VM takes these locks before reading what the hosts hold, so two
+    concurrent placements are serialised and the second sees the first's
+    booking. SQLite takes no row locks: there the whole database is locked
+    from the start of a transaction (see db.session).
+    """
+    query = (
+        select(Host).order_by(Host.name).with_for_update().execution_options(populate_existing=True)
+    )
+    return session.scalars(query).all()
+
+
 def host_usage(session: Session) -> dict[str, tuple[int, int, int]]:
     """For each host id: (memory MiB, vCPUs, VMs) held by the VMs placed on it,
     pending starts included."""
