@@ -1,0 +1,223 @@
+"""The controller as a real process, through its gRPC API, on PostgreSQL —
+and on SQLite beside it, as the reference.
+
+hostd runs on libvirt's test driver (test:///default): domains are created
+and destroyed but nothing boots, so a started VM stops at POWERING_UP (no
+guest agent ever reports). That is enough to exercise every table and the
+revision counter through AddHost, CreateVm, ListVms, GetVm, StartVm, StopVm,
+DeleteVm and WatchVms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+from virtplane.v1 import host_pb2, vm_pb2
+from virtplane.v1 import host_service_pb2 as host_api
+from virtplane.v1 import host_service_pb2_grpc as host_grpc
+from virtplane.v1 import vm_service_pb2 as vm_api
+from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
+
+from tests.stack import Daemon, start_controller, start_hostd
+
+S = vm_pb2.Vm
+K = vm_api.WatchVmsResponse
+WAIT = 30.0  # only reached when something is broken
+
+
+@pytest.fixture(scope="module")
+def hostd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    daemon = start_hostd(tmp_path_factory.mktemp("hostd"), "test:///default")
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def boot_files(tmp_path: Path) -> vm_pb2.BootSource:
+    # The test driver boots nothing, but hostd checks that the files exist.
+    (tmp_path / "vmlinuz").write_bytes(b"")
+    (tmp_path / "initrd").write_bytes(b"")
+    return vm_pb2.BootSource(
+        kernel_path=str(tmp_path / "vmlinuz"), initrd_path=str(tmp_path / "initrd")
+    )
+
+
+def _spec(boot: vm_pb2.BootSource, memory_mib: int = 128) -> vm_pb2.VmSpec:
+    return vm_pb2.VmSpec(
+        vcpus=1,
+        memory_mib=memory_mib,
+        boot=boot,
+        nics=[vm_pb2.Nic(name="nic0", kind=vm_pb2.Nic.KIND_USER)],
+    )
+
+
+class Api:
+    """A gRPC client of one controller, with one WatchVms stream kept."""
+
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.aio.insecure_channel(address)
+        self.vms = vm_grpc.VmServiceStub(self.channel)
+        self.hosts = host_grpc.HostServiceStub(self.channel)
+        self.seen: list[vm_api.WatchVmsResponse] = []
+        self._arrived = asyncio.Condition()
+        self._call = self.vms.WatchVms(vm_api.WatchVmsRequest())
+        self._pump_task = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            async for msg in self._call:
+                async with self._arrived:
+                    self.seen.append(msg)
+                    self._arrived.notify_all()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is not grpc.StatusCode.CANCELLED:
+                raise
+
+    async def watched(
+        self, check: Callable[[vm_api.WatchVmsResponse], bool]
+    ) -> vm_api.WatchVmsResponse:
+        """The first watch message that satisfies check."""
+
+        async def scan() -> vm_api.WatchVmsResponse:
+            async with self._arrived:
+                while True:
+                    for msg in self.seen:
+                        if check(msg):
+                            return msg
+                    await self._arrived.wait()
+
+        return await asyncio.wait_for(scan(), WAIT)
+
+    async def close(self) -> None:
+        self._call.cancel()
+        await asyncio.gather(self._pump_task, return_exceptions=True)
+        await self.channel.close(None)
+
+
+@pytest.fixture
+async def controller(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[Daemon, str]]:
+    daemon = start_controller(tmp_path, database_url)
+    yield daemon, database_url
+    daemon.stop()
+
+
+async def _error(call: object) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call  # type: ignore[misc]
+    return err.value.code(), err.value.details() or ""
+
+
+def _stored(url: str, sql: str) -> object:
+    """One value read straight from the controller's database."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(sql)).scalar()
+    finally:
+        engine.dispose()
+
+
+async def test_vm_lifecycle_through_the_api(
+    controller: tuple[Daemon, str], hostd: Daemon, boot_files: vm_pb2.BootSource
+) -> None:
+    daemon, url = controller
+    api = Api(daemon.address)
+    try:
+        host = (
+            await api.hosts.AddHost(host_api.AddHostRequest(name="t1", address=hostd.address))
+        ).host
+        assert host.status.state == host_pb2.Host.STATE_UP
+        listed = (await api.hosts.ListHosts(host_api.ListHostsRequest())).hosts
+        assert [h.name for h in listed] == ["t1"]
+
+        # The watch began on an empty database: an empty snapshot.
+        complete = await api.watched(lambda m: m.kind == K.KIND_SNAPSHOT_COMPLETE)
+        assert complete.revision == 0
+
+        created = (
+            await api.vms.CreateVm(vm_api.CreateVmRequest(name="v1", spec=_spec(boot_files)))
+        ).vm
+        assert created.status.state == S.STATE_DOWN
+        assert [v.name for v in (await api.vms.ListVms(vm_api.ListVmsRequest())).vms] == ["v1"]
+        by_name = (await api.vms.GetVm(vm_api.GetVmRequest(vm="v1"))).vm
+        by_id = (await api.vms.GetVm(vm_api.GetVmRequest(vm=created.id))).vm
+        assert by_name == by_id == created
+        code, _ = await _error(
+            api.vms.CreateVm(vm_api.CreateVmRequest(name="v1", spec=_spec(boot_files)))
+        )
+        assert code is grpc.StatusCode.ALREADY_EXISTS
+
+        # A second watcher gets the VM in its snapshot, at its revision.
+        snapshot = Api(daemon.address)
+        try:
+            done = await snapshot.watched(lambda m: m.kind == K.KIND_SNAPSHOT_COMPLETE)
+            assert [(m.kind, m.vm.id, m.revision) for m in snapshot.seen] == [
+                (K.KIND_SNAPSHOT, created.id, created.status.revision),
+                (K.KIND_SNAPSHOT_COMPLETE, "", created.status.revision),
+            ]
+            assert done.revision == created.status.revision
+        finally:
+            await snapshot.close()
+
+        started = (await api.vms.StartVm(vm_api.StartVmRequest(vm="v1"))).vm
+        assert started.status.host_id == host.id
+        running = await api.watched(
+            lambda m: m.vm.id == created.id and m.vm.status.state == S.STATE_POWERING_UP
+        )
+        used = (await api.hosts.GetHost(host_api.GetHostRequest(host="t1"))).host
+        assert used.status.memory_free_mib == used.status.memory_total_mib - 128
+
+        stopped = (await api.vms.StopVm(vm_api.StopVmRequest(vm="v1"))).vm
+        assert stopped.status.state == S.STATE_DOWN
+        assert stopped.status.exit_reason == S.EXIT_REASON_USER_STOP
+
+        await api.vms.DeleteVm(vm_api.DeleteVmRequest(vm="v1"))
+        code, _ = await _error(api.vms.GetVm(vm_api.GetVmRequest(vm="v1")))
+        assert code is grpc.StatusCode.NOT_FOUND
+        deleted = await api.watched(lambda m: m.kind == K.KIND_DELETED)
+        assert deleted.vm.id == created.id
+    finally:
+        await api.close()
+
+    changes = [m for m in api.seen if m.kind in (K.KIND_CHANGED, K.KIND_DELETED)]
+    revisions = [m.revision for m in changes]
+    assert revisions == sorted(set(revisions))  # strictly increasing
+    assert running.revision in revisions
+    # The revisions came from the database's counter, on this engine.
+    assert _stored(url, "SELECT value FROM revision_counter") == revisions[-1]
+    assert _stored(url, "SELECT count(*) FROM vms") == 0
+
+
+async def test_a_restarted_controller_keeps_its_vms_and_counts_on(
+    database_url: str, tmp_path: Path, hostd: Daemon, boot_files: vm_pb2.BootSource
+) -> None:
+    first = start_controller(tmp_path, database_url)
+    try:
+        api = Api(first.address)
+        await api.hosts.AddHost(host_api.AddHostRequest(name="t1", address=hostd.address))
+        before = (
+            await api.vms.CreateVm(vm_api.CreateVmRequest(name="kept", spec=_spec(boot_files)))
+        ).vm
+        await api.close()
+    finally:
+        first.stop()
+
+    second = start_controller(tmp_path, database_url)  # alembic upgrade head: nothing to do
+    try:
+        api = Api(second.address)
+        try:
+            kept = (await api.vms.GetVm(vm_api.GetVmRequest(vm="kept"))).vm
+            assert kept == before
+            started = (await api.vms.StartVm(vm_api.StartVmRequest(vm="kept"))).vm
+            assert started.status.revision > before.status.revision
+            await api.vms.StopVm(vm_api.StopVmRequest(vm="kept"))
+        finally:
+            await api.close()
+    finally:
+        second.stop()
