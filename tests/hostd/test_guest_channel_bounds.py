@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import unicodedata
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -206,6 +207,10 @@ def test_hostile_reports_come_out_clean_and_capped(frames: list[bytes]) -> None:
         assert 0 <= info.uptime_seconds < float("inf")
 
 
+def _last_hostname_is(sink: Sink, hostname: str) -> bool:
+    return bool(sink.infos) and sink.infos[-1].hostname == hostname
+
+
 async def test_a_flooding_guest_does_not_hold_up_another(short_tmp: Path) -> None:
     limits = ChannelLimits(
         max_bytes_per_second=64 * 1024, max_bytes_burst=64 * 1024, connect_timeout_seconds=30
@@ -238,10 +243,7 @@ async def test_a_flooding_guest_does_not_hold_up_another(short_tmp: Path) -> Non
                     report=gc.GuestReport(full=True, system=gc.SystemSection(hostname=f"q{n}"))
                 )
             )
-            await eventually(
-                lambda n=n: bool(quiet_sink.infos) and quiet_sink.infos[-1].hostname == f"q{n}",
-                f"report {n}",
-            )  # type: ignore[misc]
+            await eventually(partial(_last_hostname_is, quiet_sink, f"q{n}"), f"report {n}")
         await eventually(lambda: channels[0].throttled_seconds > 0, "the flooder throttled")
     finally:
         stop.set()
