@@ -205,11 +205,11 @@ class GuestChannel:
             self.ignored_messages += 1
             return
         self._heard(received)
-        revived = (
-            self._version is not None
-            and self._info.agent_state != AgentState.AGENT_STATE_RESPONDING
-        )
-        if revived:
+        # RESPONDING from the first report on; a silent agent that speaks
+        # again is RESPONDING at once, whatever it says.
+        state = self._info.agent_state
+        revived = self._version is not None and state == AgentState.AGENT_STATE_NOT_RESPONDING
+        if revived or (body == "report" and self._version is not None):
             self._info.agent_state = AgentState.AGENT_STATE_RESPONDING
         try:
             handler(message, received)

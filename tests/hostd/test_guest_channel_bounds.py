@@ -121,6 +121,14 @@ def test_three_missed_heartbeats_mean_not_responding_and_facts_stay() -> None:
     assert sink.infos[-1].hostname == "guest-a"
 
 
+def test_no_report_is_passed_on_before_the_agent_has_reported() -> None:
+    channel, sink, _ = _channel()
+    channel.feed(_hello() + _hello() + _heartbeat())  # the agent says hello twice at start
+    assert sink.infos == []
+    channel.feed(_report())
+    assert [i.agent_state for i in sink.infos] == [State.AGENT_STATE_RESPONDING]
+
+
 def test_a_restarted_agent_is_responding_again_after_its_report() -> None:
     channel, sink, clock = _channel()
     channel.feed(_hello() + _report("before"))
