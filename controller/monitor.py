@@ -165,7 +165,8 @@ class HostMonitor:
         observed = (
             guest.observed_time.ToDatetime(dt.UTC) if guest.HasField("observed_time") else received
         )
-        if guest.agent_state != vm_pb2.GuestInfo.AGENT_STATE_NOT_RESPONDING:
+        reported = guest.HasField("observed_time")  # the agent has sent a report
+        if reported and guest.agent_state != vm_pb2.GuestInfo.AGENT_STATE_NOT_RESPONDING:
             transitions.apply_guest_report(vm, self.host_id)
         repo.set_guest_facts(
             session,
