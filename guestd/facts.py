@@ -11,6 +11,7 @@ Runs inside guests: standard library only, Python >= 3.9.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import shlex
@@ -19,7 +20,7 @@ import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -110,15 +111,26 @@ def cpu_count() -> int:
     return os.cpu_count() or 0
 
 
-def free_memory_kib(root: Path) -> int:
-    """MemAvailable from /proc/meminfo (MemFree on kernels without it), in KiB."""
+def meminfo(root: Path) -> dict[str, int]:
+    """The numeric fields of /proc/meminfo (KiB for the memory ones)."""
     values: dict[str, int] = {}
     for line in (read_text(root / "proc/meminfo") or "").splitlines():
         key, _, rest = line.partition(":")
         words = rest.split()
         if words and words[0].isdigit():
             values[key] = int(words[0])
+    return values
+
+
+def free_memory_kib(root: Path) -> int:
+    """MemAvailable from /proc/meminfo (MemFree on kernels without it), in KiB."""
+    values = meminfo(root)
     return values.get("MemAvailable", values.get("MemFree", 0))
+
+
+def memory_total_kib(root: Path) -> int:
+    """MemTotal from /proc/meminfo: the RAM the guest kernel manages, in KiB."""
+    return meminfo(root).get("MemTotal", 0)
 
 
 def package_db_stamp(root: Path) -> tuple[str, int, int] | None:
@@ -135,14 +147,25 @@ def package_db_stamp(root: Path) -> tuple[str, int, int] | None:
     return None
 
 
-def applications(root: Path) -> list[str]:
-    """'name version' of each installed package: dpkg's database, else rpm's."""
+def applications(root: Path, patterns: Sequence[str] = ()) -> list[str]:
+    """'name version' of each installed package: dpkg's database, else rpm's.
+
+    With patterns, only packages whose name matches one of them (fnmatch,
+    case-sensitive) are kept.
+    """
     status = root / DPKG_STATUS
     if status.exists():
-        return cap_entries(dpkg_installed(status))
-    if shutil.which("rpm"):
-        return cap_entries(rpm_installed(root))
-    return []
+        found = dpkg_installed(status)
+    elif shutil.which("rpm"):
+        found = rpm_installed(root)
+    else:
+        return []
+    return cap_entries(matching(found, patterns) if patterns else found)
+
+
+def matching(entries: Iterable[str], patterns: Sequence[str]) -> list[str]:
+    """The 'name version' entries whose name matches one of the fnmatch patterns."""
+    return [e for e in entries if any(fnmatch.fnmatchcase(e.split(" ", 1)[0], p) for p in patterns)]
 
 
 def cap_entries(entries: list[str]) -> list[str]:

@@ -42,6 +42,12 @@ Status: install ok half-configured
 Version: 7.88.1-10
 """
 
+HOSTS = """\
+127.0.0.1\tlocalhost
+127.0.1.1\tguest-1.example.org guest-1
+::1\tlocalhost ip6-localhost ip6-loopback
+"""
+
 MEMINFO = """\
 MemTotal:         250000 kB
 MemFree:          100000 kB
@@ -67,6 +73,31 @@ Main:
            |-- 127.0.0.1
               /32 host LOCAL
 """
+
+
+USER_PROCESS = 7
+DEAD_PROCESS = 8
+
+
+def utmp_record(
+    kind: int, pid: int, line: str, user: str, host: str = "", *, seconds: int = 0
+) -> bytes:
+    """One glibc struct utmp (384 bytes), laid out field by field."""
+    return struct.pack(
+        "=h2xi32s4s32s256shhiii16s20x",
+        kind,
+        pid,
+        line.encode(),
+        line[-4:].encode(),
+        user.encode(),
+        host.encode(),
+        0,
+        0,
+        0,
+        seconds,
+        0,
+        b"",
+    )
 
 
 def route_hex(address: str) -> str:
@@ -108,6 +139,21 @@ class FakeRoot:
         tmp.write_text(text)
         os.replace(tmp, target)
 
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        target = self.path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+
+    def set_logins(self, logins: list[tuple[int, str, str, str, int]]) -> None:
+        """Writes run/utmp with a live USER_PROCESS per (pid, terminal, user, host, seconds)."""
+        records = b""
+        for pid, line, user, host, seconds in logins:
+            (self.path / "proc" / str(pid)).mkdir(parents=True, exist_ok=True)
+            records += utmp_record(USER_PROCESS, pid, line, user, host, seconds=seconds)
+        self.write_bytes("run/utmp", records)
+
     def add_interface(self, name: str, mac: str) -> None:
         self.write(f"sys/class/net/{name}/address", mac + "\n")
 
@@ -125,6 +171,8 @@ class FakeRoot:
         """A small Debian guest with eth0 up (IPv6 only, DHCP not done yet) and eth1."""
         root = cls(path)
         root.write("proc/sys/kernel/hostname", "guest-1\n")
+        root.write("etc/hosts", HOSTS)
+        (path / "etc/localtime").symlink_to("/usr/share/zoneinfo/Europe/Paris")
         root.write("etc/os-release", OS_RELEASE)
         root.write("proc/uptime", "123.45 100.00\n")
         root.write("proc/meminfo", MEMINFO)

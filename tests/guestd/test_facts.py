@@ -136,3 +136,22 @@ def test_package_db_stamp_finds_rpm(tmp_path: Path):
     FakeRoot(tmp_path).write("var/lib/rpm/rpmdb.sqlite", "db")
     stamp = facts.package_db_stamp(tmp_path)
     assert stamp is not None and stamp[0] == "var/lib/rpm/rpmdb.sqlite"
+
+
+def test_memory_total(fake_root: FakeRoot, tmp_path: Path):
+    assert facts.memory_total_kib(fake_root.path) == 250000
+    assert facts.memory_total_kib(tmp_path) == 0
+    assert facts.meminfo(fake_root.path)["Buffers"] == 1000
+
+
+def test_applications_filtered_by_name_patterns(fake_root: FakeRoot):
+    assert facts.applications(fake_root.path, ["bash"]) == ["bash 5.2.15-2+b2"]
+    assert facts.applications(fake_root.path, ["py*", "zsh"]) == ["python3 3.11.2-1+b1"]
+    assert facts.applications(fake_root.path, ["BASH"]) == []  # names match case-sensitively
+    assert facts.applications(fake_root.path, ["nothing-*"]) == []
+
+
+def test_matching_looks_at_the_name_only():
+    entries = ["linux-image-6.1.0-13-amd64 6.1.55-1", "bash 5.2", "cloud-init 22.4"]
+    assert facts.matching(entries, ["linux-image-*", "cloud-init"]) == [entries[0], entries[2]]
+    assert facts.matching(entries, ["*5.2*"]) == []
