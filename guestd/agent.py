@@ -33,7 +33,7 @@ from virtplane.v1 import guest_channel_pb2 as gc
 
 from guestd import facts
 from guestd.framing import FrameDecoder, FrameTooLarge, encode
-from guestd.report import Reporter
+from guestd.report import Reporter, Sources
 from guestd.transport import HostGone, Link
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ class AgentConfig:
     max_pending_bytes: int = 1 << 20
     """Outbox bound: past it, new messages are dropped until the host reads."""
     agent_version: str = field(default_factory=installed_version)
+    applications_filter: tuple[str, ...] = ()
+    """fnmatch patterns: only matching packages are reported; empty: all."""
 
 
 Handler = Callable[[gc.HostMessage], None]
@@ -74,7 +76,9 @@ class Agent:
         self._config = config
         self._link = Link(fd, config.max_pending_bytes)
         self._decoder = FrameDecoder()
-        self._reporter = Reporter(config.root)
+        self._reporter = Reporter(
+            config.root, config.applications_filter, Sources.for_root(config.root)
+        )
         self._stop = threading.Event()
         self.instance = instance or secrets.token_hex(8)
         """Sent as agent_instance: tells this run of the agent from others."""

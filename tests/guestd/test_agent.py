@@ -309,3 +309,26 @@ def test_a_failing_collector_does_not_kill_the_agent(
     monkeypatch.undo()
     host.send(gc.HostMessage(ping=gc.Ping(payload=b"ok")))
     assert host.expect("pong", skip=("heartbeat", "report")).pong.payload == b"ok"
+
+
+def test_full_report_has_the_new_sections(quiet: Running):
+    host = quiet.host
+    quiet.root.set_logins([(31337, "ttyS0", "root", "", 1_700_000_000)])
+    host.expect("hello")
+    report = host.agree()
+    assert report.system.fqdn == "guest-1.example.org"
+    assert report.system.timezone == "Europe/Paris"
+    assert report.system.memory_total_kib == 250000
+    assert [u.name for u in report.users.users] == ["root"]
+    assert report.HasField("filesystems")
+    assert all(getattr(report, name).content_hash for name in SECTIONS)
+
+
+def test_a_login_comes_as_a_users_only_report(running: Running):
+    host = running.host
+    host.expect("hello")
+    host.agree()
+    running.root.set_logins([(31337, "pts/0", "alice", "10.1.1.1", 1_700_000_000)])
+    report = host.expect("report").report
+    assert _sections(report) == {"users"}
+    assert report.users.users[0].host == "10.1.1.1"
