@@ -8,8 +8,12 @@ The conversation, as the agent sees it:
   once, then every heartbeat interval a Heartbeat and, if any section
   changed, a partial report holding only those sections. An unsupported
   choice ends any session; the agent then waits for another choice.
-- Refresh asks for a full report, Ping for a Pong; both are ignored outside
-  a session, as is any message the agent does not know.
+- Refresh asks for a full report, Ping for a Pong. Shutdown and Reboot are
+  answered at once with a CommandResult (command_sequence: the request's
+  sequence) saying whether they were accepted; the guest's users are told
+  and the action follows after the requested delay (guestd.power). All of
+  these are ignored outside a session, as is any message the agent does not
+  know.
 - A disconnect of the host side ends the session and drops messages queued
   but not begun; sequence numbers therefore may skip, but never go back
   within one agent_instance.
@@ -33,6 +37,7 @@ from virtplane.v1 import guest_channel_pb2 as gc
 
 from guestd import facts
 from guestd.framing import FrameDecoder, FrameTooLarge, encode
+from guestd.power import POWEROFF, REBOOT, PowerScheduler
 from guestd.report import Reporter, Sources
 from guestd.transport import HostGone, Link
 
@@ -64,6 +69,8 @@ class AgentConfig:
     agent_version: str = field(default_factory=installed_version)
     applications_filter: tuple[str, ...] = ()
     """fnmatch patterns: only matching packages are reported; empty: all."""
+    power_commands: bool = True
+    """Whether the host may power off or reboot the guest through the agent."""
 
 
 Handler = Callable[[gc.HostMessage], None]
@@ -72,13 +79,20 @@ Handler = Callable[[gc.HostMessage], None]
 class Agent:
     """Runs the conversation over one descriptor until stopped."""
 
-    def __init__(self, fd: int, config: AgentConfig, instance: str | None = None) -> None:
+    def __init__(
+        self,
+        fd: int,
+        config: AgentConfig,
+        instance: str | None = None,
+        power: PowerScheduler | None = None,
+    ) -> None:
         self._config = config
         self._link = Link(fd, config.max_pending_bytes)
         self._decoder = FrameDecoder()
         self._reporter = Reporter(
             config.root, config.applications_filter, Sources.for_root(config.root)
         )
+        self._power = power or PowerScheduler(config.root)
         self._stop = threading.Event()
         self.instance = instance or secrets.token_hex(8)
         """Sent as agent_instance: tells this run of the agent from others."""
@@ -91,6 +105,8 @@ class Agent:
             "version_choice": self._on_version_choice,
             "refresh": self._on_refresh,
             "ping": self._on_ping,
+            "shutdown": self._on_shutdown,
+            "reboot": self._on_reboot,
         }
 
     @property
@@ -114,8 +130,12 @@ class Agent:
     def run(self) -> None:
         log.info("guestd %s started (instance %s)", self._config.agent_version, self.instance)
         self._send_hello()
-        while not self._stop.is_set():
-            self._step()
+        try:
+            while not self._stop.is_set():
+                self._step()
+        finally:
+            if self._power.cancel():
+                log.warning("the agent stops: the pending power action is cancelled")
         log.info("guestd stopped")
 
     def _step(self) -> None:
@@ -202,6 +222,31 @@ class Agent:
             log.debug("ignoring ping before a version is agreed")
             return
         self._send(gc.GuestMessage(pong=gc.Pong(payload=message.ping.payload)))
+
+    def _on_shutdown(self, message: gc.HostMessage) -> None:
+        self._on_power(message, POWEROFF, message.shutdown)
+
+    def _on_reboot(self, message: gc.HostMessage) -> None:
+        self._on_power(message, REBOOT, message.reboot)
+
+    def _on_power(
+        self, message: gc.HostMessage, action: str, request: gc.Shutdown | gc.Reboot
+    ) -> None:
+        """Answers a power request at once; the action itself waits for its delay."""
+        if self._version is None:
+            log.debug("ignoring %s before a version is agreed", action)
+            return
+        result = gc.CommandResult(command_sequence=message.sequence)
+        if not self._config.power_commands:
+            result.error = "power commands are disabled in the agent's configuration"
+        else:
+            try:
+                self._power.request(action, request.delay_seconds, request.message)
+                result.accepted = True
+            except Exception as exc:
+                log.exception("cannot arm %s", action)
+                result.error = f"cannot {action}: {exc}"[:500]
+        self._send(gc.GuestMessage(command_result=result))
 
     def _tick(self) -> None:
         interval = self._config.heartbeat_interval

@@ -11,73 +11,47 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 
 import pytest
 from virtplane.v1 import guest_channel_pb2 as gc
 
 from guestd.agent import PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, Agent, AgentConfig
-from guestd.framing import FrameDecoder, encode
+from guestd.framing import encode
+from guestd.power import POWEROFF, REBOOT, PowerScheduler
 from guestd.report import SECTIONS
+from tests.guestd.fakehost import GUARD, FakeHost
 from tests.guestd.fakeroot import DPKG_STATUS, FakeRoot
 
-GUARD = 10.0
-"""Seconds before a test gives up waiting; never reached when things work."""
 
+class FakePower:
+    """Stands in for powering the machine off: records the action."""
 
-class FakeHost:
-    """The host end of the channel."""
+    def __init__(self) -> None:
+        self.actions: list[str] = []
+        self.acted = threading.Event()
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        sock.settimeout(GUARD)
-        self.decoder = FrameDecoder()
-        self.sequence = 0
-        self.unread: deque[gc.GuestMessage] = deque()
-        self.received: list[gc.GuestMessage] = []
-
-    def send(self, message: gc.HostMessage) -> None:
-        self.sequence += 1
-        message.sequence = self.sequence
-        self.sock.sendall(encode(message.SerializeToString()))
-
-    def next(self) -> gc.GuestMessage:
-        while not self.unread:
-            data = self.sock.recv(1 << 16)
-            assert data, "the agent closed the channel"
-            for payload in self.decoder.feed(data):
-                message = gc.GuestMessage.FromString(payload)
-                self.unread.append(message)
-                self.received.append(message)
-        return self.unread.popleft()
-
-    def expect(self, body: str, skip: tuple[str, ...] = ("heartbeat",)) -> gc.GuestMessage:
-        """The next message with the given body, passing over those in skip."""
-        while True:
-            message = self.next()
-            kind = message.WhichOneof("body")
-            if kind == body:
-                return message
-            assert kind in skip, f"expected {body}, got {message}"
-
-    def agree(self, version: int = 1) -> gc.GuestReport:
-        self.send(gc.HostMessage(version_choice=gc.VersionChoice(version=version)))
-        report = self.expect("report").report
-        assert report.full
-        return report
+    def __call__(self, action: str) -> None:
+        self.actions.append(action)
+        self.acted.set()
 
 
 class Running:
-    def __init__(self, root: FakeRoot, interval: float) -> None:
+    def __init__(self, root: FakeRoot, interval: float, power_commands: bool = True) -> None:
         host_sock, agent_sock = socket.socketpair()
         agent_sock.setblocking(False)
         self.sockets = (host_sock, agent_sock)
         self.root = root
         config = AgentConfig(
-            root=root.path, heartbeat_interval=interval, retry_delay=0.02, agent_version="9.9"
+            root=root.path,
+            heartbeat_interval=interval,
+            retry_delay=0.02,
+            agent_version="9.9",
+            power_commands=power_commands,
         )
-        self.agent = Agent(agent_sock.fileno(), config)
+        self.power = FakePower()
+        self.scheduler = PowerScheduler(root.path, power=self.power)
+        self.agent = Agent(agent_sock.fileno(), config, power=self.scheduler)
         self.host = FakeHost(host_sock)
         self.errors: list[BaseException] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -99,7 +73,13 @@ class Running:
 
 
 def _start(root: FakeRoot, interval: float) -> Iterator[Running]:
-    running = Running(root, interval)
+    yield from _start_with(root, interval)
+
+
+def _start_with(
+    root: FakeRoot, interval: float = 0.05, power_commands: bool = True
+) -> Iterator[Running]:
+    running = Running(root, interval, power_commands)
     running.thread.start()
     try:
         yield running
@@ -311,6 +291,68 @@ def test_a_failing_collector_does_not_kill_the_agent(
     assert host.expect("pong", skip=("heartbeat", "report")).pong.payload == b"ok"
 
 
+def test_shutdown_is_answered_then_carried_out(running: Running):
+    host = running.host
+    running.root.write("dev/console", "")
+    host.expect("hello")
+    host.agree()
+    host.send(gc.HostMessage(shutdown=gc.Shutdown(delay_seconds=0, message="bye")))
+    result = host.expect("command_result", skip=("heartbeat", "report")).command_result
+    assert (result.command_sequence, result.accepted, result.error) == (host.sequence, True, "")
+    assert running.power.acted.wait(GUARD)
+    assert running.power.actions == [POWEROFF]
+    assert b"power off now: bye" in (running.root.path / "dev/console").read_bytes()
+
+
+def test_a_delayed_reboot_does_not_stop_heartbeats(running: Running):
+    host = running.host
+    host.expect("hello")
+    host.agree()
+    host.send(gc.HostMessage(reboot=gc.Reboot(delay_seconds=3600, message="later")))
+    result = host.expect("command_result", skip=("heartbeat", "report")).command_result
+    assert result.accepted and result.command_sequence == host.sequence
+    host.expect("heartbeat")
+    host.expect("heartbeat")
+    host.send(gc.HostMessage(ping=gc.Ping(payload=b"alive")))
+    assert host.expect("pong", skip=("heartbeat", "report")).pong.payload == b"alive"
+    assert running.power.actions == []
+
+
+def test_a_later_command_replaces_a_pending_one(running: Running):
+    host = running.host
+    host.expect("hello")
+    host.agree()
+    host.send(gc.HostMessage(shutdown=gc.Shutdown(delay_seconds=3600)))
+    host.send(gc.HostMessage(reboot=gc.Reboot(delay_seconds=0)))
+    results = [
+        host.expect("command_result", skip=("heartbeat", "report")).command_result for _ in range(2)
+    ]
+    assert [r.command_sequence for r in results] == [host.sequence - 1, host.sequence]
+    assert running.power.acted.wait(GUARD)
+    assert running.power.actions == [REBOOT]
+
+
+def test_power_commands_can_be_disabled(fake_root: FakeRoot):
+    for running in _start_with(fake_root, power_commands=False):
+        host = running.host
+        host.expect("hello")
+        host.agree()
+        host.send(gc.HostMessage(reboot=gc.Reboot()))
+        result = host.expect("command_result", skip=("heartbeat", "report")).command_result
+        assert not result.accepted
+        assert "disabled" in result.error
+        assert running.power.actions == []
+
+
+def test_commands_before_a_version_is_agreed_are_ignored(quiet: Running):
+    host = quiet.host
+    host.expect("hello")
+    host.send(gc.HostMessage(shutdown=gc.Shutdown()))
+    host.send(gc.HostMessage(hello=gc.HostHello()))
+    assert host.expect("hello", skip=()).WhichOneof("body") == "hello"
+    assert quiet.power.actions == []
+
+
 def test_full_report_has_the_new_sections(quiet: Running):
     host = quiet.host
     quiet.root.set_logins([(31337, "ttyS0", "root", "", 1_700_000_000)])
@@ -332,3 +374,16 @@ def test_a_login_comes_as_a_users_only_report(running: Running):
     report = host.expect("report").report
     assert _sections(report) == {"users"}
     assert report.users.users[0].host == "10.1.1.1"
+
+
+def test_a_pending_action_is_cancelled_when_the_agent_stops(fake_root: FakeRoot):
+    running = Running(fake_root, 3600.0)
+    running.thread.start()
+    running.host.expect("hello")
+    running.host.agree()
+    running.host.send(gc.HostMessage(reboot=gc.Reboot(delay_seconds=3600)))
+    running.host.expect("command_result")
+    assert running.scheduler.pending
+    running.close()
+    assert not running.scheduler.pending
+    assert running.power.actions == []
