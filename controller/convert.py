@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
-from virtplane.v1 import host_pb2, vm_pb2
+from virtplane.v1 import host_pb2, vm_pb2, vm_service_pb2
 
 from db import models
 from db.enums import ExitReason, HostState, NicKind, VmState
@@ -165,6 +166,16 @@ def guest_facts(info: vm_pb2.GuestInfo) -> dict[str, Any]:
         "uptime_seconds": info.uptime_seconds,
         "agent_version": info.agent_version,
     }
+
+
+def guest_fact(fact: models.GuestFact) -> vm_service_pb2.GuestFact:
+    return vm_service_pb2.GuestFact(
+        name=fact.name,
+        source=fact.source,
+        observed_time=timestamp(fact.observed_at),
+        received_time=timestamp(fact.received_at),
+        value_json=json.dumps(fact.value, sort_keys=True),
+    )
 
 
 def vm(row: models.Vm) -> vm_pb2.Vm:

@@ -62,6 +62,11 @@ class VmServicer(vm_grpc.VmServiceServicer):
     ) -> vm_api.StopVmResponse:
         return vm_api.StopVmResponse(vm=await self._vms.stop(_ref("vm", request.vm)))
 
+    async def GetVmGuestInfo(
+        self, request: vm_api.GetVmGuestInfoRequest, context: Context
+    ) -> vm_api.GetVmGuestInfoResponse:
+        return await self._vms.guest_info(_ref("vm", request.vm))
+
     async def WatchVms(
         self, request: vm_api.WatchVmsRequest, context: Context
     ) -> AsyncIterator[vm_api.WatchVmsResponse]:

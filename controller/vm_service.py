@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 from virtplane.errors import VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
-from virtplane.v1 import vm_pb2
+from virtplane.v1 import vm_pb2, vm_service_pb2
 
 from controller import convert
 from controller.errors import IllegalVmState, NoHostAvailable, VmExists, VmNotFound
@@ -132,6 +132,20 @@ class VmService:
             if vm is None:
                 raise VmNotFound(vm_ref)
             return convert.vm(vm)
+
+        return await self._db.run(work)
+
+    async def guest_info(self, vm_ref: str) -> vm_service_pb2.GetVmGuestInfoResponse:
+        """The VM's guest facts, combined and one by one."""
+
+        def work(session: Session) -> vm_service_pb2.GetVmGuestInfoResponse:
+            vm = repo.find_vm(session, vm_ref)
+            if vm is None:
+                raise VmNotFound(vm_ref)
+            return vm_service_pb2.GetVmGuestInfoResponse(
+                guest=convert.guest_info(vm.guest_facts),
+                facts=[convert.guest_fact(f) for f in vm.guest_facts],
+            )
 
         return await self._db.run(work)
 

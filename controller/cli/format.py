@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from virtplane.v1 import host_pb2, vm_pb2
+from virtplane.v1 import host_pb2, vm_pb2, vm_service_pb2
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -94,3 +94,13 @@ def vm_detail(vm: vm_pb2.Vm) -> str:
     if s.guest.ListFields():
         lines.append(f"guest:   {guest_summary(s.guest)}")
     return "\n".join(lines)
+
+
+def guest_facts(facts: Sequence[vm_service_pb2.GuestFact], verbose: bool) -> str:
+    """A table of guest facts: name, source, when observed, value."""
+    rows = []
+    for f in facts:
+        value = f.value_json if verbose or len(f.value_json) <= 60 else f.value_json[:57] + "..."
+        observed = f.observed_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+        rows.append([f.name, f.source, observed, value])
+    return table(["FACT", "SOURCE", "OBSERVED (UTC)", "VALUE"], rows)

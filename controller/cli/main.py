@@ -73,6 +73,13 @@ async def vm_show(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
     print(fmt.vm_detail(reply.vm))
 
 
+async def vm_guest(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
+    reply = await vm_grpc.VmServiceStub(channel).GetVmGuestInfo(
+        vm_api.GetVmGuestInfoRequest(vm=args.vm)
+    )
+    print(fmt.guest_facts(reply.facts, verbose=args.values))
+
+
 async def vm_start(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
     reply = await vm_grpc.VmServiceStub(channel).StartVm(vm_api.StartVmRequest(vm=args.vm))
     print(f"{reply.vm.name}: {fmt.vm_state(reply.vm.status.state)}")
@@ -151,6 +158,10 @@ def parser() -> argparse.ArgumentParser:
         sub = vm.add_parser(verb, help=f"{verb} a VM")
         sub.add_argument("vm", help="id or name")
         sub.set_defaults(run=run)
+    guest = vm.add_parser("guest", help="what the guest agent reported, fact by fact")
+    guest.add_argument("vm", help="id or name")
+    guest.add_argument("--values", action="store_true", help="print each value in full")
+    guest.set_defaults(run=vm_guest)
     delete = vm.add_parser("delete", help="delete a DOWN VM")
     delete.add_argument("vm", help="id or name")
     delete.set_defaults(run=vm_delete)

@@ -112,3 +112,16 @@ async def test_watch_starts_with_a_snapshot(api: Api, up_vm: vm_pb2.Vm) -> None:
     assert kinds[-1] == vm_api.WatchVmsResponse.KIND_SNAPSHOT_COMPLETE
     assert set(kinds[:-1]) == {vm_api.WatchVmsResponse.KIND_SNAPSHOT}
     await asyncio.sleep(0)
+
+
+async def test_guest_info_lists_each_fact_with_its_source_and_time(
+    api: Api, up_vm: vm_pb2.Vm
+) -> None:
+    reply = await api.vms.GetVmGuestInfo(vm_api.GetVmGuestInfoRequest(vm=up_vm.name))
+    facts = {f.name: f for f in reply.facts}
+    assert facts["hostname"].source == "guestd"
+    assert facts["agent"].source == "hostd"
+    assert '"RESPONDING"' in facts["agent"].value_json
+    assert all(f.HasField("observed_time") and f.HasField("received_time") for f in reply.facts)
+    assert "10.0.2.15" in facts["interfaces"].value_json
+    assert reply.guest.hostname == up_vm.status.guest.hostname

@@ -22,46 +22,53 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from virtplane.v1 import vm_pb2 as virtplane_dot_v1_dot_vm__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dvirtplane/v1/vm_service.proto\x12\x0cvirtplane.v1\x1a\x15virtplane/v1/vm.proto\"C\n\x0f\x43reateVmRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x04spec\x18\x02 \x01(\x0b\x32\x14.virtplane.v1.VmSpec\"0\n\x10\x43reateVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"\x1a\n\x0cGetVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"-\n\rGetVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"\x10\n\x0eListVmsRequest\"0\n\x0fListVmsResponse\x12\x1d\n\x03vms\x18\x01 \x03(\x0b\x32\x10.virtplane.v1.Vm\"\x1d\n\x0f\x44\x65leteVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"\x12\n\x10\x44\x65leteVmResponse\"\x1c\n\x0eStartVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"/\n\x0fStartVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"\x1b\n\rStopVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\".\n\x0eStopVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"\x11\n\x0fWatchVmsRequest\"\xe6\x01\n\x10WatchVmsResponse\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.virtplane.v1.WatchVmsResponse.Kind\x12\x1c\n\x02vm\x18\x02 \x01(\x0b\x32\x10.virtplane.v1.Vm\x12\x10\n\x08revision\x18\x03 \x01(\x03\"o\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rKIND_SNAPSHOT\x10\x01\x12\x1a\n\x16KIND_SNAPSHOT_COMPLETE\x10\x02\x12\x10\n\x0cKIND_CHANGED\x10\x03\x12\x10\n\x0cKIND_DELETED\x10\x04\x32\x85\x04\n\tVmService\x12I\n\x08\x43reateVm\x12\x1d.virtplane.v1.CreateVmRequest\x1a\x1e.virtplane.v1.CreateVmResponse\x12@\n\x05GetVm\x12\x1a.virtplane.v1.GetVmRequest\x1a\x1b.virtplane.v1.GetVmResponse\x12\x46\n\x07ListVms\x12\x1c.virtplane.v1.ListVmsRequest\x1a\x1d.virtplane.v1.ListVmsResponse\x12I\n\x08\x44\x65leteVm\x12\x1d.virtplane.v1.DeleteVmRequest\x1a\x1e.virtplane.v1.DeleteVmResponse\x12\x46\n\x07StartVm\x12\x1c.virtplane.v1.StartVmRequest\x1a\x1d.virtplane.v1.StartVmResponse\x12\x43\n\x06StopVm\x12\x1b.virtplane.v1.StopVmRequest\x1a\x1c.virtplane.v1.StopVmResponse\x12K\n\x08WatchVms\x12\x1d.virtplane.v1.WatchVmsRequest\x1a\x1e.virtplane.v1.WatchVmsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dvirtplane/v1/vm_service.proto\x12\x0cvirtplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15virtplane/v1/vm.proto\"C\n\x0f\x43reateVmRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x04spec\x18\x02 \x01(\x0b\x32\x14.virtplane.v1.VmSpec\"0\n\x10\x43reateVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"\x1a\n\x0cGetVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"-\n\rGetVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"\x10\n\x0eListVmsRequest\"0\n\x0fListVmsResponse\x12\x1d\n\x03vms\x18\x01 \x03(\x0b\x32\x10.virtplane.v1.Vm\"\x1d\n\x0f\x44\x65leteVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"\x12\n\x10\x44\x65leteVmResponse\"\x1c\n\x0eStartVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"/\n\x0fStartVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"\x1b\n\rStopVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\".\n\x0eStopVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"\x11\n\x0fWatchVmsRequest\"\xe6\x01\n\x10WatchVmsResponse\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.virtplane.v1.WatchVmsResponse.Kind\x12\x1c\n\x02vm\x18\x02 \x01(\x0b\x32\x10.virtplane.v1.Vm\x12\x10\n\x08revision\x18\x03 \x01(\x03\"o\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rKIND_SNAPSHOT\x10\x01\x12\x1a\n\x16KIND_SNAPSHOT_COMPLETE\x10\x02\x12\x10\n\x0cKIND_CHANGED\x10\x03\x12\x10\n\x0cKIND_DELETED\x10\x04\"#\n\x15GetVmGuestInfoRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"h\n\x16GetVmGuestInfoResponse\x12&\n\x05guest\x18\x01 \x01(\x0b\x32\x17.virtplane.v1.GuestInfo\x12&\n\x05\x66\x61\x63ts\x18\x02 \x03(\x0b\x32\x17.virtplane.v1.GuestFact\"\xa3\x01\n\tGuestFact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x31\n\robserved_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rreceived_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nvalue_json\x18\x05 \x01(\t2\xe2\x04\n\tVmService\x12I\n\x08\x43reateVm\x12\x1d.virtplane.v1.CreateVmRequest\x1a\x1e.virtplane.v1.CreateVmResponse\x12@\n\x05GetVm\x12\x1a.virtplane.v1.GetVmRequest\x1a\x1b.virtplane.v1.GetVmResponse\x12\x46\n\x07ListVms\x12\x1c.virtplane.v1.ListVmsRequest\x1a\x1d.virtplane.v1.ListVmsResponse\x12I\n\x08\x44\x65leteVm\x12\x1d.virtplane.v1.DeleteVmRequest\x1a\x1e.virtplane.v1.DeleteVmResponse\x12\x46\n\x07StartVm\x12\x1c.virtplane.v1.StartVmRequest\x1a\x1d.virtplane.v1.StartVmResponse\x12\x43\n\x06StopVm\x12\x1b.virtplane.v1.StopVmRequest\x1a\x1c.virtplane.v1.StopVmResponse\x12K\n\x08WatchVms\x12\x1d.virtplane.v1.WatchVmsRequest\x1a\x1e.virtplane.v1.WatchVmsResponse0\x01\x12[\n\x0eGetVmGuestInfo\x12#.virtplane.v1.GetVmGuestInfoRequest\x1a$.virtplane.v1.GetVmGuestInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'virtplane.v1.vm_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEVMREQUEST']._serialized_start=70
-  _globals['_CREATEVMREQUEST']._serialized_end=137
-  _globals['_CREATEVMRESPONSE']._serialized_start=139
-  _globals['_CREATEVMRESPONSE']._serialized_end=187
-  _globals['_GETVMREQUEST']._serialized_start=189
-  _globals['_GETVMREQUEST']._serialized_end=215
-  _globals['_GETVMRESPONSE']._serialized_start=217
-  _globals['_GETVMRESPONSE']._serialized_end=262
-  _globals['_LISTVMSREQUEST']._serialized_start=264
-  _globals['_LISTVMSREQUEST']._serialized_end=280
-  _globals['_LISTVMSRESPONSE']._serialized_start=282
-  _globals['_LISTVMSRESPONSE']._serialized_end=330
-  _globals['_DELETEVMREQUEST']._serialized_start=332
-  _globals['_DELETEVMREQUEST']._serialized_end=361
-  _globals['_DELETEVMRESPONSE']._serialized_start=363
-  _globals['_DELETEVMRESPONSE']._serialized_end=381
-  _globals['_STARTVMREQUEST']._serialized_start=383
-  _globals['_STARTVMREQUEST']._serialized_end=411
-  _globals['_STARTVMRESPONSE']._serialized_start=413
-  _globals['_STARTVMRESPONSE']._serialized_end=460
-  _globals['_STOPVMREQUEST']._serialized_start=462
-  _globals['_STOPVMREQUEST']._serialized_end=489
-  _globals['_STOPVMRESPONSE']._serialized_start=491
-  _globals['_STOPVMRESPONSE']._serialized_end=537
-  _globals['_WATCHVMSREQUEST']._serialized_start=539
-  _globals['_WATCHVMSREQUEST']._serialized_end=556
-  _globals['_WATCHVMSRESPONSE']._serialized_start=559
-  _globals['_WATCHVMSRESPONSE']._serialized_end=789
-  _globals['_WATCHVMSRESPONSE_KIND']._serialized_start=678
-  _globals['_WATCHVMSRESPONSE_KIND']._serialized_end=789
-  _globals['_VMSERVICE']._serialized_start=792
-  _globals['_VMSERVICE']._serialized_end=1309
+  _globals['_CREATEVMREQUEST']._serialized_start=103
+  _globals['_CREATEVMREQUEST']._serialized_end=170
+  _globals['_CREATEVMRESPONSE']._serialized_start=172
+  _globals['_CREATEVMRESPONSE']._serialized_end=220
+  _globals['_GETVMREQUEST']._serialized_start=222
+  _globals['_GETVMREQUEST']._serialized_end=248
+  _globals['_GETVMRESPONSE']._serialized_start=250
+  _globals['_GETVMRESPONSE']._serialized_end=295
+  _globals['_LISTVMSREQUEST']._serialized_start=297
+  _globals['_LISTVMSREQUEST']._serialized_end=313
+  _globals['_LISTVMSRESPONSE']._serialized_start=315
+  _globals['_LISTVMSRESPONSE']._serialized_end=363
+  _globals['_DELETEVMREQUEST']._serialized_start=365
+  _globals['_DELETEVMREQUEST']._serialized_end=394
+  _globals['_DELETEVMRESPONSE']._serialized_start=396
+  _globals['_DELETEVMRESPONSE']._serialized_end=414
+  _globals['_STARTVMREQUEST']._serialized_start=416
+  _globals['_STARTVMREQUEST']._serialized_end=444
+  _globals['_STARTVMRESPONSE']._serialized_start=446
+  _globals['_STARTVMRESPONSE']._serialized_end=493
+  _globals['_STOPVMREQUEST']._serialized_start=495
+  _globals['_STOPVMREQUEST']._serialized_end=522
+  _globals['_STOPVMRESPONSE']._serialized_start=524
+  _globals['_STOPVMRESPONSE']._serialized_end=570
+  _globals['_WATCHVMSREQUEST']._serialized_start=572
+  _globals['_WATCHVMSREQUEST']._serialized_end=589
+  _globals['_WATCHVMSRESPONSE']._serialized_start=592
+  _globals['_WATCHVMSRESPONSE']._serialized_end=822
+  _globals['_WATCHVMSRESPONSE_KIND']._serialized_start=711
+  _globals['_WATCHVMSRESPONSE_KIND']._serialized_end=822
+  _globals['_GETVMGUESTINFOREQUEST']._serialized_start=824
+  _globals['_GETVMGUESTINFOREQUEST']._serialized_end=859
+  _globals['_GETVMGUESTINFORESPONSE']._serialized_start=861
+  _globals['_GETVMGUESTINFORESPONSE']._serialized_end=965
+  _globals['_GUESTFACT']._serialized_start=968
+  _globals['_GUESTFACT']._serialized_end=1131
+  _globals['_VMSERVICE']._serialized_start=1134
+  _globals['_VMSERVICE']._serialized_end=1744
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from virtplane.v1 import vm_pb2 as _vm_pb2
@@ -330,3 +331,95 @@ class WatchVmsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchVmsResponse: _TypeAlias = WatchVmsResponse  # noqa: Y015
+
+@_typing.final
+class GetVmGuestInfoRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    vm: _builtins.str
+    """The VM's id or name."""
+    def __init__(
+        self,
+        *,
+        vm: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetVmGuestInfoRequest: _TypeAlias = GetVmGuestInfoRequest  # noqa: Y015
+
+@_typing.final
+class GetVmGuestInfoResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GUEST_FIELD_NUMBER: _builtins.int
+    FACTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def guest(self) -> _vm_pb2.GuestInfo:
+        """The facts combined, as in the VM's status."""
+
+    @_builtins.property
+    def facts(self) -> _containers.RepeatedCompositeFieldContainer[Global___GuestFact]:
+        """Each stored fact on its own."""
+
+    def __init__(
+        self,
+        *,
+        guest: _vm_pb2.GuestInfo | None = ...,
+        facts: _abc.Iterable[Global___GuestFact] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["guest", b"guest"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["facts", b"facts", "guest", b"guest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetVmGuestInfoResponse: _TypeAlias = GetVmGuestInfoResponse  # noqa: Y015
+
+@_typing.final
+class GuestFact(_message.Message):
+    """One fact about a guest as the controller stores it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    OBSERVED_TIME_FIELD_NUMBER: _builtins.int
+    RECEIVED_TIME_FIELD_NUMBER: _builtins.int
+    VALUE_JSON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """e.g. "hostname", "os", "interfaces", "applications", "agent"."""
+    source: _builtins.str
+    """Who said it: "guestd" (the agent in the guest) or "hostd" (its host,
+    e.g. the agent's own state).
+    """
+    value_json: _builtins.str
+    """The value as JSON."""
+    @_builtins.property
+    def observed_time(self) -> _timestamp_pb2.Timestamp:
+        """When the source observed it; stale when the agent is not responding."""
+
+    @_builtins.property
+    def received_time(self) -> _timestamp_pb2.Timestamp:
+        """When the controller received it."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        source: _builtins.str = ...,
+        observed_time: _timestamp_pb2.Timestamp | None = ...,
+        received_time: _timestamp_pb2.Timestamp | None = ...,
+        value_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["observed_time", b"observed_time", "received_time", b"received_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "observed_time", b"observed_time", "received_time", b"received_time", "source", b"source", "value_json", b"value_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GuestFact: _TypeAlias = GuestFact  # noqa: Y015

@@ -71,6 +71,11 @@ class VmServiceStub:
                 request_serializer=virtplane_dot_v1_dot_vm__service__pb2.WatchVmsRequest.SerializeToString,
                 response_deserializer=virtplane_dot_v1_dot_vm__service__pb2.WatchVmsResponse.FromString,
                 _registered_method=True)
+        self.GetVmGuestInfo = channel.unary_unary(
+                '/virtplane.v1.VmService/GetVmGuestInfo',
+                request_serializer=virtplane_dot_v1_dot_vm__service__pb2.GetVmGuestInfoRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_vm__service__pb2.GetVmGuestInfoResponse.FromString,
+                _registered_method=True)
 
 
 class VmServiceServicer:
@@ -126,6 +131,14 @@ class VmServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetVmGuestInfo(self, request, context):
+        """What the guest agent reported, fact by fact, with where each came from
+        and when it was observed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VmServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +176,11 @@ def add_VmServiceServicer_to_server(servicer, server):
                     servicer.WatchVms,
                     request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.WatchVmsRequest.FromString,
                     response_serializer=virtplane_dot_v1_dot_vm__service__pb2.WatchVmsResponse.SerializeToString,
+            ),
+            'GetVmGuestInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVmGuestInfo,
+                    request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.GetVmGuestInfoRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_vm__service__pb2.GetVmGuestInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +374,33 @@ class VmService:
             '/virtplane.v1.VmService/WatchVms',
             virtplane_dot_v1_dot_vm__service__pb2.WatchVmsRequest.SerializeToString,
             virtplane_dot_v1_dot_vm__service__pb2.WatchVmsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVmGuestInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.VmService/GetVmGuestInfo',
+            virtplane_dot_v1_dot_vm__service__pb2.GetVmGuestInfoRequest.SerializeToString,
+            virtplane_dot_v1_dot_vm__service__pb2.GetVmGuestInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,10 @@ class VmServiceStub:
     """Powers a running VM off at once."""
     WatchVms: _grpc.UnaryStreamMultiCallable[_vm_service_pb2.WatchVmsRequest, _vm_service_pb2.WatchVmsResponse]
     """Streams every VM, then every change."""
+    GetVmGuestInfo: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.GetVmGuestInfoRequest, _vm_service_pb2.GetVmGuestInfoResponse]
+    """What the guest agent reported, fact by fact, with where each came from
+    and when it was observed.
+    """
 
 @_typing.type_check_only
 class VmServiceAsyncStub(VmServiceStub):
@@ -71,6 +75,10 @@ class VmServiceAsyncStub(VmServiceStub):
     """Powers a running VM off at once."""
     WatchVms: _aio.UnaryStreamMultiCallable[_vm_service_pb2.WatchVmsRequest, _vm_service_pb2.WatchVmsResponse]  # type: ignore[assignment]
     """Streams every VM, then every change."""
+    GetVmGuestInfo: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.GetVmGuestInfoRequest, _vm_service_pb2.GetVmGuestInfoResponse]  # type: ignore[assignment]
+    """What the guest agent reported, fact by fact, with where each came from
+    and when it was observed.
+    """
 
 class VmServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages virtual machines. Errors are gRPC status codes: INVALID_ARGUMENT
@@ -132,5 +140,15 @@ class VmServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_vm_service_pb2.WatchVmsResponse], _abc.AsyncIterator[_vm_service_pb2.WatchVmsResponse]]:
         """Streams every VM, then every change."""
+
+    @_abc_1.abstractmethod
+    def GetVmGuestInfo(
+        self,
+        request: _vm_service_pb2.GetVmGuestInfoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vm_service_pb2.GetVmGuestInfoResponse, _abc.Awaitable[_vm_service_pb2.GetVmGuestInfoResponse]]:
+        """What the guest agent reported, fact by fact, with where each came from
+        and when it was observed.
+        """
 
 def add_VmServiceServicer_to_server(servicer: VmServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
