@@ -55,3 +55,12 @@ bench: setup guest-image
 
 clean:
 	rm -rf $(BUILD) .mypy_cache .pytest_cache .ruff_cache
+
+# The guest agent alone, for real VM images: a pure-Python wheel and a Debian
+# package in build/guestd/ (see guestd/README.md).
+.PHONY: guestd-wheel guestd-deb
+guestd-wheel: $(VENV)/.installed
+	$(BIN)/python guestd/packaging/build.py wheel --out $(BUILD)/guestd
+
+guestd-deb: $(VENV)/.installed
+	$(BIN)/python guestd/packaging/build.py deb --out $(BUILD)/guestd

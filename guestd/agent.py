@@ -48,12 +48,18 @@ PROTOCOL_MAX_VERSION = 1
 """The guest-channel protocol versions this agent speaks, inclusive."""
 
 
+DISTRIBUTIONS = ("virtplane-guestd", "virtplane")
+"""Where guestd is installed from: its own wheel or .deb, or the whole project."""
+
+
 def installed_version() -> str:
-    """The agent's release, or 'unknown' when it runs from a bare copy (as in a guest)."""
-    try:
-        return importlib.metadata.version("virtplane")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+    """The agent's release, or 'unknown' when it runs from a bare copy."""
+    for name in DISTRIBUTIONS:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"
 
 
 @dataclass(frozen=True)
