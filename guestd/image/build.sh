@@ -9,11 +9,12 @@
 # into OUT_DIR/cache, which is reused by later runs. See README.md beside this file.
 #
 # Environment:
-#   GUESTD_SRC=DIR      agent package to install as /opt/virtplane/guestd
-#                       (default: REPO/guestd)
+#   GUESTD_SRC=DIR      agent package to build the guestd wheel from, installed
+#                       into /opt/virtplane (default: REPO/guestd)
 #   PROTOS_SRC=DIR      directory holding virtplane/v1/guest_channel_pb2.py
 #                       (default: REPO/protos)
-#   PYTHON=EXE          python whose google.protobuf is copied (default: REPO/.venv/bin/python)
+#   PYTHON=EXE          python that builds the guestd wheel (setuptools) and whose
+#                       google.protobuf is copied (default: REPO/.venv/bin/python)
 #   REQUIRE_AGENT=1     fail (instead of warning) when the agent, its generated
 #                       protobuf module or the protobuf runtime is missing
 #   GUEST_CMDLINE=...   kernel command line written to image.json
@@ -503,39 +504,16 @@ agent_problem() {
 	warn "$*"
 }
 
-# guestd: every *.py below GUESTD_SRC except the image builder's folder
-if [ -f "$GUESTD_SRC/__main__.py" ]; then
-	(
-		cd "$GUESTD_SRC"
-		find . \( -name __pycache__ -o -name image -o -name tests \) -prune -o -name '*.py' -print
-	) | while read -r f; do
-		mkdir -p "$OVL/opt/virtplane/guestd/$(dirname "$f")"
-		cp "$GUESTD_SRC/$f" "$OVL/opt/virtplane/guestd/$f"
-	done
+# guestd as the wheel installs it (guestd/packaging/build.py, cached beside the
+# image): the guestd package and the guest copy of guest_channel_pb2.py, with
+# the wheel's dist-info, which gives the agent its version.
+if WHEEL=$("$PYTHON_EXE" "$REPO_ROOT/guestd/packaging/build.py" wheel --out "$CACHE/guestd" \
+	--guestd-src "$GUESTD_SRC" --protos "$PROTOS_SRC"); then
+	"$PYTHON_EXE" -m zipfile -e "$WHEEL" "$OVL/opt/virtplane/" ||
+		agent_problem "cannot unpack $WHEEL"
+	install -m 0644 "$REPO_ROOT/guestd/packaging/guestd.conf" "$OVL/etc/virtplane/guestd.conf"
 else
-	agent_problem "no agent: $GUESTD_SRC/__main__.py does not exist"
-fi
-
-# generated protobuf module of the guest channel (and virtplane modules it imports)
-PB=$PROTOS_SRC/virtplane/v1/guest_channel_pb2.py
-if [ -f "$PB" ]; then
-	mkdir -p "$OVL/opt/virtplane/virtplane/v1"
-	for f in virtplane/__init__.py virtplane/v1/__init__.py; do
-		if [ -f "$PROTOS_SRC/$f" ]; then cp "$PROTOS_SRC/$f" "$OVL/opt/virtplane/$f"; else : >"$OVL/opt/virtplane/$f"; fi
-	done
-	pending=(guest_channel_pb2)
-	while [ ${#pending[@]} -gt 0 ]; do
-		m=${pending[0]}
-		pending=("${pending[@]:1}")
-		[ -f "$OVL/opt/virtplane/virtplane/v1/$m.py" ] && continue
-		[ -f "$PROTOS_SRC/virtplane/v1/$m.py" ] || die "guest_channel_pb2 imports virtplane.v1.$m, which is missing"
-		cp "$PROTOS_SRC/virtplane/v1/$m.py" "$OVL/opt/virtplane/virtplane/v1/"
-		while read -r dep; do
-			pending+=("$dep")
-		done < <(sed -n 's/^from virtplane\.v1 import \([A-Za-z0-9_]*_pb2\).*/\1/p' "$PROTOS_SRC/virtplane/v1/$m.py")
-	done
-else
-	agent_problem "no $PB (generate the protobuf code first)"
+	agent_problem "could not build the guestd wheel (see above)"
 fi
 
 # pure-Python protobuf runtime (and upb, when the image has the libraries it needs)
@@ -581,12 +559,6 @@ fi
 
 # dpkg status: every package a file of the image came from, and the agent
 agent_version=$(sed -n 's/^version *= *"\(.*\)".*/\1/p' "$REPO_ROOT/pyproject.toml" 2>/dev/null | head -n1)
-# distribution metadata, so that importlib.metadata.version("virtplane") answers in the guest
-if [ -n "$agent_version" ]; then
-	mkdir -p "$OVL/opt/virtplane/virtplane-$agent_version.dist-info"
-	printf 'Metadata-Version: 2.1\nName: virtplane\nVersion: %s\nSummary: virtplane guest agent (guestd) as installed in the test guest\n' \
-		"$agent_version" >"$OVL/opt/virtplane/virtplane-$agent_version.dist-info/METADATA"
-fi
 {
 	while read -r pkg; do
 		[ "$pkg" = "$KPKG" ] && control=$KDIR/control ||
