@@ -416,7 +416,9 @@ class SystemSection(_message.Message):
     cpus: _builtins.int
     fqdn: _builtins.str
     timezone: _builtins.str
-    """IANA name, e.g. "Europe/Paris", or "UTC"."""
+    """IANA name, e.g. "Europe/Paris"; a POSIX TZ rule when the zone has no
+    name; empty when unknown.
+    """
     memory_total_kib: _builtins.int
     content_hash: _builtins.str
     def __init__(

@@ -372,7 +372,9 @@ class GuestInfo(_message.Message):
     fqdn: _builtins.str
     architecture: _builtins.str
     timezone: _builtins.str
-    """IANA name, e.g. "Europe/Paris"."""
+    """IANA name, e.g. "Europe/Paris"; a POSIX TZ rule when the zone has no
+    name; empty when unknown.
+    """
     cpus: _builtins.int
     memory_total_kib: _builtins.int
     memory_free_kib: _builtins.int
