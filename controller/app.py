@@ -6,9 +6,15 @@ import logging
 
 import grpc
 from virtplane.status import ErrorInterceptor
-from virtplane.v1 import host_service_pb2_grpc, vm_service_pb2_grpc
+from virtplane.v1 import (
+    host_service_pb2,
+    host_service_pb2_grpc,
+    vm_service_pb2,
+    vm_service_pb2_grpc,
+)
 
 from controller.config import ControllerConfig
+from controller.health import Probes, service_names
 from controller.host_service import HostService
 from controller.hosts import HostClients
 from controller.servicers import HostServicer, VmServicer
@@ -39,19 +45,25 @@ class Controller:
         host_service_pb2_grpc.add_HostServiceServicer_to_server(
             HostServicer(self.hosts), self.server
         )
+        self.probes = Probes(
+            self.server, service_names(vm_service_pb2.DESCRIPTOR, host_service_pb2.DESCRIPTOR)
+        )
         self.port = self.server.add_insecure_port(config.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {config.listen}")
 
     async def start(self) -> None:
+        await self.probes.starting()
         await self.server.start()
         await self.hosts.watch_all()
+        await self.probes.serving()
         log.info("controller listening on %s", self.config.listen)
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()
 
     async def stop(self, grace: float = 2.0) -> None:
+        await self.probes.stopping()
         await self.server.stop(grace)
         await self.hosts.close()
         await self.clients.close()
