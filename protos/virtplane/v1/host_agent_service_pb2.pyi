@@ -23,31 +23,111 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class VmConfig(_message.Message):
-    """Everything a host needs to run a VM."""
+    """Everything a host needs to run a VM.
+    Optional fields get hostd's defaults (hostd/README.md lists them).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
+
+    class _Persistence:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _PersistenceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[VmConfig._Persistence.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        PERSISTENCE_UNSPECIFIED: VmConfig._Persistence.ValueType  # 0
+        PERSISTENCE_TRANSIENT: VmConfig._Persistence.ValueType  # 1
+        """createXML: the domain exists only while it runs."""
+        PERSISTENCE_PERSISTENT: VmConfig._Persistence.ValueType  # 2
+        """defineXML, then create: libvirt also keeps the definition while the
+        domain runs. hostd removes it when the VM goes DOWN.
+        """
+
+    class Persistence(_Persistence, metaclass=_PersistenceEnumTypeWrapper):
+        """How libvirt keeps the VM's domain."""
+
+    PERSISTENCE_UNSPECIFIED: VmConfig.Persistence.ValueType  # 0
+    PERSISTENCE_TRANSIENT: VmConfig.Persistence.ValueType  # 1
+    """createXML: the domain exists only while it runs."""
+    PERSISTENCE_PERSISTENT: VmConfig.Persistence.ValueType  # 2
+    """defineXML, then create: libvirt also keeps the definition while the
+    domain runs. hostd removes it when the VM goes DOWN.
+    """
 
     VM_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
+    PERSISTENCE_FIELD_NUMBER: _builtins.int
+    CONSOLE_FIELD_NUMBER: _builtins.int
     vm_id: _builtins.str
     name: _builtins.str
+    persistence: Global___VmConfig.Persistence.ValueType
     @_builtins.property
     def spec(self) -> _vm_pb2.VmSpec: ...
+    @_builtins.property
+    def console(self) -> Global___Console: ...
     def __init__(
         self,
         *,
         vm_id: _builtins.str = ...,
         name: _builtins.str = ...,
         spec: _vm_pb2.VmSpec | None = ...,
+        persistence: Global___VmConfig.Persistence.ValueType = ...,
+        console: Global___Console | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["console", b"console", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "spec", b"spec", "vm_id", b"vm_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["console", b"console", "name", b"name", "persistence", b"persistence", "spec", b"spec", "vm_id", b"vm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VmConfig: _TypeAlias = VmConfig  # noqa: Y015
+
+@_typing.final
+class Console(_message.Message):
+    """How the VM's console is reached."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Console._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        KIND_UNSPECIFIED: Console._Kind.ValueType  # 0
+        KIND_NONE: Console._Kind.ValueType  # 1
+        """No serial port, no display."""
+        KIND_SERIAL_FILE: Console._Kind.ValueType  # 2
+        """The first serial port, written to a file in hostd's state directory."""
+        KIND_VNC: Console._Kind.ValueType  # 3
+        """A VNC display on the host's loopback interface, plus the serial file."""
+        KIND_SPICE: Console._Kind.ValueType  # 4
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+    KIND_UNSPECIFIED: Console.Kind.ValueType  # 0
+    KIND_NONE: Console.Kind.ValueType  # 1
+    """No serial port, no display."""
+    KIND_SERIAL_FILE: Console.Kind.ValueType  # 2
+    """The first serial port, written to a file in hostd's state directory."""
+    KIND_VNC: Console.Kind.ValueType  # 3
+    """A VNC display on the host's loopback interface, plus the serial file."""
+    KIND_SPICE: Console.Kind.ValueType  # 4
+
+    KIND_FIELD_NUMBER: _builtins.int
+    kind: Global___Console.Kind.ValueType
+    def __init__(
+        self,
+        *,
+        kind: Global___Console.Kind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Console: _TypeAlias = Console  # noqa: Y015
 
 @_typing.final
 class HostVm(_message.Message):
@@ -69,6 +149,16 @@ class HostVm(_message.Message):
         STATE_POWERING_DOWN: HostVm._State.ValueType  # 4
         STATE_DOWN: HostVm._State.ValueType  # 5
         """The domain is gone."""
+        STATE_REBOOT_IN_PROGRESS: HostVm._State.ValueType  # 6
+        """The guest is rebooting (asked to, or it reset itself): the domain keeps
+        running throughout.
+        """
+        STATE_SAVING_STATE: HostVm._State.ValueType  # 7
+        """The guest's memory is being saved to a file."""
+        STATE_RESTORING_STATE: HostVm._State.ValueType  # 8
+        """The domain is being restored from its saved state."""
+        STATE_SUSPENDED: HostVm._State.ValueType  # 9
+        """Hibernated: the saved state is a file on this host; no domain runs."""
 
     class State(_State, metaclass=_StateEnumTypeWrapper):
         """The VM's state on its host."""
@@ -81,6 +171,16 @@ class HostVm(_message.Message):
     STATE_POWERING_DOWN: HostVm.State.ValueType  # 4
     STATE_DOWN: HostVm.State.ValueType  # 5
     """The domain is gone."""
+    STATE_REBOOT_IN_PROGRESS: HostVm.State.ValueType  # 6
+    """The guest is rebooting (asked to, or it reset itself): the domain keeps
+    running throughout.
+    """
+    STATE_SAVING_STATE: HostVm.State.ValueType  # 7
+    """The guest's memory is being saved to a file."""
+    STATE_RESTORING_STATE: HostVm.State.ValueType  # 8
+    """The domain is being restored from its saved state."""
+    STATE_SUSPENDED: HostVm.State.ValueType  # 9
+    """Hibernated: the saved state is a file on this host; no domain runs."""
 
     class _ExitReason:
         ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -149,16 +249,32 @@ class HostAgentServiceCreateVmRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONFIG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    START_PAUSED_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key: repeating a create with the same vm_id and request_id
+    returns the VM the first one made; a different request_id for a VM that
+    exists fails with ALREADY_EXISTS.
+    """
+    start_paused: _builtins.bool
+    """Start (or restore) the VM with its CPUs paused: it comes up PAUSED."""
     @_builtins.property
-    def config(self) -> Global___VmConfig: ...
+    def config(self) -> Global___VmConfig:
+        """When the VM has a saved state on this host (it is SUSPENDED), the VM is
+        restored from it with the configuration saved beside it, and only
+        config.vm_id is read from this one.
+        """
+
     def __init__(
         self,
         *,
         config: Global___VmConfig | None = ...,
+        request_id: _builtins.str = ...,
+        start_paused: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "request_id", b"request_id", "start_paused", b"start_paused"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -217,6 +333,435 @@ class HostAgentServiceDestroyVmResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HostAgentServiceDestroyVmResponse: _TypeAlias = HostAgentServiceDestroyVmResponse  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceShutdownVmRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_ID_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    vm_id: _builtins.str
+    timeout_seconds: _builtins.int
+    """How long the guest has to power off before it is destroyed; 0: 60 s."""
+    def __init__(
+        self,
+        *,
+        vm_id: _builtins.str = ...,
+        timeout_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["timeout_seconds", b"timeout_seconds", "vm_id", b"vm_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceShutdownVmRequest: _TypeAlias = HostAgentServiceShutdownVmRequest  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceShutdownVmResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vm(self) -> Global___HostVm: ...
+    def __init__(
+        self,
+        *,
+        vm: Global___HostVm | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceShutdownVmResponse: _TypeAlias = HostAgentServiceShutdownVmResponse  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceRebootVmRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_ID_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    vm_id: _builtins.str
+    timeout_seconds: _builtins.int
+    """How long the guest has to reboot before it is reset; 0: 60 s."""
+    def __init__(
+        self,
+        *,
+        vm_id: _builtins.str = ...,
+        timeout_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["timeout_seconds", b"timeout_seconds", "vm_id", b"vm_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceRebootVmRequest: _TypeAlias = HostAgentServiceRebootVmRequest  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceRebootVmResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vm(self) -> Global___HostVm: ...
+    def __init__(
+        self,
+        *,
+        vm: Global___HostVm | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceRebootVmResponse: _TypeAlias = HostAgentServiceRebootVmResponse  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceResetVmRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_ID_FIELD_NUMBER: _builtins.int
+    vm_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        vm_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm_id", b"vm_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceResetVmRequest: _TypeAlias = HostAgentServiceResetVmRequest  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceResetVmResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vm(self) -> Global___HostVm: ...
+    def __init__(
+        self,
+        *,
+        vm: Global___HostVm | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceResetVmResponse: _TypeAlias = HostAgentServiceResetVmResponse  # noqa: Y015
+
+@_typing.final
+class HostAgentServicePauseVmRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_ID_FIELD_NUMBER: _builtins.int
+    vm_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        vm_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm_id", b"vm_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServicePauseVmRequest: _TypeAlias = HostAgentServicePauseVmRequest  # noqa: Y015
+
+@_typing.final
+class HostAgentServicePauseVmResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vm(self) -> Global___HostVm: ...
+    def __init__(
+        self,
+        *,
+        vm: Global___HostVm | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServicePauseVmResponse: _TypeAlias = HostAgentServicePauseVmResponse  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceResumeVmRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_ID_FIELD_NUMBER: _builtins.int
+    vm_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        vm_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm_id", b"vm_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceResumeVmRequest: _TypeAlias = HostAgentServiceResumeVmRequest  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceResumeVmResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vm(self) -> Global___HostVm: ...
+    def __init__(
+        self,
+        *,
+        vm: Global___HostVm | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceResumeVmResponse: _TypeAlias = HostAgentServiceResumeVmResponse  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceHibernateVmRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_ID_FIELD_NUMBER: _builtins.int
+    vm_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        vm_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm_id", b"vm_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceHibernateVmRequest: _TypeAlias = HostAgentServiceHibernateVmRequest  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceHibernateVmResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vm(self) -> Global___HostVm: ...
+    def __init__(
+        self,
+        *,
+        vm: Global___HostVm | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceHibernateVmResponse: _TypeAlias = HostAgentServiceHibernateVmResponse  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceGetVmStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_ID_FIELD_NUMBER: _builtins.int
+    vm_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        vm_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm_id", b"vm_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceGetVmStatsRequest: _TypeAlias = HostAgentServiceGetVmStatsRequest  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceGetVmStatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stats(self) -> Global___VmStats: ...
+    def __init__(
+        self,
+        *,
+        stats: Global___VmStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceGetVmStatsResponse: _TypeAlias = HostAgentServiceGetVmStatsResponse  # noqa: Y015
+
+@_typing.final
+class VmStats(_message.Message):
+    """What libvirt measures of one running VM. Counters are cumulative since the
+    domain started.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    DOMAIN_STATE_FIELD_NUMBER: _builtins.int
+    DOMAIN_STATE_REASON_FIELD_NUMBER: _builtins.int
+    CPU_TIME_NS_FIELD_NUMBER: _builtins.int
+    CPU_USER_NS_FIELD_NUMBER: _builtins.int
+    CPU_SYSTEM_NS_FIELD_NUMBER: _builtins.int
+    VCPUS_FIELD_NUMBER: _builtins.int
+    MEMORY_CURRENT_KIB_FIELD_NUMBER: _builtins.int
+    MEMORY_MAXIMUM_KIB_FIELD_NUMBER: _builtins.int
+    MEMORY_RSS_KIB_FIELD_NUMBER: _builtins.int
+    DISKS_FIELD_NUMBER: _builtins.int
+    NICS_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    vm_id: _builtins.str
+    state: Global___HostVm.State.ValueType
+    domain_state: _builtins.str
+    """libvirt's own state of the domain and its reason, lowercase, e.g.
+    "running" / "booted", "paused" / "user".
+    """
+    domain_state_reason: _builtins.str
+    cpu_time_ns: _builtins.int
+    cpu_user_ns: _builtins.int
+    cpu_system_ns: _builtins.int
+    vcpus: _builtins.int
+    memory_current_kib: _builtins.int
+    """Memory the guest has now, and at most."""
+    memory_maximum_kib: _builtins.int
+    memory_rss_kib: _builtins.int
+    """Host memory the VM's emulator process uses."""
+    @_builtins.property
+    def disks(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiskStats]: ...
+    @_builtins.property
+    def nics(self) -> _containers.RepeatedCompositeFieldContainer[Global___NicStats]:
+        """Only NICs that have a host-side device (user-mode networking has none)."""
+
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        vm_id: _builtins.str = ...,
+        state: Global___HostVm.State.ValueType = ...,
+        domain_state: _builtins.str = ...,
+        domain_state_reason: _builtins.str = ...,
+        cpu_time_ns: _builtins.int = ...,
+        cpu_user_ns: _builtins.int = ...,
+        cpu_system_ns: _builtins.int = ...,
+        vcpus: _builtins.int = ...,
+        memory_current_kib: _builtins.int = ...,
+        memory_maximum_kib: _builtins.int = ...,
+        memory_rss_kib: _builtins.int = ...,
+        disks: _abc.Iterable[Global___DiskStats] | None = ...,
+        nics: _abc.Iterable[Global___NicStats] | None = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_system_ns", b"cpu_system_ns", "cpu_time_ns", b"cpu_time_ns", "cpu_user_ns", b"cpu_user_ns", "disks", b"disks", "domain_state", b"domain_state", "domain_state_reason", b"domain_state_reason", "memory_current_kib", b"memory_current_kib", "memory_maximum_kib", b"memory_maximum_kib", "memory_rss_kib", b"memory_rss_kib", "nics", b"nics", "state", b"state", "time", b"time", "vcpus", b"vcpus", "vm_id", b"vm_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VmStats: _TypeAlias = VmStats  # noqa: Y015
+
+@_typing.final
+class DiskStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    READ_REQUESTS_FIELD_NUMBER: _builtins.int
+    READ_BYTES_FIELD_NUMBER: _builtins.int
+    WRITE_REQUESTS_FIELD_NUMBER: _builtins.int
+    WRITE_BYTES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The guest's device name, e.g. "vda"."""
+    read_requests: _builtins.int
+    read_bytes: _builtins.int
+    write_requests: _builtins.int
+    write_bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        read_requests: _builtins.int = ...,
+        read_bytes: _builtins.int = ...,
+        write_requests: _builtins.int = ...,
+        write_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "read_bytes", b"read_bytes", "read_requests", b"read_requests", "write_bytes", b"write_bytes", "write_requests", b"write_requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiskStats: _TypeAlias = DiskStats  # noqa: Y015
+
+@_typing.final
+class NicStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    RX_BYTES_FIELD_NUMBER: _builtins.int
+    RX_PACKETS_FIELD_NUMBER: _builtins.int
+    RX_ERRORS_FIELD_NUMBER: _builtins.int
+    RX_DROPS_FIELD_NUMBER: _builtins.int
+    TX_BYTES_FIELD_NUMBER: _builtins.int
+    TX_PACKETS_FIELD_NUMBER: _builtins.int
+    TX_ERRORS_FIELD_NUMBER: _builtins.int
+    TX_DROPS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The host-side device, e.g. "vnet0"."""
+    rx_bytes: _builtins.int
+    rx_packets: _builtins.int
+    rx_errors: _builtins.int
+    rx_drops: _builtins.int
+    tx_bytes: _builtins.int
+    tx_packets: _builtins.int
+    tx_errors: _builtins.int
+    tx_drops: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        rx_bytes: _builtins.int = ...,
+        rx_packets: _builtins.int = ...,
+        rx_errors: _builtins.int = ...,
+        rx_drops: _builtins.int = ...,
+        tx_bytes: _builtins.int = ...,
+        tx_packets: _builtins.int = ...,
+        tx_errors: _builtins.int = ...,
+        tx_drops: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "rx_bytes", b"rx_bytes", "rx_drops", b"rx_drops", "rx_errors", b"rx_errors", "rx_packets", b"rx_packets", "tx_bytes", b"tx_bytes", "tx_drops", b"tx_drops", "tx_errors", b"tx_errors", "tx_packets", b"tx_packets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NicStats: _TypeAlias = NicStats  # noqa: Y015
 
 @_typing.final
 class HostAgentServiceListVmsRequest(_message.Message):
@@ -286,12 +831,17 @@ class GetHostCapabilitiesResponse(_message.Message):
     MEMORY_TOTAL_MIB_FIELD_NUMBER: _builtins.int
     MEMORY_FREE_MIB_FIELD_NUMBER: _builtins.int
     HYPERVISOR_TYPE_FIELD_NUMBER: _builtins.int
+    CONSOLES_FIELD_NUMBER: _builtins.int
     hostname: _builtins.str
     cpus: _builtins.int
     memory_total_mib: _builtins.int
     memory_free_mib: _builtins.int
     hypervisor_type: _builtins.str
     """"kvm" or "qemu" (TCG): what new domains are created with."""
+    @_builtins.property
+    def consoles(self) -> _containers.RepeatedScalarFieldContainer[Global___Console.Kind.ValueType]:
+        """The consoles a VmConfig may ask for on this host."""
+
     def __init__(
         self,
         *,
@@ -300,14 +850,224 @@ class GetHostCapabilitiesResponse(_message.Message):
         memory_total_mib: _builtins.int = ...,
         memory_free_mib: _builtins.int = ...,
         hypervisor_type: _builtins.str = ...,
+        consoles: _abc.Iterable[Global___Console.Kind.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpus", b"cpus", "hostname", b"hostname", "hypervisor_type", b"hypervisor_type", "memory_free_mib", b"memory_free_mib", "memory_total_mib", b"memory_total_mib"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consoles", b"consoles", "cpus", b"cpus", "hostname", b"hostname", "hypervisor_type", b"hypervisor_type", "memory_free_mib", b"memory_free_mib", "memory_total_mib", b"memory_total_mib"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetHostCapabilitiesResponse: _TypeAlias = GetHostCapabilitiesResponse  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceGetHostStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceGetHostStatsRequest: _TypeAlias = HostAgentServiceGetHostStatsRequest  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceGetHostStatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOSTNAME_FIELD_NUMBER: _builtins.int
+    CPUS_FIELD_NUMBER: _builtins.int
+    MEMORY_TOTAL_MIB_FIELD_NUMBER: _builtins.int
+    MEMORY_FREE_MIB_FIELD_NUMBER: _builtins.int
+    VMS_RUNNING_FIELD_NUMBER: _builtins.int
+    VMS_SUSPENDED_FIELD_NUMBER: _builtins.int
+    DOMAINS_ACTIVE_FIELD_NUMBER: _builtins.int
+    HYPERVISOR_TYPE_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    hostname: _builtins.str
+    cpus: _builtins.int
+    memory_total_mib: _builtins.int
+    memory_free_mib: _builtins.int
+    vms_running: _builtins.int
+    """hostd's VMs whose domain runs, paused ones included."""
+    vms_suspended: _builtins.int
+    """hostd's VMs hibernated on this host."""
+    domains_active: _builtins.int
+    """Every active libvirt domain on the host, hostd's or not."""
+    hypervisor_type: _builtins.str
+    """"kvm" or "qemu" (TCG)."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        hostname: _builtins.str = ...,
+        cpus: _builtins.int = ...,
+        memory_total_mib: _builtins.int = ...,
+        memory_free_mib: _builtins.int = ...,
+        vms_running: _builtins.int = ...,
+        vms_suspended: _builtins.int = ...,
+        domains_active: _builtins.int = ...,
+        hypervisor_type: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpus", b"cpus", "domains_active", b"domains_active", "hostname", b"hostname", "hypervisor_type", b"hypervisor_type", "memory_free_mib", b"memory_free_mib", "memory_total_mib", b"memory_total_mib", "time", b"time", "vms_running", b"vms_running", "vms_suspended", b"vms_suspended"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceGetHostStatsResponse: _TypeAlias = HostAgentServiceGetHostStatsResponse  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceGetRecoveryReportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceGetRecoveryReportRequest: _TypeAlias = HostAgentServiceGetRecoveryReportRequest  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceGetRecoveryReportResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def report(self) -> Global___RecoveryReport: ...
+    def __init__(
+        self,
+        *,
+        report: Global___RecoveryReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceGetRecoveryReportResponse: _TypeAlias = HostAgentServiceGetRecoveryReportResponse  # noqa: Y015
+
+@_typing.final
+class RecoveryReport(_message.Message):
+    """What hostd found when it started, and what it did about it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class AdoptedVm(_message.Message):
+        """A VM hostd took over: a domain it had created, or a saved state."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        VM_ID_FIELD_NUMBER: _builtins.int
+        STATE_FIELD_NUMBER: _builtins.int
+        REASON_FIELD_NUMBER: _builtins.int
+        vm_id: _builtins.str
+        state: Global___HostVm.State.ValueType
+        reason: _builtins.str
+        def __init__(
+            self,
+            *,
+            vm_id: _builtins.str = ...,
+            state: Global___HostVm.State.ValueType = ...,
+            reason: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "state", b"state", "vm_id", b"vm_id"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class ExternalDomain(_message.Message):
+        """A libvirt domain hostd does not own and leaves alone."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        UUID_FIELD_NUMBER: _builtins.int
+        NAME_FIELD_NUMBER: _builtins.int
+        REASON_FIELD_NUMBER: _builtins.int
+        uuid: _builtins.str
+        name: _builtins.str
+        reason: _builtins.str
+        def __init__(
+            self,
+            *,
+            uuid: _builtins.str = ...,
+            name: _builtins.str = ...,
+            reason: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "reason", b"reason", "uuid", b"uuid"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class CleanedUp(_message.Message):
+        """Something hostd removed: a leftover file or domain definition."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        VM_ID_FIELD_NUMBER: _builtins.int
+        WHAT_FIELD_NUMBER: _builtins.int
+        REASON_FIELD_NUMBER: _builtins.int
+        vm_id: _builtins.str
+        """The VM it belonged to, when known."""
+        what: _builtins.str
+        """A path, or "domain NAME"."""
+        reason: _builtins.str
+        def __init__(
+            self,
+            *,
+            vm_id: _builtins.str = ...,
+            what: _builtins.str = ...,
+            reason: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "vm_id", b"vm_id", "what", b"what"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TIME_FIELD_NUMBER: _builtins.int
+    ADOPTED_FIELD_NUMBER: _builtins.int
+    EXTERNAL_FIELD_NUMBER: _builtins.int
+    CLEANED_UP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def adopted(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecoveryReport.AdoptedVm]: ...
+    @_builtins.property
+    def external(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecoveryReport.ExternalDomain]: ...
+    @_builtins.property
+    def cleaned_up(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecoveryReport.CleanedUp]: ...
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        adopted: _abc.Iterable[Global___RecoveryReport.AdoptedVm] | None = ...,
+        external: _abc.Iterable[Global___RecoveryReport.ExternalDomain] | None = ...,
+        cleaned_up: _abc.Iterable[Global___RecoveryReport.CleanedUp] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adopted", b"adopted", "cleaned_up", b"cleaned_up", "external", b"external", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecoveryReport: _TypeAlias = RecoveryReport  # noqa: Y015
 
 @_typing.final
 class WatchEventsRequest(_message.Message):

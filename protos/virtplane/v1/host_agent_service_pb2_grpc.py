@@ -45,6 +45,41 @@ class HostAgentServiceStub:
                 request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceDestroyVmRequest.SerializeToString,
                 response_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceDestroyVmResponse.FromString,
                 _registered_method=True)
+        self.ShutdownVm = channel.unary_unary(
+                '/virtplane.v1.HostAgentService/ShutdownVm',
+                request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceShutdownVmRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceShutdownVmResponse.FromString,
+                _registered_method=True)
+        self.RebootVm = channel.unary_unary(
+                '/virtplane.v1.HostAgentService/RebootVm',
+                request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceRebootVmRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceRebootVmResponse.FromString,
+                _registered_method=True)
+        self.ResetVm = channel.unary_unary(
+                '/virtplane.v1.HostAgentService/ResetVm',
+                request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceResetVmRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceResetVmResponse.FromString,
+                _registered_method=True)
+        self.PauseVm = channel.unary_unary(
+                '/virtplane.v1.HostAgentService/PauseVm',
+                request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServicePauseVmRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServicePauseVmResponse.FromString,
+                _registered_method=True)
+        self.ResumeVm = channel.unary_unary(
+                '/virtplane.v1.HostAgentService/ResumeVm',
+                request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceResumeVmRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceResumeVmResponse.FromString,
+                _registered_method=True)
+        self.HibernateVm = channel.unary_unary(
+                '/virtplane.v1.HostAgentService/HibernateVm',
+                request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceHibernateVmRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceHibernateVmResponse.FromString,
+                _registered_method=True)
+        self.GetVmStats = channel.unary_unary(
+                '/virtplane.v1.HostAgentService/GetVmStats',
+                request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetVmStatsRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetVmStatsResponse.FromString,
+                _registered_method=True)
         self.ListVms = channel.unary_unary(
                 '/virtplane.v1.HostAgentService/ListVms',
                 request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceListVmsRequest.SerializeToString,
@@ -54,6 +89,16 @@ class HostAgentServiceStub:
                 '/virtplane.v1.HostAgentService/GetHostCapabilities',
                 request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.GetHostCapabilitiesRequest.SerializeToString,
                 response_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.GetHostCapabilitiesResponse.FromString,
+                _registered_method=True)
+        self.GetHostStats = channel.unary_unary(
+                '/virtplane.v1.HostAgentService/GetHostStats',
+                request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetHostStatsRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetHostStatsResponse.FromString,
+                _registered_method=True)
+        self.GetRecoveryReport = channel.unary_unary(
+                '/virtplane.v1.HostAgentService/GetRecoveryReport',
+                request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetRecoveryReportRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetRecoveryReportResponse.FromString,
                 _registered_method=True)
         self.WatchEvents = channel.unary_stream(
                 '/virtplane.v1.HostAgentService/WatchEvents',
@@ -75,8 +120,58 @@ class HostAgentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DestroyVm(self, request, context):
-        """Powers a VM off at once and forgets it.
+        """Powers a VM off at once and forgets it. A SUSPENDED VM's saved state is
+        deleted.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShutdownVm(self, request, context):
+        """Asks the guest to power off (ACPI power button); destroys the domain if it
+        is still running after the timeout. Returns at once (POWERING_DOWN).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RebootVm(self, request, context):
+        """Asks the guest to reboot; resets it if it has not within the timeout. The
+        VM goes REBOOT_IN_PROGRESS, then RUNNING again: never DOWN.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetVm(self, request, context):
+        """Resets the virtual hardware at once, like a reset button.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseVm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeVm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HibernateVm(self, request, context):
+        """Saves the VM's memory to a file on this host and stops the domain: the VM
+        goes SAVING_STATE, then SUSPENDED. Returns at once. CreateVm restores it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVmStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -89,6 +184,19 @@ class HostAgentServiceServicer:
 
     def GetHostCapabilities(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHostStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRecoveryReport(self, request, context):
+        """What hostd found in libvirt and in its state directory when it started.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -113,6 +221,41 @@ def add_HostAgentServiceServicer_to_server(servicer, server):
                     request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceDestroyVmRequest.FromString,
                     response_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceDestroyVmResponse.SerializeToString,
             ),
+            'ShutdownVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShutdownVm,
+                    request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceShutdownVmRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceShutdownVmResponse.SerializeToString,
+            ),
+            'RebootVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.RebootVm,
+                    request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceRebootVmRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceRebootVmResponse.SerializeToString,
+            ),
+            'ResetVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetVm,
+                    request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceResetVmRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceResetVmResponse.SerializeToString,
+            ),
+            'PauseVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseVm,
+                    request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServicePauseVmRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServicePauseVmResponse.SerializeToString,
+            ),
+            'ResumeVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeVm,
+                    request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceResumeVmRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceResumeVmResponse.SerializeToString,
+            ),
+            'HibernateVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.HibernateVm,
+                    request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceHibernateVmRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceHibernateVmResponse.SerializeToString,
+            ),
+            'GetVmStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVmStats,
+                    request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetVmStatsRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetVmStatsResponse.SerializeToString,
+            ),
             'ListVms': grpc.unary_unary_rpc_method_handler(
                     servicer.ListVms,
                     request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceListVmsRequest.FromString,
@@ -122,6 +265,16 @@ def add_HostAgentServiceServicer_to_server(servicer, server):
                     servicer.GetHostCapabilities,
                     request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.GetHostCapabilitiesRequest.FromString,
                     response_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.GetHostCapabilitiesResponse.SerializeToString,
+            ),
+            'GetHostStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHostStats,
+                    request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetHostStatsRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetHostStatsResponse.SerializeToString,
+            ),
+            'GetRecoveryReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRecoveryReport,
+                    request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetRecoveryReportRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetRecoveryReportResponse.SerializeToString,
             ),
             'WatchEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchEvents,
@@ -195,6 +348,195 @@ class HostAgentService:
             _registered_method=True)
 
     @staticmethod
+    def ShutdownVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostAgentService/ShutdownVm',
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceShutdownVmRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceShutdownVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RebootVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostAgentService/RebootVm',
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceRebootVmRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceRebootVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostAgentService/ResetVm',
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceResetVmRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceResetVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostAgentService/PauseVm',
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServicePauseVmRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServicePauseVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostAgentService/ResumeVm',
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceResumeVmRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceResumeVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HibernateVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostAgentService/HibernateVm',
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceHibernateVmRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceHibernateVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVmStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostAgentService/GetVmStats',
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetVmStatsRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetVmStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListVms(request,
             target,
             options=(),
@@ -238,6 +580,60 @@ class HostAgentService:
             '/virtplane.v1.HostAgentService/GetHostCapabilities',
             virtplane_dot_v1_dot_host__agent__service__pb2.GetHostCapabilitiesRequest.SerializeToString,
             virtplane_dot_v1_dot_host__agent__service__pb2.GetHostCapabilitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHostStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostAgentService/GetHostStats',
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetHostStatsRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetHostStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRecoveryReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostAgentService/GetRecoveryReport',
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetRecoveryReportRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetRecoveryReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

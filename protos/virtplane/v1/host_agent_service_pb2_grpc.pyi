@@ -38,9 +38,31 @@ class HostAgentServiceStub:
     (WAIT_FOR_LAUNCH); its progress arrives through WatchEvents.
     """
     DestroyVm: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceDestroyVmRequest, _host_agent_service_pb2.HostAgentServiceDestroyVmResponse]
-    """Powers a VM off at once and forgets it."""
+    """Powers a VM off at once and forgets it. A SUSPENDED VM's saved state is
+    deleted.
+    """
+    ShutdownVm: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceShutdownVmRequest, _host_agent_service_pb2.HostAgentServiceShutdownVmResponse]
+    """Asks the guest to power off (ACPI power button); destroys the domain if it
+    is still running after the timeout. Returns at once (POWERING_DOWN).
+    """
+    RebootVm: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceRebootVmRequest, _host_agent_service_pb2.HostAgentServiceRebootVmResponse]
+    """Asks the guest to reboot; resets it if it has not within the timeout. The
+    VM goes REBOOT_IN_PROGRESS, then RUNNING again: never DOWN.
+    """
+    ResetVm: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceResetVmRequest, _host_agent_service_pb2.HostAgentServiceResetVmResponse]
+    """Resets the virtual hardware at once, like a reset button."""
+    PauseVm: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServicePauseVmRequest, _host_agent_service_pb2.HostAgentServicePauseVmResponse]
+    ResumeVm: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceResumeVmRequest, _host_agent_service_pb2.HostAgentServiceResumeVmResponse]
+    HibernateVm: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceHibernateVmRequest, _host_agent_service_pb2.HostAgentServiceHibernateVmResponse]
+    """Saves the VM's memory to a file on this host and stops the domain: the VM
+    goes SAVING_STATE, then SUSPENDED. Returns at once. CreateVm restores it.
+    """
+    GetVmStats: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetVmStatsRequest, _host_agent_service_pb2.HostAgentServiceGetVmStatsResponse]
     ListVms: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceListVmsRequest, _host_agent_service_pb2.HostAgentServiceListVmsResponse]
     GetHostCapabilities: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.GetHostCapabilitiesRequest, _host_agent_service_pb2.GetHostCapabilitiesResponse]
+    GetHostStats: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetHostStatsRequest, _host_agent_service_pb2.HostAgentServiceGetHostStatsResponse]
+    GetRecoveryReport: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetRecoveryReportRequest, _host_agent_service_pb2.HostAgentServiceGetRecoveryReportResponse]
+    """What hostd found in libvirt and in its state directory when it started."""
     WatchEvents: _grpc.UnaryStreamMultiCallable[_host_agent_service_pb2.WatchEventsRequest, _host_agent_service_pb2.WatchEventsResponse]
     """Streams the host's events in order, from after_sequence on."""
 
@@ -54,9 +76,31 @@ class HostAgentServiceAsyncStub(HostAgentServiceStub):
     (WAIT_FOR_LAUNCH); its progress arrives through WatchEvents.
     """
     DestroyVm: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceDestroyVmRequest, _host_agent_service_pb2.HostAgentServiceDestroyVmResponse]  # type: ignore[assignment]
-    """Powers a VM off at once and forgets it."""
+    """Powers a VM off at once and forgets it. A SUSPENDED VM's saved state is
+    deleted.
+    """
+    ShutdownVm: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceShutdownVmRequest, _host_agent_service_pb2.HostAgentServiceShutdownVmResponse]  # type: ignore[assignment]
+    """Asks the guest to power off (ACPI power button); destroys the domain if it
+    is still running after the timeout. Returns at once (POWERING_DOWN).
+    """
+    RebootVm: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceRebootVmRequest, _host_agent_service_pb2.HostAgentServiceRebootVmResponse]  # type: ignore[assignment]
+    """Asks the guest to reboot; resets it if it has not within the timeout. The
+    VM goes REBOOT_IN_PROGRESS, then RUNNING again: never DOWN.
+    """
+    ResetVm: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceResetVmRequest, _host_agent_service_pb2.HostAgentServiceResetVmResponse]  # type: ignore[assignment]
+    """Resets the virtual hardware at once, like a reset button."""
+    PauseVm: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServicePauseVmRequest, _host_agent_service_pb2.HostAgentServicePauseVmResponse]  # type: ignore[assignment]
+    ResumeVm: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceResumeVmRequest, _host_agent_service_pb2.HostAgentServiceResumeVmResponse]  # type: ignore[assignment]
+    HibernateVm: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceHibernateVmRequest, _host_agent_service_pb2.HostAgentServiceHibernateVmResponse]  # type: ignore[assignment]
+    """Saves the VM's memory to a file on this host and stops the domain: the VM
+    goes SAVING_STATE, then SUSPENDED. Returns at once. CreateVm restores it.
+    """
+    GetVmStats: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetVmStatsRequest, _host_agent_service_pb2.HostAgentServiceGetVmStatsResponse]  # type: ignore[assignment]
     ListVms: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceListVmsRequest, _host_agent_service_pb2.HostAgentServiceListVmsResponse]  # type: ignore[assignment]
     GetHostCapabilities: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.GetHostCapabilitiesRequest, _host_agent_service_pb2.GetHostCapabilitiesResponse]  # type: ignore[assignment]
+    GetHostStats: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetHostStatsRequest, _host_agent_service_pb2.HostAgentServiceGetHostStatsResponse]  # type: ignore[assignment]
+    GetRecoveryReport: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetRecoveryReportRequest, _host_agent_service_pb2.HostAgentServiceGetRecoveryReportResponse]  # type: ignore[assignment]
+    """What hostd found in libvirt and in its state directory when it started."""
     WatchEvents: _aio.UnaryStreamMultiCallable[_host_agent_service_pb2.WatchEventsRequest, _host_agent_service_pb2.WatchEventsResponse]  # type: ignore[assignment]
     """Streams the host's events in order, from after_sequence on."""
 
@@ -79,7 +123,68 @@ class HostAgentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _host_agent_service_pb2.HostAgentServiceDestroyVmRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_host_agent_service_pb2.HostAgentServiceDestroyVmResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServiceDestroyVmResponse]]:
-        """Powers a VM off at once and forgets it."""
+        """Powers a VM off at once and forgets it. A SUSPENDED VM's saved state is
+        deleted.
+        """
+
+    @_abc_1.abstractmethod
+    def ShutdownVm(
+        self,
+        request: _host_agent_service_pb2.HostAgentServiceShutdownVmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_agent_service_pb2.HostAgentServiceShutdownVmResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServiceShutdownVmResponse]]:
+        """Asks the guest to power off (ACPI power button); destroys the domain if it
+        is still running after the timeout. Returns at once (POWERING_DOWN).
+        """
+
+    @_abc_1.abstractmethod
+    def RebootVm(
+        self,
+        request: _host_agent_service_pb2.HostAgentServiceRebootVmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_agent_service_pb2.HostAgentServiceRebootVmResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServiceRebootVmResponse]]:
+        """Asks the guest to reboot; resets it if it has not within the timeout. The
+        VM goes REBOOT_IN_PROGRESS, then RUNNING again: never DOWN.
+        """
+
+    @_abc_1.abstractmethod
+    def ResetVm(
+        self,
+        request: _host_agent_service_pb2.HostAgentServiceResetVmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_agent_service_pb2.HostAgentServiceResetVmResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServiceResetVmResponse]]:
+        """Resets the virtual hardware at once, like a reset button."""
+
+    @_abc_1.abstractmethod
+    def PauseVm(
+        self,
+        request: _host_agent_service_pb2.HostAgentServicePauseVmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_agent_service_pb2.HostAgentServicePauseVmResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServicePauseVmResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ResumeVm(
+        self,
+        request: _host_agent_service_pb2.HostAgentServiceResumeVmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_agent_service_pb2.HostAgentServiceResumeVmResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServiceResumeVmResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def HibernateVm(
+        self,
+        request: _host_agent_service_pb2.HostAgentServiceHibernateVmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_agent_service_pb2.HostAgentServiceHibernateVmResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServiceHibernateVmResponse]]:
+        """Saves the VM's memory to a file on this host and stops the domain: the VM
+        goes SAVING_STATE, then SUSPENDED. Returns at once. CreateVm restores it.
+        """
+
+    @_abc_1.abstractmethod
+    def GetVmStats(
+        self,
+        request: _host_agent_service_pb2.HostAgentServiceGetVmStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_agent_service_pb2.HostAgentServiceGetVmStatsResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServiceGetVmStatsResponse]]: ...
 
     @_abc_1.abstractmethod
     def ListVms(
@@ -94,6 +199,21 @@ class HostAgentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _host_agent_service_pb2.GetHostCapabilitiesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_host_agent_service_pb2.GetHostCapabilitiesResponse, _abc.Awaitable[_host_agent_service_pb2.GetHostCapabilitiesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetHostStats(
+        self,
+        request: _host_agent_service_pb2.HostAgentServiceGetHostStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_agent_service_pb2.HostAgentServiceGetHostStatsResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServiceGetHostStatsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetRecoveryReport(
+        self,
+        request: _host_agent_service_pb2.HostAgentServiceGetRecoveryReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_agent_service_pb2.HostAgentServiceGetRecoveryReportResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServiceGetRecoveryReportResponse]]:
+        """What hostd found in libvirt and in its state directory when it started."""
 
     @_abc_1.abstractmethod
     def WatchEvents(
