@@ -5,16 +5,27 @@ Modules, one job each:
 - config        HostdConfig and ChannelLimits, frozen, built by main()
 - errors        hostd's exceptions, derived from the API's error categories
 - virt_type     kvm or qemu (TCG): CPU flags and /dev/kvm, or forced
-- layout        the state directory: channel sockets and console logs
+- layout        the state directory: channel sockets, console logs, saved states
 - validation    VmConfig checks; each failure names its field
+- defaults      the defaults of optional parameters, filled in one place
+- consoles      which consoles this host offers
 - domxml        the domain XML as typed values, and its serialisation
 - builder       the decisions: VmConfig -> domxml.Domain
 - hypervisor    the narrow Hypervisor protocol and the values it speaks
-- libvirt_driver  Hypervisor on libvirt-python; the only module importing libvirt
+- libvirt_driver  Hypervisor on libvirt-python
+- libvirt_translate  libvirt's codes as hostd's values (with libvirt_driver, the only
+                modules importing libvirt)
 - journal       the ordered event journal (host_epoch, sequence) WatchEvents streams
 - guest_info    sanitising and merging untrusted guest reports
 - guest_channel the host end of one VM's guest channel
-- vms           the VM registry and runner: create, events, recovery, destroy
+- registry      the VM records, their state changes and background work
+- state_machine how events and verbs move a VM's state: pure rules
+- runner        the start paths: fresh start, restore from file
+- power         destroy, shutdown, reboot, reset, pause, resume
+- hibernation   saving a VM to a file, and the saved-state files
+- recovery      adopting what a previous hostd left, with a report
+- events        the event pump: hypervisor events applied in order; resync
+- vms           VmService: the create path, and the verbs for the servicer
 - servicer      HostAgentService over gRPC, thin
 - server        everything assembled (Hostd.start/stop)
 - main          the virtplane-hostd command

@@ -5,7 +5,7 @@ from __future__ import annotations
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
-from hostd import domxml
+from hostd import consoles, domxml
 from hostd.layout import StateLayout
 from hostd.virt_type import VirtType
 
@@ -16,6 +16,9 @@ TCG_TB_CACHE_MIB = 32
 ARCH = "x86_64"
 MACHINE = "pc"
 NIC_MODEL = "virtio"
+VNC_LISTEN = "127.0.0.1"
+"""VNC is reached through the host (an SSH tunnel, a proxy), never directly."""
+VIDEO_MODEL = "vga"
 
 
 def domain_name(vm_name: str) -> str:
@@ -23,10 +26,19 @@ def domain_name(vm_name: str) -> str:
     return DOMAIN_NAME_PREFIX + vm_name
 
 
-def build_domain(config: pb.VmConfig, virt_type: VirtType, layout: StateLayout) -> domxml.Domain:
-    """Returns the transient domain for a VmConfig that passed validation."""
+def build_domain(
+    config: pb.VmConfig, virt_type: VirtType, layout: StateLayout, *, request_id: str = ""
+) -> domxml.Domain:
+    """Returns the domain for a VmConfig that passed validation and has its defaults.
+
+    request_id, the create's idempotency key, is kept in the metadata so that a
+    restarted hostd still recognises a repeated create.
+    """
     spec = config.spec
     is_tcg = virt_type is VirtType.QEMU
+    console = config.console.kind
+    if console not in consoles.BUILDABLE:
+        raise ValueError(f"no domain for console {pb.Console.Kind.Name(console)}")
     return domxml.Domain(
         type="qemu" if is_tcg else "kvm",
         name=domain_name(config.name),
@@ -50,8 +62,14 @@ def build_domain(config: pb.VmConfig, virt_type: VirtType, layout: StateLayout) 
                     target_name=GUEST_CHANNEL_NAME,
                 ),
             ),
-            serials=(domxml.FileSerial(path=str(layout.console_log(config.vm_id))),),
+            serials=()
+            if console == pb.Console.KIND_NONE
+            else (domxml.FileSerial(path=str(layout.console_log(config.vm_id))),),
             interfaces=tuple(_interface(nic) for nic in spec.nics),
+            graphics=(domxml.VncGraphics(listen=VNC_LISTEN),)
+            if console == pb.Console.KIND_VNC
+            else (),
+            video_model=VIDEO_MODEL if console == pb.Console.KIND_VNC else None,
             usb_controller_model="none",
             memballoon_model="none",
         ),
@@ -59,6 +77,7 @@ def build_domain(config: pb.VmConfig, virt_type: VirtType, layout: StateLayout) 
             vm_id=config.vm_id,
             config=config.SerializeToString(deterministic=True),
             state_dir=str(layout.root),
+            request_id=request_id,
         ),
         on_poweroff="destroy",
         on_reboot="restart",

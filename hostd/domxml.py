@@ -79,10 +79,20 @@ Interface = UserInterface | NetworkInterface
 
 
 @dataclass(frozen=True)
+class VncGraphics:
+    """A VNC display; libvirt picks the port."""
+
+    listen: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
 class Devices:
     channels: tuple[UnixChannel, ...] = ()
     serials: tuple[FileSerial, ...] = ()
     interfaces: tuple[Interface, ...] = ()
+    graphics: tuple[VncGraphics, ...] = ()
+    video_model: str | None = None
+    """<video><model type=...>; None lets libvirt decide."""
     usb_controller_model: str | None = None
     """<controller type='usb' model=...>; "none" removes the default USB controller."""
     memballoon_model: str | None = None
@@ -98,6 +108,8 @@ class HostdMetadata:
     state_dir: str = ""
     """The state directory of the hostd that created the domain: which hostd owns it
     when several share one libvirt (test set-ups, simulated hosts)."""
+    request_id: str = ""
+    """The idempotency key of the create that made the domain."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +164,22 @@ def parse_metadata(text: str) -> HostdMetadata | None:
         root = ET.fromstring(text)
     except ET.ParseError:
         return None
+    return _read_metadata(root)
+
+
+def metadata_in_domain(text: str) -> HostdMetadata | None:
+    """hostd's metadata in a whole domain's XML (e.g. a saved image's); None if absent."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return None
+    for element in root.iterfind("metadata/*"):
+        if element.tag == f"{{{METADATA_NAMESPACE}}}vm":
+            return _read_metadata(element)
+    return None
+
+
+def _read_metadata(root: ET.Element) -> HostdMetadata | None:
     if _local(root.tag) != "vm":
         return None
     fields = {_local(child.tag): (child.text or "").strip() for child in root}
@@ -162,7 +190,12 @@ def parse_metadata(text: str) -> HostdMetadata | None:
         config = base64.b64decode(fields.get("config", ""), validate=True)
     except (binascii.Error, ValueError):
         config = b""
-    return HostdMetadata(vm_id=vm_id, config=config, state_dir=fields.get("state-dir", ""))
+    return HostdMetadata(
+        vm_id=vm_id,
+        config=config,
+        state_dir=fields.get("state-dir", ""),
+        request_id=fields.get("request-id", ""),
+    )
 
 
 def _local(tag: str) -> str:
@@ -182,6 +215,8 @@ def _metadata(parent: ET.Element, metadata: HostdMetadata) -> None:
     vm = ET.SubElement(parent, f"{p}:vm", {f"xmlns:{p}": METADATA_NAMESPACE})
     _text(vm, f"{p}:id", metadata.vm_id)
     _text(vm, f"{p}:state-dir", metadata.state_dir)
+    if metadata.request_id:
+        _text(vm, f"{p}:request-id", metadata.request_id)
     _text(vm, f"{p}:config", base64.b64encode(metadata.config).decode("ascii"))
 
 
@@ -213,6 +248,11 @@ def _devices(parent: ET.Element, devices: Devices) -> None:
         ET.SubElement(element, "target", port=str(serial.port))
     for nic in devices.interfaces:
         _interface(parent, nic)
+    for graphics in devices.graphics:
+        element = ET.SubElement(parent, "graphics", type="vnc", autoport="yes")
+        ET.SubElement(element, "listen", type="address", address=graphics.listen)
+    if devices.video_model is not None:
+        ET.SubElement(ET.SubElement(parent, "video"), "model", type=devices.video_model)
     if devices.usb_controller_model is not None:
         ET.SubElement(parent, "controller", type="usb", model=devices.usb_controller_model)
     if devices.memballoon_model is not None:

@@ -13,9 +13,13 @@ status code::
     │   ├── VmAlreadyExists      a VM with this id is registered already
     │   └── DomainAlreadyExists  libvirt has a domain with this name or UUID
     ├── FailedPrecondition
-    │   └── DomainStateConflict  libvirt refused the operation in the domain's current state
+    │   ├── VmStateConflict      the VM's state forbids the verb ("cannot pause VM X: it is PAUSED")
+    │   ├── ConsoleNotSupported  the console asked for is not one this host offers
+    │   ├── DomainStateConflict  libvirt refused the operation in the domain's current state
+    │   └── AgentRefused         the guest agent refused a command
     ├── Unavailable
-    │   └── HypervisorUnavailable  libvirtd cannot be reached
+    │   ├── HypervisorUnavailable  libvirtd cannot be reached
+    │   └── AgentUnavailable     the guest agent is not connected or did not answer
     └── HypervisorError          any other libvirt failure (INTERNAL, message kept)
 """
 
@@ -49,13 +53,27 @@ class DomainNotFound(NotFound):
 class VmAlreadyExists(AlreadyExists):
     """A VM with this id is registered already."""
 
-    def __init__(self, vm_id: str) -> None:
-        super().__init__(f"VM {vm_id!r} already exists on this host")
+    def __init__(self, vm_id: str, state: str = "") -> None:
+        detail = f" ({state})" if state else ""
+        super().__init__(f"VM {vm_id!r} already exists on this host{detail}")
         self.vm_id = vm_id
 
 
 class DomainAlreadyExists(AlreadyExists):
     """libvirt has a domain with this name or UUID already."""
+
+
+class VmStateConflict(FailedPrecondition):
+    """The VM's state forbids the verb; the message names the state."""
+
+    def __init__(self, verb: str, vm_id: str, state: str) -> None:
+        super().__init__(f"cannot {verb} VM {vm_id}: it is {state}")
+        self.vm_id = vm_id
+        self.state = state
+
+
+class ConsoleNotSupported(FailedPrecondition):
+    """The console asked for is not one this host offers; the message lists those it does."""
 
 
 class DomainStateConflict(FailedPrecondition):
@@ -68,3 +86,19 @@ class HypervisorUnavailable(Unavailable):
 
 class HypervisorError(VirtplaneError):
     """libvirt failed for a reason no other category describes."""
+
+
+class AgentUnavailable(Unavailable):
+    """The VM's guest agent is not connected, or did not answer in time."""
+
+    def __init__(self, vm_id: str, why: str) -> None:
+        super().__init__(f"guest agent of VM {vm_id!r} unavailable: {why}")
+        self.vm_id = vm_id
+
+
+class AgentRefused(FailedPrecondition):
+    """The guest agent answered a command with a refusal."""
+
+    def __init__(self, vm_id: str, command: str, error: str) -> None:
+        super().__init__(f"guest agent of VM {vm_id!r} refused {command}: {error or 'no reason'}")
+        self.vm_id = vm_id

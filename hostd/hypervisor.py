@@ -1,7 +1,12 @@
 """The narrow interface hostd needs from a hypervisor, and the plain values it speaks.
 
-hostd.libvirt_driver implements it with libvirt; tests/hostd run one
-contract suite against every implementation. Errors are hostd.errors.
+hostd.libvirt_driver implements it with libvirt; tests/hostd/fakes.py keeps
+an in-memory one, and tests/hostd run one contract suite against every
+implementation. Errors are hostd.errors. Ten methods::
+
+    start, act, save, restore, read_saved      run and stop domains
+    domain_stats, list_domains, host_info      look
+    events, close
 """
 
 from __future__ import annotations
@@ -24,6 +29,23 @@ class DomainState(Enum):
     """No state, blocked in the hypervisor, or suspended to RAM."""
 
 
+class DomainAction(Enum):
+    """What act() does to a domain."""
+
+    SHUTDOWN = auto()
+    """Asks the guest to power off (ACPI power button); returns at once."""
+    REBOOT = auto()
+    """Asks the guest to reboot; returns at once. The domain keeps running."""
+    RESET = auto()
+    """Resets the virtual hardware, like a reset button."""
+    PAUSE = auto()
+    RESUME = auto()
+    DESTROY = auto()
+    """Powers the domain off at once."""
+    UNDEFINE = auto()
+    """Removes a persistent domain's definition; a running domain becomes transient."""
+
+
 class LifecycleKind(Enum):
     STARTED = auto()
     RESUMED = auto()
@@ -32,6 +54,9 @@ class LifecycleKind(Enum):
     """The guest is shutting down, or has finished doing so."""
     STOPPED = auto()
     CRASHED = auto()
+    REBOOTED = auto()
+    """The guest was reset (it rebooted, or was reset): it boots again. One reboot
+    may bring several in a burst, as the firmware resets too."""
     OTHER = auto()
     """Defined, undefined, suspended to RAM: nothing hostd tracks."""
 
@@ -68,37 +93,107 @@ HypervisorEvent = LifecycleEvent | EventsLost
 
 
 @dataclass(frozen=True)
-class OwnedDomain:
-    """A running domain that carries hostd's metadata."""
+class DomainInfo:
+    """One domain as list_domains() sees it."""
 
     uuid: str
     name: str
     state: DomainState
-    metadata: HostdMetadata
+    active: bool
+    persistent: bool
+    metadata: HostdMetadata | None
+    """hostd's metadata; None for a domain hostd did not make."""
+    saving: bool = False
+    """Paused because a save to file is in progress."""
 
 
 @dataclass(frozen=True)
-class HostCapacity:
+class DiskCounters:
+    name: str
+    read_requests: int = 0
+    read_bytes: int = 0
+    write_requests: int = 0
+    write_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class NicCounters:
+    name: str
+    rx_bytes: int = 0
+    rx_packets: int = 0
+    rx_errors: int = 0
+    rx_drops: int = 0
+    tx_bytes: int = 0
+    tx_packets: int = 0
+    tx_errors: int = 0
+    tx_drops: int = 0
+
+
+@dataclass(frozen=True)
+class DomainStats:
+    state: DomainState
+    state_name: str
+    """The hypervisor's own words, lowercase: "running", "paused"..."""
+    state_reason: str
+    """Why it is in that state, lowercase: "booted", "user", "save"..."""
+    cpu_time_ns: int = 0
+    cpu_user_ns: int = 0
+    cpu_system_ns: int = 0
+    vcpus: int = 0
+    memory_current_kib: int = 0
+    memory_maximum_kib: int = 0
+    memory_rss_kib: int = 0
+    disks: tuple[DiskCounters, ...] = ()
+    nics: tuple[NicCounters, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostInfo:
     hostname: str
     cpus: int
     memory_total_mib: int
     memory_free_mib: int
+    domains_active: int
+    """Active domains, hostd's or not."""
+    graphics: frozenset[str] = frozenset()
+    """Display types the hypervisor offers, e.g. "vnc", "spice"."""
 
 
 class Hypervisor(Protocol):
-    async def start_transient(self, xml: str) -> str:
-        """Creates and starts a transient domain; returns its UUID."""
+    async def start(self, xml: str, *, persistent: bool, paused: bool) -> str:
+        """Starts a domain, transient or defined first; returns its UUID.
+
+        A persistent domain whose start fails is undefined again.
+        """
         ...
 
-    async def destroy(self, uuid: str) -> None:
-        """Powers the domain off at once."""
+    async def act(self, uuid: str, action: DomainAction) -> None:
+        """Does action to the domain; DomainStateConflict when its state forbids it."""
         ...
 
-    async def list_owned(self) -> list[OwnedDomain]:
-        """The active domains carrying hostd's metadata; others are not listed."""
+    async def save(self, uuid: str, path: str) -> None:
+        """Saves the domain's memory to path (mode 0600) and stops the domain."""
         ...
 
-    async def capacity(self) -> HostCapacity: ...
+    async def restore(self, path: str, *, paused: bool, persistent: bool) -> str:
+        """Starts the domain saved at path, where it left off; returns its UUID.
+
+        The file is left in place. persistent defines the restored domain too.
+        """
+        ...
+
+    async def read_saved(self, path: str) -> HostdMetadata | None:
+        """hostd's metadata in a complete saved image; None for an image that is
+        incomplete, unreadable or not hostd's."""
+        ...
+
+    async def domain_stats(self, uuid: str) -> DomainStats: ...
+
+    async def list_domains(self) -> list[DomainInfo]:
+        """Every domain, active or only defined, hostd's or not."""
+        ...
+
+    async def host_info(self) -> HostInfo: ...
 
     def events(self) -> AsyncIterator[HypervisorEvent]:
         """Lifecycle events of every domain, in the order the hypervisor sent them.

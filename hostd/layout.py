@@ -15,6 +15,8 @@ from pathlib import Path
 from virtplane.errors import InvalidArgument
 
 STATE_DIR_MODE = 0o711
+SAVED_DIR_MODE = 0o700
+"""Saved memory images are the guests' secrets: libvirt (root) alone reaches them."""
 UNIX_PATH_MAX = 107
 """sun_path holds 108 bytes including the terminating NUL."""
 _UUID_LEN = 36
@@ -31,6 +33,11 @@ class StateLayout:
     @property
     def consoles_dir(self) -> Path:
         return self.root / "consoles"
+
+    @property
+    def saved_dir(self) -> Path:
+        """Hibernated VMs: their memory images and the configurations beside them."""
+        return self.root / "saved"
 
     def channel_socket(self, vm_id: str) -> Path:
         """The unix socket libvirt binds for the VM's guest channel."""
@@ -62,6 +69,8 @@ class StateLayout:
         for path in (self.root, self.channels_dir, self.consoles_dir):
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(STATE_DIR_MODE)
+        self.saved_dir.mkdir(exist_ok=True)
+        self.saved_dir.chmod(SAVED_DIR_MODE)
         return [p for p in self.root.parents if not _others_can_search(p)]
 
 

@@ -1,22 +1,25 @@
-"""The Hypervisor interface on libvirt-python: the only module that imports libvirt.
+"""The Hypervisor interface on libvirt-python.
 
 - libvirt's own event loop runs on one daemon thread per process, registered
   before any connection opens. (libvirtaio is not used: libvirt calls its
   event hooks from whichever thread makes an API call, and libvirtaio then
   touches the asyncio loop from asyncio.to_thread's workers, which asyncio
   does not allow — events were lost under asyncio's debug mode.)
-- The lifecycle callback only translates the event to a plain value and hands
-  it to the asyncio loop, where it goes into a bounded queue; when the queue
-  is full the event is dropped and the consumer later gets EventsLost.
+- The lifecycle and reboot callbacks only translate the event to a plain
+  value and hand it to the asyncio loop, where it goes into a bounded queue;
+  when the queue is full the event is dropped and the consumer later gets
+  EventsLost.
 - Blocking calls run in asyncio.to_thread; libvirt errors become hostd.errors
-  here, once.
+  here, once (hostd.libvirt_translate holds the tables).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -24,86 +27,43 @@ import libvirt
 from virtplane.errors import VirtplaneError
 
 from hostd import domxml
-from hostd.errors import (
-    DomainAlreadyExists,
-    DomainNotFound,
-    DomainStateConflict,
-    HypervisorError,
-    HypervisorUnavailable,
-)
+from hostd.errors import DomainAlreadyExists
 from hostd.hypervisor import (
+    DomainAction,
+    DomainInfo,
     DomainState,
+    DomainStats,
     EventsLost,
-    HostCapacity,
+    HostInfo,
     HypervisorEvent,
     LifecycleEvent,
     LifecycleKind,
-    OwnedDomain,
-    StopReason,
+)
+from hostd.libvirt_translate import (
+    STATES,
+    STATS_GROUPS,
+    is_saving,
+    parse_stats,
+    translate_error,
+    translate_lifecycle,
 )
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_KINDS: dict[int, LifecycleKind] = {
-    libvirt.VIR_DOMAIN_EVENT_STARTED: LifecycleKind.STARTED,
-    libvirt.VIR_DOMAIN_EVENT_RESUMED: LifecycleKind.RESUMED,
-    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: LifecycleKind.SUSPENDED,
-    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: LifecycleKind.SHUTDOWN,
-    libvirt.VIR_DOMAIN_EVENT_STOPPED: LifecycleKind.STOPPED,
-    libvirt.VIR_DOMAIN_EVENT_CRASHED: LifecycleKind.CRASHED,
+_ACTIONS: dict[DomainAction, Callable[[Any], object]] = {
+    # shutdown and reboot take the hypervisor's default method: for QEMU
+    # without its own guest agent configured, the ACPI power button.
+    DomainAction.SHUTDOWN: lambda dom: dom.shutdown(),
+    DomainAction.REBOOT: lambda dom: dom.reboot(0),
+    DomainAction.RESET: lambda dom: dom.reset(0),
+    DomainAction.PAUSE: lambda dom: dom.suspend(),
+    DomainAction.RESUME: lambda dom: dom.resume(),
+    DomainAction.DESTROY: lambda dom: dom.destroy(),
+    DomainAction.UNDEFINE: lambda dom: dom.undefine(),
 }
-_STOP_REASONS: dict[int, StopReason] = {
-    libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN: StopReason.SHUTDOWN,
-    libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED: StopReason.DESTROYED,
-    libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED: StopReason.CRASHED,
-    libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED: StopReason.MIGRATED,
-    libvirt.VIR_DOMAIN_EVENT_STOPPED_SAVED: StopReason.SAVED,
-    libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED: StopReason.FAILED,
-}
-_STATES: dict[int, DomainState] = {
-    libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
-    libvirt.VIR_DOMAIN_PAUSED: DomainState.PAUSED,
-    libvirt.VIR_DOMAIN_SHUTDOWN: DomainState.SHUTTING_DOWN,
-    libvirt.VIR_DOMAIN_SHUTOFF: DomainState.SHUT_OFF,
-    libvirt.VIR_DOMAIN_CRASHED: DomainState.CRASHED,
-}
-_CONNECTION_CODES = frozenset(
-    {
-        libvirt.VIR_ERR_NO_CONNECT,
-        libvirt.VIR_ERR_INVALID_CONN,
-        libvirt.VIR_ERR_AUTH_FAILED,
-        libvirt.VIR_ERR_AUTH_CANCELLED,
-        libvirt.VIR_ERR_AUTH_UNAVAILABLE,
-    }
-)
-
-
-def translate_lifecycle(uuid: str, event: int, detail: int) -> LifecycleEvent:
-    """A libvirt lifecycle event (type and detail) as a hypervisor value."""
-    kind = _KINDS.get(event, LifecycleKind.OTHER)
-    reason: StopReason | None = None
-    if kind is LifecycleKind.STOPPED:
-        reason = _STOP_REASONS.get(detail, StopReason.OTHER)
-    elif kind is LifecycleKind.CRASHED:
-        reason = StopReason.CRASHED
-    return LifecycleEvent(uuid=uuid, kind=kind, reason=reason)
-
-
-def translate_error(exc: libvirt.libvirtError, uuid: str = "") -> VirtplaneError:
-    """The hostd error for a libvirt error; the one place libvirt's codes are read."""
-    code = exc.get_error_code()
-    message = str(exc.get_error_message() or exc)
-    if code == libvirt.VIR_ERR_NO_DOMAIN:
-        return DomainNotFound(uuid or message)
-    if code == libvirt.VIR_ERR_OPERATION_INVALID:
-        return DomainStateConflict(message)
-    if code == libvirt.VIR_ERR_DOM_EXIST:
-        return DomainAlreadyExists(message)
-    if code in _CONNECTION_CODES or exc.get_error_domain() == libvirt.VIR_FROM_RPC:
-        return HypervisorUnavailable(f"libvirt: {message}")
-    return HypervisorError(message)
+_GONE = (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN)
 
 
 async def _blocking(call: Callable[[], T], uuid: str = "") -> T:
@@ -157,7 +117,8 @@ class LibvirtHypervisor:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[LifecycleEvent] = asyncio.Queue(maxsize=queue_size)
         self._dropped = 0
-        self._callback_id: int | None = None
+        self._callback_ids: list[int] = []
+        self._graphics: frozenset[str] | None = None
 
     @classmethod
     async def open(cls, uri: str, *, event_queue_size: int = 1024) -> LibvirtHypervisor:
@@ -165,28 +126,34 @@ class LibvirtHypervisor:
         conn = await _blocking(lambda: libvirt.open(uri))
         hypervisor = cls(conn, uri, event_queue_size)
         try:
-            hypervisor._callback_id = await _blocking(
-                lambda: int(
-                    conn.domainEventRegisterAny(
-                        None,
-                        libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                        hypervisor._on_lifecycle,
-                        None,
-                    )
+            for event_id, callback in (
+                (libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, hypervisor._on_lifecycle),
+                (libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, hypervisor._on_reboot),
+            ):
+                register = functools.partial(
+                    conn.domainEventRegisterAny, None, event_id, callback, None
                 )
-            )
+                hypervisor._callback_ids.append(int(await _blocking(register)))
         except VirtplaneError:
-            await _blocking(conn.close)
+            await hypervisor.close()
             raise
         log.info("connected to libvirt at %s", uri)
         return hypervisor
 
+    # -- events: on libvirt's event thread, translate, hand over, return.
+
     def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
-        # On libvirt's event thread: translate, hand over, return.
         try:
             translated = translate_lifecycle(str(dom.UUIDString()), event, detail)
             self._loop.call_soon_threadsafe(self._enqueue, translated)
         except (libvirt.libvirtError, RuntimeError):  # RuntimeError: the loop is closed
+            return
+
+    def _on_reboot(self, _conn: Any, dom: Any, _opaque: Any) -> None:
+        try:
+            translated = LifecycleEvent(str(dom.UUIDString()), LifecycleKind.REBOOTED)
+            self._loop.call_soon_threadsafe(self._enqueue, translated)
+        except (libvirt.libvirtError, RuntimeError):
             return
 
     def _enqueue(self, event: LifecycleEvent) -> None:
@@ -203,55 +170,139 @@ class LibvirtHypervisor:
                 log.warning("%d libvirt events were dropped; asking for a resync", dropped)
                 yield EventsLost(dropped)
 
-    async def start_transient(self, xml: str) -> str:
-        return await _blocking(lambda: str(self._conn.createXML(xml, 0).UUIDString()))
+    # -- running and stopping domains
 
-    async def destroy(self, uuid: str) -> None:
-        await _blocking(lambda: self._conn.lookupByUUIDString(uuid).destroy(), uuid)
+    async def start(self, xml: str, *, persistent: bool, paused: bool) -> str:
+        flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
+        if not persistent:
+            return await _blocking(lambda: str(self._conn.createXML(xml, flags).UUIDString()))
+        return await _blocking(lambda: self._define_and_start(xml, flags))
 
-    async def list_owned(self) -> list[OwnedDomain]:
-        return await _blocking(self._list_owned)
-
-    def _list_owned(self) -> list[OwnedDomain]:
-        owned: list[OwnedDomain] = []
-        for dom in self._conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-            try:
-                text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, domxml.METADATA_NAMESPACE)
-                code, _reason = dom.state()
-            except libvirt.libvirtError as exc:
-                gone = (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN)
-                if exc.get_error_code() in gone:
-                    continue  # not ours, or gone since the listing
+    def _define_and_start(self, xml: str, flags: int) -> str:
+        uuid = ET.fromstring(xml).findtext("uuid", "")
+        try:
+            self._conn.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
-            metadata = domxml.parse_metadata(str(text))
-            if metadata is None:
-                continue
-            owned.append(
-                OwnedDomain(
-                    uuid=str(dom.UUIDString()),
-                    name=str(dom.name()),
-                    state=_STATES.get(code, DomainState.OTHER),
-                    metadata=metadata,
-                )
-            )
-        return owned
+        else:  # defining it again would change a domain that exists
+            raise DomainAlreadyExists(f"a domain with UUID {uuid} exists already")
+        dom = self._conn.defineXML(xml)
+        try:
+            dom.createWithFlags(flags)
+        except libvirt.libvirtError:
+            try:
+                dom.undefine()
+            except libvirt.libvirtError:
+                log.warning("domain %s: cannot undefine it after its failed start", uuid)
+            raise
+        return str(dom.UUIDString())
 
-    async def capacity(self) -> HostCapacity:
-        def read() -> HostCapacity:
+    async def act(self, uuid: str, action: DomainAction) -> None:
+        do = _ACTIONS[action]
+        await _blocking(lambda: do(self._conn.lookupByUUIDString(uuid)), uuid)
+
+    async def save(self, uuid: str, path: str) -> None:
+        await _blocking(lambda: self._conn.lookupByUUIDString(uuid).save(path), uuid)
+
+    async def restore(self, path: str, *, paused: bool, persistent: bool) -> str:
+        flags = libvirt.VIR_DOMAIN_SAVE_PAUSED if paused else 0
+
+        def run() -> str:
+            uuid = ET.fromstring(self._conn.saveImageGetXMLDesc(path, 0)).findtext("uuid", "")
+            self._conn.restoreFlags(path, None, flags)
+            if persistent:
+                dom = self._conn.lookupByUUIDString(uuid)
+                self._conn.defineXML(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            return uuid
+
+        return await _blocking(run)
+
+    async def read_saved(self, path: str) -> domxml.HostdMetadata | None:
+        try:
+            text = await _blocking(lambda: str(self._conn.saveImageGetXMLDesc(path, 0)))
+        except VirtplaneError as exc:  # incomplete ("mismatched header", "incomplete"), absent
+            log.info("saved image %s is not usable: %s", path, exc)
+            return None
+        return domxml.metadata_in_domain(text)
+
+    # -- looking
+
+    async def domain_stats(self, uuid: str) -> DomainStats:
+        def read() -> DomainStats:
+            dom = self._conn.lookupByUUIDString(uuid)
+            ((_dom, records),) = self._conn.domainListGetStats([dom], STATS_GROUPS, 0)
+            return parse_stats(records)
+
+        return await _blocking(read, uuid)
+
+    async def list_domains(self) -> list[DomainInfo]:
+        return await _blocking(self._list_domains)
+
+    def _list_domains(self) -> list[DomainInfo]:
+        found: list[DomainInfo] = []
+        for dom in self._conn.listAllDomains(0):
+            try:
+                code, reason = dom.state()
+                metadata = self._metadata(dom)
+                found.append(
+                    DomainInfo(
+                        uuid=str(dom.UUIDString()),
+                        name=str(dom.name()),
+                        state=STATES.get(code, DomainState.OTHER),
+                        active=bool(dom.isActive()),
+                        persistent=bool(dom.isPersistent()),
+                        metadata=metadata,
+                        saving=is_saving(code, reason),
+                    )
+                )
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    continue  # gone since the listing
+                raise
+        return found
+
+    @staticmethod
+    def _metadata(dom: Any) -> domxml.HostdMetadata | None:
+        try:
+            text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, domxml.METADATA_NAMESPACE)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in _GONE:
+                return None  # not ours
+            raise
+        return domxml.parse_metadata(str(text))
+
+    async def host_info(self) -> HostInfo:
+        def read() -> HostInfo:
             info = self._conn.getInfo()
-            return HostCapacity(
+            if self._graphics is None:
+                self._graphics = self._read_graphics()
+            return HostInfo(
                 hostname=str(self._conn.getHostname()),
                 cpus=int(info[2]),
                 memory_total_mib=int(info[1]),
                 memory_free_mib=int(self._conn.getFreeMemory()) // (1024 * 1024),
+                domains_active=int(self._conn.numOfDomains()),
+                graphics=self._graphics,
             )
 
         return await _blocking(read)
 
+    def _read_graphics(self) -> frozenset[str]:
+        """The display types of the hypervisor's domain capabilities; none if it has none."""
+        for virt_type in (None, "qemu"):
+            try:
+                caps = ET.fromstring(self._conn.getDomainCapabilities(None, None, None, virt_type))
+            except libvirt.libvirtError:
+                continue
+            values = caps.findall("./devices/graphics[@supported='yes']/enum[@name='type']/value")
+            return frozenset((v.text or "").strip() for v in values)
+        return frozenset()
+
     async def close(self) -> None:
-        callback_id, self._callback_id = self._callback_id, None
+        callback_ids, self._callback_ids = self._callback_ids, []
         try:
-            if callback_id is not None:
-                await _blocking(lambda: self._conn.domainEventDeregisterAny(callback_id))
+            for callback_id in callback_ids:
+                await _blocking(functools.partial(self._conn.domainEventDeregisterAny, callback_id))
         finally:
             await _blocking(self._conn.close)

@@ -14,7 +14,7 @@ from hostd.layout import StateLayout
 from hostd.libvirt_driver import LibvirtHypervisor
 from hostd.servicer import HostAgentServicer
 from hostd.virt_type import VirtType, detect_virt_type
-from hostd.vms import RunnerSettings, VmRegistry
+from hostd.vms import RunnerSettings, VmService
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +27,12 @@ class Hostd:
         self.layout = StateLayout(config.state_dir)
         self.journal = Journal(config.journal_size)
         self._hypervisor: LibvirtHypervisor | None = None
-        self._vms: VmRegistry | None = None
+        self._vms: VmService | None = None
         self._server: grpc.aio.Server | None = None
         self.virt_type: VirtType | None = None
 
     @property
-    def vms(self) -> VmRegistry:
+    def vms(self) -> VmService:
         if self._vms is None:
             raise RuntimeError("hostd is not started")
         return self._vms
@@ -53,7 +53,7 @@ class Hostd:
             self.config.libvirt_uri, event_queue_size=self.config.event_queue_size
         )
         settings = RunnerSettings(self.virt_type, self.layout, self.config.channel)
-        self._vms = VmRegistry(self._hypervisor, self.journal, settings)
+        self._vms = VmService(self._hypervisor, self.journal, settings)
         await self._vms.start()
         server = grpc.aio.server(interceptors=[ErrorInterceptor()])
         servicer = HostAgentServicer(self._vms, self.journal, self._hypervisor, self.virt_type)

@@ -6,24 +6,26 @@ virtplane.status.ErrorInterceptor, installed on the server.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
-from hostd.hypervisor import Hypervisor
+from hostd.hypervisor import DomainStats, Hypervisor
 from hostd.journal import Journal
 from hostd.virt_type import VirtType
-from hostd.vms import VmRegistry
+from hostd.vms import VmService
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
     def __init__(
-        self, vms: VmRegistry, journal: Journal, hypervisor: Hypervisor, virt_type: VirtType
+        self, vms: VmService, journal: Journal, hypervisor: Hypervisor, virt_type: VirtType
     ) -> None:
         self._vms = vms
         self._journal = journal
@@ -33,7 +35,9 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
     async def CreateVm(
         self, request: pb.HostAgentServiceCreateVmRequest, context: Context
     ) -> pb.HostAgentServiceCreateVmResponse:
-        vm = await self._vms.create(request.config)
+        vm = await self._vms.create(
+            request.config, request_id=request.request_id, start_paused=request.start_paused
+        )
         return pb.HostAgentServiceCreateVmResponse(vm=vm)
 
     async def DestroyVm(
@@ -41,6 +45,44 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
     ) -> pb.HostAgentServiceDestroyVmResponse:
         await self._vms.destroy(request.vm_id)
         return pb.HostAgentServiceDestroyVmResponse()
+
+    async def ShutdownVm(
+        self, request: pb.HostAgentServiceShutdownVmRequest, context: Context
+    ) -> pb.HostAgentServiceShutdownVmResponse:
+        vm = await self._vms.shutdown(request.vm_id, request.timeout_seconds)
+        return pb.HostAgentServiceShutdownVmResponse(vm=vm)
+
+    async def RebootVm(
+        self, request: pb.HostAgentServiceRebootVmRequest, context: Context
+    ) -> pb.HostAgentServiceRebootVmResponse:
+        vm = await self._vms.reboot(request.vm_id, request.timeout_seconds)
+        return pb.HostAgentServiceRebootVmResponse(vm=vm)
+
+    async def ResetVm(
+        self, request: pb.HostAgentServiceResetVmRequest, context: Context
+    ) -> pb.HostAgentServiceResetVmResponse:
+        return pb.HostAgentServiceResetVmResponse(vm=await self._vms.reset(request.vm_id))
+
+    async def PauseVm(
+        self, request: pb.HostAgentServicePauseVmRequest, context: Context
+    ) -> pb.HostAgentServicePauseVmResponse:
+        return pb.HostAgentServicePauseVmResponse(vm=await self._vms.pause(request.vm_id))
+
+    async def ResumeVm(
+        self, request: pb.HostAgentServiceResumeVmRequest, context: Context
+    ) -> pb.HostAgentServiceResumeVmResponse:
+        return pb.HostAgentServiceResumeVmResponse(vm=await self._vms.resume(request.vm_id))
+
+    async def HibernateVm(
+        self, request: pb.HostAgentServiceHibernateVmRequest, context: Context
+    ) -> pb.HostAgentServiceHibernateVmResponse:
+        return pb.HostAgentServiceHibernateVmResponse(vm=await self._vms.hibernate(request.vm_id))
+
+    async def GetVmStats(
+        self, request: pb.HostAgentServiceGetVmStatsRequest, context: Context
+    ) -> pb.HostAgentServiceGetVmStatsResponse:
+        vm, stats = await self._vms.stats(request.vm_id)
+        return pb.HostAgentServiceGetVmStatsResponse(stats=_vm_stats(vm, stats))
 
     async def ListVms(
         self, request: pb.HostAgentServiceListVmsRequest, context: Context
@@ -54,17 +96,87 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
     async def GetHostCapabilities(
         self, request: pb.GetHostCapabilitiesRequest, context: Context
     ) -> pb.GetHostCapabilitiesResponse:
-        capacity = await self._hypervisor.capacity()
+        info = await self._hypervisor.host_info()
         return pb.GetHostCapabilitiesResponse(
-            hostname=capacity.hostname,
-            cpus=capacity.cpus,
-            memory_total_mib=capacity.memory_total_mib,
-            memory_free_mib=capacity.memory_free_mib,
+            hostname=info.hostname,
+            cpus=info.cpus,
+            memory_total_mib=info.memory_total_mib,
+            memory_free_mib=info.memory_free_mib,
             hypervisor_type=self._virt_type.value,
+            consoles=self._vms.consoles,
         )
+
+    async def GetHostStats(
+        self, request: pb.HostAgentServiceGetHostStatsRequest, context: Context
+    ) -> pb.HostAgentServiceGetHostStatsResponse:
+        info = await self._hypervisor.host_info()
+        running, suspended = self._vms.counts()
+        return pb.HostAgentServiceGetHostStatsResponse(
+            hostname=info.hostname,
+            cpus=info.cpus,
+            memory_total_mib=info.memory_total_mib,
+            memory_free_mib=info.memory_free_mib,
+            vms_running=running,
+            vms_suspended=suspended,
+            domains_active=info.domains_active,
+            hypervisor_type=self._virt_type.value,
+            time=_now(),
+        )
+
+    async def GetRecoveryReport(
+        self, request: pb.HostAgentServiceGetRecoveryReportRequest, context: Context
+    ) -> pb.HostAgentServiceGetRecoveryReportResponse:
+        return pb.HostAgentServiceGetRecoveryReportResponse(report=self._vms.recovery_report)
 
     async def WatchEvents(
         self, request: pb.WatchEventsRequest, context: Context
     ) -> AsyncIterator[pb.WatchEventsResponse]:
         async for event in self._journal.follow(request.after_sequence):
             yield pb.WatchEventsResponse(event=event)
+
+
+def _now() -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(time.time_ns())
+    return stamp
+
+
+def _vm_stats(vm: pb.HostVm, stats: DomainStats) -> pb.VmStats:
+    return pb.VmStats(
+        vm_id=vm.vm_id,
+        state=vm.state,
+        domain_state=stats.state_name,
+        domain_state_reason=stats.state_reason,
+        cpu_time_ns=stats.cpu_time_ns,
+        cpu_user_ns=stats.cpu_user_ns,
+        cpu_system_ns=stats.cpu_system_ns,
+        vcpus=stats.vcpus,
+        memory_current_kib=stats.memory_current_kib,
+        memory_maximum_kib=stats.memory_maximum_kib,
+        memory_rss_kib=stats.memory_rss_kib,
+        disks=[
+            pb.DiskStats(
+                name=d.name,
+                read_requests=d.read_requests,
+                read_bytes=d.read_bytes,
+                write_requests=d.write_requests,
+                write_bytes=d.write_bytes,
+            )
+            for d in stats.disks
+        ],
+        nics=[
+            pb.NicStats(
+                name=n.name,
+                rx_bytes=n.rx_bytes,
+                rx_packets=n.rx_packets,
+                rx_errors=n.rx_errors,
+                rx_drops=n.rx_drops,
+                tx_bytes=n.tx_bytes,
+                tx_packets=n.tx_packets,
+                tx_errors=n.tx_errors,
+                tx_drops=n.tx_drops,
+            )
+            for n in stats.nics
+        ],
+        time=_now(),
+    )

@@ -1,9 +1,14 @@
-"""Checks a VmConfig before hostd accepts it; each failure names the field at fault."""
+"""Checks a VmConfig before hostd accepts it; each failure names the field at fault.
+
+Runs before defaults are filled in (hostd.defaults): an optional field may be
+unset, and is checked only when it is set.
+"""
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from virtplane.errors import InvalidArgument
@@ -20,11 +25,12 @@ MAX_NICS = 16
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _NETWORK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+_NIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 
 
 def validate_config(config: pb.VmConfig) -> None:
     """Raises InvalidArgument for the first field of config that is missing or wrong."""
-    _vm_id(config.vm_id)
+    validate_vm_id(config.vm_id)
     if not _NAME.fullmatch(config.name):
         raise InvalidArgument(
             "config.name",
@@ -32,7 +38,7 @@ def validate_config(config: pb.VmConfig) -> None:
             f"starting with a letter or digit (got {config.name!r})",
         )
     spec = config.spec
-    if not 1 <= spec.vcpus <= MAX_VCPUS:
+    if spec.vcpus > MAX_VCPUS:  # 0: the default
         raise InvalidArgument("config.spec.vcpus", f"must be 1..{MAX_VCPUS} (got {spec.vcpus})")
     if not MIN_MEMORY_MIB <= spec.memory_mib <= MAX_MEMORY_MIB:
         raise InvalidArgument(
@@ -44,9 +50,13 @@ def validate_config(config: pb.VmConfig) -> None:
         raise InvalidArgument("config.spec.nics", f"at most {MAX_NICS} NICs (got {len(spec.nics)})")
     for index, nic in enumerate(spec.nics):
         _nic(f"config.spec.nics[{index}]", nic)
+    persistence = pb.VmConfig.Persistence
+    _enum("config.persistence", config.persistence, persistence.items())
+    _enum("config.console.kind", config.console.kind, pb.Console.Kind.items())
 
 
-def _vm_id(vm_id: str) -> None:
+def validate_vm_id(vm_id: str) -> None:
+    """A VM id must be a UUID in canonical form: it names files and domains."""
     if not vm_id:
         raise InvalidArgument("config.vm_id", "is required")
     try:
@@ -57,6 +67,13 @@ def _vm_id(vm_id: str) -> None:
         raise InvalidArgument(
             "config.vm_id", f"must be a UUID in lowercase canonical form (got {vm_id!r})"
         )
+
+
+def _enum(field: str, value: int, known: Sequence[tuple[str, int]]) -> None:
+    """Refuses a value the enum does not define (a client built on a newer API)."""
+    if value not in {number for _name, number in known}:
+        names = ", ".join(name for name, number in known if number)
+        raise InvalidArgument(field, f"unknown value {value}; known: {names}")
 
 
 def _boot(boot: vm_pb2.BootSource) -> None:
@@ -82,6 +99,10 @@ def _host_file(field: str, path: str, *, required: bool) -> None:
 
 
 def _nic(field: str, nic: vm_pb2.Nic) -> None:
+    if nic.name and not _NIC_NAME.fullmatch(nic.name):
+        raise InvalidArgument(
+            f"{field}.name", f"must be 1-32 letters, digits, '.', '_' or '-' (got {nic.name!r})"
+        )
     if nic.kind == vm_pb2.Nic.KIND_NETWORK:
         if not _NETWORK.fullmatch(nic.network):
             raise InvalidArgument(

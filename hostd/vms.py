@@ -1,332 +1,146 @@
-"""The VMs on this host: the create path, the runner, libvirt's events applied, destroy.
+"""The VMs of this host as one service: the create path, then the verbs, delegated.
 
-A VM is registered (WAIT_FOR_LAUNCH) before its domain exists, driven by
-libvirt's lifecycle events from then on, and forgotten as soon as its DOWN
-state is journaled. Every real state change becomes one journal event.
+The create path, in this order (../shared/ARCHITECTURE.md, step 5):
 
-Ordering rules worth knowing:
-- libvirt may deliver STARTED/RESUMED before createXML returns: they apply in
-  WAIT_FOR_LAUNCH like any other time.
-- In WAIT_FOR_LAUNCH only STARTED/RESUMED apply. A stop event then can only be
-  a late one from an earlier domain with the same UUID (destroyed, and the VM
-  created again); a start that fails is reported by createXML itself.
-- Destroying kills QEMU, which reports a host-initiated SHUTDOWN first: while
-  hostd destroys a VM, SHUTDOWN does not make it POWERING_DOWN.
+1. existing VM: the same id and request_id returns the VM as it is (also one
+   that ended recently); another request_id is ALREADY_EXISTS. A SUSPENDED
+   VM does not count: creating it restores it.
+2. hibernated: a complete saved state of this VM makes the create a restore,
+   with the configuration saved beside it;
+3. validation: each missing or wrong field named (INVALID_ARGUMENT);
+4. defaults filled in (hostd.defaults; the table is in hostd/README.md);
+5. the console must be one this host offers (FAILED_PRECONDITION otherwise);
+6. hand-off to the runner; the VM is returned WAIT_FOR_LAUNCH (or
+   RESTORING_STATE) at once and its progress follows as events.
+
+On start, recovery adopts what a previous hostd left (hostd.recovery), then
+the event pump follows libvirt.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
-from typing import Any
 
-from google.protobuf.message import DecodeError
-from virtplane.errors import VirtplaneError
+from virtplane.errors import FailedPrecondition
 from virtplane.v1 import host_agent_service_pb2 as pb
-from virtplane.v1 import vm_pb2
 
-from hostd import domxml
-from hostd.builder import build_domain
-from hostd.config import ChannelLimits
-from hostd.errors import DomainNotFound, DomainStateConflict, VmAlreadyExists, VmNotFound
-from hostd.guest_channel import GuestChannel
-from hostd.hypervisor import (
-    DomainState,
-    EventsLost,
-    Hypervisor,
-    LifecycleEvent,
-    LifecycleKind,
-    OwnedDomain,
-    StopReason,
-)
+from hostd import consoles
+from hostd.defaults import reboot_timeout, shutdown_timeout, with_defaults
+from hostd.errors import VmAlreadyExists
+from hostd.events import EventPump
+from hostd.hibernation import Hibernator, SavedStates
+from hostd.hypervisor import DomainStats, Hypervisor
 from hostd.journal import Journal
-from hostd.layout import StateLayout
-from hostd.validation import validate_config
-from hostd.virt_type import VirtType
+from hostd.power import PowerVerbs
+from hostd.recovery import Recovery
+from hostd.registry import DOMAIN_STATES, RunnerSettings, Vm, VmRegistry, state_name
+from hostd.runner import Runner
+from hostd.state_machine import Verb, require
+from hostd.validation import validate_config, validate_vm_id
 
 log = logging.getLogger(__name__)
 
-State = pb.HostVm.State
-ExitReason = pb.HostVm.ExitReason
+S = pb.HostVm
 
-_STATE_OF_EVENT: dict[LifecycleKind, State.ValueType] = {
-    LifecycleKind.STARTED: pb.HostVm.STATE_RUNNING,
-    LifecycleKind.RESUMED: pb.HostVm.STATE_RUNNING,
-    LifecycleKind.SUSPENDED: pb.HostVm.STATE_PAUSED,
-    LifecycleKind.SHUTDOWN: pb.HostVm.STATE_POWERING_DOWN,
-    LifecycleKind.STOPPED: pb.HostVm.STATE_DOWN,
-    LifecycleKind.CRASHED: pb.HostVm.STATE_DOWN,
-}
-_EXITS: dict[StopReason, tuple[ExitReason.ValueType, str]] = {
-    StopReason.SHUTDOWN: (pb.HostVm.EXIT_REASON_SHUTDOWN, "the guest powered off"),
-    StopReason.DESTROYED: (pb.HostVm.EXIT_REASON_DESTROYED, "destroyed"),
-    StopReason.CRASHED: (pb.HostVm.EXIT_REASON_CRASHED, "the guest crashed"),
-    StopReason.MIGRATED: (pb.HostVm.EXIT_REASON_MIGRATED, "migrated to another host"),
-    StopReason.SAVED: (pb.HostVm.EXIT_REASON_SAVED, "saved to a file"),
-    StopReason.FAILED: (pb.HostVm.EXIT_REASON_CRASHED, "the emulator failed"),
-    StopReason.OTHER: (pb.HostVm.EXIT_REASON_UNSPECIFIED, "the domain stopped"),
-}
-_STATE_OF_DOMAIN: dict[DomainState, State.ValueType] = {
-    DomainState.RUNNING: pb.HostVm.STATE_RUNNING,
-    DomainState.OTHER: pb.HostVm.STATE_RUNNING,
-    DomainState.PAUSED: pb.HostVm.STATE_PAUSED,
-    DomainState.SHUTTING_DOWN: pb.HostVm.STATE_POWERING_DOWN,
-}
-_CHANNEL_STATES = frozenset(
-    {pb.HostVm.STATE_RUNNING, pb.HostVm.STATE_PAUSED, pb.HostVm.STATE_POWERING_DOWN}
-)
+__all__ = ["RunnerSettings", "VmService"]
 
 
-@dataclass(frozen=True)
-class RunnerSettings:
-    """What the runner needs to build and reach domains."""
-
-    virt_type: VirtType
-    layout: StateLayout
-    channel_limits: ChannelLimits = field(default_factory=ChannelLimits)
-
-
-@dataclass(eq=False)
-class _Vm:
-    config: pb.VmConfig
-    state: State.ValueType = pb.HostVm.STATE_UNSPECIFIED
-    exit_reason: ExitReason.ValueType = pb.HostVm.EXIT_REASON_UNSPECIFIED
-    message: str = ""
-    launched: bool = False
-    """The domain was created (createXML returned) or found running."""
-    destroying: bool = False
-    """hostd is destroying the domain: QEMU's shutdown on the kill is no POWERING_DOWN."""
-    start_task: asyncio.Task[None] | None = None
-    channel_task: asyncio.Task[None] | None = None
-    guest: vm_pb2.GuestInfo | None = None
-    """The guest agent's last report, merged."""
-
-    @property
-    def vm_id(self) -> str:
-        return self.config.vm_id
-
-    def as_proto(self) -> pb.HostVm:
-        return pb.HostVm(
-            vm_id=self.vm_id, state=self.state, exit_reason=self.exit_reason, message=self.message
-        )
-
-
-def _lost_exit(vm: _Vm) -> tuple[ExitReason.ValueType, str]:
-    if vm.destroying:
-        return pb.HostVm.EXIT_REASON_DESTROYED, "destroyed"
-    return pb.HostVm.EXIT_REASON_UNSPECIFIED, "the domain is gone; its stop event was lost"
-
-
-class VmRegistry:
+class VmService:
     def __init__(self, hypervisor: Hypervisor, journal: Journal, settings: RunnerSettings) -> None:
         self._hypervisor = hypervisor
-        self._journal = journal
-        self._settings = settings
-        self._vms: dict[str, _Vm] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._pump: asyncio.Task[None] | None = None
+        self._registry = registry = VmRegistry(hypervisor, journal, settings)
+        self._saved = saved = SavedStates(settings.layout)
+        self._hibernator = Hibernator(hypervisor, registry, saved)
+        self._runner = Runner(hypervisor, registry, saved)
+        self._power = PowerVerbs(hypervisor, registry, self._hibernator)
+        self._recovery = Recovery(hypervisor, registry, saved, self._hibernator)
+        self._pump = EventPump(hypervisor, registry, self._power, self._recovery.adopt)
+        self.consoles: tuple[pb.Console.Kind.ValueType, ...] = consoles.BUILDABLE
+        """The consoles this host offers; known once started."""
+        self.recovery_report = pb.RecoveryReport()
 
     async def start(self) -> None:
-        """Adopts the running domains that carry hostd's metadata, then follows events.
+        """Recovers what a previous hostd left, then follows events.
 
         Events arriving meanwhile wait in the hypervisor's queue and are applied
         after; those already reflected in the listing change nothing.
         """
-        for domain in await self._hypervisor.list_owned():
-            self._adopt(domain)
-        self._pump = asyncio.create_task(self._pump_events(), name="hostd-events")
+        info = await self._hypervisor.host_info()
+        self.consoles = consoles.supported_consoles(info.graphics)
+        self.recovery_report = await self._recovery.run()
+        self._pump.start()
 
     async def stop(self) -> None:
         """Stops following and talking to guests; the domains keep running."""
-        tasks = [*self._tasks, *([self._pump] if self._pump else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._pump = None
+        await self._registry.stop()
 
     def list(self) -> list[pb.HostVm]:
-        """Every VM with its guest's last report."""
-        out = []
-        for vm in self._vms.values():
-            proto = vm.as_proto()
-            if vm.guest is not None:
-                proto.guest.CopyFrom(vm.guest)
-            out.append(proto)
-        return out
+        return self._registry.list()
 
     def get(self, vm_id: str) -> pb.HostVm:
-        return self._lookup(vm_id).as_proto()
+        return self._registry.lookup(vm_id).as_proto()
 
-    async def create(self, config: pb.VmConfig) -> pb.HostVm:
-        """Registers the VM and starts its domain in the background; returns at once."""
-        if config.vm_id in self._vms:
-            raise VmAlreadyExists(config.vm_id)
-        validate_config(config)
-        owned = pb.VmConfig()
-        owned.CopyFrom(config)
-        vm = _Vm(config=owned)
-        self._vms[vm.vm_id] = vm
-        self._transition(vm, pb.HostVm.STATE_WAIT_FOR_LAUNCH)
-        vm.start_task = self._spawn(self._launch(vm), f"start {vm.vm_id}")
+    def counts(self) -> tuple[int, int]:
+        """(VMs whose domain runs, VMs hibernated here)."""
+        states = [vm.state for vm in self._registry.all()]
+        return (
+            sum(s in DOMAIN_STATES for s in states),
+            sum(s == S.STATE_SUSPENDED for s in states),
+        )
+
+    async def create(
+        self, config: pb.VmConfig, *, request_id: str = "", start_paused: bool = False
+    ) -> pb.HostVm:
+        """The create path; returns as soon as the VM is registered."""
+        vm_id = config.vm_id
+        validate_vm_id(vm_id)  # it names files and domains from here on
+        await self._registry.settled(vm_id)
+        existing = self._registry.get(vm_id)
+        if existing is not None and existing.state != S.STATE_SUSPENDED:
+            if request_id and existing.request_id == request_id:
+                return existing.as_proto()
+            raise VmAlreadyExists(vm_id, state_name(existing.state))
+        ended = self._registry.ended(vm_id, request_id)
+        if existing is None and ended is not None:
+            return ended
+        saved = self._saved.load(vm_id)
+        if existing is not None and saved is None:
+            raise FailedPrecondition(
+                f"VM {vm_id} is SUSPENDED but its saved state cannot be read; destroy it"
+            )
+        validate_config(saved or config)
+        filled = with_defaults(saved or config)
+        consoles.check_console(filled, self.consoles)
+        vm = existing or Vm(config=filled)
+        vm.config, vm.request_id, vm.start_paused = filled, request_id, start_paused
+        if saved is not None:
+            self._runner.restore(vm)
+        else:
+            self._runner.launch(vm)
         return vm.as_proto()
 
     async def destroy(self, vm_id: str) -> None:
-        """Powers the VM's domain off at once; the VM is DOWN and forgotten on return."""
-        vm = self._lookup(vm_id)
-        if vm.start_task is not None and not vm.start_task.done():
-            await asyncio.wait([vm.start_task])
-        if self._vms.get(vm_id) is not vm:
-            return  # went down meanwhile
-        vm.destroying = True
-        try:
-            await self._hypervisor.destroy(vm_id)
-        except (DomainNotFound, DomainStateConflict) as exc:
-            log.info("VM %s: no running domain to destroy (%s)", vm_id, exc)
-        except VirtplaneError:
-            vm.destroying = False
-            raise
-        if self._vms.get(vm_id) is vm:
-            self._transition(vm, pb.HostVm.STATE_DOWN, pb.HostVm.EXIT_REASON_DESTROYED, "destroyed")
+        await self._power.destroy(vm_id)
 
-    def _lookup(self, vm_id: str) -> _Vm:
-        vm = self._vms.get(vm_id)
-        if vm is None:
-            raise VmNotFound(vm_id)
-        return vm
+    async def shutdown(self, vm_id: str, timeout_seconds: int = 0) -> pb.HostVm:
+        return await self._power.shutdown(vm_id, shutdown_timeout(timeout_seconds))
 
-    async def _launch(self, vm: _Vm) -> None:
-        settings = self._settings
-        try:
-            xml = domxml.to_xml(build_domain(vm.config, settings.virt_type, settings.layout))
-            await self._hypervisor.start_transient(xml)
-        except VirtplaneError as exc:
-            log.warning("VM %s failed to start: %s", vm.vm_id, exc)
-            self._down_if_current(vm, pb.HostVm.EXIT_REASON_START_FAILED, str(exc))
-            return
-        except Exception as exc:  # a bug: the VM must still end DOWN
-            log.exception("VM %s failed to start", vm.vm_id)
-            self._down_if_current(vm, pb.HostVm.EXIT_REASON_START_FAILED, f"internal error: {exc}")
-            return
-        vm.launched = True
-        log.info("VM %s: domain created", vm.vm_id)
+    async def reboot(self, vm_id: str, timeout_seconds: int = 0) -> pb.HostVm:
+        return await self._power.reboot(vm_id, reboot_timeout(timeout_seconds))
 
-    def _down_if_current(self, vm: _Vm, reason: ExitReason.ValueType, message: str) -> None:
-        if self._vms.get(vm.vm_id) is vm:
-            self._transition(vm, pb.HostVm.STATE_DOWN, reason, message)
+    async def reset(self, vm_id: str) -> pb.HostVm:
+        return await self._power.reset(vm_id)
 
-    async def _pump_events(self) -> None:
-        async for event in self._hypervisor.events():
-            try:
-                if isinstance(event, EventsLost):
-                    await self._resync()
-                else:
-                    self._apply(event)
-            except Exception:  # the pump outlives any one event
-                log.exception("applying hypervisor event %s failed", event)
+    async def pause(self, vm_id: str) -> pb.HostVm:
+        return await self._power.pause(vm_id)
 
-    def _apply(self, event: LifecycleEvent) -> None:
-        vm = self._vms.get(event.uuid)
-        state = _STATE_OF_EVENT.get(event.kind)
-        if vm is None or state is None:
-            return
-        if vm.state == pb.HostVm.STATE_WAIT_FOR_LAUNCH and state != pb.HostVm.STATE_RUNNING:
-            log.debug("VM %s: ignoring %s before its start", vm.vm_id, event.kind.name)
-            return
-        if vm.destroying and state == pb.HostVm.STATE_POWERING_DOWN:
-            return
-        if state == pb.HostVm.STATE_DOWN:
-            reason, message = _EXITS[event.reason or StopReason.OTHER]
-            self._transition(vm, state, reason, message)
-        else:
-            self._transition(vm, state)
+    async def resume(self, vm_id: str) -> pb.HostVm:
+        return await self._power.resume(vm_id)
 
-    async def _resync(self) -> None:
-        """Brings every VM in line with libvirt after events were lost."""
-        domains = {d.uuid: d for d in await self._hypervisor.list_owned()}
-        for vm in list(self._vms.values()):
-            if not vm.launched:
-                continue  # its start has not returned; createXML will tell
-            domain = domains.get(vm.vm_id)
-            if domain is None:
-                self._transition(vm, pb.HostVm.STATE_DOWN, *_lost_exit(vm))
-            else:
-                self._transition(vm, _STATE_OF_DOMAIN.get(domain.state, pb.HostVm.STATE_RUNNING))
-        for domain in domains.values():
-            self._adopt(domain)
+    async def hibernate(self, vm_id: str) -> pb.HostVm:
+        return await self._hibernator.hibernate(vm_id)
 
-    def _adopt(self, domain: OwnedDomain) -> None:
-        """Registers a running domain of this hostd's that no VM stands for (recovery).
-
-        Domains another hostd created (another state directory) are left alone.
-        """
-        vm_id = domain.metadata.vm_id
-        state = _STATE_OF_DOMAIN.get(domain.state)
-        if vm_id in self._vms or state is None:
-            return
-        if vm_id != domain.uuid:
-            log.warning("domain %s carries the id of VM %s; leaving it alone", domain.uuid, vm_id)
-            return
-        if domain.metadata.state_dir != str(self._settings.layout.root):
-            log.debug(
-                "domain %s belongs to the hostd of %s", domain.name, domain.metadata.state_dir
-            )
-            return
-        config = pb.VmConfig()
-        try:
-            config.ParseFromString(domain.metadata.config)
-        except DecodeError:
-            log.warning("domain %s: unreadable configuration in its metadata", domain.uuid)
-        config.vm_id = vm_id
-        vm = _Vm(config=config, launched=True)
-        self._vms[vm_id] = vm
-        log.info("VM %s: adopted running domain %s", vm_id, domain.name)
-        self._transition(vm, state, message="recovered")
-
-    def _transition(
-        self,
-        vm: _Vm,
-        state: State.ValueType,
-        reason: ExitReason.ValueType = pb.HostVm.EXIT_REASON_UNSPECIFIED,
-        message: str = "",
-    ) -> None:
-        if vm.state == state:
-            return
-        vm.state, vm.exit_reason, vm.message = state, reason, message
-        self._journal.append_vm_state(vm.as_proto())
-        if state == pb.HostVm.STATE_DOWN:
-            self._forget(vm)
-        elif state in _CHANNEL_STATES and vm.channel_task is None:
-            self._open_channel(vm)
-
-    def _forget(self, vm: _Vm) -> None:
-        del self._vms[vm.vm_id]
-        if vm.channel_task is not None:
-            vm.channel_task.cancel()
-
-    def _open_channel(self, vm: _Vm) -> None:
-        channel = GuestChannel(
-            vm.vm_id,
-            self._settings.layout.channel_socket(vm.vm_id),
-            self._settings.channel_limits,
-            self._on_guest_report,
-        )
-        vm.channel_task = self._spawn(channel.run(), f"guest channel {vm.vm_id}")
-
-    def _on_guest_report(self, vm_id: str, guest: vm_pb2.GuestInfo) -> None:
-        vm = self._vms.get(vm_id)
-        if vm is not None:
-            vm.guest = guest
-            self._journal.append_guest_report(vm_id, guest)
-
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(work, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+    async def stats(self, vm_id: str) -> tuple[pb.HostVm, DomainStats]:
+        vm = self._registry.lookup(vm_id)
+        require(Verb.STATS, vm_id, vm.state)
+        return vm.as_proto(), await self._hypervisor.domain_stats(vm_id)

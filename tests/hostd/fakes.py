@@ -1,47 +1,72 @@
-"""An in-memory Hypervisor: the seam hostd's VM runner is tested at without libvirt.
+"""An in-memory Hypervisor: the seam hostd's VM service is tested at without libvirt.
 
-It behaves like libvirt's test driver, plus knobs to reproduce what real
-hosts do: events delivered before createXML returns, extra events, failures.
+It behaves as libvirt does with QEMU (as measured, ../shared/GUEST.md and
+hostd's tests on qemu:///system), plus knobs to reproduce what real hosts
+do: events delivered before a call returns, guests that ignore ACPI, saves
+that hang or fail, and a host whose hypervisor offers no display.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from hostd import domxml
-from hostd.errors import DomainNotFound, DomainStateConflict, HypervisorError
+from hostd.errors import DomainAlreadyExists, DomainNotFound, DomainStateConflict, HypervisorError
 from hostd.hypervisor import (
+    DomainAction,
+    DomainInfo,
     DomainState,
-    HostCapacity,
+    DomainStats,
+    HostInfo,
     HypervisorEvent,
     LifecycleEvent,
     LifecycleKind,
-    OwnedDomain,
     StopReason,
 )
 
+COMPLETE = b"FAKE-SAVE-COMPLETE\n"
+PARTIAL = b"FAKE-SAVE-PARTIAL\n"
+K = LifecycleKind
+
 
 @dataclass
-class _Domain:
+class FakeDomain:
     uuid: str
     name: str
-    state: DomainState
-    metadata: domxml.HostdMetadata | None
+    xml: str
+    state: DomainState = DomainState.RUNNING
+    active: bool = True
+    persistent: bool = False
+    saving: bool = False
+    cpu_time_ns: int = 0
+
+    @property
+    def metadata(self) -> domxml.HostdMetadata | None:
+        return domxml.metadata_in_domain(self.xml)
 
 
 @dataclass
 class FakeHypervisor:
-    boot_events: tuple[LifecycleKind, ...] = (LifecycleKind.RESUMED, LifecycleKind.STARTED)
-    """What a start emits; qemu sends RESUMED and STARTED, before createXML returns."""
+    boot_events: tuple[LifecycleKind, ...] = (K.RESUMED, K.STARTED)
+    """What a start emits; QEMU sends RESUMED and STARTED before createXML returns."""
     start_error: str | None = None
-    domains: dict[str, _Domain] = field(default_factory=dict)
+    start_gate: asyncio.Event | None = None
+    """When set, start waits for it after emitting the boot events."""
+    ignores_acpi: bool = False
+    """The guest does nothing on the power button: shutdown and reboot have no effect."""
+    reboot_resets: int = 3
+    """Resets one reboot emits: the firmware resets again after the guest."""
+    save_gate: asyncio.Event | None = None
+    """When set, a save waits for it, paused, its file still partial."""
+    save_error: str | None = None
+    graphics: frozenset[str] = frozenset({"vnc"})
+    domains: dict[str, FakeDomain] = field(default_factory=dict)
     started_xml: list[str] = field(default_factory=list)
     _queue: asyncio.Queue[HypervisorEvent] = field(default_factory=asyncio.Queue)
-    start_gate: asyncio.Event | None = None
-    """When set, start_transient waits for it after emitting the boot events."""
 
     @property
     def pending_events(self) -> int:
@@ -50,44 +75,159 @@ class FakeHypervisor:
     def emit(self, event: HypervisorEvent) -> None:
         self._queue.put_nowait(event)
 
-    async def start_transient(self, xml: str) -> str:
+    def _emit(self, uuid: str, *kinds: LifecycleKind, reason: StopReason | None = None) -> None:
+        for kind in kinds:
+            self.emit(LifecycleEvent(uuid, kind, reason))
+
+    def _active(self, uuid: str) -> FakeDomain:
+        domain = self.domains.get(uuid)
+        if domain is None:
+            raise DomainNotFound(uuid)
+        if not domain.active:
+            raise DomainStateConflict("domain is not running")
+        return domain
+
+    # -- running and stopping
+
+    async def start(self, xml: str, *, persistent: bool, paused: bool) -> str:
         if self.start_error is not None:
             raise HypervisorError(self.start_error)
         root = ET.fromstring(xml)
         uuid, name = root.findtext("uuid", ""), root.findtext("name", "")
-        if uuid in self.domains or any(d.name == name for d in self.domains.values()):
+        if uuid in self.domains:
+            raise (DomainAlreadyExists if persistent else DomainStateConflict)(
+                f"domain {name!r} already exists"
+            )
+        if any(d.name == name for d in self.domains.values()):
             raise DomainStateConflict(f"domain {name!r} already exists")
-        holder = root.find("metadata")
-        metadata = None
-        if holder is not None and len(holder):
-            metadata = domxml.parse_metadata(ET.tostring(holder[0], encoding="unicode"))
-        self.domains[uuid] = _Domain(uuid, name, DomainState.RUNNING, metadata)
+        state = DomainState.PAUSED if paused else DomainState.RUNNING
+        self.domains[uuid] = FakeDomain(uuid, name, xml, state, persistent=persistent)
         self.started_xml.append(xml)
-        for kind in self.boot_events:
-            self.emit(LifecycleEvent(uuid, kind))
+        self._emit(uuid, *((K.STARTED, K.SUSPENDED) if paused else self.boot_events))
         if self.start_gate is not None:
             await self.start_gate.wait()
         return uuid
 
     def stop(self, uuid: str, reason: StopReason) -> None:
         """The domain stops by itself (or through another client)."""
-        del self.domains[uuid]
-        self.emit(LifecycleEvent(uuid, LifecycleKind.STOPPED, reason))
+        domain = self.domains[uuid]
+        if domain.persistent:
+            domain.active, domain.state = False, DomainState.SHUT_OFF
+        else:
+            del self.domains[uuid]
+        self._emit(uuid, K.STOPPED, reason=reason)
 
-    async def destroy(self, uuid: str) -> None:
-        if uuid not in self.domains:
+    async def act(self, uuid: str, action: DomainAction) -> None:
+        if action is DomainAction.UNDEFINE:
+            self._undefine(uuid)
+            return
+        domain = self._active(uuid)
+        if action is DomainAction.DESTROY:
+            self.stop(uuid, StopReason.DESTROYED)
+        elif action is DomainAction.PAUSE:
+            domain.state = DomainState.PAUSED
+            self._emit(uuid, K.SUSPENDED)
+        elif action is DomainAction.RESUME:
+            if domain.state is not DomainState.PAUSED:
+                raise DomainStateConflict("domain is not paused")
+            domain.state = DomainState.RUNNING
+            self._emit(uuid, K.RESUMED)
+        elif action is DomainAction.RESET:
+            self._emit(uuid, K.REBOOTED)
+        elif not self.ignores_acpi and domain.state is DomainState.RUNNING:
+            if action is DomainAction.SHUTDOWN:
+                self._emit(uuid, K.SHUTDOWN)
+                self.stop(uuid, StopReason.SHUTDOWN)
+            else:  # REBOOT
+                self._emit(uuid, *[K.REBOOTED] * self.reboot_resets)
+
+    def _undefine(self, uuid: str) -> None:
+        domain = self.domains.get(uuid)
+        if domain is None:
             raise DomainNotFound(uuid)
-        self.stop(uuid, StopReason.DESTROYED)
+        if not domain.persistent:
+            raise DomainStateConflict("cannot undefine transient domain")
+        if domain.active:
+            domain.persistent = False
+        else:
+            del self.domains[uuid]
 
-    async def list_owned(self) -> list[OwnedDomain]:
+    async def save(self, uuid: str, path: str) -> None:
+        domain = self._active(uuid)
+        was = domain.state
+        domain.state, domain.saving = DomainState.PAUSED, True
+        _write(path, PARTIAL + domain.xml.encode())
+        self._emit(uuid, K.SUSPENDED)
+        if self.save_gate is not None:
+            await self.save_gate.wait()
+        domain.saving = False
+        if self.save_error is not None or self.domains.get(uuid) is not domain:
+            os.unlink(path)
+            if self.domains.get(uuid) is domain:
+                domain.state = was
+                if was is DomainState.RUNNING:
+                    self._emit(uuid, K.RESUMED)
+            raise HypervisorError(self.save_error or "domain is not running")
+        _write(path, COMPLETE + domain.xml.encode())
+        self.stop(uuid, StopReason.SAVED)
+
+    async def restore(self, path: str, *, paused: bool, persistent: bool) -> str:
+        xml = _complete_image(path)
+        if xml is None:
+            raise HypervisorError(f"{path}: save image is incomplete")
+        uuid = ET.fromstring(xml).findtext("uuid", "")
+        existing = self.domains.get(uuid)
+        if existing is not None and existing.active:
+            raise DomainStateConflict(f"domain {uuid} is already active")
+        name = ET.fromstring(xml).findtext("name", "")
+        state = DomainState.PAUSED if paused else DomainState.RUNNING
+        self.domains[uuid] = FakeDomain(uuid, name, xml, state, persistent=persistent)
+        self._emit(uuid, K.STARTED, K.SUSPENDED if paused else K.RESUMED)
+        return uuid
+
+    async def read_saved(self, path: str) -> domxml.HostdMetadata | None:
+        xml = _complete_image(path)
+        return None if xml is None else domxml.metadata_in_domain(xml)
+
+    # -- looking
+
+    async def domain_stats(self, uuid: str) -> DomainStats:
+        domain = self._active(uuid)
+        domain.cpu_time_ns += 1_000_000
+        paused = domain.state is DomainState.PAUSED
+        return DomainStats(
+            state=domain.state,
+            state_name="paused" if paused else "running",
+            state_reason="user" if paused else "booted",
+            cpu_time_ns=domain.cpu_time_ns,
+            vcpus=1,
+            memory_current_kib=65536,
+            memory_maximum_kib=65536,
+        )
+
+    async def list_domains(self) -> list[DomainInfo]:
         return [
-            OwnedDomain(d.uuid, d.name, d.state, d.metadata)
+            DomainInfo(
+                uuid=d.uuid,
+                name=d.name,
+                state=d.state,
+                active=d.active,
+                persistent=d.persistent,
+                metadata=d.metadata,
+                saving=d.saving,
+            )
             for d in self.domains.values()
-            if d.metadata is not None
         ]
 
-    async def capacity(self) -> HostCapacity:
-        return HostCapacity(hostname="fake", cpus=4, memory_total_mib=8192, memory_free_mib=4096)
+    async def host_info(self) -> HostInfo:
+        return HostInfo(
+            hostname="fake",
+            cpus=4,
+            memory_total_mib=8192,
+            memory_free_mib=4096,
+            domains_active=sum(d.active for d in self.domains.values()),
+            graphics=self.graphics,
+        )
 
     async def events(self) -> AsyncIterator[HypervisorEvent]:
         while True:
@@ -95,3 +235,17 @@ class FakeHypervisor:
 
     async def close(self) -> None:
         return None
+
+
+def _write(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
+def _complete_image(path: str) -> str | None:
+    try:
+        data = open(path, "rb").read()  # noqa: SIM115 (tests only)
+    except OSError:
+        return None
+    return data.removeprefix(COMPLETE).decode() if data.startswith(COMPLETE) else None

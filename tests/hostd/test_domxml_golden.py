@@ -16,6 +16,7 @@ from virtplane.v1 import vm_pb2
 
 from hostd import domxml
 from hostd.builder import build_domain
+from hostd.defaults import mac_address, with_defaults
 from hostd.layout import StateLayout
 from hostd.virt_type import VirtType
 
@@ -25,6 +26,10 @@ VM_ID = "6f1c9a52-3d0e-4b7a-9a51-0c2d8e4f7b13"
 
 
 def minimal() -> pb.VmConfig:
+    return with_defaults(_minimal())
+
+
+def _minimal() -> pb.VmConfig:
     return pb.VmConfig(
         vm_id=VM_ID,
         name="minimal",
@@ -41,7 +46,7 @@ def minimal() -> pb.VmConfig:
 
 
 def two_nics() -> pb.VmConfig:
-    config = minimal()
+    config = _minimal()
     config.name = "two-nics"
     config.spec.vcpus = 2
     config.spec.memory_mib = 512
@@ -56,20 +61,37 @@ def two_nics() -> pb.VmConfig:
             ),
         ]
     )
-    return config
+    return with_defaults(config)
+
+
+def vnc_persistent() -> pb.VmConfig:
+    config = _minimal()
+    config.name = "vnc"
+    config.console.kind = pb.Console.KIND_VNC
+    config.persistence = pb.VmConfig.PERSISTENCE_PERSISTENT
+    return with_defaults(config)
+
+
+def no_console() -> pb.VmConfig:
+    config = _minimal()
+    config.name = "no-console"
+    config.console.kind = pb.Console.KIND_NONE
+    return with_defaults(config)
 
 
 CASES = {
-    "minimal_qemu": (minimal, VirtType.QEMU),
-    "two_nics_qemu": (two_nics, VirtType.QEMU),
-    "minimal_kvm": (minimal, VirtType.KVM),
+    "minimal_qemu": (minimal, VirtType.QEMU, ""),
+    "two_nics_qemu": (two_nics, VirtType.QEMU, ""),
+    "minimal_kvm": (minimal, VirtType.KVM, ""),
+    "vnc_persistent_qemu": (vnc_persistent, VirtType.QEMU, "req-1"),
+    "no_console_qemu": (no_console, VirtType.QEMU, ""),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_domain_xml_matches_golden(case: str) -> None:
-    make, virt_type = CASES[case]
-    xml = domxml.to_xml(build_domain(make(), virt_type, LAYOUT))
+    make, virt_type, request_id = CASES[case]
+    xml = domxml.to_xml(build_domain(make(), virt_type, LAYOUT, request_id=request_id))
     golden = GOLDEN / f"{case}.xml"
     if os.environ.get("VIRTPLANE_REGEN_GOLDEN") == "1":
         golden.write_text(xml)
@@ -78,11 +100,25 @@ def test_domain_xml_matches_golden(case: str) -> None:
 
 
 def test_metadata_round_trips() -> None:
-    domain = build_domain(two_nics(), VirtType.QEMU, LAYOUT)
+    domain = build_domain(two_nics(), VirtType.QEMU, LAYOUT, request_id="req-7")
     assert domain.metadata is not None
     parsed = domxml.parse_metadata(domxml.metadata_element(domain.metadata))
     assert parsed == domain.metadata
+    assert parsed.request_id == "req-7"
     assert pb.VmConfig.FromString(parsed.config) == two_nics()
+    assert domxml.metadata_in_domain(domxml.to_xml(domain)) == domain.metadata
+
+
+def test_a_domain_without_hostds_metadata() -> None:
+    assert domxml.metadata_in_domain("<domain><name>x</name></domain>") is None
+    other = "<domain><metadata><x:vm xmlns:x='urn:other'><x:id>1</x:id></x:vm></metadata></domain>"
+    assert domxml.metadata_in_domain(other) is None
+    assert domxml.metadata_in_domain("<domain") is None
+
+
+def test_a_config_without_defaults_is_not_built() -> None:
+    with pytest.raises(ValueError, match="console"):
+        build_domain(_minimal(), VirtType.QEMU, LAYOUT)
 
 
 def test_metadata_as_libvirt_returns_it() -> None:
@@ -109,9 +145,14 @@ def test_builder_decisions() -> None:
     assert channel.target_name == "org.virtplane.guestd.0"
     assert domain.devices.serials[0].path == f"/var/lib/virtplane/hostd/consoles/{VM_ID}.log"
     assert domain.devices.interfaces == (
-        domxml.UserInterface(),
+        domxml.UserInterface(mac=mac_address(VM_ID, 0)),
         domxml.NetworkInterface(network="default", mac="52:54:00:ab:cd:ef"),
     )
+    assert domain.devices.graphics == ()
+    vnc = build_domain(vnc_persistent(), VirtType.QEMU, LAYOUT)
+    assert vnc.devices.graphics == (domxml.VncGraphics(listen="127.0.0.1"),)
+    assert vnc.devices.serials, "a VNC console keeps the serial log"
+    assert build_domain(no_console(), VirtType.QEMU, LAYOUT).devices.serials == ()
     kvm = build_domain(two_nics(), VirtType.KVM, LAYOUT)
     assert kvm.type == "kvm"
     assert kvm.features.tcg_tb_cache_mib is None

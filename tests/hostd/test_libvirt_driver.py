@@ -8,18 +8,22 @@ from pathlib import Path
 
 import libvirt
 import pytest
+from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd import domxml
 from hostd.builder import build_domain
+from hostd.defaults import with_defaults
 from hostd.errors import (
+    DomainAlreadyExists,
     DomainNotFound,
     DomainStateConflict,
     HypervisorError,
     HypervisorUnavailable,
 )
-from hostd.hypervisor import EventsLost, LifecycleEvent, LifecycleKind, StopReason
+from hostd.hypervisor import DomainAction, EventsLost, LifecycleEvent, LifecycleKind, StopReason
 from hostd.layout import StateLayout
-from hostd.libvirt_driver import LibvirtHypervisor, translate_error, translate_lifecycle
+from hostd.libvirt_driver import LibvirtHypervisor
+from hostd.libvirt_translate import parse_stats, state_words, translate_error, translate_lifecycle
 from hostd.virt_type import VirtType
 from tests.hostd.conftest import next_item, vm_config
 
@@ -80,27 +84,97 @@ async def test_an_unreachable_libvirt_is_unavailable(tmp_path: Path) -> None:
         await LibvirtHypervisor.open(f"qemu+unix:///system?socket={tmp_path}/nothing")
 
 
+def _xml(config: pb.VmConfig, tmp_path: Path) -> str:
+    return domxml.to_xml(build_domain(with_defaults(config), VirtType.QEMU, StateLayout(tmp_path)))
+
+
 async def test_destroying_twice(boot_files: tuple[str, str], tmp_path: Path) -> None:
     driver = await LibvirtHypervisor.open(TEST_URI)
     try:
         config = vm_config(boot_files[0])
-        xml = domxml.to_xml(build_domain(config, VirtType.QEMU, StateLayout(tmp_path)))
-        await driver.start_transient(xml)
+        xml = _xml(config, tmp_path)
+        await driver.start(xml, persistent=False, paused=False)
         with pytest.raises(DomainStateConflict):
-            await driver.start_transient(xml)
-        await driver.destroy(config.vm_id)
+            await driver.start(xml, persistent=False, paused=False)
+        await driver.act(config.vm_id, DomainAction.DESTROY)
         with pytest.raises(DomainNotFound):
-            await driver.destroy(config.vm_id)
+            await driver.act(config.vm_id, DomainAction.DESTROY)
     finally:
         await driver.close()
 
 
-async def test_domains_without_hostd_metadata_are_not_owned() -> None:
+async def test_defining_over_a_running_domain_is_refused(
+    boot_files: tuple[str, str], tmp_path: Path
+) -> None:
+    driver = await LibvirtHypervisor.open(TEST_URI)
+    try:
+        config = vm_config(boot_files[0])
+        xml = _xml(config, tmp_path)
+        await driver.start(xml, persistent=False, paused=False)
+        with pytest.raises(DomainAlreadyExists):
+            await driver.start(xml, persistent=True, paused=False)
+        (domain,) = [d for d in await driver.list_domains() if d.uuid == config.vm_id]
+        assert (domain.active, domain.persistent) == (True, False)
+        await driver.act(config.vm_id, DomainAction.DESTROY)
+    finally:
+        await driver.close()
+
+
+def test_state_words() -> None:
+    assert state_words(libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_BOOTED) == (
+        "running",
+        "booted",
+    )
+    assert state_words(libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_SAVE) == (
+        "paused",
+        "save",
+    )
+    assert state_words(libvirt.VIR_DOMAIN_SHUTOFF, 99) == ("shut off", "unknown")
+
+
+def test_stats_records_are_parsed() -> None:
+    # The shape domainListGetStats gave for a TCG guest with one tap NIC and one disk.
+    stats = parse_stats(
+        {
+            "state.state": 1,
+            "state.reason": 1,
+            "cpu.time": 7796139000,
+            "cpu.user": 7480030000,
+            "cpu.system": 316108000,
+            "balloon.current": 262144,
+            "balloon.maximum": 262144,
+            "balloon.rss": 278152,
+            "vcpu.current": 1,
+            "net.count": 2,
+            "net.0.name": "vnet0",
+            "net.0.rx.bytes": 10,
+            "net.0.rx.pkts": 1,
+            "net.0.tx.bytes": 20,
+            "net.0.tx.drop": 3,
+            "block.count": 1,
+            "block.0.name": "vda",
+            "block.0.rd.bytes": 4096,
+            "block.0.wr.reqs": 2,
+            "dirtyrate.calc_mode": "page-sampling",
+        }
+    )
+    assert (stats.state_name, stats.state_reason, stats.vcpus) == ("running", "booted", 1)
+    assert (stats.cpu_time_ns, stats.memory_rss_kib) == (7796139000, 278152)
+    # net.1 has no name: a user-mode NIC, with nothing on the host to count.
+    assert [(n.name, n.rx_bytes, n.tx_bytes, n.tx_drops) for n in stats.nics] == [
+        ("vnet0", 10, 20, 3)
+    ]
+    assert [(d.name, d.read_bytes, d.write_requests) for d in stats.disks] == [("vda", 4096, 2)]
+
+
+async def test_domains_without_hostd_metadata_have_none() -> None:
     driver = await LibvirtHypervisor.open(TEST_URI)
     try:
         # test:///default always has a running domain named "test", not hostd's.
         assert await asyncio.to_thread(_default_domain_is_active)
-        assert "test" not in {d.name for d in await driver.list_owned()}
+        (domain,) = [d for d in await driver.list_domains() if d.name == "test"]
+        assert domain.metadata is None
+        assert domain.active
     finally:
         await driver.close()
 
@@ -121,8 +195,9 @@ async def test_a_full_queue_drops_events_then_reports_the_loss(
     configs = [vm_config(boot_files[0]) for _ in range(4)]
     try:
         for config in configs:  # 8 events, nobody consuming
-            await driver.start_transient(domxml.to_xml(build_domain(config, VirtType.QEMU, layout)))
-            await driver.destroy(config.vm_id)
+            xml = domxml.to_xml(build_domain(with_defaults(config), VirtType.QEMU, layout))
+            await driver.start(xml, persistent=False, paused=False)
+            await driver.act(config.vm_id, DomainAction.DESTROY)
         events = driver.events()
         seen: list[object] = []
         while not seen or not isinstance(seen[-1], EventsLost):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,4 +180,214 @@ async def test_a_restarted_hostd_adopts_its_domains(
         assert (adopted.state, adopted.message) == (S.STATE_RUNNING, "recovered")
         assert "test" not in {vm.vm_id for vm in second.vms.list()}
     finally:
+        await second.stop(grace=1)
+
+
+async def _states_until(
+    events: AsyncIterator[pb.WatchEventsResponse], vm_id: str, last: int
+) -> list[int]:
+    """The states of one VM the watch brings, up to and including last."""
+    seen: list[int] = []
+    while not seen or seen[-1] != last:
+        seen.extend(s.state for s in await _vm_states(events, vm_id, 1))
+    return seen
+
+
+async def _expect_precondition(call: Awaitable[object], *words: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    for word in words:
+        assert word in (caught.value.details() or "")
+
+
+async def test_pause_resume_reset_and_stats(served: Served, boot_files: tuple[str, str]) -> None:
+    stub = served.stub
+    config = vm_config(boot_files[0])
+    vm_id = config.vm_id
+    watch = stub.WatchEvents(
+        pb.WatchEventsRequest(after_sequence=served.hostd.journal.last_sequence)
+    )
+    events = watch.__aiter__()
+    try:
+        await stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
+        await _states_until(events, vm_id, S.STATE_RUNNING)
+        await _expect_precondition(
+            stub.ResumeVm(pb.HostAgentServiceResumeVmRequest(vm_id=vm_id)),
+            f"cannot resume VM {vm_id}: it is RUNNING",
+        )
+        paused = await stub.PauseVm(pb.HostAgentServicePauseVmRequest(vm_id=vm_id))
+        assert paused.vm.state == S.STATE_PAUSED
+        await _expect_precondition(
+            stub.PauseVm(pb.HostAgentServicePauseVmRequest(vm_id=vm_id)),
+            f"cannot pause VM {vm_id}: it is PAUSED",
+        )
+        stats = (await stub.GetVmStats(pb.HostAgentServiceGetVmStatsRequest(vm_id=vm_id))).stats
+        assert (stats.state, stats.domain_state, stats.domain_state_reason) == (
+            S.STATE_PAUSED,
+            "paused",
+            "user",
+        )
+        resumed = await stub.ResumeVm(pb.HostAgentServiceResumeVmRequest(vm_id=vm_id))
+        assert resumed.vm.state == S.STATE_RUNNING
+        # The test driver reports no reset: hostd knows one happened all the same.
+        reset = await stub.ResetVm(pb.HostAgentServiceResetVmRequest(vm_id=vm_id))
+        assert reset.vm.state == S.STATE_REBOOT_IN_PROGRESS
+        assert await _states_until(events, vm_id, S.STATE_RUNNING) == [
+            S.STATE_PAUSED,
+            S.STATE_RUNNING,
+        ]
+        assert await _states_until(events, vm_id, S.STATE_RUNNING) == [
+            S.STATE_REBOOT_IN_PROGRESS,
+            S.STATE_RUNNING,
+        ]
+    finally:
+        watch.cancel()
+
+
+async def test_a_reboot_the_guest_ignores_ends_in_a_reset(
+    served: Served, boot_files: tuple[str, str]
+) -> None:
+    stub = served.stub
+    config = vm_config(boot_files[0])
+    vm_id = config.vm_id
+    watch = stub.WatchEvents(
+        pb.WatchEventsRequest(after_sequence=served.hostd.journal.last_sequence)
+    )
+    events = watch.__aiter__()
+    try:
+        await stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
+        await _states_until(events, vm_id, S.STATE_RUNNING)
+        # The test driver's reboot does nothing; after the timeout hostd resets it.
+        rebooting = await stub.RebootVm(
+            pb.HostAgentServiceRebootVmRequest(vm_id=vm_id, timeout_seconds=1)
+        )
+        assert rebooting.vm.state == S.STATE_REBOOT_IN_PROGRESS
+        assert await _states_until(events, vm_id, S.STATE_RUNNING) == [
+            S.STATE_REBOOT_IN_PROGRESS,
+            S.STATE_RUNNING,
+        ]
+    finally:
+        watch.cancel()
+
+
+async def test_shutdown(served: Served, boot_files: tuple[str, str]) -> None:
+    stub = served.stub
+    config = vm_config(boot_files[0])
+    watch = stub.WatchEvents(
+        pb.WatchEventsRequest(after_sequence=served.hostd.journal.last_sequence)
+    )
+    events = watch.__aiter__()
+    try:
+        await stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
+        await _states_until(events, config.vm_id, S.STATE_RUNNING)
+        await stub.ShutdownVm(pb.HostAgentServiceShutdownVmRequest(vm_id=config.vm_id))
+        await _states_until(events, config.vm_id, S.STATE_DOWN)
+        last = served.hostd.journal.after(0)[-1].vm_state
+        assert (last.state, last.exit_reason) == (S.STATE_DOWN, S.EXIT_REASON_SHUTDOWN)
+    finally:
+        watch.cancel()
+
+
+async def test_hibernate_then_create_restores(served: Served, boot_files: tuple[str, str]) -> None:
+    stub = served.stub
+    config = vm_config(boot_files[0])
+    vm_id = config.vm_id
+    saved = served.hostd.layout.saved_dir
+    watch = stub.WatchEvents(
+        pb.WatchEventsRequest(after_sequence=served.hostd.journal.last_sequence)
+    )
+    events = watch.__aiter__()
+    try:
+        await stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
+        await _states_until(events, vm_id, S.STATE_RUNNING)
+        hibernating = await stub.HibernateVm(pb.HostAgentServiceHibernateVmRequest(vm_id=vm_id))
+        assert hibernating.vm.state == S.STATE_SAVING_STATE
+        assert await _states_until(events, vm_id, S.STATE_SUSPENDED) == [
+            S.STATE_SAVING_STATE,
+            S.STATE_SUSPENDED,
+        ]
+        for name in (f"{vm_id}.img", f"{vm_id}.config"):
+            assert (saved / name).stat().st_mode & 0o777 == 0o600
+        listed = await stub.ListVms(pb.HostAgentServiceListVmsRequest())
+        (suspended,) = [vm for vm in listed.vms if vm.vm_id == vm_id]
+        assert (suspended.state, suspended.exit_reason) == (S.STATE_SUSPENDED, S.EXIT_REASON_SAVED)
+        await _expect_precondition(
+            stub.GetVmStats(pb.HostAgentServiceGetVmStatsRequest(vm_id=vm_id)), "SUSPENDED"
+        )
+        host = await stub.GetHostStats(pb.HostAgentServiceGetHostStatsRequest())
+        assert host.vms_suspended == 1
+
+        # Only the id is read from a create that restores.
+        again = pb.VmConfig(vm_id=vm_id)
+        restoring = await stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=again))
+        assert restoring.vm.state == S.STATE_RESTORING_STATE
+        assert await _states_until(events, vm_id, S.STATE_RUNNING) == [
+            S.STATE_RESTORING_STATE,
+            S.STATE_RUNNING,
+        ]
+        assert list(saved.iterdir()) == []
+    finally:
+        watch.cancel()
+
+
+async def test_a_repeated_create_is_idempotent(served: Served, boot_files: tuple[str, str]) -> None:
+    config = vm_config(boot_files[0])
+    request = pb.HostAgentServiceCreateVmRequest(config=config, request_id="r-1")
+    first = await served.stub.CreateVm(request)
+    second = await served.stub.CreateVm(request)
+    assert first.vm.vm_id == second.vm.vm_id == config.vm_id
+    listed = await served.stub.ListVms(pb.HostAgentServiceListVmsRequest())
+    assert [vm.vm_id for vm in listed.vms].count(config.vm_id) == 1
+
+
+async def test_an_unsupported_console(served: Served, boot_files: tuple[str, str]) -> None:
+    caps = await served.stub.GetHostCapabilities(pb.GetHostCapabilitiesRequest())
+    # libvirt's test driver offers no display.
+    assert list(caps.consoles) == [pb.Console.KIND_NONE, pb.Console.KIND_SERIAL_FILE]
+    config = vm_config(boot_files[0])
+    config.console.kind = pb.Console.KIND_VNC
+    await _expect_precondition(
+        served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config)),
+        "KIND_VNC is not supported on this host; supported: KIND_NONE, KIND_SERIAL_FILE",
+    )
+
+
+async def test_host_stats(served: Served, boot_files: tuple[str, str]) -> None:
+    config = vm_config(boot_files[0])
+    await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
+    vms = served.hostd.vms
+    while vms.get(config.vm_id).state != S.STATE_RUNNING:
+        await next_item(served.hostd.journal.follow(served.hostd.journal.last_sequence), "RUNNING")
+    stats = await served.stub.GetHostStats(pb.HostAgentServiceGetHostStatsRequest())
+    assert stats.vms_running == 1
+    assert stats.domains_active >= 2  # test:///default's own "test" domain too
+    assert stats.hypervisor_type == "qemu"
+    assert stats.memory_total_mib >= stats.memory_free_mib > 0
+    assert stats.time.seconds > 0
+
+
+async def test_the_recovery_report_lists_adopted_and_external(
+    served: Served, boot_files: tuple[str, str]
+) -> None:
+    config = vm_config(boot_files[0])
+    await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
+    vms = served.hostd.vms
+    while vms.get(config.vm_id).state != S.STATE_RUNNING:
+        await next_item(served.hostd.journal.follow(served.hostd.journal.last_sequence), "RUNNING")
+    second = Hostd(served.hostd.config)  # the same libvirt (test:///default is shared)
+    port = await second.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        stub = pb_grpc.HostAgentServiceStub(channel)
+        report = (
+            await stub.GetRecoveryReport(pb.HostAgentServiceGetRecoveryReportRequest())
+        ).report
+        adopted = {a.vm_id: a for a in report.adopted}
+        assert adopted[config.vm_id].state == S.STATE_RUNNING
+        assert adopted[config.vm_id].reason == "its domain is running"
+        external = {e.name: e.reason for e in report.external}
+        assert external["test"] == "no virtplane metadata: not created by hostd"
+    finally:
+        await channel.close(None)
         await second.stop(grace=1)

@@ -45,8 +45,8 @@ CASES: dict[str, tuple[Mutation, str]] = {
     "no name": (lambda c: setattr(c, "name", ""), "config.name"),
     "name with a slash": (lambda c: setattr(c, "name", "a/b"), "config.name"),
     "name too long": (lambda c: setattr(c, "name", "a" * 64), "config.name"),
-    "no spec": (lambda c: c.ClearField("spec"), "config.spec.vcpus"),
-    "no vcpus": (_set_spec(vcpus=0), "config.spec.vcpus"),
+    "no spec": (lambda c: c.ClearField("spec"), "config.spec.memory_mib"),
+    "too many vcpus": (_set_spec(vcpus=513), "config.spec.vcpus"),
     "no memory": (_set_spec(memory_mib=0), "config.spec.memory_mib"),
     "too little memory": (_set_spec(memory_mib=15), "config.spec.memory_mib"),
     "no kernel": (_set_boot(kernel_path=""), "config.spec.boot.kernel_path"),
@@ -73,6 +73,12 @@ CASES: dict[str, tuple[Mutation, str]] = {
         _add_nic(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER, mac_address="01:00:5e:00:00:01")),
         "config.spec.nics[1].mac_address",
     ),
+    "nic name with a space": (
+        _add_nic(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER, name="nic 1")),
+        "config.spec.nics[1].name",
+    ),
+    "unknown persistence": (lambda c: setattr(c, "persistence", 7), "config.persistence"),
+    "unknown console": (lambda c: setattr(c.console, "kind", 9), "config.console.kind"),
 }
 
 
@@ -85,6 +91,12 @@ def test_each_error_names_its_field(case: str, boot_files: tuple[str, str]) -> N
         validate_config(config)
     assert caught.value.field == field
     assert str(caught.value).startswith(f"{field}: ")
+
+
+def test_optional_fields_may_be_unset(boot_files: tuple[str, str]) -> None:
+    config = vm_config(boot_files[0], vcpus=0)
+    config.spec.nics.append(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER))
+    validate_config(config)  # vcpus, NIC name and MAC, persistence, console: defaults
 
 
 def test_a_good_config_passes(boot_files: tuple[str, str]) -> None:

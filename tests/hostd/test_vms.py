@@ -1,134 +1,191 @@
-"""The VM registry and runner against the fake hypervisor: state rules and ordering quirks."""
+"""The create path and the event rules, on the fake hypervisor."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from virtplane.errors import InvalidArgument
 from virtplane.v1 import host_agent_service_pb2 as pb
+from virtplane.v1 import vm_pb2
 
-from hostd import domxml
-from hostd.builder import build_domain
-from hostd.config import ChannelLimits
-from hostd.errors import VmAlreadyExists, VmNotFound
+from hostd.defaults import mac_address
+from hostd.errors import ConsoleNotSupported, VmAlreadyExists, VmNotFound
 from hostd.hypervisor import DomainState, EventsLost, LifecycleEvent, LifecycleKind, StopReason
-from hostd.journal import Journal
-from hostd.layout import StateLayout
-from hostd.virt_type import VirtType
-from hostd.vms import RunnerSettings, VmRegistry
-from tests.hostd.conftest import eventually, vm_config
+from tests.hostd.conftest import eventually
 from tests.hostd.fakes import FakeHypervisor
+from tests.hostd.rig import Rig, make_rig
 
 S = pb.HostVm
-NO_CHANNEL = ChannelLimits(connect_timeout_seconds=0.01, connect_retry_seconds=0.01)
-
-
-@dataclass
-class Rig:
-    fake: FakeHypervisor
-    journal: Journal
-    registry: VmRegistry
-    layout: StateLayout
-    kernel: str
-
-    def states(self, vm_id: str) -> list[tuple[int, int]]:
-        return [
-            (e.vm_state.state, e.vm_state.exit_reason)
-            for e in self.journal.after(0)
-            if e.WhichOneof("payload") == "vm_state" and e.vm_state.vm_id == vm_id
-        ]
-
-    def state(self, vm_id: str) -> int:
-        return {vm.vm_id: vm.state for vm in self.registry.list()}.get(vm_id, S.STATE_DOWN)
-
-    def xml(self, config: pb.VmConfig) -> str:
-        return domxml.to_xml(build_domain(config, VirtType.QEMU, self.layout))
-
-
-def _in_state(rig: Rig, vm_id: str, state: int) -> Callable[[], bool]:
-    return lambda: rig.state(vm_id) == state
-
-
-async def _rig(fake: FakeHypervisor, tmp_path: Path, kernel: str) -> Rig:
-    journal = Journal(100)
-    layout = StateLayout(tmp_path)
-    registry = VmRegistry(fake, journal, RunnerSettings(VirtType.QEMU, layout, NO_CHANNEL))
-    await registry.start()
-    return Rig(fake, journal, registry, layout, kernel)
 
 
 @pytest.fixture
 async def rig(tmp_path: Path, boot_files: tuple[str, str]) -> AsyncIterator[Rig]:
-    rig = await _rig(FakeHypervisor(), tmp_path, boot_files[0])
+    rig = await make_rig(FakeHypervisor(), tmp_path, boot_files[0])
     yield rig
-    await rig.registry.stop()
+    await rig.vms.stop()
 
 
 async def test_create_registers_then_runs_once(rig: Rig) -> None:
-    config = vm_config(rig.kernel)
-    vm = await rig.registry.create(config)
+    config = rig.config()
+    vm = await rig.vms.create(config)
     assert vm == S(vm_id=config.vm_id, state=S.STATE_WAIT_FOR_LAUNCH)
-    await eventually(lambda: rig.state(config.vm_id) == S.STATE_RUNNING, "RUNNING")
+    await rig.wait_for(config.vm_id, S.STATE_RUNNING)
     # RESUMED and STARTED both arrived (before createXML returned): one RUNNING.
-    assert rig.states(config.vm_id) == [
-        (S.STATE_WAIT_FOR_LAUNCH, 0),
-        (S.STATE_RUNNING, 0),
-    ]
+    assert rig.states(config.vm_id) == [(S.STATE_WAIT_FOR_LAUNCH, 0), (S.STATE_RUNNING, 0)]
     assert rig.fake.started_xml and config.vm_id in rig.fake.started_xml[0]
+
+
+async def test_defaults_are_filled_in_before_the_domain_is_built(rig: Rig) -> None:
+    config = rig.config()
+    config.spec.vcpus = 0
+    config.spec.nics.append(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER))
+    await rig.running(config)
+    (domain,) = rig.fake.domains.values()
+    assert domain.metadata is not None
+    kept = pb.VmConfig.FromString(domain.metadata.config)
+    assert kept.spec.vcpus == 1
+    assert kept.persistence == pb.VmConfig.PERSISTENCE_TRANSIENT
+    assert kept.console.kind == pb.Console.KIND_SERIAL_FILE
+    assert (kept.spec.nics[0].name, kept.spec.nics[0].mac_address) == (
+        "nic0",
+        mac_address(config.vm_id, 0),
+    )
+    assert "<vcpu>1</vcpu>" in domain.xml
+    assert not domain.persistent
 
 
 async def test_a_failed_start_ends_down_with_libvirts_message(rig: Rig) -> None:
     rig.fake.start_error = "unable to stat: /nope"
-    config = vm_config(rig.kernel)
-    await rig.registry.create(config)
+    config = rig.config()
+    await rig.vms.create(config)
     await eventually(lambda: len(rig.states(config.vm_id)) == 2, "DOWN")
     last = rig.journal.after(0)[-1].vm_state
     assert (last.state, last.exit_reason) == (S.STATE_DOWN, S.EXIT_REASON_START_FAILED)
     assert "unable to stat: /nope" in last.message
-    assert rig.registry.list() == []
+    assert rig.vms.list() == []
 
 
-async def test_an_existing_id_is_refused(rig: Rig) -> None:
-    config = vm_config(rig.kernel)
-    await rig.registry.create(config)
+async def test_the_same_request_returns_the_vm_it_made(rig: Rig) -> None:
+    config = rig.config()
+    first = await rig.vms.create(config, request_id="req-1")
+    again = await rig.vms.create(config, request_id="req-1")
+    assert again == first
+    await rig.wait_for(config.vm_id, S.STATE_RUNNING)
+    assert (await rig.vms.create(config, request_id="req-1")).state == S.STATE_RUNNING
+    assert len(rig.fake.started_xml) == 1
+
+
+async def test_a_repeated_request_never_starts_a_vm_again(rig: Rig) -> None:
+    config = await rig.running(request_id="req-1")
+    await rig.vms.destroy(config.vm_id)
+    repeated = await rig.vms.create(config, request_id="req-1")
+    assert (repeated.state, repeated.exit_reason) == (S.STATE_DOWN, S.EXIT_REASON_DESTROYED)
+    assert len(rig.fake.started_xml) == 1
+    await rig.vms.create(config, request_id="req-2")  # a new request starts it
+    await rig.wait_for(config.vm_id, S.STATE_RUNNING)
+
+
+async def test_another_request_for_an_existing_vm_is_already_exists(rig: Rig) -> None:
+    config = await rig.running(request_id="req-1")
+    for request_id in ("req-2", ""):
+        with pytest.raises(VmAlreadyExists, match=r"already exists on this host \(RUNNING\)"):
+            await rig.vms.create(config, request_id=request_id)
+    # The existing-VM check comes before validation.
+    config.spec.memory_mib = 0
     with pytest.raises(VmAlreadyExists):
-        await rig.registry.create(config)
+        await rig.vms.create(config, request_id="req-2")
 
 
 async def test_an_invalid_config_registers_nothing(rig: Rig) -> None:
-    config = vm_config(rig.kernel, memory_mib=0)
+    config = rig.config()
+    config.spec.memory_mib = 0
+    config.console.kind = pb.Console.KIND_SPICE  # validation comes first
     with pytest.raises(InvalidArgument, match=r"config\.spec\.memory_mib"):
-        await rig.registry.create(config)
-    assert rig.registry.list() == []
+        await rig.vms.create(config)
+    assert rig.vms.list() == []
     assert rig.journal.last_sequence == 0
+
+
+async def test_a_bad_vm_id_never_reaches_a_path(rig: Rig) -> None:
+    config = rig.config(vm_id="../../etc/passwd")
+    with pytest.raises(InvalidArgument, match=r"config\.vm_id"):
+        await rig.vms.create(config)
+
+
+async def test_an_unsupported_console_names_those_supported(rig: Rig) -> None:
+    config = rig.config()
+    config.console.kind = pb.Console.KIND_SPICE
+    with pytest.raises(ConsoleNotSupported) as caught:
+        await rig.vms.create(config)
+    assert str(caught.value) == (
+        "config.console.kind: KIND_SPICE is not supported on this host; "
+        "supported: KIND_NONE, KIND_SERIAL_FILE, KIND_VNC"
+    )
+    assert rig.vms.list() == []
+    config.console.kind = pb.Console.KIND_VNC
+    await rig.running(config)
+    assert "<graphics" in rig.fake.started_xml[-1]
+
+
+async def test_without_a_display_on_the_host_vnc_is_refused(
+    tmp_path: Path, boot_files: tuple[str, str]
+) -> None:
+    rig = await make_rig(FakeHypervisor(graphics=frozenset()), tmp_path, boot_files[0])
+    try:
+        config = rig.config()
+        config.console.kind = pb.Console.KIND_VNC
+        with pytest.raises(ConsoleNotSupported, match=r"supported: KIND_NONE, KIND_SERIAL_FILE$"):
+            await rig.vms.create(config)
+        assert rig.vms.consoles == (pb.Console.KIND_NONE, pb.Console.KIND_SERIAL_FILE)
+    finally:
+        await rig.vms.stop()
+
+
+async def test_a_paused_start_is_never_running(rig: Rig) -> None:
+    config = rig.config()
+    await rig.vms.create(config, start_paused=True)
+    await rig.wait_for(config.vm_id, S.STATE_PAUSED)
+    assert rig.state_names(config.vm_id) == ["WAIT_FOR_LAUNCH", "PAUSED"]
+    await rig.vms.resume(config.vm_id)
+    assert rig.state(config.vm_id) == S.STATE_RUNNING
+
+
+async def test_a_persistent_vm_is_undefined_when_it_goes_down(rig: Rig) -> None:
+    config = rig.config(persistence=pb.VmConfig.PERSISTENCE_PERSISTENT)
+    await rig.running(config)
+    assert rig.fake.domains[config.vm_id].persistent
+    rig.fake.stop(config.vm_id, StopReason.SHUTDOWN)  # the guest powered off
+    await rig.wait_for(config.vm_id, S.STATE_DOWN)
+    # A new create of the same VM waits for the old definition to go.
+    await rig.vms.create(config)
+    await rig.wait_for(config.vm_id, S.STATE_RUNNING)
+    await rig.vms.destroy(config.vm_id)
+    assert config.vm_id not in rig.fake.domains
 
 
 async def test_destroying_an_unknown_vm(rig: Rig) -> None:
     with pytest.raises(VmNotFound):
-        await rig.registry.destroy("6f1c9a52-3d0e-4b7a-9a51-0c2d8e4f7b13")
+        await rig.vms.destroy("6f1c9a52-3d0e-4b7a-9a51-0c2d8e4f7b13")
 
 
 async def test_destroy_ends_down_and_forgets(rig: Rig) -> None:
-    config = vm_config(rig.kernel)
-    await rig.registry.create(config)
-    await eventually(lambda: rig.state(config.vm_id) == S.STATE_RUNNING, "RUNNING")
-    await rig.registry.destroy(config.vm_id)
-    assert rig.registry.list() == []
+    config = await rig.running()
+    await rig.vms.destroy(config.vm_id)
+    assert rig.vms.list() == []
     assert rig.states(config.vm_id)[-1] == (S.STATE_DOWN, S.EXIT_REASON_DESTROYED)
     with pytest.raises(VmNotFound):
-        rig.registry.get(config.vm_id)
+        rig.vms.get(config.vm_id)
 
 
 async def test_destroy_during_the_start_waits_for_it(rig: Rig) -> None:
     rig.fake.start_gate = asyncio.Event()
-    config = vm_config(rig.kernel)
-    await rig.registry.create(config)
-    destroying = asyncio.ensure_future(rig.registry.destroy(config.vm_id))
-    await eventually(lambda: rig.state(config.vm_id) == S.STATE_RUNNING, "RUNNING")
+    config = rig.config()
+    await rig.vms.create(config)
+    destroying = asyncio.ensure_future(rig.vms.destroy(config.vm_id))
+    await rig.wait_for(config.vm_id, S.STATE_RUNNING)
     assert not destroying.done()
     rig.fake.start_gate.set()
     await asyncio.wait_for(destroying, 60)
@@ -139,13 +196,13 @@ async def test_destroy_during_the_start_waits_for_it(rig: Rig) -> None:
 async def test_a_late_stop_of_an_earlier_domain_does_not_down_the_new_one(rig: Rig) -> None:
     rig.fake.boot_events = ()
     rig.fake.start_gate = asyncio.Event()
-    config = vm_config(rig.kernel)
-    await rig.registry.create(config)
+    config = rig.config()
+    await rig.vms.create(config)
     # The previous domain with this UUID stopped; its event arrives only now.
     rig.fake.emit(LifecycleEvent(config.vm_id, LifecycleKind.STOPPED, StopReason.DESTROYED))
     rig.fake.emit(LifecycleEvent(config.vm_id, LifecycleKind.STARTED))
     rig.fake.start_gate.set()
-    await eventually(lambda: rig.state(config.vm_id) == S.STATE_RUNNING, "RUNNING")
+    await rig.wait_for(config.vm_id, S.STATE_RUNNING)
     assert rig.states(config.vm_id) == [(S.STATE_WAIT_FOR_LAUNCH, 0), (S.STATE_RUNNING, 0)]
 
 
@@ -164,10 +221,7 @@ async def test_a_late_stop_of_an_earlier_domain_does_not_down_the_new_one(rig: R
 async def test_lifecycle_events_drive_the_state(
     rig: Rig, kind: LifecycleKind, reason: StopReason, exit_reason: int
 ) -> None:
-    config = vm_config(rig.kernel)
-    vm_id = config.vm_id
-    await rig.registry.create(config)
-    await eventually(lambda: rig.state(vm_id) == S.STATE_RUNNING, "RUNNING")
+    vm_id = (await rig.running()).vm_id
     for event_kind, expected in [
         (LifecycleKind.SUSPENDED, S.STATE_PAUSED),
         (LifecycleKind.SUSPENDED, S.STATE_PAUSED),
@@ -176,9 +230,9 @@ async def test_lifecycle_events_drive_the_state(
         (LifecycleKind.SHUTDOWN, S.STATE_POWERING_DOWN),
     ]:
         rig.fake.emit(LifecycleEvent(vm_id, event_kind))
-        await eventually(_in_state(rig, vm_id, expected), f"state {expected}")
+        await rig.wait_for(vm_id, expected)
     rig.fake.emit(LifecycleEvent(vm_id, kind, reason))
-    await eventually(lambda: rig.registry.list() == [], "DOWN")
+    await eventually(lambda: rig.vms.list() == [], "DOWN")
     assert rig.states(vm_id) == [
         (S.STATE_WAIT_FOR_LAUNCH, 0),
         (S.STATE_RUNNING, 0),
@@ -190,72 +244,41 @@ async def test_lifecycle_events_drive_the_state(
 
 
 async def test_lost_events_trigger_a_resync(rig: Rig) -> None:
-    gone, paused = vm_config(rig.kernel), vm_config(rig.kernel)
-    for config in (gone, paused):
-        await rig.registry.create(config)
-        await eventually(_in_state(rig, config.vm_id, S.STATE_RUNNING), "RUNNING")
-    await eventually(lambda: len(rig.fake.started_xml) == 2, "both started")
-    await asyncio.sleep(0)
+    gone, paused = await rig.running(), await rig.running()
     # While events were lost: one domain vanished, one paused, one appeared.
     del rig.fake.domains[gone.vm_id]
     rig.fake.domains[paused.vm_id].state = DomainState.PAUSED
-    newcomer = vm_config(rig.kernel)
+    newcomer = rig.config()
     other = FakeHypervisor(boot_events=())
-    await other.start_transient(rig.xml(newcomer))
+    await other.start(rig.xml(newcomer), persistent=False, paused=False)
     rig.fake.domains.update(other.domains)
     rig.fake.emit(EventsLost(dropped=3))
-    await eventually(lambda: rig.state(newcomer.vm_id) == S.STATE_RUNNING, "the newcomer")
+    await rig.wait_for(newcomer.vm_id, S.STATE_RUNNING)
     assert rig.states(gone.vm_id)[-1] == (S.STATE_DOWN, S.EXIT_REASON_UNSPECIFIED)
     assert rig.state(paused.vm_id) == S.STATE_PAUSED
 
 
-async def test_recovery_adopts_hostds_running_domains(tmp_path: Path, kernel: str) -> None:
-    fake = FakeHypervisor(boot_events=())
-    running, paused = vm_config(kernel), vm_config(kernel)
-    layout = StateLayout(tmp_path)
-    for config in (running, paused):
-        await fake.start_transient(domxml.to_xml(build_domain(config, VirtType.QEMU, layout)))
-    fake.domains[paused.vm_id].state = DomainState.PAUSED
-    elsewhere = vm_config(kernel)  # created by another hostd on the same libvirt
-    other_layout = StateLayout(tmp_path / "other-hostd")
-    await fake.start_transient(domxml.to_xml(build_domain(elsewhere, VirtType.QEMU, other_layout)))
-    foreign = await fake.start_transient(
-        "<domain><name>not-ours</name><uuid>0e9f7e0c-1111-4d7e-9b8f-2f0e6d1c7a11</uuid></domain>"
-    )
-    rig = await _rig(fake, tmp_path, kernel)
-    try:
-        assert {vm.vm_id: vm.state for vm in rig.registry.list()} == {
-            running.vm_id: S.STATE_RUNNING,
-            paused.vm_id: S.STATE_PAUSED,
-        }
-        assert foreign not in {vm.vm_id for vm in rig.registry.list()}
-        assert rig.registry.get(running.vm_id).message == "recovered"
-        await rig.registry.destroy(running.vm_id)
-        assert running.vm_id not in fake.domains
-    finally:
-        await rig.registry.stop()
-
-
-@pytest.fixture
-def kernel(boot_files: tuple[str, str]) -> str:
-    return boot_files[0]
+async def test_a_resync_keeps_what_hostd_asked_for(rig: Rig) -> None:
+    rig.fake.ignores_acpi = True
+    rebooting, stopping = await rig.running(), await rig.running()
+    await rig.vms.reboot(rebooting.vm_id)
+    await rig.vms.shutdown(stopping.vm_id)
+    rig.fake.emit(EventsLost(dropped=1))
+    await eventually(lambda: rig.fake.pending_events == 0, "the resync")
+    await asyncio.sleep(0.05)
+    assert rig.state(rebooting.vm_id) == S.STATE_REBOOT_IN_PROGRESS
+    assert rig.state(stopping.vm_id) == S.STATE_POWERING_DOWN
 
 
 async def test_the_shutdown_a_destroy_causes_is_not_powering_down(rig: Rig) -> None:
-    config = vm_config(rig.kernel)
-    await rig.registry.create(config)
-    await eventually(lambda: rig.state(config.vm_id) == S.STATE_RUNNING, "RUNNING")
-    real_destroy = rig.fake.destroy
+    config = await rig.running()
+    real_act = rig.fake.act
 
-    async def destroy_like_qemu(uuid: str) -> None:
+    async def destroy_like_qemu(uuid: str, action: object) -> None:
         rig.fake.emit(LifecycleEvent(uuid, LifecycleKind.SHUTDOWN))
         await eventually(lambda: rig.fake.pending_events == 0, "the pump to take SHUTDOWN")
-        await real_destroy(uuid)
+        await real_act(uuid, action)  # type: ignore[arg-type]
 
-    rig.fake.destroy = destroy_like_qemu  # type: ignore[method-assign]
-    await rig.registry.destroy(config.vm_id)
-    assert [s for s, _ in rig.states(config.vm_id)] == [
-        S.STATE_WAIT_FOR_LAUNCH,
-        S.STATE_RUNNING,
-        S.STATE_DOWN,
-    ]
+    rig.fake.act = destroy_like_qemu  # type: ignore[method-assign]
+    await rig.vms.destroy(config.vm_id)
+    assert rig.state_names(config.vm_id) == ["WAIT_FOR_LAUNCH", "RUNNING", "DOWN"]

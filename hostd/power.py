@@ -1,0 +1,168 @@
+"""The power verbs: destroy, shutdown, reboot, reset, pause and resume.
+
+Each checks the VM's state (hostd.state_machine.ALLOWED) and acts through
+the hypervisor. Pause and resume then wait for the event that confirms them
+(events already queued apply first, in order) and record the state only if
+none comes. Shutdown, reboot and reset have no such event: the VM goes
+POWERING_DOWN or REBOOT_IN_PROGRESS as soon as the hypervisor took the
+request. Verbs on one VM run one at a time.
+
+- shutdown and reboot ask the guest (_ask_guest) and set a deadline: a guest
+  still running when it passes is destroyed, one that has not rebooted is reset.
+- A reboot is REBOOT_IN_PROGRESS until the guest has been reset and no further
+  reset followed for a moment (RunnerSettings.reboot_settle_seconds), then
+  RUNNING: one reboot resets the guest several times in a burst.
+- destroy first waits for the VM's job (a start, restore or save) to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from virtplane.errors import VirtplaneError
+from virtplane.v1 import host_agent_service_pb2 as pb
+
+from hostd.errors import DomainNotFound, DomainStateConflict
+from hostd.hibernation import Hibernator
+from hostd.hypervisor import DomainAction, Hypervisor
+from hostd.registry import Vm, VmRegistry
+from hostd.state_machine import Verb, require
+
+log = logging.getLogger(__name__)
+
+S = pb.HostVm
+
+
+class PowerVerbs:
+    def __init__(
+        self, hypervisor: Hypervisor, registry: VmRegistry, hibernator: Hibernator
+    ) -> None:
+        self._hypervisor = hypervisor
+        self._registry = registry
+        self._hibernator = hibernator
+
+    async def destroy(self, vm_id: str, message: str = "destroyed") -> None:
+        """Powers the VM off at once (or deletes its saved state); DOWN and forgotten on return."""
+        vm = self._registry.lookup(vm_id)
+        self._registry.cancel_timer(vm)
+        if vm.job is not None and vm.job is not asyncio.current_task() and not vm.job.done():
+            await asyncio.wait([vm.job])
+        if not self._registry.is_current(vm):
+            return  # went down meanwhile
+        async with vm.lock:
+            if vm.state == S.STATE_SUSPENDED:
+                self._hibernator.discard(vm)
+                return
+            vm.destroying = True
+            try:
+                await self._hypervisor.act(vm_id, DomainAction.DESTROY)
+            except (DomainNotFound, DomainStateConflict) as exc:
+                log.info("VM %s: no running domain to destroy (%s)", vm_id, exc)
+            except VirtplaneError:
+                vm.destroying = False
+                raise
+            if self._registry.is_current(vm):
+                self._registry.transition(vm, S.STATE_DOWN, S.EXIT_REASON_DESTROYED, message)
+        await self._registry.settled(vm_id)  # a persistent definition is gone too
+
+    async def shutdown(self, vm_id: str, deadline_seconds: float) -> pb.HostVm:
+        vm = self._registry.lookup(vm_id)
+        async with vm.lock:
+            require(Verb.SHUTDOWN, vm_id, vm.state)
+            if vm.state == S.STATE_POWERING_DOWN and vm.timer is not None:
+                return vm.as_proto()  # on its way down already, with a deadline
+            await self._ask_guest(vm, DomainAction.SHUTDOWN)
+            self._now(vm, S.STATE_RUNNING, S.STATE_POWERING_DOWN, "shutting down on request")
+            self._registry.set_timer(
+                vm, deadline_seconds, lambda: self._shutdown_overdue(vm, deadline_seconds)
+            )
+        return vm.as_proto()
+
+    async def _shutdown_overdue(self, vm: Vm, seconds: float) -> None:
+        if vm.state == S.STATE_POWERING_DOWN:
+            log.info("VM %s did not power off within %g s: destroying it", vm.vm_id, seconds)
+            await self.destroy(vm.vm_id, f"did not power off within {seconds:g} s; destroyed")
+
+    async def reboot(self, vm_id: str, deadline_seconds: float) -> pb.HostVm:
+        vm = self._registry.lookup(vm_id)
+        async with vm.lock:
+            require(Verb.REBOOT, vm_id, vm.state)
+            await self._ask_guest(vm, DomainAction.REBOOT)
+            self._now(vm, S.STATE_RUNNING, S.STATE_REBOOT_IN_PROGRESS, "rebooting on request")
+            self._registry.set_timer(
+                vm, deadline_seconds, lambda: self._reboot_overdue(vm, deadline_seconds)
+            )
+        return vm.as_proto()
+
+    async def _reboot_overdue(self, vm: Vm, seconds: float) -> None:
+        if vm.state != S.STATE_REBOOT_IN_PROGRESS:
+            return
+        log.info("VM %s did not reboot within %g s: resetting it", vm.vm_id, seconds)
+        try:
+            await self._hypervisor.act(vm.vm_id, DomainAction.RESET)
+        except VirtplaneError as exc:
+            log.warning("VM %s: cannot reset it: %s", vm.vm_id, exc)
+            return
+        if self._registry.is_current(vm):
+            self.reset_seen(vm)
+
+    async def reset(self, vm_id: str) -> pb.HostVm:
+        vm = self._registry.lookup(vm_id)
+        async with vm.lock:
+            require(Verb.RESET, vm_id, vm.state)
+            await self._hypervisor.act(vm_id, DomainAction.RESET)
+            if self._registry.is_current(vm):
+                self.reset_seen(vm)  # not every hypervisor reports the reset as an event
+        return vm.as_proto()
+
+    async def pause(self, vm_id: str) -> pb.HostVm:
+        vm = self._registry.lookup(vm_id)
+        async with vm.lock:
+            require(Verb.PAUSE, vm_id, vm.state)
+            await self._hypervisor.act(vm_id, DomainAction.PAUSE)
+            await self._confirm(vm, S.STATE_RUNNING, S.STATE_PAUSED)
+        return vm.as_proto()
+
+    async def resume(self, vm_id: str) -> pb.HostVm:
+        vm = self._registry.lookup(vm_id)
+        async with vm.lock:
+            require(Verb.RESUME, vm_id, vm.state)
+            await self._hypervisor.act(vm_id, DomainAction.RESUME)
+            await self._confirm(vm, S.STATE_PAUSED, S.STATE_RUNNING)
+        return vm.as_proto()
+
+    def reset_seen(self, vm: Vm) -> None:
+        """The guest was reset: it is rebooting until no reset follows for a moment."""
+        if vm.state == S.STATE_RUNNING:
+            self._registry.transition(vm, S.STATE_REBOOT_IN_PROGRESS, message="the guest rebooted")
+        if vm.state != S.STATE_REBOOT_IN_PROGRESS:
+            return  # a paused guest stays paused; it reboots when resumed
+        settle = self._registry.settings.reboot_settle_seconds
+        self._registry.set_timer(vm, settle, lambda: self._rebooted(vm))
+
+    async def _rebooted(self, vm: Vm) -> None:
+        if vm.state == S.STATE_REBOOT_IN_PROGRESS:
+            self._registry.transition(vm, S.STATE_RUNNING, message="rebooted")
+
+    async def _ask_guest(self, vm: Vm, action: DomainAction) -> None:
+        """Asks the guest to power off or reboot.
+
+        The route today is ACPI, through the hypervisor. Asking guestd over the
+        guest channel when it is connected comes first here once the channel
+        carries host commands (issue 3); ACPI stays the fallback.
+        """
+        await self._hypervisor.act(vm.vm_id, action)
+
+    async def _confirm(self, vm: Vm, before: S.State.ValueType, after: S.State.ValueType) -> None:
+        """Waits for the event that moves vm on from before; records after if none comes."""
+        grace = self._registry.settings.event_grace_seconds
+        if not await self._registry.wait_until(vm, lambda v: v.state != before, grace):
+            self._now(vm, before, after)
+
+    def _now(
+        self, vm: Vm, before: S.State.ValueType, after: S.State.ValueType, message: str = ""
+    ) -> None:
+        """The verb succeeded: vm is in state after, unless events moved it on already."""
+        if self._registry.is_current(vm) and vm.state == before:
+            self._registry.transition(vm, after, message=message)

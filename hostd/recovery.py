@@ -1,0 +1,178 @@
+"""Recovery: what a starting hostd finds in libvirt and in its saved-state folder.
+
+A domain is hostd's when it carries hostd's metadata naming this state
+directory and its own UUID; every other domain is external and left alone.
+Of hostd's domains:
+
+- a running (or paused) one is adopted in its state; one paused by a save
+  that a previous hostd began is adopted SAVING_STATE and the save followed;
+- a defined one that is not running is undefined (a create stopped between
+  define and start, or a persistent VM that stopped while hostd was away).
+
+Of the saved-state files: a complete image makes a SUSPENDED VM; a partial
+one whose domain is gone is completed if libvirt finds it whole, else
+removed and its VM reported DOWN; files of a VM whose domain runs, and
+temporaries, are removed. Everything is listed in the recovery report, with
+reasons.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
+from virtplane.errors import VirtplaneError
+from virtplane.v1 import host_agent_service_pb2 as pb
+
+from hostd.hibernation import Hibernator, SavedFiles, SavedStates
+from hostd.hypervisor import DomainAction, DomainInfo, DomainState, Hypervisor
+from hostd.registry import Vm, VmRegistry
+
+log = logging.getLogger(__name__)
+
+S = pb.HostVm
+_ADOPTED: dict[DomainState, pb.HostVm.State.ValueType] = {
+    DomainState.RUNNING: S.STATE_RUNNING,
+    DomainState.OTHER: S.STATE_RUNNING,
+    DomainState.PAUSED: S.STATE_PAUSED,
+    DomainState.SHUTTING_DOWN: S.STATE_POWERING_DOWN,
+}
+
+
+class Recovery:
+    def __init__(
+        self,
+        hypervisor: Hypervisor,
+        registry: VmRegistry,
+        saved: SavedStates,
+        hibernator: Hibernator,
+    ) -> None:
+        self._hypervisor = hypervisor
+        self._registry = registry
+        self._saved = saved
+        self._hibernator = hibernator
+        self._root = str(registry.settings.layout.root)
+        self._report = pb.RecoveryReport()
+
+    async def run(self) -> pb.RecoveryReport:
+        """Adopts, registers and cleans up; returns the report."""
+        self._report = report = pb.RecoveryReport()
+        stamp = Timestamp()
+        stamp.FromNanoseconds(time.time_ns())
+        report.time.CopyFrom(stamp)
+        files, strays = self._saved.scan()
+        for domain in await self._hypervisor.list_domains():
+            owner = self.foreign(domain)
+            if owner is not None:
+                report.external.add(uuid=domain.uuid, name=domain.name, reason=owner)
+            elif not domain.active:
+                await self._undefine(domain, files.get(domain.uuid))
+            else:
+                self._take_over(domain, files.pop(domain.uuid, None))
+        for saved in files.values():
+            await self._saved_state(saved)
+        for stray in strays:
+            if stray.name.endswith(".tmp"):
+                stray.unlink(missing_ok=True)
+                self._cleaned("", str(stray), "an unfinished temporary file")
+        return report
+
+    def foreign(self, domain: DomainInfo) -> str | None:
+        """Why a domain is not hostd's, or None when it is."""
+        metadata = domain.metadata
+        if metadata is None:
+            return "no virtplane metadata: not created by hostd"
+        if metadata.state_dir != self._root:
+            return f"created by the hostd of {metadata.state_dir or 'another state directory'}"
+        if metadata.vm_id != domain.uuid:
+            return f"its metadata names VM {metadata.vm_id}, not its own UUID"
+        return None
+
+    def adopt(
+        self, domain: DomainInfo, state: pb.HostVm.State.ValueType | None = None
+    ) -> Vm | None:
+        """Registers a running domain of this hostd's that no VM stands for yet."""
+        if self._registry.get(domain.uuid) is not None or not domain.active:
+            return None
+        if self.foreign(domain) is not None or domain.metadata is None:
+            return None
+        state = state or _ADOPTED.get(domain.state)
+        if state is None:
+            return None
+        config = pb.VmConfig()
+        try:
+            config.ParseFromString(domain.metadata.config)
+        except DecodeError:
+            log.warning("domain %s: unreadable configuration in its metadata", domain.uuid)
+        config.vm_id = domain.uuid
+        vm = Vm(config=config, request_id=domain.metadata.request_id, launched=True)
+        self._registry.add(vm)
+        log.info("VM %s: adopted domain %s (%s)", vm.vm_id, domain.name, S.State.Name(state))
+        self._registry.transition(vm, state, message="recovered")
+        return vm
+
+    def _take_over(self, domain: DomainInfo, files: SavedFiles | None) -> None:
+        if domain.saving and files is not None and files.partial:
+            vm = self.adopt(domain, S.STATE_SAVING_STATE)
+            if vm is not None:
+                poll = self._registry.settings.save_poll_seconds
+                self._hibernator.follow_save(vm, poll)
+                self._adopted(vm, "its save to a file, begun by a previous hostd, is under way")
+            return
+        vm = self.adopt(domain)
+        if vm is None:
+            return
+        self._adopted(vm, "its domain is running")
+        if files is not None:
+            for path in self._saved.discard(domain.uuid):
+                self._cleaned(domain.uuid, str(path), "the domain runs: this saved state is stale")
+
+    async def _undefine(self, domain: DomainInfo, files: SavedFiles | None) -> None:
+        try:
+            await self._hypervisor.act(domain.uuid, DomainAction.UNDEFINE)
+        except VirtplaneError as exc:
+            log.warning("domain %s: cannot undefine it: %s", domain.name, exc)
+            return
+        hibernated = files is not None and (files.image or files.partial)
+        self._cleaned(
+            domain.uuid,
+            f"domain {domain.name}",
+            "the definition of a hibernated VM (its saved state is kept)"
+            if hibernated
+            else "defined but not running: its start never happened, or it stopped "
+            "while hostd was away",
+        )
+
+    async def _saved_state(self, files: SavedFiles) -> None:
+        vm_id = files.vm_id
+        config = self._saved.read_config(vm_id) if files.config else None
+        if config is None:
+            for path in self._saved.discard(vm_id):
+                self._cleaned(vm_id, str(path), "a saved state without its configuration")
+            return
+        vm = Vm(config=config)
+        if files.image:
+            self._registry.add(vm)
+            self._registry.transition(vm, S.STATE_SUSPENDED, S.EXIT_REASON_SAVED, "recovered")
+            self._adopted(vm, "hibernated: its saved state is complete")
+        elif files.partial:
+            self._registry.add(vm)
+            vm.state = S.STATE_SAVING_STATE  # as the previous hostd left it; not journaled again
+            partial = str(self._saved.partial(vm_id))
+            await self._hibernator.conclude_saved(vm, "the save finished while hostd was away")
+            if vm.state == S.STATE_SUSPENDED:
+                self._adopted(vm, "hibernated: its save finished while hostd was away")
+            else:
+                self._cleaned(vm_id, partial, "half-written: the save did not finish")
+        else:
+            for path in self._saved.discard(vm_id):
+                self._cleaned(vm_id, str(path), "a configuration whose save never began")
+
+    def _adopted(self, vm: Vm, reason: str) -> None:
+        self._report.adopted.add(vm_id=vm.vm_id, state=vm.state, reason=reason)
+
+    def _cleaned(self, vm_id: str, what: str, reason: str) -> None:
+        log.info("recovery: removed %s (%s)", what, reason)
+        self._report.cleaned_up.add(vm_id=vm_id, what=what, reason=reason)

@@ -1,0 +1,109 @@
+"""The VM runner: the start paths a create hands off to, each run as the VM's job.
+
+- fresh start: domain XML built from the configuration, then started,
+  transient (createXML) or persistent (defineXML + create), paused if asked;
+- restore from file: the saved state loaded through libvirt, paused if
+  asked; the image is deleted once the domain runs from it.
+
+(Recovery, the third path, adopts domains at hostd's start: hostd.recovery.)
+Events say how a start ended (hostd.state_machine), in the order libvirt
+sent them: a late stop of an earlier domain with the same UUID, still
+queued when the start call returns, must not count for the new one. Only
+when no event comes within a grace period (some hypervisors send none) does
+the job read the domain's state itself.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from virtplane.errors import VirtplaneError
+from virtplane.v1 import host_agent_service_pb2 as pb
+
+from hostd import domxml
+from hostd.builder import build_domain
+from hostd.hibernation import SavedStates
+from hostd.hypervisor import DomainState, Hypervisor
+from hostd.registry import Vm, VmRegistry
+
+log = logging.getLogger(__name__)
+
+S = pb.HostVm
+
+
+class Runner:
+    def __init__(self, hypervisor: Hypervisor, registry: VmRegistry, saved: SavedStates) -> None:
+        self._hypervisor = hypervisor
+        self._registry = registry
+        self._saved = saved
+
+    def launch(self, vm: Vm) -> None:
+        """Registers vm as WAIT_FOR_LAUNCH and starts its domain in the background."""
+        self._registry.add(vm)
+        self._registry.transition(vm, S.STATE_WAIT_FOR_LAUNCH)
+        vm.job = self._registry.spawn(self._start(vm), f"start {vm.vm_id}")
+
+    def restore(self, vm: Vm) -> None:
+        """Moves vm to RESTORING_STATE and restores its saved state in the background."""
+        self._registry.add(vm)
+        self._registry.transition(vm, S.STATE_RESTORING_STATE, message="restoring its saved state")
+        vm.job = self._registry.spawn(self._restore(vm), f"restore {vm.vm_id}")
+
+    async def _start(self, vm: Vm) -> None:
+        settings = self._registry.settings
+        try:
+            domain = build_domain(
+                vm.config, settings.virt_type, settings.layout, request_id=vm.request_id
+            )
+            await self._hypervisor.start(
+                domxml.to_xml(domain), persistent=vm.persistent, paused=vm.start_paused
+            )
+        except VirtplaneError as exc:
+            log.warning("VM %s failed to start: %s", vm.vm_id, exc)
+            self._down(vm, str(exc))
+            return
+        except Exception as exc:  # a bug: the VM must still end DOWN
+            log.exception("VM %s failed to start", vm.vm_id)
+            self._down(vm, f"internal error: {exc}")
+            return
+        vm.launched = True
+        log.info("VM %s: domain started", vm.vm_id)
+        await self._confirm(vm, S.STATE_WAIT_FOR_LAUNCH)
+
+    async def _restore(self, vm: Vm) -> None:
+        image = self._saved.image(vm.vm_id)
+        try:
+            await self._hypervisor.restore(
+                str(image), paused=vm.start_paused, persistent=vm.persistent
+            )
+        except VirtplaneError as exc:
+            # The saved state is kept: the VM stays hibernated and can be tried again.
+            log.warning("VM %s failed to restore: %s", vm.vm_id, exc)
+            if self._registry.is_current(vm) and vm.state == S.STATE_RESTORING_STATE:
+                self._registry.transition(
+                    vm, S.STATE_SUSPENDED, S.EXIT_REASON_SAVED, f"restore failed: {exc}"
+                )
+            return
+        vm.launched = True
+        self._saved.discard(vm.vm_id)
+        log.info("VM %s: restored from %s", vm.vm_id, image)
+        await self._confirm(vm, S.STATE_RESTORING_STATE)
+
+    async def _confirm(self, vm: Vm, starting: pb.HostVm.State.ValueType) -> None:
+        """The start call returned: waits for its events, else reads the domain's state."""
+        grace = self._registry.settings.event_grace_seconds
+        if await self._registry.wait_until(vm, lambda v: v.state != starting, grace):
+            return
+        domains = await self._hypervisor.list_domains()
+        domain = next((d for d in domains if d.uuid == vm.vm_id and d.active), None)
+        if not self._registry.is_current(vm) or vm.state != starting:
+            return
+        if domain is None:
+            self._down(vm, "the domain stopped as it started")
+        else:
+            paused = domain.state is DomainState.PAUSED
+            self._registry.transition(vm, S.STATE_PAUSED if paused else S.STATE_RUNNING)
+
+    def _down(self, vm: Vm, message: str) -> None:
+        if self._registry.is_current(vm):
+            self._registry.transition(vm, S.STATE_DOWN, S.EXIT_REASON_START_FAILED, message)

@@ -1,0 +1,174 @@
+"""How hypervisor events and verbs move a VM's state: pure rules, no I/O.
+
+Events, by the VM's state (one rule per group of states, in _RULES):
+
+- WAIT_FOR_LAUNCH, RESTORING_STATE: only STARTED/RESUMED apply (RUNNING, or
+  PAUSED after STARTED when the start was asked paused). libvirt may send
+  them before the start call returns, and sends RESUMED and STARTED together
+  at boot. A stop seen then is a late one of an earlier domain with the same
+  UUID: a start that fails is reported by the start call itself.
+- RUNNING, PAUSED, POWERING_DOWN: the domain's own events. STARTED says the
+  domain exists, not that its CPUs run (a paused start sends it too): once
+  the VM is past its start it changes nothing, however late it comes. The
+  SHUTDOWN QEMU reports when hostd kills it is no POWERING_DOWN. A reset
+  (REBOOTED) of a RUNNING guest is a reboot.
+- REBOOT_IN_PROGRESS: a reboot never looks like a stop. Each reset extends
+  the reboot (one reboot resets several times); shutdown, suspend and resume
+  events of the reboot itself change nothing. Only a real stop is DOWN.
+- SAVING_STATE: the save job decides; the suspend that starts a save and the
+  STOPPED(SAVED) that ends it change nothing. Any other stop is DOWN.
+- SUSPENDED: no domain, nothing applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from virtplane.v1 import host_agent_service_pb2 as pb
+
+from hostd.errors import VmStateConflict
+from hostd.hypervisor import LifecycleEvent, LifecycleKind, StopReason
+
+S = pb.HostVm
+State = S.State
+ExitReason = S.ExitReason
+
+
+@dataclass(frozen=True)
+class Become:
+    """The VM moves to state."""
+
+    state: State.ValueType
+    exit_reason: ExitReason.ValueType = S.EXIT_REASON_UNSPECIFIED
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ResetSeen:
+    """The guest was reset: a reboot begins, or goes on."""
+
+
+Outcome = Become | ResetSeen | None
+
+
+@dataclass(frozen=True)
+class Context:
+    state: State.ValueType
+    destroying: bool = False
+    start_paused: bool = False
+
+
+EXITS: dict[StopReason, tuple[ExitReason.ValueType, str]] = {
+    StopReason.SHUTDOWN: (S.EXIT_REASON_SHUTDOWN, "the guest powered off"),
+    StopReason.DESTROYED: (S.EXIT_REASON_DESTROYED, "destroyed"),
+    StopReason.CRASHED: (S.EXIT_REASON_CRASHED, "the guest crashed"),
+    StopReason.MIGRATED: (S.EXIT_REASON_MIGRATED, "migrated to another host"),
+    StopReason.SAVED: (S.EXIT_REASON_SAVED, "saved to a file"),
+    StopReason.FAILED: (S.EXIT_REASON_CRASHED, "the emulator failed"),
+    StopReason.OTHER: (S.EXIT_REASON_UNSPECIFIED, "the domain stopped"),
+}
+_STOPS = frozenset({LifecycleKind.STOPPED, LifecycleKind.CRASHED})
+
+
+def _down(event: LifecycleEvent) -> Become:
+    reason, message = EXITS[event.reason or StopReason.OTHER]
+    return Become(S.STATE_DOWN, reason, message)
+
+
+def _launching(ctx: Context, event: LifecycleEvent) -> Outcome:
+    if event.kind is LifecycleKind.STARTED:
+        return Become(S.STATE_PAUSED if ctx.start_paused else S.STATE_RUNNING)
+    if event.kind is LifecycleKind.RESUMED:
+        return Become(S.STATE_RUNNING)
+    return None
+
+
+def _running(ctx: Context, event: LifecycleEvent) -> Outcome:
+    kind = event.kind
+    if kind is LifecycleKind.RESUMED:
+        return Become(S.STATE_RUNNING)
+    if kind is LifecycleKind.SUSPENDED:
+        return Become(S.STATE_PAUSED)
+    if kind is LifecycleKind.SHUTDOWN:
+        return None if ctx.destroying else Become(S.STATE_POWERING_DOWN)
+    if kind in _STOPS:
+        return _down(event)
+    if kind is LifecycleKind.REBOOTED and ctx.state == S.STATE_RUNNING:
+        return ResetSeen()
+    return None
+
+
+def _rebooting(ctx: Context, event: LifecycleEvent) -> Outcome:
+    if event.kind is LifecycleKind.REBOOTED:
+        return ResetSeen()
+    if event.kind in _STOPS:
+        return _down(event)
+    return None
+
+
+def _saving(ctx: Context, event: LifecycleEvent) -> Outcome:
+    if event.kind in _STOPS and event.reason is not StopReason.SAVED:
+        return _down(event)
+    return None
+
+
+def _no_domain(ctx: Context, event: LifecycleEvent) -> Outcome:
+    return None
+
+
+_RULES: dict[State.ValueType, Callable[[Context, LifecycleEvent], Outcome]] = {
+    S.STATE_WAIT_FOR_LAUNCH: _launching,
+    S.STATE_RESTORING_STATE: _launching,
+    S.STATE_RUNNING: _running,
+    S.STATE_PAUSED: _running,
+    S.STATE_POWERING_DOWN: _running,
+    S.STATE_REBOOT_IN_PROGRESS: _rebooting,
+    S.STATE_SAVING_STATE: _saving,
+    S.STATE_SUSPENDED: _no_domain,
+}
+
+
+def on_event(ctx: Context, event: LifecycleEvent) -> Outcome:
+    """What a lifecycle event does to a VM in ctx.state; None: nothing."""
+    rule = _RULES.get(ctx.state, _no_domain)
+    return rule(ctx, event)
+
+
+class Verb(Enum):
+    """The verbs that need the VM in some states; the value is how errors say it."""
+
+    SHUTDOWN = "shut down"
+    REBOOT = "reboot"
+    RESET = "reset"
+    PAUSE = "pause"
+    RESUME = "resume"
+    HIBERNATE = "hibernate"
+    STATS = "read the statistics of"
+
+
+ALLOWED: dict[Verb, frozenset[State.ValueType]] = {
+    Verb.SHUTDOWN: frozenset({S.STATE_RUNNING, S.STATE_POWERING_DOWN}),
+    Verb.REBOOT: frozenset({S.STATE_RUNNING}),
+    Verb.RESET: frozenset({S.STATE_RUNNING, S.STATE_PAUSED, S.STATE_REBOOT_IN_PROGRESS}),
+    Verb.PAUSE: frozenset({S.STATE_RUNNING}),
+    Verb.RESUME: frozenset({S.STATE_PAUSED}),
+    Verb.HIBERNATE: frozenset({S.STATE_RUNNING, S.STATE_PAUSED}),
+    Verb.STATS: frozenset(
+        {
+            S.STATE_RUNNING,
+            S.STATE_PAUSED,
+            S.STATE_POWERING_DOWN,
+            S.STATE_REBOOT_IN_PROGRESS,
+            S.STATE_SAVING_STATE,
+        }
+    ),
+}
+"""The states each verb is allowed in; DestroyVm is allowed in all."""
+
+
+def require(verb: Verb, vm_id: str, state: State.ValueType) -> None:
+    """Raises VmStateConflict, naming the state, when verb is not allowed in it."""
+    if state not in ALLOWED[verb]:
+        raise VmStateConflict(verb.value, vm_id, State.Name(state).removeprefix("STATE_"))

@@ -1,0 +1,155 @@
+"""Shutdown, reboot, reset, pause and resume on the fake hypervisor."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from virtplane.v1 import host_agent_service_pb2 as pb
+
+from hostd.errors import VmNotFound, VmStateConflict
+from hostd.hypervisor import LifecycleEvent, LifecycleKind
+from tests.hostd.conftest import eventually
+from tests.hostd.fakes import FakeHypervisor
+from tests.hostd.rig import Rig, make_rig
+
+S = pb.HostVm
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, boot_files: tuple[str, str]) -> AsyncIterator[Rig]:
+    rig = await make_rig(FakeHypervisor(), tmp_path, boot_files[0])
+    yield rig
+    await rig.vms.stop()
+
+
+async def test_shutdown_goes_powering_down_then_down(rig: Rig) -> None:
+    config = await rig.running()
+    vm = await rig.vms.shutdown(config.vm_id)
+    assert vm.state in (S.STATE_POWERING_DOWN, S.STATE_DOWN)
+    await rig.wait_for(config.vm_id, S.STATE_DOWN)
+    assert rig.state_names(config.vm_id)[-2:] == ["POWERING_DOWN", "DOWN"]
+    assert rig.states(config.vm_id)[-1] == (S.STATE_DOWN, S.EXIT_REASON_SHUTDOWN)
+
+
+async def test_a_guest_that_ignores_the_power_button_is_destroyed_after_the_timeout(
+    rig: Rig,
+) -> None:
+    rig.fake.ignores_acpi = True
+    config = await rig.running()
+    vm = await rig.vms.shutdown(config.vm_id, timeout_seconds=1)
+    assert (vm.state, vm.message) == (S.STATE_POWERING_DOWN, "shutting down on request")
+    again = await rig.vms.shutdown(config.vm_id)  # already on its way: the deadline stands
+    assert again.state == S.STATE_POWERING_DOWN
+    await rig.wait_for(config.vm_id, S.STATE_DOWN)
+    last = rig.journal.after(0)[-1].vm_state
+    assert (last.exit_reason, last.message) == (
+        S.EXIT_REASON_DESTROYED,
+        "did not power off within 1 s; destroyed",
+    )
+    assert config.vm_id not in rig.fake.domains
+
+
+async def test_a_reboot_is_never_a_stop(rig: Rig) -> None:
+    config = await rig.running()
+    vm = await rig.vms.reboot(config.vm_id)
+    assert vm.state == S.STATE_REBOOT_IN_PROGRESS
+    # QEMU resets the guest several times in a burst, with no lifecycle event.
+    await rig.wait_for(config.vm_id, S.STATE_RUNNING)
+    assert rig.state_names(config.vm_id) == [
+        "WAIT_FOR_LAUNCH",
+        "RUNNING",
+        "REBOOT_IN_PROGRESS",
+        "RUNNING",
+    ]
+
+
+async def test_a_reboot_the_guest_ignores_ends_in_a_reset(rig: Rig) -> None:
+    rig.fake.ignores_acpi = True
+    config = await rig.running()
+    await rig.vms.reboot(config.vm_id, timeout_seconds=1)
+    await rig.wait_for(config.vm_id, S.STATE_RUNNING)
+    assert rig.state_names(config.vm_id)[-2:] == ["REBOOT_IN_PROGRESS", "RUNNING"]
+
+
+async def test_a_reboot_from_inside_the_guest(rig: Rig) -> None:
+    config = await rig.running()
+    for _ in range(5):  # one reboot: a burst of resets
+        rig.fake.emit(LifecycleEvent(config.vm_id, LifecycleKind.REBOOTED))
+    await rig.wait_for(config.vm_id, S.STATE_REBOOT_IN_PROGRESS)
+    await rig.wait_for(config.vm_id, S.STATE_RUNNING)
+    assert rig.state_names(config.vm_id) == [
+        "WAIT_FOR_LAUNCH",
+        "RUNNING",
+        "REBOOT_IN_PROGRESS",
+        "RUNNING",
+    ]
+    assert rig.journal.after(0)[-1].vm_state.message == "rebooted"
+
+
+async def test_reset(rig: Rig) -> None:
+    config = await rig.running()
+    vm = await rig.vms.reset(config.vm_id)
+    assert vm.state == S.STATE_REBOOT_IN_PROGRESS
+    await rig.wait_for(config.vm_id, S.STATE_RUNNING)
+    # A paused guest stays paused through a reset.
+    await rig.vms.pause(config.vm_id)
+    assert (await rig.vms.reset(config.vm_id)).state == S.STATE_PAUSED
+
+
+async def test_pause_and_resume_answer_with_the_new_state(rig: Rig) -> None:
+    config = await rig.running()
+    assert (await rig.vms.pause(config.vm_id)).state == S.STATE_PAUSED
+    assert (await rig.vms.resume(config.vm_id)).state == S.STATE_RUNNING
+    assert rig.state_names(config.vm_id) == ["WAIT_FOR_LAUNCH", "RUNNING", "PAUSED", "RUNNING"]
+
+
+async def test_a_hypervisor_that_sends_no_event_still_pauses(rig: Rig) -> None:
+    config = await rig.running()
+    real_act = rig.fake.act
+
+    async def act_quietly(uuid: str, action: object) -> None:
+        await real_act(uuid, action)  # type: ignore[arg-type]
+        while rig.fake.pending_events:  # the event never arrives
+            await rig.fake._queue.get()
+
+    rig.fake.act = act_quietly  # type: ignore[method-assign]
+    assert (await rig.vms.pause(config.vm_id)).state == S.STATE_PAUSED
+
+
+@pytest.mark.parametrize(
+    ("verb", "state_name"),
+    [("resume", "RUNNING"), ("pause", "PAUSED"), ("reboot", "PAUSED"), ("shutdown", "PAUSED")],
+)
+async def test_a_verb_in_the_wrong_state_names_it(rig: Rig, verb: str, state_name: str) -> None:
+    config = await rig.running()
+    if state_name == "PAUSED":
+        await rig.vms.pause(config.vm_id)
+    words = {"shutdown": "shut down"}.get(verb, verb)
+    with pytest.raises(VmStateConflict) as caught:
+        await getattr(rig.vms, verb)(config.vm_id)
+    assert str(caught.value) == f"cannot {words} VM {config.vm_id}: it is {state_name}"
+
+
+async def test_verbs_on_an_unknown_vm(rig: Rig) -> None:
+    for verb in ("shutdown", "reboot", "reset", "pause", "resume", "hibernate", "stats"):
+        with pytest.raises(VmNotFound):
+            await getattr(rig.vms, verb)("6f1c9a52-3d0e-4b7a-9a51-0c2d8e4f7b13")
+
+
+async def test_a_vm_in_the_middle_of_its_start_refuses_verbs(rig: Rig) -> None:
+    rig.fake.boot_events = ()
+    config = rig.config()
+    await rig.vms.create(config)
+    with pytest.raises(VmStateConflict, match="it is WAIT_FOR_LAUNCH"):
+        await rig.vms.pause(config.vm_id)
+    await eventually(lambda: rig.state(config.vm_id) != S.STATE_WAIT_FOR_LAUNCH, "the start")
+
+
+async def test_stats(rig: Rig) -> None:
+    config = await rig.running()
+    vm, stats = await rig.vms.stats(config.vm_id)
+    assert vm.state == S.STATE_RUNNING
+    assert (stats.state_name, stats.state_reason) == ("running", "booted")
+    assert rig.vms.counts() == (1, 0)
