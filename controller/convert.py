@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 from virtplane.v1 import host_pb2, vm_pb2, vm_service_pb2
 
+from controller.scheduler import Placement
 from db import models
 from db.enums import ExitReason, HostState, NicKind, VmState
 
@@ -213,3 +214,30 @@ def host(row: models.Host, usage: tuple[int, int, int]) -> host_pb2.Host:
             last_seen_time=timestamp(row.last_seen_at),
         ),
     )
+
+
+def placement(result: Placement) -> vm_service_pb2.ExplainPlacementResponse:
+    reply = vm_service_pb2.ExplainPlacementResponse(
+        hosts=[
+            vm_service_pb2.HostPlacement(
+                host_id=j.host.id,
+                host_name=j.host.name,
+                filters=[
+                    vm_service_pb2.FilterVerdict(
+                        filter=v.filter, passed=v.passed, reason=v.reason or ""
+                    )
+                    for v in j.verdicts
+                ],
+                eligible=j.eligible,
+                weights=[
+                    vm_service_pb2.WeightScore(weight=name, score=score) for name, score in j.scores
+                ],
+                score=j.score,
+            )
+            for j in result.judgements
+        ]
+    )
+    if result.host is not None:
+        reply.chosen_host_id = result.host.id
+        reply.chosen_host_name = result.host.name
+    return reply

@@ -38,6 +38,12 @@ class Demand:
 Filter = Callable[[HostCapacity, Demand], str | None]
 
 
+def not_in_maintenance(host: HostCapacity, _demand: Demand) -> str | None:
+    if host.state in (HostState.MAINTENANCE, HostState.PREPARING_FOR_MAINTENANCE):
+        return "host is in maintenance"
+    return None
+
+
 def host_is_up(host: HostCapacity, _demand: Demand) -> str | None:
     return None if host.state is HostState.UP else f"host is {host.state.value}"
 
@@ -55,29 +61,86 @@ def enough_cpus(host: HostCapacity, demand: Demand) -> str | None:
 
 
 FILTERS: tuple[tuple[str, Filter], ...] = (
+    ("maintenance", not_in_maintenance),
     ("host-up", host_is_up),
     ("memory", enough_memory),
     ("cpus", enough_cpus),
 )
+
+# A weight scores a host every filter accepted; the highest total wins.
+Weight = Callable[[HostCapacity, Demand], float]
+
+
+def memory_free(host: HostCapacity, _demand: Demand) -> float:
+    """Spreads VMs: the more memory left free, the better."""
+    return float(host.memory_free_mib)
+
+
+WEIGHTS: tuple[tuple[str, Weight], ...] = (("memory-free", memory_free),)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One filter's judgement of one host; reason is None when it passed."""
+
+    filter: str
+    reason: str | None
+
+    @property
+    def passed(self) -> bool:
+        return self.reason is None
+
+
+@dataclass(frozen=True)
+class HostJudgement:
+    """How the scheduler judges one host: every filter's verdict and, when
+    they all pass, every weight's score."""
+
+    host: HostCapacity
+    verdicts: tuple[Verdict, ...]
+    scores: tuple[tuple[str, float], ...]
+
+    @property
+    def eligible(self) -> bool:
+        return all(v.passed for v in self.verdicts)
+
+    @property
+    def score(self) -> float:
+        return sum(score for _, score in self.scores)
+
+    @property
+    def rejection(self) -> str | None:
+        """The first rejecting filter and its reason, as "filter: reason"."""
+        first = next((v for v in self.verdicts if not v.passed), None)
+        return None if first is None else f"{first.filter}: {first.reason}"
+
+
+def judge(host: HostCapacity, demand: Demand) -> HostJudgement:
+    verdicts = tuple(Verdict(name, check(host, demand)) for name, check in FILTERS)
+    scores: tuple[tuple[str, float], ...] = ()
+    if all(v.passed for v in verdicts):
+        scores = tuple((name, weigh(host, demand)) for name, weigh in WEIGHTS)
+    return HostJudgement(host, verdicts, scores)
 
 
 @dataclass(frozen=True)
 class Placement:
     host: HostCapacity | None
     rejections: dict[str, str]  # host name -> "filter: reason"
+    judgements: tuple[HostJudgement, ...] = ()
 
 
 def place(hosts: Sequence[HostCapacity], demand: Demand) -> Placement:
-    """Picks the host with the most free memory among those every filter accepts."""
-    rejections: dict[str, str] = {}
-    fits: list[HostCapacity] = []
-    for host in hosts:
-        for name, check in FILTERS:
-            reason = check(host, demand)
-            if reason is not None:
-                rejections[host.name] = f"{name}: {reason}"
-                break
-        else:
-            fits.append(host)
-    best = max(fits, key=lambda h: (h.memory_free_mib, h.name), default=None)
-    return Placement(host=best, rejections=rejections)
+    """Judges every host and picks the eligible one with the highest score
+    (ties go to the name sorting last). StartVm and ExplainPlacement both
+    come here."""
+    judgements = tuple(judge(h, demand) for h in hosts)
+    rejections = {j.host.name: j.rejection for j in judgements if j.rejection is not None}
+    best = max(
+        (j for j in judgements if j.eligible),
+        key=lambda j: (j.score, j.host.name),
+        default=None,
+    )
+    return Placement(
+        host=None if best is None else best.host, rejections=rejections, judgements=judgements
+    )

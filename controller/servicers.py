@@ -67,6 +67,11 @@ class VmServicer(vm_grpc.VmServiceServicer):
     ) -> vm_api.GetVmGuestInfoResponse:
         return await self._vms.guest_info(_ref("vm", request.vm))
 
+    async def ExplainPlacement(
+        self, request: vm_api.ExplainPlacementRequest, context: Context
+    ) -> vm_api.ExplainPlacementResponse:
+        return await self._vms.explain_placement(_ref("vm", request.vm))
+
     async def WatchVms(
         self, request: vm_api.WatchVmsRequest, context: Context
     ) -> AsyncIterator[vm_api.WatchVmsResponse]:

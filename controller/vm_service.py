@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -16,12 +16,12 @@ from virtplane.v1 import vm_pb2, vm_service_pb2
 from controller import convert
 from controller.errors import IllegalVmState, NoHostAvailable, VmExists, VmNotFound
 from controller.hosts import HostClients
-from controller.scheduler import Demand, HostCapacity, place
+from controller.scheduler import Demand, HostCapacity, Placement, place
 from controller.validation import VmSpec
 from controller.vm_store import VmStore, set_state
 from db import repositories as repo
 from db.enums import ExitReason, VmState
-from db.models import Nic, Vm
+from db.models import Host, Nic, Vm
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +57,10 @@ def _random_mac(session: Session) -> str:
             return mac
 
 
-def book(session: Session, vm: Vm) -> tuple[bool, _Dispatch]:
-    """Picks a host for vm and books its resources there, in the caller's
-    transaction: from here the VM's memory counts as used on the host.
-
-    The hosts are locked before their usage is read, so a concurrent booking
-    waits for this transaction and then sees its VM on the host: two starts
-    cannot over-book one host.
-    """
-    if vm.state is not VmState.DOWN:
-        raise IllegalVmState(vm.name, vm.state.value, "start", "DOWN")
-    hosts = repo.lock_hosts(session)
+def _placement(session: Session, vm: Vm, *, lock: bool) -> tuple[Sequence[Host], Placement]:
+    """The scheduler's judgement of every host for vm, pending starts
+    counted. With lock, the hosts stay locked until the transaction ends."""
+    hosts = repo.lock_hosts(session) if lock else repo.list_hosts(session)
     usage = repo.host_usage(session)
     candidates = [
         HostCapacity(
@@ -80,7 +73,20 @@ def book(session: Session, vm: Vm) -> tuple[bool, _Dispatch]:
         )
         for h in hosts
     ]
-    placement = place(candidates, Demand(vcpus=vm.vcpus, memory_mib=vm.memory_mib))
+    return hosts, place(candidates, Demand(vcpus=vm.vcpus, memory_mib=vm.memory_mib))
+
+
+def book(session: Session, vm: Vm) -> tuple[bool, _Dispatch]:
+    """Picks a host for vm and books its resources there, in the caller's
+    transaction: from here the VM's memory counts as used on the host.
+
+    The hosts are locked before their usage is read, so a concurrent booking
+    waits for this transaction and then sees its VM on the host: two starts
+    cannot over-book one host.
+    """
+    if vm.state is not VmState.DOWN:
+        raise IllegalVmState(vm.name, vm.state.value, "start", "DOWN")
+    hosts, placement = _placement(session, vm, lock=True)
     if placement.host is None:
         raise NoHostAvailable(vm.name, placement.rejections)
     chosen = next(h for h in hosts if h.id == placement.host.id)
@@ -146,6 +152,20 @@ class VmService:
                 guest=convert.guest_info(vm.guest_facts),
                 facts=[convert.guest_fact(f) for f in vm.guest_facts],
             )
+
+        return await self._db.run(work)
+
+    async def explain_placement(self, vm_ref: str) -> vm_service_pb2.ExplainPlacementResponse:
+        """What StartVm's placement would decide for the VM now, host by
+        host; nothing is booked or locked. A VM that runs already counts
+        as used on its host."""
+
+        def work(session: Session) -> vm_service_pb2.ExplainPlacementResponse:
+            vm = repo.find_vm(session, vm_ref)
+            if vm is None:
+                raise VmNotFound(vm_ref)
+            _hosts, placement = _placement(session, vm, lock=False)
+            return convert.placement(placement)
 
         return await self._db.run(work)
 

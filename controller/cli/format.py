@@ -104,3 +104,16 @@ def guest_facts(facts: Sequence[vm_service_pb2.GuestFact], verbose: bool) -> str
         observed = f.observed_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
         rows.append([f.name, f.source, observed, value])
     return table(["FACT", "SOURCE", "OBSERVED (UTC)", "VALUE"], rows)
+
+
+def placement(reply: vm_service_pb2.ExplainPlacementResponse) -> str:
+    """One row per host and filter, the weights' scores, and the choice."""
+    rows = []
+    for host in reply.hosts:
+        for f in host.filters:
+            verdict = "pass" if f.passed else "REJECT"
+            rows.append([host.host_name, f.filter, verdict, f.reason])
+        for w in host.weights:
+            rows.append([host.host_name, f"weight {w.weight}", f"{w.score:g}", ""])
+    chosen = reply.chosen_host_name or "none: no host fits"
+    return f"{table(['HOST', 'CHECK', 'VERDICT', 'WHY'], rows)}\nchosen: {chosen}"

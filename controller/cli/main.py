@@ -90,6 +90,13 @@ async def vm_stop(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
     print(f"{reply.vm.name}: {fmt.vm_state(reply.vm.status.state)}")
 
 
+async def vm_explain(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
+    reply = await vm_grpc.VmServiceStub(channel).ExplainPlacement(
+        vm_api.ExplainPlacementRequest(vm=args.vm)
+    )
+    print(fmt.placement(reply))
+
+
 async def vm_delete(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
     await vm_grpc.VmServiceStub(channel).DeleteVm(vm_api.DeleteVmRequest(vm=args.vm))
     print(f"{args.vm}: deleted")
@@ -158,6 +165,9 @@ def parser() -> argparse.ArgumentParser:
         sub = vm.add_parser(verb, help=f"{verb} a VM")
         sub.add_argument("vm", help="id or name")
         sub.set_defaults(run=run)
+    explain = vm.add_parser("explain", help="where StartVm would place a VM, and why")
+    explain.add_argument("vm", help="id or name")
+    explain.set_defaults(run=vm_explain)
     guest = vm.add_parser("guest", help="what the guest agent reported, fact by fact")
     guest.add_argument("vm", help="id or name")
     guest.add_argument("--values", action="store_true", help="print each value in full")

@@ -37,3 +37,32 @@ def test_names_the_filter_that_rejected_each_host() -> None:
 
 def test_no_hosts_means_no_placement() -> None:
     assert place([], Demand(vcpus=1, memory_mib=1)).host is None
+
+
+def test_every_host_is_judged_by_every_filter_and_the_eligible_ones_weighed() -> None:
+    hosts = [
+        _host("maint", 4096, HostState.MAINTENANCE),
+        _host("small", 100, cpus=1),
+        _host("fits", 2048),
+    ]
+    placement = place(hosts, Demand(vcpus=2, memory_mib=512))
+    maint, small, fits = placement.judgements
+    assert [(v.filter, v.passed) for v in maint.verdicts] == [
+        ("maintenance", False),
+        ("host-up", False),
+        ("memory", True),
+        ("cpus", True),
+    ]
+    assert maint.scores == ()
+    assert [v.reason for v in small.verdicts if not v.passed] == [
+        "needs 512 MiB, 100 MiB free",
+        "needs 2 vCPUs, host has 1",
+    ]
+    assert fits.eligible
+    assert fits.scores == (("memory-free", 2048.0),)
+    assert placement.host == hosts[2]
+    # StartVm's error names the first filter that rejected each host.
+    assert placement.rejections == {
+        "maint": "maintenance: host is in maintenance",
+        "small": "memory: needs 512 MiB, 100 MiB free",
+    }

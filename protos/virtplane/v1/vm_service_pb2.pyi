@@ -423,3 +423,146 @@ class GuestFact(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GuestFact: _TypeAlias = GuestFact  # noqa: Y015
+
+@_typing.final
+class ExplainPlacementRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    vm: _builtins.str
+    """The VM's id or name."""
+    def __init__(
+        self,
+        *,
+        vm: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainPlacementRequest: _TypeAlias = ExplainPlacementRequest  # noqa: Y015
+
+@_typing.final
+class ExplainPlacementResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOSTS_FIELD_NUMBER: _builtins.int
+    CHOSEN_HOST_ID_FIELD_NUMBER: _builtins.int
+    CHOSEN_HOST_NAME_FIELD_NUMBER: _builtins.int
+    chosen_host_id: _builtins.str
+    """The host StartVm would choose now; empty when no host fits."""
+    chosen_host_name: _builtins.str
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostPlacement]:
+        """Every host, by name."""
+
+    def __init__(
+        self,
+        *,
+        hosts: _abc.Iterable[Global___HostPlacement] | None = ...,
+        chosen_host_id: _builtins.str = ...,
+        chosen_host_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chosen_host_id", b"chosen_host_id", "chosen_host_name", b"chosen_host_name", "hosts", b"hosts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainPlacementResponse: _TypeAlias = ExplainPlacementResponse  # noqa: Y015
+
+@_typing.final
+class HostPlacement(_message.Message):
+    """How the scheduler judges one host for one VM."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    HOST_NAME_FIELD_NUMBER: _builtins.int
+    FILTERS_FIELD_NUMBER: _builtins.int
+    ELIGIBLE_FIELD_NUMBER: _builtins.int
+    WEIGHTS_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    host_name: _builtins.str
+    eligible: _builtins.bool
+    """Whether every filter accepts the host."""
+    score: _builtins.float
+    """The sum of the weights' scores; the eligible host with the highest wins."""
+    @_builtins.property
+    def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___FilterVerdict]:
+        """Every filter, in the order the scheduler applies them."""
+
+    @_builtins.property
+    def weights(self) -> _containers.RepeatedCompositeFieldContainer[Global___WeightScore]:
+        """Each weight's score; only for an eligible host."""
+
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        host_name: _builtins.str = ...,
+        filters: _abc.Iterable[Global___FilterVerdict] | None = ...,
+        eligible: _builtins.bool = ...,
+        weights: _abc.Iterable[Global___WeightScore] | None = ...,
+        score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["eligible", b"eligible", "filters", b"filters", "host_id", b"host_id", "host_name", b"host_name", "score", b"score", "weights", b"weights"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostPlacement: _TypeAlias = HostPlacement  # noqa: Y015
+
+@_typing.final
+class FilterVerdict(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    PASSED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    filter: _builtins.str
+    """e.g. "host-up", "memory", "cpus"."""
+    passed: _builtins.bool
+    reason: _builtins.str
+    """Why the filter rejects the host; empty when it passed."""
+    def __init__(
+        self,
+        *,
+        filter: _builtins.str = ...,
+        passed: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "passed", b"passed", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FilterVerdict: _TypeAlias = FilterVerdict  # noqa: Y015
+
+@_typing.final
+class WeightScore(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    weight: _builtins.str
+    """e.g. "memory-free"."""
+    score: _builtins.float
+    def __init__(
+        self,
+        *,
+        weight: _builtins.str = ...,
+        score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["score", b"score", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WeightScore: _TypeAlias = WeightScore  # noqa: Y015

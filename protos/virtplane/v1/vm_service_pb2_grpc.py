@@ -76,6 +76,11 @@ class VmServiceStub:
                 request_serializer=virtplane_dot_v1_dot_vm__service__pb2.GetVmGuestInfoRequest.SerializeToString,
                 response_deserializer=virtplane_dot_v1_dot_vm__service__pb2.GetVmGuestInfoResponse.FromString,
                 _registered_method=True)
+        self.ExplainPlacement = channel.unary_unary(
+                '/virtplane.v1.VmService/ExplainPlacement',
+                request_serializer=virtplane_dot_v1_dot_vm__service__pb2.ExplainPlacementRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_vm__service__pb2.ExplainPlacementResponse.FromString,
+                _registered_method=True)
 
 
 class VmServiceServicer:
@@ -139,6 +144,15 @@ class VmServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainPlacement(self, request, context):
+        """A dry run of StartVm's placement: for every host, each filter's verdict
+        and, for the hosts every filter accepts, each weight's score; and the
+        host StartVm would choose now. Changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VmServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -181,6 +195,11 @@ def add_VmServiceServicer_to_server(servicer, server):
                     servicer.GetVmGuestInfo,
                     request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.GetVmGuestInfoRequest.FromString,
                     response_serializer=virtplane_dot_v1_dot_vm__service__pb2.GetVmGuestInfoResponse.SerializeToString,
+            ),
+            'ExplainPlacement': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainPlacement,
+                    request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.ExplainPlacementRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_vm__service__pb2.ExplainPlacementResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -401,6 +420,33 @@ class VmService:
             '/virtplane.v1.VmService/GetVmGuestInfo',
             virtplane_dot_v1_dot_vm__service__pb2.GetVmGuestInfoRequest.SerializeToString,
             virtplane_dot_v1_dot_vm__service__pb2.GetVmGuestInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainPlacement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.VmService/ExplainPlacement',
+            virtplane_dot_v1_dot_vm__service__pb2.ExplainPlacementRequest.SerializeToString,
+            virtplane_dot_v1_dot_vm__service__pb2.ExplainPlacementResponse.FromString,
             options,
             channel_credentials,
             insecure,

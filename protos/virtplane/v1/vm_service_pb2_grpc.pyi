@@ -53,6 +53,11 @@ class VmServiceStub:
     """What the guest agent reported, fact by fact, with where each came from
     and when it was observed.
     """
+    ExplainPlacement: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.ExplainPlacementRequest, _vm_service_pb2.ExplainPlacementResponse]
+    """A dry run of StartVm's placement: for every host, each filter's verdict
+    and, for the hosts every filter accepts, each weight's score; and the
+    host StartVm would choose now. Changes nothing.
+    """
 
 @_typing.type_check_only
 class VmServiceAsyncStub(VmServiceStub):
@@ -78,6 +83,11 @@ class VmServiceAsyncStub(VmServiceStub):
     GetVmGuestInfo: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.GetVmGuestInfoRequest, _vm_service_pb2.GetVmGuestInfoResponse]  # type: ignore[assignment]
     """What the guest agent reported, fact by fact, with where each came from
     and when it was observed.
+    """
+    ExplainPlacement: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.ExplainPlacementRequest, _vm_service_pb2.ExplainPlacementResponse]  # type: ignore[assignment]
+    """A dry run of StartVm's placement: for every host, each filter's verdict
+    and, for the hosts every filter accepts, each weight's score; and the
+    host StartVm would choose now. Changes nothing.
     """
 
 class VmServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -149,6 +159,17 @@ class VmServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_vm_service_pb2.GetVmGuestInfoResponse, _abc.Awaitable[_vm_service_pb2.GetVmGuestInfoResponse]]:
         """What the guest agent reported, fact by fact, with where each came from
         and when it was observed.
+        """
+
+    @_abc_1.abstractmethod
+    def ExplainPlacement(
+        self,
+        request: _vm_service_pb2.ExplainPlacementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vm_service_pb2.ExplainPlacementResponse, _abc.Awaitable[_vm_service_pb2.ExplainPlacementResponse]]:
+        """A dry run of StartVm's placement: for every host, each filter's verdict
+        and, for the hosts every filter accepts, each weight's score; and the
+        host StartVm would choose now. Changes nothing.
         """
 
 def add_VmServiceServicer_to_server(servicer: VmServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
