@@ -10,7 +10,9 @@
     │   ├── VmExists
     │   └── HostExists
     ├── FailedPrecondition
-    │   └── IllegalVmState        the verb does not fit the VM's state
+    │   ├── IllegalVmState        the verb does not fit the VM's state
+    │   ├── IllegalHostState      the verb does not fit the host's state
+    │   └── HostHasVms            VMs on the host forbid the verb
     ├── ResourceExhausted
     │   └── NoHostAvailable       every host was rejected by a filter
     └── Unavailable
@@ -19,7 +21,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from virtplane.errors import (
     AlreadyExists,
@@ -54,6 +56,18 @@ class IllegalVmState(FailedPrecondition):
     def __init__(self, vm: str, state: str, verb: str, allowed: str) -> None:
         super().__init__(f"cannot {verb} VM {vm!r}: it is {state}; {verb} needs it {allowed}")
         self.state = state
+
+
+class IllegalHostState(FailedPrecondition):
+    def __init__(self, host: str, state: str, verb: str, allowed: str) -> None:
+        super().__init__(f"cannot {verb} host {host!r}: it is {state}; {verb} needs it {allowed}")
+        self.state = state
+
+
+class HostHasVms(FailedPrecondition):
+    def __init__(self, host: str, verb: str, vms: Sequence[str], where: str) -> None:
+        super().__init__(f"cannot {verb} host {host!r}: VMs {where}: {', '.join(vms)}")
+        self.vms = list(vms)
 
 
 class NoHostAvailable(ResourceExhausted):

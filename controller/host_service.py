@@ -1,20 +1,55 @@
-"""Host registration and the monitors that watch each host."""
+"""Host registration, the host verbs (remove, maintenance, activate, confirm
+down) and the monitors that watch each host.
+
+A host's states, and what moves it::
+
+    UP ⇄ NON_RESPONSIVE            the monitor: hostd stops / starts answering
+                                   (its VMs UNKNOWN meanwhile, never DOWN)
+    NON_RESPONSIVE → DOWN          ConfirmHostDown: the operator fenced it; its
+                                   VMs become DOWN (HOST_FENCED)
+    DOWN → UP                      the monitor: hostd answers again
+    UP, NON_RESPONSIVE, DOWN,      SetHostMaintenance, refused while VMs run
+    NON_OPERATIONAL → MAINTENANCE  there
+    MAINTENANCE, NON_OPERATIONAL   ActivateHost, then the monitor once hostd
+    → CONNECTING → UP              answers
+
+A host in MAINTENANCE is not monitored and takes no VMs; RemoveHost and
+SetHostMaintenance are refused while VMs are on the host.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
-from virtplane.v1 import host_pb2
+from virtplane.v1 import host_pb2, vm_pb2
 
 from controller import convert
-from controller.errors import HostExists, HostNotFound
+from controller.errors import HostExists, HostHasVms, HostNotFound, IllegalHostState
 from controller.hosts import HostClients
 from controller.monitor import HostMonitor
-from controller.vm_store import VmStore
+from controller.vm_store import VmStore, set_state
 from db import repositories as repo
-from db.enums import HostState
+from db.enums import ACTIVE_VM_STATES, ExitReason, HostState, VmState
 from db.models import Host, utcnow
+
+# The states SetHostMaintenance and ActivateHost accept.
+_MAINTAINABLE = frozenset(
+    {HostState.UP, HostState.NON_RESPONSIVE, HostState.NON_OPERATIONAL, HostState.DOWN}
+)
+_ACTIVATABLE = frozenset({HostState.MAINTENANCE, HostState.NON_OPERATIONAL})
+
+
+def _locked(session: Session, host_ref: str) -> Host:
+    host = repo.lock_host(session, host_ref)
+    if host is None:
+        raise HostNotFound(host_ref)
+    return host
+
+
+def _usage(session: Session, host: Host) -> tuple[int, int, int]:
+    return repo.host_usage(session).get(host.id, (0, 0, 0))
 
 
 class HostService:
@@ -72,10 +107,106 @@ class HostService:
 
         return await self._db.run(work)
 
+    async def remove(self, host_ref: str) -> None:
+        """Forgets a host no VM is placed on, and stops watching it."""
+
+        def work(session: Session) -> str:
+            host = _locked(session, host_ref)
+            placed = [vm.name for vm in repo.list_vms(session, host_id=host.id)]
+            if placed:
+                raise HostHasVms(host.name, "remove", placed, "are placed on it")
+            session.delete(host)
+            return host.id
+
+        host_id = await self._db.run(work)
+        await self._unwatch(host_id)
+        await self._clients.drop(host_id)
+
+    async def set_maintenance(self, host_ref: str) -> host_pb2.Host:
+        """Takes a host without running VMs out of service: MAINTENANCE, no
+        VM is placed on it and it is no longer watched."""
+
+        def work(session: Session) -> host_pb2.Host:
+            host = _locked(session, host_ref)
+            if host.state not in _MAINTAINABLE:
+                allowed = " or ".join(sorted(s.value for s in _MAINTAINABLE))
+                raise IllegalHostState(host.name, host.state.value, "maintain", allowed)
+            running = [
+                vm.name
+                for vm in repo.list_vms(session, host_id=host.id)
+                if vm.state in ACTIVE_VM_STATES
+            ]
+            if running:
+                raise HostHasVms(
+                    host.name, "move to maintenance", running, "run on it (stop or move them first)"
+                )
+            host.state = HostState.MAINTENANCE
+            host.state_message = "in maintenance"
+            session.flush()
+            return convert.host(host, _usage(session, host))
+
+        proto = await self._db.run(work)
+        await self._unwatch(proto.id)
+        return proto
+
+    async def activate(self, host_ref: str) -> host_pb2.Host:
+        """Brings a host back into service: CONNECTING, UP once hostd answers."""
+
+        def work(session: Session) -> tuple[host_pb2.Host, str]:
+            host = _locked(session, host_ref)
+            if host.state not in _ACTIVATABLE:
+                allowed = " or ".join(sorted(s.value for s in _ACTIVATABLE))
+                raise IllegalHostState(host.name, host.state.value, "activate", allowed)
+            host.state = HostState.CONNECTING
+            host.state_message = "activated; waiting for hostd to answer"
+            session.flush()
+            return convert.host(host, _usage(session, host)), host.address
+
+        proto, address = await self._db.run(work)
+        # A fresh monitor: it reconciles on connecting, which makes the host UP.
+        await self._unwatch(proto.id)
+        self._watch(proto.id, proto.name, address)
+        return proto
+
+    async def confirm_down(self, host_ref: str) -> tuple[host_pb2.Host, Sequence[str]]:
+        """Manual fencing: the operator says the NON_RESPONSIVE host was
+        rebooted or powered off, so the VMs it held run nowhere. They become
+        DOWN (HOST_FENCED) and the host DOWN, until hostd answers again."""
+
+        def work(session: Session) -> tuple[host_pb2.Host, Sequence[vm_pb2.Vm]]:
+            host = _locked(session, host_ref)
+            if host.state is not HostState.NON_RESPONSIVE:
+                raise IllegalHostState(
+                    host.name, host.state.value, "confirm down", HostState.NON_RESPONSIVE.value
+                )
+            fenced = [
+                vm for vm in repo.list_vms(session, host_id=host.id) if vm.state is not VmState.DOWN
+            ]
+            for vm in fenced:
+                set_state(
+                    vm,
+                    VmState.DOWN,
+                    exit_reason=ExitReason.HOST_FENCED,
+                    message=f"host {host.name!r} was confirmed down by the operator",
+                )
+            host.state = HostState.DOWN
+            host.state_message = "confirmed down by the operator"
+            changed = self._store.stamp(session, fenced)
+            return convert.host(host, _usage(session, host)), changed
+
+        proto, changed = await self._db.run(work)
+        self._store.publish(list(changed))
+        return proto, [vm.id for vm in changed]
+
     async def watch_all(self) -> None:
-        """Starts a monitor for every registered host (on controller start)."""
+        """Starts a monitor for every registered host not in maintenance (on
+        controller start)."""
         hosts = await self._db.run(
-            lambda s: [(h.id, h.name, h.address) for h in repo.list_hosts(s)]
+            lambda s: [
+                (h.id, h.name, h.address)
+                for h in repo.list_hosts(s)
+                if h.state is not HostState.MAINTENANCE
+            ]
         )
         for host_id, name, address in hosts:
             self._watch(host_id, name, address)
@@ -88,6 +219,14 @@ class HostService:
         monitor = HostMonitor(host_id, client, self._store, self._retry)
         self._monitors[host_id] = monitor
         monitor.start()
+
+    async def _unwatch(self, host_id: str) -> None:
+        monitor = self._monitors.pop(host_id, None)
+        if monitor is not None:
+            await monitor.stop()
+
+    def watched(self, host_id: str) -> bool:
+        return host_id in self._monitors
 
     async def close(self) -> None:
         for monitor in self._monitors.values():

@@ -19,6 +19,12 @@ class HostClients:
             self._clients[host_id] = client
         return client
 
+    async def drop(self, host_id: str) -> None:
+        """Closes and forgets the host's client (the host was removed)."""
+        client = self._clients.pop(host_id, None)
+        if client is not None:
+            await client.close()
+
     async def close(self) -> None:
         for client in self._clients.values():
             await client.close()

@@ -4,6 +4,8 @@ For each host the monitor holds a WatchEvents stream open, applies every
 event in order, and on (re)connect reconciles against the host's full VM
 list. When the host cannot be reached it is NON_RESPONSIVE and its VMs are
 UNKNOWN — never DOWN — until the host answers again and says what is true.
+States an operator set (maintenance, confirmed down) are left to the
+operator's verbs (controller.host_service).
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ from db.enums import HostState
 from db.models import Host, Vm, utcnow
 
 log = logging.getLogger(__name__)
+
+# Host states set by an operator's verb, which only another verb changes:
+# the monitor neither brings such a host UP nor marks it NON_RESPONSIVE.
+HELD_STATES = frozenset(
+    {HostState.MAINTENANCE, HostState.PREPARING_FOR_MAINTENANCE, HostState.NON_OPERATIONAL}
+)
 
 
 @dataclass
@@ -108,8 +116,9 @@ class HostMonitor:
             host = session.get(Host, self.host_id)
             if host is None:
                 return []
-            host.state = HostState.UP
-            host.state_message = ""
+            if host.state not in HELD_STATES:
+                host.state = HostState.UP
+                host.state_message = ""
             host.last_seen_at = now
             host.cpus = caps.cpus
             host.memory_total_mib = caps.memory_total_mib
@@ -204,8 +213,10 @@ class HostMonitor:
             host = session.get(Host, self.host_id)
             if host is None:
                 return []
-            host.state = HostState.NON_RESPONSIVE
-            host.state_message = why
+            # A host confirmed down stays DOWN until it answers again.
+            if host.state not in HELD_STATES and host.state is not HostState.DOWN:
+                host.state = HostState.NON_RESPONSIVE
+                host.state_message = why
             lost = [
                 vm
                 for vm in repo.list_vms(session, host_id=self.host_id)

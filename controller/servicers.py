@@ -121,3 +121,27 @@ class HostServicer(host_grpc.HostServiceServicer):
         self, request: host_api.ListHostsRequest, context: Context
     ) -> host_api.ListHostsResponse:
         return host_api.ListHostsResponse(hosts=await self._hosts.list())
+
+    async def RemoveHost(
+        self, request: host_api.RemoveHostRequest, context: Context
+    ) -> host_api.RemoveHostResponse:
+        await self._hosts.remove(_ref("host", request.host))
+        return host_api.RemoveHostResponse()
+
+    async def SetHostMaintenance(
+        self, request: host_api.SetHostMaintenanceRequest, context: Context
+    ) -> host_api.SetHostMaintenanceResponse:
+        host = await self._hosts.set_maintenance(_ref("host", request.host))
+        return host_api.SetHostMaintenanceResponse(host=host)
+
+    async def ActivateHost(
+        self, request: host_api.ActivateHostRequest, context: Context
+    ) -> host_api.ActivateHostResponse:
+        host = await self._hosts.activate(_ref("host", request.host))
+        return host_api.ActivateHostResponse(host=host)
+
+    async def ConfirmHostDown(
+        self, request: host_api.ConfirmHostDownRequest, context: Context
+    ) -> host_api.ConfirmHostDownResponse:
+        host, vm_ids = await self._hosts.confirm_down(_ref("host", request.host))
+        return host_api.ConfirmHostDownResponse(host=host, vm_ids=vm_ids)

@@ -31,6 +31,7 @@ class ExitReason(enum.Enum):
     MIGRATED = "MIGRATED"
     SAVED_TO_FILE = "SAVED_TO_FILE"
     LOST = "LOST"
+    HOST_FENCED = "HOST_FENCED"
 
 
 class HostState(enum.Enum):

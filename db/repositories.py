@@ -45,6 +45,18 @@ def lock_hosts(session: Session) -> Sequence[Host]:
     return session.scalars(query).all()
 
 
+def lock_host(session: Session, id_or_name: str) -> Host | None:
+    """The host, locked until the transaction ends (SELECT … FOR UPDATE), so
+    that no placement on it (lock_hosts) interleaves with a change of its state."""
+    query = (
+        select(Host)
+        .where(or_(Host.id == id_or_name, Host.name == id_or_name))
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return session.scalars(query).first()
+
+
 def host_usage(session: Session) -> dict[str, tuple[int, int, int]]:
     """For each host id: (memory MiB, vCPUs, VMs) held by the VMs placed on it,
     pending starts included."""

@@ -50,6 +50,26 @@ class HostServiceStub:
                 request_serializer=virtplane_dot_v1_dot_host__service__pb2.ListHostsRequest.SerializeToString,
                 response_deserializer=virtplane_dot_v1_dot_host__service__pb2.ListHostsResponse.FromString,
                 _registered_method=True)
+        self.RemoveHost = channel.unary_unary(
+                '/virtplane.v1.HostService/RemoveHost',
+                request_serializer=virtplane_dot_v1_dot_host__service__pb2.RemoveHostRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__service__pb2.RemoveHostResponse.FromString,
+                _registered_method=True)
+        self.SetHostMaintenance = channel.unary_unary(
+                '/virtplane.v1.HostService/SetHostMaintenance',
+                request_serializer=virtplane_dot_v1_dot_host__service__pb2.SetHostMaintenanceRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__service__pb2.SetHostMaintenanceResponse.FromString,
+                _registered_method=True)
+        self.ActivateHost = channel.unary_unary(
+                '/virtplane.v1.HostService/ActivateHost',
+                request_serializer=virtplane_dot_v1_dot_host__service__pb2.ActivateHostRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__service__pb2.ActivateHostResponse.FromString,
+                _registered_method=True)
+        self.ConfirmHostDown = channel.unary_unary(
+                '/virtplane.v1.HostService/ConfirmHostDown',
+                request_serializer=virtplane_dot_v1_dot_host__service__pb2.ConfirmHostDownRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__service__pb2.ConfirmHostDownResponse.FromString,
+                _registered_method=True)
 
 
 class HostServiceServicer:
@@ -76,6 +96,41 @@ class HostServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RemoveHost(self, request, context):
+        """Forgets a host and stops monitoring it. FAILED_PRECONDITION while any VM
+        is placed on it (the error names them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetHostMaintenance(self, request, context):
+        """Takes a host out of service: MAINTENANCE, where no VM is placed and the
+        controller stops monitoring it. FAILED_PRECONDITION while VMs run on it
+        (the error names them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ActivateHost(self, request, context):
+        """Brings a host in MAINTENANCE or NON_OPERATIONAL back into service: it is
+        CONNECTING until hostd answers, then UP.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmHostDown(self, request, context):
+        """Manual fencing: the operator confirms that a NON_RESPONSIVE host was
+        rebooted or powered off. Its VMs (UNKNOWN) become DOWN with exit reason
+        HOST_FENCED and the host DOWN; it is UP again once hostd answers.
+        FAILED_PRECONDITION for a host in any other state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +148,26 @@ def add_HostServiceServicer_to_server(servicer, server):
                     servicer.ListHosts,
                     request_deserializer=virtplane_dot_v1_dot_host__service__pb2.ListHostsRequest.FromString,
                     response_serializer=virtplane_dot_v1_dot_host__service__pb2.ListHostsResponse.SerializeToString,
+            ),
+            'RemoveHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveHost,
+                    request_deserializer=virtplane_dot_v1_dot_host__service__pb2.RemoveHostRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__service__pb2.RemoveHostResponse.SerializeToString,
+            ),
+            'SetHostMaintenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetHostMaintenance,
+                    request_deserializer=virtplane_dot_v1_dot_host__service__pb2.SetHostMaintenanceRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__service__pb2.SetHostMaintenanceResponse.SerializeToString,
+            ),
+            'ActivateHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.ActivateHost,
+                    request_deserializer=virtplane_dot_v1_dot_host__service__pb2.ActivateHostRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__service__pb2.ActivateHostResponse.SerializeToString,
+            ),
+            'ConfirmHostDown': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmHostDown,
+                    request_deserializer=virtplane_dot_v1_dot_host__service__pb2.ConfirmHostDownRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__service__pb2.ConfirmHostDownResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,6 +252,114 @@ class HostService:
             '/virtplane.v1.HostService/ListHosts',
             virtplane_dot_v1_dot_host__service__pb2.ListHostsRequest.SerializeToString,
             virtplane_dot_v1_dot_host__service__pb2.ListHostsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostService/RemoveHost',
+            virtplane_dot_v1_dot_host__service__pb2.RemoveHostRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__service__pb2.RemoveHostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetHostMaintenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostService/SetHostMaintenance',
+            virtplane_dot_v1_dot_host__service__pb2.SetHostMaintenanceRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__service__pb2.SetHostMaintenanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActivateHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostService/ActivateHost',
+            virtplane_dot_v1_dot_host__service__pb2.ActivateHostRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__service__pb2.ActivateHostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmHostDown(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostService/ConfirmHostDown',
+            virtplane_dot_v1_dot_host__service__pb2.ConfirmHostDownRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__service__pb2.ConfirmHostDownResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,25 @@ class HostServiceStub:
     """
     GetHost: _grpc.UnaryUnaryMultiCallable[_host_service_pb2.GetHostRequest, _host_service_pb2.GetHostResponse]
     ListHosts: _grpc.UnaryUnaryMultiCallable[_host_service_pb2.ListHostsRequest, _host_service_pb2.ListHostsResponse]
+    RemoveHost: _grpc.UnaryUnaryMultiCallable[_host_service_pb2.RemoveHostRequest, _host_service_pb2.RemoveHostResponse]
+    """Forgets a host and stops monitoring it. FAILED_PRECONDITION while any VM
+    is placed on it (the error names them).
+    """
+    SetHostMaintenance: _grpc.UnaryUnaryMultiCallable[_host_service_pb2.SetHostMaintenanceRequest, _host_service_pb2.SetHostMaintenanceResponse]
+    """Takes a host out of service: MAINTENANCE, where no VM is placed and the
+    controller stops monitoring it. FAILED_PRECONDITION while VMs run on it
+    (the error names them).
+    """
+    ActivateHost: _grpc.UnaryUnaryMultiCallable[_host_service_pb2.ActivateHostRequest, _host_service_pb2.ActivateHostResponse]
+    """Brings a host in MAINTENANCE or NON_OPERATIONAL back into service: it is
+    CONNECTING until hostd answers, then UP.
+    """
+    ConfirmHostDown: _grpc.UnaryUnaryMultiCallable[_host_service_pb2.ConfirmHostDownRequest, _host_service_pb2.ConfirmHostDownResponse]
+    """Manual fencing: the operator confirms that a NON_RESPONSIVE host was
+    rebooted or powered off. Its VMs (UNKNOWN) become DOWN with exit reason
+    HOST_FENCED and the host DOWN; it is UP again once hostd answers.
+    FAILED_PRECONDITION for a host in any other state.
+    """
 
 @_typing.type_check_only
 class HostServiceAsyncStub(HostServiceStub):
@@ -51,6 +70,25 @@ class HostServiceAsyncStub(HostServiceStub):
     """
     GetHost: _aio.UnaryUnaryMultiCallable[_host_service_pb2.GetHostRequest, _host_service_pb2.GetHostResponse]  # type: ignore[assignment]
     ListHosts: _aio.UnaryUnaryMultiCallable[_host_service_pb2.ListHostsRequest, _host_service_pb2.ListHostsResponse]  # type: ignore[assignment]
+    RemoveHost: _aio.UnaryUnaryMultiCallable[_host_service_pb2.RemoveHostRequest, _host_service_pb2.RemoveHostResponse]  # type: ignore[assignment]
+    """Forgets a host and stops monitoring it. FAILED_PRECONDITION while any VM
+    is placed on it (the error names them).
+    """
+    SetHostMaintenance: _aio.UnaryUnaryMultiCallable[_host_service_pb2.SetHostMaintenanceRequest, _host_service_pb2.SetHostMaintenanceResponse]  # type: ignore[assignment]
+    """Takes a host out of service: MAINTENANCE, where no VM is placed and the
+    controller stops monitoring it. FAILED_PRECONDITION while VMs run on it
+    (the error names them).
+    """
+    ActivateHost: _aio.UnaryUnaryMultiCallable[_host_service_pb2.ActivateHostRequest, _host_service_pb2.ActivateHostResponse]  # type: ignore[assignment]
+    """Brings a host in MAINTENANCE or NON_OPERATIONAL back into service: it is
+    CONNECTING until hostd answers, then UP.
+    """
+    ConfirmHostDown: _aio.UnaryUnaryMultiCallable[_host_service_pb2.ConfirmHostDownRequest, _host_service_pb2.ConfirmHostDownResponse]  # type: ignore[assignment]
+    """Manual fencing: the operator confirms that a NON_RESPONSIVE host was
+    rebooted or powered off. Its VMs (UNKNOWN) become DOWN with exit reason
+    HOST_FENCED and the host DOWN; it is UP again once hostd answers.
+    FAILED_PRECONDITION for a host in any other state.
+    """
 
 class HostServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages the hosts VMs run on."""
@@ -78,5 +116,48 @@ class HostServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _host_service_pb2.ListHostsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_host_service_pb2.ListHostsResponse, _abc.Awaitable[_host_service_pb2.ListHostsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveHost(
+        self,
+        request: _host_service_pb2.RemoveHostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_service_pb2.RemoveHostResponse, _abc.Awaitable[_host_service_pb2.RemoveHostResponse]]:
+        """Forgets a host and stops monitoring it. FAILED_PRECONDITION while any VM
+        is placed on it (the error names them).
+        """
+
+    @_abc_1.abstractmethod
+    def SetHostMaintenance(
+        self,
+        request: _host_service_pb2.SetHostMaintenanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_service_pb2.SetHostMaintenanceResponse, _abc.Awaitable[_host_service_pb2.SetHostMaintenanceResponse]]:
+        """Takes a host out of service: MAINTENANCE, where no VM is placed and the
+        controller stops monitoring it. FAILED_PRECONDITION while VMs run on it
+        (the error names them).
+        """
+
+    @_abc_1.abstractmethod
+    def ActivateHost(
+        self,
+        request: _host_service_pb2.ActivateHostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_service_pb2.ActivateHostResponse, _abc.Awaitable[_host_service_pb2.ActivateHostResponse]]:
+        """Brings a host in MAINTENANCE or NON_OPERATIONAL back into service: it is
+        CONNECTING until hostd answers, then UP.
+        """
+
+    @_abc_1.abstractmethod
+    def ConfirmHostDown(
+        self,
+        request: _host_service_pb2.ConfirmHostDownRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_service_pb2.ConfirmHostDownResponse, _abc.Awaitable[_host_service_pb2.ConfirmHostDownResponse]]:
+        """Manual fencing: the operator confirms that a NON_RESPONSIVE host was
+        rebooted or powered off. Its VMs (UNKNOWN) become DOWN with exit reason
+        HOST_FENCED and the host DOWN; it is UP again once hostd answers.
+        FAILED_PRECONDITION for a host in any other state.
+        """
 
 def add_HostServiceServicer_to_server(servicer: HostServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -100,6 +100,10 @@ class Vm(_message.Message):
         EXIT_REASON_SAVED_TO_FILE: Vm._ExitReason.ValueType  # 6
         EXIT_REASON_LOST: Vm._ExitReason.ValueType  # 7
         """The domain vanished from its host without a stop event."""
+        EXIT_REASON_HOST_FENCED: Vm._ExitReason.ValueType  # 8
+        """Its host stopped answering and the operator confirmed the host was
+        rebooted or powered off (ConfirmHostDown).
+        """
 
     class ExitReason(_ExitReason, metaclass=_ExitReasonEnumTypeWrapper):
         """Why a VM went DOWN."""
@@ -115,6 +119,10 @@ class Vm(_message.Message):
     EXIT_REASON_SAVED_TO_FILE: Vm.ExitReason.ValueType  # 6
     EXIT_REASON_LOST: Vm.ExitReason.ValueType  # 7
     """The domain vanished from its host without a stop event."""
+    EXIT_REASON_HOST_FENCED: Vm.ExitReason.ValueType  # 8
+    """Its host stopped answering and the operator confirmed the host was
+    rebooted or powered off (ConfirmHostDown).
+    """
 
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int

@@ -1,0 +1,236 @@
+"""The host verbs — RemoveHost, SetHostMaintenance, ActivateHost,
+ConfirmHostDown — and ExplainPlacement, through the controller's gRPC API,
+on each database engine, with a real hostd on libvirt's test driver (a
+started VM stays POWERING_UP there: nothing boots)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import pytest
+from virtplane.v1 import host_pb2, vm_pb2
+from virtplane.v1 import host_service_pb2 as host_api
+from virtplane.v1 import host_service_pb2_grpc as host_grpc
+from virtplane.v1 import vm_service_pb2 as vm_api
+from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
+
+from controller.app import Controller
+from controller.config import ControllerConfig
+from tests.stack import BIN, Daemon, free_port, start_hostd
+
+T = TypeVar("T")
+H = host_pb2.Host
+S = vm_pb2.Vm
+WAIT = 30.0  # only reached when something is broken
+
+
+@dataclass
+class Api:
+    controller: Controller
+    hosts: host_grpc.HostServiceAsyncStub
+    vms: vm_grpc.VmServiceAsyncStub
+    address: str
+
+    async def host(self, ref: str) -> host_pb2.Host:
+        return (await self.hosts.GetHost(host_api.GetHostRequest(host=ref))).host
+
+    async def vm(self, ref: str) -> vm_pb2.Vm:
+        return (await self.vms.GetVm(vm_api.GetVmRequest(vm=ref))).vm
+
+
+@pytest.fixture
+async def api(database_url: str) -> AsyncIterator[Api]:
+    config = ControllerConfig(
+        listen="127.0.0.1:0", database_url=database_url, host_retry_seconds=0.1
+    )
+    ctl = Controller(config)
+    await ctl.start()
+    address = f"127.0.0.1:{ctl.port}"
+    async with grpc.aio.insecure_channel(address) as channel:
+        yield Api(ctl, host_grpc.HostServiceStub(channel), vm_grpc.VmServiceStub(channel), address)
+    await ctl.stop(grace=0)
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A short directory for hostd: its socket paths must fit in 107 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="vp-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def boot(tmp_path: Path) -> vm_pb2.BootSource:
+    # The test driver boots nothing, but hostd checks that the files exist.
+    (tmp_path / "vmlinuz").write_bytes(b"")
+    return vm_pb2.BootSource(kernel_path=str(tmp_path / "vmlinuz"))
+
+
+async def _until(fetch: Callable[[], Awaitable[T]], check: Callable[[T], bool]) -> T:
+    """fetch() until check accepts what it returns."""
+
+    async def poll() -> T:
+        while True:
+            value = await fetch()
+            if check(value):
+                return value
+            await asyncio.sleep(0.05)
+
+    return await asyncio.wait_for(poll(), WAIT)
+
+
+async def _error(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    return err.value.code(), err.value.details() or ""
+
+
+async def _started_vm(api: Api, name: str, boot: vm_pb2.BootSource) -> vm_pb2.Vm:
+    spec = vm_pb2.VmSpec(vcpus=1, memory_mib=128, boot=boot)
+    await api.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec))
+    await api.vms.StartVm(vm_api.StartVmRequest(vm=name))
+    return await _until(lambda: api.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+
+
+async def test_a_non_responsive_host_confirmed_down_frees_its_vms(
+    api: Api, workdir: Path, boot: vm_pb2.BootSource
+) -> None:
+    port = free_port()
+    for name in ("h1", "h1-again"):
+        (workdir / name).mkdir()
+    hostd = start_hostd(workdir / "h1", "test:///default", port)
+    try:
+        host = (
+            await api.hosts.AddHost(host_api.AddHostRequest(name="h1", address=hostd.address))
+        ).host
+        vm = await _started_vm(api, "v1", boot)
+        assert vm.status.host_id == host.id
+
+        code, why = await _error(
+            api.hosts.ConfirmHostDown(host_api.ConfirmHostDownRequest(host="h1"))
+        )
+        assert code is grpc.StatusCode.FAILED_PRECONDITION
+        assert "it is UP" in why
+
+        hostd.kill()
+        await _until(lambda: api.host("h1"), lambda h: h.status.state == H.STATE_NON_RESPONSIVE)
+        lost = await api.vm("v1")
+        assert lost.status.state == S.STATE_UNKNOWN  # never DOWN on its own
+        code, why = await _error(api.hosts.RemoveHost(host_api.RemoveHostRequest(host="h1")))
+        assert code is grpc.StatusCode.FAILED_PRECONDITION
+        assert "v1" in why
+        code, _ = await _error(api.vms.StartVm(vm_api.StartVmRequest(vm="v1")))
+        assert code is grpc.StatusCode.FAILED_PRECONDITION  # UNKNOWN, not DOWN
+
+        reply = await api.hosts.ConfirmHostDown(host_api.ConfirmHostDownRequest(host="h1"))
+        assert reply.host.status.state == H.STATE_DOWN
+        assert list(reply.vm_ids) == [vm.id]
+        fenced = await api.vm("v1")
+        assert fenced.status.state == S.STATE_DOWN
+        assert fenced.status.exit_reason == S.EXIT_REASON_HOST_FENCED
+        assert fenced.status.host_id == ""
+        assert "confirmed down" in fenced.status.message
+        code, why = await _error(
+            api.hosts.ConfirmHostDown(host_api.ConfirmHostDownRequest(host="h1"))
+        )
+        assert code is grpc.StatusCode.FAILED_PRECONDITION
+        assert "it is DOWN" in why
+
+        # The rebooted host's hostd answers again: the host is UP and takes VMs.
+        hostd = start_hostd(workdir / "h1-again", "test:///default", port)
+        await _until(lambda: api.host("h1"), lambda h: h.status.state == H.STATE_UP)
+        again = (await api.vms.StartVm(vm_api.StartVmRequest(vm="v1"))).vm
+        assert again.status.host_id == host.id
+    finally:
+        hostd.stop()
+
+
+async def _cli(address: str, *argv: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "virtplane"),
+        "--controller",
+        address,
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), WAIT)
+    assert proc.returncode == 0, out.decode()
+    return out.decode()
+
+
+@pytest.fixture
+def hostd(workdir: Path) -> Iterator[Daemon]:
+    daemon = start_hostd(workdir, "test:///default")
+    yield daemon
+    daemon.stop()
+
+
+async def test_maintenance_activate_and_remove(
+    api: Api, hostd: Daemon, boot: vm_pb2.BootSource
+) -> None:
+    host = (await api.hosts.AddHost(host_api.AddHostRequest(name="h1", address=hostd.address))).host
+    await _started_vm(api, "v1", boot)
+    await api.vms.CreateVm(
+        vm_api.CreateVmRequest(name="v2", spec=vm_pb2.VmSpec(vcpus=1, memory_mib=64, boot=boot))
+    )
+
+    code, why = await _error(
+        api.hosts.SetHostMaintenance(host_api.SetHostMaintenanceRequest(host="h1"))
+    )
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+    assert "v1" in why
+    code, why = await _error(api.hosts.RemoveHost(host_api.RemoveHostRequest(host="h1")))
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+    assert "v1" in why
+    await api.vms.StopVm(vm_api.StopVmRequest(vm="v1"))
+
+    assert "h1" in await _cli(api.address, "host", "maintenance", "h1")
+    assert (await api.host("h1")).status.state == H.STATE_MAINTENANCE
+    assert not api.controller.hosts.watched(host.id)
+    code, why = await _error(api.vms.StartVm(vm_api.StartVmRequest(vm="v2")))
+    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "h1: maintenance: host is in maintenance" in why
+    explained = await api.vms.ExplainPlacement(vm_api.ExplainPlacementRequest(vm="v2"))
+    assert explained.chosen_host_id == ""
+    [judged] = explained.hosts
+    assert not judged.eligible
+    assert [(f.filter, f.passed) for f in judged.filters] == [
+        ("maintenance", False),
+        ("host-up", False),
+        ("memory", True),
+        ("cpus", True),
+    ]
+    assert list(judged.weights) == []
+
+    activated = (await api.hosts.ActivateHost(host_api.ActivateHostRequest(host="h1"))).host
+    assert activated.status.state == H.STATE_CONNECTING
+    up = await _until(lambda: api.host("h1"), lambda h: h.status.state == H.STATE_UP)
+    code, why = await _error(api.hosts.ActivateHost(host_api.ActivateHostRequest(host="h1")))
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+    assert "it is UP" in why
+
+    explained = await api.vms.ExplainPlacement(vm_api.ExplainPlacementRequest(vm="v2"))
+    assert (explained.chosen_host_id, explained.chosen_host_name) == (host.id, "h1")
+    [judged] = explained.hosts
+    assert judged.eligible
+    assert all(f.passed and not f.reason for f in judged.filters)
+    assert [(w.weight, w.score) for w in judged.weights] == [
+        ("memory-free", float(up.status.memory_free_mib))
+    ]
+    assert "chosen: h1" in await _cli(api.address, "vm", "explain", "v2")
+
+    assert "removed" in await _cli(api.address, "host", "remove", "h1")
+    assert list((await api.hosts.ListHosts(host_api.ListHostsRequest())).hosts) == []
+    assert not api.controller.hosts.watched(host.id)
+    code, _ = await _error(api.hosts.GetHost(host_api.GetHostRequest(host="h1")))
+    assert code is grpc.StatusCode.NOT_FOUND
+    code, why = await _error(api.vms.StartVm(vm_api.StartVmRequest(vm="v2")))
+    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
