@@ -14,7 +14,7 @@ from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
 from controller.host_service import HostService
-from controller.validation import check_address, check_create, check_name
+from controller.validation import check_address, check_create, check_list, check_name
 from controller.vm_service import VmService
 from controller.vm_store import VmStore
 from controller.watch import Kind
@@ -44,7 +44,8 @@ class VmServicer(vm_grpc.VmServiceServicer):
     async def ListVms(
         self, request: vm_api.ListVmsRequest, context: Context
     ) -> vm_api.ListVmsResponse:
-        return vm_api.ListVmsResponse(vms=await self._vms.list())
+        vms, next_page_token = await self._vms.list(check_list(request))
+        return vm_api.ListVmsResponse(vms=vms, next_page_token=next_page_token)
 
     async def DeleteVm(
         self, request: vm_api.DeleteVmRequest, context: Context

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
 from dataclasses import dataclass
 
 from virtplane.errors import InvalidArgument
 from virtplane.v1 import vm_pb2, vm_service_pb2
 
-from db.enums import NicKind
+from db.enums import NicKind, VmState
 
 MIN_MEMORY_MIB = 16
 MAX_MEMORY_MIB = 16 * 1024 * 1024
 MAX_VCPUS = 512
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
@@ -111,4 +116,62 @@ def check_create(request: vm_service_pb2.CreateVmRequest) -> VmSpec:
         initrd_path=_check_path("spec.boot.initrd_path", spec.boot.initrd_path, required=False),
         cmdline=spec.boot.cmdline,
         nics=nics,
+    )
+
+
+@dataclass(frozen=True)
+class VmQuery:
+    """A validated ListVms request: its filters and where the page starts."""
+
+    states: frozenset[VmState]
+    host: str
+    name_contains: str
+    page_size: int
+    after_name: str  # the last name of the previous page; empty: from the start
+
+    def filters(self) -> dict[str, object]:
+        return {
+            "states": sorted(s.value for s in self.states),
+            "host": self.host,
+            "name_contains": self.name_contains,
+        }
+
+    def next_page_token(self, last_name: str) -> str:
+        """The token that asks for the VMs after last_name, with these filters."""
+        raw = json.dumps({"after": last_name, "filters": self.filters()}, sort_keys=True)
+        return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def check_list(request: vm_service_pb2.ListVmsRequest) -> VmQuery:
+    """Validates a ListVms request; raises InvalidArgument naming the field."""
+    states: set[VmState] = set()
+    for i, state in enumerate(request.states):
+        name = vm_pb2.Vm.State.Name(state) if state in vm_pb2.Vm.State.values() else ""
+        if not name or state == vm_pb2.Vm.STATE_UNSPECIFIED:
+            raise InvalidArgument(f"states[{i}]", f"is not a VM state: {state}")
+        states.add(VmState(name.removeprefix("STATE_")))
+    if request.page_size < 0:
+        raise InvalidArgument("page_size", "must not be negative")
+    query = VmQuery(
+        states=frozenset(states),
+        host=request.host,
+        name_contains=request.name_contains,
+        page_size=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+        after_name="",
+    )
+    if not request.page_token:
+        return query
+    try:
+        token = json.loads(base64.urlsafe_b64decode(request.page_token.encode()))
+        after, filters = str(token["after"]), token["filters"]
+    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
+        raise InvalidArgument("page_token", "is not a token ListVms gave") from exc
+    if filters != query.filters():
+        raise InvalidArgument("page_token", "was given for other filters; ask with the same ones")
+    return VmQuery(
+        states=query.states,
+        host=query.host,
+        name_contains=query.name_contains,
+        page_size=query.page_size,
+        after_name=after,
     )

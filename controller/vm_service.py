@@ -14,10 +14,16 @@ from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 from virtplane.v1 import vm_pb2, vm_service_pb2
 
 from controller import convert
-from controller.errors import IllegalVmState, NoHostAvailable, VmExists, VmNotFound
+from controller.errors import (
+    HostNotFound,
+    IllegalVmState,
+    NoHostAvailable,
+    VmExists,
+    VmNotFound,
+)
 from controller.hosts import HostClients
 from controller.scheduler import Demand, HostCapacity, Placement, place
-from controller.validation import VmSpec
+from controller.validation import VmQuery, VmSpec
 from controller.vm_store import VmStore, set_state
 from db import repositories as repo
 from db.enums import ExitReason, VmState
@@ -169,8 +175,30 @@ class VmService:
 
         return await self._db.run(work)
 
-    async def list(self) -> list[vm_pb2.Vm]:
-        return await self._db.run(lambda s: [convert.vm(v) for v in repo.list_vms(s)])
+    async def list(self, query: VmQuery) -> tuple[list[vm_pb2.Vm], str]:
+        """One page of the VMs query matches, and the token of the next page
+        (empty on the last one)."""
+
+        def work(session: Session) -> tuple[list[vm_pb2.Vm], str]:
+            host_id = None
+            if query.host:
+                host = repo.find_host(session, query.host)
+                if host is None:
+                    raise HostNotFound(query.host)
+                host_id = host.id
+            rows = repo.page_vms(
+                session,
+                states=query.states,
+                host_id=host_id,
+                name_contains=query.name_contains,
+                after_name=query.after_name,
+                limit=query.page_size + 1,  # one more tells whether a next page exists
+            )
+            page = [convert.vm(v) for v in rows[: query.page_size]]
+            more = len(rows) > query.page_size
+            return page, query.next_page_token(page[-1].name) if more else ""
+
+        return await self._db.run(work)
 
     async def delete(self, vm_ref: str) -> None:
         def check(vm: Vm) -> None:

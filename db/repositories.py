@@ -4,13 +4,13 @@ and its transaction (see db.session.Database)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.enums import ACTIVE_VM_STATES, HostState
+from db.enums import ACTIVE_VM_STATES, HostState, VmState
 from db.models import GuestFact, Host, Nic, RevisionCounter, Vm
 
 
@@ -82,6 +82,28 @@ def list_vms(session: Session, host_id: str | None = None) -> Sequence[Vm]:
     query = select(Vm).order_by(Vm.name)
     if host_id is not None:
         query = query.where(Vm.host_id == host_id)
+    return session.scalars(query).all()
+
+
+def page_vms(
+    session: Session,
+    *,
+    states: Collection[VmState] = (),
+    host_id: str | None = None,
+    name_contains: str = "",
+    after_name: str = "",
+    limit: int,
+) -> Sequence[Vm]:
+    """Up to limit VMs by name, after after_name, matching every filter given."""
+    query = select(Vm).order_by(Vm.name).limit(limit)
+    if states:
+        query = query.where(Vm.state.in_(states))
+    if host_id is not None:
+        query = query.where(Vm.host_id == host_id)
+    if name_contains:
+        query = query.where(Vm.name.contains(name_contains, autoescape=True))
+    if after_name:
+        query = query.where(Vm.name > after_name)
     return session.scalars(query).all()
 
 

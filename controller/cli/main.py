@@ -90,9 +90,18 @@ async def vm_create(args: argparse.Namespace, channel: grpc.aio.Channel) -> None
     print(fmt.vm_detail(reply.vm))
 
 
-async def vm_list(_args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    reply = await vm_grpc.VmServiceStub(channel).ListVms(vm_api.ListVmsRequest())
-    print(fmt.vms(reply.vms, await _host_names(channel)))
+async def vm_list(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
+    stub = vm_grpc.VmServiceStub(channel)
+    states = [vm_pb2.Vm.State.Value(f"STATE_{s}") for s in args.state]
+    request = vm_api.ListVmsRequest(states=states, host=args.host, name_contains=args.name)
+    found: list[vm_pb2.Vm] = []
+    while True:  # every page
+        reply = await stub.ListVms(request)
+        found.extend(reply.vms)
+        if not reply.next_page_token:
+            break
+        request.page_token = reply.next_page_token
+    print(fmt.vms(found, await _host_names(channel)))
 
 
 async def vm_show(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
@@ -196,7 +205,18 @@ def parser() -> argparse.ArgumentParser:
         "--nic", action="append", default=[], help="'user', or a libvirt network name"
     )
     create.set_defaults(run=vm_create)
-    vm.add_parser("list", help="list VMs").set_defaults(run=vm_list)
+    listing = vm.add_parser("list", help="list VMs")
+    listing.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        type=str.upper,
+        choices=[n.removeprefix("STATE_") for n in vm_pb2.Vm.State.keys()[1:]],
+        help="only VMs in this state (repeatable)",
+    )
+    listing.add_argument("--host", default="", help="only VMs on this host")
+    listing.add_argument("--name", default="", help="only VMs whose name contains this")
+    listing.set_defaults(run=vm_list)
     for verb, run in (("show", vm_show), ("start", vm_start), ("stop", vm_stop)):
         sub = vm.add_parser(verb, help=f"{verb} a VM")
         sub.add_argument("vm", help="id or name")

@@ -109,14 +109,39 @@ Global___GetVmResponse: _TypeAlias = GetVmResponse  # noqa: Y015
 
 @_typing.final
 class ListVmsRequest(_message.Message):
+    """The filters combine: a VM is listed when it matches every one given."""
+
     DESCRIPTOR: _descriptor.Descriptor
+
+    STATES_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    NAME_CONTAINS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    """Only VMs placed on this host (its id or name); empty: any."""
+    name_contains: _builtins.str
+    """Only VMs whose name contains this text; empty: any."""
+    page_size: _builtins.int
+    """At most this many VMs (0: 100; at most 1000)."""
+    page_token: _builtins.str
+    """next_page_token of the previous page, asked with the same filters."""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_vm_pb2.Vm.State.ValueType]:
+        """Only VMs in one of these states; empty: any state."""
 
     def __init__(
         self,
+        *,
+        states: _abc.Iterable[_vm_pb2.Vm.State.ValueType] | None = ...,
+        host: _builtins.str = ...,
+        name_contains: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "name_contains", b"name_contains", "page_size", b"page_size", "page_token", b"page_token", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -127,16 +152,22 @@ class ListVmsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VMS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Asks for the next page; empty on the last page."""
     @_builtins.property
-    def vms(self) -> _containers.RepeatedCompositeFieldContainer[_vm_pb2.Vm]: ...
+    def vms(self) -> _containers.RepeatedCompositeFieldContainer[_vm_pb2.Vm]:
+        """Ordered by name."""
+
     def __init__(
         self,
         *,
         vms: _abc.Iterable[_vm_pb2.Vm] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["vms", b"vms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "vms", b"vms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
