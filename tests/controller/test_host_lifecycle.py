@@ -234,3 +234,29 @@ async def test_maintenance_activate_and_remove(
     assert code is grpc.StatusCode.NOT_FOUND
     code, why = await _error(api.vms.StartVm(vm_api.StartVmRequest(vm="v2")))
     assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_a_host_in_maintenance_stays_unwatched_across_a_controller_restart(
+    database_url: str, hostd: Daemon
+) -> None:
+    config = ControllerConfig(
+        listen="127.0.0.1:0", database_url=database_url, host_retry_seconds=0.1
+    )
+    first = Controller(config)
+    await first.start()
+    try:
+        host = await first.hosts.add("h1", hostd.address)
+        await first.hosts.set_maintenance("h1")
+    finally:
+        await first.stop(grace=0)
+
+    second = Controller(config)
+    await second.start()
+    try:
+        assert (await second.hosts.get("h1")).status.state == H.STATE_MAINTENANCE
+        assert not second.hosts.watched(host.id)
+        await second.hosts.activate("h1")
+        assert second.hosts.watched(host.id)
+        await _until(lambda: second.hosts.get("h1"), lambda h: h.status.state == H.STATE_UP)
+    finally:
+        await second.stop(grace=0)
