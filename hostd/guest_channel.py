@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from google.protobuf.message import DecodeError
 from virtplane.v1 import guest_channel_pb2 as gc
@@ -34,6 +36,7 @@ from virtplane.v1 import vm_pb2
 from guestd.framing import FrameDecoder, FrameTooLarge, encode
 from hostd import guest_info
 from hostd.config import ChannelLimits
+from hostd.errors import AgentRefused, AgentUnavailable
 from hostd.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,9 @@ class GuestChannel:
         self._version: int | None = None
         self._sequence = 0
         self._outbox: list[gc.HostMessage] = []
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[int, asyncio.Future[gc.CommandResult]] = {}
+        self._pongs: dict[bytes, asyncio.Future[None]] = {}
         self.ignored_messages = 0
         """Frames that did not parse, and messages that came out of turn or are unknown."""
         self.dropped_messages = 0
@@ -90,6 +96,7 @@ class GuestChannel:
             "heartbeat": self._on_heartbeat,
             "report": self._on_report_message,
             "pong": self._on_pong,
+            "command_result": self._on_command_result,
         }
 
     @property
@@ -144,6 +151,7 @@ class GuestChannel:
         hello = gc.HostHello(min_version=HOST_MIN_VERSION, max_version=HOST_MAX_VERSION)
         self._outbox[:] = [gc.HostMessage(hello=hello)]  # nothing stale from a past session
         await self._flush(writer)
+        self._writer = writer
         watchdog = asyncio.create_task(self._watch_heartbeats())
         try:
             while data := await reader.read(READ_SIZE):
@@ -154,7 +162,80 @@ class GuestChannel:
                     await asyncio.sleep(pause)
         finally:
             watchdog.cancel()
+            self._writer = None
+            waiters: list[asyncio.Future[Any]] = [*self._pending.values(), *self._pongs.values()]
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(AgentUnavailable(self.vm_id, "the channel closed"))
+            self._pending.clear()
+            self._pongs.clear()
         log.debug("guest channel of VM %s closed", self.vm_id)
+
+    @property
+    def responsive(self) -> bool:
+        """The agent has agreed a version, is connected and keeps its heartbeat."""
+        return (
+            self._writer is not None
+            and self._version is not None
+            and self._info.agent_state == AgentState.AGENT_STATE_RESPONDING
+        )
+
+    async def refresh(self) -> None:
+        """Asks the agent for a full report; it arrives like any other."""
+        await self._send(gc.HostMessage(refresh=gc.Refresh()))
+
+    async def ping(self, within: float) -> float:
+        """Round trip to the agent, in seconds."""
+        payload = secrets.token_bytes(8)
+        pong = asyncio.get_running_loop().create_future()
+        self._pongs[payload] = pong
+        start = self._monotonic()
+        try:
+            await self._send(gc.HostMessage(ping=gc.Ping(payload=payload)))
+            await asyncio.wait_for(pong, within)
+        except TimeoutError:
+            raise AgentUnavailable(self.vm_id, f"no pong within {within:g} s") from None
+        finally:
+            self._pongs.pop(payload, None)
+        return self._monotonic() - start
+
+    async def power(self, action: str, delay_seconds: int, message: str, within: float) -> None:
+        """Asks the agent to shut down ("shutdown") or reboot ("reboot") the
+        guest; returns once the agent accepted, raises AgentUnavailable or
+        AgentRefused otherwise."""
+        if action == "shutdown":
+            command = gc.HostMessage(
+                shutdown=gc.Shutdown(delay_seconds=delay_seconds, message=message)
+            )
+        else:
+            command = gc.HostMessage(reboot=gc.Reboot(delay_seconds=delay_seconds, message=message))
+        result = asyncio.get_running_loop().create_future()
+        sequence = await self._send(command, result)
+        try:
+            answer = await asyncio.wait_for(result, within)
+        except TimeoutError:
+            raise AgentUnavailable(
+                self.vm_id, f"no answer to {action} within {within:g} s"
+            ) from None
+        finally:
+            self._pending.pop(sequence, None)
+        if not answer.accepted:
+            raise AgentRefused(self.vm_id, action, answer.error)
+
+    async def _send(
+        self,
+        message: gc.HostMessage,
+        result: asyncio.Future[gc.CommandResult] | None = None,
+    ) -> int:
+        writer = self._writer
+        if writer is None or self._version is None:
+            raise AgentUnavailable(self.vm_id, "the agent is not connected")
+        self._outbox.append(message)
+        sequence = self._sequence + len(self._outbox)
+        if result is not None:
+            self._pending[sequence] = result
+        await self._flush(writer)
+        return sequence
 
     def feed(self, data: bytes) -> float:
         """Handles bytes read from the channel, within the message budget;
@@ -265,6 +346,17 @@ class GuestChannel:
 
     def _on_pong(self, message: gc.GuestMessage, received: int) -> None:
         self._info.last_report_time.CopyFrom(guest_info.timestamp(received))
+        waiter = self._pongs.get(message.pong.payload)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _on_command_result(self, message: gc.GuestMessage, received: int) -> None:
+        answer = gc.CommandResult()
+        answer.CopyFrom(message.command_result)
+        answer.error = guest_info.clean_text(answer.error, self._limits.max_string)
+        waiter = self._pending.get(answer.command_sequence)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(answer)
 
     async def _flush(self, writer: asyncio.StreamWriter) -> None:
         if not self._outbox:
