@@ -52,6 +52,28 @@ def _usage(session: Session, host: Host) -> tuple[int, int, int]:
     return repo.host_usage(session).get(host.id, (0, 0, 0))
 
 
+def enter_maintenance(session: Session, host_ref: str) -> host_pb2.Host:
+    """Moves the host to MAINTENANCE in the caller's transaction, unless VMs
+    run on it. The host row is locked first, as a booking locks it, so a
+    concurrent StartVm either books before (and is seen here) or waits and
+    then finds the host in maintenance."""
+    host = _locked(session, host_ref)
+    if host.state not in _MAINTAINABLE:
+        allowed = " or ".join(sorted(s.value for s in _MAINTAINABLE))
+        raise IllegalHostState(host.name, host.state.value, "maintain", allowed)
+    running = [
+        vm.name for vm in repo.list_vms(session, host_id=host.id) if vm.state in ACTIVE_VM_STATES
+    ]
+    if running:
+        raise HostHasVms(
+            host.name, "move to maintenance", running, "run on it (stop or move them first)"
+        )
+    host.state = HostState.MAINTENANCE
+    host.state_message = "in maintenance"
+    session.flush()
+    return convert.host(host, _usage(session, host))
+
+
 class HostService:
     def __init__(self, store: VmStore, clients: HostClients, retry_seconds: float) -> None:
         self._store = store
@@ -126,26 +148,7 @@ class HostService:
         """Takes a host without running VMs out of service: MAINTENANCE, no
         VM is placed on it and it is no longer watched."""
 
-        def work(session: Session) -> host_pb2.Host:
-            host = _locked(session, host_ref)
-            if host.state not in _MAINTAINABLE:
-                allowed = " or ".join(sorted(s.value for s in _MAINTAINABLE))
-                raise IllegalHostState(host.name, host.state.value, "maintain", allowed)
-            running = [
-                vm.name
-                for vm in repo.list_vms(session, host_id=host.id)
-                if vm.state in ACTIVE_VM_STATES
-            ]
-            if running:
-                raise HostHasVms(
-                    host.name, "move to maintenance", running, "run on it (stop or move them first)"
-                )
-            host.state = HostState.MAINTENANCE
-            host.state_message = "in maintenance"
-            session.flush()
-            return convert.host(host, _usage(session, host))
-
-        proto = await self._db.run(work)
+        proto = await self._db.run(lambda s: enter_maintenance(s, host_ref))
         await self._unwatch(proto.id)
         return proto
 

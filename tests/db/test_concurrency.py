@@ -23,7 +23,8 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.pool import NullPool
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 
-from controller.errors import NoHostAvailable
+from controller.errors import HostHasVms, NoHostAvailable
+from controller.host_service import enter_maintenance
 from controller.hosts import HostClients
 from controller.vm_service import VmService, book
 from controller.vm_store import VmStore
@@ -183,6 +184,43 @@ def test_two_concurrent_bookings_cannot_over_book_a_host(
     with pytest.raises(NoHostAvailable, match="h: memory: needs 768 MiB, 256 MiB free"):
         second.result(WAIT)
     assert database.transaction(repo.host_usage) == {"id-h": (768, 1, 1)}
+
+
+def _book(name: str) -> Callable[[Session], str]:
+    def work(s: Session) -> str:
+        vm = repo.find_vm(s, name)
+        assert vm is not None
+        _, dispatch = book(s, vm)
+        return dispatch.host_name
+
+    return work
+
+
+def test_a_booking_in_flight_makes_maintenance_wait_then_refuse(
+    database: Database, pool: ThreadPoolExecutor
+) -> None:
+    _add(database, _host("h", memory=1024), _vm("a"))
+    booking, release = _held(pool, database, _book("a"))
+    maintenance = pool.submit(database.transaction, lambda s: enter_maintenance(s, "h"))
+    assert _still_waiting(maintenance)
+    release.set()
+    assert booking.result(WAIT) == "h"
+    # It then sees the VM the booking placed there.
+    with pytest.raises(HostHasVms, match=r"VMs run on it.*: a$"):
+        maintenance.result(WAIT)
+
+
+def test_maintenance_in_flight_makes_a_booking_wait_then_skip_the_host(
+    database: Database, pool: ThreadPoolExecutor
+) -> None:
+    _add(database, _host("h", memory=1024), _vm("a"))
+    maintenance, release = _held(pool, database, lambda s: enter_maintenance(s, "h"))
+    booking = pool.submit(database.transaction, _book("a"))
+    assert _still_waiting(booking)
+    release.set()
+    assert maintenance.result(WAIT).name == "h"
+    with pytest.raises(NoHostAvailable, match="h: maintenance: host is in maintenance"):
+        booking.result(WAIT)
 
 
 class _FakeHost:
