@@ -9,8 +9,7 @@ serving() once it is ready and stopping() before it stops.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
@@ -27,60 +26,14 @@ def service_names(*files: FileDescriptor) -> list[str]:
     return [service.full_name for f in files for service in f.services_by_name.values()]
 
 
-class _Health:
-    """grpcio-health-checking's asyncio servicer, with Watch as an async
-    generator: virtplane.status.ErrorInterceptor serves every server-streaming
-    method as one, while the library's Watch writes to its context instead."""
-
-    def __init__(self) -> None:
-        # Its stubs know only the synchronous servicer.
-        self.inner: Any = health.aio.HealthServicer()  # type: ignore[attr-defined]
-
-    async def Check(  # noqa: N802 (the gRPC method name)
-        self, request: health_pb2.HealthCheckRequest, context: Any
-    ) -> health_pb2.HealthCheckResponse:
-        reply: health_pb2.HealthCheckResponse = await self.inner.Check(request, context)
-        return reply
-
-    async def List(  # noqa: N802
-        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> health_pb2.HealthListResponse:
-        # Not offered by the library either.
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "List is not implemented")
-        raise AssertionError("abort returned")
-
-    async def Watch(  # noqa: N802
-        self, request: health_pb2.HealthCheckRequest, context: Any
-    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
-        sent: asyncio.Queue[health_pb2.HealthCheckResponse] = asyncio.Queue()
-        writer = _QueueWriter(sent)
-        task = asyncio.create_task(self.inner.Watch(request, writer))
-        try:
-            while True:
-                yield await sent.get()
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-
-class _QueueWriter:
-    """The part of a servicer context the library's Watch uses."""
-
-    def __init__(self, queue: asyncio.Queue[health_pb2.HealthCheckResponse]) -> None:
-        self._queue = queue
-
-    async def write(self, message: health_pb2.HealthCheckResponse) -> None:
-        self._queue.put_nowait(message)
-
-
 class Probes:
     """Health and reflection for one server; add before the server starts."""
 
     def __init__(self, server: grpc.aio.Server, services: Iterable[str]) -> None:
         self.services = tuple(services)
-        servicer = _Health()
-        self._health = servicer.inner
-        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        # Its stubs know only the synchronous servicer.
+        self._health: Any = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*self.services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )

@@ -8,6 +8,7 @@ without leaking its text.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,8 @@ def status_code(exc: errors.VirtplaneError) -> grpc.StatusCode:
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception, method: str) -> None:
     if isinstance(exc, errors.VirtplaneError):
         await context.abort(status_code(exc), str(exc))
+    if isinstance(exc, NotImplementedError):  # what generated servicer bases raise
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
     log.exception("unexpected error in %s", method)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
 
@@ -59,8 +62,12 @@ def _wrap_unary(
 
 
 def _wrap_stream(
-    behavior: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]], method: str
-) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]:
+    behavior: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any], method: str
+) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]:
+    if not inspect.isasyncgenfunction(behavior):
+        # A streaming handler may also be a coroutine that writes to its context.
+        return _wrap_unary(behavior, method)
+
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         try:
             async for item in behavior(request, context):

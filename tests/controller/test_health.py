@@ -43,6 +43,10 @@ async def test_health_is_serving_for_the_server_and_each_service(controller: Con
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Check(health_pb2.HealthCheckRequest(service="no.Such"), timeout=WAIT)
         assert err.value.code() is grpc.StatusCode.NOT_FOUND
+        # The library does not offer List; the error boundary says so, not INTERNAL.
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.List(health_pb2.HealthListRequest(), timeout=WAIT)
+        assert err.value.code() is grpc.StatusCode.UNIMPLEMENTED
 
 
 async def test_reflection_lists_and_describes_the_services(controller: Controller) -> None:
