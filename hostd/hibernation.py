@@ -131,6 +131,9 @@ class Hibernator:
 
     async def hibernate(self, vm_id: str) -> pb.HostVm:
         vm = self._registry.lookup(vm_id)
+        # The end of a start or restore (its events may have made the VM RUNNING
+        # before the job finished) comes before a new job.
+        await self._registry.idle(vm)
         async with vm.lock:
             require(Verb.HIBERNATE, vm_id, vm.state)
             self._saved.write_config(vm.config)

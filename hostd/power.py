@@ -17,7 +17,6 @@ request. Verbs on one VM run one at a time.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from virtplane.errors import VirtplaneError
@@ -46,8 +45,7 @@ class PowerVerbs:
         """Powers the VM off at once (or deletes its saved state); DOWN and forgotten on return."""
         vm = self._registry.lookup(vm_id)
         self._registry.cancel_timer(vm)
-        if vm.job is not None and vm.job is not asyncio.current_task() and not vm.job.done():
-            await asyncio.wait([vm.job])
+        await self._registry.idle(vm)
         if not self._registry.is_current(vm):
             return  # went down meanwhile
         async with vm.lock:

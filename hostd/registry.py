@@ -218,6 +218,12 @@ class VmRegistry:
         finally:
             self._cleanups.pop(vm_id, None)
 
+    async def idle(self, vm: Vm) -> None:
+        """Returns once vm's job, if it has one running, has ended."""
+        job = vm.job
+        if job is not None and job is not asyncio.current_task() and not job.done():
+            await asyncio.wait([job])
+
     async def settled(self, vm_id: str) -> None:
         """Returns once an earlier VM with this id has been cleaned up after."""
         cleanup = self._cleanups.get(vm_id)

@@ -134,3 +134,17 @@ async def test_only_running_or_paused_vms_hibernate(rig: Rig) -> None:
         VmStateConflict, match=f"cannot hibernate VM {config.vm_id}: it is SUSPENDED"
     ):
         await rig.vms.hibernate(config.vm_id)
+
+
+async def test_a_hibernate_waits_for_the_end_of_the_start(rig: Rig) -> None:
+    # The boot events make the VM RUNNING while its start job still runs.
+    rig.fake.start_gate = asyncio.Event()
+    config = rig.config()
+    await rig.vms.create(config)
+    await rig.wait_for(config.vm_id, S.STATE_RUNNING)
+    hibernating = asyncio.ensure_future(rig.vms.hibernate(config.vm_id))
+    await asyncio.sleep(0.05)
+    assert not hibernating.done()
+    rig.fake.start_gate.set()
+    assert (await asyncio.wait_for(hibernating, 60)).state == S.STATE_SAVING_STATE
+    await rig.wait_for(config.vm_id, S.STATE_SUSPENDED)
