@@ -1,0 +1,375 @@
+"""hostd's verbs on real guests (qemu:///system, TCG), through its gRPC API.
+
+One hostd serves the module. Its guests boot together at the start: one
+shared by the tests that leave it running (pause and resume, statistics,
+reset, reboot), and one for each test that ends or changes its VM (shutdown,
+hibernate and restore, persistent and paused). Waits are on conditions with
+a generous deadline; durations are printed (run with -s), never asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import libvirt
+import pytest
+from virtplane.v1 import host_agent_service_pb2 as pb
+from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
+from virtplane.v1 import vm_pb2
+
+from hostd.config import HostdConfig
+from hostd.journal import Journal
+from hostd.server import Hostd
+from tests.conftest import GuestImage
+from tests.hostd.conftest import vm_config
+
+S = pb.HostVm
+BOOT_TIMEOUT = 240.0
+"""Generous: a TCG guest reports in ~5-8 s alone; several boot at once here."""
+
+pytestmark = pytest.mark.guest
+
+
+class Watch:
+    """Everything hostd journals, kept in order, with waits on it."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.events: list[pb.HostEvent] = []
+        self._task = asyncio.create_task(self._follow(journal))
+
+    async def _follow(self, journal: Journal) -> None:
+        async for event in journal.follow(0):
+            self.events.append(event)
+
+    def mark(self) -> int:
+        return len(self.events)
+
+    def state_events(self, vm_id: str, since: int = 0) -> list[pb.HostEvent]:
+        return [
+            e
+            for e in self.events[since:]
+            if e.WhichOneof("payload") == "vm_state" and e.vm_state.vm_id == vm_id
+        ]
+
+    def states(self, vm_id: str, since: int = 0) -> list[S]:
+        return [e.vm_state for e in self.state_events(vm_id, since)]
+
+    def when(self, vm_id: str, state: S.State.ValueType, since: int) -> pb.HostEvent:
+        return next(e for e in self.state_events(vm_id, since) if e.vm_state.state == state)
+
+    def after(self, event: pb.HostEvent) -> int:
+        """The mark just after event."""
+        return self.events.index(event) + 1
+
+    def reports(self, vm_id: str, since: int = 0) -> list[pb.HostEvent]:
+        return [
+            e
+            for e in self.events[since:]
+            if e.WhichOneof("payload") == "guest_report" and e.guest_report.vm_id == vm_id
+        ]
+
+    async def until(self, what: str, found: Callable[[], object]) -> None:
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while not found():
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {BOOT_TIMEOUT}s waiting for {what}")
+            await asyncio.sleep(0.02)
+
+    async def state(self, vm_id: str, state: S.State.ValueType, since: int) -> list[S]:
+        """The VM's states from since until it reaches state."""
+        await self.until(
+            S.State.Name(state), lambda: state in [s.state for s in self.states(vm_id, since)]
+        )
+        seen = self.states(vm_id, since)
+        return seen[: [s.state for s in seen].index(state) + 1]
+
+    async def report(self, vm_id: str, since: int) -> pb.HostEvent:
+        """The first guest report after since that says how long the guest has been up."""
+
+        def with_uptime() -> list[pb.HostEvent]:
+            return [e for e in self.reports(vm_id, since) if e.guest_report.guest.uptime_seconds]
+
+        await self.until(f"a guest report of {vm_id}", with_uptime)
+        return with_uptime()[0]
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+@dataclass
+class Host:
+    hostd: Hostd
+    stub: pb_grpc.HostAgentServiceAsyncStub
+    watch: Watch
+    uri: str
+    guests: dict[str, pb.VmConfig] = field(default_factory=dict)
+
+
+def _names(states: list[S]) -> list[str]:
+    return [S.State.Name(s.state).removeprefix("STATE_") for s in states]
+
+
+def _seconds(first: pb.HostEvent, then: pb.HostEvent) -> float:
+    return (then.time.ToNanoseconds() - first.time.ToNanoseconds()) / 1e9
+
+
+def _config(image: GuestImage, role: str) -> pb.VmConfig:
+    config = vm_config(
+        image.kernel,
+        initrd=image.initrd,
+        name=f"real-{role}-{os.getpid()}",
+        memory_mib=256,
+        nics=(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER),),
+    )
+    config.spec.boot.cmdline = image.cmdline
+    return config
+
+
+def _libvirt_domain(uri: str, vm_id: str) -> tuple[bool, bool] | None:
+    """(active, persistent) of the domain, or None when libvirt has none."""
+    conn = libvirt.open(uri)
+    try:
+        dom = conn.lookupByUUIDString(vm_id)
+        return bool(dom.isActive()), bool(dom.isPersistent())
+    except libvirt.libvirtError:
+        return None
+    finally:
+        conn.close()
+
+
+def _remove(uri: str, vm_ids: list[str]) -> None:
+    """Destroys and undefines what the tests made, should hostd have left any."""
+    conn = libvirt.open(uri)
+    try:
+        for vm_id in vm_ids:
+            try:
+                dom = conn.lookupByUUIDString(vm_id)
+            except libvirt.libvirtError:
+                continue
+            for step in (dom.destroy, dom.undefine):
+                with contextlib.suppress(libvirt.libvirtError):
+                    step()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def state_root() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="vp-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+async def host(
+    system_libvirt: str, guest_image: GuestImage, state_root: Path
+) -> AsyncIterator[Host]:
+    hostd = Hostd(
+        HostdConfig(listen="127.0.0.1:0", libvirt_uri=system_libvirt, state_dir=state_root / "s")
+    )
+    port = await hostd.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    host = Host(hostd, pb_grpc.HostAgentServiceStub(channel), Watch(hostd.journal), system_libvirt)
+    roles = {"shared": False, "shutdown": False, "hibernate": False, "persistent": True}
+    host.guests = {role: _config(guest_image, role) for role in roles}
+    host.guests["persistent"].persistence = pb.VmConfig.PERSISTENCE_PERSISTENT
+    try:
+        since = host.watch.mark()
+        await asyncio.gather(
+            *(
+                host.stub.CreateVm(
+                    pb.HostAgentServiceCreateVmRequest(
+                        config=config, request_id=f"boot-{role}", start_paused=roles[role]
+                    )
+                )
+                for role, config in host.guests.items()
+            )
+        )
+        await asyncio.gather(
+            *(
+                host.watch.report(config.vm_id, since)
+                for role, config in host.guests.items()
+                if not roles[role]
+            )
+        )
+        yield host
+    finally:
+        host.watch.stop()
+        await asyncio.gather(*(hostd.vms.destroy(vm.vm_id) for vm in hostd.vms.list()))
+        await channel.close(None)
+        await hostd.stop(grace=1)
+        vm_ids = [c.vm_id for c in host.guests.values()]
+        await asyncio.to_thread(_remove, system_libvirt, vm_ids)
+
+
+async def _precondition(call: Awaitable[object], message: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert caught.value.details() == message
+
+
+async def test_the_guests_booted_and_report(host: Host) -> None:
+    vm_id = host.guests["shared"].vm_id
+    assert _names(host.watch.states(vm_id)) == ["WAIT_FOR_LAUNCH", "RUNNING"]
+    assert await asyncio.to_thread(_libvirt_domain, host.uri, vm_id) == (True, False)
+    report = host.watch.reports(vm_id)[-1].guest_report.guest
+    addresses = [a.split("/")[0] for i in report.interfaces for a in i.ipv4_addresses]
+    assert "10.0.2.15" in addresses
+    assert report.os_name
+    assert report.last_report_time.seconds > 0
+
+
+async def test_pause_resume_and_stats(host: Host) -> None:
+    vm_id = host.guests["shared"].vm_id
+    stub = host.stub
+    running = (await stub.GetVmStats(pb.HostAgentServiceGetVmStatsRequest(vm_id=vm_id))).stats
+    assert (running.state, running.domain_state) == (S.STATE_RUNNING, "running")
+    assert running.cpu_time_ns > 0
+    assert running.vcpus == 1
+    assert running.memory_current_kib == running.memory_maximum_kib == 256 * 1024
+    assert running.memory_rss_kib > 0
+    assert list(running.nics) == []  # user-mode networking has no host device
+
+    await _precondition(
+        stub.ResumeVm(pb.HostAgentServiceResumeVmRequest(vm_id=vm_id)),
+        f"cannot resume VM {vm_id}: it is RUNNING",
+    )
+    paused = await stub.PauseVm(pb.HostAgentServicePauseVmRequest(vm_id=vm_id))
+    assert paused.vm.state == S.STATE_PAUSED
+    stats = (await stub.GetVmStats(pb.HostAgentServiceGetVmStatsRequest(vm_id=vm_id))).stats
+    assert (stats.state, stats.domain_state, stats.domain_state_reason) == (
+        S.STATE_PAUSED,
+        "paused",
+        "user",
+    )
+    assert stats.cpu_time_ns >= running.cpu_time_ns
+    await _precondition(
+        stub.RebootVm(pb.HostAgentServiceRebootVmRequest(vm_id=vm_id)),
+        f"cannot reboot VM {vm_id}: it is PAUSED",
+    )
+    resumed = await stub.ResumeVm(pb.HostAgentServiceResumeVmRequest(vm_id=vm_id))
+    assert resumed.vm.state == S.STATE_RUNNING
+    stats = (await stub.GetVmStats(pb.HostAgentServiceGetVmStatsRequest(vm_id=vm_id))).stats
+    assert (stats.domain_state, stats.domain_state_reason) == ("running", "unpaused")
+
+
+async def test_a_reboot_is_never_a_stop(host: Host) -> None:
+    vm_id = host.guests["shared"].vm_id
+    before = host.watch.reports(vm_id)[-1].guest_report.guest.uptime_seconds
+    since = host.watch.mark()
+    rebooting = await host.stub.RebootVm(pb.HostAgentServiceRebootVmRequest(vm_id=vm_id))
+    assert rebooting.vm.state == S.STATE_REBOOT_IN_PROGRESS
+    states = await host.watch.state(vm_id, S.STATE_RUNNING, since)
+    assert _names(states) == ["REBOOT_IN_PROGRESS", "RUNNING"]
+    back = host.watch.when(vm_id, S.STATE_RUNNING, since)
+    report = await host.watch.report(vm_id, host.watch.after(back))
+    assert report.guest_report.guest.uptime_seconds < before, "the guest booted again"
+    assert _libvirt_domain(host.uri, vm_id) == (True, False)
+    asked = host.watch.when(vm_id, S.STATE_REBOOT_IN_PROGRESS, since)
+    print(
+        f"\nreboot: RUNNING again {_seconds(asked, back):.1f} s after REBOOT_IN_PROGRESS,"
+        f" guest agent reporting {_seconds(asked, report):.1f} s after it"
+    )
+
+
+async def test_a_reset_reboots_the_guest_at_once(host: Host) -> None:
+    vm_id = host.guests["shared"].vm_id
+    since = host.watch.mark()
+    reset = await host.stub.ResetVm(pb.HostAgentServiceResetVmRequest(vm_id=vm_id))
+    assert reset.vm.state == S.STATE_REBOOT_IN_PROGRESS
+    states = await host.watch.state(vm_id, S.STATE_RUNNING, since)
+    assert _names(states) == ["REBOOT_IN_PROGRESS", "RUNNING"]
+    back = host.watch.when(vm_id, S.STATE_RUNNING, since)
+    report = await host.watch.report(vm_id, host.watch.after(back))
+    assert report.guest_report.guest.uptime_seconds < 60
+
+
+async def test_host_stats(host: Host) -> None:
+    stats = await host.stub.GetHostStats(pb.HostAgentServiceGetHostStatsRequest())
+    assert stats.vms_running >= 2
+    assert stats.domains_active >= stats.vms_running
+    assert stats.hypervisor_type in {"kvm", "qemu"}
+    assert stats.memory_total_mib >= stats.memory_free_mib > 0
+    caps = await host.stub.GetHostCapabilities(pb.GetHostCapabilitiesRequest())
+    assert pb.Console.KIND_VNC in caps.consoles
+
+
+async def test_shutdown_powers_the_guest_off(host: Host) -> None:
+    vm_id = host.guests["shutdown"].vm_id
+    since = host.watch.mark()
+    vm = await host.stub.ShutdownVm(pb.HostAgentServiceShutdownVmRequest(vm_id=vm_id))
+    assert vm.vm.state == S.STATE_POWERING_DOWN
+    states = await host.watch.state(vm_id, S.STATE_DOWN, since)
+    assert _names(states) == ["POWERING_DOWN", "DOWN"]
+    assert states[-1].exit_reason == S.EXIT_REASON_SHUTDOWN
+    assert await asyncio.to_thread(_libvirt_domain, host.uri, vm_id) is None
+
+
+async def test_hibernate_then_restore_paused_continues_the_guest(host: Host) -> None:
+    config = host.guests["hibernate"]
+    vm_id = config.vm_id
+    image = host.hostd.layout.saved_dir / f"{vm_id}.img"
+    since = host.watch.mark()
+    last_report = [e for e in host.watch.reports(vm_id) if e.guest_report.guest.uptime_seconds][-1]
+    last = last_report.guest_report.guest.uptime_seconds
+    hibernating = await host.stub.HibernateVm(pb.HostAgentServiceHibernateVmRequest(vm_id=vm_id))
+    assert hibernating.vm.state == S.STATE_SAVING_STATE
+    states = await host.watch.state(vm_id, S.STATE_SUSPENDED, since)
+    assert _names(states) == ["SAVING_STATE", "SUSPENDED"]
+    assert await asyncio.to_thread(_libvirt_domain, host.uri, vm_id) is None
+    assert image.stat().st_mode & 0o777 == 0o600
+    saved = (
+        host.watch.when(vm_id, S.STATE_SAVING_STATE, since),
+        host.watch.when(vm_id, S.STATE_SUSPENDED, since),
+    )
+    size_mib = image.stat().st_size / 2**20
+
+    since = host.watch.mark()
+    restoring = await host.stub.CreateVm(
+        pb.HostAgentServiceCreateVmRequest(config=pb.VmConfig(vm_id=vm_id), start_paused=True)
+    )
+    assert restoring.vm.state == S.STATE_RESTORING_STATE
+    states = await host.watch.state(vm_id, S.STATE_PAUSED, since)
+    assert _names(states) == ["RESTORING_STATE", "PAUSED"]
+    restored = (
+        host.watch.when(vm_id, S.STATE_RESTORING_STATE, since),
+        host.watch.when(vm_id, S.STATE_PAUSED, since),
+    )
+    await host.watch.until("the restored image to go", lambda: not image.exists())
+    resumed_at = host.watch.mark()
+    await host.stub.ResumeVm(pb.HostAgentServiceResumeVmRequest(vm_id=vm_id))
+    report = await host.watch.report(vm_id, resumed_at)
+    resumed = host.watch.when(vm_id, S.STATE_RUNNING, resumed_at)
+    # The guest had run at least this long when it was saved; a guest that booted
+    # afresh would report a few seconds.
+    ran = last + _seconds(last_report, saved[0])
+    assert report.guest_report.guest.uptime_seconds >= ran - 1, "it goes on where it stopped"
+    print(
+        f"\nhibernate (256 MiB guest): saved in {_seconds(saved[0], saved[-1]):.2f} s"
+        f" ({size_mib:.0f} MiB), restored in {_seconds(restored[0], restored[-1]):.2f} s,"
+        f" agent reporting {_seconds(resumed, report):.2f} s after resume"
+        f" with uptime {report.guest_report.guest.uptime_seconds:.1f} s (up {ran:.1f} s when saved)"
+    )
+
+
+async def test_a_persistent_vm_started_paused(host: Host) -> None:
+    vm_id = host.guests["persistent"].vm_id
+    assert _names(host.watch.states(vm_id)) == ["WAIT_FOR_LAUNCH", "PAUSED"]
+    assert await asyncio.to_thread(_libvirt_domain, host.uri, vm_id) == (True, True)
+    resumed = await host.stub.ResumeVm(pb.HostAgentServiceResumeVmRequest(vm_id=vm_id))
+    assert resumed.vm.state == S.STATE_RUNNING
+    since = host.watch.mark()
+    await host.stub.DestroyVm(pb.HostAgentServiceDestroyVmRequest(vm_id=vm_id))
+    assert await asyncio.to_thread(_libvirt_domain, host.uri, vm_id) is None, "undefined too"
+    (down,) = host.watch.states(vm_id, since)
+    assert (down.state, down.exit_reason) == (S.STATE_DOWN, S.EXIT_REASON_DESTROYED)
