@@ -29,10 +29,20 @@ _ON_HOST = frozenset(
         VmState.PAUSED,
         VmState.POWERING_DOWN,
         VmState.REBOOT_IN_PROGRESS,
+        VmState.SAVING_STATE,
+        VmState.RESTORING_STATE,
         VmState.NOT_RESPONDING,
         VmState.UNKNOWN,
     }
 )
+# hostd's states that the VM takes as they are. SUSPENDED (hibernated to a
+# file on the host, no domain) is not _ON_HOST: nothing runs there to lose.
+_AS_REPORTED = {
+    HostVm.STATE_REBOOT_IN_PROGRESS: VmState.REBOOT_IN_PROGRESS,
+    HostVm.STATE_SAVING_STATE: VmState.SAVING_STATE,
+    HostVm.STATE_RESTORING_STATE: VmState.RESTORING_STATE,
+    HostVm.STATE_SUSPENDED: VmState.SUSPENDED,
+}
 
 
 def _running_state(vm: Vm) -> VmState:
@@ -65,6 +75,8 @@ def apply_host_vm(vm: Vm, host_id: str, report: agent_pb2.HostVm) -> bool:
         if reason is ExitReason.USER_STOP and vm.state is not VmState.POWERING_DOWN:
             message = message or "the domain was destroyed on its host"
         set_state(vm, VmState.DOWN, exit_reason=reason, message=message)
+    elif state in _AS_REPORTED:
+        set_state(vm, _AS_REPORTED[state])
     elif state == HostVm.STATE_WAIT_FOR_LAUNCH and vm.state is VmState.UNKNOWN:
         set_state(vm, VmState.WAIT_FOR_LAUNCH)
     return before != (vm.state, vm.host_id, vm.exit_reason, vm.status_message)

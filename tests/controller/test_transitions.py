@@ -93,3 +93,23 @@ def test_missing_on_host_is_lost_except_while_launching() -> None:
     vm = _vm(VmState.UP)
     assert transitions.missing_on_host(vm)
     assert (vm.state, vm.exit_reason) == (VmState.DOWN, ExitReason.LOST)
+
+
+def test_hostds_reboot_and_hibernation_states_are_taken_as_reported() -> None:
+    seen = []
+    vm = _vm(VmState.UP)
+    for state in (HostVm.STATE_REBOOT_IN_PROGRESS, HostVm.STATE_RUNNING):
+        assert transitions.apply_host_vm(vm, "h1", _report(state))
+        seen.append(vm.state)
+    # POWERING_UP: UP again once the rebooted guest reports.
+    assert seen == [VmState.REBOOT_IN_PROGRESS, VmState.POWERING_UP]
+
+    seen = []
+    vm = _vm(VmState.UP)
+    for state in (HostVm.STATE_SAVING_STATE, HostVm.STATE_SUSPENDED):
+        assert transitions.apply_host_vm(vm, "h1", _report(state))
+        seen.append(vm.state)
+    assert seen == [VmState.SAVING_STATE, VmState.SUSPENDED]
+    assert vm.host_id == "h1"
+    # Nothing runs on the host: its loss does not make the VM UNKNOWN.
+    assert not transitions.host_lost(vm)
