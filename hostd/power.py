@@ -22,13 +22,16 @@ import logging
 from virtplane.errors import VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as pb
 
-from hostd.errors import DomainNotFound, DomainStateConflict
+from hostd.errors import AgentRefused, AgentUnavailable, DomainNotFound, DomainStateConflict
 from hostd.hibernation import Hibernator
 from hostd.hypervisor import DomainAction, Hypervisor
 from hostd.registry import Vm, VmRegistry
 from hostd.state_machine import Verb, require
 
 log = logging.getLogger(__name__)
+
+AGENT_ANSWER_SECONDS = 5.0
+"""How long the guest agent has to accept a shutdown or reboot before ACPI is used."""
 
 S = pb.HostVm
 
@@ -70,8 +73,10 @@ class PowerVerbs:
             require(Verb.SHUTDOWN, vm_id, vm.state)
             if vm.state == S.STATE_POWERING_DOWN and vm.timer is not None:
                 return vm.as_proto()  # on its way down already, with a deadline
-            await self._ask_guest(vm, DomainAction.SHUTDOWN)
-            self._now(vm, S.STATE_RUNNING, S.STATE_POWERING_DOWN, "shutting down on request")
+            route = await self._ask_guest(vm, DomainAction.SHUTDOWN)
+            self._now(
+                vm, S.STATE_RUNNING, S.STATE_POWERING_DOWN, f"shutting down on request, {route}"
+            )
             self._registry.set_timer(
                 vm, deadline_seconds, lambda: self._shutdown_overdue(vm, deadline_seconds)
             )
@@ -86,8 +91,10 @@ class PowerVerbs:
         vm = self._registry.lookup(vm_id)
         async with vm.lock:
             require(Verb.REBOOT, vm_id, vm.state)
-            await self._ask_guest(vm, DomainAction.REBOOT)
-            self._now(vm, S.STATE_RUNNING, S.STATE_REBOOT_IN_PROGRESS, "rebooting on request")
+            route = await self._ask_guest(vm, DomainAction.REBOOT)
+            self._now(
+                vm, S.STATE_RUNNING, S.STATE_REBOOT_IN_PROGRESS, f"rebooting on request, {route}"
+            )
             self._registry.set_timer(
                 vm, deadline_seconds, lambda: self._reboot_overdue(vm, deadline_seconds)
             )
@@ -143,14 +150,25 @@ class PowerVerbs:
         if vm.state == S.STATE_REBOOT_IN_PROGRESS:
             self._registry.transition(vm, S.STATE_RUNNING, message="rebooted")
 
-    async def _ask_guest(self, vm: Vm, action: DomainAction) -> None:
-        """Asks the guest to power off or reboot.
+    async def _ask_guest(self, vm: Vm, action: DomainAction) -> str:
+        """Asks the guest to power off or reboot; returns the route taken.
 
-        The route today is ACPI, through the hypervisor. Asking guestd over the
-        guest channel when it is connected comes first here once the channel
-        carries host commands (issue 3); ACPI stays the fallback.
+        Through the guest agent when it is connected and responsive (a clean
+        shutdown the guest's users are told about), else ACPI through the
+        hypervisor; an agent that refuses or does not answer falls back to ACPI.
         """
+        channel = vm.channel
+        if channel is not None and channel.responsive:
+            verb = "shutdown" if action is DomainAction.SHUTDOWN else "reboot"
+            try:
+                await channel.power(
+                    verb, 0, f"virtplane: {verb} requested by the host", within=AGENT_ANSWER_SECONDS
+                )
+                return "through the guest agent"
+            except (AgentUnavailable, AgentRefused) as exc:
+                log.info("VM %s: %s; falling back to ACPI", vm.vm_id, exc)
         await self._hypervisor.act(vm.vm_id, action)
+        return "through ACPI"
 
     async def _confirm(self, vm: Vm, before: S.State.ValueType, after: S.State.ValueType) -> None:
         """Waits for the event that moves vm on from before; records after if none comes."""

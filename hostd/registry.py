@@ -87,6 +87,8 @@ class Vm:
     timer: asyncio.Task[None] | None = None
     """A deadline: the end of a shutdown or reboot, or of a reboot's burst of resets."""
     channel_task: asyncio.Task[None] | None = None
+    channel: GuestChannel | None = None
+    """The guest channel while it is open: the route to the guest agent."""
     guest: vm_pb2.GuestInfo | None = None
     """The guest agent's last report, merged."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -178,6 +180,7 @@ class VmRegistry:
         elif vm.channel_task is not None:
             vm.channel_task.cancel()
             vm.channel_task = None
+            vm.channel = None
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
@@ -276,6 +279,7 @@ class VmRegistry:
             self.settings.channel_limits,
             self._on_guest_report,
         )
+        vm.channel = channel
         vm.channel_task = self.spawn(channel.run(), f"guest channel {vm.vm_id}")
 
     def _on_guest_report(self, vm_id: str, guest: vm_pb2.GuestInfo) -> None:

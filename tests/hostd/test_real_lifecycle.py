@@ -311,6 +311,7 @@ async def test_shutdown_powers_the_guest_off(host: Host) -> None:
     assert vm.vm.state == S.STATE_POWERING_DOWN
     states = await host.watch.state(vm_id, S.STATE_DOWN, since)
     assert _names(states) == ["POWERING_DOWN", "DOWN"]
+    assert "through the guest agent" in states[0].message  # the agent was responsive
     assert states[-1].exit_reason == S.EXIT_REASON_SHUTDOWN
     assert await asyncio.to_thread(_libvirt_domain, host.uri, vm_id) is None
 
