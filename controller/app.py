@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import grpc
+from virtplane.health import Probes, service_names
 from virtplane.status import ErrorInterceptor
 from virtplane.v1 import (
     host_service_pb2,
@@ -14,7 +15,6 @@ from virtplane.v1 import (
 )
 
 from controller.config import ControllerConfig
-from controller.health import Probes, service_names
 from controller.host_service import HostService
 from controller.hosts import HostClients
 from controller.servicers import HostServicer, VmServicer

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 
 import grpc
+from virtplane.health import Probes, service_names
 from virtplane.status import ErrorInterceptor
+from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
 from hostd.config import HostdConfig
@@ -29,6 +31,7 @@ class Hostd:
         self._hypervisor: LibvirtHypervisor | None = None
         self._vms: VmService | None = None
         self._server: grpc.aio.Server | None = None
+        self._probes: Probes | None = None
         self.virt_type: VirtType | None = None
 
     @property
@@ -58,10 +61,13 @@ class Hostd:
         server = grpc.aio.server(interceptors=[ErrorInterceptor()])
         servicer = HostAgentServicer(self._vms, self.journal, self._hypervisor, self.virt_type)
         pb_grpc.add_HostAgentServiceServicer_to_server(servicer, server)
+        self._probes = Probes(server, service_names(pb.DESCRIPTOR))
         port = server.add_insecure_port(self.config.listen)
         if port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
+        await self._probes.starting()
         await server.start()
+        await self._probes.serving()
         self._server = server
         log.info("hostd epoch %s, virt type %s", self.journal.epoch, self.virt_type)
         return port
@@ -71,6 +77,8 @@ class Hostd:
 
         The domains keep running; a new hostd adopts them.
         """
+        if self._probes is not None:
+            await self._probes.stopping()
         self.journal.close()
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace_seconds if grace is None else grace)

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
+from hostd.config import HostdConfig
 from hostd.main import parse_args
+from hostd.server import Hostd
 from tests.hostd.conftest import TIMEOUT
 
 HOSTD = Path(sys.executable).parent / "virtplane-hostd"
@@ -95,3 +98,19 @@ async def test_an_unreachable_libvirt_fails_cleanly(short_tmp: Path) -> None:
     assert process.returncode == 1
     assert b"hostd cannot run" in err
     assert b"Traceback" not in err
+
+
+async def test_hostd_serves_health_and_reflection(short_tmp: Path) -> None:
+    config = HostdConfig(
+        listen="127.0.0.1:0", libvirt_uri="test:///default", state_dir=short_tmp / "s"
+    )
+    hostd = Hostd(config)
+    port = await hostd.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            for service in ("", "virtplane.v1.HostAgentService"):
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service))
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await hostd.stop()
