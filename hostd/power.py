@@ -77,9 +77,10 @@ class PowerVerbs:
             self._now(
                 vm, S.STATE_RUNNING, S.STATE_POWERING_DOWN, f"shutting down on request, {route}"
             )
-            self._registry.set_timer(
-                vm, deadline_seconds, lambda: self._shutdown_overdue(vm, deadline_seconds)
-            )
+            if self._registry.is_current(vm):  # it may be down already
+                self._registry.set_timer(
+                    vm, deadline_seconds, lambda: self._shutdown_overdue(vm, deadline_seconds)
+                )
         return vm.as_proto()
 
     async def _shutdown_overdue(self, vm: Vm, seconds: float) -> None:
@@ -95,9 +96,10 @@ class PowerVerbs:
             self._now(
                 vm, S.STATE_RUNNING, S.STATE_REBOOT_IN_PROGRESS, f"rebooting on request, {route}"
             )
-            self._registry.set_timer(
-                vm, deadline_seconds, lambda: self._reboot_overdue(vm, deadline_seconds)
-            )
+            if self._registry.is_current(vm):
+                self._registry.set_timer(
+                    vm, deadline_seconds, lambda: self._reboot_overdue(vm, deadline_seconds)
+                )
         return vm.as_proto()
 
     async def _reboot_overdue(self, vm: Vm, seconds: float) -> None:

@@ -39,7 +39,11 @@ async def test_a_guest_that_ignores_the_power_button_is_destroyed_after_the_time
     rig.fake.ignores_acpi = True
     config = await rig.running()
     vm = await rig.vms.shutdown(config.vm_id, timeout_seconds=1)
-    assert (vm.state, vm.message) == (S.STATE_POWERING_DOWN, "shutting down on request")
+    # The fake has no guest agent: the power button it is.
+    assert (vm.state, vm.message) == (
+        S.STATE_POWERING_DOWN,
+        "shutting down on request, through ACPI",
+    )
     again = await rig.vms.shutdown(config.vm_id)  # already on its way: the deadline stands
     assert again.state == S.STATE_POWERING_DOWN
     await rig.wait_for(config.vm_id, S.STATE_DOWN)
@@ -153,3 +157,11 @@ async def test_stats(rig: Rig) -> None:
     assert vm.state == S.STATE_RUNNING
     assert (stats.state_name, stats.state_reason) == ("running", "booted")
     assert rig.vms.counts() == (1, 0)
+
+
+async def test_a_guest_that_powers_off_at_once_leaves_no_deadline_behind(rig: Rig) -> None:
+    config = await rig.running()
+    vm = rig.vms._registry.lookup(config.vm_id)
+    await rig.vms.shutdown(config.vm_id)  # the fake's guest powers off at once
+    await rig.wait_for(config.vm_id, S.STATE_DOWN)
+    await eventually(lambda: vm.timer is None or vm.timer.done(), "no deadline left running")
