@@ -105,6 +105,8 @@ class DomainInfo:
     """hostd's metadata; None for a domain hostd did not make."""
     saving: bool = False
     """Paused because a save to file is in progress."""
+    starting: bool = False
+    """Paused because its start is not finished: the emulator runs, the CPUs not yet."""
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from hostd.libvirt_translate import (
     STATES,
     STATS_GROUPS,
     is_saving,
+    is_starting,
     parse_stats,
     translate_error,
     translate_lifecycle,
@@ -254,6 +255,7 @@ class LibvirtHypervisor:
                         persistent=bool(dom.isPersistent()),
                         metadata=metadata,
                         saving=is_saving(code, reason),
+                        starting=is_starting(code, reason),
                     )
                 )
             except libvirt.libvirtError as exc:

@@ -122,6 +122,13 @@ def is_saving(state: int, reason: int) -> bool:
     return bool(state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_SAVE)
 
 
+def is_starting(state: int, reason: int) -> bool:
+    """Whether a domain is paused because its start is still under way."""
+    return bool(
+        state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_STARTING_UP
+    )
+
+
 def state_words(state: int, reason: int) -> tuple[str, str]:
     """A libvirt state and reason in words: (1, 1) -> ("running", "booted")."""
     name = _STATE_NAMES.get(state, f"state {state}")

@@ -4,8 +4,10 @@ A domain is hostd's when it carries hostd's metadata naming this state
 directory and its own UUID; every other domain is external and left alone.
 Of hostd's domains:
 
-- a running (or paused) one is adopted in its state; one paused by a save
-  that a previous hostd began is adopted SAVING_STATE and the save followed;
+- a running (or paused) one is adopted in its state; one whose start is
+  still under way in libvirt (hostd died during a create) is adopted
+  WAIT_FOR_LAUNCH and followed until it runs; one paused by a save that a
+  previous hostd began is adopted SAVING_STATE and the save followed;
 - a defined one that is not running is undefined (a create stopped between
   define and start, or a persistent VM that stopped while hostd was away).
 
@@ -18,6 +20,7 @@ reasons.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -114,6 +117,12 @@ class Recovery:
         return vm
 
     def _take_over(self, domain: DomainInfo, files: SavedFiles | None) -> None:
+        if domain.starting:
+            vm = self.adopt(domain, S.STATE_WAIT_FOR_LAUNCH)
+            if vm is not None:
+                vm.job = self._registry.spawn(self._follow_start(vm), f"follow start {vm.vm_id}")
+                self._adopted(vm, "its start, begun by a previous hostd, is under way")
+            return
         if domain.saving and files is not None and files.partial:
             vm = self.adopt(domain, S.STATE_SAVING_STATE)
             if vm is not None:
@@ -128,6 +137,27 @@ class Recovery:
         if files is not None:
             for path in self._saved.discard(domain.uuid):
                 self._cleaned(domain.uuid, str(path), "the domain runs: this saved state is stale")
+
+    async def _follow_start(self, vm: Vm) -> None:
+        """Waits for a start libvirt finishes without hostd: its events, or its state."""
+        poll = self._registry.settings.save_poll_seconds
+        while self._registry.is_current(vm) and vm.state == S.STATE_WAIT_FOR_LAUNCH:
+            domains = await self._hypervisor.list_domains()
+            domain = next((d for d in domains if d.uuid == vm.vm_id and d.active), None)
+            if not self._registry.is_current(vm) or vm.state != S.STATE_WAIT_FOR_LAUNCH:
+                return  # its events came first
+            if domain is None:
+                self._registry.transition(
+                    vm,
+                    S.STATE_DOWN,
+                    S.EXIT_REASON_START_FAILED,
+                    "its start, begun by a previous hostd, failed",
+                )
+            elif not domain.starting:
+                state = _ADOPTED.get(domain.state, S.STATE_RUNNING)
+                self._registry.transition(vm, state, message="recovered")
+            else:
+                await asyncio.sleep(poll)
 
     async def _undefine(self, domain: DomainInfo, files: SavedFiles | None) -> None:
         try:

@@ -42,6 +42,7 @@ class FakeDomain:
     active: bool = True
     persistent: bool = False
     saving: bool = False
+    starting: bool = False
     cpu_time_ns: int = 0
 
     @property
@@ -71,6 +72,11 @@ class FakeHypervisor:
     @property
     def pending_events(self) -> int:
         return self._queue.qsize()
+
+    def forget_events(self) -> None:
+        """Drops what is queued: events sent while no hostd was connected."""
+        while not self._queue.empty():
+            self._queue.get_nowait()
 
     def emit(self, event: HypervisorEvent) -> None:
         self._queue.put_nowait(event)
@@ -215,6 +221,7 @@ class FakeHypervisor:
                 persistent=d.persistent,
                 metadata=d.metadata,
                 saving=d.saving,
+                starting=d.starting,
             )
             for d in self.domains.values()
         ]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from virtplane.v1 import host_agent_service_pb2 as pb
 
-from hostd.hypervisor import DomainState
+from hostd.hypervisor import DomainState, LifecycleEvent, LifecycleKind
 from hostd.layout import StateLayout
 from tests.hostd.fakes import COMPLETE, PARTIAL, FakeHypervisor
 from tests.hostd.rig import Rig, make_rig
@@ -230,5 +230,53 @@ async def test_a_restore_interrupted_after_libvirt_finished(
         _, _, cleaned = _report(second)
         assert (image.name, "the domain runs: this saved state is stale") in cleaned
         assert not image.exists()
+    finally:
+        await second.vms.stop()
+
+
+async def _killed_while_libvirt_starts(tmp_path: Path, kernel: str) -> tuple[Rig, pb.VmConfig]:
+    """A first hostd asked libvirt to start a domain and died before the start finished."""
+    first = await make_rig(FakeHypervisor(), tmp_path, kernel)
+    config = first.config()
+    await first.fake.start(first.xml(config), persistent=False, paused=True)
+    domain = first.fake.domains[config.vm_id]
+    domain.starting = True  # QEMU runs, its CPUs not yet: libvirt is still in createXML
+    await first.vms.stop()
+    first.fake.forget_events()  # sent before the new hostd connected
+    return await make_rig(first.fake, tmp_path, kernel), config
+
+
+async def test_a_start_libvirt_finishes_after_the_restart_is_followed(
+    tmp_path: Path, boot_files: tuple[str, str]
+) -> None:
+    second, config = await _killed_while_libvirt_starts(tmp_path, boot_files[0])
+    try:
+        assert second.vms.get(config.vm_id).state == S.STATE_WAIT_FOR_LAUNCH
+        adopted, _, _ = _report(second)
+        assert adopted[config.vm_id] == (
+            S.STATE_WAIT_FOR_LAUNCH,
+            "its start, begun by a previous hostd, is under way",
+        )
+        domain = second.fake.domains[config.vm_id]
+        domain.starting, domain.state = False, DomainState.RUNNING  # libvirt resumes the CPUs
+        second.fake.emit(LifecycleEvent(config.vm_id, LifecycleKind.RESUMED))
+        await second.wait_for(config.vm_id, S.STATE_RUNNING)
+        assert second.state_names(config.vm_id) == ["WAIT_FOR_LAUNCH", "RUNNING"]
+    finally:
+        await second.vms.stop()
+
+
+async def test_a_start_that_fails_after_the_restart_is_down(
+    tmp_path: Path, boot_files: tuple[str, str]
+) -> None:
+    second, config = await _killed_while_libvirt_starts(tmp_path, boot_files[0])
+    try:
+        del second.fake.domains[config.vm_id]  # the emulator died; no event tells
+        await second.wait_for(config.vm_id, S.STATE_DOWN)
+        last = second.journal.after(0)[-1].vm_state
+        assert (last.exit_reason, last.message) == (
+            S.EXIT_REASON_START_FAILED,
+            "its start, begun by a previous hostd, failed",
+        )
     finally:
         await second.vms.stop()
