@@ -25,6 +25,7 @@ from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
 from hostd import builder, domxml
+from hostd.defaults import with_defaults
 from hostd.layout import StateLayout
 from hostd.virt_type import detect_virt_type
 from tests.conftest import GuestImage
@@ -64,14 +65,20 @@ class _EventLoop:
         cls._started = True
 
 
+def raw_xml(image: GuestImage, layout: StateLayout, vm_id: str) -> str:
+    """The domain XML hostd would create for the benchmark's guest."""
+    config = agent_pb2.VmConfig(vm_id=vm_id, name=f"bench-raw-{vm_id[:8]}", spec=_spec(image))
+    config = with_defaults(config)  # as hostd's create path does
+    return domxml.to_xml(builder.build_domain(config, detect_virt_type("auto"), layout))
+
+
 def raw_round(image: GuestImage, workdir: Path) -> tuple[float, float]:
     """One raw boot: seconds to STARTED, and to the first guest bytes."""
     _EventLoop.ensure()
     layout = StateLayout(workdir / "raw")
     layout.prepare()
     vm_id = str(uuid.uuid4())
-    config = agent_pb2.VmConfig(vm_id=vm_id, name=f"bench-raw-{vm_id[:8]}", spec=_spec(image))
-    xml = domxml.to_xml(builder.build_domain(config, detect_virt_type("auto"), layout))
+    xml = raw_xml(image, layout, vm_id)
     conn = libvirt.open(URI)
     started = threading.Event()
     stamp: list[float] = []
