@@ -17,6 +17,7 @@ from virtplane.v1 import (
 from controller.config import ControllerConfig
 from controller.host_service import HostService
 from controller.hosts import HostClients
+from controller.power import PowerVerbs
 from controller.servicers import HostServicer, VmServicer
 from controller.vm_service import VmService
 from controller.vm_store import VmStore
@@ -40,7 +41,7 @@ class Controller:
         self.hosts = HostService(self.store, self.clients, config.host_retry_seconds)
         self.server = grpc.aio.server(interceptors=[ErrorInterceptor()])
         vm_service_pb2_grpc.add_VmServiceServicer_to_server(
-            VmServicer(self.vms, self.store), self.server
+            VmServicer(self.vms, PowerVerbs(self.store, self.clients), self.store), self.server
         )
         host_service_pb2_grpc.add_HostServiceServicer_to_server(
             HostServicer(self.hosts), self.server

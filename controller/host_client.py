@@ -3,7 +3,8 @@ translated into the controller's errors at this boundary."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import grpc
 from virtplane.errors import FailedPrecondition, InvalidArgument, VirtplaneError
@@ -11,6 +12,8 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
 from controller.errors import HostUnreachable, VmNotFound
+
+_R = TypeVar("_R")
 
 _CHANNEL_OPTIONS = (
     ("grpc.keepalive_time_ms", 10_000),
@@ -67,6 +70,32 @@ class HostClient:
             await self._stub.DestroyVm(
                 pb.HostAgentServiceDestroyVmRequest(vm_id=vm_id), timeout=self._timeout
             )
+        except grpc.aio.AioRpcError as exc:
+            raise translate(self.name, exc, vm_id) from exc
+
+    async def shutdown_vm(self, vm_id: str, timeout_seconds: int) -> pb.HostVm:
+        request = pb.HostAgentServiceShutdownVmRequest(vm_id=vm_id, timeout_seconds=timeout_seconds)
+        return (await self._verb(self._stub.ShutdownVm, request, vm_id)).vm
+
+    async def reboot_vm(self, vm_id: str, timeout_seconds: int) -> pb.HostVm:
+        request = pb.HostAgentServiceRebootVmRequest(vm_id=vm_id, timeout_seconds=timeout_seconds)
+        return (await self._verb(self._stub.RebootVm, request, vm_id)).vm
+
+    async def reset_vm(self, vm_id: str) -> pb.HostVm:
+        request = pb.HostAgentServiceResetVmRequest(vm_id=vm_id)
+        return (await self._verb(self._stub.ResetVm, request, vm_id)).vm
+
+    async def pause_vm(self, vm_id: str) -> pb.HostVm:
+        request = pb.HostAgentServicePauseVmRequest(vm_id=vm_id)
+        return (await self._verb(self._stub.PauseVm, request, vm_id)).vm
+
+    async def resume_vm(self, vm_id: str) -> pb.HostVm:
+        request = pb.HostAgentServiceResumeVmRequest(vm_id=vm_id)
+        return (await self._verb(self._stub.ResumeVm, request, vm_id)).vm
+
+    async def _verb(self, rpc: Callable[..., Awaitable[_R]], request: object, vm_id: str) -> _R:
+        try:
+            return await rpc(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             raise translate(self.name, exc, vm_id) from exc
 

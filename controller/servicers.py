@@ -14,6 +14,7 @@ from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
 from controller.host_service import HostService
+from controller.power import PowerVerbs
 from controller.validation import check_address, check_create, check_list, check_name
 from controller.vm_service import VmService
 from controller.vm_store import VmStore
@@ -29,9 +30,37 @@ def _ref(field: str, value: str) -> str:
 
 
 class VmServicer(vm_grpc.VmServiceServicer):
-    def __init__(self, vms: VmService, store: VmStore) -> None:
+    def __init__(self, vms: VmService, power: PowerVerbs, store: VmStore) -> None:
         self._vms = vms
+        self._power = power
         self._store = store
+
+    async def ShutdownVm(
+        self, request: vm_api.ShutdownVmRequest, context: Context
+    ) -> vm_api.ShutdownVmResponse:
+        vm = await self._power.shutdown(_ref("vm", request.vm), request.timeout_seconds)
+        return vm_api.ShutdownVmResponse(vm=vm)
+
+    async def RebootVm(
+        self, request: vm_api.RebootVmRequest, context: Context
+    ) -> vm_api.RebootVmResponse:
+        vm = await self._power.reboot(_ref("vm", request.vm), request.timeout_seconds)
+        return vm_api.RebootVmResponse(vm=vm)
+
+    async def ResetVm(
+        self, request: vm_api.ResetVmRequest, context: Context
+    ) -> vm_api.ResetVmResponse:
+        return vm_api.ResetVmResponse(vm=await self._power.reset(_ref("vm", request.vm)))
+
+    async def PauseVm(
+        self, request: vm_api.PauseVmRequest, context: Context
+    ) -> vm_api.PauseVmResponse:
+        return vm_api.PauseVmResponse(vm=await self._power.pause(_ref("vm", request.vm)))
+
+    async def ResumeVm(
+        self, request: vm_api.ResumeVmRequest, context: Context
+    ) -> vm_api.ResumeVmResponse:
+        return vm_api.ResumeVmResponse(vm=await self._power.resume(_ref("vm", request.vm)))
 
     async def CreateVm(
         self, request: vm_api.CreateVmRequest, context: Context

@@ -133,6 +133,22 @@ async def vm_explain(args: argparse.Namespace, channel: grpc.aio.Channel) -> Non
     print(fmt.placement(reply))
 
 
+# The power verbs: CLI verb -> (RPC, request message).
+_POWER: dict[str, tuple[str, Any]] = {
+    "shutdown": ("ShutdownVm", vm_api.ShutdownVmRequest),
+    "reboot": ("RebootVm", vm_api.RebootVmRequest),
+    "reset": ("ResetVm", vm_api.ResetVmRequest),
+    "pause": ("PauseVm", vm_api.PauseVmRequest),
+    "resume": ("ResumeVm", vm_api.ResumeVmRequest),
+}
+
+
+async def vm_power(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
+    rpc, request = _POWER[args.verb]
+    reply = await getattr(vm_grpc.VmServiceStub(channel), rpc)(request(vm=args.vm))
+    print(f"{reply.vm.name}: {fmt.vm_state(reply.vm.status.state)}")
+
+
 async def vm_delete(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
     await vm_grpc.VmServiceStub(channel).DeleteVm(vm_api.DeleteVmRequest(vm=args.vm))
     print(f"{args.vm}: deleted")
@@ -217,7 +233,12 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--host", default="", help="only VMs on this host")
     listing.add_argument("--name", default="", help="only VMs whose name contains this")
     listing.set_defaults(run=vm_list)
-    for verb, run in (("show", vm_show), ("start", vm_start), ("stop", vm_stop)):
+    for verb, run in (
+        ("show", vm_show),
+        ("start", vm_start),
+        ("stop", vm_stop),
+        *((verb, vm_power) for verb in _POWER),
+    ):
         sub = vm.add_parser(verb, help=f"{verb} a VM")
         sub.add_argument("vm", help="id or name")
         sub.set_defaults(run=run)

@@ -125,3 +125,24 @@ async def test_guest_info_lists_each_fact_with_its_source_and_time(
     assert all(f.HasField("observed_time") and f.HasField("received_time") for f in reply.facts)
     assert "10.0.2.15" in facts["interfaces"].value_json
     assert reply.guest.hostname == up_vm.status.guest.hostname
+
+
+async def test_pause_resume_and_reboot_through_the_api(api: Api, up_vm: vm_pb2.Vm) -> None:
+    paused = await api.vms.PauseVm(vm_api.PauseVmRequest(vm=up_vm.id))
+    assert paused.vm.status.state == S.STATE_PAUSED
+    code, detail = await _code(api.vms.PauseVm(vm_api.PauseVmRequest(vm=up_vm.id)))
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+    assert "it is PAUSED" in detail
+    resumed = await api.vms.ResumeVm(vm_api.ResumeVmRequest(vm=up_vm.id))
+    assert resumed.vm.status.state == S.STATE_UP
+
+    rebooting = await api.vms.RebootVm(vm_api.RebootVmRequest(vm=up_vm.id))
+    assert rebooting.vm.status.state == S.STATE_REBOOT_IN_PROGRESS
+    since = len(api.watch.messages)
+    up = await api.watch.wait_for(
+        up_vm.id,
+        lambda v: v.status.state == S.STATE_UP and v.status.revision > rebooting.vm.status.revision,
+    )
+    assert up.status.host_id == up_vm.status.host_id
+    seen = [m.vm.status.state for m in api.watch.messages[since:] if m.vm.id == up_vm.id]
+    assert S.STATE_DOWN not in seen  # a reboot never looks like a stop

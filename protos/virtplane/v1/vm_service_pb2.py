@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from virtplane.v1 import vm_pb2 as virtplane_dot_v1_dot_vm__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dvirtplane/v1/vm_service.proto\x12\x0cvirtplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15virtplane/v1/vm.proto\"C\n\x0f\x43reateVmRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x04spec\x18\x02 \x01(\x0b\x32\x14.virtplane.v1.VmSpec\"0\n\x10\x43reateVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"\x1a\n\x0cGetVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"-\n\rGetVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"\x84\x01\n\x0eListVmsRequest\x12&\n\x06states\x18\x01 \x03(\x0e\x32\x16.virtplane.v1.Vm.State\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x15\n\rname_contains\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"I\n\x0fListVmsResponse\x12\x1d\n\x03vms\x18\x01 \x03(\x0b\x32\x10.virtplane.v1.Vm\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1d\n\x0f\x44\x65leteVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"\x12\n\x10\x44\x65leteVmResponse\"\x1c\n\x0eStartVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"/\n\x0fStartVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"\x1b\n\rStopVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\".\n\x0eStopVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"\x11\n\x0fWatchVmsRequest\"\xe6\x01\n\x10WatchVmsResponse\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.virtplane.v1.WatchVmsResponse.Kind\x12\x1c\n\x02vm\x18\x02 \x01(\x0b\x32\x10.virtplane.v1.Vm\x12\x10\n\x08revision\x18\x03 \x01(\x03\"o\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rKIND_SNAPSHOT\x10\x01\x12\x1a\n\x16KIND_SNAPSHOT_COMPLETE\x10\x02\x12\x10\n\x0cKIND_CHANGED\x10\x03\x12\x10\n\x0cKIND_DELETED\x10\x04\"#\n\x15GetVmGuestInfoRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"h\n\x16GetVmGuestInfoResponse\x12&\n\x05guest\x18\x01 \x01(\x0b\x32\x17.virtplane.v1.GuestInfo\x12&\n\x05\x66\x61\x63ts\x18\x02 \x03(\x0b\x32\x17.virtplane.v1.GuestFact\"\xa3\x01\n\tGuestFact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x31\n\robserved_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rreceived_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nvalue_json\x18\x05 \x01(\t\"%\n\x17\x45xplainPlacementRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"x\n\x18\x45xplainPlacementResponse\x12*\n\x05hosts\x18\x01 \x03(\x0b\x32\x1b.virtplane.v1.HostPlacement\x12\x16\n\x0e\x63hosen_host_id\x18\x02 \x01(\t\x12\x18\n\x10\x63hosen_host_name\x18\x03 \x01(\t\"\xae\x01\n\rHostPlacement\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x11\n\thost_name\x18\x02 \x01(\t\x12,\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x1b.virtplane.v1.FilterVerdict\x12\x10\n\x08\x65ligible\x18\x04 \x01(\x08\x12*\n\x07weights\x18\x05 \x03(\x0b\x32\x19.virtplane.v1.WeightScore\x12\r\n\x05score\x18\x06 \x01(\x01\"?\n\rFilterVerdict\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\",\n\x0bWeightScore\x12\x0e\n\x06weight\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x32\xc5\x05\n\tVmService\x12I\n\x08\x43reateVm\x12\x1d.virtplane.v1.CreateVmRequest\x1a\x1e.virtplane.v1.CreateVmResponse\x12@\n\x05GetVm\x12\x1a.virtplane.v1.GetVmRequest\x1a\x1b.virtplane.v1.GetVmResponse\x12\x46\n\x07ListVms\x12\x1c.virtplane.v1.ListVmsRequest\x1a\x1d.virtplane.v1.ListVmsResponse\x12I\n\x08\x44\x65leteVm\x12\x1d.virtplane.v1.DeleteVmRequest\x1a\x1e.virtplane.v1.DeleteVmResponse\x12\x46\n\x07StartVm\x12\x1c.virtplane.v1.StartVmRequest\x1a\x1d.virtplane.v1.StartVmResponse\x12\x43\n\x06StopVm\x12\x1b.virtplane.v1.StopVmRequest\x1a\x1c.virtplane.v1.StopVmResponse\x12K\n\x08WatchVms\x12\x1d.virtplane.v1.WatchVmsRequest\x1a\x1e.virtplane.v1.WatchVmsResponse0\x01\x12[\n\x0eGetVmGuestInfo\x12#.virtplane.v1.GetVmGuestInfoRequest\x1a$.virtplane.v1.GetVmGuestInfoResponse\x12\x61\n\x10\x45xplainPlacement\x12%.virtplane.v1.ExplainPlacementRequest\x1a&.virtplane.v1.ExplainPlacementResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dvirtplane/v1/vm_service.proto\x12\x0cvirtplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15virtplane/v1/vm.proto\"C\n\x0f\x43reateVmRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x04spec\x18\x02 \x01(\x0b\x32\x14.virtplane.v1.VmSpec\"0\n\x10\x43reateVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"\x1a\n\x0cGetVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"-\n\rGetVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"\x84\x01\n\x0eListVmsRequest\x12&\n\x06states\x18\x01 \x03(\x0e\x32\x16.virtplane.v1.Vm.State\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x15\n\rname_contains\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"I\n\x0fListVmsResponse\x12\x1d\n\x03vms\x18\x01 \x03(\x0b\x32\x10.virtplane.v1.Vm\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1d\n\x0f\x44\x65leteVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"\x12\n\x10\x44\x65leteVmResponse\"\x1c\n\x0eStartVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"/\n\x0fStartVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"\x1b\n\rStopVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\".\n\x0eStopVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"8\n\x11ShutdownVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\r\"2\n\x12ShutdownVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"6\n\x0fRebootVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\r\"0\n\x10RebootVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"\x1c\n\x0eResetVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"/\n\x0fResetVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"\x1c\n\x0ePauseVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"/\n\x0fPauseVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"\x1d\n\x0fResumeVmRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"0\n\x10ResumeVmResponse\x12\x1c\n\x02vm\x18\x01 \x01(\x0b\x32\x10.virtplane.v1.Vm\"\x11\n\x0fWatchVmsRequest\"\xe6\x01\n\x10WatchVmsResponse\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.virtplane.v1.WatchVmsResponse.Kind\x12\x1c\n\x02vm\x18\x02 \x01(\x0b\x32\x10.virtplane.v1.Vm\x12\x10\n\x08revision\x18\x03 \x01(\x03\"o\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rKIND_SNAPSHOT\x10\x01\x12\x1a\n\x16KIND_SNAPSHOT_COMPLETE\x10\x02\x12\x10\n\x0cKIND_CHANGED\x10\x03\x12\x10\n\x0cKIND_DELETED\x10\x04\"#\n\x15GetVmGuestInfoRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"h\n\x16GetVmGuestInfoResponse\x12&\n\x05guest\x18\x01 \x01(\x0b\x32\x17.virtplane.v1.GuestInfo\x12&\n\x05\x66\x61\x63ts\x18\x02 \x03(\x0b\x32\x17.virtplane.v1.GuestFact\"\xa3\x01\n\tGuestFact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x31\n\robserved_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rreceived_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nvalue_json\x18\x05 \x01(\t\"%\n\x17\x45xplainPlacementRequest\x12\n\n\x02vm\x18\x01 \x01(\t\"x\n\x18\x45xplainPlacementResponse\x12*\n\x05hosts\x18\x01 \x03(\x0b\x32\x1b.virtplane.v1.HostPlacement\x12\x16\n\x0e\x63hosen_host_id\x18\x02 \x01(\t\x12\x18\n\x10\x63hosen_host_name\x18\x03 \x01(\t\"\xae\x01\n\rHostPlacement\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x11\n\thost_name\x18\x02 \x01(\t\x12,\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x1b.virtplane.v1.FilterVerdict\x12\x10\n\x08\x65ligible\x18\x04 \x01(\x08\x12*\n\x07weights\x18\x05 \x03(\x0b\x32\x19.virtplane.v1.WeightScore\x12\r\n\x05score\x18\x06 \x01(\x01\"?\n\rFilterVerdict\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\",\n\x0bWeightScore\x12\x0e\n\x06weight\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x32\xbc\x08\n\tVmService\x12I\n\x08\x43reateVm\x12\x1d.virtplane.v1.CreateVmRequest\x1a\x1e.virtplane.v1.CreateVmResponse\x12@\n\x05GetVm\x12\x1a.virtplane.v1.GetVmRequest\x1a\x1b.virtplane.v1.GetVmResponse\x12\x46\n\x07ListVms\x12\x1c.virtplane.v1.ListVmsRequest\x1a\x1d.virtplane.v1.ListVmsResponse\x12I\n\x08\x44\x65leteVm\x12\x1d.virtplane.v1.DeleteVmRequest\x1a\x1e.virtplane.v1.DeleteVmResponse\x12\x46\n\x07StartVm\x12\x1c.virtplane.v1.StartVmRequest\x1a\x1d.virtplane.v1.StartVmResponse\x12\x43\n\x06StopVm\x12\x1b.virtplane.v1.StopVmRequest\x1a\x1c.virtplane.v1.StopVmResponse\x12O\n\nShutdownVm\x12\x1f.virtplane.v1.ShutdownVmRequest\x1a .virtplane.v1.ShutdownVmResponse\x12I\n\x08RebootVm\x12\x1d.virtplane.v1.RebootVmRequest\x1a\x1e.virtplane.v1.RebootVmResponse\x12\x46\n\x07ResetVm\x12\x1c.virtplane.v1.ResetVmRequest\x1a\x1d.virtplane.v1.ResetVmResponse\x12\x46\n\x07PauseVm\x12\x1c.virtplane.v1.PauseVmRequest\x1a\x1d.virtplane.v1.PauseVmResponse\x12I\n\x08ResumeVm\x12\x1d.virtplane.v1.ResumeVmRequest\x1a\x1e.virtplane.v1.ResumeVmResponse\x12K\n\x08WatchVms\x12\x1d.virtplane.v1.WatchVmsRequest\x1a\x1e.virtplane.v1.WatchVmsResponse0\x01\x12[\n\x0eGetVmGuestInfo\x12#.virtplane.v1.GetVmGuestInfoRequest\x1a$.virtplane.v1.GetVmGuestInfoResponse\x12\x61\n\x10\x45xplainPlacement\x12%.virtplane.v1.ExplainPlacementRequest\x1a&.virtplane.v1.ExplainPlacementResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,28 +57,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STOPVMREQUEST']._serialized_end=664
   _globals['_STOPVMRESPONSE']._serialized_start=666
   _globals['_STOPVMRESPONSE']._serialized_end=712
-  _globals['_WATCHVMSREQUEST']._serialized_start=714
-  _globals['_WATCHVMSREQUEST']._serialized_end=731
-  _globals['_WATCHVMSRESPONSE']._serialized_start=734
-  _globals['_WATCHVMSRESPONSE']._serialized_end=964
-  _globals['_WATCHVMSRESPONSE_KIND']._serialized_start=853
-  _globals['_WATCHVMSRESPONSE_KIND']._serialized_end=964
-  _globals['_GETVMGUESTINFOREQUEST']._serialized_start=966
-  _globals['_GETVMGUESTINFOREQUEST']._serialized_end=1001
-  _globals['_GETVMGUESTINFORESPONSE']._serialized_start=1003
-  _globals['_GETVMGUESTINFORESPONSE']._serialized_end=1107
-  _globals['_GUESTFACT']._serialized_start=1110
-  _globals['_GUESTFACT']._serialized_end=1273
-  _globals['_EXPLAINPLACEMENTREQUEST']._serialized_start=1275
-  _globals['_EXPLAINPLACEMENTREQUEST']._serialized_end=1312
-  _globals['_EXPLAINPLACEMENTRESPONSE']._serialized_start=1314
-  _globals['_EXPLAINPLACEMENTRESPONSE']._serialized_end=1434
-  _globals['_HOSTPLACEMENT']._serialized_start=1437
-  _globals['_HOSTPLACEMENT']._serialized_end=1611
-  _globals['_FILTERVERDICT']._serialized_start=1613
-  _globals['_FILTERVERDICT']._serialized_end=1676
-  _globals['_WEIGHTSCORE']._serialized_start=1678
-  _globals['_WEIGHTSCORE']._serialized_end=1722
-  _globals['_VMSERVICE']._serialized_start=1725
-  _globals['_VMSERVICE']._serialized_end=2434
+  _globals['_SHUTDOWNVMREQUEST']._serialized_start=714
+  _globals['_SHUTDOWNVMREQUEST']._serialized_end=770
+  _globals['_SHUTDOWNVMRESPONSE']._serialized_start=772
+  _globals['_SHUTDOWNVMRESPONSE']._serialized_end=822
+  _globals['_REBOOTVMREQUEST']._serialized_start=824
+  _globals['_REBOOTVMREQUEST']._serialized_end=878
+  _globals['_REBOOTVMRESPONSE']._serialized_start=880
+  _globals['_REBOOTVMRESPONSE']._serialized_end=928
+  _globals['_RESETVMREQUEST']._serialized_start=930
+  _globals['_RESETVMREQUEST']._serialized_end=958
+  _globals['_RESETVMRESPONSE']._serialized_start=960
+  _globals['_RESETVMRESPONSE']._serialized_end=1007
+  _globals['_PAUSEVMREQUEST']._serialized_start=1009
+  _globals['_PAUSEVMREQUEST']._serialized_end=1037
+  _globals['_PAUSEVMRESPONSE']._serialized_start=1039
+  _globals['_PAUSEVMRESPONSE']._serialized_end=1086
+  _globals['_RESUMEVMREQUEST']._serialized_start=1088
+  _globals['_RESUMEVMREQUEST']._serialized_end=1117
+  _globals['_RESUMEVMRESPONSE']._serialized_start=1119
+  _globals['_RESUMEVMRESPONSE']._serialized_end=1167
+  _globals['_WATCHVMSREQUEST']._serialized_start=1169
+  _globals['_WATCHVMSREQUEST']._serialized_end=1186
+  _globals['_WATCHVMSRESPONSE']._serialized_start=1189
+  _globals['_WATCHVMSRESPONSE']._serialized_end=1419
+  _globals['_WATCHVMSRESPONSE_KIND']._serialized_start=1308
+  _globals['_WATCHVMSRESPONSE_KIND']._serialized_end=1419
+  _globals['_GETVMGUESTINFOREQUEST']._serialized_start=1421
+  _globals['_GETVMGUESTINFOREQUEST']._serialized_end=1456
+  _globals['_GETVMGUESTINFORESPONSE']._serialized_start=1458
+  _globals['_GETVMGUESTINFORESPONSE']._serialized_end=1562
+  _globals['_GUESTFACT']._serialized_start=1565
+  _globals['_GUESTFACT']._serialized_end=1728
+  _globals['_EXPLAINPLACEMENTREQUEST']._serialized_start=1730
+  _globals['_EXPLAINPLACEMENTREQUEST']._serialized_end=1767
+  _globals['_EXPLAINPLACEMENTRESPONSE']._serialized_start=1769
+  _globals['_EXPLAINPLACEMENTRESPONSE']._serialized_end=1889
+  _globals['_HOSTPLACEMENT']._serialized_start=1892
+  _globals['_HOSTPLACEMENT']._serialized_end=2066
+  _globals['_FILTERVERDICT']._serialized_start=2068
+  _globals['_FILTERVERDICT']._serialized_end=2131
+  _globals['_WEIGHTSCORE']._serialized_start=2133
+  _globals['_WEIGHTSCORE']._serialized_end=2177
+  _globals['_VMSERVICE']._serialized_start=2180
+  _globals['_VMSERVICE']._serialized_end=3264
 # @@protoc_insertion_point(module_scope)

@@ -289,6 +289,214 @@ class StopVmResponse(_message.Message):
 Global___StopVmResponse: _TypeAlias = StopVmResponse  # noqa: Y015
 
 @_typing.final
+class ShutdownVmRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    vm: _builtins.str
+    """The VM's id or name."""
+    timeout_seconds: _builtins.int
+    """How long the guest has before it is powered off; 0: the host's default (60 s)."""
+    def __init__(
+        self,
+        *,
+        vm: _builtins.str = ...,
+        timeout_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["timeout_seconds", b"timeout_seconds", "vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShutdownVmRequest: _TypeAlias = ShutdownVmRequest  # noqa: Y015
+
+@_typing.final
+class ShutdownVmResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vm(self) -> _vm_pb2.Vm: ...
+    def __init__(
+        self,
+        *,
+        vm: _vm_pb2.Vm | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShutdownVmResponse: _TypeAlias = ShutdownVmResponse  # noqa: Y015
+
+@_typing.final
+class RebootVmRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    vm: _builtins.str
+    """The VM's id or name."""
+    timeout_seconds: _builtins.int
+    """How long the guest has before it is reset; 0: the host's default (60 s)."""
+    def __init__(
+        self,
+        *,
+        vm: _builtins.str = ...,
+        timeout_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["timeout_seconds", b"timeout_seconds", "vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebootVmRequest: _TypeAlias = RebootVmRequest  # noqa: Y015
+
+@_typing.final
+class RebootVmResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vm(self) -> _vm_pb2.Vm: ...
+    def __init__(
+        self,
+        *,
+        vm: _vm_pb2.Vm | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebootVmResponse: _TypeAlias = RebootVmResponse  # noqa: Y015
+
+@_typing.final
+class ResetVmRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    vm: _builtins.str
+    """The VM's id or name."""
+    def __init__(
+        self,
+        *,
+        vm: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetVmRequest: _TypeAlias = ResetVmRequest  # noqa: Y015
+
+@_typing.final
+class ResetVmResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vm(self) -> _vm_pb2.Vm: ...
+    def __init__(
+        self,
+        *,
+        vm: _vm_pb2.Vm | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetVmResponse: _TypeAlias = ResetVmResponse  # noqa: Y015
+
+@_typing.final
+class PauseVmRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    vm: _builtins.str
+    """The VM's id or name."""
+    def __init__(
+        self,
+        *,
+        vm: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseVmRequest: _TypeAlias = PauseVmRequest  # noqa: Y015
+
+@_typing.final
+class PauseVmResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vm(self) -> _vm_pb2.Vm: ...
+    def __init__(
+        self,
+        *,
+        vm: _vm_pb2.Vm | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseVmResponse: _TypeAlias = PauseVmResponse  # noqa: Y015
+
+@_typing.final
+class ResumeVmRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    vm: _builtins.str
+    """The VM's id or name."""
+    def __init__(
+        self,
+        *,
+        vm: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeVmRequest: _TypeAlias = ResumeVmRequest  # noqa: Y015
+
+@_typing.final
+class ResumeVmResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vm(self) -> _vm_pb2.Vm: ...
+    def __init__(
+        self,
+        *,
+        vm: _vm_pb2.Vm | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeVmResponse: _TypeAlias = ResumeVmResponse  # noqa: Y015
+
+@_typing.final
 class WatchVmsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

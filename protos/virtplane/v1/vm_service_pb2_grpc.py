@@ -66,6 +66,31 @@ class VmServiceStub:
                 request_serializer=virtplane_dot_v1_dot_vm__service__pb2.StopVmRequest.SerializeToString,
                 response_deserializer=virtplane_dot_v1_dot_vm__service__pb2.StopVmResponse.FromString,
                 _registered_method=True)
+        self.ShutdownVm = channel.unary_unary(
+                '/virtplane.v1.VmService/ShutdownVm',
+                request_serializer=virtplane_dot_v1_dot_vm__service__pb2.ShutdownVmRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_vm__service__pb2.ShutdownVmResponse.FromString,
+                _registered_method=True)
+        self.RebootVm = channel.unary_unary(
+                '/virtplane.v1.VmService/RebootVm',
+                request_serializer=virtplane_dot_v1_dot_vm__service__pb2.RebootVmRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_vm__service__pb2.RebootVmResponse.FromString,
+                _registered_method=True)
+        self.ResetVm = channel.unary_unary(
+                '/virtplane.v1.VmService/ResetVm',
+                request_serializer=virtplane_dot_v1_dot_vm__service__pb2.ResetVmRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_vm__service__pb2.ResetVmResponse.FromString,
+                _registered_method=True)
+        self.PauseVm = channel.unary_unary(
+                '/virtplane.v1.VmService/PauseVm',
+                request_serializer=virtplane_dot_v1_dot_vm__service__pb2.PauseVmRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_vm__service__pb2.PauseVmResponse.FromString,
+                _registered_method=True)
+        self.ResumeVm = channel.unary_unary(
+                '/virtplane.v1.VmService/ResumeVm',
+                request_serializer=virtplane_dot_v1_dot_vm__service__pb2.ResumeVmRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_vm__service__pb2.ResumeVmResponse.FromString,
+                _registered_method=True)
         self.WatchVms = channel.unary_stream(
                 '/virtplane.v1.VmService/WatchVms',
                 request_serializer=virtplane_dot_v1_dot_vm__service__pb2.WatchVmsRequest.SerializeToString,
@@ -129,6 +154,40 @@ class VmServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ShutdownVm(self, request, context):
+        """Asks the guest to power off (through its agent, else ACPI); its host
+        destroys it after timeout_seconds. The VM goes POWERING_DOWN, then DOWN.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RebootVm(self, request, context):
+        """Asks the guest to reboot; REBOOT_IN_PROGRESS, then UP again, never DOWN.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetVm(self, request, context):
+        """Resets the virtual hardware at once, like a reset button.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseVm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeVm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchVms(self, request, context):
         """Streams every VM, then every change.
         """
@@ -185,6 +244,31 @@ def add_VmServiceServicer_to_server(servicer, server):
                     servicer.StopVm,
                     request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.StopVmRequest.FromString,
                     response_serializer=virtplane_dot_v1_dot_vm__service__pb2.StopVmResponse.SerializeToString,
+            ),
+            'ShutdownVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShutdownVm,
+                    request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.ShutdownVmRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_vm__service__pb2.ShutdownVmResponse.SerializeToString,
+            ),
+            'RebootVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.RebootVm,
+                    request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.RebootVmRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_vm__service__pb2.RebootVmResponse.SerializeToString,
+            ),
+            'ResetVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetVm,
+                    request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.ResetVmRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_vm__service__pb2.ResetVmResponse.SerializeToString,
+            ),
+            'PauseVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseVm,
+                    request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.PauseVmRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_vm__service__pb2.PauseVmResponse.SerializeToString,
+            ),
+            'ResumeVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeVm,
+                    request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.ResumeVmRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_vm__service__pb2.ResumeVmResponse.SerializeToString,
             ),
             'WatchVms': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchVms,
@@ -366,6 +450,141 @@ class VmService:
             '/virtplane.v1.VmService/StopVm',
             virtplane_dot_v1_dot_vm__service__pb2.StopVmRequest.SerializeToString,
             virtplane_dot_v1_dot_vm__service__pb2.StopVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShutdownVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.VmService/ShutdownVm',
+            virtplane_dot_v1_dot_vm__service__pb2.ShutdownVmRequest.SerializeToString,
+            virtplane_dot_v1_dot_vm__service__pb2.ShutdownVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RebootVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.VmService/RebootVm',
+            virtplane_dot_v1_dot_vm__service__pb2.RebootVmRequest.SerializeToString,
+            virtplane_dot_v1_dot_vm__service__pb2.RebootVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.VmService/ResetVm',
+            virtplane_dot_v1_dot_vm__service__pb2.ResetVmRequest.SerializeToString,
+            virtplane_dot_v1_dot_vm__service__pb2.ResetVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.VmService/PauseVm',
+            virtplane_dot_v1_dot_vm__service__pb2.PauseVmRequest.SerializeToString,
+            virtplane_dot_v1_dot_vm__service__pb2.PauseVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.VmService/ResumeVm',
+            virtplane_dot_v1_dot_vm__service__pb2.ResumeVmRequest.SerializeToString,
+            virtplane_dot_v1_dot_vm__service__pb2.ResumeVmResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,16 @@ class VmServiceStub:
     """
     StopVm: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.StopVmRequest, _vm_service_pb2.StopVmResponse]
     """Powers a running VM off at once."""
+    ShutdownVm: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.ShutdownVmRequest, _vm_service_pb2.ShutdownVmResponse]
+    """Asks the guest to power off (through its agent, else ACPI); its host
+    destroys it after timeout_seconds. The VM goes POWERING_DOWN, then DOWN.
+    """
+    RebootVm: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.RebootVmRequest, _vm_service_pb2.RebootVmResponse]
+    """Asks the guest to reboot; REBOOT_IN_PROGRESS, then UP again, never DOWN."""
+    ResetVm: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.ResetVmRequest, _vm_service_pb2.ResetVmResponse]
+    """Resets the virtual hardware at once, like a reset button."""
+    PauseVm: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.PauseVmRequest, _vm_service_pb2.PauseVmResponse]
+    ResumeVm: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.ResumeVmRequest, _vm_service_pb2.ResumeVmResponse]
     WatchVms: _grpc.UnaryStreamMultiCallable[_vm_service_pb2.WatchVmsRequest, _vm_service_pb2.WatchVmsResponse]
     """Streams every VM, then every change."""
     GetVmGuestInfo: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.GetVmGuestInfoRequest, _vm_service_pb2.GetVmGuestInfoResponse]
@@ -78,6 +88,16 @@ class VmServiceAsyncStub(VmServiceStub):
     """
     StopVm: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.StopVmRequest, _vm_service_pb2.StopVmResponse]  # type: ignore[assignment]
     """Powers a running VM off at once."""
+    ShutdownVm: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.ShutdownVmRequest, _vm_service_pb2.ShutdownVmResponse]  # type: ignore[assignment]
+    """Asks the guest to power off (through its agent, else ACPI); its host
+    destroys it after timeout_seconds. The VM goes POWERING_DOWN, then DOWN.
+    """
+    RebootVm: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.RebootVmRequest, _vm_service_pb2.RebootVmResponse]  # type: ignore[assignment]
+    """Asks the guest to reboot; REBOOT_IN_PROGRESS, then UP again, never DOWN."""
+    ResetVm: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.ResetVmRequest, _vm_service_pb2.ResetVmResponse]  # type: ignore[assignment]
+    """Resets the virtual hardware at once, like a reset button."""
+    PauseVm: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.PauseVmRequest, _vm_service_pb2.PauseVmResponse]  # type: ignore[assignment]
+    ResumeVm: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.ResumeVmRequest, _vm_service_pb2.ResumeVmResponse]  # type: ignore[assignment]
     WatchVms: _aio.UnaryStreamMultiCallable[_vm_service_pb2.WatchVmsRequest, _vm_service_pb2.WatchVmsResponse]  # type: ignore[assignment]
     """Streams every VM, then every change."""
     GetVmGuestInfo: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.GetVmGuestInfoRequest, _vm_service_pb2.GetVmGuestInfoResponse]  # type: ignore[assignment]
@@ -142,6 +162,46 @@ class VmServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_vm_service_pb2.StopVmResponse, _abc.Awaitable[_vm_service_pb2.StopVmResponse]]:
         """Powers a running VM off at once."""
+
+    @_abc_1.abstractmethod
+    def ShutdownVm(
+        self,
+        request: _vm_service_pb2.ShutdownVmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vm_service_pb2.ShutdownVmResponse, _abc.Awaitable[_vm_service_pb2.ShutdownVmResponse]]:
+        """Asks the guest to power off (through its agent, else ACPI); its host
+        destroys it after timeout_seconds. The VM goes POWERING_DOWN, then DOWN.
+        """
+
+    @_abc_1.abstractmethod
+    def RebootVm(
+        self,
+        request: _vm_service_pb2.RebootVmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vm_service_pb2.RebootVmResponse, _abc.Awaitable[_vm_service_pb2.RebootVmResponse]]:
+        """Asks the guest to reboot; REBOOT_IN_PROGRESS, then UP again, never DOWN."""
+
+    @_abc_1.abstractmethod
+    def ResetVm(
+        self,
+        request: _vm_service_pb2.ResetVmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vm_service_pb2.ResetVmResponse, _abc.Awaitable[_vm_service_pb2.ResetVmResponse]]:
+        """Resets the virtual hardware at once, like a reset button."""
+
+    @_abc_1.abstractmethod
+    def PauseVm(
+        self,
+        request: _vm_service_pb2.PauseVmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vm_service_pb2.PauseVmResponse, _abc.Awaitable[_vm_service_pb2.PauseVmResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ResumeVm(
+        self,
+        request: _vm_service_pb2.ResumeVmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vm_service_pb2.ResumeVmResponse, _abc.Awaitable[_vm_service_pb2.ResumeVmResponse]]: ...
 
     @_abc_1.abstractmethod
     def WatchVms(
