@@ -132,3 +132,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'virtplane.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+def domain_exists(uri: str, vm_id: str) -> bool:
+    """Whether libvirt at uri has a domain with this UUID."""
+    conn = libvirt.open(uri)
+    try:
+        conn.lookupByUUIDString(vm_id)
+        return True
+    except libvirt.libvirtError:
+        return False
+    finally:
+        conn.close()

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-import libvirt
 import pytest
 from virtplane.v1 import host_service_pb2 as host_api
 from virtplane.v1 import host_service_pb2_grpc as host_grpc
@@ -122,17 +121,6 @@ def reported(vm: vm_pb2.Vm) -> bool:
     g = vm.status.guest
     ips = [a for i in g.interfaces for a in i.ipv4_addresses]
     return bool(ips and g.os_name and g.application_count and g.uptime_seconds > 0)
-
-
-def domain_exists(uri: str, vm_id: str) -> bool:
-    conn = libvirt.open(uri)
-    try:
-        conn.lookupByUUIDString(vm_id)
-        return True
-    except libvirt.libvirtError:
-        return False
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="session")

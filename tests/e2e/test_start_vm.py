@@ -11,8 +11,8 @@ import pytest
 from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
-from tests.conftest import GuestImage
-from tests.e2e.conftest import Api, domain_exists, reported, vm_spec, workdir_db
+from tests.conftest import GuestImage, domain_exists
+from tests.e2e.conftest import Api, reported, vm_spec, workdir_db
 from tests.stack import Stack
 
 S = vm_pb2.Vm

@@ -74,6 +74,14 @@ def vm_config(
     )
 
 
+@pytest.fixture(scope="module")
+def state_root() -> Iterator[Path]:
+    """A short temporary directory shared by one module's tests (a hostd's state)."""
+    path = Path(tempfile.mkdtemp(prefix="vp-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
     """A temporary directory with a short path: unix socket paths are limited to 107 bytes."""

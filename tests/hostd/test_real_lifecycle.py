@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,13 +158,6 @@ def _remove(uri: str, vm_ids: list[str]) -> None:
                     step()
     finally:
         conn.close()
-
-
-@pytest.fixture(scope="module")
-def state_root() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="vp-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,11 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
-from tests.conftest import REPO, GuestImage
+from tests.conftest import REPO, GuestImage, domain_exists
 from tests.hostd.conftest import vm_config
 
 S = pb.HostVm
@@ -122,17 +120,6 @@ def _config(image: GuestImage, role: str) -> pb.VmConfig:
     return config
 
 
-def _exists(uri: str, vm_id: str) -> bool:
-    conn = libvirt.open(uri)
-    try:
-        conn.lookupByUUIDString(vm_id)
-        return True
-    except libvirt.libvirtError:
-        return False
-    finally:
-        conn.close()
-
-
 def _start_external(uri: str, image: GuestImage, name: str) -> str:
     """A domain hostd did not make (no metadata), started paused: it never boots."""
     domain_id = str(uuid.uuid4())
@@ -199,13 +186,6 @@ async def _uptime(events: AsyncIterator[pb.WatchEventsResponse], vm_id: str) -> 
 
 
 @pytest.fixture(scope="module")
-def state_root() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="vp-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
 async def recovered(
     system_libvirt: str, guest_image: GuestImage, state_root: Path
 ) -> AsyncIterator[Recovered]:
@@ -227,7 +207,7 @@ async def recovered(
             stub.HibernateVm(pb.HostAgentServiceHibernateVmRequest(vm_id=saved.vm_id)),
             stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=created, request_id="c-1")),
         )
-        await _until("libvirt to have the new domain", lambda: _exists(uri, created.vm_id))
+        await _until("libvirt to have the new domain", lambda: domain_exists(uri, created.vm_id))
         await first.stop(signal.SIGKILL)
         uptime += time.monotonic() - started  # at least this long up when its save began
         watch.cancel()
@@ -296,7 +276,7 @@ async def test_the_vm_being_hibernated_ends_suspended_and_restores(recovered: Re
         await _listed(stub, vm_id, S.STATE_SUSPENDED)
         image = recovered.state_dir / "saved" / f"{vm_id}.img"
         assert image.stat().st_mode & 0o777 == 0o600
-        assert not await asyncio.to_thread(_exists, recovered.uri, vm_id)
+        assert not await asyncio.to_thread(domain_exists, recovered.uri, vm_id)
 
         await stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=pb.VmConfig(vm_id=vm_id)))
         while await _next_state(events, vm_id) != S.STATE_RUNNING:
