@@ -277,18 +277,36 @@ class LibvirtHypervisor:
     async def host_info(self) -> HostInfo:
         def read() -> HostInfo:
             info = self._conn.getInfo()
+            total_mib, free_mib = self._memory_mib(int(info[1]))
             if self._graphics is None:
                 self._graphics = self._read_graphics()
             return HostInfo(
                 hostname=str(self._conn.getHostname()),
                 cpus=int(info[2]),
-                memory_total_mib=int(info[1]),
-                memory_free_mib=int(self._conn.getFreeMemory()) // (1024 * 1024),
+                memory_total_mib=total_mib,
+                memory_free_mib=free_mib,
                 domains_active=int(self._conn.numOfDomains()),
                 graphics=self._graphics,
             )
 
         return await _blocking(read)
+
+    def _memory_mib(self, numa_total_mib: int) -> tuple[int, int]:
+        """The host's memory, total and free to give to guests, in MiB.
+
+        The whole host's figures (/proc/meminfo through libvirt), not the NUMA
+        cells' that getInfo and getFreeMemory add up: on some virtual machines
+        the cells hold only part of the memory. Page cache and buffers count as
+        free, as the kernel gives them up when a guest needs the memory. Drivers
+        without node memory statistics (the test driver) fall back to the cells.
+        """
+        try:
+            stats = self._conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS)
+        except libvirt.libvirtError:
+            free = int(self._conn.getFreeMemory()) // (1024 * 1024)
+            return numa_total_mib, free
+        free_kib = sum(int(stats.get(key, 0)) for key in ("free", "buffers", "cached"))
+        return int(stats["total"]) // 1024, free_kib // 1024
 
     def _read_graphics(self) -> frozenset[str]:
         """The display types of the hypervisor's domain capabilities; none if it has none."""

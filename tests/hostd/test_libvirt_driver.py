@@ -208,3 +208,37 @@ async def test_a_full_queue_drops_events_then_reports_the_loss(
         assert len(seen) - 1 + lost.dropped <= 8
     finally:
         await driver.close()
+
+
+def _meminfo_kib(field: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == field:
+            return int(value.split()[0])
+    raise AssertionError(f"{field} not in /proc/meminfo")
+
+
+async def test_host_memory_is_the_whole_hosts(system_libvirt: str) -> None:
+    """The total is /proc/meminfo's, not the sum of the NUMA cells'; free counts the cache."""
+    driver = await LibvirtHypervisor.open(system_libvirt)
+    try:
+        info = await driver.host_info()
+    finally:
+        await driver.close()
+    assert info.memory_total_mib == _meminfo_kib("MemTotal") // 1024
+    assert _meminfo_kib("MemFree") // 1024 <= info.memory_free_mib + 64
+    assert info.memory_free_mib <= info.memory_total_mib
+
+
+async def test_host_memory_without_node_statistics_comes_from_the_cells() -> None:
+    driver = await LibvirtHypervisor.open(TEST_URI)
+    try:
+        info = await driver.host_info()
+    finally:
+        await driver.close()
+    conn = libvirt.open(TEST_URI)
+    try:
+        assert info.memory_total_mib == conn.getInfo()[1]
+        assert info.memory_free_mib == conn.getFreeMemory() // (1024 * 1024)
+    finally:
+        conn.close()
