@@ -80,13 +80,15 @@ def hosts(items: Sequence[host_pb2.Host]) -> str:
     return table(["NAME", "STATE", "ADDRESS", "CPUS", "FREE/TOTAL", "VMS", "HV", "DETAIL"], rows)
 
 
-def vm_detail(vm: vm_pb2.Vm) -> str:
+def vm_detail(vm: vm_pb2.Vm, hosts: dict[str, str] | None = None) -> str:
+    """The VM's fields, one per line; its host by name when hosts maps ids to names."""
     s = vm.status
+    host = (hosts or {}).get(s.host_id, s.host_id)
     lines = [
         f"name:    {vm.name}",
         f"id:      {vm.id}",
         f"state:   {vm_state(s.state)}",
-        f"host:    {s.host_id or '-'}",
+        f"host:    {host or '-'}",
         f"spec:    {vm.spec.vcpus} vCPU, {vm.spec.memory_mib} MiB",
     ]
     if s.exit_reason or s.message:

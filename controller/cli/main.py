@@ -106,7 +106,7 @@ async def vm_list(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
 
 async def vm_show(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
     reply = await vm_grpc.VmServiceStub(channel).GetVm(vm_api.GetVmRequest(vm=args.vm))
-    print(fmt.vm_detail(reply.vm))
+    print(fmt.vm_detail(reply.vm, await _host_names(channel)))
 
 
 async def vm_guest(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
