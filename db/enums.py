@@ -49,5 +49,27 @@ class NicKind(enum.Enum):
     NETWORK = "NETWORK"
 
 
+class DiskFormat(enum.Enum):
+    RAW = "RAW"
+    QCOW2 = "QCOW2"
+
+
+class OperationKind(enum.Enum):
+    START_VM = "START_VM"
+    STOP_VM = "STOP_VM"
+    SHUTDOWN_VM = "SHUTDOWN_VM"
+    REBOOT_VM = "REBOOT_VM"
+    RESET_VM = "RESET_VM"
+    PAUSE_VM = "PAUSE_VM"
+    RESUME_VM = "RESUME_VM"
+    HIBERNATE_VM = "HIBERNATE_VM"
+
+
+class OperationState(enum.Enum):
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
 # VM states in which the VM holds resources on its host.
 ACTIVE_VM_STATES = frozenset(set(VmState) - {VmState.DOWN, VmState.SUSPENDED})

@@ -8,17 +8,28 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Enum,
     ForeignKey,
+    Index,
+    Integer,
     MetaData,
     String,
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from db.enums import ExitReason, HostState, NicKind, VmState
+from db.enums import (
+    DiskFormat,
+    ExitReason,
+    HostState,
+    NicKind,
+    OperationKind,
+    OperationState,
+    VmState,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -42,6 +53,32 @@ class Base(DeclarativeBase):
     type_annotation_map = {dt.datetime: DateTime(timezone=True)}
 
 
+# The cluster every host and VM belongs to unless told otherwise; the
+# migration that brought clusters in creates it.
+DEFAULT_CLUSTER_ID = "00000000-0000-0000-0000-000000000001"
+DEFAULT_CLUSTER_NAME = "default"
+
+
+class Cluster(Base):
+    """A group of hosts that VMs are placed within."""
+
+    __tablename__ = "clusters"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+def _cluster_column() -> Mapped[str]:
+    return mapped_column(
+        ForeignKey("clusters.id", ondelete="RESTRICT"),
+        index=True,
+        default=DEFAULT_CLUSTER_ID,
+        server_default=DEFAULT_CLUSTER_ID,
+    )
+
+
 class Host(Base):
     """A hypervisor host and what it last reported."""
 
@@ -56,6 +93,7 @@ class Host(Base):
     cpus: Mapped[int] = mapped_column(default=0)
     memory_total_mib: Mapped[int] = mapped_column(BigInteger, default=0)
     hypervisor_type: Mapped[str] = mapped_column(String(16), default="")
+    cluster_id: Mapped[str] = _cluster_column()
     last_seen_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     version_id: Mapped[int] = mapped_column(default=1)
@@ -76,6 +114,13 @@ class Vm(Base):
     kernel_path: Mapped[str] = mapped_column(Text)
     initrd_path: Mapped[str] = mapped_column(Text, default="")
     cmdline: Mapped[str] = mapped_column(Text, default="")
+    cluster_id: Mapped[str] = _cluster_column()
+    # Counts changes of the spec (UpdateVm's optimistic concurrency); status
+    # changes leave it alone.
+    spec_version: Mapped[int] = mapped_column(default=1, server_default="1")
+    # The spec the next start applies: changes made while the VM ran that
+    # need a restart (a VmSpec in protobuf's JSON form); None when none wait.
+    next_run_spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # status
     state: Mapped[VmState] = mapped_column(_enum(VmState))
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id", ondelete="RESTRICT"))
@@ -88,6 +133,9 @@ class Vm(Base):
 
     nics: Mapped[list[Nic]] = relationship(
         back_populates="vm", lazy="selectin", cascade="all, delete-orphan", order_by="Nic.position"
+    )
+    disks: Mapped[list[Disk]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan", order_by="Disk.position"
     )
     guest_facts: Mapped[list[GuestFact]] = relationship(
         lazy="selectin", cascade="all, delete-orphan", order_by="GuestFact.name"
@@ -110,6 +158,21 @@ class Nic(Base):
     mac_address: Mapped[str] = mapped_column(String(17), unique=True)
 
     vm: Mapped[Vm] = relationship(back_populates="nics")
+
+
+class Disk(Base):
+    """A file-backed disk of a VM, beside its boot source (the kernel and
+    initrd on the vms row)."""
+
+    __tablename__ = "vm_disks"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    vm_id: Mapped[str] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int]
+    name: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    format: Mapped[DiskFormat] = mapped_column(_enum(DiskFormat))
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class GuestFact(Base):
@@ -138,5 +201,71 @@ class RevisionCounter(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     value: Mapped[int] = mapped_column(BigInteger)
+    # The oldest revision a WatchVms can resume after: deletions before it
+    # are not on record (db.repositories.changes_after).
+    resume_floor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class Event(Base):
+    """One entry of the audit log: a mutation asked through the API, or a
+    state change the controller recorded, with the request that caused it."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True
+    )
+    time: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    vm_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    host_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    operation_id: Mapped[str | None] = mapped_column(String(36))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    message: Mapped[str] = mapped_column(Text, default="")
+    # For a VM's deletion: the revision it was given, so that a WatchVms
+    # resumed from an older revision learns of it.
+    revision: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_events_kind_revision", "kind", "revision"),)
+
+
+class Operation(Base):
+    """A long-running verb on a VM and the times of its phases."""
+
+    __tablename__ = "operations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[OperationKind] = mapped_column(_enum(OperationKind))
+    state: Mapped[OperationState] = mapped_column(_enum(OperationState), index=True)
+    vm_id: Mapped[str] = mapped_column(String(36), index=True)
+    host_id: Mapped[str | None] = mapped_column(String(36))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    error_code: Mapped[str] = mapped_column(String(32), default="")
+    error_message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    scheduled_at: Mapped[dt.datetime | None]
+    dispatched_at: Mapped[dt.datetime | None]
+    accepted_at: Mapped[dt.datetime | None]
+    powering_up_at: Mapped[dt.datetime | None]
+    up_at: Mapped[dt.datetime | None]
+    done_at: Mapped[dt.datetime | None]
+    version_id: Mapped[int] = mapped_column(default=1)
+
+    __mapper_args__ = {"version_id_col": version_id}
+
+
+class ApiRequest(Base):
+    """A mutation the API carried out under a client's request_id, so that a
+    repeat returns the first result instead of acting again."""
+
+    __tablename__ = "api_requests"
+
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    method: Mapped[str] = mapped_column(String(64))
+    # sha256 of the request without its request_id.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    # What the first execution produced: an operation, VM or host id.
+    result_id: Mapped[str] = mapped_column(String(36), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
