@@ -10,18 +10,23 @@ from virtplane.status import ErrorInterceptor
 from virtplane.v1 import (
     host_service_pb2,
     host_service_pb2_grpc,
+    operation_service_pb2,
+    operation_service_pb2_grpc,
     vm_service_pb2,
     vm_service_pb2_grpc,
 )
 
+from controller import operations
 from controller.config import ControllerConfig
 from controller.host_service import HostService
 from controller.hosts import HostClients
+from controller.operations import OperationService
 from controller.power import PowerVerbs
-from controller.servicers import HostServicer, VmServicer
+from controller.servicers import HostServicer, OperationServicer, VmServicer
 from controller.vm_service import VmService
 from controller.vm_store import VmStore
 from controller.watch import WatchHub
+from controller.watch_stream import WatchStream
 from db import migrate
 from db.session import Database
 
@@ -35,19 +40,29 @@ class Controller:
         self.config = config
         self.db = Database(config.database_url)
         migrate.upgrade(self.db.engine)
+        operations.install(self.db)
         self.store = VmStore(self.db, WatchHub(config.watch_queue_size))
         self.clients = HostClients(config.host_call_timeout)
         self.vms = VmService(self.store, self.clients)
         self.hosts = HostService(self.store, self.clients, config.host_retry_seconds)
         self.server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+        power = PowerVerbs(self.store, self.clients)
         vm_service_pb2_grpc.add_VmServiceServicer_to_server(
-            VmServicer(self.vms, PowerVerbs(self.store, self.clients), self.store), self.server
+            VmServicer(self.vms, power, WatchStream(self.store)), self.server
+        )
+        operation_service_pb2_grpc.add_OperationServiceServicer_to_server(
+            OperationServicer(OperationService(self.db)), self.server
         )
         host_service_pb2_grpc.add_HostServiceServicer_to_server(
             HostServicer(self.hosts), self.server
         )
         self.probes = Probes(
-            self.server, service_names(vm_service_pb2.DESCRIPTOR, host_service_pb2.DESCRIPTOR)
+            self.server,
+            service_names(
+                vm_service_pb2.DESCRIPTOR,
+                host_service_pb2.DESCRIPTOR,
+                operation_service_pb2.DESCRIPTOR,
+            ),
         )
         self.port = self.server.add_insecure_port(config.listen)
         if self.port == 0:
@@ -55,6 +70,9 @@ class Controller:
 
     async def start(self) -> None:
         await self.probes.starting()
+        failed = await self.db.run(operations.recover)
+        if failed:
+            log.info("%d operations the hosts had not accepted ended FAILED", failed)
         await self.server.start()
         await self.hosts.watch_all()
         await self.probes.serving()

@@ -6,13 +6,14 @@ import datetime as dt
 import json
 from typing import Any
 
+from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 from virtplane.v1 import host_pb2, vm_pb2, vm_service_pb2
 
 from controller.scheduler import Placement
 from db import models
-from db.enums import ExitReason, HostState, NicKind, VmState
+from db.enums import DiskFormat, ExitReason, HostState, NicKind, VmState
 
 GUESTD_SOURCE = "guestd"
 HOSTD_SOURCE = "hostd"
@@ -23,6 +24,7 @@ _AGENT_STATES = {
 }
 
 _NIC_KINDS = {NicKind.USER: vm_pb2.Nic.KIND_USER, NicKind.NETWORK: vm_pb2.Nic.KIND_NETWORK}
+_DISK_FORMATS = {DiskFormat.RAW: vm_pb2.Disk.FORMAT_RAW, DiskFormat.QCOW2: vm_pb2.Disk.FORMAT_QCOW2}
 
 
 def timestamp(when: dt.datetime | None) -> Timestamp | None:
@@ -60,12 +62,33 @@ def vm_spec(vm: models.Vm) -> vm_pb2.VmSpec:
             )
             for n in vm.nics
         ],
+        disks=[
+            vm_pb2.Disk(
+                name=d.name, path=d.path, format=_DISK_FORMATS[d.format], read_only=d.read_only
+            )
+            for d in vm.disks
+        ],
     )
 
 
 def vm_config(vm: models.Vm) -> agent_pb2.VmConfig:
-    """What the host needs to run vm."""
-    return agent_pb2.VmConfig(vm_id=vm.id, name=vm.name, spec=vm_spec(vm))
+    """What the host needs to run vm. hostd attaches no disks yet, so the
+    spec goes without them (StartVm refuses a VM that has some)."""
+    spec = vm_spec(vm)
+    spec.ClearField("disks")
+    return agent_pb2.VmConfig(vm_id=vm.id, name=vm.name, spec=spec)
+
+
+def next_run(stored: dict[str, Any] | None) -> tuple[vm_pb2.VmSpec | None, list[str]]:
+    """The spec waiting for the next start, and the paths changed in it."""
+    if not stored:
+        return None, []
+    spec = json_format.ParseDict(stored.get("spec", {}), vm_pb2.VmSpec())
+    return spec, list(stored.get("paths", []))
+
+
+def stored_next_run(spec: vm_pb2.VmSpec, paths: list[str]) -> dict[str, Any]:
+    return {"spec": json_format.MessageToDict(spec), "paths": sorted(set(paths))}
 
 
 def guest_info(facts: list[models.GuestFact]) -> vm_pb2.GuestInfo | None:
@@ -180,9 +203,13 @@ def guest_fact(fact: models.GuestFact) -> vm_service_pb2.GuestFact:
 
 
 def vm(row: models.Vm) -> vm_pb2.Vm:
+    pending, paths = next_run(row.next_run_spec)
     return vm_pb2.Vm(
         id=row.id,
         name=row.name,
+        cluster_id=row.cluster_id or models.DEFAULT_CLUSTER_ID,
+        spec_version=row.spec_version or 1,
+        next_run_spec=pending,
         spec=vm_spec(row),
         status=vm_pb2.VmStatus(
             state=vm_state(row.state),
@@ -192,6 +219,7 @@ def vm(row: models.Vm) -> vm_pb2.Vm:
             guest=guest_info(row.guest_facts),
             revision=row.revision,
             state_changed_time=timestamp(row.state_changed_at),
+            pending_restart=paths,
         ),
     )
 
@@ -202,6 +230,7 @@ def host(row: models.Host, usage: tuple[int, int, int]) -> host_pb2.Host:
         id=row.id,
         name=row.name,
         address=row.address,
+        cluster_id=row.cluster_id or models.DEFAULT_CLUSTER_ID,
         status=host_pb2.HostStatus(
             state=host_state(row.state),
             message=row.state_message,

@@ -56,10 +56,13 @@ class HostClient:
         except grpc.aio.AioRpcError as exc:
             raise translate(self.name, exc) from exc
 
-    async def create_vm(self, config: pb.VmConfig) -> pb.HostVm:
+    async def create_vm(self, config: pb.VmConfig, request_id: str = "") -> pb.HostVm:
+        """Creates (or restores) the VM; repeating it with the same
+        request_id never makes a second one."""
         try:
             reply = await self._stub.CreateVm(
-                pb.HostAgentServiceCreateVmRequest(config=config), timeout=self._timeout
+                pb.HostAgentServiceCreateVmRequest(config=config, request_id=request_id),
+                timeout=self._timeout,
             )
         except grpc.aio.AioRpcError as exc:
             raise translate(self.name, exc) from exc
@@ -92,6 +95,10 @@ class HostClient:
     async def resume_vm(self, vm_id: str) -> pb.HostVm:
         request = pb.HostAgentServiceResumeVmRequest(vm_id=vm_id)
         return (await self._verb(self._stub.ResumeVm, request, vm_id)).vm
+
+    async def hibernate_vm(self, vm_id: str) -> pb.HostVm:
+        request = pb.HostAgentServiceHibernateVmRequest(vm_id=vm_id)
+        return (await self._verb(self._stub.HibernateVm, request, vm_id)).vm
 
     async def _verb(self, rpc: Callable[..., Awaitable[_R]], request: object, vm_id: str) -> _R:
         try:

@@ -23,12 +23,13 @@ import uuid
 from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
-from virtplane.v1 import host_pb2, vm_pb2
+from virtplane.v1 import host_pb2, host_service_pb2, vm_pb2
 
-from controller import convert
+from controller import audit, convert, requests
 from controller.errors import HostExists, HostHasVms, HostNotFound, IllegalHostState
 from controller.hosts import HostClients
 from controller.monitor import HostMonitor
+from controller.requests import Call
 from controller.vm_store import VmStore, set_state
 from db import repositories as repo
 from db.enums import ACTIVE_VM_STATES, ExitReason, HostState, VmState
@@ -39,6 +40,13 @@ _MAINTAINABLE = frozenset(
     {HostState.UP, HostState.NON_RESPONSIVE, HostState.NON_OPERATIONAL, HostState.DOWN}
 )
 _ACTIVATABLE = frozenset({HostState.MAINTENANCE, HostState.NON_OPERATIONAL})
+
+# The calls of a verb asked without a request id (e.g. not through the API).
+_ADD = Call("AddHost")
+_REMOVE = Call("RemoveHost")
+_MAINTAIN = Call("SetHostMaintenance")
+_ACTIVATE = Call("ActivateHost")
+_CONFIRM_DOWN = Call("ConfirmHostDown")
 
 
 def _locked(session: Session, host_ref: str) -> Host:
@@ -82,15 +90,26 @@ class HostService:
         self._retry = retry_seconds
         self._monitors: dict[str, HostMonitor] = {}
 
-    async def add(self, name: str, address: str) -> host_pb2.Host:
+    async def add(self, name: str, address: str, call: Call = _ADD) -> host_pb2.Host:
         """Registers the hostd at address after reading its capacity."""
-        if await self._db.run(lambda s: repo.host_by_name(s, name)) is not None:
-            raise HostExists(name)
+
+        def check(session: Session) -> requests.Prior | None:
+            prior = requests.lookup(session, call)
+            if prior is None and repo.host_by_name(session, name) is not None:
+                raise HostExists(name)
+            return prior
+
+        prior = await self._db.run(check)
+        if prior is not None:
+            return prior.decode(host_service_pb2.AddHostResponse).host
         host_id = str(uuid.uuid4())
         client = self._clients.get(host_id, name, address)
         caps = await client.capabilities()
 
         def insert(session: Session) -> host_pb2.Host:
+            prior = requests.claim(session, call)
+            if prior is not None:
+                return prior.decode(host_service_pb2.AddHostResponse).host
             if repo.host_by_name(session, name) is not None:
                 raise HostExists(name)
             host = Host(
@@ -107,9 +126,15 @@ class HostService:
             )
             session.add(host)
             session.flush()
-            return convert.host(host, (0, 0, 0))
+            proto = convert.host(host, (0, 0, 0))
+            audit.mutation(session, call, f"{name} at {address}", host_id=host_id)
+            requests.remember(session, call, host_id, host_service_pb2.AddHostResponse(host=proto))
+            return proto
 
-        proto = await self._db.run(insert)
+        proto = await requests.once(lambda: self._db.run(insert))
+        if proto.id != host_id:  # a concurrent call with the same key added it
+            await self._clients.drop(host_id)
+            return proto
         self._watch(host_id, name, address)
         return proto
 
@@ -129,33 +154,54 @@ class HostService:
 
         return await self._db.run(work)
 
-    async def remove(self, host_ref: str) -> None:
+    async def remove(self, host_ref: str, call: Call = _REMOVE) -> None:
         """Forgets a host no VM is placed on, and stops watching it."""
 
-        def work(session: Session) -> str:
+        def work(session: Session) -> str | None:
+            if requests.claim(session, call) is not None:
+                return None
             host = _locked(session, host_ref)
             placed = [vm.name for vm in repo.list_vms(session, host_id=host.id)]
             if placed:
                 raise HostHasVms(host.name, "remove", placed, "are placed on it")
+            audit.mutation(session, call, host.name, host_id=host.id)
             session.delete(host)
+            requests.remember(session, call, host.id)
             return host.id
 
-        host_id = await self._db.run(work)
+        host_id = await requests.once(lambda: self._db.run(work))
+        if host_id is None:
+            return
         await self._unwatch(host_id)
         await self._clients.drop(host_id)
 
-    async def set_maintenance(self, host_ref: str) -> host_pb2.Host:
+    async def set_maintenance(self, host_ref: str, call: Call = _MAINTAIN) -> host_pb2.Host:
         """Takes a host without running VMs out of service: MAINTENANCE, no
         VM is placed on it and it is no longer watched."""
+        reply = host_service_pb2.SetHostMaintenanceResponse
 
-        proto = await self._db.run(lambda s: enter_maintenance(s, host_ref))
-        await self._unwatch(proto.id)
+        def work(session: Session) -> tuple[host_pb2.Host, bool]:
+            prior = requests.claim(session, call)
+            if prior is not None:
+                return prior.decode(reply).host, False
+            proto = enter_maintenance(session, host_ref)
+            audit.mutation(session, call, proto.name, host_id=proto.id)
+            requests.remember(session, call, proto.id, reply(host=proto))
+            return proto, True
+
+        proto, new = await requests.once(lambda: self._db.run(work))
+        if new:
+            await self._unwatch(proto.id)
         return proto
 
-    async def activate(self, host_ref: str) -> host_pb2.Host:
+    async def activate(self, host_ref: str, call: Call = _ACTIVATE) -> host_pb2.Host:
         """Brings a host back into service: CONNECTING, UP once hostd answers."""
+        reply = host_service_pb2.ActivateHostResponse
 
         def work(session: Session) -> tuple[host_pb2.Host, str]:
+            prior = requests.claim(session, call)
+            if prior is not None:
+                return prior.decode(reply).host, ""
             host = _locked(session, host_ref)
             if host.state not in _ACTIVATABLE:
                 allowed = " or ".join(sorted(s.value for s in _ACTIVATABLE))
@@ -163,20 +209,33 @@ class HostService:
             host.state = HostState.CONNECTING
             host.state_message = "activated; waiting for hostd to answer"
             session.flush()
-            return convert.host(host, _usage(session, host)), host.address
+            proto = convert.host(host, _usage(session, host))
+            audit.mutation(session, call, host.name, host_id=host.id)
+            requests.remember(session, call, host.id, reply(host=proto))
+            return proto, host.address
 
-        proto, address = await self._db.run(work)
+        proto, address = await requests.once(lambda: self._db.run(work))
+        if not address:  # a repeat
+            return proto
         # A fresh monitor: it reconciles on connecting, which makes the host UP.
         await self._unwatch(proto.id)
         self._watch(proto.id, proto.name, address)
         return proto
 
-    async def confirm_down(self, host_ref: str) -> tuple[host_pb2.Host, Sequence[str]]:
+    async def confirm_down(
+        self, host_ref: str, call: Call = _CONFIRM_DOWN
+    ) -> tuple[host_pb2.Host, Sequence[str]]:
         """Manual fencing: the operator says the NON_RESPONSIVE host was
         rebooted or powered off, so the VMs it held run nowhere. They become
         DOWN (HOST_FENCED) and the host DOWN, until hostd answers again."""
+        reply = host_service_pb2.ConfirmHostDownResponse
 
-        def work(session: Session) -> tuple[host_pb2.Host, Sequence[vm_pb2.Vm]]:
+        def work(
+            session: Session,
+        ) -> tuple[host_pb2.Host, Sequence[vm_pb2.Vm], host_service_pb2.ConfirmHostDownResponse]:
+            prior = requests.claim(session, call)
+            if prior is not None:
+                return host_pb2.Host(), [], prior.decode(reply)
             host = _locked(session, host_ref)
             if host.state is not HostState.NON_RESPONSIVE:
                 raise IllegalHostState(
@@ -195,11 +254,15 @@ class HostService:
             host.state = HostState.DOWN
             host.state_message = "confirmed down by the operator"
             changed = self._store.stamp(session, fenced)
-            return convert.host(host, _usage(session, host)), changed
+            proto = convert.host(host, _usage(session, host))
+            first = reply(host=proto, vm_ids=[vm.id for vm in changed])
+            audit.mutation(session, call, host.name, host_id=host.id)
+            requests.remember(session, call, host.id, first)
+            return proto, changed, first
 
-        proto, changed = await self._db.run(work)
+        _proto, changed, first = await requests.once(lambda: self._db.run(work))
         self._store.publish(list(changed))
-        return proto, [vm.id for vm in changed]
+        return first.host, list(first.vm_ids)
 
     async def watch_all(self) -> None:
         """Starts a monitor for every registered host not in maintenance (on

@@ -3,22 +3,25 @@ raised as virtplane errors and become status codes in virtplane.status."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from virtplane.errors import InvalidArgument
 from virtplane.v1 import host_service_pb2 as host_api
 from virtplane.v1 import host_service_pb2_grpc as host_grpc
+from virtplane.v1 import operation_service_pb2 as op_api
+from virtplane.v1 import operation_service_pb2_grpc as op_grpc
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
 from controller.host_service import HostService
+from controller.operations import OperationService
 from controller.power import PowerVerbs
+from controller.requests import call_of
+from controller.spec_updates import check_update
 from controller.validation import check_address, check_create, check_list, check_name
 from controller.vm_service import VmService
-from controller.vm_store import VmStore
-from controller.watch import Kind
+from controller.watch_stream import WatchStream
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -30,42 +33,58 @@ def _ref(field: str, value: str) -> str:
 
 
 class VmServicer(vm_grpc.VmServiceServicer):
-    def __init__(self, vms: VmService, power: PowerVerbs, store: VmStore) -> None:
+    def __init__(self, vms: VmService, power: PowerVerbs, watch: WatchStream) -> None:
         self._vms = vms
         self._power = power
-        self._store = store
+        self._watch = watch
 
     async def ShutdownVm(
         self, request: vm_api.ShutdownVmRequest, context: Context
     ) -> vm_api.ShutdownVmResponse:
-        vm = await self._power.shutdown(_ref("vm", request.vm), request.timeout_seconds)
-        return vm_api.ShutdownVmResponse(vm=vm)
+        vm_ref, call = _ref("vm", request.vm), call_of("ShutdownVm", request)
+        vm, op = await self._power.shutdown(vm_ref, request.timeout_seconds, call)
+        return vm_api.ShutdownVmResponse(vm=vm, operation=op)
 
     async def RebootVm(
         self, request: vm_api.RebootVmRequest, context: Context
     ) -> vm_api.RebootVmResponse:
-        vm = await self._power.reboot(_ref("vm", request.vm), request.timeout_seconds)
-        return vm_api.RebootVmResponse(vm=vm)
+        vm_ref, call = _ref("vm", request.vm), call_of("RebootVm", request)
+        vm, op = await self._power.reboot(vm_ref, request.timeout_seconds, call)
+        return vm_api.RebootVmResponse(vm=vm, operation=op)
 
     async def ResetVm(
         self, request: vm_api.ResetVmRequest, context: Context
     ) -> vm_api.ResetVmResponse:
-        return vm_api.ResetVmResponse(vm=await self._power.reset(_ref("vm", request.vm)))
+        vm_ref, call = _ref("vm", request.vm), call_of("ResetVm", request)
+        vm, op = await self._power.reset(vm_ref, call)
+        return vm_api.ResetVmResponse(vm=vm, operation=op)
 
     async def PauseVm(
         self, request: vm_api.PauseVmRequest, context: Context
     ) -> vm_api.PauseVmResponse:
-        return vm_api.PauseVmResponse(vm=await self._power.pause(_ref("vm", request.vm)))
+        vm_ref, call = _ref("vm", request.vm), call_of("PauseVm", request)
+        vm, op = await self._power.pause(vm_ref, call)
+        return vm_api.PauseVmResponse(vm=vm, operation=op)
 
     async def ResumeVm(
         self, request: vm_api.ResumeVmRequest, context: Context
     ) -> vm_api.ResumeVmResponse:
-        return vm_api.ResumeVmResponse(vm=await self._power.resume(_ref("vm", request.vm)))
+        vm_ref, call = _ref("vm", request.vm), call_of("ResumeVm", request)
+        vm, op = await self._power.resume(vm_ref, call)
+        return vm_api.ResumeVmResponse(vm=vm, operation=op)
+
+    async def HibernateVm(
+        self, request: vm_api.HibernateVmRequest, context: Context
+    ) -> vm_api.HibernateVmResponse:
+        vm_ref, call = _ref("vm", request.vm), call_of("HibernateVm", request)
+        vm, op = await self._power.hibernate(vm_ref, call)
+        return vm_api.HibernateVmResponse(vm=vm, operation=op)
 
     async def CreateVm(
         self, request: vm_api.CreateVmRequest, context: Context
     ) -> vm_api.CreateVmResponse:
-        return vm_api.CreateVmResponse(vm=await self._vms.create(check_create(request)))
+        spec, call = check_create(request), call_of("CreateVm", request)
+        return vm_api.CreateVmResponse(vm=await self._vms.create(spec, call))
 
     async def GetVm(self, request: vm_api.GetVmRequest, context: Context) -> vm_api.GetVmResponse:
         return vm_api.GetVmResponse(vm=await self._vms.get(_ref("vm", request.vm)))
@@ -76,21 +95,32 @@ class VmServicer(vm_grpc.VmServiceServicer):
         vms, next_page_token = await self._vms.list(check_list(request))
         return vm_api.ListVmsResponse(vms=vms, next_page_token=next_page_token)
 
+    async def UpdateVm(
+        self, request: vm_api.UpdateVmRequest, context: Context
+    ) -> vm_api.UpdateVmResponse:
+        vm_ref, call = _ref("vm", request.vm), call_of("UpdateVm", request)
+        update = check_update(request.vm_update, request.update_mask, request.expected_spec_version)
+        return vm_api.UpdateVmResponse(vm=await self._vms.update(vm_ref, update, call))
+
     async def DeleteVm(
         self, request: vm_api.DeleteVmRequest, context: Context
     ) -> vm_api.DeleteVmResponse:
-        await self._vms.delete(_ref("vm", request.vm))
+        await self._vms.delete(_ref("vm", request.vm), call_of("DeleteVm", request))
         return vm_api.DeleteVmResponse()
 
     async def StartVm(
         self, request: vm_api.StartVmRequest, context: Context
     ) -> vm_api.StartVmResponse:
-        return vm_api.StartVmResponse(vm=await self._vms.start(_ref("vm", request.vm)))
+        vm_ref, call = _ref("vm", request.vm), call_of("StartVm", request)
+        vm, op = await self._vms.start(vm_ref, call)
+        return vm_api.StartVmResponse(vm=vm, operation=op)
 
     async def StopVm(
         self, request: vm_api.StopVmRequest, context: Context
     ) -> vm_api.StopVmResponse:
-        return vm_api.StopVmResponse(vm=await self._vms.stop(_ref("vm", request.vm)))
+        vm_ref, call = _ref("vm", request.vm), call_of("StopVm", request)
+        vm, op = await self._vms.stop(vm_ref, call)
+        return vm_api.StopVmResponse(vm=vm, operation=op)
 
     async def GetVmGuestInfo(
         self, request: vm_api.GetVmGuestInfoRequest, context: Context
@@ -102,33 +132,37 @@ class VmServicer(vm_grpc.VmServiceServicer):
     ) -> vm_api.ExplainPlacementResponse:
         return await self._vms.explain_placement(_ref("vm", request.vm))
 
-    async def WatchVms(
+    async def WatchVms(  # type: ignore[override]  # writes to its context (virtplane.status)
         self, request: vm_api.WatchVmsRequest, context: Context
-    ) -> AsyncIterator[vm_api.WatchVmsResponse]:
-        sub = self._store.hub.subscribe()
-        try:
-            seen: dict[str, int] = {}
-            newest = 0
-            for vm in await self._store.snapshot():
-                seen[vm.id] = vm.status.revision
-                newest = max(newest, vm.status.revision)
-                yield vm_api.WatchVmsResponse(
-                    kind=Kind.KIND_SNAPSHOT, vm=vm, revision=vm.status.revision
-                )
-            yield vm_api.WatchVmsResponse(kind=Kind.KIND_SNAPSHOT_COMPLETE, revision=newest)
-            while True:
-                change = await sub.next()
-                if change.revision <= seen.get(change.vm.id, 0):
-                    continue  # already in the snapshot, or older than what was sent
-                # Changes committed in order may still be published out of
-                # order by concurrent database workers: never send a VM back
-                # to an older revision.
-                seen[change.vm.id] = change.revision
-                yield vm_api.WatchVmsResponse(
-                    kind=change.kind, vm=change.vm, revision=change.revision
-                )
-        finally:
-            sub.close()
+    ) -> None:
+        await self._watch.serve(request, context)
+
+
+class OperationServicer(op_grpc.OperationServiceServicer):
+    def __init__(self, operations: OperationService) -> None:
+        self._ops = operations
+
+    async def GetOperation(
+        self, request: op_api.GetOperationRequest, context: Context
+    ) -> op_api.GetOperationResponse:
+        return op_api.GetOperationResponse(operation=await self._ops.get(request.id))
+
+    async def ListOperations(
+        self, request: op_api.ListOperationsRequest, context: Context
+    ) -> op_api.ListOperationsResponse:
+        ops, token = await self._ops.page(request)
+        return op_api.ListOperationsResponse(operations=ops, next_page_token=token)
+
+    async def WaitOperation(
+        self, request: op_api.WaitOperationRequest, context: Context
+    ) -> op_api.WaitOperationResponse:
+        op = await self._ops.wait(_ref("id", request.id), request.timeout_seconds)
+        return op_api.WaitOperationResponse(operation=op)
+
+    async def ListEvents(
+        self, request: op_api.ListEventsRequest, context: Context
+    ) -> op_api.ListEventsResponse:
+        return op_api.ListEventsResponse(events=await self._ops.events(request))
 
 
 class HostServicer(host_grpc.HostServiceServicer):
@@ -140,7 +174,8 @@ class HostServicer(host_grpc.HostServiceServicer):
     ) -> host_api.AddHostResponse:
         name = check_name("name", request.name)
         address = check_address("address", request.address)
-        return host_api.AddHostResponse(host=await self._hosts.add(name, address))
+        call = call_of("AddHost", request)
+        return host_api.AddHostResponse(host=await self._hosts.add(name, address, call))
 
     async def GetHost(
         self, request: host_api.GetHostRequest, context: Context
@@ -155,23 +190,26 @@ class HostServicer(host_grpc.HostServiceServicer):
     async def RemoveHost(
         self, request: host_api.RemoveHostRequest, context: Context
     ) -> host_api.RemoveHostResponse:
-        await self._hosts.remove(_ref("host", request.host))
+        await self._hosts.remove(_ref("host", request.host), call_of("RemoveHost", request))
         return host_api.RemoveHostResponse()
 
     async def SetHostMaintenance(
         self, request: host_api.SetHostMaintenanceRequest, context: Context
     ) -> host_api.SetHostMaintenanceResponse:
-        host = await self._hosts.set_maintenance(_ref("host", request.host))
+        call = call_of("SetHostMaintenance", request)
+        host = await self._hosts.set_maintenance(_ref("host", request.host), call)
         return host_api.SetHostMaintenanceResponse(host=host)
 
     async def ActivateHost(
         self, request: host_api.ActivateHostRequest, context: Context
     ) -> host_api.ActivateHostResponse:
-        host = await self._hosts.activate(_ref("host", request.host))
+        call = call_of("ActivateHost", request)
+        host = await self._hosts.activate(_ref("host", request.host), call)
         return host_api.ActivateHostResponse(host=host)
 
     async def ConfirmHostDown(
         self, request: host_api.ConfirmHostDownRequest, context: Context
     ) -> host_api.ConfirmHostDownResponse:
-        host, vm_ids = await self._hosts.confirm_down(_ref("host", request.host))
+        call = call_of("ConfirmHostDown", request)
+        host, vm_ids = await self._hosts.confirm_down(_ref("host", request.host), call)
         return host_api.ConfirmHostDownResponse(host=host, vm_ids=vm_ids)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from virtplane.errors import InvalidArgument
 from virtplane.v1 import vm_pb2, vm_service_pb2
 
-from db.enums import NicKind, VmState
+from db.enums import DiskFormat, NicKind, VmState
 
 MIN_MEMORY_MIB = 16
 MAX_MEMORY_MIB = 16 * 1024 * 1024
@@ -31,6 +31,14 @@ class NicSpec:
 
 
 @dataclass(frozen=True)
+class DiskSpec:
+    name: str
+    path: str
+    format: DiskFormat
+    read_only: bool
+
+
+@dataclass(frozen=True)
 class VmSpec:
     """A validated VM spec."""
 
@@ -41,6 +49,7 @@ class VmSpec:
     initrd_path: str
     cmdline: str
     nics: tuple[NicSpec, ...]
+    disks: tuple[DiskSpec, ...] = ()
 
 
 def check_name(field: str, name: str) -> str:
@@ -75,8 +84,8 @@ def _check_path(field: str, path: str, required: bool) -> str:
 _NIC_KINDS = {vm_pb2.Nic.KIND_USER: NicKind.USER, vm_pb2.Nic.KIND_NETWORK: NicKind.NETWORK}
 
 
-def _check_nic(index: int, nic: vm_pb2.Nic) -> NicSpec:
-    field = f"spec.nics[{index}]"
+def _check_nic(prefix: str, index: int, nic: vm_pb2.Nic) -> NicSpec:
+    field = f"{prefix}.nics[{index}]"
     kind = _NIC_KINDS.get(nic.kind)
     if kind is None:
         raise InvalidArgument(f"{field}.kind", "must be KIND_USER or KIND_NETWORK")
@@ -89,34 +98,63 @@ def _check_nic(index: int, nic: vm_pb2.Nic) -> NicSpec:
     return NicSpec(name=name, kind=kind, network=nic.network, mac_address=mac)
 
 
+_DISK_FORMATS = {
+    vm_pb2.Disk.FORMAT_UNSPECIFIED: DiskFormat.RAW,
+    vm_pb2.Disk.FORMAT_RAW: DiskFormat.RAW,
+    vm_pb2.Disk.FORMAT_QCOW2: DiskFormat.QCOW2,
+}
+
+
+def _check_disk(prefix: str, index: int, disk: vm_pb2.Disk) -> DiskSpec:
+    field = f"{prefix}.disks[{index}]"
+    fmt = _DISK_FORMATS.get(disk.format)
+    if fmt is None:
+        raise InvalidArgument(f"{field}.format", "must be FORMAT_RAW or FORMAT_QCOW2")
+    return DiskSpec(
+        name=check_name(f"{field}.name", disk.name or f"disk{index}"),
+        path=_check_path(f"{field}.path", disk.path, required=True),
+        format=fmt,
+        read_only=disk.read_only,
+    )
+
+
+def check_spec(name: str, spec: vm_pb2.VmSpec, prefix: str = "spec") -> VmSpec:
+    """Validates a VM spec; raises InvalidArgument naming the field under prefix."""
+    if spec.vcpus == 0:
+        raise InvalidArgument(f"{prefix}.vcpus", "is required (at least 1)")
+    if spec.vcpus > MAX_VCPUS:
+        raise InvalidArgument(f"{prefix}.vcpus", f"must be at most {MAX_VCPUS}")
+    if spec.memory_mib == 0:
+        raise InvalidArgument(f"{prefix}.memory_mib", f"is required (at least {MIN_MEMORY_MIB})")
+    if not MIN_MEMORY_MIB <= spec.memory_mib <= MAX_MEMORY_MIB:
+        raise InvalidArgument(
+            f"{prefix}.memory_mib", f"must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB}"
+        )
+    nics = tuple(_check_nic(prefix, i, nic) for i, nic in enumerate(spec.nics))
+    if len({n.name for n in nics}) != len(nics):
+        raise InvalidArgument(f"{prefix}.nics", "NIC names must be unique")
+    disks = tuple(_check_disk(prefix, i, disk) for i, disk in enumerate(spec.disks))
+    if len({d.name for d in disks}) != len(disks):
+        raise InvalidArgument(f"{prefix}.disks", "disk names must be unique")
+    boot = f"{prefix}.boot"
+    return VmSpec(
+        name=name,
+        vcpus=spec.vcpus,
+        memory_mib=spec.memory_mib,
+        kernel_path=_check_path(f"{boot}.kernel_path", spec.boot.kernel_path, required=True),
+        initrd_path=_check_path(f"{boot}.initrd_path", spec.boot.initrd_path, required=False),
+        cmdline=spec.boot.cmdline,
+        nics=nics,
+        disks=disks,
+    )
+
+
 def check_create(request: vm_service_pb2.CreateVmRequest) -> VmSpec:
     """Validates a CreateVm request; raises InvalidArgument naming the field."""
     name = check_name("name", request.name)
     if not request.HasField("spec"):
         raise InvalidArgument("spec", "is required")
-    spec = request.spec
-    if spec.vcpus == 0:
-        raise InvalidArgument("spec.vcpus", "is required (at least 1)")
-    if spec.vcpus > MAX_VCPUS:
-        raise InvalidArgument("spec.vcpus", f"must be at most {MAX_VCPUS}")
-    if spec.memory_mib == 0:
-        raise InvalidArgument("spec.memory_mib", f"is required (at least {MIN_MEMORY_MIB})")
-    if not MIN_MEMORY_MIB <= spec.memory_mib <= MAX_MEMORY_MIB:
-        raise InvalidArgument(
-            "spec.memory_mib", f"must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB}"
-        )
-    nics = tuple(_check_nic(i, nic) for i, nic in enumerate(spec.nics))
-    if len({n.name for n in nics}) != len(nics):
-        raise InvalidArgument("spec.nics", "NIC names must be unique")
-    return VmSpec(
-        name=name,
-        vcpus=spec.vcpus,
-        memory_mib=spec.memory_mib,
-        kernel_path=_check_path("spec.boot.kernel_path", spec.boot.kernel_path, required=True),
-        initrd_path=_check_path("spec.boot.initrd_path", spec.boot.initrd_path, required=False),
-        cmdline=spec.boot.cmdline,
-        nics=nics,
-    )
+    return check_spec(name, request.spec)
 
 
 @dataclass(frozen=True)

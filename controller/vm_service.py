@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,9 +10,9 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 from virtplane.errors import VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
-from virtplane.v1 import vm_pb2, vm_service_pb2
+from virtplane.v1 import operation_pb2, vm_pb2, vm_service_pb2
 
-from controller import convert
+from controller import convert, operations, requests, resume, spec_updates
 from controller.errors import (
     HostNotFound,
     IllegalVmState,
@@ -22,12 +21,13 @@ from controller.errors import (
     VmNotFound,
 )
 from controller.hosts import HostClients
+from controller.requests import Call
 from controller.scheduler import Demand, HostCapacity, Placement, place
 from controller.validation import VmQuery, VmSpec
 from controller.vm_store import VmStore, set_state
 from db import repositories as repo
-from db.enums import ExitReason, VmState
-from db.models import Host, Nic, Vm
+from db.enums import ExitReason, OperationKind, VmState
+from db.models import Host, Nic, Vm, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,11 @@ _STOPPABLE = frozenset(
         VmState.POWERING_DOWN,
         VmState.REBOOT_IN_PROGRESS,
         VmState.NOT_RESPONDING,
+        VmState.SUSPENDED,  # its saved state is deleted
     }
 )
+
+VmAndOperation = tuple[vm_pb2.Vm, operation_pb2.Operation]
 
 
 @dataclass(frozen=True)
@@ -53,14 +56,6 @@ class _Dispatch:
     host_name: str
     address: str
     config: agent_pb2.VmConfig
-
-
-def _random_mac(session: Session) -> str:
-    # 52:54:00 is the locally administered prefix QEMU and libvirt use.
-    while True:
-        mac = "52:54:00:" + ":".join(f"{random.randrange(256):02x}" for _ in range(3))
-        if not repo.mac_in_use(session, mac):
-            return mac
 
 
 def _placement(session: Session, vm: Vm, *, lock: bool) -> tuple[Sequence[Host], Placement]:
@@ -92,6 +87,8 @@ def book(session: Session, vm: Vm) -> tuple[bool, _Dispatch]:
     """
     if vm.state is not VmState.DOWN:
         raise IllegalVmState(vm.name, vm.state.value, "start", "DOWN")
+    spec_updates.apply_next_run(session, vm)  # a fresh start takes the pending spec
+    spec_updates.check_startable(vm)
     hosts, placement = _placement(session, vm, lock=True)
     if placement.host is None:
         raise NoHostAvailable(vm.name, placement.rejections)
@@ -108,7 +105,7 @@ class VmService:
         self._db = store.db
         self._clients = clients
 
-    async def create(self, spec: VmSpec) -> vm_pb2.Vm:
+    async def create(self, spec: VmSpec, call: Call) -> vm_pb2.Vm:
         def build(session: Session) -> Vm:
             if repo.vm_by_name(session, spec.name) is not None:
                 raise VmExists(spec.name)
@@ -131,12 +128,13 @@ class VmService:
                         name=nic.name,
                         kind=nic.kind,
                         network=nic.network,
-                        mac_address=nic.mac_address or _random_mac(session),
+                        mac_address=nic.mac_address or spec_updates.random_mac(session),
                     )
                 )
+            vm.disks.extend(spec_updates.disk_rows(spec.disks))
             return vm
 
-        return await self._store.insert(build)
+        return await self._store.insert(build, call)
 
     async def get(self, vm_ref: str) -> vm_pb2.Vm:
         def work(session: Session) -> vm_pb2.Vm:
@@ -200,69 +198,144 @@ class VmService:
 
         return await self._db.run(work)
 
-    async def delete(self, vm_ref: str) -> None:
+    async def delete(self, vm_ref: str, call: Call) -> None:
         def check(vm: Vm) -> None:
             if vm.state is not VmState.DOWN:
                 raise IllegalVmState(vm.name, vm.state.value, "delete", "DOWN")
 
-        await self._store.delete(vm_ref, check)
+        await self._store.delete(vm_ref, check, call)
 
-    async def start(self, vm_ref: str) -> vm_pb2.Vm:
-        """Places the VM on a host, books its resources there, and asks the
-        host to run it. Returns once the host has accepted it."""
+    async def update(self, vm_ref: str, update: spec_updates.Update, call: Call) -> vm_pb2.Vm:
+        return await spec_updates.update(self._store, vm_ref, update, call)
 
-        proto, dispatch = await self._store.update(vm_ref, book)
-        client = self._clients.get(dispatch.host_id, dispatch.host_name, dispatch.address)
+    async def _replay(self, op_id: str) -> VmAndOperation:
+        def work(session: Session) -> VmAndOperation:
+            op = operations.get(session, op_id)
+            vm = repo.find_vm(session, op.vm_id)
+            if vm is None:
+                raise VmNotFound(op.vm_id)
+            return convert.vm(vm), op
+
+        return await self._db.run(work)
+
+    async def start(self, vm_ref: str, call: Call) -> VmAndOperation:
+        """Places a DOWN VM on a host, books its resources there, and asks
+        the host to run it; restores a SUSPENDED VM on the host that holds
+        its saved state; resumes a PAUSED one. Returns once the host has
+        accepted, with the operation that follows the VM until it is UP."""
+
+        def begin(session: Session, vm: Vm) -> tuple[bool, tuple[str, resume.Target | None]]:
+            prior = requests.claim(session, call)
+            if prior is not None:
+                return False, (prior.result_id, None)
+            if vm.state in resume.FROM_STATES:
+                target = resume.begin(session, vm)
+            else:
+                _changed, dispatch = book(session, vm)
+                target = resume.Target(
+                    dispatch.host_id, dispatch.host_name, dispatch.address, dispatch.config
+                )
+            op = operations.begin(
+                session, OperationKind.START_VM, vm, call, host_id=target.host_id, scheduled=True
+            )
+            requests.remember(session, call, op.id)
+            return True, (op.id, target)
+
+        proto, (op_id, target) = await requests.once(lambda: self._store.update(vm_ref, begin))
+        if target is None:
+            return await self._replay(op_id)
+        client = self._clients.get(target.host_id, target.host_name, target.address)
+        dispatched = utcnow()
         try:
-            await client.create_vm(dispatch.config)
+            if target.resume:
+                answer = await client.resume_vm(proto.id)
+            else:
+                answer = await client.create_vm(target.config, request_id=op_id)
         except VirtplaneError as exc:
-            await self._start_failed(proto.id, dispatch.host_id, str(exc))
+            await self._start_failed(proto.id, target, op_id, call, exc)
             raise
-        return await self.get(proto.id)
 
-    async def _start_failed(self, vm_id: str, host_id: str, why: str) -> None:
-        def fail(_session: Session, vm: Vm) -> tuple[bool, None]:
-            if vm.host_id != host_id or vm.state is not VmState.WAIT_FOR_LAUNCH:
+        def accepted(_session: Session, vm: Vm) -> tuple[bool, None]:
+            changed = target.resume and resume.record(vm, target, answer)
+            operations.accepted(_session, op_id, dispatched, vm)
+            return changed, None
+
+        proto, _ = await self._store.update(proto.id, accepted)
+        return await self._replay(op_id)
+
+    async def _start_failed(
+        self, vm_id: str, target: resume.Target, op_id: str, call: Call, exc: VirtplaneError
+    ) -> None:
+        why = str(exc)
+
+        def fail(session: Session, vm: Vm) -> tuple[bool, None]:
+            operations.failed(session, op_id, resume.status_name(exc), why)
+            requests.forget(session, call)
+            if vm.host_id != target.host_id:
                 return False, None
-            set_state(vm, VmState.DOWN, exit_reason=ExitReason.START_FAILED, message=why)
-            return True, None
+            if vm.state is VmState.WAIT_FOR_LAUNCH:
+                set_state(vm, VmState.DOWN, exit_reason=ExitReason.START_FAILED, message=why)
+                return True, None
+            return resume.undo(vm, target, why), None
 
         await self._store.update(vm_id, fail)
 
-    async def stop(self, vm_ref: str) -> vm_pb2.Vm:
-        """Powers the VM off at once."""
+    async def stop(self, vm_ref: str, call: Call) -> VmAndOperation:
+        """Powers the VM off at once (a SUSPENDED VM's saved state is deleted)."""
 
-        def begin(_session: Session, vm: Vm) -> tuple[bool, tuple[VmState, str, str, str]]:
+        def begin(session: Session, vm: Vm) -> tuple[bool, tuple[str, _Stop | None]]:
+            prior = requests.claim(session, call)
+            if prior is not None:
+                return False, (prior.result_id, None)
             if vm.state not in _STOPPABLE or vm.host_id is None:
                 raise IllegalVmState(vm.name, vm.state.value, "stop", "running on a host")
-            host = repo.find_host(_session, vm.host_id)
+            host = repo.find_host(session, vm.host_id)
             assert host is not None
+            op = operations.begin(session, OperationKind.STOP_VM, vm, call, host_id=host.id)
+            requests.remember(session, call, op.id)
             previous = vm.state
             set_state(vm, VmState.POWERING_DOWN)
-            return True, (previous, host.id, host.name, host.address)
+            return True, (op.id, _Stop(previous, host.id, host.name, host.address))
 
-        proto, (previous, host_id, host_name, address) = await self._store.update(vm_ref, begin)
-        client = self._clients.get(host_id, host_name, address)
+        proto, (op_id, stop) = await requests.once(lambda: self._store.update(vm_ref, begin))
+        if stop is None:
+            return await self._replay(op_id)
+        client = self._clients.get(stop.host_id, stop.host_name, stop.address)
+        dispatched = utcnow()
         try:
             await client.destroy_vm(proto.id)
         except VmNotFound:
-            log.info("VM %s was already gone from host %s", proto.name, host_name)
-        except VirtplaneError:
-            await self._store.update(proto.id, _restore_state(previous))
+            log.info("VM %s was already gone from host %s", proto.name, stop.host_name)
+        except VirtplaneError as exc:
+            await self._store.update(proto.id, _restore_state(stop.previous, op_id, call, exc))
             raise
 
-        def done(_session: Session, vm: Vm) -> tuple[bool, None]:
-            if vm.state is not VmState.POWERING_DOWN or vm.host_id != host_id:
-                return False, None
-            set_state(vm, VmState.DOWN, exit_reason=ExitReason.USER_STOP, message="")
-            return True, None
+        def done(session: Session, vm: Vm) -> tuple[bool, None]:
+            changed = False
+            if vm.state is VmState.POWERING_DOWN and vm.host_id == stop.host_id:
+                set_state(vm, VmState.DOWN, exit_reason=ExitReason.USER_STOP, message="")
+                changed = True
+            operations.accepted(session, op_id, dispatched, vm)
+            return changed, None
 
-        proto, _ = await self._store.update(proto.id, done)
-        return proto
+        await self._store.update(proto.id, done)
+        return await self._replay(op_id)
 
 
-def _restore_state(previous: VmState) -> Callable[[Session, Vm], tuple[bool, None]]:
-    def mutate(_session: Session, vm: Vm) -> tuple[bool, None]:
+@dataclass(frozen=True)
+class _Stop:
+    previous: VmState
+    host_id: str
+    host_name: str
+    address: str
+
+
+def _restore_state(
+    previous: VmState, op_id: str, call: Call, exc: VirtplaneError
+) -> Callable[[Session, Vm], tuple[bool, None]]:
+    def mutate(session: Session, vm: Vm) -> tuple[bool, None]:
+        operations.failed(session, op_id, resume.status_name(exc), str(exc))
+        requests.forget(session, call)
         if vm.state is not VmState.POWERING_DOWN:
             return False, None
         set_state(vm, previous)

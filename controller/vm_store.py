@@ -13,8 +13,9 @@ from typing import TypeVar
 from sqlalchemy.orm import Session
 from virtplane.v1 import vm_pb2
 
-from controller import convert
+from controller import audit, convert, requests
 from controller.errors import VmNotFound
+from controller.requests import Call
 from controller.watch import Change, Kind, WatchHub
 from db import repositories as repo
 from db.enums import ExitReason, VmState
@@ -52,15 +53,25 @@ class VmStore:
         self.db = db
         self.hub = hub
 
-    async def insert(self, build: Callable[[Session], Vm]) -> vm_pb2.Vm:
-        def work(session: Session) -> vm_pb2.Vm:
+    async def insert(self, build: Callable[[Session], Vm], call: Call) -> vm_pb2.Vm:
+        """Adds the VM build makes; a repeat of call returns that VM."""
+
+        def work(session: Session) -> tuple[vm_pb2.Vm, bool]:
+            prior = requests.claim(session, call)
+            if prior is not None:
+                first = session.get(Vm, prior.result_id)
+                return (convert.vm(first) if first else prior.decode(vm_pb2.Vm)), False
             vm = build(session)
             vm.revision = 0  # until stamp() gives it one, after the INSERT
             session.add(vm)
-            return self.stamp(session, [vm])[0]
+            proto = self.stamp(session, [vm])[0]
+            audit.mutation(session, call, vm_id=vm.id)
+            requests.remember(session, call, vm.id, proto)
+            return proto, True
 
-        proto = await self.db.run(work)
-        self.hub.publish(Change(Kind.KIND_CHANGED, proto, proto.status.revision))
+        proto, new = await requests.once(lambda: self.db.run(work))
+        if new:
+            self.hub.publish(Change(Kind.KIND_CHANGED, proto, proto.status.revision))
         return proto
 
     async def update(self, vm_ref: str, mutate: Mutation[T]) -> tuple[vm_pb2.Vm, T]:
@@ -81,20 +92,29 @@ class VmStore:
             self.hub.publish(Change(Kind.KIND_CHANGED, proto, proto.status.revision))
         return proto, value
 
-    async def delete(self, vm_ref: str, check: Callable[[Vm], None]) -> None:
-        def work(session: Session) -> vm_pb2.Vm:
+    async def delete(self, vm_ref: str, check: Callable[[Vm], None], call: Call) -> None:
+        """Deletes the VM once check(vm) passes; a repeat of call does nothing."""
+
+        def work(session: Session) -> vm_pb2.Vm | None:
+            if requests.claim(session, call) is not None:
+                return None
             vm = repo.find_vm(session, vm_ref)
             if vm is None:
                 raise VmNotFound(vm_ref)
             check(vm)
             proto = convert.vm(vm)
+            audit.mutation(session, call, vm_id=vm.id)
             session.delete(vm)
             session.flush()
             proto.status.revision = repo.allocate_revisions(session)
+            # The deletion's record, for the watches that resume from before it.
+            audit.vm_deleted(session, vm, proto.status.revision)
+            requests.remember(session, call, vm.id)
             return proto
 
-        proto = await self.db.run(work)
-        self.hub.publish(Change(Kind.KIND_DELETED, proto, proto.status.revision))
+        proto = await requests.once(lambda: self.db.run(work))
+        if proto is not None:
+            self.hub.publish(Change(Kind.KIND_DELETED, proto, proto.status.revision))
 
     def stamp(self, session: Session, vms: list[Vm]) -> list[vm_pb2.Vm]:
         """Gives each changed row its revision, inside the caller's transaction.

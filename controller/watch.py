@@ -15,6 +15,14 @@ from virtplane.v1 import vm_pb2, vm_service_pb2
 Kind = vm_service_pb2.WatchVmsResponse.Kind
 
 
+class TooSlow(ResourceExhausted):
+    def __init__(self) -> None:
+        super().__init__(
+            "client too slow: the watch fell too far behind and was cut off; watch again"
+            " with after_revision set to the last revision read"
+        )
+
+
 @dataclass(frozen=True)
 class Change:
     kind: Kind.ValueType
@@ -26,7 +34,12 @@ class Subscription:
     def __init__(self, hub: WatchHub, size: int) -> None:
         self._hub = hub
         self._queue: asyncio.Queue[Change] = asyncio.Queue(maxsize=size)
-        self.overflowed = False
+        # Set when the queue overflowed: the subscriber is to be cut off.
+        self.cut_off = asyncio.Event()
+
+    @property
+    def overflowed(self) -> bool:
+        return self.cut_off.is_set()
 
     def offer(self, change: Change) -> None:
         if self.overflowed:
@@ -34,7 +47,7 @@ class Subscription:
         try:
             self._queue.put_nowait(change)
         except asyncio.QueueFull:
-            self.overflowed = True
+            self.cut_off.set()
             # Wake the reader so it notices.
             self._queue.get_nowait()
             self._queue.put_nowait(change)
@@ -42,9 +55,7 @@ class Subscription:
     async def next(self) -> Change:
         change = await self._queue.get()
         if self.overflowed:
-            raise ResourceExhausted(
-                "watcher fell too far behind and was cut off; watch again for a fresh snapshot"
-            )
+            raise TooSlow()
         return change
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -266,6 +267,8 @@ class ApiRequest(Base):
     method: Mapped[str] = mapped_column(String(64))
     # sha256 of the request without its request_id.
     fingerprint: Mapped[str] = mapped_column(String(64))
-    # What the first execution produced: an operation, VM or host id.
+    # What the first execution produced: an operation, VM or host id, and
+    # for the calls answered as they were, the serialized response.
     result_id: Mapped[str] = mapped_column(String(36), default="")
+    response: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)

@@ -11,7 +11,10 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.enums import ACTIVE_VM_STATES, HostState, VmState
-from db.models import GuestFact, Host, Nic, RevisionCounter, Vm
+from db.models import Event, GuestFact, Host, Nic, RevisionCounter, Vm
+
+# The kind of the event that records a VM's deletion (controller.audit).
+VM_DELETED = "VM_DELETED"
 
 
 def find_host(session: Session, id_or_name: str) -> Host | None:
@@ -159,3 +162,25 @@ def set_guest_facts(
         fact.observed_at = observed_at
         fact.received_at = received_at
     session.flush()
+
+
+def resume_floor(session: Session) -> int:
+    """The oldest revision a watch can resume after: deletions before it
+    are not on record."""
+    return int(
+        session.scalar(select(RevisionCounter.resume_floor).where(RevisionCounter.id == 1)) or 0
+    )
+
+
+def vms_changed_after(session: Session, revision: int) -> Sequence[Vm]:
+    """The VMs changed after revision, each as it is now, in revision order."""
+    return session.scalars(select(Vm).where(Vm.revision > revision).order_by(Vm.revision)).all()
+
+
+def deletions_after(session: Session, revision: int) -> Sequence[Event]:
+    """The records of the VMs deleted after revision, in revision order."""
+    return session.scalars(
+        select(Event)
+        .where(Event.kind == VM_DELETED, Event.revision > revision)
+        .order_by(Event.revision)
+    ).all()

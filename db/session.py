@@ -91,7 +91,7 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.attempts = attempts
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         workers = 1 if is_sqlite(url) else 4
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="db")
 
@@ -104,7 +104,7 @@ class Database:
         attempt = 1
         while True:
             try:
-                with self._sessions() as session, session.begin():
+                with self.sessions() as session, session.begin():
                     return work(session)
             except (StaleDataError, DBAPIError) as exc:
                 if attempt >= self.attempts or not is_conflict(exc):

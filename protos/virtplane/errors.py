@@ -8,6 +8,7 @@ gRPC boundary (virtplane.status) turns a category into its status code, once::
     ├── NotFound             NOT_FOUND            a named resource does not exist
     ├── AlreadyExists        ALREADY_EXISTS       a create repeats an existing resource
     ├── FailedPrecondition   FAILED_PRECONDITION  the resource's state forbids the verb
+    ├── Aborted              ABORTED              a concurrent change won (e.g. a stale version)
     ├── ResourceExhausted    RESOURCE_EXHAUSTED   no capacity for the request
     └── Unavailable          UNAVAILABLE          a host or service cannot be reached
 
@@ -44,6 +45,10 @@ class AlreadyExists(VirtplaneError):
 
 class FailedPrecondition(VirtplaneError):
     """The resource's current state does not allow the verb."""
+
+
+class Aborted(VirtplaneError):
+    """A concurrent change won: the request was based on a stale version."""
 
 
 class ResourceExhausted(VirtplaneError):

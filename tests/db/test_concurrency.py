@@ -26,6 +26,7 @@ from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 from controller.errors import HostHasVms, NoHostAvailable
 from controller.host_service import enter_maintenance
 from controller.hosts import HostClients
+from controller.requests import Call
 from controller.vm_service import VmService, book
 from controller.vm_store import VmStore
 from controller.watch import WatchHub
@@ -229,7 +230,7 @@ class _FakeHost:
     def __init__(self) -> None:
         self.created: list[str] = []
 
-    async def create_vm(self, config: agent_pb2.VmConfig) -> None:
+    async def create_vm(self, config: agent_pb2.VmConfig, request_id: str = "") -> None:
         await asyncio.sleep(0.01)
         self.created.append(config.vm_id)
 
@@ -254,7 +255,8 @@ async def test_concurrent_starts_fill_a_host_and_no_more(database_url: str) -> N
         service = VmService(VmStore(database, hub), _FakeClients(host))
 
         results = await asyncio.gather(
-            *[service.start(f"v{i}") for i in range(10)], return_exceptions=True
+            *[service.start(f"v{i}", Call("StartVm")) for i in range(10)],
+            return_exceptions=True,
         )
     finally:
         database.close()
@@ -264,7 +266,7 @@ async def test_concurrent_starts_fill_a_host_and_no_more(database_url: str) -> N
     assert len(started) == 4 == len(host.created)
     assert len(refused) == 6
     assert all(isinstance(r, NoHostAvailable) for r in refused), refused
-    assert {vm.status.host_id for vm in started} == {"id-h"}
+    assert {vm.status.host_id for vm, _op in started} == {"id-h"}
     # Each booking was published once, with a revision of its own.
     revisions = [(await changes.next()).revision for _ in range(4)]
     assert len(set(revisions)) == 4

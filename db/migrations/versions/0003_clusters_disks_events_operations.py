@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("method", sa.String(length=64), nullable=False),
         sa.Column("fingerprint", sa.String(length=64), nullable=False),
         sa.Column("result_id", sa.String(length=36), nullable=False),
+        sa.Column("response", sa.LargeBinary(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("request_id", name=op.f("pk_api_requests")),
     )

@@ -57,12 +57,15 @@ class Host(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Assigned by the controller (a UUID)."""
     name: _builtins.str
     """Unique among hosts."""
     address: _builtins.str
     """hostd's gRPC endpoint, host:port."""
+    cluster_id: _builtins.str
+    """The cluster the host belongs to; the default cluster unless told."""
     @_builtins.property
     def status(self) -> Global___HostStatus: ...
     def __init__(
@@ -72,10 +75,11 @@ class Host(_message.Message):
         name: _builtins.str = ...,
         address: _builtins.str = ...,
         status: Global___HostStatus | None = ...,
+        cluster_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "id", b"id", "name", b"name", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "cluster_id", b"cluster_id", "id", b"id", "name", b"name", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

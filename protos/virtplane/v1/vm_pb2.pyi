@@ -128,14 +128,30 @@ class Vm(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
+    SPEC_VERSION_FIELD_NUMBER: _builtins.int
+    NEXT_RUN_SPEC_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Assigned by the controller (a UUID)."""
     name: _builtins.str
     """Unique among VMs."""
+    cluster_id: _builtins.str
+    """The cluster the VM belongs to; the default cluster unless told."""
+    spec_version: _builtins.int
+    """Increases with every change of the spec (or name); UpdateVm can require
+    the version it read, so that no update is lost. Output only.
+    """
     @_builtins.property
     def spec(self) -> Global___VmSpec: ...
     @_builtins.property
     def status(self) -> Global___VmStatus: ...
+    @_builtins.property
+    def next_run_spec(self) -> Global___VmSpec:
+        """The spec the next start applies, when changes that need a restart were
+        made while the VM ran (status.pending_restart names them); unset
+        otherwise. Output only.
+        """
+
     def __init__(
         self,
         *,
@@ -143,10 +159,13 @@ class Vm(_message.Message):
         name: _builtins.str = ...,
         spec: Global___VmSpec | None = ...,
         status: Global___VmStatus | None = ...,
+        cluster_id: _builtins.str = ...,
+        spec_version: _builtins.int = ...,
+        next_run_spec: Global___VmSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_run_spec", b"next_run_spec", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name", "spec", b"spec", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "id", b"id", "name", b"name", "next_run_spec", b"next_run_spec", "spec", b"spec", "spec_version", b"spec_version", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -162,6 +181,7 @@ class VmSpec(_message.Message):
     MEMORY_MIB_FIELD_NUMBER: _builtins.int
     BOOT_FIELD_NUMBER: _builtins.int
     NICS_FIELD_NUMBER: _builtins.int
+    DISKS_FIELD_NUMBER: _builtins.int
     vcpus: _builtins.int
     """Number of virtual CPUs; at least 1."""
     memory_mib: _builtins.int
@@ -172,6 +192,12 @@ class VmSpec(_message.Message):
 
     @_builtins.property
     def nics(self) -> _containers.RepeatedCompositeFieldContainer[Global___Nic]: ...
+    @_builtins.property
+    def disks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Disk]:
+        """File-backed disks beside the boot source, in the order the guest sees
+        them.
+        """
+
     def __init__(
         self,
         *,
@@ -179,14 +205,65 @@ class VmSpec(_message.Message):
         memory_mib: _builtins.int = ...,
         boot: Global___BootSource | None = ...,
         nics: _abc.Iterable[Global___Nic] | None = ...,
+        disks: _abc.Iterable[Global___Disk] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["boot", b"boot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot", b"boot", "memory_mib", b"memory_mib", "nics", b"nics", "vcpus", b"vcpus"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot", b"boot", "disks", b"disks", "memory_mib", b"memory_mib", "nics", b"nics", "vcpus", b"vcpus"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VmSpec: _TypeAlias = VmSpec  # noqa: Y015
+
+@_typing.final
+class Disk(_message.Message):
+    """A disk backed by a file on the host."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Format:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _FormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Disk._Format.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        FORMAT_UNSPECIFIED: Disk._Format.ValueType  # 0
+        FORMAT_RAW: Disk._Format.ValueType  # 1
+        FORMAT_QCOW2: Disk._Format.ValueType  # 2
+
+    class Format(_Format, metaclass=_FormatEnumTypeWrapper):
+        """The image's format."""
+
+    FORMAT_UNSPECIFIED: Disk.Format.ValueType  # 0
+    FORMAT_RAW: Disk.Format.ValueType  # 1
+    FORMAT_QCOW2: Disk.Format.ValueType  # 2
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Unique within the VM, e.g. "data0"."""
+    path: _builtins.str
+    """Absolute path of the image on the host."""
+    format: Global___Disk.Format.ValueType
+    """FORMAT_RAW when unspecified."""
+    read_only: _builtins.bool
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        path: _builtins.str = ...,
+        format: Global___Disk.Format.ValueType = ...,
+        read_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "name", b"name", "path", b"path", "read_only", b"read_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Disk: _TypeAlias = Disk  # noqa: Y015
 
 @_typing.final
 class BootSource(_message.Message):
@@ -284,6 +361,7 @@ class VmStatus(_message.Message):
     GUEST_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     STATE_CHANGED_TIME_FIELD_NUMBER: _builtins.int
+    PENDING_RESTART_FIELD_NUMBER: _builtins.int
     state: Global___Vm.State.ValueType
     host_id: _builtins.str
     """The host the VM runs on, or is placed on; empty when DOWN."""
@@ -297,6 +375,12 @@ class VmStatus(_message.Message):
     def guest(self) -> Global___GuestInfo: ...
     @_builtins.property
     def state_changed_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def pending_restart(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The update_mask paths changed while the VM ran that wait for its next
+        start (Vm.next_run_spec holds them); empty when none wait.
+        """
+
     def __init__(
         self,
         *,
@@ -307,10 +391,11 @@ class VmStatus(_message.Message):
         guest: Global___GuestInfo | None = ...,
         revision: _builtins.int = ...,
         state_changed_time: _timestamp_pb2.Timestamp | None = ...,
+        pending_restart: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["guest", b"guest", "state_changed_time", b"state_changed_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_reason", b"exit_reason", "guest", b"guest", "host_id", b"host_id", "message", b"message", "revision", b"revision", "state", b"state", "state_changed_time", b"state_changed_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_reason", b"exit_reason", "guest", b"guest", "host_id", b"host_id", "message", b"message", "pending_restart", b"pending_restart", "revision", b"revision", "state", b"state", "state_changed_time", b"state_changed_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

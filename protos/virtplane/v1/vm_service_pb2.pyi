@@ -5,10 +5,12 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from virtplane.v1 import operation_pb2 as _operation_pb2
 from virtplane.v1 import vm_pb2 as _vm_pb2
 import builtins as _builtins
 import sys
@@ -27,8 +29,11 @@ class CreateVmRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required; unique among VMs."""
+    request_id: _builtins.str
+    """Idempotency key (see VmService); at most 128 characters."""
     @_builtins.property
     def spec(self) -> _vm_pb2.VmSpec:
         """Required: vcpus, memory_mib and boot.kernel_path."""
@@ -38,10 +43,11 @@ class CreateVmRequest(_message.Message):
         *,
         name: _builtins.str = ...,
         spec: _vm_pb2.VmSpec | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "request_id", b"request_id", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -178,16 +184,20 @@ class DeleteVmRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VM_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     vm: _builtins.str
     """The VM's id or name."""
+    request_id: _builtins.str
+    """Idempotency key (see VmService); at most 128 characters."""
     def __init__(
         self,
         *,
         vm: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "vm", b"vm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -213,16 +223,20 @@ class StartVmRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VM_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     vm: _builtins.str
     """The VM's id or name."""
+    request_id: _builtins.str
+    """Idempotency key (see VmService); at most 128 characters."""
     def __init__(
         self,
         *,
         vm: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "vm", b"vm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -233,16 +247,20 @@ class StartVmResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VM_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def vm(self) -> _vm_pb2.Vm: ...
+    @_builtins.property
+    def operation(self) -> _operation_pb2.Operation: ...
     def __init__(
         self,
         *,
         vm: _vm_pb2.Vm | None = ...,
+        operation: _operation_pb2.Operation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "vm", b"vm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "vm", b"vm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -253,16 +271,20 @@ class StopVmRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VM_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     vm: _builtins.str
     """The VM's id or name."""
+    request_id: _builtins.str
+    """Idempotency key (see VmService); at most 128 characters."""
     def __init__(
         self,
         *,
         vm: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "vm", b"vm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -273,16 +295,20 @@ class StopVmResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VM_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def vm(self) -> _vm_pb2.Vm: ...
+    @_builtins.property
+    def operation(self) -> _operation_pb2.Operation: ...
     def __init__(
         self,
         *,
         vm: _vm_pb2.Vm | None = ...,
+        operation: _operation_pb2.Operation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "vm", b"vm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "vm", b"vm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -294,19 +320,23 @@ class ShutdownVmRequest(_message.Message):
 
     VM_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     vm: _builtins.str
     """The VM's id or name."""
     timeout_seconds: _builtins.int
     """How long the guest has before it is powered off; 0: the host's default (60 s)."""
+    request_id: _builtins.str
+    """Idempotency key (see VmService); at most 128 characters."""
     def __init__(
         self,
         *,
         vm: _builtins.str = ...,
         timeout_seconds: _builtins.int = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["timeout_seconds", b"timeout_seconds", "vm", b"vm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "timeout_seconds", b"timeout_seconds", "vm", b"vm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -317,16 +347,20 @@ class ShutdownVmResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VM_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def vm(self) -> _vm_pb2.Vm: ...
+    @_builtins.property
+    def operation(self) -> _operation_pb2.Operation: ...
     def __init__(
         self,
         *,
         vm: _vm_pb2.Vm | None = ...,
+        operation: _operation_pb2.Operation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "vm", b"vm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "vm", b"vm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -338,19 +372,23 @@ class RebootVmRequest(_message.Message):
 
     VM_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     vm: _builtins.str
     """The VM's id or name."""
     timeout_seconds: _builtins.int
     """How long the guest has before it is reset; 0: the host's default (60 s)."""
+    request_id: _builtins.str
+    """Idempotency key (see VmService); at most 128 characters."""
     def __init__(
         self,
         *,
         vm: _builtins.str = ...,
         timeout_seconds: _builtins.int = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["timeout_seconds", b"timeout_seconds", "vm", b"vm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "timeout_seconds", b"timeout_seconds", "vm", b"vm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -361,16 +399,20 @@ class RebootVmResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VM_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def vm(self) -> _vm_pb2.Vm: ...
+    @_builtins.property
+    def operation(self) -> _operation_pb2.Operation: ...
     def __init__(
         self,
         *,
         vm: _vm_pb2.Vm | None = ...,
+        operation: _operation_pb2.Operation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "vm", b"vm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "vm", b"vm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -381,16 +423,20 @@ class ResetVmRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VM_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     vm: _builtins.str
     """The VM's id or name."""
+    request_id: _builtins.str
+    """Idempotency key (see VmService); at most 128 characters."""
     def __init__(
         self,
         *,
         vm: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "vm", b"vm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -401,16 +447,20 @@ class ResetVmResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VM_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def vm(self) -> _vm_pb2.Vm: ...
+    @_builtins.property
+    def operation(self) -> _operation_pb2.Operation: ...
     def __init__(
         self,
         *,
         vm: _vm_pb2.Vm | None = ...,
+        operation: _operation_pb2.Operation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "vm", b"vm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "vm", b"vm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -421,16 +471,20 @@ class PauseVmRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VM_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     vm: _builtins.str
     """The VM's id or name."""
+    request_id: _builtins.str
+    """Idempotency key (see VmService); at most 128 characters."""
     def __init__(
         self,
         *,
         vm: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "vm", b"vm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -441,16 +495,20 @@ class PauseVmResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VM_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def vm(self) -> _vm_pb2.Vm: ...
+    @_builtins.property
+    def operation(self) -> _operation_pb2.Operation: ...
     def __init__(
         self,
         *,
         vm: _vm_pb2.Vm | None = ...,
+        operation: _operation_pb2.Operation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "vm", b"vm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "vm", b"vm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -461,16 +519,20 @@ class ResumeVmRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VM_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     vm: _builtins.str
     """The VM's id or name."""
+    request_id: _builtins.str
+    """Idempotency key (see VmService); at most 128 characters."""
     def __init__(
         self,
         *,
         vm: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "vm", b"vm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -478,6 +540,77 @@ Global___ResumeVmRequest: _TypeAlias = ResumeVmRequest  # noqa: Y015
 
 @_typing.final
 class ResumeVmResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vm(self) -> _vm_pb2.Vm: ...
+    @_builtins.property
+    def operation(self) -> _operation_pb2.Operation: ...
+    def __init__(
+        self,
+        *,
+        vm: _vm_pb2.Vm | None = ...,
+        operation: _operation_pb2.Operation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "vm", b"vm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeVmResponse: _TypeAlias = ResumeVmResponse  # noqa: Y015
+
+@_typing.final
+class UpdateVmRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    VM_UPDATE_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    EXPECTED_SPEC_VERSION_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    vm: _builtins.str
+    """The VM's id or name."""
+    expected_spec_version: _builtins.int
+    """When set, the update applies only if the VM's spec_version is still
+    this one; else ABORTED, and nothing changes. Read, change, write with it
+    and no update is lost.
+    """
+    request_id: _builtins.str
+    """Idempotency key (see VmService); at most 128 characters."""
+    @_builtins.property
+    def vm_update(self) -> _vm_pb2.Vm:
+        """Carries the new values of the fields update_mask names."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Required. Paths: "name", "spec.vcpus", "spec.memory_mib", "spec.boot"
+        (or "spec.boot.kernel_path", "spec.boot.initrd_path",
+        "spec.boot.cmdline"), "spec.nics", "spec.disks". Any other path fails
+        with INVALID_ARGUMENT naming it.
+        """
+
+    def __init__(
+        self,
+        *,
+        vm: _builtins.str = ...,
+        vm_update: _vm_pb2.Vm | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        expected_spec_version: _builtins.int = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask", "vm_update", b"vm_update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_spec_version", b"expected_spec_version", "request_id", b"request_id", "update_mask", b"update_mask", "vm", b"vm", "vm_update", b"vm_update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateVmRequest: _TypeAlias = UpdateVmRequest  # noqa: Y015
+
+@_typing.final
+class UpdateVmResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VM_FIELD_NUMBER: _builtins.int
@@ -494,18 +627,91 @@ class ResumeVmResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ResumeVmResponse: _TypeAlias = ResumeVmResponse  # noqa: Y015
+Global___UpdateVmResponse: _TypeAlias = UpdateVmResponse  # noqa: Y015
 
 @_typing.final
-class WatchVmsRequest(_message.Message):
+class HibernateVmRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    VM_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    vm: _builtins.str
+    """The VM's id or name."""
+    request_id: _builtins.str
+    """Idempotency key (see VmService); at most 128 characters."""
     def __init__(
         self,
+        *,
+        vm: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HibernateVmRequest: _TypeAlias = HibernateVmRequest  # noqa: Y015
+
+@_typing.final
+class HibernateVmResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vm(self) -> _vm_pb2.Vm: ...
+    @_builtins.property
+    def operation(self) -> _operation_pb2.Operation: ...
+    def __init__(
+        self,
+        *,
+        vm: _vm_pb2.Vm | None = ...,
+        operation: _operation_pb2.Operation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "vm", b"vm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HibernateVmResponse: _TypeAlias = HibernateVmResponse  # noqa: Y015
+
+@_typing.final
+class WatchVmsRequest(_message.Message):
+    """The filters combine: a VM is streamed when it matches every one given."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_IDS_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    AFTER_REVISION_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    """Only VMs placed on this host (its id or name); empty: any. A VM that
+    leaves the host is streamed once more, as it leaves.
+    """
+    after_revision: _builtins.int
+    """Resume: send only the VMs that changed after this revision (each in
+    its latest state, deleted ones as KIND_DELETED), instead of a snapshot.
+    When the controller cannot tell what changed since (the revision is
+    older than its records, or newer than any it gave), it sends a fresh
+    snapshot instead and says why in the KIND_SNAPSHOT_COMPLETE message.
+    0: a snapshot.
+    """
+    @_builtins.property
+    def vm_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these VMs (ids); empty: every VM."""
+
+    def __init__(
+        self,
+        *,
+        vm_ids: _abc.Iterable[_builtins.str] | None = ...,
+        host: _builtins.str = ...,
+        after_revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_revision", b"after_revision", "host", b"host", "vm_ids", b"vm_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -525,7 +731,11 @@ class WatchVmsResponse(_message.Message):
         KIND_SNAPSHOT: WatchVmsResponse._Kind.ValueType  # 1
         """One VM of the initial snapshot."""
         KIND_SNAPSHOT_COMPLETE: WatchVmsResponse._Kind.ValueType  # 2
-        """The initial snapshot is complete; changes follow."""
+        """The initial snapshot (or the changes since after_revision) is
+        complete; changes follow. A client too slow to read the changes is cut
+        off with RESOURCE_EXHAUSTED ("client too slow"); it resumes from the
+        last revision it read.
+        """
         KIND_CHANGED: WatchVmsResponse._Kind.ValueType  # 3
         """A VM was created or changed."""
         KIND_DELETED: WatchVmsResponse._Kind.ValueType  # 4
@@ -538,7 +748,11 @@ class WatchVmsResponse(_message.Message):
     KIND_SNAPSHOT: WatchVmsResponse.Kind.ValueType  # 1
     """One VM of the initial snapshot."""
     KIND_SNAPSHOT_COMPLETE: WatchVmsResponse.Kind.ValueType  # 2
-    """The initial snapshot is complete; changes follow."""
+    """The initial snapshot (or the changes since after_revision) is
+    complete; changes follow. A client too slow to read the changes is cut
+    off with RESOURCE_EXHAUSTED ("client too slow"); it resumes from the
+    last revision it read.
+    """
     KIND_CHANGED: WatchVmsResponse.Kind.ValueType  # 3
     """A VM was created or changed."""
     KIND_DELETED: WatchVmsResponse.Kind.ValueType  # 4
@@ -547,11 +761,20 @@ class WatchVmsResponse(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     VM_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    RESUMED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     kind: Global___WatchVmsResponse.Kind.ValueType
     revision: _builtins.int
     """The revision of this change; for KIND_SNAPSHOT_COMPLETE, the newest
-    revision of the snapshot.
+    revision sent so far.
     """
+    resumed: _builtins.bool
+    """For KIND_SNAPSHOT_COMPLETE: true when the messages before it are the
+    changes after the request's after_revision, false when they are a
+    snapshot (of which a client drops every VM it had and did not get).
+    """
+    reason: _builtins.str
+    """For KIND_SNAPSHOT_COMPLETE: why a resume gave a snapshot instead."""
     @_builtins.property
     def vm(self) -> _vm_pb2.Vm:
         """Empty for KIND_SNAPSHOT_COMPLETE."""
@@ -562,10 +785,12 @@ class WatchVmsResponse(_message.Message):
         kind: Global___WatchVmsResponse.Kind.ValueType = ...,
         vm: _vm_pb2.Vm | None = ...,
         revision: _builtins.int = ...,
+        resumed: _builtins.bool = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "revision", b"revision", "vm", b"vm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "reason", b"reason", "resumed", b"resumed", "revision", b"revision", "vm", b"vm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

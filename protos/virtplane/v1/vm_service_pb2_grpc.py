@@ -28,6 +28,16 @@ if _version_not_supported:
 class VmServiceStub:
     """Manages virtual machines. Errors are gRPC status codes: INVALID_ARGUMENT
     names the field, NOT_FOUND the VM, FAILED_PRECONDITION the VM's state.
+
+    Every mutation takes an optional request_id. Repeated with the same
+    request_id and the same request, a call returns what the first one did
+    (the same VM, the same Operation) without acting again, also after a
+    controller restart, and concurrent repeats act once. The same request_id
+    with a different request fails with ALREADY_EXISTS. A call that failed is
+    not remembered: repeating it tries again.
+
+    The verbs return the VM and an Operation that follows the verb to its end
+    (OperationService).
     """
 
     def __init__(self, channel):
@@ -50,6 +60,11 @@ class VmServiceStub:
                 '/virtplane.v1.VmService/ListVms',
                 request_serializer=virtplane_dot_v1_dot_vm__service__pb2.ListVmsRequest.SerializeToString,
                 response_deserializer=virtplane_dot_v1_dot_vm__service__pb2.ListVmsResponse.FromString,
+                _registered_method=True)
+        self.UpdateVm = channel.unary_unary(
+                '/virtplane.v1.VmService/UpdateVm',
+                request_serializer=virtplane_dot_v1_dot_vm__service__pb2.UpdateVmRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_vm__service__pb2.UpdateVmResponse.FromString,
                 _registered_method=True)
         self.DeleteVm = channel.unary_unary(
                 '/virtplane.v1.VmService/DeleteVm',
@@ -91,6 +106,11 @@ class VmServiceStub:
                 request_serializer=virtplane_dot_v1_dot_vm__service__pb2.ResumeVmRequest.SerializeToString,
                 response_deserializer=virtplane_dot_v1_dot_vm__service__pb2.ResumeVmResponse.FromString,
                 _registered_method=True)
+        self.HibernateVm = channel.unary_unary(
+                '/virtplane.v1.VmService/HibernateVm',
+                request_serializer=virtplane_dot_v1_dot_vm__service__pb2.HibernateVmRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_vm__service__pb2.HibernateVmResponse.FromString,
+                _registered_method=True)
         self.WatchVms = channel.unary_stream(
                 '/virtplane.v1.VmService/WatchVms',
                 request_serializer=virtplane_dot_v1_dot_vm__service__pb2.WatchVmsRequest.SerializeToString,
@@ -111,6 +131,16 @@ class VmServiceStub:
 class VmServiceServicer:
     """Manages virtual machines. Errors are gRPC status codes: INVALID_ARGUMENT
     names the field, NOT_FOUND the VM, FAILED_PRECONDITION the VM's state.
+
+    Every mutation takes an optional request_id. Repeated with the same
+    request_id and the same request, a call returns what the first one did
+    (the same VM, the same Operation) without acting again, also after a
+    controller restart, and concurrent repeats act once. The same request_id
+    with a different request fails with ALREADY_EXISTS. A call that failed is
+    not remembered: repeating it tries again.
+
+    The verbs return the VM and an Operation that follows the verb to its end
+    (OperationService).
     """
 
     def CreateVm(self, request, context):
@@ -132,6 +162,16 @@ class VmServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateVm(self, request, context):
+        """Changes the fields update_mask names. A change that needs a restart
+        (anything under spec) made while the VM runs, is paused or hibernated
+        waits in next_run_spec until the next start from DOWN applies it;
+        status.pending_restart names it. A name change applies at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteVm(self, request, context):
         """Removes a DOWN VM.
         """
@@ -141,7 +181,10 @@ class VmServiceServicer:
 
     def StartVm(self, request, context):
         """Places a DOWN VM on a host and starts it. Returns once the host has
-        accepted it (WAIT_FOR_LAUNCH); WatchVms shows it go POWERING_UP, then UP.
+        accepted it (WAIT_FOR_LAUNCH); WatchVms shows it go POWERING_UP, then UP,
+        and the operation records when. A SUSPENDED VM is restored on the host
+        that holds its saved state (never placed elsewhere); a PAUSED VM is
+        resumed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -188,8 +231,17 @@ class VmServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def HibernateVm(self, request, context):
+        """Saves a running or paused VM's memory to a file on its host and stops
+        it: SAVING_STATE, then SUSPENDED. StartVm restores it on that host.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchVms(self, request, context):
-        """Streams every VM, then every change.
+        """Streams every VM, then every change; or, from after_revision, only what
+        changed since.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -229,6 +281,11 @@ def add_VmServiceServicer_to_server(servicer, server):
                     servicer.ListVms,
                     request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.ListVmsRequest.FromString,
                     response_serializer=virtplane_dot_v1_dot_vm__service__pb2.ListVmsResponse.SerializeToString,
+            ),
+            'UpdateVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateVm,
+                    request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.UpdateVmRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_vm__service__pb2.UpdateVmResponse.SerializeToString,
             ),
             'DeleteVm': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteVm,
@@ -270,6 +327,11 @@ def add_VmServiceServicer_to_server(servicer, server):
                     request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.ResumeVmRequest.FromString,
                     response_serializer=virtplane_dot_v1_dot_vm__service__pb2.ResumeVmResponse.SerializeToString,
             ),
+            'HibernateVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.HibernateVm,
+                    request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.HibernateVmRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_vm__service__pb2.HibernateVmResponse.SerializeToString,
+            ),
             'WatchVms': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchVms,
                     request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.WatchVmsRequest.FromString,
@@ -296,6 +358,16 @@ def add_VmServiceServicer_to_server(servicer, server):
 class VmService:
     """Manages virtual machines. Errors are gRPC status codes: INVALID_ARGUMENT
     names the field, NOT_FOUND the VM, FAILED_PRECONDITION the VM's state.
+
+    Every mutation takes an optional request_id. Repeated with the same
+    request_id and the same request, a call returns what the first one did
+    (the same VM, the same Operation) without acting again, also after a
+    controller restart, and concurrent repeats act once. The same request_id
+    with a different request fails with ALREADY_EXISTS. A call that failed is
+    not remembered: repeating it tries again.
+
+    The verbs return the VM and an Operation that follows the verb to its end
+    (OperationService).
     """
 
     @staticmethod
@@ -369,6 +441,33 @@ class VmService:
             '/virtplane.v1.VmService/ListVms',
             virtplane_dot_v1_dot_vm__service__pb2.ListVmsRequest.SerializeToString,
             virtplane_dot_v1_dot_vm__service__pb2.ListVmsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.VmService/UpdateVm',
+            virtplane_dot_v1_dot_vm__service__pb2.UpdateVmRequest.SerializeToString,
+            virtplane_dot_v1_dot_vm__service__pb2.UpdateVmResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -585,6 +684,33 @@ class VmService:
             '/virtplane.v1.VmService/ResumeVm',
             virtplane_dot_v1_dot_vm__service__pb2.ResumeVmRequest.SerializeToString,
             virtplane_dot_v1_dot_vm__service__pb2.ResumeVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HibernateVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.VmService/HibernateVm',
+            virtplane_dot_v1_dot_vm__service__pb2.HibernateVmRequest.SerializeToString,
+            virtplane_dot_v1_dot_vm__service__pb2.HibernateVmResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,6 +29,16 @@ GRPC_VERSION: str
 class VmServiceStub:
     """Manages virtual machines. Errors are gRPC status codes: INVALID_ARGUMENT
     names the field, NOT_FOUND the VM, FAILED_PRECONDITION the VM's state.
+
+    Every mutation takes an optional request_id. Repeated with the same
+    request_id and the same request, a call returns what the first one did
+    (the same VM, the same Operation) without acting again, also after a
+    controller restart, and concurrent repeats act once. The same request_id
+    with a different request fails with ALREADY_EXISTS. A call that failed is
+    not remembered: repeating it tries again.
+
+    The verbs return the VM and an Operation that follows the verb to its end
+    (OperationService).
     """
 
     @_typing.overload
@@ -39,11 +49,20 @@ class VmServiceStub:
     """Defines a VM; it starts DOWN."""
     GetVm: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.GetVmRequest, _vm_service_pb2.GetVmResponse]
     ListVms: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.ListVmsRequest, _vm_service_pb2.ListVmsResponse]
+    UpdateVm: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.UpdateVmRequest, _vm_service_pb2.UpdateVmResponse]
+    """Changes the fields update_mask names. A change that needs a restart
+    (anything under spec) made while the VM runs, is paused or hibernated
+    waits in next_run_spec until the next start from DOWN applies it;
+    status.pending_restart names it. A name change applies at once.
+    """
     DeleteVm: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.DeleteVmRequest, _vm_service_pb2.DeleteVmResponse]
     """Removes a DOWN VM."""
     StartVm: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.StartVmRequest, _vm_service_pb2.StartVmResponse]
     """Places a DOWN VM on a host and starts it. Returns once the host has
-    accepted it (WAIT_FOR_LAUNCH); WatchVms shows it go POWERING_UP, then UP.
+    accepted it (WAIT_FOR_LAUNCH); WatchVms shows it go POWERING_UP, then UP,
+    and the operation records when. A SUSPENDED VM is restored on the host
+    that holds its saved state (never placed elsewhere); a PAUSED VM is
+    resumed.
     """
     StopVm: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.StopVmRequest, _vm_service_pb2.StopVmResponse]
     """Powers a running VM off at once."""
@@ -57,8 +76,14 @@ class VmServiceStub:
     """Resets the virtual hardware at once, like a reset button."""
     PauseVm: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.PauseVmRequest, _vm_service_pb2.PauseVmResponse]
     ResumeVm: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.ResumeVmRequest, _vm_service_pb2.ResumeVmResponse]
+    HibernateVm: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.HibernateVmRequest, _vm_service_pb2.HibernateVmResponse]
+    """Saves a running or paused VM's memory to a file on its host and stops
+    it: SAVING_STATE, then SUSPENDED. StartVm restores it on that host.
+    """
     WatchVms: _grpc.UnaryStreamMultiCallable[_vm_service_pb2.WatchVmsRequest, _vm_service_pb2.WatchVmsResponse]
-    """Streams every VM, then every change."""
+    """Streams every VM, then every change; or, from after_revision, only what
+    changed since.
+    """
     GetVmGuestInfo: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.GetVmGuestInfoRequest, _vm_service_pb2.GetVmGuestInfoResponse]
     """What the guest agent reported, fact by fact, with where each came from
     and when it was observed.
@@ -73,6 +98,16 @@ class VmServiceStub:
 class VmServiceAsyncStub(VmServiceStub):
     """Manages virtual machines. Errors are gRPC status codes: INVALID_ARGUMENT
     names the field, NOT_FOUND the VM, FAILED_PRECONDITION the VM's state.
+
+    Every mutation takes an optional request_id. Repeated with the same
+    request_id and the same request, a call returns what the first one did
+    (the same VM, the same Operation) without acting again, also after a
+    controller restart, and concurrent repeats act once. The same request_id
+    with a different request fails with ALREADY_EXISTS. A call that failed is
+    not remembered: repeating it tries again.
+
+    The verbs return the VM and an Operation that follows the verb to its end
+    (OperationService).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -80,11 +115,20 @@ class VmServiceAsyncStub(VmServiceStub):
     """Defines a VM; it starts DOWN."""
     GetVm: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.GetVmRequest, _vm_service_pb2.GetVmResponse]  # type: ignore[assignment]
     ListVms: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.ListVmsRequest, _vm_service_pb2.ListVmsResponse]  # type: ignore[assignment]
+    UpdateVm: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.UpdateVmRequest, _vm_service_pb2.UpdateVmResponse]  # type: ignore[assignment]
+    """Changes the fields update_mask names. A change that needs a restart
+    (anything under spec) made while the VM runs, is paused or hibernated
+    waits in next_run_spec until the next start from DOWN applies it;
+    status.pending_restart names it. A name change applies at once.
+    """
     DeleteVm: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.DeleteVmRequest, _vm_service_pb2.DeleteVmResponse]  # type: ignore[assignment]
     """Removes a DOWN VM."""
     StartVm: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.StartVmRequest, _vm_service_pb2.StartVmResponse]  # type: ignore[assignment]
     """Places a DOWN VM on a host and starts it. Returns once the host has
-    accepted it (WAIT_FOR_LAUNCH); WatchVms shows it go POWERING_UP, then UP.
+    accepted it (WAIT_FOR_LAUNCH); WatchVms shows it go POWERING_UP, then UP,
+    and the operation records when. A SUSPENDED VM is restored on the host
+    that holds its saved state (never placed elsewhere); a PAUSED VM is
+    resumed.
     """
     StopVm: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.StopVmRequest, _vm_service_pb2.StopVmResponse]  # type: ignore[assignment]
     """Powers a running VM off at once."""
@@ -98,8 +142,14 @@ class VmServiceAsyncStub(VmServiceStub):
     """Resets the virtual hardware at once, like a reset button."""
     PauseVm: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.PauseVmRequest, _vm_service_pb2.PauseVmResponse]  # type: ignore[assignment]
     ResumeVm: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.ResumeVmRequest, _vm_service_pb2.ResumeVmResponse]  # type: ignore[assignment]
+    HibernateVm: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.HibernateVmRequest, _vm_service_pb2.HibernateVmResponse]  # type: ignore[assignment]
+    """Saves a running or paused VM's memory to a file on its host and stops
+    it: SAVING_STATE, then SUSPENDED. StartVm restores it on that host.
+    """
     WatchVms: _aio.UnaryStreamMultiCallable[_vm_service_pb2.WatchVmsRequest, _vm_service_pb2.WatchVmsResponse]  # type: ignore[assignment]
-    """Streams every VM, then every change."""
+    """Streams every VM, then every change; or, from after_revision, only what
+    changed since.
+    """
     GetVmGuestInfo: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.GetVmGuestInfoRequest, _vm_service_pb2.GetVmGuestInfoResponse]  # type: ignore[assignment]
     """What the guest agent reported, fact by fact, with where each came from
     and when it was observed.
@@ -113,6 +163,16 @@ class VmServiceAsyncStub(VmServiceStub):
 class VmServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages virtual machines. Errors are gRPC status codes: INVALID_ARGUMENT
     names the field, NOT_FOUND the VM, FAILED_PRECONDITION the VM's state.
+
+    Every mutation takes an optional request_id. Repeated with the same
+    request_id and the same request, a call returns what the first one did
+    (the same VM, the same Operation) without acting again, also after a
+    controller restart, and concurrent repeats act once. The same request_id
+    with a different request fails with ALREADY_EXISTS. A call that failed is
+    not remembered: repeating it tries again.
+
+    The verbs return the VM and an Operation that follows the verb to its end
+    (OperationService).
     """
 
     @_abc_1.abstractmethod
@@ -138,6 +198,18 @@ class VmServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_vm_service_pb2.ListVmsResponse, _abc.Awaitable[_vm_service_pb2.ListVmsResponse]]: ...
 
     @_abc_1.abstractmethod
+    def UpdateVm(
+        self,
+        request: _vm_service_pb2.UpdateVmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vm_service_pb2.UpdateVmResponse, _abc.Awaitable[_vm_service_pb2.UpdateVmResponse]]:
+        """Changes the fields update_mask names. A change that needs a restart
+        (anything under spec) made while the VM runs, is paused or hibernated
+        waits in next_run_spec until the next start from DOWN applies it;
+        status.pending_restart names it. A name change applies at once.
+        """
+
+    @_abc_1.abstractmethod
     def DeleteVm(
         self,
         request: _vm_service_pb2.DeleteVmRequest,
@@ -152,7 +224,10 @@ class VmServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_vm_service_pb2.StartVmResponse, _abc.Awaitable[_vm_service_pb2.StartVmResponse]]:
         """Places a DOWN VM on a host and starts it. Returns once the host has
-        accepted it (WAIT_FOR_LAUNCH); WatchVms shows it go POWERING_UP, then UP.
+        accepted it (WAIT_FOR_LAUNCH); WatchVms shows it go POWERING_UP, then UP,
+        and the operation records when. A SUSPENDED VM is restored on the host
+        that holds its saved state (never placed elsewhere); a PAUSED VM is
+        resumed.
         """
 
     @_abc_1.abstractmethod
@@ -204,12 +279,24 @@ class VmServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_vm_service_pb2.ResumeVmResponse, _abc.Awaitable[_vm_service_pb2.ResumeVmResponse]]: ...
 
     @_abc_1.abstractmethod
+    def HibernateVm(
+        self,
+        request: _vm_service_pb2.HibernateVmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vm_service_pb2.HibernateVmResponse, _abc.Awaitable[_vm_service_pb2.HibernateVmResponse]]:
+        """Saves a running or paused VM's memory to a file on its host and stops
+        it: SAVING_STATE, then SUSPENDED. StartVm restores it on that host.
+        """
+
+    @_abc_1.abstractmethod
     def WatchVms(
         self,
         request: _vm_service_pb2.WatchVmsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_vm_service_pb2.WatchVmsResponse], _abc.AsyncIterator[_vm_service_pb2.WatchVmsResponse]]:
-        """Streams every VM, then every change."""
+        """Streams every VM, then every change; or, from after_revision, only what
+        changed since.
+        """
 
     @_abc_1.abstractmethod
     def GetVmGuestInfo(

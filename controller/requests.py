@@ -1,0 +1,154 @@
+"""Request ids: what makes every mutation of the API idempotent.
+
+A mutation carried out under a client's request_id is remembered with it
+(table api_requests), in the same transaction as the mutation's first
+write: a repeat finds the key and returns the first result instead of
+acting again, also after a controller restart. Two concurrent calls with
+one key: the second INSERT of the key waits for the first transaction and
+then fails on the primary key; once() runs the unit of work again, which
+now finds the key. The same key with a different request (another method,
+or other fields) fails with ALREADY_EXISTS.
+
+A call that fails leaves no key behind (its transaction rolls back, or the
+service forgets the key), so the same request can be tried again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from google.protobuf.message import Message
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from virtplane.errors import AlreadyExists, InvalidArgument
+
+from db.models import ApiRequest
+
+T = TypeVar("T")
+M = TypeVar("M", bound=Message)
+
+MAX_REQUEST_ID = 128
+
+
+@dataclass(frozen=True)
+class Call:
+    """One mutation as the API received it: the method, and the client's
+    idempotency key when it gave one."""
+
+    method: str
+    request_id: str = ""
+    fingerprint: str = ""
+
+
+def call_of(method: str, request: Message) -> Call:
+    """The Call of request; raises InvalidArgument for a bad request_id."""
+    request_id: str = getattr(request, "request_id", "")
+    if not request_id:
+        return Call(method)
+    if len(request_id) > MAX_REQUEST_ID or not request_id.isprintable():
+        raise InvalidArgument(
+            "request_id", f"must be at most {MAX_REQUEST_ID} printable characters"
+        )
+    bare = type(request)()
+    bare.CopyFrom(request)
+    bare.ClearField("request_id")
+    digest = hashlib.sha256(method.encode() + b"\0" + bare.SerializeToString(deterministic=True))
+    return Call(method, request_id, digest.hexdigest())
+
+
+class RequestIdReused(AlreadyExists):
+    def __init__(self, request_id: str, method: str) -> None:
+        super().__init__(
+            f"request_id {request_id!r} was already used for a different {method} request;"
+            " a new request needs a new request_id"
+        )
+
+
+@dataclass(frozen=True)
+class Prior:
+    """What the first call with this key produced."""
+
+    result_id: str
+    response: bytes | None
+
+    def decode(self, cls: type[M]) -> M:
+        message = cls()
+        if self.response:
+            message.ParseFromString(self.response)
+        return message
+
+
+def claim(session: Session, call: Call) -> Prior | None:
+    """Takes call's key in the caller's transaction: None when the call is
+    new (the key is now held), else what the first call produced. Call it
+    before the unit of work's first lock or write."""
+    if not call.request_id:
+        return None
+    session.info["request_id"] = call.request_id
+    row = session.get(ApiRequest, call.request_id)
+    if row is not None:
+        if (row.method, row.fingerprint) != (call.method, call.fingerprint):
+            raise RequestIdReused(call.request_id, row.method)
+        return Prior(row.result_id, row.response)
+    session.add(
+        ApiRequest(
+            request_id=call.request_id,
+            method=call.method,
+            fingerprint=call.fingerprint,
+            result_id="",
+        )
+    )
+    session.flush()  # the INSERT now: a concurrent holder of the key makes it wait here
+    return None
+
+
+def lookup(session: Session, call: Call) -> Prior | None:
+    """What a first call with call's key produced, without taking the key
+    (for a call that must ask a host before its first write)."""
+    if not call.request_id:
+        return None
+    row = session.get(ApiRequest, call.request_id)
+    if row is None:
+        return None
+    if (row.method, row.fingerprint) != (call.method, call.fingerprint):
+        raise RequestIdReused(call.request_id, row.method)
+    return Prior(row.result_id, row.response)
+
+
+def remember(session: Session, call: Call, result_id: str, response: Message | None = None) -> None:
+    """Records what the call produced, for its repeats."""
+    if not call.request_id:
+        return
+    row = session.get(ApiRequest, call.request_id)
+    if row is None:
+        return
+    row.result_id = result_id
+    row.response = response.SerializeToString(deterministic=True) if response else None
+
+
+def forget(session: Session, call: Call) -> None:
+    """Releases the key of a call that failed after its first transaction,
+    so that the same request can be tried again."""
+    if not call.request_id:
+        return
+    row = session.get(ApiRequest, call.request_id)
+    if row is not None:
+        session.delete(row)
+
+
+def _is_duplicate_key(exc: IntegrityError) -> bool:
+    return "api_requests" in str(exc.orig)
+
+
+async def once(run: Callable[[], Awaitable[T]]) -> T:
+    """run(), run again when a concurrent call with the same key won the
+    race to claim it: the second run finds the key and replays."""
+    try:
+        return await run()
+    except IntegrityError as exc:
+        if not _is_duplicate_key(exc):
+            raise
+        return await run()
