@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from virtplane.v1 import vm_pb2
+
+from tests.controller.rig import Rig, boot_source, close_rig, config, open_rig
+from tests.stack import Daemon, start_hostd
+
+
+@pytest.fixture(scope="module")
+def test_hostd() -> Iterator[Daemon]:
+    """A hostd on libvirt's test driver, shared by a module's tests."""
+    workdir = Path(tempfile.mkdtemp(prefix="vp-"))  # short: socket paths must fit
+    daemon = start_hostd(workdir, "test:///default")
+    yield daemon
+    daemon.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+async def rig(database_url: str) -> AsyncIterator[Rig]:
+    """A controller on a fresh database of each engine."""
+    opened = await open_rig(config(database_url))
+    yield opened
+    await close_rig(opened)
+
+
+@pytest.fixture
+def boot(tmp_path: Path) -> vm_pb2.BootSource:
+    return boot_source(tmp_path)
