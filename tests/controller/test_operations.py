@@ -20,7 +20,7 @@ from tests.controller.rig import Rig, close_rig, config, error, open_rig, spec, 
 from tests.stack import Daemon
 
 S = vm_pb2.Vm
-O = operation_pb2.Operation
+Op = operation_pb2.Operation
 
 
 def _name() -> str:
@@ -40,7 +40,7 @@ async def test_start_returns_an_operation_that_follows_the_vm(
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     started = await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     op = started.operation
-    assert op.kind == O.KIND_START_VM and op.vm_id == started.vm.id and op.host_id == host_id
+    assert op.kind == Op.KIND_START_VM and op.vm_id == started.vm.id and op.host_id == host_id
     phases = op.phases
     for phase in ("create_time", "scheduled_time", "dispatched_time", "accepted_time"):
         assert phases.HasField(phase), phase
@@ -48,15 +48,15 @@ async def test_start_returns_an_operation_that_follows_the_vm(
     assert phases.dispatched_time.ToDatetime() <= phases.accepted_time.ToDatetime()
     # The domain runs (the test driver boots nothing, so the VM stays POWERING_UP).
     op = await until(lambda: _op(rig, op.id), lambda o: o.phases.HasField("powering_up_time"))
-    assert op.state == O.STATE_RUNNING and not op.done and not op.phases.HasField("up_time")
+    assert op.state == Op.STATE_RUNNING and not op.done and not op.phases.HasField("up_time")
     waited = await rig.ops.WaitOperation(op_api.WaitOperationRequest(id=op.id, timeout_seconds=1))
     assert not waited.operation.done  # the wait timed out
 
     stopped = await rig.vms.StopVm(vm_api.StopVmRequest(vm=name))
-    assert stopped.operation.kind == O.KIND_STOP_VM
-    assert stopped.operation.state == O.STATE_SUCCEEDED
+    assert stopped.operation.kind == Op.KIND_STOP_VM
+    assert stopped.operation.state == Op.STATE_SUCCEEDED
     start = (await rig.ops.WaitOperation(op_api.WaitOperationRequest(id=op.id))).operation
-    assert start.state == O.STATE_FAILED and start.done
+    assert start.state == Op.STATE_FAILED and start.done
     assert start.error.code == "ABORTED"
     assert "the VM went DOWN (USER_STOP)" in start.error.message
 
@@ -66,7 +66,7 @@ async def test_start_returns_an_operation_that_follows_the_vm(
         op_api.ListOperationsRequest(vm=name, page_size=1, page_token=listed.next_page_token)
     )
     assert [o.id for o in rest.operations] == [op.id] and not rest.next_page_token
-    failed = await rig.ops.ListOperations(op_api.ListOperationsRequest(states=[O.STATE_FAILED]))
+    failed = await rig.ops.ListOperations(op_api.ListOperationsRequest(states=[Op.STATE_FAILED]))
     assert [o.id for o in failed.operations] == [op.id]
 
 
@@ -86,11 +86,11 @@ async def test_an_instant_verb_succeeds_and_a_refused_one_leaves_no_operation(
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
     paused = await rig.vms.PauseVm(vm_api.PauseVmRequest(vm=name))
-    assert paused.operation.state == O.STATE_SUCCEEDED
+    assert paused.operation.state == Op.STATE_SUCCEEDED
     code, _ = await error(rig.vms.RebootVm(vm_api.RebootVmRequest(vm=name)))
     assert code is grpc.StatusCode.FAILED_PRECONDITION  # refused by the controller: no operation
     ops = await rig.ops.ListOperations(op_api.ListOperationsRequest(vm=name))
-    assert [o.kind for o in ops.operations] == [O.KIND_PAUSE_VM, O.KIND_START_VM]
+    assert [o.kind for o in ops.operations] == [Op.KIND_PAUSE_VM, Op.KIND_START_VM]
     await rig.vms.StopVm(vm_api.StopVmRequest(vm=name))
 
 
@@ -119,11 +119,11 @@ async def test_hibernate_then_start_restores_on_the_same_host(
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
     saving = await rig.vms.HibernateVm(vm_api.HibernateVmRequest(vm=name))
-    assert saving.operation.kind == O.KIND_HIBERNATE_VM
+    assert saving.operation.kind == Op.KIND_HIBERNATE_VM
     op = (
         await rig.ops.WaitOperation(op_api.WaitOperationRequest(id=saving.operation.id))
     ).operation
-    assert op.state == O.STATE_SUCCEEDED, op.error.message
+    assert op.state == Op.STATE_SUCCEEDED, op.error.message
     vm = await rig.vm(name)
     assert vm.status.state == S.STATE_SUSPENDED
     assert vm.status.host_id == host_id  # the host that holds the saved state
@@ -145,6 +145,7 @@ async def test_after_a_restart_accepted_operations_resume_and_others_fail(
 
         def unsent(session):  # a verb the controller died before sending
             vm = repo.find_vm(session, name)
+            assert vm is not None
             return operations.begin(session, OperationKind.STOP_VM, vm, Call("StopVm")).id
 
         lost = await first.controller.db.run(unsent)
@@ -153,14 +154,14 @@ async def test_after_a_restart_accepted_operations_resume_and_others_fail(
     second = await open_rig(config(database_url))
     try:
         op = await _op(second, lost)
-        assert op.state == O.STATE_FAILED
+        assert op.state == Op.STATE_FAILED
         assert op.error.message == operations.RESTARTED
         resumed = await _op(second, started.id)
-        assert resumed.state == O.STATE_RUNNING
+        assert resumed.state == Op.STATE_RUNNING
         # The new controller follows it to its end.
         await second.vms.StopVm(vm_api.StopVmRequest(vm=name))
         ended = await second.ops.WaitOperation(op_api.WaitOperationRequest(id=started.id))
-        assert ended.operation.state == O.STATE_FAILED
+        assert ended.operation.state == Op.STATE_FAILED
         assert "went DOWN" in ended.operation.error.message
     finally:
         await close_rig(second)
