@@ -1,0 +1,147 @@
+"""UpdateVm: update_mask paths, changes that wait for the next start,
+optimistic concurrency; disks in the spec. On each engine, with a real
+hostd on libvirt's test driver where a VM must run."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import grpc
+from google.protobuf.field_mask_pb2 import FieldMask
+from virtplane.v1 import vm_pb2
+from virtplane.v1 import vm_service_pb2 as vm_api
+
+from tests.controller.rig import Rig, error, spec, until
+from tests.stack import Daemon
+
+S = vm_pb2.Vm
+
+
+def _update(vm: str, values: vm_pb2.Vm, *paths: str, version: int = 0) -> vm_api.UpdateVmRequest:
+    return vm_api.UpdateVmRequest(
+        vm=vm,
+        vm_update=values,
+        update_mask=FieldMask(paths=list(paths)),
+        expected_spec_version=version,
+    )
+
+
+async def test_a_down_vm_takes_the_change_at_once(rig: Rig, boot: vm_pb2.BootSource) -> None:
+    created = (await rig.vms.CreateVm(vm_api.CreateVmRequest(name="a", spec=spec(boot)))).vm
+    assert created.spec_version == 1
+    values = vm_pb2.Vm(spec=vm_pb2.VmSpec(memory_mib=512, vcpus=7))  # vcpus is not in the mask
+    updated = (await rig.vms.UpdateVm(_update("a", values, "spec.memory_mib"))).vm
+    assert updated.spec.memory_mib == 512 and updated.spec.vcpus == 1
+    assert updated.spec_version == 2
+    assert not updated.HasField("next_run_spec") and not updated.status.pending_restart
+    assert updated.spec.nics[0].mac_address == created.spec.nics[0].mac_address
+    assert updated.status.revision > created.status.revision
+
+
+async def test_bad_paths_and_values_are_named(rig: Rig, boot: vm_pb2.BootSource) -> None:
+    await rig.vms.CreateVm(vm_api.CreateVmRequest(name="a", spec=spec(boot)))
+    code, why = await error(rig.vms.UpdateVm(_update("a", vm_pb2.Vm(), "spec.memory_mib", "id")))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert why.startswith("update_mask.paths[1]: 'id' cannot be updated")
+    code, why = await error(rig.vms.UpdateVm(_update("a", vm_pb2.Vm())))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and why.startswith("update_mask:")
+    values = vm_pb2.Vm(spec=vm_pb2.VmSpec(memory_mib=1))
+    code, why = await error(rig.vms.UpdateVm(_update("a", values, "spec.memory_mib")))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert why.startswith("vm_update.spec.memory_mib: must be between")
+    values = vm_pb2.Vm(spec=vm_pb2.VmSpec(boot=vm_pb2.BootSource(kernel_path="rel/k")))
+    code, why = await error(rig.vms.UpdateVm(_update("a", values, "spec.boot.kernel_path")))
+    assert why.startswith("vm_update.spec.boot.kernel_path: must be an absolute path")
+    assert (await rig.vm("a")).spec_version == 1  # nothing changed
+
+
+async def test_a_stale_version_is_aborted_and_no_update_is_lost(
+    rig: Rig, boot: vm_pb2.BootSource
+) -> None:
+    await rig.vms.CreateVm(vm_api.CreateVmRequest(name="a", spec=spec(boot)))
+    # Ten clients read version 1 and each try to set its own cmdline.
+    attempts = [
+        rig.vms.UpdateVm(
+            _update(
+                "a",
+                vm_pb2.Vm(spec=vm_pb2.VmSpec(boot=vm_pb2.BootSource(cmdline=f"c{i}"))),
+                "spec.boot.cmdline",
+                version=1,
+            )
+        )
+        for i in range(10)
+    ]
+    results = await asyncio.gather(*attempts, return_exceptions=True)
+    won = [r for r in results if not isinstance(r, BaseException)]
+    lost = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(won) == 1 and len(lost) == 9
+    assert all(e.code() is grpc.StatusCode.ABORTED for e in lost)
+    assert "is at spec_version 2, not 1" in (lost[0].details() or "")
+    vm = await rig.vm("a")
+    assert vm.spec_version == 2 and vm.spec.boot.cmdline == won[0].vm.spec.boot.cmdline
+
+
+async def test_changes_to_a_running_vm_wait_for_its_next_start(
+    rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
+) -> None:
+    await rig.add_host("h1", test_hostd.address)
+    name = f"u-{uuid.uuid4().hex[:8]}"
+    created = (await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))).vm
+    await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
+    await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+
+    values = vm_pb2.Vm(
+        name=f"{name}-renamed",
+        spec=vm_pb2.VmSpec(memory_mib=192, nics=[vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER)] * 2),
+    )
+    values.spec.nics[0].name, values.spec.nics[1].name = "nic0", "nic1"
+    request = _update(created.id, values, "name", "spec.memory_mib", "spec.nics")
+    request.request_id = "update-1"
+    vm = (await rig.vms.UpdateVm(request)).vm
+    name = vm.name
+    assert name.endswith("-renamed")  # a name applies at once
+    assert vm.spec.memory_mib == 128 and len(vm.spec.nics) == 1  # what runs
+    assert vm.next_run_spec.memory_mib == 192 and len(vm.next_run_spec.nics) == 2
+    assert list(vm.status.pending_restart) == ["spec.memory_mib", "spec.nics"]
+    assert (await rig.vms.UpdateVm(request)).vm.spec_version == vm.spec_version  # a repeat
+
+    # A second change adds to the first.
+    more = vm_pb2.Vm(spec=vm_pb2.VmSpec(vcpus=2))
+    vm = (await rig.vms.UpdateVm(_update(name, more, "spec.vcpus"))).vm
+    assert list(vm.status.pending_restart) == ["spec.memory_mib", "spec.nics", "spec.vcpus"]
+    assert vm.next_run_spec.memory_mib == 192 and vm.next_run_spec.vcpus == 2
+
+    await rig.vms.StopVm(vm_api.StopVmRequest(vm=name))
+    assert (await rig.vm(name)).status.pending_restart  # still waiting while DOWN
+    started = await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
+    vm = started.vm
+    assert vm.spec.memory_mib == 192 and vm.spec.vcpus == 2 and len(vm.spec.nics) == 2
+    assert not vm.HasField("next_run_spec") and not vm.status.pending_restart
+    await rig.vms.StopVm(vm_api.StopVmRequest(vm=name))
+
+
+async def test_a_vm_with_disks_is_kept_but_not_started(
+    rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
+) -> None:
+    await rig.add_host("h1", test_hostd.address)
+    name = f"d-{uuid.uuid4().hex[:8]}"
+    with_disk = spec(boot)
+    with_disk.disks.append(
+        vm_pb2.Disk(
+            name="data0", path="/var/lib/images/data0.qcow2", format=vm_pb2.Disk.FORMAT_QCOW2
+        )
+    )
+    vm = (await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=with_disk))).vm
+    assert [(d.name, d.format) for d in vm.spec.disks] == [("data0", vm_pb2.Disk.FORMAT_QCOW2)]
+    code, why = await error(rig.vms.StartVm(vm_api.StartVmRequest(vm=name)))
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+    assert "it has disks (data0), which hosts cannot attach yet" in why
+    assert (await rig.vm(name)).status.state == S.STATE_DOWN
+    bad = vm_pb2.Vm(spec=vm_pb2.VmSpec(disks=[vm_pb2.Disk(name="x", path="rel")]))
+    code, why = await error(rig.vms.UpdateVm(_update(name, bad, "spec.disks")))
+    assert why.startswith("vm_update.spec.disks[0].path: must be an absolute path")
+    await rig.vms.UpdateVm(_update(name, vm_pb2.Vm(), "spec.disks"))
+    started = await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
+    assert started.vm.status.host_id
+    await rig.vms.StopVm(vm_api.StopVmRequest(vm=name))
