@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
-from virtplane.v1 import host_pb2, vm_pb2, vm_service_pb2
+from virtplane.v1 import host_pb2, operation_pb2, operation_service_pb2, vm_pb2, vm_service_pb2
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -91,6 +92,16 @@ def vm_detail(vm: vm_pb2.Vm, hosts: dict[str, str] | None = None) -> str:
         f"host:    {host or '-'}",
         f"spec:    {vm.spec.vcpus} vCPU, {vm.spec.memory_mib} MiB",
     ]
+    if vm.spec.disks:
+        disks = ", ".join(f"{d.name}={d.path}" for d in vm.spec.disks)
+        lines.append(f"disks:   {disks}")
+    lines.append(f"version: {vm.spec_version}")
+    if s.pending_restart:
+        n = vm.next_run_spec
+        lines.append(
+            f"pending: {', '.join(s.pending_restart)} at the next start"
+            f" ({n.vcpus} vCPU, {n.memory_mib} MiB)"
+        )
     if s.exit_reason or s.message:
         lines.append(f"detail:  {exit_reason(s.exit_reason)} {s.message}".rstrip())
     if s.guest.ListFields():
@@ -119,3 +130,81 @@ def placement(reply: vm_service_pb2.ExplainPlacementResponse) -> str:
             rows.append([host.host_name, f"weight {w.weight}", f"{w.score:g}", ""])
     chosen = reply.chosen_host_name or "none: no host fits"
     return f"{table(['HOST', 'CHECK', 'VERDICT', 'WHY'], rows)}\nchosen: {chosen}"
+
+
+Phase = Literal[
+    "create_time",
+    "scheduled_time",
+    "dispatched_time",
+    "accepted_time",
+    "powering_up_time",
+    "up_time",
+    "done_time",
+]
+# The phases of an operation, in order, as the CLI names them.
+PHASES: tuple[tuple[str, Phase], ...] = (
+    ("created", "create_time"),
+    ("scheduled", "scheduled_time"),
+    ("dispatched", "dispatched_time"),
+    ("accepted", "accepted_time"),
+    ("powering-up", "powering_up_time"),
+    ("up", "up_time"),
+    ("done", "done_time"),
+)
+
+
+def op_state(state: operation_pb2.Operation.State.ValueType) -> str:
+    return operation_pb2.Operation.State.Name(state).removeprefix("STATE_")
+
+
+def op_kind(kind: operation_pb2.Operation.Kind.ValueType) -> str:
+    return operation_pb2.Operation.Kind.Name(kind).removeprefix("KIND_").lower()
+
+
+def operation(op: operation_pb2.Operation) -> str:
+    """The operation and each phase it reached, with the seconds since it began."""
+    lines = [
+        f"operation: {op.id}",
+        f"kind:      {op_kind(op.kind)}",
+        f"vm:        {op.vm_id}",
+        f"state:     {op_state(op.state)}",
+    ]
+    if op.state == operation_pb2.Operation.STATE_FAILED:
+        lines.append(f"error:     {op.error.code}: {op.error.message}")
+    start = op.phases.create_time.ToDatetime()
+    for label, field in PHASES:
+        if op.phases.HasField(field):
+            at = getattr(op.phases, field).ToDatetime()
+            offset = (at - start).total_seconds()
+            lines.append(f"  {label:<12} {at.isoformat(timespec='milliseconds')}Z  +{offset:.3f}s")
+    return "\n".join(lines)
+
+
+def operations(items: Sequence[operation_pb2.Operation]) -> str:
+    rows = [
+        [
+            op.id,
+            op_kind(op.kind),
+            op.vm_id,
+            op_state(op.state),
+            op.phases.create_time.ToDatetime().isoformat(timespec="seconds") + "Z",
+            op.error.message,
+        ]
+        for op in items
+    ]
+    return table(["ID", "KIND", "VM", "STATE", "CREATED", "ERROR"], rows)
+
+
+def events(items: Sequence[operation_service_pb2.Event]) -> str:
+    rows = [
+        [
+            str(e.id),
+            e.time.ToDatetime().isoformat(timespec="milliseconds") + "Z",
+            e.kind,
+            e.vm_id or e.host_id,
+            e.request_id,
+            e.message,
+        ]
+        for e in items
+    ]
+    return table(["ID", "TIME", "KIND", "VM/HOST", "REQUEST", "MESSAGE"], rows)

@@ -11,9 +11,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import grpc
+from google.protobuf.field_mask_pb2 import FieldMask
 from virtplane.v1 import host_service_pb2 as host_api
 from virtplane.v1 import host_service_pb2_grpc as host_grpc
-from virtplane.v1 import vm_pb2
+from virtplane.v1 import operation_pb2, vm_pb2
+from virtplane.v1 import operation_service_pb2 as op_api
+from virtplane.v1 import operation_service_pb2_grpc as op_grpc
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
@@ -85,7 +88,7 @@ async def vm_create(args: argparse.Namespace, channel: grpc.aio.Channel) -> None
         nics=nics,
     )
     reply = await vm_grpc.VmServiceStub(channel).CreateVm(
-        vm_api.CreateVmRequest(name=args.name, spec=spec)
+        vm_api.CreateVmRequest(name=args.name, spec=spec, request_id=args.request_id)
     )
     print(fmt.vm_detail(reply.vm))
 
@@ -116,14 +119,61 @@ async def vm_guest(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
     print(fmt.guest_facts(reply.facts, verbose=args.values))
 
 
+async def _show_operation(
+    args: argparse.Namespace, channel: grpc.aio.Channel, op: operation_pb2.Operation
+) -> None:
+    """Prints the operation; with --wait, once it is done."""
+    if getattr(args, "wait", False) and not op.done:
+        request = op_api.WaitOperationRequest(id=op.id, timeout_seconds=args.wait_seconds)
+        op = (await op_grpc.OperationServiceStub(channel).WaitOperation(request)).operation
+    print(fmt.operation(op))
+
+
 async def vm_start(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    reply = await vm_grpc.VmServiceStub(channel).StartVm(vm_api.StartVmRequest(vm=args.vm))
+    reply = await vm_grpc.VmServiceStub(channel).StartVm(
+        vm_api.StartVmRequest(vm=args.vm, request_id=args.request_id)
+    )
     print(f"{reply.vm.name}: {fmt.vm_state(reply.vm.status.state)}")
+    await _show_operation(args, channel, reply.operation)
 
 
 async def vm_stop(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    reply = await vm_grpc.VmServiceStub(channel).StopVm(vm_api.StopVmRequest(vm=args.vm))
+    reply = await vm_grpc.VmServiceStub(channel).StopVm(
+        vm_api.StopVmRequest(vm=args.vm, request_id=args.request_id)
+    )
     print(f"{reply.vm.name}: {fmt.vm_state(reply.vm.status.state)}")
+    await _show_operation(args, channel, reply.operation)
+
+
+async def vm_update(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
+    """Changes what the options name, against the version just read, so
+    that a concurrent update is never overwritten."""
+    stub = vm_grpc.VmServiceStub(channel)
+    current = (await stub.GetVm(vm_api.GetVmRequest(vm=args.vm))).vm
+    values = vm_pb2.Vm()
+    paths = []
+    if args.rename:
+        values.name = args.rename
+        paths.append("name")
+    for option, path in (("vcpus", "spec.vcpus"), ("memory", "spec.memory_mib")):
+        if getattr(args, option) is not None:
+            setattr(values.spec, path.removeprefix("spec."), getattr(args, option))
+            paths.append(path)
+    for option in ("kernel", "initrd", "cmdline"):
+        if getattr(args, option) is not None:
+            field = f"{option}_path" if option != "cmdline" else option
+            setattr(values.spec.boot, field, getattr(args, option))
+            paths.append(f"spec.boot.{field}")
+    reply = await stub.UpdateVm(
+        vm_api.UpdateVmRequest(
+            vm=current.id,
+            vm_update=values,
+            update_mask=FieldMask(paths=paths),
+            expected_spec_version=current.spec_version,
+            request_id=args.request_id,
+        )
+    )
+    print(fmt.vm_detail(reply.vm, await _host_names(channel)))
 
 
 async def vm_explain(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
@@ -140,17 +190,23 @@ _POWER: dict[str, tuple[str, Any]] = {
     "reset": ("ResetVm", vm_api.ResetVmRequest),
     "pause": ("PauseVm", vm_api.PauseVmRequest),
     "resume": ("ResumeVm", vm_api.ResumeVmRequest),
+    "hibernate": ("HibernateVm", vm_api.HibernateVmRequest),
 }
 
 
 async def vm_power(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
     rpc, request = _POWER[args.verb]
-    reply = await getattr(vm_grpc.VmServiceStub(channel), rpc)(request(vm=args.vm))
+    reply = await getattr(vm_grpc.VmServiceStub(channel), rpc)(
+        request(vm=args.vm, request_id=args.request_id)
+    )
     print(f"{reply.vm.name}: {fmt.vm_state(reply.vm.status.state)}")
+    await _show_operation(args, channel, reply.operation)
 
 
 async def vm_delete(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    await vm_grpc.VmServiceStub(channel).DeleteVm(vm_api.DeleteVmRequest(vm=args.vm))
+    await vm_grpc.VmServiceStub(channel).DeleteVm(
+        vm_api.DeleteVmRequest(vm=args.vm, request_id=args.request_id)
+    )
     print(f"{args.vm}: deleted")
 
 
@@ -164,10 +220,15 @@ async def vm_watch(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
     reported its IP, OS, applications and uptime."""
     names = await _host_names(channel)
     start = time.monotonic()
-    call = vm_grpc.VmServiceStub(channel).WatchVms(vm_api.WatchVmsRequest())
+    request = vm_api.WatchVmsRequest(
+        vm_ids=args.vm, host=args.host, after_revision=args.after_revision
+    )
+    call = vm_grpc.VmServiceStub(channel).WatchVms(request)
     async for msg in call:
         if msg.kind == vm_api.WatchVmsResponse.KIND_SNAPSHOT_COMPLETE:
-            print(f"{'':>7}  -- snapshot complete at revision {msg.revision}; watching --")
+            what = "changes since" if msg.resumed else "snapshot complete at"
+            note = f" ({msg.reason})" if msg.reason else ""
+            print(f"{'':>7}  -- {what} revision {msg.revision}{note}; watching --")
             continue
         vm = msg.vm
         kind = vm_api.WatchVmsResponse.Kind.Name(msg.kind).removeprefix("KIND_").lower()
@@ -181,6 +242,120 @@ async def vm_watch(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
         if args.until_guest and args.until_guest in (vm.name, vm.id) and _reported(vm):
             call.cancel()
             return
+
+
+async def op_get(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
+    reply = await op_grpc.OperationServiceStub(channel).GetOperation(
+        op_api.GetOperationRequest(id=args.id)
+    )
+    print(fmt.operation(reply.operation))
+
+
+async def op_wait(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
+    reply = await op_grpc.OperationServiceStub(channel).WaitOperation(
+        op_api.WaitOperationRequest(id=args.id, timeout_seconds=args.wait_seconds)
+    )
+    print(fmt.operation(reply.operation))
+    if not reply.operation.done:
+        print(f"virtplane: not done after {args.wait_seconds} s", file=sys.stderr)
+        sys.exit(2)
+
+
+async def op_list(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
+    states = [operation_pb2.Operation.State.Value(f"STATE_{s}") for s in args.state]
+    request = op_api.ListOperationsRequest(vm=args.vm, states=states, page_size=args.limit)
+    reply = await op_grpc.OperationServiceStub(channel).ListOperations(request)
+    print(fmt.operations(reply.operations))
+
+
+async def events_list(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
+    request = op_api.ListEventsRequest(
+        vm_id=args.vm, host_id=args.host, after_id=args.after, page_size=args.limit
+    )
+    reply = await op_grpc.OperationServiceStub(channel).ListEvents(request)
+    print(fmt.events(reply.events))
+
+
+def _request_id(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--request-id",
+        default="",
+        help="idempotency key: repeating the command with it acts once",
+    )
+
+
+def _wait_options(sub: argparse.ArgumentParser, wait: bool) -> None:
+    if wait:
+        sub.add_argument("--wait", action="store_true", help="wait for the operation to end")
+    sub.add_argument(
+        "--wait-seconds", type=int, default=120, help="how long to wait (default %(default)s)"
+    )
+
+
+def _info_parsers(vm: Any) -> None:
+    explain = vm.add_parser("explain", help="where StartVm would place a VM, and why")
+    explain.add_argument("vm", help="id or name")
+    explain.set_defaults(run=vm_explain)
+    guest = vm.add_parser("guest", help="what the guest agent reported, fact by fact")
+    guest.add_argument("vm", help="id or name")
+    guest.add_argument("--values", action="store_true", help="print each value in full")
+    guest.set_defaults(run=vm_guest)
+
+
+def _update_parser(vm: Any) -> None:
+    update = vm.add_parser(
+        "update", help="change a VM; what needs a restart waits for its next start"
+    )
+    update.add_argument("vm", help="id or name")
+    update.add_argument("--name", dest="rename", default="", help="a new name")
+    update.add_argument("--vcpus", type=int)
+    update.add_argument("--memory", type=int, help="MiB")
+    update.add_argument("--kernel", type=os.path.abspath)
+    update.add_argument("--initrd", type=os.path.abspath)
+    update.add_argument("--cmdline")
+    _request_id(update)
+    update.set_defaults(run=vm_update)
+
+
+def _watch_parser(vm: Any) -> None:
+    watch = vm.add_parser("watch", help="stream VM changes")
+    watch.add_argument("--until-guest", metavar="VM", help="stop once VM's guest has reported")
+    watch.add_argument("--vm", action="append", default=[], help="only this VM id (repeatable)")
+    watch.add_argument("--host", default="", help="only VMs on this host")
+    watch.add_argument(
+        "--after-revision", type=int, default=0, help="only the changes after this revision"
+    )
+    watch.set_defaults(run=vm_watch)
+
+
+def _op_parsers(groups: Any) -> None:
+    op = groups.add_parser("op", help="operations").add_subparsers(dest="verb", required=True)
+    get = op.add_parser("get", help="an operation and its phases")
+    get.add_argument("id")
+    get.set_defaults(run=op_get)
+    wait = op.add_parser("wait", help="wait for an operation to end")
+    wait.add_argument("id")
+    _wait_options(wait, wait=False)
+    wait.set_defaults(run=op_wait)
+    ops = op.add_parser("list", help="operations, newest first")
+    ops.add_argument("--vm", default="", help="only this VM's")
+    ops.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        type=str.upper,
+        choices=["RUNNING", "SUCCEEDED", "FAILED"],
+        help="only operations in this state (repeatable)",
+    )
+    ops.add_argument("--limit", type=int, default=50)
+    ops.set_defaults(run=op_list)
+
+    events = groups.add_parser("events", help="the audit log, oldest first")
+    events.add_argument("--vm", default="", help="only this VM id's")
+    events.add_argument("--host", default="", help="only this host id's")
+    events.add_argument("--after", type=int, default=0, help="only events after this id")
+    events.add_argument("--limit", type=int, default=100)
+    events.set_defaults(run=events_list)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -220,7 +395,9 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--nic", action="append", default=[], help="'user', or a libvirt network name"
     )
+    _request_id(create)
     create.set_defaults(run=vm_create)
+    _update_parser(vm)
     listing = vm.add_parser("list", help="list VMs")
     listing.add_argument(
         "--state",
@@ -233,28 +410,27 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--host", default="", help="only VMs on this host")
     listing.add_argument("--name", default="", help="only VMs whose name contains this")
     listing.set_defaults(run=vm_list)
+    show = vm.add_parser("show", help="show a VM")
+    show.add_argument("vm", help="id or name")
+    show.set_defaults(run=vm_show)
     for verb, run in (
-        ("show", vm_show),
         ("start", vm_start),
         ("stop", vm_stop),
         *((verb, vm_power) for verb in _POWER),
     ):
-        sub = vm.add_parser(verb, help=f"{verb} a VM")
+        sub = vm.add_parser(verb, help=f"{verb} a VM; prints its operation")
         sub.add_argument("vm", help="id or name")
+        _request_id(sub)
+        _wait_options(sub, wait=True)
         sub.set_defaults(run=run)
-    explain = vm.add_parser("explain", help="where StartVm would place a VM, and why")
-    explain.add_argument("vm", help="id or name")
-    explain.set_defaults(run=vm_explain)
-    guest = vm.add_parser("guest", help="what the guest agent reported, fact by fact")
-    guest.add_argument("vm", help="id or name")
-    guest.add_argument("--values", action="store_true", help="print each value in full")
-    guest.set_defaults(run=vm_guest)
+    _info_parsers(vm)
     delete = vm.add_parser("delete", help="delete a DOWN VM")
     delete.add_argument("vm", help="id or name")
+    _request_id(delete)
     delete.set_defaults(run=vm_delete)
-    watch = vm.add_parser("watch", help="stream VM changes")
-    watch.add_argument("--until-guest", metavar="VM", help="stop once VM's guest has reported")
-    watch.set_defaults(run=vm_watch)
+    _watch_parser(vm)
+
+    _op_parsers(groups)
     return p
 
 
