@@ -10,8 +10,9 @@ the host's events come in, without knowing about operations.
 
 What ends an operation, by kind::
 
-    START_VM      SUCCEEDED when the VM is UP; FAILED when it goes DOWN
-    REBOOT_VM     SUCCEEDED when the VM is UP again; FAILED when it goes DOWN
+    START_VM      SUCCEEDED when the VM is UP; FAILED when it goes DOWN or
+                  is hibernated first
+    REBOOT_VM     SUCCEEDED when the VM is UP again; FAILED as a start
     STOP_VM,
     SHUTDOWN_VM   SUCCEEDED when the VM is DOWN
     HIBERNATE_VM  SUCCEEDED when the VM is SUSPENDED; FAILED when it runs
@@ -62,8 +63,8 @@ _SUCCESS: dict[OperationKind, frozenset[VmState]] = {
     Kind.HIBERNATE_VM: frozenset({VmState.SUSPENDED}),
 }
 _FAILURE: dict[OperationKind, frozenset[VmState]] = {
-    Kind.START_VM: frozenset({VmState.DOWN}),
-    Kind.REBOOT_VM: frozenset({VmState.DOWN}),
+    Kind.START_VM: frozenset({VmState.DOWN, VmState.SUSPENDED}),
+    Kind.REBOOT_VM: frozenset({VmState.DOWN, VmState.SUSPENDED}),
     Kind.HIBERNATE_VM: frozenset({VmState.DOWN, VmState.POWERING_UP, VmState.UP}),
 }
 # Kinds done as soon as the host accepts the verb.

@@ -81,8 +81,8 @@ async def vm_create(args: argparse.Namespace, channel: grpc.aio.Channel) -> None
         vcpus=args.vcpus,
         memory_mib=args.memory,
         boot=vm_pb2.BootSource(
-            kernel_path=args.kernel,
-            initrd_path=args.initrd,
+            kernel_path=args.kernel or "",
+            initrd_path=args.initrd or "",
             cmdline=args.cmdline,
         ),
         nics=nics,
@@ -389,8 +389,8 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--vcpus", type=int, default=1)
     create.add_argument("--memory", type=int, default=0, help="MiB")
-    create.add_argument("--kernel", type=os.path.abspath, default="")
-    create.add_argument("--initrd", type=os.path.abspath, default="")
+    create.add_argument("--kernel", type=os.path.abspath, default=None)
+    create.add_argument("--initrd", type=os.path.abspath, default=None)
     create.add_argument("--cmdline", default="")
     create.add_argument(
         "--nic", action="append", default=[], help="'user', or a libvirt network name"

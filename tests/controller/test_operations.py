@@ -85,8 +85,11 @@ async def test_an_instant_verb_succeeds_and_a_refused_one_leaves_no_operation(
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
-    paused = await rig.vms.PauseVm(vm_api.PauseVmRequest(vm=name))
+    pause = vm_api.PauseVmRequest(vm=name, request_id=f"pause-{name}")
+    paused = await rig.vms.PauseVm(pause)
     assert paused.operation.state == Op.STATE_SUCCEEDED
+    # A repeat is the same pause, not a refusal of a second one (the VM is PAUSED now).
+    assert (await rig.vms.PauseVm(pause)).operation.id == paused.operation.id
     code, _ = await error(rig.vms.RebootVm(vm_api.RebootVmRequest(vm=name)))
     assert code is grpc.StatusCode.FAILED_PRECONDITION  # refused by the controller: no operation
     ops = await rig.ops.ListOperations(op_api.ListOperationsRequest(vm=name))
@@ -116,7 +119,7 @@ async def test_hibernate_then_start_restores_on_the_same_host(
     name = _name()
     host_id = await rig.add_host("h1", test_hostd.address)
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
-    await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
+    first = (await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))).operation
     await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
     saving = await rig.vms.HibernateVm(vm_api.HibernateVmRequest(vm=name))
     assert saving.operation.kind == Op.KIND_HIBERNATE_VM
@@ -127,6 +130,10 @@ async def test_hibernate_then_start_restores_on_the_same_host(
     vm = await rig.vm(name)
     assert vm.status.state == S.STATE_SUSPENDED
     assert vm.status.host_id == host_id  # the host that holds the saved state
+    # The start it interrupted (the guest never reported) will not reach UP.
+    interrupted = await _op(rig, first.id)
+    assert interrupted.state == Op.STATE_FAILED
+    assert "the VM went SUSPENDED" in interrupted.error.message
     restored = await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     assert restored.vm.status.host_id == host_id
     await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)

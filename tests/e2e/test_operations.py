@@ -18,6 +18,7 @@ from virtplane.v1 import operation_service_pb2_grpc as op_grpc
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
+from controller.cli import format as fmt
 from tests.conftest import GuestImage, domain_exists
 from tests.e2e.conftest import WAIT, Api, reported, vm_spec
 from tests.stack import Stack, start_controller
@@ -25,15 +26,7 @@ from tests.stack import Stack, start_controller
 S = vm_pb2.Vm
 Op = operation_pb2.Operation
 pytestmark = pytest.mark.guest
-PHASES = (
-    "create_time",
-    "scheduled_time",
-    "dispatched_time",
-    "accepted_time",
-    "powering_up_time",
-    "up_time",
-    "done_time",
-)
+PHASES = [field for _label, field in fmt.PHASES]
 
 
 async def _wait(ops: op_grpc.OperationServiceAsyncStub, op_id: str) -> operation_pb2.Operation:
