@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
-from virtplane.errors import FailedPrecondition, VirtplaneError
+from virtplane.errors import FailedPrecondition, ResourceExhausted, VirtplaneError
 from virtplane.status import status_code
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 
@@ -18,6 +18,14 @@ from db.enums import ExitReason, HostState, VmState
 from db.models import Vm
 
 FROM_STATES = frozenset({VmState.SUSPENDED, VmState.PAUSED})
+
+
+class NoRoomToRestore(ResourceExhausted):
+    def __init__(self, vm: str, host: str, free: int, needs: int) -> None:
+        super().__init__(
+            f"cannot restore VM {vm!r} on host {host!r}, which holds its saved state:"
+            f" {free} MiB free, it needs {needs} MiB"
+        )
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,12 @@ def begin(session: Session, vm: Vm) -> Target:
         )
     if vm.state is VmState.PAUSED:
         return Target(host.id, host.name, host.address, convert.vm_config(vm), resume=True)
+    total, (used, _cpus, _vms) = (
+        host.memory_total_mib,
+        repo.host_usage(session).get(host.id, (0, 0, 0)),
+    )
+    if total and total - used < vm.memory_mib:
+        raise NoRoomToRestore(vm.name, host.name, total - used, vm.memory_mib)
     set_state(vm, VmState.RESTORING_STATE, exit_reason=ExitReason.NONE, message="")
     # hostd restores with the configuration saved beside the state; only
     # the VM's id is read from this one.

@@ -183,5 +183,9 @@ async def update(store: VmStore, vm_ref: str, update: Update, call: Call) -> vm_
     def mutate(session: Session, vm: Vm) -> tuple[bool, None]:
         return _mutate(session, vm, update, call), None
 
+    if call.request_id:
+        prior = await store.db.run(lambda s: requests.lookup(s, call))
+        if prior is not None:
+            vm_ref = prior.result_id  # the VM's id: found even if renamed since
     proto, _ = await requests.once(lambda: store.update(vm_ref, mutate))
     return proto

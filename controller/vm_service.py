@@ -208,6 +208,13 @@ class VmService:
     async def update(self, vm_ref: str, update: spec_updates.Update, call: Call) -> vm_pb2.Vm:
         return await spec_updates.update(self._store, vm_ref, update, call)
 
+    async def _prior(self, call: Call) -> requests.Prior | None:
+        """What a first call with call's key did, looked up before the VM is:
+        a repeat finds its operation even if the VM was renamed since."""
+        if not call.request_id:
+            return None
+        return await self._db.run(lambda s: requests.lookup(s, call))
+
     async def _replay(self, op_id: str) -> VmAndOperation:
         def work(session: Session) -> VmAndOperation:
             op = operations.get(session, op_id)
@@ -241,6 +248,8 @@ class VmService:
             requests.remember(session, call, op.id)
             return True, (op.id, target)
 
+        if (prior := await self._prior(call)) is not None:
+            return await self._replay(prior.result_id)
         proto, (op_id, target) = await requests.once(lambda: self._store.update(vm_ref, begin))
         if target is None:
             return await self._replay(op_id)
@@ -297,6 +306,8 @@ class VmService:
             set_state(vm, VmState.POWERING_DOWN)
             return True, (op.id, _Stop(previous, host.id, host.name, host.address))
 
+        if (prior := await self._prior(call)) is not None:
+            return await self._replay(prior.result_id)
         proto, (op_id, stop) = await requests.once(lambda: self._store.update(vm_ref, begin))
         if stop is None:
             return await self._replay(op_id)

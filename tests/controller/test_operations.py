@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 
 import grpc
+from virtplane.v1 import host_service_pb2 as host_api
 from virtplane.v1 import operation_pb2, vm_pb2
 from virtplane.v1 import operation_service_pb2 as op_api
 from virtplane.v1 import vm_service_pb2 as vm_api
@@ -134,6 +135,18 @@ async def test_hibernate_then_start_restores_on_the_same_host(
     interrupted = await _op(rig, first.id)
     assert interrupted.state == Op.STATE_FAILED
     assert "the VM went SUSPENDED" in interrupted.error.message
+    # While another VM takes the host's memory, there is no room to restore it.
+    free = (await rig.hosts.GetHost(host_api.GetHostRequest(host="h1"))).host.status
+    big = f"{name}-big"
+    await rig.vms.CreateVm(
+        vm_api.CreateVmRequest(name=big, spec=spec(boot, memory_mib=free.memory_free_mib - 64))
+    )
+    await rig.vms.StartVm(vm_api.StartVmRequest(vm=big))
+    code, why = await error(rig.vms.StartVm(vm_api.StartVmRequest(vm=name)))
+    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"cannot restore VM {name!r} on host 'h1'" in why
+    assert (await rig.vm(name)).status.state == S.STATE_SUSPENDED
+    await rig.vms.StopVm(vm_api.StopVmRequest(vm=big))
     restored = await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     assert restored.vm.status.host_id == host_id
     await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)

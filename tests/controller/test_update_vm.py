@@ -96,7 +96,7 @@ async def test_changes_to_a_running_vm_wait_for_its_next_start(
         spec=vm_pb2.VmSpec(memory_mib=192, nics=[vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER)] * 2),
     )
     values.spec.nics[0].name, values.spec.nics[1].name = "nic0", "nic1"
-    request = _update(created.id, values, "name", "spec.memory_mib", "spec.nics")
+    request = _update(name, values, "name", "spec.memory_mib", "spec.nics")
     request.request_id = "update-1"
     vm = (await rig.vms.UpdateVm(request)).vm
     name = vm.name
@@ -104,7 +104,9 @@ async def test_changes_to_a_running_vm_wait_for_its_next_start(
     assert vm.spec.memory_mib == 128 and len(vm.spec.nics) == 1  # what runs
     assert vm.next_run_spec.memory_mib == 192 and len(vm.next_run_spec.nics) == 2
     assert list(vm.status.pending_restart) == ["spec.memory_mib", "spec.nics"]
-    assert (await rig.vms.UpdateVm(request)).vm.spec_version == vm.spec_version  # a repeat
+    # A repeat, by the name the VM had: the same update, found by its request id.
+    again = (await rig.vms.UpdateVm(request)).vm
+    assert (again.id, again.spec_version) == (created.id, vm.spec_version)
 
     # A second change adds to the first.
     more = vm_pb2.Vm(spec=vm_pb2.VmSpec(vcpus=2))
