@@ -127,3 +127,45 @@ async def test_host_verbs_repeat_their_first_result(
     await rig.hosts.RemoveHost(remove)
     code, _ = await error(rig.hosts.GetHost(host_api.GetHostRequest(host="h1")))
     assert code is grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_repeated_shutdown_is_one_shutdown(
+    rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
+) -> None:
+    await rig.add_host("h1", test_hostd.address)
+    await rig.vms.CreateVm(vm_api.CreateVmRequest(name="sd", spec=spec(boot)))
+    await rig.vms.StartVm(vm_api.StartVmRequest(vm="sd"))
+    await until(lambda: rig.vm("sd"), lambda v: v.status.state == S.STATE_POWERING_UP)
+    request = vm_api.ShutdownVmRequest(vm="sd", timeout_seconds=5, request_id="sd-1")
+    first = await rig.vms.ShutdownVm(request)
+    assert first.operation.kind == first.operation.KIND_SHUTDOWN_VM
+    again = await rig.vms.ShutdownVm(request)
+    assert again.operation.id == first.operation.id
+    done = await rig.ops.WaitOperation(op_api.WaitOperationRequest(id=first.operation.id))
+    assert done.operation.state == done.operation.STATE_SUCCEEDED, done.operation.error
+    assert (await rig.vm("sd")).status.state == S.STATE_DOWN
+
+
+async def test_the_audit_log_records_mutations_and_state_changes(
+    rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
+) -> None:
+    host_id = await rig.add_host("h1", test_hostd.address)
+    vm = (await rig.vms.CreateVm(vm_api.CreateVmRequest(name="logged", spec=spec(boot)))).vm
+    await rig.hosts.SetHostMaintenance(
+        host_api.SetHostMaintenanceRequest(host="h1", request_id="m-1")
+    )
+    await rig.vms.DeleteVm(vm_api.DeleteVmRequest(vm="logged", request_id="del-1"))
+    events = (await rig.ops.ListEvents(op_api.ListEventsRequest(page_size=1000))).events
+    assert [e.id for e in events] == sorted(e.id for e in events)
+    kinds = [(e.kind, e.vm_id or e.host_id, e.request_id) for e in events]
+    assert ("HOST_ADDED", host_id, "") in kinds
+    assert ("VM_CREATED", vm.id, "") in kinds
+    assert ("HOST_STATE", host_id, "m-1") in kinds
+    assert ("REQUEST", host_id, "m-1") in kinds
+    assert ("VM_DELETED", vm.id, "del-1") in kinds
+    state = next(e for e in events if e.kind == "HOST_STATE")
+    assert state.message == "UP → MAINTENANCE (in maintenance)"
+    only_vm = (await rig.ops.ListEvents(op_api.ListEventsRequest(vm_id=vm.id))).events
+    assert {e.vm_id for e in only_vm} == {vm.id}
+    later = await rig.ops.ListEvents(op_api.ListEventsRequest(after_id=events[-2].id))
+    assert [e.id for e in later.events] == [events[-1].id]
