@@ -364,7 +364,9 @@ class VmStatus(_message.Message):
     PENDING_RESTART_FIELD_NUMBER: _builtins.int
     state: Global___Vm.State.ValueType
     host_id: _builtins.str
-    """The host the VM runs on, or is placed on; empty when DOWN."""
+    """The host the VM runs on, or is placed on; for a SUSPENDED VM, the host
+    that holds its saved state (StartVm restores it there); empty when DOWN.
+    """
     exit_reason: Global___Vm.ExitReason.ValueType
     """Set when the VM went DOWN."""
     message: _builtins.str
