@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import logging
 
 import grpc
@@ -16,7 +18,7 @@ from virtplane.v1 import (
     vm_service_pb2_grpc,
 )
 
-from controller import operations
+from controller import operations, retention
 from controller.config import ControllerConfig
 from controller.host_service import HostService
 from controller.hosts import HostClients
@@ -64,6 +66,7 @@ class Controller:
                 operation_service_pb2.DESCRIPTOR,
             ),
         )
+        self._pruning: asyncio.Task[None] | None = None
         self.port = self.server.add_insecure_port(config.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {config.listen}")
@@ -75,6 +78,11 @@ class Controller:
             log.info("%d operations the hosts had not accepted ended FAILED", failed)
         await self.server.start()
         await self.hosts.watch_all()
+        keep = retention.Retention(
+            request_ids=dt.timedelta(hours=self.config.request_id_retention_hours),
+            history=dt.timedelta(days=self.config.history_retention_days),
+        )
+        self._pruning = asyncio.create_task(retention.run(self.db, keep), name="pruning")
         await self.probes.serving()
         log.info("controller listening on %s", self.config.listen)
 
@@ -84,6 +92,9 @@ class Controller:
     async def stop(self, grace: float = 2.0) -> None:
         await self.probes.stopping()
         await self.server.stop(grace)
+        if self._pruning is not None:
+            self._pruning.cancel()
+            await asyncio.gather(self._pruning, return_exceptions=True)
         await self.hosts.close()
         await self.clients.close()
         self.db.close()

@@ -17,3 +17,7 @@ class ControllerConfig:
     host_call_timeout: float = 30.0
     # Changes queued for one WatchVms client before it is cut off.
     watch_queue_size: int = 1000
+    # How long request ids are remembered, and the audit log and ended
+    # operations kept (controller.retention).
+    request_id_retention_hours: float = 24.0
+    history_retention_days: float = 7.0
