@@ -235,7 +235,8 @@ class VmService:
             prior = requests.claim(session, call)
             if prior is not None:
                 return False, (prior.result_id, None)
-            if vm.state in resume.FROM_STATES:
+            fresh = vm.state not in resume.FROM_STATES  # else it goes to its own host
+            if not fresh:
                 target = resume.begin(session, vm)
             else:
                 _changed, dispatch = book(session, vm)
@@ -243,7 +244,7 @@ class VmService:
                     dispatch.host_id, dispatch.host_name, dispatch.address, dispatch.config
                 )
             op = operations.begin(
-                session, OperationKind.START_VM, vm, call, host_id=target.host_id, scheduled=True
+                session, OperationKind.START_VM, vm, call, host_id=target.host_id, scheduled=fresh
             )
             requests.remember(session, call, op.id)
             return True, (op.id, target)

@@ -149,6 +149,7 @@ async def test_hibernate_then_start_restores_on_the_same_host(
     await rig.vms.StopVm(vm_api.StopVmRequest(vm=big))
     restored = await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     assert restored.vm.status.host_id == host_id
+    assert not restored.operation.phases.HasField("scheduled_time")  # no scheduling
     await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
     await rig.vms.StopVm(vm_api.StopVmRequest(vm=name))
 

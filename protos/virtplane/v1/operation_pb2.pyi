@@ -175,7 +175,9 @@ class OperationPhases(_message.Message):
 
     @_builtins.property
     def scheduled_time(self) -> _timestamp_pb2.Timestamp:
-        """A host was chosen and the VM's resources booked on it (StartVm)."""
+        """The scheduler chose a host and booked the VM's resources on it (a
+        StartVm from DOWN; a restore or a resume goes to the VM's own host).
+        """
 
     @_builtins.property
     def dispatched_time(self) -> _timestamp_pb2.Timestamp:
