@@ -18,6 +18,7 @@ from virtplane.v1 import operation_service_pb2 as op_api
 from controller import convert
 from controller.requests import Call
 from db import repositories as repo
+from db.enums import ExitReason, VmState
 from db.models import Event, Host, Vm, utcnow
 
 VM_CREATED = "VM_CREATED"
@@ -84,6 +85,20 @@ def _change(obj: Any, attr: str) -> tuple[Any, Any] | None:
     return None if before == after else (before, after)
 
 
+def _vm_state(session: Session, vm: Vm, before: VmState | None, after: VmState) -> None:
+    why = vm.status_message
+    if after is VmState.DOWN and vm.exit_reason is not ExitReason.NONE:
+        why = f"{vm.exit_reason.value}: {why}" if why else vm.exit_reason.value
+    host = _change(vm, "host_id")  # a VM going DOWN leaves its host: name that one
+    record(
+        session,
+        VM_STATE,
+        f"{before.value if before else '?'} → {after.value}" + (f" ({why})" if why else ""),
+        vm_id=vm.id,
+        host_id=vm.host_id or (host[0] if host else None),
+    )
+
+
 def before_flush(session: Session) -> list[Vm]:
     """Logs the VMs and hosts created, removed or moved to another state in
     this flush; returns the VMs whose state changed."""
@@ -98,19 +113,7 @@ def before_flush(session: Session) -> list[Vm]:
             change = _change(obj, "state")
             if change is not None:
                 moved.append(obj)
-                before, after = change
-                why = (
-                    f" ({obj.exit_reason.value}: {obj.status_message})"
-                    if (obj.status_message)
-                    else ""
-                )
-                record(
-                    session,
-                    VM_STATE,
-                    f"{before.value if before else '?'} → {after.value}{why}",
-                    vm_id=obj.id,
-                    host_id=obj.host_id,
-                )
+                _vm_state(session, obj, *change)
         elif isinstance(obj, Host):
             change = _change(obj, "state")
             if change is not None:

@@ -150,8 +150,20 @@ def _settle(session: Session, op: Operation, vm: Vm) -> None:
         _finish(session, op, OperationState.FAILED, "ABORTED", why)
 
 
+def lock_vm(session: Session, vm: Vm) -> None:
+    """Reloads vm and locks its row until the transaction ends; a unit of
+    work that records accepted() calls it before changing the VM.
+
+    On PostgreSQL this, with progress() locking the operations it reads,
+    keeps a host's event that moves the VM (in the monitor's transaction)
+    from slipping past the verb's accepted(): whichever comes second sees
+    what the first committed, or they deadlock and one runs again."""
+    session.refresh(vm, with_for_update=True)
+
+
 def accepted(session: Session, op_id: str, dispatched_at: dt.datetime, vm: Vm | None) -> None:
-    """The host accepted the operation's request (sent at dispatched_at)."""
+    """The host accepted the operation's request (sent at dispatched_at);
+    call lock_vm(vm) first."""
     op = session.get(Operation, op_id)
     if op is None or op.state is not OperationState.RUNNING:
         return
@@ -175,11 +187,16 @@ def progress(session: Session, moved: list[Vm]) -> None:
     if not moved:
         return
     by_id = {vm.id: vm for vm in moved}
+    # Read them afresh (and locked: see lock_vm), but keep what this unit
+    # of work changed in them.
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, Operation) and obj.vm_id in by_id and not session.is_modified(obj):
+            session.expire(obj)
     with session.no_autoflush:
         ops = session.scalars(
-            select(Operation).where(
-                Operation.vm_id.in_(list(by_id)), Operation.state == OperationState.RUNNING
-            )
+            select(Operation)
+            .where(Operation.vm_id.in_(list(by_id)), Operation.state == OperationState.RUNNING)
+            .with_for_update()
         ).all()
     for op in ops:
         _settle(session, op, by_id[op.vm_id])

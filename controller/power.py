@@ -131,6 +131,7 @@ class PowerVerbs:
             raise
 
         def record(session: Session, vm: Vm) -> tuple[bool, None]:
+            operations.lock_vm(session, vm)
             changed = transitions.apply_host_vm(vm, target.host_id, answer)
             operations.accepted(session, target.op_id, dispatched, vm)
             return changed, None

@@ -266,6 +266,7 @@ class VmService:
             raise
 
         def accepted(_session: Session, vm: Vm) -> tuple[bool, None]:
+            operations.lock_vm(_session, vm)
             changed = target.resume and resume.record(vm, target, answer)
             operations.accepted(_session, op_id, dispatched, vm)
             return changed, None
@@ -323,6 +324,7 @@ class VmService:
             raise
 
         def done(session: Session, vm: Vm) -> tuple[bool, None]:
+            operations.lock_vm(session, vm)
             changed = False
             if vm.state is VmState.POWERING_DOWN and vm.host_id == stop.host_id:
                 set_state(vm, VmState.DOWN, exit_reason=ExitReason.USER_STOP, message="")

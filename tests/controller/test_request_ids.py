@@ -132,7 +132,7 @@ async def test_host_verbs_repeat_their_first_result(
 async def test_a_repeated_shutdown_is_one_shutdown(
     rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
-    await rig.add_host("h1", test_hostd.address)
+    host_id = await rig.add_host("h1", test_hostd.address)
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name="sd", spec=spec(boot)))
     await rig.vms.StartVm(vm_api.StartVmRequest(vm="sd"))
     await until(lambda: rig.vm("sd"), lambda v: v.status.state == S.STATE_POWERING_UP)
@@ -143,7 +143,13 @@ async def test_a_repeated_shutdown_is_one_shutdown(
     assert again.operation.id == first.operation.id
     done = await rig.ops.WaitOperation(op_api.WaitOperationRequest(id=first.operation.id))
     assert done.operation.state == done.operation.STATE_SUCCEEDED, done.operation.error
-    assert (await rig.vm("sd")).status.state == S.STATE_DOWN
+    vm = await rig.vm("sd")
+    assert vm.status.state == S.STATE_DOWN
+    # The log says which host the VM left, and why.
+    events = (await rig.ops.ListEvents(op_api.ListEventsRequest(vm_id=vm.id))).events
+    down = [e for e in events if e.kind == "VM_STATE" and "→ DOWN" in e.message]
+    assert len(down) == 1 and down[0].host_id == host_id
+    assert "→ DOWN (GUEST_SHUTDOWN" in down[0].message  # from whichever state it was seen in
 
 
 async def test_the_audit_log_records_mutations_and_state_changes(
