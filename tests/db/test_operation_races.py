@@ -1,0 +1,91 @@
+"""A host's event that moves a VM, and a verb recording that the host
+accepted the VM's operation, run in two transactions at once on
+PostgreSQL: whichever order they take, the operation ends. (On SQLite
+transactions never interleave.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy.orm import Session
+
+from controller import operations
+from controller.requests import Call
+from controller.vm_store import set_state
+from db import migrate
+from db.enums import OperationKind, OperationState, VmState
+from db.models import Operation, Vm, utcnow
+from db.session import Database
+from tests.db.test_concurrency import WAIT, _add, _held, _host, _still_waiting, _vm
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        yield executor
+
+
+@pytest.fixture
+def tracked(postgres_url: str) -> Iterator[tuple[Database, str]]:
+    """A database whose flushes move operations, with a VM powering down
+    and its STOP_VM operation not yet accepted."""
+    db = Database(postgres_url)
+    migrate.upgrade(db.engine)
+    operations.install(db)
+    vm = _vm("v")
+    vm.state, vm.host_id = VmState.POWERING_DOWN, "id-h"
+    _add(db, _host("h", 1024), vm)
+
+    def begin(s: Session) -> str:
+        row = s.get_one(Vm, "id-v")
+        return operations.begin(s, OperationKind.STOP_VM, row, Call("StopVm")).id
+
+    yield db, db.transaction(begin)
+    db.close()
+
+
+def _event_down(s: Session) -> None:  # what the monitor does with the host's DOWN event
+    set_state(s.get_one(Vm, "id-v"), VmState.DOWN)
+    s.flush()
+
+
+def _accept(op_id: str):  # what the verb does once the host answered
+    def work(s: Session) -> None:
+        vm = s.get_one(Vm, "id-v")
+        operations.lock_vm(s, vm)
+        operations.accepted(s, op_id, utcnow(), vm)
+        s.flush()
+
+    return work
+
+
+def _state(db: Database, op_id: str) -> OperationState:
+    return db.transaction(lambda s: s.get_one(Operation, op_id).state)
+
+
+def test_an_acceptance_after_an_uncommitted_event_waits_and_sees_it(
+    tracked: tuple[Database, str], pool: ThreadPoolExecutor
+) -> None:
+    db, op_id = tracked
+    event, release = _held(pool, db, _event_down)
+    acceptance = pool.submit(db.transaction, _accept(op_id))
+    assert _still_waiting(acceptance)  # on the VM's row
+    release.set()
+    event.result(WAIT)
+    acceptance.result(WAIT)
+    assert _state(db, op_id) is OperationState.SUCCEEDED
+
+
+def test_an_event_after_an_uncommitted_acceptance_waits_and_sees_it(
+    tracked: tuple[Database, str], pool: ThreadPoolExecutor
+) -> None:
+    db, op_id = tracked
+    acceptance, release = _held(pool, db, _accept(op_id))
+    event = pool.submit(db.transaction, _event_down)
+    assert _still_waiting(event)  # on the operation's row, or the VM's
+    release.set()
+    acceptance.result(WAIT)
+    event.result(WAIT)
+    assert _state(db, op_id) is OperationState.SUCCEEDED
