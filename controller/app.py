@@ -53,7 +53,7 @@ class Controller:
             VmServicer(self.vms, power, WatchStream(self.store)), self.server
         )
         operation_service_pb2_grpc.add_OperationServiceServicer_to_server(
-            OperationServicer(OperationService(self.db)), self.server
+            OperationServicer(OperationService(self.db, self.store.hub)), self.server
         )
         host_service_pb2_grpc.add_HostServiceServicer_to_server(
             HostServicer(self.hosts), self.server

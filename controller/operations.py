@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import json
 import time
@@ -49,6 +50,7 @@ from virtplane.v1 import operation_service_pb2 as op_api
 from controller import audit, convert
 from controller.errors import VmNotFound
 from controller.requests import Call
+from controller.watch import Subscription, TooSlow, WatchHub
 from db import repositories as repo
 from db.enums import OperationKind, OperationState, VmState
 from db.models import Operation, Vm, utcnow
@@ -76,7 +78,7 @@ RESTARTED = "the controller restarted before the host accepted the request"
 DEFAULT_WAIT = 60
 MAX_WAIT = 600
 MAX_PAGE = 1000
-_POLL = 0.2
+_POLL = 1.0  # seconds between reads of an operation waited for
 
 
 class OperationNotFound(NotFound):
@@ -271,8 +273,9 @@ def _page_token(filters: dict[str, Any], last: Operation) -> str:
 class OperationService:
     """GetOperation, ListOperations, WaitOperation and the audit log."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, hub: WatchHub | None = None) -> None:
         self._db = db
+        self._hub = hub
 
     async def get(self, op_id: str) -> operation_pb2.Operation:
         if not op_id:
@@ -280,15 +283,34 @@ class OperationService:
         return await self._db.run(lambda s: get(s, op_id))
 
     async def wait(self, op_id: str, timeout_seconds: int) -> operation_pb2.Operation:
-        """The operation once done, or as it is when the timeout passes."""
+        """The operation once done, or as it is when the timeout passes. It
+        is read again whenever its VM changes here, and at least every
+        second (another controller may end it, or the host's answer alone)."""
         if timeout_seconds > MAX_WAIT:
             raise InvalidArgument("timeout_seconds", f"must be at most {MAX_WAIT}")
         deadline = time.monotonic() + (timeout_seconds or DEFAULT_WAIT)
-        while True:
-            op = await self.get(op_id)
-            if op.done or time.monotonic() >= deadline:
-                return op
-            await asyncio.sleep(min(_POLL, max(0.0, deadline - time.monotonic())))
+        sub = self._hub.subscribe() if self._hub is not None else None
+        try:
+            while True:
+                op = await self.get(op_id)
+                left = deadline - time.monotonic()
+                if op.done or left <= 0:
+                    return op
+                await self._vm_changed(sub, op.vm_id, min(_POLL, left))
+        finally:
+            if sub is not None:
+                sub.close()
+
+    @staticmethod
+    async def _vm_changed(sub: Subscription | None, vm_id: str, seconds: float) -> None:
+        """Returns when vm_id changes, or after seconds."""
+        if sub is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError, TooSlow):
+            async with asyncio.timeout(seconds):
+                while (await sub.next()).vm.id != vm_id:
+                    pass
 
     async def page(
         self, request: op_api.ListOperationsRequest
