@@ -151,7 +151,12 @@ async def test_hibernate_then_start_restores_on_the_same_host(
     assert restored.vm.status.host_id == host_id
     assert not restored.operation.phases.HasField("scheduled_time")  # no scheduling
     await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
-    await rig.vms.StopVm(vm_api.StopVmRequest(vm=name))
+    # Stopping a hibernated VM drops its saved state: DOWN, off its host.
+    again = await rig.vms.HibernateVm(vm_api.HibernateVmRequest(vm=name))
+    await rig.ops.WaitOperation(op_api.WaitOperationRequest(id=again.operation.id))
+    stopped = await rig.vms.StopVm(vm_api.StopVmRequest(vm=name))
+    assert stopped.vm.status.state == S.STATE_DOWN and not stopped.vm.status.host_id
+    assert stopped.operation.state == Op.STATE_SUCCEEDED
 
 
 async def test_after_a_restart_accepted_operations_resume_and_others_fail(

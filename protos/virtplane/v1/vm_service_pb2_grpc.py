@@ -191,7 +191,8 @@ class VmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StopVm(self, request, context):
-        """Powers a running VM off at once.
+        """Powers a running VM off at once; a SUSPENDED VM's saved state is
+        deleted. It is DOWN when the call returns.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

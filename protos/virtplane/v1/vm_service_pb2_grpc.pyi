@@ -65,7 +65,9 @@ class VmServiceStub:
     resumed.
     """
     StopVm: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.StopVmRequest, _vm_service_pb2.StopVmResponse]
-    """Powers a running VM off at once."""
+    """Powers a running VM off at once; a SUSPENDED VM's saved state is
+    deleted. It is DOWN when the call returns.
+    """
     ShutdownVm: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.ShutdownVmRequest, _vm_service_pb2.ShutdownVmResponse]
     """Asks the guest to power off (through its agent, else ACPI); its host
     destroys it after timeout_seconds. The VM goes POWERING_DOWN, then DOWN.
@@ -131,7 +133,9 @@ class VmServiceAsyncStub(VmServiceStub):
     resumed.
     """
     StopVm: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.StopVmRequest, _vm_service_pb2.StopVmResponse]  # type: ignore[assignment]
-    """Powers a running VM off at once."""
+    """Powers a running VM off at once; a SUSPENDED VM's saved state is
+    deleted. It is DOWN when the call returns.
+    """
     ShutdownVm: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.ShutdownVmRequest, _vm_service_pb2.ShutdownVmResponse]  # type: ignore[assignment]
     """Asks the guest to power off (through its agent, else ACPI); its host
     destroys it after timeout_seconds. The VM goes POWERING_DOWN, then DOWN.
@@ -236,7 +240,9 @@ class VmServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _vm_service_pb2.StopVmRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_vm_service_pb2.StopVmResponse, _abc.Awaitable[_vm_service_pb2.StopVmResponse]]:
-        """Powers a running VM off at once."""
+        """Powers a running VM off at once; a SUSPENDED VM's saved state is
+        deleted. It is DOWN when the call returns.
+        """
 
     @_abc_1.abstractmethod
     def ShutdownVm(
