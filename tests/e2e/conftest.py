@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,7 +128,9 @@ def reported(vm: vm_pb2.Vm) -> bool:
 async def up_vm(api: Api, guest_image: GuestImage) -> AsyncIterator[vm_pb2.Vm]:
     """A VM booted once and shared by the tests that only look at it."""
     created = await api.vms.CreateVm(
-        vm_api.CreateVmRequest(name="shared", spec=vm_spec(guest_image))
+        # Named for this run: domains are named after VMs, and other runs may
+        # share the machine's libvirtd.
+        vm_api.CreateVmRequest(name=f"shared-{os.getpid()}", spec=vm_spec(guest_image))
     )
     await api.vms.StartVm(vm_api.StartVmRequest(vm=created.vm.id))
     vm = await api.watch.wait_for(created.vm.id, reported)

@@ -6,6 +6,7 @@ its guest still running (its uptime goes on)."""
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import grpc
@@ -48,7 +49,7 @@ async def test_start_phases_reach_up_across_a_controller_restart(
             await hosts.AddHost(host_api.AddHostRequest(name="h", address=stack.hostd.address))
             vms = vm_grpc.VmServiceStub(channel)
             created = await vms.CreateVm(
-                vm_api.CreateVmRequest(name="phases", spec=vm_spec(guest_image))
+                vm_api.CreateVmRequest(name=f"phases-{os.getpid()}", spec=vm_spec(guest_image))
             )
             vm_id = created.vm.id
             started = await vms.StartVm(vm_api.StartVmRequest(vm=vm_id, request_id="start-1"))
