@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from controller.ha import HaPolicy
+from controller.scheduler import Policy
 
 
 @dataclass(frozen=True)
@@ -17,3 +20,9 @@ class ControllerConfig:
     host_call_timeout: float = 30.0
     # Changes queued for one WatchVms client before it is cut off.
     watch_queue_size: int = 1000
+    # How the scheduler ranks the hosts that fit: even_spread or power_saving.
+    scheduling_policy: Policy = Policy.EVEN_SPREAD
+    # Seconds between reconciliations of a connected host against its full list.
+    reconcile_seconds: float = 60.0
+    # When highly available VMs are restarted.
+    ha: HaPolicy = field(default_factory=HaPolicy)

@@ -11,7 +11,7 @@ from virtplane.errors import FailedPrecondition, InvalidArgument, VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
-from controller.errors import HostUnreachable, VmNotFound
+from controller.errors import CreateRefused, HostUnreachable, VmNotFound
 
 _R = TypeVar("_R")
 
@@ -56,13 +56,19 @@ class HostClient:
         except grpc.aio.AioRpcError as exc:
             raise translate(self.name, exc) from exc
 
-    async def create_vm(self, config: pb.VmConfig) -> pb.HostVm:
+    async def create_vm(self, config: pb.VmConfig, request_id: str = "") -> pb.HostVm:
+        """Asks the host to run the VM. A host that answers with an error
+        raises CreateRefused (the VM is not there), except ALREADY_EXISTS (a
+        VM of this id is there under another key); one that does not answer
+        raises HostUnreachable (the VM may or may not be there)."""
+        request = pb.HostAgentServiceCreateVmRequest(config=config, request_id=request_id)
         try:
-            reply = await self._stub.CreateVm(
-                pb.HostAgentServiceCreateVmRequest(config=config), timeout=self._timeout
-            )
+            reply = await self._stub.CreateVm(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
-            raise translate(self.name, exc) from exc
+            error = translate(self.name, exc)
+            if isinstance(error, HostUnreachable) or exc.code() is grpc.StatusCode.ALREADY_EXISTS:
+                raise error from exc
+            raise CreateRefused(self.name, f"{exc.code().name}: {exc.details()}") from exc
         return reply.vm
 
     async def destroy_vm(self, vm_id: str) -> None:

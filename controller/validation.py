@@ -41,6 +41,8 @@ class VmSpec:
     initrd_path: str
     cmdline: str
     nics: tuple[NicSpec, ...]
+    highly_available: bool = False
+    pinned_host: str = ""  # a host's id or name; empty: any
 
 
 def check_name(field: str, name: str) -> str:
@@ -116,6 +118,8 @@ def check_create(request: vm_service_pb2.CreateVmRequest) -> VmSpec:
         initrd_path=_check_path("spec.boot.initrd_path", spec.boot.initrd_path, required=False),
         cmdline=spec.boot.cmdline,
         nics=nics,
+        highly_available=spec.highly_available,
+        pinned_host=spec.pinned_host,
     )
 
 

@@ -5,29 +5,21 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 
 from sqlalchemy.orm import Session
-from virtplane.errors import VirtplaneError
-from virtplane.v1 import host_agent_service_pb2 as agent_pb2
+from virtplane.errors import InvalidArgument, VirtplaneError
 from virtplane.v1 import vm_pb2, vm_service_pb2
 
 from controller import convert
-from controller.errors import (
-    HostNotFound,
-    IllegalVmState,
-    NoHostAvailable,
-    VmExists,
-    VmNotFound,
-)
+from controller.errors import HostNotFound, IllegalVmState, VmExists, VmNotFound
 from controller.hosts import HostClients
-from controller.scheduler import Demand, HostCapacity, Placement, place
+from controller.starter import Starter, placement
 from controller.validation import VmQuery, VmSpec
 from controller.vm_store import VmStore, set_state
 from db import repositories as repo
-from db.enums import ExitReason, VmState
-from db.models import Host, Nic, Vm
+from db.enums import ExitReason, VmOrigin, VmState
+from db.models import Nic, Vm
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +37,6 @@ _STOPPABLE = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class _Dispatch:
-    """What StartVm hands to the chosen host."""
-
-    host_id: str
-    host_name: str
-    address: str
-    config: agent_pb2.VmConfig
-
-
 def _random_mac(session: Session) -> str:
     # 52:54:00 is the locally administered prefix QEMU and libvirt use.
     while True:
@@ -63,55 +45,25 @@ def _random_mac(session: Session) -> str:
             return mac
 
 
-def _placement(session: Session, vm: Vm, *, lock: bool) -> tuple[Sequence[Host], Placement]:
-    """The scheduler's judgement of every host for vm, pending starts
-    counted. With lock, the hosts stay locked until the transaction ends."""
-    hosts = repo.lock_hosts(session) if lock else repo.list_hosts(session)
-    usage = repo.host_usage(session)
-    candidates = [
-        HostCapacity(
-            id=h.id,
-            name=h.name,
-            state=h.state,
-            memory_total_mib=h.memory_total_mib,
-            memory_used_mib=usage.get(h.id, (0, 0, 0))[0],
-            cpus=h.cpus,
-        )
-        for h in hosts
-    ]
-    return hosts, place(candidates, Demand(vcpus=vm.vcpus, memory_mib=vm.memory_mib))
-
-
-def book(session: Session, vm: Vm) -> tuple[bool, _Dispatch]:
-    """Picks a host for vm and books its resources there, in the caller's
-    transaction: from here the VM's memory counts as used on the host.
-
-    The hosts are locked before their usage is read, so a concurrent booking
-    waits for this transaction and then sees its VM on the host: two starts
-    cannot over-book one host.
-    """
-    if vm.state is not VmState.DOWN:
-        raise IllegalVmState(vm.name, vm.state.value, "start", "DOWN")
-    hosts, placement = _placement(session, vm, lock=True)
-    if placement.host is None:
-        raise NoHostAvailable(vm.name, placement.rejections)
-    chosen = next(h for h in hosts if h.id == placement.host.id)
-    vm.host_id = chosen.id
-    vm.guest_facts.clear()
-    set_state(vm, VmState.WAIT_FOR_LAUNCH, exit_reason=ExitReason.NONE, message="")
-    return True, _Dispatch(chosen.id, chosen.name, chosen.address, convert.vm_config(vm))
-
-
 class VmService:
-    def __init__(self, store: VmStore, clients: HostClients) -> None:
+    def __init__(self, store: VmStore, clients: HostClients, starter: Starter) -> None:
         self._store = store
         self._db = store.db
         self._clients = clients
+        self._starter = starter
 
     async def create(self, spec: VmSpec) -> vm_pb2.Vm:
         def build(session: Session) -> Vm:
             if repo.vm_by_name(session, spec.name) is not None:
                 raise VmExists(spec.name)
+            pinned = None
+            if spec.pinned_host:
+                host = repo.find_host(session, spec.pinned_host)
+                if host is None:
+                    raise InvalidArgument(
+                        "spec.pinned_host", f"names no registered host: {spec.pinned_host!r}"
+                    )
+                pinned = host.id
             vm = Vm(
                 id=str(uuid.uuid4()),
                 name=spec.name,
@@ -123,6 +75,11 @@ class VmService:
                 state=VmState.DOWN,
                 exit_reason=ExitReason.NONE,
                 status_message="",
+                highly_available=spec.highly_available,
+                pinned_host_id=pinned,
+                origin=VmOrigin.MANAGED,
+                ha_restart_count=0,
+                start_request_id="",
             )
             for position, nic in enumerate(spec.nics):
                 vm.nics.append(
@@ -170,8 +127,8 @@ class VmService:
             vm = repo.find_vm(session, vm_ref)
             if vm is None:
                 raise VmNotFound(vm_ref)
-            _hosts, placement = _placement(session, vm, lock=False)
-            return convert.placement(placement)
+            _hosts, judged = placement(session, vm, self._starter.policy, lock=False)
+            return convert.placement(judged)
 
         return await self._db.run(work)
 
@@ -209,25 +166,9 @@ class VmService:
 
     async def start(self, vm_ref: str) -> vm_pb2.Vm:
         """Places the VM on a host, books its resources there, and asks the
-        host to run it. Returns once the host has accepted it."""
-
-        proto, dispatch = await self._store.update(vm_ref, book)
-        client = self._clients.get(dispatch.host_id, dispatch.host_name, dispatch.address)
-        try:
-            await client.create_vm(dispatch.config)
-        except VirtplaneError as exc:
-            await self._start_failed(proto.id, dispatch.host_id, str(exc))
-            raise
-        return await self.get(proto.id)
-
-    async def _start_failed(self, vm_id: str, host_id: str, why: str) -> None:
-        def fail(_session: Session, vm: Vm) -> tuple[bool, None]:
-            if vm.host_id != host_id or vm.state is not VmState.WAIT_FOR_LAUNCH:
-                return False, None
-            set_state(vm, VmState.DOWN, exit_reason=ExitReason.START_FAILED, message=why)
-            return True, None
-
-        await self._store.update(vm_id, fail)
+        host to run it; another host when one refuses (controller.starter).
+        Returns once a host has accepted it."""
+        return await self._starter.start(vm_ref)
 
     async def stop(self, vm_ref: str) -> vm_pb2.Vm:
         """Powers the VM off at once."""

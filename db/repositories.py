@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.enums import ACTIVE_VM_STATES, HostState, VmState
-from db.models import GuestFact, Host, Nic, RevisionCounter, Vm
+from db.enums import ACTIVE_VM_STATES, PENDING_VM_STATES, HostState, VmState
+from db.models import AffinityGroup, AffinityMember, GuestFact, Host, Nic, RevisionCounter, Vm
 
 
 def find_host(session: Session, id_or_name: str) -> Host | None:
@@ -159,3 +159,71 @@ def set_guest_facts(
         fact.observed_at = observed_at
         fact.received_at = received_at
     session.flush()
+
+
+def list_vms_in(session: Session, states: Collection[VmState]) -> Sequence[Vm]:
+    return session.scalars(select(Vm).where(Vm.state.in_(states)).order_by(Vm.name)).all()
+
+
+def host_pending(session: Session) -> dict[str, tuple[int, int]]:
+    """For each host id: (memory MiB, vCPUs) booked by VMs placed on it that
+    do not run yet (a start under way). Once the host reports them running
+    they count as used instead; DOWN, they count no more."""
+    rows = session.execute(
+        select(Vm.host_id, func.sum(Vm.memory_mib), func.sum(Vm.vcpus))
+        .where(Vm.host_id.is_not(None), Vm.state.in_(PENDING_VM_STATES))
+        .group_by(Vm.host_id)
+    ).all()
+    return {str(h): (int(m or 0), int(c or 0)) for h, m, c in rows}
+
+
+def affinity_of(session: Session, vm_id: str) -> list[tuple[str, bool, bool, set[str]]]:
+    """The affinity groups vm_id is in: (name, positive, enforcing, the hosts
+    the group's other VMs are placed on)."""
+    groups = session.scalars(
+        select(AffinityGroup)
+        .join(AffinityMember, AffinityMember.group_id == AffinityGroup.id)
+        .where(AffinityMember.vm_id == vm_id)
+        .order_by(AffinityGroup.name)
+    ).all()
+    out = []
+    for group in groups:
+        peers = [m.vm_id for m in group.members if m.vm_id != vm_id]
+        hosts: set[str] = set()
+        if peers:
+            hosts = {
+                str(h)
+                for h in session.scalars(
+                    select(Vm.host_id).where(
+                        Vm.id.in_(peers), Vm.host_id.is_not(None), Vm.state.in_(ACTIVE_VM_STATES)
+                    )
+                )
+            }
+        out.append((group.name, group.positive, group.enforcing, hosts))
+    return out
+
+
+def find_affinity_group(session: Session, id_or_name: str) -> AffinityGroup | None:
+    return session.scalars(
+        select(AffinityGroup).where(
+            or_(AffinityGroup.id == id_or_name, AffinityGroup.name == id_or_name)
+        )
+    ).first()
+
+
+def list_affinity_groups(session: Session) -> Sequence[AffinityGroup]:
+    return session.scalars(select(AffinityGroup).order_by(AffinityGroup.name)).all()
+
+
+def due_ha_restarts(session: Session, now: dt.datetime) -> Sequence[Vm]:
+    """Highly available VMs that are DOWN with an automatic restart due."""
+    return session.scalars(
+        select(Vm)
+        .where(
+            Vm.highly_available.is_(True),
+            Vm.state == VmState.DOWN,
+            Vm.ha_restart_at.is_not(None),
+            Vm.ha_restart_at <= now,
+        )
+        .order_by(Vm.ha_restart_at)
+    ).all()

@@ -6,7 +6,15 @@ from db import migrate
 from db import repositories as repo
 from db.session import Database
 
-TABLES = {"hosts", "vms", "vm_nics", "guest_facts", "revision_counter"}
+TABLES = {
+    "hosts",
+    "vms",
+    "vm_nics",
+    "guest_facts",
+    "revision_counter",
+    "affinity_groups",
+    "affinity_group_vms",
+}
 
 
 def test_upgrade_leaves_no_drift_between_models_and_migrations(database: Database) -> None:

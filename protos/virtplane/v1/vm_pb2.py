@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15virtplane/v1/vm.proto\x12\x0cvirtplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x05\n\x02Vm\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\"\n\x04spec\x18\x03 \x01(\x0b\x32\x14.virtplane.v1.VmSpec\x12&\n\x06status\x18\x04 \x01(\x0b\x32\x16.virtplane.v1.VmStatus\"\xde\x02\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nSTATE_DOWN\x10\x01\x12\x19\n\x15STATE_WAIT_FOR_LAUNCH\x10\x02\x12\x15\n\x11STATE_POWERING_UP\x10\x03\x12\x0c\n\x08STATE_UP\x10\x04\x12\x10\n\x0cSTATE_PAUSED\x10\x05\x12\x17\n\x13STATE_POWERING_DOWN\x10\x06\x12\x1c\n\x18STATE_REBOOT_IN_PROGRESS\x10\x07\x12\x16\n\x12STATE_SAVING_STATE\x10\x08\x12\x19\n\x15STATE_RESTORING_STATE\x10\t\x12\x13\n\x0fSTATE_SUSPENDED\x10\n\x12\x18\n\x14STATE_MIGRATING_FROM\x10\x0b\x12\x16\n\x12STATE_MIGRATING_TO\x10\x0c\x12\x18\n\x14STATE_NOT_RESPONDING\x10\r\x12\x11\n\rSTATE_UNKNOWN\x10\x0e\"\x87\x02\n\nExitReason\x12\x1b\n\x17\x45XIT_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45XIT_REASON_USER_STOP\x10\x01\x12\x1e\n\x1a\x45XIT_REASON_GUEST_SHUTDOWN\x10\x02\x12\x17\n\x13\x45XIT_REASON_CRASHED\x10\x03\x12\x1c\n\x18\x45XIT_REASON_START_FAILED\x10\x04\x12\x18\n\x14\x45XIT_REASON_MIGRATED\x10\x05\x12\x1d\n\x19\x45XIT_REASON_SAVED_TO_FILE\x10\x06\x12\x14\n\x10\x45XIT_REASON_LOST\x10\x07\x12\x1b\n\x17\x45XIT_REASON_HOST_FENCED\x10\x08\"t\n\x06VmSpec\x12\r\n\x05vcpus\x18\x01 \x01(\r\x12\x12\n\nmemory_mib\x18\x02 \x01(\x04\x12&\n\x04\x62oot\x18\x03 \x01(\x0b\x32\x18.virtplane.v1.BootSource\x12\x1f\n\x04nics\x18\x04 \x03(\x0b\x32\x11.virtplane.v1.Nic\"G\n\nBootSource\x12\x13\n\x0bkernel_path\x18\x01 \x01(\t\x12\x13\n\x0binitrd_path\x18\x02 \x01(\t\x12\x0f\n\x07\x63mdline\x18\x03 \x01(\t\"\x9e\x01\n\x03Nic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.virtplane.v1.Nic.Kind\x12\x0f\n\x07network\x18\x03 \x01(\t\x12\x13\n\x0bmac_address\x18\x04 \x01(\t\"=\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\r\n\tKIND_USER\x10\x01\x12\x10\n\x0cKIND_NETWORK\x10\x02\"\xf7\x01\n\x08VmStatus\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.virtplane.v1.Vm.State\x12\x0f\n\x07host_id\x18\x02 \x01(\t\x12\x30\n\x0b\x65xit_reason\x18\x03 \x01(\x0e\x32\x1b.virtplane.v1.Vm.ExitReason\x12\x0f\n\x07message\x18\x04 \x01(\t\x12&\n\x05guest\x18\x05 \x01(\x0b\x32\x17.virtplane.v1.GuestInfo\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12\x36\n\x12state_changed_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfd\x05\n\tGuestInfo\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x0f\n\x07os_name\x18\x02 \x01(\t\x12\x12\n\nos_version\x18\x03 \x01(\t\x12\x16\n\x0ekernel_release\x18\x04 \x01(\t\x12\x30\n\ninterfaces\x18\x05 \x03(\x0b\x32\x1c.virtplane.v1.GuestInterface\x12\x19\n\x11\x61pplication_count\x18\x06 \x01(\r\x12\x14\n\x0c\x61pplications\x18\x07 \x03(\t\x12\x16\n\x0euptime_seconds\x18\x08 \x01(\x01\x12\x15\n\ragent_version\x18\t \x01(\t\x12\x34\n\x10last_report_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\robserved_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x0b\x61gent_state\x18\x0c \x01(\x0e\x32\".virtplane.v1.GuestInfo.AgentState\x12\x33\n\x0flast_heard_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x66qdn\x18\x0e \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x0f \x01(\t\x12\x10\n\x08timezone\x18\x10 \x01(\t\x12\x0c\n\x04\x63pus\x18\x11 \x01(\r\x12\x18\n\x10memory_total_kib\x18\x12 \x01(\x04\x12\x17\n\x0fmemory_free_kib\x18\x13 \x01(\x04\x12&\n\x05users\x18\x14 \x03(\x0b\x32\x17.virtplane.v1.GuestUser\x12\x32\n\x0b\x66ilesystems\x18\x15 \x03(\x0b\x32\x1d.virtplane.v1.GuestFilesystem\"e\n\nAgentState\x12\x1b\n\x17\x41GENT_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41GENT_STATE_RESPONDING\x10\x01\x12\x1e\n\x1a\x41GENT_STATE_NOT_RESPONDING\x10\x02\"i\n\tGuestUser\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08terminal\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12.\n\nlogin_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"m\n\x0fGuestFilesystem\x12\x13\n\x0bmount_point\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\x12\n\nused_bytes\x18\x05 \x01(\x04\"c\n\x0eGuestInterface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bmac_address\x18\x02 \x01(\t\x12\x16\n\x0eipv4_addresses\x18\x03 \x03(\t\x12\x16\n\x0eipv6_addresses\x18\x04 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15virtplane/v1/vm.proto\x12\x0cvirtplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x06\n\x02Vm\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\"\n\x04spec\x18\x03 \x01(\x0b\x32\x14.virtplane.v1.VmSpec\x12&\n\x06status\x18\x04 \x01(\x0b\x32\x16.virtplane.v1.VmStatus\"\xde\x02\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nSTATE_DOWN\x10\x01\x12\x19\n\x15STATE_WAIT_FOR_LAUNCH\x10\x02\x12\x15\n\x11STATE_POWERING_UP\x10\x03\x12\x0c\n\x08STATE_UP\x10\x04\x12\x10\n\x0cSTATE_PAUSED\x10\x05\x12\x17\n\x13STATE_POWERING_DOWN\x10\x06\x12\x1c\n\x18STATE_REBOOT_IN_PROGRESS\x10\x07\x12\x16\n\x12STATE_SAVING_STATE\x10\x08\x12\x19\n\x15STATE_RESTORING_STATE\x10\t\x12\x13\n\x0fSTATE_SUSPENDED\x10\n\x12\x18\n\x14STATE_MIGRATING_FROM\x10\x0b\x12\x16\n\x12STATE_MIGRATING_TO\x10\x0c\x12\x18\n\x14STATE_NOT_RESPONDING\x10\r\x12\x11\n\rSTATE_UNKNOWN\x10\x0e\"\x87\x02\n\nExitReason\x12\x1b\n\x17\x45XIT_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45XIT_REASON_USER_STOP\x10\x01\x12\x1e\n\x1a\x45XIT_REASON_GUEST_SHUTDOWN\x10\x02\x12\x17\n\x13\x45XIT_REASON_CRASHED\x10\x03\x12\x1c\n\x18\x45XIT_REASON_START_FAILED\x10\x04\x12\x18\n\x14\x45XIT_REASON_MIGRATED\x10\x05\x12\x1d\n\x19\x45XIT_REASON_SAVED_TO_FILE\x10\x06\x12\x14\n\x10\x45XIT_REASON_LOST\x10\x07\x12\x1b\n\x17\x45XIT_REASON_HOST_FENCED\x10\x08\"I\n\x06Origin\x12\x16\n\x12ORIGIN_UNSPECIFIED\x10\x00\x12\x12\n\x0eORIGIN_MANAGED\x10\x01\x12\x13\n\x0fORIGIN_EXTERNAL\x10\x02\"\xa3\x01\n\x06VmSpec\x12\r\n\x05vcpus\x18\x01 \x01(\r\x12\x12\n\nmemory_mib\x18\x02 \x01(\x04\x12&\n\x04\x62oot\x18\x03 \x01(\x0b\x32\x18.virtplane.v1.BootSource\x12\x1f\n\x04nics\x18\x04 \x03(\x0b\x32\x11.virtplane.v1.Nic\x12\x18\n\x10highly_available\x18\x14 \x01(\x08\x12\x13\n\x0bpinned_host\x18\x15 \x01(\t\"G\n\nBootSource\x12\x13\n\x0bkernel_path\x18\x01 \x01(\t\x12\x13\n\x0binitrd_path\x18\x02 \x01(\t\x12\x0f\n\x07\x63mdline\x18\x03 \x01(\t\"\x9e\x01\n\x03Nic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.virtplane.v1.Nic.Kind\x12\x0f\n\x07network\x18\x03 \x01(\t\x12\x13\n\x0bmac_address\x18\x04 \x01(\t\"=\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\r\n\tKIND_USER\x10\x01\x12\x10\n\x0cKIND_NETWORK\x10\x02\"\x9c\x03\n\x08VmStatus\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.virtplane.v1.Vm.State\x12\x0f\n\x07host_id\x18\x02 \x01(\t\x12\x30\n\x0b\x65xit_reason\x18\x03 \x01(\x0e\x32\x1b.virtplane.v1.Vm.ExitReason\x12\x0f\n\x07message\x18\x04 \x01(\t\x12&\n\x05guest\x18\x05 \x01(\x0b\x32\x17.virtplane.v1.GuestInfo\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12\x36\n\x12state_changed_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06origin\x18\x14 \x01(\x0e\x32\x17.virtplane.v1.Vm.Origin\x12+\n\x0bstart_tries\x18\x15 \x03(\x0b\x32\x16.virtplane.v1.StartTry\x12\x33\n\x0fha_restart_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10ha_restart_count\x18\x17 \x01(\r\"=\n\x08StartTry\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x11\n\thost_name\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xfd\x05\n\tGuestInfo\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x0f\n\x07os_name\x18\x02 \x01(\t\x12\x12\n\nos_version\x18\x03 \x01(\t\x12\x16\n\x0ekernel_release\x18\x04 \x01(\t\x12\x30\n\ninterfaces\x18\x05 \x03(\x0b\x32\x1c.virtplane.v1.GuestInterface\x12\x19\n\x11\x61pplication_count\x18\x06 \x01(\r\x12\x14\n\x0c\x61pplications\x18\x07 \x03(\t\x12\x16\n\x0euptime_seconds\x18\x08 \x01(\x01\x12\x15\n\ragent_version\x18\t \x01(\t\x12\x34\n\x10last_report_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\robserved_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x0b\x61gent_state\x18\x0c \x01(\x0e\x32\".virtplane.v1.GuestInfo.AgentState\x12\x33\n\x0flast_heard_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x66qdn\x18\x0e \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x0f \x01(\t\x12\x10\n\x08timezone\x18\x10 \x01(\t\x12\x0c\n\x04\x63pus\x18\x11 \x01(\r\x12\x18\n\x10memory_total_kib\x18\x12 \x01(\x04\x12\x17\n\x0fmemory_free_kib\x18\x13 \x01(\x04\x12&\n\x05users\x18\x14 \x03(\x0b\x32\x17.virtplane.v1.GuestUser\x12\x32\n\x0b\x66ilesystems\x18\x15 \x03(\x0b\x32\x1d.virtplane.v1.GuestFilesystem\"e\n\nAgentState\x12\x1b\n\x17\x41GENT_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41GENT_STATE_RESPONDING\x10\x01\x12\x1e\n\x1a\x41GENT_STATE_NOT_RESPONDING\x10\x02\"i\n\tGuestUser\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08terminal\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12.\n\nlogin_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"m\n\x0fGuestFilesystem\x12\x13\n\x0bmount_point\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\x12\n\nused_bytes\x18\x05 \x01(\x04\"c\n\x0eGuestInterface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bmac_address\x18\x02 \x01(\t\x12\x16\n\x0eipv4_addresses\x18\x03 \x03(\t\x12\x16\n\x0eipv6_addresses\x18\x04 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,29 +33,33 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'virtplane.v1.vm_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VM']._serialized_start=73
-  _globals['_VM']._serialized_end=798
+  _globals['_VM']._serialized_end=873
   _globals['_VM_STATE']._serialized_start=182
   _globals['_VM_STATE']._serialized_end=532
   _globals['_VM_EXITREASON']._serialized_start=535
   _globals['_VM_EXITREASON']._serialized_end=798
-  _globals['_VMSPEC']._serialized_start=800
-  _globals['_VMSPEC']._serialized_end=916
-  _globals['_BOOTSOURCE']._serialized_start=918
-  _globals['_BOOTSOURCE']._serialized_end=989
-  _globals['_NIC']._serialized_start=992
-  _globals['_NIC']._serialized_end=1150
-  _globals['_NIC_KIND']._serialized_start=1089
-  _globals['_NIC_KIND']._serialized_end=1150
-  _globals['_VMSTATUS']._serialized_start=1153
-  _globals['_VMSTATUS']._serialized_end=1400
-  _globals['_GUESTINFO']._serialized_start=1403
-  _globals['_GUESTINFO']._serialized_end=2168
-  _globals['_GUESTINFO_AGENTSTATE']._serialized_start=2067
-  _globals['_GUESTINFO_AGENTSTATE']._serialized_end=2168
-  _globals['_GUESTUSER']._serialized_start=2170
-  _globals['_GUESTUSER']._serialized_end=2275
-  _globals['_GUESTFILESYSTEM']._serialized_start=2277
-  _globals['_GUESTFILESYSTEM']._serialized_end=2386
-  _globals['_GUESTINTERFACE']._serialized_start=2388
-  _globals['_GUESTINTERFACE']._serialized_end=2487
+  _globals['_VM_ORIGIN']._serialized_start=800
+  _globals['_VM_ORIGIN']._serialized_end=873
+  _globals['_VMSPEC']._serialized_start=876
+  _globals['_VMSPEC']._serialized_end=1039
+  _globals['_BOOTSOURCE']._serialized_start=1041
+  _globals['_BOOTSOURCE']._serialized_end=1112
+  _globals['_NIC']._serialized_start=1115
+  _globals['_NIC']._serialized_end=1273
+  _globals['_NIC_KIND']._serialized_start=1212
+  _globals['_NIC_KIND']._serialized_end=1273
+  _globals['_VMSTATUS']._serialized_start=1276
+  _globals['_VMSTATUS']._serialized_end=1688
+  _globals['_STARTTRY']._serialized_start=1690
+  _globals['_STARTTRY']._serialized_end=1751
+  _globals['_GUESTINFO']._serialized_start=1754
+  _globals['_GUESTINFO']._serialized_end=2519
+  _globals['_GUESTINFO_AGENTSTATE']._serialized_start=2418
+  _globals['_GUESTINFO_AGENTSTATE']._serialized_end=2519
+  _globals['_GUESTUSER']._serialized_start=2521
+  _globals['_GUESTUSER']._serialized_end=2626
+  _globals['_GUESTFILESYSTEM']._serialized_start=2628
+  _globals['_GUESTFILESYSTEM']._serialized_end=2737
+  _globals['_GUESTINTERFACE']._serialized_start=2739
+  _globals['_GUESTINTERFACE']._serialized_end=2838
 # @@protoc_insertion_point(module_scope)
