@@ -31,41 +31,17 @@ from controller.app import Controller
 from controller.config import ControllerConfig
 from controller.ha import HaPolicy
 from controller.scheduler import Policy
-from hostd.builder import DOMAIN_NAME_PREFIX
+from controller.starter import Dispatch, book_fresh
+from db import repositories as repo
+from db.session import Database
 from tests.stack import Daemon, start_hostd
+from tests.testnode import node_xml
 
 T = TypeVar("T")
 H = host_pb2.Host
 S = vm_pb2.Vm
 WAIT = 30.0  # only reached when something is broken
 FAST_HA = HaPolicy(fast_interval=0.5, fast_tries=2, slow_interval=1.0, poll_interval=0.1)
-
-
-def node_xml(path: Path, *, memory_mib: int = 8192, cpus: int = 8, clash: str = "") -> str:
-    """Writes a test-driver host description and returns its URI: an
-    independent in-memory host. With clash, a domain of that VM's name is
-    defined there already, so that libvirt refuses to start the VM."""
-    domain = ""
-    if clash:
-        domain = f"""
-  <domain type="test">
-    <name>{DOMAIN_NAME_PREFIX}{clash}</name>
-    <uuid>{uuid.uuid4()}</uuid>
-    <memory>65536</memory>
-    <vcpu>1</vcpu>
-    <os><type>hvm</type></os>
-  </domain>"""
-    path.write_text(
-        f"""<node>
-  <cpu>
-    <mhz>2000</mhz><model>x86_64</model><active>{cpus}</active>
-    <nodes>1</nodes><sockets>1</sockets><cores>{cpus}</cores><threads>1</threads>
-  </cpu>
-  <memory>{memory_mib * 1024}</memory>{domain}
-</node>
-"""
-    )
-    return f"test://{path}"
 
 
 class Api:
@@ -385,3 +361,39 @@ async def test_a_stopped_ha_vm_is_not_restarted(
     again = await api.vm("ha")
     assert again.status.state == S.STATE_DOWN
     assert not again.status.HasField("ha_restart_time")
+
+
+def _book(database_url: str, vm: str) -> Dispatch:
+    """What a controller killed right after booking leaves: the VM booked
+    on a host (WAIT_FOR_LAUNCH, with the key of its create), nothing sent."""
+    database = Database(database_url)
+    try:
+        return database.transaction(
+            lambda s: book_fresh(s, repo.find_vm(s, vm), Policy.EVEN_SPREAD, automatic=False)  # type: ignore[arg-type]
+        )
+    finally:
+        database.close()
+
+
+@pytest.mark.parametrize("sent", [False, True], ids=["booked", "sent"])
+async def test_a_start_booked_by_a_dead_controller_is_resumed_once(
+    database_url: str, hostds: Hosts, boot: vm_pb2.BootSource, sent: bool
+) -> None:
+    daemon = hostds.start("h1")
+    async with running(database_url) as api:
+        host = await api.add_host("h1", daemon)
+        await create(api, "v", boot)
+    dispatch = _book(database_url, "v")
+    async with grpc.aio.insecure_channel(daemon.address) as channel:
+        agent = agent_grpc.HostAgentServiceStub(channel)
+        if sent:  # the create reached the host; its answer was lost
+            await agent.CreateVm(
+                agent_pb2.HostAgentServiceCreateVmRequest(
+                    config=dispatch.config, request_id=dispatch.request_id
+                )
+            )
+        async with running(database_url) as api:
+            vm = await until(lambda: api.vm("v"), running_vm)
+            assert vm.status.host_id == host.id
+        listed = await agent.ListVms(agent_pb2.HostAgentServiceListVmsRequest())
+        assert [v.vm_id for v in listed.vms] == [vm.id]
