@@ -141,6 +141,7 @@ def _running(vm: vm_pb2.Vm) -> bool:
 
 
 async def test_fifty_concurrent_starts_of_one_vm_from_two_controllers_make_one_domain(
+    *,
     workdir: Path,
     hosts: list[Daemon],
     clients: list[Client],
@@ -185,6 +186,7 @@ async def test_fifty_concurrent_starts_of_one_vm_from_two_controllers_make_one_d
 
 @pytest.mark.parametrize("delay", [0.0, 0.05, 0.3])
 async def test_a_controller_killed_mid_start_and_restarted_ends_with_one_vm(
+    *,
     workdir: Path,
     hosts: list[Daemon],
     clients: list[Client],
@@ -295,5 +297,7 @@ async def test_hostd_killed_then_confirmed_down_restarts_an_ha_vm_on_the_other_h
 
 
 async def _host_state(client: Client, ref: str, state: int) -> None:
-    while (await client.host(ref)).status.state != state:
+    while True:
+        if (await client.host(ref)).status.state == state:
+            return
         await asyncio.sleep(0.1)
