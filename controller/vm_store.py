@@ -125,6 +125,10 @@ class VmStore:
         session.flush()
         if not vms:
             return []
+        # A row whose only change is elsewhere (its guest facts) is not
+        # locked by the flush: lock every row now, before the counter, so
+        # that no transaction takes a row lock while holding the counter.
+        repo.lock_vms(session, [vm.id for vm in vms])
         last = repo.allocate_revisions(session, len(vms))
         for revision, vm in enumerate(vms, start=last - len(vms) + 1):
             vm.revision = revision

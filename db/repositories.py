@@ -36,11 +36,17 @@ def lock_hosts(session: Session) -> Sequence[Host]:
 
     Placing a VM takes these locks before reading what the hosts hold, so two
     concurrent placements are serialised and the second sees the first's
-    booking. SQLite takes no row locks: there the whole database is locked
+    booking. On PostgreSQL they are FOR NO KEY UPDATE locks: they exclude each
+    other and updates of the host rows, but not the foreign-key checks of
+    rows that point at a host (a VM placed there), which would otherwise
+    deadlock with a placement. SQLite takes no row locks: there the whole database is locked
     from the start of a transaction (see db.session).
     """
     query = (
-        select(Host).order_by(Host.name).with_for_update().execution_options(populate_existing=True)
+        select(Host)
+        .order_by(Host.name)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
     )
     return session.scalars(query).all()
 
@@ -51,7 +57,7 @@ def lock_host(session: Session, id_or_name: str) -> Host | None:
     query = (
         select(Host)
         .where(or_(Host.id == id_or_name, Host.name == id_or_name))
-        .with_for_update()
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     )
     return session.scalars(query).first()
@@ -105,6 +111,14 @@ def page_vms(
     if after_name:
         query = query.where(Vm.name > after_name)
     return session.scalars(query).all()
+
+
+def lock_vms(session: Session, ids: Collection[str]) -> None:
+    """Locks the VM rows (by id order) until the transaction ends."""
+    if ids:
+        session.execute(
+            select(Vm.id).where(Vm.id.in_(sorted(ids))).order_by(Vm.id).with_for_update()
+        ).all()
 
 
 def allocate_revisions(session: Session, count: int = 1) -> int:
