@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
+import signal
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -31,6 +33,7 @@ from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 from controller.app import Controller
 from controller.config import ControllerConfig
 from controller.ha import HaPolicy
+from hostd.builder import DOMAIN_NAME_PREFIX
 from tests.conftest import GuestImage
 from tests.e2e.conftest import reported, vm_spec
 from tests.stack import Daemon, start_controller, start_hostd
@@ -301,3 +304,59 @@ async def _host_state(client: Client, ref: str, state: int) -> None:
         if (await client.host(ref)).status.state == state:
             return
         await asyncio.sleep(0.1)
+
+
+def qemu_pid(vm_name: str) -> int:
+    return int(Path(f"/run/libvirt/qemu/{DOMAIN_NAME_PREFIX}{vm_name}.pid").read_text())
+
+
+def kill_qemu(vm_name: str) -> None:
+    """Kills the VM's QEMU process, as a crash of the emulator would."""
+    os.kill(qemu_pid(vm_name), signal.SIGKILL)
+
+
+async def test_an_ha_vm_whose_emulator_crashes_is_restarted(
+    hosts: list[Daemon], guest_image: GuestImage, system_libvirt: str
+) -> None:
+    fast = HaPolicy(fast_interval=1.0, fast_tries=3, slow_interval=2.0, poll_interval=0.2)
+    workdir = Path(tempfile.mkdtemp(prefix="vp-ha-"))
+    config = ControllerConfig(
+        listen="127.0.0.1:0",
+        database_url=f"sqlite:///{workdir / 'c.db'}",
+        host_retry_seconds=0.2,
+        ha=fast,
+    )
+    ctl = Controller(config)
+    await ctl.start()
+    client = Client(f"127.0.0.1:{ctl.port}")
+    vm_id = ""
+    try:
+        h1 = (
+            await client.hosts.AddHost(host_api.AddHostRequest(name="h1", address=hosts[0].address))
+        ).host
+        spec = vm_spec(guest_image)
+        spec.highly_available = True
+        spec.pinned_host = "h1"  # so that the restart lands on the real host again
+        vm_id = (await client.vms.CreateVm(vm_api.CreateVmRequest(name="crashy", spec=spec))).vm.id
+        await client.vms.StartVm(vm_api.StartVmRequest(vm="crashy"))
+        await client.until("crashy", _running)
+        first_pid = qemu_pid("crashy")
+
+        kill_qemu("crashy")
+        again = await client.until(
+            "crashy", lambda v: v.status.ha_restart_count == 1 and _running(v)
+        )
+        assert again.status.host_id == h1.id
+        assert qemu_pid("crashy") != first_pid
+        assert domains_of(system_libvirt, vm_id) == 1
+        up = await client.until("crashy", reported)
+        assert up.status.state == S.STATE_UP
+        assert not up.status.HasField("ha_restart_time")  # UP again: the plan is cleared
+    finally:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await client.vms.StopVm(vm_api.StopVmRequest(vm="crashy"))
+        if vm_id:
+            destroy_domain(system_libvirt, vm_id)
+        await client.close()
+        await ctl.stop(grace=0)
+        shutil.rmtree(workdir, ignore_errors=True)
