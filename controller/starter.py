@@ -61,10 +61,12 @@ class Dispatch:
 
 
 def placement(
-    session: Session, vm: Vm, policy: Policy, *, lock: bool
+    session: Session, vm: Vm, policy: Policy, *, lock: bool, retrying: bool = False
 ) -> tuple[Sequence[Host], Placement]:
     """The scheduler's judgement of every host for vm, pending starts
-    counted. With lock, the hosts stay locked until the transaction ends."""
+    counted. With lock, the hosts stay locked until the transaction ends.
+    Retrying, the hosts the current start tried are excluded; otherwise
+    (a fresh start, ExplainPlacement) no host is."""
     hosts = repo.lock_hosts(session) if lock else repo.list_hosts(session)
     usage = repo.host_usage(session)
     candidates = [
@@ -87,7 +89,7 @@ def placement(
             AffinityRule(name, positive, enforcing, frozenset(peers))
             for name, positive, enforcing, peers in repo.affinity_of(session, vm.id)
         ),
-        tried={t["host_id"]: t["error"] for t in vm.start_tries or []},
+        tried={t["host_id"]: t["error"] for t in vm.start_tries or []} if retrying else {},
     )
     return hosts, place(candidates, demand, policy)
 
@@ -100,7 +102,7 @@ def book(session: Session, vm: Vm, policy: Policy) -> Dispatch:
     """Picks a host for vm (not one this start tried) and books the VM's
     resources there, in the caller's transaction: from here the VM's memory
     counts as pending on the host. Raises NoHostAvailable when none fits."""
-    hosts, judged = placement(session, vm, policy, lock=True)
+    hosts, judged = placement(session, vm, policy, lock=True, retrying=True)
     if judged.host is None:
         raise NoHostAvailable(vm.name, judged.rejections)
     chosen = next(h for h in hosts if h.id == judged.host.id)

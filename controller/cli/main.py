@@ -83,6 +83,8 @@ async def vm_create(args: argparse.Namespace, channel: grpc.aio.Channel) -> None
             cmdline=args.cmdline,
         ),
         nics=nics,
+        highly_available=args.highly_available,
+        pinned_host=args.pinned_host,
     )
     reply = await vm_grpc.VmServiceStub(channel).CreateVm(
         vm_api.CreateVmRequest(name=args.name, spec=spec)
@@ -220,6 +222,10 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--nic", action="append", default=[], help="'user', or a libvirt network name"
     )
+    create.add_argument(
+        "--highly-available", action="store_true", help="restart it after a crash or host failure"
+    )
+    create.add_argument("--pinned-host", default="", help="run it only on this host (id or name)")
     create.set_defaults(run=vm_create)
     listing = vm.add_parser("list", help="list VMs")
     listing.add_argument(

@@ -34,7 +34,7 @@ from controller.scheduler import Policy
 from controller.starter import Dispatch, book_fresh
 from db import repositories as repo
 from db.session import Database
-from tests.stack import Daemon, start_hostd
+from tests.stack import BIN, Daemon, start_hostd
 from tests.testnode import node_xml
 
 T = TypeVar("T")
@@ -145,6 +145,16 @@ async def create(api: Api, name: str, boot: vm_pb2.BootSource, **spec: object) -
     return (await api.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=vm_spec))).vm
 
 
+async def cli(api: Api, *argv: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "virtplane"), "--controller", f"127.0.0.1:{api.controller.port}", *argv,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), WAIT)
+    assert proc.returncode == 0, out.decode()
+    return out.decode()
+
+
 def running_vm(vm: vm_pb2.Vm) -> bool:
     return vm.status.state == S.STATE_POWERING_UP
 
@@ -166,6 +176,8 @@ async def test_a_start_that_fails_on_its_host_is_retried_on_another(
     assert (tried.host_id, tried.host_name) == (bad.id, "bad")
     assert "already exists" in tried.error
     assert vm.id == moved.id
+    shown = await cli(api, "vm", "show", "v")
+    assert "tried:   bad: operation failed: domain 'vp-v' already exists" in shown
 
 
 async def test_a_start_failing_on_every_host_lists_each_try(
