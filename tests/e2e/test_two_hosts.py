@@ -43,6 +43,9 @@ S = vm_pb2.Vm
 H = host_pb2.Host
 pytestmark = pytest.mark.guest
 WAIT = 180.0  # guests may take 40 s to boot on a loaded machine
+# Domain names are per libvirtd, which other test runs on this machine share.
+_RUN = os.getpid()
+RACER, KILLED, HA, CRASHY = (f"{n}-{_RUN}" for n in ("racer", "killed", "ha", "crashy"))
 
 
 @pytest.fixture
@@ -162,10 +165,10 @@ async def test_fifty_concurrent_starts_of_one_vm_from_two_controllers_make_one_d
         for name, daemon in zip(("h1", "h2"), hosts, strict=True):
             await a.hosts.AddHost(host_api.AddHostRequest(name=name, address=daemon.address))
         vm = (
-            await a.vms.CreateVm(vm_api.CreateVmRequest(name="racer", spec=vm_spec(guest_image)))
+            await a.vms.CreateVm(vm_api.CreateVmRequest(name=RACER, spec=vm_spec(guest_image)))
         ).vm
         try:
-            calls = [c.vms.StartVm(vm_api.StartVmRequest(vm="racer")) for c in (a, b) * 25]
+            calls = [c.vms.StartVm(vm_api.StartVmRequest(vm=RACER)) for c in (a, b) * 25]
             results = await asyncio.gather(*calls, return_exceptions=True)
             won = [r for r in results if not isinstance(r, BaseException)]
             lost = [r for r in results if isinstance(r, BaseException)]
@@ -175,12 +178,12 @@ async def test_fifty_concurrent_starts_of_one_vm_from_two_controllers_make_one_d
                 and r.code() is grpc.StatusCode.FAILED_PRECONDITION
                 for r in lost
             ), lost[:3]
-            running = await a.until("racer", _running)
+            running = await a.until(RACER, _running)
             assert domains_of(system_libvirt, vm.id) + await running_on(hosts[1], vm.id) == 1
             assert domains_of(system_libvirt, vm.id) == (running.status.host_id != "")
         finally:
             with contextlib.suppress(grpc.aio.AioRpcError):
-                await a.vms.StopVm(vm_api.StopVmRequest(vm="racer"))
+                await a.vms.StopVm(vm_api.StopVmRequest(vm=RACER))
             destroy_domain(system_libvirt, vm.id)
     finally:
         ctl_a.stop()
@@ -204,10 +207,10 @@ async def test_a_controller_killed_mid_start_and_restarted_ends_with_one_vm(
     for name, daemon in zip(("h1", "h2"), hosts, strict=True):
         await client.hosts.AddHost(host_api.AddHostRequest(name=name, address=daemon.address))
     vm = (
-        await client.vms.CreateVm(vm_api.CreateVmRequest(name="killed", spec=vm_spec(guest_image)))
+        await client.vms.CreateVm(vm_api.CreateVmRequest(name=KILLED, spec=vm_spec(guest_image)))
     ).vm
     try:
-        start = asyncio.ensure_future(client.vms.StartVm(vm_api.StartVmRequest(vm="killed")))
+        start = asyncio.ensure_future(client.vms.StartVm(vm_api.StartVmRequest(vm=KILLED)))
         await asyncio.sleep(delay)
         controller.kill()  # SIGKILL: no clean-up of any kind
         with contextlib.suppress(grpc.aio.AioRpcError):
@@ -219,24 +222,24 @@ async def test_a_controller_killed_mid_start_and_restarted_ends_with_one_vm(
         # The start either never began (DOWN, as before), or it ends with
         # the VM running once; a DOWN after a start carries its reason.
         settled = await client.until(
-            "killed",
+            KILLED,
             lambda v: _running(v) or v.status.state == S.STATE_DOWN,
         )
         if settled.status.state == S.STATE_DOWN:
             await asyncio.sleep(3)  # a resumed start would have begun by now
-            settled = await client.vm("killed")
+            settled = await client.vm(KILLED)
         if settled.status.state == S.STATE_DOWN:
             assert domains_of(system_libvirt, vm.id) + await running_on(hosts[1], vm.id) == 0
             if settled.status.exit_reason != S.EXIT_REASON_UNSPECIFIED:
                 assert settled.status.message
         else:
             if settled.status.host_id == (await client.host("h1")).id:
-                settled = await client.until("killed", reported)
+                settled = await client.until(KILLED, reported)
                 assert settled.status.state == S.STATE_UP
             assert domains_of(system_libvirt, vm.id) + await running_on(hosts[1], vm.id) == 1
     finally:
         with contextlib.suppress(grpc.aio.AioRpcError):
-            await client.vms.StopVm(vm_api.StopVmRequest(vm="killed"))
+            await client.vms.StopVm(vm_api.StopVmRequest(vm=KILLED))
         destroy_domain(system_libvirt, vm.id)
         controller.stop()
 
@@ -261,9 +264,9 @@ async def test_hostd_killed_then_confirmed_down_restarts_an_ha_vm_on_the_other_h
         ).host
         spec = vm_spec(guest_image)
         spec.highly_available = True
-        vm_id = (await client.vms.CreateVm(vm_api.CreateVmRequest(name="ha", spec=spec))).vm.id
-        await client.vms.StartVm(vm_api.StartVmRequest(vm="ha"))
-        first = await client.until("ha", _running)
+        vm_id = (await client.vms.CreateVm(vm_api.CreateVmRequest(name=HA, spec=spec))).vm.id
+        await client.vms.StartVm(vm_api.StartVmRequest(vm=HA))
+        first = await client.until(HA, _running)
         assert first.status.host_id == h1.id
         h2 = (
             await client.hosts.AddHost(
@@ -275,11 +278,11 @@ async def test_hostd_killed_then_confirmed_down_restarts_an_ha_vm_on_the_other_h
         await asyncio.wait_for(
             _host_state(client, "h1", H.STATE_NON_RESPONSIVE), WAIT
         )  # fmt: skip
-        lost = await client.vm("ha")
+        lost = await client.vm(HA)
         assert lost.status.state == S.STATE_UNKNOWN
         # Not restarted while its host may still run it (it does).
         await asyncio.sleep(fast.poll_interval * 10)
-        assert (await client.vm("ha")).status.state == S.STATE_UNKNOWN
+        assert (await client.vm(HA)).status.state == S.STATE_UNKNOWN
         assert await running_on(h2_daemon, vm_id) == 0
         assert domains_of(system_libvirt, vm_id) == 1
 
@@ -287,12 +290,12 @@ async def test_hostd_killed_then_confirmed_down_restarts_an_ha_vm_on_the_other_h
         await client.hosts.ConfirmHostDown(
             host_api.ConfirmHostDownRequest(host="h1")
         )  # ... says so
-        moved = await client.until("ha", lambda v: _running(v) and v.status.host_id == h2.id)
+        moved = await client.until(HA, lambda v: _running(v) and v.status.host_id == h2.id)
         assert moved.status.ha_restart_count == 1
         assert await running_on(h2_daemon, vm_id) == 1
     finally:
         with contextlib.suppress(grpc.aio.AioRpcError):
-            await client.vms.StopVm(vm_api.StopVmRequest(vm="ha"))
+            await client.vms.StopVm(vm_api.StopVmRequest(vm=HA))
         if vm_id:
             destroy_domain(system_libvirt, vm_id)
         await client.close()
@@ -337,24 +340,22 @@ async def test_an_ha_vm_whose_emulator_crashes_is_restarted(
         spec = vm_spec(guest_image)
         spec.highly_available = True
         spec.pinned_host = "h1"  # so that the restart lands on the real host again
-        vm_id = (await client.vms.CreateVm(vm_api.CreateVmRequest(name="crashy", spec=spec))).vm.id
-        await client.vms.StartVm(vm_api.StartVmRequest(vm="crashy"))
-        await client.until("crashy", _running)
-        first_pid = qemu_pid("crashy")
+        vm_id = (await client.vms.CreateVm(vm_api.CreateVmRequest(name=CRASHY, spec=spec))).vm.id
+        await client.vms.StartVm(vm_api.StartVmRequest(vm=CRASHY))
+        await client.until(CRASHY, _running)
+        first_pid = qemu_pid(CRASHY)
 
-        kill_qemu("crashy")
-        again = await client.until(
-            "crashy", lambda v: v.status.ha_restart_count == 1 and _running(v)
-        )
+        kill_qemu(CRASHY)
+        again = await client.until(CRASHY, lambda v: v.status.ha_restart_count == 1 and _running(v))
         assert again.status.host_id == h1.id
-        assert qemu_pid("crashy") != first_pid
+        assert qemu_pid(CRASHY) != first_pid
         assert domains_of(system_libvirt, vm_id) == 1
-        up = await client.until("crashy", reported)
+        up = await client.until(CRASHY, reported)
         assert up.status.state == S.STATE_UP
         assert not up.status.HasField("ha_restart_time")  # UP again: the plan is cleared
     finally:
         with contextlib.suppress(grpc.aio.AioRpcError):
-            await client.vms.StopVm(vm_api.StopVmRequest(vm="crashy"))
+            await client.vms.StopVm(vm_api.StopVmRequest(vm=CRASHY))
         if vm_id:
             destroy_domain(system_libvirt, vm_id)
         await client.close()
