@@ -15,11 +15,17 @@ from controller.errors import CreateRefused, HostUnreachable, VmNotFound
 
 _R = TypeVar("_R")
 
+# The heartbeat: a ping every 10 s that must be answered within 5 s, idle
+# or not (a hung hostd keeps its socket open; only an unanswered ping shows
+# it). gRPC otherwise spaces pings on a stream without data 5 min apart,
+# and waits a minute for an answer.
 _CHANNEL_OPTIONS = (
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_time_between_pings_ms", 10_000),
+    ("grpc.http2.ping_timeout_ms", 5_000),
 )
 
 

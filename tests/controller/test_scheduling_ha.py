@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -409,3 +410,30 @@ async def test_a_start_booked_by_a_dead_controller_is_resumed_once(
             assert vm.status.host_id == host.id
         listed = await agent.ListVms(agent_pb2.HostAgentServiceListVmsRequest())
         assert [v.vm_id for v in listed.vms] == [vm.id]
+
+
+async def test_a_host_that_stops_answering_is_non_responsive_then_says_what_is_true(
+    database_url: str, hostds: Hosts, boot: vm_pb2.BootSource
+) -> None:
+    daemon = hostds.start("h1")
+    async with running(database_url, host_call_timeout=2.0) as api:
+        host = await api.add_host("h1", daemon)
+        await create(api, "v", boot)
+        await api.vms.StartVm(vm_api.StartVmRequest(vm="v"))
+        await until(lambda: api.vm("v"), running_vm)
+
+        # hostd hangs: its process is there, its socket open, and nothing
+        # answers — only the channel's keepalive pings notice.
+        daemon.process.send_signal(signal.SIGSTOP)
+        try:
+            lost = await until(
+                lambda: api.host("h1"), lambda h: h.status.state == H.STATE_NON_RESPONSIVE
+            )
+            assert lost.status.message
+            vm = await api.vm("v")
+            assert (vm.status.state, vm.status.host_id) == (S.STATE_UNKNOWN, host.id)
+        finally:
+            daemon.process.send_signal(signal.SIGCONT)
+        await until(lambda: api.host("h1"), lambda h: h.status.state == H.STATE_UP)
+        back = await until(lambda: api.vm("v"), running_vm)
+        assert back.status.host_id == host.id
