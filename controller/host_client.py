@@ -111,6 +111,10 @@ class HostClient:
         except grpc.aio.AioRpcError as exc:
             raise translate(self.name, exc, vm_id) from exc
 
+    async def vm_stats(self, vm_id: str) -> pb.VmStats:
+        request = pb.HostAgentServiceGetVmStatsRequest(vm_id=vm_id)
+        return (await self._verb(self._stub.GetVmStats, request, vm_id)).stats
+
     async def list_vms(self) -> pb.HostAgentServiceListVmsResponse:
         """Every VM on the host, and the journal position the list reflects."""
         try:

@@ -63,6 +63,9 @@ class MonitorSettings:
     reconcile_every: float = 60.0
 
 
+_NOT_RUNNING = (agent_pb2.HostVm.STATE_DOWN, agent_pb2.HostVm.STATE_SUSPENDED)
+
+
 def _start_failed(report: agent_pb2.HostVm) -> bool:
     return (
         report.state == agent_pb2.HostVm.STATE_DOWN
@@ -177,6 +180,7 @@ class HostMonitor:
         caps: agent_pb2.GetHostCapabilitiesResponse | None,
     ) -> None:
         reported = {vm.vm_id: vm for vm in snapshot.vms}
+        sizes = await self._external_sizes(reported)
         now = utcnow()
 
         def work(session: Session) -> tuple[list[vm_pb2.Vm], list[Dispatch]]:
@@ -207,9 +211,12 @@ class HostMonitor:
                     if report.HasField("guest"):
                         self._store_guest(session, vm, report.guest, now)
                         hit = True
+                if vm.origin is VmOrigin.EXTERNAL and not vm.vcpus and vm.id in sizes:
+                    vm.vcpus, vm.memory_mib = sizes[vm.id]
+                    hit = True
                 if hit:
                     changed.append(vm)
-            changed.extend(self._record_external(session, reported.values(), now))
+            changed.extend(self._record_external(session, reported.values(), sizes, now))
             return self._store.stamp(session, changed), retries
 
         changed, retries = await self._db.run(work)
@@ -218,22 +225,45 @@ class HostMonitor:
         for dispatch in retries:
             self._dispatch_retry(dispatch)
 
+    async def _external_sizes(
+        self, reported: dict[str, agent_pb2.HostVm]
+    ) -> dict[str, tuple[int, int]]:
+        """The vCPUs and memory (MiB) of the VMs the host runs that the
+        database does not know (or knows as external, of unknown size), as
+        libvirt measures them."""
+        ids = [i for i, vm in reported.items() if vm.state not in _NOT_RUNNING]
+        unknown = await self._db.run(lambda s: repo.unsized_vm_ids(s, ids)) if ids else []
+        sizes: dict[str, tuple[int, int]] = {}
+        for vm_id in unknown:
+            try:
+                stats = await self._client.vm_stats(vm_id)
+            except VirtplaneError as exc:
+                log.info("host %s: no stats for external VM %s: %s", self._client.name, vm_id, exc)
+                continue
+            sizes[vm_id] = (stats.vcpus, stats.memory_maximum_kib // 1024)
+        return sizes
+
     def _record_external(
-        self, session: Session, reports: Iterable[agent_pb2.HostVm], now: dt.datetime
+        self,
+        session: Session,
+        reports: Iterable[agent_pb2.HostVm],
+        sizes: dict[str, tuple[int, int]],
+        now: dt.datetime,
     ) -> list[Vm]:
         """Records the running VMs the host has and the database does not
         know (on no host, or not at all) as external VMs on this host."""
         recorded = []
         for report in reports:
-            if report.state in (agent_pb2.HostVm.STATE_DOWN, agent_pb2.HostVm.STATE_SUSPENDED):
+            if report.state in _NOT_RUNNING:
                 continue
             if session.get(Vm, report.vm_id) is not None:
                 continue  # known, placed elsewhere or DOWN: a stale report
+            vcpus, memory_mib = sizes.get(report.vm_id, (0, 0))
             vm = Vm(
                 id=report.vm_id,
                 name=f"external-{report.vm_id}",
-                vcpus=0,
-                memory_mib=0,
+                vcpus=vcpus,
+                memory_mib=memory_mib,
                 kernel_path="",
                 initrd_path="",
                 cmdline="",

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.enums import ACTIVE_VM_STATES, PENDING_VM_STATES, HostState, VmState
+from db.enums import ACTIVE_VM_STATES, PENDING_VM_STATES, HostState, VmOrigin, VmState
 from db.models import AffinityGroup, AffinityMember, GuestFact, Host, Nic, RevisionCounter, Vm
 
 
@@ -241,3 +241,14 @@ def due_ha_restarts(session: Session, now: dt.datetime) -> Sequence[Vm]:
         )
         .order_by(Vm.ha_restart_at)
     ).all()
+
+
+def unsized_vm_ids(session: Session, ids: Collection[str]) -> list[str]:
+    """Those of ids that no VM row has, or whose row is an external VM of
+    unknown size."""
+    sized = set(
+        session.scalars(
+            select(Vm.id).where(Vm.id.in_(ids), or_(Vm.origin != VmOrigin.EXTERNAL, Vm.vcpus > 0))
+        )
+    )
+    return [i for i in ids if i not in sized]

@@ -310,6 +310,9 @@ async def test_a_vm_unknown_to_the_database_is_recorded_as_external(
         assert vm.status.origin == S.ORIGIN_EXTERNAL
         assert vm.status.host_id == host.id
         assert vm.status.state == S.STATE_POWERING_UP
+        # Its size is what libvirt measures (GetVmStats); the test driver
+        # measures none.
+        assert (vm.spec.vcpus, vm.spec.memory_mib) == (0, 0)
         # It is left running through later reconciliations.
         passes = api.controller.hosts.monitor(host.id).reconciliations
         await until(

@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -123,9 +124,14 @@ class Client:
     async def until(self, ref: str, check: object, wait: float = WAIT) -> vm_pb2.Vm:
         async def poll() -> vm_pb2.Vm:
             while True:
-                vm = await self.vm(ref)
-                if check(vm):  # type: ignore[operator]
-                    return vm
+                try:
+                    vm = await self.vm(ref)
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() is not grpc.StatusCode.NOT_FOUND:
+                        raise
+                else:
+                    if check(vm):  # type: ignore[operator]
+                        return vm
                 await asyncio.sleep(0.1)
 
         return await asyncio.wait_for(poll(), wait)
@@ -358,6 +364,46 @@ async def test_an_ha_vm_whose_emulator_crashes_is_restarted(
             await client.vms.StopVm(vm_api.StopVmRequest(vm=CRASHY))
         if vm_id:
             destroy_domain(system_libvirt, vm_id)
+        await client.close()
+        await ctl.stop(grace=0)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def test_a_real_vm_unknown_to_the_database_is_recorded_with_its_size(
+    hosts: list[Daemon], guest_image: GuestImage, system_libvirt: str
+) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="vp-ext-"))
+    config = ControllerConfig(
+        listen="127.0.0.1:0",
+        database_url=f"sqlite:///{workdir / 'c.db'}",
+        host_retry_seconds=0.2,
+        reconcile_seconds=0.5,
+    )
+    ctl = Controller(config)
+    await ctl.start()
+    client = Client(f"127.0.0.1:{ctl.port}")
+    stranger = str(uuid.uuid4())
+    try:
+        h1 = (
+            await client.hosts.AddHost(host_api.AddHostRequest(name="h1", address=hosts[0].address))
+        ).host
+        vm_config = agent_pb2.VmConfig(
+            vm_id=stranger, name=f"stranger-{_RUN}", spec=vm_spec(guest_image)
+        )
+        async with grpc.aio.insecure_channel(hosts[0].address) as channel:
+            agent = agent_grpc.HostAgentServiceStub(channel)
+            await agent.CreateVm(agent_pb2.HostAgentServiceCreateVmRequest(config=vm_config))
+        found = await client.until(stranger, lambda v: v.status.origin == S.ORIGIN_EXTERNAL)
+        assert found.status.host_id == h1.id
+        # Its size as libvirt measures it, once its domain runs.
+        found = await client.until(stranger, lambda v: v.spec.vcpus > 0)
+        assert (found.spec.vcpus, found.spec.memory_mib) == (1, 256)
+        assert (await client.host("h1")).status.vcpus_used == 1
+        await asyncio.sleep(2)  # later reconciliations leave it running
+        assert domains_of(system_libvirt, stranger) == 1
+        assert await running_on(hosts[0], stranger) == 1
+    finally:
+        destroy_domain(system_libvirt, stranger)
         await client.close()
         await ctl.stop(grace=0)
         shutil.rmtree(workdir, ignore_errors=True)
