@@ -66,6 +66,11 @@ class MonitorSettings:
 _NOT_RUNNING = (agent_pb2.HostVm.STATE_DOWN, agent_pb2.HostVm.STATE_SUSPENDED)
 
 
+def _aware(when: dt.datetime) -> dt.datetime:
+    # SQLite gives back naive datetimes; they were stored in UTC.
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
 def _start_failed(report: agent_pb2.HostVm) -> bool:
     return (
         report.state == agent_pb2.HostVm.STATE_DOWN
@@ -147,11 +152,12 @@ class HostMonitor:
             await asyncio.sleep(self._reconcile_every)
             try:
                 async with self._lock:
+                    listed_at = utcnow()
                     snapshot = await self._client.list_vms()
                     cursor = self._cursor
                     if (snapshot.host_epoch, snapshot.sequence) != (cursor.epoch, cursor.sequence):
                         continue
-                    await self._apply_snapshot(snapshot, None)
+                    await self._apply_snapshot(snapshot, None, listed_at)
             except VirtplaneError as exc:
                 log.debug("host %s: periodic reconciliation failed: %s", self._client.name, exc)
 
@@ -168,9 +174,10 @@ class HostMonitor:
 
     async def _reconcile(self) -> agent_pb2.HostAgentServiceListVmsResponse:
         """Brings the host and its VMs in line with the host's own list."""
+        listed_at = utcnow()
         snapshot = await self._client.list_vms()
         caps = await self._client.capabilities()
-        await self._apply_snapshot(snapshot, caps)
+        await self._apply_snapshot(snapshot, caps, listed_at)
         self.connected.set()
         return snapshot
 
@@ -178,7 +185,11 @@ class HostMonitor:
         self,
         snapshot: agent_pb2.HostAgentServiceListVmsResponse,
         caps: agent_pb2.GetHostCapabilitiesResponse | None,
+        listed_at: dt.datetime,
     ) -> None:
+        """Applies the host's list, taken at listed_at. A VM whose state
+        changed since (a start booked and dispatched meanwhile) is left to
+        the events that follow the list: the list is older than its row."""
         reported = {vm.vm_id: vm for vm in snapshot.vms}
         sizes = await self._external_sizes(reported)
         now = utcnow()
@@ -200,6 +211,8 @@ class HostMonitor:
             host.last_seen_at = now
             for vm in repo.list_vms(session, host_id=self.host_id):
                 report = reported.pop(vm.id, None)
+                if _aware(vm.state_changed_at) >= listed_at:
+                    continue
                 if report is None:
                     hit = transitions.missing_on_host(vm)
                 elif _start_failed(report) and vm.state is VmState.WAIT_FOR_LAUNCH:
