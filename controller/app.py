@@ -10,6 +10,8 @@ import grpc
 from virtplane.health import Probes, service_names
 from virtplane.status import ErrorInterceptor
 from virtplane.v1 import (
+    affinity_group_service_pb2,
+    affinity_group_service_pb2_grpc,
     host_service_pb2,
     host_service_pb2_grpc,
     operation_service_pb2,
@@ -19,12 +21,21 @@ from virtplane.v1 import (
 )
 
 from controller import operations, retention
+from controller.affinity import AffinityGroups
 from controller.config import ControllerConfig
+from controller.ha import HaRestarter
 from controller.host_service import HostService
 from controller.hosts import HostClients
+from controller.monitor import MonitorSettings
 from controller.operations import OperationService
 from controller.power import PowerVerbs
-from controller.servicers import HostServicer, OperationServicer, VmServicer
+from controller.servicers import (
+    AffinityGroupServicer,
+    HostServicer,
+    OperationServicer,
+    VmServicer,
+)
+from controller.starter import Starter
 from controller.vm_service import VmService
 from controller.vm_store import VmStore
 from controller.watch import WatchHub
@@ -45,8 +56,16 @@ class Controller:
         operations.install(self.db)
         self.store = VmStore(self.db, WatchHub(config.watch_queue_size))
         self.clients = HostClients(config.host_call_timeout)
-        self.vms = VmService(self.store, self.clients)
-        self.hosts = HostService(self.store, self.clients, config.host_retry_seconds)
+        self.starter = Starter(self.store, self.clients, config.scheduling_policy)
+        self.vms = VmService(self.store, self.clients, self.starter)
+        self.hosts = HostService(
+            self.store,
+            self.clients,
+            self.starter,
+            MonitorSettings(config.host_retry_seconds, config.reconcile_seconds),
+        )
+        self.restarter = HaRestarter(self.store, self.starter, config.ha)
+        self._resume: asyncio.Task[int] | None = None
         self.server = grpc.aio.server(interceptors=[ErrorInterceptor()])
         power = PowerVerbs(self.store, self.clients)
         vm_service_pb2_grpc.add_VmServiceServicer_to_server(
@@ -58,12 +77,16 @@ class Controller:
         host_service_pb2_grpc.add_HostServiceServicer_to_server(
             HostServicer(self.hosts), self.server
         )
+        affinity_group_service_pb2_grpc.add_AffinityGroupServiceServicer_to_server(
+            AffinityGroupServicer(AffinityGroups(self.db)), self.server
+        )
         self.probes = Probes(
             self.server,
             service_names(
                 vm_service_pb2.DESCRIPTOR,
                 host_service_pb2.DESCRIPTOR,
                 operation_service_pb2.DESCRIPTOR,
+                affinity_group_service_pb2.DESCRIPTOR,
             ),
         )
         self._pruning: asyncio.Task[None] | None = None
@@ -83,8 +106,16 @@ class Controller:
             history=dt.timedelta(days=self.config.history_retention_days),
         )
         self._pruning = asyncio.create_task(retention.run(self.db, keep), name="pruning")
+        # Starts a previous controller booked and may not have sent: resent
+        # once the monitors had their first look at the hosts.
+        self._resume = asyncio.create_task(self._resume_starts(), name="resume-starts")
+        self.restarter.start()
         await self.probes.serving()
         log.info("controller listening on %s", self.config.listen)
+
+    async def _resume_starts(self) -> int:
+        await asyncio.sleep(self.config.host_retry_seconds)
+        return await self.starter.resume()
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()
@@ -92,9 +123,11 @@ class Controller:
     async def stop(self, grace: float = 2.0) -> None:
         await self.probes.stopping()
         await self.server.stop(grace)
-        if self._pruning is not None:
-            self._pruning.cancel()
-            await asyncio.gather(self._pruning, return_exceptions=True)
+        await self.restarter.stop()
+        for task in (self._pruning, self._resume):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.hosts.close()
         await self.clients.close()
         self.db.close()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from controller.ha import HaPolicy
+from controller.scheduler import Policy
 
 
 @dataclass(frozen=True)
@@ -21,3 +24,9 @@ class ControllerConfig:
     # operations kept (controller.retention).
     request_id_retention_hours: float = 24.0
     history_retention_days: float = 7.0
+    # How the scheduler ranks the hosts that fit: even_spread or power_saving.
+    scheduling_policy: Policy = Policy.EVEN_SPREAD
+    # Seconds between reconciliations of a connected host against its full list.
+    reconcile_seconds: float = 60.0
+    # When highly available VMs are restarted.
+    ha: HaPolicy = field(default_factory=HaPolicy)

@@ -8,6 +8,7 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
+from virtplane.v1 import affinity_group_service_pb2 as affinity_pb2
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 from virtplane.v1 import host_pb2, vm_pb2, vm_service_pb2
 
@@ -68,6 +69,8 @@ def vm_spec(vm: models.Vm) -> vm_pb2.VmSpec:
             )
             for d in vm.disks
         ],
+        highly_available=bool(vm.highly_available),
+        pinned_host=vm.pinned_host_id or "",
     )
 
 
@@ -220,12 +223,21 @@ def vm(row: models.Vm) -> vm_pb2.Vm:
             revision=row.revision,
             state_changed_time=timestamp(row.state_changed_at),
             pending_restart=paths,
+            origin=vm_pb2.Vm.Origin.Value(f"ORIGIN_{row.origin.value}"),
+            start_tries=[
+                vm_pb2.StartTry(host_id=t["host_id"], host_name=t["host"], error=t["error"])
+                for t in row.start_tries or []
+            ],
+            ha_restart_time=timestamp(row.ha_restart_at),
+            ha_restart_count=row.ha_restart_count or 0,
         ),
     )
 
 
-def host(row: models.Host, usage: tuple[int, int, int]) -> host_pb2.Host:
-    memory_used, _cpus_used, vms = usage
+def host(
+    row: models.Host, usage: tuple[int, int, int], pending: tuple[int, int] = (0, 0)
+) -> host_pb2.Host:
+    memory_used, vcpus_used, vms = usage
     return host_pb2.Host(
         id=row.id,
         name=row.name,
@@ -241,6 +253,8 @@ def host(row: models.Host, usage: tuple[int, int, int]) -> host_pb2.Host:
             hypervisor_type=row.hypervisor_type,
             hostname=row.hostname,
             last_seen_time=timestamp(row.last_seen_at),
+            memory_pending_mib=pending[0],
+            vcpus_used=vcpus_used,
         ),
     )
 
@@ -270,3 +284,14 @@ def placement(result: Placement) -> vm_service_pb2.ExplainPlacementResponse:
         reply.chosen_host_id = result.host.id
         reply.chosen_host_name = result.host.name
     return reply
+
+
+def affinity_group(row: models.AffinityGroup) -> affinity_pb2.AffinityGroup:
+    group = affinity_pb2.AffinityGroup
+    return group(
+        id=row.id,
+        name=row.name,
+        polarity=group.POLARITY_POSITIVE if row.positive else group.POLARITY_NEGATIVE,
+        enforcing=row.enforcing,
+        vm_ids=[m.vm_id for m in row.members],
+    )

@@ -5,14 +5,19 @@
     ├── InvalidArgument
     ├── NotFound
     │   ├── VmNotFound
-    │   └── HostNotFound
+    │   ├── HostNotFound
+    │   └── AffinityGroupNotFound
     ├── AlreadyExists
     │   ├── VmExists
-    │   └── HostExists
+    │   ├── HostExists
+    │   └── AffinityGroupExists
     ├── FailedPrecondition
     │   ├── IllegalVmState        the verb does not fit the VM's state
     │   ├── IllegalHostState      the verb does not fit the host's state
-    │   └── HostHasVms            VMs on the host forbid the verb
+    │   ├── HostHasVms            VMs on the host forbid the verb
+    │   ├── CreateRefused         a host refused to create the VM (a start
+    │   │                         tries the next host)
+    │   └── StartFailed           every host a start tried failed
     ├── ResourceExhausted
     │   └── NoHostAvailable       every host was rejected by a filter
     └── Unavailable
@@ -85,3 +90,27 @@ class NoHostAvailable(ResourceExhausted):
 class HostUnreachable(Unavailable):
     def __init__(self, host: str, detail: str) -> None:
         super().__init__(f"host {host!r} cannot be reached: {detail}")
+
+
+class AffinityGroupNotFound(NotFound):
+    def __init__(self, group: str) -> None:
+        super().__init__("affinity group", group)
+
+
+class AffinityGroupExists(AlreadyExists):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"an affinity group named {name!r} exists already")
+
+
+class CreateRefused(FailedPrecondition):
+    """The host answered CreateVm with an error: the VM is not on it."""
+
+    def __init__(self, host: str, detail: str) -> None:
+        super().__init__(f"host {host!r} refused the VM: {detail}")
+
+
+class StartFailed(FailedPrecondition):
+    """Every host a start tried failed; message lists each try."""
+
+    def __init__(self, vm: str, tries: str) -> None:
+        super().__init__(f"cannot start VM {vm!r}: {tries}")

@@ -11,15 +11,21 @@ from virtplane.errors import FailedPrecondition, InvalidArgument, VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
-from controller.errors import HostUnreachable, VmNotFound
+from controller.errors import CreateRefused, HostUnreachable, VmNotFound
 
 _R = TypeVar("_R")
 
+# The heartbeat: a ping every 10 s that must be answered within 5 s, idle
+# or not (a hung hostd keeps its socket open; only an unanswered ping shows
+# it). gRPC otherwise spaces pings on a stream without data 5 min apart,
+# and waits a minute for an answer.
 _CHANNEL_OPTIONS = (
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_time_between_pings_ms", 10_000),
+    ("grpc.http2.ping_timeout_ms", 5_000),
 )
 
 
@@ -57,15 +63,19 @@ class HostClient:
             raise translate(self.name, exc) from exc
 
     async def create_vm(self, config: pb.VmConfig, request_id: str = "") -> pb.HostVm:
-        """Creates (or restores) the VM; repeating it with the same
-        request_id never makes a second one."""
+        """Asks the host to run (or restore) the VM; repeating it with the
+        same request_id never makes a second one. A host that answers with an error
+        raises CreateRefused (the VM is not there), except ALREADY_EXISTS (a
+        VM of this id is there under another key); one that does not answer
+        raises HostUnreachable (the VM may or may not be there)."""
+        request = pb.HostAgentServiceCreateVmRequest(config=config, request_id=request_id)
         try:
-            reply = await self._stub.CreateVm(
-                pb.HostAgentServiceCreateVmRequest(config=config, request_id=request_id),
-                timeout=self._timeout,
-            )
+            reply = await self._stub.CreateVm(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
-            raise translate(self.name, exc) from exc
+            error = translate(self.name, exc)
+            if isinstance(error, HostUnreachable) or exc.code() is grpc.StatusCode.ALREADY_EXISTS:
+                raise error from exc
+            raise CreateRefused(self.name, f"{exc.code().name}: {exc.details()}") from exc
         return reply.vm
 
     async def destroy_vm(self, vm_id: str) -> None:
@@ -105,6 +115,10 @@ class HostClient:
             return await rpc(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             raise translate(self.name, exc, vm_id) from exc
+
+    async def vm_stats(self, vm_id: str) -> pb.VmStats:
+        request = pb.HostAgentServiceGetVmStatsRequest(vm_id=vm_id)
+        return (await self._verb(self._stub.GetVmStats, request, vm_id)).stats
 
     async def list_vms(self) -> pb.HostAgentServiceListVmsResponse:
         """Every VM on the host, and the journal position the list reflects."""

@@ -28,8 +28,9 @@ from virtplane.v1 import host_pb2, host_service_pb2, vm_pb2
 from controller import audit, convert, requests
 from controller.errors import HostExists, HostHasVms, HostNotFound, IllegalHostState
 from controller.hosts import HostClients
-from controller.monitor import HostMonitor
+from controller.monitor import HostMonitor, MonitorSettings
 from controller.requests import Call
+from controller.starter import Starter
 from controller.vm_store import VmStore, set_state
 from db import repositories as repo
 from db.enums import ACTIVE_VM_STATES, ExitReason, HostState, VmState
@@ -83,11 +84,14 @@ def enter_maintenance(session: Session, host_ref: str) -> host_pb2.Host:
 
 
 class HostService:
-    def __init__(self, store: VmStore, clients: HostClients, retry_seconds: float) -> None:
+    def __init__(
+        self, store: VmStore, clients: HostClients, starter: Starter, settings: MonitorSettings
+    ) -> None:
         self._store = store
         self._db = store.db
         self._clients = clients
-        self._retry = retry_seconds
+        self._starter = starter
+        self._settings = settings
         self._monitors: dict[str, HostMonitor] = {}
 
     async def add(self, name: str, address: str, call: Call = _ADD) -> host_pb2.Host:
@@ -143,14 +147,21 @@ class HostService:
             host = repo.find_host(session, host_ref)
             if host is None:
                 raise HostNotFound(host_ref)
-            return convert.host(host, repo.host_usage(session).get(host.id, (0, 0, 0)))
+            return convert.host(
+                host,
+                repo.host_usage(session).get(host.id, (0, 0, 0)),
+                repo.host_pending(session).get(host.id, (0, 0)),
+            )
 
         return await self._db.run(work)
 
     async def list(self) -> list[host_pb2.Host]:
         def work(session: Session) -> list[host_pb2.Host]:
-            usage = repo.host_usage(session)
-            return [convert.host(h, usage.get(h.id, (0, 0, 0))) for h in repo.list_hosts(session)]
+            usage, pending = repo.host_usage(session), repo.host_pending(session)
+            return [
+                convert.host(h, usage.get(h.id, (0, 0, 0)), pending.get(h.id, (0, 0)))
+                for h in repo.list_hosts(session)
+            ]
 
         return await self._db.run(work)
 
@@ -282,7 +293,7 @@ class HostService:
 
     def _watch(self, host_id: str, name: str, address: str) -> None:
         client = self._clients.get(host_id, name, address)
-        monitor = HostMonitor(host_id, client, self._store, self._retry)
+        monitor = HostMonitor(host_id, client, self._store, self._starter, self._settings)
         self._monitors[host_id] = monitor
         monitor.start()
 

@@ -2,8 +2,15 @@
 
 For each host the monitor holds a WatchEvents stream open, applies every
 event in order, and on (re)connect reconciles against the host's full VM
-list. When the host cannot be reached it is NON_RESPONSIVE and its VMs are
-UNKNOWN — never DOWN — until the host answers again and says what is true.
+list; while connected it reconciles again every reconcile_every seconds, as
+a safety net, whenever the list reflects exactly the events applied. When
+the host cannot be reached it is NON_RESPONSIVE and its VMs are UNKNOWN —
+never DOWN — until the host answers again and says what is true.
+
+A VM the host runs that the database does not know is recorded as external
+(origin EXTERNAL): it shows in ListVms and counts on its host, and nothing
+kills it. A start the host reports as failed (START_FAILED) is booked again
+on another host (controller.starter).
 States an operator set (maintenance, confirmed down) are left to the
 operator's verbs (controller.host_service).
 """
@@ -13,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -22,9 +30,10 @@ from virtplane.v1 import vm_pb2
 
 from controller import convert, transitions
 from controller.host_client import HostClient
+from controller.starter import Dispatch, Starter, rebook
 from controller.vm_store import Mutation, VmStore
 from db import repositories as repo
-from db.enums import HostState
+from db.enums import ExitReason, HostState, VmOrigin, VmState
 from db.models import Host, Vm, utcnow
 
 log = logging.getLogger(__name__)
@@ -46,26 +55,62 @@ class _Resync(Exception):
     """The event stream has a gap: watch again from the start."""
 
 
+@dataclass(frozen=True)
+class MonitorSettings:
+    # Seconds between attempts to reach a host that cannot be reached.
+    retry: float = 2.0
+    # Seconds between reconciliations against the host's full list.
+    reconcile_every: float = 60.0
+
+
+_NOT_RUNNING = (agent_pb2.HostVm.STATE_DOWN, agent_pb2.HostVm.STATE_SUSPENDED)
+
+
+def _aware(when: dt.datetime) -> dt.datetime:
+    # SQLite gives back naive datetimes; they were stored in UTC.
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _start_failed(report: agent_pb2.HostVm) -> bool:
+    return (
+        report.state == agent_pb2.HostVm.STATE_DOWN
+        and report.exit_reason == agent_pb2.HostVm.EXIT_REASON_START_FAILED
+    )
+
+
 class HostMonitor:
     """Watches one host until stopped."""
 
-    def __init__(self, host_id: str, client: HostClient, store: VmStore, retry: float) -> None:
+    def __init__(
+        self,
+        host_id: str,
+        client: HostClient,
+        store: VmStore,
+        starter: Starter,
+        settings: MonitorSettings,
+    ) -> None:
         self.host_id = host_id
         self._client = client
         self._store = store
         self._db = store.db
-        self._retry = retry
+        self._starter = starter
+        self._retry = settings.retry
+        self._reconcile_every = settings.reconcile_every
         self._cursor = _Cursor()
         self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # events and periodic reconciliation take turns
+        self._retries: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
+        self.reconciliations = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"monitor-{self._client.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [t for t in (self._task, *self._retries) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
@@ -89,9 +134,32 @@ class HostMonitor:
         the journal position that list reflects."""
         snapshot = await self._reconcile()
         self._cursor = _Cursor(snapshot.host_epoch, snapshot.sequence)
-        async for event in self._client.events(self._cursor.sequence):
-            self._advance(event)
-            await self._apply(event)
+        safety = asyncio.create_task(self._reconcile_periodically())
+        try:
+            async for event in self._client.events(self._cursor.sequence):
+                async with self._lock:
+                    self._advance(event)
+                    await self._apply(event)
+        finally:
+            safety.cancel()
+            await asyncio.gather(safety, return_exceptions=True)
+
+    async def _reconcile_periodically(self) -> None:
+        """Compares with the host's full list now and then. A list that does
+        not reflect exactly the events applied so far (some are in flight)
+        is skipped: applying it could move a VM back in time."""
+        while True:
+            await asyncio.sleep(self._reconcile_every)
+            try:
+                async with self._lock:
+                    listed_at = utcnow()
+                    snapshot = await self._client.list_vms()
+                    cursor = self._cursor
+                    if (snapshot.host_epoch, snapshot.sequence) != (cursor.epoch, cursor.sequence):
+                        continue
+                    await self._apply_snapshot(snapshot, None, listed_at)
+            except VirtplaneError as exc:
+                log.debug("host %s: periodic reconciliation failed: %s", self._client.name, exc)
 
     def _advance(self, event: agent_pb2.HostEvent) -> None:
         """Moves the cursor; a restarted hostd or a gap means resync."""
@@ -106,40 +174,133 @@ class HostMonitor:
 
     async def _reconcile(self) -> agent_pb2.HostAgentServiceListVmsResponse:
         """Brings the host and its VMs in line with the host's own list."""
+        listed_at = utcnow()
         snapshot = await self._client.list_vms()
         caps = await self._client.capabilities()
+        await self._apply_snapshot(snapshot, caps, listed_at)
+        self.connected.set()
+        return snapshot
+
+    async def _apply_snapshot(
+        self,
+        snapshot: agent_pb2.HostAgentServiceListVmsResponse,
+        caps: agent_pb2.GetHostCapabilitiesResponse | None,
+        listed_at: dt.datetime,
+    ) -> None:
+        """Applies the host's list, taken at listed_at. A VM whose state
+        changed since (a start booked and dispatched meanwhile) is left to
+        the events that follow the list: the list is older than its row."""
         reported = {vm.vm_id: vm for vm in snapshot.vms}
+        sizes = await self._external_sizes(reported)
         now = utcnow()
 
-        def work(session: Session) -> list[vm_pb2.Vm]:
+        def work(session: Session) -> tuple[list[vm_pb2.Vm], list[Dispatch]]:
             changed: list[Vm] = []
+            retries: list[Dispatch] = []
             host = session.get(Host, self.host_id)
             if host is None:
-                return []
-            if host.state not in HELD_STATES:
-                host.state = HostState.UP
-                host.state_message = ""
+                return [], []
+            if caps is not None:
+                if host.state not in HELD_STATES:
+                    host.state = HostState.UP
+                    host.state_message = ""
+                host.cpus = caps.cpus
+                host.memory_total_mib = caps.memory_total_mib
+                host.hypervisor_type = caps.hypervisor_type
+                host.hostname = caps.hostname
             host.last_seen_at = now
-            host.cpus = caps.cpus
-            host.memory_total_mib = caps.memory_total_mib
-            host.hypervisor_type = caps.hypervisor_type
-            host.hostname = caps.hostname
             for vm in repo.list_vms(session, host_id=self.host_id):
-                report = reported.get(vm.id)
+                report = reported.pop(vm.id, None)
+                if _aware(vm.state_changed_at) >= listed_at:
+                    continue
                 if report is None:
                     hit = transitions.missing_on_host(vm)
+                elif _start_failed(report) and vm.state is VmState.WAIT_FOR_LAUNCH:
+                    nxt = rebook(session, vm, self.host_id, report.message, self._starter.policy)
+                    retries.extend([nxt] if nxt else [])
+                    hit = True
                 else:
                     hit = transitions.apply_host_vm(vm, self.host_id, report)
                     if report.HasField("guest"):
                         self._store_guest(session, vm, report.guest, now)
                         hit = True
+                if vm.origin is VmOrigin.EXTERNAL and not vm.vcpus and vm.id in sizes:
+                    vm.vcpus, vm.memory_mib = sizes[vm.id]
+                    hit = True
                 if hit:
                     changed.append(vm)
-            return self._store.stamp(session, changed)
+            changed.extend(self._record_external(session, reported.values(), sizes, now))
+            return self._store.stamp(session, changed), retries
 
-        self._store.publish(await self._db.run(work))
-        self.connected.set()
-        return snapshot
+        changed, retries = await self._db.run(work)
+        self._store.publish(changed)
+        self.reconciliations += 1
+        for dispatch in retries:
+            self._dispatch_retry(dispatch)
+
+    async def _external_sizes(
+        self, reported: dict[str, agent_pb2.HostVm]
+    ) -> dict[str, tuple[int, int]]:
+        """The vCPUs and memory (MiB) of the VMs the host runs that the
+        database does not know (or knows as external, of unknown size), as
+        libvirt measures them."""
+        ids = [i for i, vm in reported.items() if vm.state not in _NOT_RUNNING]
+        unknown = await self._db.run(lambda s: repo.unsized_vm_ids(s, ids)) if ids else []
+        sizes: dict[str, tuple[int, int]] = {}
+        for vm_id in unknown:
+            try:
+                stats = await self._client.vm_stats(vm_id)
+            except VirtplaneError as exc:
+                log.info("host %s: no stats for external VM %s: %s", self._client.name, vm_id, exc)
+                continue
+            sizes[vm_id] = (stats.vcpus, stats.memory_maximum_kib // 1024)
+        return sizes
+
+    def _record_external(
+        self,
+        session: Session,
+        reports: Iterable[agent_pb2.HostVm],
+        sizes: dict[str, tuple[int, int]],
+        now: dt.datetime,
+    ) -> list[Vm]:
+        """Records the running VMs the host has and the database does not
+        know (on no host, or not at all) as external VMs on this host."""
+        recorded = []
+        for report in reports:
+            if report.state in _NOT_RUNNING:
+                continue
+            if session.get(Vm, report.vm_id) is not None:
+                continue  # known, placed elsewhere or DOWN: a stale report
+            vcpus, memory_mib = sizes.get(report.vm_id, (0, 0))
+            vm = Vm(
+                id=report.vm_id,
+                name=f"external-{report.vm_id}",
+                vcpus=vcpus,
+                memory_mib=memory_mib,
+                kernel_path="",
+                initrd_path="",
+                cmdline="",
+                state=VmState.UNKNOWN,
+                host_id=self.host_id,
+                exit_reason=ExitReason.NONE,
+                status_message="found running on its host; not created through virtplane",
+                origin=VmOrigin.EXTERNAL,
+                highly_available=False,
+                revision=0,
+            )
+            session.add(vm)
+            transitions.apply_host_vm(vm, self.host_id, report)
+            if report.HasField("guest"):
+                self._store_guest(session, vm, report.guest, now)
+            log.warning("host %s runs VM %s, unknown here: recorded as external",
+                        self._client.name, report.vm_id)  # fmt: skip
+            recorded.append(vm)
+        return recorded
+
+    def _dispatch_retry(self, dispatch: Dispatch) -> None:
+        task = asyncio.create_task(self._starter.dispatch_quietly(dispatch))
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
 
     async def _apply(self, event: agent_pb2.HostEvent) -> None:
         which = event.WhichOneof("payload")
@@ -149,15 +310,24 @@ class HostMonitor:
             await self._on_guest_report(event.guest_report)
 
     async def _on_vm_state(self, report: agent_pb2.HostVm) -> None:
-        def mutate(_s: Session, vm: Vm) -> tuple[bool, None]:
+        def mutate(session: Session, vm: Vm) -> tuple[bool, Dispatch | None]:
+            if (
+                _start_failed(report)
+                and vm.host_id == self.host_id
+                and vm.state is VmState.WAIT_FOR_LAUNCH
+            ):
+                nxt = rebook(session, vm, self.host_id, report.message, self._starter.policy)
+                return True, nxt
             return transitions.apply_host_vm(vm, self.host_id, report), None
 
-        await self._update_known(report.vm_id, mutate)
+        nxt = await self._update_known(report.vm_id, mutate)
+        if nxt is not None:
+            self._dispatch_retry(nxt)
 
     async def _on_guest_report(self, report: agent_pb2.GuestReportEvent) -> None:
         now = utcnow()
 
-        def mutate(session: Session, vm: Vm) -> tuple[bool, None]:
+        def mutate(session: Session, vm: Vm) -> tuple[bool, Dispatch | None]:
             if vm.host_id != self.host_id:
                 return False, None
             self._store_guest(session, vm, report.guest, now)
@@ -199,12 +369,14 @@ class HostMonitor:
             received_at=received,
         )
 
-    async def _update_known(self, vm_id: str, mutate: Mutation[None]) -> None:
+    async def _update_known(self, vm_id: str, mutate: Mutation[Dispatch | None]) -> Dispatch | None:
         try:
-            await self._store.update(vm_id, mutate)
+            return (await self._store.update(vm_id, mutate))[1]
         except VirtplaneError as exc:
-            # A VM this controller does not know: left alone.
+            # A VM this controller does not know: the next reconciliation
+            # records it as external.
             log.debug("host %s: event for unknown VM %s: %s", self._client.name, vm_id, exc)
+            return None
 
     async def _set_unreachable(self, why: str) -> None:
         self.connected.clear()

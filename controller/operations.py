@@ -25,8 +25,10 @@ before that, the verb itself ends the operation when the host refuses.
 
 After a controller restart (recover()): an operation the host had accepted
 resumes — it ends as above, as the monitor learns the VM's state from the
-host; one the host had not accepted yet ends FAILED ("the controller
-restarted before the host accepted the request"), as nobody will send it.
+host; so does a start booked on a host, which the starter sends again with
+the same key; any other the host had not accepted yet ends FAILED ("the
+controller restarted before the host accepted the request"), as nobody will
+send it.
 """
 
 from __future__ import annotations
@@ -135,6 +137,8 @@ def _finish(session: Session, op: Operation, state: OperationState, code: str, w
 def _settle(session: Session, op: Operation, vm: Vm) -> None:
     """Ends op when vm's state decides it; records the boot phases."""
     now = utcnow()
+    if op.kind is Kind.START_VM and vm.host_id is not None and op.state is OperationState.RUNNING:
+        op.host_id = vm.host_id  # a retry may have moved the start to another host
     if op.kind in _BOOTING:
         if vm.state is VmState.POWERING_UP and op.powering_up_at is None:
             op.powering_up_at = now
@@ -177,6 +181,22 @@ def accepted(session: Session, op_id: str, dispatched_at: dt.datetime, vm: Vm | 
         _settle(session, op, vm)
 
 
+def start_accepted(session: Session, vm: Vm, dispatched_at: dt.datetime) -> None:
+    """A host accepted vm's CreateVm (sent at dispatched_at): the VM's
+    START_VM operation that waited for it, if any, moves on. Call
+    lock_vm(vm) first."""
+    op = session.scalars(
+        select(Operation).where(
+            Operation.vm_id == vm.id,
+            Operation.kind == OperationKind.START_VM,
+            Operation.state == OperationState.RUNNING,
+            Operation.accepted_at.is_(None),
+        )
+    ).first()
+    if op is not None:
+        accepted(session, op.id, dispatched_at, vm)
+
+
 def failed(session: Session, op_id: str, code: str, why: str) -> None:
     """The verb failed before the host accepted it."""
     op = session.get(Operation, op_id)
@@ -214,7 +234,9 @@ def install(db: Database) -> None:
 
 
 def recover(session: Session) -> int:
-    """At controller start: fails the operations no host had accepted;
+    """At controller start: fails the operations no host had accepted,
+    except the starts the starter sends again (a VM booked on a host,
+    WAIT_FOR_LAUNCH with its CreateVm key: controller.starter resume());
     the others resume. Returns how many failed."""
     stale = session.scalars(
         select(Operation).where(
@@ -222,6 +244,10 @@ def recover(session: Session) -> int:
         )
     ).all()
     for op in stale:
+        if op.kind is Kind.START_VM:
+            vm = session.get(Vm, op.vm_id)
+            if vm is not None and vm.state is VmState.WAIT_FOR_LAUNCH and vm.start_request_id:
+                continue
         _finish(session, op, OperationState.FAILED, "ABORTED", RESTARTED)
     return len(stale)
 

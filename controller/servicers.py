@@ -7,6 +7,8 @@ from typing import Any
 
 import grpc
 from virtplane.errors import InvalidArgument
+from virtplane.v1 import affinity_group_service_pb2 as affinity_api
+from virtplane.v1 import affinity_group_service_pb2_grpc as affinity_grpc
 from virtplane.v1 import host_service_pb2 as host_api
 from virtplane.v1 import host_service_pb2_grpc as host_grpc
 from virtplane.v1 import operation_service_pb2 as op_api
@@ -14,6 +16,7 @@ from virtplane.v1 import operation_service_pb2_grpc as op_grpc
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
+from controller.affinity import AffinityGroups
 from controller.host_service import HostService
 from controller.operations import OperationService
 from controller.power import PowerVerbs
@@ -213,3 +216,45 @@ class HostServicer(host_grpc.HostServiceServicer):
         call = call_of("ConfirmHostDown", request)
         host, vm_ids = await self._hosts.confirm_down(_ref("host", request.host), call)
         return host_api.ConfirmHostDownResponse(host=host, vm_ids=vm_ids)
+
+
+_POLARITY = {
+    affinity_api.AffinityGroup.POLARITY_POSITIVE: True,
+    affinity_api.AffinityGroup.POLARITY_NEGATIVE: False,
+}
+
+
+class AffinityGroupServicer(affinity_grpc.AffinityGroupServiceServicer):
+    def __init__(self, groups: AffinityGroups) -> None:
+        self._groups = groups
+
+    async def CreateAffinityGroup(
+        self, request: affinity_api.CreateAffinityGroupRequest, context: Context
+    ) -> affinity_api.CreateAffinityGroupResponse:
+        name = check_name("name", request.name)
+        if request.polarity not in _POLARITY:
+            raise InvalidArgument("polarity", "must be POLARITY_POSITIVE or POLARITY_NEGATIVE")
+        group = await self._groups.create(
+            name, _POLARITY[request.polarity], request.enforcing, list(request.vms)
+        )
+        return affinity_api.CreateAffinityGroupResponse(group=group)
+
+    async def GetAffinityGroup(
+        self, request: affinity_api.GetAffinityGroupRequest, context: Context
+    ) -> affinity_api.GetAffinityGroupResponse:
+        if not request.group:
+            raise InvalidArgument("group", "is required (an id or a name)")
+        return affinity_api.GetAffinityGroupResponse(group=await self._groups.get(request.group))
+
+    async def ListAffinityGroups(
+        self, request: affinity_api.ListAffinityGroupsRequest, context: Context
+    ) -> affinity_api.ListAffinityGroupsResponse:
+        return affinity_api.ListAffinityGroupsResponse(groups=await self._groups.list())
+
+    async def DeleteAffinityGroup(
+        self, request: affinity_api.DeleteAffinityGroupRequest, context: Context
+    ) -> affinity_api.DeleteAffinityGroupResponse:
+        if not request.group:
+            raise InvalidArgument("group", "is required (an id or a name)")
+        await self._groups.delete(request.group)
+        return affinity_api.DeleteAffinityGroupResponse()

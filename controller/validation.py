@@ -50,6 +50,8 @@ class VmSpec:
     cmdline: str
     nics: tuple[NicSpec, ...]
     disks: tuple[DiskSpec, ...] = ()
+    highly_available: bool = False
+    pinned_host: str = ""  # a host's id or name; empty: any
 
 
 def check_name(field: str, name: str) -> str:
@@ -146,6 +148,8 @@ def check_spec(name: str, spec: vm_pb2.VmSpec, prefix: str = "spec") -> VmSpec:
         cmdline=spec.boot.cmdline,
         nics=nics,
         disks=disks,
+        highly_available=spec.highly_available,
+        pinned_host=spec.pinned_host,
     )
 
 

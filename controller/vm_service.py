@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
-from virtplane.errors import VirtplaneError
-from virtplane.v1 import host_agent_service_pb2 as agent_pb2
+from virtplane.errors import InvalidArgument, VirtplaneError
 from virtplane.v1 import operation_pb2, vm_pb2, vm_service_pb2
 
 from controller import convert, operations, requests, resume, spec_updates
-from controller.errors import (
-    HostNotFound,
-    IllegalVmState,
-    NoHostAvailable,
-    VmExists,
-    VmNotFound,
-)
+from controller.errors import HostNotFound, IllegalVmState, VmExists, VmNotFound
 from controller.hosts import HostClients
 from controller.requests import Call
-from controller.scheduler import Demand, HostCapacity, Placement, place
+from controller.starter import Dispatch, Starter, book_fresh, placement
 from controller.validation import VmQuery, VmSpec
 from controller.vm_store import VmStore, set_state
 from db import repositories as repo
-from db.enums import ExitReason, OperationKind, VmState
-from db.models import Host, Nic, Vm, utcnow
+from db.enums import ExitReason, OperationKind, VmOrigin, VmState
+from db.models import Nic, Vm, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -48,67 +41,27 @@ _STOPPABLE = frozenset(
 VmAndOperation = tuple[vm_pb2.Vm, operation_pb2.Operation]
 
 
-@dataclass(frozen=True)
-class _Dispatch:
-    """What StartVm hands to the chosen host."""
-
-    host_id: str
-    host_name: str
-    address: str
-    config: agent_pb2.VmConfig
-
-
-def _placement(session: Session, vm: Vm, *, lock: bool) -> tuple[Sequence[Host], Placement]:
-    """The scheduler's judgement of every host for vm, pending starts
-    counted. With lock, the hosts stay locked until the transaction ends."""
-    hosts = repo.lock_hosts(session) if lock else repo.list_hosts(session)
-    usage = repo.host_usage(session)
-    candidates = [
-        HostCapacity(
-            id=h.id,
-            name=h.name,
-            state=h.state,
-            memory_total_mib=h.memory_total_mib,
-            memory_used_mib=usage.get(h.id, (0, 0, 0))[0],
-            cpus=h.cpus,
-        )
-        for h in hosts
-    ]
-    return hosts, place(candidates, Demand(vcpus=vm.vcpus, memory_mib=vm.memory_mib))
-
-
-def book(session: Session, vm: Vm) -> tuple[bool, _Dispatch]:
-    """Picks a host for vm and books its resources there, in the caller's
-    transaction: from here the VM's memory counts as used on the host.
-
-    The hosts are locked before their usage is read, so a concurrent booking
-    waits for this transaction and then sees its VM on the host: two starts
-    cannot over-book one host.
-    """
-    if vm.state is not VmState.DOWN:
-        raise IllegalVmState(vm.name, vm.state.value, "start", "DOWN")
-    spec_updates.apply_next_run(session, vm)  # a fresh start takes the pending spec
-    spec_updates.check_startable(vm)
-    hosts, placement = _placement(session, vm, lock=True)
-    if placement.host is None:
-        raise NoHostAvailable(vm.name, placement.rejections)
-    chosen = next(h for h in hosts if h.id == placement.host.id)
-    vm.host_id = chosen.id
-    vm.guest_facts.clear()
-    set_state(vm, VmState.WAIT_FOR_LAUNCH, exit_reason=ExitReason.NONE, message="")
-    return True, _Dispatch(chosen.id, chosen.name, chosen.address, convert.vm_config(vm))
 
 
 class VmService:
-    def __init__(self, store: VmStore, clients: HostClients) -> None:
+    def __init__(self, store: VmStore, clients: HostClients, starter: Starter) -> None:
         self._store = store
         self._db = store.db
         self._clients = clients
+        self._starter = starter
 
     async def create(self, spec: VmSpec, call: Call) -> vm_pb2.Vm:
         def build(session: Session) -> Vm:
             if repo.vm_by_name(session, spec.name) is not None:
                 raise VmExists(spec.name)
+            pinned = None
+            if spec.pinned_host:
+                host = repo.find_host(session, spec.pinned_host)
+                if host is None:
+                    raise InvalidArgument(
+                        "spec.pinned_host", f"names no registered host: {spec.pinned_host!r}"
+                    )
+                pinned = host.id
             vm = Vm(
                 id=str(uuid.uuid4()),
                 name=spec.name,
@@ -120,6 +73,11 @@ class VmService:
                 state=VmState.DOWN,
                 exit_reason=ExitReason.NONE,
                 status_message="",
+                highly_available=spec.highly_available,
+                pinned_host_id=pinned,
+                origin=VmOrigin.MANAGED,
+                ha_restart_count=0,
+                start_request_id="",
             )
             for position, nic in enumerate(spec.nics):
                 vm.nics.append(
@@ -168,8 +126,8 @@ class VmService:
             vm = repo.find_vm(session, vm_ref)
             if vm is None:
                 raise VmNotFound(vm_ref)
-            _hosts, placement = _placement(session, vm, lock=False)
-            return convert.placement(placement)
+            _hosts, judged = placement(session, vm, self._starter.policy, lock=False)
+            return convert.placement(judged)
 
         return await self._db.run(work)
 
@@ -227,24 +185,29 @@ class VmService:
 
     async def start(self, vm_ref: str, call: Call) -> VmAndOperation:
         """Places a DOWN VM on a host, books its resources there, and asks
-        the host to run it; restores a SUSPENDED VM on the host that holds
-        its saved state; resumes a PAUSED one. Returns once the host has
+        the host to run it, on another host when one refuses
+        (controller.starter); restores a SUSPENDED VM on the host that holds
+        its saved state; resumes a PAUSED one. Returns once a host has
         accepted, with the operation that follows the VM until it is UP."""
 
-        def begin(session: Session, vm: Vm) -> tuple[bool, tuple[str, resume.Target | None]]:
+        def begin(
+            session: Session, vm: Vm
+        ) -> tuple[bool, tuple[str, resume.Target | Dispatch | None]]:
             prior = requests.claim(session, call)
             if prior is not None:
                 return False, (prior.result_id, None)
-            fresh = vm.state not in resume.FROM_STATES  # else it goes to its own host
-            if not fresh:
+            target: resume.Target | Dispatch
+            if vm.state in resume.FROM_STATES:  # it goes back to its own host
                 target = resume.begin(session, vm)
             else:
-                _changed, dispatch = book(session, vm)
-                target = resume.Target(
-                    dispatch.host_id, dispatch.host_name, dispatch.address, dispatch.config
-                )
+                target = book_fresh(session, vm, self._starter.policy, automatic=False)
             op = operations.begin(
-                session, OperationKind.START_VM, vm, call, host_id=target.host_id, scheduled=fresh
+                session,
+                OperationKind.START_VM,
+                vm,
+                call,
+                host_id=target.host_id,
+                scheduled=isinstance(target, Dispatch),
             )
             requests.remember(session, call, op.id)
             return True, (op.id, target)
@@ -254,6 +217,13 @@ class VmService:
         proto, (op_id, target) = await requests.once(lambda: self._store.update(vm_ref, begin))
         if target is None:
             return await self._replay(op_id)
+        if isinstance(target, Dispatch):
+            try:
+                await self._starter.dispatch(target)
+            except VirtplaneError as exc:
+                await self._store.update(proto.id, _op_failed(op_id, call, exc))
+                raise
+            return await self._replay(op_id)
         client = self._clients.get(target.host_id, target.host_name, target.address)
         dispatched = utcnow()
         try:
@@ -262,19 +232,19 @@ class VmService:
             else:
                 answer = await client.create_vm(target.config, request_id=op_id)
         except VirtplaneError as exc:
-            await self._start_failed(proto.id, target, op_id, call, exc)
+            await self._restore_failed(proto.id, target, op_id, call, exc)
             raise
 
-        def accepted(_session: Session, vm: Vm) -> tuple[bool, None]:
-            operations.lock_vm(_session, vm)
+        def accepted(session: Session, vm: Vm) -> tuple[bool, None]:
+            operations.lock_vm(session, vm)
             changed = target.resume and resume.record(vm, target, answer)
-            operations.accepted(_session, op_id, dispatched, vm)
+            operations.accepted(session, op_id, dispatched, vm)
             return changed, None
 
-        proto, _ = await self._store.update(proto.id, accepted)
+        await self._store.update(proto.id, accepted)
         return await self._replay(op_id)
 
-    async def _start_failed(
+    async def _restore_failed(
         self, vm_id: str, target: resume.Target, op_id: str, call: Call, exc: VirtplaneError
     ) -> None:
         why = str(exc)
@@ -284,9 +254,6 @@ class VmService:
             requests.forget(session, call)
             if vm.host_id != target.host_id:
                 return False, None
-            if vm.state is VmState.WAIT_FOR_LAUNCH:
-                set_state(vm, VmState.DOWN, exit_reason=ExitReason.START_FAILED, message=why)
-                return True, None
             return resume.undo(vm, target, why), None
 
         await self._store.update(vm_id, fail)
@@ -354,5 +321,19 @@ def _restore_state(
             return False, None
         set_state(vm, previous)
         return True, None
+
+    return mutate
+
+
+def _op_failed(
+    op_id: str, call: Call, exc: VirtplaneError
+) -> Callable[[Session, Vm], tuple[bool, None]]:
+    """A start no host accepted: its operation ends FAILED (the starter has
+    set the VM's state) and its request id may be used again."""
+
+    def mutate(session: Session, _vm: Vm) -> tuple[bool, None]:
+        operations.failed(session, op_id, resume.status_name(exc), str(exc))
+        requests.forget(session, call)
+        return False, None
 
     return mutate

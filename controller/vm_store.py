@@ -25,6 +25,12 @@ from db.session import Database
 T = TypeVar("T")
 
 
+# Exits after which a highly available VM is restarted: it crashed, vanished
+# from its host, or its host was confirmed down. Not a stop through the API,
+# nor a power-off from inside the guest (as oVirt does).
+HA_EXIT_REASONS = frozenset({ExitReason.CRASHED, ExitReason.LOST, ExitReason.HOST_FENCED})
+
+
 def set_state(
     vm: Vm,
     state: VmState,
@@ -32,16 +38,29 @@ def set_state(
     exit_reason: ExitReason | None = None,
     message: str | None = None,
 ) -> None:
-    """Moves vm to state; a VM going DOWN leaves its host."""
+    """Moves vm to state; a VM going DOWN leaves its host. A highly available
+    VM going DOWN for a reason in HA_EXIT_REASONS gets a restart due now
+    (unless one is planned already: a restart under way keeps its backoff);
+    one stopped by the user or its guest gets none; one that is UP again has
+    its restart count reset."""
     if vm.state is not state:
         vm.state = state
         vm.state_changed_at = utcnow()
-    if state is VmState.DOWN:
-        vm.host_id = None
     if exit_reason is not None:
         vm.exit_reason = exit_reason
     if message is not None:
         vm.status_message = message
+    if state is VmState.DOWN:
+        vm.host_id = None
+        if vm.exit_reason in HA_EXIT_REASONS and vm.highly_available:
+            if vm.ha_restart_at is None:
+                vm.ha_restart_at = utcnow()
+        elif vm.exit_reason in (ExitReason.USER_STOP, ExitReason.GUEST_SHUTDOWN):
+            vm.ha_restart_at = None
+            vm.ha_restart_count = 0
+    elif state is VmState.UP:
+        vm.ha_restart_at = None
+        vm.ha_restart_count = 0
 
 
 # A mutation returns whether it changed the VM, and a value for the caller.
@@ -126,6 +145,10 @@ class VmStore:
         session.flush()
         if not vms:
             return []
+        # A row whose only change is elsewhere (its guest facts) is not
+        # locked by the flush: lock every row now, before the counter, so
+        # that no transaction takes a row lock while holding the counter.
+        repo.lock_vms(session, [vm.id for vm in vms])
         last = repo.allocate_revisions(session, len(vms))
         for revision, vm in enumerate(vms, start=last - len(vms) + 1):
             vm.revision = revision

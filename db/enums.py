@@ -69,7 +69,16 @@ class OperationState(enum.Enum):
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
+class VmOrigin(enum.Enum):
+    # Created through the API.
+    MANAGED = "MANAGED"
+    # Found running on a host without a record: recorded, never killed.
+    EXTERNAL = "EXTERNAL"
 
 
 # VM states in which the VM holds resources on its host.
 ACTIVE_VM_STATES = frozenset(set(VmState) - {VmState.DOWN, VmState.SUSPENDED})
+
+# VM states in which the VM is booked on its host but does not run yet: its
+# resources are pending there.
+PENDING_VM_STATES = frozenset({VmState.WAIT_FOR_LAUNCH, VmState.RESTORING_STATE})

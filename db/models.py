@@ -19,6 +19,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -29,6 +30,7 @@ from db.enums import (
     NicKind,
     OperationKind,
     OperationState,
+    VmOrigin,
     VmState,
 )
 
@@ -131,6 +133,23 @@ class Vm(Base):
     state_changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     version_id: Mapped[int] = mapped_column(default=1)
+    # scheduling and high availability (migration 0004)
+    highly_available: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The host the VM may only run on; None: any host.
+    pinned_host_id: Mapped[str | None] = mapped_column(String(36))
+    origin: Mapped[VmOrigin] = mapped_column(
+        _enum(VmOrigin), default=VmOrigin.MANAGED, server_default=VmOrigin.MANAGED.value
+    )
+    # The idempotency key of the current start's CreateVm on its host, so
+    # that a controller restarted mid-start can repeat it safely.
+    start_request_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # The hosts the current start tried and why each failed:
+    # [{"host_id", "host", "error"}]; None when no start is under way.
+    start_tries: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)
+    # When the next automatic restart of a highly available VM is due, and
+    # how many were tried since it last ran; None: no restart is pending.
+    ha_restart_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    ha_restart_count: Mapped[int] = mapped_column(default=0, server_default="0")
 
     nics: Mapped[list[Nic]] = relationship(
         back_populates="vm", lazy="selectin", cascade="all, delete-orphan", order_by="Nic.position"
@@ -272,3 +291,31 @@ class ApiRequest(Base):
     result_id: Mapped[str] = mapped_column(String(36), default="")
     response: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+class AffinityGroup(Base):
+    """VMs that should run together (positive) or apart (negative). An
+    enforcing group is a scheduler filter; otherwise it only weighs."""
+
+    __tablename__ = "affinity_groups"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    positive: Mapped[bool] = mapped_column(Boolean)
+    enforcing: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    members: Mapped[list[AffinityMember]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan", order_by="AffinityMember.vm_id"
+    )
+
+
+class AffinityMember(Base):
+    """A VM in an affinity group."""
+
+    __tablename__ = "affinity_group_vms"
+
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("affinity_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    vm_id: Mapped[str] = mapped_column(
+        ForeignKey("vms.id", ondelete="CASCADE"), primary_key=True, index=True
+    )

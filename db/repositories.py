@@ -10,8 +10,17 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.enums import ACTIVE_VM_STATES, HostState, VmState
-from db.models import Event, GuestFact, Host, Nic, RevisionCounter, Vm
+from db.enums import ACTIVE_VM_STATES, PENDING_VM_STATES, HostState, VmOrigin, VmState
+from db.models import (
+    AffinityGroup,
+    AffinityMember,
+    Event,
+    GuestFact,
+    Host,
+    Nic,
+    RevisionCounter,
+    Vm,
+)
 
 # The kind of the event that records a VM's deletion (controller.audit).
 VM_DELETED = "VM_DELETED"
@@ -39,11 +48,17 @@ def lock_hosts(session: Session) -> Sequence[Host]:
 
     Placing a VM takes these locks before reading what the hosts hold, so two
     concurrent placements are serialised and the second sees the first's
-    booking. SQLite takes no row locks: there the whole database is locked
+    booking. On PostgreSQL they are FOR NO KEY UPDATE locks: they exclude each
+    other and updates of the host rows, but not the foreign-key checks of
+    rows that point at a host (a VM placed there), which would otherwise
+    deadlock with a placement. SQLite takes no row locks: there the whole database is locked
     from the start of a transaction (see db.session).
     """
     query = (
-        select(Host).order_by(Host.name).with_for_update().execution_options(populate_existing=True)
+        select(Host)
+        .order_by(Host.name)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
     )
     return session.scalars(query).all()
 
@@ -54,7 +69,7 @@ def lock_host(session: Session, id_or_name: str) -> Host | None:
     query = (
         select(Host)
         .where(or_(Host.id == id_or_name, Host.name == id_or_name))
-        .with_for_update()
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     )
     return session.scalars(query).first()
@@ -108,6 +123,14 @@ def page_vms(
     if after_name:
         query = query.where(Vm.name > after_name)
     return session.scalars(query).all()
+
+
+def lock_vms(session: Session, ids: Collection[str]) -> None:
+    """Locks the VM rows (by id order) until the transaction ends."""
+    if ids:
+        session.execute(
+            select(Vm.id).where(Vm.id.in_(sorted(ids))).order_by(Vm.id).with_for_update()
+        ).all()
 
 
 def allocate_revisions(session: Session, count: int = 1) -> int:
@@ -184,3 +207,80 @@ def deletions_after(session: Session, revision: int) -> Sequence[Event]:
         .where(Event.kind == VM_DELETED, Event.revision > revision)
         .order_by(Event.revision)
     ).all()
+def list_vms_in(session: Session, states: Collection[VmState]) -> Sequence[Vm]:
+    return session.scalars(select(Vm).where(Vm.state.in_(states)).order_by(Vm.name)).all()
+
+
+def host_pending(session: Session) -> dict[str, tuple[int, int]]:
+    """For each host id: (memory MiB, vCPUs) booked by VMs placed on it that
+    do not run yet (a start under way). Once the host reports them running
+    they count as used instead; DOWN, they count no more."""
+    rows = session.execute(
+        select(Vm.host_id, func.sum(Vm.memory_mib), func.sum(Vm.vcpus))
+        .where(Vm.host_id.is_not(None), Vm.state.in_(PENDING_VM_STATES))
+        .group_by(Vm.host_id)
+    ).all()
+    return {str(h): (int(m or 0), int(c or 0)) for h, m, c in rows}
+
+
+def affinity_of(session: Session, vm_id: str) -> list[tuple[str, bool, bool, set[str]]]:
+    """The affinity groups vm_id is in: (name, positive, enforcing, the hosts
+    the group's other VMs are placed on)."""
+    groups = session.scalars(
+        select(AffinityGroup)
+        .join(AffinityMember, AffinityMember.group_id == AffinityGroup.id)
+        .where(AffinityMember.vm_id == vm_id)
+        .order_by(AffinityGroup.name)
+    ).all()
+    out = []
+    for group in groups:
+        peers = [m.vm_id for m in group.members if m.vm_id != vm_id]
+        hosts: set[str] = set()
+        if peers:
+            hosts = {
+                str(h)
+                for h in session.scalars(
+                    select(Vm.host_id).where(
+                        Vm.id.in_(peers), Vm.host_id.is_not(None), Vm.state.in_(ACTIVE_VM_STATES)
+                    )
+                )
+            }
+        out.append((group.name, group.positive, group.enforcing, hosts))
+    return out
+
+
+def find_affinity_group(session: Session, id_or_name: str) -> AffinityGroup | None:
+    return session.scalars(
+        select(AffinityGroup).where(
+            or_(AffinityGroup.id == id_or_name, AffinityGroup.name == id_or_name)
+        )
+    ).first()
+
+
+def list_affinity_groups(session: Session) -> Sequence[AffinityGroup]:
+    return session.scalars(select(AffinityGroup).order_by(AffinityGroup.name)).all()
+
+
+def due_ha_restarts(session: Session, now: dt.datetime) -> Sequence[Vm]:
+    """Highly available VMs that are DOWN with an automatic restart due."""
+    return session.scalars(
+        select(Vm)
+        .where(
+            Vm.highly_available.is_(True),
+            Vm.state == VmState.DOWN,
+            Vm.ha_restart_at.is_not(None),
+            Vm.ha_restart_at <= now,
+        )
+        .order_by(Vm.ha_restart_at)
+    ).all()
+
+
+def unsized_vm_ids(session: Session, ids: Collection[str]) -> list[str]:
+    """Those of ids that no VM row has, or whose row is an external VM of
+    unknown size."""
+    sized = set(
+        session.scalars(
+            select(Vm.id).where(Vm.id.in_(ids), or_(Vm.origin != VmOrigin.EXTERNAL, Vm.vcpus > 0))
+        )
+    )
+    return [i for i in ids if i not in sized]

@@ -20,6 +20,15 @@ from hostd.vms import RunnerSettings, VmService
 
 log = logging.getLogger(__name__)
 
+# The controller pings its hosts every 10 s on an idle stream to notice a
+# dead one; without these, gRPC answers such pings with GOAWAY
+# ("too_many_pings") and the controller sees the host drop.
+_SERVER_OPTIONS = (
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+)
+
 
 class Hostd:
     """One hostd: ``port = await hostd.start()`` … ``await hostd.stop()``."""
@@ -58,7 +67,7 @@ class Hostd:
         settings = RunnerSettings(self.virt_type, self.layout, self.config.channel)
         self._vms = VmService(self._hypervisor, self.journal, settings)
         await self._vms.start()
-        server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+        server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=_SERVER_OPTIONS)
         servicer = HostAgentServicer(self._vms, self.journal, self._hypervisor, self.virt_type)
         pb_grpc.add_HostAgentServiceServicer_to_server(servicer, server)
         self._probes = Probes(server, service_names(pb.DESCRIPTOR))

@@ -102,6 +102,19 @@ def vm_detail(vm: vm_pb2.Vm, hosts: dict[str, str] | None = None) -> str:
             f"pending: {', '.join(s.pending_restart)} at the next start"
             f" ({n.vcpus} vCPU, {n.memory_mib} MiB)"
         )
+    if vm.spec.highly_available or vm.spec.pinned_host:
+        lines.append(
+            f"placing: highly available={'yes' if vm.spec.highly_available else 'no'}, "
+            f"pinned to {vm.spec.pinned_host or 'no host'}"
+        )
+    if s.origin == vm_pb2.Vm.ORIGIN_EXTERNAL:
+        lines.append("origin:  external (found on its host, not created here)")
+    if s.start_tries:
+        tried = "; ".join(f"{t.host_name}: {t.error}" for t in s.start_tries)
+        lines.append(f"tried:   {tried}")
+    if s.HasField("ha_restart_time"):
+        when = s.ha_restart_time.ToDatetime().strftime("%H:%M:%S")
+        lines.append(f"restart: try {s.ha_restart_count + 1} due at {when} UTC")
     if s.exit_reason or s.message:
         lines.append(f"detail:  {exit_reason(s.exit_reason)} {s.message}".rstrip())
     if s.guest.ListFields():

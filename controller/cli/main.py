@@ -86,6 +86,8 @@ async def vm_create(args: argparse.Namespace, channel: grpc.aio.Channel) -> None
             cmdline=args.cmdline,
         ),
         nics=nics,
+        highly_available=args.highly_available,
+        pinned_host=args.pinned_host,
     )
     reply = await vm_grpc.VmServiceStub(channel).CreateVm(
         vm_api.CreateVmRequest(name=args.name, spec=spec, request_id=args.request_id)
@@ -396,6 +398,10 @@ def parser() -> argparse.ArgumentParser:
         "--nic", action="append", default=[], help="'user', or a libvirt network name"
     )
     _request_id(create)
+    create.add_argument(
+        "--highly-available", action="store_true", help="restart it after a crash or host failure"
+    )
+    create.add_argument("--pinned-host", default="", help="run it only on this host (id or name)")
     create.set_defaults(run=vm_create)
     _update_parser(vm)
     listing = vm.add_parser("list", help="list VMs")

@@ -203,10 +203,13 @@ async def test_maintenance_activate_and_remove(
     [judged] = explained.hosts
     assert not judged.eligible
     assert [(f.filter, f.passed) for f in judged.filters] == [
+        ("tried", True),
         ("maintenance", False),
         ("host-up", False),
+        ("pinned-host", True),
         ("memory", True),
         ("cpus", True),
+        ("affinity", True),
     ]
     assert list(judged.weights) == []
 
@@ -222,9 +225,9 @@ async def test_maintenance_activate_and_remove(
     [judged] = explained.hosts
     assert judged.eligible
     assert all(f.passed and not f.reason for f in judged.filters)
-    assert [(w.weight, w.score) for w in judged.weights] == [
-        ("memory-free", float(up.status.memory_free_mib))
-    ]
+    assert [w.weight for w in judged.weights] == ["memory-free", "cpu-free", "affinity"]
+    free_after = up.status.memory_free_mib - 64  # v2 asks for 64 MiB
+    assert judged.weights[0].score == pytest.approx(free_after / up.status.memory_total_mib)
     assert "chosen: h1" in await _cli(api.address, "vm", "explain", "v2")
 
     assert "removed" in await _cli(api.address, "host", "remove", "h1")

@@ -27,7 +27,9 @@ from controller.errors import HostHasVms, NoHostAvailable
 from controller.host_service import enter_maintenance
 from controller.hosts import HostClients
 from controller.requests import Call
-from controller.vm_service import VmService, book
+from controller.scheduler import Policy
+from controller.starter import Starter, book_fresh
+from controller.vm_service import VmService
 from controller.vm_store import VmStore
 from controller.watch import WatchHub
 from db import migrate
@@ -170,8 +172,7 @@ def test_two_concurrent_bookings_cannot_over_book_a_host(
         def work(s: Session) -> str:
             vm = repo.find_vm(s, name)
             assert vm is not None
-            _, dispatch = book(s, vm)
-            return dispatch.host_name
+            return book_fresh(s, vm, Policy.EVEN_SPREAD, automatic=False).host_name
 
         return work
 
@@ -191,8 +192,7 @@ def _book(name: str) -> Callable[[Session], str]:
     def work(s: Session) -> str:
         vm = repo.find_vm(s, name)
         assert vm is not None
-        _, dispatch = book(s, vm)
-        return dispatch.host_name
+        return book_fresh(s, vm, Policy.EVEN_SPREAD, automatic=False).host_name
 
     return work
 
@@ -252,7 +252,8 @@ async def test_concurrent_starts_fill_a_host_and_no_more(database_url: str) -> N
         hub = WatchHub(queue_size=100)
         changes = hub.subscribe()
         host = _FakeHost()
-        service = VmService(VmStore(database, hub), _FakeClients(host))
+        store, clients = VmStore(database, hub), _FakeClients(host)
+        service = VmService(store, clients, Starter(store, clients, Policy.EVEN_SPREAD))
 
         results = await asyncio.gather(
             *[service.start(f"v{i}", Call("StartVm")) for i in range(10)],

@@ -25,6 +25,8 @@ TABLES = {
     "events",
     "operations",
     "api_requests",
+    "affinity_groups",
+    "affinity_group_vms",
 }
 
 

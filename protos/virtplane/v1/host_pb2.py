@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17virtplane/v1/host.proto\x12\x0cvirtplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x02\n\x04Host\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12(\n\x06status\x18\x04 \x01(\x0b\x32\x18.virtplane.v1.HostStatus\x12\x12\n\ncluster_id\x18\x05 \x01(\t\"\xc3\x01\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10STATE_CONNECTING\x10\x01\x12\x0c\n\x08STATE_UP\x10\x02\x12\x15\n\x11STATE_MAINTENANCE\x10\x03\x12#\n\x1fSTATE_PREPARING_FOR_MAINTENANCE\x10\x04\x12\x18\n\x14STATE_NON_RESPONSIVE\x10\x05\x12\x19\n\x15STATE_NON_OPERATIONAL\x10\x06\x12\x0e\n\nSTATE_DOWN\x10\x07\"\xfb\x01\n\nHostStatus\x12\'\n\x05state\x18\x01 \x01(\x0e\x32\x18.virtplane.v1.Host.State\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x18\n\x10memory_total_mib\x18\x03 \x01(\x04\x12\x17\n\x0fmemory_free_mib\x18\x04 \x01(\x04\x12\x0c\n\x04\x63pus\x18\x05 \x01(\r\x12\x13\n\x0bvms_running\x18\x06 \x01(\r\x12\x17\n\x0fhypervisor_type\x18\x07 \x01(\t\x12\x10\n\x08hostname\x18\x08 \x01(\t\x12\x32\n\x0elast_seen_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17virtplane/v1/host.proto\x12\x0cvirtplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x02\n\x04Host\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12(\n\x06status\x18\x04 \x01(\x0b\x32\x18.virtplane.v1.HostStatus\x12\x12\n\ncluster_id\x18\x05 \x01(\t\"\xc3\x01\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10STATE_CONNECTING\x10\x01\x12\x0c\n\x08STATE_UP\x10\x02\x12\x15\n\x11STATE_MAINTENANCE\x10\x03\x12#\n\x1fSTATE_PREPARING_FOR_MAINTENANCE\x10\x04\x12\x18\n\x14STATE_NON_RESPONSIVE\x10\x05\x12\x19\n\x15STATE_NON_OPERATIONAL\x10\x06\x12\x0e\n\nSTATE_DOWN\x10\x07\"\xab\x02\n\nHostStatus\x12\'\n\x05state\x18\x01 \x01(\x0e\x32\x18.virtplane.v1.Host.State\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x18\n\x10memory_total_mib\x18\x03 \x01(\x04\x12\x17\n\x0fmemory_free_mib\x18\x04 \x01(\x04\x12\x0c\n\x04\x63pus\x18\x05 \x01(\r\x12\x13\n\x0bvms_running\x18\x06 \x01(\r\x12\x17\n\x0fhypervisor_type\x18\x07 \x01(\t\x12\x10\n\x08hostname\x18\x08 \x01(\t\x12\x32\n\x0elast_seen_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12memory_pending_mib\x18\x14 \x01(\x04\x12\x12\n\nvcpus_used\x18\x15 \x01(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,5 +37,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HOST_STATE']._serialized_start=189
   _globals['_HOST_STATE']._serialized_end=384
   _globals['_HOSTSTATUS']._serialized_start=387
-  _globals['_HOSTSTATUS']._serialized_end=638
+  _globals['_HOSTSTATUS']._serialized_end=686
 # @@protoc_insertion_point(module_scope)

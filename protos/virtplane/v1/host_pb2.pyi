@@ -100,6 +100,8 @@ class HostStatus(_message.Message):
     HYPERVISOR_TYPE_FIELD_NUMBER: _builtins.int
     HOSTNAME_FIELD_NUMBER: _builtins.int
     LAST_SEEN_TIME_FIELD_NUMBER: _builtins.int
+    MEMORY_PENDING_MIB_FIELD_NUMBER: _builtins.int
+    VCPUS_USED_FIELD_NUMBER: _builtins.int
     state: Global___Host.State.ValueType
     message: _builtins.str
     """Human-readable detail of the state, e.g. why it is not responsive."""
@@ -111,6 +113,12 @@ class HostStatus(_message.Message):
     hypervisor_type: _builtins.str
     """"kvm" or "qemu" (TCG)."""
     hostname: _builtins.str
+    memory_pending_mib: _builtins.int
+    """Memory booked by VMs placed here that are not running yet (included in
+    what memory_free_mib leaves out); freed into "used" once they run.
+    """
+    vcpus_used: _builtins.int
+    """vCPUs of the VMs placed here, pending starts included."""
     @_builtins.property
     def last_seen_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -125,10 +133,12 @@ class HostStatus(_message.Message):
         hypervisor_type: _builtins.str = ...,
         hostname: _builtins.str = ...,
         last_seen_time: _timestamp_pb2.Timestamp | None = ...,
+        memory_pending_mib: _builtins.int = ...,
+        vcpus_used: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_seen_time", b"last_seen_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpus", b"cpus", "hostname", b"hostname", "hypervisor_type", b"hypervisor_type", "last_seen_time", b"last_seen_time", "memory_free_mib", b"memory_free_mib", "memory_total_mib", b"memory_total_mib", "message", b"message", "state", b"state", "vms_running", b"vms_running"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpus", b"cpus", "hostname", b"hostname", "hypervisor_type", b"hypervisor_type", "last_seen_time", b"last_seen_time", "memory_free_mib", b"memory_free_mib", "memory_pending_mib", b"memory_pending_mib", "memory_total_mib", b"memory_total_mib", "message", b"message", "state", b"state", "vcpus_used", b"vcpus_used", "vms_running", b"vms_running"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

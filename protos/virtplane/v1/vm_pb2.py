@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15virtplane/v1/vm.proto\x12\x0cvirtplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x06\n\x02Vm\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\"\n\x04spec\x18\x03 \x01(\x0b\x32\x14.virtplane.v1.VmSpec\x12&\n\x06status\x18\x04 \x01(\x0b\x32\x16.virtplane.v1.VmStatus\x12\x12\n\ncluster_id\x18\x05 \x01(\t\x12\x14\n\x0cspec_version\x18\x06 \x01(\x03\x12+\n\rnext_run_spec\x18\x07 \x01(\x0b\x32\x14.virtplane.v1.VmSpec\"\xde\x02\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nSTATE_DOWN\x10\x01\x12\x19\n\x15STATE_WAIT_FOR_LAUNCH\x10\x02\x12\x15\n\x11STATE_POWERING_UP\x10\x03\x12\x0c\n\x08STATE_UP\x10\x04\x12\x10\n\x0cSTATE_PAUSED\x10\x05\x12\x17\n\x13STATE_POWERING_DOWN\x10\x06\x12\x1c\n\x18STATE_REBOOT_IN_PROGRESS\x10\x07\x12\x16\n\x12STATE_SAVING_STATE\x10\x08\x12\x19\n\x15STATE_RESTORING_STATE\x10\t\x12\x13\n\x0fSTATE_SUSPENDED\x10\n\x12\x18\n\x14STATE_MIGRATING_FROM\x10\x0b\x12\x16\n\x12STATE_MIGRATING_TO\x10\x0c\x12\x18\n\x14STATE_NOT_RESPONDING\x10\r\x12\x11\n\rSTATE_UNKNOWN\x10\x0e\"\x87\x02\n\nExitReason\x12\x1b\n\x17\x45XIT_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45XIT_REASON_USER_STOP\x10\x01\x12\x1e\n\x1a\x45XIT_REASON_GUEST_SHUTDOWN\x10\x02\x12\x17\n\x13\x45XIT_REASON_CRASHED\x10\x03\x12\x1c\n\x18\x45XIT_REASON_START_FAILED\x10\x04\x12\x18\n\x14\x45XIT_REASON_MIGRATED\x10\x05\x12\x1d\n\x19\x45XIT_REASON_SAVED_TO_FILE\x10\x06\x12\x14\n\x10\x45XIT_REASON_LOST\x10\x07\x12\x1b\n\x17\x45XIT_REASON_HOST_FENCED\x10\x08\"\x97\x01\n\x06VmSpec\x12\r\n\x05vcpus\x18\x01 \x01(\r\x12\x12\n\nmemory_mib\x18\x02 \x01(\x04\x12&\n\x04\x62oot\x18\x03 \x01(\x0b\x32\x18.virtplane.v1.BootSource\x12\x1f\n\x04nics\x18\x04 \x03(\x0b\x32\x11.virtplane.v1.Nic\x12!\n\x05\x64isks\x18\x05 \x03(\x0b\x32\x12.virtplane.v1.Disk\"\xa4\x01\n\x04\x44isk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12)\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x19.virtplane.v1.Disk.Format\x12\x11\n\tread_only\x18\x04 \x01(\x08\"B\n\x06\x46ormat\x12\x16\n\x12\x46ORMAT_UNSPECIFIED\x10\x00\x12\x0e\n\nFORMAT_RAW\x10\x01\x12\x10\n\x0c\x46ORMAT_QCOW2\x10\x02\"G\n\nBootSource\x12\x13\n\x0bkernel_path\x18\x01 \x01(\t\x12\x13\n\x0binitrd_path\x18\x02 \x01(\t\x12\x0f\n\x07\x63mdline\x18\x03 \x01(\t\"\x9e\x01\n\x03Nic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.virtplane.v1.Nic.Kind\x12\x0f\n\x07network\x18\x03 \x01(\t\x12\x13\n\x0bmac_address\x18\x04 \x01(\t\"=\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\r\n\tKIND_USER\x10\x01\x12\x10\n\x0cKIND_NETWORK\x10\x02\"\x90\x02\n\x08VmStatus\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.virtplane.v1.Vm.State\x12\x0f\n\x07host_id\x18\x02 \x01(\t\x12\x30\n\x0b\x65xit_reason\x18\x03 \x01(\x0e\x32\x1b.virtplane.v1.Vm.ExitReason\x12\x0f\n\x07message\x18\x04 \x01(\t\x12&\n\x05guest\x18\x05 \x01(\x0b\x32\x17.virtplane.v1.GuestInfo\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12\x36\n\x12state_changed_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fpending_restart\x18\x08 \x03(\t\"\xfd\x05\n\tGuestInfo\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x0f\n\x07os_name\x18\x02 \x01(\t\x12\x12\n\nos_version\x18\x03 \x01(\t\x12\x16\n\x0ekernel_release\x18\x04 \x01(\t\x12\x30\n\ninterfaces\x18\x05 \x03(\x0b\x32\x1c.virtplane.v1.GuestInterface\x12\x19\n\x11\x61pplication_count\x18\x06 \x01(\r\x12\x14\n\x0c\x61pplications\x18\x07 \x03(\t\x12\x16\n\x0euptime_seconds\x18\x08 \x01(\x01\x12\x15\n\ragent_version\x18\t \x01(\t\x12\x34\n\x10last_report_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\robserved_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x0b\x61gent_state\x18\x0c \x01(\x0e\x32\".virtplane.v1.GuestInfo.AgentState\x12\x33\n\x0flast_heard_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x66qdn\x18\x0e \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x0f \x01(\t\x12\x10\n\x08timezone\x18\x10 \x01(\t\x12\x0c\n\x04\x63pus\x18\x11 \x01(\r\x12\x18\n\x10memory_total_kib\x18\x12 \x01(\x04\x12\x17\n\x0fmemory_free_kib\x18\x13 \x01(\x04\x12&\n\x05users\x18\x14 \x03(\x0b\x32\x17.virtplane.v1.GuestUser\x12\x32\n\x0b\x66ilesystems\x18\x15 \x03(\x0b\x32\x1d.virtplane.v1.GuestFilesystem\"e\n\nAgentState\x12\x1b\n\x17\x41GENT_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41GENT_STATE_RESPONDING\x10\x01\x12\x1e\n\x1a\x41GENT_STATE_NOT_RESPONDING\x10\x02\"i\n\tGuestUser\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08terminal\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12.\n\nlogin_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"m\n\x0fGuestFilesystem\x12\x13\n\x0bmount_point\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\x12\n\nused_bytes\x18\x05 \x01(\x04\"c\n\x0eGuestInterface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bmac_address\x18\x02 \x01(\t\x12\x16\n\x0eipv4_addresses\x18\x03 \x03(\t\x12\x16\n\x0eipv6_addresses\x18\x04 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15virtplane/v1/vm.proto\x12\x0cvirtplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x06\n\x02Vm\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\"\n\x04spec\x18\x03 \x01(\x0b\x32\x14.virtplane.v1.VmSpec\x12&\n\x06status\x18\x04 \x01(\x0b\x32\x16.virtplane.v1.VmStatus\x12\x12\n\ncluster_id\x18\x05 \x01(\t\x12\x14\n\x0cspec_version\x18\x06 \x01(\x03\x12+\n\rnext_run_spec\x18\x07 \x01(\x0b\x32\x14.virtplane.v1.VmSpec\"\xde\x02\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nSTATE_DOWN\x10\x01\x12\x19\n\x15STATE_WAIT_FOR_LAUNCH\x10\x02\x12\x15\n\x11STATE_POWERING_UP\x10\x03\x12\x0c\n\x08STATE_UP\x10\x04\x12\x10\n\x0cSTATE_PAUSED\x10\x05\x12\x17\n\x13STATE_POWERING_DOWN\x10\x06\x12\x1c\n\x18STATE_REBOOT_IN_PROGRESS\x10\x07\x12\x16\n\x12STATE_SAVING_STATE\x10\x08\x12\x19\n\x15STATE_RESTORING_STATE\x10\t\x12\x13\n\x0fSTATE_SUSPENDED\x10\n\x12\x18\n\x14STATE_MIGRATING_FROM\x10\x0b\x12\x16\n\x12STATE_MIGRATING_TO\x10\x0c\x12\x18\n\x14STATE_NOT_RESPONDING\x10\r\x12\x11\n\rSTATE_UNKNOWN\x10\x0e\"\x87\x02\n\nExitReason\x12\x1b\n\x17\x45XIT_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45XIT_REASON_USER_STOP\x10\x01\x12\x1e\n\x1a\x45XIT_REASON_GUEST_SHUTDOWN\x10\x02\x12\x17\n\x13\x45XIT_REASON_CRASHED\x10\x03\x12\x1c\n\x18\x45XIT_REASON_START_FAILED\x10\x04\x12\x18\n\x14\x45XIT_REASON_MIGRATED\x10\x05\x12\x1d\n\x19\x45XIT_REASON_SAVED_TO_FILE\x10\x06\x12\x14\n\x10\x45XIT_REASON_LOST\x10\x07\x12\x1b\n\x17\x45XIT_REASON_HOST_FENCED\x10\x08\"I\n\x06Origin\x12\x16\n\x12ORIGIN_UNSPECIFIED\x10\x00\x12\x12\n\x0eORIGIN_MANAGED\x10\x01\x12\x13\n\x0fORIGIN_EXTERNAL\x10\x02\"\xc6\x01\n\x06VmSpec\x12\r\n\x05vcpus\x18\x01 \x01(\r\x12\x12\n\nmemory_mib\x18\x02 \x01(\x04\x12&\n\x04\x62oot\x18\x03 \x01(\x0b\x32\x18.virtplane.v1.BootSource\x12\x1f\n\x04nics\x18\x04 \x03(\x0b\x32\x11.virtplane.v1.Nic\x12!\n\x05\x64isks\x18\x05 \x03(\x0b\x32\x12.virtplane.v1.Disk\x12\x18\n\x10highly_available\x18\x14 \x01(\x08\x12\x13\n\x0bpinned_host\x18\x15 \x01(\t\"\xa4\x01\n\x04\x44isk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12)\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x19.virtplane.v1.Disk.Format\x12\x11\n\tread_only\x18\x04 \x01(\x08\"B\n\x06\x46ormat\x12\x16\n\x12\x46ORMAT_UNSPECIFIED\x10\x00\x12\x0e\n\nFORMAT_RAW\x10\x01\x12\x10\n\x0c\x46ORMAT_QCOW2\x10\x02\"G\n\nBootSource\x12\x13\n\x0bkernel_path\x18\x01 \x01(\t\x12\x13\n\x0binitrd_path\x18\x02 \x01(\t\x12\x0f\n\x07\x63mdline\x18\x03 \x01(\t\"\x9e\x01\n\x03Nic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.virtplane.v1.Nic.Kind\x12\x0f\n\x07network\x18\x03 \x01(\t\x12\x13\n\x0bmac_address\x18\x04 \x01(\t\"=\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\r\n\tKIND_USER\x10\x01\x12\x10\n\x0cKIND_NETWORK\x10\x02\"\xb5\x03\n\x08VmStatus\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.virtplane.v1.Vm.State\x12\x0f\n\x07host_id\x18\x02 \x01(\t\x12\x30\n\x0b\x65xit_reason\x18\x03 \x01(\x0e\x32\x1b.virtplane.v1.Vm.ExitReason\x12\x0f\n\x07message\x18\x04 \x01(\t\x12&\n\x05guest\x18\x05 \x01(\x0b\x32\x17.virtplane.v1.GuestInfo\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12\x36\n\x12state_changed_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fpending_restart\x18\x08 \x03(\t\x12\'\n\x06origin\x18\x14 \x01(\x0e\x32\x17.virtplane.v1.Vm.Origin\x12+\n\x0bstart_tries\x18\x15 \x03(\x0b\x32\x16.virtplane.v1.StartTry\x12\x33\n\x0fha_restart_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10ha_restart_count\x18\x17 \x01(\r\"=\n\x08StartTry\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x11\n\thost_name\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xfd\x05\n\tGuestInfo\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x0f\n\x07os_name\x18\x02 \x01(\t\x12\x12\n\nos_version\x18\x03 \x01(\t\x12\x16\n\x0ekernel_release\x18\x04 \x01(\t\x12\x30\n\ninterfaces\x18\x05 \x03(\x0b\x32\x1c.virtplane.v1.GuestInterface\x12\x19\n\x11\x61pplication_count\x18\x06 \x01(\r\x12\x14\n\x0c\x61pplications\x18\x07 \x03(\t\x12\x16\n\x0euptime_seconds\x18\x08 \x01(\x01\x12\x15\n\ragent_version\x18\t \x01(\t\x12\x34\n\x10last_report_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\robserved_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x0b\x61gent_state\x18\x0c \x01(\x0e\x32\".virtplane.v1.GuestInfo.AgentState\x12\x33\n\x0flast_heard_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x66qdn\x18\x0e \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x0f \x01(\t\x12\x10\n\x08timezone\x18\x10 \x01(\t\x12\x0c\n\x04\x63pus\x18\x11 \x01(\r\x12\x18\n\x10memory_total_kib\x18\x12 \x01(\x04\x12\x17\n\x0fmemory_free_kib\x18\x13 \x01(\x04\x12&\n\x05users\x18\x14 \x03(\x0b\x32\x17.virtplane.v1.GuestUser\x12\x32\n\x0b\x66ilesystems\x18\x15 \x03(\x0b\x32\x1d.virtplane.v1.GuestFilesystem\"e\n\nAgentState\x12\x1b\n\x17\x41GENT_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41GENT_STATE_RESPONDING\x10\x01\x12\x1e\n\x1a\x41GENT_STATE_NOT_RESPONDING\x10\x02\"i\n\tGuestUser\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08terminal\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12.\n\nlogin_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"m\n\x0fGuestFilesystem\x12\x13\n\x0bmount_point\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\x12\n\nused_bytes\x18\x05 \x01(\x04\"c\n\x0eGuestInterface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bmac_address\x18\x02 \x01(\t\x12\x16\n\x0eipv4_addresses\x18\x03 \x03(\t\x12\x16\n\x0eipv6_addresses\x18\x04 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,33 +33,37 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'virtplane.v1.vm_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VM']._serialized_start=73
-  _globals['_VM']._serialized_end=885
+  _globals['_VM']._serialized_end=960
   _globals['_VM_STATE']._serialized_start=269
   _globals['_VM_STATE']._serialized_end=619
   _globals['_VM_EXITREASON']._serialized_start=622
   _globals['_VM_EXITREASON']._serialized_end=885
-  _globals['_VMSPEC']._serialized_start=888
-  _globals['_VMSPEC']._serialized_end=1039
-  _globals['_DISK']._serialized_start=1042
-  _globals['_DISK']._serialized_end=1206
-  _globals['_DISK_FORMAT']._serialized_start=1140
-  _globals['_DISK_FORMAT']._serialized_end=1206
-  _globals['_BOOTSOURCE']._serialized_start=1208
-  _globals['_BOOTSOURCE']._serialized_end=1279
-  _globals['_NIC']._serialized_start=1282
-  _globals['_NIC']._serialized_end=1440
-  _globals['_NIC_KIND']._serialized_start=1379
-  _globals['_NIC_KIND']._serialized_end=1440
-  _globals['_VMSTATUS']._serialized_start=1443
-  _globals['_VMSTATUS']._serialized_end=1715
-  _globals['_GUESTINFO']._serialized_start=1718
-  _globals['_GUESTINFO']._serialized_end=2483
-  _globals['_GUESTINFO_AGENTSTATE']._serialized_start=2382
-  _globals['_GUESTINFO_AGENTSTATE']._serialized_end=2483
-  _globals['_GUESTUSER']._serialized_start=2485
-  _globals['_GUESTUSER']._serialized_end=2590
-  _globals['_GUESTFILESYSTEM']._serialized_start=2592
-  _globals['_GUESTFILESYSTEM']._serialized_end=2701
-  _globals['_GUESTINTERFACE']._serialized_start=2703
-  _globals['_GUESTINTERFACE']._serialized_end=2802
+  _globals['_VM_ORIGIN']._serialized_start=887
+  _globals['_VM_ORIGIN']._serialized_end=960
+  _globals['_VMSPEC']._serialized_start=963
+  _globals['_VMSPEC']._serialized_end=1161
+  _globals['_DISK']._serialized_start=1164
+  _globals['_DISK']._serialized_end=1328
+  _globals['_DISK_FORMAT']._serialized_start=1262
+  _globals['_DISK_FORMAT']._serialized_end=1328
+  _globals['_BOOTSOURCE']._serialized_start=1330
+  _globals['_BOOTSOURCE']._serialized_end=1401
+  _globals['_NIC']._serialized_start=1404
+  _globals['_NIC']._serialized_end=1562
+  _globals['_NIC_KIND']._serialized_start=1501
+  _globals['_NIC_KIND']._serialized_end=1562
+  _globals['_VMSTATUS']._serialized_start=1565
+  _globals['_VMSTATUS']._serialized_end=2002
+  _globals['_STARTTRY']._serialized_start=2004
+  _globals['_STARTTRY']._serialized_end=2065
+  _globals['_GUESTINFO']._serialized_start=2068
+  _globals['_GUESTINFO']._serialized_end=2833
+  _globals['_GUESTINFO_AGENTSTATE']._serialized_start=2732
+  _globals['_GUESTINFO_AGENTSTATE']._serialized_end=2833
+  _globals['_GUESTUSER']._serialized_start=2835
+  _globals['_GUESTUSER']._serialized_end=2940
+  _globals['_GUESTFILESYSTEM']._serialized_start=2942
+  _globals['_GUESTFILESYSTEM']._serialized_end=3051
+  _globals['_GUESTINTERFACE']._serialized_start=3053
+  _globals['_GUESTINTERFACE']._serialized_end=3152
 # @@protoc_insertion_point(module_scope)

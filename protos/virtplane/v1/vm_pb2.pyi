@@ -124,6 +124,31 @@ class Vm(_message.Message):
     rebooted or powered off (ConfirmHostDown).
     """
 
+    class _Origin:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _OriginEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Vm._Origin.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        ORIGIN_UNSPECIFIED: Vm._Origin.ValueType  # 0
+        ORIGIN_MANAGED: Vm._Origin.ValueType  # 1
+        """Created through the API."""
+        ORIGIN_EXTERNAL: Vm._Origin.ValueType  # 2
+        """Found running on a host with no record in the controller: recorded so
+        that it is seen and its resources counted, never killed.
+        """
+
+    class Origin(_Origin, metaclass=_OriginEnumTypeWrapper):
+        """Where the VM's record came from."""
+
+    ORIGIN_UNSPECIFIED: Vm.Origin.ValueType  # 0
+    ORIGIN_MANAGED: Vm.Origin.ValueType  # 1
+    """Created through the API."""
+    ORIGIN_EXTERNAL: Vm.Origin.ValueType  # 2
+    """Found running on a host with no record in the controller: recorded so
+    that it is seen and its resources counted, never killed.
+    """
+
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
@@ -182,10 +207,19 @@ class VmSpec(_message.Message):
     BOOT_FIELD_NUMBER: _builtins.int
     NICS_FIELD_NUMBER: _builtins.int
     DISKS_FIELD_NUMBER: _builtins.int
+    HIGHLY_AVAILABLE_FIELD_NUMBER: _builtins.int
+    PINNED_HOST_FIELD_NUMBER: _builtins.int
     vcpus: _builtins.int
     """Number of virtual CPUs; at least 1."""
     memory_mib: _builtins.int
     """Guest memory in MiB; at least 16."""
+    highly_available: _builtins.bool
+    """Restart the VM (on its host or another) when it crashes, vanishes, or
+    its host is confirmed down; not when it is stopped through the API or
+    powered off from inside the guest.
+    """
+    pinned_host: _builtins.str
+    """The host (id or name) the VM may only run on; empty: any host."""
     @_builtins.property
     def boot(self) -> Global___BootSource:
         """Direct kernel boot."""
@@ -206,10 +240,12 @@ class VmSpec(_message.Message):
         boot: Global___BootSource | None = ...,
         nics: _abc.Iterable[Global___Nic] | None = ...,
         disks: _abc.Iterable[Global___Disk] | None = ...,
+        highly_available: _builtins.bool = ...,
+        pinned_host: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["boot", b"boot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot", b"boot", "disks", b"disks", "memory_mib", b"memory_mib", "nics", b"nics", "vcpus", b"vcpus"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot", b"boot", "disks", b"disks", "highly_available", b"highly_available", "memory_mib", b"memory_mib", "nics", b"nics", "pinned_host", b"pinned_host", "vcpus", b"vcpus"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -362,6 +398,10 @@ class VmStatus(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     STATE_CHANGED_TIME_FIELD_NUMBER: _builtins.int
     PENDING_RESTART_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    START_TRIES_FIELD_NUMBER: _builtins.int
+    HA_RESTART_TIME_FIELD_NUMBER: _builtins.int
+    HA_RESTART_COUNT_FIELD_NUMBER: _builtins.int
     state: Global___Vm.State.ValueType
     host_id: _builtins.str
     """The host the VM runs on, or is placed on; for a SUSPENDED VM, the host
@@ -373,6 +413,9 @@ class VmStatus(_message.Message):
     """Human-readable detail of the exit reason or of the last failure."""
     revision: _builtins.int
     """Increases with every change of this VM; comparable across VMs."""
+    origin: Global___Vm.Origin.ValueType
+    ha_restart_count: _builtins.int
+    """Automatic restarts tried since the VM last ran."""
     @_builtins.property
     def guest(self) -> Global___GuestInfo: ...
     @_builtins.property
@@ -381,6 +424,16 @@ class VmStatus(_message.Message):
     def pending_restart(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The update_mask paths changed while the VM ran that wait for its next
         start (Vm.next_run_spec holds them); empty when none wait.
+        """
+
+    @_builtins.property
+    def start_tries(self) -> _containers.RepeatedCompositeFieldContainer[Global___StartTry]:
+        """The hosts the current (or last failed) start tried, in order."""
+
+    @_builtins.property
+    def ha_restart_time(self) -> _timestamp_pb2.Timestamp:
+        """When the next automatic restart of a highly available VM is due; unset
+        when none is pending.
         """
 
     def __init__(
@@ -394,14 +447,45 @@ class VmStatus(_message.Message):
         revision: _builtins.int = ...,
         state_changed_time: _timestamp_pb2.Timestamp | None = ...,
         pending_restart: _abc.Iterable[_builtins.str] | None = ...,
+        origin: Global___Vm.Origin.ValueType = ...,
+        start_tries: _abc.Iterable[Global___StartTry] | None = ...,
+        ha_restart_time: _timestamp_pb2.Timestamp | None = ...,
+        ha_restart_count: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["guest", b"guest", "state_changed_time", b"state_changed_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["guest", b"guest", "ha_restart_time", b"ha_restart_time", "state_changed_time", b"state_changed_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_reason", b"exit_reason", "guest", b"guest", "host_id", b"host_id", "message", b"message", "pending_restart", b"pending_restart", "revision", b"revision", "state", b"state", "state_changed_time", b"state_changed_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_reason", b"exit_reason", "guest", b"guest", "ha_restart_count", b"ha_restart_count", "ha_restart_time", b"ha_restart_time", "host_id", b"host_id", "message", b"message", "origin", b"origin", "pending_restart", b"pending_restart", "revision", b"revision", "start_tries", b"start_tries", "state", b"state", "state_changed_time", b"state_changed_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VmStatus: _TypeAlias = VmStatus  # noqa: Y015
+
+@_typing.final
+class StartTry(_message.Message):
+    """One host a start tried, and why the VM did not start there."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    HOST_NAME_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    host_name: _builtins.str
+    error: _builtins.str
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        host_name: _builtins.str = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "host_id", b"host_id", "host_name", b"host_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartTry: _TypeAlias = StartTry  # noqa: Y015
 
 @_typing.final
 class GuestInfo(_message.Message):

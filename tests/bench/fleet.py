@@ -1,0 +1,52 @@
+"""Many simulated hosts in one process: `python -m tests.bench.fleet DIR
+COUNT` runs COUNT hostd instances, each on its own libvirt test-driver host
+(DIR/hN/node.xml) and its own gRPC port, prints each one's address, then
+READY, and runs until SIGTERM. The scale benchmark runs a few of these."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from hostd.config import HostdConfig
+from hostd.server import Hostd
+from tests.testnode import node_xml
+
+
+async def serve(root: Path, count: int, first: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    daemons: list[Hostd] = []
+    try:
+        for n in range(first, first + count):
+            folder = root / f"h{n}"
+            folder.mkdir(parents=True, exist_ok=True)
+            uri = node_xml(folder / "node.xml", memory_mib=65536, cpus=32)
+            config = HostdConfig(listen="127.0.0.1:0", libvirt_uri=uri, state_dir=folder / "state")
+            hostd = Hostd(config)
+            port = await hostd.start()
+            daemons.append(hostd)
+            print(f"127.0.0.1:{port}", flush=True)
+        print("READY", flush=True)
+        await stop.wait()
+    finally:
+        await asyncio.gather(*(d.stop(grace=0) for d in daemons), return_exceptions=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("root", type=Path)
+    parser.add_argument("count", type=int)
+    parser.add_argument("--first", type=int, default=0, help="number of the first host")
+    args = parser.parse_args()
+    asyncio.run(serve(args.root, args.count, args.first))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
