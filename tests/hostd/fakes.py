@@ -15,7 +15,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from hostd import domxml
-from hostd.errors import DomainAlreadyExists, DomainNotFound, DomainStateConflict, HypervisorError
+from hostd.errors import (
+    DomainAlreadyExists,
+    DomainNotFound,
+    DomainStateConflict,
+    HypervisorError,
+    OperationUnsupported,
+)
 from hostd.hypervisor import (
     DomainAction,
     DomainInfo,
@@ -23,8 +29,10 @@ from hostd.hypervisor import (
     DomainStats,
     HostInfo,
     HypervisorEvent,
+    JobProgress,
     LifecycleEvent,
     LifecycleKind,
+    MigrationTarget,
     StopReason,
 )
 
@@ -128,6 +136,8 @@ class FakeHypervisor:
             self._undefine(uuid)
             return
         domain = self._active(uuid)
+        if action is DomainAction.ABORT_JOB:
+            raise DomainStateConflict("no job is active on the domain")
         if action is DomainAction.DESTROY:
             self.stop(uuid, StopReason.DESTROYED)
         elif action is DomainAction.PAUSE:
@@ -194,6 +204,16 @@ class FakeHypervisor:
     async def read_saved(self, path: str) -> domxml.HostdMetadata | None:
         xml = _complete_image(path)
         return None if xml is None else domxml.metadata_in_domain(xml)
+
+    # -- migrating: like libvirt's test driver, the fake cannot
+
+    async def migrate(self, uuid: str, target: MigrationTarget) -> JobProgress:
+        self._active(uuid)
+        raise OperationUnsupported("the hypervisor cannot do this: the fake does not migrate")
+
+    async def job_progress(self, uuid: str, *, completed: bool = False) -> JobProgress | None:
+        self._active(uuid)
+        return None
 
     # -- looking
 
