@@ -19,6 +19,7 @@ import asyncio
 import functools
 import logging
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -68,6 +69,11 @@ _ACTIONS: dict[DomainAction, Callable[[Any], object]] = {
     DomainAction.UNDEFINE: lambda dom: dom.undefine(),
     DomainAction.ABORT_JOB: lambda dom: dom.abortJob(),
 }
+_KEEP_COMPLETED = (
+    libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
+)
+"""A completed job's statistics, left for the next reader (reading them removes them)."""
+_STATS_TRIES = 30
 _GONE = (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN)
 
 
@@ -250,8 +256,16 @@ class LibvirtHypervisor:
             destination = libvirt.open(target.hypervisor_uri)
             try:
                 landed = dom.migrate3(destination, params, flags)
-                # libvirt keeps the completed job's statistics where the domain now runs.
-                stats = landed.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+                # libvirt files the completed job's statistics where the domain now
+                # runs, and sometimes only just after migrate3 returned.
+                for _ in range(_STATS_TRIES):
+                    stats = landed.jobStats(_KEEP_COMPLETED)
+                    if (
+                        stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE)
+                        != libvirt.VIR_DOMAIN_JOB_NONE
+                    ):
+                        break
+                    time.sleep(0.1)
             finally:
                 destination.close()
             return parse_job(stats)
@@ -259,7 +273,7 @@ class LibvirtHypervisor:
         return await _blocking(run, uuid)
 
     async def job_progress(self, uuid: str, *, completed: bool = False) -> JobProgress | None:
-        flags = libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED if completed else 0
+        flags = _KEEP_COMPLETED if completed else 0
 
         def read() -> JobProgress | None:
             stats = self._conn.lookupByUUIDString(uuid).jobStats(flags)

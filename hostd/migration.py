@@ -72,6 +72,8 @@ REMEMBERED = 1024
 ABORT_RETRY_SECONDS = 0.1
 ABORT_PATIENCE_SECONDS = 10.0
 """How long a cancel keeps trying while the hypervisor's job is not yet (or no longer) there."""
+STATS_TRIES = 30
+"""Reads of a landed migration's statistics before the destination does without them."""
 
 
 def _stamp(nanos: int) -> Timestamp:
@@ -345,17 +347,26 @@ class Migrations:
                 )
         if self._registry.is_current(vm) and vm.state != S.STATE_DOWN:
             vm.launched = True
-            try:
-                landed = await self._hypervisor.job_progress(vm.vm_id, completed=True)
-            except VirtplaneError as exc:
-                log.info("VM %s: no statistics of its migration: %s", vm.vm_id, exc)
-                landed = None
-            record.progress = landed or record.progress
+            record.progress = await self._completed_job(vm.vm_id) or record.progress
             record.end(P.PHASE_COMPLETED)
             log.info("VM %s: migrated here from %s", vm.vm_id, record.peer_address)
         elif not record.over:
             record.end(P.PHASE_CANCELLED if record.cancelled else P.PHASE_FAILED, vm.message)
         self._publish(record)
+
+    async def _completed_job(self, vm_id: str) -> JobProgress | None:
+        """The landed migration's statistics: libvirt files them shortly after the
+        domain resumes here."""
+        for _ in range(STATS_TRIES):
+            try:
+                landed = await self._hypervisor.job_progress(vm_id, completed=True)
+            except VirtplaneError as exc:
+                log.info("VM %s: no statistics of its migration: %s", vm_id, exc)
+                return None
+            if landed is not None:
+                return landed
+            await asyncio.sleep(ABORT_RETRY_SECONDS)
+        return None
 
     async def _drop_incoming(self, vm: Vm, message: str) -> None:
         record = self._records.get(vm.vm_id)

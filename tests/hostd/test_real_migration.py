@@ -258,6 +258,7 @@ async def test_a_live_migration_moves_the_guest_and_its_reports(hosts: Hosts) ->
         )
     ).progress
     assert (received.direction, received.phase) == (P.DIRECTION_INCOMING, P.PHASE_COMPLETED)
+    assert received.elapsed_ms > 0, "the hypervisor's statistics, read on the destination"
     assert [m.phase for m in a.watch.migrations(vm_id, since_a)][-1] == P.PHASE_COMPLETED
     print(
         f"\nmigration (256 MiB guest): {wall:.2f} s from MigrateVm to DOWN on the source,"
