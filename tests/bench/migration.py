@@ -4,13 +4,21 @@ Host A is a hostd on qemu:///system, host B one on a second libvirtd on this
 machine (hostd/second-libvirtd.sh). One guest boots on A, then moves A→B,
 B→A, … one round per move. Per round:
 
-- wall: MigrateVm called on the source → the VM DOWN (MIGRATED) there and
-  RUNNING on the destination, both seen through WatchEvents;
+- landed: MigrateVm called on the source → the VM RUNNING on the
+  destination, seen through WatchEvents (it runs there from then on);
+- wall: MigrateVm called → the VM also DOWN (MIGRATED) on the source. On
+  these machines the source's domain is reported stopped ~1.5 s after it
+  landed: libvirt waits for the old QEMU to be reaped (../shared/GUEST.md,
+  "destroy"), in the raw baseline too;
 - job: the hypervisor's own migration time (libvirt's time_elapsed);
 - downtime: how long the guest was stopped at the switch-over, as libvirt
   measured it (read on the destination, GetMigrationProgress.downtime_ms);
 - landed → report: the VM RUNNING on the destination → the guest agent's
   first report there (its channel reconnected).
+
+The raw baseline migrates the same domain (hostd's XML) between the same two
+libvirtd with libvirt-python alone: migrate3 called → returned (the domain
+has left the source when it returns): comparable to wall.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -27,12 +36,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import libvirt
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
+from hostd import builder, domxml
+from hostd.defaults import with_defaults
+from hostd.hypervisor import MigrationTarget
+from hostd.layout import StateLayout
+from hostd.migration_xml import retarget
+from hostd.virt_type import detect_virt_type
 from tests.conftest import SECOND_LIBVIRTD, GuestImage
-from tests.stack import Daemon, start_hostd
+from tests.stack import Daemon, free_port, start_hostd
 
 SYSTEM_URI = "qemu:///system"
 TIMEOUT = 240.0
@@ -119,7 +135,7 @@ def _config(image: GuestImage) -> pb.VmConfig:
 
 async def _rounds(
     daemons: tuple[Daemon, Daemon], image: GuestImage, rounds: int
-) -> list[tuple[float, float, float, float]]:
+) -> list[tuple[float, float, float, float, float]]:
     channels = [grpc.aio.insecure_channel(d.address) for d in daemons]
     stubs = [pb_grpc.HostAgentServiceStub(c) for c in channels]
     events = [_Events(stub) for stub in stubs]
@@ -153,6 +169,7 @@ async def _rounds(
             ).progress
             results.append(
                 (
+                    landed - t0,
                     max(landed, left) - t0,
                     progress.elapsed_ms / 1000,
                     progress.downtime_ms / 1000,
@@ -170,8 +187,57 @@ async def _rounds(
             await channel.close(None)
 
 
+def _raw_rounds(
+    uris: tuple[str, str], image: GuestImage, workdir: Path, rounds: int
+) -> list[float]:
+    """Seconds per raw migrate3 of hostd's domain, moving back and forth."""
+    layouts = [StateLayout(workdir / f"raw-{name}") for name in ("a", "b")]
+    for layout in layouts:
+        layout.prepare()
+    config = with_defaults(_config(image))
+    vm_id = config.vm_id
+    virt_type = detect_virt_type("auto")
+    conns = [libvirt.open(uri) for uri in uris]
+    here = 0
+    try:
+        xml = domxml.to_xml(builder.build_domain(config, virt_type, layouts[0]))
+        conns[0].createXML(xml, 0)
+        with socket.socket(socket.AF_UNIX) as sock:  # the guest has booted once it speaks
+            sock.connect(str(layouts[0].channel_socket(vm_id)))
+            sock.settimeout(TIMEOUT)
+            sock.recv(1)
+        results = []
+        for _ in range(rounds):
+            there = 1 - here
+            layout = layouts[there]
+            target = MigrationTarget(
+                hypervisor_uri=uris[there],
+                migration_uri=f"tcp://127.0.0.1:{free_port()}",
+                channel_socket=str(layout.channel_socket(vm_id)),
+                console_log=str(layout.console_log(vm_id)),
+                state_dir=str(layout.root),
+            )
+            dom = conns[here].lookupByUUIDString(vm_id)
+            t0 = time.perf_counter()
+            dest_xml = retarget(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE), target)
+            params = {
+                libvirt.VIR_MIGRATE_PARAM_URI: target.migration_uri,
+                libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml,
+            }
+            dom.migrate3(conns[there], params, libvirt.VIR_MIGRATE_LIVE)
+            results.append(time.perf_counter() - t0)
+            here = there
+        return results
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            conns[here].lookupByUUIDString(vm_id).destroy()
+        for conn in conns:
+            conn.close()
+
+
 def run(image: GuestImage, workdir: Path, rounds: int) -> dict[str, float]:
     with _second_libvirtd() as second_uri:
+        raw = _raw_rounds((SYSTEM_URI, second_uri), image, workdir, rounds)
         daemons: list[Daemon] = []
         try:
             for name, uri in (("a", SYSTEM_URI), ("b", second_uri)):
@@ -183,14 +249,19 @@ def run(image: GuestImage, workdir: Path, rounds: int) -> dict[str, float]:
         finally:
             for daemon in daemons:
                 daemon.stop()
-    wall, job, downtime, report = (statistics.median(r[i] for r in results) for i in range(4))
+    landed, wall, job, downtime, report = (
+        statistics.median(r[i] for r in results) for i in range(5)
+    )
+    raw_wall = statistics.median(raw)
     return {
         "rounds": rounds,
         "guest_memory_mib": 256,
-        "wall_migratevm_to_running_and_down_s": wall,
+        "raw_migrate3_s": raw_wall,
+        "migratevm_to_running_on_destination_s": landed,
+        "migratevm_to_down_on_source_s": wall,
         "hypervisor_job_s": job,
         "downtime_ms": downtime * 1000,
-        "downtime_max_ms": max(r[2] for r in results) * 1000,
+        "downtime_max_ms": max(r[3] for r in results) * 1000,
         "landed_to_first_guest_report_s": report,
-        "wall_over_job_ratio": wall / job if job else 0.0,
+        "wall_over_raw_ratio": wall / raw_wall,
     }

@@ -28,6 +28,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
+from hostd.domxml import METADATA_NAMESPACE, parse_metadata
 from tests.conftest import GuestImage, domain_exists
 from tests.hostd.conftest import vm_config
 from tests.stack import Daemon, free_port, start_hostd
@@ -115,6 +116,7 @@ class Host:
     channel: grpc.aio.Channel
     stub: pb_grpc.HostAgentServiceAsyncStub
     watch: Watch
+    state_dir: Path
 
     @property
     def address(self) -> str:
@@ -144,6 +146,19 @@ def _config(image: GuestImage, role: str) -> pb.VmConfig:
     return config
 
 
+def _owner(uri: str, vm_id: str) -> str:
+    """The state directory hostd's metadata in the domain names: the hostd that owns it."""
+    conn = libvirt.open(uri)
+    try:
+        dom = conn.lookupByUUIDString(vm_id)
+        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NAMESPACE)
+    finally:
+        conn.close()
+    metadata = parse_metadata(str(text))
+    assert metadata is not None and metadata.vm_id == vm_id
+    return metadata.state_dir
+
+
 def _remove(uri: str, vm_ids: list[str]) -> None:
     """Destroys what the tests made, should a hostd have left any."""
     conn = libvirt.open(uri)
@@ -170,7 +185,7 @@ async def _host(name: str, uri: str, workdir: Path) -> Host:
     daemon = await asyncio.to_thread(start_hostd, folder, uri)
     channel = grpc.aio.insecure_channel(daemon.address)
     stub = pb_grpc.HostAgentServiceStub(channel)
-    return Host(name, uri, daemon, channel, stub, Watch(stub))
+    return Host(name, uri, daemon, channel, stub, Watch(stub), folder / "hostd")
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +251,7 @@ async def test_a_live_migration_moves_the_guest_and_its_reports(hosts: Hosts) ->
     assert report.guest_report.guest.uptime_seconds >= uptime_before, "the same boot goes on"
     assert domain_exists(b.uri, vm_id)
     assert not domain_exists(a.uri, vm_id), "the domain exists only on the destination"
+    assert _owner(b.uri, vm_id) == str(b.state_dir), "a restarted destination adopts it"
     listed = await b.stub.ListVms(pb.HostAgentServiceListVmsRequest())
     assert [vm.state for vm in listed.vms if vm.vm_id == vm_id] == [S.STATE_RUNNING]
     listed = await a.stub.ListVms(pb.HostAgentServiceListVmsRequest())
