@@ -137,6 +137,9 @@ class VmService:
         return vm.as_proto()
 
     async def destroy(self, vm_id: str) -> None:
+        vm = self._registry.get(vm_id)
+        if vm is not None and vm.state == S.STATE_MIGRATING_FROM:
+            await self._migrations.cancel(vm_id)  # the transfer ends first, then the domain
         await self._power.destroy(vm_id)
 
     async def shutdown(self, vm_id: str, timeout_seconds: int = 0) -> pb.HostVm:

@@ -2,7 +2,8 @@
 side, and a failed migration. Two VmServices reach each other through LocalPeers
 (the transport is the seam); the fake, like libvirt's test driver, cannot migrate,
 so a migration that gets as far as the hypervisor fails, as a real one may.
-Real migrations between two libvirt daemons: test_real_migration.py.
+(migrate_gate holds a migration under way, to cancel it.) Real migrations
+between two libvirt daemons: test_real_migration.py.
 """
 
 from __future__ import annotations
@@ -207,3 +208,32 @@ async def test_outgoing_migrations_are_capped(pair: Pair) -> None:
         await pair.a.wait_for(config.vm_id, S.STATE_RUNNING)  # the fake cannot migrate
     pair.peers.gate = None
     assert (await pair.a.vms.migrate(third.vm_id, B)).state == S.STATE_MIGRATING_FROM
+
+
+async def test_a_cancelled_migration_runs_on_and_reports_its_progress(pair: Pair) -> None:
+    config = await pair.running_on_a()
+    vm_id = config.vm_id
+    pair.a.fake.migrate_gate = asyncio.Event()
+    await pair.a.vms.migrate(vm_id, B)
+    await eventually(
+        lambda: pair.a.vms.migration_progress(vm_id).data_processed_bytes > 0, "progress"
+    )
+    assert pair.b.state(vm_id) == S.STATE_MIGRATING_TO
+    cancelling = await pair.a.vms.cancel_migration(vm_id)
+    assert cancelling.state == S.STATE_MIGRATING_FROM, "the cancel returns at once"
+    back = await pair.a.wait_for(vm_id, S.STATE_RUNNING)
+    assert back.message == f"migration to {B} cancelled"
+    assert pair.a.vms.migration_progress(vm_id).phase == P.PHASE_CANCELLED
+    assert pair.b.state(vm_id) == S.STATE_DOWN
+
+
+async def test_destroying_a_migrating_vm_cancels_its_migration_first(pair: Pair) -> None:
+    config = await pair.running_on_a()
+    vm_id = config.vm_id
+    pair.a.fake.migrate_gate = asyncio.Event()
+    await pair.a.vms.migrate(vm_id, B)
+    await eventually(lambda: pair.a.fake.migrating(vm_id), "the transfer to begin")
+    await asyncio.wait_for(pair.a.vms.destroy(vm_id), 5)
+    assert pair.a.state(vm_id) == S.STATE_DOWN
+    assert vm_id not in pair.a.fake.domains
+    assert pair.b.state(vm_id) == S.STATE_DOWN
