@@ -1,9 +1,10 @@
 """Live migration of real guests between two hostd processes, each with its own libvirtd.
 
 Host A is a hostd on qemu:///system, host B a hostd on the second libvirtd
-(the second_libvirt fixture). Two guests boot on A together at the start:
+(the second_libvirt fixture). Three guests boot on A together at the start:
 "moved" is migrated to B; "stays" serves the cases that leave the VM on A
-(refusals, an unreachable destination, a cancelled migration). Waits are on
+(refusals, an unreachable destination, a cancelled migration); "orphaned"
+is left by a source hostd killed in the middle of its migration. Waits are on
 conditions with generous deadlines; durations are printed (-s), never
 asserted.
 """
@@ -179,8 +180,9 @@ def workdir() -> Iterator[Path]:
 
 
 async def _host(name: str, uri: str, workdir: Path) -> Host:
+    """A hostd in workdir/name; again on the same state directory when it exists."""
     folder = workdir / name
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     folder.chmod(0o755)
     daemon = await asyncio.to_thread(start_hostd, folder, uri)
     channel = grpc.aio.insecure_channel(daemon.address)
@@ -195,7 +197,8 @@ async def hosts(
     a, b = await asyncio.gather(
         _host("a", system_libvirt, workdir), _host("b", second_libvirt, workdir)
     )
-    guests = {role: _config(guest_image, role) for role in ("moved", "stays")}
+    guests = {role: _config(guest_image, role) for role in ("moved", "stays", "orphaned")}
+    pair = Hosts(a, b, guests)
     try:
         await asyncio.gather(
             *(
@@ -204,9 +207,9 @@ async def hosts(
             )
         )
         await asyncio.gather(*(a.watch.report(c.vm_id, 0) for c in guests.values()))
-        yield Hosts(a, b, guests)
+        yield pair
     finally:
-        for host in (a, b):
+        for host in (pair.a, pair.b):  # a test may have restarted one
             host.watch.stop()
             with contextlib.suppress(grpc.aio.AioRpcError):
                 listed = await host.stub.ListVms(pb.HostAgentServiceListVmsRequest())
@@ -373,3 +376,37 @@ async def test_a_cancelled_migration_leaves_the_vm_on_its_source(hosts: Hosts) -
     states = await a.watch.state(vm_id, S.STATE_DOWN, since_a)
     assert _names(states) == ["POWERING_DOWN", "DOWN"]
     assert "through the guest agent" in states[0].message
+
+
+async def test_a_source_hostd_killed_mid_migration_leaves_the_vm_on_its_source(
+    hosts: Hosts, workdir: Path
+) -> None:
+    a, b = hosts.a, hosts.b
+    vm_id = hosts.guests["orphaned"].vm_id
+    since_a, since_b = a.watch.mark(), b.watch.mark()
+    await a.stub.MigrateVm(
+        pb.HostAgentServiceMigrateVmRequest(
+            vm_id=vm_id, destination_address=b.address, max_bandwidth_mib_per_second=1
+        )
+    )
+    await a.watch.until(
+        "the transfer to begin",
+        lambda: any(m.data_processed_bytes for m in a.watch.migrations(vm_id, since_a)),
+    )
+    await asyncio.to_thread(a.daemon.kill)
+    a.watch.stop()
+    await a.channel.close(None)
+
+    # libvirt ends a migration whose client went away; the new hostd adopts the VM.
+    hosts.a = a = await _host("a", a.uri, workdir)
+    await a.watch.until(
+        "the VM RUNNING on its source again",
+        lambda: [s.state for s in a.watch.states(vm_id)][-1:] == [S.STATE_RUNNING],
+    )
+    report = await a.stub.GetRecoveryReport(pb.HostAgentServiceGetRecoveryReportRequest())
+    assert vm_id in [adopted.vm_id for adopted in report.report.adopted]
+    dropped = await b.watch.state(vm_id, S.STATE_DOWN, since_b)
+    assert _names(dropped) == ["MIGRATING_TO", "DOWN"]
+    assert dropped[-1].exit_reason == S.EXIT_REASON_MIGRATION_FAILED
+    await b.watch.until("the destination to let go", lambda: not domain_exists(b.uri, vm_id))
+    assert domain_exists(a.uri, vm_id)
