@@ -23,7 +23,7 @@ status code::
     │   └── TooManyMigrations    the host's cap of outgoing migrations is reached
     ├── Unavailable
     │   ├── HypervisorUnavailable  libvirtd cannot be reached
-    │   ├── PeerUnavailable      another hostd (a migration's destination) cannot be reached
+    │   ├── PeerUnavailable      a migration's destination (its hostd or libvirt) is unreachable
     │   └── AgentUnavailable     the guest agent is not connected or did not answer
     └── HypervisorError          any other libvirt failure (INTERNAL, message kept)
         └── JobAborted           the domain's job (a migration) was cancelled
@@ -124,7 +124,7 @@ class TooManyMigrations(ResourceExhausted):
 
 
 class PeerUnavailable(Unavailable):
-    """Another hostd, a migration's destination, cannot be reached."""
+    """A migration's destination, its hostd or its hypervisor, cannot be reached."""
 
 
 class PeerRefused(FailedPrecondition):

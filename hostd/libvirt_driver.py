@@ -28,7 +28,7 @@ import libvirt
 from virtplane.errors import VirtplaneError
 
 from hostd import domxml, migration_xml
-from hostd.errors import DomainAlreadyExists
+from hostd.errors import DomainAlreadyExists, PeerUnavailable
 from hostd.hypervisor import (
     DomainAction,
     DomainInfo,
@@ -253,7 +253,13 @@ class LibvirtHypervisor:
             }
             if target.max_bandwidth_mib:
                 params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = target.max_bandwidth_mib
-            destination = libvirt.open(target.hypervisor_uri)
+            try:
+                destination = libvirt.open(target.hypervisor_uri)
+            except libvirt.libvirtError as exc:
+                raise PeerUnavailable(
+                    f"the destination's hypervisor at {target.hypervisor_uri} cannot be "
+                    f"reached: {exc.get_error_message() or exc}"
+                ) from exc
             try:
                 landed = dom.migrate3(destination, params, flags)
                 # libvirt files the completed job's statistics where the domain now
