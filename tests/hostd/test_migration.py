@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from virtplane.errors import InvalidArgument, NotFound
 from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd.config import MigrationConfig
@@ -182,6 +183,10 @@ async def test_a_failed_migration_leaves_the_vm_running_and_the_destination_clea
 async def test_refusals_change_nothing(pair: Pair) -> None:
     config = await pair.running_on_a()
     vm_id = config.vm_id
+    with pytest.raises(NotFound, match=f"migration of VM '{vm_id}' not found"):
+        pair.a.vms.migration_progress(vm_id)
+    with pytest.raises(InvalidArgument, match="destination_address: required"):
+        await pair.a.vms.migrate(vm_id, " ")
     with pytest.raises(VmNotFound):
         await pair.a.vms.migrate("6f1c9a52-3d0e-4b7a-9a51-0c2d8e4f7b13", B)
     with pytest.raises(PeerUnavailable, match="host-c:1 cannot be reached"):
