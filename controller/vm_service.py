@@ -41,8 +41,6 @@ _STOPPABLE = frozenset(
 VmAndOperation = tuple[vm_pb2.Vm, operation_pb2.Operation]
 
 
-
-
 class VmService:
     def __init__(self, store: VmStore, clients: HostClients, starter: Starter) -> None:
         self._store = store

@@ -69,6 +69,8 @@ class OperationState(enum.Enum):
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
+
+
 class VmOrigin(enum.Enum):
     # Created through the API.
     MANAGED = "MANAGED"

@@ -291,6 +291,8 @@ class ApiRequest(Base):
     result_id: Mapped[str] = mapped_column(String(36), default="")
     response: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
 class AffinityGroup(Base):
     """VMs that should run together (positive) or apart (negative). An
     enforcing group is a scheduler filter; otherwise it only weighs."""

@@ -207,6 +207,8 @@ def deletions_after(session: Session, revision: int) -> Sequence[Event]:
         .where(Event.kind == VM_DELETED, Event.revision > revision)
         .order_by(Event.revision)
     ).all()
+
+
 def list_vms_in(session: Session, states: Collection[VmState]) -> Sequence[Vm]:
     return session.scalars(select(Vm).where(Vm.state.in_(states)).order_by(Vm.name)).all()
 

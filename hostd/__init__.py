@@ -24,6 +24,10 @@ Modules, one job each:
 - power         destroy, shutdown, reboot, reset, pause, resume
 - hibernation   saving a VM to a file, and the saved-state files
 - recovery      adopting what a previous hostd left, with a report
+- migration     live migration: MigrateVm and cancel (source), the incoming start path
+                (destination), their progress and the cap on outgoing migrations
+- migration_xml the migratable domain XML retargeted to the destination's paths
+- peers         other hosts' hostd, as a migration's source calls its destination
 - events        the event pump: hypervisor events applied in order; resync
 - vms           VmService: the create path, and the verbs for the servicer
 - servicer      HostAgentService over gRPC, thin

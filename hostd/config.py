@@ -49,6 +49,25 @@ class ChannelLimits:
 
 
 @dataclass(frozen=True)
+class MigrationConfig:
+    """Live migration, both as its source and as its destination."""
+
+    max_outgoing: int = 2
+    """Outgoing migrations at once; MigrateVm beyond it is RESOURCE_EXHAUSTED."""
+    address: str = "127.0.0.1"
+    """The address this host receives migrated memory on (sources connect to it)."""
+    hypervisor_uri: str = ""
+    """How a source's libvirt reaches this host's, e.g. qemu+tls://host-b/system;
+    empty: hostd's own libvirt URI (right when both hosts are one machine)."""
+    own_address: str = ""
+    """This hostd's gRPC address as destinations are told it (for their messages)."""
+    progress_interval_seconds: float = 1.0
+    """How often an outgoing migration's progress is read and published."""
+    incoming_timeout_seconds: float = 60.0
+    """How long a prepared incoming VM waits for its migration to begin."""
+
+
+@dataclass(frozen=True)
 class HostdConfig:
     listen: str = "127.0.0.1:7070"
     """host:port the gRPC server binds."""
@@ -62,3 +81,4 @@ class HostdConfig:
     """Hypervisor events buffered between libvirt's callback and hostd."""
     shutdown_grace_seconds: float = 5.0
     channel: ChannelLimits = field(default_factory=ChannelLimits)
+    migration: MigrationConfig = field(default_factory=MigrationConfig)

@@ -14,13 +14,19 @@ status code::
     │   └── DomainAlreadyExists  libvirt has a domain with this name or UUID
     ├── FailedPrecondition
     │   ├── VmStateConflict      the VM's state forbids the verb ("cannot pause VM X: it is PAUSED")
+    │   ├── OperationUnsupported the hypervisor cannot do this (libvirt's test driver: migrate)
+    │   ├── PeerRefused          another hostd refused a request (a migration's destination)
     │   ├── ConsoleNotSupported  the console asked for is not one this host offers
     │   ├── DomainStateConflict  libvirt refused the operation in the domain's current state
     │   └── AgentRefused         the guest agent refused a command
+    ├── ResourceExhausted
+    │   └── TooManyMigrations    the host's cap of outgoing migrations is reached
     ├── Unavailable
     │   ├── HypervisorUnavailable  libvirtd cannot be reached
+    │   ├── PeerUnavailable      a migration's destination (its hostd or libvirt) is unreachable
     │   └── AgentUnavailable     the guest agent is not connected or did not answer
     └── HypervisorError          any other libvirt failure (INTERNAL, message kept)
+        └── JobAborted           the domain's job (a migration) was cancelled
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from virtplane.errors import (
     AlreadyExists,
     FailedPrecondition,
     NotFound,
+    ResourceExhausted,
     Unavailable,
     VirtplaneError,
 )
@@ -102,3 +109,23 @@ class AgentRefused(FailedPrecondition):
     def __init__(self, vm_id: str, command: str, error: str) -> None:
         super().__init__(f"guest agent of VM {vm_id!r} refused {command}: {error or 'no reason'}")
         self.vm_id = vm_id
+
+
+class OperationUnsupported(FailedPrecondition):
+    """The hypervisor does not support the operation (libvirt's test driver cannot migrate)."""
+
+
+class JobAborted(HypervisorError):
+    """The domain's job, a migration, was cancelled; the domain runs where it ran."""
+
+
+class TooManyMigrations(ResourceExhausted):
+    """This host already runs its cap of outgoing migrations."""
+
+
+class PeerUnavailable(Unavailable):
+    """A migration's destination, its hostd or its hypervisor, cannot be reached."""
+
+
+class PeerRefused(FailedPrecondition):
+    """Another hostd refused a request; the message is its own."""

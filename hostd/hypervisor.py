@@ -2,11 +2,14 @@
 
 hostd.libvirt_driver implements it with libvirt; tests/hostd/fakes.py keeps
 an in-memory one, and tests/hostd run one contract suite against every
-implementation. Errors are hostd.errors. Ten methods::
+implementation. Errors are hostd.errors. Twelve methods::
 
     start, act, save, restore, read_saved      run and stop domains
+    migrate, job_progress                      move a running domain to another host
     domain_stats, list_domains, host_info      look
     events, close
+
+(A migration is cancelled with act(uuid, DomainAction.ABORT_JOB).)
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class DomainAction(Enum):
     """Powers the domain off at once."""
     UNDEFINE = auto()
     """Removes a persistent domain's definition; a running domain becomes transient."""
+    ABORT_JOB = auto()
+    """Cancels the domain's running job (a migration); DomainStateConflict when none runs."""
 
 
 class LifecycleKind(Enum):
@@ -161,6 +166,41 @@ class HostInfo:
     """Display types the hypervisor offers, e.g. "vnc", "spice"."""
 
 
+@dataclass(frozen=True)
+class MigrationTarget:
+    """Where migrate() sends a domain, and what changes on the way."""
+
+    hypervisor_uri: str
+    """How this host's hypervisor reaches the destination's."""
+    migration_uri: str
+    """Where the memory goes: tcp://ADDRESS:PORT."""
+    channel_socket: str
+    """The guest channel's socket on the destination."""
+    console_log: str
+    """The serial console's file on the destination."""
+    state_dir: str
+    """The destination hostd's state directory, which marks the domain as its own."""
+    persistent: bool = False
+    """Define the domain on the destination (and undefine it here)."""
+    max_bandwidth_mib: int = 0
+    """MiB/s at most; 0: no limit."""
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """The hypervisor's statistics of a domain's job (a migration)."""
+
+    elapsed_ms: int = 0
+    data_total: int = 0
+    data_processed: int = 0
+    data_remaining: int = 0
+    bytes_per_second: int = 0
+    dirty_pages_per_second: int = 0
+    iterations: int = 0
+    downtime_ms: int = 0
+    """How long the guest was stopped at the switch-over (a completed migration)."""
+
+
 class Hypervisor(Protocol):
     async def start(self, xml: str, *, persistent: bool, paused: bool) -> str:
         """Starts a domain, transient or defined first; returns its UUID.
@@ -187,6 +227,20 @@ class Hypervisor(Protocol):
     async def read_saved(self, path: str) -> HostdMetadata | None:
         """hostd's metadata in a complete saved image; None for an image that is
         incomplete, unreadable or not hostd's."""
+        ...
+
+    async def migrate(self, uuid: str, target: MigrationTarget) -> JobProgress:
+        """Moves the running domain live to target; returns once it runs there,
+        with the completed job's statistics.
+
+        JobAborted when act(ABORT_JOB) cancelled it, OperationUnsupported where
+        the hypervisor cannot migrate; after any error the domain runs here still.
+        """
+        ...
+
+    async def job_progress(self, uuid: str, *, completed: bool = False) -> JobProgress | None:
+        """The domain's running job, or with completed its last completed one
+        (kept where the domain now runs); None when there is none."""
         ...
 
     async def domain_stats(self, uuid: str) -> DomainStats: ...

@@ -52,6 +52,11 @@ class Journal:
         event.guest_report.guest.CopyFrom(guest)
         return self._keep(event)
 
+    def append_migration(self, progress: pb.MigrationProgress) -> pb.HostEvent:
+        event = self._next()
+        event.migration.CopyFrom(progress)
+        return self._keep(event)
+
     def after(self, sequence: int) -> list[pb.HostEvent]:
         """The kept events after sequence, oldest first.
 

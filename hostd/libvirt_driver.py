@@ -19,6 +19,7 @@ import asyncio
 import functools
 import logging
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -26,8 +27,8 @@ from typing import Any, TypeVar
 import libvirt
 from virtplane.errors import VirtplaneError
 
-from hostd import domxml
-from hostd.errors import DomainAlreadyExists
+from hostd import domxml, migration_xml
+from hostd.errors import DomainAlreadyExists, PeerUnavailable
 from hostd.hypervisor import (
     DomainAction,
     DomainInfo,
@@ -36,14 +37,17 @@ from hostd.hypervisor import (
     EventsLost,
     HostInfo,
     HypervisorEvent,
+    JobProgress,
     LifecycleEvent,
     LifecycleKind,
+    MigrationTarget,
 )
 from hostd.libvirt_translate import (
     STATES,
     STATS_GROUPS,
     is_saving,
     is_starting,
+    parse_job,
     parse_stats,
     translate_error,
     translate_lifecycle,
@@ -63,7 +67,13 @@ _ACTIONS: dict[DomainAction, Callable[[Any], object]] = {
     DomainAction.RESUME: lambda dom: dom.resume(),
     DomainAction.DESTROY: lambda dom: dom.destroy(),
     DomainAction.UNDEFINE: lambda dom: dom.undefine(),
+    DomainAction.ABORT_JOB: lambda dom: dom.abortJob(),
 }
+_KEEP_COMPLETED = (
+    libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
+)
+"""A completed job's statistics, left for the next reader (reading them removes them)."""
+_STATS_TRIES = 30
 _GONE = (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN)
 
 
@@ -226,6 +236,58 @@ class LibvirtHypervisor:
             log.info("saved image %s is not usable: %s", path, exc)
             return None
         return domxml.metadata_in_domain(text)
+
+    # -- migrating
+
+    async def migrate(self, uuid: str, target: MigrationTarget) -> JobProgress:
+        flags = libvirt.VIR_MIGRATE_LIVE
+        if target.persistent:
+            flags |= libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+
+        def run() -> JobProgress:
+            dom = self._conn.lookupByUUIDString(uuid)
+            xml = migration_xml.retarget(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE), target)
+            params: dict[str, object] = {
+                libvirt.VIR_MIGRATE_PARAM_URI: target.migration_uri,
+                libvirt.VIR_MIGRATE_PARAM_DEST_XML: xml,
+            }
+            if target.max_bandwidth_mib:
+                params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = target.max_bandwidth_mib
+            try:
+                destination = libvirt.open(target.hypervisor_uri)
+            except libvirt.libvirtError as exc:
+                raise PeerUnavailable(
+                    f"the destination's hypervisor at {target.hypervisor_uri} cannot be "
+                    f"reached: {exc.get_error_message() or exc}"
+                ) from exc
+            try:
+                landed = dom.migrate3(destination, params, flags)
+                # libvirt files the completed job's statistics where the domain now
+                # runs, and sometimes only just after migrate3 returned.
+                for _ in range(_STATS_TRIES):
+                    stats = landed.jobStats(_KEEP_COMPLETED)
+                    if (
+                        stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE)
+                        != libvirt.VIR_DOMAIN_JOB_NONE
+                    ):
+                        break
+                    time.sleep(0.1)
+            finally:
+                destination.close()
+            return parse_job(stats)
+
+        return await _blocking(run, uuid)
+
+    async def job_progress(self, uuid: str, *, completed: bool = False) -> JobProgress | None:
+        flags = _KEEP_COMPLETED if completed else 0
+
+        def read() -> JobProgress | None:
+            stats = self._conn.lookupByUUIDString(uuid).jobStats(flags)
+            if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+                return None
+            return parse_job(stats)
+
+        return await _blocking(read, uuid)
 
     # -- looking
 

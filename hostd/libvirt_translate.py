@@ -17,11 +17,14 @@ from hostd.errors import (
     DomainStateConflict,
     HypervisorError,
     HypervisorUnavailable,
+    JobAborted,
+    OperationUnsupported,
 )
 from hostd.hypervisor import (
     DiskCounters,
     DomainState,
     DomainStats,
+    JobProgress,
     LifecycleEvent,
     LifecycleKind,
     NicCounters,
@@ -112,6 +115,10 @@ def translate_error(exc: libvirt.libvirtError, uuid: str = "") -> VirtplaneError
         return DomainStateConflict(message)
     if code == libvirt.VIR_ERR_DOM_EXIST:
         return DomainAlreadyExists(message)
+    if code in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
+        return OperationUnsupported(f"the hypervisor cannot do this: {message}")
+    if code == libvirt.VIR_ERR_OPERATION_ABORTED:
+        return JobAborted(message)
     if code in _CONNECTION_CODES or exc.get_error_domain() == libvirt.VIR_FROM_RPC:
         return HypervisorUnavailable(f"libvirt: {message}")
     return HypervisorError(message)
@@ -197,4 +204,23 @@ def parse_stats(records: Mapping[str, object]) -> DomainStats:
         memory_rss_kib=number("balloon.rss"),
         disks=disks,
         nics=nics,
+    )
+
+
+def parse_job(stats: Mapping[str, object]) -> JobProgress:
+    """A domain's jobStats() as JobProgress; absent keys count 0."""
+
+    def number(key: str) -> int:
+        value = stats.get(key, 0)
+        return value if isinstance(value, int) else 0
+
+    return JobProgress(
+        elapsed_ms=number("time_elapsed"),
+        data_total=number("data_total"),
+        data_processed=number("data_processed"),
+        data_remaining=number("data_remaining"),
+        bytes_per_second=number("memory_bps"),
+        dirty_pages_per_second=number("memory_dirty_rate"),
+        iterations=number("memory_iteration"),
+        downtime_ms=number("downtime"),
     )

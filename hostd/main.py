@@ -10,7 +10,7 @@ from pathlib import Path
 
 from virtplane.errors import VirtplaneError
 
-from hostd.config import VIRT_TYPE_SETTINGS, HostdConfig
+from hostd.config import VIRT_TYPE_SETTINGS, HostdConfig, MigrationConfig
 from hostd.server import Hostd
 
 log = logging.getLogger("hostd")
@@ -27,6 +27,22 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
     parser.add_argument("--virt-type", choices=VIRT_TYPE_SETTINGS, default=defaults.virt_type)
     parser.add_argument("--journal-size", type=int, default=defaults.journal_size)
     parser.add_argument(
+        "--max-outgoing-migrations",
+        type=int,
+        default=defaults.migration.max_outgoing,
+        help="outgoing live migrations at once; more are refused (RESOURCE_EXHAUSTED)",
+    )
+    parser.add_argument(
+        "--migration-address",
+        default=defaults.migration.address,
+        help="the address this host receives migrated VMs on",
+    )
+    parser.add_argument(
+        "--migration-hypervisor-uri",
+        default=defaults.migration.hypervisor_uri,
+        help="how other hosts' libvirt reaches this host's (default: --libvirt-uri)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     args = parser.parse_args(argv)
@@ -36,6 +52,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
         state_dir=args.state_dir.absolute(),
         virt_type=args.virt_type,
         journal_size=args.journal_size,
+        migration=MigrationConfig(
+            max_outgoing=args.max_outgoing_migrations,
+            address=args.migration_address,
+            hypervisor_uri=args.migration_hypervisor_uri,
+        ),
     )
     return config, args.log_level
 

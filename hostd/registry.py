@@ -41,6 +41,7 @@ DOMAIN_STATES = frozenset(
         pb.HostVm.STATE_POWERING_DOWN,
         pb.HostVm.STATE_REBOOT_IN_PROGRESS,
         pb.HostVm.STATE_SAVING_STATE,
+        pb.HostVm.STATE_MIGRATING_FROM,
     }
 )
 """States in which the VM's domain runs (paused or not): its channel is open."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import grpc
@@ -10,7 +11,7 @@ from virtplane.status import ErrorInterceptor
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
-from hostd.config import HostdConfig
+from hostd.config import HostdConfig, MigrationConfig
 from hostd.journal import Journal
 from hostd.layout import StateLayout
 from hostd.libvirt_driver import LibvirtHypervisor
@@ -64,22 +65,34 @@ class Hostd:
         self._hypervisor = await LibvirtHypervisor.open(
             self.config.libvirt_uri, event_queue_size=self.config.event_queue_size
         )
-        settings = RunnerSettings(self.virt_type, self.layout, self.config.channel)
-        self._vms = VmService(self._hypervisor, self.journal, settings)
-        await self._vms.start()
         server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=_SERVER_OPTIONS)
-        servicer = HostAgentServicer(self._vms, self.journal, self._hypervisor, self.virt_type)
-        pb_grpc.add_HostAgentServiceServicer_to_server(servicer, server)
-        self._probes = Probes(server, service_names(pb.DESCRIPTOR))
         port = server.add_insecure_port(self.config.listen)
         if port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
+        settings = RunnerSettings(self.virt_type, self.layout, self.config.channel)
+        self._vms = VmService(
+            self._hypervisor, self.journal, settings, self._migration_config(port)
+        )
+        await self._vms.start()
+        servicer = HostAgentServicer(self._vms, self.journal, self._hypervisor, self.virt_type)
+        pb_grpc.add_HostAgentServiceServicer_to_server(servicer, server)
+        self._probes = Probes(server, service_names(pb.DESCRIPTOR))
         await self._probes.starting()
         await server.start()
         await self._probes.serving()
         self._server = server
         log.info("hostd epoch %s, virt type %s", self.journal.epoch, self.virt_type)
         return port
+
+    def _migration_config(self, port: int) -> MigrationConfig:
+        """The migration settings, with what only the running hostd knows filled in."""
+        config = self.config.migration
+        host = self.config.listen.rpartition(":")[0]
+        return dataclasses.replace(
+            config,
+            hypervisor_uri=config.hypervisor_uri or self.config.libvirt_uri,
+            own_address=config.own_address or f"{host}:{port}",
+        )
 
     async def stop(self, grace: float | None = None) -> None:
         """Stops serving (watch streams end at once), then lets go of libvirt.

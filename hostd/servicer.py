@@ -78,6 +78,32 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
     ) -> pb.HostAgentServiceHibernateVmResponse:
         return pb.HostAgentServiceHibernateVmResponse(vm=await self._vms.hibernate(request.vm_id))
 
+    async def MigrateVm(
+        self, request: pb.HostAgentServiceMigrateVmRequest, context: Context
+    ) -> pb.HostAgentServiceMigrateVmResponse:
+        vm = await self._vms.migrate(
+            request.vm_id, request.destination_address, request.max_bandwidth_mib_per_second
+        )
+        return pb.HostAgentServiceMigrateVmResponse(vm=vm)
+
+    async def CancelMigration(
+        self, request: pb.HostAgentServiceCancelMigrationRequest, context: Context
+    ) -> pb.HostAgentServiceCancelMigrationResponse:
+        vm = await self._vms.cancel_migration(request.vm_id)
+        return pb.HostAgentServiceCancelMigrationResponse(vm=vm)
+
+    async def GetMigrationProgress(
+        self, request: pb.HostAgentServiceGetMigrationProgressRequest, context: Context
+    ) -> pb.HostAgentServiceGetMigrationProgressResponse:
+        progress = self._vms.migration_progress(request.vm_id)
+        return pb.HostAgentServiceGetMigrationProgressResponse(progress=progress)
+
+    async def PrepareIncomingMigration(
+        self, request: pb.HostAgentServicePrepareIncomingMigrationRequest, context: Context
+    ) -> pb.HostAgentServicePrepareIncomingMigrationResponse:
+        destination = await self._vms.prepare_incoming(request.config, request.source_address)
+        return pb.HostAgentServicePrepareIncomingMigrationResponse(destination=destination)
+
     async def GetVmStats(
         self, request: pb.HostAgentServiceGetVmStatsRequest, context: Context
     ) -> pb.HostAgentServiceGetVmStatsResponse:

@@ -18,6 +18,16 @@ Events, by the VM's state (one rule per group of states, in _RULES):
 - SAVING_STATE: the save job decides; the suspend that starts a save and the
   STOPPED(SAVED) that ends it change nothing. Any other stop is DOWN.
 - SUSPENDED: no domain, nothing applies.
+- MIGRATING_FROM (the source): the migration job decides. The suspend of
+  the switch-over and a resume after a failed one change nothing; the
+  STOPPED(MIGRATED) that ends it is DOWN with exit reason MIGRATED, and any
+  other stop is DOWN too.
+- MIGRATING_TO (the destination): the incoming domain is STARTED paused
+  (nothing yet); its RESUMED means it landed: RUNNING. A stop is a failed
+  or cancelled migration: DOWN (MIGRATION_FAILED).
+
+A migration on one machine, as libvirt reports it: destination STARTED,
+source SUSPENDED, destination RESUMED, source STOPPED (all MIGRATED).
 """
 
 from __future__ import annotations
@@ -118,6 +128,22 @@ def _no_domain(ctx: Context, event: LifecycleEvent) -> Outcome:
     return None
 
 
+def _migrating_out(ctx: Context, event: LifecycleEvent) -> Outcome:
+    if event.kind in _STOPS:
+        return _down(event)
+    return None
+
+
+def _migrating_in(ctx: Context, event: LifecycleEvent) -> Outcome:
+    if event.kind is LifecycleKind.RESUMED:
+        return Become(S.STATE_RUNNING, message="migrated here")
+    if event.kind in _STOPS:
+        return Become(
+            S.STATE_DOWN, S.EXIT_REASON_MIGRATION_FAILED, "the incoming migration did not complete"
+        )
+    return None
+
+
 _RULES: dict[State.ValueType, Callable[[Context, LifecycleEvent], Outcome]] = {
     S.STATE_WAIT_FOR_LAUNCH: _launching,
     S.STATE_RESTORING_STATE: _launching,
@@ -127,6 +153,8 @@ _RULES: dict[State.ValueType, Callable[[Context, LifecycleEvent], Outcome]] = {
     S.STATE_REBOOT_IN_PROGRESS: _rebooting,
     S.STATE_SAVING_STATE: _saving,
     S.STATE_SUSPENDED: _no_domain,
+    S.STATE_MIGRATING_FROM: _migrating_out,
+    S.STATE_MIGRATING_TO: _migrating_in,
 }
 
 
@@ -146,6 +174,8 @@ class Verb(Enum):
     RESUME = "resume"
     HIBERNATE = "hibernate"
     STATS = "read the statistics of"
+    MIGRATE = "migrate"
+    CANCEL_MIGRATION = "cancel the migration of"
 
 
 ALLOWED: dict[Verb, frozenset[State.ValueType]] = {
@@ -162,8 +192,11 @@ ALLOWED: dict[Verb, frozenset[State.ValueType]] = {
             S.STATE_POWERING_DOWN,
             S.STATE_REBOOT_IN_PROGRESS,
             S.STATE_SAVING_STATE,
+            S.STATE_MIGRATING_FROM,
         }
     ),
+    Verb.MIGRATE: frozenset({S.STATE_RUNNING}),
+    Verb.CANCEL_MIGRATION: frozenset({S.STATE_MIGRATING_FROM, S.STATE_MIGRATING_TO}),
 }
 """The states each verb is allowed in; DestroyVm is allowed in all."""
 

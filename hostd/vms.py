@@ -13,6 +13,10 @@ The create path, in this order (../shared/ARCHITECTURE.md, step 5):
 6. hand-off to the runner; the VM is returned WAIT_FOR_LAUNCH (or
    RESTORING_STATE) at once and its progress follows as events.
 
+PrepareIncomingMigration is the create path's incoming-migration start:
+the same checks (1, 3-5), then hostd.migration registers the VM
+MIGRATING_TO and awaits it. MigrateVm and CancelMigration are there too.
+
 On start, recovery adopts what a previous hostd left (hostd.recovery), then
 the event pump follows libvirt.
 """
@@ -21,16 +25,19 @@ from __future__ import annotations
 
 import logging
 
-from virtplane.errors import FailedPrecondition
+from virtplane.errors import FailedPrecondition, InvalidArgument
 from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd import consoles
+from hostd.config import MigrationConfig
 from hostd.defaults import reboot_timeout, shutdown_timeout, with_defaults
 from hostd.errors import VmAlreadyExists
 from hostd.events import EventPump
 from hostd.hibernation import Hibernator, SavedStates
 from hostd.hypervisor import DomainStats, Hypervisor
 from hostd.journal import Journal
+from hostd.migration import Migrations
+from hostd.peers import GrpcPeers, Peers
 from hostd.power import PowerVerbs
 from hostd.recovery import Recovery
 from hostd.registry import DOMAIN_STATES, RunnerSettings, Vm, VmRegistry, state_name
@@ -46,7 +53,14 @@ __all__ = ["RunnerSettings", "VmService"]
 
 
 class VmService:
-    def __init__(self, hypervisor: Hypervisor, journal: Journal, settings: RunnerSettings) -> None:
+    def __init__(
+        self,
+        hypervisor: Hypervisor,
+        journal: Journal,
+        settings: RunnerSettings,
+        migration: MigrationConfig | None = None,
+        peers: Peers | None = None,
+    ) -> None:
         self._hypervisor = hypervisor
         self._registry = registry = VmRegistry(hypervisor, journal, settings)
         self._saved = saved = SavedStates(settings.layout)
@@ -55,6 +69,9 @@ class VmService:
         self._power = PowerVerbs(hypervisor, registry, self._hibernator)
         self._recovery = Recovery(hypervisor, registry, saved, self._hibernator)
         self._pump = EventPump(hypervisor, registry, self._power, self._recovery.adopt)
+        self._migrations = Migrations(
+            hypervisor, registry, journal, migration or MigrationConfig(), peers or GrpcPeers()
+        )
         self.consoles: tuple[pb.Console.Kind.ValueType, ...] = consoles.BUILDABLE
         """The consoles this host offers; known once started."""
         self.recovery_report = pb.RecoveryReport()
@@ -120,6 +137,9 @@ class VmService:
         return vm.as_proto()
 
     async def destroy(self, vm_id: str) -> None:
+        vm = self._registry.get(vm_id)
+        if vm is not None and vm.state == S.STATE_MIGRATING_FROM:
+            await self._migrations.cancel(vm_id)  # the transfer ends first, then the domain
         await self._power.destroy(vm_id)
 
     async def shutdown(self, vm_id: str, timeout_seconds: int = 0) -> pb.HostVm:
@@ -144,3 +164,36 @@ class VmService:
         vm = self._registry.lookup(vm_id)
         require(Verb.STATS, vm_id, vm.state)
         return vm.as_proto(), await self._hypervisor.domain_stats(vm_id)
+
+    # -- migration
+
+    async def prepare_incoming(
+        self, config: pb.VmConfig, source_address: str = ""
+    ) -> pb.MigrationDestination:
+        """The incoming-migration start: checked as a create is, then MIGRATING_TO."""
+        vm_id = config.vm_id
+        validate_vm_id(vm_id)
+        await self._registry.settled(vm_id)
+        existing = self._registry.get(vm_id)
+        if existing is not None:
+            prepared = self._migrations.prepared(vm_id)
+            if existing.state == S.STATE_MIGRATING_TO and prepared is not None:
+                return prepared  # a repeated prepare
+            raise VmAlreadyExists(vm_id, state_name(existing.state))
+        validate_config(config)
+        filled = with_defaults(config)
+        consoles.check_console(filled, self.consoles)
+        return self._migrations.receive(Vm(config=filled), source_address)
+
+    async def migrate(self, vm_id: str, address: str, max_bandwidth_mib: int = 0) -> pb.HostVm:
+        if not address.strip():
+            raise InvalidArgument(
+                "destination_address", "required: the destination hostd's host:port"
+            )
+        return await self._migrations.migrate(vm_id, address.strip(), max_bandwidth_mib)
+
+    async def cancel_migration(self, vm_id: str) -> pb.HostVm:
+        return await self._migrations.cancel(vm_id)
+
+    def migration_progress(self, vm_id: str) -> pb.MigrationProgress:
+        return self._migrations.progress(vm_id)

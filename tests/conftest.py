@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,6 +57,39 @@ def system_libvirt() -> Iterator[str]:
         _skip_or_fail(f"libvirtd at {SYSTEM_URI} is not reachable ({exc}); run `make setup`")
     conn.close()
     yield SYSTEM_URI
+
+
+SECOND_LIBVIRTD = REPO / "hostd" / "second-libvirtd.sh"
+
+
+@pytest.fixture(scope="session")
+def second_libvirt(system_libvirt: str) -> Iterator[str]:
+    """The URI of a second privileged libvirtd on this machine: a second host to
+    migrate to (hostd/second-libvirtd.sh; hostd/README.md, "Two hosts on one
+    machine"). Started once per session, when first asked for; at the end every
+    domain on it is destroyed and it is stopped. Use it like system_libvirt,
+    e.g. as a second hostd's --libvirt-uri."""
+    directory = Path(tempfile.mkdtemp(prefix="vp-l2-", dir="/tmp"))
+    started = subprocess.run(
+        ["bash", str(SECOND_LIBVIRTD), "start", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if started.returncode != 0:
+        shutil.rmtree(directory, ignore_errors=True)
+        _skip_or_fail(f"cannot start a second libvirtd: {started.stderr.strip() or 'no reason'}")
+    try:
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(
+            ["bash", str(SECOND_LIBVIRTD), "stop", str(directory)],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from hostd import domxml
-from hostd.errors import DomainAlreadyExists, DomainNotFound, DomainStateConflict, HypervisorError
+from hostd.errors import (
+    DomainAlreadyExists,
+    DomainNotFound,
+    DomainStateConflict,
+    HypervisorError,
+    JobAborted,
+    OperationUnsupported,
+)
 from hostd.hypervisor import (
     DomainAction,
     DomainInfo,
@@ -23,8 +30,10 @@ from hostd.hypervisor import (
     DomainStats,
     HostInfo,
     HypervisorEvent,
+    JobProgress,
     LifecycleEvent,
     LifecycleKind,
+    MigrationTarget,
     StopReason,
 )
 
@@ -65,13 +74,22 @@ class FakeHypervisor:
     """When set, a save waits for it, paused, its file still partial."""
     save_error: str | None = None
     graphics: frozenset[str] = frozenset({"vnc"})
+    migrate_gate: asyncio.Event | None = None
+    """When set, a migration is under way until it is set (then it fails: the fake
+    cannot migrate) or the job is aborted."""
     domains: dict[str, FakeDomain] = field(default_factory=dict)
     started_xml: list[str] = field(default_factory=list)
     _queue: asyncio.Queue[HypervisorEvent] = field(default_factory=asyncio.Queue)
+    _jobs: dict[str, asyncio.Event] = field(default_factory=dict)
+    """Migrations under way, each with its abort."""
 
     @property
     def pending_events(self) -> int:
         return self._queue.qsize()
+
+    def migrating(self, uuid: str) -> bool:
+        """Whether a migration of the domain is under way (held by migrate_gate)."""
+        return uuid in self._jobs
 
     def forget_events(self) -> None:
         """Drops what is queued: events sent while no hostd was connected."""
@@ -128,6 +146,11 @@ class FakeHypervisor:
             self._undefine(uuid)
             return
         domain = self._active(uuid)
+        if action is DomainAction.ABORT_JOB:
+            if uuid not in self._jobs:
+                raise DomainStateConflict("no job is active on the domain")
+            self._jobs[uuid].set()
+            return
         if action is DomainAction.DESTROY:
             self.stop(uuid, StopReason.DESTROYED)
         elif action is DomainAction.PAUSE:
@@ -194,6 +217,29 @@ class FakeHypervisor:
     async def read_saved(self, path: str) -> domxml.HostdMetadata | None:
         xml = _complete_image(path)
         return None if xml is None else domxml.metadata_in_domain(xml)
+
+    # -- migrating: like libvirt's test driver, the fake cannot
+
+    async def migrate(self, uuid: str, target: MigrationTarget) -> JobProgress:
+        self._active(uuid)
+        if self.migrate_gate is not None:
+            self._jobs[uuid] = aborted = asyncio.Event()
+            try:
+                done = [asyncio.create_task(e.wait()) for e in (self.migrate_gate, aborted)]
+                _, pending = await asyncio.wait(done, return_when=asyncio.FIRST_COMPLETED)
+                for task in pending:
+                    task.cancel()
+            finally:
+                del self._jobs[uuid]
+            if aborted.is_set():
+                raise JobAborted("operation aborted: migration out job: canceled by client")
+        raise OperationUnsupported("the hypervisor cannot do this: the fake does not migrate")
+
+    async def job_progress(self, uuid: str, *, completed: bool = False) -> JobProgress | None:
+        self._active(uuid)
+        if uuid in self._jobs and not completed:
+            return JobProgress(data_total=64 << 20, data_processed=1 << 20)
+        return None
 
     # -- looking
 

@@ -3,7 +3,8 @@
 The QEMU variant starts real domains of the test guest (without waiting for
 it to boot); it is skipped, or fails under VIRTPLANE_REQUIRE_REAL=1, where
 there is no qemu:///system or no guest image. libvirt's test driver lacks a
-few things (paused starts and restores, reset events); those cases say so.
+few things (paused starts and restores, reset events, job statistics,
+migration); those cases say so.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from hostd import domxml
 from hostd.builder import build_domain
 from hostd.defaults import with_defaults
-from hostd.errors import DomainNotFound, DomainStateConflict
+from hostd.errors import DomainNotFound, DomainStateConflict, OperationUnsupported
 from hostd.hypervisor import (
     DomainAction,
     DomainInfo,
@@ -34,6 +35,7 @@ from hostd.hypervisor import (
     HypervisorEvent,
     LifecycleEvent,
     LifecycleKind,
+    MigrationTarget,
     StopReason,
 )
 from hostd.layout import StateLayout
@@ -314,3 +316,45 @@ async def test_host_info(target: Target) -> None:
     assert info.domains_active >= 0
     if target.kind == "qemu":
         assert "vnc" in info.graphics
+
+
+async def test_a_domain_without_a_job_has_no_progress_and_nothing_to_abort(target: Target) -> None:
+    events = target.hypervisor.events()
+    config = target.config()
+    vm_id = config.vm_id
+    # Paused where the hypervisor can: a guest booting meanwhile would only load the machine.
+    paused = target.kind != "test"
+    await target.hypervisor.start(target.xml(config), persistent=False, paused=paused)
+    await _until(events, vm_id, K.STARTED)
+    if target.kind == "test":  # it has no jobs at all
+        with pytest.raises(OperationUnsupported):
+            await target.hypervisor.job_progress(vm_id)
+        return
+    assert await target.hypervisor.job_progress(vm_id) is None
+    with pytest.raises(DomainStateConflict):
+        await target.hypervisor.act(vm_id, DomainAction.ABORT_JOB)
+    with pytest.raises(DomainNotFound):
+        await target.hypervisor.job_progress(str(uuid.uuid4()))
+
+
+async def test_a_hypervisor_that_cannot_migrate_says_so(target: Target) -> None:
+    """The fake and libvirt's test driver cannot migrate (QEMU can: test_real_migration.py);
+    the domain runs on."""
+    if target.kind == "qemu":
+        pytest.skip("QEMU migrates: tests/hostd/test_real_migration.py")
+    events = target.hypervisor.events()
+    config = target.config()
+    vm_id = config.vm_id
+    await target.hypervisor.start(target.xml(config), persistent=False, paused=False)
+    await _until(events, vm_id, K.STARTED)
+    migration = MigrationTarget(
+        hypervisor_uri=TEST_URI,
+        migration_uri="tcp://127.0.0.1:49152",
+        channel_socket=str(target.layout.channel_socket(vm_id)),
+        console_log=str(target.layout.console_log(vm_id)),
+        state_dir=str(target.layout.root),
+    )
+    with pytest.raises(OperationUnsupported, match="cannot do this"):
+        await target.hypervisor.migrate(vm_id, migration)
+    domain = await target.domain(vm_id)
+    assert domain is not None and domain.active

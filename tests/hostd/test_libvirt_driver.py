@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from pathlib import Path
 
@@ -19,11 +20,26 @@ from hostd.errors import (
     DomainStateConflict,
     HypervisorError,
     HypervisorUnavailable,
+    PeerUnavailable,
 )
-from hostd.hypervisor import DomainAction, EventsLost, LifecycleEvent, LifecycleKind, StopReason
+from hostd.hypervisor import (
+    DomainAction,
+    EventsLost,
+    JobProgress,
+    LifecycleEvent,
+    LifecycleKind,
+    MigrationTarget,
+    StopReason,
+)
 from hostd.layout import StateLayout
 from hostd.libvirt_driver import LibvirtHypervisor
-from hostd.libvirt_translate import parse_stats, state_words, translate_error, translate_lifecycle
+from hostd.libvirt_translate import (
+    parse_job,
+    parse_stats,
+    state_words,
+    translate_error,
+    translate_lifecycle,
+)
 from hostd.virt_type import VirtType
 from tests.hostd.conftest import next_item, vm_config
 
@@ -242,3 +258,52 @@ async def test_host_memory_without_node_statistics_comes_from_the_cells() -> Non
         assert info.memory_free_mib == conn.getFreeMemory() // (1024 * 1024)
     finally:
         conn.close()
+
+
+async def test_an_unreachable_destination_hypervisor_is_named(
+    boot_files: tuple[str, str], tmp_path: Path
+) -> None:
+    driver = await LibvirtHypervisor.open(TEST_URI)
+    config = vm_config(boot_files[0])
+    nowhere = f"qemu+unix:///system?socket={tmp_path}/absent-sock"
+    target = MigrationTarget(
+        hypervisor_uri=nowhere,
+        migration_uri="tcp://127.0.0.1:49152",
+        channel_socket="/b/channel.sock",
+        console_log="/b/console.log",
+        state_dir="/b",
+    )
+    try:
+        await driver.start(_xml(config, tmp_path), persistent=False, paused=False)
+        with pytest.raises(
+            PeerUnavailable, match=re.escape(f"hypervisor at {nowhere} cannot be reached")
+        ):
+            await driver.migrate(config.vm_id, target)
+        await driver.act(config.vm_id, DomainAction.DESTROY)
+    finally:
+        await driver.close()
+
+
+def test_job_statistics_are_parsed() -> None:
+    stats = {
+        "type": libvirt.VIR_DOMAIN_JOB_COMPLETED,
+        "time_elapsed": 465,
+        "downtime": 54,
+        "data_total": 269230080,
+        "data_processed": 104981925,
+        "data_remaining": 0,
+        "memory_bps": 505716884,
+        "memory_dirty_rate": 7,
+        "memory_iteration": 3,
+    }
+    assert parse_job(stats) == JobProgress(
+        elapsed_ms=465,
+        data_total=269230080,
+        data_processed=104981925,
+        data_remaining=0,
+        bytes_per_second=505716884,
+        dirty_pages_per_second=7,
+        iterations=3,
+        downtime_ms=54,
+    )
+    assert parse_job({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED}) == JobProgress()

@@ -99,3 +99,38 @@ def test_no_verb_is_allowed_without_a_domain() -> None:
     for verb, states in ALLOWED.items():
         for state in (S.STATE_WAIT_FOR_LAUNCH, S.STATE_RESTORING_STATE, S.STATE_SUSPENDED):
             assert state not in states, verb
+
+
+def test_the_migration_sequence_libvirt_reports() -> None:
+    """Destination STARTED, source SUSPENDED, destination RESUMED, source STOPPED (MIGRATED)."""
+    dest, source = S.STATE_MIGRATING_TO, S.STATE_MIGRATING_FROM
+    assert _on(dest, K.STARTED) is None, "the incoming domain exists, paused"
+    assert _on(source, K.SUSPENDED) is None, "the switch-over is no pause"
+    assert _on(dest, K.RESUMED) == Become(S.STATE_RUNNING, message="migrated here")
+    assert _on(source, K.STOPPED, StopReason.MIGRATED) == Become(
+        S.STATE_DOWN, S.EXIT_REASON_MIGRATED, "migrated to another host"
+    )
+
+
+@pytest.mark.parametrize("reason", [StopReason.FAILED, StopReason.DESTROYED])
+def test_a_failed_incoming_migration_is_down(reason: StopReason) -> None:
+    outcome = _on(S.STATE_MIGRATING_TO, K.STOPPED, reason)
+    assert isinstance(outcome, Become)
+    assert (outcome.state, outcome.exit_reason) == (S.STATE_DOWN, S.EXIT_REASON_MIGRATION_FAILED)
+
+
+def test_the_source_resumed_after_a_failed_switch_over_is_left_to_the_job() -> None:
+    assert _on(S.STATE_MIGRATING_FROM, K.RESUMED) is None
+    assert _on(S.STATE_MIGRATING_FROM, K.CRASHED, StopReason.CRASHED) == Become(
+        S.STATE_DOWN, S.EXIT_REASON_CRASHED, "the guest crashed"
+    )
+
+
+def test_only_a_running_vm_migrates_and_only_a_migrating_one_is_cancelled() -> None:
+    require(Verb.MIGRATE, VM, S.STATE_RUNNING)
+    with pytest.raises(VmStateConflict, match=f"cannot migrate VM {VM}: it is PAUSED"):
+        require(Verb.MIGRATE, VM, S.STATE_PAUSED)
+    for state in (S.STATE_MIGRATING_FROM, S.STATE_MIGRATING_TO):
+        require(Verb.CANCEL_MIGRATION, VM, state)
+    with pytest.raises(VmStateConflict, match="it is RUNNING"):
+        require(Verb.CANCEL_MIGRATION, VM, S.STATE_RUNNING)

@@ -159,6 +159,10 @@ class HostVm(_message.Message):
         """The domain is being restored from its saved state."""
         STATE_SUSPENDED: HostVm._State.ValueType  # 9
         """Hibernated: the saved state is a file on this host; no domain runs."""
+        STATE_MIGRATING_FROM: HostVm._State.ValueType  # 10
+        """Running here while its memory is copied to another host."""
+        STATE_MIGRATING_TO: HostVm._State.ValueType  # 11
+        """Prepared to arrive from another host; it runs there until it lands here."""
 
     class State(_State, metaclass=_StateEnumTypeWrapper):
         """The VM's state on its host."""
@@ -181,6 +185,10 @@ class HostVm(_message.Message):
     """The domain is being restored from its saved state."""
     STATE_SUSPENDED: HostVm.State.ValueType  # 9
     """Hibernated: the saved state is a file on this host; no domain runs."""
+    STATE_MIGRATING_FROM: HostVm.State.ValueType  # 10
+    """Running here while its memory is copied to another host."""
+    STATE_MIGRATING_TO: HostVm.State.ValueType  # 11
+    """Prepared to arrive from another host; it runs there until it lands here."""
 
     class _ExitReason:
         ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -197,7 +205,12 @@ class HostVm(_message.Message):
         EXIT_REASON_START_FAILED: HostVm._ExitReason.ValueType  # 4
         """The domain could not be started."""
         EXIT_REASON_MIGRATED: HostVm._ExitReason.ValueType  # 5
+        """The VM now runs on another host."""
         EXIT_REASON_SAVED: HostVm._ExitReason.ValueType  # 6
+        EXIT_REASON_MIGRATION_FAILED: HostVm._ExitReason.ValueType  # 7
+        """The VM was to arrive from another host, but its migration failed or was
+        cancelled: it runs on on its source.
+        """
 
     class ExitReason(_ExitReason, metaclass=_ExitReasonEnumTypeWrapper):
         """Why the domain stopped."""
@@ -211,7 +224,12 @@ class HostVm(_message.Message):
     EXIT_REASON_START_FAILED: HostVm.ExitReason.ValueType  # 4
     """The domain could not be started."""
     EXIT_REASON_MIGRATED: HostVm.ExitReason.ValueType  # 5
+    """The VM now runs on another host."""
     EXIT_REASON_SAVED: HostVm.ExitReason.ValueType  # 6
+    EXIT_REASON_MIGRATION_FAILED: HostVm.ExitReason.ValueType  # 7
+    """The VM was to arrive from another host, but its migration failed or was
+    cancelled: it runs on on its source.
+    """
 
     VM_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
@@ -1120,6 +1138,7 @@ class HostEvent(_message.Message):
     TIME_FIELD_NUMBER: _builtins.int
     VM_STATE_FIELD_NUMBER: _builtins.int
     GUEST_REPORT_FIELD_NUMBER: _builtins.int
+    MIGRATION_FIELD_NUMBER: _builtins.int
     host_epoch: _builtins.str
     """Changes when hostd restarts; sequences restart with it."""
     sequence: _builtins.int
@@ -1134,6 +1153,12 @@ class HostEvent(_message.Message):
     def guest_report(self) -> Global___GuestReportEvent:
         """The guest agent of a VM reported."""
 
+    @_builtins.property
+    def migration(self) -> Global___MigrationProgress:
+        """A migration's progress: about once a second while it runs, and once
+        when it ends.
+        """
+
     def __init__(
         self,
         *,
@@ -1142,12 +1167,13 @@ class HostEvent(_message.Message):
         time: _timestamp_pb2.Timestamp | None = ...,
         vm_state: Global___HostVm | None = ...,
         guest_report: Global___GuestReportEvent | None = ...,
+        migration: Global___MigrationProgress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["guest_report", b"guest_report", "payload", b"payload", "time", b"time", "vm_state", b"vm_state"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["guest_report", b"guest_report", "migration", b"migration", "payload", b"payload", "time", b"time", "vm_state", b"vm_state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["guest_report", b"guest_report", "host_epoch", b"host_epoch", "payload", b"payload", "sequence", b"sequence", "time", b"time", "vm_state", b"vm_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["guest_report", b"guest_report", "host_epoch", b"host_epoch", "migration", b"migration", "payload", b"payload", "sequence", b"sequence", "time", b"time", "vm_state", b"vm_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["vm_state", "guest_report"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["vm_state", "guest_report", "migration"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -1175,3 +1201,343 @@ class GuestReportEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GuestReportEvent: _TypeAlias = GuestReportEvent  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceMigrateVmRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_ID_FIELD_NUMBER: _builtins.int
+    DESTINATION_ADDRESS_FIELD_NUMBER: _builtins.int
+    MAX_BANDWIDTH_MIB_PER_SECOND_FIELD_NUMBER: _builtins.int
+    vm_id: _builtins.str
+    destination_address: _builtins.str
+    """The destination hostd's gRPC address, host:port."""
+    max_bandwidth_mib_per_second: _builtins.int
+    """Caps the memory transfer, in MiB/s; 0: as fast as the network goes."""
+    def __init__(
+        self,
+        *,
+        vm_id: _builtins.str = ...,
+        destination_address: _builtins.str = ...,
+        max_bandwidth_mib_per_second: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination_address", b"destination_address", "max_bandwidth_mib_per_second", b"max_bandwidth_mib_per_second", "vm_id", b"vm_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceMigrateVmRequest: _TypeAlias = HostAgentServiceMigrateVmRequest  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceMigrateVmResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vm(self) -> Global___HostVm:
+        """The VM, MIGRATING_FROM."""
+
+    def __init__(
+        self,
+        *,
+        vm: Global___HostVm | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceMigrateVmResponse: _TypeAlias = HostAgentServiceMigrateVmResponse  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceCancelMigrationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_ID_FIELD_NUMBER: _builtins.int
+    vm_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        vm_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm_id", b"vm_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceCancelMigrationRequest: _TypeAlias = HostAgentServiceCancelMigrationRequest  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceCancelMigrationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vm(self) -> Global___HostVm: ...
+    def __init__(
+        self,
+        *,
+        vm: Global___HostVm | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceCancelMigrationResponse: _TypeAlias = HostAgentServiceCancelMigrationResponse  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceGetMigrationProgressRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_ID_FIELD_NUMBER: _builtins.int
+    vm_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        vm_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm_id", b"vm_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceGetMigrationProgressRequest: _TypeAlias = HostAgentServiceGetMigrationProgressRequest  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceGetMigrationProgressResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def progress(self) -> Global___MigrationProgress: ...
+    def __init__(
+        self,
+        *,
+        progress: Global___MigrationProgress | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceGetMigrationProgressResponse: _TypeAlias = HostAgentServiceGetMigrationProgressResponse  # noqa: Y015
+
+@_typing.final
+class HostAgentServicePrepareIncomingMigrationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIG_FIELD_NUMBER: _builtins.int
+    SOURCE_ADDRESS_FIELD_NUMBER: _builtins.int
+    source_address: _builtins.str
+    """The source hostd's address, for messages and progress."""
+    @_builtins.property
+    def config(self) -> Global___VmConfig:
+        """The VM's configuration, as the source host runs it."""
+
+    def __init__(
+        self,
+        *,
+        config: Global___VmConfig | None = ...,
+        source_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "source_address", b"source_address"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServicePrepareIncomingMigrationRequest: _TypeAlias = HostAgentServicePrepareIncomingMigrationRequest  # noqa: Y015
+
+@_typing.final
+class HostAgentServicePrepareIncomingMigrationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESTINATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def destination(self) -> Global___MigrationDestination: ...
+    def __init__(
+        self,
+        *,
+        destination: Global___MigrationDestination | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServicePrepareIncomingMigrationResponse: _TypeAlias = HostAgentServicePrepareIncomingMigrationResponse  # noqa: Y015
+
+@_typing.final
+class MigrationDestination(_message.Message):
+    """What the source host needs to send a VM to this host."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HYPERVISOR_URI_FIELD_NUMBER: _builtins.int
+    MIGRATION_URI_FIELD_NUMBER: _builtins.int
+    CHANNEL_SOCKET_PATH_FIELD_NUMBER: _builtins.int
+    CONSOLE_LOG_PATH_FIELD_NUMBER: _builtins.int
+    STATE_DIRECTORY_FIELD_NUMBER: _builtins.int
+    hypervisor_uri: _builtins.str
+    """How the source's hypervisor reaches this host's, e.g.
+    "qemu+tls://host-b/system".
+    """
+    migration_uri: _builtins.str
+    """Where the VM's memory is sent, e.g. "tcp://192.0.2.7:49152"."""
+    channel_socket_path: _builtins.str
+    """This host's paths for the VM's files, which differ from host to host."""
+    console_log_path: _builtins.str
+    state_directory: _builtins.str
+    """This host's hostd state directory: it marks the domain as this hostd's."""
+    def __init__(
+        self,
+        *,
+        hypervisor_uri: _builtins.str = ...,
+        migration_uri: _builtins.str = ...,
+        channel_socket_path: _builtins.str = ...,
+        console_log_path: _builtins.str = ...,
+        state_directory: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_socket_path", b"channel_socket_path", "console_log_path", b"console_log_path", "hypervisor_uri", b"hypervisor_uri", "migration_uri", b"migration_uri", "state_directory", b"state_directory"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationDestination: _TypeAlias = MigrationDestination  # noqa: Y015
+
+@_typing.final
+class MigrationProgress(_message.Message):
+    """Where a VM's live migration stands, as one of its two hosts sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Direction:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _DirectionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[MigrationProgress._Direction.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        DIRECTION_UNSPECIFIED: MigrationProgress._Direction.ValueType  # 0
+        DIRECTION_OUTGOING: MigrationProgress._Direction.ValueType  # 1
+        """This host is the source."""
+        DIRECTION_INCOMING: MigrationProgress._Direction.ValueType  # 2
+        """This host is the destination."""
+
+    class Direction(_Direction, metaclass=_DirectionEnumTypeWrapper): ...
+    DIRECTION_UNSPECIFIED: MigrationProgress.Direction.ValueType  # 0
+    DIRECTION_OUTGOING: MigrationProgress.Direction.ValueType  # 1
+    """This host is the source."""
+    DIRECTION_INCOMING: MigrationProgress.Direction.ValueType  # 2
+    """This host is the destination."""
+
+    class _Phase:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _PhaseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[MigrationProgress._Phase.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        PHASE_UNSPECIFIED: MigrationProgress._Phase.ValueType  # 0
+        PHASE_TRANSFERRING: MigrationProgress._Phase.ValueType  # 1
+        """The destination is prepared; the memory is being copied (outgoing), or
+        awaited (incoming).
+        """
+        PHASE_COMPLETED: MigrationProgress._Phase.ValueType  # 2
+        """The VM runs on the destination."""
+        PHASE_FAILED: MigrationProgress._Phase.ValueType  # 3
+        """The VM runs on on its source; message says why."""
+        PHASE_CANCELLED: MigrationProgress._Phase.ValueType  # 4
+
+    class Phase(_Phase, metaclass=_PhaseEnumTypeWrapper): ...
+    PHASE_UNSPECIFIED: MigrationProgress.Phase.ValueType  # 0
+    PHASE_TRANSFERRING: MigrationProgress.Phase.ValueType  # 1
+    """The destination is prepared; the memory is being copied (outgoing), or
+    awaited (incoming).
+    """
+    PHASE_COMPLETED: MigrationProgress.Phase.ValueType  # 2
+    """The VM runs on the destination."""
+    PHASE_FAILED: MigrationProgress.Phase.ValueType  # 3
+    """The VM runs on on its source; message says why."""
+    PHASE_CANCELLED: MigrationProgress.Phase.ValueType  # 4
+
+    VM_ID_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    PEER_ADDRESS_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    DATA_TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    DATA_PROCESSED_BYTES_FIELD_NUMBER: _builtins.int
+    DATA_REMAINING_BYTES_FIELD_NUMBER: _builtins.int
+    BYTES_PER_SECOND_FIELD_NUMBER: _builtins.int
+    DIRTY_PAGES_PER_SECOND_FIELD_NUMBER: _builtins.int
+    ITERATIONS_FIELD_NUMBER: _builtins.int
+    ELAPSED_MS_FIELD_NUMBER: _builtins.int
+    DOWNTIME_MS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    vm_id: _builtins.str
+    direction: Global___MigrationProgress.Direction.ValueType
+    phase: Global___MigrationProgress.Phase.ValueType
+    peer_address: _builtins.str
+    """The other host: the destination hostd's address (outgoing) or the
+    source's (incoming).
+    """
+    data_total_bytes: _builtins.int
+    """The hypervisor's statistics of the transfer (outgoing while it runs; on
+    both sides once COMPLETED). Memory and device state together.
+    """
+    data_processed_bytes: _builtins.int
+    data_remaining_bytes: _builtins.int
+    bytes_per_second: _builtins.int
+    dirty_pages_per_second: _builtins.int
+    """Guest memory pages dirtied per second: the transfer converges only while
+    it sends faster than the guest dirties.
+    """
+    iterations: _builtins.int
+    """Passes over the guest's memory so far."""
+    elapsed_ms: _builtins.int
+    """Time the hypervisor's job has taken so far, in milliseconds."""
+    downtime_ms: _builtins.int
+    """How long the guest was stopped at the switch-over, once COMPLETED."""
+    message: _builtins.str
+    """Why it failed or was cancelled."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Set once the migration has ended."""
+
+    def __init__(
+        self,
+        *,
+        vm_id: _builtins.str = ...,
+        direction: Global___MigrationProgress.Direction.ValueType = ...,
+        phase: Global___MigrationProgress.Phase.ValueType = ...,
+        peer_address: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        data_total_bytes: _builtins.int = ...,
+        data_processed_bytes: _builtins.int = ...,
+        data_remaining_bytes: _builtins.int = ...,
+        bytes_per_second: _builtins.int = ...,
+        dirty_pages_per_second: _builtins.int = ...,
+        iterations: _builtins.int = ...,
+        elapsed_ms: _builtins.int = ...,
+        downtime_ms: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_per_second", b"bytes_per_second", "data_processed_bytes", b"data_processed_bytes", "data_remaining_bytes", b"data_remaining_bytes", "data_total_bytes", b"data_total_bytes", "direction", b"direction", "dirty_pages_per_second", b"dirty_pages_per_second", "downtime_ms", b"downtime_ms", "elapsed_ms", b"elapsed_ms", "end_time", b"end_time", "iterations", b"iterations", "message", b"message", "peer_address", b"peer_address", "phase", b"phase", "start_time", b"start_time", "vm_id", b"vm_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationProgress: _TypeAlias = MigrationProgress  # noqa: Y015

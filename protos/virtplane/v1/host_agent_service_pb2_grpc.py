@@ -100,6 +100,26 @@ class HostAgentServiceStub:
                 request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetRecoveryReportRequest.SerializeToString,
                 response_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetRecoveryReportResponse.FromString,
                 _registered_method=True)
+        self.MigrateVm = channel.unary_unary(
+                '/virtplane.v1.HostAgentService/MigrateVm',
+                request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceMigrateVmRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceMigrateVmResponse.FromString,
+                _registered_method=True)
+        self.CancelMigration = channel.unary_unary(
+                '/virtplane.v1.HostAgentService/CancelMigration',
+                request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceCancelMigrationRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceCancelMigrationResponse.FromString,
+                _registered_method=True)
+        self.GetMigrationProgress = channel.unary_unary(
+                '/virtplane.v1.HostAgentService/GetMigrationProgress',
+                request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetMigrationProgressRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetMigrationProgressResponse.FromString,
+                _registered_method=True)
+        self.PrepareIncomingMigration = channel.unary_unary(
+                '/virtplane.v1.HostAgentService/PrepareIncomingMigration',
+                request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServicePrepareIncomingMigrationRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServicePrepareIncomingMigrationResponse.FromString,
+                _registered_method=True)
         self.WatchEvents = channel.unary_stream(
                 '/virtplane.v1.HostAgentService/WatchEvents',
                 request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.WatchEventsRequest.SerializeToString,
@@ -201,6 +221,46 @@ class HostAgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MigrateVm(self, request, context):
+        """Moves a RUNNING VM live to another host: asks the destination hostd
+        (destination_address) to prepare for it, then returns at once with the
+        VM MIGRATING_FROM. Progress arrives through WatchEvents (migration events)
+        and GetMigrationProgress; when the VM runs on the destination it goes DOWN
+        here with exit reason MIGRATED. A migration that fails or is cancelled
+        leaves the VM RUNNING here. Errors: FAILED_PRECONDITION when the VM is not
+        RUNNING, RESOURCE_EXHAUSTED when this host already runs its cap of outgoing
+        migrations, UNAVAILABLE when the destination cannot be reached, and the
+        destination's own refusal (e.g. ALREADY_EXISTS) as it gave it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelMigration(self, request, context):
+        """Cancels a VM's migration. On the source (MIGRATING_FROM) the memory
+        transfer is aborted and the VM stays RUNNING here; on the destination
+        (MIGRATING_TO) the prepared VM is removed. Returns at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMigrationProgress(self, request, context):
+        """Where the VM's last migration on this host stands (or how it ended).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PrepareIncomingMigration(self, request, context):
+        """Called by the source host's hostd: registers the VM as MIGRATING_TO and
+        returns where the source sends it. The VM goes RUNNING when it lands; if
+        no migration arrives in time, or it fails, it goes DOWN.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchEvents(self, request, context):
         """Streams the host's events in order, from after_sequence on.
         """
@@ -275,6 +335,26 @@ def add_HostAgentServiceServicer_to_server(servicer, server):
                     servicer.GetRecoveryReport,
                     request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetRecoveryReportRequest.FromString,
                     response_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetRecoveryReportResponse.SerializeToString,
+            ),
+            'MigrateVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrateVm,
+                    request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceMigrateVmRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceMigrateVmResponse.SerializeToString,
+            ),
+            'CancelMigration': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelMigration,
+                    request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceCancelMigrationRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceCancelMigrationResponse.SerializeToString,
+            ),
+            'GetMigrationProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMigrationProgress,
+                    request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetMigrationProgressRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetMigrationProgressResponse.SerializeToString,
+            ),
+            'PrepareIncomingMigration': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareIncomingMigration,
+                    request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServicePrepareIncomingMigrationRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServicePrepareIncomingMigrationResponse.SerializeToString,
             ),
             'WatchEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchEvents,
@@ -634,6 +714,114 @@ class HostAgentService:
             '/virtplane.v1.HostAgentService/GetRecoveryReport',
             virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetRecoveryReportRequest.SerializeToString,
             virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetRecoveryReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrateVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostAgentService/MigrateVm',
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceMigrateVmRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceMigrateVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelMigration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostAgentService/CancelMigration',
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceCancelMigrationRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceCancelMigrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMigrationProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostAgentService/GetMigrationProgress',
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetMigrationProgressRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetMigrationProgressResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrepareIncomingMigration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostAgentService/PrepareIncomingMigration',
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServicePrepareIncomingMigrationRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServicePrepareIncomingMigrationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,29 @@ class HostAgentServiceStub:
     GetHostStats: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetHostStatsRequest, _host_agent_service_pb2.HostAgentServiceGetHostStatsResponse]
     GetRecoveryReport: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetRecoveryReportRequest, _host_agent_service_pb2.HostAgentServiceGetRecoveryReportResponse]
     """What hostd found in libvirt and in its state directory when it started."""
+    MigrateVm: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceMigrateVmRequest, _host_agent_service_pb2.HostAgentServiceMigrateVmResponse]
+    """Moves a RUNNING VM live to another host: asks the destination hostd
+    (destination_address) to prepare for it, then returns at once with the
+    VM MIGRATING_FROM. Progress arrives through WatchEvents (migration events)
+    and GetMigrationProgress; when the VM runs on the destination it goes DOWN
+    here with exit reason MIGRATED. A migration that fails or is cancelled
+    leaves the VM RUNNING here. Errors: FAILED_PRECONDITION when the VM is not
+    RUNNING, RESOURCE_EXHAUSTED when this host already runs its cap of outgoing
+    migrations, UNAVAILABLE when the destination cannot be reached, and the
+    destination's own refusal (e.g. ALREADY_EXISTS) as it gave it.
+    """
+    CancelMigration: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceCancelMigrationRequest, _host_agent_service_pb2.HostAgentServiceCancelMigrationResponse]
+    """Cancels a VM's migration. On the source (MIGRATING_FROM) the memory
+    transfer is aborted and the VM stays RUNNING here; on the destination
+    (MIGRATING_TO) the prepared VM is removed. Returns at once.
+    """
+    GetMigrationProgress: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetMigrationProgressRequest, _host_agent_service_pb2.HostAgentServiceGetMigrationProgressResponse]
+    """Where the VM's last migration on this host stands (or how it ended)."""
+    PrepareIncomingMigration: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServicePrepareIncomingMigrationRequest, _host_agent_service_pb2.HostAgentServicePrepareIncomingMigrationResponse]
+    """Called by the source host's hostd: registers the VM as MIGRATING_TO and
+    returns where the source sends it. The VM goes RUNNING when it lands; if
+    no migration arrives in time, or it fails, it goes DOWN.
+    """
     WatchEvents: _grpc.UnaryStreamMultiCallable[_host_agent_service_pb2.WatchEventsRequest, _host_agent_service_pb2.WatchEventsResponse]
     """Streams the host's events in order, from after_sequence on."""
 
@@ -101,6 +124,29 @@ class HostAgentServiceAsyncStub(HostAgentServiceStub):
     GetHostStats: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetHostStatsRequest, _host_agent_service_pb2.HostAgentServiceGetHostStatsResponse]  # type: ignore[assignment]
     GetRecoveryReport: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetRecoveryReportRequest, _host_agent_service_pb2.HostAgentServiceGetRecoveryReportResponse]  # type: ignore[assignment]
     """What hostd found in libvirt and in its state directory when it started."""
+    MigrateVm: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceMigrateVmRequest, _host_agent_service_pb2.HostAgentServiceMigrateVmResponse]  # type: ignore[assignment]
+    """Moves a RUNNING VM live to another host: asks the destination hostd
+    (destination_address) to prepare for it, then returns at once with the
+    VM MIGRATING_FROM. Progress arrives through WatchEvents (migration events)
+    and GetMigrationProgress; when the VM runs on the destination it goes DOWN
+    here with exit reason MIGRATED. A migration that fails or is cancelled
+    leaves the VM RUNNING here. Errors: FAILED_PRECONDITION when the VM is not
+    RUNNING, RESOURCE_EXHAUSTED when this host already runs its cap of outgoing
+    migrations, UNAVAILABLE when the destination cannot be reached, and the
+    destination's own refusal (e.g. ALREADY_EXISTS) as it gave it.
+    """
+    CancelMigration: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceCancelMigrationRequest, _host_agent_service_pb2.HostAgentServiceCancelMigrationResponse]  # type: ignore[assignment]
+    """Cancels a VM's migration. On the source (MIGRATING_FROM) the memory
+    transfer is aborted and the VM stays RUNNING here; on the destination
+    (MIGRATING_TO) the prepared VM is removed. Returns at once.
+    """
+    GetMigrationProgress: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetMigrationProgressRequest, _host_agent_service_pb2.HostAgentServiceGetMigrationProgressResponse]  # type: ignore[assignment]
+    """Where the VM's last migration on this host stands (or how it ended)."""
+    PrepareIncomingMigration: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServicePrepareIncomingMigrationRequest, _host_agent_service_pb2.HostAgentServicePrepareIncomingMigrationResponse]  # type: ignore[assignment]
+    """Called by the source host's hostd: registers the VM as MIGRATING_TO and
+    returns where the source sends it. The VM goes RUNNING when it lands; if
+    no migration arrives in time, or it fails, it goes DOWN.
+    """
     WatchEvents: _aio.UnaryStreamMultiCallable[_host_agent_service_pb2.WatchEventsRequest, _host_agent_service_pb2.WatchEventsResponse]  # type: ignore[assignment]
     """Streams the host's events in order, from after_sequence on."""
 
@@ -214,6 +260,53 @@ class HostAgentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_host_agent_service_pb2.HostAgentServiceGetRecoveryReportResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServiceGetRecoveryReportResponse]]:
         """What hostd found in libvirt and in its state directory when it started."""
+
+    @_abc_1.abstractmethod
+    def MigrateVm(
+        self,
+        request: _host_agent_service_pb2.HostAgentServiceMigrateVmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_agent_service_pb2.HostAgentServiceMigrateVmResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServiceMigrateVmResponse]]:
+        """Moves a RUNNING VM live to another host: asks the destination hostd
+        (destination_address) to prepare for it, then returns at once with the
+        VM MIGRATING_FROM. Progress arrives through WatchEvents (migration events)
+        and GetMigrationProgress; when the VM runs on the destination it goes DOWN
+        here with exit reason MIGRATED. A migration that fails or is cancelled
+        leaves the VM RUNNING here. Errors: FAILED_PRECONDITION when the VM is not
+        RUNNING, RESOURCE_EXHAUSTED when this host already runs its cap of outgoing
+        migrations, UNAVAILABLE when the destination cannot be reached, and the
+        destination's own refusal (e.g. ALREADY_EXISTS) as it gave it.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelMigration(
+        self,
+        request: _host_agent_service_pb2.HostAgentServiceCancelMigrationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_agent_service_pb2.HostAgentServiceCancelMigrationResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServiceCancelMigrationResponse]]:
+        """Cancels a VM's migration. On the source (MIGRATING_FROM) the memory
+        transfer is aborted and the VM stays RUNNING here; on the destination
+        (MIGRATING_TO) the prepared VM is removed. Returns at once.
+        """
+
+    @_abc_1.abstractmethod
+    def GetMigrationProgress(
+        self,
+        request: _host_agent_service_pb2.HostAgentServiceGetMigrationProgressRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_agent_service_pb2.HostAgentServiceGetMigrationProgressResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServiceGetMigrationProgressResponse]]:
+        """Where the VM's last migration on this host stands (or how it ended)."""
+
+    @_abc_1.abstractmethod
+    def PrepareIncomingMigration(
+        self,
+        request: _host_agent_service_pb2.HostAgentServicePrepareIncomingMigrationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_agent_service_pb2.HostAgentServicePrepareIncomingMigrationResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServicePrepareIncomingMigrationResponse]]:
+        """Called by the source host's hostd: registers the VM as MIGRATING_TO and
+        returns where the source sends it. The VM goes RUNNING when it lands; if
+        no migration arrives in time, or it fails, it goes DOWN.
+        """
 
     @_abc_1.abstractmethod
     def WatchEvents(

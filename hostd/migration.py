@@ -1,0 +1,406 @@
+"""Live migration between two hostd: the outgoing side (MigrateVm, CancelMigration)
+and the incoming start path (PrepareIncomingMigration), with their progress.
+
+The flow, source S and destination D (each a hostd with its own libvirt):
+
+1. MigrateVm on S: the VM must be RUNNING and S below its cap of outgoing
+   migrations (MigrationConfig.max_outgoing; beyond it RESOURCE_EXHAUSTED).
+   S asks D's hostd to PrepareIncomingMigration with the VM's configuration;
+   an unreachable or refusing D fails the call, the VM untouched.
+2. D registers the VM MIGRATING_TO and answers where to send it: its
+   hypervisor's URI, a migration URI (tcp://ADDRESS:PORT, a free port) and
+   its own paths for the VM's channel socket and console log.
+3. S moves the VM to MIGRATING_FROM, returns, and lets the hypervisor copy
+   the memory (the domain XML retargeted to D's paths), reporting progress
+   about once a second as migration events.
+4. It lands: D's domain resumes and D takes the VM over as RUNNING, its
+   guest channel connected to the domain's new socket (the guest's reports
+   go on there); S sees its domain stop as MIGRATED and the VM goes DOWN
+   with exit reason MIGRATED. Both record the migration COMPLETED, with the
+   hypervisor's statistics (downtime included).
+5. If it fails or is cancelled (CancelMigration on S aborts the hypervisor's
+   job), the domain runs on on S: the VM is RUNNING again there, and S tells
+   D, which removes what it prepared (CancelMigration on D). D also gives up
+   by itself when no migration arrives within MigrationConfig.incoming_timeout_seconds.
+
+Hooks: before_vm_migrate_source would run in Migrations.migrate and
+before_vm_migrate_destination in Migrations.receive, each at the line
+marked "hook point".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from virtplane.errors import NotFound, VirtplaneError
+from virtplane.v1 import host_agent_service_pb2 as pb
+
+from hostd.config import MigrationConfig
+from hostd.errors import (
+    DomainNotFound,
+    DomainStateConflict,
+    JobAborted,
+    TooManyMigrations,
+    VmStateConflict,
+)
+from hostd.hypervisor import (
+    DomainAction,
+    DomainInfo,
+    DomainState,
+    Hypervisor,
+    JobProgress,
+    MigrationTarget,
+)
+from hostd.journal import Journal
+from hostd.peers import Peers
+from hostd.registry import Vm, VmRegistry, state_name
+from hostd.state_machine import Verb, require
+
+log = logging.getLogger(__name__)
+
+S = pb.HostVm
+P = pb.MigrationProgress
+REMEMBERED = 1024
+"""How many ended migrations GetMigrationProgress still answers for."""
+ABORT_RETRY_SECONDS = 0.1
+ABORT_PATIENCE_SECONDS = 10.0
+"""How long a cancel keeps trying while the hypervisor's job is not yet (or no longer) there."""
+STATS_TRIES = 30
+"""Reads of a landed migration's statistics before the destination does without them."""
+
+
+def _stamp(nanos: int) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(nanos)
+    return stamp
+
+
+@dataclass
+class Migration:
+    """One migration of one VM, as this host sees it."""
+
+    vm_id: str
+    direction: P.Direction.ValueType
+    peer_address: str
+    phase: P.Phase.ValueType = P.PHASE_TRANSFERRING
+    started_ns: int = field(default_factory=time.time_ns)
+    ended_ns: int = 0
+    progress: JobProgress = field(default_factory=JobProgress)
+    message: str = ""
+    cancelled: bool = False
+    destination: pb.MigrationDestination | None = None
+    """Where the VM is sent (outgoing) or is awaited (incoming)."""
+
+    @property
+    def over(self) -> bool:
+        return self.phase != P.PHASE_TRANSFERRING
+
+    def end(self, phase: P.Phase.ValueType, message: str = "") -> None:
+        self.phase, self.message, self.ended_ns = phase, message, time.time_ns()
+
+    def as_proto(self) -> pb.MigrationProgress:
+        progress = self.progress
+        proto = pb.MigrationProgress(
+            vm_id=self.vm_id,
+            direction=self.direction,
+            phase=self.phase,
+            peer_address=self.peer_address,
+            start_time=_stamp(self.started_ns),
+            data_total_bytes=progress.data_total,
+            data_processed_bytes=progress.data_processed,
+            data_remaining_bytes=progress.data_remaining,
+            bytes_per_second=progress.bytes_per_second,
+            dirty_pages_per_second=progress.dirty_pages_per_second,
+            iterations=progress.iterations,
+            elapsed_ms=progress.elapsed_ms,
+            downtime_ms=progress.downtime_ms,
+            message=self.message,
+        )
+        if self.ended_ns:
+            proto.end_time.CopyFrom(_stamp(self.ended_ns))
+        return proto
+
+
+class Migrations:
+    def __init__(
+        self,
+        hypervisor: Hypervisor,
+        registry: VmRegistry,
+        journal: Journal,
+        config: MigrationConfig,
+        peers: Peers,
+    ) -> None:
+        self._hypervisor = hypervisor
+        self._registry = registry
+        self._journal = journal
+        self._config = config
+        self._peers = peers
+        self._records: OrderedDict[str, Migration] = OrderedDict()
+        self._outgoing: set[str] = set()
+        """VMs whose outgoing migration holds one of the cap's slots."""
+
+    def progress(self, vm_id: str) -> pb.MigrationProgress:
+        record = self._records.get(vm_id)
+        if record is None:
+            raise NotFound("migration of VM", vm_id)
+        return record.as_proto()
+
+    # -- the source
+
+    async def migrate(self, vm_id: str, address: str, max_bandwidth_mib: int = 0) -> pb.HostVm:
+        """Prepares the destination, then sends the VM in the background; returns it
+        MIGRATING_FROM."""
+        vm = self._registry.lookup(vm_id)
+        await self._registry.idle(vm)
+        async with vm.lock:
+            require(Verb.MIGRATE, vm_id, vm.state)
+            if len(self._outgoing) >= self._config.max_outgoing:
+                raise TooManyMigrations(
+                    f"cannot migrate VM {vm_id}: this host already runs "
+                    f"{len(self._outgoing)} outgoing migrations, its cap; "
+                    "try again when one has ended"
+                )
+            self._outgoing.add(vm_id)
+            try:
+                # hook point: before_vm_migrate_source
+                destination = await self._peers.prepare_incoming(
+                    address, vm.config, self._config.own_address
+                )
+            except BaseException:
+                self._outgoing.discard(vm_id)
+                raise
+            if not self._registry.is_current(vm) or vm.state != S.STATE_RUNNING:
+                self._outgoing.discard(vm_id)
+                await self._tell_destination(address, vm_id)
+                raise VmStateConflict(Verb.MIGRATE.value, vm_id, state_name(vm.state))
+            record = Migration(vm_id, P.DIRECTION_OUTGOING, address, destination=destination)
+            self._keep(record)
+            target = MigrationTarget(
+                hypervisor_uri=destination.hypervisor_uri,
+                migration_uri=destination.migration_uri,
+                channel_socket=destination.channel_socket_path,
+                console_log=destination.console_log_path,
+                state_dir=destination.state_directory,
+                persistent=vm.persistent,
+                max_bandwidth_mib=max_bandwidth_mib,
+            )
+            self._registry.transition(vm, S.STATE_MIGRATING_FROM, message=f"migrating to {address}")
+            self._publish(record)
+            vm.job = self._registry.spawn(self._send(vm, record, target), f"migrate {vm_id}")
+        return vm.as_proto()
+
+    async def _send(self, vm: Vm, record: Migration, target: MigrationTarget) -> None:
+        poller = self._registry.spawn(self._poll(vm, record), f"migration progress {vm.vm_id}")
+        try:
+            if record.cancelled:
+                raise JobAborted("cancelled before the transfer began")
+            landed = await self._hypervisor.migrate(vm.vm_id, target)
+        except JobAborted:
+            await self._back(vm, record, P.PHASE_CANCELLED, "cancelled")
+        except VirtplaneError as exc:
+            log.warning("VM %s: migration to %s failed: %s", vm.vm_id, record.peer_address, exc)
+            await self._back(vm, record, P.PHASE_FAILED, f"failed: {exc}")
+        except Exception as exc:  # a bug: the VM must not stay MIGRATING_FROM
+            log.exception("VM %s: migration to %s failed", vm.vm_id, record.peer_address)
+            await self._back(vm, record, P.PHASE_FAILED, f"failed: internal error: {exc}")
+        else:
+            await self._sent(vm, record, landed)
+        finally:
+            poller.cancel()
+            self._outgoing.discard(vm.vm_id)
+
+    async def _sent(self, vm: Vm, record: Migration, landed: JobProgress) -> None:
+        record.progress = landed
+        record.end(P.PHASE_COMPLETED)
+        self._publish(record)
+        log.info(
+            "VM %s: migrated to %s in %d ms, downtime %d ms",
+            vm.vm_id,
+            record.peer_address,
+            landed.elapsed_ms,
+            landed.downtime_ms,
+        )
+        grace = self._registry.settings.event_grace_seconds
+        if not await self._registry.wait_until(
+            vm, lambda v: v.state != S.STATE_MIGRATING_FROM, grace
+        ):
+            self._registry.transition(
+                vm, S.STATE_DOWN, S.EXIT_REASON_MIGRATED, f"migrated to {record.peer_address}"
+            )
+
+    async def _back(
+        self, vm: Vm, record: Migration, phase: P.Phase.ValueType, outcome: str
+    ) -> None:
+        """The migration did not happen: the destination lets go, the VM runs on here."""
+        message = f"migration to {record.peer_address} {outcome}"
+        record.end(phase, message)
+        self._publish(record)
+        await self._tell_destination(record.peer_address, vm.vm_id)
+        domain = next((d for d in await self._list() if d.uuid == vm.vm_id and d.active), None)
+        if not self._registry.is_current(vm) or vm.state != S.STATE_MIGRATING_FROM:
+            return
+        if domain is None:
+            return  # it stopped meanwhile: its stop event makes the VM DOWN
+        paused = domain.state is DomainState.PAUSED
+        self._registry.transition(
+            vm, S.STATE_PAUSED if paused else S.STATE_RUNNING, message=message
+        )
+
+    async def _tell_destination(self, address: str, vm_id: str) -> None:
+        try:
+            await self._peers.cancel_incoming(address, vm_id)
+        except VirtplaneError as exc:
+            # It also gives up by itself when nothing arrives.
+            log.info("VM %s: the destination %s was not told: %s", vm_id, address, exc)
+
+    async def _poll(self, vm: Vm, record: Migration) -> None:
+        while not record.over:
+            await asyncio.sleep(self._config.progress_interval_seconds)
+            try:
+                progress = await self._hypervisor.job_progress(vm.vm_id)
+            except VirtplaneError:
+                continue
+            if progress is not None and not record.over:
+                record.progress = progress
+                self._publish(record)
+
+    async def cancel(self, vm_id: str) -> pb.HostVm:
+        """Cancels the VM's migration, outgoing or incoming; returns at once."""
+        vm = self._registry.lookup(vm_id)
+        require(Verb.CANCEL_MIGRATION, vm_id, vm.state)
+        if vm.state == S.STATE_MIGRATING_TO:
+            await self._drop_incoming(vm, "cancelled by its source")
+            return vm.as_proto()
+        record = self._records.get(vm_id)
+        if record is not None and not record.over:
+            record.cancelled = True
+            self._registry.spawn(self._abort(vm, record), f"abort migration {vm_id}")
+        return vm.as_proto()
+
+    async def _abort(self, vm: Vm, record: Migration) -> None:
+        """Aborts the hypervisor's job; retries while it has not begun yet."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ABORT_PATIENCE_SECONDS
+        while not record.over and loop.time() < deadline:
+            try:
+                await self._hypervisor.act(vm.vm_id, DomainAction.ABORT_JOB)
+                return
+            except (DomainStateConflict, DomainNotFound):
+                await asyncio.sleep(ABORT_RETRY_SECONDS)
+            except VirtplaneError as exc:
+                log.warning("VM %s: cannot cancel its migration: %s", vm.vm_id, exc)
+                return
+
+    # -- the destination
+
+    def receive(self, vm: Vm, source_address: str) -> pb.MigrationDestination:
+        """Registers a VM (validated, with its defaults) as MIGRATING_TO and waits for it
+        in the background; returns where its source sends it."""
+        # hook point: before_vm_migrate_destination
+        layout = self._registry.settings.layout
+        address = self._config.address
+        destination = pb.MigrationDestination(
+            hypervisor_uri=self._config.hypervisor_uri,
+            migration_uri=f"tcp://{address}:{_free_port(address)}",
+            channel_socket_path=str(layout.channel_socket(vm.vm_id)),
+            console_log_path=str(layout.console_log(vm.vm_id)),
+            state_directory=str(layout.root),
+        )
+        with contextlib.suppress(FileNotFoundError):
+            layout.channel_socket(vm.vm_id).unlink()  # a stale one would stop libvirt binding it
+        record = Migration(vm.vm_id, P.DIRECTION_INCOMING, source_address, destination=destination)
+        self._keep(record)
+        self._registry.add(vm)
+        source = source_address or "another host"
+        self._registry.transition(vm, S.STATE_MIGRATING_TO, message=f"arriving from {source}")
+        self._publish(record)
+        self._registry.spawn(self._await_landing(vm, record), f"incoming {vm.vm_id}")
+        return destination
+
+    def prepared(self, vm_id: str) -> pb.MigrationDestination | None:
+        """The destination already prepared for an incoming VM (a repeated prepare)."""
+        record = self._records.get(vm_id)
+        if record is None or record.over or record.direction != P.DIRECTION_INCOMING:
+            return None
+        return record.destination
+
+    async def _await_landing(self, vm: Vm, record: Migration) -> None:
+        timeout = self._config.incoming_timeout_seconds
+        while not await self._registry.wait_until(
+            vm, lambda v: v.state != S.STATE_MIGRATING_TO, timeout
+        ):
+            if any(d.uuid == vm.vm_id and d.active for d in await self._list()):
+                continue  # under way: the hypervisor reports how it ends
+            if self._registry.is_current(vm) and vm.state == S.STATE_MIGRATING_TO:
+                self._registry.transition(
+                    vm,
+                    S.STATE_DOWN,
+                    S.EXIT_REASON_MIGRATION_FAILED,
+                    f"no migration arrived within {timeout:g} s",
+                )
+        if self._registry.is_current(vm) and vm.state != S.STATE_DOWN:
+            vm.launched = True
+            record.progress = await self._completed_job(vm.vm_id) or record.progress
+            record.end(P.PHASE_COMPLETED)
+            log.info("VM %s: migrated here from %s", vm.vm_id, record.peer_address)
+        elif not record.over:
+            record.end(P.PHASE_CANCELLED if record.cancelled else P.PHASE_FAILED, vm.message)
+        self._publish(record)
+
+    async def _completed_job(self, vm_id: str) -> JobProgress | None:
+        """The landed migration's statistics: libvirt files them shortly after the
+        domain resumes here."""
+        for _ in range(STATS_TRIES):
+            try:
+                landed = await self._hypervisor.job_progress(vm_id, completed=True)
+            except VirtplaneError as exc:
+                log.info("VM %s: no statistics of its migration: %s", vm_id, exc)
+                return None
+            if landed is not None:
+                return landed
+            await asyncio.sleep(ABORT_RETRY_SECONDS)
+        return None
+
+    async def _drop_incoming(self, vm: Vm, message: str) -> None:
+        record = self._records.get(vm.vm_id)
+        if record is not None and not record.over:
+            record.cancelled = True
+            record.end(P.PHASE_CANCELLED, message)
+        vm.destroying = True
+        # Nothing may have arrived, or libvirt removed it already.
+        with contextlib.suppress(DomainNotFound, DomainStateConflict):
+            await self._hypervisor.act(vm.vm_id, DomainAction.DESTROY)
+        if self._registry.is_current(vm):
+            self._registry.transition(vm, S.STATE_DOWN, S.EXIT_REASON_MIGRATION_FAILED, message)
+
+    # -- helpers
+
+    async def _list(self) -> list[DomainInfo]:
+        try:
+            return await self._hypervisor.list_domains()
+        except VirtplaneError as exc:
+            log.warning("cannot list domains: %s", exc)
+            return []
+
+    def _keep(self, record: Migration) -> None:
+        self._records.pop(record.vm_id, None)
+        self._records[record.vm_id] = record
+        while len(self._records) > REMEMBERED:
+            self._records.popitem(last=False)
+
+    def _publish(self, record: Migration) -> None:
+        self._journal.append_migration(record.as_proto())
+
+
+def _free_port(address: str) -> int:
+    """A TCP port free on address now, for the hypervisor to receive on."""
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
+        probe.bind((address, 0))
+        return int(probe.getsockname()[1])

@@ -1,0 +1,244 @@
+"""Migration's rules on the fake hypervisor: the cap, refusals, the destination's
+side, and a failed migration. Two VmServices reach each other through LocalPeers
+(the transport is the seam); the fake, like libvirt's test driver, cannot migrate,
+so a migration that gets as far as the hypervisor fails, as a real one may.
+(migrate_gate holds a migration under way, to cancel it.) Real migrations
+between two libvirt daemons: test_real_migration.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from virtplane.errors import InvalidArgument, NotFound
+from virtplane.v1 import host_agent_service_pb2 as pb
+
+from hostd.config import MigrationConfig
+from hostd.errors import (
+    PeerUnavailable,
+    TooManyMigrations,
+    VmAlreadyExists,
+    VmNotFound,
+    VmStateConflict,
+)
+from hostd.hypervisor import LifecycleEvent, LifecycleKind
+from hostd.journal import Journal
+from hostd.layout import StateLayout
+from hostd.vms import VmService
+from tests.hostd.conftest import eventually, vm_config
+from tests.hostd.fakes import FakeDomain, FakeHypervisor
+from tests.hostd.rig import FAST
+
+S = pb.HostVm
+P = pb.MigrationProgress
+A, B = "host-a:7070", "host-b:7070"
+
+
+@dataclass
+class LocalPeers:
+    """Other hostd in this process, called directly."""
+
+    hosts: dict[str, VmService] = field(default_factory=dict)
+    gate: asyncio.Event | None = None
+    """When set, a prepare waits for it."""
+    waiting: int = 0
+    told: list[tuple[str, str]] = field(default_factory=list)
+
+    async def prepare_incoming(
+        self, address: str, config: pb.VmConfig, source_address: str
+    ) -> pb.MigrationDestination:
+        if self.gate is not None:
+            self.waiting += 1
+            await self.gate.wait()
+        host = self.hosts.get(address)
+        if host is None:
+            raise PeerUnavailable(f"the destination hostd at {address} cannot be reached")
+        return await host.prepare_incoming(config, source_address)
+
+    async def cancel_incoming(self, address: str, vm_id: str) -> None:
+        self.told.append((address, vm_id))
+        await self.hosts[address].cancel_migration(vm_id)
+
+
+@dataclass
+class Side:
+    fake: FakeHypervisor
+    vms: VmService
+
+    def state(self, vm_id: str) -> S.State.ValueType:
+        return {vm.vm_id: vm.state for vm in self.vms.list()}.get(vm_id, S.STATE_DOWN)
+
+    async def wait_for(self, vm_id: str, state: S.State.ValueType) -> S:
+        await eventually(lambda: self.state(vm_id) == state, S.State.Name(state))
+        return next((vm for vm in self.vms.list() if vm.vm_id == vm_id), S(state=state))
+
+
+@dataclass
+class Pair:
+    a: Side
+    b: Side
+    peers: LocalPeers
+    kernel: str
+
+    async def running_on_a(self) -> pb.VmConfig:
+        config = vm_config(self.kernel)
+        await self.a.vms.create(config)
+        await self.a.wait_for(config.vm_id, S.STATE_RUNNING)
+        return config
+
+
+async def _side(root: Path, name: str, peers: LocalPeers, max_outgoing: int) -> Side:
+    fake = FakeHypervisor()
+    layout = StateLayout(root / name)
+    layout.saved_dir.mkdir(parents=True)
+    layout.channels_dir.mkdir()
+    config = MigrationConfig(
+        max_outgoing=max_outgoing,
+        hypervisor_uri=f"fake:///{name}",
+        own_address=f"host-{name}:7070",
+        incoming_timeout_seconds=0.3,
+        progress_interval_seconds=0.01,
+    )
+    settings = dataclasses.replace(FAST, layout=layout)
+    vms = VmService(fake, Journal(1000), settings, config, peers)
+    await vms.start()
+    return Side(fake, vms)
+
+
+@pytest.fixture
+async def pair(tmp_path: Path, boot_files: tuple[str, str]) -> AsyncIterator[Pair]:
+    peers = LocalPeers()
+    a = await _side(tmp_path, "a", peers, max_outgoing=2)
+    b = await _side(tmp_path, "b", peers, max_outgoing=2)
+    peers.hosts = {A: a.vms, B: b.vms}
+    yield Pair(a, b, peers, boot_files[0])
+    await asyncio.gather(a.vms.stop(), b.vms.stop())
+
+
+async def test_the_destination_is_prepared_once(pair: Pair, tmp_path: Path) -> None:
+    config = vm_config(pair.kernel)
+    vm_id = config.vm_id
+    destination = await pair.b.vms.prepare_incoming(config, A)
+    assert destination.hypervisor_uri == "fake:///b"
+    assert destination.migration_uri.startswith("tcp://127.0.0.1:")
+    assert destination.channel_socket_path == str(tmp_path / "b" / "channels" / f"{vm_id}.sock")
+    assert destination.console_log_path == str(tmp_path / "b" / "consoles" / f"{vm_id}.log")
+    assert destination.state_directory == str(tmp_path / "b")
+    assert pair.b.state(vm_id) == S.STATE_MIGRATING_TO
+    assert await pair.b.vms.prepare_incoming(config, A) == destination, "a repeat is answered"
+    with pytest.raises(VmAlreadyExists, match="MIGRATING_TO"):
+        await pair.b.vms.create(config, request_id="x")
+    progress = pair.b.vms.migration_progress(vm_id)
+    assert (progress.direction, progress.phase, progress.peer_address) == (
+        P.DIRECTION_INCOMING,
+        P.PHASE_TRANSFERRING,
+        A,
+    )
+
+
+async def test_a_vm_that_never_arrives_is_dropped(pair: Pair) -> None:
+    config = vm_config(pair.kernel)
+    await pair.b.vms.prepare_incoming(config, A)
+    down = await pair.b.wait_for(config.vm_id, S.STATE_DOWN)
+    assert pair.b.vms.migration_progress(config.vm_id).phase == P.PHASE_FAILED
+    assert down.state == S.STATE_DOWN
+
+
+async def test_an_incoming_vm_that_lands_runs(pair: Pair) -> None:
+    config = vm_config(pair.kernel)
+    vm_id = config.vm_id
+    await pair.b.vms.prepare_incoming(config, A)
+    # What libvirt does on the destination: the domain appears paused, then resumes.
+    pair.b.fake.domains[vm_id] = FakeDomain(vm_id, "vp-x", "<domain/>")
+    pair.b.fake.emit(LifecycleEvent(vm_id, LifecycleKind.STARTED))
+    pair.b.fake.emit(LifecycleEvent(vm_id, LifecycleKind.RESUMED))
+    vm = await pair.b.wait_for(vm_id, S.STATE_RUNNING)
+    assert vm.message == "migrated here"
+    await eventually(
+        lambda: pair.b.vms.migration_progress(vm_id).phase == P.PHASE_COMPLETED, "COMPLETED"
+    )
+
+
+async def test_a_failed_migration_leaves_the_vm_running_and_the_destination_clean(
+    pair: Pair,
+) -> None:
+    config = await pair.running_on_a()
+    vm_id = config.vm_id
+    moving = await pair.a.vms.migrate(vm_id, B)
+    assert moving.state == S.STATE_MIGRATING_FROM
+    back = await pair.a.wait_for(vm_id, S.STATE_RUNNING)
+    assert back.message.startswith(f"migration to {B} failed: the hypervisor cannot do this")
+    assert pair.peers.told == [(B, vm_id)]
+    assert pair.b.state(vm_id) == S.STATE_DOWN
+    assert pair.a.vms.migration_progress(vm_id).phase == P.PHASE_FAILED
+    assert pair.b.vms.migration_progress(vm_id).phase == P.PHASE_CANCELLED
+    assert vm_id in pair.a.fake.domains
+
+
+async def test_refusals_change_nothing(pair: Pair) -> None:
+    config = await pair.running_on_a()
+    vm_id = config.vm_id
+    with pytest.raises(NotFound, match=f"migration of VM '{vm_id}' not found"):
+        pair.a.vms.migration_progress(vm_id)
+    with pytest.raises(InvalidArgument, match="destination_address: required"):
+        await pair.a.vms.migrate(vm_id, " ")
+    with pytest.raises(VmNotFound):
+        await pair.a.vms.migrate("6f1c9a52-3d0e-4b7a-9a51-0c2d8e4f7b13", B)
+    with pytest.raises(PeerUnavailable, match="host-c:1 cannot be reached"):
+        await pair.a.vms.migrate(vm_id, "host-c:1")
+    assert pair.a.state(vm_id) == S.STATE_RUNNING
+    await pair.a.vms.pause(vm_id)
+    with pytest.raises(VmStateConflict, match="it is PAUSED"):
+        await pair.a.vms.migrate(vm_id, B)
+    with pytest.raises(VmStateConflict, match=r"cannot cancel the migration of .* it is PAUSED"):
+        await pair.a.vms.cancel_migration(vm_id)
+
+
+async def test_outgoing_migrations_are_capped(pair: Pair) -> None:
+    first, second, third = [await pair.running_on_a() for _ in range(3)]
+    pair.peers.gate = asyncio.Event()
+    moving = [asyncio.create_task(pair.a.vms.migrate(c.vm_id, B)) for c in (first, second)]
+    await eventually(lambda: pair.peers.waiting == 2, "two migrations under way")
+    with pytest.raises(TooManyMigrations, match="already runs 2 outgoing migrations, its cap"):
+        await pair.a.vms.migrate(third.vm_id, B)
+    assert pair.a.state(third.vm_id) == S.STATE_RUNNING
+    pair.peers.gate.set()
+    await asyncio.gather(*moving)
+    for config in (first, second):
+        await pair.a.wait_for(config.vm_id, S.STATE_RUNNING)  # the fake cannot migrate
+    pair.peers.gate = None
+    assert (await pair.a.vms.migrate(third.vm_id, B)).state == S.STATE_MIGRATING_FROM
+
+
+async def test_a_cancelled_migration_runs_on_and_reports_its_progress(pair: Pair) -> None:
+    config = await pair.running_on_a()
+    vm_id = config.vm_id
+    pair.a.fake.migrate_gate = asyncio.Event()
+    await pair.a.vms.migrate(vm_id, B)
+    await eventually(
+        lambda: pair.a.vms.migration_progress(vm_id).data_processed_bytes > 0, "progress"
+    )
+    assert pair.b.state(vm_id) == S.STATE_MIGRATING_TO
+    cancelling = await pair.a.vms.cancel_migration(vm_id)
+    assert cancelling.state == S.STATE_MIGRATING_FROM, "the cancel returns at once"
+    back = await pair.a.wait_for(vm_id, S.STATE_RUNNING)
+    assert back.message == f"migration to {B} cancelled"
+    assert pair.a.vms.migration_progress(vm_id).phase == P.PHASE_CANCELLED
+    assert pair.b.state(vm_id) == S.STATE_DOWN
+
+
+async def test_destroying_a_migrating_vm_cancels_its_migration_first(pair: Pair) -> None:
+    config = await pair.running_on_a()
+    vm_id = config.vm_id
+    pair.a.fake.migrate_gate = asyncio.Event()
+    await pair.a.vms.migrate(vm_id, B)
+    await eventually(lambda: pair.a.fake.migrating(vm_id), "the transfer to begin")
+    await asyncio.wait_for(pair.a.vms.destroy(vm_id), 5)
+    assert pair.a.state(vm_id) == S.STATE_DOWN
+    assert vm_id not in pair.a.fake.domains
+    assert pair.b.state(vm_id) == S.STATE_DOWN

@@ -1,0 +1,412 @@
+"""Live migration of real guests between two hostd processes, each with its own libvirtd.
+
+Host A is a hostd on qemu:///system, host B a hostd on the second libvirtd
+(the second_libvirt fixture). Three guests boot on A together at the start:
+"moved" is migrated to B; "stays" serves the cases that leave the VM on A
+(refusals, an unreachable destination, a cancelled migration); "orphaned"
+is left by a source hostd killed in the middle of its migration. Waits are on
+conditions with generous deadlines; durations are printed (-s), never
+asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import libvirt
+import pytest
+from virtplane.v1 import host_agent_service_pb2 as pb
+from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
+from virtplane.v1 import vm_pb2
+
+from hostd.domxml import METADATA_NAMESPACE, parse_metadata
+from tests.conftest import GuestImage, domain_exists
+from tests.hostd.conftest import vm_config
+from tests.stack import Daemon, free_port, start_hostd
+
+S = pb.HostVm
+P = pb.MigrationProgress
+TIMEOUT = 240.0
+"""Generous: a TCG guest reports in ~5-8 s alone; the machine is shared."""
+
+pytestmark = pytest.mark.guest
+
+
+class Watch:
+    """One hostd's WatchEvents stream, kept in order, with waits on it."""
+
+    def __init__(self, stub: pb_grpc.HostAgentServiceAsyncStub) -> None:
+        self.events: list[pb.HostEvent] = []
+        self._task = asyncio.create_task(self._follow(stub))
+
+    async def _follow(self, stub: pb_grpc.HostAgentServiceAsyncStub) -> None:
+        async for response in stub.WatchEvents(pb.WatchEventsRequest()):
+            self.events.append(response.event)
+
+    def mark(self) -> int:
+        return len(self.events)
+
+    def _of(self, kind: str, vm_id: str, since: int) -> list[pb.HostEvent]:
+        return [
+            e
+            for e in self.events[since:]
+            if e.WhichOneof("payload") == kind and getattr(e, kind).vm_id == vm_id
+        ]
+
+    def states(self, vm_id: str, since: int = 0) -> list[S]:
+        return [e.vm_state for e in self._of("vm_state", vm_id, since)]
+
+    def reports(self, vm_id: str, since: int = 0) -> list[pb.HostEvent]:
+        return [
+            e for e in self._of("guest_report", vm_id, since) if e.guest_report.guest.uptime_seconds
+        ]
+
+    def migrations(self, vm_id: str, since: int = 0) -> list[pb.MigrationProgress]:
+        return [e.migration for e in self._of("migration", vm_id, since)]
+
+    def index(self, vm_id: str, state: S.State.ValueType, since: int) -> int:
+        """The mark just after the VM's first event into state since since."""
+        for i, event in enumerate(self.events[since:], since):
+            if (
+                event.WhichOneof("payload") == "vm_state"
+                and event.vm_state.vm_id == vm_id
+                and event.vm_state.state == state
+            ):
+                return i + 1
+        raise AssertionError(f"{S.State.Name(state)} not seen")
+
+    async def until(self, what: str, found: Callable[[], object]) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while not found():
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {TIMEOUT}s waiting for {what}")
+            await asyncio.sleep(0.02)
+
+    async def state(self, vm_id: str, state: S.State.ValueType, since: int) -> list[S]:
+        """The VM's states from since until it reaches state."""
+        await self.until(
+            S.State.Name(state), lambda: state in [s.state for s in self.states(vm_id, since)]
+        )
+        seen = self.states(vm_id, since)
+        return seen[: [s.state for s in seen].index(state) + 1]
+
+    async def report(self, vm_id: str, since: int) -> pb.HostEvent:
+        """The first guest report after since that says how long the guest has been up."""
+        await self.until(f"a guest report of {vm_id}", lambda: self.reports(vm_id, since))
+        return self.reports(vm_id, since)[0]
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+@dataclass
+class Host:
+    name: str
+    uri: str
+    daemon: Daemon
+    channel: grpc.aio.Channel
+    stub: pb_grpc.HostAgentServiceAsyncStub
+    watch: Watch
+    state_dir: Path
+
+    @property
+    def address(self) -> str:
+        return self.daemon.address
+
+
+@dataclass
+class Hosts:
+    a: Host
+    b: Host
+    guests: dict[str, pb.VmConfig]
+
+
+def _names(states: list[S]) -> list[str]:
+    return [S.State.Name(s.state).removeprefix("STATE_") for s in states]
+
+
+def _config(image: GuestImage, role: str) -> pb.VmConfig:
+    config = vm_config(
+        image.kernel,
+        initrd=image.initrd,
+        name=f"mig-{role}-{os.getpid()}",
+        memory_mib=256,
+        nics=(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER),),
+    )
+    config.spec.boot.cmdline = image.cmdline
+    return config
+
+
+def _owner(uri: str, vm_id: str) -> str:
+    """The state directory hostd's metadata in the domain names: the hostd that owns it."""
+    conn = libvirt.open(uri)
+    try:
+        dom = conn.lookupByUUIDString(vm_id)
+        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NAMESPACE)
+    finally:
+        conn.close()
+    metadata = parse_metadata(str(text))
+    assert metadata is not None and metadata.vm_id == vm_id
+    return metadata.state_dir
+
+
+def _remove(uri: str, vm_ids: list[str]) -> None:
+    """Destroys what the tests made, should a hostd have left any."""
+    conn = libvirt.open(uri)
+    try:
+        for vm_id in vm_ids:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.lookupByUUIDString(vm_id).destroy()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="vp-m-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def _host(name: str, uri: str, workdir: Path) -> Host:
+    """A hostd in workdir/name; again on the same state directory when it exists."""
+    folder = workdir / name
+    folder.mkdir(exist_ok=True)
+    folder.chmod(0o755)
+    daemon = await asyncio.to_thread(start_hostd, folder, uri)
+    channel = grpc.aio.insecure_channel(daemon.address)
+    stub = pb_grpc.HostAgentServiceStub(channel)
+    return Host(name, uri, daemon, channel, stub, Watch(stub), folder / "hostd")
+
+
+@pytest.fixture(scope="module")
+async def hosts(
+    system_libvirt: str, second_libvirt: str, guest_image: GuestImage, workdir: Path
+) -> AsyncIterator[Hosts]:
+    a, b = await asyncio.gather(
+        _host("a", system_libvirt, workdir), _host("b", second_libvirt, workdir)
+    )
+    guests = {role: _config(guest_image, role) for role in ("moved", "stays", "orphaned")}
+    pair = Hosts(a, b, guests)
+    try:
+        await asyncio.gather(
+            *(
+                a.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=c, request_id="boot"))
+                for c in guests.values()
+            )
+        )
+        await asyncio.gather(*(a.watch.report(c.vm_id, 0) for c in guests.values()))
+        yield pair
+    finally:
+        for host in (pair.a, pair.b):  # a test may have restarted one
+            host.watch.stop()
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                listed = await host.stub.ListVms(pb.HostAgentServiceListVmsRequest())
+                for vm in listed.vms:
+                    await host.stub.DestroyVm(pb.HostAgentServiceDestroyVmRequest(vm_id=vm.vm_id))
+            await host.channel.close(None)
+            await asyncio.to_thread(host.daemon.stop)
+        vm_ids = [c.vm_id for c in guests.values()]
+        for uri in (system_libvirt, second_libvirt):
+            await asyncio.to_thread(_remove, uri, vm_ids)
+
+
+async def _status(call: object, code: grpc.StatusCode) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call  # type: ignore[misc]
+    assert caught.value.code() == code, caught.value.details()
+    return caught.value.details() or ""
+
+
+async def test_a_live_migration_moves_the_guest_and_its_reports(hosts: Hosts) -> None:
+    a, b = hosts.a, hosts.b
+    vm_id = hosts.guests["moved"].vm_id
+    before = a.watch.reports(vm_id)[-1]
+    since_a, since_b = a.watch.mark(), b.watch.mark()
+    started = time.monotonic()
+    moving = await a.stub.MigrateVm(
+        pb.HostAgentServiceMigrateVmRequest(vm_id=vm_id, destination_address=b.address)
+    )
+    assert moving.vm.state == S.STATE_MIGRATING_FROM
+
+    arriving = await b.watch.state(vm_id, S.STATE_RUNNING, since_b)
+    assert _names(arriving) == ["MIGRATING_TO", "RUNNING"]
+    leaving = await a.watch.state(vm_id, S.STATE_DOWN, since_a)
+    assert _names(leaving) == ["MIGRATING_FROM", "DOWN"]
+    assert leaving[-1].exit_reason == S.EXIT_REASON_MIGRATED
+    wall = time.monotonic() - started
+
+    # The guest's reports go on at the destination, from the same boot.
+    landed = b.watch.index(vm_id, S.STATE_RUNNING, since_b)
+    report = await b.watch.report(vm_id, landed)
+    uptime_before = before.guest_report.guest.uptime_seconds
+    assert report.guest_report.guest.uptime_seconds >= uptime_before, "the same boot goes on"
+    assert domain_exists(b.uri, vm_id)
+    assert not domain_exists(a.uri, vm_id), "the domain exists only on the destination"
+    assert _owner(b.uri, vm_id) == str(b.state_dir), "a restarted destination adopts it"
+    listed = await b.stub.ListVms(pb.HostAgentServiceListVmsRequest())
+    assert [vm.state for vm in listed.vms if vm.vm_id == vm_id] == [S.STATE_RUNNING]
+    listed = await a.stub.ListVms(pb.HostAgentServiceListVmsRequest())
+    assert vm_id not in [vm.vm_id for vm in listed.vms]
+
+    sent = (
+        await a.stub.GetMigrationProgress(
+            pb.HostAgentServiceGetMigrationProgressRequest(vm_id=vm_id)
+        )
+    ).progress
+    assert (sent.direction, sent.phase, sent.peer_address) == (
+        P.DIRECTION_OUTGOING,
+        P.PHASE_COMPLETED,
+        b.address,
+    )
+    assert sent.data_processed_bytes > 0 and sent.end_time.seconds > 0
+    received = (
+        await b.stub.GetMigrationProgress(
+            pb.HostAgentServiceGetMigrationProgressRequest(vm_id=vm_id)
+        )
+    ).progress
+    assert (received.direction, received.phase) == (P.DIRECTION_INCOMING, P.PHASE_COMPLETED)
+    assert received.elapsed_ms > 0, "the hypervisor's statistics, read on the destination"
+    assert [m.phase for m in a.watch.migrations(vm_id, since_a)][-1] == P.PHASE_COMPLETED
+    print(
+        f"\nmigration (256 MiB guest): {wall:.2f} s from MigrateVm to DOWN on the source,"
+        f" hypervisor job {sent.elapsed_ms} ms, downtime {sent.downtime_ms} ms"
+        f" ({received.downtime_ms} ms read on the destination),"
+        f" {sent.data_processed_bytes / 2**20:.0f} MiB sent;"
+        f" guest uptime {uptime_before:.1f} s before,"
+        f" {report.guest_report.guest.uptime_seconds:.1f} s at its first report on the destination"
+    )
+
+
+async def test_refusals_leave_the_vm_running(hosts: Hosts) -> None:
+    a, b = hosts.a, hosts.b
+    vm_id = hosts.guests["stays"].vm_id
+    unknown = str(uuid.uuid4())
+    details = await _status(
+        a.stub.MigrateVm(
+            pb.HostAgentServiceMigrateVmRequest(vm_id=unknown, destination_address=b.address)
+        ),
+        grpc.StatusCode.NOT_FOUND,
+    )
+    assert unknown in details
+    await _status(
+        a.stub.MigrateVm(pb.HostAgentServiceMigrateVmRequest(vm_id=vm_id)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    details = await _status(
+        a.stub.CancelMigration(pb.HostAgentServiceCancelMigrationRequest(vm_id=vm_id)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+    assert details == f"cannot cancel the migration of VM {vm_id}: it is RUNNING"
+
+    await a.stub.PauseVm(pb.HostAgentServicePauseVmRequest(vm_id=vm_id))
+    details = await _status(
+        a.stub.MigrateVm(
+            pb.HostAgentServiceMigrateVmRequest(vm_id=vm_id, destination_address=b.address)
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+    assert details == f"cannot migrate VM {vm_id}: it is PAUSED"
+    await a.stub.ResumeVm(pb.HostAgentServiceResumeVmRequest(vm_id=vm_id))
+
+    nobody = f"127.0.0.1:{free_port()}"
+    since = a.watch.mark()
+    details = await _status(
+        a.stub.MigrateVm(
+            pb.HostAgentServiceMigrateVmRequest(vm_id=vm_id, destination_address=nobody)
+        ),
+        grpc.StatusCode.UNAVAILABLE,
+    )
+    assert f"the destination hostd at {nobody} cannot be reached" in details
+    assert a.watch.states(vm_id, since) == [], "the VM never left RUNNING"
+    listed = await a.stub.ListVms(pb.HostAgentServiceListVmsRequest())
+    assert [vm.state for vm in listed.vms if vm.vm_id == vm_id] == [S.STATE_RUNNING]
+    assert domain_exists(a.uri, vm_id) and not domain_exists(b.uri, vm_id)
+
+
+async def test_a_cancelled_migration_leaves_the_vm_on_its_source(hosts: Hosts) -> None:
+    a, b = hosts.a, hosts.b
+    vm_id = hosts.guests["stays"].vm_id
+    since_a, since_b = a.watch.mark(), b.watch.mark()
+    moving = await a.stub.MigrateVm(
+        pb.HostAgentServiceMigrateVmRequest(
+            vm_id=vm_id, destination_address=b.address, max_bandwidth_mib_per_second=1
+        )
+    )
+    assert moving.vm.state == S.STATE_MIGRATING_FROM
+    # At 1 MiB/s the transfer takes minutes: cancel it once it is under way.
+    await a.watch.until(
+        "the transfer to begin",
+        lambda: any(m.data_processed_bytes for m in a.watch.migrations(vm_id, since_a)),
+    )
+    assert _names(b.watch.states(vm_id, since_b)) == ["MIGRATING_TO"]
+    cancelling = await a.stub.CancelMigration(
+        pb.HostAgentServiceCancelMigrationRequest(vm_id=vm_id)
+    )
+    assert cancelling.vm.state == S.STATE_MIGRATING_FROM
+
+    states = await a.watch.state(vm_id, S.STATE_RUNNING, since_a)
+    assert _names(states) == ["MIGRATING_FROM", "RUNNING"]
+    assert states[-1].message == f"migration to {b.address} cancelled"
+    dropped = await b.watch.state(vm_id, S.STATE_DOWN, since_b)
+    assert _names(dropped) == ["MIGRATING_TO", "DOWN"]
+    assert dropped[-1].exit_reason == S.EXIT_REASON_MIGRATION_FAILED
+    progress = (
+        await a.stub.GetMigrationProgress(
+            pb.HostAgentServiceGetMigrationProgressRequest(vm_id=vm_id)
+        )
+    ).progress
+    assert progress.phase == P.PHASE_CANCELLED
+    assert domain_exists(a.uri, vm_id)
+    await b.watch.until("the destination to let go", lambda: not domain_exists(b.uri, vm_id))
+    # The guest's agent still answers on its source: a shutdown goes through it.
+    since_a = a.watch.mark()
+    await a.stub.ShutdownVm(pb.HostAgentServiceShutdownVmRequest(vm_id=vm_id))
+    states = await a.watch.state(vm_id, S.STATE_DOWN, since_a)
+    assert _names(states) == ["POWERING_DOWN", "DOWN"]
+    assert "through the guest agent" in states[0].message
+
+
+async def test_a_source_hostd_killed_mid_migration_leaves_the_vm_on_its_source(
+    hosts: Hosts, workdir: Path
+) -> None:
+    a, b = hosts.a, hosts.b
+    vm_id = hosts.guests["orphaned"].vm_id
+    since_a, since_b = a.watch.mark(), b.watch.mark()
+    await a.stub.MigrateVm(
+        pb.HostAgentServiceMigrateVmRequest(
+            vm_id=vm_id, destination_address=b.address, max_bandwidth_mib_per_second=1
+        )
+    )
+    await a.watch.until(
+        "the transfer to begin",
+        lambda: any(m.data_processed_bytes for m in a.watch.migrations(vm_id, since_a)),
+    )
+    await asyncio.to_thread(a.daemon.kill)
+    a.watch.stop()
+    await a.channel.close(None)
+
+    # libvirt ends a migration whose client went away; the new hostd adopts the VM.
+    hosts.a = a = await _host("a", a.uri, workdir)
+    await a.watch.until(
+        "the VM RUNNING on its source again",
+        lambda: [s.state for s in a.watch.states(vm_id)][-1:] == [S.STATE_RUNNING],
+    )
+    report = await a.stub.GetRecoveryReport(pb.HostAgentServiceGetRecoveryReportRequest())
+    assert vm_id in [adopted.vm_id for adopted in report.report.adopted]
+    dropped = await b.watch.state(vm_id, S.STATE_DOWN, since_b)
+    assert _names(dropped) == ["MIGRATING_TO", "DOWN"]
+    assert dropped[-1].exit_reason == S.EXIT_REASON_MIGRATION_FAILED
+    await b.watch.until("the destination to let go", lambda: not domain_exists(b.uri, vm_id))
+    assert domain_exists(a.uri, vm_id)
