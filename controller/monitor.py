@@ -269,8 +269,13 @@ class HostMonitor:
         for report in reports:
             if report.state in _NOT_RUNNING:
                 continue
-            if session.get(Vm, report.vm_id) is not None:
-                continue  # known, placed elsewhere or DOWN: a stale report
+            known = session.get(Vm, report.vm_id)
+            if known is not None:
+                # Placed elsewhere or DOWN: a stale report, unless it landed
+                # here from a migration.
+                if transitions.apply_host_vm(known, self.host_id, report):
+                    recorded.append(known)
+                continue
             vcpus, memory_mib = sizes.get(report.vm_id, (0, 0))
             vm = Vm(
                 id=report.vm_id,

@@ -33,6 +33,7 @@ _ON_HOST = frozenset(
         VmState.RESTORING_STATE,
         VmState.NOT_RESPONDING,
         VmState.UNKNOWN,
+        VmState.MIGRATING_FROM,
     }
 )
 # hostd's states that the VM takes as they are. SUSPENDED (hibernated to a
@@ -42,7 +43,9 @@ _AS_REPORTED = {
     HostVm.STATE_SAVING_STATE: VmState.SAVING_STATE,
     HostVm.STATE_RESTORING_STATE: VmState.RESTORING_STATE,
     HostVm.STATE_SUSPENDED: VmState.SUSPENDED,
+    HostVm.STATE_MIGRATING_FROM: VmState.MIGRATING_FROM,
 }
+_LANDED = frozenset({HostVm.STATE_RUNNING, HostVm.STATE_PAUSED})
 
 
 def _running_state(vm: Vm) -> VmState:
@@ -57,12 +60,28 @@ def _running_state(vm: Vm) -> VmState:
 def apply_host_vm(vm: Vm, host_id: str, report: agent_pb2.HostVm) -> bool:
     """Applies a VM state reported by host_id; returns whether vm changed.
 
-    A report from a host the VM is not placed on is stale and ignored.
+    A report from a host the VM is not placed on is stale and ignored,
+    except the destination's of a VM migrating away from its host: once the
+    VM runs there, it is placed there.
     """
-    if vm.host_id != host_id or vm.state not in _ON_HOST:
-        return False
     before = (vm.state, vm.host_id, vm.exit_reason, vm.status_message)
     state = report.state
+    if vm.host_id != host_id:
+        if vm.state is VmState.MIGRATING_FROM and state in _LANDED:
+            vm.host_id = host_id
+            landed = VmState.PAUSED if state == HostVm.STATE_PAUSED else VmState.UP
+            set_state(vm, landed, message="")
+            return True
+        return False
+    if vm.state not in _ON_HOST:
+        return False
+    if state == HostVm.STATE_DOWN and report.exit_reason == HostVm.EXIT_REASON_MIGRATED:
+        # It left for another host, whose report places it there; until
+        # then it is neither here nor DOWN.
+        set_state(
+            vm, VmState.MIGRATING_FROM, message="migrated off its host; awaiting the destination"
+        )
+        return before != (vm.state, vm.host_id, vm.exit_reason, vm.status_message)
     if state == HostVm.STATE_RUNNING:
         set_state(vm, _running_state(vm))
     elif state == HostVm.STATE_PAUSED:
@@ -102,8 +121,9 @@ def host_lost(vm: Vm) -> bool:
 
 
 def missing_on_host(vm: Vm) -> bool:
-    """The host no longer has the VM, and no event said why."""
-    if vm.state in _ON_HOST and vm.state is not VmState.WAIT_FOR_LAUNCH:
+    """The host no longer has the VM, and no event said why. A VM migrating
+    away waits for its destination's report instead."""
+    if vm.state in _ON_HOST and vm.state not in (VmState.WAIT_FOR_LAUNCH, VmState.MIGRATING_FROM):
         set_state(
             vm,
             VmState.DOWN,

@@ -113,3 +113,26 @@ def test_hostds_reboot_and_hibernation_states_are_taken_as_reported() -> None:
     assert vm.host_id == "h1"
     # Nothing runs on the host: its loss does not make the VM UNKNOWN.
     assert not transitions.host_lost(vm)
+
+
+def test_a_vm_migrated_by_its_hosts_moves_to_the_destination_never_down() -> None:
+    vm = _vm(VmState.UP)
+    assert transitions.apply_host_vm(vm, "h1", _report(HostVm.STATE_MIGRATING_FROM))
+    assert (vm.state, vm.host_id) == (VmState.MIGRATING_FROM, "h1")
+    # The source lets go of it: not DOWN, and not lost when its list lacks it.
+    transitions.apply_host_vm(vm, "h1", _report(HostVm.STATE_DOWN, HostVm.EXIT_REASON_MIGRATED))
+    assert not transitions.missing_on_host(vm)
+    assert (vm.state, vm.host_id) == (VmState.MIGRATING_FROM, "h1")
+    # The destination's word places it there.
+    assert not transitions.apply_host_vm(vm, "h2", _report(HostVm.STATE_MIGRATING_TO))
+    assert transitions.apply_host_vm(vm, "h2", _report(HostVm.STATE_RUNNING))
+    assert (vm.state, vm.host_id, vm.exit_reason) == (VmState.UP, "h2", ExitReason.NONE)
+    # The old host's late reports are stale now.
+    assert not transitions.apply_host_vm(vm, "h1", _report(HostVm.STATE_DOWN))
+    assert (vm.state, vm.host_id) == (VmState.UP, "h2")
+
+
+def test_a_running_report_from_another_host_moves_only_a_migrating_vm() -> None:
+    vm = _vm(VmState.UP)
+    assert not transitions.apply_host_vm(vm, "h2", _report(HostVm.STATE_RUNNING))
+    assert vm.host_id == "h1"
