@@ -50,6 +50,23 @@ async def _until(what: str, found: Callable[[], object], poll: float = 0.02) -> 
         await asyncio.sleep(poll)
 
 
+def _saving(uri: str, vm_id: str) -> bool:
+    """Whether libvirt runs a job on the VM's domain (its save), or has
+    finished it (the domain is gone)."""
+    conn = libvirt.open(uri)
+    try:
+        try:
+            dom = conn.lookupByUUIDString(vm_id)
+        except libvirt.libvirtError:
+            return True
+        try:
+            return bool(dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE)
+        except libvirt.libvirtError:
+            return not dom.isActive()
+    finally:
+        conn.close()
+
+
 class HostdProcess:
     """virtplane-hostd as its own process, as in production."""
 
@@ -208,6 +225,9 @@ async def recovered(
             stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=created, request_id="c-1")),
         )
         await _until("libvirt to have the new domain", lambda: domain_exists(uri, created.vm_id))
+        # Killed once libvirt is saving (before that, a kill leaves the VM
+        # simply running: no hibernate to recover).
+        await _until("libvirt to be saving the VM", lambda: _saving(uri, saved.vm_id))
         await first.stop(signal.SIGKILL)
         uptime += time.monotonic() - started  # at least this long up when its save began
         watch.cancel()
