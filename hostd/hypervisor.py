@@ -2,10 +2,11 @@
 
 hostd.libvirt_driver implements it with libvirt; tests/hostd/fakes.py keeps
 an in-memory one, and tests/hostd run one contract suite against every
-implementation. Errors are hostd.errors. Ten methods::
+implementation. Errors are hostd.errors. Eleven methods::
 
     start, act, save, restore, read_saved      run and stop domains
-    domain_stats, list_domains, host_info      look
+    domain_xml, domain_stats, list_domains,    look
+    host_info
     events, close
 """
 
@@ -187,6 +188,10 @@ class Hypervisor(Protocol):
     async def read_saved(self, path: str) -> HostdMetadata | None:
         """hostd's metadata in a complete saved image; None for an image that is
         incomplete, unreadable or not hostd's."""
+        ...
+
+    async def domain_xml(self, uuid: str) -> str:
+        """The domain's XML as the hypervisor has it (the running domain's, when it runs)."""
         ...
 
     async def domain_stats(self, uuid: str) -> DomainStats: ...

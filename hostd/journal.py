@@ -52,6 +52,14 @@ class Journal:
         event.guest_report.guest.CopyFrom(guest)
         return self._keep(event)
 
+    def append_hook_failed(self, vm_id: str, point: str, hook: str, message: str) -> pb.HostEvent:
+        event = self._next()
+        event.hook_failed.vm_id = vm_id
+        event.hook_failed.point = point
+        event.hook_failed.hook = hook
+        event.hook_failed.message = message
+        return self._keep(event)
+
     def after(self, sequence: int) -> list[pb.HostEvent]:
         """The kept events after sequence, oldest first.
 

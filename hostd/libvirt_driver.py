@@ -229,6 +229,9 @@ class LibvirtHypervisor:
 
     # -- looking
 
+    async def domain_xml(self, uuid: str) -> str:
+        return await _blocking(lambda: str(self._conn.lookupByUUIDString(uuid).XMLDesc(0)), uuid)
+
     async def domain_stats(self, uuid: str) -> DomainStats:
         def read() -> DomainStats:
             dom = self._conn.lookupByUUIDString(uuid)

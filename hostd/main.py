@@ -27,6 +27,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
     parser.add_argument("--virt-type", choices=VIRT_TYPE_SETTINGS, default=defaults.virt_type)
     parser.add_argument("--journal-size", type=int, default=defaults.journal_size)
     parser.add_argument(
+        "--hooks-dir",
+        type=Path,
+        default=defaults.hooks_dir,
+        help="folder of hook scripts, one sub-folder per hook point (default: no hooks)",
+    )
+    parser.add_argument(
+        "--hook-timeout",
+        type=float,
+        default=defaults.hook_timeout_seconds,
+        help="seconds a hook script may run before it is killed",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     args = parser.parse_args(argv)
@@ -36,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
         state_dir=args.state_dir.absolute(),
         virt_type=args.virt_type,
         journal_size=args.journal_size,
+        hooks_dir=args.hooks_dir.absolute() if args.hooks_dir else None,
+        hook_timeout_seconds=args.hook_timeout,
     )
     return config, args.log_level
 

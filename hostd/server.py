@@ -11,6 +11,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
 from hostd.config import HostdConfig
+from hostd.hooks import HookSettings
 from hostd.journal import Journal
 from hostd.layout import StateLayout
 from hostd.libvirt_driver import LibvirtHypervisor
@@ -55,7 +56,8 @@ class Hostd:
         self._hypervisor = await LibvirtHypervisor.open(
             self.config.libvirt_uri, event_queue_size=self.config.event_queue_size
         )
-        settings = RunnerSettings(self.virt_type, self.layout, self.config.channel)
+        hooks = HookSettings(self.config.hooks_dir, self.config.hook_timeout_seconds)
+        settings = RunnerSettings(self.virt_type, self.layout, self.config.channel, hooks=hooks)
         self._vms = VmService(self._hypervisor, self.journal, settings)
         await self._vms.start()
         server = grpc.aio.server(interceptors=[ErrorInterceptor()])

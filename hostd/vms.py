@@ -58,6 +58,8 @@ class VmService:
         self.consoles: tuple[pb.Console.Kind.ValueType, ...] = consoles.BUILDABLE
         """The consoles this host offers; known once started."""
         self.recovery_report = pb.RecoveryReport()
+        self.hooks = registry.hooks
+        """The hook scripts, for the paths that run them outside this module (migration)."""
 
     async def start(self) -> None:
         """Recovers what a previous hostd left, then follows events.

@@ -197,6 +197,12 @@ class FakeHypervisor:
 
     # -- looking
 
+    async def domain_xml(self, uuid: str) -> str:
+        domain = self.domains.get(uuid)
+        if domain is None:
+            raise DomainNotFound(uuid)
+        return domain.xml
+
     async def domain_stats(self, uuid: str) -> DomainStats:
         domain = self._active(uuid)
         domain.cpu_time_ns += 1_000_000
