@@ -108,6 +108,8 @@ class DomainInfo:
     """Paused because a save to file is in progress."""
     starting: bool = False
     """Paused because its start is not finished: the emulator runs, the CPUs not yet."""
+    stop_reason: StopReason | None = None
+    """Why a defined domain that does not run stopped; None: it never ran, or nobody knows."""
 
 
 @dataclass(frozen=True)

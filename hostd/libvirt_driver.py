@@ -45,6 +45,7 @@ from hostd.libvirt_translate import (
     is_saving,
     is_starting,
     parse_stats,
+    stop_reason,
     translate_error,
     translate_lifecycle,
 )
@@ -259,6 +260,7 @@ class LibvirtHypervisor:
                         metadata=metadata,
                         saving=is_saving(code, reason),
                         starting=is_starting(code, reason),
+                        stop_reason=stop_reason(code, reason),
                     )
                 )
             except libvirt.libvirtError as exc:

@@ -44,6 +44,7 @@ class FakeDomain:
     saving: bool = False
     starting: bool = False
     cpu_time_ns: int = 0
+    stop_reason: StopReason | None = None
 
     @property
     def metadata(self) -> domxml.HostdMetadata | None:
@@ -114,11 +115,22 @@ class FakeHypervisor:
             await self.start_gate.wait()
         return uuid
 
+    def define(self, xml: str) -> str:
+        """Defines a domain without starting it: what a create killed between
+        defineXML and create leaves."""
+        root = ET.fromstring(xml)
+        uuid, name = root.findtext("uuid", ""), root.findtext("name", "")
+        self.domains[uuid] = FakeDomain(
+            uuid, name, xml, DomainState.SHUT_OFF, active=False, persistent=True
+        )
+        return uuid
+
     def stop(self, uuid: str, reason: StopReason) -> None:
         """The domain stops by itself (or through another client)."""
         domain = self.domains[uuid]
         if domain.persistent:
             domain.active, domain.state = False, DomainState.SHUT_OFF
+            domain.stop_reason = reason
         else:
             del self.domains[uuid]
         self._emit(uuid, K.STOPPED, reason=reason)
@@ -228,6 +240,7 @@ class FakeHypervisor:
                 metadata=d.metadata,
                 saving=d.saving,
                 starting=d.starting,
+                stop_reason=d.stop_reason,
             )
             for d in self.domains.values()
         ]
