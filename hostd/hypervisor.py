@@ -90,7 +90,23 @@ class EventsLost:
     dropped: int
 
 
-HypervisorEvent = LifecycleEvent | EventsLost
+@dataclass(frozen=True)
+class ConnectionLost:
+    """The hypervisor cannot be reached (libvirtd went away): calls fail with
+    HypervisorUnavailable, and no events come, until Reconnected."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reconnected:
+    """The hypervisor is reached again, its events followed again; events of the
+    time between were lost: whoever tracks state must resync."""
+
+    after_seconds: float
+
+
+HypervisorEvent = LifecycleEvent | EventsLost | ConnectionLost | Reconnected
 
 
 @dataclass(frozen=True)
@@ -209,6 +225,7 @@ class Hypervisor(Protocol):
 
         One consumer at a time; events arriving while nobody iterates are buffered
         up to a bound, past which they are dropped and an EventsLost follows.
+        A lost connection is ConnectionLost, and Reconnected once it is back.
         """
         ...
 

@@ -18,6 +18,7 @@ the job read the domain's state itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from virtplane.errors import VirtplaneError
@@ -25,6 +26,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd import domxml
 from hostd.builder import build_domain
+from hostd.errors import HypervisorUnavailable
 from hostd.hibernation import SavedStates
 from hostd.hooks import HookPoint
 from hostd.hypervisor import DomainState, Hypervisor
@@ -63,6 +65,14 @@ class Runner:
                 HookPoint.BEFORE_VM_START, vm.hook_vm, domxml.to_xml(domain)
             )
             await self._hypervisor.start(xml, persistent=vm.persistent, paused=vm.start_paused)
+        except HypervisorUnavailable as exc:
+            # libvirtd went away during the call: the domain may well run. The
+            # events, or the resync once libvirt is back, tell.
+            log.warning("VM %s: libvirt was lost during its start: %s", vm.vm_id, exc)
+            vm.launched = True
+            with contextlib.suppress(HypervisorUnavailable):
+                await self._confirm(vm, S.STATE_WAIT_FOR_LAUNCH)
+            return
         except VirtplaneError as exc:
             log.warning("VM %s failed to start: %s", vm.vm_id, exc)
             self._down(vm, str(exc))

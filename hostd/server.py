@@ -54,7 +54,9 @@ class Hostd:
             )
         self.virt_type = detect_virt_type(self.config.virt_type)
         self._hypervisor = await LibvirtHypervisor.open(
-            self.config.libvirt_uri, event_queue_size=self.config.event_queue_size
+            self.config.libvirt_uri,
+            event_queue_size=self.config.event_queue_size,
+            reconnect_max_seconds=self.config.reconnect_max_seconds,
         )
         hooks = HookSettings(self.config.hooks_dir, self.config.hook_timeout_seconds)
         settings = RunnerSettings(self.virt_type, self.layout, self.config.channel, hooks=hooks)
@@ -70,9 +72,20 @@ class Hostd:
         await self._probes.starting()
         await server.start()
         await self._probes.serving()
+        self._vms.watch_hypervisor(self._hypervisor_reachable)
         self._server = server
         log.info("hostd epoch %s, virt type %s", self.journal.epoch, self.virt_type)
         return port
+
+    async def _hypervisor_reachable(self, reachable: bool, reason: str) -> None:
+        """Health says NOT_SERVING while libvirt is unreachable: no verb can work."""
+        if self._probes is None:
+            return
+        if reachable:
+            await self._probes.serving()
+        else:
+            log.warning("not serving until libvirt is reached again: %s", reason)
+            await self._probes.unavailable()
 
     async def stop(self, grace: float | None = None) -> None:
         """Stops serving (watch streams end at once), then lets go of libvirt.

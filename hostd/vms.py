@@ -27,7 +27,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from hostd import consoles
 from hostd.defaults import reboot_timeout, shutdown_timeout, with_defaults
 from hostd.errors import VmAlreadyExists
-from hostd.events import EventPump
+from hostd.events import EventPump, ReachabilityListener
 from hostd.hibernation import Hibernator, SavedStates
 from hostd.hypervisor import DomainStats, Hypervisor
 from hostd.journal import Journal
@@ -72,6 +72,15 @@ class VmService:
         self.recovery_report = await self._recovery.run()
         self._pump.start()
 
+    def watch_hypervisor(self, listener: ReachabilityListener) -> None:
+        """listener(reachable, reason) is awaited each time libvirt is lost or found again."""
+        self._pump.listener = listener
+
+    @property
+    def hypervisor_unreachable(self) -> str:
+        """Why libvirt cannot be reached now; empty while it can."""
+        return self._pump.unreachable_reason
+
     async def stop(self) -> None:
         """Stops following and talking to guests; the domains keep running."""
         await self._registry.stop()
@@ -113,6 +122,7 @@ class VmService:
         validate_config(saved or config)
         filled = with_defaults(saved or config)
         consoles.check_console(filled, self.consoles)
+        self._pump.require_reachable()  # else the start would fail at once
         vm = existing or Vm(config=filled)
         vm.config, vm.request_id, vm.start_paused = filled, request_id, start_paused
         if saved is not None:
