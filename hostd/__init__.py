@@ -18,13 +18,15 @@ Modules, one job each:
 - journal       the ordered event journal (host_epoch, sequence) WatchEvents streams
 - guest_info    sanitising and merging untrusted guest reports
 - guest_channel the host end of one VM's guest channel
+- hooks         the operator's hook scripts: points, order, environment, timeout
 - registry      the VM records, their state changes and background work
 - state_machine how events and verbs move a VM's state: pure rules
 - runner        the start paths: fresh start, restore from file
 - power         destroy, shutdown, reboot, reset, pause, resume
 - hibernation   saving a VM to a file, and the saved-state files
 - recovery      adopting what a previous hostd left, with a report
-- events        the event pump: hypervisor events applied in order; resync
+- events        the event pump: hypervisor events applied in order; resync, also
+                after libvirtd was lost and found again
 - vms           VmService: the create path, and the verbs for the servicer
 - servicer      HostAgentService over gRPC, thin
 - server        everything assembled (Hostd.start/stop)
