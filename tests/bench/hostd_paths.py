@@ -11,8 +11,9 @@
   libvirt save and restore of another booted guest of the same domain XML.
 
 hostd runs as its own process (tests.stack.start_hostd), as in production.
-Raw and hostd rounds alternate, so that both meet the same load (the
-machine is shared). Medians over the rounds; ratios are hostd over raw.
+Raw and hostd rounds alternate (raw, hostd, hostd, raw, ...), so that both
+meet the same load (the machine is shared) and neither always goes first.
+Medians over the rounds; ratios are hostd over raw.
 """
 
 from __future__ import annotations
@@ -131,8 +132,10 @@ async def _creates(
         stub = pb_grpc.HostAgentServiceStub(channel)
         watch = _Watch(stub)
         try:
-            for _ in range(rounds):
-                raw.append(await asyncio.to_thread(_raw_create, image, layout))
+            for round_ in range(rounds * 2):
+                if round_ % 4 in (0, 3):  # raw, hostd, hostd, raw, ...: no side always first
+                    raw.append(await asyncio.to_thread(_raw_create, image, layout))
+                    continue
                 config = _config(image, "create")
                 started = time.perf_counter()
                 await stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
@@ -219,9 +222,11 @@ async def _hibernations(
             await stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
             raw_id = await asyncio.to_thread(_raw_booted, image, layout)
             await watch.state(vm_id, S.STATE_RUNNING, report=True)  # booted, its agent talking
-            for _ in range(rounds):
-                path = layout.root / "raw-save.img"
-                raw.append(await asyncio.to_thread(_raw_save_restore, raw_id, path))
+            for round_ in range(rounds * 2):
+                if round_ % 4 in (0, 3):  # raw, hostd, hostd, raw, ...: no side always first
+                    path = layout.root / "raw-save.img"
+                    raw.append(await asyncio.to_thread(_raw_save_restore, raw_id, path))
+                    continue
                 started = time.perf_counter()
                 await stub.HibernateVm(pb.HostAgentServiceHibernateVmRequest(vm_id=vm_id))
                 await watch.state(vm_id, S.STATE_SUSPENDED)
