@@ -18,6 +18,7 @@ the job read the domain's state itself.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -92,6 +93,10 @@ class Runner:
             await self._hypervisor.restore(
                 str(image), paused=vm.start_paused, persistent=vm.persistent
             )
+        except HypervisorUnavailable as exc:
+            log.warning("VM %s: libvirt was lost during its restore: %s", vm.vm_id, exc)
+            await self._restore_settled(vm)
+            return
         except VirtplaneError as exc:
             # The saved state is kept: the VM stays hibernated and can be tried again.
             log.warning("VM %s failed to restore: %s", vm.vm_id, exc)
@@ -104,6 +109,35 @@ class Runner:
         self._saved.discard(vm.vm_id)
         log.info("VM %s: restored from %s", vm.vm_id, image)
         await self._confirm(vm, S.STATE_RESTORING_STATE)
+        self._after(vm, HookPoint.AFTER_VM_DEHIBERNATE)
+
+    async def _restore_settled(self, vm: Vm) -> None:
+        """libvirtd went away during a restore: once it answers again, the VM runs
+        from its image (the image is deleted) or is hibernated still (it is kept)."""
+        poll = self._registry.settings.save_poll_seconds
+        while True:
+            try:
+                domains = await self._hypervisor.list_domains()
+                break
+            except HypervisorUnavailable:
+                await asyncio.sleep(poll)
+        domain = next((d for d in domains if d.uuid == vm.vm_id and d.active), None)
+        if not self._registry.is_current(vm):
+            return
+        if domain is None:
+            if vm.state == S.STATE_RESTORING_STATE:
+                self._registry.transition(
+                    vm,
+                    S.STATE_SUSPENDED,
+                    S.EXIT_REASON_SAVED,
+                    "restore failed: libvirt was lost during it; the saved state is kept",
+                )
+            return
+        vm.launched = True
+        self._saved.discard(vm.vm_id)
+        if vm.state == S.STATE_RESTORING_STATE:
+            paused = domain.state is DomainState.PAUSED
+            self._registry.transition(vm, S.STATE_PAUSED if paused else S.STATE_RUNNING)
         self._after(vm, HookPoint.AFTER_VM_DEHIBERNATE)
 
     def _after(self, vm: Vm, point: HookPoint) -> None:

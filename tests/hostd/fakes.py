@@ -15,7 +15,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from hostd import domxml
-from hostd.errors import DomainAlreadyExists, DomainNotFound, DomainStateConflict, HypervisorError
+from hostd.errors import (
+    DomainAlreadyExists,
+    DomainNotFound,
+    DomainStateConflict,
+    HypervisorError,
+    HypervisorUnavailable,
+)
 from hostd.hypervisor import (
     DomainAction,
     DomainInfo,
@@ -66,6 +72,11 @@ class FakeHypervisor:
     """When set, a save waits for it, paused, its file still partial."""
     save_error: str | None = None
     graphics: frozenset[str] = frozenset({"vnc"})
+    restore_lost: str | None = None
+    """"before" or "after": the connection is lost during a restore, before or after
+    the domain runs from its image; the call fails HypervisorUnavailable."""
+    unreachable: bool = False
+    """list_domains fails HypervisorUnavailable, as while libvirtd is away."""
     domains: dict[str, FakeDomain] = field(default_factory=dict)
     started_xml: list[str] = field(default_factory=list)
     _queue: asyncio.Queue[HypervisorEvent] = field(default_factory=asyncio.Queue)
@@ -190,6 +201,8 @@ class FakeHypervisor:
         self.stop(uuid, StopReason.SAVED)
 
     async def restore(self, path: str, *, paused: bool, persistent: bool) -> str:
+        if self.restore_lost == "before":
+            raise HypervisorUnavailable("libvirt: End of file while reading data")
         xml = _complete_image(path)
         if xml is None:
             raise HypervisorError(f"{path}: save image is incomplete")
@@ -201,6 +214,8 @@ class FakeHypervisor:
         state = DomainState.PAUSED if paused else DomainState.RUNNING
         self.domains[uuid] = FakeDomain(uuid, name, xml, state, persistent=persistent)
         self._emit(uuid, K.STARTED, K.SUSPENDED if paused else K.RESUMED)
+        if self.restore_lost == "after":
+            raise HypervisorUnavailable("libvirt: End of file while reading data")
         return uuid
 
     async def read_saved(self, path: str) -> domxml.HostdMetadata | None:
@@ -230,6 +245,8 @@ class FakeHypervisor:
         )
 
     async def list_domains(self) -> list[DomainInfo]:
+        if self.unreachable:
+            raise HypervisorUnavailable("libvirt is unreachable")
         return [
             DomainInfo(
                 uuid=d.uuid,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from virtplane.v1 import host_agent_service_pb2 as pb
 
@@ -60,3 +62,30 @@ async def test_while_libvirt_is_away_creates_are_refused_then_a_resync_catches_u
 
 def _last(rig: Rig, vm_id: str) -> pb.HostVm:
     return [e.vm_state for e in rig.journal.after(0) if e.vm_state.vm_id == vm_id][-1]
+
+
+@pytest.mark.parametrize(
+    ("lost", "state", "image_kept"),
+    [("before", S.STATE_SUSPENDED, True), ("after", S.STATE_RUNNING, False)],
+)
+async def test_a_restore_cut_off_by_the_loss_is_settled_once_libvirt_answers(
+    rig: Rig, lost: str, state: S.State.ValueType, image_kept: bool
+) -> None:
+    config = await rig.running()
+    await rig.vms.hibernate(config.vm_id)
+    await rig.wait_for(config.vm_id, S.STATE_SUSPENDED)
+    rig.fake.restore_lost, rig.fake.unreachable = lost, True
+    await rig.vms.create(config)
+    await asyncio.sleep(0.1)  # the restore call failed; libvirt does not answer yet
+    assert rig.state(config.vm_id) in (S.STATE_RESTORING_STATE, S.STATE_RUNNING)
+    assert (rig.layout.saved_dir / f"{config.vm_id}.img").exists()
+    rig.fake.unreachable = False
+    await rig.wait_for(config.vm_id, state)
+    await eventually(
+        lambda: (rig.layout.saved_dir / f"{config.vm_id}.img").exists() == image_kept,
+        "the image kept or deleted",
+    )
+    if image_kept:
+        assert rig.vms.get(config.vm_id).message == (
+            "restore failed: libvirt was lost during it; the saved state is kept"
+        )
