@@ -57,7 +57,9 @@ class PowerVerbs:
                 self._hibernator.discard(vm)
                 return
             # A destroy is forced: a failing before_vm_destroy hook is reported only.
-            xml = await self._registry.before_hooks(vm, HookPoint.BEFORE_VM_DESTROY, guarding=False)
+            xml = await self._registry.before_hooks(
+                vm, HookPoint.BEFORE_VM_DESTROY, guarding=False, then=HookPoint.AFTER_VM_DESTROY
+            )
             vm.destroying = True
             try:
                 await self._hypervisor.act(vm_id, DomainAction.DESTROY)

@@ -287,15 +287,19 @@ class VmRegistry:
         except VirtplaneError:
             return fallback
 
-    async def before_hooks(self, vm: Vm, point: HookPoint, *, guarding: bool = True) -> str:
+    async def before_hooks(
+        self, vm: Vm, point: HookPoint, *, guarding: bool = True, then: HookPoint | None = None
+    ) -> str:
         """Runs a before_ point's scripts on the VM's current domain XML; returns it.
 
         A failure raises HookFailed when the hook guards the operation, else it
-        is only reported (journaled) and the operation goes on.
+        is only reported (journaled) and the operation goes on. The XML is read
+        only when scripts need it: these, or those of the after_ point then.
         """
-        xml = await self.domain_xml(vm)
         if not self.hooks.scripts(point):
-            return xml
+            needed = then is not None and self.hooks.scripts(then)
+            return await self.domain_xml(vm) if needed else ""
+        xml = await self.domain_xml(vm)
         if guarding:
             await self.hooks.check(point, vm.hook_vm, xml)
             return xml

@@ -297,3 +297,13 @@ def _variables(path: Path) -> dict[str, str]:
 
 def _exists(path: str) -> bool:
     return Path(path).exists()
+
+
+async def test_after_destroy_alone_still_gets_the_domains_xml(hooked: Rig, tmp_path: Path) -> None:
+    seen = tmp_path / "after-destroy"
+    count = f'grep -c "<uuid>" "$_hook_domxml" > {seen}.tmp; mv {seen}.tmp {seen}\n'
+    script(_hooks_dir(hooked), HookPoint.AFTER_VM_DESTROY, "10-log", count)
+    config = await hooked.running()
+    await hooked.vms.destroy(config.vm_id)
+    await eventually(seen.exists, "after_vm_destroy to run")
+    assert seen.read_text().strip() == "1"
