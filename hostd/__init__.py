@@ -18,6 +18,7 @@ Modules, one job each:
 - journal       the ordered event journal (host_epoch, sequence) WatchEvents streams
 - guest_info    sanitising and merging untrusted guest reports
 - guest_channel the host end of one VM's guest channel
+- hooks         the operator's hook scripts: points, order, environment, timeout
 - registry      the VM records, their state changes and background work
 - state_machine how events and verbs move a VM's state: pure rules
 - runner        the start paths: fresh start, restore from file
@@ -28,7 +29,8 @@ Modules, one job each:
                 (destination), their progress and the cap on outgoing migrations
 - migration_xml the migratable domain XML retargeted to the destination's paths
 - peers         other hosts' hostd, as a migration's source calls its destination
-- events        the event pump: hypervisor events applied in order; resync
+- events        the event pump: hypervisor events applied in order; resync, also
+                after libvirtd was lost and found again
 - vms           VmService: the create path, and the verbs for the servicer
 - servicer      HostAgentService over gRPC, thin
 - server        everything assembled (Hostd.start/stop)

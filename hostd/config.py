@@ -80,5 +80,12 @@ class HostdConfig:
     event_queue_size: int = 1_024
     """Hypervisor events buffered between libvirt's callback and hostd."""
     shutdown_grace_seconds: float = 5.0
+    hooks_dir: Path | None = None
+    """The hooks folder: one sub-folder of executable scripts per hook point
+    (hostd.hooks). None: no hooks."""
+    hook_timeout_seconds: float = 30.0
+    """How long one hook script may run before it is killed."""
+    reconnect_max_seconds: float = 5.0
+    """The longest wait between two attempts to reach libvirtd again."""
     channel: ChannelLimits = field(default_factory=ChannelLimits)
     migration: MigrationConfig = field(default_factory=MigrationConfig)

@@ -1,21 +1,33 @@
 """The event pump: hypervisor events applied to the VMs, in order, by hostd.state_machine.
 
 One task drains the hypervisor's event queue. When events were lost (the
-queue overflowed) it resynchronises every VM from libvirt's listing.
+queue overflowed, or libvirtd went away and hostd reconnected) it
+resynchronises every VM from libvirt's listing, journaling what changed
+meanwhile. While libvirtd is unreachable the pump says so (reachable,
+unreachable_reason) and tells its listener, which reports it in health.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from virtplane.v1 import host_agent_service_pb2 as pb
 
-from hostd.hypervisor import DomainInfo, DomainState, EventsLost, Hypervisor, LifecycleEvent
+from hostd.errors import HypervisorUnavailable
+from hostd.hypervisor import (
+    ConnectionLost,
+    DomainInfo,
+    DomainState,
+    EventsLost,
+    Hypervisor,
+    LifecycleEvent,
+    Reconnected,
+)
 from hostd.power import PowerVerbs
 from hostd.registry import Vm, VmRegistry
-from hostd.state_machine import Become, Context, ResetSeen, on_event
+from hostd.state_machine import EXITS, Become, Context, ResetSeen, on_event
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +40,9 @@ _OBSERVED: dict[DomainState, pb.HostVm.State.ValueType] = {
 }
 _KEPT_WHILE_RUNNING = frozenset({S.STATE_REBOOT_IN_PROGRESS, S.STATE_POWERING_DOWN})
 """States a running domain does not contradict: hostd asked for them."""
+
+ReachabilityListener = Callable[[bool, str], Awaitable[None]]
+"""Told (reachable, reason) each time libvirt is lost or found again."""
 
 
 class EventPump:
@@ -42,6 +57,20 @@ class EventPump:
         self._registry = registry
         self._power = power
         self._adopt = adopt
+        self.unreachable_reason = ""
+        """Why libvirt cannot be reached; empty while it can."""
+        self.listener: ReachabilityListener | None = None
+
+    @property
+    def reachable(self) -> bool:
+        return not self.unreachable_reason
+
+    def require_reachable(self) -> None:
+        """Raises HypervisorUnavailable while libvirt cannot be reached."""
+        if self.unreachable_reason:
+            raise HypervisorUnavailable(
+                f"libvirt is unreachable ({self.unreachable_reason}); hostd is reconnecting"
+            )
 
     def start(self) -> None:
         self._registry.spawn(self._run(), "hostd-events")
@@ -50,7 +79,12 @@ class EventPump:
         async for event in self._hypervisor.events():
             try:
                 if isinstance(event, EventsLost):
-                    await self.resync()
+                    await self.resync("its events were lost")
+                elif isinstance(event, ConnectionLost):
+                    await self._reachability(event.reason)
+                elif isinstance(event, Reconnected):
+                    await self.resync("libvirt was unreachable")
+                    await self._reachability("")
                 else:
                     self.apply(event)
             except asyncio.CancelledError:
@@ -70,19 +104,22 @@ class EventPump:
         else:
             log.debug("VM %s: %s changes nothing in its state", vm.vm_id, event.kind.name)
 
-    async def resync(self) -> None:
-        """Brings every VM in line with libvirt after events were lost."""
-        domains = {d.uuid: d for d in await self._hypervisor.list_domains() if d.active}
+    async def _reachability(self, unreachable_reason: str) -> None:
+        self.unreachable_reason = unreachable_reason
+        if self.listener is not None:
+            await self.listener(not unreachable_reason, unreachable_reason)
+
+    async def resync(self, why: str = "its events were lost") -> None:
+        """Brings every VM in line with libvirt after events were lost (why), and
+        journals what changed meanwhile."""
+        listed = {d.uuid: d for d in await self._hypervisor.list_domains()}
+        domains = {uuid: d for uuid, d in listed.items() if d.active}
         for vm in self._registry.all():
             if not vm.launched or vm.busy:
                 continue  # no domain (SUSPENDED), or its job will tell
             domain = domains.get(vm.vm_id)
             if domain is None:
-                reason, message = (
-                    (S.EXIT_REASON_DESTROYED, "destroyed")
-                    if vm.destroying
-                    else (S.EXIT_REASON_UNSPECIFIED, "the domain is gone; its stop event was lost")
-                )
+                reason, message = _gone(vm, listed.get(vm.vm_id), why)
                 self._registry.transition(vm, S.STATE_DOWN, reason, message)
                 continue
             state = _OBSERVED.get(domain.state)
@@ -91,3 +128,17 @@ class EventPump:
             self._registry.transition(vm, state)
         for domain in domains.values():
             self._adopt(domain)
+
+
+def _gone(
+    vm: Vm, domain: DomainInfo | None, why: str
+) -> tuple[pb.HostVm.ExitReason.ValueType, str]:
+    """Why a VM's domain no longer runs, found out in a resync."""
+    if vm.destroying:
+        return S.EXIT_REASON_DESTROYED, "destroyed"
+    if vm.state == S.STATE_WAIT_FOR_LAUNCH:
+        return S.EXIT_REASON_START_FAILED, f"its start did not complete ({why})"
+    if domain is not None and domain.stop_reason is not None:  # a definition says why
+        reason, message = EXITS[domain.stop_reason]
+        return reason, f"{message} ({why}: its stop was not seen)"
+    return S.EXIT_REASON_UNSPECIFIED, f"the domain is gone; {why}, so how it stopped is unknown"

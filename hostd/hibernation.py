@@ -11,6 +11,7 @@ restarted hostd can tell a finished save from a half-written one (and, when
 it was killed between the two, asks libvirt whether the image is whole).
 
 HibernateVm returns at once (SAVING_STATE); the save runs as the VM's job
+(the before_vm_hibernate hooks first: a failing one fails the hibernation)
 and ends SUSPENDED, the domain gone from libvirt (a persistent one is
 undefined too). If the save fails, the VM is back as it was, with the error
 in its message.
@@ -29,6 +30,7 @@ from virtplane.errors import VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd.errors import DomainNotFound, DomainStateConflict
+from hostd.hooks import HookPoint
 from hostd.hypervisor import DomainAction, DomainInfo, DomainState, Hypervisor
 from hostd.layout import StateLayout
 from hostd.registry import Vm, VmRegistry
@@ -144,6 +146,7 @@ class Hibernator:
 
     async def _save(self, vm: Vm) -> None:
         try:
+            await self._registry.before_hooks(vm, HookPoint.BEFORE_VM_HIBERNATE)
             await self._hypervisor.save(vm.vm_id, str(self._saved.partial(vm.vm_id)))
         except VirtplaneError as exc:
             log.warning("VM %s: hibernation failed: %s", vm.vm_id, exc)

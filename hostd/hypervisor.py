@@ -2,11 +2,12 @@
 
 hostd.libvirt_driver implements it with libvirt; tests/hostd/fakes.py keeps
 an in-memory one, and tests/hostd run one contract suite against every
-implementation. Errors are hostd.errors. Twelve methods::
+implementation. Errors are hostd.errors. Thirteen methods::
 
     start, act, save, restore, read_saved      run and stop domains
     migrate, job_progress                      move a running domain to another host
-    domain_stats, list_domains, host_info      look
+    domain_xml, domain_stats, list_domains,    look
+    host_info
     events, close
 
 (A migration is cancelled with act(uuid, DomainAction.ABORT_JOB).)
@@ -94,7 +95,23 @@ class EventsLost:
     dropped: int
 
 
-HypervisorEvent = LifecycleEvent | EventsLost
+@dataclass(frozen=True)
+class ConnectionLost:
+    """The hypervisor cannot be reached (libvirtd went away): calls fail with
+    HypervisorUnavailable, and no events come, until Reconnected."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reconnected:
+    """The hypervisor is reached again, its events followed again; events of the
+    time between were lost: whoever tracks state must resync."""
+
+    after_seconds: float
+
+
+HypervisorEvent = LifecycleEvent | EventsLost | ConnectionLost | Reconnected
 
 
 @dataclass(frozen=True)
@@ -112,6 +129,8 @@ class DomainInfo:
     """Paused because a save to file is in progress."""
     starting: bool = False
     """Paused because its start is not finished: the emulator runs, the CPUs not yet."""
+    stop_reason: StopReason | None = None
+    """Why a defined domain that does not run stopped; None: it never ran, or nobody knows."""
 
 
 @dataclass(frozen=True)
@@ -229,6 +248,10 @@ class Hypervisor(Protocol):
         incomplete, unreadable or not hostd's."""
         ...
 
+    async def domain_xml(self, uuid: str) -> str:
+        """The domain's XML as the hypervisor has it (the running domain's, when it runs)."""
+        ...
+
     async def migrate(self, uuid: str, target: MigrationTarget) -> JobProgress:
         """Moves the running domain live to target; returns once it runs there,
         with the completed job's statistics.
@@ -256,6 +279,7 @@ class Hypervisor(Protocol):
 
         One consumer at a time; events arriving while nobody iterates are buffered
         up to a bound, past which they are dropped and an EventsLost follows.
+        A lost connection is ConnectionLost, and Reconnected once it is back.
         """
         ...
 

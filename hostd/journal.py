@@ -2,8 +2,9 @@
 
 Every event gets the process's host_epoch and the next sequence number,
 from 1. The last `size` events are kept so that a watcher can resume after
-a disconnect; a watcher asking from before the oldest kept event gets
-everything kept (it sees the gap in the sequence numbers).
+a disconnect. A watcher asking from before the oldest kept event, or from
+another epoch, cannot be given what it missed: it needs a snapshot first
+(needs_snapshot; the servicer sends one, then follows from its position).
 """
 
 from __future__ import annotations
@@ -56,6 +57,25 @@ class Journal:
         event = self._next()
         event.migration.CopyFrom(progress)
         return self._keep(event)
+
+    def append_hook_failed(self, vm_id: str, point: str, hook: str, message: str) -> pb.HostEvent:
+        event = self._next()
+        event.hook_failed.vm_id = vm_id
+        event.hook_failed.point = point
+        event.hook_failed.hook = hook
+        event.hook_failed.message = message
+        return self._keep(event)
+
+    def needs_snapshot(self, after_sequence: int, epoch: str = "") -> bool:
+        """Whether the events after after_sequence are no longer all kept.
+
+        True for a cursor of another epoch, one beyond the last event (hostd
+        restarted since), and one older than the oldest kept event.
+        """
+        if (epoch and epoch != self.epoch) or after_sequence > self._last:
+            return True
+        oldest = self._events[0].sequence if self._events else self._last + 1
+        return after_sequence + 1 < oldest
 
     def after(self, sequence: int) -> list[pb.HostEvent]:
         """The kept events after sequence, oldest first.

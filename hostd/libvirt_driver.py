@@ -11,11 +11,17 @@
   EventsLost.
 - Blocking calls run in asyncio.to_thread; libvirt errors become hostd.errors
   here, once (hostd.libvirt_translate holds the tables).
+- When libvirtd goes away (its socket closes: it stopped, restarted or
+  died), libvirt's close callback says so: every call fails with
+  HypervisorUnavailable, a ConnectionLost event is queued, and a task opens
+  a new connection with backoff, registers the callbacks on it again and
+  queues Reconnected (the consumer resyncs: events of the gap are lost).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
@@ -28,8 +34,9 @@ import libvirt
 from virtplane.errors import VirtplaneError
 
 from hostd import domxml, migration_xml
-from hostd.errors import DomainAlreadyExists, PeerUnavailable
+from hostd.errors import DomainAlreadyExists, HypervisorUnavailable, PeerUnavailable
 from hostd.hypervisor import (
+    ConnectionLost,
     DomainAction,
     DomainInfo,
     DomainState,
@@ -41,6 +48,7 @@ from hostd.hypervisor import (
     LifecycleEvent,
     LifecycleKind,
     MigrationTarget,
+    Reconnected,
 )
 from hostd.libvirt_translate import (
     STATES,
@@ -49,6 +57,7 @@ from hostd.libvirt_translate import (
     is_starting,
     parse_job,
     parse_stats,
+    stop_reason,
     translate_error,
     translate_lifecycle,
 )
@@ -75,6 +84,12 @@ _KEEP_COMPLETED = (
 """A completed job's statistics, left for the next reader (reading them removes them)."""
 _STATS_TRIES = 30
 _GONE = (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN)
+_CLOSE_REASONS = {
+    libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "a connection error",
+    libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "libvirtd closed the connection",
+    libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "libvirtd stopped answering",
+}
+RECONNECT_FIRST_SECONDS = 0.2
 
 
 async def _blocking(call: Callable[[], T], uuid: str = "") -> T:
@@ -120,36 +135,106 @@ _EVENT_LOOP = _EventLoopThread()
 
 
 class LibvirtHypervisor:
-    """One libvirt connection. Create with ``await LibvirtHypervisor.open(uri)``."""
+    """A libvirt connection, kept up. Create with ``await LibvirtHypervisor.open(uri)``."""
 
-    def __init__(self, conn: Any, uri: str, queue_size: int) -> None:
-        self._conn = conn
+    def __init__(self, uri: str, queue_size: int, reconnect_max_seconds: float) -> None:
+        self._conn: Any = None
         self.uri = uri
         self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[LifecycleEvent] = asyncio.Queue(maxsize=queue_size)
+        # Unbounded underneath: the bound applies to lifecycle events only
+        # (_enqueue); ConnectionLost and Reconnected always get in.
+        self._queue: asyncio.Queue[HypervisorEvent] = asyncio.Queue()
+        self._queue_size = queue_size
         self._dropped = 0
         self._callback_ids: list[int] = []
         self._graphics: frozenset[str] | None = None
+        self._reconnect_max = reconnect_max_seconds
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._lost_reason = ""
+        self._closed = False
 
     @classmethod
-    async def open(cls, uri: str, *, event_queue_size: int = 1024) -> LibvirtHypervisor:
+    async def open(
+        cls, uri: str, *, event_queue_size: int = 1024, reconnect_max_seconds: float = 5.0
+    ) -> LibvirtHypervisor:
+        """Connects; fails (HypervisorUnavailable) if libvirtd cannot be reached now."""
         _EVENT_LOOP.ensure_running()  # must precede the connection
-        conn = await _blocking(lambda: libvirt.open(uri))
-        hypervisor = cls(conn, uri, event_queue_size)
+        hypervisor = cls(uri, event_queue_size, reconnect_max_seconds)
+        await hypervisor._connect()
+        log.info("connected to libvirt at %s", uri)
+        return hypervisor
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    @property
+    def conn(self) -> Any:
+        """The live connection; HypervisorUnavailable while there is none."""
+        conn = self._conn
+        if conn is None:
+            raise HypervisorUnavailable(
+                f"libvirt at {self.uri} is unreachable ({self._lost_reason}); hostd is reconnecting"
+            )
+        return conn
+
+    async def _connect(self) -> None:
+        conn = await _blocking(lambda: libvirt.open(self.uri))
+        callback_ids: list[int] = []
         try:
             for event_id, callback in (
-                (libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, hypervisor._on_lifecycle),
-                (libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, hypervisor._on_reboot),
+                (libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle),
+                (libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._on_reboot),
             ):
                 register = functools.partial(
                     conn.domainEventRegisterAny, None, event_id, callback, None
                 )
-                hypervisor._callback_ids.append(int(await _blocking(register)))
+                callback_ids.append(int(await _blocking(register)))
+            # No keepalive probes of hostd's own: on a busy host libvirtd is slow to
+            # answer at times, and a probe would take it for gone.
+            await _blocking(functools.partial(conn.registerCloseCallback, self._on_close, None))
         except VirtplaneError:
-            await hypervisor.close()
+            await asyncio.to_thread(_close_quietly, conn)
             raise
-        log.info("connected to libvirt at %s", uri)
-        return hypervisor
+        self._conn, self._callback_ids = conn, callback_ids
+
+    # -- the connection lost, and found again
+
+    def _on_close(self, conn: Any, reason: int, _opaque: Any) -> None:
+        """On libvirt's event thread: the connection closed."""
+        if reason == libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT:
+            return  # hostd closed it
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            self._loop.call_soon_threadsafe(self._lost, conn, reason)
+
+    def _lost(self, conn: Any, reason: int) -> None:
+        if conn is not self._conn or self._closed:
+            return  # an earlier connection's late word
+        self._conn, self._callback_ids = None, []
+        self._lost_reason = _CLOSE_REASONS.get(reason, f"closed, reason {reason}")
+        log.warning("lost libvirt at %s: %s; reconnecting", self.uri, self._lost_reason)
+        self._queue.put_nowait(ConnectionLost(self._lost_reason))
+        self._reconnecting = self._loop.create_task(self._reconnect(conn), name="libvirt-reconnect")
+
+    async def _reconnect(self, dead: Any) -> None:
+        await asyncio.to_thread(_close_quietly, dead)
+        lost_at = time.monotonic()
+        wait = RECONNECT_FIRST_SECONDS
+        attempts = 0
+        while not self._closed:
+            await asyncio.sleep(wait)
+            attempts += 1
+            try:
+                await self._connect()
+            except VirtplaneError as exc:
+                if attempts == 1 or attempts % 10 == 0:
+                    log.info("libvirt at %s still unreachable: %s", self.uri, exc)
+                wait = min(wait * 2, self._reconnect_max)
+                continue
+            took = time.monotonic() - lost_at
+            log.info("reconnected to libvirt at %s after %.1f s", self.uri, took)
+            self._queue.put_nowait(Reconnected(took))
+            return
 
     # -- events: on libvirt's event thread, translate, hand over, return.
 
@@ -168,10 +253,10 @@ class LibvirtHypervisor:
             return
 
     def _enqueue(self, event: LifecycleEvent) -> None:
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if self._queue.qsize() >= self._queue_size:
             self._dropped += 1
+        else:
+            self._queue.put_nowait(event)
 
     async def events(self) -> AsyncIterator[HypervisorEvent]:
         while True:
@@ -186,19 +271,20 @@ class LibvirtHypervisor:
     async def start(self, xml: str, *, persistent: bool, paused: bool) -> str:
         flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
         if not persistent:
-            return await _blocking(lambda: str(self._conn.createXML(xml, flags).UUIDString()))
+            return await _blocking(lambda: str(self.conn.createXML(xml, flags).UUIDString()))
         return await _blocking(lambda: self._define_and_start(xml, flags))
 
     def _define_and_start(self, xml: str, flags: int) -> str:
         uuid = ET.fromstring(xml).findtext("uuid", "")
+        conn = self.conn
         try:
-            self._conn.lookupByUUIDString(uuid)
+            conn.lookupByUUIDString(uuid)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
         else:  # defining it again would change a domain that exists
             raise DomainAlreadyExists(f"a domain with UUID {uuid} exists already")
-        dom = self._conn.defineXML(xml)
+        dom = conn.defineXML(xml)
         try:
             dom.createWithFlags(flags)
         except libvirt.libvirtError:
@@ -211,27 +297,28 @@ class LibvirtHypervisor:
 
     async def act(self, uuid: str, action: DomainAction) -> None:
         do = _ACTIONS[action]
-        await _blocking(lambda: do(self._conn.lookupByUUIDString(uuid)), uuid)
+        await _blocking(lambda: do(self.conn.lookupByUUIDString(uuid)), uuid)
 
     async def save(self, uuid: str, path: str) -> None:
-        await _blocking(lambda: self._conn.lookupByUUIDString(uuid).save(path), uuid)
+        await _blocking(lambda: self.conn.lookupByUUIDString(uuid).save(path), uuid)
 
     async def restore(self, path: str, *, paused: bool, persistent: bool) -> str:
         flags = libvirt.VIR_DOMAIN_SAVE_PAUSED if paused else 0
 
         def run() -> str:
-            uuid = ET.fromstring(self._conn.saveImageGetXMLDesc(path, 0)).findtext("uuid", "")
-            self._conn.restoreFlags(path, None, flags)
+            conn = self.conn
+            uuid = ET.fromstring(conn.saveImageGetXMLDesc(path, 0)).findtext("uuid", "")
+            conn.restoreFlags(path, None, flags)
             if persistent:
-                dom = self._conn.lookupByUUIDString(uuid)
-                self._conn.defineXML(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                dom = conn.lookupByUUIDString(uuid)
+                conn.defineXML(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
             return uuid
 
         return await _blocking(run)
 
     async def read_saved(self, path: str) -> domxml.HostdMetadata | None:
         try:
-            text = await _blocking(lambda: str(self._conn.saveImageGetXMLDesc(path, 0)))
+            text = await _blocking(lambda: str(self.conn.saveImageGetXMLDesc(path, 0)))
         except VirtplaneError as exc:  # incomplete ("mismatched header", "incomplete"), absent
             log.info("saved image %s is not usable: %s", path, exc)
             return None
@@ -245,7 +332,7 @@ class LibvirtHypervisor:
             flags |= libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
 
         def run() -> JobProgress:
-            dom = self._conn.lookupByUUIDString(uuid)
+            dom = self.conn.lookupByUUIDString(uuid)
             xml = migration_xml.retarget(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE), target)
             params: dict[str, object] = {
                 libvirt.VIR_MIGRATE_PARAM_URI: target.migration_uri,
@@ -282,7 +369,7 @@ class LibvirtHypervisor:
         flags = _KEEP_COMPLETED if completed else 0
 
         def read() -> JobProgress | None:
-            stats = self._conn.lookupByUUIDString(uuid).jobStats(flags)
+            stats = self.conn.lookupByUUIDString(uuid).jobStats(flags)
             if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
                 return None
             return parse_job(stats)
@@ -291,10 +378,14 @@ class LibvirtHypervisor:
 
     # -- looking
 
+    async def domain_xml(self, uuid: str) -> str:
+        return await _blocking(lambda: str(self.conn.lookupByUUIDString(uuid).XMLDesc(0)), uuid)
+
     async def domain_stats(self, uuid: str) -> DomainStats:
         def read() -> DomainStats:
-            dom = self._conn.lookupByUUIDString(uuid)
-            ((_dom, records),) = self._conn.domainListGetStats([dom], STATS_GROUPS, 0)
+            conn = self.conn
+            dom = conn.lookupByUUIDString(uuid)
+            ((_dom, records),) = conn.domainListGetStats([dom], STATS_GROUPS, 0)
             return parse_stats(records)
 
         return await _blocking(read, uuid)
@@ -304,7 +395,7 @@ class LibvirtHypervisor:
 
     def _list_domains(self) -> list[DomainInfo]:
         found: list[DomainInfo] = []
-        for dom in self._conn.listAllDomains(0):
+        for dom in self.conn.listAllDomains(0):
             try:
                 code, reason = dom.state()
                 metadata = self._metadata(dom)
@@ -318,6 +409,7 @@ class LibvirtHypervisor:
                         metadata=metadata,
                         saving=is_saving(code, reason),
                         starting=is_starting(code, reason),
+                        stop_reason=stop_reason(code, reason),
                     )
                 )
             except libvirt.libvirtError as exc:
@@ -338,22 +430,24 @@ class LibvirtHypervisor:
 
     async def host_info(self) -> HostInfo:
         def read() -> HostInfo:
-            info = self._conn.getInfo()
-            total_mib, free_mib = self._memory_mib(int(info[1]))
+            conn = self.conn
+            info = conn.getInfo()
+            total_mib, free_mib = self._memory_mib(conn, int(info[1]))
             if self._graphics is None:
                 self._graphics = self._read_graphics()
             return HostInfo(
-                hostname=str(self._conn.getHostname()),
+                hostname=str(conn.getHostname()),
                 cpus=int(info[2]),
                 memory_total_mib=total_mib,
                 memory_free_mib=free_mib,
-                domains_active=int(self._conn.numOfDomains()),
+                domains_active=int(conn.numOfDomains()),
                 graphics=self._graphics,
             )
 
         return await _blocking(read)
 
-    def _memory_mib(self, numa_total_mib: int) -> tuple[int, int]:
+    @staticmethod
+    def _memory_mib(conn: libvirt.virConnect, numa_total_mib: int) -> tuple[int, int]:
         """The host's memory, total and free to give to guests, in MiB.
 
         The whole host's figures (/proc/meminfo through libvirt), not the NUMA
@@ -363,9 +457,9 @@ class LibvirtHypervisor:
         without node memory statistics (the test driver) fall back to the cells.
         """
         try:
-            stats = self._conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS)
+            stats = conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS)
         except libvirt.libvirtError:
-            free = int(self._conn.getFreeMemory()) // (1024 * 1024)
+            free = int(conn.getFreeMemory()) // (1024 * 1024)
             return numa_total_mib, free
         free_kib = sum(int(stats.get(key, 0)) for key in ("free", "buffers", "cached"))
         return int(stats["total"]) // 1024, free_kib // 1024
@@ -374,7 +468,7 @@ class LibvirtHypervisor:
         """The display types of the hypervisor's domain capabilities; none if it has none."""
         for virt_type in (None, "qemu"):
             try:
-                caps = ET.fromstring(self._conn.getDomainCapabilities(None, None, None, virt_type))
+                caps = ET.fromstring(self.conn.getDomainCapabilities(None, None, None, virt_type))
             except libvirt.libvirtError:
                 continue
             values = caps.findall("./devices/graphics[@supported='yes']/enum[@name='type']/value")
@@ -382,9 +476,25 @@ class LibvirtHypervisor:
         return frozenset()
 
     async def close(self) -> None:
+        self._closed = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            await asyncio.gather(self._reconnecting, return_exceptions=True)
+        conn, self._conn = self._conn, None
         callback_ids, self._callback_ids = self._callback_ids, []
+        if conn is None:
+            return
         try:
+            await _blocking(conn.unregisterCloseCallback)
             for callback_id in callback_ids:
-                await _blocking(functools.partial(self._conn.domainEventDeregisterAny, callback_id))
+                await _blocking(functools.partial(conn.domainEventDeregisterAny, callback_id))
         finally:
-            await _blocking(self._conn.close)
+            await _blocking(conn.close)
+
+
+def _close_quietly(conn: Any) -> None:
+    """Closes a connection that may be dead already."""
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.unregisterCloseCallback()
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.close()

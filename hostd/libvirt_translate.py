@@ -124,6 +124,23 @@ def translate_error(exc: libvirt.libvirtError, uuid: str = "") -> VirtplaneError
     return HypervisorError(message)
 
 
+_SHUTOFF_REASONS: dict[int, StopReason] = {
+    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: StopReason.SHUTDOWN,
+    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: StopReason.DESTROYED,
+    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: StopReason.CRASHED,
+    libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: StopReason.MIGRATED,
+    libvirt.VIR_DOMAIN_SHUTOFF_SAVED: StopReason.SAVED,
+    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: StopReason.FAILED,
+}
+
+
+def stop_reason(state: int, reason: int) -> StopReason | None:
+    """Why a shut-off domain stopped; None for one that never ran (reason unknown)."""
+    if state != libvirt.VIR_DOMAIN_SHUTOFF:
+        return None
+    return _SHUTOFF_REASONS.get(reason)
+
+
 def is_saving(state: int, reason: int) -> bool:
     """Whether a domain is paused for a save to file."""
     return bool(state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_SAVE)

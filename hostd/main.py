@@ -43,6 +43,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
         help="how other hosts' libvirt reaches this host's (default: --libvirt-uri)",
     )
     parser.add_argument(
+        "--hooks-dir",
+        type=Path,
+        default=defaults.hooks_dir,
+        help="folder of hook scripts, one sub-folder per hook point (default: no hooks)",
+    )
+    parser.add_argument(
+        "--hook-timeout",
+        type=float,
+        default=defaults.hook_timeout_seconds,
+        help="seconds a hook script may run before it is killed",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     args = parser.parse_args(argv)
@@ -57,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
             address=args.migration_address,
             hypervisor_uri=args.migration_hypervisor_uri,
         ),
+        hooks_dir=args.hooks_dir.absolute() if args.hooks_dir else None,
+        hook_timeout_seconds=args.hook_timeout,
     )
     return config, args.log_level
 

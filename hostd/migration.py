@@ -23,9 +23,12 @@ The flow, source S and destination D (each a hostd with its own libvirt):
    D, which removes what it prepared (CancelMigration on D). D also gives up
    by itself when no migration arrives within MigrationConfig.incoming_timeout_seconds.
 
-Hooks: before_vm_migrate_source would run in Migrations.migrate and
-before_vm_migrate_destination in Migrations.receive, each at the line
-marked "hook point".
+Hooks: before_vm_migrate_source runs on S before D is asked to prepare,
+with the running domain's XML; before_vm_migrate_destination runs on D
+before it registers the VM, with the XML a start there would define. Either
+failing refuses the migration (FAILED_PRECONDITION naming the hook) and the
+VM runs on on S. The XML they leave is not applied: the migrating domain's
+XML is the source's, retargeted to D's paths.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from virtplane.errors import NotFound, VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as pb
 
+from hostd import domxml
+from hostd.builder import build_domain
 from hostd.config import MigrationConfig
 from hostd.errors import (
     DomainNotFound,
@@ -50,6 +55,7 @@ from hostd.errors import (
     TooManyMigrations,
     VmStateConflict,
 )
+from hostd.hooks import HookPoint
 from hostd.hypervisor import (
     DomainAction,
     DomainInfo,
@@ -169,7 +175,7 @@ class Migrations:
                 )
             self._outgoing.add(vm_id)
             try:
-                # hook point: before_vm_migrate_source
+                await self._registry.before_hooks(vm, HookPoint.BEFORE_VM_MIGRATE_SOURCE)
                 destination = await self._peers.prepare_incoming(
                     address, vm.config, self._config.own_address
                 )
@@ -300,11 +306,16 @@ class Migrations:
 
     # -- the destination
 
-    def receive(self, vm: Vm, source_address: str) -> pb.MigrationDestination:
+    async def receive(self, vm: Vm, source_address: str) -> pb.MigrationDestination:
         """Registers a VM (validated, with its defaults) as MIGRATING_TO and waits for it
         in the background; returns where its source sends it."""
-        # hook point: before_vm_migrate_destination
-        layout = self._registry.settings.layout
+        settings = self._registry.settings
+        if self._registry.hooks.scripts(HookPoint.BEFORE_VM_MIGRATE_DESTINATION):
+            domain = build_domain(vm.config, settings.virt_type, settings.layout)
+            await self._registry.hooks.check(
+                HookPoint.BEFORE_VM_MIGRATE_DESTINATION, vm.hook_vm, domxml.to_xml(domain)
+            )
+        layout = settings.layout
         address = self._config.address
         destination = pb.MigrationDestination(
             hypervisor_uri=self._config.hypervisor_uri,

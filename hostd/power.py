@@ -24,6 +24,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd.errors import AgentRefused, AgentUnavailable, DomainNotFound, DomainStateConflict
 from hostd.hibernation import Hibernator
+from hostd.hooks import HookPoint
 from hostd.hypervisor import DomainAction, Hypervisor
 from hostd.registry import Vm, VmRegistry
 from hostd.state_machine import Verb, require
@@ -55,6 +56,10 @@ class PowerVerbs:
             if vm.state == S.STATE_SUSPENDED:
                 self._hibernator.discard(vm)
                 return
+            # A destroy is forced: a failing before_vm_destroy hook is reported only.
+            xml = await self._registry.before_hooks(
+                vm, HookPoint.BEFORE_VM_DESTROY, guarding=False, then=HookPoint.AFTER_VM_DESTROY
+            )
             vm.destroying = True
             try:
                 await self._hypervisor.act(vm_id, DomainAction.DESTROY)
@@ -65,6 +70,7 @@ class PowerVerbs:
                 raise
             if self._registry.is_current(vm):
                 self._registry.transition(vm, S.STATE_DOWN, S.EXIT_REASON_DESTROYED, message)
+            self._registry.after_hooks(vm, HookPoint.AFTER_VM_DESTROY, xml)
         await self._registry.settled(vm_id)  # a persistent definition is gone too
 
     async def shutdown(self, vm_id: str, deadline_seconds: float) -> pb.HostVm:

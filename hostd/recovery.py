@@ -9,7 +9,9 @@ Of hostd's domains:
   WAIT_FOR_LAUNCH and followed until it runs; one paused by a save that a
   previous hostd began is adopted SAVING_STATE and the save followed;
 - a defined one that is not running is undefined (a create stopped between
-  define and start, or a persistent VM that stopped while hostd was away).
+  define and start, or a persistent VM that stopped while hostd was away)
+  and its VM journaled DOWN, with the reason libvirt kept (START_FAILED for
+  one that never ran); the definition a hibernated VM left is undefined only.
 
 Of the saved-state files: a complete image makes a SUSPENDED VM; a partial
 one whose domain is gone is completed if libvirt finds it whole, else
@@ -32,6 +34,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from hostd.hibernation import Hibernator, SavedFiles, SavedStates
 from hostd.hypervisor import DomainAction, DomainInfo, DomainState, Hypervisor
 from hostd.registry import Vm, VmRegistry
+from hostd.state_machine import EXITS
 
 log = logging.getLogger(__name__)
 
@@ -104,17 +107,24 @@ class Recovery:
         state = state or _ADOPTED.get(domain.state)
         if state is None:
             return None
-        config = pb.VmConfig()
-        try:
-            config.ParseFromString(domain.metadata.config)
-        except DecodeError:
-            log.warning("domain %s: unreadable configuration in its metadata", domain.uuid)
-        config.vm_id = domain.uuid
-        vm = Vm(config=config, request_id=domain.metadata.request_id, launched=True)
+        vm = self._vm_of(domain)
+        vm.launched = True
         self._registry.add(vm)
         log.info("VM %s: adopted domain %s (%s)", vm.vm_id, domain.name, S.State.Name(state))
         self._registry.transition(vm, state, message="recovered")
         return vm
+
+    @staticmethod
+    def _vm_of(domain: DomainInfo) -> Vm:
+        """A record for one of hostd's domains, from the configuration in its metadata."""
+        config = pb.VmConfig()
+        metadata = domain.metadata
+        try:
+            config.ParseFromString(metadata.config if metadata else b"")
+        except DecodeError:
+            log.warning("domain %s: unreadable configuration in its metadata", domain.uuid)
+        config.vm_id = domain.uuid
+        return Vm(config=config, request_id=metadata.request_id if metadata else "")
 
     def _take_over(self, domain: DomainInfo, files: SavedFiles | None) -> None:
         if domain.starting:
@@ -174,6 +184,20 @@ class Recovery:
             else "defined but not running: its start never happened, or it stopped "
             "while hostd was away",
         )
+        if not hibernated and self._registry.get(domain.uuid) is None:
+            self._down(domain)
+
+    def _down(self, domain: DomainInfo) -> None:
+        """Journals the VM of a domain that does not run DOWN, with why it stopped."""
+        if domain.stop_reason is None:
+            reason = S.EXIT_REASON_START_FAILED
+            message = "its start, begun by a previous hostd, never happened"
+        else:
+            reason, why = EXITS[domain.stop_reason]
+            message = f"{why} while hostd was away"
+        vm = self._vm_of(domain)
+        self._registry.add(vm)
+        self._registry.transition(vm, S.STATE_DOWN, reason, message)
 
     async def _saved_state(self, files: SavedFiles) -> None:
         vm_id = files.vm_id

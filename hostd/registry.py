@@ -24,6 +24,7 @@ from virtplane.v1 import vm_pb2
 from hostd.config import ChannelLimits
 from hostd.errors import DomainNotFound, DomainStateConflict, VmNotFound
 from hostd.guest_channel import GuestChannel
+from hostd.hooks import HookFailure, HookPoint, Hooks, HookSettings, HookVm
 from hostd.hypervisor import DomainAction, Hypervisor
 from hostd.journal import Journal
 from hostd.layout import StateLayout
@@ -68,6 +69,7 @@ class RunnerSettings:
     event_grace_seconds: float = 5.0
     """How long a start or verb waits for the event that confirms it before it
     records the outcome itself (not every hypervisor sends every event)."""
+    hooks: HookSettings = field(default_factory=HookSettings)
 
 
 @dataclass(eq=False)
@@ -104,6 +106,12 @@ class Vm:
         return self.config.persistence == pb.VmConfig.PERSISTENCE_PERSISTENT
 
     @property
+    def hook_vm(self) -> HookVm:
+        """What hook scripts are told about the VM."""
+        config = self.config
+        return HookVm(config.vm_id, config.name, dict(config.custom_properties))
+
+    @property
     def busy(self) -> bool:
         return self.job is not None and not self.job.done()
 
@@ -123,6 +131,7 @@ class VmRegistry:
         self._cleanups: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
+        self.hooks = Hooks(settings.hooks)
 
     # -- records
 
@@ -269,6 +278,57 @@ class VmRegistry:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    # -- hooks
+
+    async def domain_xml(self, vm: Vm, fallback: str = "") -> str:
+        """The VM's domain XML as libvirt has it now; fallback when it cannot be read."""
+        try:
+            return await self._hypervisor.domain_xml(vm.vm_id)
+        except VirtplaneError:
+            return fallback
+
+    async def before_hooks(
+        self, vm: Vm, point: HookPoint, *, guarding: bool = True, then: HookPoint | None = None
+    ) -> str:
+        """Runs a before_ point's scripts on the VM's current domain XML; returns it.
+
+        A failure raises HookFailed when the hook guards the operation, else it
+        is only reported (journaled) and the operation goes on. The XML is read
+        only when scripts need it: these, or those of the after_ point then.
+        """
+        if not self.hooks.scripts(point):
+            needed = then is not None and self.hooks.scripts(then)
+            return await self.domain_xml(vm) if needed else ""
+        xml = await self.domain_xml(vm)
+        if guarding:
+            await self.hooks.check(point, vm.hook_vm, xml)
+            return xml
+        result = await self.hooks.run(point, vm.hook_vm, xml)
+        self._report_hook_failures(vm.vm_id, result.failures)
+        return xml
+
+    def after_hooks(self, vm: Vm, point: HookPoint, xml: str = "") -> None:
+        """Runs an after_ point's scripts in the background; failures are reported only.
+
+        xml: the domain's XML when it has none any more; else it is read.
+        """
+        if not self.hooks.scripts(point):
+            return
+        hook_vm = vm.hook_vm
+
+        async def run() -> None:
+            text = xml or await self.domain_xml(vm)
+            result = await self.hooks.run(point, hook_vm, text)
+            self._report_hook_failures(hook_vm.vm_id, result.failures)
+
+        self.spawn(run(), f"{point.value} {vm.vm_id}")
+
+    def _report_hook_failures(self, vm_id: str, failures: tuple[HookFailure, ...]) -> None:
+        for failure in failures:
+            self._journal.append_hook_failed(
+                vm_id, failure.point.value, failure.hook, failure.message
+            )
 
     # -- the guest channel
 

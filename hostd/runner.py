@@ -1,9 +1,12 @@
 """The VM runner: the start paths a create hands off to, each run as the VM's job.
 
-- fresh start: domain XML built from the configuration, then started,
-  transient (createXML) or persistent (defineXML + create), paused if asked;
+- fresh start: domain XML built from the configuration, handed to the
+  before_vm_start hooks (which may rewrite it; a failing one fails the
+  start), then started, transient (createXML) or persistent (defineXML +
+  create), paused if asked; after_vm_start hooks once it runs;
 - restore from file: the saved state loaded through libvirt, paused if
-  asked; the image is deleted once the domain runs from it.
+  asked; the image is deleted once the domain runs from it;
+  after_vm_dehibernate hooks then.
 
 (Recovery, the third path, adopts domains at hostd's start: hostd.recovery.)
 Events say how a start ended (hostd.state_machine), in the order libvirt
@@ -15,6 +18,8 @@ the job read the domain's state itself.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from virtplane.errors import VirtplaneError
@@ -22,7 +27,9 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd import domxml
 from hostd.builder import build_domain
+from hostd.errors import HypervisorUnavailable
 from hostd.hibernation import SavedStates
+from hostd.hooks import HookPoint
 from hostd.hypervisor import DomainState, Hypervisor
 from hostd.registry import Vm, VmRegistry
 
@@ -55,9 +62,18 @@ class Runner:
             domain = build_domain(
                 vm.config, settings.virt_type, settings.layout, request_id=vm.request_id
             )
-            await self._hypervisor.start(
-                domxml.to_xml(domain), persistent=vm.persistent, paused=vm.start_paused
+            xml = await self._registry.hooks.check(
+                HookPoint.BEFORE_VM_START, vm.hook_vm, domxml.to_xml(domain)
             )
+            await self._hypervisor.start(xml, persistent=vm.persistent, paused=vm.start_paused)
+        except HypervisorUnavailable as exc:
+            # libvirtd went away during the call: the domain may well run. The
+            # events, or the resync once libvirt is back, tell.
+            log.warning("VM %s: libvirt was lost during its start: %s", vm.vm_id, exc)
+            vm.launched = True
+            with contextlib.suppress(HypervisorUnavailable):
+                await self._confirm(vm, S.STATE_WAIT_FOR_LAUNCH)
+            return
         except VirtplaneError as exc:
             log.warning("VM %s failed to start: %s", vm.vm_id, exc)
             self._down(vm, str(exc))
@@ -69,6 +85,7 @@ class Runner:
         vm.launched = True
         log.info("VM %s: domain started", vm.vm_id)
         await self._confirm(vm, S.STATE_WAIT_FOR_LAUNCH)
+        self._after(vm, HookPoint.AFTER_VM_START)
 
     async def _restore(self, vm: Vm) -> None:
         image = self._saved.image(vm.vm_id)
@@ -76,6 +93,10 @@ class Runner:
             await self._hypervisor.restore(
                 str(image), paused=vm.start_paused, persistent=vm.persistent
             )
+        except HypervisorUnavailable as exc:
+            log.warning("VM %s: libvirt was lost during its restore: %s", vm.vm_id, exc)
+            await self._restore_settled(vm)
+            return
         except VirtplaneError as exc:
             # The saved state is kept: the VM stays hibernated and can be tried again.
             log.warning("VM %s failed to restore: %s", vm.vm_id, exc)
@@ -88,6 +109,41 @@ class Runner:
         self._saved.discard(vm.vm_id)
         log.info("VM %s: restored from %s", vm.vm_id, image)
         await self._confirm(vm, S.STATE_RESTORING_STATE)
+        self._after(vm, HookPoint.AFTER_VM_DEHIBERNATE)
+
+    async def _restore_settled(self, vm: Vm) -> None:
+        """libvirtd went away during a restore: once it answers again, the VM runs
+        from its image (the image is deleted) or is hibernated still (it is kept)."""
+        poll = self._registry.settings.save_poll_seconds
+        while True:
+            try:
+                domains = await self._hypervisor.list_domains()
+                break
+            except HypervisorUnavailable:
+                await asyncio.sleep(poll)
+        domain = next((d for d in domains if d.uuid == vm.vm_id and d.active), None)
+        if not self._registry.is_current(vm):
+            return
+        if domain is None:
+            if vm.state == S.STATE_RESTORING_STATE:
+                self._registry.transition(
+                    vm,
+                    S.STATE_SUSPENDED,
+                    S.EXIT_REASON_SAVED,
+                    "restore failed: libvirt was lost during it; the saved state is kept",
+                )
+            return
+        vm.launched = True
+        self._saved.discard(vm.vm_id)
+        if vm.state == S.STATE_RESTORING_STATE:
+            paused = domain.state is DomainState.PAUSED
+            self._registry.transition(vm, S.STATE_PAUSED if paused else S.STATE_RUNNING)
+        self._after(vm, HookPoint.AFTER_VM_DEHIBERNATE)
+
+    def _after(self, vm: Vm, point: HookPoint) -> None:
+        """The after_ hooks of a start that got the VM running (or paused)."""
+        if self._registry.is_current(vm) and vm.state in (S.STATE_RUNNING, S.STATE_PAUSED):
+            self._registry.after_hooks(vm, point)
 
     async def _confirm(self, vm: Vm, starting: pb.HostVm.State.ValueType) -> None:
         """The start call returned: waits for its events, else reads the domain's state."""

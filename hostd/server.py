@@ -12,6 +12,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
 from hostd.config import HostdConfig, MigrationConfig
+from hostd.hooks import HookSettings
 from hostd.journal import Journal
 from hostd.layout import StateLayout
 from hostd.libvirt_driver import LibvirtHypervisor
@@ -63,13 +64,16 @@ class Hostd:
             )
         self.virt_type = detect_virt_type(self.config.virt_type)
         self._hypervisor = await LibvirtHypervisor.open(
-            self.config.libvirt_uri, event_queue_size=self.config.event_queue_size
+            self.config.libvirt_uri,
+            event_queue_size=self.config.event_queue_size,
+            reconnect_max_seconds=self.config.reconnect_max_seconds,
         )
         server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=_SERVER_OPTIONS)
         port = server.add_insecure_port(self.config.listen)
         if port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
-        settings = RunnerSettings(self.virt_type, self.layout, self.config.channel)
+        hooks = HookSettings(self.config.hooks_dir, self.config.hook_timeout_seconds)
+        settings = RunnerSettings(self.virt_type, self.layout, self.config.channel, hooks=hooks)
         self._vms = VmService(
             self._hypervisor, self.journal, settings, self._migration_config(port)
         )
@@ -80,6 +84,7 @@ class Hostd:
         await self._probes.starting()
         await server.start()
         await self._probes.serving()
+        self._vms.watch_hypervisor(self._hypervisor_reachable)
         self._server = server
         log.info("hostd epoch %s, virt type %s", self.journal.epoch, self.virt_type)
         return port
@@ -93,6 +98,16 @@ class Hostd:
             hypervisor_uri=config.hypervisor_uri or self.config.libvirt_uri,
             own_address=config.own_address or f"{host}:{port}",
         )
+
+    async def _hypervisor_reachable(self, reachable: bool, reason: str) -> None:
+        """Health says NOT_SERVING while libvirt is unreachable: no verb can work."""
+        if self._probes is None:
+            return
+        if reachable:
+            await self._probes.serving()
+        else:
+            log.warning("not serving until libvirt is reached again: %s", reason)
+            await self._probes.unavailable()
 
     async def stop(self, grace: float | None = None) -> None:
         """Stops serving (watch streams end at once), then lets go of libvirt.

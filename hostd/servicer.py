@@ -157,7 +157,17 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
     async def WatchEvents(
         self, request: pb.WatchEventsRequest, context: Context
     ) -> AsyncIterator[pb.WatchEventsResponse]:
-        async for event in self._journal.follow(request.after_sequence):
+        after = request.after_sequence
+        if self._journal.needs_snapshot(after, request.host_epoch):
+            snapshot = pb.HostSnapshot(
+                host_epoch=self._journal.epoch,
+                sequence=self._journal.last_sequence,
+                time=_now(),
+                vms=self._vms.list(),
+            )
+            yield pb.WatchEventsResponse(snapshot=snapshot)
+            after = snapshot.sequence
+        async for event in self._journal.follow(after):
             yield pb.WatchEventsResponse(event=event)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from virtplane.errors import InvalidArgument
@@ -21,11 +21,15 @@ MAX_VCPUS = 512
 MAX_CMDLINE = 4096
 MAX_PATH = 4096
 MAX_NICS = 16
+MAX_PROPERTIES = 64
+MAX_PROPERTY_VALUE = 4096
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _NETWORK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _NIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+_PROPERTY_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+"""Custom property keys become parts of environment variable names (hostd.hooks)."""
 
 
 def validate_config(config: pb.VmConfig) -> None:
@@ -53,6 +57,7 @@ def validate_config(config: pb.VmConfig) -> None:
     persistence = pb.VmConfig.Persistence
     _enum("config.persistence", config.persistence, persistence.items())
     _enum("config.console.kind", config.console.kind, pb.Console.Kind.items())
+    _properties(config.custom_properties)
 
 
 def validate_vm_id(vm_id: str) -> None:
@@ -119,3 +124,23 @@ def _nic(field: str, nic: vm_pb2.Nic) -> None:
             )
         if int(mac[:2], 16) & 1:
             raise InvalidArgument(f"{field}.mac_address", "must be a unicast address")
+
+
+def _properties(properties: Mapping[str, str]) -> None:
+    if len(properties) > MAX_PROPERTIES:
+        raise InvalidArgument(
+            "config.custom_properties",
+            f"at most {MAX_PROPERTIES} properties (got {len(properties)})",
+        )
+    for key in sorted(properties):
+        if not _PROPERTY_KEY.fullmatch(key):
+            raise InvalidArgument(
+                "config.custom_properties",
+                f"keys must be 1-64 letters, digits or '_', starting with a letter (got {key!r})",
+            )
+        value = properties[key]
+        if len(value) > MAX_PROPERTY_VALUE or not value.isprintable():
+            raise InvalidArgument(
+                f"config.custom_properties[{key}]",
+                f"must be at most {MAX_PROPERTY_VALUE} printable characters",
+            )

@@ -32,7 +32,7 @@ from hostd import consoles
 from hostd.config import MigrationConfig
 from hostd.defaults import reboot_timeout, shutdown_timeout, with_defaults
 from hostd.errors import VmAlreadyExists
-from hostd.events import EventPump
+from hostd.events import EventPump, ReachabilityListener
 from hostd.hibernation import Hibernator, SavedStates
 from hostd.hypervisor import DomainStats, Hypervisor
 from hostd.journal import Journal
@@ -75,6 +75,8 @@ class VmService:
         self.consoles: tuple[pb.Console.Kind.ValueType, ...] = consoles.BUILDABLE
         """The consoles this host offers; known once started."""
         self.recovery_report = pb.RecoveryReport()
+        self.hooks = registry.hooks
+        """The hook scripts, for the paths that run them outside this module (migration)."""
 
     async def start(self) -> None:
         """Recovers what a previous hostd left, then follows events.
@@ -86,6 +88,15 @@ class VmService:
         self.consoles = consoles.supported_consoles(info.graphics)
         self.recovery_report = await self._recovery.run()
         self._pump.start()
+
+    def watch_hypervisor(self, listener: ReachabilityListener) -> None:
+        """listener(reachable, reason) is awaited each time libvirt is lost or found again."""
+        self._pump.listener = listener
+
+    @property
+    def hypervisor_unreachable(self) -> str:
+        """Why libvirt cannot be reached now; empty while it can."""
+        return self._pump.unreachable_reason
 
     async def stop(self) -> None:
         """Stops following and talking to guests; the domains keep running."""
@@ -128,6 +139,7 @@ class VmService:
         validate_config(saved or config)
         filled = with_defaults(saved or config)
         consoles.check_console(filled, self.consoles)
+        self._pump.require_reachable()  # else the start would fail at once
         vm = existing or Vm(config=filled)
         vm.config, vm.request_id, vm.start_paused = filled, request_id, start_paused
         if saved is not None:
@@ -183,7 +195,7 @@ class VmService:
         validate_config(config)
         filled = with_defaults(config)
         consoles.check_console(filled, self.consoles)
-        return self._migrations.receive(Vm(config=filled), source_address)
+        return await self._migrations.receive(Vm(config=filled), source_address)
 
     async def migrate(self, vm_id: str, address: str, max_bandwidth_mib: int = 0) -> pb.HostVm:
         if not address.strip():

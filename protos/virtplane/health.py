@@ -46,6 +46,11 @@ class Probes:
         """The server and each of its services are SERVING."""
         await self._set(health_pb2.HealthCheckResponse.SERVING)
 
+    async def unavailable(self) -> None:
+        """Everything is NOT_SERVING for now (something the daemon needs is
+        down); serving() again once it is back."""
+        await self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
+
     async def stopping(self) -> None:
         """Everything is NOT_SERVING from now on, for good: watchers are told
         before the server goes away."""

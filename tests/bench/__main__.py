@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.bench import migration, scale, start_path
+from tests.bench import hostd_paths, migration, scale, start_path
 from tests.conftest import GUEST_IMAGE_DIR, REPO, GuestImage
 
 Benchmark = Callable[[GuestImage, Path, argparse.Namespace], dict[str, float]]
@@ -30,6 +30,10 @@ def _scale(_image: GuestImage, workdir: Path, args: argparse.Namespace) -> dict[
 
 BENCHMARKS: dict[str, Benchmark] = {
     "start_path": lambda image, workdir, args: start_path.run(image, workdir, args.rounds),
+    "hostd_create": lambda image, workdir, args: hostd_paths.create(image, workdir, args.rounds),
+    "hostd_hibernate": lambda image, workdir, args: hostd_paths.hibernate(
+        image, workdir, args.rounds
+    ),
     "migration": lambda image, workdir, args: migration.run(image, workdir, args.rounds),
     "scale": _scale,
 }

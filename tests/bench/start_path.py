@@ -46,7 +46,7 @@ def _spec(image: GuestImage) -> vm_pb2.VmSpec:
     )
 
 
-class _EventLoop:
+class LibvirtEventLoop:
     """libvirt's default event loop on a thread, so STARTED events arrive."""
 
     _started = False
@@ -74,7 +74,7 @@ def raw_xml(image: GuestImage, layout: StateLayout, vm_id: str) -> str:
 
 def raw_round(image: GuestImage, workdir: Path) -> tuple[float, float]:
     """One raw boot: seconds to STARTED, and to the first guest bytes."""
-    _EventLoop.ensure()
+    LibvirtEventLoop.ensure()
     layout = StateLayout(workdir / "raw")
     layout.prepare()
     vm_id = str(uuid.uuid4())

@@ -8,7 +8,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 from virtplane.v1 import guest_channel_pb2 as gc
@@ -16,6 +16,9 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
 from guestd.framing import FrameDecoder, encode
+
+if TYPE_CHECKING:
+    from tests.hostd.rig import Rig
 
 T = TypeVar("T")
 
@@ -72,6 +75,18 @@ def vm_config(
             nics=list(nics),
         ),
     )
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, boot_files: tuple[str, str]) -> AsyncIterator[Rig]:
+    """A VmService on a fresh fake hypervisor (tests.hostd.rig)."""
+    # Imported here: tests.hostd.rig imports this module.
+    from tests.hostd.fakes import FakeHypervisor  # noqa: PLC0415
+    from tests.hostd.rig import make_rig  # noqa: PLC0415
+
+    rig = await make_rig(FakeHypervisor(), tmp_path, boot_files[0])
+    yield rig
+    await rig.vms.stop()
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from hostd.errors import (
     DomainNotFound,
     DomainStateConflict,
     HypervisorError,
+    HypervisorUnavailable,
     JobAborted,
     OperationUnsupported,
 )
@@ -53,6 +54,7 @@ class FakeDomain:
     saving: bool = False
     starting: bool = False
     cpu_time_ns: int = 0
+    stop_reason: StopReason | None = None
 
     @property
     def metadata(self) -> domxml.HostdMetadata | None:
@@ -77,6 +79,11 @@ class FakeHypervisor:
     migrate_gate: asyncio.Event | None = None
     """When set, a migration is under way until it is set (then it fails: the fake
     cannot migrate) or the job is aborted."""
+    restore_lost: str | None = None
+    """"before" or "after": the connection is lost during a restore, before or after
+    the domain runs from its image; the call fails HypervisorUnavailable."""
+    unreachable: bool = False
+    """list_domains fails HypervisorUnavailable, as while libvirtd is away."""
     domains: dict[str, FakeDomain] = field(default_factory=dict)
     started_xml: list[str] = field(default_factory=list)
     _queue: asyncio.Queue[HypervisorEvent] = field(default_factory=asyncio.Queue)
@@ -132,11 +139,22 @@ class FakeHypervisor:
             await self.start_gate.wait()
         return uuid
 
+    def define(self, xml: str) -> str:
+        """Defines a domain without starting it: what a create killed between
+        defineXML and create leaves."""
+        root = ET.fromstring(xml)
+        uuid, name = root.findtext("uuid", ""), root.findtext("name", "")
+        self.domains[uuid] = FakeDomain(
+            uuid, name, xml, DomainState.SHUT_OFF, active=False, persistent=True
+        )
+        return uuid
+
     def stop(self, uuid: str, reason: StopReason) -> None:
         """The domain stops by itself (or through another client)."""
         domain = self.domains[uuid]
         if domain.persistent:
             domain.active, domain.state = False, DomainState.SHUT_OFF
+            domain.stop_reason = reason
         else:
             del self.domains[uuid]
         self._emit(uuid, K.STOPPED, reason=reason)
@@ -201,6 +219,8 @@ class FakeHypervisor:
         self.stop(uuid, StopReason.SAVED)
 
     async def restore(self, path: str, *, paused: bool, persistent: bool) -> str:
+        if self.restore_lost == "before":
+            raise HypervisorUnavailable("libvirt: End of file while reading data")
         xml = _complete_image(path)
         if xml is None:
             raise HypervisorError(f"{path}: save image is incomplete")
@@ -212,6 +232,8 @@ class FakeHypervisor:
         state = DomainState.PAUSED if paused else DomainState.RUNNING
         self.domains[uuid] = FakeDomain(uuid, name, xml, state, persistent=persistent)
         self._emit(uuid, K.STARTED, K.SUSPENDED if paused else K.RESUMED)
+        if self.restore_lost == "after":
+            raise HypervisorUnavailable("libvirt: End of file while reading data")
         return uuid
 
     async def read_saved(self, path: str) -> domxml.HostdMetadata | None:
@@ -243,6 +265,12 @@ class FakeHypervisor:
 
     # -- looking
 
+    async def domain_xml(self, uuid: str) -> str:
+        domain = self.domains.get(uuid)
+        if domain is None:
+            raise DomainNotFound(uuid)
+        return domain.xml
+
     async def domain_stats(self, uuid: str) -> DomainStats:
         domain = self._active(uuid)
         domain.cpu_time_ns += 1_000_000
@@ -258,6 +286,8 @@ class FakeHypervisor:
         )
 
     async def list_domains(self) -> list[DomainInfo]:
+        if self.unreachable:
+            raise HypervisorUnavailable("libvirt is unreachable")
         return [
             DomainInfo(
                 uuid=d.uuid,
@@ -268,6 +298,7 @@ class FakeHypervisor:
                 metadata=d.metadata,
                 saving=d.saving,
                 starting=d.starting,
+                stop_reason=d.stop_reason,
             )
             for d in self.domains.values()
         ]

@@ -79,10 +79,16 @@ class Rig:
         return domxml.to_xml(build_domain(filled, VirtType.QEMU, layout or self.layout))
 
 
-async def make_rig(fake: FakeHypervisor, tmp_path: Path, kernel: str) -> Rig:
-    journal = Journal(1000)
+async def make_rig(
+    fake: FakeHypervisor,
+    tmp_path: Path,
+    kernel: str,
+    settings: RunnerSettings = FAST,
+    journal_size: int = 1000,
+) -> Rig:
+    journal = Journal(journal_size)
     layout = StateLayout(tmp_path / "state")
     layout.saved_dir.mkdir(parents=True, exist_ok=True)  # no sockets: the fake binds none
-    vms = VmService(fake, journal, dataclasses.replace(FAST, layout=layout))
+    vms = VmService(fake, journal, dataclasses.replace(settings, layout=layout))
     await vms.start()
     return Rig(fake, journal, vms, layout, kernel)

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from virtplane.errors import FailedPrecondition
 from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd.errors import VmStateConflict
-from tests.hostd.fakes import FakeHypervisor
-from tests.hostd.rig import Rig, make_rig
+from tests.hostd.rig import Rig
 
 S = pb.HostVm
-
-
-@pytest.fixture
-async def rig(tmp_path: Path, boot_files: tuple[str, str]) -> AsyncIterator[Rig]:
-    rig = await make_rig(FakeHypervisor(), tmp_path, boot_files[0])
-    yield rig
-    await rig.vms.stop()
 
 
 def _files(rig: Rig) -> dict[str, int]:

@@ -167,9 +167,14 @@ async def test_start_list_destroy(target: Target) -> None:
     assert domain.metadata.vm_id == vm_id
     assert domain.name.startswith("vp-test-")
     assert (domain.state, domain.active, domain.persistent) == (DomainState.RUNNING, True, False)
+    xml = await target.hypervisor.domain_xml(vm_id)
+    assert f"<uuid>{vm_id}</uuid>" in xml
+    assert "urn:virtplane:hostd:1" in xml, "with hostd's metadata"
     await target.hypervisor.act(vm_id, DomainAction.DESTROY)
     assert (await _until(events, vm_id, K.STOPPED)).reason is StopReason.DESTROYED
     assert await target.domain(vm_id) is None
+    with pytest.raises(DomainNotFound):
+        await target.hypervisor.domain_xml(vm_id)
 
 
 async def test_a_persistent_domain_stays_defined_until_undefined(target: Target) -> None:
@@ -184,6 +189,7 @@ async def test_a_persistent_domain_stays_defined_until_undefined(target: Target)
     await _until(events, vm_id, K.STOPPED)
     domain = await target.domain(vm_id)
     assert domain is not None and (domain.active, domain.state) == (False, DomainState.SHUT_OFF)
+    assert domain.stop_reason is StopReason.DESTROYED, "a definition keeps why it stopped"
     await target.hypervisor.act(vm_id, DomainAction.UNDEFINE)
     assert await target.domain(vm_id) is None
 

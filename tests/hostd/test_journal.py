@@ -84,3 +84,18 @@ async def test_several_followers_each_see_every_event() -> None:
     done = await asyncio.wait_for(asyncio.gather(*pending), 60)
     assert [e.sequence for e in done] == [1, 1, 1]
     journal.close()
+
+
+def test_a_snapshot_is_needed_when_the_asked_events_are_no_longer_kept() -> None:
+    journal = Journal(3, epoch="e1")
+    assert not journal.needs_snapshot(0), "nothing was dropped yet"
+    for i in range(3):
+        journal.append_vm_state(_state(str(i)))
+    assert not journal.needs_snapshot(0)
+    journal.append_vm_state(_state("3"))  # the first event is dropped
+    assert journal.needs_snapshot(0)
+    assert not journal.needs_snapshot(1), "events 2.. are all kept"
+    assert not journal.needs_snapshot(4)
+    assert journal.needs_snapshot(5), "a cursor beyond the last event is of another epoch"
+    assert journal.needs_snapshot(2, "e0"), "another epoch"
+    assert not journal.needs_snapshot(2, "e1")

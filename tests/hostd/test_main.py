@@ -114,3 +114,11 @@ async def test_hostd_serves_health_and_reflection(short_tmp: Path) -> None:
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         await hostd.stop()
+
+
+def test_hook_arguments() -> None:
+    config, _ = parse_args([])
+    assert (config.hooks_dir, config.hook_timeout_seconds) == (None, 30.0)
+    config, _ = parse_args(["--hooks-dir", "hooks", "--hook-timeout", "2.5"])
+    assert config.hooks_dir is not None and config.hooks_dir.is_absolute()
+    assert (config.hooks_dir.name, config.hook_timeout_seconds) == ("hooks", 2.5)

@@ -26,6 +26,7 @@ from hostd.errors import (
     VmNotFound,
     VmStateConflict,
 )
+from hostd.hooks import HookFailed, HookPoint, HookSettings
 from hostd.hypervisor import LifecycleEvent, LifecycleKind
 from hostd.journal import Journal
 from hostd.layout import StateLayout
@@ -33,6 +34,7 @@ from hostd.vms import VmService
 from tests.hostd.conftest import eventually, vm_config
 from tests.hostd.fakes import FakeDomain, FakeHypervisor
 from tests.hostd.rig import FAST
+from tests.hostd.test_hooks import script
 
 S = pb.HostVm
 P = pb.MigrationProgress
@@ -104,7 +106,8 @@ async def _side(root: Path, name: str, peers: LocalPeers, max_outgoing: int) -> 
         incoming_timeout_seconds=0.3,
         progress_interval_seconds=0.01,
     )
-    settings = dataclasses.replace(FAST, layout=layout)
+    hooks = HookSettings(root / f"hooks-{name}", 5.0)
+    settings = dataclasses.replace(FAST, layout=layout, hooks=hooks)
     vms = VmService(fake, Journal(1000), settings, config, peers)
     await vms.start()
     return Side(fake, vms)
@@ -242,3 +245,42 @@ async def test_destroying_a_migrating_vm_cancels_its_migration_first(pair: Pair)
     assert pair.a.state(vm_id) == S.STATE_DOWN
     assert vm_id not in pair.a.fake.domains
     assert pair.b.state(vm_id) == S.STATE_DOWN
+
+
+async def test_a_failing_source_hook_refuses_the_migration_before_the_destination_is_asked(
+    pair: Pair, tmp_path: Path
+) -> None:
+    config = await pair.running_on_a()
+    seen = tmp_path / "source-hook-env"
+    script(
+        tmp_path / "hooks-a",
+        HookPoint.BEFORE_VM_MIGRATE_SOURCE,
+        "10-no",
+        f'echo "$VIRTPLANE_VM_ID $VIRTPLANE_HOOK_POINT" > {seen}\n'
+        'grep -q "<domain" "$_hook_domxml" || exit 3\n'
+        "echo 'storage not shared' >&2\nexit 1\n",
+    )
+    with pytest.raises(
+        HookFailed, match=r"before_vm_migrate_source/10-no failed .*storage not shared"
+    ):
+        await pair.a.vms.migrate(config.vm_id, B)
+    assert seen.read_text().split() == [config.vm_id, "before_vm_migrate_source"]
+    assert pair.a.state(config.vm_id) == S.STATE_RUNNING
+    assert pair.b.state(config.vm_id) == S.STATE_DOWN, "the destination was never asked"
+    # The slot is free again: with the hook gone, the migration goes ahead.
+    (tmp_path / "hooks-a" / "before_vm_migrate_source" / "10-no").unlink()
+    assert (await pair.a.vms.migrate(config.vm_id, B)).state == S.STATE_MIGRATING_FROM
+
+
+async def test_a_failing_destination_hook_refuses_the_migration(pair: Pair, tmp_path: Path) -> None:
+    config = await pair.running_on_a()
+    script(
+        tmp_path / "hooks-b",
+        HookPoint.BEFORE_VM_MIGRATE_DESTINATION,
+        "10-full",
+        'grep -q "$VIRTPLANE_VM_ID" "$_hook_domxml" || exit 3\necho "no room here" >&2\nexit 1\n',
+    )
+    with pytest.raises(HookFailed, match=r"before_vm_migrate_destination/10-full .*no room here"):
+        await pair.a.vms.migrate(config.vm_id, B)
+    assert pair.a.state(config.vm_id) == S.STATE_RUNNING
+    assert pair.b.state(config.vm_id) == S.STATE_DOWN

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd.errors import VmNotFound, VmStateConflict
 from hostd.hypervisor import LifecycleEvent, LifecycleKind
 from tests.hostd.conftest import eventually
-from tests.hostd.fakes import FakeHypervisor
-from tests.hostd.rig import Rig, make_rig
+from tests.hostd.rig import Rig
 
 S = pb.HostVm
-
-
-@pytest.fixture
-async def rig(tmp_path: Path, boot_files: tuple[str, str]) -> AsyncIterator[Rig]:
-    rig = await make_rig(FakeHypervisor(), tmp_path, boot_files[0])
-    yield rig
-    await rig.vms.stop()
 
 
 async def test_shutdown_goes_powering_down_then_down(rig: Rig) -> None:

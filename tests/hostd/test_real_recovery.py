@@ -7,7 +7,9 @@ as libvirt has the new domain and the save has begun. Meanwhile a domain
 without hostd's metadata runs beside them, and a save cut off half-way (as a
 crash of libvirtd would leave it) lies in the state directory. A second
 hostd then starts on the same state directory; the tests check what it
-found and what it did.
+found and what it did. A persistent definition a create killed between
+defineXML and create would leave (the window is a few milliseconds: made
+here with defineXML of the domain hostd builds) is there too.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
+from hostd import domxml
+from hostd.builder import build_domain
+from hostd.defaults import with_defaults
+from hostd.layout import StateLayout
+from hostd.virt_type import detect_virt_type
 from tests.conftest import REPO, GuestImage, domain_exists
 from tests.hostd.conftest import vm_config
 
@@ -120,6 +127,7 @@ class Recovered:
     saved: pb.VmConfig
     uptime_when_saved: float
     broken_id: str
+    defined: pb.VmConfig
     external_name: str
     state_dir: Path
     uri: str
@@ -151,6 +159,18 @@ def _start_external(uri: str, image: GuestImage, name: str) -> str:
     finally:
         conn.close()
     return domain_id
+
+
+def _define(uri: str, config: pb.VmConfig, state_dir: Path) -> None:
+    """Defines, without starting, the domain hostd builds for config."""
+    layout = StateLayout(state_dir)
+    domain = build_domain(with_defaults(config), detect_virt_type("auto"), layout, request_id="d-1")
+    xml = domxml.to_xml(domain)
+    conn = libvirt.open(uri)
+    try:
+        conn.defineXML(xml)
+    finally:
+        conn.close()
 
 
 def _remove(uri: str, vm_id: str) -> None:
@@ -208,6 +228,8 @@ async def recovered(
 ) -> AsyncIterator[Recovered]:
     uri, state_dir = system_libvirt, state_root / "s"
     saved, created = _config(guest_image, "saved"), _config(guest_image, "created")
+    defined = _config(guest_image, "defined")
+    defined.persistence = pb.VmConfig.PERSISTENCE_PERSISTENT
     external_name = f"vp-external-{os.getpid()}"
     external_id = await asyncio.to_thread(_start_external, uri, guest_image, external_name)
     first = HostdProcess(uri, state_dir)
@@ -237,6 +259,7 @@ async def recovered(
         broken = _config(guest_image, "broken")
         (saved_dir / f"{broken.vm_id}.config").write_bytes(broken.SerializeToString())
         (saved_dir / f"{broken.vm_id}.img.partial").write_bytes(b"LibvirtQemudPart" + b"\0" * 65536)
+        await asyncio.to_thread(_define, uri, defined, state_dir)
 
         stub = await second.start()
         report = await stub.GetRecoveryReport(pb.HostAgentServiceGetRecoveryReportRequest())
@@ -247,6 +270,7 @@ async def recovered(
             saved,
             uptime,
             broken.vm_id,
+            defined,
             external_name,
             state_dir,
             uri,
@@ -256,7 +280,7 @@ async def recovered(
         await second.stop()
         for process in (first, second):
             print(f"\n--- hostd log ({len(process.log)} lines)", *process.log[-40:], sep="\n")
-        vm_ids = [created.vm_id, saved.vm_id, external_id]
+        vm_ids = [created.vm_id, saved.vm_id, external_id, defined.vm_id]
         await asyncio.gather(*(asyncio.to_thread(_remove, uri, vm_id) for vm_id in vm_ids))
 
 
@@ -322,3 +346,32 @@ async def test_a_domain_without_hostds_metadata_is_external_and_left_alone(
     assert external[recovered.external_name] == "no virtplane metadata: not created by hostd"
     listed = await recovered.stub.ListVms(pb.HostAgentServiceListVmsRequest())
     assert recovered.external_name not in {vm.vm_id for vm in listed.vms}
+
+
+async def test_a_definition_a_killed_create_left_is_journaled_down_and_removed(
+    recovered: Recovered,
+) -> None:
+    vm_id = recovered.defined.vm_id
+    watch = recovered.stub.WatchEvents(pb.WatchEventsRequest())
+    events = watch.__aiter__()
+    try:
+        down = None
+        while down is None:
+            event = (await asyncio.wait_for(anext(events), TIMEOUT)).event
+            if event.WhichOneof("payload") == "vm_state" and event.vm_state.vm_id == vm_id:
+                down = event.vm_state
+    finally:
+        watch.cancel()
+    assert (down.state, down.exit_reason, down.message) == (
+        S.STATE_DOWN,
+        S.EXIT_REASON_START_FAILED,
+        "its start, begun by a previous hostd, never happened",
+    )
+    assert not await asyncio.to_thread(domain_exists, recovered.uri, vm_id)
+    cleaned = {c.vm_id: c.what for c in recovered.report.cleaned_up}
+    assert cleaned[vm_id] == f"domain vp-{recovered.defined.name}"
+    # The repeated create finds how its VM ended, and starts nothing.
+    again = await recovered.stub.CreateVm(
+        pb.HostAgentServiceCreateVmRequest(config=recovered.defined, request_id="d-1")
+    )
+    assert (again.vm.state, again.vm.exit_reason) == (S.STATE_DOWN, S.EXIT_REASON_START_FAILED)

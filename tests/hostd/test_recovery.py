@@ -12,7 +12,7 @@ from pathlib import Path
 
 from virtplane.v1 import host_agent_service_pb2 as pb
 
-from hostd.hypervisor import DomainState, LifecycleEvent, LifecycleKind
+from hostd.hypervisor import DomainState, LifecycleEvent, LifecycleKind, StopReason
 from hostd.layout import StateLayout
 from tests.hostd.fakes import COMPLETE, PARTIAL, FakeHypervisor
 from tests.hostd.rig import Rig, make_rig
@@ -80,11 +80,14 @@ async def test_a_definition_left_without_a_running_domain_is_removed(
     first = await make_rig(FakeHypervisor(), tmp_path, boot_files[0])
     config = await first.running(first.config(persistence=pb.VmConfig.PERSISTENCE_PERSISTENT))
     await first.vms.stop()
-    first.fake.domains[config.vm_id].active = False  # it stopped while hostd was away
-    first.fake.domains[config.vm_id].state = DomainState.SHUT_OFF
+    first.fake.stop(config.vm_id, StopReason.SHUTDOWN)  # while hostd was away
+    first.fake.forget_events()
     second = await make_rig(first.fake, tmp_path, boot_files[0])
     try:
         assert second.vms.list() == []
+        assert [(s.state, s.exit_reason, s.message) for s in _journaled(second)] == [
+            (S.STATE_DOWN, S.EXIT_REASON_SHUTDOWN, "the guest powered off while hostd was away")
+        ]
         assert config.vm_id not in second.fake.domains
         _, _, cleaned = _report(second)
         assert cleaned == [
@@ -96,6 +99,35 @@ async def test_a_definition_left_without_a_running_domain_is_removed(
         ]
     finally:
         await second.vms.stop()
+
+
+async def test_a_create_killed_between_define_and_start_is_journaled_down(
+    tmp_path: Path, boot_files: tuple[str, str]
+) -> None:
+    first = await make_rig(FakeHypervisor(), tmp_path, boot_files[0])
+    config = first.config(persistence=pb.VmConfig.PERSISTENCE_PERSISTENT)
+    await first.vms.stop()
+    # What a kill -9 right after defineXML leaves: a definition that never ran.
+    first.fake.define(first.xml(config))
+    second = await make_rig(first.fake, tmp_path, boot_files[0])
+    try:
+        (down,) = _journaled(second)
+        assert (down.vm_id, down.state, down.exit_reason, down.message) == (
+            config.vm_id,
+            S.STATE_DOWN,
+            S.EXIT_REASON_START_FAILED,
+            "its start, begun by a previous hostd, never happened",
+        )
+        assert config.vm_id not in second.fake.domains, "the stale definition is removed"
+        assert second.vms.list() == []
+        await second.vms.create(config)  # and the VM can be created again
+        await second.wait_for(config.vm_id, S.STATE_RUNNING)
+    finally:
+        await second.vms.stop()
+
+
+def _journaled(rig: Rig) -> list[pb.HostVm]:
+    return [e.vm_state for e in rig.journal.after(0) if e.WhichOneof("payload") == "vm_state"]
 
 
 async def test_a_hibernated_vm_is_found_suspended_and_restores(

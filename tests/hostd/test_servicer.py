@@ -392,3 +392,81 @@ async def test_the_recovery_report_lists_adopted_and_external(
     finally:
         await channel.close(None)
         await second.stop(grace=1)
+
+
+@pytest.fixture
+async def small_journal(short_tmp: Path) -> AsyncIterator[Served]:
+    config = HostdConfig(
+        listen="127.0.0.1:0",
+        libvirt_uri="test:///default",
+        state_dir=short_tmp / "state",
+        virt_type="qemu",
+        journal_size=3,
+        channel=ChannelLimits(connect_timeout_seconds=0.01, connect_retry_seconds=0.01),
+    )
+    hostd = Hostd(config)
+    port = await hostd.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Served(hostd, pb_grpc.HostAgentServiceStub(channel))
+    finally:
+        for vm in hostd.vms.list():
+            await hostd.vms.destroy(vm.vm_id)
+        await channel.close(None)
+        await hostd.stop(grace=1)
+
+
+async def test_a_watcher_too_far_behind_gets_a_snapshot_then_the_live_events(
+    small_journal: Served, boot_files: tuple[str, str]
+) -> None:
+    stub, journal = small_journal.stub, small_journal.hostd.journal
+    first, second = (vm_config(boot_files[0], initrd=boot_files[1]) for _ in range(2))
+    for config in (first, second):
+        await stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
+        await eventually(
+            lambda c=config: small_journal.hostd.vms.get(c.vm_id).state == S.STATE_RUNNING,  # type: ignore[misc]
+            "RUNNING",
+        )
+    await stub.PauseVm(pb.HostAgentServicePauseVmRequest(vm_id=first.vm_id))
+    assert journal.last_sequence == 5  # 2 states each, then PAUSED: events 1 and 2 are gone
+    for request in (
+        pb.WatchEventsRequest(after_sequence=1),  # older than the journal keeps
+        pb.WatchEventsRequest(after_sequence=4, host_epoch="an-earlier-hostd"),
+        pb.WatchEventsRequest(after_sequence=99),  # beyond the last: another epoch
+    ):
+        position = journal.last_sequence
+        watch = stub.WatchEvents(request)
+        responses = watch.__aiter__()
+        try:
+            reply = await next_item(responses, "the snapshot")
+            assert reply.WhichOneof("kind") == "snapshot"
+            snapshot = reply.snapshot
+            assert (snapshot.host_epoch, snapshot.sequence) == (journal.epoch, position)
+            assert {(vm.vm_id, vm.state) for vm in snapshot.vms} == {
+                (first.vm_id, S.STATE_PAUSED),
+                (second.vm_id, S.STATE_RUNNING),
+            }
+            await stub.ResumeVm(pb.HostAgentServiceResumeVmRequest(vm_id=first.vm_id))
+            live = (await next_item(responses, "the next event")).event
+            assert live.sequence == snapshot.sequence + 1
+            assert (live.vm_state.vm_id, live.vm_state.state) == (first.vm_id, S.STATE_RUNNING)
+            await stub.PauseVm(pb.HostAgentServicePauseVmRequest(vm_id=first.vm_id))
+            await next_item(responses, "the pause")
+        finally:
+            watch.cancel()
+
+
+async def test_a_watcher_whose_events_are_kept_gets_no_snapshot(
+    small_journal: Served, boot_files: tuple[str, str]
+) -> None:
+    stub, journal = small_journal.stub, small_journal.hostd.journal
+    config = vm_config(boot_files[0], initrd=boot_files[1])
+    await stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
+    await eventually(lambda: journal.last_sequence == 2, "RUNNING")
+    watch = stub.WatchEvents(pb.WatchEventsRequest(after_sequence=1, host_epoch=journal.epoch))
+    try:
+        reply = await next_item(watch.__aiter__(), "the kept event")
+        assert reply.WhichOneof("kind") == "event"
+        assert reply.event.sequence == 2
+    finally:
+        watch.cancel()

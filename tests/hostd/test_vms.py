@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,6 @@ from tests.hostd.fakes import FakeHypervisor
 from tests.hostd.rig import Rig, make_rig
 
 S = pb.HostVm
-
-
-@pytest.fixture
-async def rig(tmp_path: Path, boot_files: tuple[str, str]) -> AsyncIterator[Rig]:
-    rig = await make_rig(FakeHypervisor(), tmp_path, boot_files[0])
-    yield rig
-    await rig.vms.stop()
 
 
 async def test_create_registers_then_runs_once(rig: Rig) -> None:

@@ -54,11 +54,32 @@ class VmConfig(_message.Message):
     domain runs. hostd removes it when the VM goes DOWN.
     """
 
+    @_typing.final
+    class CustomPropertiesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     VM_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
     PERSISTENCE_FIELD_NUMBER: _builtins.int
     CONSOLE_FIELD_NUMBER: _builtins.int
+    CUSTOM_PROPERTIES_FIELD_NUMBER: _builtins.int
     vm_id: _builtins.str
     name: _builtins.str
     persistence: Global___VmConfig.Persistence.ValueType
@@ -66,6 +87,14 @@ class VmConfig(_message.Message):
     def spec(self) -> _vm_pb2.VmSpec: ...
     @_builtins.property
     def console(self) -> Global___Console: ...
+    @_builtins.property
+    def custom_properties(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Free-form settings for the host's hooks (hostd/README.md, "Hooks"): each
+        is given to every hook script as the environment variable
+        VIRTPLANE_PROPERTY_<key>. Keys are 1-64 letters, digits and '_',
+        starting with a letter; values at most 4096 printable characters.
+        """
+
     def __init__(
         self,
         *,
@@ -74,10 +103,11 @@ class VmConfig(_message.Message):
         spec: _vm_pb2.VmSpec | None = ...,
         persistence: Global___VmConfig.Persistence.ValueType = ...,
         console: Global___Console | None = ...,
+        custom_properties: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["console", b"console", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["console", b"console", "name", b"name", "persistence", b"persistence", "spec", b"spec", "vm_id", b"vm_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["console", b"console", "custom_properties", b"custom_properties", "name", b"name", "persistence", b"persistence", "spec", b"spec", "vm_id", b"vm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1092,16 +1122,22 @@ class WatchEventsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    HOST_EPOCH_FIELD_NUMBER: _builtins.int
     after_sequence: _builtins.int
     """Send the events after this sequence number; 0 for all kept."""
+    host_epoch: _builtins.str
+    """The epoch after_sequence belongs to, when the watcher knows it. Another
+    epoch than hostd's (hostd restarted since) means a snapshot first.
+    """
     def __init__(
         self,
         *,
         after_sequence: _builtins.int = ...,
+        host_epoch: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "host_epoch", b"host_epoch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1109,23 +1145,72 @@ Global___WatchEventsRequest: _TypeAlias = WatchEventsRequest  # noqa: Y015
 
 @_typing.final
 class WatchEventsResponse(_message.Message):
+    """The stream starts with a snapshot when the events the watcher asks for are
+    no longer all kept (after_sequence is older than the journal's oldest
+    event, or from another epoch): the snapshot gives every VM as it is, then
+    the events after the snapshot's sequence follow.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def event(self) -> Global___HostEvent: ...
+    @_builtins.property
+    def snapshot(self) -> Global___HostSnapshot: ...
     def __init__(
         self,
         *,
         event: Global___HostEvent | None = ...,
+        snapshot: Global___HostSnapshot | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "kind", b"kind", "snapshot", b"snapshot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "kind", b"kind", "snapshot", b"snapshot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["event", "snapshot"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___WatchEventsResponse: _TypeAlias = WatchEventsResponse  # noqa: Y015
+
+@_typing.final
+class HostSnapshot(_message.Message):
+    """Every VM on the host at one journal position."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_EPOCH_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    VMS_FIELD_NUMBER: _builtins.int
+    host_epoch: _builtins.str
+    sequence: _builtins.int
+    """The journal position the snapshot reflects: the events that follow it
+    are those after this sequence.
+    """
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def vms(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostVm]:
+        """Each with its guest agent's last report, as in ListVms."""
+
+    def __init__(
+        self,
+        *,
+        host_epoch: _builtins.str = ...,
+        sequence: _builtins.int = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        vms: _abc.Iterable[Global___HostVm] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_epoch", b"host_epoch", "sequence", b"sequence", "time", b"time", "vms", b"vms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___WatchEventsResponse: _TypeAlias = WatchEventsResponse  # noqa: Y015
+Global___HostSnapshot: _TypeAlias = HostSnapshot  # noqa: Y015
 
 @_typing.final
 class HostEvent(_message.Message):
@@ -1139,6 +1224,7 @@ class HostEvent(_message.Message):
     VM_STATE_FIELD_NUMBER: _builtins.int
     GUEST_REPORT_FIELD_NUMBER: _builtins.int
     MIGRATION_FIELD_NUMBER: _builtins.int
+    HOOK_FAILED_FIELD_NUMBER: _builtins.int
     host_epoch: _builtins.str
     """Changes when hostd restarts; sequences restart with it."""
     sequence: _builtins.int
@@ -1159,6 +1245,12 @@ class HostEvent(_message.Message):
         when it ends.
         """
 
+    @_builtins.property
+    def hook_failed(self) -> Global___HookFailedEvent:
+        """A hook script failed (one that does not change the VM's state: the
+        failure of a before_vm_start hook is the VM's DOWN state instead).
+        """
+
     def __init__(
         self,
         *,
@@ -1168,16 +1260,50 @@ class HostEvent(_message.Message):
         vm_state: Global___HostVm | None = ...,
         guest_report: Global___GuestReportEvent | None = ...,
         migration: Global___MigrationProgress | None = ...,
+        hook_failed: Global___HookFailedEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["guest_report", b"guest_report", "migration", b"migration", "payload", b"payload", "time", b"time", "vm_state", b"vm_state"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["guest_report", b"guest_report", "hook_failed", b"hook_failed", "migration", b"migration", "payload", b"payload", "time", b"time", "vm_state", b"vm_state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["guest_report", b"guest_report", "host_epoch", b"host_epoch", "migration", b"migration", "payload", b"payload", "sequence", b"sequence", "time", b"time", "vm_state", b"vm_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["guest_report", b"guest_report", "hook_failed", b"hook_failed", "host_epoch", b"host_epoch", "migration", b"migration", "payload", b"payload", "sequence", b"sequence", "time", b"time", "vm_state", b"vm_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["vm_state", "guest_report", "migration"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["vm_state", "guest_report", "migration", "hook_failed"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
 Global___HostEvent: _TypeAlias = HostEvent  # noqa: Y015
+
+@_typing.final
+class HookFailedEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_ID_FIELD_NUMBER: _builtins.int
+    POINT_FIELD_NUMBER: _builtins.int
+    HOOK_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    vm_id: _builtins.str
+    point: _builtins.str
+    """The hook point, e.g. "after_vm_start"."""
+    hook: _builtins.str
+    """The script's file name."""
+    message: _builtins.str
+    """Its exit status and the end of what it wrote to stderr, or that it
+    timed out.
+    """
+    def __init__(
+        self,
+        *,
+        vm_id: _builtins.str = ...,
+        point: _builtins.str = ...,
+        hook: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hook", b"hook", "message", b"message", "point", b"point", "vm_id", b"vm_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HookFailedEvent: _TypeAlias = HookFailedEvent  # noqa: Y015
 
 @_typing.final
 class GuestReportEvent(_message.Message):
