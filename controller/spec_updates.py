@@ -1,6 +1,8 @@
 """UpdateVm: changes to a VM's name and spec, through an update_mask.
 
-A spec change to a DOWN VM applies at once. Made while the VM runs (or is
+A spec change to a DOWN VM applies at once, as do highly_available and
+pinned_host (they steer the scheduler and the HA restarter, not the running
+VM) whatever the VM's state. Any other spec change made while the VM runs (or is
 paused, or hibernated, whose saved state carries the old spec) it waits in
 the VM's next_run_spec, with the paths it changed, until the next start
 from DOWN applies it (apply_next_run(), called by StartVm's booking). A
@@ -41,8 +43,12 @@ PATHS = frozenset(
         "spec.boot.cmdline",
         "spec.nics",
         "spec.disks",
+        "spec.highly_available",
+        "spec.pinned_host",
     }
 )
+# Spec paths that take effect at once, whatever the VM's state.
+_AT_ONCE = frozenset({"spec.highly_available", "spec.pinned_host"})
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,28 @@ def random_mac(session: Session) -> str:
         mac = "52:54:00:" + ":".join(f"{random.randrange(256):02x}" for _ in range(3))
         if not repo.mac_in_use(session, mac):
             return mac
+
+
+def pinned_host_id(session: Session, ref: str, field: str) -> str | None:
+    """The id of the host ref (an id or name) names; None for empty ref."""
+    if not ref:
+        return None
+    host = repo.find_host(session, ref)
+    if host is None:
+        raise InvalidArgument(field, f"names no registered host: {ref!r}")
+    return host.id
+
+
+def _apply_at_once(session: Session, vm: Vm, paths: Iterable[str], spec: vm_pb2.VmSpec) -> None:
+    for path in paths:
+        if path in ("spec", "spec.highly_available"):
+            vm.highly_available = spec.highly_available
+            if not spec.highly_available:
+                vm.ha_restart_at = None  # no automatic restart is due any more
+        if path in ("spec", "spec.pinned_host"):
+            vm.pinned_host_id = pinned_host_id(
+                session, spec.pinned_host, "vm_update.spec.pinned_host"
+            )
 
 
 def disk_rows(disks: Iterable[validation.DiskSpec]) -> list[Disk]:
@@ -158,7 +186,8 @@ def _mutate(session: Session, vm: Vm, update: Update, call: Call) -> bool:
         if name != vm.name and repo.vm_by_name(session, name) is not None:
             raise VmExists(name)
         vm.name = name
-    spec_paths = [p for p in update.paths if p.startswith("spec")]
+    _apply_at_once(session, vm, update.paths, update.values.spec)
+    spec_paths = [p for p in update.paths if p.startswith("spec") and p not in _AT_ONCE]
     pending = False
     if spec_paths:
         waiting, waiting_paths = convert.next_run(vm.next_run_spec)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
-from virtplane.errors import InvalidArgument, VirtplaneError
+from virtplane.errors import VirtplaneError
 from virtplane.v1 import operation_pb2, vm_pb2, vm_service_pb2
 
 from controller import convert, operations, requests, resume, spec_updates
@@ -52,14 +52,7 @@ class VmService:
         def build(session: Session) -> Vm:
             if repo.vm_by_name(session, spec.name) is not None:
                 raise VmExists(spec.name)
-            pinned = None
-            if spec.pinned_host:
-                host = repo.find_host(session, spec.pinned_host)
-                if host is None:
-                    raise InvalidArgument(
-                        "spec.pinned_host", f"names no registered host: {spec.pinned_host!r}"
-                    )
-                pinned = host.id
+            pinned = spec_updates.pinned_host_id(session, spec.pinned_host, "spec.pinned_host")
             vm = Vm(
                 id=str(uuid.uuid4()),
                 name=spec.name,

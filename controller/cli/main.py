@@ -166,6 +166,12 @@ async def vm_update(args: argparse.Namespace, channel: grpc.aio.Channel) -> None
             field = f"{option}_path" if option != "cmdline" else option
             setattr(values.spec.boot, field, getattr(args, option))
             paths.append(f"spec.boot.{field}")
+    if args.highly_available is not None:
+        values.spec.highly_available = args.highly_available == "yes"
+        paths.append("spec.highly_available")
+    if args.pinned_host is not None:
+        values.spec.pinned_host = args.pinned_host
+        paths.append("spec.pinned_host")
     reply = await stub.UpdateVm(
         vm_api.UpdateVmRequest(
             vm=current.id,
@@ -315,6 +321,10 @@ def _update_parser(vm: Any) -> None:
     update.add_argument("--kernel", type=os.path.abspath)
     update.add_argument("--initrd", type=os.path.abspath)
     update.add_argument("--cmdline")
+    update.add_argument(
+        "--highly-available", choices=["yes", "no"], help="restart it after a crash (at once)"
+    )
+    update.add_argument("--pinned-host", help="run it only on this host; '' for any host (at once)")
     _request_id(update)
     update.set_defaults(run=vm_update)
 

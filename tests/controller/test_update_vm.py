@@ -147,3 +147,28 @@ async def test_a_vm_with_disks_is_kept_but_not_started(
     started = await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     assert started.vm.status.host_id
     await rig.vms.StopVm(vm_api.StopVmRequest(vm=name))
+
+
+async def test_high_availability_and_pinning_apply_at_once_even_while_running(
+    rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
+) -> None:
+    host_id = await rig.add_host("h1", test_hostd.address)
+    name = f"p-{uuid.uuid4().hex[:8]}"
+    await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
+    await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
+    await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+
+    values = vm_pb2.Vm(spec=vm_pb2.VmSpec(highly_available=True, pinned_host="h1"))
+    vm = (
+        await rig.vms.UpdateVm(_update(name, values, "spec.highly_available", "spec.pinned_host"))
+    ).vm
+    assert vm.spec.highly_available and vm.spec.pinned_host == host_id
+    assert not vm.status.pending_restart and not vm.HasField("next_run_spec")
+
+    values = vm_pb2.Vm(spec=vm_pb2.VmSpec(pinned_host="nowhere"))
+    code, why = await error(rig.vms.UpdateVm(_update(name, values, "spec.pinned_host")))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert why == "vm_update.spec.pinned_host: names no registered host: 'nowhere'"
+    vm = (await rig.vms.UpdateVm(_update(name, vm_pb2.Vm(), "spec.highly_available"))).vm
+    assert not vm.spec.highly_available and vm.spec.pinned_host == host_id
+    await rig.vms.StopVm(vm_api.StopVmRequest(vm=name))
