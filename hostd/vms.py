@@ -28,6 +28,7 @@ from hostd import consoles
 from hostd.defaults import reboot_timeout, shutdown_timeout, with_defaults
 from hostd.errors import VmAlreadyExists
 from hostd.events import EventPump
+from hostd.guest_agent import GuestAgentQueries
 from hostd.hibernation import Hibernator, SavedStates
 from hostd.hypervisor import DomainStats, Hypervisor
 from hostd.journal import Journal
@@ -55,6 +56,7 @@ class VmService:
         self._power = PowerVerbs(hypervisor, registry, self._hibernator)
         self._recovery = Recovery(hypervisor, registry, saved, self._hibernator)
         self._pump = EventPump(hypervisor, registry, self._power, self._recovery.adopt)
+        self.guest_agent = GuestAgentQueries(registry)
         self.consoles: tuple[pb.Console.Kind.ValueType, ...] = consoles.BUILDABLE
         """The consoles this host offers; known once started."""
         self.recovery_report = pb.RecoveryReport()

@@ -63,6 +63,14 @@ class HostAgentServiceStub:
     GetHostStats: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetHostStatsRequest, _host_agent_service_pb2.HostAgentServiceGetHostStatsResponse]
     GetRecoveryReport: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetRecoveryReportRequest, _host_agent_service_pb2.HostAgentServiceGetRecoveryReportResponse]
     """What hostd found in libvirt and in its state directory when it started."""
+    RefreshVmGuestInfo: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceRefreshVmGuestInfoRequest, _host_agent_service_pb2.HostAgentServiceRefreshVmGuestInfoResponse]
+    """Asks the VM's guest agent for a full report; it arrives as a
+    GuestReportEvent. FAILED_PRECONDITION when the agent is not connected.
+    """
+    GetVmGuestReport: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetVmGuestReportRequest, _host_agent_service_pb2.HostAgentServiceGetVmGuestReportResponse]
+    """The last report the VM's guest agent sent, as it arrived, and what its
+    channel has cost: for debugging.
+    """
     WatchEvents: _grpc.UnaryStreamMultiCallable[_host_agent_service_pb2.WatchEventsRequest, _host_agent_service_pb2.WatchEventsResponse]
     """Streams the host's events in order, from after_sequence on."""
 
@@ -101,6 +109,14 @@ class HostAgentServiceAsyncStub(HostAgentServiceStub):
     GetHostStats: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetHostStatsRequest, _host_agent_service_pb2.HostAgentServiceGetHostStatsResponse]  # type: ignore[assignment]
     GetRecoveryReport: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetRecoveryReportRequest, _host_agent_service_pb2.HostAgentServiceGetRecoveryReportResponse]  # type: ignore[assignment]
     """What hostd found in libvirt and in its state directory when it started."""
+    RefreshVmGuestInfo: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceRefreshVmGuestInfoRequest, _host_agent_service_pb2.HostAgentServiceRefreshVmGuestInfoResponse]  # type: ignore[assignment]
+    """Asks the VM's guest agent for a full report; it arrives as a
+    GuestReportEvent. FAILED_PRECONDITION when the agent is not connected.
+    """
+    GetVmGuestReport: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetVmGuestReportRequest, _host_agent_service_pb2.HostAgentServiceGetVmGuestReportResponse]  # type: ignore[assignment]
+    """The last report the VM's guest agent sent, as it arrived, and what its
+    channel has cost: for debugging.
+    """
     WatchEvents: _aio.UnaryStreamMultiCallable[_host_agent_service_pb2.WatchEventsRequest, _host_agent_service_pb2.WatchEventsResponse]  # type: ignore[assignment]
     """Streams the host's events in order, from after_sequence on."""
 
@@ -214,6 +230,26 @@ class HostAgentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_host_agent_service_pb2.HostAgentServiceGetRecoveryReportResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServiceGetRecoveryReportResponse]]:
         """What hostd found in libvirt and in its state directory when it started."""
+
+    @_abc_1.abstractmethod
+    def RefreshVmGuestInfo(
+        self,
+        request: _host_agent_service_pb2.HostAgentServiceRefreshVmGuestInfoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_agent_service_pb2.HostAgentServiceRefreshVmGuestInfoResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServiceRefreshVmGuestInfoResponse]]:
+        """Asks the VM's guest agent for a full report; it arrives as a
+        GuestReportEvent. FAILED_PRECONDITION when the agent is not connected.
+        """
+
+    @_abc_1.abstractmethod
+    def GetVmGuestReport(
+        self,
+        request: _host_agent_service_pb2.HostAgentServiceGetVmGuestReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_agent_service_pb2.HostAgentServiceGetVmGuestReportResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServiceGetVmGuestReportResponse]]:
+        """The last report the VM's guest agent sent, as it arrived, and what its
+        channel has cost: for debugging.
+        """
 
     @_abc_1.abstractmethod
     def WatchEvents(
