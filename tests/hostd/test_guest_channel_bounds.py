@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-import zlib
 import unicodedata
+import zlib
 from functools import partial
 from pathlib import Path
 
