@@ -1291,7 +1291,9 @@ class GuestChannelStats(_message.Message):
     discarded_bytes: _builtins.int
     """Bytes skipped as garbage while resynchronising on frames."""
     throttled_seconds: _builtins.float
-    """How long hostd stopped reading because the guest was over its byte budget."""
+    """How long hostd stopped reading (or is stopping) because the guest was
+    over its byte budget.
+    """
     def __init__(
         self,
         *,
