@@ -72,7 +72,7 @@ def guest_info(facts: list[models.GuestFact]) -> vm_pb2.GuestInfo | None:
     if not facts:
         return None
     by_name: dict[str, Any] = {f.name: f.value for f in facts}
-    agent: dict[str, str] = by_name.get(AGENT_FACT) or {}
+    agent: dict[str, Any] = by_name.get(AGENT_FACT) or {}
     reported = [f for f in facts if f.source == GUESTD_SOURCE]
     os_info: dict[str, str] = by_name.get("os") or {}
     apps: list[str] = by_name.get("applications") or []
@@ -103,6 +103,10 @@ def guest_info(facts: list[models.GuestFact]) -> vm_pb2.GuestInfo | None:
     )
     if agent.get("last_heard"):
         info.last_heard_time.FromJsonString(agent["last_heard"])
+    channel: dict[str, str] = agent.get("channel") or {}
+    if channel.get("state") == "THROTTLED":
+        info.channel_state = vm_pb2.GuestInfo.CHANNEL_STATE_THROTTLED
+        info.channel_message = channel.get("message", "")
     return info
 
 
@@ -111,6 +115,8 @@ def agent_fact(info: vm_pb2.GuestInfo) -> dict[str, Any]:
     fact: dict[str, Any] = {"state": _AGENT_STATES.get(info.agent_state, "UNSPECIFIED")}
     if info.HasField("last_heard_time"):
         fact["last_heard"] = info.last_heard_time.ToJsonString()
+    if info.channel_state == vm_pb2.GuestInfo.CHANNEL_STATE_THROTTLED:
+        fact["channel"] = {"state": "THROTTLED", "message": info.channel_message}
     return fact
 
 

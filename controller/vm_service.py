@@ -21,6 +21,7 @@ from controller.errors import (
     VmExists,
     VmNotFound,
 )
+from controller.guest_agent import GuestAgent
 from controller.hosts import HostClients
 from controller.scheduler import Demand, HostCapacity, Placement, place
 from controller.validation import VmQuery, VmSpec
@@ -107,6 +108,7 @@ class VmService:
         self._store = store
         self._db = store.db
         self._clients = clients
+        self.guest_agent = GuestAgent(store.db, clients)
 
     async def create(self, spec: VmSpec) -> vm_pb2.Vm:
         def build(session: Session) -> Vm:
@@ -147,8 +149,11 @@ class VmService:
 
         return await self._db.run(work)
 
-    async def guest_info(self, vm_ref: str) -> vm_service_pb2.GetVmGuestInfoResponse:
-        """The VM's guest facts, combined and one by one."""
+    async def guest_info(
+        self, vm_ref: str, *, include_raw_report: bool = False
+    ) -> vm_service_pb2.GetVmGuestInfoResponse:
+        """The VM's guest facts, combined and one by one; with the raw last
+        report from its host if asked."""
 
         def work(session: Session) -> vm_service_pb2.GetVmGuestInfoResponse:
             vm = repo.find_vm(session, vm_ref)
@@ -159,7 +164,10 @@ class VmService:
                 facts=[convert.guest_fact(f) for f in vm.guest_facts],
             )
 
-        return await self._db.run(work)
+        reply = await self._db.run(work)
+        if include_raw_report:
+            reply.raw_report.CopyFrom(await self.guest_agent.raw_report(vm_ref))
+        return reply
 
     async def explain_placement(self, vm_ref: str) -> vm_service_pb2.ExplainPlacementResponse:
         """What StartVm's placement would decide for the VM now, host by
