@@ -368,9 +368,15 @@ class GuestChannel:
             return
         self._heard(received)
         # RESPONDING from the first report on; a silent agent that speaks
-        # again is RESPONDING at once, whatever it says.
+        # again is RESPONDING at once, whatever it says, but a hello: that is
+        # a new agent (restarted, or its guest rebooted), whose full report
+        # follows; until then the facts are the old agent's, still stale.
         state = self._info.agent_state
-        revived = self._version is not None and state == AgentState.AGENT_STATE_NOT_RESPONDING
+        revived = (
+            self._version is not None
+            and state == AgentState.AGENT_STATE_NOT_RESPONDING
+            and body != "hello"
+        )
         if revived or (body == "report" and self._version is not None):
             self._info.agent_state = AgentState.AGENT_STATE_RESPONDING
         try:

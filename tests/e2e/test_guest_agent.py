@@ -168,7 +168,7 @@ async def test_a_killed_agent_goes_stale_then_fresh_when_it_restarts(
         observed = vm.status.guest.observed_time.ToNanoseconds()
         return responding(vm) and observed > kept.observed_time.ToNanoseconds()
 
-    # RESPONDING again at its hello, with the old facts; then its full report
+    # RESPONDING again with its first full report
     at, back = await _next(api, chaos_vm, at, "the restarted agent's report", observed_again)
     assert back.status.guest.os_name == kept.os_name
     silent_for = (

@@ -185,9 +185,13 @@ def test_a_restarted_agent_is_responding_again_after_its_report() -> None:
     channel.feed(_hello() + _report("before"))
     clock.now += 10
     channel.check_heartbeat()
-    channel.feed(_hello() + _report("after"))
+    channel.feed(_hello())
+    # a new agent's hello does not make the old agent's facts fresh...
+    assert channel.agent_state == State.AGENT_STATE_NOT_RESPONDING
+    channel.feed(_report("after"))
+    # ...its first report does
     assert [(i.agent_state, i.hostname) for i in sink.infos[-2:]] == [
-        (State.AGENT_STATE_RESPONDING, "before"),
+        (State.AGENT_STATE_NOT_RESPONDING, "before"),
         (State.AGENT_STATE_RESPONDING, "after"),
     ]
 
