@@ -51,6 +51,15 @@ log = logging.getLogger(__name__)
 
 HOST_MIN_VERSION = 1
 HOST_MAX_VERSION = 1
+MESSAGE_SINCE: dict[str, int] = {
+    "hello": 1,
+    "heartbeat": 1,
+    "report": 1,
+    "pong": 1,
+    "command_result": 1,
+}
+"""The protocol version that brought each guest message: a message newer than
+the version agreed with the agent is refused (ignored), like an unknown one."""
 """The guest-channel protocol versions hostd speaks, inclusive."""
 READ_SIZE = 64 * 1024
 REPORT_JSON_CAP = 512 * 1024
@@ -363,7 +372,12 @@ class GuestChannel:
             return
         body = message.WhichOneof("body")
         handler = self._handlers.get(body) if body else None
-        if handler is None or (self._version is None and body != "hello"):
+        agreed = self._version
+        if (
+            handler is None
+            or (agreed is None and body != "hello")
+            or (agreed is not None and MESSAGE_SINCE.get(body or "", 1) > agreed)
+        ):
             self.ignored_messages += 1
             return
         self._heard(received)

@@ -18,6 +18,7 @@ from virtplane.v1 import guest_channel_pb2 as gc
 from virtplane.v1 import vm_pb2
 
 from guestd.framing import HEADER_SIZE, MAGIC, encode
+from hostd import guest_channel
 from hostd.config import ChannelLimits
 from hostd.guest_channel import GuestChannel
 from hostd.ratelimit import TokenBucket
@@ -138,6 +139,18 @@ def test_a_throttled_channel_is_ok_again_after_a_calm_while() -> None:
     stats = channel.stats()
     assert (stats.messages_received, stats.dropped_messages) == (22, 17)
     assert stats.bytes_received > 0 and stats.protocol_version == 1
+
+
+def test_a_message_newer_than_the_agreed_version_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # as if heartbeats had come with version 2 while this agent agreed on 1
+    monkeypatch.setitem(guest_channel.MESSAGE_SINCE, "heartbeat", 2)
+    channel, _, _ = _channel()
+    channel.feed(_hello() + _report() + _heartbeat())
+    assert channel.version == 1
+    assert channel.ignored_messages == 1
+    assert channel.info.uptime_seconds != 9.0  # the heartbeat's, refused
 
 
 def test_the_last_report_is_kept_as_it_arrived() -> None:
