@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import pytest
 from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
-from tests.conftest import GuestImage
+from tests.conftest import REPO, GuestImage
 from tests.e2e.conftest import WAIT, Api, reported, vm_spec
 from tests.stack import Stack
 
@@ -81,6 +82,15 @@ async def test_a_refresh_brings_a_full_report_and_the_raw_report_shows_it(
     assert {"system", "os", "network", "applications", "users", "filesystems"} <= set(raw)
     assert raw["os"]["kernelRelease"] == reply.guest.kernel_release
     assert reply.raw_report.host_id == api.host_id and not reply.raw_report.truncated
+    # the rest of what guestd reports reached the controller
+    guest = reply.guest
+    assert guest.fqdn.startswith(guest.hostname) and guest.hostname
+    assert guest.timezone == "UTC"  # the test image has no /etc/localtime
+    assert guest.cpus == 1 and guest.architecture == "x86_64"
+    assert guest.memory_total_kib > 0  # free memory comes with heartbeats (below)
+    assert "/" in [f.mount_point for f in guest.filesystems]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert guest.agent_version == project["version"]
     # the controller stored what the full report said
     facts = {f.name: f for f in reply.facts}
     assert facts["hostname"].received_time.ToNanoseconds() / 1e9 >= asked
@@ -156,6 +166,7 @@ async def test_a_killed_agent_goes_stale_then_fresh_when_it_restarts(
     )
     assert kept.observed_time.ToNanoseconds() >= before.observed_time.ToNanoseconds()
     assert stale.status.state == vm_pb2.Vm.STATE_UP  # the VM runs; only its agent is silent
+    assert 0 < kept.memory_free_kib < kept.memory_total_kib  # from its last heartbeat
     # GetVmGuestInfo tells the same while it lasts, each fact with when it was observed
     info = await api.vms.GetVmGuestInfo(vm_api.GetVmGuestInfoRequest(vm=chaos_vm))
     if info.guest.agent_state == Agent.AGENT_STATE_NOT_RESPONDING:
