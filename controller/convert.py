@@ -104,8 +104,10 @@ def guest_info(facts: list[models.GuestFact]) -> vm_pb2.GuestInfo | None:
     if agent.get("last_heard"):
         info.last_heard_time.FromJsonString(agent["last_heard"])
     channel: dict[str, str] = agent.get("channel") or {}
-    if channel.get("state") == "THROTTLED":
-        info.channel_state = vm_pb2.GuestInfo.CHANNEL_STATE_THROTTLED
+    if channel.get("state") in ("OK", "THROTTLED"):
+        info.channel_state = vm_pb2.GuestInfo.ChannelState.Value(
+            f"CHANNEL_STATE_{channel['state']}"
+        )
         info.channel_message = channel.get("message", "")
     return info
 
@@ -115,8 +117,12 @@ def agent_fact(info: vm_pb2.GuestInfo) -> dict[str, Any]:
     fact: dict[str, Any] = {"state": _AGENT_STATES.get(info.agent_state, "UNSPECIFIED")}
     if info.HasField("last_heard_time"):
         fact["last_heard"] = info.last_heard_time.ToJsonString()
-    if info.channel_state == vm_pb2.GuestInfo.CHANNEL_STATE_THROTTLED:
-        fact["channel"] = {"state": "THROTTLED", "message": info.channel_message}
+    if info.channel_state != vm_pb2.GuestInfo.CHANNEL_STATE_UNSPECIFIED:
+        state = vm_pb2.GuestInfo.ChannelState.Name(info.channel_state)
+        fact["channel"] = {
+            "state": state.removeprefix("CHANNEL_STATE_"),
+            "message": info.channel_message,
+        }
     return fact
 
 

@@ -91,7 +91,7 @@ class GuestChannel:
         self._on_report = on_report
         self._clock = clock
         self._decoder = FrameDecoder(limits.max_payload)
-        self._info = vm_pb2.GuestInfo()
+        self._info = vm_pb2.GuestInfo(channel_state=ChannelState.CHANNEL_STATE_OK)
         self._version: int | None = None
         self._sequence = 0
         self._outbox: list[gc.HostMessage] = []
