@@ -181,8 +181,15 @@ def guest_facts(info: vm_pb2.GuestInfo) -> dict[str, Any]:
     }
 
 
-def guest_fact(fact: models.GuestFact) -> vm_service_pb2.GuestFact:
+def guest_facts_stale(facts: list[models.GuestFact]) -> bool:
+    """Whether the agent was not responding when it last said anything."""
+    agent = next((f.value for f in facts if f.name == AGENT_FACT), None) or {}
+    return bool(agent.get("state") == "NOT_RESPONDING")
+
+
+def guest_fact(fact: models.GuestFact, stale: bool = False) -> vm_service_pb2.GuestFact:
     return vm_service_pb2.GuestFact(
+        stale=stale and fact.source == GUESTD_SOURCE,
         name=fact.name,
         source=fact.source,
         observed_time=timestamp(fact.observed_at),

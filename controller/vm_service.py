@@ -161,7 +161,10 @@ class VmService:
                 raise VmNotFound(vm_ref)
             return vm_service_pb2.GetVmGuestInfoResponse(
                 guest=convert.guest_info(vm.guest_facts),
-                facts=[convert.guest_fact(f) for f in vm.guest_facts],
+                facts=[
+                    convert.guest_fact(f, convert.guest_facts_stale(vm.guest_facts))
+                    for f in vm.guest_facts
+                ],
             )
 
         reply = await self._db.run(work)

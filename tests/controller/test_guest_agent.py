@@ -180,6 +180,9 @@ async def test_a_flooding_agent_is_throttled_and_a_silent_one_goes_stale(rig: Ri
         "Debian GNU/Linux",
     )
     assert stale.status.guest.memory_free_kib == 1000  # from the heartbeats that got through
+    facts = {f.name: f for f in (await rig.info()).facts}
+    assert facts["hostname"].stale and json.loads(facts["hostname"].value_json) == "first"
+    assert not facts["agent"].stale  # hostd's word on the agent is current
     # calm for 10 s: the channel is OK again
     calm = await _until(rig.vm, lambda v: v.status.guest.channel_state == Channel.CHANNEL_STATE_OK)
     assert calm.status.guest.channel_message == ""

@@ -172,6 +172,7 @@ async def test_a_killed_agent_goes_stale_then_fresh_when_it_restarts(
     if info.guest.agent_state == Agent.AGENT_STATE_NOT_RESPONDING:
         facts = {f.name: f for f in info.facts}
         assert facts["hostname"].observed_time == kept.observed_time
+        assert facts["hostname"].stale
         assert json.loads(facts["agent"].value_json)["state"] == "NOT_RESPONDING"
         assert info.guest.os_name == kept.os_name
 

@@ -722,6 +722,7 @@ class GuestFact(_message.Message):
     OBSERVED_TIME_FIELD_NUMBER: _builtins.int
     RECEIVED_TIME_FIELD_NUMBER: _builtins.int
     VALUE_JSON_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """e.g. "hostname", "os", "interfaces", "applications", "agent"."""
     source: _builtins.str
@@ -730,6 +731,8 @@ class GuestFact(_message.Message):
     """
     value_json: _builtins.str
     """The value as JSON."""
+    stale: _builtins.bool
+    """The agent is not responding: this is its last observed value, kept."""
     @_builtins.property
     def observed_time(self) -> _timestamp_pb2.Timestamp:
         """When the source observed it; stale when the agent is not responding."""
@@ -746,10 +749,11 @@ class GuestFact(_message.Message):
         observed_time: _timestamp_pb2.Timestamp | None = ...,
         received_time: _timestamp_pb2.Timestamp | None = ...,
         value_json: _builtins.str = ...,
+        stale: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["observed_time", b"observed_time", "received_time", b"received_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "observed_time", b"observed_time", "received_time", b"received_time", "source", b"source", "value_json", b"value_json"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "observed_time", b"observed_time", "received_time", b"received_time", "source", b"source", "stale", b"stale", "value_json", b"value_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
