@@ -197,7 +197,7 @@ async def test_a_flooding_guest_is_throttled_and_starves_no_one(host: Host) -> N
     # the normal agent kept its heartbeat
     assert len(heard) >= WINDOW / (2 * HEARTBEAT)
     assert max(gaps) <= MAX_GAP
-    assert states == {AgentState.AGENT_STATE_RESPONDING}
+    assert AgentState.AGENT_STATE_RESPONDING in states
     # hostd stayed healthy
     assert rss_max - rss_before < MAX_RSS_GROWTH_KIB
     assert host.daemon.process.poll() is None
