@@ -218,7 +218,7 @@ class FakeAgent:
             self._server.close()
 
 
-async def _hostd_cpu(workdir: Path, window: float) -> dict[str, float]:
+async def hostd_cpu(workdir: Path, window: float) -> dict[str, float]:
     state = workdir / "fake"
     state.mkdir()
     kernel = state / "vmlinux"
@@ -280,7 +280,7 @@ def run(
     image: GuestImage, workdir: Path, rounds: int, idle_window: float = 60.0
 ) -> dict[str, float]:
     async def main() -> dict[str, float]:
-        results = await _hostd_cpu(workdir, window=20.0)
+        results = await hostd_cpu(workdir, window=20.0)
         results.update(await _real_guests(image, workdir, rounds, idle_window))
         return results
 
