@@ -98,7 +98,7 @@ def guest_info(facts: list[models.GuestFact]) -> vm_pb2.GuestInfo | None:
     if not facts:
         return None
     by_name: dict[str, Any] = {f.name: f.value for f in facts}
-    agent: dict[str, str] = by_name.get(AGENT_FACT) or {}
+    agent: dict[str, Any] = by_name.get(AGENT_FACT) or {}
     reported = [f for f in facts if f.source == GUESTD_SOURCE]
     os_info: dict[str, str] = by_name.get("os") or {}
     apps: list[str] = by_name.get("applications") or []
@@ -129,6 +129,12 @@ def guest_info(facts: list[models.GuestFact]) -> vm_pb2.GuestInfo | None:
     )
     if agent.get("last_heard"):
         info.last_heard_time.FromJsonString(agent["last_heard"])
+    channel: dict[str, str] = agent.get("channel") or {}
+    if channel.get("state") in ("OK", "THROTTLED"):
+        info.channel_state = vm_pb2.GuestInfo.ChannelState.Value(
+            f"CHANNEL_STATE_{channel['state']}"
+        )
+        info.channel_message = channel.get("message", "")
     return info
 
 
@@ -137,6 +143,12 @@ def agent_fact(info: vm_pb2.GuestInfo) -> dict[str, Any]:
     fact: dict[str, Any] = {"state": _AGENT_STATES.get(info.agent_state, "UNSPECIFIED")}
     if info.HasField("last_heard_time"):
         fact["last_heard"] = info.last_heard_time.ToJsonString()
+    if info.channel_state != vm_pb2.GuestInfo.CHANNEL_STATE_UNSPECIFIED:
+        state = vm_pb2.GuestInfo.ChannelState.Name(info.channel_state)
+        fact["channel"] = {
+            "state": state.removeprefix("CHANNEL_STATE_"),
+            "message": info.channel_message,
+        }
     return fact
 
 
@@ -195,8 +207,15 @@ def guest_facts(info: vm_pb2.GuestInfo) -> dict[str, Any]:
     }
 
 
-def guest_fact(fact: models.GuestFact) -> vm_service_pb2.GuestFact:
+def guest_facts_stale(facts: list[models.GuestFact]) -> bool:
+    """Whether the agent was not responding when it last said anything."""
+    agent = next((f.value for f in facts if f.name == AGENT_FACT), None) or {}
+    return bool(agent.get("state") == "NOT_RESPONDING")
+
+
+def guest_fact(fact: models.GuestFact, stale: bool = False) -> vm_service_pb2.GuestFact:
     return vm_service_pb2.GuestFact(
+        stale=stale and fact.source == GUESTD_SOURCE,
         name=fact.name,
         source=fact.source,
         observed_time=timestamp(fact.observed_at),

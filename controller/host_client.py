@@ -120,6 +120,14 @@ class HostClient:
         request = pb.HostAgentServiceGetVmStatsRequest(vm_id=vm_id)
         return (await self._verb(self._stub.GetVmStats, request, vm_id)).stats
 
+    async def refresh_guest(self, vm_id: str) -> None:
+        request = pb.HostAgentServiceRefreshVmGuestInfoRequest(vm_id=vm_id)
+        await self._verb(self._stub.RefreshVmGuestInfo, request, vm_id)
+
+    async def guest_report(self, vm_id: str) -> pb.HostAgentServiceGetVmGuestReportResponse:
+        request = pb.HostAgentServiceGetVmGuestReportRequest(vm_id=vm_id)
+        return await self._verb(self._stub.GetVmGuestReport, request, vm_id)
+
     async def list_vms(self) -> pb.HostAgentServiceListVmsResponse:
         """Every VM on the host, and the journal position the list reflects."""
         try:

@@ -128,7 +128,15 @@ class VmServicer(vm_grpc.VmServiceServicer):
     async def GetVmGuestInfo(
         self, request: vm_api.GetVmGuestInfoRequest, context: Context
     ) -> vm_api.GetVmGuestInfoResponse:
-        return await self._vms.guest_info(_ref("vm", request.vm))
+        return await self._vms.guest_info(
+            _ref("vm", request.vm), include_raw_report=request.include_raw_report
+        )
+
+    async def RefreshVmGuestInfo(
+        self, request: vm_api.RefreshVmGuestInfoRequest, context: Context
+    ) -> vm_api.RefreshVmGuestInfoResponse:
+        await self._vms.guest_agent.refresh(_ref("vm", request.vm))
+        return vm_api.RefreshVmGuestInfoResponse()
 
     async def ExplainPlacement(
         self, request: vm_api.ExplainPlacementRequest, context: Context

@@ -13,6 +13,7 @@ from virtplane.v1 import operation_pb2, vm_pb2, vm_service_pb2
 
 from controller import convert, operations, requests, resume, spec_updates
 from controller.errors import HostNotFound, IllegalVmState, VmExists, VmNotFound
+from controller.guest_agent import GuestAgent
 from controller.hosts import HostClients
 from controller.requests import Call
 from controller.starter import Dispatch, Starter, book_fresh, placement
@@ -47,6 +48,7 @@ class VmService:
         self._db = store.db
         self._clients = clients
         self._starter = starter
+        self.guest_agent = GuestAgent(store.db, clients)
 
     async def create(self, spec: VmSpec, call: Call) -> vm_pb2.Vm:
         def build(session: Session) -> Vm:
@@ -94,8 +96,11 @@ class VmService:
 
         return await self._db.run(work)
 
-    async def guest_info(self, vm_ref: str) -> vm_service_pb2.GetVmGuestInfoResponse:
-        """The VM's guest facts, combined and one by one."""
+    async def guest_info(
+        self, vm_ref: str, *, include_raw_report: bool = False
+    ) -> vm_service_pb2.GetVmGuestInfoResponse:
+        """The VM's guest facts, combined and one by one; with the raw last
+        report from its host if asked."""
 
         def work(session: Session) -> vm_service_pb2.GetVmGuestInfoResponse:
             vm = repo.find_vm(session, vm_ref)
@@ -103,10 +108,16 @@ class VmService:
                 raise VmNotFound(vm_ref)
             return vm_service_pb2.GetVmGuestInfoResponse(
                 guest=convert.guest_info(vm.guest_facts),
-                facts=[convert.guest_fact(f) for f in vm.guest_facts],
+                facts=[
+                    convert.guest_fact(f, convert.guest_facts_stale(vm.guest_facts))
+                    for f in vm.guest_facts
+                ],
             )
 
-        return await self._db.run(work)
+        reply = await self._db.run(work)
+        if include_raw_report:
+            reply.raw_report.CopyFrom(await self.guest_agent.raw_report(vm_ref))
+        return reply
 
     async def explain_placement(self, vm_ref: str) -> vm_service_pb2.ExplainPlacementResponse:
         """What StartVm's placement would decide for the VM now, host by

@@ -46,6 +46,11 @@ class FrameDecoder:
         self._buf = bytearray()
         self.discarded_bytes = 0
         """Bytes dropped so far while resynchronising."""
+        self.rejected_bytes = 0
+        """Payload bytes checked in vain: frames whose header was sound but whose
+        payload failed its checksum. Crafted headers nested in a payload can make
+        one byte read cost a whole payload's checksum; a reader that charges
+        these bytes to the sender's budget keeps that work bounded."""
 
     def feed(self, data: bytes) -> list[bytes]:
         """Adds data read from the stream; returns the payloads completed."""
@@ -87,6 +92,7 @@ class FrameDecoder:
                 return None
             payload = bytes(buf[HEADER_SIZE:end])
             if zlib.crc32(payload) != payload_crc:
+                self.rejected_bytes += length
                 self._drop(1)
                 continue
             del buf[:end]

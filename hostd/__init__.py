@@ -19,6 +19,7 @@ Modules, one job each:
 - guest_info    sanitising and merging untrusted guest reports
 - guest_channel the host end of one VM's guest channel
 - hooks         the operator's hook scripts: points, order, environment, timeout
+- guest_agent   refresh and the last raw report, for the servicer
 - registry      the VM records, their state changes and background work
 - state_machine how events and verbs move a VM's state: pure rules
 - runner        the start paths: fresh start, restore from file

@@ -26,6 +26,8 @@ class ChannelLimits:
     max_messages_per_second: float = 20.0
     """Messages handled per second, on average; the excess is dropped."""
     max_messages_burst: float = 100.0
+    calm_seconds: float = 10.0
+    """How long a throttled channel must keep within its budgets to be OK again."""
     missed_heartbeats: int = 3
     """Heartbeats missed before the agent counts as not responding."""
     default_heartbeat_seconds: float = 5.0

@@ -12,7 +12,13 @@ and nothing that happens on one channel escapes its task. Each channel has
 a byte budget (past it hostd stops reading for a while: the guest's writes
 block and hostd holds nothing more) and a message budget (the excess is
 dropped), so a flooding guest costs bounded CPU and memory and cannot
-delay another VM's channel.
+delay another VM's channel. Payload bytes checksummed in vain (crafted
+headers nested in a payload) count against the byte budget too. A channel
+over either budget is THROTTLED (the sink is told, with why) until it has
+kept within them for calm_seconds.
+
+The last report is kept as it arrived (one message, at most max_payload
+bytes), for debugging.
 
 An agent that misses three heartbeats is NOT_RESPONDING: its facts are kept
 as last observed and the sink is told; the next message makes it
@@ -29,8 +35,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from virtplane.v1 import guest_channel_pb2 as gc
+from virtplane.v1 import host_agent_service_pb2 as agent_pb
 from virtplane.v1 import vm_pb2
 
 from guestd.framing import FrameDecoder, FrameTooLarge, encode
@@ -43,13 +51,25 @@ log = logging.getLogger(__name__)
 
 HOST_MIN_VERSION = 1
 HOST_MAX_VERSION = 1
+MESSAGE_SINCE: dict[str, int] = {
+    "hello": 1,
+    "heartbeat": 1,
+    "report": 1,
+    "pong": 1,
+    "command_result": 1,
+}
+"""The protocol version that brought each guest message: a message newer than
+the version agreed with the agent is refused (ignored), like an unknown one."""
 """The guest-channel protocol versions hostd speaks, inclusive."""
 READ_SIZE = 64 * 1024
+REPORT_JSON_CAP = 512 * 1024
+"""Longest JSON rendering of the last report handed out, in characters."""
 
 ReportSink = Callable[[str, vm_pb2.GuestInfo], None]
 """Called with (vm_id, merged GuestInfo) after every report."""
 _Handler = Callable[[gc.GuestMessage, int], None]
 AgentState = vm_pb2.GuestInfo.AgentState
+ChannelState = vm_pb2.GuestInfo.ChannelState
 
 
 class GuestChannel:
@@ -71,7 +91,7 @@ class GuestChannel:
         self._on_report = on_report
         self._clock = clock
         self._decoder = FrameDecoder(limits.max_payload)
-        self._info = vm_pb2.GuestInfo()
+        self._info = vm_pb2.GuestInfo(channel_state=ChannelState.CHANNEL_STATE_OK)
         self._version: int | None = None
         self._sequence = 0
         self._outbox: list[gc.HostMessage] = []
@@ -84,6 +104,12 @@ class GuestChannel:
         """Messages over the message budget, dropped unread."""
         self.throttled_seconds = 0.0
         """Time spent not reading because the guest sent over its byte budget."""
+        self.bytes_received = 0
+        self.messages_received = 0
+        self._last_report: gc.GuestMessage | None = None
+        self._last_report_received = 0
+        self._over_budget_until = float("-inf")
+        """When the guest last went over a budget, pause included (monotonic)."""
         self._monotonic = monotonic
         self._bytes = TokenBucket(limits.max_bytes_per_second, limits.max_bytes_burst, monotonic)
         self._messages = TokenBucket(
@@ -109,7 +135,31 @@ class GuestChannel:
         """A copy of what the agent has reported so far."""
         copy = vm_pb2.GuestInfo()
         copy.CopyFrom(self._info)
+        if copy.channel_state == ChannelState.CHANNEL_STATE_THROTTLED:
+            copy.channel_message = self._throttle_reason()
         return copy
+
+    def stats(self) -> agent_pb.GuestChannelStats:
+        """What the channel has carried and cost so far."""
+        return agent_pb.GuestChannelStats(
+            connected=self._writer is not None,
+            protocol_version=self._version or 0,
+            bytes_received=self.bytes_received,
+            messages_received=self.messages_received,
+            ignored_messages=self.ignored_messages,
+            dropped_messages=self.dropped_messages,
+            discarded_bytes=self._decoder.discarded_bytes,
+            throttled_seconds=self.throttled_seconds,
+        )
+
+    def last_report(self) -> tuple[str, bool, int]:
+        """The last report message as JSON (cut at REPORT_JSON_CAP characters),
+        whether it was cut, and when it was received (Unix ns); ("", False, 0)
+        before the first report."""
+        if self._last_report is None:
+            return "", False, 0
+        text = json_format.MessageToJson(self._last_report, indent=1)
+        return text[:REPORT_JSON_CAP], len(text) > REPORT_JSON_CAP, self._last_report_received
 
     async def run(self) -> None:
         """Connects and talks, reconnecting after the socket closes; returns when the
@@ -240,13 +290,52 @@ class GuestChannel:
     def feed(self, data: bytes) -> float:
         """Handles bytes read from the channel, within the message budget;
         returns how long to stop reading to stay within the byte budget."""
-        pause = self._bytes.take(len(data))
-        for payload in self._decoder.feed(data):
+        self.bytes_received += len(data)
+        rejected = self._decoder.rejected_bytes
+        payloads = self._decoder.feed(data)
+        pause = self._bytes.take(len(data) + self._decoder.rejected_bytes - rejected)
+        dropped = self.dropped_messages
+        for payload in payloads:
+            self.messages_received += 1
             if self._messages.try_take():
                 self._receive(payload)
             else:
                 self.dropped_messages += 1
+        if pause > 0 or self.dropped_messages > dropped:
+            self._over_budget(pause)
         return pause
+
+    @property
+    def channel_state(self) -> ChannelState.ValueType:
+        return self._info.channel_state
+
+    def _over_budget(self, pause: float) -> None:
+        self._over_budget_until = max(self._over_budget_until, self._monotonic() + pause)
+        if self._info.channel_state != ChannelState.CHANNEL_STATE_THROTTLED:
+            log.warning("guest channel of VM %s: %s", self.vm_id, self._throttle_reason())
+            self._info.channel_state = ChannelState.CHANNEL_STATE_THROTTLED
+            self._on_report(self.vm_id, self.info)
+
+    def check_calm(self) -> None:
+        """Lifts THROTTLED once the guest has kept within its budgets for calm_seconds."""
+        if self._info.channel_state != ChannelState.CHANNEL_STATE_THROTTLED:
+            return
+        if self._monotonic() - self._over_budget_until >= self._limits.calm_seconds:
+            log.info("guest channel of VM %s within its budgets again", self.vm_id)
+            self._info.channel_state = ChannelState.CHANNEL_STATE_OK
+            self._info.channel_message = ""
+            self._on_report(self.vm_id, self.info)
+
+    def _throttle_reason(self) -> str:
+        limits = self._limits
+        return (
+            f"over its budget: {self.dropped_messages} messages dropped"
+            f" (limit {limits.max_messages_per_second:g}/s),"
+            f" reading paused {self.throttled_seconds:.1f} s"
+            f" (limit {limits.max_bytes_per_second / 1024:g} KiB/s),"
+            f" {self.ignored_messages} messages unusable,"
+            f" {self._decoder.discarded_bytes} bytes of garbage"
+        )
 
     @property
     def agent_state(self) -> AgentState.ValueType:
@@ -266,8 +355,9 @@ class GuestChannel:
 
     async def _watch_heartbeats(self) -> None:
         while True:
-            await asyncio.sleep(self._heartbeat_seconds)
+            await asyncio.sleep(min(self._heartbeat_seconds, 1.0))
             self.check_heartbeat()
+            self.check_calm()
 
     def _heard(self, received: int) -> None:
         self._last_heard = self._monotonic()
@@ -282,14 +372,25 @@ class GuestChannel:
             return
         body = message.WhichOneof("body")
         handler = self._handlers.get(body) if body else None
-        if handler is None or (self._version is None and body != "hello"):
+        agreed = self._version
+        if (
+            handler is None
+            or (agreed is None and body != "hello")
+            or (agreed is not None and MESSAGE_SINCE.get(body or "", 1) > agreed)
+        ):
             self.ignored_messages += 1
             return
         self._heard(received)
         # RESPONDING from the first report on; a silent agent that speaks
-        # again is RESPONDING at once, whatever it says.
+        # again is RESPONDING at once, whatever it says, but a hello: that is
+        # a new agent (restarted, or its guest rebooted), whose full report
+        # follows; until then the facts are the old agent's, still stale.
         state = self._info.agent_state
-        revived = self._version is not None and state == AgentState.AGENT_STATE_NOT_RESPONDING
+        revived = (
+            self._version is not None
+            and state == AgentState.AGENT_STATE_NOT_RESPONDING
+            and body != "hello"
+        )
         if revived or (body == "report" and self._version is not None):
             self._info.agent_state = AgentState.AGENT_STATE_RESPONDING
         try:
@@ -341,7 +442,9 @@ class GuestChannel:
             message.sent_unix_nanos, received, self._limits.max_clock_skew_seconds
         )
         merged.observed_time.CopyFrom(guest_info.timestamp(observed))
+        merged.channel_state = self._info.channel_state
         self._info = merged
+        self._last_report, self._last_report_received = message, received
         self._on_report(self.vm_id, self.info)
 
     def _on_pong(self, message: gc.GuestMessage, received: int) -> None:

@@ -98,6 +98,7 @@ def merge_report(
     if report.full:
         merged.agent_version = current.agent_version
         merged.agent_state = current.agent_state
+        merged.memory_free_kib = current.memory_free_kib  # the heartbeat's, not a report's
         merged.last_report_time.CopyFrom(current.last_report_time)
         merged.last_heard_time.CopyFrom(current.last_heard_time)
     else:

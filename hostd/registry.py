@@ -160,7 +160,8 @@ class VmRegistry:
         for vm in self._vms.values():
             proto = vm.as_proto()
             if vm.guest is not None:
-                proto.guest.CopyFrom(vm.guest)
+                # the channel's copy is newer: heartbeats and its own state
+                proto.guest.CopyFrom(vm.channel.info if vm.channel else vm.guest)
             out.append(proto)
         return out
 

@@ -154,6 +154,17 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
     ) -> pb.HostAgentServiceGetRecoveryReportResponse:
         return pb.HostAgentServiceGetRecoveryReportResponse(report=self._vms.recovery_report)
 
+    async def RefreshVmGuestInfo(
+        self, request: pb.HostAgentServiceRefreshVmGuestInfoRequest, context: Context
+    ) -> pb.HostAgentServiceRefreshVmGuestInfoResponse:
+        await self._vms.guest_agent.refresh(request.vm_id)
+        return pb.HostAgentServiceRefreshVmGuestInfoResponse()
+
+    async def GetVmGuestReport(
+        self, request: pb.HostAgentServiceGetVmGuestReportRequest, context: Context
+    ) -> pb.HostAgentServiceGetVmGuestReportResponse:
+        return self._vms.guest_agent.last_report(request.vm_id)
+
     async def WatchEvents(
         self, request: pb.WatchEventsRequest, context: Context
     ) -> AsyncIterator[pb.WatchEventsResponse]:

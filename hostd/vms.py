@@ -33,6 +33,7 @@ from hostd.config import MigrationConfig
 from hostd.defaults import reboot_timeout, shutdown_timeout, with_defaults
 from hostd.errors import VmAlreadyExists
 from hostd.events import EventPump, ReachabilityListener
+from hostd.guest_agent import GuestAgentQueries
 from hostd.hibernation import Hibernator, SavedStates
 from hostd.hypervisor import DomainStats, Hypervisor
 from hostd.journal import Journal
@@ -72,6 +73,7 @@ class VmService:
         self._migrations = Migrations(
             hypervisor, registry, journal, migration or MigrationConfig(), peers or GrpcPeers()
         )
+        self.guest_agent = GuestAgentQueries(registry)
         self.consoles: tuple[pb.Console.Kind.ValueType, ...] = consoles.BUILDABLE
         """The consoles this host offers; known once started."""
         self.recovery_report = pb.RecoveryReport()

@@ -128,6 +128,7 @@ def guest_facts(facts: Sequence[vm_service_pb2.GuestFact], verbose: bool) -> str
     for f in facts:
         value = f.value_json if verbose or len(f.value_json) <= 60 else f.value_json[:57] + "..."
         observed = f.observed_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+        observed += " (stale)" if f.stale else ""
         rows.append([f.name, f.source, observed, value])
     return table(["FACT", "SOURCE", "OBSERVED (UTC)", "VALUE"], rows)
 

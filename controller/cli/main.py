@@ -115,10 +115,23 @@ async def vm_show(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
 
 
 async def vm_guest(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    reply = await vm_grpc.VmServiceStub(channel).GetVmGuestInfo(
-        vm_api.GetVmGuestInfoRequest(vm=args.vm)
+    stub = vm_grpc.VmServiceStub(channel)
+    if args.refresh:
+        await stub.RefreshVmGuestInfo(vm_api.RefreshVmGuestInfoRequest(vm=args.vm))
+        print(f"asked the guest agent of {args.vm} for a full report", file=sys.stderr)
+    reply = await stub.GetVmGuestInfo(
+        vm_api.GetVmGuestInfoRequest(vm=args.vm, include_raw_report=args.raw)
     )
-    print(fmt.guest_facts(reply.facts, verbose=args.values))
+    if not args.raw:
+        print(fmt.guest_facts(reply.facts, verbose=args.values))
+        return
+    raw = reply.raw_report
+    if not raw.report_json:
+        raise SystemExit(f"no raw report: {raw.unavailable_reason}")
+    received = raw.received_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+    cut = " (cut at 512 KiB)" if raw.truncated else ""
+    print(f"received {received} UTC by host {raw.host_id}{cut}", file=sys.stderr)
+    print(raw.report_json)
 
 
 async def _show_operation(
@@ -307,6 +320,12 @@ def _info_parsers(vm: Any) -> None:
     guest = vm.add_parser("guest", help="what the guest agent reported, fact by fact")
     guest.add_argument("vm", help="id or name")
     guest.add_argument("--values", action="store_true", help="print each value in full")
+    guest.add_argument(
+        "--raw", action="store_true", help="print the agent's last report as it sent it (JSON)"
+    )
+    guest.add_argument(
+        "--refresh", action="store_true", help="ask the agent for a full report first"
+    )
     guest.set_defaults(run=vm_guest)
 
 

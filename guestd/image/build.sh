@@ -498,6 +498,8 @@ OVL=$CACHE/overlay
 rm -rf "$OVL"
 mkdir -p "$OVL/opt/virtplane" "$OVL/var/lib/dpkg" "$OVL/etc/virtplane"
 install -m 0755 "$SCRIPT_DIR/init" "$OVL/init"
+# test only: the flooding agent /init runs with virtplane.hostile=S
+install -D -m 0644 "$SCRIPT_DIR/hostile.py" "$OVL/usr/lib/virtplane-test/hostile.py"
 
 agent_problem() {
 	if [ "$REQUIRE_AGENT" = 1 ]; then die "$*"; fi

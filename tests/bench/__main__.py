@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.bench import hostd_paths, migration, scale, start_path
+from tests.bench import guest_channel, hostd_paths, migration, scale, start_path
 from tests.conftest import GUEST_IMAGE_DIR, REPO, GuestImage
 
 Benchmark = Callable[[GuestImage, Path, argparse.Namespace], dict[str, float]]
@@ -36,6 +36,9 @@ BENCHMARKS: dict[str, Benchmark] = {
     ),
     "migration": lambda image, workdir, args: migration.run(image, workdir, args.rounds),
     "scale": _scale,
+    "guest_channel": lambda image, workdir, args: guest_channel.run(
+        image, workdir, min(args.rounds, 3), args.idle_window
+    ),
 }
 
 
@@ -50,6 +53,12 @@ def main() -> None:
     parser.add_argument("--vms", type=int, default=300, help="scale: VMs started")
     parser.add_argument("--concurrency", type=int, default=20, help="scale: StartVm in flight")
     parser.add_argument("--subscribers", type=int, default=100, help="scale: WatchVms clients")
+    parser.add_argument(
+        "--idle-window",
+        type=float,
+        default=60.0,
+        help="guest_channel: seconds an idle guest's bytes are counted",
+    )
     args = parser.parse_args()
     chosen = [name for name in BENCHMARKS if not args.only or name in args.only]
     meta = json.loads((GUEST_IMAGE_DIR / "image.json").read_text())

@@ -61,6 +61,8 @@ def test_guest_facts_round_trip_and_keep_the_agent_state_apart() -> None:
             vm_pb2.GuestFilesystem(mount_point="/", type="ext4", total_bytes=10, used_bytes=4)
         ],
         users=[vm_pb2.GuestUser(name="root", terminal="ttyS0")],
+        channel_state=vm_pb2.GuestInfo.CHANNEL_STATE_THROTTLED,
+        channel_message="over its budget: 5 messages dropped",
     )  # fmt: skip
     info.users[0].login_time.FromDatetime(T0)
     info.last_heard_time.FromDatetime(T1)

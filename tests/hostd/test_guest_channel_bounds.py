@@ -4,7 +4,10 @@ bounds what a guest may cost, and tells when the agent stops talking."""
 from __future__ import annotations
 
 import asyncio
+import json
+import struct
 import unicodedata
+import zlib
 from functools import partial
 from pathlib import Path
 
@@ -14,7 +17,8 @@ from hypothesis import strategies as st
 from virtplane.v1 import guest_channel_pb2 as gc
 from virtplane.v1 import vm_pb2
 
-from guestd.framing import HEADER_SIZE, encode
+from guestd.framing import HEADER_SIZE, MAGIC, encode
+from hostd import guest_channel
 from hostd.config import ChannelLimits
 from hostd.guest_channel import GuestChannel
 from hostd.ratelimit import TokenBucket
@@ -22,6 +26,7 @@ from tests.hostd.conftest import FakeGuest, eventually
 
 NOW = 1_700_000_000 * 10**9
 State = vm_pb2.GuestInfo.AgentState
+ChannelState = vm_pb2.GuestInfo.ChannelState
 
 
 class Clock:
@@ -101,6 +106,65 @@ def test_bytes_over_the_budget_pause_reading() -> None:
     assert channel.feed(b"\x00" * 500) == pytest.approx(0.5)
 
 
+def test_checksums_done_in_vain_count_against_the_byte_budget() -> None:
+    # Headers nested in a payload, each claiming a whole payload whose checksum
+    # fails: every 16 bytes read would cost a 256 KiB checksum if not charged.
+    length = 256 * 1024 - 64
+    head = struct.pack(">4sII", MAGIC, length, 0)
+    nested = (head + struct.pack(">I", zlib.crc32(head))) * (300 * 1024 // HEADER_SIZE)
+    limits = ChannelLimits(max_bytes_per_second=256 * 1024, max_bytes_burst=1024 * 1024)
+    channel, sink, _ = _channel(limits)
+    pause = sum(channel.feed(nested[i : i + 65536]) for i in range(0, len(nested), 65536))
+    wasted_checks = (len(nested) - length) // HEADER_SIZE
+    assert pause > wasted_checks * 0.9  # about a second per payload checked in vain
+    assert [i.channel_state for i in sink.infos] == [ChannelState.CHANNEL_STATE_THROTTLED]
+
+
+def test_a_throttled_channel_is_ok_again_after_a_calm_while() -> None:
+    limits = ChannelLimits(max_messages_per_second=1, max_messages_burst=5, calm_seconds=10)
+    channel, sink, clock = _channel(limits)
+    channel.feed(_hello() + _report("flood") + _heartbeat() * 20)
+    assert channel.channel_state == ChannelState.CHANNEL_STATE_THROTTLED
+    throttled = sink.infos[-1]
+    assert throttled.channel_state == ChannelState.CHANNEL_STATE_THROTTLED
+    assert "17 messages dropped (limit 1/s)" in throttled.channel_message
+    assert throttled.hostname == "flood"  # the facts stay
+    clock.now += 9
+    channel.check_calm()
+    assert channel.channel_state == ChannelState.CHANNEL_STATE_THROTTLED
+    clock.now += 1
+    channel.check_calm()
+    assert sink.infos[-1].channel_state == ChannelState.CHANNEL_STATE_OK
+    assert sink.infos[-1].channel_message == ""
+    stats = channel.stats()
+    assert (stats.messages_received, stats.dropped_messages) == (22, 17)
+    assert stats.bytes_received > 0 and stats.protocol_version == 1
+
+
+def test_a_message_newer_than_the_agreed_version_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # as if heartbeats had come with version 2 while this agent agreed on 1
+    monkeypatch.setitem(guest_channel.MESSAGE_SINCE, "heartbeat", 2)
+    channel, _, _ = _channel()
+    channel.feed(_hello() + _report() + _heartbeat())
+    assert channel.version == 1
+    assert channel.ignored_messages == 1
+    assert channel.info.uptime_seconds != 9.0  # the heartbeat's, refused
+
+
+def test_the_last_report_is_kept_as_it_arrived() -> None:
+    channel, _, _ = _channel()
+    assert channel.last_report() == ("", False, 0)
+    channel.feed(_hello() + _report("raw\x07name"))
+    text, truncated, received = channel.last_report()
+    report = json.loads(text)
+    assert report["report"]["full"] is True
+    assert report["report"]["system"]["hostname"] == "raw\x07name"  # as sent, not cleaned
+    assert (truncated, received) == (False, NOW)
+    assert channel.info.hostname == "rawname"
+
+
 def test_three_missed_heartbeats_mean_not_responding_and_facts_stay() -> None:
     channel, sink, clock = _channel()
     channel.feed(_hello(interval_ms=1000) + _report("guest-a"))
@@ -134,9 +198,13 @@ def test_a_restarted_agent_is_responding_again_after_its_report() -> None:
     channel.feed(_hello() + _report("before"))
     clock.now += 10
     channel.check_heartbeat()
-    channel.feed(_hello() + _report("after"))
+    channel.feed(_hello())
+    # a new agent's hello does not make the old agent's facts fresh...
+    assert channel.agent_state == State.AGENT_STATE_NOT_RESPONDING
+    channel.feed(_report("after"))
+    # ...its first report does
     assert [(i.agent_state, i.hostname) for i in sink.infos[-2:]] == [
-        (State.AGENT_STATE_RESPONDING, "before"),
+        (State.AGENT_STATE_NOT_RESPONDING, "before"),
         (State.AGENT_STATE_RESPONDING, "after"),
     ]
 
@@ -260,4 +328,8 @@ async def test_a_flooding_guest_does_not_hold_up_another(short_tmp: Path) -> Non
         await asyncio.gather(*tasks, flooding, return_exceptions=True)
         await flooder.close()
         await quiet.close()
-    assert not flood_sink.infos
+    # The flooder never reported: all the sink heard is that it is throttled, and why.
+    assert [i.channel_state for i in flood_sink.infos] == [ChannelState.CHANNEL_STATE_THROTTLED]
+    assert "over its budget" in flood_sink.infos[0].channel_message
+    assert not flood_sink.infos[0].hostname
+    assert {i.channel_state for i in quiet_sink.infos} == {ChannelState.CHANNEL_STATE_OK}

@@ -86,9 +86,12 @@ def _full() -> gc.GuestReport:
 
 
 def test_a_full_report_replaces_everything_but_the_agent_version() -> None:
-    current = vm_pb2.GuestInfo(agent_version="1.0", os_name="Old", hostname="old")
+    current = vm_pb2.GuestInfo(
+        agent_version="1.0", os_name="Old", hostname="old", memory_free_kib=5000
+    )
     merged = guest_info.merge_report(current, gc.GuestReport(full=True, os=_full().os), LIMITS)
     assert merged.agent_version == "1.0"
+    assert merged.memory_free_kib == 5000  # the last heartbeat's: no report carries it
     assert merged.os_name == "Debian GNU/Linux"
     assert merged.hostname == ""
 

@@ -91,10 +91,16 @@ class Watch:
         return seen[: [s.state for s in seen].index(state) + 1]
 
     async def report(self, vm_id: str, since: int) -> pb.HostEvent:
-        """The first guest report after since that says how long the guest has been up."""
+        """The first guest report after since that says how long the guest has
+        been up (from an agent that responds: a silent one's facts are stale)."""
 
         def with_uptime() -> list[pb.HostEvent]:
-            return [e for e in self.reports(vm_id, since) if e.guest_report.guest.uptime_seconds]
+            return [
+                e
+                for e in self.reports(vm_id, since)
+                if e.guest_report.guest.uptime_seconds
+                and e.guest_report.guest.agent_state == vm_pb2.GuestInfo.AGENT_STATE_RESPONDING
+            ]
 
         await self.until(f"a guest report of {vm_id}", with_uptime)
         return with_uptime()[0]
@@ -262,6 +268,7 @@ async def test_a_reboot_is_never_a_stop(host: Host) -> None:
     assert rebooting.vm.state == S.STATE_REBOOT_IN_PROGRESS
     states = await host.watch.state(vm_id, S.STATE_RUNNING, since)
     assert _names(states) == ["REBOOT_IN_PROGRESS", "RUNNING"]
+    assert "through the guest agent" in states[0].message  # the agent was responsive
     back = host.watch.when(vm_id, S.STATE_RUNNING, since)
     report = await host.watch.report(vm_id, host.watch.after(back))
     assert report.guest_report.guest.uptime_seconds < before, "the guest booted again"

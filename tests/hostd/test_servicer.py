@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +163,63 @@ async def test_guest_reports_reach_the_watchers(
         assert list(info.interfaces[0].ipv4_addresses) == ["10.0.2.15"]
     finally:
         watch.cancel()
+        await guest.close()
+
+
+async def test_refresh_and_the_last_raw_report(served: Served, boot_files: tuple[str, str]) -> None:
+    config = vm_config(boot_files[0])
+    vm_id = config.vm_id
+    guest = FakeGuest(served.hostd.layout.channel_socket(vm_id))
+    await guest.start()
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await served.stub.RefreshVmGuestInfo(
+                pb.HostAgentServiceRefreshVmGuestInfoRequest(vm_id=vm_id)
+            )
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
+        await guest.next_message("HostHello")
+        with pytest.raises(grpc.aio.AioRpcError) as early:
+            await served.stub.RefreshVmGuestInfo(
+                pb.HostAgentServiceRefreshVmGuestInfoRequest(vm_id=vm_id)
+            )
+        assert early.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "not connected" in (early.value.details() or "")
+        empty = await served.stub.GetVmGuestReport(
+            pb.HostAgentServiceGetVmGuestReportRequest(vm_id=vm_id)
+        )
+        assert empty.report_json == "" and not empty.HasField("received_time")
+        assert empty.channel.connected and empty.channel.protocol_version == 0
+
+        await guest.send(gc.GuestMessage(hello=gc.GuestHello(min_version=1, max_version=1)))
+        await guest.next_message("VersionChoice")
+        await served.stub.RefreshVmGuestInfo(
+            pb.HostAgentServiceRefreshVmGuestInfoRequest(vm_id=vm_id)
+        )
+        assert (await guest.next_message("Refresh")).WhichOneof("body") == "refresh"
+        report = gc.GuestReport(full=True, system=gc.SystemSection(hostname="raw\x1bhost"))
+        await guest.send(gc.GuestMessage(report=report))
+
+        async def has_report() -> pb.HostAgentServiceGetVmGuestReportResponse:
+            return await served.stub.GetVmGuestReport(
+                pb.HostAgentServiceGetVmGuestReportRequest(vm_id=vm_id)
+            )
+
+        reply = await has_report()
+        for _ in range(500):
+            if reply.report_json:
+                break
+            await asyncio.sleep(0.01)
+            reply = await has_report()
+        raw = json.loads(reply.report_json)
+        assert raw["report"]["system"]["hostname"] == "raw\x1bhost"  # as the guest sent it
+        assert raw["agentInstance"] == "fake"
+        assert reply.received_time.seconds > 0 and not reply.truncated
+        assert reply.channel.protocol_version == 1
+        assert reply.channel.messages_received == 2
+        listed = await served.stub.ListVms(pb.HostAgentServiceListVmsRequest())
+        assert [v.guest.hostname for v in listed.vms if v.vm_id == vm_id] == ["rawhost"]
+    finally:
         await guest.close()
 
 

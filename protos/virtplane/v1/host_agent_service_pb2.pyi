@@ -1667,3 +1667,141 @@ class MigrationProgress(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MigrationProgress: _TypeAlias = MigrationProgress  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceRefreshVmGuestInfoRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_ID_FIELD_NUMBER: _builtins.int
+    vm_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        vm_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm_id", b"vm_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceRefreshVmGuestInfoRequest: _TypeAlias = HostAgentServiceRefreshVmGuestInfoRequest  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceRefreshVmGuestInfoResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceRefreshVmGuestInfoResponse: _TypeAlias = HostAgentServiceRefreshVmGuestInfoResponse  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceGetVmGuestReportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_ID_FIELD_NUMBER: _builtins.int
+    vm_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        vm_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm_id", b"vm_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceGetVmGuestReportRequest: _TypeAlias = HostAgentServiceGetVmGuestReportRequest  # noqa: Y015
+
+@_typing.final
+class HostAgentServiceGetVmGuestReportResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_JSON_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    RECEIVED_TIME_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    report_json: _builtins.str
+    """The last GuestMessage that carried a report (full or partial), in
+    protobuf's JSON rendering; empty before the first report.
+    """
+    truncated: _builtins.bool
+    """report_json was cut at 512 KiB."""
+    @_builtins.property
+    def received_time(self) -> _timestamp_pb2.Timestamp:
+        """When hostd received it."""
+
+    @_builtins.property
+    def channel(self) -> Global___GuestChannelStats: ...
+    def __init__(
+        self,
+        *,
+        report_json: _builtins.str = ...,
+        truncated: _builtins.bool = ...,
+        received_time: _timestamp_pb2.Timestamp | None = ...,
+        channel: Global___GuestChannelStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "received_time", b"received_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "received_time", b"received_time", "report_json", b"report_json", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostAgentServiceGetVmGuestReportResponse: _TypeAlias = HostAgentServiceGetVmGuestReportResponse  # noqa: Y015
+
+@_typing.final
+class GuestChannelStats(_message.Message):
+    """What one VM's guest channel has carried and cost since hostd opened it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONNECTED_FIELD_NUMBER: _builtins.int
+    PROTOCOL_VERSION_FIELD_NUMBER: _builtins.int
+    BYTES_RECEIVED_FIELD_NUMBER: _builtins.int
+    MESSAGES_RECEIVED_FIELD_NUMBER: _builtins.int
+    IGNORED_MESSAGES_FIELD_NUMBER: _builtins.int
+    DROPPED_MESSAGES_FIELD_NUMBER: _builtins.int
+    DISCARDED_BYTES_FIELD_NUMBER: _builtins.int
+    THROTTLED_SECONDS_FIELD_NUMBER: _builtins.int
+    connected: _builtins.bool
+    protocol_version: _builtins.int
+    """The protocol version agreed with the agent; 0 before agreement."""
+    bytes_received: _builtins.int
+    messages_received: _builtins.int
+    ignored_messages: _builtins.int
+    """Frames that did not parse, and messages out of turn or unknown."""
+    dropped_messages: _builtins.int
+    """Messages over the message budget, dropped unread."""
+    discarded_bytes: _builtins.int
+    """Bytes skipped as garbage while resynchronising on frames."""
+    throttled_seconds: _builtins.float
+    """How long hostd stopped reading (or is stopping) because the guest was
+    over its byte budget.
+    """
+    def __init__(
+        self,
+        *,
+        connected: _builtins.bool = ...,
+        protocol_version: _builtins.int = ...,
+        bytes_received: _builtins.int = ...,
+        messages_received: _builtins.int = ...,
+        ignored_messages: _builtins.int = ...,
+        dropped_messages: _builtins.int = ...,
+        discarded_bytes: _builtins.int = ...,
+        throttled_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_received", b"bytes_received", "connected", b"connected", "discarded_bytes", b"discarded_bytes", "dropped_messages", b"dropped_messages", "ignored_messages", b"ignored_messages", "messages_received", b"messages_received", "protocol_version", b"protocol_version", "throttled_seconds", b"throttled_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GuestChannelStats: _TypeAlias = GuestChannelStats  # noqa: Y015

@@ -120,6 +120,16 @@ class HostAgentServiceStub:
                 request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServicePrepareIncomingMigrationRequest.SerializeToString,
                 response_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServicePrepareIncomingMigrationResponse.FromString,
                 _registered_method=True)
+        self.RefreshVmGuestInfo = channel.unary_unary(
+                '/virtplane.v1.HostAgentService/RefreshVmGuestInfo',
+                request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceRefreshVmGuestInfoRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceRefreshVmGuestInfoResponse.FromString,
+                _registered_method=True)
+        self.GetVmGuestReport = channel.unary_unary(
+                '/virtplane.v1.HostAgentService/GetVmGuestReport',
+                request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetVmGuestReportRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetVmGuestReportResponse.FromString,
+                _registered_method=True)
         self.WatchEvents = channel.unary_stream(
                 '/virtplane.v1.HostAgentService/WatchEvents',
                 request_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.WatchEventsRequest.SerializeToString,
@@ -261,6 +271,22 @@ class HostAgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RefreshVmGuestInfo(self, request, context):
+        """Asks the VM's guest agent for a full report; it arrives as a
+        GuestReportEvent. FAILED_PRECONDITION when the agent is not connected.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVmGuestReport(self, request, context):
+        """The last report the VM's guest agent sent, as it arrived, and what its
+        channel has cost: for debugging.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchEvents(self, request, context):
         """Streams the host's events in order, from after_sequence on.
         """
@@ -355,6 +381,16 @@ def add_HostAgentServiceServicer_to_server(servicer, server):
                     servicer.PrepareIncomingMigration,
                     request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServicePrepareIncomingMigrationRequest.FromString,
                     response_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServicePrepareIncomingMigrationResponse.SerializeToString,
+            ),
+            'RefreshVmGuestInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefreshVmGuestInfo,
+                    request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceRefreshVmGuestInfoRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceRefreshVmGuestInfoResponse.SerializeToString,
+            ),
+            'GetVmGuestReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVmGuestReport,
+                    request_deserializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetVmGuestReportRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetVmGuestReportResponse.SerializeToString,
             ),
             'WatchEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchEvents,
@@ -822,6 +858,60 @@ class HostAgentService:
             '/virtplane.v1.HostAgentService/PrepareIncomingMigration',
             virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServicePrepareIncomingMigrationRequest.SerializeToString,
             virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServicePrepareIncomingMigrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefreshVmGuestInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostAgentService/RefreshVmGuestInfo',
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceRefreshVmGuestInfoRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceRefreshVmGuestInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVmGuestReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostAgentService/GetVmGuestReport',
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetVmGuestReportRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__agent__service__pb2.HostAgentServiceGetVmGuestReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

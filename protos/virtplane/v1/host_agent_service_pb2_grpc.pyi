@@ -86,6 +86,14 @@ class HostAgentServiceStub:
     returns where the source sends it. The VM goes RUNNING when it lands; if
     no migration arrives in time, or it fails, it goes DOWN.
     """
+    RefreshVmGuestInfo: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceRefreshVmGuestInfoRequest, _host_agent_service_pb2.HostAgentServiceRefreshVmGuestInfoResponse]
+    """Asks the VM's guest agent for a full report; it arrives as a
+    GuestReportEvent. FAILED_PRECONDITION when the agent is not connected.
+    """
+    GetVmGuestReport: _grpc.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetVmGuestReportRequest, _host_agent_service_pb2.HostAgentServiceGetVmGuestReportResponse]
+    """The last report the VM's guest agent sent, as it arrived, and what its
+    channel has cost: for debugging.
+    """
     WatchEvents: _grpc.UnaryStreamMultiCallable[_host_agent_service_pb2.WatchEventsRequest, _host_agent_service_pb2.WatchEventsResponse]
     """Streams the host's events in order, from after_sequence on."""
 
@@ -146,6 +154,14 @@ class HostAgentServiceAsyncStub(HostAgentServiceStub):
     """Called by the source host's hostd: registers the VM as MIGRATING_TO and
     returns where the source sends it. The VM goes RUNNING when it lands; if
     no migration arrives in time, or it fails, it goes DOWN.
+    """
+    RefreshVmGuestInfo: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceRefreshVmGuestInfoRequest, _host_agent_service_pb2.HostAgentServiceRefreshVmGuestInfoResponse]  # type: ignore[assignment]
+    """Asks the VM's guest agent for a full report; it arrives as a
+    GuestReportEvent. FAILED_PRECONDITION when the agent is not connected.
+    """
+    GetVmGuestReport: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceGetVmGuestReportRequest, _host_agent_service_pb2.HostAgentServiceGetVmGuestReportResponse]  # type: ignore[assignment]
+    """The last report the VM's guest agent sent, as it arrived, and what its
+    channel has cost: for debugging.
     """
     WatchEvents: _aio.UnaryStreamMultiCallable[_host_agent_service_pb2.WatchEventsRequest, _host_agent_service_pb2.WatchEventsResponse]  # type: ignore[assignment]
     """Streams the host's events in order, from after_sequence on."""
@@ -306,6 +322,26 @@ class HostAgentServiceServicer(metaclass=_abc_1.ABCMeta):
         """Called by the source host's hostd: registers the VM as MIGRATING_TO and
         returns where the source sends it. The VM goes RUNNING when it lands; if
         no migration arrives in time, or it fails, it goes DOWN.
+        """
+
+    @_abc_1.abstractmethod
+    def RefreshVmGuestInfo(
+        self,
+        request: _host_agent_service_pb2.HostAgentServiceRefreshVmGuestInfoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_agent_service_pb2.HostAgentServiceRefreshVmGuestInfoResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServiceRefreshVmGuestInfoResponse]]:
+        """Asks the VM's guest agent for a full report; it arrives as a
+        GuestReportEvent. FAILED_PRECONDITION when the agent is not connected.
+        """
+
+    @_abc_1.abstractmethod
+    def GetVmGuestReport(
+        self,
+        request: _host_agent_service_pb2.HostAgentServiceGetVmGuestReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_agent_service_pb2.HostAgentServiceGetVmGuestReportResponse, _abc.Awaitable[_host_agent_service_pb2.HostAgentServiceGetVmGuestReportResponse]]:
+        """The last report the VM's guest agent sent, as it arrived, and what its
+        channel has cost: for debugging.
         """
 
     @_abc_1.abstractmethod

@@ -518,6 +518,31 @@ class GuestInfo(_message.Message):
     observed.
     """
 
+    class _ChannelState:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ChannelStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[GuestInfo._ChannelState.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        CHANNEL_STATE_UNSPECIFIED: GuestInfo._ChannelState.ValueType  # 0
+        CHANNEL_STATE_OK: GuestInfo._ChannelState.ValueType  # 1
+        """The agent stays within its budgets."""
+        CHANNEL_STATE_THROTTLED: GuestInfo._ChannelState.ValueType  # 2
+        """The agent sent more than its byte or message budget: the host reads
+        its channel slowly and drops the excess (see channel_message).
+        """
+
+    class ChannelState(_ChannelState, metaclass=_ChannelStateEnumTypeWrapper):
+        """How the host treats the agent's channel."""
+
+    CHANNEL_STATE_UNSPECIFIED: GuestInfo.ChannelState.ValueType  # 0
+    CHANNEL_STATE_OK: GuestInfo.ChannelState.ValueType  # 1
+    """The agent stays within its budgets."""
+    CHANNEL_STATE_THROTTLED: GuestInfo.ChannelState.ValueType  # 2
+    """The agent sent more than its byte or message budget: the host reads
+    its channel slowly and drops the excess (see channel_message).
+    """
+
     HOSTNAME_FIELD_NUMBER: _builtins.int
     OS_NAME_FIELD_NUMBER: _builtins.int
     OS_VERSION_FIELD_NUMBER: _builtins.int
@@ -539,6 +564,8 @@ class GuestInfo(_message.Message):
     MEMORY_FREE_KIB_FIELD_NUMBER: _builtins.int
     USERS_FIELD_NUMBER: _builtins.int
     FILESYSTEMS_FIELD_NUMBER: _builtins.int
+    CHANNEL_STATE_FIELD_NUMBER: _builtins.int
+    CHANNEL_MESSAGE_FIELD_NUMBER: _builtins.int
     hostname: _builtins.str
     os_name: _builtins.str
     os_version: _builtins.str
@@ -558,6 +585,11 @@ class GuestInfo(_message.Message):
     memory_total_kib: _builtins.int
     memory_free_kib: _builtins.int
     """From the last heartbeat."""
+    channel_state: Global___GuestInfo.ChannelState.ValueType
+    channel_message: _builtins.str
+    """Why the channel is throttled, e.g. "over its message budget (20/s):
+    1200 messages dropped"; empty when it is not.
+    """
     @_builtins.property
     def interfaces(self) -> _containers.RepeatedCompositeFieldContainer[Global___GuestInterface]: ...
     @_builtins.property
@@ -602,10 +634,12 @@ class GuestInfo(_message.Message):
         memory_free_kib: _builtins.int = ...,
         users: _abc.Iterable[Global___GuestUser] | None = ...,
         filesystems: _abc.Iterable[Global___GuestFilesystem] | None = ...,
+        channel_state: Global___GuestInfo.ChannelState.ValueType = ...,
+        channel_message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_heard_time", b"last_heard_time", "last_report_time", b"last_report_time", "observed_time", b"observed_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_state", b"agent_state", "agent_version", b"agent_version", "application_count", b"application_count", "applications", b"applications", "architecture", b"architecture", "cpus", b"cpus", "filesystems", b"filesystems", "fqdn", b"fqdn", "hostname", b"hostname", "interfaces", b"interfaces", "kernel_release", b"kernel_release", "last_heard_time", b"last_heard_time", "last_report_time", b"last_report_time", "memory_free_kib", b"memory_free_kib", "memory_total_kib", b"memory_total_kib", "observed_time", b"observed_time", "os_name", b"os_name", "os_version", b"os_version", "timezone", b"timezone", "uptime_seconds", b"uptime_seconds", "users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_state", b"agent_state", "agent_version", b"agent_version", "application_count", b"application_count", "applications", b"applications", "architecture", b"architecture", "channel_message", b"channel_message", "channel_state", b"channel_state", "cpus", b"cpus", "filesystems", b"filesystems", "fqdn", b"fqdn", "hostname", b"hostname", "interfaces", b"interfaces", "kernel_release", b"kernel_release", "last_heard_time", b"last_heard_time", "last_report_time", b"last_report_time", "memory_free_kib", b"memory_free_kib", "memory_total_kib", b"memory_total_kib", "observed_time", b"observed_time", "os_name", b"os_name", "os_version", b"os_version", "timezone", b"timezone", "uptime_seconds", b"uptime_seconds", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -801,6 +801,111 @@ class GetVmGuestInfoRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VM_FIELD_NUMBER: _builtins.int
+    INCLUDE_RAW_REPORT_FIELD_NUMBER: _builtins.int
+    vm: _builtins.str
+    """The VM's id or name."""
+    include_raw_report: _builtins.bool
+    """Also fetch the last report as the agent sent it, from the VM's host."""
+    def __init__(
+        self,
+        *,
+        vm: _builtins.str = ...,
+        include_raw_report: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_raw_report", b"include_raw_report", "vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetVmGuestInfoRequest: _TypeAlias = GetVmGuestInfoRequest  # noqa: Y015
+
+@_typing.final
+class GetVmGuestInfoResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GUEST_FIELD_NUMBER: _builtins.int
+    FACTS_FIELD_NUMBER: _builtins.int
+    RAW_REPORT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def guest(self) -> _vm_pb2.GuestInfo:
+        """The facts combined, as in the VM's status."""
+
+    @_builtins.property
+    def facts(self) -> _containers.RepeatedCompositeFieldContainer[Global___GuestFact]:
+        """Each stored fact on its own."""
+
+    @_builtins.property
+    def raw_report(self) -> Global___GuestRawReport:
+        """Only with include_raw_report."""
+
+    def __init__(
+        self,
+        *,
+        guest: _vm_pb2.GuestInfo | None = ...,
+        facts: _abc.Iterable[Global___GuestFact] | None = ...,
+        raw_report: Global___GuestRawReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["guest", b"guest", "raw_report", b"raw_report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["facts", b"facts", "guest", b"guest", "raw_report", b"raw_report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetVmGuestInfoResponse: _TypeAlias = GetVmGuestInfoResponse  # noqa: Y015
+
+@_typing.final
+class GuestRawReport(_message.Message):
+    """The last report a VM's guest agent sent, as its host received it (before
+    it was cleaned and merged): for debugging. The host keeps it in memory, so
+    it is there as long as the VM runs; the controller does not store it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_JSON_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    RECEIVED_TIME_FIELD_NUMBER: _builtins.int
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    UNAVAILABLE_REASON_FIELD_NUMBER: _builtins.int
+    report_json: _builtins.str
+    """protobuf's JSON rendering of the agent's last GuestMessage that carried a
+    report (full or partial); at most 512 KiB.
+    """
+    truncated: _builtins.bool
+    """report_json was cut."""
+    host_id: _builtins.str
+    """The host it came from."""
+    unavailable_reason: _builtins.str
+    """Why there is no report: the VM runs on no host, the host cannot be
+    reached, the agent has not reported yet.
+    """
+    @_builtins.property
+    def received_time(self) -> _timestamp_pb2.Timestamp:
+        """When the host received it."""
+
+    def __init__(
+        self,
+        *,
+        report_json: _builtins.str = ...,
+        truncated: _builtins.bool = ...,
+        received_time: _timestamp_pb2.Timestamp | None = ...,
+        host_id: _builtins.str = ...,
+        unavailable_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["received_time", b"received_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id", "received_time", b"received_time", "report_json", b"report_json", "truncated", b"truncated", "unavailable_reason", b"unavailable_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GuestRawReport: _TypeAlias = GuestRawReport  # noqa: Y015
+
+@_typing.final
+class RefreshVmGuestInfoRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
     vm: _builtins.str
     """The VM's id or name."""
     def __init__(
@@ -814,35 +919,22 @@ class GetVmGuestInfoRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___GetVmGuestInfoRequest: _TypeAlias = GetVmGuestInfoRequest  # noqa: Y015
+Global___RefreshVmGuestInfoRequest: _TypeAlias = RefreshVmGuestInfoRequest  # noqa: Y015
 
 @_typing.final
-class GetVmGuestInfoResponse(_message.Message):
+class RefreshVmGuestInfoResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
-
-    GUEST_FIELD_NUMBER: _builtins.int
-    FACTS_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def guest(self) -> _vm_pb2.GuestInfo:
-        """The facts combined, as in the VM's status."""
-
-    @_builtins.property
-    def facts(self) -> _containers.RepeatedCompositeFieldContainer[Global___GuestFact]:
-        """Each stored fact on its own."""
 
     def __init__(
         self,
-        *,
-        guest: _vm_pb2.GuestInfo | None = ...,
-        facts: _abc.Iterable[Global___GuestFact] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["guest", b"guest"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["facts", b"facts", "guest", b"guest"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___GetVmGuestInfoResponse: _TypeAlias = GetVmGuestInfoResponse  # noqa: Y015
+Global___RefreshVmGuestInfoResponse: _TypeAlias = RefreshVmGuestInfoResponse  # noqa: Y015
 
 @_typing.final
 class GuestFact(_message.Message):
@@ -855,6 +947,7 @@ class GuestFact(_message.Message):
     OBSERVED_TIME_FIELD_NUMBER: _builtins.int
     RECEIVED_TIME_FIELD_NUMBER: _builtins.int
     VALUE_JSON_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """e.g. "hostname", "os", "interfaces", "applications", "agent"."""
     source: _builtins.str
@@ -863,6 +956,8 @@ class GuestFact(_message.Message):
     """
     value_json: _builtins.str
     """The value as JSON."""
+    stale: _builtins.bool
+    """The agent is not responding: this is its last observed value, kept."""
     @_builtins.property
     def observed_time(self) -> _timestamp_pb2.Timestamp:
         """When the source observed it; stale when the agent is not responding."""
@@ -879,10 +974,11 @@ class GuestFact(_message.Message):
         observed_time: _timestamp_pb2.Timestamp | None = ...,
         received_time: _timestamp_pb2.Timestamp | None = ...,
         value_json: _builtins.str = ...,
+        stale: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["observed_time", b"observed_time", "received_time", b"received_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "observed_time", b"observed_time", "received_time", b"received_time", "source", b"source", "value_json", b"value_json"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "observed_time", b"observed_time", "received_time", b"received_time", "source", b"source", "stale", b"stale", "value_json", b"value_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

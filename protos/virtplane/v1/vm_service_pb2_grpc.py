@@ -121,6 +121,11 @@ class VmServiceStub:
                 request_serializer=virtplane_dot_v1_dot_vm__service__pb2.GetVmGuestInfoRequest.SerializeToString,
                 response_deserializer=virtplane_dot_v1_dot_vm__service__pb2.GetVmGuestInfoResponse.FromString,
                 _registered_method=True)
+        self.RefreshVmGuestInfo = channel.unary_unary(
+                '/virtplane.v1.VmService/RefreshVmGuestInfo',
+                request_serializer=virtplane_dot_v1_dot_vm__service__pb2.RefreshVmGuestInfoRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_vm__service__pb2.RefreshVmGuestInfoResponse.FromString,
+                _registered_method=True)
         self.ExplainPlacement = channel.unary_unary(
                 '/virtplane.v1.VmService/ExplainPlacement',
                 request_serializer=virtplane_dot_v1_dot_vm__service__pb2.ExplainPlacementRequest.SerializeToString,
@@ -256,6 +261,15 @@ class VmServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RefreshVmGuestInfo(self, request, context):
+        """Asks the guest agent of a running VM for a full report now; it arrives
+        like any other (WatchVms shows it). FAILED_PRECONDITION when the VM does
+        not run or its agent is not connected.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExplainPlacement(self, request, context):
         """A dry run of StartVm's placement: for every host, each filter's verdict
         and, for the hosts every filter accepts, each weight's score; and the
@@ -342,6 +356,11 @@ def add_VmServiceServicer_to_server(servicer, server):
                     servicer.GetVmGuestInfo,
                     request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.GetVmGuestInfoRequest.FromString,
                     response_serializer=virtplane_dot_v1_dot_vm__service__pb2.GetVmGuestInfoResponse.SerializeToString,
+            ),
+            'RefreshVmGuestInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefreshVmGuestInfo,
+                    request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.RefreshVmGuestInfoRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_vm__service__pb2.RefreshVmGuestInfoResponse.SerializeToString,
             ),
             'ExplainPlacement': grpc.unary_unary_rpc_method_handler(
                     servicer.ExplainPlacement,
@@ -766,6 +785,33 @@ class VmService:
             '/virtplane.v1.VmService/GetVmGuestInfo',
             virtplane_dot_v1_dot_vm__service__pb2.GetVmGuestInfoRequest.SerializeToString,
             virtplane_dot_v1_dot_vm__service__pb2.GetVmGuestInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefreshVmGuestInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.VmService/RefreshVmGuestInfo',
+            virtplane_dot_v1_dot_vm__service__pb2.RefreshVmGuestInfoRequest.SerializeToString,
+            virtplane_dot_v1_dot_vm__service__pb2.RefreshVmGuestInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

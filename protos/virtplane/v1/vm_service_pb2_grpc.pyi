@@ -90,6 +90,11 @@ class VmServiceStub:
     """What the guest agent reported, fact by fact, with where each came from
     and when it was observed.
     """
+    RefreshVmGuestInfo: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.RefreshVmGuestInfoRequest, _vm_service_pb2.RefreshVmGuestInfoResponse]
+    """Asks the guest agent of a running VM for a full report now; it arrives
+    like any other (WatchVms shows it). FAILED_PRECONDITION when the VM does
+    not run or its agent is not connected.
+    """
     ExplainPlacement: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.ExplainPlacementRequest, _vm_service_pb2.ExplainPlacementResponse]
     """A dry run of StartVm's placement: for every host, each filter's verdict
     and, for the hosts every filter accepts, each weight's score; and the
@@ -157,6 +162,11 @@ class VmServiceAsyncStub(VmServiceStub):
     GetVmGuestInfo: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.GetVmGuestInfoRequest, _vm_service_pb2.GetVmGuestInfoResponse]  # type: ignore[assignment]
     """What the guest agent reported, fact by fact, with where each came from
     and when it was observed.
+    """
+    RefreshVmGuestInfo: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.RefreshVmGuestInfoRequest, _vm_service_pb2.RefreshVmGuestInfoResponse]  # type: ignore[assignment]
+    """Asks the guest agent of a running VM for a full report now; it arrives
+    like any other (WatchVms shows it). FAILED_PRECONDITION when the VM does
+    not run or its agent is not connected.
     """
     ExplainPlacement: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.ExplainPlacementRequest, _vm_service_pb2.ExplainPlacementResponse]  # type: ignore[assignment]
     """A dry run of StartVm's placement: for every host, each filter's verdict
@@ -312,6 +322,17 @@ class VmServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_vm_service_pb2.GetVmGuestInfoResponse, _abc.Awaitable[_vm_service_pb2.GetVmGuestInfoResponse]]:
         """What the guest agent reported, fact by fact, with where each came from
         and when it was observed.
+        """
+
+    @_abc_1.abstractmethod
+    def RefreshVmGuestInfo(
+        self,
+        request: _vm_service_pb2.RefreshVmGuestInfoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vm_service_pb2.RefreshVmGuestInfoResponse, _abc.Awaitable[_vm_service_pb2.RefreshVmGuestInfoResponse]]:
+        """Asks the guest agent of a running VM for a full report now; it arrives
+        like any other (WatchVms shows it). FAILED_PRECONDITION when the VM does
+        not run or its agent is not connected.
         """
 
     @_abc_1.abstractmethod

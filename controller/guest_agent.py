@@ -1,0 +1,84 @@
+"""The guest agent of a running VM, reached through its host: a fresh report
+on demand, and the last report as the agent sent it (for debugging).
+
+The raw report is not stored by the controller: hostd keeps the last one of
+each VM in memory and the controller fetches it from the VM's host when
+asked, so it is there after a controller restart too, as long as the VM runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+from virtplane.errors import VirtplaneError
+from virtplane.v1 import vm_service_pb2
+
+from controller.errors import IllegalVmState, VmNotFound
+from controller.hosts import HostClients
+from db import repositories as repo
+from db.enums import VmState
+from db.session import Database
+
+_AGENT_STATES = frozenset(
+    {VmState.UP, VmState.POWERING_UP, VmState.PAUSED, VmState.POWERING_DOWN, VmState.NOT_RESPONDING}
+)
+"""States in which the VM's domain runs on its host, so its channel is open."""
+
+
+@dataclass(frozen=True)
+class _Placed:
+    vm_id: str
+    name: str
+    state: VmState
+    host_id: str
+    host_name: str
+    address: str
+
+
+class GuestAgent:
+    def __init__(self, db: Database, clients: HostClients) -> None:
+        self._db = db
+        self._clients = clients
+
+    async def _find(self, vm_ref: str) -> _Placed:
+        def work(session: Session) -> _Placed:
+            vm = repo.find_vm(session, vm_ref)
+            if vm is None:
+                raise VmNotFound(vm_ref)
+            host = repo.find_host(session, vm.host_id) if vm.host_id else None
+            if host is None:
+                return _Placed(vm.id, vm.name, vm.state, "", "", "")
+            return _Placed(vm.id, vm.name, vm.state, host.id, host.name, host.address)
+
+        return await self._db.run(work)
+
+    async def refresh(self, vm_ref: str) -> None:
+        placed = await self._find(vm_ref)
+        if placed.state not in _AGENT_STATES or not placed.host_id:
+            raise IllegalVmState(
+                placed.name, placed.state.value, "refresh the guest info of", "running"
+            )
+        client = self._clients.get(placed.host_id, placed.host_name, placed.address)
+        await client.refresh_guest(placed.vm_id)
+
+    async def raw_report(self, vm_ref: str) -> vm_service_pb2.GuestRawReport:
+        """The last report from the VM's host; a reason instead when there is none."""
+        placed = await self._find(vm_ref)
+        if not placed.host_id:
+            return vm_service_pb2.GuestRawReport(
+                unavailable_reason=f"VM {placed.name!r} is {placed.state.value}: it runs on no host"
+            )
+        raw = vm_service_pb2.GuestRawReport(host_id=placed.host_id)
+        client = self._clients.get(placed.host_id, placed.host_name, placed.address)
+        try:
+            reply = await client.guest_report(placed.vm_id)
+        except VirtplaneError as exc:
+            raw.unavailable_reason = str(exc)
+            return raw
+        raw.report_json, raw.truncated = reply.report_json, reply.truncated
+        if reply.HasField("received_time"):
+            raw.received_time.CopyFrom(reply.received_time)
+        else:
+            raw.unavailable_reason = "the guest agent has not reported since the VM started"
+        return raw

@@ -1,0 +1,191 @@
+"""The guest agent as the controller sees it, fast: a controller, a real hostd
+on libvirt's test driver, and a fake agent on the VM's channel socket (where
+libvirt would bind the virtio-serial port) speaking the real protocol.
+
+Refresh and the raw last report through the controller (also after the
+controller restarted), a flooding agent THROTTLED, a silent one
+NOT_RESPONDING with its facts kept. The same on real guests:
+tests/e2e/test_guest_agent.py and tests/hostd/test_real_hostile_guest.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import pytest
+from virtplane.v1 import guest_channel_pb2 as gc
+from virtplane.v1 import host_service_pb2 as host_api
+from virtplane.v1 import host_service_pb2_grpc as host_grpc
+from virtplane.v1 import vm_pb2
+from virtplane.v1 import vm_service_pb2 as vm_api
+from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
+
+from controller.app import Controller
+from controller.config import ControllerConfig
+from guestd.framing import encode
+from hostd.layout import StateLayout
+from tests.hostd.conftest import FakeGuest
+from tests.stack import Daemon, start_hostd
+
+T = TypeVar("T")
+WAIT = 30.0  # only reached when something is broken
+Agent = vm_pb2.GuestInfo.AgentState
+Channel = vm_pb2.GuestInfo.ChannelState
+
+
+@dataclass
+class Rig:
+    workdir: Path
+    database_url: str
+    hostd: Daemon
+    guest: FakeGuest
+    vm_id: str
+    controller: Controller | None = None
+    vms: vm_grpc.VmServiceAsyncStub | None = None
+    channel: grpc.aio.Channel | None = None
+
+    async def start_controller(self) -> vm_grpc.VmServiceAsyncStub:
+        config = ControllerConfig(
+            listen="127.0.0.1:0", database_url=self.database_url, host_retry_seconds=0.1
+        )
+        self.controller = Controller(config)
+        await self.controller.start()
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.controller.port}")
+        self.vms = vm_grpc.VmServiceStub(self.channel)
+        return self.vms
+
+    async def stop_controller(self) -> None:
+        if self.channel is not None:
+            await self.channel.close(None)
+        if self.controller is not None:
+            await self.controller.stop(grace=0)
+        self.controller = self.channel = self.vms = None
+
+    async def vm(self) -> vm_pb2.Vm:
+        assert self.vms is not None
+        return (await self.vms.GetVm(vm_api.GetVmRequest(vm=self.vm_id))).vm
+
+    async def info(self) -> vm_api.GetVmGuestInfoResponse:
+        assert self.vms is not None
+        request = vm_api.GetVmGuestInfoRequest(vm=self.vm_id, include_raw_report=True)
+        return await self.vms.GetVmGuestInfo(request)
+
+
+async def _until(fetch: Callable[[], Awaitable[T]], check: Callable[[T], bool]) -> T:
+    async def poll() -> T:
+        while True:
+            value = await fetch()
+            if check(value):
+                return value
+            await asyncio.sleep(0.05)
+
+    return await asyncio.wait_for(poll(), WAIT)
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="vp-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def rig(workdir: Path) -> AsyncIterator[Rig]:
+    (workdir / "vmlinuz").write_bytes(b"")  # the test driver boots nothing
+    hostd = start_hostd(workdir, "test:///default")
+    rig = Rig(workdir, f"sqlite:///{workdir / 'controller.db'}", hostd, FakeGuest(Path()), "")
+    try:
+        vms = await rig.start_controller()
+        assert rig.channel is not None
+        hosts = host_grpc.HostServiceStub(rig.channel)
+        await hosts.AddHost(host_api.AddHostRequest(name="h1", address=hostd.address))
+        spec = vm_pb2.VmSpec(
+            vcpus=1, memory_mib=128, boot=vm_pb2.BootSource(kernel_path=str(workdir / "vmlinuz"))
+        )
+        created = await vms.CreateVm(vm_api.CreateVmRequest(name="v1", spec=spec))
+        rig.vm_id = created.vm.id
+        rig.guest = FakeGuest(StateLayout(workdir / "hostd").channel_socket(rig.vm_id))
+        rig.guest.path.parent.mkdir(parents=True, exist_ok=True)
+        await rig.guest.start()
+        await vms.StartVm(vm_api.StartVmRequest(vm=rig.vm_id))
+        await rig.guest.next_message("HostHello")
+        hello = gc.GuestHello(min_version=1, max_version=1, heartbeat_interval_ms=200)
+        await rig.guest.send(gc.GuestMessage(hello=hello))
+        await rig.guest.next_message("VersionChoice")
+        await rig.guest.send(_report("first"))
+        await _until(rig.vm, lambda v: v.status.state == vm_pb2.Vm.STATE_UP)
+        yield rig
+    finally:
+        await rig.stop_controller()
+        await rig.guest.close()
+        hostd.stop()
+
+
+def _report(hostname: str) -> gc.GuestMessage:
+    return gc.GuestMessage(
+        report=gc.GuestReport(
+            full=True,
+            system=gc.SystemSection(hostname=hostname, cpus=2),
+            os=gc.OsSection(name="Debian GNU/Linux", version="12"),
+        )
+    )
+
+
+async def test_refresh_and_the_raw_report_also_after_a_controller_restart(rig: Rig) -> None:
+    assert rig.vms is not None
+    await rig.vms.RefreshVmGuestInfo(vm_api.RefreshVmGuestInfoRequest(vm="v1"))
+    asked = await rig.guest.next_message("Refresh")
+    assert asked.WhichOneof("body") == "refresh"
+    await rig.guest.send(_report("after\x1b[2Jrefresh"))
+    info = await _until(rig.info, lambda i: i.guest.hostname == "after[2Jrefresh")
+    raw = json.loads(info.raw_report.report_json)
+    assert raw["report"]["system"]["hostname"] == "after\x1b[2Jrefresh"  # as the agent sent it
+    assert raw["agentInstance"] == "fake"
+    assert info.raw_report.host_id and info.raw_report.unavailable_reason == ""
+
+    await rig.stop_controller()
+    await rig.start_controller()
+    again = await _until(rig.info, lambda i: bool(i.raw_report.report_json))
+    assert again.raw_report.report_json == info.raw_report.report_json
+    assert again.guest.hostname == "after[2Jrefresh"
+
+
+async def test_a_flooding_agent_is_throttled_and_a_silent_one_goes_stale(rig: Rig) -> None:
+    # thousands of tiny messages: far over the 20/s message budget
+    beat = gc.GuestMessage(heartbeat=gc.Heartbeat(uptime_seconds=5.0, free_memory_kib=1000))
+    await rig.guest.send_raw(encode(beat.SerializeToString()) * 3000)
+    throttled = await _until(
+        rig.vm, lambda v: v.status.guest.channel_state == Channel.CHANNEL_STATE_THROTTLED
+    )
+    assert "messages dropped (limit 20/s)" in throttled.status.guest.channel_message
+    assert throttled.status.guest.hostname == "first"  # the facts stay
+    facts = {f.name: json.loads(f.value_json) for f in (await rig.info()).facts}
+    assert facts["agent"]["channel"]["state"] == "THROTTLED"
+
+    # then silence: 3 heartbeat intervals (0.2 s each) later, NOT_RESPONDING
+    stale = await _until(
+        rig.vm, lambda v: v.status.guest.agent_state == Agent.AGENT_STATE_NOT_RESPONDING
+    )
+    assert stale.status.state == vm_pb2.Vm.STATE_UP
+    assert (stale.status.guest.hostname, stale.status.guest.os_name) == (
+        "first",
+        "Debian GNU/Linux",
+    )
+    assert stale.status.guest.memory_free_kib == 1000  # from the heartbeats that got through
+    facts = {f.name: f for f in (await rig.info()).facts}
+    assert facts["hostname"].stale and json.loads(facts["hostname"].value_json) == "first"
+    assert not facts["agent"].stale  # hostd's word on the agent is current
+    # calm for 10 s: the channel is OK again
+    calm = await _until(rig.vm, lambda v: v.status.guest.channel_state == Channel.CHANNEL_STATE_OK)
+    assert calm.status.guest.channel_message == ""
+    await rig.guest.send(_report("back"))
+    fresh = await _until(rig.vm, lambda v: v.status.guest.hostname == "back")
+    assert fresh.status.guest.agent_state == Agent.AGENT_STATE_RESPONDING

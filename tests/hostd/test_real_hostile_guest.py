@@ -1,0 +1,216 @@
+"""A hostile guest on a real hostd process: it floods its channel, and hostd
+stays healthy while another VM's agent keeps its heartbeat.
+
+Two real guests boot together on one hostd (a process of its own, so that
+its memory can be read): the hostile one runs guestd/image/hostile.py
+(`virtplane.hostile=SECONDS` on its kernel command line: garbage, oversize
+frames, nested headers, huge valid reports and thousands of tiny messages),
+the normal one runs guestd with a 1 s heartbeat. While the flood goes on,
+the test polls hostd's ListVms every 0.1 s and records when hostd last heard
+the normal agent.
+
+The bounds asserted are correctness bounds, not performance figures:
+- the normal agent is not starved: no gap between two of its heartbeats, as
+  hostd received them, exceeds 3 heartbeat intervals plus 2 s of slack
+  (hostd itself would call it NOT_RESPONDING past 3 intervals);
+- hostd answers every ListVms within 10 s;
+- hostd's resident memory grows by less than 100 MiB over the flood (what a
+  channel may hold is bounded by its frame size, a few hundred KiB);
+- the hostile VM's channel is THROTTLED with the reason, its facts cleaned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import unicodedata
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+
+import grpc
+import libvirt
+import pytest
+from virtplane.v1 import host_agent_service_pb2 as pb
+from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
+from virtplane.v1 import vm_pb2
+
+from tests.conftest import GuestImage
+from tests.hostd.conftest import vm_config
+from tests.stack import Daemon, start_hostd
+
+pytestmark = pytest.mark.guest
+
+BOOT_TIMEOUT = 240.0
+"""Generous: two TCG guests boot at once on a shared machine."""
+HEARTBEAT = 1.0
+MAX_GAP = 3 * HEARTBEAT + 2.0
+WINDOW = 30.0
+"""How long the normal agent's heartbeats are watched during the flood."""
+FLOOD_SECONDS = 600
+"""The hostile agent floods this long at most; the test destroys it sooner."""
+MAX_RSS_GROWTH_KIB = 100 * 1024
+ChannelState = vm_pb2.GuestInfo.ChannelState
+AgentState = vm_pb2.GuestInfo.AgentState
+
+
+@dataclass
+class Host:
+    daemon: Daemon
+    stub: pb_grpc.HostAgentServiceAsyncStub
+    normal: pb.VmConfig
+    hostile: pb.VmConfig
+
+
+def _config(image: GuestImage, role: str, extra: str) -> pb.VmConfig:
+    config = vm_config(
+        image.kernel,
+        initrd=image.initrd,
+        name=f"real-{role}-{os.getpid()}",
+        memory_mib=256,
+        nics=(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER),),
+    )
+    config.spec.boot.cmdline = f"{image.cmdline} {extra}"
+    return config
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _remove(uri: str, vm_ids: list[str]) -> None:
+    """Destroys what hostd may have left; quietly, as it has usually gone already."""
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    conn = libvirt.open(uri)
+    try:
+        for vm_id in vm_ids:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.lookupByUUIDString(vm_id).destroy()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def hostd(system_libvirt: str, state_root: Path) -> Iterator[Daemon]:
+    state_root.chmod(0o755)
+    daemon = start_hostd(state_root, system_libvirt)
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture(scope="module")
+async def host(hostd: Daemon, guest_image: GuestImage, system_libvirt: str) -> AsyncIterator[Host]:
+    channel = grpc.aio.insecure_channel(hostd.address)
+    host = Host(
+        hostd,
+        pb_grpc.HostAgentServiceStub(channel),
+        _config(guest_image, "normal", f"virtplane.heartbeat={HEARTBEAT:g}"),
+        _config(guest_image, "hostile", f"virtplane.hostile={FLOOD_SECONDS}"),
+    )
+    try:
+        await asyncio.gather(
+            *(
+                host.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
+                for config in (host.normal, host.hostile)
+            )
+        )
+        yield host
+    finally:
+        for config in (host.normal, host.hostile):
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await host.stub.DestroyVm(pb.HostAgentServiceDestroyVmRequest(vm_id=config.vm_id))
+        await channel.close(None)
+        await asyncio.to_thread(_remove, system_libvirt, [host.normal.vm_id, host.hostile.vm_id])
+
+
+async def _guests(stub: pb_grpc.HostAgentServiceAsyncStub) -> dict[str, vm_pb2.GuestInfo]:
+    reply = await stub.ListVms(pb.HostAgentServiceListVmsRequest(), timeout=10)
+    return {vm.vm_id: vm.guest for vm in reply.vms}
+
+
+async def _until(host: Host, what: str, ready: object) -> dict[str, vm_pb2.GuestInfo]:
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while True:
+        guests = await _guests(host.stub)
+        if ready(guests):  # type: ignore[operator]
+            return guests
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {BOOT_TIMEOUT}s waiting for {what}: {guests}")
+        await asyncio.sleep(0.2)
+
+
+def _clean(text: str) -> bool:
+    return all(unicodedata.category(ch)[0] != "C" for ch in text)
+
+
+async def test_a_flooding_guest_is_throttled_and_starves_no_one(host: Host) -> None:
+    normal, hostile = host.normal.vm_id, host.hostile.vm_id
+    await _until(
+        host,
+        "the normal agent's report and the hostile channel throttled",
+        lambda g: (
+            g.get(normal, vm_pb2.GuestInfo()).HasField("observed_time")
+            and g.get(hostile, vm_pb2.GuestInfo()).channel_state
+            == ChannelState.CHANNEL_STATE_THROTTLED
+        ),
+    )
+    report = host.stub.GetVmGuestReport
+    before = (await report(pb.HostAgentServiceGetVmGuestReportRequest(vm_id=hostile))).channel
+    rss_before = rss_max = _rss_kib(host.daemon.process.pid)
+    heard: list[float] = []
+    slowest_answer = 0.0
+    states: set[int] = set()
+    end = time.monotonic() + WINDOW
+    while time.monotonic() < end:
+        asked = time.monotonic()
+        guests = await _guests(host.stub)
+        slowest_answer = max(slowest_answer, time.monotonic() - asked)
+        info = guests[normal]
+        states.add(info.agent_state)
+        stamp = info.last_heard_time.ToNanoseconds() / 1e9
+        if not heard or stamp != heard[-1]:
+            heard.append(stamp)
+        rss_max = max(rss_max, _rss_kib(host.daemon.process.pid))
+        await asyncio.sleep(0.1)
+    after = await report(pb.HostAgentServiceGetVmGuestReportRequest(vm_id=hostile))
+    guests = await _guests(host.stub)
+
+    gaps = [b - a for a, b in pairwise(heard)]
+    flood_bytes = after.channel.bytes_received - before.bytes_received
+    print(
+        f"\nflood: hostd read {flood_bytes / 2**20:.1f} MiB from the hostile guest in"
+        f" {WINDOW:g} s, dropped {after.channel.dropped_messages} messages, skipped"
+        f" {after.channel.discarded_bytes / 2**20:.1f} MiB of garbage, paused reading"
+        f" {after.channel.throttled_seconds:.0f} s; the normal agent's heartbeats:"
+        f" {len(heard)}, largest gap {max(gaps, default=0):.2f} s (bound {MAX_GAP:g} s);"
+        f" slowest ListVms {slowest_answer * 1000:.0f} ms; hostd RSS"
+        f" {rss_before / 1024:.0f} -> max {rss_max / 1024:.0f} MiB"
+    )
+    # the flood went on all along
+    assert flood_bytes > 0
+    # the normal agent kept its heartbeat
+    assert len(heard) >= WINDOW / (2 * HEARTBEAT)
+    assert max(gaps) <= MAX_GAP
+    assert AgentState.AGENT_STATE_RESPONDING in states
+    # hostd stayed healthy
+    assert rss_max - rss_before < MAX_RSS_GROWTH_KIB
+    assert host.daemon.process.poll() is None
+    # the hostile channel: throttled, said why, its facts cleaned and capped
+    flooder = guests[hostile]
+    assert flooder.channel_state == ChannelState.CHANNEL_STATE_THROTTLED
+    assert "over its budget" in flooder.channel_message
+    assert after.channel.dropped_messages > 0
+    assert after.channel.discarded_bytes > 0
+    assert after.channel.throttled_seconds > 0
+    assert len(flooder.hostname) <= 256 and _clean(flooder.hostname)
+    assert len(flooder.applications) <= 4096
+    assert all(_clean(app) and len(app) <= 256 for app in flooder.applications)
+    assert flooder.uptime_seconds >= 0
+    # and the normal VM's facts are whole
+    assert guests[normal].os_name and guests[normal].interfaces
