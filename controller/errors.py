@@ -52,6 +52,11 @@ class VmExists(AlreadyExists):
         super().__init__(f"a VM named {name!r} exists already")
 
 
+class MacInUse(AlreadyExists):
+    def __init__(self, field: str, mac: str, vm: str) -> None:
+        super().__init__(f"{field}: MAC address {mac} is in use by VM {vm!r}")
+
+
 class HostExists(AlreadyExists):
     def __init__(self, name: str) -> None:
         super().__init__(f"a host named {name!r} exists already")

@@ -23,7 +23,7 @@ from virtplane.errors import Aborted, FailedPrecondition, InvalidArgument
 from virtplane.v1 import vm_pb2
 
 from controller import audit, convert, requests, validation
-from controller.errors import VmExists
+from controller.errors import MacInUse, VmExists
 from controller.requests import Call
 from controller.vm_store import VmStore
 from db import repositories as repo
@@ -103,6 +103,18 @@ def _apply_at_once(session: Session, vm: Vm, paths: Iterable[str], spec: vm_pb2.
             vm.pinned_host_id = pinned_host_id(
                 session, spec.pinned_host, "vm_update.spec.pinned_host"
             )
+
+
+def check_macs(
+    session: Session, nics: Iterable[validation.NicSpec], field: str, vm_id: str = ""
+) -> None:
+    """Refuses (ALREADY_EXISTS) a MAC address another VM's NIC has: two
+    NICs of one address on a network break both."""
+    for i, nic in enumerate(nics):
+        if nic.mac_address:
+            user = repo.mac_user(session, nic.mac_address, other_than=vm_id)
+            if user is not None:
+                raise MacInUse(f"{field}[{i}]", nic.mac_address, user)
 
 
 def disk_rows(disks: Iterable[validation.DiskSpec]) -> list[Disk]:
@@ -195,6 +207,7 @@ def _mutate(session: Session, vm: Vm, update: Update, call: Call) -> bool:
         for path in spec_paths:
             _copy(path, update.values.spec, target)
         checked = validation.check_spec(vm.name, target, prefix="vm_update.spec")
+        check_macs(session, checked.nics, "vm_update.spec.nics", vm.id)
         if vm.state is VmState.DOWN:
             _apply(session, vm, checked)
             vm.next_run_spec = None

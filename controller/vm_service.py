@@ -55,6 +55,7 @@ class VmService:
             if repo.vm_by_name(session, spec.name) is not None:
                 raise VmExists(spec.name)
             pinned = spec_updates.pinned_host_id(session, spec.pinned_host, "spec.pinned_host")
+            spec_updates.check_macs(session, spec.nics, "spec.nics")
             vm = Vm(
                 id=str(uuid.uuid4()),
                 name=spec.name,

@@ -160,6 +160,14 @@ def current_revision(session: Session) -> int:
     return int(session.scalar(select(RevisionCounter.value).where(RevisionCounter.id == 1)) or 0)
 
 
+def mac_user(session: Session, mac: str, *, other_than: str = "") -> str | None:
+    """The name of the VM (other than VM id other_than) with a NIC of this MAC."""
+    query = select(Vm.name).join(Nic, Nic.vm_id == Vm.id).where(Nic.mac_address == mac)
+    if other_than:
+        query = query.where(Vm.id != other_than)
+    return session.scalars(query.limit(1)).first()
+
+
 def mac_in_use(session: Session, mac: str) -> bool:
     return session.scalar(select(func.count(Nic.id)).where(Nic.mac_address == mac)) != 0
 

@@ -172,3 +172,27 @@ async def test_high_availability_and_pinning_apply_at_once_even_while_running(
     vm = (await rig.vms.UpdateVm(_update(name, vm_pb2.Vm(), "spec.highly_available"))).vm
     assert not vm.spec.highly_available and vm.spec.pinned_host == host_id
     await rig.vms.StopVm(vm_api.StopVmRequest(vm=name))
+
+
+async def test_a_mac_address_in_use_is_refused_naming_its_vm(
+    rig: Rig, boot: vm_pb2.BootSource
+) -> None:
+    first = spec(boot)
+    first.nics[0].mac_address = "52:54:00:aa:bb:01"
+    await rig.vms.CreateVm(vm_api.CreateVmRequest(name="a", spec=first))
+    second = spec(boot)
+    second.nics[0].mac_address = "52:54:00:AA:BB:01"
+    code, why = await error(rig.vms.CreateVm(vm_api.CreateVmRequest(name="b", spec=second)))
+    assert code is grpc.StatusCode.ALREADY_EXISTS
+    assert why == "spec.nics[0]: MAC address 52:54:00:aa:bb:01 is in use by VM 'a'"
+
+    await rig.vms.CreateVm(vm_api.CreateVmRequest(name="b", spec=spec(boot)))
+    values = vm_pb2.Vm(spec=second)
+    code, why = await error(rig.vms.UpdateVm(_update("b", values, "spec.nics")))
+    assert code is grpc.StatusCode.ALREADY_EXISTS
+    assert why == "vm_update.spec.nics[0]: MAC address 52:54:00:aa:bb:01 is in use by VM 'a'"
+    # A VM's own address is no conflict.
+    values = vm_pb2.Vm(spec=first)
+    values.spec.nics[0].network = ""
+    vm = (await rig.vms.UpdateVm(_update("a", values, "spec.nics"))).vm
+    assert vm.spec.nics[0].mac_address == "52:54:00:aa:bb:01"
