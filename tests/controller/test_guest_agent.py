@@ -10,14 +10,12 @@ tests/e2e/test_guest_agent.py and tests/hostd/test_real_hostile_guest.py.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import pytest
@@ -32,11 +30,10 @@ from controller.app import Controller
 from controller.config import ControllerConfig
 from guestd.framing import encode
 from hostd.layout import StateLayout
+from tests.controller.rig import until
 from tests.hostd.conftest import FakeGuest
 from tests.stack import Daemon, start_hostd
 
-T = TypeVar("T")
-WAIT = 30.0  # only reached when something is broken
 Agent = vm_pb2.GuestInfo.AgentState
 Channel = vm_pb2.GuestInfo.ChannelState
 
@@ -79,17 +76,6 @@ class Rig:
         return await self.vms.GetVmGuestInfo(request)
 
 
-async def _until(fetch: Callable[[], Awaitable[T]], check: Callable[[T], bool]) -> T:
-    async def poll() -> T:
-        while True:
-            value = await fetch()
-            if check(value):
-                return value
-            await asyncio.sleep(0.05)
-
-    return await asyncio.wait_for(poll(), WAIT)
-
-
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="vp-"))
@@ -121,7 +107,7 @@ async def rig(workdir: Path) -> AsyncIterator[Rig]:
         await rig.guest.send(gc.GuestMessage(hello=hello))
         await rig.guest.next_message("VersionChoice")
         await rig.guest.send(_report("first"))
-        await _until(rig.vm, lambda v: v.status.state == vm_pb2.Vm.STATE_UP)
+        await until(rig.vm, lambda v: v.status.state == vm_pb2.Vm.STATE_UP)
         yield rig
     finally:
         await rig.stop_controller()
@@ -145,7 +131,7 @@ async def test_refresh_and_the_raw_report_also_after_a_controller_restart(rig: R
     asked = await rig.guest.next_message("Refresh")
     assert asked.WhichOneof("body") == "refresh"
     await rig.guest.send(_report("after\x1b[2Jrefresh"))
-    info = await _until(rig.info, lambda i: i.guest.hostname == "after[2Jrefresh")
+    info = await until(rig.info, lambda i: i.guest.hostname == "after[2Jrefresh")
     raw = json.loads(info.raw_report.report_json)
     assert raw["report"]["system"]["hostname"] == "after\x1b[2Jrefresh"  # as the agent sent it
     assert raw["agentInstance"] == "fake"
@@ -153,7 +139,7 @@ async def test_refresh_and_the_raw_report_also_after_a_controller_restart(rig: R
 
     await rig.stop_controller()
     await rig.start_controller()
-    again = await _until(rig.info, lambda i: bool(i.raw_report.report_json))
+    again = await until(rig.info, lambda i: bool(i.raw_report.report_json))
     assert again.raw_report.report_json == info.raw_report.report_json
     assert again.guest.hostname == "after[2Jrefresh"
 
@@ -162,7 +148,7 @@ async def test_a_flooding_agent_is_throttled_and_a_silent_one_goes_stale(rig: Ri
     # thousands of tiny messages: far over the 20/s message budget
     beat = gc.GuestMessage(heartbeat=gc.Heartbeat(uptime_seconds=5.0, free_memory_kib=1000))
     await rig.guest.send_raw(encode(beat.SerializeToString()) * 3000)
-    throttled = await _until(
+    throttled = await until(
         rig.vm, lambda v: v.status.guest.channel_state == Channel.CHANNEL_STATE_THROTTLED
     )
     assert "messages dropped (limit 20/s)" in throttled.status.guest.channel_message
@@ -171,7 +157,7 @@ async def test_a_flooding_agent_is_throttled_and_a_silent_one_goes_stale(rig: Ri
     assert facts["agent"]["channel"]["state"] == "THROTTLED"
 
     # then silence: 3 heartbeat intervals (0.2 s each) later, NOT_RESPONDING
-    stale = await _until(
+    stale = await until(
         rig.vm, lambda v: v.status.guest.agent_state == Agent.AGENT_STATE_NOT_RESPONDING
     )
     assert stale.status.state == vm_pb2.Vm.STATE_UP
@@ -184,8 +170,8 @@ async def test_a_flooding_agent_is_throttled_and_a_silent_one_goes_stale(rig: Ri
     assert facts["hostname"].stale and json.loads(facts["hostname"].value_json) == "first"
     assert not facts["agent"].stale  # hostd's word on the agent is current
     # calm for 10 s: the channel is OK again
-    calm = await _until(rig.vm, lambda v: v.status.guest.channel_state == Channel.CHANNEL_STATE_OK)
+    calm = await until(rig.vm, lambda v: v.status.guest.channel_state == Channel.CHANNEL_STATE_OK)
     assert calm.status.guest.channel_message == ""
     await rig.guest.send(_report("back"))
-    fresh = await _until(rig.vm, lambda v: v.status.guest.hostname == "back")
+    fresh = await until(rig.vm, lambda v: v.status.guest.hostname == "back")
     assert fresh.status.guest.agent_state == Agent.AGENT_STATE_RESPONDING

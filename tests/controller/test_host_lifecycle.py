@@ -8,10 +8,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import pytest
@@ -23,9 +22,9 @@ from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
 from controller.app import Controller
 from controller.config import ControllerConfig
+from tests.controller.rig import error, until
 from tests.stack import BIN, Daemon, free_port, start_hostd
 
-T = TypeVar("T")
 H = host_pb2.Host
 S = vm_pb2.Vm
 WAIT = 30.0  # only reached when something is broken
@@ -66,37 +65,11 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def boot(tmp_path: Path) -> vm_pb2.BootSource:
-    # The test driver boots nothing, but hostd checks that the files exist.
-    (tmp_path / "vmlinuz").write_bytes(b"")
-    return vm_pb2.BootSource(kernel_path=str(tmp_path / "vmlinuz"))
-
-
-async def _until(fetch: Callable[[], Awaitable[T]], check: Callable[[T], bool]) -> T:
-    """fetch() until check accepts what it returns."""
-
-    async def poll() -> T:
-        while True:
-            value = await fetch()
-            if check(value):
-                return value
-            await asyncio.sleep(0.05)
-
-    return await asyncio.wait_for(poll(), WAIT)
-
-
-async def _error(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await call
-    return err.value.code(), err.value.details() or ""
-
-
 async def _started_vm(api: Api, name: str, boot: vm_pb2.BootSource) -> vm_pb2.Vm:
     spec = vm_pb2.VmSpec(vcpus=1, memory_mib=128, boot=boot)
     await api.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec))
     await api.vms.StartVm(vm_api.StartVmRequest(vm=name))
-    return await _until(lambda: api.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+    return await until(lambda: api.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
 
 
 async def test_a_non_responsive_host_confirmed_down_frees_its_vms(
@@ -113,20 +86,20 @@ async def test_a_non_responsive_host_confirmed_down_frees_its_vms(
         vm = await _started_vm(api, "v1", boot)
         assert vm.status.host_id == host.id
 
-        code, why = await _error(
+        code, why = await error(
             api.hosts.ConfirmHostDown(host_api.ConfirmHostDownRequest(host="h1"))
         )
         assert code is grpc.StatusCode.FAILED_PRECONDITION
         assert "it is UP" in why
 
         hostd.kill()
-        await _until(lambda: api.host("h1"), lambda h: h.status.state == H.STATE_NON_RESPONSIVE)
+        await until(lambda: api.host("h1"), lambda h: h.status.state == H.STATE_NON_RESPONSIVE)
         lost = await api.vm("v1")
         assert lost.status.state == S.STATE_UNKNOWN  # never DOWN on its own
-        code, why = await _error(api.hosts.RemoveHost(host_api.RemoveHostRequest(host="h1")))
+        code, why = await error(api.hosts.RemoveHost(host_api.RemoveHostRequest(host="h1")))
         assert code is grpc.StatusCode.FAILED_PRECONDITION
         assert "v1" in why
-        code, _ = await _error(api.vms.StartVm(vm_api.StartVmRequest(vm="v1")))
+        code, _ = await error(api.vms.StartVm(vm_api.StartVmRequest(vm="v1")))
         assert code is grpc.StatusCode.FAILED_PRECONDITION  # UNKNOWN, not DOWN
 
         reply = await api.hosts.ConfirmHostDown(host_api.ConfirmHostDownRequest(host="h1"))
@@ -137,7 +110,7 @@ async def test_a_non_responsive_host_confirmed_down_frees_its_vms(
         assert fenced.status.exit_reason == S.EXIT_REASON_HOST_FENCED
         assert fenced.status.host_id == ""
         assert "confirmed down" in fenced.status.message
-        code, why = await _error(
+        code, why = await error(
             api.hosts.ConfirmHostDown(host_api.ConfirmHostDownRequest(host="h1"))
         )
         assert code is grpc.StatusCode.FAILED_PRECONDITION
@@ -145,7 +118,7 @@ async def test_a_non_responsive_host_confirmed_down_frees_its_vms(
 
         # The rebooted host's hostd answers again: the host is UP and takes VMs.
         hostd = start_hostd(workdir / "h1-again", "test:///default", port)
-        await _until(lambda: api.host("h1"), lambda h: h.status.state == H.STATE_UP)
+        await until(lambda: api.host("h1"), lambda h: h.status.state == H.STATE_UP)
         again = (await api.vms.StartVm(vm_api.StartVmRequest(vm="v1"))).vm
         assert again.status.host_id == host.id
     finally:
@@ -182,12 +155,12 @@ async def test_maintenance_activate_and_remove(
         vm_api.CreateVmRequest(name="v2", spec=vm_pb2.VmSpec(vcpus=1, memory_mib=64, boot=boot))
     )
 
-    code, why = await _error(
+    code, why = await error(
         api.hosts.SetHostMaintenance(host_api.SetHostMaintenanceRequest(host="h1"))
     )
     assert code is grpc.StatusCode.FAILED_PRECONDITION
     assert "v1" in why
-    code, why = await _error(api.hosts.RemoveHost(host_api.RemoveHostRequest(host="h1")))
+    code, why = await error(api.hosts.RemoveHost(host_api.RemoveHostRequest(host="h1")))
     assert code is grpc.StatusCode.FAILED_PRECONDITION
     assert "v1" in why
     await api.vms.StopVm(vm_api.StopVmRequest(vm="v1"))
@@ -195,7 +168,7 @@ async def test_maintenance_activate_and_remove(
     assert "h1" in await _cli(api.address, "host", "maintenance", "h1")
     assert (await api.host("h1")).status.state == H.STATE_MAINTENANCE
     assert not api.controller.hosts.watched(host.id)
-    code, why = await _error(api.vms.StartVm(vm_api.StartVmRequest(vm="v2")))
+    code, why = await error(api.vms.StartVm(vm_api.StartVmRequest(vm="v2")))
     assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "h1: maintenance: host is in maintenance" in why
     explained = await api.vms.ExplainPlacement(vm_api.ExplainPlacementRequest(vm="v2"))
@@ -215,8 +188,8 @@ async def test_maintenance_activate_and_remove(
 
     activated = (await api.hosts.ActivateHost(host_api.ActivateHostRequest(host="h1"))).host
     assert activated.status.state == H.STATE_CONNECTING
-    up = await _until(lambda: api.host("h1"), lambda h: h.status.state == H.STATE_UP)
-    code, why = await _error(api.hosts.ActivateHost(host_api.ActivateHostRequest(host="h1")))
+    up = await until(lambda: api.host("h1"), lambda h: h.status.state == H.STATE_UP)
+    code, why = await error(api.hosts.ActivateHost(host_api.ActivateHostRequest(host="h1")))
     assert code is grpc.StatusCode.FAILED_PRECONDITION
     assert "it is UP" in why
 
@@ -233,9 +206,9 @@ async def test_maintenance_activate_and_remove(
     assert "removed" in await _cli(api.address, "host", "remove", "h1")
     assert list((await api.hosts.ListHosts(host_api.ListHostsRequest())).hosts) == []
     assert not api.controller.hosts.watched(host.id)
-    code, _ = await _error(api.hosts.GetHost(host_api.GetHostRequest(host="h1")))
+    code, _ = await error(api.hosts.GetHost(host_api.GetHostRequest(host="h1")))
     assert code is grpc.StatusCode.NOT_FOUND
-    code, why = await _error(api.vms.StartVm(vm_api.StartVmRequest(vm="v2")))
+    code, why = await error(api.vms.StartVm(vm_api.StartVmRequest(vm="v2")))
     assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
@@ -260,6 +233,6 @@ async def test_a_host_in_maintenance_stays_unwatched_across_a_controller_restart
         assert not second.hosts.watched(host.id)
         await second.hosts.activate("h1")
         assert second.hosts.watched(host.id)
-        await _until(lambda: second.hosts.get("h1"), lambda h: h.status.state == H.STATE_UP)
+        await until(lambda: second.hosts.get("h1"), lambda h: h.status.state == H.STATE_UP)
     finally:
         await second.stop(grace=0)

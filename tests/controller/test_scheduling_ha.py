@@ -11,10 +11,9 @@ import shutil
 import signal
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import pytest
@@ -35,10 +34,10 @@ from controller.scheduler import Policy
 from controller.starter import Dispatch, book_fresh
 from db import repositories as repo
 from db.session import Database
+from tests.controller.rig import until
 from tests.stack import BIN, Daemon, start_hostd
 from tests.testnode import node_xml
 
-T = TypeVar("T")
 H = host_pb2.Host
 S = vm_pb2.Vm
 WAIT = 30.0  # only reached when something is broken
@@ -118,26 +117,6 @@ def hostds(workdir: Path) -> Iterator[Hosts]:
     yield hosts
     for daemon in hosts.daemons:
         daemon.stop()
-
-
-@pytest.fixture
-def boot(tmp_path: Path) -> vm_pb2.BootSource:
-    # The test driver boots nothing, but hostd checks that the files exist.
-    (tmp_path / "vmlinuz").write_bytes(b"")
-    return vm_pb2.BootSource(kernel_path=str(tmp_path / "vmlinuz"))
-
-
-async def until(fetch: Callable[[], Awaitable[T]], check: Callable[[T], bool]) -> T:
-    """fetch() until check accepts what it returns."""
-
-    async def poll() -> T:
-        while True:
-            value = await fetch()
-            if check(value):
-                return value
-            await asyncio.sleep(0.05)
-
-    return await asyncio.wait_for(poll(), WAIT)
 
 
 async def create(api: Api, name: str, boot: vm_pb2.BootSource, **spec: object) -> vm_pb2.Vm:
