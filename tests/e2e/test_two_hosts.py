@@ -1,11 +1,8 @@
-"""Starts racing each other, a controller killed mid-start, and HA failover,
-with real guests: a controller (a process, or two) and two hosts — a hostd on
-qemu:///system, and a second, independent host.
-
-The second host is a hostd on libvirt's test driver (a test:///…/node.xml
-connection: its own in-memory host, where a started VM stays POWERING_UP).
-Only the `second_host_uri` fixture says so: pointing it at a second real
-libvirtd makes every test here run on two real hosts.
+"""Starts racing each other, a controller killed mid-start, HA failover, and a
+VM its hosts migrate, with real guests: a controller (a process, or two) and
+two real hosts — a hostd on qemu:///system, and a hostd on a second libvirtd
+on this machine (the second_libvirt fixture; hostd/README.md, "Two hosts on
+one machine").
 """
 
 from __future__ import annotations
@@ -38,7 +35,6 @@ from hostd.builder import DOMAIN_NAME_PREFIX
 from tests.conftest import GuestImage
 from tests.e2e.conftest import reported, vm_spec
 from tests.stack import Daemon, start_controller, start_hostd
-from tests.testnode import node_xml
 
 S = vm_pb2.Vm
 H = host_pb2.Host
@@ -59,19 +55,10 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def second_host_uri(workdir: Path) -> str:
-    """The second host's libvirt: the one line to change for a second real
-    libvirtd. Smaller than this machine, so that the first start of each
-    test goes to the real host."""
-    (workdir / "node2").mkdir()
-    return node_xml(workdir / "node2" / "node.xml", memory_mib=2048, cpus=2)
-
-
-@pytest.fixture
-def hosts(workdir: Path, system_libvirt: str, second_host_uri: str) -> Iterator[list[Daemon]]:
+def hosts(workdir: Path, system_libvirt: str, second_libvirt: str) -> Iterator[list[Daemon]]:
     daemons: list[Daemon] = []
     try:
-        for name, uri in (("h1", system_libvirt), ("h2", second_host_uri)):
+        for name, uri in (("h1", system_libvirt), ("h2", second_libvirt)):
             (workdir / name).mkdir()
             (workdir / name).chmod(0o755)
             daemons.append(start_hostd(workdir / name, uri))
@@ -79,6 +66,19 @@ def hosts(workdir: Path, system_libvirt: str, second_host_uri: str) -> Iterator[
     finally:
         for daemon in daemons:
             daemon.stop()
+        _destroy_all(second_libvirt)  # whatever a test left on the second host
+
+
+def _destroy_all(uri: str) -> None:
+    conn = libvirt.open(uri)
+    try:
+        for dom in conn.listAllDomains():
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.destroy()
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.undefine()
+    finally:
+        conn.close()
 
 
 def domains_of(uri: str, vm_id: str) -> int:
@@ -404,6 +404,88 @@ async def test_a_real_vm_unknown_to_the_database_is_recorded_with_its_size(
         assert await running_on(hosts[0], stranger) == 1
     finally:
         destroy_domain(system_libvirt, stranger)
+        await client.close()
+        await ctl.stop(grace=0)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+MIGRATED = f"migrated-{_RUN}"
+
+
+async def test_a_vm_its_hosts_migrate_follows_to_the_destination_and_never_goes_down(
+    hosts: list[Daemon], guest_image: GuestImage, system_libvirt: str, second_libvirt: str
+) -> None:
+    """hostd migrates a VM live (MigrateVm, called here as an operator or a
+    later controller verb would); the controller's view follows it: never
+    DOWN, placed on the destination, UP, its guest reporting there."""
+    workdir = Path(tempfile.mkdtemp(prefix="vp-mig-"))
+    config = ControllerConfig(
+        listen="127.0.0.1:0",
+        database_url=f"sqlite:///{workdir / 'c.db'}",
+        host_retry_seconds=0.2,
+    )
+    ctl = Controller(config)
+    await ctl.start()
+    client = Client(f"127.0.0.1:{ctl.port}")
+    vm_id = ""
+    seen: list[tuple[vm_pb2.Vm.State.ValueType, str]] = []
+    watching: asyncio.Task[None] | None = None
+    try:
+        ids = {}
+        for name, daemon in zip(("h1", "h2"), hosts, strict=True):
+            added = await client.hosts.AddHost(
+                host_api.AddHostRequest(name=name, address=daemon.address)
+            )
+            ids[added.host.id] = daemon
+        vm_id = (
+            await client.vms.CreateVm(
+                vm_api.CreateVmRequest(name=MIGRATED, spec=vm_spec(guest_image))
+            )
+        ).vm.id
+
+        async def watch() -> None:
+            stream = client.vms.WatchVms(vm_api.WatchVmsRequest(vm_ids=[vm_id]))
+            async for change in stream:
+                if change.vm.id == vm_id:
+                    seen.append((change.vm.status.state, change.vm.status.host_id))
+
+        watching = asyncio.create_task(watch())
+        await client.vms.StartVm(vm_api.StartVmRequest(vm=MIGRATED))
+        up = await client.until(MIGRATED, reported)
+        source = ids[up.status.host_id]
+        dest_id, destination = next((i, d) for i, d in ids.items() if d is not source)
+        uptime_before = up.status.guest.uptime_seconds
+
+        async with grpc.aio.insecure_channel(source.address) as channel:
+            agent = agent_grpc.HostAgentServiceStub(channel)
+            await agent.MigrateVm(
+                agent_pb2.HostAgentServiceMigrateVmRequest(
+                    vm_id=vm_id, destination_address=destination.address
+                )
+            )
+        moved = await client.until(
+            MIGRATED,
+            lambda v: v.status.host_id == dest_id and v.status.state == S.STATE_UP,
+        )
+        assert moved.status.exit_reason == S.EXIT_REASON_UNSPECIFIED
+        assert await running_on(destination, vm_id) == 1
+        assert await running_on(source, vm_id) == 0
+        # The guest goes on reporting from the destination, from the same boot.
+        later = await client.until(
+            MIGRATED, lambda v: v.status.guest.uptime_seconds > uptime_before
+        )
+        assert later.status.host_id == dest_id
+        states = [S.State.Name(state) for state, _host in seen]
+        assert "STATE_DOWN" not in states[states.index("STATE_UP") :], states
+        assert (S.STATE_MIGRATING_FROM, up.status.host_id) in seen, states
+    finally:
+        if watching is not None:
+            watching.cancel()
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await client.vms.StopVm(vm_api.StopVmRequest(vm=MIGRATED))
+        if vm_id:
+            destroy_domain(system_libvirt, vm_id)
+            destroy_domain(second_libvirt, vm_id)
         await client.close()
         await ctl.stop(grace=0)
         shutil.rmtree(workdir, ignore_errors=True)
