@@ -70,6 +70,7 @@ def vm_spec(vm: models.Vm) -> vm_pb2.VmSpec:
             for d in vm.disks
         ],
         highly_available=bool(vm.highly_available),
+        start_paused=bool(vm.start_paused),
         pinned_host=vm.pinned_host_id or "",
     )
 

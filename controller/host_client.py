@@ -67,8 +67,11 @@ class HostClient:
         same request_id never makes a second one. A host that answers with an error
         raises CreateRefused (the VM is not there), except ALREADY_EXISTS (a
         VM of this id is there under another key); one that does not answer
-        raises HostUnreachable (the VM may or may not be there)."""
-        request = pb.HostAgentServiceCreateVmRequest(config=config, request_id=request_id)
+        raises HostUnreachable (the VM may or may not be there). A VM whose
+        spec says start_paused comes up PAUSED."""
+        request = pb.HostAgentServiceCreateVmRequest(
+            config=config, request_id=request_id, start_paused=config.spec.start_paused
+        )
         try:
             reply = await self._stub.CreateVm(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:

@@ -291,6 +291,7 @@ class HostMonitor:
                 status_message="found running on its host; not created through virtplane",
                 origin=VmOrigin.EXTERNAL,
                 highly_available=False,
+                start_paused=False,
                 revision=0,
             )
             session.add(vm)

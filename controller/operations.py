@@ -10,8 +10,9 @@ the host's events come in, without knowing about operations.
 
 What ends an operation, by kind::
 
-    START_VM      SUCCEEDED when the VM is UP; FAILED when it goes DOWN or
-                  is hibernated first
+    START_VM      SUCCEEDED when the VM is UP, or PAUSED (started paused, or
+                  paused before it came up); FAILED when it goes DOWN or is
+                  hibernated first
     REBOOT_VM     SUCCEEDED when the VM is UP again; FAILED as a start
     STOP_VM,
     SHUTDOWN_VM   SUCCEEDED when the VM is DOWN
@@ -60,7 +61,7 @@ from db.session import Database
 
 Kind = OperationKind
 _SUCCESS: dict[OperationKind, frozenset[VmState]] = {
-    Kind.START_VM: frozenset({VmState.UP}),
+    Kind.START_VM: frozenset({VmState.UP, VmState.PAUSED}),
     Kind.REBOOT_VM: frozenset({VmState.UP}),
     Kind.STOP_VM: frozenset({VmState.DOWN}),
     Kind.SHUTDOWN_VM: frozenset({VmState.DOWN}),

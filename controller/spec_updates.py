@@ -1,14 +1,15 @@
 """UpdateVm: changes to a VM's name and spec, through an update_mask.
 
-A spec change to a DOWN VM applies at once, as do highly_available and
-pinned_host (they steer the scheduler and the HA restarter, not the running
-VM) whatever the VM's state. Any other spec change made while the VM runs (or is
-paused, or hibernated, whose saved state carries the old spec) it waits in
-the VM's next_run_spec, with the paths it changed, until the next start
-from DOWN applies it (apply_next_run(), called by StartVm's booking). A
-name change applies at once. Every update increases the VM's spec_version;
-an update that names the version it read (expected_spec_version) is
-refused with ABORTED when another came first, so none is lost.
+A spec change to a DOWN VM applies at once, as do highly_available,
+pinned_host and start_paused whatever the VM's state (they steer the
+scheduler, the HA restarter and the next start, not the running VM). Any
+other spec change made while the VM runs (or is paused, or hibernated, whose
+saved state carries the old spec) waits in the VM's next_run_spec, with the
+paths it changed, until the next start from DOWN applies it
+(apply_next_run(), called by StartVm's booking). A name change applies at
+once. Every update increases the VM's spec_version; an update that names
+the version it read (expected_spec_version) is refused with ABORTED when
+another came first, so none is lost.
 """
 
 from __future__ import annotations
@@ -45,10 +46,11 @@ PATHS = frozenset(
         "spec.disks",
         "spec.highly_available",
         "spec.pinned_host",
+        "spec.start_paused",
     }
 )
 # Spec paths that take effect at once, whatever the VM's state.
-_AT_ONCE = frozenset({"spec.highly_available", "spec.pinned_host"})
+_AT_ONCE = frozenset({"spec.highly_available", "spec.pinned_host", "spec.start_paused"})
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ def _apply_at_once(session: Session, vm: Vm, paths: Iterable[str], spec: vm_pb2.
             vm.highly_available = spec.highly_available
             if not spec.highly_available:
                 vm.ha_restart_at = None  # no automatic restart is due any more
+        if path in ("spec", "spec.start_paused"):
+            vm.start_paused = spec.start_paused
         if path in ("spec", "spec.pinned_host"):
             vm.pinned_host_id = pinned_host_id(
                 session, spec.pinned_host, "vm_update.spec.pinned_host"

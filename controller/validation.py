@@ -51,6 +51,7 @@ class VmSpec:
     nics: tuple[NicSpec, ...]
     disks: tuple[DiskSpec, ...] = ()
     highly_available: bool = False
+    start_paused: bool = False
     pinned_host: str = ""  # a host's id or name; empty: any
 
 
@@ -149,6 +150,7 @@ def check_spec(name: str, spec: vm_pb2.VmSpec, prefix: str = "spec") -> VmSpec:
         nics=nics,
         disks=disks,
         highly_available=spec.highly_available,
+        start_paused=spec.start_paused,
         pinned_host=spec.pinned_host,
     )
 

@@ -68,6 +68,7 @@ class VmService:
                 exit_reason=ExitReason.NONE,
                 status_message="",
                 highly_available=spec.highly_available,
+                start_paused=spec.start_paused,
                 pinned_host_id=pinned,
                 origin=VmOrigin.MANAGED,
                 ha_restart_count=0,

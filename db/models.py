@@ -135,6 +135,8 @@ class Vm(Base):
     version_id: Mapped[int] = mapped_column(default=1)
     # scheduling and high availability (migration 0004)
     highly_available: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Started with its CPUs paused (migration 0005).
+    start_paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The host the VM may only run on; None: any host.
     pinned_host_id: Mapped[str | None] = mapped_column(String(36))
     origin: Mapped[VmOrigin] = mapped_column(

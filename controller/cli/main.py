@@ -88,6 +88,7 @@ async def vm_create(args: argparse.Namespace, channel: grpc.aio.Channel) -> None
         nics=nics,
         highly_available=args.highly_available,
         pinned_host=args.pinned_host,
+        start_paused=args.start_paused,
     )
     reply = await vm_grpc.VmServiceStub(channel).CreateVm(
         vm_api.CreateVmRequest(name=args.name, spec=spec, request_id=args.request_id)
@@ -185,6 +186,9 @@ async def vm_update(args: argparse.Namespace, channel: grpc.aio.Channel) -> None
     if args.pinned_host is not None:
         values.spec.pinned_host = args.pinned_host
         paths.append("spec.pinned_host")
+    if args.start_paused is not None:
+        values.spec.start_paused = args.start_paused == "yes"
+        paths.append("spec.start_paused")
     reply = await stub.UpdateVm(
         vm_api.UpdateVmRequest(
             vm=current.id,
@@ -344,6 +348,9 @@ def _update_parser(vm: Any) -> None:
         "--highly-available", choices=["yes", "no"], help="restart it after a crash (at once)"
     )
     update.add_argument("--pinned-host", help="run it only on this host; '' for any host (at once)")
+    update.add_argument(
+        "--start-paused", choices=["yes", "no"], help="start it with its CPUs paused (at once)"
+    )
     _request_id(update)
     update.set_defaults(run=vm_update)
 
@@ -431,6 +438,7 @@ def parser() -> argparse.ArgumentParser:
         "--highly-available", action="store_true", help="restart it after a crash or host failure"
     )
     create.add_argument("--pinned-host", default="", help="run it only on this host (id or name)")
+    create.add_argument("--start-paused", action="store_true", help="start it with its CPUs paused")
     create.set_defaults(run=vm_create)
     _update_parser(vm)
     listing = vm.add_parser("list", help="list VMs")

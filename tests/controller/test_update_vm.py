@@ -149,7 +149,7 @@ async def test_a_vm_with_disks_is_kept_but_not_started(
     await rig.vms.StopVm(vm_api.StopVmRequest(vm=name))
 
 
-async def test_high_availability_and_pinning_apply_at_once_even_while_running(
+async def test_availability_pinning_and_start_paused_apply_at_once_even_while_running(
     rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
     host_id = await rig.add_host("h1", test_hostd.address)
@@ -158,11 +158,12 @@ async def test_high_availability_and_pinning_apply_at_once_even_while_running(
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
 
-    values = vm_pb2.Vm(spec=vm_pb2.VmSpec(highly_available=True, pinned_host="h1"))
-    vm = (
-        await rig.vms.UpdateVm(_update(name, values, "spec.highly_available", "spec.pinned_host"))
-    ).vm
-    assert vm.spec.highly_available and vm.spec.pinned_host == host_id
+    values = vm_pb2.Vm(
+        spec=vm_pb2.VmSpec(highly_available=True, pinned_host="h1", start_paused=True)
+    )
+    paths = ("spec.highly_available", "spec.pinned_host", "spec.start_paused")
+    vm = (await rig.vms.UpdateVm(_update(name, values, *paths))).vm
+    assert vm.spec.highly_available and vm.spec.pinned_host == host_id and vm.spec.start_paused
     assert not vm.status.pending_restart and not vm.HasField("next_run_spec")
 
     values = vm_pb2.Vm(spec=vm_pb2.VmSpec(pinned_host="nowhere"))

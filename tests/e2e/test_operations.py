@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import grpc
+import libvirt
 import pytest
 from virtplane.v1 import host_service_pb2 as host_api
 from virtplane.v1 import host_service_pb2_grpc as host_grpc
@@ -116,3 +117,40 @@ async def test_hibernate_then_start_restores_the_guest_on_its_host(
         with contextlib.suppress(grpc.aio.AioRpcError):
             await api.vms.StopVm(vm_api.StopVmRequest(vm=up_vm.id))
         raise
+
+
+async def test_a_vm_started_paused_comes_up_paused_then_runs_on_a_second_start(
+    api: Api, guest_image: GuestImage, system_libvirt: str
+) -> None:
+    ops = op_grpc.OperationServiceStub(api.channel)
+    spec = vm_spec(guest_image)
+    spec.start_paused = True
+    vm_id = (
+        await api.vms.CreateVm(vm_api.CreateVmRequest(name=f"paused-{os.getpid()}", spec=spec))
+    ).vm.id
+    try:
+        started = await api.vms.StartVm(vm_api.StartVmRequest(vm=vm_id))
+        op = await _wait(ops, started.operation.id)
+        assert op.state == Op.STATE_SUCCEEDED, op.error.message
+        paused = (await api.vms.GetVm(vm_api.GetVmRequest(vm=vm_id))).vm
+        assert paused.status.state == S.STATE_PAUSED
+        assert _libvirt_state(system_libvirt, vm_id) == libvirt.VIR_DOMAIN_PAUSED
+
+        resumed = await api.vms.StartVm(vm_api.StartVmRequest(vm=vm_id))
+        op = await _wait(ops, resumed.operation.id)
+        assert op.state == Op.STATE_SUCCEEDED, op.error.message
+        assert _libvirt_state(system_libvirt, vm_id) == libvirt.VIR_DOMAIN_RUNNING
+    finally:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await api.vms.StopVm(vm_api.StopVmRequest(vm=vm_id))
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await api.vms.DeleteVm(vm_api.DeleteVmRequest(vm=vm_id))
+    assert not domain_exists(system_libvirt, vm_id)
+
+
+def _libvirt_state(uri: str, vm_id: str) -> int:
+    conn = libvirt.open(uri)
+    try:
+        return int(conn.lookupByUUIDString(vm_id).state()[0])
+    finally:
+        conn.close()

@@ -2,7 +2,7 @@
 restarts, start retries and external VMs
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-26 07:50:00.000000
 """
 

@@ -209,6 +209,7 @@ class VmSpec(_message.Message):
     DISKS_FIELD_NUMBER: _builtins.int
     HIGHLY_AVAILABLE_FIELD_NUMBER: _builtins.int
     PINNED_HOST_FIELD_NUMBER: _builtins.int
+    START_PAUSED_FIELD_NUMBER: _builtins.int
     vcpus: _builtins.int
     """Number of virtual CPUs; at least 1."""
     memory_mib: _builtins.int
@@ -220,6 +221,11 @@ class VmSpec(_message.Message):
     """
     pinned_host: _builtins.str
     """The host (id or name) the VM may only run on; empty: any host."""
+    start_paused: _builtins.bool
+    """Start the VM with its CPUs paused: StartVm brings it up PAUSED (the
+    guest has not run yet), and a second StartVm (or ResumeVm) runs it.
+    Also applies when a hibernated VM is restored.
+    """
     @_builtins.property
     def boot(self) -> Global___BootSource:
         """Direct kernel boot."""
@@ -242,10 +248,11 @@ class VmSpec(_message.Message):
         disks: _abc.Iterable[Global___Disk] | None = ...,
         highly_available: _builtins.bool = ...,
         pinned_host: _builtins.str = ...,
+        start_paused: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["boot", b"boot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot", b"boot", "disks", b"disks", "highly_available", b"highly_available", "memory_mib", b"memory_mib", "nics", b"nics", "pinned_host", b"pinned_host", "vcpus", b"vcpus"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot", b"boot", "disks", b"disks", "highly_available", b"highly_available", "memory_mib", b"memory_mib", "nics", b"nics", "pinned_host", b"pinned_host", "start_paused", b"start_paused", "vcpus", b"vcpus"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
