@@ -180,3 +180,21 @@ def domain_exists(uri: str, vm_id: str) -> bool:
         return False
     finally:
         conn.close()
+
+
+def disk_image(path: Path, fmt: str, size_mib: int = 8) -> str:
+    """Makes an empty disk image at path, raw (a sparse file) or qcow2 (by
+    qemu-img, from qemu-utils); returns its path. QEMU runs as another user:
+    path's folders must be searchable by others."""
+    if fmt == "raw":
+        subprocess.run(["truncate", "-s", f"{size_mib}M", str(path)], check=True)
+        return str(path)
+    if shutil.which("qemu-img") is None:
+        _skip_or_fail("qemu-img is not installed (qemu-utils); run `make setup`")
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", fmt, str(path), f"{size_mib}M"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return str(path)

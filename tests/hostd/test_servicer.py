@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from virtplane.v1 import vm_pb2
 from hostd import domxml
 from hostd.config import ChannelLimits, HostdConfig
 from hostd.server import Hostd
-from tests.hostd.conftest import FakeGuest, eventually, next_item, vm_config
+from tests.hostd.conftest import FakeGuest, disks_of, eventually, next_item, vm_config
 
 S = pb.HostVm
 
@@ -575,7 +574,7 @@ async def test_disks_reach_the_domain_and_survive_a_restart(
         lambda: vms.get(config.vm_id).state == S.STATE_RUNNING, "the VM with disks to run"
     )
     xml = await asyncio.to_thread(_test_domain_xml, config.vm_id)
-    assert _disks_of(xml) == [
+    assert disks_of(xml) == [
         ("qcow2", boot_files[1], "vda", False),
         ("raw", boot_files[0], "vdb", True),
     ]
@@ -605,16 +604,3 @@ def _test_domain_xml(vm_id: str) -> str:
         return ""
     finally:
         conn.close()
-
-
-def _disks_of(xml: str) -> list[tuple[str, str, str, bool]]:
-    """(format, image, target, read-only) of each file disk in a domain's XML."""
-    return [
-        (
-            disk.find("driver").get("type", ""),  # type: ignore[union-attr]
-            disk.find("source").get("file", ""),  # type: ignore[union-attr]
-            disk.find("target").get("dev", ""),  # type: ignore[union-attr]
-            disk.find("readonly") is not None,
-        )
-        for disk in ET.fromstring(xml).iterfind("devices/disk[@type='file']")
-    ]
