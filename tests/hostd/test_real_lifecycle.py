@@ -3,8 +3,9 @@
 One hostd serves the module. Its guests boot together at the start: one
 shared by the tests that leave it running (its disks, pause and resume,
 statistics, reset, reboot), and one for each test that ends or changes its
-VM (shutdown, hibernate and restore with a disk, persistent and paused). Waits are on conditions with
-a generous deadline; durations are printed (run with -s), never asserted.
+VM (shutdown, hibernate and restore with a disk, persistent and paused).
+Waits are on conditions with a generous deadline; durations are printed (run
+with -s), never asserted.
 """
 
 from __future__ import annotations
