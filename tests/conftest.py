@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,3 +199,20 @@ def disk_image(path: Path, fmt: str, size_mib: int = 8) -> str:
         timeout=60,
     )
     return str(path)
+
+
+def disks_of(xml: str) -> list[tuple[str, str, str, bool]]:
+    """(format, image, target, read-only) of each file disk in a domain's XML."""
+    found = []
+    for disk in ET.fromstring(xml).iterfind("devices/disk[@type='file']"):
+        driver, source, target = disk.find("driver"), disk.find("source"), disk.find("target")
+        assert driver is not None and source is not None and target is not None, xml
+        found.append(
+            (
+                driver.get("type", ""),
+                source.get("file", ""),
+                target.get("dev", ""),
+                disk.find("readonly") is not None,
+            )
+        )
+    return found

@@ -6,7 +6,6 @@ import asyncio
 import shutil
 import tempfile
 import uuid
-import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -76,23 +75,6 @@ def vm_config(
             nics=list(nics),
         ),
     )
-
-
-def disks_of(xml: str) -> list[tuple[str, str, str, bool]]:
-    """(format, image, target, read-only) of each file disk in a domain's XML."""
-    found = []
-    for disk in ET.fromstring(xml).iterfind("devices/disk[@type='file']"):
-        driver, source, target = disk.find("driver"), disk.find("source"), disk.find("target")
-        assert driver is not None and source is not None and target is not None, xml
-        found.append(
-            (
-                driver.get("type", ""),
-                source.get("file", ""),
-                target.get("dev", ""),
-                disk.find("readonly") is not None,
-            )
-        )
-    return found
 
 
 @pytest.fixture

@@ -28,8 +28,8 @@ from virtplane.v1 import vm_pb2
 from hostd.config import HostdConfig
 from hostd.journal import Journal
 from hostd.server import Hostd
-from tests.conftest import GuestImage, disk_image
-from tests.hostd.conftest import disks_of, vm_config
+from tests.conftest import GuestImage, disk_image, disks_of
+from tests.hostd.conftest import vm_config
 
 S = pb.HostVm
 BOOT_TIMEOUT = 240.0

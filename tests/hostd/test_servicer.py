@@ -19,7 +19,8 @@ from virtplane.v1 import vm_pb2
 from hostd import domxml
 from hostd.config import ChannelLimits, HostdConfig
 from hostd.server import Hostd
-from tests.hostd.conftest import FakeGuest, disks_of, eventually, next_item, vm_config
+from tests.conftest import disks_of
+from tests.hostd.conftest import FakeGuest, eventually, next_item, vm_config
 
 S = pb.HostVm
 
