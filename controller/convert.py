@@ -76,11 +76,8 @@ def vm_spec(vm: models.Vm) -> vm_pb2.VmSpec:
 
 
 def vm_config(vm: models.Vm) -> agent_pb2.VmConfig:
-    """What the host needs to run vm. hostd attaches no disks yet, so the
-    spec goes without them (StartVm refuses a VM that has some)."""
-    spec = vm_spec(vm)
-    spec.ClearField("disks")
-    return agent_pb2.VmConfig(vm_id=vm.id, name=vm.name, spec=spec)
+    """What the host needs to run vm: its spec, devices, disks and NICs."""
+    return agent_pb2.VmConfig(vm_id=vm.id, name=vm.name, spec=vm_spec(vm))
 
 
 def next_run(stored: dict[str, Any] | None) -> tuple[vm_pb2.VmSpec | None, list[str]]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from google.protobuf import field_mask_pb2
 from sqlalchemy.orm import Session
-from virtplane.errors import Aborted, FailedPrecondition, InvalidArgument
+from virtplane.errors import Aborted, InvalidArgument
 from virtplane.v1 import vm_pb2
 
 from controller import audit, convert, requests, validation
@@ -175,17 +175,6 @@ def apply_next_run(session: Session, vm: Vm) -> None:
         return
     _apply(session, vm, validation.check_spec(vm.name, pending, prefix="next_run_spec"))
     vm.next_run_spec = None
-
-
-def check_startable(vm: Vm) -> None:
-    """hostd attaches no disks yet: a VM that has some is refused rather
-    than started without them."""
-    if vm.disks:
-        names = ", ".join(d.name for d in vm.disks)
-        raise FailedPrecondition(
-            f"cannot start VM {vm.name!r}: it has disks ({names}), which hosts cannot attach"
-            " yet; remove them (UpdateVm spec.disks) to start it"
-        )
 
 
 def _mutate(session: Session, vm: Vm, update: Update, call: Call) -> bool:

@@ -126,7 +126,6 @@ def book_fresh(session: Session, vm: Vm, policy: Policy, *, automatic: bool) -> 
     if vm.state is not VmState.DOWN:
         raise IllegalVmState(vm.name, vm.state.value, "start", "DOWN")
     spec_updates.apply_next_run(session, vm)  # a fresh start takes the pending spec
-    spec_updates.check_startable(vm)
     vm.start_tries = []
     if not automatic:
         vm.ha_restart_at = None

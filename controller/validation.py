@@ -16,6 +16,8 @@ from db.enums import DiskFormat, NicKind, VmState
 MIN_MEMORY_MIB = 16
 MAX_MEMORY_MIB = 16 * 1024 * 1024
 MAX_VCPUS = 512
+MAX_DISKS = 16
+"""As many as a host attaches (hostd.validation)."""
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -136,6 +138,10 @@ def check_spec(name: str, spec: vm_pb2.VmSpec, prefix: str = "spec") -> VmSpec:
     nics = tuple(_check_nic(prefix, i, nic) for i, nic in enumerate(spec.nics))
     if len({n.name for n in nics}) != len(nics):
         raise InvalidArgument(f"{prefix}.nics", "NIC names must be unique")
+    if len(spec.disks) > MAX_DISKS:
+        raise InvalidArgument(
+            f"{prefix}.disks", f"at most {MAX_DISKS} disks (got {len(spec.disks)})"
+        )
     disks = tuple(_check_disk(prefix, i, disk) for i, disk in enumerate(spec.disks))
     if len({d.name for d in disks}) != len(disks):
         raise InvalidArgument(f"{prefix}.disks", "disk names must be unique")

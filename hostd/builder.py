@@ -19,6 +19,12 @@ NIC_MODEL = "virtio"
 VNC_LISTEN = "127.0.0.1"
 """VNC is reached through the host (an SSH tunnel, a proxy), never directly."""
 VIDEO_MODEL = "vga"
+DISK_BUS_PREFIX = "vd"
+"""virtio disks: the guest sees the VM's disks as /dev/vda, /dev/vdb... in their order."""
+_DISK_FORMATS: dict[int, domxml.DiskFormat] = {
+    vm_pb2.Disk.FORMAT_RAW: "raw",
+    vm_pb2.Disk.FORMAT_QCOW2: "qcow2",
+}
 
 
 def domain_name(vm_name: str) -> str:
@@ -56,6 +62,7 @@ def build_domain(
         ),
         features=domxml.Features(acpi=True, tcg_tb_cache_mib=TCG_TB_CACHE_MIB if is_tcg else None),
         devices=domxml.Devices(
+            disks=tuple(_disk(index, disk) for index, disk in enumerate(spec.disks)),
             channels=(
                 domxml.UnixChannel(
                     socket_path=str(layout.channel_socket(config.vm_id)),
@@ -82,6 +89,25 @@ def build_domain(
         on_poweroff="destroy",
         on_reboot="restart",
         on_crash="destroy",
+    )
+
+
+def disk_target(index: int) -> str:
+    """The guest's name of the VM's disk at index: vda..vdz, then vdaa, vdab..."""
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord("a") + rest) + letters
+    return DISK_BUS_PREFIX + letters
+
+
+def _disk(index: int, disk: vm_pb2.Disk) -> domxml.FileDisk:
+    fmt = _DISK_FORMATS.get(disk.format)
+    if fmt is None:
+        raise ValueError(f"no domain for disk format {disk.format} (defaults not filled in?)")
+    return domxml.FileDisk(
+        path=disk.path, target_dev=disk_target(index), format=fmt, read_only=disk.read_only
     )
 
 

@@ -11,10 +11,12 @@ import hashlib
 from dataclasses import dataclass
 
 from virtplane.v1 import host_agent_service_pb2 as pb
+from virtplane.v1 import vm_pb2
 
 VCPUS = 1
 PERSISTENCE = pb.VmConfig.PERSISTENCE_TRANSIENT
 CONSOLE = pb.Console.KIND_SERIAL_FILE
+DISK_FORMAT = vm_pb2.Disk.FORMAT_RAW
 SHUTDOWN_TIMEOUT_SECONDS = 60
 REBOOT_TIMEOUT_SECONDS = 60
 MAC_PREFIX = "52:54:00"
@@ -35,6 +37,11 @@ TABLE: tuple[Default, ...] = (
         "config.spec.nics[i].mac_address",
         f"{MAC_PREFIX}:xx:xx:xx, from the VM id and i",
         "the same on every start, restore and host",
+    ),
+    Default(
+        "config.spec.disks[i].format",
+        vm_pb2.Disk.Format.Name(DISK_FORMAT),
+        "an image is used as it is, never probed: a guest could forge a header",
     ),
     Default(
         "config.persistence",
@@ -69,6 +76,9 @@ def with_defaults(config: pb.VmConfig) -> pb.VmConfig:
     for index, nic in enumerate(filled.spec.nics):
         nic.name = nic.name or f"nic{index}"
         nic.mac_address = nic.mac_address.lower() or mac_address(filled.vm_id, index)
+    for disk in filled.spec.disks:
+        if disk.format == vm_pb2.Disk.FORMAT_UNSPECIFIED:
+            disk.format = DISK_FORMAT
     if filled.persistence == pb.VmConfig.PERSISTENCE_UNSPECIFIED:
         filled.persistence = PERSISTENCE
     if filled.console.kind == pb.Console.KIND_UNSPECIFIED:

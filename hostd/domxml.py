@@ -18,6 +18,7 @@ METADATA_NAMESPACE = "urn:virtplane:hostd:1"
 METADATA_PREFIX = "vp"
 
 DomainType = Literal["kvm", "qemu"]
+DiskFormat = Literal["raw", "qcow2"]
 LifecycleAction = Literal["destroy", "restart", "preserve", "rename-restart"]
 
 
@@ -40,6 +41,17 @@ class Features:
     acpi: bool = True
     tcg_tb_cache_mib: int | None = None
     """Size of TCG's translation cache; only for domain type qemu."""
+
+
+@dataclass(frozen=True)
+class FileDisk:
+    """A disk backed by an image file on the host, on the virtio bus."""
+
+    path: str
+    target_dev: str
+    """The guest's device name: vda, vdb..."""
+    format: DiskFormat = "raw"
+    read_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,7 @@ class VncGraphics:
 
 @dataclass(frozen=True)
 class Devices:
+    disks: tuple[FileDisk, ...] = ()
     channels: tuple[UnixChannel, ...] = ()
     serials: tuple[FileSerial, ...] = ()
     interfaces: tuple[Interface, ...] = ()
@@ -238,6 +251,8 @@ def _features(parent: ET.Element, features: Features) -> None:
 
 
 def _devices(parent: ET.Element, devices: Devices) -> None:
+    for disk in devices.disks:
+        _disk(parent, disk)
     for channel in devices.channels:
         element = ET.SubElement(parent, "channel", type="unix")
         ET.SubElement(element, "source", mode="bind", path=channel.socket_path)
@@ -257,6 +272,15 @@ def _devices(parent: ET.Element, devices: Devices) -> None:
         ET.SubElement(parent, "controller", type="usb", model=devices.usb_controller_model)
     if devices.memballoon_model is not None:
         ET.SubElement(parent, "memballoon", model=devices.memballoon_model)
+
+
+def _disk(parent: ET.Element, disk: FileDisk) -> None:
+    element = ET.SubElement(parent, "disk", type="file", device="disk")
+    ET.SubElement(element, "driver", name="qemu", type=disk.format)
+    ET.SubElement(element, "source", file=disk.path)
+    ET.SubElement(element, "target", dev=disk.target_dev, bus="virtio")
+    if disk.read_only:
+        ET.SubElement(element, "readonly")
 
 
 def _interface(parent: ET.Element, nic: Interface) -> None:

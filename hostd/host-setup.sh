@@ -5,7 +5,7 @@
 set -euo pipefail
 
 packages=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
-          qemu-system-x86 pkg-config gcc python3-dev busybox-static xz-utils
+          qemu-system-x86 qemu-utils pkg-config gcc python3-dev busybox-static xz-utils
           python3-protobuf)
 missing=()
 for p in "${packages[@]}"; do

@@ -136,6 +136,9 @@ class DomainInfo:
 @dataclass(frozen=True)
 class DiskCounters:
     name: str
+    """The guest's device name, e.g. vda."""
+    path: str = ""
+    """The image on the host."""
     read_requests: int = 0
     read_bytes: int = 0
     write_requests: int = 0

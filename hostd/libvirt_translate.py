@@ -185,6 +185,7 @@ def parse_stats(records: Mapping[str, object]) -> DomainStats:
     disks = tuple(
         DiskCounters(
             name=text(f"block.{i}.name"),
+            path=text(f"block.{i}.path"),
             read_requests=number(f"block.{i}.rd.reqs"),
             read_bytes=number(f"block.{i}.rd.bytes"),
             write_requests=number(f"block.{i}.wr.reqs"),

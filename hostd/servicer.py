@@ -204,6 +204,7 @@ def _vm_stats(vm: pb.HostVm, stats: DomainStats) -> pb.VmStats:
         disks=[
             pb.DiskStats(
                 name=d.name,
+                path=d.path,
                 read_requests=d.read_requests,
                 read_bytes=d.read_bytes,
                 write_requests=d.write_requests,

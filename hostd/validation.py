@@ -21,6 +21,7 @@ MAX_VCPUS = 512
 MAX_CMDLINE = 4096
 MAX_PATH = 4096
 MAX_NICS = 16
+MAX_DISKS = 16
 MAX_PROPERTIES = 64
 MAX_PROPERTY_VALUE = 4096
 
@@ -28,6 +29,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _NETWORK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _NIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+_DISK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _PROPERTY_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 """Custom property keys become parts of environment variable names (hostd.hooks)."""
 
@@ -54,6 +56,7 @@ def validate_config(config: pb.VmConfig) -> None:
         raise InvalidArgument("config.spec.nics", f"at most {MAX_NICS} NICs (got {len(spec.nics)})")
     for index, nic in enumerate(spec.nics):
         _nic(f"config.spec.nics[{index}]", nic)
+    _disks(spec.disks)
     persistence = pb.VmConfig.Persistence
     _enum("config.persistence", config.persistence, persistence.items())
     _enum("config.console.kind", config.console.kind, pb.Console.Kind.items())
@@ -124,6 +127,35 @@ def _nic(field: str, nic: vm_pb2.Nic) -> None:
             )
         if int(mac[:2], 16) & 1:
             raise InvalidArgument(f"{field}.mac_address", "must be a unicast address")
+
+
+def _disks(disks: Sequence[vm_pb2.Disk]) -> None:
+    if len(disks) > MAX_DISKS:
+        raise InvalidArgument("config.spec.disks", f"at most {MAX_DISKS} disks (got {len(disks)})")
+    names: dict[str, int] = {}
+    paths: dict[str, int] = {}
+    for index, disk in enumerate(disks):
+        field = f"config.spec.disks[{index}]"
+        if not disk.name:
+            raise InvalidArgument(f"{field}.name", "is required")
+        if not _DISK_NAME.fullmatch(disk.name):
+            raise InvalidArgument(
+                f"{field}.name",
+                f"must be 1-63 letters, digits, '.', '_' or '-' (got {disk.name!r})",
+            )
+        if disk.name in names:
+            raise InvalidArgument(
+                f"{field}.name", f"{disk.name!r} is also the name of disks[{names[disk.name]}]"
+            )
+        names[disk.name] = index
+        _host_file(f"{field}.path", disk.path, required=True)
+        # One image under two disks: QEMU's image locking refuses the second
+        # writer, and two caches of one file would corrupt it anyway.
+        same = paths.get(str(Path(disk.path).resolve()))
+        if same is not None:
+            raise InvalidArgument(f"{field}.path", f"{disk.path} is already disks[{same}]")
+        paths[str(Path(disk.path).resolve())] = index
+        _enum(f"{field}.format", disk.format, vm_pb2.Disk.Format.items())
 
 
 def _properties(properties: Mapping[str, str]) -> None:

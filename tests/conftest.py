@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,3 +181,38 @@ def domain_exists(uri: str, vm_id: str) -> bool:
         return False
     finally:
         conn.close()
+
+
+def disk_image(path: Path, fmt: str, size_mib: int = 8) -> str:
+    """Makes an empty disk image at path, raw (a sparse file) or qcow2 (by
+    qemu-img, from qemu-utils); returns its path. QEMU runs as another user:
+    path's folders must be searchable by others."""
+    if fmt == "raw":
+        subprocess.run(["truncate", "-s", f"{size_mib}M", str(path)], check=True)
+        return str(path)
+    if shutil.which("qemu-img") is None:
+        _skip_or_fail("qemu-img is not installed (qemu-utils); run `make setup`")
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", fmt, str(path), f"{size_mib}M"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return str(path)
+
+
+def disks_of(xml: str) -> list[tuple[str, str, str, bool]]:
+    """(format, image, target, read-only) of each file disk in a domain's XML."""
+    found = []
+    for disk in ET.fromstring(xml).iterfind("devices/disk[@type='file']"):
+        driver, source, target = disk.find("driver"), disk.find("source"), disk.find("target")
+        assert driver is not None and source is not None and target is not None, xml
+        found.append(
+            (
+                driver.get("type", ""),
+                source.get("file", ""),
+                target.get("dev", ""),
+                disk.find("readonly") is not None,
+            )
+        )
+    return found

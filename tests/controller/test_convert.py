@@ -5,8 +5,8 @@ import datetime as dt
 from virtplane.v1 import vm_pb2
 
 from controller import convert
-from db.enums import ExitReason, NicKind, VmState
-from db.models import GuestFact, Nic, Vm
+from db.enums import DiskFormat, ExitReason, NicKind, VmState
+from db.models import Disk, GuestFact, Nic, Vm
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(seconds=30)
@@ -28,6 +28,10 @@ def _vm() -> Vm:
             mac_address="52:54:00:00:00:02",
         )
     )
+    vm.disks.append(Disk(position=0, name="root", path="/img/root.qcow2", format=DiskFormat.QCOW2))
+    vm.disks.append(
+        Disk(position=1, name="seed", path="/img/seed.img", format=DiskFormat.RAW, read_only=True)
+    )
     return vm
 
 
@@ -40,6 +44,10 @@ def test_the_host_gets_the_whole_configuration() -> None:
     assert [(n.name, n.kind, n.network, n.mac_address) for n in config.spec.nics] == [
         ("nic0", vm_pb2.Nic.KIND_USER, "", "52:54:00:00:00:01"),
         ("nic1", vm_pb2.Nic.KIND_NETWORK, "default", "52:54:00:00:00:02"),
+    ]
+    assert [(d.name, d.path, d.format, d.read_only) for d in config.spec.disks] == [
+        ("root", "/img/root.qcow2", vm_pb2.Disk.FORMAT_QCOW2, False),
+        ("seed", "/img/seed.img", vm_pb2.Disk.FORMAT_RAW, True),
     ]
 
 

@@ -48,6 +48,11 @@ def test_a_complete_request_is_accepted() -> None:
             _request(nics=[vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER, mac_address="xx")]),
             "spec.nics[0].mac_address",
         ),
+        (_request(disks=[vm_pb2.Disk(name="d", path="rel.img")]), "spec.disks[0].path"),
+        (
+            _request(disks=[vm_pb2.Disk(name=f"d{i}", path=f"/i/{i}.img") for i in range(17)]),
+            "spec.disks",
+        ),
     ],
 )
 def test_each_bad_field_is_named(request_: api.CreateVmRequest, field: str) -> None:

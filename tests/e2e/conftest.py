@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
-from tests.conftest import GuestImage
+from tests.conftest import GuestImage, disk_image
 from tests.stack import Stack, start_controller, start_hostd
 
 WAIT = 120.0  # generous: guests boot in ~5 s, but CI machines may be loaded
@@ -125,12 +127,30 @@ def reported(vm: vm_pb2.Vm) -> bool:
 
 
 @pytest.fixture(scope="session")
-async def up_vm(api: Api, guest_image: GuestImage) -> AsyncIterator[vm_pb2.Vm]:
-    """A VM booted once and shared by the tests that only look at it."""
+def images() -> Iterator[Path]:
+    """A folder for disk images that QEMU, running as another user, can reach."""
+    path = Path(tempfile.mkdtemp(prefix="vp-img-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def shared_disk(images: Path) -> str:
+    """The qcow2 image of the shared VM's disk."""
+    return disk_image(images / "shared-data0.qcow2", "qcow2")
+
+
+@pytest.fixture(scope="session")
+async def up_vm(api: Api, guest_image: GuestImage, shared_disk: str) -> AsyncIterator[vm_pb2.Vm]:
+    """A VM booted once and shared by the tests that only look at it; it has
+    one disk, shared_disk."""
+    spec = vm_spec(guest_image)
+    spec.disks.append(vm_pb2.Disk(name="data0", path=shared_disk, format=vm_pb2.Disk.FORMAT_QCOW2))
     created = await api.vms.CreateVm(
         # Named for this run: domains are named after VMs, and other runs may
         # share the machine's libvirtd.
-        vm_api.CreateVmRequest(name=f"shared-{os.getpid()}", spec=vm_spec(guest_image))
+        vm_api.CreateVmRequest(name=f"shared-{os.getpid()}", spec=spec)
     )
     await api.vms.StartVm(vm_api.StartVmRequest(vm=created.vm.id))
     vm = await api.watch.wait_for(created.vm.id, reported)

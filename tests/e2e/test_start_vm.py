@@ -7,11 +7,14 @@ import asyncio
 import sqlite3
 
 import grpc
+import libvirt
 import pytest
+from virtplane.v1 import host_agent_service_pb2 as agent_api
+from virtplane.v1 import host_agent_service_pb2_grpc as agent_grpc
 from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
-from tests.conftest import GuestImage, domain_exists
+from tests.conftest import GuestImage, disks_of, domain_exists
 from tests.e2e.conftest import Api, reported, vm_spec, workdir_db
 from tests.stack import Stack
 
@@ -75,6 +78,28 @@ async def test_start_of_an_unknown_vm_is_not_found(api: Api) -> None:
     code, detail = await _code(api.vms.StartVm(vm_api.StartVmRequest(vm="no-such-vm")))
     assert code is grpc.StatusCode.NOT_FOUND
     assert "no-such-vm" in detail
+
+
+async def test_the_shared_vm_runs_with_its_disk(
+    api: Api, up_vm: vm_pb2.Vm, stack: Stack, shared_disk: str, system_libvirt: str
+) -> None:
+    vm = (await api.vms.GetVm(vm_api.GetVmRequest(vm=up_vm.id))).vm
+    assert [(d.name, d.path) for d in vm.spec.disks] == [("data0", shared_disk)]
+    live = await asyncio.to_thread(_live_xml, system_libvirt, up_vm.id)
+    assert disks_of(live) == [("qcow2", shared_disk, "vda", False)]
+    async with grpc.aio.insecure_channel(stack.hostd.address) as channel:
+        host = agent_grpc.HostAgentServiceStub(channel)
+        reply = await host.GetVmStats(agent_api.HostAgentServiceGetVmStatsRequest(vm_id=up_vm.id))
+    [disk] = reply.stats.disks
+    assert (disk.name, disk.path) == ("vda", shared_disk)
+
+
+def _live_xml(uri: str, vm_id: str) -> str:
+    conn = libvirt.open(uri)
+    try:
+        return str(conn.lookupByUUIDString(vm_id).XMLDesc())
+    finally:
+        conn.close()
 
 
 async def test_start_of_an_up_vm_names_its_state(api: Api, up_vm: vm_pb2.Vm) -> None:

@@ -311,7 +311,9 @@ async def test_hostd_killed_then_confirmed_down_restarts_an_ha_vm_on_the_other_h
 
 
 async def _gone_from(daemon: Daemon, vm_id: str) -> None:
-    while await running_on(daemon, vm_id):
+    while True:
+        if not await running_on(daemon, vm_id):
+            return
         await asyncio.sleep(0.1)
 
 

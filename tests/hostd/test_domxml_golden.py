@@ -15,7 +15,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
 from hostd import domxml
-from hostd.builder import build_domain
+from hostd.builder import build_domain, disk_target
 from hostd.defaults import mac_address, with_defaults
 from hostd.layout import StateLayout
 from hostd.virt_type import VirtType
@@ -79,12 +79,33 @@ def no_console() -> pb.VmConfig:
     return with_defaults(config)
 
 
+def disks() -> pb.VmConfig:
+    config = _minimal()
+    config.name = "disks"
+    config.spec.disks.extend(
+        [
+            vm_pb2.Disk(
+                name="root", path="/srv/images/root.qcow2", format=vm_pb2.Disk.FORMAT_QCOW2
+            ),
+            vm_pb2.Disk(name="data", path="/srv/images/data.img"),  # raw by default
+            vm_pb2.Disk(
+                name="seed",
+                path="/srv/images/seed.img",
+                format=vm_pb2.Disk.FORMAT_RAW,
+                read_only=True,
+            ),
+        ]
+    )
+    return with_defaults(config)
+
+
 CASES = {
     "minimal_qemu": (minimal, VirtType.QEMU, ""),
     "two_nics_qemu": (two_nics, VirtType.QEMU, ""),
     "minimal_kvm": (minimal, VirtType.KVM, ""),
     "vnc_persistent_qemu": (vnc_persistent, VirtType.QEMU, "req-1"),
     "no_console_qemu": (no_console, VirtType.QEMU, ""),
+    "disks_qemu": (disks, VirtType.QEMU, ""),
 }
 
 
@@ -156,3 +177,31 @@ def test_builder_decisions() -> None:
     kvm = build_domain(two_nics(), VirtType.KVM, LAYOUT)
     assert kvm.type == "kvm"
     assert kvm.features.tcg_tb_cache_mib is None
+
+
+def test_disks_in_order_on_virtio() -> None:
+    domain = build_domain(disks(), VirtType.QEMU, LAYOUT)
+    assert domain.devices.disks == (
+        domxml.FileDisk(path="/srv/images/root.qcow2", target_dev="vda", format="qcow2"),
+        domxml.FileDisk(path="/srv/images/data.img", target_dev="vdb", format="raw"),
+        domxml.FileDisk(
+            path="/srv/images/seed.img", target_dev="vdc", format="raw", read_only=True
+        ),
+    )
+    assert build_domain(minimal(), VirtType.QEMU, LAYOUT).devices.disks == ()
+    assert domain.metadata is not None
+    assert pb.VmConfig.FromString(domain.metadata.config) == disks()
+
+
+@pytest.mark.parametrize(
+    ("index", "dev"), [(0, "vda"), (1, "vdb"), (15, "vdp"), (25, "vdz"), (26, "vdaa"), (27, "vdab")]
+)
+def test_disk_target_names(index: int, dev: str) -> None:
+    assert disk_target(index) == dev
+
+
+def test_a_disk_without_its_default_format_is_not_built() -> None:
+    config = disks()
+    config.spec.disks[1].format = vm_pb2.Disk.FORMAT_UNSPECIFIED
+    with pytest.raises(ValueError, match="disk format"):
+        build_domain(config, VirtType.QEMU, LAYOUT)

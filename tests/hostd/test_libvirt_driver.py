@@ -169,6 +169,7 @@ def test_stats_records_are_parsed() -> None:
             "net.0.tx.drop": 3,
             "block.count": 1,
             "block.0.name": "vda",
+            "block.0.path": "/srv/images/data0.img",
             "block.0.rd.bytes": 4096,
             "block.0.wr.reqs": 2,
             "dirtyrate.calc_mode": "page-sampling",
@@ -180,7 +181,9 @@ def test_stats_records_are_parsed() -> None:
     assert [(n.name, n.rx_bytes, n.tx_bytes, n.tx_drops) for n in stats.nics] == [
         ("vnet0", 10, 20, 3)
     ]
-    assert [(d.name, d.read_bytes, d.write_requests) for d in stats.disks] == [("vda", 4096, 2)]
+    assert [(d.name, d.path, d.read_bytes, d.write_requests) for d in stats.disks] == [
+        ("vda", "/srv/images/data0.img", 4096, 2)
+    ]
 
 
 async def test_domains_without_hostd_metadata_have_none() -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from virtplane.errors import InvalidArgument, NotFound
 from virtplane.v1 import host_agent_service_pb2 as pb
+from virtplane.v1 import vm_pb2
 
 from hostd.config import MigrationConfig
 from hostd.errors import (
@@ -200,6 +201,24 @@ async def test_refusals_change_nothing(pair: Pair) -> None:
         await pair.a.vms.migrate(vm_id, B)
     with pytest.raises(VmStateConflict, match=r"cannot cancel the migration of .* it is PAUSED"):
         await pair.a.vms.cancel_migration(vm_id)
+
+
+async def test_a_destination_without_the_disk_image_refuses_the_migration(
+    pair: Pair, tmp_path: Path
+) -> None:
+    image = tmp_path / "data.img"
+    image.write_bytes(b"")
+    config = vm_config(pair.kernel)
+    config.spec.disks.append(vm_pb2.Disk(name="data", path=str(image)))
+    await pair.a.vms.create(config)
+    await pair.a.wait_for(config.vm_id, S.STATE_RUNNING)
+    image.unlink()  # as on a destination that does not share the source's storage
+    with pytest.raises(
+        InvalidArgument, match=rf"config\.spec\.disks\[0\]\.path: no file at {image}"
+    ):
+        await pair.a.vms.migrate(config.vm_id, B)
+    assert pair.a.state(config.vm_id) == S.STATE_RUNNING
+    assert pair.b.state(config.vm_id) == S.STATE_DOWN
 
 
 async def test_outgoing_migrations_are_capped(pair: Pair) -> None:

@@ -1,10 +1,11 @@
 """hostd's verbs on real guests (qemu:///system, TCG), through its gRPC API.
 
 One hostd serves the module. Its guests boot together at the start: one
-shared by the tests that leave it running (pause and resume, statistics,
-reset, reboot), and one for each test that ends or changes its VM (shutdown,
-hibernate and restore, persistent and paused). Waits are on conditions with
-a generous deadline; durations are printed (run with -s), never asserted.
+shared by the tests that leave it running (its disks, pause and resume,
+statistics, reset, reboot), and one for each test that ends or changes its
+VM (shutdown, hibernate and restore with a disk, persistent and paused).
+Waits are on conditions with a generous deadline; durations are printed (run
+with -s), never asserted.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from virtplane.v1 import vm_pb2
 from hostd.config import HostdConfig
 from hostd.journal import Journal
 from hostd.server import Hostd
-from tests.conftest import GuestImage
+from tests.conftest import GuestImage, disk_image, disks_of
 from tests.hostd.conftest import vm_config
 
 S = pb.HostVm
@@ -150,6 +151,15 @@ def _libvirt_domain(uri: str, vm_id: str) -> tuple[bool, bool] | None:
         conn.close()
 
 
+def _live_xml(uri: str, vm_id: str) -> str:
+    """libvirt's XML of the running domain."""
+    conn = libvirt.open(uri)
+    try:
+        return str(conn.lookupByUUIDString(vm_id).XMLDesc())
+    finally:
+        conn.close()
+
+
 def _remove(uri: str, vm_ids: list[str]) -> None:
     """Destroys and undefines what the tests made, should hostd have left any."""
     conn = libvirt.open(uri)
@@ -167,8 +177,19 @@ def _remove(uri: str, vm_ids: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
+def images(state_root: Path) -> dict[str, str]:
+    """Empty disk images for the guests, by file name (removed with state_root)."""
+    state_root.chmod(0o755)  # QEMU, another user, reaches the images below it
+    folder = state_root / "images"
+    folder.mkdir()
+    folder.chmod(0o755)
+    names = {"data.img": "raw", "seed.qcow2": "qcow2", "hibernate.qcow2": "qcow2"}
+    return {name: disk_image(folder / name, fmt) for name, fmt in names.items()}
+
+
+@pytest.fixture(scope="module")
 async def host(
-    system_libvirt: str, guest_image: GuestImage, state_root: Path
+    system_libvirt: str, guest_image: GuestImage, state_root: Path, images: dict[str, str]
 ) -> AsyncIterator[Host]:
     hostd = Hostd(
         HostdConfig(listen="127.0.0.1:0", libvirt_uri=system_libvirt, state_dir=state_root / "s")
@@ -179,6 +200,20 @@ async def host(
     roles = {"shared": False, "shutdown": False, "hibernate": False, "persistent": True}
     host.guests = {role: _config(guest_image, role) for role in roles}
     host.guests["persistent"].persistence = pb.VmConfig.PERSISTENCE_PERSISTENT
+    host.guests["shared"].spec.disks.extend(
+        [
+            vm_pb2.Disk(name="data", path=images["data.img"]),
+            vm_pb2.Disk(
+                name="seed",
+                path=images["seed.qcow2"],
+                format=vm_pb2.Disk.FORMAT_QCOW2,
+                read_only=True,
+            ),
+        ]
+    )
+    host.guests["hibernate"].spec.disks.append(
+        vm_pb2.Disk(name="data", path=images["hibernate.qcow2"], format=vm_pb2.Disk.FORMAT_QCOW2)
+    )
     try:
         since = host.watch.mark()
         await asyncio.gather(
@@ -224,6 +259,19 @@ async def test_the_guests_booted_and_report(host: Host) -> None:
     assert "10.0.2.15" in addresses
     assert report.os_name
     assert report.last_report_time.seconds > 0
+
+
+async def test_the_disks_are_attached_and_the_guest_reads_them(host: Host) -> None:
+    config = host.guests["shared"]
+    vm_id = config.vm_id
+    data, seed = (d.path for d in config.spec.disks)
+    live = await asyncio.to_thread(_live_xml, host.uri, vm_id)
+    assert disks_of(live) == [("raw", data, "vda", False), ("qcow2", seed, "vdb", True)]
+    stats = (await host.stub.GetVmStats(pb.HostAgentServiceGetVmStatsRequest(vm_id=vm_id))).stats
+    assert [(d.name, d.path) for d in stats.disks] == [("vda", data), ("vdb", seed)]
+    # The guest's kernel (virtio_blk) read each disk's partition table as it booted.
+    assert all(d.read_requests > 0 and d.read_bytes > 0 for d in stats.disks), stats.disks
+    assert host.watch.reports(vm_id), "the guest runs and reports"
 
 
 async def test_pause_resume_and_stats(host: Host) -> None:
@@ -345,6 +393,8 @@ async def test_hibernate_then_restore_paused_continues_the_guest(host: Host) -> 
         host.watch.when(vm_id, S.STATE_PAUSED, since),
     )
     await host.watch.until("the restored image to go", lambda: not image.exists())
+    live = await asyncio.to_thread(_live_xml, host.uri, vm_id)
+    assert disks_of(live) == [("qcow2", config.spec.disks[0].path, "vda", False)]
     resumed_at = host.watch.mark()
     await host.stub.ResumeVm(pb.HostAgentServiceResumeVmRequest(vm_id=vm_id))
     report = await host.watch.report(vm_id, resumed_at)

@@ -2,11 +2,12 @@
 
 Host A is a hostd on qemu:///system, host B a hostd on the second libvirtd
 (the second_libvirt fixture). Three guests boot on A together at the start:
-"moved" is migrated to B; "stays" serves the cases that leave the VM on A
-(refusals, an unreachable destination, a cancelled migration); "orphaned"
-is left by a source hostd killed in the middle of its migration. Waits are on
-conditions with generous deadlines; durations are printed (-s), never
-asserted.
+"moved", with a read-only disk, is migrated to B; "stays" serves the cases
+that leave the VM on A (refusals, an unreachable destination, a cancelled
+migration); "orphaned" is left by a source hostd killed in the middle of its
+migration. One more, with a writable disk on local storage, is refused by
+libvirt before it has booted. Waits are on conditions with generous
+deadlines; durations are printed (-s), never asserted.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
 from hostd.domxml import METADATA_NAMESPACE, parse_metadata
-from tests.conftest import GuestImage, domain_exists
+from tests.conftest import GuestImage, disk_image, disks_of, domain_exists
 from tests.hostd.conftest import vm_config
 from tests.stack import Daemon, free_port, start_hostd
 
@@ -147,6 +148,22 @@ def _config(image: GuestImage, role: str) -> pb.VmConfig:
     return config
 
 
+def _image(workdir: Path) -> str:
+    """A new raw image in workdir/images (searchable by QEMU's user)."""
+    folder = workdir / "images"
+    folder.mkdir(exist_ok=True)
+    folder.chmod(0o755)
+    return disk_image(folder / f"{uuid.uuid4().hex[:8]}.img", "raw")
+
+
+def _live_disks(uri: str, vm_id: str) -> list[tuple[str, str, str, bool]]:
+    conn = libvirt.open(uri)
+    try:
+        return disks_of(conn.lookupByUUIDString(vm_id).XMLDesc())
+    finally:
+        conn.close()
+
+
 def _owner(uri: str, vm_id: str) -> str:
     """The state directory hostd's metadata in the domain names: the hostd that owns it."""
     conn = libvirt.open(uri)
@@ -198,6 +215,10 @@ async def hosts(
         _host("a", system_libvirt, workdir), _host("b", second_libvirt, workdir)
     )
     guests = {role: _config(guest_image, role) for role in ("moved", "stays", "orphaned")}
+    # A read-only disk needs no shared storage: libvirt lets it migrate.
+    guests["moved"].spec.disks.append(
+        vm_pb2.Disk(name="seed", path=await asyncio.to_thread(_image, workdir), read_only=True)
+    )
     pair = Hosts(a, b, guests)
     try:
         await asyncio.gather(
@@ -255,6 +276,8 @@ async def test_a_live_migration_moves_the_guest_and_its_reports(hosts: Hosts) ->
     assert domain_exists(b.uri, vm_id)
     assert not domain_exists(a.uri, vm_id), "the domain exists only on the destination"
     assert _owner(b.uri, vm_id) == str(b.state_dir), "a restarted destination adopts it"
+    seed = hosts.guests["moved"].spec.disks[0].path
+    assert await asyncio.to_thread(_live_disks, b.uri, vm_id) == [("raw", seed, "vda", True)]
     listed = await b.stub.ListVms(pb.HostAgentServiceListVmsRequest())
     assert [vm.state for vm in listed.vms if vm.vm_id == vm_id] == [S.STATE_RUNNING]
     listed = await a.stub.ListVms(pb.HostAgentServiceListVmsRequest())
@@ -333,6 +356,33 @@ async def test_refusals_leave_the_vm_running(hosts: Hosts) -> None:
     listed = await a.stub.ListVms(pb.HostAgentServiceListVmsRequest())
     assert [vm.state for vm in listed.vms if vm.vm_id == vm_id] == [S.STATE_RUNNING]
     assert domain_exists(a.uri, vm_id) and not domain_exists(b.uri, vm_id)
+
+
+async def test_a_writable_disk_off_shared_storage_is_not_migrated(
+    hosts: Hosts, guest_image: GuestImage, workdir: Path
+) -> None:
+    a, b = hosts.a, hosts.b
+    config = hosts.guests["unsafe"] = _config(guest_image, "unsafe")  # removed with the others
+    vm_id = config.vm_id
+    image = await asyncio.to_thread(_image, workdir)
+    config.spec.disks.append(vm_pb2.Disk(name="data", path=image))
+    since_a, since_b = a.watch.mark(), b.watch.mark()
+    await a.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
+    await a.watch.state(vm_id, S.STATE_RUNNING, since_a)  # libvirt refuses before any transfer:
+    since_a = a.watch.mark()  # the guest need not have booted
+    moving = await a.stub.MigrateVm(
+        pb.HostAgentServiceMigrateVmRequest(vm_id=vm_id, destination_address=b.address)
+    )
+    assert moving.vm.state == S.STATE_MIGRATING_FROM
+    states = await a.watch.state(vm_id, S.STATE_RUNNING, since_a)
+    assert _names(states) == ["MIGRATING_FROM", "RUNNING"]
+    assert states[-1].message.startswith(f"migration to {b.address} failed: ")
+    assert "Migration without shared storage is unsafe" in states[-1].message
+    dropped = await b.watch.state(vm_id, S.STATE_DOWN, since_b)
+    assert _names(dropped) == ["MIGRATING_TO", "DOWN"]
+    assert dropped[-1].exit_reason == S.EXIT_REASON_MIGRATION_FAILED
+    assert await asyncio.to_thread(_live_disks, a.uri, vm_id) == [("raw", image, "vda", False)]
+    await a.stub.DestroyVm(pb.HostAgentServiceDestroyVmRequest(vm_id=vm_id))
 
 
 async def test_a_cancelled_migration_leaves_the_vm_on_its_source(hosts: Hosts) -> None:

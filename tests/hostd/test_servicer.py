@@ -9,14 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import libvirt
 import pytest
 from virtplane.v1 import guest_channel_pb2 as gc
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
+from hostd import domxml
 from hostd.config import ChannelLimits, HostdConfig
 from hostd.server import Hostd
+from tests.conftest import disks_of
 from tests.hostd.conftest import FakeGuest, eventually, next_item, vm_config
 
 S = pb.HostVm
@@ -529,3 +532,76 @@ async def test_a_watcher_whose_events_are_kept_gets_no_snapshot(
         assert reply.event.sequence == 2
     finally:
         watch.cancel()
+
+
+def _disk_config(boot_files: tuple[str, str]) -> pb.VmConfig:
+    """A VM with two disks (the boot files as their images: the test driver opens none)."""
+    kernel, initrd = boot_files
+    config = vm_config(kernel, initrd=initrd)
+    config.spec.disks.extend(
+        [
+            vm_pb2.Disk(name="root", path=initrd, format=vm_pb2.Disk.FORMAT_QCOW2),
+            vm_pb2.Disk(name="seed", path=kernel, read_only=True),
+        ]
+    )
+    return config
+
+
+async def test_a_bad_disk_is_invalid_argument_and_creates_nothing(
+    served: Served, boot_files: tuple[str, str]
+) -> None:
+    config = _disk_config(boot_files)
+    config.spec.disks[1].path = "/nonexistent/seed.img"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == "config.spec.disks[1].path: no file at /nonexistent/seed.img"
+    config.spec.disks[1].path = config.spec.disks[0].path
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith("config.spec.disks[1].path: ")
+    assert served.hostd.vms.list() == []
+    assert not await asyncio.to_thread(_test_domain_xml, config.vm_id)
+
+
+async def test_disks_reach_the_domain_and_survive_a_restart(
+    served: Served, boot_files: tuple[str, str]
+) -> None:
+    config = _disk_config(boot_files)
+    await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
+    vms = served.hostd.vms
+    await eventually(
+        lambda: vms.get(config.vm_id).state == S.STATE_RUNNING, "the VM with disks to run"
+    )
+    xml = await asyncio.to_thread(_test_domain_xml, config.vm_id)
+    assert disks_of(xml) == [
+        ("qcow2", boot_files[1], "vda", False),
+        ("raw", boot_files[0], "vdb", True),
+    ]
+    # What a restarted hostd adopts the VM from: its configuration, disks included.
+    metadata = domxml.metadata_in_domain(xml)
+    assert metadata is not None
+    kept = pb.VmConfig.FromString(metadata.config)
+    assert [(d.name, d.format) for d in kept.spec.disks] == [
+        ("root", vm_pb2.Disk.FORMAT_QCOW2),
+        ("seed", vm_pb2.Disk.FORMAT_RAW),  # the default, filled in
+    ]
+    second = Hostd(served.hostd.config)  # the same libvirt (test:///default is shared)
+    await second.start()
+    try:
+        adopted = second.vms.get(config.vm_id)
+        assert (adopted.state, adopted.message) == (S.STATE_RUNNING, "recovered")
+    finally:
+        await second.stop(grace=1)
+
+
+def _test_domain_xml(vm_id: str) -> str:
+    """The test driver's XML of the VM's domain; empty when it has none."""
+    conn = libvirt.open("test:///default")
+    try:
+        return str(conn.lookupByUUIDString(vm_id).XMLDesc())
+    except libvirt.libvirtError:
+        return ""
+    finally:
+        conn.close()

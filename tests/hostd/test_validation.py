@@ -8,7 +8,7 @@ from virtplane.errors import InvalidArgument
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
-from hostd.validation import validate_config
+from hostd.validation import MAX_DISKS, validate_config
 from tests.hostd.conftest import vm_config
 
 Mutation = Callable[[pb.VmConfig], None]
@@ -36,6 +36,30 @@ def _add_nic(nic: vm_pb2.Nic) -> Mutation:
         config.spec.nics.append(nic)
 
     return mutate
+
+
+def _add_disk(**fields: object) -> Mutation:
+    """Adds a good disk (the initrd as its image), then one with fields changed."""
+
+    def mutate(config: pb.VmConfig) -> None:
+        image = config.spec.boot.initrd_path
+        config.spec.disks.append(vm_pb2.Disk(name="root", path=image))
+        disk = vm_pb2.Disk(name="data", path=config.spec.boot.kernel_path)
+        for name, value in fields.items():
+            setattr(disk, name, value)
+        config.spec.disks.append(disk)
+
+    return mutate
+
+
+def _same_image(config: pb.VmConfig) -> None:
+    image = config.spec.boot.initrd_path
+    config.spec.disks.extend([vm_pb2.Disk(name="a", path=image), vm_pb2.Disk(name="b", path=image)])
+
+
+def _many_disks(config: pb.VmConfig) -> None:
+    image = config.spec.boot.initrd_path
+    config.spec.disks.extend(vm_pb2.Disk(name=f"d{i}", path=image) for i in range(MAX_DISKS + 1))
 
 
 CASES: dict[str, tuple[Mutation, str]] = {
@@ -77,6 +101,16 @@ CASES: dict[str, tuple[Mutation, str]] = {
         _add_nic(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER, name="nic 1")),
         "config.spec.nics[1].name",
     ),
+    "disk without a name": (_add_disk(name=""), "config.spec.disks[1].name"),
+    "disk name with a slash": (_add_disk(name="a/b"), "config.spec.disks[1].name"),
+    "two disks of one name": (_add_disk(name="root"), "config.spec.disks[1].name"),
+    "disk without a path": (_add_disk(path=""), "config.spec.disks[1].path"),
+    "relative disk path": (_add_disk(path="images/data.img"), "config.spec.disks[1].path"),
+    "missing disk image": (_add_disk(path="/nonexistent/data.img"), "config.spec.disks[1].path"),
+    "disk image is a folder": (_add_disk(path="/tmp"), "config.spec.disks[1].path"),
+    "one image as two disks": (_same_image, "config.spec.disks[1].path"),
+    "unknown disk format": (_add_disk(format=7), "config.spec.disks[1].format"),
+    "too many disks": (_many_disks, "config.spec.disks"),
     "unknown persistence": (lambda c: setattr(c, "persistence", 7), "config.persistence"),
     "unknown console": (lambda c: setattr(c.console, "kind", 9), "config.console.kind"),
 }
@@ -117,3 +151,32 @@ def test_kernel_must_be_a_file(tmp_path: Path, boot_files: tuple[str, str]) -> N
     config = vm_config(str(tmp_path))
     with pytest.raises(InvalidArgument, match=r"config\.spec\.boot\.kernel_path"):
         validate_config(config)
+
+
+def test_disks_pass(boot_files: tuple[str, str]) -> None:
+    kernel, initrd = boot_files
+    config = vm_config(kernel, initrd=initrd)
+    config.spec.disks.extend(
+        [
+            vm_pb2.Disk(name="root", path=initrd, format=vm_pb2.Disk.FORMAT_QCOW2),
+            vm_pb2.Disk(name="seed", path=kernel, read_only=True),  # format: the default
+        ]
+    )
+    validate_config(config)
+
+
+def test_one_image_under_two_paths_is_one_disk(tmp_path: Path, boot_files: tuple[str, str]) -> None:
+    kernel, initrd = boot_files
+    (tmp_path / "link.img").symlink_to(initrd)
+    config = vm_config(kernel, initrd=initrd)
+    config.spec.disks.extend(
+        [
+            vm_pb2.Disk(name="a", path=initrd),
+            vm_pb2.Disk(name="b", path=str(tmp_path / "link.img")),
+        ]
+    )
+    with pytest.raises(InvalidArgument) as caught:
+        validate_config(config)
+    assert str(caught.value) == (
+        f"config.spec.disks[1].path: {tmp_path / 'link.img'} is already disks[0]"
+    )

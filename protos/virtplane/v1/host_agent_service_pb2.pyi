@@ -744,12 +744,15 @@ class DiskStats(_message.Message):
     READ_BYTES_FIELD_NUMBER: _builtins.int
     WRITE_REQUESTS_FIELD_NUMBER: _builtins.int
     WRITE_BYTES_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The guest's device name, e.g. "vda"."""
     read_requests: _builtins.int
     read_bytes: _builtins.int
     write_requests: _builtins.int
     write_bytes: _builtins.int
+    path: _builtins.str
+    """The image on the host, e.g. "/var/lib/images/data0.qcow2"."""
     def __init__(
         self,
         *,
@@ -758,10 +761,11 @@ class DiskStats(_message.Message):
         read_bytes: _builtins.int = ...,
         write_requests: _builtins.int = ...,
         write_bytes: _builtins.int = ...,
+        path: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "read_bytes", b"read_bytes", "read_requests", b"read_requests", "write_bytes", b"write_bytes", "write_requests", b"write_requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "path", b"path", "read_bytes", b"read_bytes", "read_requests", b"read_requests", "write_bytes", b"write_bytes", "write_requests", b"write_requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
