@@ -68,6 +68,28 @@ async def _host_names(channel: grpc.aio.Channel) -> dict[str, str]:
     return {h.id: h.name for h in reply.hosts}
 
 
+_DISK_FORMATS = {"raw": vm_pb2.Disk.FORMAT_RAW, "qcow2": vm_pb2.Disk.FORMAT_QCOW2}
+
+
+def parse_disk(text: str) -> vm_pb2.Disk:
+    """A --disk option, PATH[:raw|:qcow2][:ro] (named in vm_create)."""
+    path, *options = text.split(":")
+    disk = vm_pb2.Disk(path=os.path.abspath(path))
+    for option in options:
+        if option in _DISK_FORMATS:
+            disk.format = _DISK_FORMATS[option]
+        elif option == "ro":
+            disk.read_only = True
+        else:
+            raise argparse.ArgumentTypeError(f"{option!r} is not raw, qcow2 or ro")
+    return disk
+
+
+def _named(disk: vm_pb2.Disk, name: str) -> vm_pb2.Disk:
+    disk.name = name
+    return disk
+
+
 async def vm_create(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
     kinds = {"user": vm_pb2.Nic.KIND_USER}
     nics = []
@@ -86,6 +108,7 @@ async def vm_create(args: argparse.Namespace, channel: grpc.aio.Channel) -> None
             cmdline=args.cmdline,
         ),
         nics=nics,
+        disks=[_named(disk, f"disk{i}") for i, disk in enumerate(args.disk)],
         highly_available=args.highly_available,
         pinned_host=args.pinned_host,
         start_paused=args.start_paused,
@@ -439,6 +462,14 @@ def parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--pinned-host", default="", help="run it only on this host (id or name)")
     create.add_argument("--start-paused", action="store_true", help="start it with its CPUs paused")
+    create.add_argument(
+        "--disk",
+        action="append",
+        default=[],
+        type=parse_disk,
+        metavar="PATH[:qcow2][:ro]",
+        help="a disk image on the host (repeatable; raw unless :qcow2)",
+    )
     create.set_defaults(run=vm_create)
     _update_parser(vm)
     listing = vm.add_parser("list", help="list VMs")

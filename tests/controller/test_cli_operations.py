@@ -72,3 +72,27 @@ def test_the_verbs_take_a_request_id_and_start_can_wait() -> None:
     assert args.request_id == ""
     args = parser().parse_args(["op", "list", "--vm", "web", "--state", "failed"])
     assert args.state == ["FAILED"]
+
+
+def test_disks_are_given_as_path_format_and_read_only() -> None:
+    args = parser().parse_args(
+        [
+            "vm",
+            "create",
+            "v",
+            "--kernel",
+            "/k",
+            "--disk",
+            "/img/a.raw",
+            "--disk",
+            "b.qcow2:qcow2:ro",
+        ]
+    )
+    first, second = args.disk
+    assert (first.path, first.format, first.read_only) == (
+        "/img/a.raw",
+        vm_pb2.Disk.FORMAT_UNSPECIFIED,
+        False,
+    )
+    assert second.path.endswith("/b.qcow2") and second.path.startswith("/")
+    assert (second.format, second.read_only) == (vm_pb2.Disk.FORMAT_QCOW2, True)
