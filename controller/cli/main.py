@@ -20,6 +20,7 @@ from virtplane.v1 import operation_service_pb2_grpc as op_grpc
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
+from controller.cli import affinity
 from controller.cli import format as fmt
 
 Command = Callable[[argparse.Namespace, grpc.aio.Channel], Coroutine[Any, Any, None]]
@@ -445,6 +446,7 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("host", help="id or name")
         sub.set_defaults(run=run)
 
+    affinity.add_parsers(groups)
     vm = groups.add_parser("vm", help="virtual machines").add_subparsers(dest="verb", required=True)
     create = vm.add_parser("create", help="define a VM")
     create.add_argument("name")
@@ -508,7 +510,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _run(args: argparse.Namespace) -> None:
+async def run_command(args: argparse.Namespace) -> None:
     run: Command = args.run
     async with grpc.aio.insecure_channel(args.controller) as channel:
         await asyncio.wait_for(run(args, channel), args.timeout)
@@ -517,7 +519,7 @@ async def _run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
-        asyncio.run(_run(args))
+        asyncio.run(run_command(args))
     except grpc.aio.AioRpcError as exc:
         print(f"virtplane: {exc.code().name}: {exc.details()}", file=sys.stderr)
         sys.exit(1)
