@@ -102,8 +102,20 @@ class Watch:
         return seen[: [s.state for s in seen].index(state) + 1]
 
     async def report(self, vm_id: str, since: int) -> pb.HostEvent:
-        """The first guest report after since that says how long the guest has been up."""
-        await self.until(f"a guest report of {vm_id}", lambda: self.reports(vm_id, since))
+        """The first guest report after since that says how long the guest has been up;
+        fails at once, with the VM's states, if the VM goes DOWN first."""
+
+        def reported() -> bool:
+            down = [s for s in self.states(vm_id, since) if s.state == S.STATE_DOWN]
+            if down and not self.reports(vm_id, since):
+                pytest.fail(f"VM {vm_id} went DOWN before it reported: {down[-1]}")
+            return bool(self.reports(vm_id, since))
+
+        try:
+            await self.until(f"a guest report of {vm_id}", reported)
+        except BaseException:
+            print(f"states of {vm_id}:", [S.State.Name(s.state) for s in self.states(vm_id, 0)])
+            raise
         return self.reports(vm_id, since)[0]
 
     def stop(self) -> None:
@@ -227,7 +239,11 @@ async def hosts(
                 for c in guests.values()
             )
         )
-        await asyncio.gather(*(a.watch.report(c.vm_id, 0) for c in guests.values()))
+        try:
+            await asyncio.gather(*(a.watch.report(c.vm_id, 0) for c in guests.values()))
+        except BaseException:
+            print(f"--- hostd a log\n{a.daemon.log_tail(60)}")
+            raise
         yield pair
     finally:
         for host in (pair.a, pair.b):  # a test may have restarted one
