@@ -76,8 +76,14 @@ def vm_spec(vm: models.Vm) -> vm_pb2.VmSpec:
 
 
 def vm_config(vm: models.Vm) -> agent_pb2.VmConfig:
-    """What the host needs to run vm: its spec, devices, disks and NICs."""
-    return agent_pb2.VmConfig(vm_id=vm.id, name=vm.name, spec=vm_spec(vm))
+    """What the host needs to run vm: its spec, devices, disks and NICs, and
+    the guest agent version last seen in it (the host then awaits an agent)."""
+    return agent_pb2.VmConfig(
+        vm_id=vm.id,
+        name=vm.name,
+        spec=vm_spec(vm),
+        guest_agent_version=vm.guest_agent_version or "",
+    )
 
 
 def next_run(stored: dict[str, Any] | None) -> tuple[vm_pb2.VmSpec | None, list[str]]:

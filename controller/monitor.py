@@ -353,6 +353,8 @@ class HostMonitor:
         reported = guest.HasField("observed_time")  # the agent has sent a report
         if reported and guest.agent_state != vm_pb2.GuestInfo.AGENT_STATE_NOT_RESPONDING:
             transitions.apply_guest_report(vm, self.host_id)
+        if reported and guest.agent_version:
+            vm.guest_agent_version = guest.agent_version  # kept across restarts
         repo.set_guest_facts(
             session,
             vm,

@@ -137,6 +137,9 @@ class Vm(Base):
     highly_available: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Started with its CPUs paused (migration 0005).
     start_paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The guest agent version last reported by this VM's agent, kept across
+    # starts (guest facts are not): its host then awaits an agent.
+    guest_agent_version: Mapped[str] = mapped_column(String(256), default="", server_default="")
     # The host the VM may only run on; None: any host.
     pinned_host_id: Mapped[str | None] = mapped_column(String(36))
     origin: Mapped[VmOrigin] = mapped_column(

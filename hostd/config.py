@@ -30,6 +30,10 @@ class ChannelLimits:
     """How long a throttled channel must keep within its budgets to be OK again."""
     missed_heartbeats: int = 3
     """Heartbeats missed before the agent counts as not responding."""
+    agent_start_seconds: float = 300.0
+    """How long after its channel opens an agent seen in the VM before
+    (VmConfig.guest_agent_version) may take to speak before it counts as not
+    responding: a slow boot, plus the agent's own start."""
     default_heartbeat_seconds: float = 5.0
     """Assumed when the agent does not say how often it beats."""
     min_heartbeat_seconds: float = 0.05

@@ -84,7 +84,10 @@ class GuestChannel:
         *,
         clock: Callable[[], int] = time.time_ns,
         monotonic: Callable[[], float] = time.monotonic,
+        expected_agent: str = "",
     ) -> None:
+        """expected_agent: the agent version last seen in this VM, if any: an
+        agent is then awaited (check_heartbeat)."""
         self.vm_id = vm_id
         self.socket_path = socket_path
         self._limits = limits
@@ -92,6 +95,8 @@ class GuestChannel:
         self._clock = clock
         self._decoder = FrameDecoder(limits.max_payload)
         self._info = vm_pb2.GuestInfo(channel_state=ChannelState.CHANNEL_STATE_OK)
+        self._expected_agent = expected_agent
+        self._opened = monotonic()
         self._version: int | None = None
         self._sequence = 0
         self._outbox: list[gc.HostMessage] = []
@@ -342,8 +347,12 @@ class GuestChannel:
         return self._info.agent_state
 
     def check_heartbeat(self) -> None:
-        """Declares the agent not responding when it has missed its heartbeats."""
-        if self._version is None or self._info.agent_state != AgentState.AGENT_STATE_RESPONDING:
+        """Declares the agent not responding when it has missed its heartbeats,
+        or, awaited (expected_agent), when it has not spoken in time."""
+        if self._version is None:
+            self._check_awaited()
+            return
+        if self._info.agent_state != AgentState.AGENT_STATE_RESPONDING:
             return
         silent = self._monotonic() - self._last_heard
         if silent > self._limits.missed_heartbeats * self._heartbeat_seconds:
@@ -351,6 +360,21 @@ class GuestChannel:
                 "guest agent of VM %s silent for %.1f s: not responding", self.vm_id, silent
             )
             self._info.agent_state = AgentState.AGENT_STATE_NOT_RESPONDING
+            self._on_report(self.vm_id, self.info)
+
+    def _check_awaited(self) -> None:
+        if not self._expected_agent or self._info.agent_state != AgentState.AGENT_STATE_UNSPECIFIED:
+            return
+        waited = self._monotonic() - self._opened
+        if waited > self._limits.agent_start_seconds:
+            log.warning(
+                "guest agent %s of VM %s has not spoken in %.0f s: not responding",
+                self._expected_agent,
+                self.vm_id,
+                waited,
+            )
+            self._info.agent_state = AgentState.AGENT_STATE_NOT_RESPONDING
+            self._info.agent_version = self._expected_agent
             self._on_report(self.vm_id, self.info)
 
     async def _watch_heartbeats(self) -> None:

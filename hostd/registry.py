@@ -340,6 +340,7 @@ class VmRegistry:
             layout.channel_socket(vm.vm_id),
             self.settings.channel_limits,
             self._on_guest_report,
+            expected_agent=vm.config.guest_agent_version,
         )
         vm.channel = channel
         vm.channel_task = self.spawn(channel.run(), f"guest channel {vm.vm_id}")

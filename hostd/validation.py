@@ -24,6 +24,7 @@ MAX_NICS = 16
 MAX_DISKS = 16
 MAX_PROPERTIES = 64
 MAX_PROPERTY_VALUE = 4096
+MAX_AGENT_VERSION = 256
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _NETWORK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -61,6 +62,12 @@ def validate_config(config: pb.VmConfig) -> None:
     _enum("config.persistence", config.persistence, persistence.items())
     _enum("config.console.kind", config.console.kind, pb.Console.Kind.items())
     _properties(config.custom_properties)
+    agent = config.guest_agent_version
+    if len(agent) > MAX_AGENT_VERSION or not agent.isprintable():
+        raise InvalidArgument(
+            "config.guest_agent_version",
+            f"must be at most {MAX_AGENT_VERSION} printable characters",
+        )
 
 
 def validate_vm_id(vm_id: str) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from sqlalchemy.orm import Session
 from virtplane.v1 import guest_channel_pb2 as gc
 from virtplane.v1 import host_service_pb2 as host_api
 from virtplane.v1 import host_service_pb2_grpc as host_grpc
@@ -26,8 +27,10 @@ from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
+from controller import convert
 from controller.app import Controller
 from controller.config import ControllerConfig
+from db.models import Vm
 from guestd.framing import encode
 from hostd.layout import StateLayout
 from tests.controller.rig import until
@@ -103,7 +106,9 @@ async def rig(workdir: Path) -> AsyncIterator[Rig]:
         await rig.guest.start()
         await vms.StartVm(vm_api.StartVmRequest(vm=rig.vm_id))
         await rig.guest.next_message("HostHello")
-        hello = gc.GuestHello(min_version=1, max_version=1, heartbeat_interval_ms=200)
+        hello = gc.GuestHello(
+            min_version=1, max_version=1, heartbeat_interval_ms=200, agent_version="7.1"
+        )
         await rig.guest.send(gc.GuestMessage(hello=hello))
         await rig.guest.next_message("VersionChoice")
         await rig.guest.send(_report("first"))
@@ -175,3 +180,17 @@ async def test_a_flooding_agent_is_throttled_and_a_silent_one_goes_stale(rig: Ri
     await rig.guest.send(_report("back"))
     fresh = await until(rig.vm, lambda v: v.status.guest.hostname == "back")
     assert fresh.status.guest.agent_state == Agent.AGENT_STATE_RESPONDING
+
+
+async def test_the_agent_version_is_kept_for_the_next_start_and_sent_to_the_host(rig: Rig) -> None:
+    assert rig.controller is not None and rig.vms is not None
+
+    def stored(session: Session) -> tuple[str, str]:
+        vm = session.get_one(Vm, rig.vm_id)
+        return vm.guest_agent_version, convert.vm_config(vm).guest_agent_version
+
+    assert await rig.controller.db.run(stored) == ("7.1", "7.1")
+    await rig.vms.StopVm(vm_api.StopVmRequest(vm=rig.vm_id))
+    # Guest facts go with the run; the version the host should await stays.
+    await until(rig.vm, lambda v: v.status.state == vm_pb2.Vm.STATE_DOWN)
+    assert await rig.controller.db.run(stored) == ("7.1", "7.1")

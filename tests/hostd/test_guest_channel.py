@@ -262,3 +262,41 @@ async def test_gives_up_when_the_socket_never_appears(short_tmp: Path) -> None:
     limits = ChannelLimits(connect_timeout_seconds=0.2, connect_retry_seconds=0.05)
     channel = GuestChannel("vm-2", short_tmp / "missing.sock", limits, Reports())
     await asyncio.wait_for(channel.run(), 60)
+
+
+async def _silent_channel(
+    short_tmp: Path, expected: str
+) -> tuple[FakeGuest, GuestChannel, Reports, asyncio.Task[None]]:
+    guest = FakeGuest(short_tmp / f"silent-{expected or 'none'}.sock")
+    await guest.start()
+    reports = Reports()
+    limits = ChannelLimits(connect_timeout_seconds=60.0, agent_start_seconds=0.3)
+    channel = GuestChannel("vm-1", guest.path, limits, reports, expected_agent=expected)
+    return guest, channel, reports, asyncio.create_task(channel.run())
+
+
+async def test_an_awaited_agent_that_never_speaks_is_not_responding(short_tmp: Path) -> None:
+    guest, channel, reports, task = await _silent_channel(short_tmp, "7.1")
+    try:
+        await guest.next_message("HostHello")  # connected; the guest says nothing
+        await eventually(lambda: bool(reports.received), "a report of the silent agent")
+        assert channel.agent_state == vm_pb2.GuestInfo.AGENT_STATE_NOT_RESPONDING
+        assert reports.last.agent_version == "7.1"
+        assert not reports.last.HasField("observed_time"), "no facts were ever observed"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await guest.close()
+
+
+async def test_a_vm_never_seen_with_an_agent_awaits_none(short_tmp: Path) -> None:
+    guest, channel, reports, task = await _silent_channel(short_tmp, "")
+    try:
+        await guest.next_message("HostHello")
+        await asyncio.sleep(1.2)  # well past agent_start_seconds and a heartbeat check
+        assert channel.agent_state == vm_pb2.GuestInfo.AGENT_STATE_UNSPECIFIED
+        assert reports.received == []
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await guest.close()

@@ -113,6 +113,14 @@ CASES: dict[str, tuple[Mutation, str]] = {
     "too many disks": (_many_disks, "config.spec.disks"),
     "unknown persistence": (lambda c: setattr(c, "persistence", 7), "config.persistence"),
     "unknown console": (lambda c: setattr(c.console, "kind", 9), "config.console.kind"),
+    "agent version too long": (
+        lambda c: setattr(c, "guest_agent_version", "1" * 257),
+        "config.guest_agent_version",
+    ),
+    "agent version with a newline": (
+        lambda c: setattr(c, "guest_agent_version", "1.0\n"),
+        "config.guest_agent_version",
+    ),
 }
 
 

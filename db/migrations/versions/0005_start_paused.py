@@ -1,4 +1,5 @@
-"""start paused: a VM may be started with its CPUs paused
+"""start paused, and the guest agent version last seen: a VM may be started
+with its CPUs paused; its host is told which agent to await
 
 Revision ID: 0005
 Revises: 0004
@@ -21,8 +22,14 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("start_paused", sa.Boolean(), server_default=sa.false(), nullable=False)
         )
+        batch.add_column(
+            sa.Column(
+                "guest_agent_version", sa.String(length=256), server_default="", nullable=False
+            )
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("vms") as batch:
+        batch.drop_column("guest_agent_version")
         batch.drop_column("start_paused")

@@ -80,9 +80,17 @@ class VmConfig(_message.Message):
     PERSISTENCE_FIELD_NUMBER: _builtins.int
     CONSOLE_FIELD_NUMBER: _builtins.int
     CUSTOM_PROPERTIES_FIELD_NUMBER: _builtins.int
+    GUEST_AGENT_VERSION_FIELD_NUMBER: _builtins.int
     vm_id: _builtins.str
     name: _builtins.str
     persistence: Global___VmConfig.Persistence.ValueType
+    guest_agent_version: _builtins.str
+    """The guest agent version last seen in this VM (the controller's record);
+    empty when none was ever seen. hostd then expects an agent: one that has
+    not spoken within ChannelLimits.agent_start_seconds of its channel
+    opening is AGENT_STATE_NOT_RESPONDING, with this as its agent_version,
+    rather than simply absent. At most 256 printable characters.
+    """
     @_builtins.property
     def spec(self) -> _vm_pb2.VmSpec: ...
     @_builtins.property
@@ -104,10 +112,11 @@ class VmConfig(_message.Message):
         persistence: Global___VmConfig.Persistence.ValueType = ...,
         console: Global___Console | None = ...,
         custom_properties: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        guest_agent_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["console", b"console", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["console", b"console", "custom_properties", b"custom_properties", "name", b"name", "persistence", b"persistence", "spec", b"spec", "vm_id", b"vm_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["console", b"console", "custom_properties", b"custom_properties", "guest_agent_version", b"guest_agent_version", "name", b"name", "persistence", b"persistence", "spec", b"spec", "vm_id", b"vm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
