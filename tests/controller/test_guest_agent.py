@@ -87,10 +87,10 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.fixture
-async def rig(workdir: Path) -> AsyncIterator[Rig]:
+async def rig(workdir: Path, database_url: str) -> AsyncIterator[Rig]:
     (workdir / "vmlinuz").write_bytes(b"")  # the test driver boots nothing
     hostd = start_hostd(workdir, "test:///default")
-    rig = Rig(workdir, f"sqlite:///{workdir / 'controller.db'}", hostd, FakeGuest(Path()), "")
+    rig = Rig(workdir, database_url, hostd, FakeGuest(Path()), "")
     try:
         vms = await rig.start_controller()
         assert rig.channel is not None

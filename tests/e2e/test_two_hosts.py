@@ -334,13 +334,13 @@ def kill_qemu(vm_name: str) -> None:
 
 
 async def test_an_ha_vm_whose_emulator_crashes_is_restarted(
-    hosts: list[Daemon], guest_image: GuestImage, system_libvirt: str
+    hosts: list[Daemon], guest_image: GuestImage, system_libvirt: str, database_url: str
 ) -> None:
     fast = HaPolicy(fast_interval=1.0, fast_tries=3, slow_interval=2.0, poll_interval=0.2)
     workdir = Path(tempfile.mkdtemp(prefix="vp-ha-"))
     config = ControllerConfig(
         listen="127.0.0.1:0",
-        database_url=f"sqlite:///{workdir / 'c.db'}",
+        database_url=database_url,
         host_retry_seconds=0.2,
         ha=fast,
     )
@@ -379,12 +379,12 @@ async def test_an_ha_vm_whose_emulator_crashes_is_restarted(
 
 
 async def test_a_real_vm_unknown_to_the_database_is_recorded_with_its_size(
-    hosts: list[Daemon], guest_image: GuestImage, system_libvirt: str
+    hosts: list[Daemon], guest_image: GuestImage, system_libvirt: str, database_url: str
 ) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="vp-ext-"))
     config = ControllerConfig(
         listen="127.0.0.1:0",
-        database_url=f"sqlite:///{workdir / 'c.db'}",
+        database_url=database_url,
         host_retry_seconds=0.2,
         reconcile_seconds=0.5,
     )
@@ -422,7 +422,11 @@ MIGRATED = f"migrated-{_RUN}"
 
 
 async def test_a_vm_its_hosts_migrate_follows_to_the_destination_and_never_goes_down(
-    hosts: list[Daemon], guest_image: GuestImage, system_libvirt: str, second_libvirt: str
+    hosts: list[Daemon],
+    guest_image: GuestImage,
+    system_libvirt: str,
+    second_libvirt: str,
+    database_url: str,
 ) -> None:
     """hostd migrates a VM live (MigrateVm, called here as an operator or a
     later controller verb would); the controller's view follows it: never
@@ -430,7 +434,7 @@ async def test_a_vm_its_hosts_migrate_follows_to_the_destination_and_never_goes_
     workdir = Path(tempfile.mkdtemp(prefix="vp-mig-"))
     config = ControllerConfig(
         listen="127.0.0.1:0",
-        database_url=f"sqlite:///{workdir / 'c.db'}",
+        database_url=database_url,
         host_retry_seconds=0.2,
     )
     ctl = Controller(config)
