@@ -42,6 +42,12 @@ BENCHMARKS: dict[str, Benchmark] = {
 }
 
 
+def _show(group: str, values: dict[str, float]) -> None:
+    print(group)
+    for key, value in values.items():
+        print(f"  {key:<42} {value:8.3f}" if isinstance(value, float) else f"  {key:<42} {value}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
@@ -63,23 +69,20 @@ def main() -> None:
     chosen = [name for name in BENCHMARKS if not args.only or name in args.only]
     meta = json.loads((GUEST_IMAGE_DIR / "image.json").read_text())
     image = GuestImage(kernel=meta["kernel"], initrd=meta["initrd"], cmdline=meta["cmdline"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    kept = json.loads(args.out.read_text()) if args.only and args.out.exists() else {}
     results: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="virtplane-bench-") as tmp:
+    # A short folder: hostd's unix socket paths are built under it.
+    with tempfile.TemporaryDirectory(prefix="vpb-") as tmp:
+        Path(tmp).chmod(0o755)
         for name in chosen:
             workdir = Path(tmp) / name
             workdir.mkdir()
             workdir.chmod(0o755)
-            Path(tmp).chmod(0o755)
             results[name] = BENCHMARKS[name](image, workdir, args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    kept = json.loads(args.out.read_text()) if args.only and args.out.exists() else {}
-    args.out.write_text(json.dumps(kept | results, indent=2) + "\n")
-    for group, values in results.items():
-        print(group)
-        for key, value in values.items():
-            print(
-                f"  {key:<42} {value:8.3f}" if isinstance(value, float) else f"  {key:<42} {value}"
-            )
+            # Written after each group, so that a later failure loses none.
+            args.out.write_text(json.dumps(kept | results, indent=2) + "\n")
+            _show(name, results[name])
     print(f"written to {args.out}")
 
 
