@@ -91,8 +91,9 @@ class _Events:
                 ):
                     return time.perf_counter()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
 
 
 @contextlib.contextmanager
@@ -182,7 +183,7 @@ async def _rounds(
         with contextlib.suppress(grpc.aio.AioRpcError):
             await stubs[here].DestroyVm(pb.HostAgentServiceDestroyVmRequest(vm_id=vm_id))
         for e in events:
-            e.stop()
+            await e.stop()
         for channel in channels:
             await channel.close(None)
 
