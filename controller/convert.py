@@ -71,6 +71,7 @@ def vm_spec(vm: models.Vm) -> vm_pb2.VmSpec:
         ],
         highly_available=bool(vm.highly_available),
         start_paused=bool(vm.start_paused),
+        custom_properties=vm.custom_properties or {},
         pinned_host=vm.pinned_host_id or "",
     )
 
@@ -83,6 +84,7 @@ def vm_config(vm: models.Vm) -> agent_pb2.VmConfig:
         name=vm.name,
         spec=vm_spec(vm),
         guest_agent_version=vm.guest_agent_version or "",
+        custom_properties=vm.custom_properties or {},
     )
 
 

@@ -44,6 +44,7 @@ PATHS = frozenset(
         "spec.boot.cmdline",
         "spec.nics",
         "spec.disks",
+        "spec.custom_properties",
         "spec.highly_available",
         "spec.pinned_host",
         "spec.start_paused",
@@ -145,6 +146,9 @@ def _copy(path: str, src: vm_pb2.VmSpec, dst: vm_pb2.VmSpec) -> None:
     elif path == "spec.disks":
         del dst.disks[:]
         dst.disks.extend(src.disks)
+    elif path == "spec.custom_properties":
+        dst.custom_properties.clear()
+        dst.custom_properties.update(src.custom_properties)
 
 
 def _apply(session: Session, vm: Vm, spec: validation.VmSpec) -> None:
@@ -166,6 +170,7 @@ def _apply(session: Session, vm: Vm, spec: validation.VmSpec) -> None:
         nics.append(row)
     vm.nics = nics
     vm.disks = disk_rows(spec.disks)
+    vm.custom_properties = dict(spec.custom_properties) or None
 
 
 def apply_next_run(session: Session, vm: Vm) -> None:

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from virtplane.errors import InvalidArgument
+from virtplane.properties import check_properties
 from virtplane.v1 import vm_pb2, vm_service_pb2
 
 from db.enums import DiskFormat, NicKind, VmState
@@ -54,6 +55,7 @@ class VmSpec:
     disks: tuple[DiskSpec, ...] = ()
     highly_available: bool = False
     start_paused: bool = False
+    custom_properties: tuple[tuple[str, str], ...] = ()
     pinned_host: str = ""  # a host's id or name; empty: any
 
 
@@ -145,6 +147,7 @@ def check_spec(name: str, spec: vm_pb2.VmSpec, prefix: str = "spec") -> VmSpec:
     disks = tuple(_check_disk(prefix, i, disk) for i, disk in enumerate(spec.disks))
     if len({d.name for d in disks}) != len(disks):
         raise InvalidArgument(f"{prefix}.disks", "disk names must be unique")
+    check_properties(f"{prefix}.custom_properties", spec.custom_properties)
     boot = f"{prefix}.boot"
     return VmSpec(
         name=name,
@@ -158,6 +161,7 @@ def check_spec(name: str, spec: vm_pb2.VmSpec, prefix: str = "spec") -> VmSpec:
         highly_available=spec.highly_available,
         start_paused=spec.start_paused,
         pinned_host=spec.pinned_host,
+        custom_properties=tuple(sorted(spec.custom_properties.items())),
     )
 
 

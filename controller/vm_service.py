@@ -69,6 +69,7 @@ class VmService:
                 status_message="",
                 highly_available=spec.highly_available,
                 start_paused=spec.start_paused,
+                custom_properties=dict(spec.custom_properties) or None,
                 pinned_host_id=pinned,
                 origin=VmOrigin.MANAGED,
                 ha_restart_count=0,

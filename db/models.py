@@ -140,6 +140,8 @@ class Vm(Base):
     # The guest agent version last reported by this VM's agent, kept across
     # starts (guest facts are not): its host then awaits an agent.
     guest_agent_version: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    # Settings for the host's hook scripts (VmSpec.custom_properties); None: none.
+    custom_properties: Mapped[dict[str, str] | None] = mapped_column(JSON)
     # The host the VM may only run on; None: any host.
     pinned_host_id: Mapped[str | None] = mapped_column(String(36))
     origin: Mapped[VmOrigin] = mapped_column(

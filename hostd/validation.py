@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from virtplane.errors import InvalidArgument
+from virtplane.properties import check_properties
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
@@ -22,8 +23,6 @@ MAX_CMDLINE = 4096
 MAX_PATH = 4096
 MAX_NICS = 16
 MAX_DISKS = 16
-MAX_PROPERTIES = 64
-MAX_PROPERTY_VALUE = 4096
 MAX_AGENT_VERSION = 256
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -31,7 +30,6 @@ _NETWORK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _NIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 _DISK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-_PROPERTY_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 """Custom property keys become parts of environment variable names (hostd.hooks)."""
 
 
@@ -61,7 +59,7 @@ def validate_config(config: pb.VmConfig) -> None:
     persistence = pb.VmConfig.Persistence
     _enum("config.persistence", config.persistence, persistence.items())
     _enum("config.console.kind", config.console.kind, pb.Console.Kind.items())
-    _properties(config.custom_properties)
+    check_properties("config.custom_properties", config.custom_properties)
     agent = config.guest_agent_version
     if len(agent) > MAX_AGENT_VERSION or not agent.isprintable():
         raise InvalidArgument(
@@ -163,23 +161,3 @@ def _disks(disks: Sequence[vm_pb2.Disk]) -> None:
             raise InvalidArgument(f"{field}.path", f"{disk.path} is already disks[{same}]")
         paths[str(Path(disk.path).resolve())] = index
         _enum(f"{field}.format", disk.format, vm_pb2.Disk.Format.items())
-
-
-def _properties(properties: Mapping[str, str]) -> None:
-    if len(properties) > MAX_PROPERTIES:
-        raise InvalidArgument(
-            "config.custom_properties",
-            f"at most {MAX_PROPERTIES} properties (got {len(properties)})",
-        )
-    for key in sorted(properties):
-        if not _PROPERTY_KEY.fullmatch(key):
-            raise InvalidArgument(
-                "config.custom_properties",
-                f"keys must be 1-64 letters, digits or '_', starting with a letter (got {key!r})",
-            )
-        value = properties[key]
-        if len(value) > MAX_PROPERTY_VALUE or not value.isprintable():
-            raise InvalidArgument(
-                f"config.custom_properties[{key}]",
-                f"must be at most {MAX_PROPERTY_VALUE} printable characters",
-            )

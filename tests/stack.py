@@ -74,7 +74,10 @@ def _spawn(name: str, argv: list[str], log_path: Path, address: str) -> Daemon:
 
 
 def start_hostd(
-    workdir: Path, libvirt_uri: str = "qemu:///system", port: int | None = None
+    workdir: Path,
+    libvirt_uri: str = "qemu:///system",
+    port: int | None = None,
+    extra: tuple[str, ...] = (),
 ) -> Daemon:
     address = f"127.0.0.1:{port or free_port()}"
     state = workdir / "hostd"
@@ -83,6 +86,7 @@ def start_hostd(
         "--listen", address,
         "--libvirt-uri", libvirt_uri,
         "--state-dir", str(state),
+        *extra,
     ]  # fmt: skip
     daemon = _spawn("hostd", argv, workdir / "hostd.log", address)
     daemon.wait_ready()

@@ -102,6 +102,9 @@ def vm_detail(vm: vm_pb2.Vm, hosts: dict[str, str] | None = None) -> str:
             f"pending: {', '.join(s.pending_restart)} at the next start"
             f" ({n.vcpus} vCPU, {n.memory_mib} MiB)"
         )
+    if vm.spec.custom_properties:
+        props = ", ".join(f"{k}={v}" for k, v in sorted(vm.spec.custom_properties.items()))
+        lines.append(f"props:   {props}")
     if vm.spec.start_paused:
         lines.append("start:   paused (a second start runs it)")
     if vm.spec.highly_available or vm.spec.pinned_host:

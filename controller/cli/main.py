@@ -86,6 +86,14 @@ def parse_disk(text: str) -> vm_pb2.Disk:
     return disk
 
 
+def parse_property(text: str) -> tuple[str, str]:
+    """A --property option, KEY=VALUE."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
 def _named(disk: vm_pb2.Disk, name: str) -> vm_pb2.Disk:
     disk.name = name
     return disk
@@ -113,6 +121,7 @@ async def vm_create(args: argparse.Namespace, channel: grpc.aio.Channel) -> None
         highly_available=args.highly_available,
         pinned_host=args.pinned_host,
         start_paused=args.start_paused,
+        custom_properties=dict(args.property),
     )
     reply = await vm_grpc.VmServiceStub(channel).CreateVm(
         vm_api.CreateVmRequest(name=args.name, spec=spec, request_id=args.request_id)
@@ -357,6 +366,42 @@ def _info_parsers(vm: Any) -> None:
     guest.set_defaults(run=vm_guest)
 
 
+def _create_parser(vm: Any) -> None:
+    create = vm.add_parser("create", help="define a VM")
+    create.add_argument("name")
+    create.add_argument("--vcpus", type=int, default=1)
+    create.add_argument("--memory", type=int, default=0, help="MiB")
+    create.add_argument("--kernel", type=os.path.abspath, default=None)
+    create.add_argument("--initrd", type=os.path.abspath, default=None)
+    create.add_argument("--cmdline", default="")
+    create.add_argument(
+        "--nic", action="append", default=[], help="'user', or a libvirt network name"
+    )
+    _request_id(create)
+    create.add_argument(
+        "--highly-available", action="store_true", help="restart it after a crash or host failure"
+    )
+    create.add_argument("--pinned-host", default="", help="run it only on this host (id or name)")
+    create.add_argument("--start-paused", action="store_true", help="start it with its CPUs paused")
+    create.add_argument(
+        "--disk",
+        action="append",
+        default=[],
+        type=parse_disk,
+        metavar="PATH[:qcow2][:ro]",
+        help="a disk image on the host (repeatable; raw unless :qcow2)",
+    )
+    create.add_argument(
+        "--property",
+        action="append",
+        default=[],
+        type=parse_property,
+        metavar="KEY=VALUE",
+        help="a custom property for the host's hook scripts (repeatable)",
+    )
+    create.set_defaults(run=vm_create)
+
+
 def _update_parser(vm: Any) -> None:
     update = vm.add_parser(
         "update", help="change a VM; what needs a restart waits for its next start"
@@ -448,31 +493,7 @@ def parser() -> argparse.ArgumentParser:
 
     affinity.add_parsers(groups)
     vm = groups.add_parser("vm", help="virtual machines").add_subparsers(dest="verb", required=True)
-    create = vm.add_parser("create", help="define a VM")
-    create.add_argument("name")
-    create.add_argument("--vcpus", type=int, default=1)
-    create.add_argument("--memory", type=int, default=0, help="MiB")
-    create.add_argument("--kernel", type=os.path.abspath, default=None)
-    create.add_argument("--initrd", type=os.path.abspath, default=None)
-    create.add_argument("--cmdline", default="")
-    create.add_argument(
-        "--nic", action="append", default=[], help="'user', or a libvirt network name"
-    )
-    _request_id(create)
-    create.add_argument(
-        "--highly-available", action="store_true", help="restart it after a crash or host failure"
-    )
-    create.add_argument("--pinned-host", default="", help="run it only on this host (id or name)")
-    create.add_argument("--start-paused", action="store_true", help="start it with its CPUs paused")
-    create.add_argument(
-        "--disk",
-        action="append",
-        default=[],
-        type=parse_disk,
-        metavar="PATH[:qcow2][:ro]",
-        help="a disk image on the host (repeatable; raw unless :qcow2)",
-    )
-    create.set_defaults(run=vm_create)
+    _create_parser(vm)
     _update_parser(vm)
     listing = vm.add_parser("list", help="list VMs")
     listing.add_argument(

@@ -96,3 +96,10 @@ def test_disks_are_given_as_path_format_and_read_only() -> None:
     )
     assert second.path.endswith("/b.qcow2") and second.path.startswith("/")
     assert (second.format, second.read_only) == (vm_pb2.Disk.FORMAT_QCOW2, True)
+
+
+def test_custom_properties_are_given_as_key_value() -> None:
+    args = parser().parse_args(
+        ["vm", "create", "v", "--kernel", "/k", "--property", "tier=gold", "--property", "a=b=c"]
+    )
+    assert dict(args.property) == {"tier": "gold", "a": "b=c"}

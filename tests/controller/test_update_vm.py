@@ -5,6 +5,8 @@ hostd on libvirt's test driver where a VM must run."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
 from tests.controller.rig import Rig, error, spec, until
-from tests.stack import Daemon
+from tests.stack import Daemon, start_hostd
 
 S = vm_pb2.Vm
 
@@ -203,3 +205,42 @@ async def test_a_mac_address_in_use_is_refused_naming_its_vm(
     values.spec.nics[0].network = ""
     vm = (await rig.vms.UpdateVm(_update("a", values, "spec.nics"))).vm
     assert vm.spec.nics[0].mac_address == "52:54:00:aa:bb:01"
+
+
+async def test_custom_properties_reach_the_hosts_hooks_and_changes_wait_for_a_restart(
+    rig: Rig, boot: vm_pb2.BootSource, tmp_path: Path
+) -> None:
+    hooks, seen = tmp_path / "hooks", tmp_path / "seen"
+    (hooks / "before_vm_start").mkdir(parents=True)
+    script = hooks / "before_vm_start" / "10-record"
+    script.write_text(f'#!/bin/sh\necho "$VIRTPLANE_PROPERTY_tier" >> {seen}\n')
+    script.chmod(0o755)
+    workdir = Path(tempfile.mkdtemp(prefix="vp-"))  # short: socket paths must fit
+    hostd = start_hostd(workdir, "test:///default", extra=("--hooks-dir", str(hooks)))
+    try:
+        await rig.add_host("h1", hostd.address)
+        bad = spec(boot)
+        bad.custom_properties["2tier"] = "x"
+        code, why = await error(rig.vms.CreateVm(vm_api.CreateVmRequest(name="p", spec=bad)))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT
+        assert why.startswith("spec.custom_properties: keys must be")
+
+        good = spec(boot)
+        good.custom_properties["tier"] = "gold"
+        await rig.vms.CreateVm(vm_api.CreateVmRequest(name="p", spec=good))
+        await rig.vms.StartVm(vm_api.StartVmRequest(vm="p"))
+        await until(lambda: rig.vm("p"), lambda v: v.status.state == S.STATE_POWERING_UP)
+        assert seen.read_text() == "gold\n"
+
+        values = vm_pb2.Vm(spec=vm_pb2.VmSpec(custom_properties={"tier": "silver"}))
+        vm = (await rig.vms.UpdateVm(_update("p", values, "spec.custom_properties"))).vm
+        assert dict(vm.spec.custom_properties) == {"tier": "gold"}
+        assert list(vm.status.pending_restart) == ["spec.custom_properties"]
+        await rig.vms.StopVm(vm_api.StopVmRequest(vm="p"))
+        await rig.vms.StartVm(vm_api.StartVmRequest(vm="p"))
+        await until(lambda: rig.vm("p"), lambda v: v.status.state == S.STATE_POWERING_UP)
+        assert seen.read_text() == "gold\nsilver\n"
+        await rig.vms.StopVm(vm_api.StopVmRequest(vm="p"))
+    finally:
+        hostd.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,5 +1,6 @@
-"""start paused, and the guest agent version last seen: a VM may be started
-with its CPUs paused; its host is told which agent to await
+"""start paused, the guest agent version last seen, custom properties: a VM
+may be started with its CPUs paused; its host is told which agent to await
+and the settings its hook scripts get
 
 Revision ID: 0005
 Revises: 0004
@@ -27,9 +28,11 @@ def upgrade() -> None:
                 "guest_agent_version", sa.String(length=256), server_default="", nullable=False
             )
         )
+        batch.add_column(sa.Column("custom_properties", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("vms") as batch:
+        batch.drop_column("custom_properties")
         batch.drop_column("guest_agent_version")
         batch.drop_column("start_paused")

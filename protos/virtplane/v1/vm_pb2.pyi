@@ -202,6 +202,26 @@ class VmSpec(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class CustomPropertiesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     VCPUS_FIELD_NUMBER: _builtins.int
     MEMORY_MIB_FIELD_NUMBER: _builtins.int
     BOOT_FIELD_NUMBER: _builtins.int
@@ -210,6 +230,7 @@ class VmSpec(_message.Message):
     HIGHLY_AVAILABLE_FIELD_NUMBER: _builtins.int
     PINNED_HOST_FIELD_NUMBER: _builtins.int
     START_PAUSED_FIELD_NUMBER: _builtins.int
+    CUSTOM_PROPERTIES_FIELD_NUMBER: _builtins.int
     vcpus: _builtins.int
     """Number of virtual CPUs; at least 1."""
     memory_mib: _builtins.int
@@ -238,6 +259,14 @@ class VmSpec(_message.Message):
         them.
         """
 
+    @_builtins.property
+    def custom_properties(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Free-form settings for the hook scripts of the host the VM runs on: each
+        is given to them as VIRTPLANE_PROPERTY_<key>. Keys are 1-64 letters,
+        digits and '_', starting with a letter; values at most 4096 printable
+        characters; at most 64 properties. A change waits for the next start.
+        """
+
     def __init__(
         self,
         *,
@@ -249,10 +278,11 @@ class VmSpec(_message.Message):
         highly_available: _builtins.bool = ...,
         pinned_host: _builtins.str = ...,
         start_paused: _builtins.bool = ...,
+        custom_properties: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["boot", b"boot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot", b"boot", "disks", b"disks", "highly_available", b"highly_available", "memory_mib", b"memory_mib", "nics", b"nics", "pinned_host", b"pinned_host", "start_paused", b"start_paused", "vcpus", b"vcpus"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot", b"boot", "custom_properties", b"custom_properties", "disks", b"disks", "highly_available", b"highly_available", "memory_mib", b"memory_mib", "nics", b"nics", "pinned_host", b"pinned_host", "start_paused", b"start_paused", "vcpus", b"vcpus"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
