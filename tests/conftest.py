@@ -7,6 +7,7 @@ machine they run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ import subprocess
 import tempfile
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,6 +180,23 @@ def domain_exists(uri: str, vm_id: str) -> bool:
         return True
     except libvirt.libvirtError:
         return False
+    finally:
+        conn.close()
+
+
+def remove_domains(uri: str, vm_ids: Iterable[str], *, undefine: bool = True) -> None:
+    """Destroys (and with undefine, undefines) the domains of these VM ids that
+    libvirt at uri still has: a test's clean-up, whatever hostd left."""
+    conn = libvirt.open(uri)
+    try:
+        for vm_id in vm_ids:
+            try:
+                dom = conn.lookupByUUIDString(vm_id)
+            except libvirt.libvirtError:
+                continue
+            for step in (dom.destroy, dom.undefine) if undefine else (dom.destroy,):
+                with contextlib.suppress(libvirt.libvirtError):
+                    step()
     finally:
         conn.close()
 

@@ -19,7 +19,6 @@ Medians over the rounds; ratios are hostd over raw.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import statistics
 import threading
@@ -35,7 +34,7 @@ from virtplane.v1 import vm_pb2
 
 from hostd.layout import StateLayout
 from tests.bench.start_path import URI, LibvirtEventLoop, raw_xml
-from tests.conftest import GuestImage
+from tests.conftest import GuestImage, remove_domains
 from tests.stack import start_hostd
 
 S = pb.HostVm
@@ -197,15 +196,6 @@ def _raw_save_restore(vm_id: str, path: Path) -> float:
     return took
 
 
-def _raw_destroy(vm_id: str) -> None:
-    conn = libvirt.open(URI)
-    try:
-        with contextlib.suppress(libvirt.libvirtError):
-            conn.lookupByUUIDString(vm_id).destroy()
-    finally:
-        conn.close()
-
-
 async def _hibernations(
     image: GuestImage, address: str, layout: StateLayout, rounds: int
 ) -> tuple[list[float], list[float]]:
@@ -237,7 +227,7 @@ async def _hibernations(
             watch.close()
             await stub.DestroyVm(pb.HostAgentServiceDestroyVmRequest(vm_id=vm_id))
             if raw_id:
-                await asyncio.to_thread(_raw_destroy, raw_id)
+                await asyncio.to_thread(remove_domains, URI, [raw_id], undefine=False)
     return raw, through_hostd
 
 

@@ -32,7 +32,7 @@ from controller.app import Controller
 from controller.config import ControllerConfig
 from controller.ha import HaPolicy
 from hostd.builder import DOMAIN_NAME_PREFIX
-from tests.conftest import GuestImage
+from tests.conftest import GuestImage, remove_domains
 from tests.e2e.conftest import reported, vm_spec
 from tests.stack import Daemon, start_controller, start_hostd
 
@@ -72,13 +72,10 @@ def hosts(workdir: Path, system_libvirt: str, second_libvirt: str) -> Iterator[l
 def _destroy_all(uri: str) -> None:
     conn = libvirt.open(uri)
     try:
-        for dom in conn.listAllDomains():
-            with contextlib.suppress(libvirt.libvirtError):
-                dom.destroy()
-            with contextlib.suppress(libvirt.libvirtError):
-                dom.undefine()
+        vm_ids = [dom.UUIDString() for dom in conn.listAllDomains()]
     finally:
         conn.close()
+    remove_domains(uri, vm_ids)
 
 
 def domains_of(uri: str, vm_id: str) -> int:
@@ -101,12 +98,7 @@ async def running_on(daemon: Daemon, vm_id: str) -> int:
 
 def destroy_domain(uri: str, vm_id: str) -> None:
     """Destroys this test's domain, as fencing its host would."""
-    conn = libvirt.open(uri)
-    try:
-        with contextlib.suppress(libvirt.libvirtError):
-            conn.lookupByUUIDString(vm_id).destroy()
-    finally:
-        conn.close()
+    remove_domains(uri, [vm_id], undefine=False)
 
 
 class Client:

@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import libvirt
 import pytest
 from virtplane.errors import VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as pb
@@ -41,7 +40,7 @@ from hostd.hypervisor import (
 from hostd.layout import StateLayout
 from hostd.libvirt_driver import LibvirtHypervisor
 from hostd.virt_type import VirtType
-from tests.conftest import GuestImage
+from tests.conftest import GuestImage, remove_domains
 from tests.hostd.conftest import next_item, vm_config
 from tests.hostd.fakes import FakeHypervisor
 
@@ -83,18 +82,6 @@ class Target:
         await asyncio.gather(*(remove(vm_id) for vm_id in self.made))
 
 
-def _remove(uri: str, vm_id: str) -> None:
-    conn = libvirt.open(uri)
-    try:
-        with contextlib.suppress(libvirt.libvirtError):
-            dom = conn.lookupByUUIDString(vm_id)
-            for step in (dom.destroy, dom.undefine):
-                with contextlib.suppress(libvirt.libvirtError):
-                    step()
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="session")
 def reaper() -> Iterator[ThreadPoolExecutor]:
     """Destroys real domains in the background: QEMU's exit is slow to be noticed on these
@@ -126,7 +113,7 @@ async def target(
     finally:
         if isinstance(hypervisor, LibvirtHypervisor) and target.kind == "qemu":
             for vm_id in target.made:
-                pool.submit(_remove, hypervisor.uri, vm_id)
+                pool.submit(remove_domains, hypervisor.uri, [vm_id])
         else:
             await target.clean_up()
         await hypervisor.close()

@@ -9,7 +9,6 @@ leaves broken XML. Only the first kind of VM boots.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from collections.abc import AsyncIterator
@@ -25,7 +24,7 @@ from virtplane.v1 import vm_pb2
 
 from hostd.config import HostdConfig
 from hostd.server import Hostd
-from tests.conftest import GuestImage
+from tests.conftest import GuestImage, remove_domains
 from tests.hostd.conftest import eventually, vm_config
 
 S = pb.HostVm
@@ -113,16 +112,6 @@ def _script(folder: Path, text: str) -> None:
     path.chmod(0o755)
 
 
-def _cleanup(uri: str, vm_ids: list[str]) -> None:
-    conn = libvirt.open(uri)
-    try:
-        for vm_id in vm_ids:
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.lookupByUUIDString(vm_id).destroy()
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="module")
 async def hooked(
     system_libvirt: str, guest_image: GuestImage, state_root: Path
@@ -154,7 +143,7 @@ async def hooked(
         await channel.close(None)
         await hostd.stop(grace=1)
         del os.environ["HOOK_OUT"]
-        await asyncio.to_thread(_cleanup, system_libvirt, host.created)
+        await asyncio.to_thread(remove_domains, system_libvirt, host.created)
 
 
 def _running_xml(uri: str, vm_id: str) -> str:

@@ -38,7 +38,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
-from tests.conftest import GuestImage
+from tests.conftest import GuestImage, remove_domains
 from tests.hostd.conftest import vm_config
 from tests.stack import Daemon, start_hostd
 
@@ -84,18 +84,6 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def _remove(uri: str, vm_ids: list[str]) -> None:
-    """Destroys what hostd may have left; quietly, as it has usually gone already."""
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    conn = libvirt.open(uri)
-    try:
-        for vm_id in vm_ids:
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.lookupByUUIDString(vm_id).destroy()
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="module")
 def hostd(system_libvirt: str, state_root: Path) -> Iterator[Daemon]:
     state_root.chmod(0o755)
@@ -126,7 +114,11 @@ async def host(hostd: Daemon, guest_image: GuestImage, system_libvirt: str) -> A
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await host.stub.DestroyVm(pb.HostAgentServiceDestroyVmRequest(vm_id=config.vm_id))
         await channel.close(None)
-        await asyncio.to_thread(_remove, system_libvirt, [host.normal.vm_id, host.hostile.vm_id])
+        # Quietly: hostd has usually removed them already.
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+        await asyncio.to_thread(
+            remove_domains, system_libvirt, [host.normal.vm_id, host.hostile.vm_id]
+        )
 
 
 async def _guests(stub: pb_grpc.HostAgentServiceAsyncStub) -> dict[str, vm_pb2.GuestInfo]:

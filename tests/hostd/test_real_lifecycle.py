@@ -11,7 +11,6 @@ with -s), never asserted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,7 +27,7 @@ from virtplane.v1 import vm_pb2
 from hostd.config import HostdConfig
 from hostd.journal import Journal
 from hostd.server import Hostd
-from tests.conftest import GuestImage, disk_image, disks_of
+from tests.conftest import GuestImage, disk_image, disks_of, remove_domains
 from tests.hostd.conftest import vm_config
 
 S = pb.HostVm
@@ -160,22 +159,6 @@ def _live_xml(uri: str, vm_id: str) -> str:
         conn.close()
 
 
-def _remove(uri: str, vm_ids: list[str]) -> None:
-    """Destroys and undefines what the tests made, should hostd have left any."""
-    conn = libvirt.open(uri)
-    try:
-        for vm_id in vm_ids:
-            try:
-                dom = conn.lookupByUUIDString(vm_id)
-            except libvirt.libvirtError:
-                continue
-            for step in (dom.destroy, dom.undefine):
-                with contextlib.suppress(libvirt.libvirtError):
-                    step()
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="module")
 def images(state_root: Path) -> dict[str, str]:
     """Empty disk images for the guests, by file name (removed with state_root)."""
@@ -240,7 +223,7 @@ async def host(
         await channel.close(None)
         await hostd.stop(grace=1)
         vm_ids = [c.vm_id for c in host.guests.values()]
-        await asyncio.to_thread(_remove, system_libvirt, vm_ids)
+        await asyncio.to_thread(remove_domains, system_libvirt, vm_ids)
 
 
 async def _precondition(call: Awaitable[object], message: str) -> None:

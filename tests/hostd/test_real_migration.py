@@ -31,7 +31,7 @@ from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
 from hostd.domxml import METADATA_NAMESPACE, parse_metadata
-from tests.conftest import GuestImage, disk_image, disks_of, domain_exists
+from tests.conftest import GuestImage, disk_image, disks_of, domain_exists, remove_domains
 from tests.hostd.conftest import vm_config
 from tests.stack import Daemon, free_port, start_hostd
 
@@ -189,17 +189,6 @@ def _owner(uri: str, vm_id: str) -> str:
     return metadata.state_dir
 
 
-def _remove(uri: str, vm_ids: list[str]) -> None:
-    """Destroys what the tests made, should a hostd have left any."""
-    conn = libvirt.open(uri)
-    try:
-        for vm_id in vm_ids:
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.lookupByUUIDString(vm_id).destroy()
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="vp-m-", dir="/tmp"))
@@ -256,7 +245,7 @@ async def hosts(
             await asyncio.to_thread(host.daemon.stop)
         vm_ids = [c.vm_id for c in guests.values()]
         for uri in (system_libvirt, second_libvirt):
-            await asyncio.to_thread(_remove, uri, vm_ids)
+            await asyncio.to_thread(remove_domains, uri, vm_ids)
 
 
 async def _status(call: object, code: grpc.StatusCode) -> str:

@@ -15,7 +15,6 @@ here with defineXML of the domain hostd builds) is there too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import signal
@@ -38,7 +37,7 @@ from hostd.builder import build_domain
 from hostd.defaults import with_defaults
 from hostd.layout import StateLayout
 from hostd.virt_type import detect_virt_type
-from tests.conftest import REPO, GuestImage, domain_exists
+from tests.conftest import REPO, GuestImage, domain_exists, remove_domains
 from tests.hostd.conftest import vm_config
 
 S = pb.HostVm
@@ -173,19 +172,6 @@ def _define(uri: str, config: pb.VmConfig, state_dir: Path) -> None:
         conn.close()
 
 
-def _remove(uri: str, vm_id: str) -> None:
-    """Destroys and undefines a domain the test made, if it is still there."""
-    conn = libvirt.open(uri)
-    try:
-        with contextlib.suppress(libvirt.libvirtError):
-            dom = conn.lookupByUUIDString(vm_id)
-            for step in (dom.destroy, dom.undefine):
-                with contextlib.suppress(libvirt.libvirtError):
-                    step()
-    finally:
-        conn.close()
-
-
 async def _listed_state(stub: pb_grpc.HostAgentServiceAsyncStub, vm_id: str) -> S.State.ValueType:
     listed = await stub.ListVms(pb.HostAgentServiceListVmsRequest())
     return next((vm.state for vm in listed.vms if vm.vm_id == vm_id), S.STATE_DOWN)
@@ -281,7 +267,7 @@ async def recovered(
         for process in (first, second):
             print(f"\n--- hostd log ({len(process.log)} lines)", *process.log[-40:], sep="\n")
         vm_ids = [created.vm_id, saved.vm_id, external_id, defined.vm_id]
-        await asyncio.gather(*(asyncio.to_thread(_remove, uri, vm_id) for vm_id in vm_ids))
+        await asyncio.to_thread(remove_domains, uri, vm_ids)
 
 
 async def test_the_vm_being_created_is_adopted_not_duplicated(recovered: Recovered) -> None:
