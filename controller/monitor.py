@@ -264,7 +264,9 @@ class HostMonitor:
         now: dt.datetime,
     ) -> list[Vm]:
         """Records the running VMs the host has and the database does not
-        know (on no host, or not at all) as external VMs on this host."""
+        know as external VMs on this host; a known VM placed elsewhere is
+        applied as the host reports it (it moves here only when it was
+        migrating: controller.transitions). Returns the VMs it changed."""
         recorded = []
         for report in reports:
             if report.state in _NOT_RUNNING:

@@ -47,7 +47,7 @@ from typing import Any
 from sqlalchemy import and_, event, or_, select
 from sqlalchemy.orm import Session
 from virtplane.errors import InvalidArgument, NotFound
-from virtplane.v1 import operation_pb2
+from virtplane.v1 import operation_pb2, vm_pb2
 from virtplane.v1 import operation_service_pb2 as op_api
 
 from controller import audit, convert
@@ -283,6 +283,19 @@ def get(session: Session, op_id: str) -> operation_pb2.Operation:
     if op is None:
         raise OperationNotFound(op_id)
     return to_proto(op)
+
+
+VmAndOperation = tuple[vm_pb2.Vm, operation_pb2.Operation]
+
+
+def with_vm(session: Session, op_id: str) -> VmAndOperation:
+    """The VM of an operation and the operation, each as it is now: what a
+    verb answers, also to a repeat of its request."""
+    op = get(session, op_id)
+    vm = repo.find_vm(session, op.vm_id)
+    if vm is None:
+        raise VmNotFound(op.vm_id)
+    return convert.vm(vm), op
 
 
 _STATES = {

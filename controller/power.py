@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 from virtplane.errors import VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
-from virtplane.v1 import operation_pb2, vm_pb2
 
-from controller import convert, operations, requests, transitions
+from controller import operations, requests, transitions
 from controller.errors import IllegalVmState, VmNotFound
 from controller.host_client import HostClient
 from controller.hosts import HostClients
@@ -47,7 +46,7 @@ _ALLOWED: dict[str, tuple[frozenset[VmState], str, OperationKind]] = {
 }
 
 HostCall = Callable[[HostClient, str], Awaitable[agent_pb2.HostVm]]
-VmAndOperation = tuple[vm_pb2.Vm, operation_pb2.Operation]
+VmAndOperation = operations.VmAndOperation
 
 
 @dataclass(frozen=True)
@@ -87,14 +86,7 @@ class PowerVerbs:
         return await self._run(vm_ref, "hibernate", call, lambda c, i: c.hibernate_vm(i))
 
     async def _current(self, op_id: str) -> VmAndOperation:
-        def work(session: Session) -> VmAndOperation:
-            op = operations.get(session, op_id)
-            vm = repo.find_vm(session, op.vm_id)
-            if vm is None:
-                raise VmNotFound(op.vm_id)
-            return convert.vm(vm), op
-
-        return await self._store.db.run(work)
+        return await self._store.db.run(lambda s: operations.with_vm(s, op_id))
 
     async def _run(self, vm_ref: str, verb: str, call: Call, host_call: HostCall) -> VmAndOperation:
         allowed, wording, kind = _ALLOWED[verb]

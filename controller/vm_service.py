@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 from virtplane.errors import VirtplaneError
-from virtplane.v1 import operation_pb2, vm_pb2, vm_service_pb2
+from virtplane.v1 import vm_pb2, vm_service_pb2
 
 from controller import convert, operations, requests, resume, spec_updates
 from controller.errors import HostNotFound, IllegalVmState, VmExists, VmNotFound
@@ -39,7 +39,7 @@ _STOPPABLE = frozenset(
     }
 )
 
-VmAndOperation = tuple[vm_pb2.Vm, operation_pb2.Operation]
+VmAndOperation = operations.VmAndOperation
 
 
 class VmService:
@@ -179,14 +179,7 @@ class VmService:
         return await self._db.run(lambda s: requests.lookup(s, call))
 
     async def _replay(self, op_id: str) -> VmAndOperation:
-        def work(session: Session) -> VmAndOperation:
-            op = operations.get(session, op_id)
-            vm = repo.find_vm(session, op.vm_id)
-            if vm is None:
-                raise VmNotFound(op.vm_id)
-            return convert.vm(vm), op
-
-        return await self._db.run(work)
+        return await self._db.run(lambda s: operations.with_vm(s, op_id))
 
     async def start(self, vm_ref: str, call: Call) -> VmAndOperation:
         """Places a DOWN VM on a host, books its resources there, and asks
