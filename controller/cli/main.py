@@ -12,61 +12,14 @@ from typing import Any
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
-from virtplane.v1 import host_service_pb2 as host_api
-from virtplane.v1 import host_service_pb2_grpc as host_grpc
-from virtplane.v1 import operation_pb2, vm_pb2
-from virtplane.v1 import operation_service_pb2 as op_api
-from virtplane.v1 import operation_service_pb2_grpc as op_grpc
+from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
-from controller.cli import affinity
+from controller.cli import affinity, hosts, ops
 from controller.cli import format as fmt
 
 Command = Callable[[argparse.Namespace, grpc.aio.Channel], Coroutine[Any, Any, None]]
-
-
-async def host_add(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    stub = host_grpc.HostServiceStub(channel)
-    reply = await stub.AddHost(host_api.AddHostRequest(name=args.name, address=args.address))
-    print(fmt.hosts([reply.host]))
-
-
-async def host_list(_args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    reply = await host_grpc.HostServiceStub(channel).ListHosts(host_api.ListHostsRequest())
-    print(fmt.hosts(reply.hosts))
-
-
-async def host_remove(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    await host_grpc.HostServiceStub(channel).RemoveHost(host_api.RemoveHostRequest(host=args.host))
-    print(f"{args.host}: removed")
-
-
-async def host_maintenance(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    reply = await host_grpc.HostServiceStub(channel).SetHostMaintenance(
-        host_api.SetHostMaintenanceRequest(host=args.host)
-    )
-    print(fmt.hosts([reply.host]))
-
-
-async def host_activate(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    reply = await host_grpc.HostServiceStub(channel).ActivateHost(
-        host_api.ActivateHostRequest(host=args.host)
-    )
-    print(fmt.hosts([reply.host]))
-
-
-async def host_confirm_down(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    reply = await host_grpc.HostServiceStub(channel).ConfirmHostDown(
-        host_api.ConfirmHostDownRequest(host=args.host)
-    )
-    print(fmt.hosts([reply.host]))
-    print(f"VMs now DOWN: {', '.join(reply.vm_ids) or 'none'}")
-
-
-async def _host_names(channel: grpc.aio.Channel) -> dict[str, str]:
-    reply = await host_grpc.HostServiceStub(channel).ListHosts(host_api.ListHostsRequest())
-    return {h.id: h.name for h in reply.hosts}
 
 
 _DISK_FORMATS = {"raw": vm_pb2.Disk.FORMAT_RAW, "qcow2": vm_pb2.Disk.FORMAT_QCOW2}
@@ -140,12 +93,12 @@ async def vm_list(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
         if not reply.next_page_token:
             break
         request.page_token = reply.next_page_token
-    print(fmt.vms(found, await _host_names(channel)))
+    print(fmt.vms(found, await hosts.names(channel)))
 
 
 async def vm_show(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
     reply = await vm_grpc.VmServiceStub(channel).GetVm(vm_api.GetVmRequest(vm=args.vm))
-    print(fmt.vm_detail(reply.vm, await _host_names(channel)))
+    print(fmt.vm_detail(reply.vm, await hosts.names(channel)))
 
 
 async def vm_guest(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
@@ -168,22 +121,12 @@ async def vm_guest(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
     print(raw.report_json)
 
 
-async def _show_operation(
-    args: argparse.Namespace, channel: grpc.aio.Channel, op: operation_pb2.Operation
-) -> None:
-    """Prints the operation; with --wait, once it is done."""
-    if getattr(args, "wait", False) and not op.done:
-        request = op_api.WaitOperationRequest(id=op.id, timeout_seconds=args.wait_seconds)
-        op = (await op_grpc.OperationServiceStub(channel).WaitOperation(request)).operation
-    print(fmt.operation(op))
-
-
 async def vm_start(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
     reply = await vm_grpc.VmServiceStub(channel).StartVm(
         vm_api.StartVmRequest(vm=args.vm, request_id=args.request_id)
     )
     print(f"{reply.vm.name}: {fmt.vm_state(reply.vm.status.state)}")
-    await _show_operation(args, channel, reply.operation)
+    await ops.show_operation(args, channel, reply.operation)
 
 
 async def vm_stop(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
@@ -191,7 +134,7 @@ async def vm_stop(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
         vm_api.StopVmRequest(vm=args.vm, request_id=args.request_id)
     )
     print(f"{reply.vm.name}: {fmt.vm_state(reply.vm.status.state)}")
-    await _show_operation(args, channel, reply.operation)
+    await ops.show_operation(args, channel, reply.operation)
 
 
 async def vm_update(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
@@ -231,7 +174,7 @@ async def vm_update(args: argparse.Namespace, channel: grpc.aio.Channel) -> None
             request_id=args.request_id,
         )
     )
-    print(fmt.vm_detail(reply.vm, await _host_names(channel)))
+    print(fmt.vm_detail(reply.vm, await hosts.names(channel)))
 
 
 async def vm_explain(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
@@ -258,7 +201,7 @@ async def vm_power(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
         request(vm=args.vm, request_id=args.request_id)
     )
     print(f"{reply.vm.name}: {fmt.vm_state(reply.vm.status.state)}")
-    await _show_operation(args, channel, reply.operation)
+    await ops.show_operation(args, channel, reply.operation)
 
 
 async def vm_delete(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
@@ -276,7 +219,7 @@ def _reported(vm: vm_pb2.Vm) -> bool:
 async def vm_watch(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
     """Prints every change; with --until-guest, stops once that VM's guest has
     reported its IP, OS, applications and uptime."""
-    names = await _host_names(channel)
+    names = await hosts.names(channel)
     start = time.monotonic()
     request = vm_api.WatchVmsRequest(
         vm_ids=args.vm, host=args.host, after_revision=args.after_revision
@@ -300,54 +243,6 @@ async def vm_watch(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
         if args.until_guest and args.until_guest in (vm.name, vm.id) and _reported(vm):
             call.cancel()
             return
-
-
-async def op_get(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    reply = await op_grpc.OperationServiceStub(channel).GetOperation(
-        op_api.GetOperationRequest(id=args.id)
-    )
-    print(fmt.operation(reply.operation))
-
-
-async def op_wait(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    reply = await op_grpc.OperationServiceStub(channel).WaitOperation(
-        op_api.WaitOperationRequest(id=args.id, timeout_seconds=args.wait_seconds)
-    )
-    print(fmt.operation(reply.operation))
-    if not reply.operation.done:
-        print(f"virtplane: not done after {args.wait_seconds} s", file=sys.stderr)
-        sys.exit(2)
-
-
-async def op_list(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    states = [operation_pb2.Operation.State.Value(f"STATE_{s}") for s in args.state]
-    request = op_api.ListOperationsRequest(vm=args.vm, states=states, page_size=args.limit)
-    reply = await op_grpc.OperationServiceStub(channel).ListOperations(request)
-    print(fmt.operations(reply.operations))
-
-
-async def events_list(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    request = op_api.ListEventsRequest(
-        vm_id=args.vm, host_id=args.host, after_id=args.after, page_size=args.limit
-    )
-    reply = await op_grpc.OperationServiceStub(channel).ListEvents(request)
-    print(fmt.events(reply.events))
-
-
-def _request_id(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument(
-        "--request-id",
-        default="",
-        help="idempotency key: repeating the command with it acts once",
-    )
-
-
-def _wait_options(sub: argparse.ArgumentParser, wait: bool) -> None:
-    if wait:
-        sub.add_argument("--wait", action="store_true", help="wait for the operation to end")
-    sub.add_argument(
-        "--wait-seconds", type=int, default=120, help="how long to wait (default %(default)s)"
-    )
 
 
 def _info_parsers(vm: Any) -> None:
@@ -377,7 +272,7 @@ def _create_parser(vm: Any) -> None:
     create.add_argument(
         "--nic", action="append", default=[], help="'user', or a libvirt network name"
     )
-    _request_id(create)
+    ops.request_id_option(create)
     create.add_argument(
         "--highly-available", action="store_true", help="restart it after a crash or host failure"
     )
@@ -420,7 +315,7 @@ def _update_parser(vm: Any) -> None:
     update.add_argument(
         "--start-paused", choices=["yes", "no"], help="start it with its CPUs paused (at once)"
     )
-    _request_id(update)
+    ops.request_id_option(update)
     update.set_defaults(run=vm_update)
 
 
@@ -435,36 +330,6 @@ def _watch_parser(vm: Any) -> None:
     watch.set_defaults(run=vm_watch)
 
 
-def _op_parsers(groups: Any) -> None:
-    op = groups.add_parser("op", help="operations").add_subparsers(dest="verb", required=True)
-    get = op.add_parser("get", help="an operation and its phases")
-    get.add_argument("id")
-    get.set_defaults(run=op_get)
-    wait = op.add_parser("wait", help="wait for an operation to end")
-    wait.add_argument("id")
-    _wait_options(wait, wait=False)
-    wait.set_defaults(run=op_wait)
-    ops = op.add_parser("list", help="operations, newest first")
-    ops.add_argument("--vm", default="", help="only this VM's")
-    ops.add_argument(
-        "--state",
-        action="append",
-        default=[],
-        type=str.upper,
-        choices=["RUNNING", "SUCCEEDED", "FAILED"],
-        help="only operations in this state (repeatable)",
-    )
-    ops.add_argument("--limit", type=int, default=50)
-    ops.set_defaults(run=op_list)
-
-    events = groups.add_parser("events", help="the audit log, oldest first")
-    events.add_argument("--vm", default="", help="only this VM id's")
-    events.add_argument("--host", default="", help="only this host id's")
-    events.add_argument("--after", type=int, default=0, help="only events after this id")
-    events.add_argument("--limit", type=int, default=100)
-    events.set_defaults(run=events_list)
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="virtplane", description=__doc__)
     p.add_argument(
@@ -475,22 +340,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="seconds before giving up")
     groups = p.add_subparsers(dest="group", required=True)
 
-    host = groups.add_parser("host", help="hosts").add_subparsers(dest="verb", required=True)
-    add = host.add_parser("add", help="register a hostd")
-    add.add_argument("name")
-    add.add_argument("address", help="hostd address, host:port")
-    add.set_defaults(run=host_add)
-    host.add_parser("list", help="list hosts").set_defaults(run=host_list)
-    for verb, run, what in (
-        ("remove", host_remove, "forget a host no VM is placed on"),
-        ("maintenance", host_maintenance, "take a host without running VMs out of service"),
-        ("activate", host_activate, "bring a host back from maintenance"),
-        ("confirm-down", host_confirm_down, "fence: confirm a NON_RESPONSIVE host is off"),
-    ):
-        sub = host.add_parser(verb, help=what)
-        sub.add_argument("host", help="id or name")
-        sub.set_defaults(run=run)
-
+    hosts.add_parsers(groups)
     affinity.add_parsers(groups)
     vm = groups.add_parser("vm", help="virtual machines").add_subparsers(dest="verb", required=True)
     _create_parser(vm)
@@ -517,17 +367,17 @@ def parser() -> argparse.ArgumentParser:
     ):
         sub = vm.add_parser(verb, help=f"{verb} a VM; prints its operation")
         sub.add_argument("vm", help="id or name")
-        _request_id(sub)
-        _wait_options(sub, wait=True)
+        ops.request_id_option(sub)
+        ops.wait_options(sub, wait=True)
         sub.set_defaults(run=run)
     _info_parsers(vm)
     delete = vm.add_parser("delete", help="delete a DOWN VM")
     delete.add_argument("vm", help="id or name")
-    _request_id(delete)
+    ops.request_id_option(delete)
     delete.set_defaults(run=vm_delete)
     _watch_parser(vm)
 
-    _op_parsers(groups)
+    ops.add_parsers(groups)
     return p
 
 
