@@ -42,7 +42,7 @@ lint: $(VENV)/.installed $(BUF)
 	$(BUF) lint
 
 guest-image: $(VENV)/.installed
-	@bash guestd/image/build.sh $(GUEST)
+	@bash tools/guest-image/build.sh $(GUEST)
 
 test: setup guest-image
 	VIRTPLANE_REQUIRE_REAL=1 $(BIN)/pytest $(PYTEST_ARGS)

@@ -7,8 +7,6 @@ import datetime as dt
 import logging
 
 import grpc
-from virtplane.health import Probes, service_names
-from virtplane.status import ErrorInterceptor
 from virtplane.v1 import (
     affinity_group_service_pb2,
     affinity_group_service_pb2_grpc,
@@ -42,6 +40,8 @@ from controller.watch import WatchHub
 from controller.watch_stream import WatchStream
 from db import migrate
 from db.session import Database
+from virtplane_common.health import Probes, service_names
+from virtplane_common.status import ErrorInterceptor
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The controller's errors, each in one of the API's categories
-(virtplane.errors), which the gRPC boundary maps to status codes::
+(virtplane_common.errors), which the gRPC boundary maps to status codes::
 
-    virtplane.errors.VirtplaneError
+    virtplane_common.errors.VirtplaneError
     ├── InvalidArgument
     ├── NotFound
     │   ├── VmNotFound
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from virtplane.errors import (
+from virtplane_common.errors import (
     AlreadyExists,
     FailedPrecondition,
     NotFound,

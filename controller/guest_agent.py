@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
-from virtplane.errors import VirtplaneError
 from virtplane.v1 import vm_service_pb2
 
 from controller.errors import IllegalVmState, VmNotFound
@@ -19,6 +18,7 @@ from controller.hosts import HostClients
 from db import repositories as repo
 from db.enums import VmState
 from db.session import Database
+from virtplane_common.errors import VirtplaneError
 
 _AGENT_STATES = frozenset(
     {VmState.UP, VmState.POWERING_UP, VmState.PAUSED, VmState.POWERING_DOWN, VmState.NOT_RESPONDING}

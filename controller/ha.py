@@ -21,13 +21,13 @@ import logging
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
-from virtplane.errors import VirtplaneError
 from virtplane.v1 import vm_pb2
 
 from controller.starter import Starter
 from controller.vm_store import VmStore
 from db import repositories as repo
 from db.models import utcnow
+from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
-from virtplane.errors import FailedPrecondition, InvalidArgument, VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
 from controller.errors import CreateRefused, HostUnreachable, VmNotFound
+from virtplane_common.errors import FailedPrecondition, InvalidArgument, VirtplaneError
 
 _R = TypeVar("_R")
 

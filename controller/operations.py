@@ -46,7 +46,6 @@ from typing import Any
 
 from sqlalchemy import and_, event, or_, select
 from sqlalchemy.orm import Session
-from virtplane.errors import InvalidArgument, NotFound
 from virtplane.v1 import operation_pb2, vm_pb2
 from virtplane.v1 import operation_service_pb2 as op_api
 
@@ -58,6 +57,7 @@ from db import repositories as repo
 from db.enums import OperationKind, OperationState, VmState
 from db.models import Operation, Vm, utcnow
 from db.session import Database
+from virtplane_common.errors import InvalidArgument, NotFound
 
 Kind = OperationKind
 _SUCCESS: dict[OperationKind, frozenset[VmState]] = {

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
-from virtplane.errors import VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 
 from controller import operations, requests, transitions
@@ -24,6 +23,7 @@ from controller.vm_store import VmStore
 from db import repositories as repo
 from db.enums import OperationKind, VmState
 from db.models import Vm, utcnow
+from virtplane_common.errors import VirtplaneError
 
 _RUNNING = frozenset({VmState.UP, VmState.POWERING_UP})
 

@@ -23,9 +23,9 @@ from typing import TypeVar
 from google.protobuf.message import Message
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from virtplane.errors import AlreadyExists, InvalidArgument
 
 from db.models import ApiRequest
+from virtplane_common.errors import AlreadyExists, InvalidArgument
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)

@@ -7,8 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
-from virtplane.errors import FailedPrecondition, ResourceExhausted, VirtplaneError
-from virtplane.status import status_code
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 
 from controller import convert, transitions
@@ -16,6 +14,8 @@ from controller.vm_store import set_state
 from db import repositories as repo
 from db.enums import ExitReason, HostState, VmState
 from db.models import Vm
+from virtplane_common.errors import FailedPrecondition, ResourceExhausted, VirtplaneError
+from virtplane_common.status import status_code
 
 FROM_STATES = frozenset({VmState.SUSPENDED, VmState.PAUSED})
 

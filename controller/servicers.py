@@ -1,12 +1,11 @@
 """The gRPC servicers: validate, call the service, convert back. Errors are
-raised as virtplane errors and become status codes in virtplane.status."""
+raised as virtplane errors and become status codes in virtplane_common.status."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import grpc
-from virtplane.errors import InvalidArgument
 from virtplane.v1 import affinity_group_service_pb2 as affinity_api
 from virtplane.v1 import affinity_group_service_pb2_grpc as affinity_grpc
 from virtplane.v1 import host_service_pb2 as host_api
@@ -25,6 +24,7 @@ from controller.spec_updates import check_update
 from controller.validation import check_address, check_create, check_list, check_name
 from controller.vm_service import VmService
 from controller.watch_stream import WatchStream
+from virtplane_common.errors import InvalidArgument
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -143,7 +143,7 @@ class VmServicer(vm_grpc.VmServiceServicer):
     ) -> vm_api.ExplainPlacementResponse:
         return await self._vms.explain_placement(_ref("vm", request.vm))
 
-    async def WatchVms(  # type: ignore[override]  # writes to its context (virtplane.status)
+    async def WatchVms(  # type: ignore[override]  # writes to its context (virtplane_common.status)
         self, request: vm_api.WatchVmsRequest, context: Context
     ) -> None:
         await self._watch.serve(request, context)

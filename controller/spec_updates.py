@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 from google.protobuf import field_mask_pb2
 from sqlalchemy.orm import Session
-from virtplane.errors import Aborted, InvalidArgument
 from virtplane.v1 import vm_pb2
 
 from controller import audit, convert, requests, validation
@@ -30,6 +29,7 @@ from controller.vm_store import VmStore
 from db import repositories as repo
 from db.enums import VmState
 from db.models import Disk, Nic, Vm
+from virtplane_common.errors import Aborted, InvalidArgument
 
 # The paths UpdateVm accepts.
 PATHS = frozenset(

@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
-from virtplane.errors import VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 from virtplane.v1 import vm_pb2
 
@@ -42,6 +41,7 @@ from controller.vm_store import VmStore, set_state
 from db import repositories as repo
 from db.enums import ExitReason, VmState
 from db.models import Host, Vm, utcnow
+from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
 

@@ -5,24 +5,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from dataclasses import dataclass
 
-from virtplane.errors import InvalidArgument
-from virtplane.properties import check_properties
 from virtplane.v1 import vm_pb2, vm_service_pb2
 
 from db.enums import DiskFormat, NicKind, VmState
+from virtplane_common.errors import InvalidArgument
+from virtplane_common.limits import MAC, MAX_DISKS, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, NAME
+from virtplane_common.properties import check_properties
 
-MIN_MEMORY_MIB = 16
-MAX_MEMORY_MIB = 16 * 1024 * 1024
-MAX_VCPUS = 512
-MAX_DISKS = 16
-"""As many as a host attaches (hostd.validation)."""
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
 
 @dataclass(frozen=True)
@@ -62,7 +55,7 @@ class VmSpec:
 def check_name(field: str, name: str) -> str:
     if not name:
         raise InvalidArgument(field, "is required")
-    if not _NAME.match(name):
+    if not NAME.fullmatch(name):
         raise InvalidArgument(
             field, "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
@@ -99,7 +92,7 @@ def _check_nic(prefix: str, index: int, nic: vm_pb2.Nic) -> NicSpec:
     if kind is NicKind.NETWORK and not nic.network:
         raise InvalidArgument(f"{field}.network", "is required for KIND_NETWORK")
     mac = nic.mac_address.lower()
-    if mac and not _MAC.match(mac):
+    if mac and not MAC.fullmatch(mac):
         raise InvalidArgument(f"{field}.mac_address", f"is not a MAC address: {nic.mac_address!r}")
     name = check_name(f"{field}.name", nic.name or f"nic{index}")
     return NicSpec(name=name, kind=kind, network=nic.network, mac_address=mac)

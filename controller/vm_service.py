@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
-from virtplane.errors import VirtplaneError
 from virtplane.v1 import vm_pb2, vm_service_pb2
 
 from controller import convert, operations, requests, resume, spec_updates
@@ -22,6 +21,7 @@ from controller.vm_store import VmStore, set_state
 from db import repositories as repo
 from db.enums import ExitReason, OperationKind, VmOrigin, VmState
 from db.models import Nic, Vm, utcnow
+from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from virtplane.errors import ResourceExhausted
 from virtplane.v1 import vm_pb2, vm_service_pb2
+
+from virtplane_common.errors import ResourceExhausted
 
 Kind = vm_service_pb2.WatchVmsResponse.Kind
 

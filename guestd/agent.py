@@ -36,10 +36,10 @@ from google.protobuf.message import DecodeError
 from virtplane.v1 import guest_channel_pb2 as gc
 
 from guestd import facts
-from guestd.framing import FrameDecoder, FrameTooLarge, encode
 from guestd.power import POWEROFF, REBOOT, PowerScheduler
 from guestd.report import Reporter, Sources
 from guestd.transport import HostGone, Link
+from virtplane_common.framing import FrameDecoder, FrameTooLarge, encode
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
-"""hostd's exceptions, each derived from an API error category (virtplane.errors).
+"""hostd's exceptions, each derived from an API error category (virtplane_common.errors).
 
 libvirt errors are translated into these once, in hostd.libvirt_driver; the
-gRPC boundary (virtplane.status.ErrorInterceptor) maps the category to a
+gRPC boundary (virtplane_common.status.ErrorInterceptor) maps the category to a
 status code::
 
     VirtplaneError
@@ -31,7 +31,7 @@ status code::
 
 from __future__ import annotations
 
-from virtplane.errors import (
+from virtplane_common.errors import (
     AlreadyExists,
     FailedPrecondition,
     NotFound,

@@ -3,12 +3,12 @@ report, and the last report as it arrived (for debugging)."""
 
 from __future__ import annotations
 
-from virtplane.errors import FailedPrecondition
 from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd import guest_info
 from hostd.guest_channel import GuestChannel
 from hostd.registry import VmRegistry
+from virtplane_common.errors import FailedPrecondition
 
 
 class GuestAgentQueries:

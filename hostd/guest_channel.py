@@ -41,11 +41,11 @@ from virtplane.v1 import guest_channel_pb2 as gc
 from virtplane.v1 import host_agent_service_pb2 as agent_pb
 from virtplane.v1 import vm_pb2
 
-from guestd.framing import FrameDecoder, FrameTooLarge, encode
 from hostd import guest_info
 from hostd.config import ChannelLimits
 from hostd.errors import AgentRefused, AgentUnavailable
 from hostd.ratelimit import TokenBucket
+from virtplane_common.framing import FrameDecoder, FrameTooLarge, encode
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
-from virtplane.errors import VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd.errors import DomainNotFound, DomainStateConflict
@@ -35,6 +34,7 @@ from hostd.hypervisor import DomainAction, DomainInfo, DomainState, Hypervisor
 from hostd.layout import StateLayout
 from hostd.registry import Vm, VmRegistry
 from hostd.state_machine import Verb, require
+from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from virtplane.errors import FailedPrecondition
+from virtplane_common.errors import FailedPrecondition
 
 log = logging.getLogger(__name__)
 

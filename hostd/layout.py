@@ -12,7 +12,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from virtplane.errors import InvalidArgument
+from virtplane_common.errors import InvalidArgument
 
 STATE_DIR_MODE = 0o711
 SAVED_DIR_MODE = 0o700

@@ -31,7 +31,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import libvirt
-from virtplane.errors import VirtplaneError
 
 from hostd import domxml, migration_xml
 from hostd.errors import DomainAlreadyExists, HypervisorUnavailable, PeerUnavailable
@@ -61,6 +60,7 @@ from hostd.libvirt_translate import (
     translate_error,
     translate_lifecycle,
 )
+from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import libvirt
-from virtplane.errors import VirtplaneError
 
 from hostd.errors import (
     DomainAlreadyExists,
@@ -30,6 +29,7 @@ from hostd.hypervisor import (
     NicCounters,
     StopReason,
 )
+from virtplane_common.errors import VirtplaneError
 
 _KINDS: dict[int, LifecycleKind] = {
     libvirt.VIR_DOMAIN_EVENT_STARTED: LifecycleKind.STARTED,

@@ -8,10 +8,9 @@ import logging
 import signal
 from pathlib import Path
 
-from virtplane.errors import VirtplaneError
-
 from hostd.config import VIRT_TYPE_SETTINGS, HostdConfig, MigrationConfig
 from hostd.server import Hostd
+from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger("hostd")
 

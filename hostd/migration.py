@@ -42,7 +42,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from virtplane.errors import NotFound, VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd import domxml
@@ -68,6 +67,7 @@ from hostd.journal import Journal
 from hostd.peers import Peers
 from hostd.registry import Vm, VmRegistry, state_name
 from hostd.state_machine import Verb, require
+from virtplane_common.errors import NotFound, VirtplaneError
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Protocol
 
 import grpc
-from virtplane.errors import AlreadyExists, ResourceExhausted, VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
 from hostd.errors import PeerRefused, PeerUnavailable
+from virtplane_common.errors import AlreadyExists, ResourceExhausted, VirtplaneError
 
 CALL_TIMEOUT_SECONDS = 15.0
 """A peer's hostd answers these calls at once; past this it counts as unreachable."""

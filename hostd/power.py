@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 
-from virtplane.errors import VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd.errors import AgentRefused, AgentUnavailable, DomainNotFound, DomainStateConflict
@@ -28,6 +27,7 @@ from hostd.hooks import HookPoint
 from hostd.hypervisor import DomainAction, Hypervisor
 from hostd.registry import Vm, VmRegistry
 from hostd.state_machine import Verb, require
+from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
 

@@ -28,13 +28,13 @@ import time
 
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
-from virtplane.errors import VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd.hibernation import Hibernator, SavedFiles, SavedStates
 from hostd.hypervisor import DomainAction, DomainInfo, DomainState, Hypervisor
 from hostd.registry import Vm, VmRegistry
 from hostd.state_machine import EXITS
+from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from virtplane.errors import VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
@@ -29,6 +28,7 @@ from hostd.hypervisor import DomainAction, Hypervisor
 from hostd.journal import Journal
 from hostd.layout import StateLayout
 from hostd.virt_type import VirtType
+from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
 

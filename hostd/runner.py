@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 
-from virtplane.errors import VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd import domxml
@@ -32,6 +31,7 @@ from hostd.hibernation import SavedStates
 from hostd.hooks import HookPoint
 from hostd.hypervisor import DomainState, Hypervisor
 from hostd.registry import Vm, VmRegistry
+from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,6 @@ import dataclasses
 import logging
 
 import grpc
-from virtplane.health import Probes, service_names
-from virtplane.status import ErrorInterceptor
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
@@ -19,6 +17,8 @@ from hostd.libvirt_driver import LibvirtHypervisor
 from hostd.servicer import HostAgentServicer
 from hostd.virt_type import VirtType, detect_virt_type
 from hostd.vms import RunnerSettings, VmService
+from virtplane_common.health import Probes, service_names
+from virtplane_common.status import ErrorInterceptor
 
 log = logging.getLogger(__name__)
 

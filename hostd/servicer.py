@@ -1,7 +1,7 @@
 """HostAgentService over gRPC: proto in, a call on hostd's parts, proto out.
 
 Errors are raised as hostd/virtplane errors and become status codes in
-virtplane.status.ErrorInterceptor, installed on the server.
+virtplane_common.status.ErrorInterceptor, installed on the server.
 """
 
 from __future__ import annotations

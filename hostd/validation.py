@@ -11,23 +11,25 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from virtplane.errors import InvalidArgument
-from virtplane.properties import check_properties
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
-MIN_MEMORY_MIB = 16
-MAX_MEMORY_MIB = 16 * 1024 * 1024
-MAX_VCPUS = 512
-MAX_CMDLINE = 4096
-MAX_PATH = 4096
-MAX_NICS = 16
-MAX_DISKS = 16
-MAX_AGENT_VERSION = 256
+from virtplane_common.errors import InvalidArgument
+from virtplane_common.limits import (
+    MAC,
+    MAX_AGENT_VERSION,
+    MAX_CMDLINE,
+    MAX_DISKS,
+    MAX_MEMORY_MIB,
+    MAX_NICS,
+    MAX_PATH,
+    MAX_VCPUS,
+    MIN_MEMORY_MIB,
+    NAME,
+)
+from virtplane_common.properties import check_properties
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _NETWORK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _NIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 _DISK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 """Custom property keys become parts of environment variable names (hostd.hooks)."""
@@ -36,7 +38,7 @@ _DISK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 def validate_config(config: pb.VmConfig) -> None:
     """Raises InvalidArgument for the first field of config that is missing or wrong."""
     validate_vm_id(config.vm_id)
-    if not _NAME.fullmatch(config.name):
+    if not NAME.fullmatch(config.name):
         raise InvalidArgument(
             "config.name",
             "must be 1-63 characters of letters, digits, '.', '_' or '-', "
@@ -125,7 +127,7 @@ def _nic(field: str, nic: vm_pb2.Nic) -> None:
         raise InvalidArgument(f"{field}.kind", "must be KIND_USER or KIND_NETWORK")
     if nic.mac_address:
         mac = nic.mac_address.lower()
-        if not _MAC.fullmatch(mac):
+        if not MAC.fullmatch(mac):
             raise InvalidArgument(
                 f"{field}.mac_address",
                 f"must look like 52:54:00:12:34:56 (got {nic.mac_address!r})",

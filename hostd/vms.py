@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 
-from virtplane.errors import FailedPrecondition, InvalidArgument
 from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd import consoles
@@ -45,6 +44,7 @@ from hostd.registry import DOMAIN_STATES, RunnerSettings, Vm, VmRegistry, state_
 from hostd.runner import Runner
 from hostd.state_machine import Verb, require
 from hostd.validation import validate_config, validate_vm_id
+from virtplane_common.errors import FailedPrecondition, InvalidArgument
 
 log = logging.getLogger(__name__)
 

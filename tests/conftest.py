@@ -61,13 +61,13 @@ def system_libvirt() -> Iterator[str]:
     yield SYSTEM_URI
 
 
-SECOND_LIBVIRTD = REPO / "hostd" / "second-libvirtd.sh"
+SECOND_LIBVIRTD = REPO / "tools" / "second-libvirtd.sh"
 
 
 @pytest.fixture(scope="session")
 def second_libvirt(system_libvirt: str) -> Iterator[str]:
     """The URI of a second privileged libvirtd on this machine: a second host to
-    migrate to (hostd/second-libvirtd.sh; hostd/README.md, "Two hosts on one
+    migrate to (tools/second-libvirtd.sh; hostd/README.md, "Two hosts on one
     machine"). Started once per session, when first asked for; at the end every
     domain on it is destroyed and it is stopped. Use it like system_libvirt,
     e.g. as a second hostd's --libvirt-uri."""

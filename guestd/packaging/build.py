@@ -7,8 +7,9 @@ Prints the path of what it built. Runs on the build machine (the project's
 venv: setuptools, dpkg-deb for the .deb), not in guests.
 
 The wheel, ``virtplane-guestd``, holds the ``guestd`` package (not its
-image/ or packaging/ folders) and ``virtplane.v1.guest_channel_pb2`` with the
-two ``__init__.py`` above it. The generated module is a guest copy: protoc's
+packaging/ folder), ``virtplane_common.framing`` with its package's
+``__init__.py``, and ``virtplane.v1.guest_channel_pb2`` with the two
+``__init__.py`` above it. The generated module is a guest copy: protoc's
 check that the protobuf runtime is at least as new as protoc
 (``_runtime_version.ValidateProtobufRuntimeVersion``) is removed, since the
 module only needs the ``_builder`` functions that protobuf has had since
@@ -39,13 +40,15 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DIST = "virtplane-guestd"
 WHEEL_DIST = "virtplane_guestd"
-EXCLUDED_DIRS = frozenset({"image", "packaging", "tests", "__pycache__"})
+EXCLUDED_DIRS = frozenset({"packaging", "tests", "__pycache__"})
 VALIDATION_IMPORT = "from google.protobuf import runtime_version as _runtime_version"
 VALIDATION_CALL = "_runtime_version.ValidateProtobufRuntimeVersion("
 GUEST_COPY_NOTE = (
     "# virtplane: guest copy; protoc's runtime version check is removed "
     "(guestd/packaging/build.py).\n"
 )
+GUEST_COMMON = ("__init__.py", "framing.py", "py.typed")
+"""What guestd uses of virtplane_common: the frames, which need only the standard library."""
 SOURCE_DATE_EPOCH = "1577836800"
 """2020-01-01: fixed timestamps inside the archives."""
 DEB_MAINTAINER = "virtplane developers <dev@virtplane.invalid>"
@@ -82,6 +85,8 @@ class Sources:
     """The agent package (normally the repository's guestd/)."""
     protos: Path
     """The folder holding virtplane/v1/guest_channel_pb2.py."""
+    common: Path = REPO / "virtplane_common"
+    """The shared runtime; the guest gets only GUEST_COMMON of it."""
 
 
 def project_version(pyproject: Path = REPO / "pyproject.toml") -> str:
@@ -144,6 +149,8 @@ def stage(sources: Sources, dest: Path, version: str) -> None:
             continue
         if path.suffix == ".py" or path.name == "py.typed":
             _copy(path, dest / "guestd" / rel)
+    for name in GUEST_COMMON:
+        _copy(sources.common / name, dest / "virtplane_common" / name)
     for init in ("virtplane/__init__.py", "virtplane/v1/__init__.py"):
         (dest / init).parent.mkdir(parents=True, exist_ok=True)
         src = sources.protos / init

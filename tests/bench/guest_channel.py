@@ -30,10 +30,10 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
-from guestd.framing import FrameDecoder, encode
 from hostd.layout import StateLayout
 from tests.conftest import GuestImage
 from tests.stack import Daemon, start_hostd
+from virtplane_common.framing import FrameDecoder, encode
 
 URI = "qemu:///system"
 TIMEOUT = 300.0

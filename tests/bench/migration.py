@@ -1,7 +1,7 @@
 """Live migration of a 256 MiB guest between two hostd, each with its own libvirtd.
 
 Host A is a hostd on qemu:///system, host B one on a second libvirtd on this
-machine (hostd/second-libvirtd.sh). One guest boots on A, then moves A→B,
+machine (tools/second-libvirtd.sh). One guest boots on A, then moves A→B,
 B→A, … one round per move. Per round:
 
 - landed: MigrateVm called on the source → the VM RUNNING on the

@@ -31,11 +31,11 @@ from controller import convert
 from controller.app import Controller
 from controller.config import ControllerConfig
 from db.models import Vm
-from guestd.framing import encode
 from hostd.layout import StateLayout
 from tests.controller.rig import until
 from tests.hostd.conftest import FakeGuest
 from tests.stack import Daemon, start_hostd
+from virtplane_common.framing import encode
 
 Agent = vm_pb2.GuestInfo.AgentState
 Channel = vm_pb2.GuestInfo.ChannelState

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import pytest
-from virtplane.errors import InvalidArgument
 from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as api
 
 from controller.validation import check_address, check_create
 from db.enums import NicKind
+from virtplane_common.errors import InvalidArgument
 
 
 def _request(**spec: object) -> api.CreateVmRequest:

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import pytest
-from virtplane.errors import ResourceExhausted
 from virtplane.v1 import vm_pb2
 
 from controller.watch import Change, Kind, WatchHub
+from virtplane_common.errors import ResourceExhausted
 
 
 def _change(rev: int) -> Change:

@@ -4,7 +4,7 @@ debugging; an agent killed inside its guest goes NOT_RESPONDING with its
 facts kept (stale, never blanked), then fresh again when it restarts.
 
 Two guests boot together: the session's shared one, and one whose /init
-kills guestd now and then (`virtplane.chaos=UP:DOWN`, guestd/image/init)
+kills guestd now and then (`virtplane.chaos=UP:DOWN`, tools/guest-image/init)
 and whose agent beats every second (`virtplane.heartbeat=1`).
 """
 

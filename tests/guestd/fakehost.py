@@ -7,7 +7,7 @@ from collections import deque
 
 from virtplane.v1 import guest_channel_pb2 as gc
 
-from guestd.framing import FrameDecoder, encode
+from virtplane_common.framing import FrameDecoder, encode
 
 GUARD = 10.0
 """Seconds before a test gives up waiting; never reached when things work."""

@@ -17,11 +17,11 @@ import pytest
 from virtplane.v1 import guest_channel_pb2 as gc
 
 from guestd.agent import PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, Agent, AgentConfig
-from guestd.framing import encode
 from guestd.power import POWEROFF, REBOOT, PowerScheduler
 from guestd.report import SECTIONS
 from tests.guestd.fakehost import GUARD, FakeHost
 from tests.guestd.fakeroot import DPKG_STATUS, FakeRoot
+from virtplane_common.framing import encode
 
 
 class FakePower:

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-GUESTD = Path(__file__).resolve().parents[2] / "guestd"
-MODULES = sorted(GUESTD.glob("*.py"))
-ALLOWED = set(sys.stdlib_module_names) | {"google", "virtplane", "guestd"}
+REPO = Path(__file__).resolve().parents[2]
+GUESTD = REPO / "guestd"
+GUEST_COMMON = [REPO / "virtplane_common" / name for name in ("__init__.py", "framing.py")]
+"""What the guest wheel takes of the shared runtime (guestd/packaging/build.py)."""
+MODULES = sorted(GUESTD.glob("*.py")) + GUEST_COMMON
+ALLOWED = set(sys.stdlib_module_names) | {"google", "virtplane", "guestd", "virtplane_common"}
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
@@ -33,3 +36,11 @@ def test_imports_only_stdlib_and_protobuf(path: Path):
 @pytest.mark.parametrize("path", [p for p in MODULES if p.stat().st_size], ids=lambda p: p.name)
 def test_postpones_annotations(path: Path):
     assert "from __future__ import annotations" in path.read_text()
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+def test_takes_of_the_shared_runtime_only_what_the_guest_wheel_bundles(path: Path):
+    bundled = {f"virtplane_common.{p.stem}" for p in GUEST_COMMON} | {"virtplane_common"}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("virtplane_common"):
+            assert node.module in bundled

@@ -5,7 +5,7 @@ import zlib
 
 import pytest
 
-from guestd.framing import (
+from virtplane_common.framing import (
     DEFAULT_MAX_PAYLOAD,
     HEADER_SIZE,
     MAGIC,

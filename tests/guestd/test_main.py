@@ -12,8 +12,8 @@ import pytest
 from virtplane.v1 import guest_channel_pb2 as gc
 
 from guestd.__main__ import DEFAULT_PORT, open_port, parse_args
-from guestd.framing import FrameDecoder
 from tests.guestd.fakeroot import FakeRoot
+from virtplane_common.framing import FrameDecoder
 
 GUARD = 30.0
 

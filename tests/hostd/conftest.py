@@ -15,7 +15,7 @@ from virtplane.v1 import guest_channel_pb2 as gc
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
-from guestd.framing import FrameDecoder, encode
+from virtplane_common.framing import FrameDecoder, encode
 
 if TYPE_CHECKING:
     from tests.hostd.rig import Rig

@@ -11,10 +11,10 @@ import pytest
 from virtplane.v1 import guest_channel_pb2 as gc
 from virtplane.v1 import vm_pb2
 
-from guestd.framing import encode
 from hostd.config import ChannelLimits
 from hostd.guest_channel import GuestChannel
 from tests.hostd.conftest import FakeGuest, eventually
+from virtplane_common.framing import encode
 
 NOW = 1_700_000_000 * 10**9
 LIMITS = ChannelLimits(max_payload=4096, connect_timeout_seconds=60.0)

@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 from virtplane.v1 import guest_channel_pb2 as gc
 from virtplane.v1 import vm_pb2
 
-from guestd.framing import HEADER_SIZE, MAGIC, encode
 from hostd import guest_channel
 from hostd.config import ChannelLimits
 from hostd.guest_channel import GuestChannel
 from hostd.ratelimit import TokenBucket
 from tests.hostd.conftest import FakeGuest, eventually
+from virtplane_common.framing import HEADER_SIZE, MAGIC, encode
 
 NOW = 1_700_000_000 * 10**9
 State = vm_pb2.GuestInfo.AgentState

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from virtplane.errors import FailedPrecondition
 from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd.errors import VmStateConflict
 from tests.hostd.rig import Rig
+from virtplane_common.errors import FailedPrecondition
 
 S = pb.HostVm
 

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from virtplane.errors import InvalidArgument
 from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd.hooks import HookFailed, HookPoint, Hooks, HookSettings, HookVm
@@ -20,6 +19,7 @@ from hostd.validation import validate_config
 from tests.hostd.conftest import eventually, vm_config
 from tests.hostd.fakes import FakeHypervisor
 from tests.hostd.rig import FAST, Rig, make_rig
+from virtplane_common.errors import InvalidArgument
 
 S = pb.HostVm
 XML = "<domain type='qemu'><name>vp-a</name><uuid>{uuid}</uuid><devices/></domain>"

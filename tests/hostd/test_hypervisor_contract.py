@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from virtplane.errors import VirtplaneError
 from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd import domxml
@@ -43,6 +42,7 @@ from hostd.virt_type import VirtType
 from tests.conftest import GuestImage, remove_domains
 from tests.hostd.conftest import next_item, vm_config
 from tests.hostd.fakes import FakeHypervisor
+from virtplane_common.errors import VirtplaneError
 
 K = LifecycleKind
 TEST_URI = "test:///default"

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from virtplane.errors import InvalidArgument, NotFound
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
@@ -36,6 +35,7 @@ from tests.hostd.conftest import eventually, vm_config
 from tests.hostd.fakes import FakeDomain, FakeHypervisor
 from tests.hostd.rig import FAST
 from tests.hostd.test_hooks import script
+from virtplane_common.errors import InvalidArgument, NotFound
 
 S = pb.HostVm
 P = pb.MigrationProgress

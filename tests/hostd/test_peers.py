@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from virtplane.errors import AlreadyExists, ResourceExhausted, VirtplaneError
 
 from hostd.errors import PeerRefused, PeerUnavailable
 from hostd.peers import GrpcPeers, _translate
 from tests.hostd.conftest import vm_config
 from tests.stack import free_port
+from virtplane_common.errors import AlreadyExists, ResourceExhausted, VirtplaneError
 
 
 def _error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:

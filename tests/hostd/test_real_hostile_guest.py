@@ -2,7 +2,7 @@
 stays healthy while another VM's agent keeps its heartbeat.
 
 Two real guests boot together on one hostd (a process of its own, so that
-its memory can be read): the hostile one runs guestd/image/hostile.py
+its memory can be read): the hostile one runs tools/guest-image/hostile.py
 (`virtplane.hostile=SECONDS` on its kernel command line: garbage, oversize
 frames, nested headers, huge valid reports and thousands of tiny messages),
 the normal one runs guestd with a 1 s heartbeat. While the flood goes on,

@@ -4,12 +4,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from virtplane.errors import InvalidArgument
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
-from hostd.validation import MAX_DISKS, validate_config
+from hostd.validation import validate_config
 from tests.hostd.conftest import vm_config
+from virtplane_common.errors import InvalidArgument
+from virtplane_common.limits import MAX_DISKS
 
 Mutation = Callable[[pb.VmConfig], None]
 

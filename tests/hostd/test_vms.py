@@ -6,7 +6,6 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from virtplane.errors import InvalidArgument
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
@@ -16,6 +15,7 @@ from hostd.hypervisor import DomainState, EventsLost, LifecycleEvent, LifecycleK
 from tests.hostd.conftest import eventually
 from tests.hostd.fakes import FakeHypervisor
 from tests.hostd.rig import Rig, make_rig
+from virtplane_common.errors import InvalidArgument
 
 S = pb.HostVm
 

@@ -22,7 +22,7 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class GuestMessage(_message.Message):
     """Messages on the virtio-serial channel between guestd (in the VM) and
     hostd. Not a gRPC service: each message is framed on the byte stream
-    (see guestd/framing.py). The first exchange negotiates the version:
+    (see virtplane_common/framing.py). The first exchange negotiates the version:
     the guest sends GuestHello, the host answers with VersionChoice.
 
     Guest to host.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from virtplane.errors import InvalidArgument
+from virtplane_common.errors import InvalidArgument
 
 MAX_PROPERTIES = 64
 MAX_PROPERTY_VALUE = 4096

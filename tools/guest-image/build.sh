@@ -2,7 +2,7 @@
 # Build the virtplane test-guest image: an uncompressed kernel plus an initramfs
 # that holds busybox, the virtio drivers, Debian's python3.11 and the guest agent.
 #
-#   bash guestd/image/build.sh OUT_DIR
+#   bash tools/guest-image/build.sh OUT_DIR
 #
 # Produces OUT_DIR/vmlinux, OUT_DIR/initramfs.img and OUT_DIR/image.json.
 # Debian packages are fetched with `apt-get download` and unpacked with `dpkg -x`
@@ -32,7 +32,7 @@ die() {
 	exit 1
 }
 
-if [ $# -ne 1 ] || [ -z "$1" ]; then die "usage: bash guestd/image/build.sh OUT_DIR"; fi
+if [ $# -ne 1 ] || [ -z "$1" ]; then die "usage: bash tools/guest-image/build.sh OUT_DIR"; fi
 
 START_NS=$(date +%s%N)
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

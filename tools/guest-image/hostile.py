@@ -1,7 +1,7 @@
 """A hostile guest agent, for tests only: it floods the guest channel.
 
 The test guest's /init runs it instead of guestd when the kernel command
-line says `virtplane.hostile=SECONDS` (see guestd/image/README.md). It first
+line says `virtplane.hostile=SECONDS` (see tools/guest-image/README.md). It first
 behaves (a hello and a valid full report, so the host has facts to keep),
 then, until SECONDS have passed, writes in turn:
 
@@ -31,7 +31,7 @@ import zlib
 
 from virtplane.v1 import guest_channel_pb2 as gc
 
-from guestd.framing import HEADER_SIZE, MAGIC, encode
+from virtplane_common.framing import HEADER_SIZE, MAGIC, encode
 
 PORT = "/dev/virtio-ports/org.virtplane.guestd.0"
 BIG = 1 << 24

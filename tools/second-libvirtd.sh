@@ -2,9 +2,9 @@
 # A second privileged libvirtd on this machine, standing in for a second host
 # (live migration between "two hosts" on one machine; see hostd/README.md).
 #
-#   hostd/second-libvirtd.sh start DIR   starts it; prints its URI
-#   hostd/second-libvirtd.sh uri DIR     prints its URI
-#   hostd/second-libvirtd.sh stop DIR    destroys its domains, stops it
+#   tools/second-libvirtd.sh start DIR   starts it; prints its URI
+#   tools/second-libvirtd.sh uri DIR     prints its URI
+#   tools/second-libvirtd.sh stop DIR    destroys its domains, stops it
 #
 # It runs in a private mount namespace (unshare -m) where DIR's folders are
 # bind-mounted over /etc/libvirt, /run/libvirt, /var/lib/libvirt,
@@ -47,7 +47,7 @@ start() {
     chmod 0755 "$dir"
     [ -s "$dir/host-uuid" ] || cat /proc/sys/kernel/random/uuid >"$dir/host-uuid"
     cat >"$dir/etc/libvirtd.conf" <<EOF
-# The second libvirtd of hostd/second-libvirtd.sh
+# The second libvirtd of tools/second-libvirtd.sh
 host_uuid = "$(cat "$dir/host-uuid")"
 EOF
     cat >"$dir/etc/qemu.conf" <<EOF

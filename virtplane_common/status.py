@@ -1,6 +1,6 @@
 """The one place where virtplane errors become gRPC status codes.
 
-Servicers raise the exceptions of virtplane.errors (or their subclasses);
+Servicers raise the exceptions of virtplane_common.errors (or their subclasses);
 the interceptor here aborts the call with the matching status code and the
 exception's message. Any other exception is logged and reported as INTERNAL
 without leaking its text.
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from virtplane import errors
+from virtplane_common import errors
 
 log = logging.getLogger(__name__)
 

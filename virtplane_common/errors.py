@@ -1,7 +1,7 @@
 """The error categories of the virtplane API, shared by the controller and hostd.
 
 Each daemon raises its own exceptions, derived from these categories; the
-gRPC boundary (virtplane.status) turns a category into its status code, once::
+gRPC boundary (virtplane_common.status) turns a category into its status code, once::
 
     VirtplaneError
     ├── InvalidArgument      INVALID_ARGUMENT     a request field is missing or wrong

@@ -1,0 +1,13 @@
+"""virtplane_common: the runtime the controller, hostd and guestd share.
+
+Hand-written, beside (never inside) the generated code of protos/:
+
+- errors      the API's error categories, each one gRPC status code
+- status      the one interceptor that turns them into status codes
+- health      gRPC health and reflection on a daemon's server
+- properties  the rules for a VM's custom properties
+- limits      the bounds of a VM spec, one table for every side
+- framing     the guest channel's frames (the guest wheel bundles it, Python 3.9)
+"""
+
+from __future__ import annotations
