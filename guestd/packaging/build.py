@@ -243,6 +243,27 @@ def _deb_control(version: str, installed_kib: int) -> str:
     )
 
 
+def _write_control(root: Path, version: str) -> None:
+    """DEBIAN/: the maintainer scripts, control, conffiles and md5sums of the tree at root."""
+    control = root / "DEBIAN"
+    control.mkdir()
+    for script in ("postinst", "prerm", "postrm"):
+        _copy(HERE / "debian" / script, control / script)
+        (control / script).chmod(0o755)
+    payload = sorted(p for p in root.rglob("*") if p.is_file() and control not in p.parents)
+    installed_kib = sum((p.stat().st_size + 1023) // 1024 for p in payload)
+    (control / "control").write_text(_deb_control(version, installed_kib))
+    conffiles = [root / c.lstrip("/") for c in CONFFILES]
+    (control / "conffiles").write_text("".join(c + "\n" for c in CONFFILES))
+    (control / "md5sums").write_text(  # conffiles are left out, as dh_md5sums does
+        "".join(
+            f"{hashlib.md5(p.read_bytes()).hexdigest()}  {p.relative_to(root)}\n"
+            for p in payload
+            if p not in conffiles
+        )
+    )
+
+
 def build_deb(sources: Sources, out: Path) -> Path:
     if not shutil.which("dpkg-deb"):
         raise BuildError("dpkg-deb is required to build the .deb")
@@ -273,23 +294,7 @@ def build_deb(sources: Sources, out: Path) -> Path:
     doc = root / "usr/share/doc" / DIST
     _copy(REPO / "guestd/README.md", doc / "README.md")
     (doc / "copyright").write_text(COPYRIGHT)
-    control = root / "DEBIAN"
-    control.mkdir()
-    for script in ("postinst", "prerm", "postrm"):
-        _copy(HERE / "debian" / script, control / script)
-        (control / script).chmod(0o755)
-    payload = sorted(p for p in root.rglob("*") if p.is_file() and control not in p.parents)
-    installed_kib = sum((p.stat().st_size + 1023) // 1024 for p in payload)
-    (control / "control").write_text(_deb_control(version, installed_kib))
-    conffiles = [root / c.lstrip("/") for c in CONFFILES]
-    (control / "conffiles").write_text("".join(c + "\n" for c in CONFFILES))
-    (control / "md5sums").write_text(  # conffiles are left out, as dh_md5sums does
-        "".join(
-            f"{hashlib.md5(p.read_bytes()).hexdigest()}  {p.relative_to(root)}\n"
-            for p in payload
-            if p not in conffiles
-        )
-    )
+    _write_control(root, version)
     _normalise_modes(root)
     tmp = out / (deb.name + ".tmp")
     env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
