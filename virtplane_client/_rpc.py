@@ -24,6 +24,7 @@ async def call(method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp], request: Req
 
 
 def idempotency_key(given: str | None) -> str:
-    """The caller's request_id, else a fresh one: every mutation the client
-    sends can be repeated safely with the key it carried."""
+    """The caller's request_id, else (None) a fresh one: every mutation the
+    client sends can be repeated safely with the key it carried. An empty
+    string sends none."""
     return str(uuid.uuid4()) if given is None else given

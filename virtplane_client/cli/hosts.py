@@ -1,4 +1,5 @@
-"""`virtplane host …`: the hosts the controller runs VMs on."""
+"""`virtplane host …`: the hosts the controller runs VMs on. A command is sent
+once, so it carries no request_id (NO_KEY), as it always did."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any
 from virtplane_client.aio import AsyncClient
 from virtplane_client.cli import format as fmt
 
+NO_KEY = ""
+
 
 async def host_add(args: argparse.Namespace, client: AsyncClient) -> None:
-    print(fmt.hosts([await client.hosts.add(args.name, args.address)]))
+    print(fmt.hosts([await client.hosts.add(args.name, args.address, request_id=NO_KEY)]))
 
 
 async def host_list(_args: argparse.Namespace, client: AsyncClient) -> None:
@@ -18,20 +21,20 @@ async def host_list(_args: argparse.Namespace, client: AsyncClient) -> None:
 
 
 async def host_remove(args: argparse.Namespace, client: AsyncClient) -> None:
-    await client.hosts.remove(args.host)
+    await client.hosts.remove(args.host, request_id=NO_KEY)
     print(f"{args.host}: removed")
 
 
 async def host_maintenance(args: argparse.Namespace, client: AsyncClient) -> None:
-    print(fmt.hosts([await client.hosts.set_maintenance(args.host)]))
+    print(fmt.hosts([await client.hosts.set_maintenance(args.host, request_id=NO_KEY)]))
 
 
 async def host_activate(args: argparse.Namespace, client: AsyncClient) -> None:
-    print(fmt.hosts([await client.hosts.activate(args.host)]))
+    print(fmt.hosts([await client.hosts.activate(args.host, request_id=NO_KEY)]))
 
 
 async def host_confirm_down(args: argparse.Namespace, client: AsyncClient) -> None:
-    fenced = await client.hosts.confirm_down(args.host)
+    fenced = await client.hosts.confirm_down(args.host, request_id=NO_KEY)
     print(fmt.hosts([fenced.host]))
     print(f"VMs now DOWN: {', '.join(fenced.vm_ids) or 'none'}")
 

@@ -12,9 +12,10 @@ from virtplane_client.cli import format as fmt
 from virtplane_client.models import Operation, OperationState
 
 
-def request_id(args: argparse.Namespace) -> str | None:
-    """--request-id, or None for a fresh one."""
-    return args.request_id or None
+def request_id(args: argparse.Namespace) -> str:
+    """--request-id; when not given, "": the command is sent once, so it
+    carries no key (and the audit log shows none), as it always did."""
+    return str(args.request_id)
 
 
 async def show_operation(args: argparse.Namespace, client: AsyncClient, op: Operation) -> None:
