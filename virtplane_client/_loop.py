@@ -54,7 +54,8 @@ class LoopThread:
             while (item := self.run(pull())) is not _DONE:
                 yield item  # type: ignore[misc]
         finally:
-            self.run(close())
+            if not self._loop.is_closed():  # else the client closed it, and its streams
+                self.run(close())
 
     def close(self) -> None:
         if self._loop.is_closed():

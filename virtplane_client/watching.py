@@ -5,8 +5,9 @@ VM's state on it.
 stream's snapshot, or its catch-up, is complete); when the stream breaks
 (UNAVAILABLE: the controller restarts; RESOURCE_EXHAUSTED: the reader was too
 slow) or ends, it opens it again from that revision after a delay that grows
-to a bound, so the caller sees every change once, in order. Any other error
-is raised as the client's exception.
+to a bound, so the caller sees every change once, in order. Any other error,
+and any error before a first message arrived (a wrong address, the controller
+down from the start), is raised as the client's exception.
 """
 
 from __future__ import annotations
