@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from tests.client.conftest import QUICK
-from tests.controller.rig import Rig, close_rig, config, open_rig
+from tests.controller.rig import Rig, close_rig, config, open_rig, until
 from tests.stack import free_port
 from virtplane_client import (
     AsyncClient,
@@ -76,6 +76,41 @@ async def test_a_watch_resumes_from_its_revision_after_a_controller_restart(
     [last] = [c for c in seen if c.kind is ChangeKind.CHANGED]  # once, not repeated
     assert last.vm is not None and last.vm.spec.boot.cmdline == "after"
     assert last.revision == changed.status.revision > snapshot[-1].revision
+
+
+async def test_a_watch_cut_off_as_too_slow_resumes_and_misses_nothing(
+    database_url: str, vm_spec: VmSpec
+) -> None:
+    rig = await open_rig(config(database_url, watch_queue_size=8))
+    # A channel that takes no more than HTTP/2's initial window: a reader that
+    # pauses is soon cut off with RESOURCE_EXHAUSTED.
+    channel = grpc.aio.insecure_channel(rig.address, options=[("grpc.http2.bdp_probe", 0)])
+    client = AsyncClient(channel=channel, backoff=QUICK)
+    changes = client.vms.watch()
+    try:
+        await client.vms.create("a", vm_spec)
+        first = await _until(changes, _complete)
+        big = "x" * 8192
+        for i in range(60):  # while the watch reads nothing
+            last = await client.vms.update("a", VmUpdate(cmdline=f"{i} {big}"))
+        await until(lambda: _subscribers(rig), lambda n: n == 0)  # cut off
+        # What it had read before the cut, then the changes since, then the
+        # resumed stream's SNAPSHOT_COMPLETE.
+        seen = await _until(changes, lambda c: _complete(c) and c.revision >= last.status.revision)
+    finally:
+        await changes.aclose()
+        await channel.close(None)
+        await close_rig(rig)
+    assert ChangeKind.SNAPSHOT not in [c.kind for c in seen]
+    assert [c.resumed for c in seen if c.kind is ChangeKind.SNAPSHOT_COMPLETE] == [True]
+    updates = [c for c in seen if c.kind is ChangeKind.CHANGED]
+    revisions = [c.revision for c in updates]
+    assert revisions == sorted(set(revisions)) and revisions[0] > first[-1].revision
+    assert updates[-1].vm is not None and updates[-1].vm.spec.boot.cmdline.startswith("59 ")
+
+
+async def _subscribers(rig: Rig) -> int:
+    return rig.controller.store.hub.subscriber_count
 
 
 async def test_a_watch_that_never_opened_raises_at_once(free_address: str) -> None:
