@@ -1,5 +1,9 @@
 """What the controller may ask of a VM's guest agent besides power: a fresh
-report, and the last report as it arrived (for debugging)."""
+report, and the last report as it arrived (for debugging).
+
+The report and the channel's statistics stay the guest channel's messages
+(the guest's wire protocol), answered as they are.
+"""
 
 from __future__ import annotations
 

@@ -8,13 +8,15 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 from virtplane.v1 import guest_channel_pb2 as gc
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
+from hostd import convert
+from hostd.model import VmConfig
 from virtplane_common.framing import FrameDecoder, encode
 
 if TYPE_CHECKING:
@@ -75,6 +77,11 @@ def vm_config(
             nics=list(nics),
         ),
     )
+
+
+def domain_config(kernel: str, **fields: Any) -> VmConfig:
+    """vm_config as hostd's domain type, as the servicer hands it on."""
+    return convert.config_from_proto(vm_config(kernel, **fields))
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from virtplane.v1 import vm_pb2
 
 from hostd import domxml
 from hostd.config import ChannelLimits, HostdConfig
+from hostd.model import VmState
 from hostd.server import Hostd
 from tests.conftest import disks_of
 from tests.hostd.conftest import FakeGuest, eventually, next_item, vm_config
@@ -232,14 +233,14 @@ async def test_a_restarted_hostd_adopts_its_domains(
     config = vm_config(boot_files[0])
     await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
     vms = served.hostd.vms
-    while not any(vm.state == S.STATE_RUNNING for vm in vms.list()):
+    while not any(vm.state == VmState.RUNNING for vm in vms.list()):
         events = served.hostd.journal.follow(served.hostd.journal.last_sequence)
         await next_item(events, "RUNNING")
     second = Hostd(served.hostd.config)  # the same libvirt (test:///default is shared)
     await second.start()
     try:
         adopted = second.vms.get(config.vm_id)
-        assert (adopted.state, adopted.message) == (S.STATE_RUNNING, "recovered")
+        assert (adopted.state, adopted.message) == (VmState.RUNNING, "recovered")
         assert "test" not in {vm.vm_id for vm in second.vms.list()}
     finally:
         await second.stop(grace=1)
@@ -420,7 +421,7 @@ async def test_host_stats(served: Served, boot_files: tuple[str, str]) -> None:
     config = vm_config(boot_files[0])
     await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
     vms = served.hostd.vms
-    while vms.get(config.vm_id).state != S.STATE_RUNNING:
+    while vms.get(config.vm_id).state != VmState.RUNNING:
         await next_item(served.hostd.journal.follow(served.hostd.journal.last_sequence), "RUNNING")
     stats = await served.stub.GetHostStats(pb.HostAgentServiceGetHostStatsRequest())
     assert stats.vms_running == 1
@@ -436,7 +437,7 @@ async def test_the_recovery_report_lists_adopted_and_external(
     config = vm_config(boot_files[0])
     await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
     vms = served.hostd.vms
-    while vms.get(config.vm_id).state != S.STATE_RUNNING:
+    while vms.get(config.vm_id).state != VmState.RUNNING:
         await next_item(served.hostd.journal.follow(served.hostd.journal.last_sequence), "RUNNING")
     second = Hostd(served.hostd.config)  # the same libvirt (test:///default is shared)
     port = await second.start()
@@ -486,7 +487,7 @@ async def test_a_watcher_too_far_behind_gets_a_snapshot_then_the_live_events(
     for config in (first, second):
         await stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
         await eventually(
-            lambda c=config: small_journal.hostd.vms.get(c.vm_id).state == S.STATE_RUNNING,  # type: ignore[misc]
+            lambda c=config: small_journal.hostd.vms.get(c.vm_id).state == VmState.RUNNING,  # type: ignore[misc]
             "RUNNING",
         )
     await stub.PauseVm(pb.HostAgentServicePauseVmRequest(vm_id=first.vm_id))
@@ -572,7 +573,7 @@ async def test_disks_reach_the_domain_and_survive_a_restart(
     await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
     vms = served.hostd.vms
     await eventually(
-        lambda: vms.get(config.vm_id).state == S.STATE_RUNNING, "the VM with disks to run"
+        lambda: vms.get(config.vm_id).state == VmState.RUNNING, "the VM with disks to run"
     )
     xml = await asyncio.to_thread(_test_domain_xml, config.vm_id)
     assert disks_of(xml) == [
@@ -591,7 +592,7 @@ async def test_disks_reach_the_domain_and_survive_a_restart(
     await second.start()
     try:
         adopted = second.vms.get(config.vm_id)
-        assert (adopted.state, adopted.message) == (S.STATE_RUNNING, "recovered")
+        assert (adopted.state, adopted.message) == (VmState.RUNNING, "recovered")
     finally:
         await second.stop(grace=1)
 
