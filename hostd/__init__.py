@@ -28,6 +28,7 @@ Modules, one job each:
                 opened or closed to match)
 - tasks         background work supervised: spawned, logged, cancelled on stop
 - hook_runner   a VM's hook scripts run around its operations; failures journaled
+- parts         VmParts: hypervisor, registry, tasks and hooks, as every VM path takes them
 - state_machine how events and verbs move a VM's state: pure rules; what a
                 domain's own state means (OBSERVED)
 - runner        the start paths: fresh start, restore from file

@@ -12,6 +12,7 @@ is refused here, naming its field, as validation names the others.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -90,24 +91,8 @@ def config_to_proto(config: model.VmConfig) -> pb.VmConfig:
                 initrd_path=spec.boot.initrd_path,
                 cmdline=spec.boot.cmdline,
             ),
-            nics=[
-                vm_pb2.Nic(
-                    name=nic.name,
-                    kind=vm_pb2.Nic.Kind.ValueType(nic.kind),
-                    network=nic.network,
-                    mac_address=nic.mac_address,
-                )
-                for nic in spec.nics
-            ],
-            disks=[
-                vm_pb2.Disk(
-                    name=disk.name,
-                    path=disk.path,
-                    format=vm_pb2.Disk.Format.ValueType(disk.format),
-                    read_only=disk.read_only,
-                )
-                for disk in spec.disks
-            ],
+            nics=[_nic_to_proto(nic) for nic in spec.nics],
+            disks=[_disk_to_proto(disk) for disk in spec.disks],
             highly_available=spec.highly_available,
             pinned_host=spec.pinned_host,
             start_paused=spec.start_paused,
@@ -120,6 +105,16 @@ def config_to_proto(config: model.VmConfig) -> pb.VmConfig:
         custom_properties=dict(config.custom_properties),
         guest_agent_version=config.guest_agent_version,
     )
+
+
+def _nic_to_proto(nic: model.Nic) -> vm_pb2.Nic:
+    kind = vm_pb2.Nic.Kind.ValueType(nic.kind)
+    return vm_pb2.Nic(name=nic.name, kind=kind, network=nic.network, mac_address=nic.mac_address)
+
+
+def _disk_to_proto(disk: model.Disk) -> vm_pb2.Disk:
+    fmt = vm_pb2.Disk.Format.ValueType(disk.format)
+    return vm_pb2.Disk(name=disk.name, path=disk.path, format=fmt, read_only=disk.read_only)
 
 
 def config_to_bytes(config: model.VmConfig) -> bytes:
@@ -147,24 +142,18 @@ def status_to_proto(status: model.VmStatus) -> pb.HostVm:
     return proto
 
 
+_DESTINATION_FIELDS = tuple(f.name for f in dataclasses.fields(model.MigrationDestination))
+"""The same names, all strings, in the message and the dataclass."""
+
+
 def destination_from_proto(destination: pb.MigrationDestination) -> model.MigrationDestination:
     return model.MigrationDestination(
-        hypervisor_uri=destination.hypervisor_uri,
-        migration_uri=destination.migration_uri,
-        channel_socket_path=destination.channel_socket_path,
-        console_log_path=destination.console_log_path,
-        state_directory=destination.state_directory,
+        **{name: getattr(destination, name) for name in _DESTINATION_FIELDS}
     )
 
 
 def destination_to_proto(destination: model.MigrationDestination) -> pb.MigrationDestination:
-    return pb.MigrationDestination(
-        hypervisor_uri=destination.hypervisor_uri,
-        migration_uri=destination.migration_uri,
-        channel_socket_path=destination.channel_socket_path,
-        console_log_path=destination.console_log_path,
-        state_directory=destination.state_directory,
-    )
+    return pb.MigrationDestination(**dataclasses.asdict(destination))
 
 
 def timestamp(nanos: int) -> Timestamp:
@@ -174,20 +163,21 @@ def timestamp(nanos: int) -> Timestamp:
 
 
 def progress_to_proto(progress: model.MigrationProgress) -> pb.MigrationProgress:
+    job = progress.job
     proto = pb.MigrationProgress(
         vm_id=progress.vm_id,
         direction=pb.MigrationProgress.Direction.ValueType(progress.direction),
         phase=pb.MigrationProgress.Phase.ValueType(progress.phase),
         peer_address=progress.peer_address,
         start_time=timestamp(progress.started_ns),
-        data_total_bytes=progress.data_total_bytes,
-        data_processed_bytes=progress.data_processed_bytes,
-        data_remaining_bytes=progress.data_remaining_bytes,
-        bytes_per_second=progress.bytes_per_second,
-        dirty_pages_per_second=progress.dirty_pages_per_second,
-        iterations=progress.iterations,
-        elapsed_ms=progress.elapsed_ms,
-        downtime_ms=progress.downtime_ms,
+        data_total_bytes=job.data_total,
+        data_processed_bytes=job.data_processed,
+        data_remaining_bytes=job.data_remaining,
+        bytes_per_second=job.bytes_per_second,
+        dirty_pages_per_second=job.dirty_pages_per_second,
+        iterations=job.iterations,
+        elapsed_ms=job.elapsed_ms,
+        downtime_ms=job.downtime_ms,
         message=progress.message,
     )
     if progress.ended_ns:

@@ -18,15 +18,14 @@ from hostd.hypervisor import (
     ConnectionLost,
     DomainInfo,
     EventsLost,
-    Hypervisor,
     LifecycleEvent,
     Reconnected,
 )
 from hostd.model import ExitReason, VmState
+from hostd.parts import VmParts
 from hostd.power import PowerVerbs
-from hostd.registry import Vm, VmRegistry
+from hostd.registry import Vm
 from hostd.state_machine import EXITS, OBSERVED, Become, Context, ResetSeen, on_event
-from hostd.tasks import TaskSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +38,10 @@ ReachabilityListener = Callable[[bool, str], Awaitable[None]]
 
 class EventPump:
     def __init__(
-        self,
-        hypervisor: Hypervisor,
-        registry: VmRegistry,
-        power: PowerVerbs,
-        adopt: Callable[[DomainInfo], Vm | None],
-        tasks: TaskSupervisor,
+        self, parts: VmParts, power: PowerVerbs, adopt: Callable[[DomainInfo], Vm | None]
     ) -> None:
-        self._hypervisor = hypervisor
-        self._registry = registry
-        self._tasks = tasks
+        self._hypervisor, self._registry = parts.hypervisor, parts.registry
+        self._tasks = parts.tasks
         self._power = power
         self._adopt = adopt
         self.unreachable_reason = ""

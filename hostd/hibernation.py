@@ -29,14 +29,13 @@ from google.protobuf.message import DecodeError
 
 from hostd import convert
 from hostd.errors import DomainNotFound, DomainStateConflict
-from hostd.hook_runner import HookRunner
 from hostd.hooks import HookPoint
-from hostd.hypervisor import DomainAction, DomainInfo, DomainState, Hypervisor
+from hostd.hypervisor import DomainAction, DomainInfo, DomainState
 from hostd.layout import StateLayout
 from hostd.model import ExitReason, VmConfig, VmState, VmStatus
-from hostd.registry import Vm, VmRegistry
+from hostd.parts import VmParts
+from hostd.registry import Vm
 from hostd.state_machine import Verb, require
-from hostd.tasks import TaskSupervisor
 from virtplane_common.errors import InvalidArgument, VirtplaneError
 
 log = logging.getLogger(__name__)
@@ -128,19 +127,10 @@ class SavedStates:
 
 
 class Hibernator:
-    def __init__(
-        self,
-        hypervisor: Hypervisor,
-        registry: VmRegistry,
-        saved: SavedStates,
-        tasks: TaskSupervisor,
-        hooks: HookRunner,
-    ) -> None:
-        self._hypervisor = hypervisor
-        self._registry = registry
+    def __init__(self, parts: VmParts, saved: SavedStates) -> None:
+        self._hypervisor, self._registry = parts.hypervisor, parts.registry
+        self._tasks, self._hooks = parts.tasks, parts.hooks
         self._saved = saved
-        self._tasks = tasks
-        self._hooks = hooks
 
     async def hibernate(self, vm_id: str) -> VmStatus:
         vm = self._registry.lookup(vm_id)

@@ -51,13 +51,11 @@ from hostd.errors import (
     TooManyMigrations,
     VmStateConflict,
 )
-from hostd.hook_runner import HookRunner
 from hostd.hooks import HookPoint
 from hostd.hypervisor import (
     DomainAction,
     DomainInfo,
     DomainState,
-    Hypervisor,
     JobProgress,
     MigrationTarget,
 )
@@ -71,10 +69,10 @@ from hostd.model import (
     VmState,
     VmStatus,
 )
+from hostd.parts import VmParts
 from hostd.peers import Peers
-from hostd.registry import Vm, VmRegistry
+from hostd.registry import Vm
 from hostd.state_machine import Verb, require
-from hostd.tasks import TaskSupervisor
 from virtplane_common.errors import NotFound, VirtplaneError
 
 log = logging.getLogger(__name__)
@@ -112,42 +110,24 @@ class Migration:
         self.phase, self.message, self.ended_ns = phase, message, time.time_ns()
 
     def snapshot(self) -> MigrationProgress:
-        progress = self.progress
         return MigrationProgress(
-            vm_id=self.vm_id,
-            direction=self.direction,
-            phase=self.phase,
-            peer_address=self.peer_address,
-            started_ns=self.started_ns,
-            ended_ns=self.ended_ns,
-            data_total_bytes=progress.data_total,
-            data_processed_bytes=progress.data_processed,
-            data_remaining_bytes=progress.data_remaining,
-            bytes_per_second=progress.bytes_per_second,
-            dirty_pages_per_second=progress.dirty_pages_per_second,
-            iterations=progress.iterations,
-            elapsed_ms=progress.elapsed_ms,
-            downtime_ms=progress.downtime_ms,
-            message=self.message,
+            self.vm_id,
+            self.direction,
+            self.phase,
+            self.peer_address,
+            self.started_ns,
+            self.ended_ns,
+            self.progress,
+            self.message,
         )
 
 
 class Migrations:
     def __init__(
-        self,
-        hypervisor: Hypervisor,
-        registry: VmRegistry,
-        journal: Journal,
-        config: MigrationConfig,
-        peers: Peers,
-        *,
-        tasks: TaskSupervisor,
-        hooks: HookRunner,
+        self, parts: VmParts, journal: Journal, config: MigrationConfig, peers: Peers
     ) -> None:
-        self._hypervisor = hypervisor
-        self._registry = registry
-        self._tasks = tasks
-        self._hooks = hooks
+        self._hypervisor, self._registry = parts.hypervisor, parts.registry
+        self._tasks, self._hooks = parts.tasks, parts.hooks
         self._journal = journal
         self._config = config
         self._peers = peers

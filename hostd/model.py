@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
+from hostd.hypervisor import JobProgress
+
 if TYPE_CHECKING:
     from virtplane.v1.vm_pb2 import GuestInfo
 
@@ -42,23 +44,34 @@ class Persistence(ApiEnum):
 
 
 class ConsoleKind(ApiEnum):
+    """How the VM's console is reached (hostd.consoles: which this host offers)."""
+
     UNSPECIFIED = 0
     NONE = 1
+    """No serial port, no display."""
     SERIAL_FILE = 2
+    """The first serial port, written to a file in hostd's state directory."""
     VNC = 3
+    """A VNC display on the host's loopback interface, plus the serial file."""
     SPICE = 4
 
 
 class DiskFormat(ApiEnum):
+    """How a disk's image is read: as said, never probed (a guest could forge a header)."""
+
     UNSPECIFIED = 0
     RAW = 1
     QCOW2 = 2
 
 
 class NicKind(ApiEnum):
+    """How a NIC is connected."""
+
     UNSPECIFIED = 0
     USER = 1
+    """User-mode networking (slirp): no host set-up, outbound only."""
     NETWORK = 2
+    """A libvirt network, named by Nic.network."""
 
 
 class VmState(ApiEnum):
@@ -66,14 +79,17 @@ class VmState(ApiEnum):
 
     UNSPECIFIED = 0
     WAIT_FOR_LAUNCH = 1
+    """Registered; the domain is not running yet."""
     RUNNING = 2
     PAUSED = 3
     POWERING_DOWN = 4
     DOWN = 5
+    """The domain is gone (and hostd forgets the VM)."""
     REBOOT_IN_PROGRESS = 6
     SAVING_STATE = 7
     RESTORING_STATE = 8
     SUSPENDED = 9
+    """Hibernated: the saved state is a file on this host; no domain runs."""
     MIGRATING_FROM = 10
     MIGRATING_TO = 11
 
@@ -83,24 +99,32 @@ class ExitReason(ApiEnum):
 
     UNSPECIFIED = 0
     DESTROYED = 1
+    """Destroyed through hostd."""
     SHUTDOWN = 2
+    """The guest powered itself off."""
     CRASHED = 3
     START_FAILED = 4
     MIGRATED = 5
+    """The VM now runs on another host."""
     SAVED = 6
     MIGRATION_FAILED = 7
+    """It was to arrive from another host, but stays on its source."""
 
 
 class MigrationDirection(ApiEnum):
     UNSPECIFIED = 0
     OUTGOING = 1
+    """This host is the source."""
     INCOMING = 2
+    """This host is the destination."""
 
 
 class MigrationPhase(ApiEnum):
     UNSPECIFIED = 0
     TRANSFERRING = 1
+    """The memory is being copied (outgoing), or awaited (incoming)."""
     COMPLETED = 2
+    """The VM runs on the destination."""
     FAILED = 3
     CANCELLED = 4
 
@@ -189,11 +213,11 @@ class VmStatus:
 class MigrationDestination:
     """What the source host needs to send a VM to this host."""
 
-    hypervisor_uri: str = ""
-    migration_uri: str = ""
-    channel_socket_path: str = ""
-    console_log_path: str = ""
-    state_directory: str = ""
+    hypervisor_uri: str
+    migration_uri: str
+    channel_socket_path: str
+    console_log_path: str
+    state_directory: str
 
 
 @dataclass(frozen=True)
@@ -207,19 +231,15 @@ class MigrationProgress:
     started_ns: int
     ended_ns: int = 0
     """0 while it runs."""
-    data_total_bytes: int = 0
-    data_processed_bytes: int = 0
-    data_remaining_bytes: int = 0
-    bytes_per_second: int = 0
-    dirty_pages_per_second: int = 0
-    iterations: int = 0
-    elapsed_ms: int = 0
-    downtime_ms: int = 0
+    job: JobProgress = field(default_factory=JobProgress)
+    """The hypervisor's statistics of the transfer."""
     message: str = ""
 
 
 @dataclass(frozen=True)
 class AdoptedVm:
+    """A VM hostd took over: a domain it had created, or a saved state."""
+
     vm_id: str
     state: VmState
     reason: str
@@ -227,6 +247,8 @@ class AdoptedVm:
 
 @dataclass(frozen=True)
 class ExternalDomain:
+    """A libvirt domain hostd does not own and leaves alone."""
+
     uuid: str
     name: str
     reason: str
@@ -234,7 +256,10 @@ class ExternalDomain:
 
 @dataclass(frozen=True)
 class CleanedUp:
+    """Something hostd removed: a leftover file or domain definition."""
+
     vm_id: str
+    """The VM it belonged to; empty when unknown."""
     what: str
     """A path, or "domain NAME"."""
     reason: str

@@ -21,11 +21,11 @@ import logging
 
 from hostd.errors import AgentRefused, AgentUnavailable, DomainNotFound, DomainStateConflict
 from hostd.hibernation import Hibernator
-from hostd.hook_runner import HookRunner
 from hostd.hooks import HookPoint
-from hostd.hypervisor import DomainAction, Hypervisor
+from hostd.hypervisor import DomainAction
 from hostd.model import ExitReason, VmState, VmStatus
-from hostd.registry import Vm, VmRegistry
+from hostd.parts import VmParts
+from hostd.registry import Vm
 from hostd.state_machine import Verb, require
 from virtplane_common.errors import VirtplaneError
 
@@ -36,17 +36,10 @@ AGENT_ANSWER_SECONDS = 5.0
 
 
 class PowerVerbs:
-    def __init__(
-        self,
-        hypervisor: Hypervisor,
-        registry: VmRegistry,
-        hibernator: Hibernator,
-        hooks: HookRunner,
-    ) -> None:
-        self._hypervisor = hypervisor
-        self._registry = registry
+    def __init__(self, parts: VmParts, hibernator: Hibernator) -> None:
+        self._hypervisor, self._registry = parts.hypervisor, parts.registry
+        self._hooks = parts.hooks
         self._hibernator = hibernator
-        self._hooks = hooks
 
     async def destroy(self, vm_id: str, message: str = "destroyed") -> None:
         """Powers the VM off at once (or deletes its saved state); DOWN and forgotten on return."""

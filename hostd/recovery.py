@@ -31,7 +31,7 @@ from google.protobuf.message import DecodeError
 
 from hostd import convert
 from hostd.hibernation import Hibernator, SavedFiles, SavedStates
-from hostd.hypervisor import DomainAction, DomainInfo, Hypervisor
+from hostd.hypervisor import DomainAction, DomainInfo
 from hostd.model import (
     AdoptedVm,
     CleanedUp,
@@ -41,29 +41,21 @@ from hostd.model import (
     VmConfig,
     VmState,
 )
-from hostd.registry import Vm, VmRegistry
+from hostd.parts import VmParts
+from hostd.registry import Vm
 from hostd.state_machine import EXITS, OBSERVED
-from hostd.tasks import TaskSupervisor
 from virtplane_common.errors import InvalidArgument, VirtplaneError
 
 log = logging.getLogger(__name__)
 
 
 class Recovery:
-    def __init__(
-        self,
-        hypervisor: Hypervisor,
-        registry: VmRegistry,
-        saved: SavedStates,
-        hibernator: Hibernator,
-        tasks: TaskSupervisor,
-    ) -> None:
-        self._hypervisor = hypervisor
-        self._registry = registry
+    def __init__(self, parts: VmParts, saved: SavedStates, hibernator: Hibernator) -> None:
+        self._hypervisor, self._registry = parts.hypervisor, parts.registry
+        self._tasks = parts.tasks
         self._saved = saved
         self._hibernator = hibernator
-        self._tasks = tasks
-        self._root = str(registry.settings.layout.root)
+        self._root = str(parts.registry.settings.layout.root)
         self._adopted_vms: list[AdoptedVm] = []
         self._cleaned_up: list[CleanedUp] = []
 

@@ -26,23 +26,13 @@ from hostd.hypervisor import DomainAction, Hypervisor
 from hostd.journal import Journal
 from hostd.layout import StateLayout
 from hostd.model import ExitReason, Persistence, VmConfig, VmState, VmStatus
+from hostd.state_machine import DOMAIN_STATES
 from hostd.tasks import TaskSupervisor
 from hostd.virt_type import VirtType
 from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
 
-DOMAIN_STATES = frozenset(
-    {
-        VmState.RUNNING,
-        VmState.PAUSED,
-        VmState.POWERING_DOWN,
-        VmState.REBOOT_IN_PROGRESS,
-        VmState.SAVING_STATE,
-        VmState.MIGRATING_FROM,
-    }
-)
-"""States in which the VM's domain runs (paused or not): its channel is open."""
 REMEMBERED_ENDS = 1024
 """How many ended VMs a repeated create is still answered for."""
 

@@ -26,31 +26,21 @@ from hostd import domxml
 from hostd.builder import build_domain
 from hostd.errors import HypervisorUnavailable
 from hostd.hibernation import SavedStates
-from hostd.hook_runner import HookRunner
 from hostd.hooks import HookPoint
-from hostd.hypervisor import DomainState, Hypervisor
+from hostd.hypervisor import DomainState
 from hostd.model import ExitReason, VmState
-from hostd.registry import Vm, VmRegistry
-from hostd.tasks import TaskSupervisor
+from hostd.parts import VmParts
+from hostd.registry import Vm
 from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
 
 
 class Runner:
-    def __init__(
-        self,
-        hypervisor: Hypervisor,
-        registry: VmRegistry,
-        saved: SavedStates,
-        tasks: TaskSupervisor,
-        hooks: HookRunner,
-    ) -> None:
-        self._hypervisor = hypervisor
-        self._registry = registry
+    def __init__(self, parts: VmParts, saved: SavedStates) -> None:
+        self._hypervisor, self._registry = parts.hypervisor, parts.registry
+        self._tasks, self._hooks = parts.tasks, parts.hooks
         self._saved = saved
-        self._tasks = tasks
-        self._hooks = hooks
 
     def launch(self, vm: Vm) -> None:
         """Registers vm as WAIT_FOR_LAUNCH and starts its domain in the background."""

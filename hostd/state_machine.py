@@ -167,6 +167,20 @@ def on_event(ctx: Context, event: LifecycleEvent) -> Outcome:
     return rule(ctx, event)
 
 
+DOMAIN_STATES = frozenset(
+    {
+        VmState.RUNNING,
+        VmState.PAUSED,
+        VmState.POWERING_DOWN,
+        VmState.REBOOT_IN_PROGRESS,
+        VmState.SAVING_STATE,
+        VmState.MIGRATING_FROM,
+    }
+)
+"""States in which the VM's domain runs (paused or not): its guest channel is open,
+its statistics can be read, and GetHostStats counts it running."""
+
+
 class Verb(Enum):
     """The verbs that need the VM in some states; the value is how errors say it."""
 
@@ -188,16 +202,7 @@ ALLOWED: dict[Verb, frozenset[VmState]] = {
     Verb.PAUSE: frozenset({VmState.RUNNING}),
     Verb.RESUME: frozenset({VmState.PAUSED}),
     Verb.HIBERNATE: frozenset({VmState.RUNNING, VmState.PAUSED}),
-    Verb.STATS: frozenset(
-        {
-            VmState.RUNNING,
-            VmState.PAUSED,
-            VmState.POWERING_DOWN,
-            VmState.REBOOT_IN_PROGRESS,
-            VmState.SAVING_STATE,
-            VmState.MIGRATING_FROM,
-        }
-    ),
+    Verb.STATS: DOMAIN_STATES,
     Verb.MIGRATE: frozenset({VmState.RUNNING}),
     Verb.CANCEL_MIGRATION: frozenset({VmState.MIGRATING_FROM, VmState.MIGRATING_TO}),
 }

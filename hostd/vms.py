@@ -45,12 +45,13 @@ from hostd.model import (
     VmState,
     VmStatus,
 )
+from hostd.parts import VmParts
 from hostd.peers import GrpcPeers, Peers
 from hostd.power import PowerVerbs
 from hostd.recovery import Recovery
-from hostd.registry import DOMAIN_STATES, RunnerSettings, Vm, VmRegistry
+from hostd.registry import RunnerSettings, Vm, VmRegistry
 from hostd.runner import Runner
-from hostd.state_machine import Verb, require
+from hostd.state_machine import DOMAIN_STATES, Verb, require
 from hostd.tasks import TaskSupervisor
 from hostd.validation import validate_config, validate_vm_id
 from virtplane_common.errors import FailedPrecondition, InvalidArgument
@@ -73,21 +74,16 @@ class VmService:
         self._hypervisor = hypervisor
         self._tasks = tasks = TaskSupervisor()
         self._registry = registry = VmRegistry(hypervisor, journal, settings, tasks)
-        self._hooks = hooks = HookRunner(hypervisor, journal, settings.hooks, tasks)
+        hooks = HookRunner(hypervisor, journal, settings.hooks, tasks)
+        parts = VmParts(hypervisor, registry, tasks, hooks)
         self._saved = saved = SavedStates(settings.layout)
-        self._hibernator = Hibernator(hypervisor, registry, saved, tasks, hooks)
-        self._runner = Runner(hypervisor, registry, saved, tasks, hooks)
-        self._power = PowerVerbs(hypervisor, registry, self._hibernator, hooks)
-        self._recovery = Recovery(hypervisor, registry, saved, self._hibernator, tasks)
-        self._pump = EventPump(hypervisor, registry, self._power, self._recovery.adopt, tasks)
+        self._hibernator = Hibernator(parts, saved)
+        self._runner = Runner(parts, saved)
+        self._power = PowerVerbs(parts, self._hibernator)
+        self._recovery = Recovery(parts, saved, self._hibernator)
+        self._pump = EventPump(parts, self._power, self._recovery.adopt)
         self._migrations = Migrations(
-            hypervisor,
-            registry,
-            journal,
-            migration or MigrationConfig(),
-            peers or GrpcPeers(),
-            tasks=tasks,
-            hooks=hooks,
+            parts, journal, migration or MigrationConfig(), peers or GrpcPeers()
         )
         self.guest_agent = GuestAgentQueries(registry)
         self.consoles: tuple[ConsoleKind, ...] = consoles.BUILDABLE

@@ -55,6 +55,28 @@ async def serve(
         await hostd.stop(grace=1)
 
 
+@contextlib.asynccontextmanager
+async def watching(
+    served: Served, request: pb.WatchEventsRequest | None = None
+) -> AsyncIterator[AsyncIterator[pb.WatchEventsResponse]]:
+    """A WatchEvents stream (by default from the journal's position now), cancelled after."""
+    if request is None:
+        request = pb.WatchEventsRequest(after_sequence=served.hostd.journal.last_sequence)
+    watch = served.stub.WatchEvents(request)
+    try:
+        yield watch.__aiter__()
+    finally:
+        watch.cancel()
+
+
+async def create_running(
+    served: Served, config: pb.VmConfig, events: AsyncIterator[pb.WatchEventsResponse]
+) -> None:
+    """Creates the VM and waits until the watch reports it RUNNING."""
+    await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
+    await states_until(events, config.vm_id, S.STATE_RUNNING)
+
+
 async def vm_states(
     events: AsyncIterator[pb.WatchEventsResponse], vm_id: str, count: int
 ) -> list[S]:

@@ -247,7 +247,7 @@ async def test_a_cancelled_migration_runs_on_and_reports_its_progress(pair: Pair
     pair.a.fake.migrate_gate = asyncio.Event()
     await pair.a.vms.migrate(vm_id, B)
     await eventually(
-        lambda: pair.a.vms.migration_progress(vm_id).data_processed_bytes > 0, "progress"
+        lambda: pair.a.vms.migration_progress(vm_id).job.data_processed > 0, "progress"
     )
     assert pair.b.state(vm_id) == VmState.MIGRATING_TO
     cancelling = await pair.a.vms.cancel_migration(vm_id)

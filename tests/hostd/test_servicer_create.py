@@ -17,40 +17,32 @@ from hostd import domxml
 from hostd.model import VmState
 from hostd.server import Hostd
 from tests.conftest import disks_of
+from tests.hostd import served as serving
 from tests.hostd.conftest import eventually, vm_config
-from tests.hostd.served import (
-    Served,
-    disk_config,
-    expect_precondition,
-    libvirt_test_xml,
-    vm_states,
-)
 
 S = pb.HostVm
 
 
-async def test_create_watch_destroy(served: Served, boot_files: tuple[str, str]) -> None:
+async def test_create_watch_destroy(served: serving.Served, boot_files: tuple[str, str]) -> None:
     config = vm_config(boot_files[0], initrd=boot_files[1])
-    watch = served.stub.WatchEvents(pb.WatchEventsRequest(after_sequence=0))
-    events = watch.__aiter__()
-    try:
+    async with serving.watching(served, pb.WatchEventsRequest(after_sequence=0)) as events:
         created = await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
         assert created.vm.state == S.STATE_WAIT_FOR_LAUNCH
-        states = await vm_states(events, config.vm_id, 2)
+        states = await serving.vm_states(events, config.vm_id, 2)
         assert [s.state for s in states] == [S.STATE_WAIT_FOR_LAUNCH, S.STATE_RUNNING]
         listed = await served.stub.ListVms(pb.HostAgentServiceListVmsRequest())
         assert S(vm_id=config.vm_id, state=S.STATE_RUNNING) in listed.vms
 
         await served.stub.DestroyVm(pb.HostAgentServiceDestroyVmRequest(vm_id=config.vm_id))
-        (down,) = await vm_states(events, config.vm_id, 1)
+        (down,) = await serving.vm_states(events, config.vm_id, 1)
         assert (down.state, down.exit_reason) == (S.STATE_DOWN, S.EXIT_REASON_DESTROYED)
         listed = await served.stub.ListVms(pb.HostAgentServiceListVmsRequest())
         assert config.vm_id not in {vm.vm_id for vm in listed.vms}
-    finally:
-        watch.cancel()
 
 
-async def test_same_id_twice_is_already_exists(served: Served, boot_files: tuple[str, str]) -> None:
+async def test_same_id_twice_is_already_exists(
+    served: serving.Served, boot_files: tuple[str, str]
+) -> None:
     config = vm_config(boot_files[0])
     await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -60,7 +52,7 @@ async def test_same_id_twice_is_already_exists(served: Served, boot_files: tuple
 
 
 async def test_missing_memory_is_invalid_argument(
-    served: Served, boot_files: tuple[str, str]
+    served: serving.Served, boot_files: tuple[str, str]
 ) -> None:
     config = vm_config(boot_files[0])
     config.spec.ClearField("memory_mib")
@@ -70,7 +62,7 @@ async def test_missing_memory_is_invalid_argument(
     assert "config.spec.memory_mib" in (caught.value.details() or "")
 
 
-async def test_destroying_an_unknown_vm_is_not_found(served: Served) -> None:
+async def test_destroying_an_unknown_vm_is_not_found(served: serving.Served) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await served.stub.DestroyVm(
             pb.HostAgentServiceDestroyVmRequest(vm_id="6f1c9a52-3d0e-4b7a-9a51-0c2d8e4f7b13")
@@ -78,7 +70,9 @@ async def test_destroying_an_unknown_vm_is_not_found(served: Served) -> None:
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_a_repeated_create_is_idempotent(served: Served, boot_files: tuple[str, str]) -> None:
+async def test_a_repeated_create_is_idempotent(
+    served: serving.Served, boot_files: tuple[str, str]
+) -> None:
     config = vm_config(boot_files[0])
     request = pb.HostAgentServiceCreateVmRequest(config=config, request_id="r-1")
     first = await served.stub.CreateVm(request)
@@ -88,22 +82,22 @@ async def test_a_repeated_create_is_idempotent(served: Served, boot_files: tuple
     assert [vm.vm_id for vm in listed.vms].count(config.vm_id) == 1
 
 
-async def test_an_unsupported_console(served: Served, boot_files: tuple[str, str]) -> None:
+async def test_an_unsupported_console(served: serving.Served, boot_files: tuple[str, str]) -> None:
     caps = await served.stub.GetHostCapabilities(pb.GetHostCapabilitiesRequest())
     # libvirt's test driver offers no display.
     assert list(caps.consoles) == [pb.Console.KIND_NONE, pb.Console.KIND_SERIAL_FILE]
     config = vm_config(boot_files[0])
     config.console.kind = pb.Console.KIND_VNC
-    await expect_precondition(
+    await serving.expect_precondition(
         served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config)),
         "KIND_VNC is not supported on this host; supported: KIND_NONE, KIND_SERIAL_FILE",
     )
 
 
 async def test_a_bad_disk_is_invalid_argument_and_creates_nothing(
-    served: Served, boot_files: tuple[str, str]
+    served: serving.Served, boot_files: tuple[str, str]
 ) -> None:
-    config = disk_config(boot_files)
+    config = serving.disk_config(boot_files)
     config.spec.disks[1].path = "/nonexistent/seed.img"
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
@@ -115,19 +109,19 @@ async def test_a_bad_disk_is_invalid_argument_and_creates_nothing(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (caught.value.details() or "").startswith("config.spec.disks[1].path: ")
     assert served.hostd.vms.list() == []
-    assert not await asyncio.to_thread(libvirt_test_xml, config.vm_id)
+    assert not await asyncio.to_thread(serving.libvirt_test_xml, config.vm_id)
 
 
 async def test_disks_reach_the_domain_and_survive_a_restart(
-    served: Served, boot_files: tuple[str, str]
+    served: serving.Served, boot_files: tuple[str, str]
 ) -> None:
-    config = disk_config(boot_files)
+    config = serving.disk_config(boot_files)
     await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
     vms = served.hostd.vms
     await eventually(
         lambda: vms.get(config.vm_id).state == VmState.RUNNING, "the VM with disks to run"
     )
-    xml = await asyncio.to_thread(libvirt_test_xml, config.vm_id)
+    xml = await asyncio.to_thread(serving.libvirt_test_xml, config.vm_id)
     assert disks_of(xml) == [
         ("qcow2", boot_files[1], "vda", False),
         ("raw", boot_files[0], "vdb", True),

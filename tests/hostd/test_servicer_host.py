@@ -14,15 +14,13 @@ from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
 from hostd.model import VmState
 from hostd.server import Hostd
+from tests.hostd import served as serving
 from tests.hostd.conftest import next_item, vm_config
-from tests.hostd.served import (
-    Served,
-)
 
 S = pb.HostVm
 
 
-async def test_host_capabilities(served: Served) -> None:
+async def test_host_capabilities(served: serving.Served) -> None:
     caps = await served.stub.GetHostCapabilities(pb.GetHostCapabilitiesRequest())
     assert caps.hypervisor_type == "qemu"
     assert caps.cpus >= 1
@@ -30,7 +28,7 @@ async def test_host_capabilities(served: Served) -> None:
     assert caps.hostname
 
 
-async def test_host_stats(served: Served, boot_files: tuple[str, str]) -> None:
+async def test_host_stats(served: serving.Served, boot_files: tuple[str, str]) -> None:
     config = vm_config(boot_files[0])
     await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
     vms = served.hostd.vms
@@ -45,7 +43,7 @@ async def test_host_stats(served: Served, boot_files: tuple[str, str]) -> None:
 
 
 async def test_a_restarted_hostd_adopts_its_domains(
-    served: Served, boot_files: tuple[str, str], short_tmp: Path
+    served: serving.Served, boot_files: tuple[str, str], short_tmp: Path
 ) -> None:
     config = vm_config(boot_files[0])
     await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
@@ -64,7 +62,7 @@ async def test_a_restarted_hostd_adopts_its_domains(
 
 
 async def test_the_recovery_report_lists_adopted_and_external(
-    served: Served, boot_files: tuple[str, str]
+    served: serving.Served, boot_files: tuple[str, str]
 ) -> None:
     config = vm_config(boot_files[0])
     await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))

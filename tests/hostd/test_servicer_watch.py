@@ -16,30 +16,28 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
 from hostd.model import VmState
+from tests.hostd import served as serving
 from tests.hostd.conftest import FakeGuest, eventually, next_item, vm_config
-from tests.hostd.served import (
-    Served,
-)
 
 S = pb.HostVm
 
 
-async def test_watch_resumes_after_a_sequence(served: Served, boot_files: tuple[str, str]) -> None:
+async def test_watch_resumes_after_a_sequence(
+    served: serving.Served, boot_files: tuple[str, str]
+) -> None:
     config = vm_config(boot_files[0])
     await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
     await served.stub.DestroyVm(pb.HostAgentServiceDestroyVmRequest(vm_id=config.vm_id))
     kept = served.hostd.journal.after(0)
-    watch = served.stub.WatchEvents(pb.WatchEventsRequest(after_sequence=kept[0].sequence))
-    try:
-        first = await next_item(watch.__aiter__(), "the second event")
+    request = pb.WatchEventsRequest(after_sequence=kept[0].sequence)
+    async with serving.watching(served, request) as events:
+        first = await next_item(events, "the second event")
         assert first.event.sequence == kept[1].sequence
         assert first.event.host_epoch == served.hostd.journal.epoch
-    finally:
-        watch.cancel()
 
 
 async def test_a_watcher_too_far_behind_gets_a_snapshot_then_the_live_events(
-    small_journal: Served, boot_files: tuple[str, str]
+    small_journal: serving.Served, boot_files: tuple[str, str]
 ) -> None:
     stub, journal = small_journal.stub, small_journal.hostd.journal
     first, second = (vm_config(boot_files[0], initrd=boot_files[1]) for _ in range(2))
@@ -57,9 +55,7 @@ async def test_a_watcher_too_far_behind_gets_a_snapshot_then_the_live_events(
         pb.WatchEventsRequest(after_sequence=99),  # beyond the last: another epoch
     ):
         position = journal.last_sequence
-        watch = stub.WatchEvents(request)
-        responses = watch.__aiter__()
-        try:
+        async with serving.watching(small_journal, request) as responses:
             reply = await next_item(responses, "the snapshot")
             assert reply.WhichOneof("kind") == "snapshot"
             snapshot = reply.snapshot
@@ -74,28 +70,24 @@ async def test_a_watcher_too_far_behind_gets_a_snapshot_then_the_live_events(
             assert (live.vm_state.vm_id, live.vm_state.state) == (first.vm_id, S.STATE_RUNNING)
             await stub.PauseVm(pb.HostAgentServicePauseVmRequest(vm_id=first.vm_id))
             await next_item(responses, "the pause")
-        finally:
-            watch.cancel()
 
 
 async def test_a_watcher_whose_events_are_kept_gets_no_snapshot(
-    small_journal: Served, boot_files: tuple[str, str]
+    small_journal: serving.Served, boot_files: tuple[str, str]
 ) -> None:
     stub, journal = small_journal.stub, small_journal.hostd.journal
     config = vm_config(boot_files[0], initrd=boot_files[1])
     await stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
     await eventually(lambda: journal.last_sequence == 2, "RUNNING")
-    watch = stub.WatchEvents(pb.WatchEventsRequest(after_sequence=1, host_epoch=journal.epoch))
-    try:
-        reply = await next_item(watch.__aiter__(), "the kept event")
+    request = pb.WatchEventsRequest(after_sequence=1, host_epoch=journal.epoch)
+    async with serving.watching(small_journal, request) as events:
+        reply = await next_item(events, "the kept event")
         assert reply.WhichOneof("kind") == "event"
         assert reply.event.sequence == 2
-    finally:
-        watch.cancel()
 
 
 async def test_guest_reports_reach_the_watchers(
-    served: Served, boot_files: tuple[str, str]
+    served: serving.Served, boot_files: tuple[str, str]
 ) -> None:
     # libvirt's test driver binds no socket: a fake agent listens where libvirt would.
     config = vm_config(boot_files[0])
@@ -129,7 +121,9 @@ async def test_guest_reports_reach_the_watchers(
         await guest.close()
 
 
-async def test_refresh_and_the_last_raw_report(served: Served, boot_files: tuple[str, str]) -> None:
+async def test_refresh_and_the_last_raw_report(
+    served: serving.Served, boot_files: tuple[str, str]
+) -> None:
     config = vm_config(boot_files[0])
     vm_id = config.vm_id
     guest = FakeGuest(served.hostd.layout.channel_socket(vm_id))
