@@ -15,11 +15,11 @@ from __future__ import annotations
 import dataclasses
 from typing import TypeVar
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
 from hostd import model
+from hostd.guest_info import timestamp
 from virtplane_common.errors import InvalidArgument
 
 E = TypeVar("E", bound=model.ApiEnum)
@@ -154,12 +154,6 @@ def destination_from_proto(destination: pb.MigrationDestination) -> model.Migrat
 
 def destination_to_proto(destination: model.MigrationDestination) -> pb.MigrationDestination:
     return pb.MigrationDestination(**dataclasses.asdict(destination))
-
-
-def timestamp(nanos: int) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromNanoseconds(nanos)
-    return stamp
 
 
 def progress_to_proto(progress: model.MigrationProgress) -> pb.MigrationProgress:

@@ -19,6 +19,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
 from hostd import convert
+from hostd.guest_info import timestamp
 from hostd.hypervisor import DomainStats, Hypervisor
 from hostd.journal import Journal
 from hostd.model import VmStatus
@@ -182,7 +183,13 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
     async def GetVmGuestReport(
         self, request: pb.HostAgentServiceGetVmGuestReportRequest, context: Context
     ) -> pb.HostAgentServiceGetVmGuestReportResponse:
-        return self._vms.guest_agent.last_report(request.vm_id)
+        report = self._vms.guest_agent.last_report(request.vm_id)
+        reply = pb.HostAgentServiceGetVmGuestReportResponse(
+            report_json=report.json, truncated=report.truncated, channel=report.channel
+        )
+        if report.received_ns:
+            reply.received_time.CopyFrom(timestamp(report.received_ns))
+        return reply
 
     async def WatchEvents(
         self, request: pb.WatchEventsRequest, context: Context
@@ -202,7 +209,7 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
 
 
 def _now() -> Timestamp:
-    return convert.timestamp(time.time_ns())
+    return timestamp(time.time_ns())
 
 
 def _vm_stats(vm: VmStatus, stats: DomainStats) -> pb.VmStats:
