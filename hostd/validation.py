@@ -14,19 +14,9 @@ from pathlib import Path
 
 from hostd.model import BootSource, Disk, Nic, NicKind, VmConfig
 from virtplane_common.errors import InvalidArgument
-from virtplane_common.limits import (
-    MAC,
-    MAX_AGENT_VERSION,
-    MAX_CMDLINE,
-    MAX_DISKS,
-    MAX_MEMORY_MIB,
-    MAX_NICS,
-    MAX_PATH,
-    MAX_VCPUS,
-    MIN_MEMORY_MIB,
-    NAME,
-)
+from virtplane_common.limits import MAX_AGENT_VERSION, MAX_CMDLINE, MAX_NICS, MAX_PATH, NAME
 from virtplane_common.properties import check_properties
+from virtplane_common.spec_checks import check_disk_count, check_mac, check_memory, check_vcpus
 
 _NETWORK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _NIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
@@ -44,13 +34,8 @@ def validate_config(config: VmConfig) -> None:
             f"starting with a letter or digit (got {config.name!r})",
         )
     spec = config.spec
-    if spec.vcpus > MAX_VCPUS:  # 0: the default
-        raise InvalidArgument("config.spec.vcpus", f"must be 1..{MAX_VCPUS} (got {spec.vcpus})")
-    if not MIN_MEMORY_MIB <= spec.memory_mib <= MAX_MEMORY_MIB:
-        raise InvalidArgument(
-            "config.spec.memory_mib",
-            f"must be {MIN_MEMORY_MIB}..{MAX_MEMORY_MIB} MiB (got {spec.memory_mib})",
-        )
+    check_vcpus("config.spec.vcpus", spec.vcpus)  # 0: the default
+    check_memory("config.spec.memory_mib", spec.memory_mib)
     _boot(spec.boot)
     if len(spec.nics) > MAX_NICS:
         raise InvalidArgument("config.spec.nics", f"at most {MAX_NICS} NICs (got {len(spec.nics)})")
@@ -115,19 +100,13 @@ def _nic(field: str, nic: Nic) -> None:
     elif nic.kind != NicKind.USER:
         raise InvalidArgument(f"{field}.kind", "must be KIND_USER or KIND_NETWORK")
     if nic.mac_address:
-        mac = nic.mac_address.lower()
-        if not MAC.fullmatch(mac):
-            raise InvalidArgument(
-                f"{field}.mac_address",
-                f"must look like 52:54:00:12:34:56 (got {nic.mac_address!r})",
-            )
+        mac = check_mac(f"{field}.mac_address", nic.mac_address)
         if int(mac[:2], 16) & 1:
             raise InvalidArgument(f"{field}.mac_address", "must be a unicast address")
 
 
 def _disks(disks: Sequence[Disk]) -> None:
-    if len(disks) > MAX_DISKS:
-        raise InvalidArgument("config.spec.disks", f"at most {MAX_DISKS} disks (got {len(disks)})")
+    check_disk_count("config.spec.disks", len(disks))
     names: dict[str, int] = {}
     paths: dict[str, int] = {}
     for index, disk in enumerate(disks):
