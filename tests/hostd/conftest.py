@@ -8,17 +8,21 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 from virtplane.v1 import guest_channel_pb2 as gc
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
+from hostd import convert
+from hostd.config import ChannelLimits
+from hostd.model import VmConfig
 from virtplane_common.framing import FrameDecoder, encode
 
 if TYPE_CHECKING:
     from tests.hostd.rig import Rig
+    from tests.hostd.served import Served
 
 T = TypeVar("T")
 
@@ -77,6 +81,11 @@ def vm_config(
     )
 
 
+def domain_config(kernel: str, **fields: Any) -> VmConfig:
+    """vm_config as hostd's domain type, as the servicer hands it on."""
+    return convert.config_from_proto(vm_config(kernel, **fields))
+
+
 @pytest.fixture
 async def rig(tmp_path: Path, boot_files: tuple[str, str]) -> AsyncIterator[Rig]:
     """A VmService on a fresh fake hypervisor (tests.hostd.rig)."""
@@ -87,6 +96,25 @@ async def rig(tmp_path: Path, boot_files: tuple[str, str]) -> AsyncIterator[Rig]
     rig = await make_rig(FakeHypervisor(), tmp_path, boot_files[0])
     yield rig
     await rig.vms.stop()
+
+
+@pytest.fixture
+async def served(short_tmp: Path) -> AsyncIterator[Served]:
+    """A hostd served over gRPC on libvirt's test driver (tests.hostd.served)."""
+    from tests.hostd.served import serve  # noqa: PLC0415
+
+    async with serve(short_tmp / "state", ChannelLimits(connect_timeout_seconds=60)) as served:
+        yield served
+
+
+@pytest.fixture
+async def small_journal(short_tmp: Path) -> AsyncIterator[Served]:
+    """As served, with a journal of three events."""
+    from tests.hostd.served import serve  # noqa: PLC0415
+
+    channel = ChannelLimits(connect_timeout_seconds=0.01, connect_retry_seconds=0.01)
+    async with serve(short_tmp / "state", channel, journal_size=3) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
