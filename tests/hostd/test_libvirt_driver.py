@@ -33,7 +33,7 @@ from hostd.hypervisor import (
 )
 from hostd.layout import StateLayout
 from hostd.libvirt_driver import LibvirtHypervisor
-from hostd.libvirt_translate import (
+from hostd.libvirt_driver.translate import (
     parse_job,
     parse_stats,
     state_words,

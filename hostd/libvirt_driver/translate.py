@@ -1,7 +1,7 @@
 """libvirt's codes as hostd's values: lifecycle events, errors, states, statistics.
 
-Pure functions over libvirt's constants; hostd.libvirt_driver is the only
-caller. Together the two are the only modules that import libvirt.
+Pure functions over libvirt's constants; the rest of hostd.libvirt_driver is
+the only caller, and that package is the only part of hostd importing libvirt.
 """
 
 from __future__ import annotations
