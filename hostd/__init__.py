@@ -16,12 +16,18 @@ Modules, one job each:
 - domxml        the domain XML as typed values, and its serialisation
 - builder       the decisions: VmConfig -> domxml.Domain
 - hypervisor    the narrow Hypervisor protocol and the values it speaks
-- libvirt_driver  Hypervisor on libvirt-python
-- libvirt_translate  libvirt's codes as hostd's values (with libvirt_driver, the only
-                modules importing libvirt)
+- libvirt_driver  Hypervisor on libvirt-python, the only package importing libvirt,
+                split as Nova's: .driver (LibvirtHypervisor), .host (the connection,
+                reconnecting, event callbacks and their bounded queue), .guest (one
+                domain's operations), .translate (libvirt's codes as hostd's values)
 - journal       the ordered event journal (host_epoch, sequence) WatchEvents streams
 - guest_info    sanitising and merging untrusted guest reports
-- guest_channel the host end of one VM's guest channel
+- ratelimit     a token bucket: what an untrusted peer may send per second
+- guest_channel the host end of one VM's guest channel: .channel (GuestChannel, the
+                parts assembled), .socket_loop, .protocol (versions, the handler
+                table), .budget (bytes, messages, THROTTLED), .liveness (heartbeats,
+                NOT_RESPONDING), .facts (the GuestInfo kept), .commands (refresh,
+                ping, shutdown, reboot)
 - hooks         the operator's hook scripts: points, order, environment, timeout
 - guest_agent   refresh and the last raw report, for the servicer
 - registry      the VM records and their state changes (with the guest channel
