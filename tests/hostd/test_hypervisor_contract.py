@@ -101,6 +101,17 @@ class Target:
         self.made.append(config.vm_id)
         return domxml.to_xml(build_domain(config, VirtType.QEMU, self.layout))
 
+    async def started(
+        self, *, persistent: bool = False, paused: bool = False
+    ) -> tuple[AsyncIterator[HypervisorEvent], VmConfig]:
+        """Starts a domain of a new configuration and waits for its STARTED event;
+        returns the events, followed from before the start, and the configuration."""
+        events = self.hypervisor.events()
+        config = self.config()
+        await self.hypervisor.start(self.xml(config), persistent=persistent, paused=paused)
+        await _until(events, config.vm_id, K.STARTED)
+        return events, config
+
     async def domain(self, vm_id: str) -> DomainInfo | None:
         return next((d for d in await self.hypervisor.list_domains() if d.uuid == vm_id), None)
 
@@ -196,11 +207,8 @@ async def test_start_list_destroy(target: Target) -> None:
 
 
 async def test_a_persistent_domain_stays_defined_until_undefined(target: Target) -> None:
-    events = target.hypervisor.events()
-    config = target.config()
+    events, config = await target.started(persistent=True)
     vm_id = config.vm_id
-    await target.hypervisor.start(target.xml(config), persistent=True, paused=False)
-    await _until(events, vm_id, K.STARTED)
     domain = await target.domain(vm_id)
     assert domain is not None and (domain.active, domain.persistent) == (True, True)
     await target.hypervisor.act(vm_id, DomainAction.DESTROY)
@@ -226,11 +234,8 @@ async def test_a_paused_start(target: Target) -> None:
 
 
 async def test_pause_and_resume(target: Target) -> None:
-    events = target.hypervisor.events()
-    config = target.config()
+    events, config = await target.started()
     vm_id = config.vm_id
-    await target.hypervisor.start(target.xml(config), persistent=False, paused=False)
-    await _until(events, vm_id, K.STARTED)
     await target.hypervisor.act(vm_id, DomainAction.PAUSE)
     assert (await _event_of(events, vm_id)).kind is K.SUSPENDED
     stats = await target.hypervisor.domain_stats(vm_id)
@@ -244,12 +249,9 @@ async def test_pause_and_resume(target: Target) -> None:
 
 
 async def test_save_read_and_restore(target: Target, short_tmp: Path) -> None:
-    events = target.hypervisor.events()
-    config = target.config()
+    events, config = await target.started()
     vm_id = config.vm_id
     image = str(target.layout.saved_dir / f"{vm_id}.img")
-    await target.hypervisor.start(target.xml(config), persistent=False, paused=False)
-    await _until(events, vm_id, K.STARTED)
     await target.hypervisor.save(vm_id, image)
     assert (await _until(events, vm_id, K.STOPPED)).reason is StopReason.SAVED
     assert await target.domain(vm_id) is None
@@ -267,12 +269,9 @@ async def test_save_read_and_restore(target: Target, short_tmp: Path) -> None:
 
 @on(Can.PAUSED_RESTORE)
 async def test_a_paused_and_persistent_restore(target: Target) -> None:
-    events = target.hypervisor.events()
-    config = target.config()
+    events, config = await target.started()
     vm_id = config.vm_id
     image = str(target.layout.saved_dir / f"{vm_id}.img")
-    await target.hypervisor.start(target.xml(config), persistent=False, paused=False)
-    await _until(events, vm_id, K.STARTED)
     await target.hypervisor.save(vm_id, image)
     await _until(events, vm_id, K.STOPPED)
     await target.hypervisor.restore(image, paused=True, persistent=True)
@@ -293,11 +292,8 @@ async def test_an_incomplete_image_is_not_read_nor_restored(target: Target) -> N
 
 @on(Can.RESET_EVENTS)
 async def test_a_reset_is_reported(target: Target) -> None:
-    events = target.hypervisor.events()
-    config = target.config()
+    events, config = await target.started()
     vm_id = config.vm_id
-    await target.hypervisor.start(target.xml(config), persistent=False, paused=False)
-    await _until(events, vm_id, K.STARTED)
     await target.hypervisor.act(vm_id, DomainAction.RESET)
     await _until(events, vm_id, K.REBOOTED)
 
@@ -344,12 +340,9 @@ async def test_host_info(target: Target) -> None:
 
 @on(Can.JOBS, Can.PAUSED_START)
 async def test_a_domain_without_a_job_has_no_progress_and_nothing_to_abort(target: Target) -> None:
-    events = target.hypervisor.events()
-    config = target.config()
-    vm_id = config.vm_id
     # Paused: a guest booting meanwhile would only load the machine.
-    await target.hypervisor.start(target.xml(config), persistent=False, paused=True)
-    await _until(events, vm_id, K.STARTED)
+    _, config = await target.started(paused=True)
+    vm_id = config.vm_id
     assert await target.hypervisor.job_progress(vm_id) is None
     with pytest.raises(DomainStateConflict):
         await target.hypervisor.act(vm_id, DomainAction.ABORT_JOB)
@@ -359,11 +352,8 @@ async def test_a_domain_without_a_job_has_no_progress_and_nothing_to_abort(targe
 
 @on(lacking=Can.JOBS)
 async def test_a_hypervisor_without_jobs_says_so(target: Target) -> None:
-    events = target.hypervisor.events()
-    config = target.config()
+    _, config = await target.started()
     vm_id = config.vm_id
-    await target.hypervisor.start(target.xml(config), persistent=False, paused=False)
-    await _until(events, vm_id, K.STARTED)
     with pytest.raises(OperationUnsupported):
         await target.hypervisor.job_progress(vm_id)
 
@@ -372,11 +362,8 @@ async def test_a_hypervisor_without_jobs_says_so(target: Target) -> None:
 async def test_a_hypervisor_that_cannot_migrate_says_so(target: Target) -> None:
     """The fake and libvirt's test driver cannot migrate (QEMU can:
     tests/hostd/test_real_migration.py); the domain runs on."""
-    events = target.hypervisor.events()
-    config = target.config()
+    _, config = await target.started()
     vm_id = config.vm_id
-    await target.hypervisor.start(target.xml(config), persistent=False, paused=False)
-    await _until(events, vm_id, K.STARTED)
     migration = MigrationTarget(
         hypervisor_uri=TEST_URI,
         migration_uri="tcp://127.0.0.1:49152",
