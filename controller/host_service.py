@@ -26,12 +26,15 @@ from sqlalchemy.orm import Session
 from virtplane.v1 import host_pb2, host_service_pb2, vm_pb2
 
 from controller import audit, convert, requests
+from controller.audit import seen
 from controller.errors import HostExists, HostHasVms, HostNotFound, IllegalHostState
+from controller.host_state import set_host_state
 from controller.hosts import HostClients
+from controller.lifecycle.placement import Starter
+from controller.lifecycle.states import set_state
 from controller.monitor import HostMonitor, MonitorSettings
 from controller.requests import Call
-from controller.starter import Starter
-from controller.vm_store import VmStore, set_state
+from controller.vm_store import VmStore
 from db import repositories as repo
 from db.enums import ACTIVE_VM_STATES, ExitReason, HostState, VmState
 from db.models import Host, utcnow
@@ -61,11 +64,12 @@ def _usage(session: Session, host: Host) -> tuple[int, int, int]:
     return repo.host_usage(session).get(host.id, (0, 0, 0))
 
 
-def enter_maintenance(session: Session, host_ref: str) -> host_pb2.Host:
-    """Moves the host to MAINTENANCE in the caller's transaction, unless VMs
-    run on it. The host row is locked first, as a booking locks it, so a
-    concurrent StartVm either books before (and is seen here) or waits and
-    then finds the host in maintenance."""
+def enter_maintenance(session: Session, host_ref: str, call: Call | None = None) -> host_pb2.Host:
+    """Moves the host to MAINTENANCE in the caller's transaction (for call,
+    if an API call asked), unless VMs run on it. The host row is locked
+    first, as a booking locks it, so a concurrent StartVm either books
+    before (and is seen here) or waits and then finds the host in
+    maintenance."""
     host = _locked(session, host_ref)
     if host.state not in _MAINTAINABLE:
         allowed = " or ".join(sorted(s.value for s in _MAINTAINABLE))
@@ -77,8 +81,8 @@ def enter_maintenance(session: Session, host_ref: str) -> host_pb2.Host:
         raise HostHasVms(
             host.name, "move to maintenance", running, "run on it (stop or move them first)"
         )
-    host.state = HostState.MAINTENANCE
-    host.state_message = "in maintenance"
+    request_id = call.request_id if call else ""
+    set_host_state(session, host, HostState.MAINTENANCE, "in maintenance", request_id)
     session.flush()
     return convert.host(host, _usage(session, host))
 
@@ -129,6 +133,7 @@ class HostService:
                 last_seen_at=utcnow(),
             )
             session.add(host)
+            audit.host_added(session, host, call.request_id)
             session.flush()
             proto = convert.host(host, (0, 0, 0))
             audit.mutation(session, call, f"{name} at {address}", host_id=host_id)
@@ -176,6 +181,7 @@ class HostService:
             if placed:
                 raise HostHasVms(host.name, "remove", placed, "are placed on it")
             audit.mutation(session, call, host.name, host_id=host.id)
+            audit.host_removed(session, host, call.request_id)
             session.delete(host)
             requests.remember(session, call, host.id)
             return host.id
@@ -195,7 +201,7 @@ class HostService:
             prior = requests.claim(session, call)
             if prior is not None:
                 return prior.decode(reply).host, False
-            proto = enter_maintenance(session, host_ref)
+            proto = enter_maintenance(session, host_ref, call)
             audit.mutation(session, call, proto.name, host_id=proto.id)
             requests.remember(session, call, proto.id, reply(host=proto))
             return proto, True
@@ -217,8 +223,13 @@ class HostService:
             if host.state not in _ACTIVATABLE:
                 allowed = " or ".join(sorted(s.value for s in _ACTIVATABLE))
                 raise IllegalHostState(host.name, host.state.value, "activate", allowed)
-            host.state = HostState.CONNECTING
-            host.state_message = "activated; waiting for hostd to answer"
+            set_host_state(
+                session,
+                host,
+                HostState.CONNECTING,
+                "activated; waiting for hostd to answer",
+                call.request_id,
+            )
             session.flush()
             proto = convert.host(host, _usage(session, host))
             audit.mutation(session, call, host.name, host_id=host.id)
@@ -255,6 +266,7 @@ class HostService:
             fenced = [
                 vm for vm in repo.list_vms(session, host_id=host.id) if vm.state is not VmState.DOWN
             ]
+            found = seen(fenced)
             for vm in fenced:
                 set_state(
                     vm,
@@ -262,9 +274,10 @@ class HostService:
                     exit_reason=ExitReason.HOST_FENCED,
                     message=f"host {host.name!r} was confirmed down by the operator",
                 )
-            host.state = HostState.DOWN
-            host.state_message = "confirmed down by the operator"
-            changed = self._store.stamp(session, fenced)
+            set_host_state(
+                session, host, HostState.DOWN, "confirmed down by the operator", call.request_id
+            )
+            changed = self._store.stamp(session, fenced, found, call)
             proto = convert.host(host, _usage(session, host))
             first = reply(host=proto, vm_ids=[vm.id for vm in changed])
             audit.mutation(session, call, host.name, host_id=host.id)

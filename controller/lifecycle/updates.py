@@ -25,7 +25,7 @@ from virtplane.v1 import vm_pb2
 from controller import audit, convert, requests, validation
 from controller.errors import MacInUse, VmExists
 from controller.requests import Call
-from controller.vm_store import VmStore
+from controller.vm_store import Outcome, VmStore
 from db import repositories as repo
 from db.enums import VmState
 from db.models import Disk, Nic, Vm
@@ -220,12 +220,11 @@ def _mutate(session: Session, vm: Vm, update: Update, call: Call) -> bool:
 
 
 async def update(store: VmStore, vm_ref: str, update: Update, call: Call) -> vm_pb2.Vm:
-    def mutate(session: Session, vm: Vm) -> tuple[bool, None]:
-        return _mutate(session, vm, update, call), None
+    def mutate(session: Session, vm: Vm) -> Outcome[None]:
+        return Outcome(_mutate(session, vm, update, call), None)
 
     if call.request_id:
         prior = await store.db.run(lambda s: requests.lookup(s, call))
         if prior is not None:
             vm_ref = prior.result_id  # the VM's id: found even if renamed since
-    proto, _ = await requests.once(lambda: store.update(vm_ref, mutate))
-    return proto
+    return (await requests.once(lambda: store.update(vm_ref, mutate, call))).vm
