@@ -91,15 +91,9 @@ SHUTDOWN = Verb(
     succeeds_in=frozenset({S.DOWN}),
     exit_reason=ExitReason.GUEST_SHUTDOWN,
 )
-REBOOT = Verb(
-    "reboot",
-    RUNNING,
-    "UP or POWERING_UP",
-    OperationKind.REBOOT_VM,
-    succeeds_in=frozenset({S.UP}),
-    fails_in=frozenset({S.DOWN, S.SUSPENDED}),
-    boots=True,
-)
+# A reboot fails as a start does.
+REBOOT = Verb("reboot", RUNNING, "UP or POWERING_UP", OperationKind.REBOOT_VM, boots=True,
+              succeeds_in=frozenset({S.UP}), fails_in=START.fails_in)  # fmt: skip
 RESET = Verb(
     "reset",
     RUNNING | {S.PAUSED, S.REBOOT_IN_PROGRESS},

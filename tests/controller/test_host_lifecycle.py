@@ -146,6 +146,23 @@ def hostd(workdir: Path) -> Iterator[Daemon]:
     daemon.stop()
 
 
+async def _placement_refused_in_maintenance(api: Api, vm: str) -> None:
+    explained = await api.vms.ExplainPlacement(vm_api.ExplainPlacementRequest(vm=vm))
+    assert explained.chosen_host_id == ""
+    [judged] = explained.hosts
+    assert not judged.eligible
+    assert [(f.filter, f.passed) for f in judged.filters] == [
+        ("tried", True),
+        ("maintenance", False),
+        ("host-up", False),
+        ("pinned-host", True),
+        ("memory", True),
+        ("cpus", True),
+        ("affinity", True),
+    ]
+    assert list(judged.weights) == []
+
+
 async def test_maintenance_activate_and_remove(
     api: Api, hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
@@ -171,20 +188,7 @@ async def test_maintenance_activate_and_remove(
     code, why = await error(api.vms.StartVm(vm_api.StartVmRequest(vm="v2")))
     assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "h1: maintenance: host is in maintenance" in why
-    explained = await api.vms.ExplainPlacement(vm_api.ExplainPlacementRequest(vm="v2"))
-    assert explained.chosen_host_id == ""
-    [judged] = explained.hosts
-    assert not judged.eligible
-    assert [(f.filter, f.passed) for f in judged.filters] == [
-        ("tried", True),
-        ("maintenance", False),
-        ("host-up", False),
-        ("pinned-host", True),
-        ("memory", True),
-        ("cpus", True),
-        ("affinity", True),
-    ]
-    assert list(judged.weights) == []
+    await _placement_refused_in_maintenance(api, "v2")
 
     activated = (await api.hosts.ActivateHost(host_api.ActivateHostRequest(host="h1"))).host
     assert activated.status.state == H.STATE_CONNECTING
