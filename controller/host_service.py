@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from sqlalchemy.orm import Session
 from virtplane.v1 import host_pb2, host_service_pb2, vm_pb2
@@ -87,6 +88,13 @@ def enter_maintenance(session: Session, host_ref: str, call: Call | None = None)
     return convert.host(host, _usage(session, host))
 
 
+class _Fenced(NamedTuple):
+    """ConfirmHostDown's VMs changed now (none for a repeat), and its answer."""
+
+    changed: list[vm_pb2.Vm]
+    reply: host_service_pb2.ConfirmHostDownResponse
+
+
 class HostService:
     def __init__(
         self, store: VmStore, clients: HostClients, starter: Starter, settings: MonitorSettings
@@ -114,10 +122,7 @@ class HostService:
         client = self._clients.get(host_id, name, address)
         caps = await client.capabilities()
 
-        def insert(session: Session) -> host_pb2.Host:
-            prior = requests.claim(session, call)
-            if prior is not None:
-                return prior.decode(host_service_pb2.AddHostResponse).host
+        def insert(session: Session) -> requests.Done[host_pb2.Host]:
             if repo.host_by_name(session, name) is not None:
                 raise HostExists(name)
             host = Host(
@@ -137,10 +142,12 @@ class HostService:
             session.flush()
             proto = convert.host(host, (0, 0, 0))
             audit.mutation(session, call, f"{name} at {address}", host_id=host_id)
-            requests.remember(session, call, host_id, host_service_pb2.AddHostResponse(host=proto))
-            return proto
+            return requests.Done(proto, host_id, host_service_pb2.AddHostResponse(host=proto))
 
-        proto = await requests.once(lambda: self._db.run(insert))
+        def replay(_session: Session, prior: requests.Prior) -> host_pb2.Host:
+            return prior.decode(host_service_pb2.AddHostResponse).host
+
+        proto = await requests.run_once(self._db, call, insert, replay)
         if proto.id != host_id:  # a concurrent call with the same key added it
             await self._clients.drop(host_id)
             return proto
@@ -173,9 +180,7 @@ class HostService:
     async def remove(self, host_ref: str, call: Call = _REMOVE) -> None:
         """Forgets a host no VM is placed on, and stops watching it."""
 
-        def work(session: Session) -> str | None:
-            if requests.claim(session, call) is not None:
-                return None
+        def work(session: Session) -> requests.Done[str | None]:
             host = _locked(session, host_ref)
             placed = [vm.name for vm in repo.list_vms(session, host_id=host.id)]
             if placed:
@@ -183,10 +188,9 @@ class HostService:
             audit.mutation(session, call, host.name, host_id=host.id)
             audit.host_removed(session, host, call.request_id)
             session.delete(host)
-            requests.remember(session, call, host.id)
-            return host.id
+            return requests.Done(host.id, host.id)
 
-        host_id = await requests.once(lambda: self._db.run(work))
+        host_id = await requests.run_once(self._db, call, work, lambda _s, _p: None)
         if host_id is None:
             return
         await self._unwatch(host_id)
@@ -197,16 +201,15 @@ class HostService:
         VM is placed on it and it is no longer watched."""
         reply = host_service_pb2.SetHostMaintenanceResponse
 
-        def work(session: Session) -> tuple[host_pb2.Host, bool]:
-            prior = requests.claim(session, call)
-            if prior is not None:
-                return prior.decode(reply).host, False
+        def work(session: Session) -> requests.Done[tuple[host_pb2.Host, bool]]:
             proto = enter_maintenance(session, host_ref, call)
             audit.mutation(session, call, proto.name, host_id=proto.id)
-            requests.remember(session, call, proto.id, reply(host=proto))
-            return proto, True
+            return requests.Done((proto, True), proto.id, reply(host=proto))
 
-        proto, new = await requests.once(lambda: self._db.run(work))
+        def replay(_session: Session, prior: requests.Prior) -> tuple[host_pb2.Host, bool]:
+            return prior.decode(reply).host, False
+
+        proto, new = await requests.run_once(self._db, call, work, replay)
         if new:
             await self._unwatch(proto.id)
         return proto
@@ -215,10 +218,7 @@ class HostService:
         """Brings a host back into service: CONNECTING, UP once hostd answers."""
         reply = host_service_pb2.ActivateHostResponse
 
-        def work(session: Session) -> tuple[host_pb2.Host, str]:
-            prior = requests.claim(session, call)
-            if prior is not None:
-                return prior.decode(reply).host, ""
+        def work(session: Session) -> requests.Done[tuple[host_pb2.Host, str]]:
             host = _locked(session, host_ref)
             if host.state not in _ACTIVATABLE:
                 allowed = " or ".join(sorted(s.value for s in _ACTIVATABLE))
@@ -233,10 +233,12 @@ class HostService:
             session.flush()
             proto = convert.host(host, _usage(session, host))
             audit.mutation(session, call, host.name, host_id=host.id)
-            requests.remember(session, call, host.id, reply(host=proto))
-            return proto, host.address
+            return requests.Done((proto, host.address), host.id, reply(host=proto))
 
-        proto, address = await requests.once(lambda: self._db.run(work))
+        def replay(_session: Session, prior: requests.Prior) -> tuple[host_pb2.Host, str]:
+            return prior.decode(reply).host, ""
+
+        proto, address = await requests.run_once(self._db, call, work, replay)
         if not address:  # a repeat
             return proto
         # A fresh monitor: it reconciles on connecting, which makes the host UP.
@@ -252,12 +254,7 @@ class HostService:
         DOWN (HOST_FENCED) and the host DOWN, until hostd answers again."""
         reply = host_service_pb2.ConfirmHostDownResponse
 
-        def work(
-            session: Session,
-        ) -> tuple[host_pb2.Host, Sequence[vm_pb2.Vm], host_service_pb2.ConfirmHostDownResponse]:
-            prior = requests.claim(session, call)
-            if prior is not None:
-                return host_pb2.Host(), [], prior.decode(reply)
+        def work(session: Session) -> requests.Done[_Fenced]:
             host = _locked(session, host_ref)
             if host.state is not HostState.NON_RESPONSIVE:
                 raise IllegalHostState(
@@ -281,12 +278,14 @@ class HostService:
             proto = convert.host(host, _usage(session, host))
             first = reply(host=proto, vm_ids=[vm.id for vm in changed])
             audit.mutation(session, call, host.name, host_id=host.id)
-            requests.remember(session, call, host.id, first)
-            return proto, changed, first
+            return requests.Done(_Fenced(changed, first), host.id, first)
 
-        _proto, changed, first = await requests.once(lambda: self._db.run(work))
-        self._store.publish(list(changed))
-        return first.host, list(first.vm_ids)
+        def replay(_session: Session, prior: requests.Prior) -> _Fenced:
+            return _Fenced([], prior.decode(reply))
+
+        fenced: _Fenced = await requests.run_once(self._db, call, work, replay)
+        self._store.publish(fenced.changed)
+        return fenced.reply.host, list(fenced.reply.vm_ids)
 
     async def watch_all(self) -> None:
         """Starts a monitor for every registered host not in maintenance (on

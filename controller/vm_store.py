@@ -62,20 +62,19 @@ class VmStore:
     async def insert(self, build: Callable[[Session], Vm], call: Call) -> vm_pb2.Vm:
         """Adds the VM build makes; a repeat of call returns that VM."""
 
-        def work(session: Session) -> tuple[vm_pb2.Vm, bool]:
-            prior = requests.claim(session, call)
-            if prior is not None:
-                first = session.get(Vm, prior.result_id)
-                return (convert.vm(first) if first else prior.decode(vm_pb2.Vm)), False
+        def work(session: Session) -> requests.Done[tuple[vm_pb2.Vm, bool]]:
             vm = build(session)
             vm.revision = 0  # until stamp() gives it one, after the INSERT
             session.add(vm)
             proto = self.stamp(session, [vm], {}, call)[0]
             audit.mutation(session, call, vm_id=vm.id)
-            requests.remember(session, call, vm.id, proto)
-            return proto, True
+            return requests.Done((proto, True), vm.id, proto)
 
-        proto, new = await requests.once(lambda: self.db.run(work))
+        def replay(session: Session, prior: requests.Prior) -> tuple[vm_pb2.Vm, bool]:
+            first = session.get(Vm, prior.result_id)
+            return (convert.vm(first) if first else prior.decode(vm_pb2.Vm)), False
+
+        proto, new = await requests.run_once(self.db, call, work, replay)
         if new:
             self.hub.publish(Change(Kind.KIND_CHANGED, proto, proto.status.revision))
         return proto
@@ -104,9 +103,7 @@ class VmStore:
     async def delete(self, vm_ref: str, check: Callable[[Vm], None], call: Call) -> None:
         """Deletes the VM once check(vm) passes; a repeat of call does nothing."""
 
-        def work(session: Session) -> vm_pb2.Vm | None:
-            if requests.claim(session, call) is not None:
-                return None
+        def work(session: Session) -> requests.Done[vm_pb2.Vm | None]:
             vm = repo.find_vm(session, vm_ref)
             if vm is None:
                 raise VmNotFound(vm_ref)
@@ -118,10 +115,9 @@ class VmStore:
             proto.status.revision = repo.allocate_revisions(session)
             # The deletion's record, for the watches that resume from before it.
             audit.vm_deleted(session, vm, proto.status.revision, call.request_id)
-            requests.remember(session, call, vm.id)
-            return proto
+            return requests.Done(proto, vm.id)
 
-        proto = await requests.once(lambda: self.db.run(work))
+        proto = await requests.run_once(self.db, call, work, lambda _s, _p: None)
         if proto is not None:
             self.hub.publish(Change(Kind.KIND_DELETED, proto, proto.status.revision))
 

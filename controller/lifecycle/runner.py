@@ -129,20 +129,27 @@ class VerbRunner:
 
     @staticmethod
     def _begin(session: Session, vm: Vm, call: Call, steps: Steps) -> Outcome[Begun]:
-        prior = requests.claim(session, call)
-        if prior is not None:
+        def work(session: Session) -> requests.Done[Outcome[Begun]]:
+            return _begin_new(session, vm, call, steps)
+
+        def replay(_session: Session, prior: requests.Prior) -> Outcome[Begun]:
             return Outcome(False, Begun(prior.result_id))
-        verb = steps.verb
-        host = repo.find_host(session, vm.host_id) if verb.needs_host and vm.host_id else None
-        if vm.state not in verb.allowed or (verb.needs_host and host is None):
-            raise IllegalVmState(vm.name, vm.state.value, verb.name, verb.wording)
-        prepared = steps.begin(session, vm, host)
-        target = prepared.value
-        op = operations.begin(
-            session, verb.kind, vm, call, host_id=target.host_id, scheduled=target.placed
-        )
-        requests.remember(session, call, op.id)
-        return Outcome(prepared.changed, Begun(op.id, target))
+
+        return requests.claimed(session, call, work, replay)
+
+
+def _begin_new(session: Session, vm: Vm, call: Call, steps: Steps) -> requests.Done[Outcome[Begun]]:
+    """A new call: check the state, prepare, begin the operation."""
+    verb = steps.verb
+    host = repo.find_host(session, vm.host_id) if verb.needs_host and vm.host_id else None
+    if vm.state not in verb.allowed or (verb.needs_host and host is None):
+        raise IllegalVmState(vm.name, vm.state.value, verb.name, verb.wording)
+    prepared = steps.begin(session, vm, host)
+    target = prepared.value
+    op = operations.begin(
+        session, verb.kind, vm, call, host_id=target.host_id, scheduled=target.placed
+    )
+    return requests.Done(Outcome(prepared.changed, Begun(op.id, target)), op.id)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ another came first, so none is lost.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -182,9 +183,7 @@ def apply_next_run(session: Session, vm: Vm) -> None:
     vm.next_run_spec = None
 
 
-def _mutate(session: Session, vm: Vm, update: Update, call: Call) -> bool:
-    if requests.claim(session, call) is not None:
-        return False
+def _mutate(session: Session, vm: Vm, update: Update, call: Call) -> requests.Done[bool]:
     expected = update.expected_spec_version
     if expected and vm.spec_version != expected:
         raise Aborted(
@@ -215,13 +214,13 @@ def _mutate(session: Session, vm: Vm, update: Update, call: Call) -> bool:
     vm.spec_version += 1
     note = ", ".join(update.paths) + (" (waits for the next start)" if pending else "")
     audit.mutation(session, call, note, vm_id=vm.id)
-    requests.remember(session, call, vm.id)
-    return True
+    return requests.Done(True, vm.id)
 
 
 async def update(store: VmStore, vm_ref: str, update: Update, call: Call) -> vm_pb2.Vm:
     def mutate(session: Session, vm: Vm) -> Outcome[None]:
-        return Outcome(_mutate(session, vm, update, call), None)
+        work = functools.partial(_mutate, vm=vm, update=update, call=call)
+        return Outcome(requests.claimed(session, call, work, lambda _s, _p: False), None)
 
     if call.request_id:
         prior = await store.db.run(lambda s: requests.lookup(s, call))
