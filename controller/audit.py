@@ -17,7 +17,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from virtplane.v1 import operation_service_pb2 as op_api
 
-from controller import convert
 from controller.requests import Call
 from db import repositories as repo
 from db.enums import ExitReason, HostState, VmState
@@ -160,7 +159,7 @@ def host_state(session: Session, host: Host, before: HostState, request_id: str 
     )
 
 
-def list_events(session: Session, request: op_api.ListEventsRequest) -> list[op_api.Event]:
+def list_events(session: Session, request: op_api.ListEventsRequest) -> list[Event]:
     """A page of the log, oldest first, after request.after_id."""
     size = min(request.page_size or 100, MAX_PAGE)
     query = select(Event).where(Event.id > request.after_id).order_by(Event.id).limit(size)
@@ -168,16 +167,4 @@ def list_events(session: Session, request: op_api.ListEventsRequest) -> list[op_
         query = query.where(Event.vm_id == request.vm_id)
     if request.host_id:
         query = query.where(Event.host_id == request.host_id)
-    return [
-        op_api.Event(
-            id=e.id,
-            time=convert.timestamp(e.time),
-            kind=e.kind,
-            vm_id=e.vm_id or "",
-            host_id=e.host_id or "",
-            operation_id=e.operation_id or "",
-            request_id=e.request_id or "",
-            message=e.message,
-        )
-        for e in session.scalars(query)
-    ]
+    return list(session.scalars(query))

@@ -20,11 +20,11 @@ from virtplane.v1 import operation_service_pb2 as op_api
 
 from controller import audit
 from controller.errors import VmNotFound
-from controller.operations import get, to_proto
+from controller.operations import find
 from controller.watch import Subscription, TooSlow, WatchHub
 from db import repositories as repo
 from db.enums import OperationState
-from db.models import Operation
+from db.models import Event, Operation
 from db.session import Database
 from virtplane_common.errors import InvalidArgument
 
@@ -52,12 +52,12 @@ class OperationService:
         self._db = db
         self._hub = hub
 
-    async def get(self, op_id: str) -> operation_pb2.Operation:
+    async def get(self, op_id: str) -> Operation:
         if not op_id:
             raise InvalidArgument("id", "is required")
-        return await self._db.run(lambda s: get(s, op_id))
+        return await self._db.run(lambda s: find(s, op_id))
 
-    async def wait(self, op_id: str, timeout_seconds: int) -> operation_pb2.Operation:
+    async def wait(self, op_id: str, timeout_seconds: int) -> Operation:
         """The operation once done, or as it is when the timeout passes. It
         is read again whenever its VM changes here, and at least every
         second (another controller may end it, or the host's answer alone)."""
@@ -69,7 +69,7 @@ class OperationService:
             while True:
                 op = await self.get(op_id)
                 left = deadline - time.monotonic()
-                if op.done or left <= 0:
+                if op.state is not OperationState.RUNNING or left <= 0:
                     return op
                 await self._vm_changed(sub, op.vm_id, min(_POLL, left))
         finally:
@@ -87,9 +87,7 @@ class OperationService:
                 while (await sub.next()).vm.id != vm_id:
                     pass
 
-    async def page(
-        self, request: op_api.ListOperationsRequest
-    ) -> tuple[list[operation_pb2.Operation], str]:
+    async def page(self, request: op_api.ListOperationsRequest) -> tuple[list[Operation], str]:
         if request.page_size < 0:
             raise InvalidArgument("page_size", "must not be negative")
         size = min(request.page_size or 100, MAX_PAGE)
@@ -110,7 +108,7 @@ class OperationService:
             if not same:
                 raise InvalidArgument("page_token", "was given for other filters")
 
-        def work(session: Session) -> tuple[list[operation_pb2.Operation], str]:
+        def work(session: Session) -> tuple[list[Operation], str]:
             query = select(Operation).order_by(Operation.created_at.desc(), Operation.id.desc())
             if request.vm:
                 vm = repo.find_vm(session, request.vm)
@@ -129,11 +127,11 @@ class OperationService:
             rows = session.scalars(query.limit(size + 1)).all()
             page = rows[:size]
             token = _page_token(filters, page[-1]) if len(rows) > size else ""
-            return [to_proto(op) for op in page], token
+            return list(page), token
 
         return await self._db.run(work)
 
-    async def events(self, request: op_api.ListEventsRequest) -> list[op_api.Event]:
+    async def events(self, request: op_api.ListEventsRequest) -> list[Event]:
         if request.page_size < 0:
             raise InvalidArgument("page_size", "must not be negative")
         return await self._db.run(lambda s: audit.list_events(s, request))

@@ -16,7 +16,7 @@ Success and failure count only once the host has accepted the request;
 before that, the verb itself ends the operation when the host refuses.
 
 After a controller restart (recover()): an operation the host had accepted
-resumes — it ends as above, as the monitor learns the VM's state from the
+goes on — it ends as above, as the monitor learns the VM's state from the
 host; so does a start booked on a host, which the starter sends again with
 the same key; any other the host had not accepted yet ends FAILED ("the
 controller restarted before the host accepted the request"), as nobody will
@@ -194,7 +194,7 @@ def recover(session: Session) -> int:
     except the starts the starter sends again (a VM booked on a host,
     WAIT_FOR_LAUNCH with its CreateVm key: Starter.resend_pending() in
     controller.lifecycle.placement);
-    the others resume. Returns how many failed."""
+    the others go on. Returns how many failed."""
     stale = session.scalars(
         select(Operation).where(
             Operation.state == OperationState.RUNNING, Operation.accepted_at.is_(None)
@@ -209,36 +209,11 @@ def recover(session: Session) -> int:
     return len(stale)
 
 
-def to_proto(op: Operation) -> operation_pb2.Operation:
-    error = None
-    if op.state is OperationState.FAILED:
-        error = operation_pb2.OperationError(code=op.error_code, message=op.error_message)
-    return operation_pb2.Operation(
-        id=op.id,
-        kind=operation_pb2.Operation.Kind.Value(f"KIND_{op.kind.value}"),
-        vm_id=op.vm_id,
-        host_id=op.host_id or "",
-        state=operation_pb2.Operation.State.Value(f"STATE_{op.state.value}"),
-        done=op.state is not OperationState.RUNNING,
-        error=error,
-        request_id=op.request_id or "",
-        phases=operation_pb2.OperationPhases(
-            create_time=convert.timestamp(op.created_at),
-            scheduled_time=convert.timestamp(op.scheduled_at),
-            dispatched_time=convert.timestamp(op.dispatched_at),
-            accepted_time=convert.timestamp(op.accepted_at),
-            powering_up_time=convert.timestamp(op.powering_up_at),
-            up_time=convert.timestamp(op.up_at),
-            done_time=convert.timestamp(op.done_at),
-        ),
-    )
-
-
-def get(session: Session, op_id: str) -> operation_pb2.Operation:
+def find(session: Session, op_id: str) -> Operation:
     op = session.get(Operation, op_id)
     if op is None:
         raise OperationNotFound(op_id)
-    return to_proto(op)
+    return op
 
 
 class VmAndOperation(NamedTuple):
@@ -251,8 +226,8 @@ class VmAndOperation(NamedTuple):
 def with_vm(session: Session, op_id: str) -> VmAndOperation:
     """The VM of an operation and the operation, each as it is now: what a
     verb answers, also to a repeat of its request."""
-    op = get(session, op_id)
+    op = find(session, op_id)
     vm = repo.find_vm(session, op.vm_id)
     if vm is None:
         raise VmNotFound(op.vm_id)
-    return VmAndOperation(convert.vm(vm), op)
+    return VmAndOperation(convert.vm(vm), convert.operation(op))

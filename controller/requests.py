@@ -93,7 +93,6 @@ def claim(session: Session, call: Call) -> Prior | None:
     before the unit of work's first lock or write."""
     if not call.request_id:
         return None
-    session.info["request_id"] = call.request_id
     row = session.get(ApiRequest, call.request_id)
     if row is not None:
         if (row.method, row.fingerprint) != (call.method, call.fingerprint):

@@ -166,24 +166,29 @@ class OperationServicer(op_grpc.OperationServiceServicer):
     async def GetOperation(
         self, request: op_api.GetOperationRequest, context: Context
     ) -> op_api.GetOperationResponse:
-        return op_api.GetOperationResponse(operation=await self._ops.get(request.id))
+        return op_api.GetOperationResponse(
+            operation=convert.operation(await self._ops.get(request.id))
+        )
 
     async def ListOperations(
         self, request: op_api.ListOperationsRequest, context: Context
     ) -> op_api.ListOperationsResponse:
         ops, token = await self._ops.page(request)
-        return op_api.ListOperationsResponse(operations=ops, next_page_token=token)
+        return op_api.ListOperationsResponse(
+            operations=[convert.operation(op) for op in ops], next_page_token=token
+        )
 
     async def WaitOperation(
         self, request: op_api.WaitOperationRequest, context: Context
     ) -> op_api.WaitOperationResponse:
         op = await self._ops.wait(_ref("id", request.id), request.timeout_seconds)
-        return op_api.WaitOperationResponse(operation=op)
+        return op_api.WaitOperationResponse(operation=convert.operation(op))
 
     async def ListEvents(
         self, request: op_api.ListEventsRequest, context: Context
     ) -> op_api.ListEventsResponse:
-        return op_api.ListEventsResponse(events=await self._ops.events(request))
+        events = await self._ops.events(request)
+        return op_api.ListEventsResponse(events=[convert.event(e) for e in events])
 
 
 class HostServicer(host_grpc.HostServiceServicer):
@@ -255,19 +260,23 @@ class AffinityGroupServicer(affinity_grpc.AffinityGroupServiceServicer):
         group = await self._groups.create(
             name, _POLARITY[request.polarity], request.enforcing, list(request.vms)
         )
-        return affinity_api.CreateAffinityGroupResponse(group=group)
+        return affinity_api.CreateAffinityGroupResponse(group=convert.affinity_group(group))
 
     async def GetAffinityGroup(
         self, request: affinity_api.GetAffinityGroupRequest, context: Context
     ) -> affinity_api.GetAffinityGroupResponse:
         if not request.group:
             raise InvalidArgument("group", "is required (an id or a name)")
-        return affinity_api.GetAffinityGroupResponse(group=await self._groups.get(request.group))
+        group = await self._groups.get(request.group)
+        return affinity_api.GetAffinityGroupResponse(group=convert.affinity_group(group))
 
     async def ListAffinityGroups(
         self, request: affinity_api.ListAffinityGroupsRequest, context: Context
     ) -> affinity_api.ListAffinityGroupsResponse:
-        return affinity_api.ListAffinityGroupsResponse(groups=await self._groups.list())
+        groups = await self._groups.list()
+        return affinity_api.ListAffinityGroupsResponse(
+            groups=[convert.affinity_group(g) for g in groups]
+        )
 
     async def DeleteAffinityGroup(
         self, request: affinity_api.DeleteAffinityGroupRequest, context: Context

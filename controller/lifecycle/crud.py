@@ -6,7 +6,6 @@ Reads return database rows or domain values; the servicer converts them."""
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,8 +25,6 @@ from controller.vm_store import VmStore
 from db import repositories as repo
 from db.enums import ExitReason, VmOrigin, VmState
 from db.models import GuestFact, Nic, Vm
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
