@@ -1,0 +1,33 @@
+"""controller: virtplane's control plane. It keeps the VMs and hosts in a
+database, places VMs on hosts, and drives each host's hostd.
+
+Modules, one job each:
+
+- config        ControllerConfig, frozen, built by main()
+- errors        the controller's exceptions, derived from the API's error categories
+- validation    checking what clients send; each failure names its field
+- requests      request ids: every mutation idempotent (claim, remember, forget)
+- convert       rows and domain values -> API messages, and back
+- audit         the audit log: mutations, VMs and hosts created, moved, removed
+- vm_store      every change to a VM: one transaction, audit and operation
+                progress called by name, a revision, then published to watchers
+- operations    what an operation is, its phases and what ends it
+- operation_service  GetOperation, ListOperations, WaitOperation, ListEvents
+- lifecycle/    the VM lifecycle: the table of verbs, the one runner, placement,
+                restore, create/read/update/delete (see lifecycle/__init__.py)
+- scheduler     filters and weights: which host a VM goes to (pure)
+- affinity      affinity groups: create, get, list, delete
+- ha            restarting highly available VMs that went DOWN
+- host_client   calls to one hostd, its errors translated at this boundary
+- hosts         the registry of hostd clients
+- host_state    set_host_state(): a host's state written and logged
+- monitor       one event watch per host keeps VM and host state true
+- host_service  host registration and verbs (maintenance, activate, confirm down)
+- guest_agent   a VM's guest agent through its host: refresh, raw report
+- watch         fan-out of VM changes to WatchVms subscribers
+- watch_stream  WatchVms: snapshot or resume, then every change
+- retention     pruning request ids, the audit log and ended operations
+- servicers     the gRPC servicers, thin: validate, call a service, convert
+- app           everything assembled (Controller.start/stop)
+- main          the virtplane-controller command
+"""

@@ -1,14 +1,13 @@
 """Affinity groups: creating, reading and deleting them. The scheduler reads
-them at placement (db.repositories.affinity_of, controller.scheduler)."""
+them at placement (db.repositories.affinity_of, controller.scheduler).
+The service returns rows; the servicer converts them."""
 
 from __future__ import annotations
 
 import uuid
 
 from sqlalchemy.orm import Session
-from virtplane.v1 import affinity_group_service_pb2 as api
 
-from controller import convert
 from controller.errors import AffinityGroupExists, AffinityGroupNotFound, VmNotFound
 from db import repositories as repo
 from db.models import AffinityGroup, AffinityMember
@@ -21,8 +20,8 @@ class AffinityGroups:
 
     async def create(
         self, name: str, positive: bool, enforcing: bool, vm_refs: list[str]
-    ) -> api.AffinityGroup:
-        def work(session: Session) -> api.AffinityGroup:
+    ) -> AffinityGroup:
+        def work(session: Session) -> AffinityGroup:
             if repo.find_affinity_group(session, name) is not None:
                 raise AffinityGroupExists(name)
             group = AffinityGroup(
@@ -38,23 +37,21 @@ class AffinityGroups:
             group.members = [AffinityMember(vm_id=i) for i in ids]
             session.add(group)
             session.flush()
-            return convert.affinity_group(group)
+            return group
 
         return await self._db.run(work)
 
-    async def get(self, ref: str) -> api.AffinityGroup:
-        def work(session: Session) -> api.AffinityGroup:
+    async def get(self, ref: str) -> AffinityGroup:
+        def work(session: Session) -> AffinityGroup:
             group = repo.find_affinity_group(session, ref)
             if group is None:
                 raise AffinityGroupNotFound(ref)
-            return convert.affinity_group(group)
+            return group
 
         return await self._db.run(work)
 
-    async def list(self) -> list[api.AffinityGroup]:
-        return await self._db.run(
-            lambda s: [convert.affinity_group(g) for g in repo.list_affinity_groups(s)]
-        )
+    async def list(self) -> list[AffinityGroup]:
+        return await self._db.run(lambda s: list(repo.list_affinity_groups(s)))
 
     async def delete(self, ref: str) -> None:
         def work(session: Session) -> None:

@@ -24,17 +24,17 @@ from controller.config import ControllerConfig
 from controller.ha import HaRestarter
 from controller.host_service import HostService
 from controller.hosts import HostClients
+from controller.lifecycle.crud import VmService
+from controller.lifecycle.placement import Starter
+from controller.lifecycle.power import VmVerbs
 from controller.monitor import MonitorSettings
-from controller.operations import OperationService
-from controller.power import PowerVerbs
+from controller.operation_service import OperationService
 from controller.servicers import (
     AffinityGroupServicer,
     HostServicer,
     OperationServicer,
     VmServicer,
 )
-from controller.starter import Starter
-from controller.vm_service import VmService
 from controller.vm_store import VmStore
 from controller.watch import WatchHub
 from controller.watch_stream import WatchStream
@@ -53,7 +53,6 @@ class Controller:
         self.config = config
         self.db = Database(config.database_url)
         migrate.upgrade(self.db.engine)
-        operations.install(self.db)
         self.store = VmStore(self.db, WatchHub(config.watch_queue_size))
         self.clients = HostClients(config.host_call_timeout)
         self.starter = Starter(self.store, self.clients, config.scheduling_policy)
@@ -65,11 +64,11 @@ class Controller:
             MonitorSettings(config.host_retry_seconds, config.reconcile_seconds),
         )
         self.restarter = HaRestarter(self.store, self.starter, config.ha)
-        self._resume: asyncio.Task[int] | None = None
+        self._resend: asyncio.Task[int] | None = None
         self.server = grpc.aio.server(interceptors=[ErrorInterceptor()])
-        power = PowerVerbs(self.store, self.clients)
+        self.verbs = VmVerbs(self.store, self.clients, self.starter)
         vm_service_pb2_grpc.add_VmServiceServicer_to_server(
-            VmServicer(self.vms, power, WatchStream(self.store)), self.server
+            VmServicer(self.vms, self.verbs, WatchStream(self.store)), self.server
         )
         operation_service_pb2_grpc.add_OperationServiceServicer_to_server(
             OperationServicer(OperationService(self.db, self.store.hub)), self.server
@@ -108,14 +107,14 @@ class Controller:
         self._pruning = asyncio.create_task(retention.run(self.db, keep), name="pruning")
         # Starts a previous controller booked and may not have sent: resent
         # once the monitors had their first look at the hosts.
-        self._resume = asyncio.create_task(self._resume_starts(), name="resume-starts")
+        self._resend = asyncio.create_task(self._resend_starts(), name="resend-starts")
         self.restarter.start()
         await self.probes.serving()
         log.info("controller listening on %s", self.config.listen)
 
-    async def _resume_starts(self) -> int:
+    async def _resend_starts(self) -> int:
         await asyncio.sleep(self.config.host_retry_seconds)
-        return await self.starter.resume()
+        return await self.starter.resend_pending()
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()
@@ -124,7 +123,7 @@ class Controller:
         await self.probes.stopping()
         await self.server.stop(grace)
         await self.restarter.stop()
-        for task in (self._pruning, self._resume):
+        for task in (self._pruning, self._resend):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

@@ -1,24 +1,25 @@
 """The audit log (table events): every mutation asked through the API and
 every state change of a VM or host, with the request that caused it.
 
-State changes are caught where they are written, whoever writes them (a
-verb, the monitor, a host verb): before_flush() looks at the VMs and hosts
-whose state changed in the flush and logs each change. The services log
-the mutations themselves (mutation()).
+Each is logged by name where it is written: the services log the
+mutations (mutation()); the VM store logs the VMs a unit of work created or
+moved (vm_changes(), from VmStore.stamp); a host's state is logged where it
+is set (controller.host_state). A record carries the request id of the API
+call that caused it, when it has one.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
-from sqlalchemy import inspect, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from virtplane.v1 import operation_service_pb2 as op_api
 
-from controller import convert
 from controller.requests import Call
 from db import repositories as repo
-from db.enums import ExitReason, VmState
+from db.enums import ExitReason, HostState, VmState
 from db.models import Event, Host, Vm, utcnow
 
 VM_CREATED = "VM_CREATED"
@@ -42,6 +43,7 @@ def record(
     host_id: str | None = None,
     operation_id: str | None = None,
     revision: int | None = None,
+    request_id: str = "",
 ) -> None:
     session.add(
         Event(
@@ -50,7 +52,7 @@ def record(
             vm_id=vm_id,
             host_id=host_id,
             operation_id=operation_id,
-            request_id=session.info.get("request_id"),
+            request_id=request_id or None,
             message=message,
             revision=revision,
         )
@@ -68,70 +70,96 @@ def mutation(
 ) -> None:
     """Logs a mutation the API carried out."""
     text = f"{call.method}: {message}" if message else call.method
-    record(session, REQUEST, text, vm_id=vm_id, host_id=host_id, operation_id=operation_id)
-
-
-def vm_deleted(session: Session, vm: Vm, revision: int) -> None:
-    record(session, VM_DELETED, f"VM {vm.name!r} deleted", vm_id=vm.id, revision=revision)
-
-
-def _change(obj: Any, attr: str) -> tuple[Any, Any] | None:
-    """(before, after) of an attribute changed since the last flush."""
-    history = inspect(obj).attrs[attr].history
-    if not history.added:
-        return None
-    before = history.deleted[0] if history.deleted else None
-    after = history.added[0]
-    return None if before == after else (before, after)
-
-
-def _vm_state(session: Session, vm: Vm, before: VmState | None, after: VmState) -> None:
-    why = vm.status_message
-    if after is VmState.DOWN and vm.exit_reason is not ExitReason.NONE:
-        why = f"{vm.exit_reason.value}: {why}" if why else vm.exit_reason.value
-    host = _change(vm, "host_id")  # a VM going DOWN leaves its host: name that one
     record(
         session,
-        VM_STATE,
-        f"{before.value if before else '?'} → {after.value}" + (f" ({why})" if why else ""),
-        vm_id=vm.id,
-        host_id=vm.host_id or (host[0] if host else None),
+        REQUEST,
+        text,
+        vm_id=vm_id,
+        host_id=host_id,
+        operation_id=operation_id,
+        request_id=call.request_id,
     )
 
 
-def before_flush(session: Session) -> list[Vm]:
-    """Logs the VMs and hosts created, removed or moved to another state in
-    this flush; returns the VMs whose state changed."""
+def vm_deleted(session: Session, vm: Vm, revision: int, request_id: str = "") -> None:
+    record(
+        session,
+        VM_DELETED,
+        f"VM {vm.name!r} deleted",
+        vm_id=vm.id,
+        revision=revision,
+        request_id=request_id,
+    )
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A VM's state and host as a unit of work found it."""
+
+    state: VmState
+    host_id: str | None
+
+
+def seen(vms: Iterable[Vm]) -> dict[str, Seen]:
+    """What vms are now, for vm_changes() to compare with later."""
+    return {vm.id: Seen(vm.state, vm.host_id) for vm in vms}
+
+
+def _vm_state(session: Session, vm: Vm, before: Seen, request_id: str) -> None:
+    why = vm.status_message
+    if vm.state is VmState.DOWN and vm.exit_reason is not ExitReason.NONE:
+        why = f"{vm.exit_reason.value}: {why}" if why else vm.exit_reason.value
+    record(
+        session,
+        VM_STATE,
+        f"{before.state.value} → {vm.state.value}" + (f" ({why})" if why else ""),
+        vm_id=vm.id,
+        # A VM going DOWN leaves its host: name that one.
+        host_id=vm.host_id or before.host_id,
+        request_id=request_id,
+    )
+
+
+def vm_changes(
+    session: Session, vms: Iterable[Vm], found: Mapping[str, Seen], request_id: str = ""
+) -> list[Vm]:
+    """Logs each of vms that the unit of work created (not in found) or
+    moved to another state than found; returns the VMs it moved."""
     moved: list[Vm] = []
-    for obj in list(session.new):
-        if isinstance(obj, Vm):
-            record(session, VM_CREATED, f"VM {obj.name!r} created", vm_id=obj.id)
-        elif isinstance(obj, Host):
-            record(session, HOST_ADDED, f"host {obj.name!r} added", host_id=obj.id)
-    for obj in list(session.dirty):
-        if isinstance(obj, Vm):
-            change = _change(obj, "state")
-            if change is not None:
-                moved.append(obj)
-                _vm_state(session, obj, *change)
-        elif isinstance(obj, Host):
-            change = _change(obj, "state")
-            if change is not None:
-                before, after = change
-                why = f" ({obj.state_message})" if obj.state_message else ""
-                record(
-                    session,
-                    HOST_STATE,
-                    f"{before.value if before else '?'} → {after.value}{why}",
-                    host_id=obj.id,
-                )
-    for obj in list(session.deleted):
-        if isinstance(obj, Host):
-            record(session, HOST_REMOVED, f"host {obj.name!r} removed", host_id=obj.id)
+    for vm in vms:
+        before = found.get(vm.id)
+        if before is None:
+            record(
+                session, VM_CREATED, f"VM {vm.name!r} created", vm_id=vm.id, request_id=request_id
+            )
+        elif before.state is not vm.state:
+            moved.append(vm)
+            _vm_state(session, vm, before, request_id)
     return moved
 
 
-def list_events(session: Session, request: op_api.ListEventsRequest) -> list[op_api.Event]:
+def host_added(session: Session, host: Host, request_id: str = "") -> None:
+    record(session, HOST_ADDED, f"host {host.name!r} added", host_id=host.id, request_id=request_id)
+
+
+def host_removed(session: Session, host: Host, request_id: str = "") -> None:
+    record(
+        session, HOST_REMOVED, f"host {host.name!r} removed", host_id=host.id, request_id=request_id
+    )
+
+
+def host_state(session: Session, host: Host, before: HostState, request_id: str = "") -> None:
+    why = f" ({host.state_message})" if host.state_message else ""
+    record(
+        session,
+        HOST_STATE,
+        f"{before.value} → {host.state.value}{why}",
+        host_id=host.id,
+        request_id=request_id,
+    )
+
+
+def list_events(session: Session, request: op_api.ListEventsRequest) -> list[Event]:
     """A page of the log, oldest first, after request.after_id."""
     size = min(request.page_size or 100, MAX_PAGE)
     query = select(Event).where(Event.id > request.after_id).order_by(Event.id).limit(size)
@@ -139,16 +167,4 @@ def list_events(session: Session, request: op_api.ListEventsRequest) -> list[op_
         query = query.where(Event.vm_id == request.vm_id)
     if request.host_id:
         query = query.where(Event.host_id == request.host_id)
-    return [
-        op_api.Event(
-            id=e.id,
-            time=convert.timestamp(e.time),
-            kind=e.kind,
-            vm_id=e.vm_id or "",
-            host_id=e.host_id or "",
-            operation_id=e.operation_id or "",
-            request_id=e.request_id or "",
-            message=e.message,
-        )
-        for e in session.scalars(query)
-    ]
+    return list(session.scalars(query))

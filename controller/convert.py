@@ -1,4 +1,5 @@
-"""Conversions between database rows and API messages."""
+"""Conversions between database rows (and domain values) and API messages:
+the servicers call these on what the services return."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 from virtplane.v1 import affinity_group_service_pb2 as affinity_pb2
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
-from virtplane.v1 import host_pb2, vm_pb2, vm_service_pb2
+from virtplane.v1 import host_pb2, operation_pb2, operation_service_pb2, vm_pb2, vm_service_pb2
 
 from controller.scheduler import Placement
 from db import models
-from db.enums import DiskFormat, ExitReason, HostState, NicKind, VmState
+from db.enums import DiskFormat, ExitReason, HostState, NicKind, OperationState, VmState
 
 GUESTD_SOURCE = "guestd"
 HOSTD_SOURCE = "hostd"
@@ -319,4 +320,42 @@ def affinity_group(row: models.AffinityGroup) -> affinity_pb2.AffinityGroup:
         polarity=group.POLARITY_POSITIVE if row.positive else group.POLARITY_NEGATIVE,
         enforcing=row.enforcing,
         vm_ids=[m.vm_id for m in row.members],
+    )
+
+
+def operation(op: models.Operation) -> operation_pb2.Operation:
+    error = None
+    if op.state is OperationState.FAILED:
+        error = operation_pb2.OperationError(code=op.error_code, message=op.error_message)
+    return operation_pb2.Operation(
+        id=op.id,
+        kind=operation_pb2.Operation.Kind.Value(f"KIND_{op.kind.value}"),
+        vm_id=op.vm_id,
+        host_id=op.host_id or "",
+        state=operation_pb2.Operation.State.Value(f"STATE_{op.state.value}"),
+        done=op.state is not OperationState.RUNNING,
+        error=error,
+        request_id=op.request_id or "",
+        phases=operation_pb2.OperationPhases(
+            create_time=timestamp(op.created_at),
+            scheduled_time=timestamp(op.scheduled_at),
+            dispatched_time=timestamp(op.dispatched_at),
+            accepted_time=timestamp(op.accepted_at),
+            powering_up_time=timestamp(op.powering_up_at),
+            up_time=timestamp(op.up_at),
+            done_time=timestamp(op.done_at),
+        ),
+    )
+
+
+def event(row: models.Event) -> operation_service_pb2.Event:
+    return operation_service_pb2.Event(
+        id=row.id,
+        time=timestamp(row.time),
+        kind=row.kind,
+        vm_id=row.vm_id or "",
+        host_id=row.host_id or "",
+        operation_id=row.operation_id or "",
+        request_id=row.request_id or "",
+        message=row.message,
     )

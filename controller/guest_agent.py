@@ -8,32 +8,17 @@ asked, so it is there after a controller restart too, as long as the VM runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlalchemy.orm import Session
 from virtplane.v1 import vm_service_pb2
 
 from controller.errors import IllegalVmState, VmNotFound
 from controller.hosts import HostClients
+from controller.lifecycle.states import AGENT_REACHABLE
+from controller.lifecycle.target import HostTarget
 from db import repositories as repo
 from db.enums import VmState
 from db.session import Database
 from virtplane_common.errors import VirtplaneError
-
-_AGENT_STATES = frozenset(
-    {VmState.UP, VmState.POWERING_UP, VmState.PAUSED, VmState.POWERING_DOWN, VmState.NOT_RESPONDING}
-)
-"""States in which the VM's domain runs on its host, so its channel is open."""
-
-
-@dataclass(frozen=True)
-class _Placed:
-    vm_id: str
-    name: str
-    state: VmState
-    host_id: str
-    host_name: str
-    address: str
 
 
 class GuestAgent:
@@ -41,33 +26,31 @@ class GuestAgent:
         self._db = db
         self._clients = clients
 
-    async def _find(self, vm_ref: str) -> _Placed:
-        def work(session: Session) -> _Placed:
+    async def _find(self, vm_ref: str) -> tuple[str, VmState, HostTarget | None]:
+        """The VM's name and state, and its host if it has one."""
+
+        def work(session: Session) -> tuple[str, VmState, HostTarget | None]:
             vm = repo.find_vm(session, vm_ref)
             if vm is None:
                 raise VmNotFound(vm_ref)
             host = repo.find_host(session, vm.host_id) if vm.host_id else None
-            if host is None:
-                return _Placed(vm.id, vm.name, vm.state, "", "", "")
-            return _Placed(vm.id, vm.name, vm.state, host.id, host.name, host.address)
+            return vm.name, vm.state, HostTarget.of(vm, host) if host else None
 
         return await self._db.run(work)
 
     async def refresh(self, vm_ref: str) -> None:
-        placed = await self._find(vm_ref)
-        if placed.state not in _AGENT_STATES or not placed.host_id:
-            raise IllegalVmState(
-                placed.name, placed.state.value, "refresh the guest info of", "running"
-            )
+        name, state, placed = await self._find(vm_ref)
+        if state not in AGENT_REACHABLE or placed is None:
+            raise IllegalVmState(name, state.value, "refresh the guest info of", "running")
         client = self._clients.get(placed.host_id, placed.host_name, placed.address)
         await client.refresh_guest(placed.vm_id)
 
     async def raw_report(self, vm_ref: str) -> vm_service_pb2.GuestRawReport:
         """The last report from the VM's host; a reason instead when there is none."""
-        placed = await self._find(vm_ref)
-        if not placed.host_id:
+        name, state, placed = await self._find(vm_ref)
+        if placed is None:
             return vm_service_pb2.GuestRawReport(
-                unavailable_reason=f"VM {placed.name!r} is {placed.state.value}: it runs on no host"
+                unavailable_reason=f"VM {name!r} is {state.value}: it runs on no host"
             )
         raw = vm_service_pb2.GuestRawReport(host_id=placed.host_id)
         client = self._clients.get(placed.host_id, placed.host_name, placed.address)

@@ -2,7 +2,7 @@
 
 A highly available VM that goes DOWN because it crashed, vanished from its
 host, or its host was confirmed down gets a restart due at once
-(controller.vm_store.set_state). This loop claims each due restart — the
+(controller.lifecycle.states.set_state). This loop claims each due restart — the
 claim counts the try and plans the next one after a backoff, in the database
 — and then starts the VM through the scheduler, on its host or another. A
 restart that fails (no host fits, every host refused) is tried again when the
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 from virtplane.v1 import vm_pb2
 
-from controller.starter import Starter
+from controller.audit import seen
+from controller.lifecycle.placement import Starter
 from controller.vm_store import VmStore
 from db import repositories as repo
 from db.models import utcnow
@@ -94,5 +95,5 @@ class HaRestarter:
             vm.ha_restart_at = now + dt.timedelta(
                 seconds=self._policy.delay_after(vm.ha_restart_count)
             )
-        changed = self._store.stamp(session, due)
+        changed = self._store.stamp(session, due, seen(due))
         return changed, [(vm.id, vm.name, vm.ha_restart_count) for vm in due]

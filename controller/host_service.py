@@ -21,17 +21,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from sqlalchemy.orm import Session
 from virtplane.v1 import host_pb2, host_service_pb2, vm_pb2
 
 from controller import audit, convert, requests
+from controller.audit import seen
 from controller.errors import HostExists, HostHasVms, HostNotFound, IllegalHostState
+from controller.host_state import set_host_state
 from controller.hosts import HostClients
+from controller.lifecycle.placement import Starter
+from controller.lifecycle.states import set_state
 from controller.monitor import HostMonitor, MonitorSettings
 from controller.requests import Call
-from controller.starter import Starter
-from controller.vm_store import VmStore, set_state
+from controller.vm_store import VmStore
 from db import repositories as repo
 from db.enums import ACTIVE_VM_STATES, ExitReason, HostState, VmState
 from db.models import Host, utcnow
@@ -61,11 +65,12 @@ def _usage(session: Session, host: Host) -> tuple[int, int, int]:
     return repo.host_usage(session).get(host.id, (0, 0, 0))
 
 
-def enter_maintenance(session: Session, host_ref: str) -> host_pb2.Host:
-    """Moves the host to MAINTENANCE in the caller's transaction, unless VMs
-    run on it. The host row is locked first, as a booking locks it, so a
-    concurrent StartVm either books before (and is seen here) or waits and
-    then finds the host in maintenance."""
+def enter_maintenance(session: Session, host_ref: str, call: Call | None = None) -> host_pb2.Host:
+    """Moves the host to MAINTENANCE in the caller's transaction (for call,
+    if an API call asked), unless VMs run on it. The host row is locked
+    first, as a booking locks it, so a concurrent StartVm either books
+    before (and is seen here) or waits and then finds the host in
+    maintenance."""
     host = _locked(session, host_ref)
     if host.state not in _MAINTAINABLE:
         allowed = " or ".join(sorted(s.value for s in _MAINTAINABLE))
@@ -77,10 +82,17 @@ def enter_maintenance(session: Session, host_ref: str) -> host_pb2.Host:
         raise HostHasVms(
             host.name, "move to maintenance", running, "run on it (stop or move them first)"
         )
-    host.state = HostState.MAINTENANCE
-    host.state_message = "in maintenance"
+    request_id = call.request_id if call else ""
+    set_host_state(session, host, HostState.MAINTENANCE, "in maintenance", request_id)
     session.flush()
     return convert.host(host, _usage(session, host))
+
+
+class _Fenced(NamedTuple):
+    """ConfirmHostDown's VMs changed now (none for a repeat), and its answer."""
+
+    changed: list[vm_pb2.Vm]
+    reply: host_service_pb2.ConfirmHostDownResponse
 
 
 class HostService:
@@ -110,10 +122,7 @@ class HostService:
         client = self._clients.get(host_id, name, address)
         caps = await client.capabilities()
 
-        def insert(session: Session) -> host_pb2.Host:
-            prior = requests.claim(session, call)
-            if prior is not None:
-                return prior.decode(host_service_pb2.AddHostResponse).host
+        def insert(session: Session) -> requests.Done[host_pb2.Host]:
             if repo.host_by_name(session, name) is not None:
                 raise HostExists(name)
             host = Host(
@@ -129,13 +138,16 @@ class HostService:
                 last_seen_at=utcnow(),
             )
             session.add(host)
+            audit.host_added(session, host, call.request_id)
             session.flush()
             proto = convert.host(host, (0, 0, 0))
             audit.mutation(session, call, f"{name} at {address}", host_id=host_id)
-            requests.remember(session, call, host_id, host_service_pb2.AddHostResponse(host=proto))
-            return proto
+            return requests.Done(proto, host_id, host_service_pb2.AddHostResponse(host=proto))
 
-        proto = await requests.once(lambda: self._db.run(insert))
+        def replay(_session: Session, prior: requests.Prior) -> host_pb2.Host:
+            return prior.decode(host_service_pb2.AddHostResponse).host
+
+        proto = await requests.run_once(self._db, call, insert, replay)
         if proto.id != host_id:  # a concurrent call with the same key added it
             await self._clients.drop(host_id)
             return proto
@@ -168,19 +180,17 @@ class HostService:
     async def remove(self, host_ref: str, call: Call = _REMOVE) -> None:
         """Forgets a host no VM is placed on, and stops watching it."""
 
-        def work(session: Session) -> str | None:
-            if requests.claim(session, call) is not None:
-                return None
+        def work(session: Session) -> requests.Done[str | None]:
             host = _locked(session, host_ref)
             placed = [vm.name for vm in repo.list_vms(session, host_id=host.id)]
             if placed:
                 raise HostHasVms(host.name, "remove", placed, "are placed on it")
             audit.mutation(session, call, host.name, host_id=host.id)
+            audit.host_removed(session, host, call.request_id)
             session.delete(host)
-            requests.remember(session, call, host.id)
-            return host.id
+            return requests.Done(host.id, host.id)
 
-        host_id = await requests.once(lambda: self._db.run(work))
+        host_id = await requests.run_once(self._db, call, work, lambda _s, _p: None)
         if host_id is None:
             return
         await self._unwatch(host_id)
@@ -191,16 +201,15 @@ class HostService:
         VM is placed on it and it is no longer watched."""
         reply = host_service_pb2.SetHostMaintenanceResponse
 
-        def work(session: Session) -> tuple[host_pb2.Host, bool]:
-            prior = requests.claim(session, call)
-            if prior is not None:
-                return prior.decode(reply).host, False
-            proto = enter_maintenance(session, host_ref)
+        def work(session: Session) -> requests.Done[tuple[host_pb2.Host, bool]]:
+            proto = enter_maintenance(session, host_ref, call)
             audit.mutation(session, call, proto.name, host_id=proto.id)
-            requests.remember(session, call, proto.id, reply(host=proto))
-            return proto, True
+            return requests.Done((proto, True), proto.id, reply(host=proto))
 
-        proto, new = await requests.once(lambda: self._db.run(work))
+        def replay(_session: Session, prior: requests.Prior) -> tuple[host_pb2.Host, bool]:
+            return prior.decode(reply).host, False
+
+        proto, new = await requests.run_once(self._db, call, work, replay)
         if new:
             await self._unwatch(proto.id)
         return proto
@@ -209,23 +218,27 @@ class HostService:
         """Brings a host back into service: CONNECTING, UP once hostd answers."""
         reply = host_service_pb2.ActivateHostResponse
 
-        def work(session: Session) -> tuple[host_pb2.Host, str]:
-            prior = requests.claim(session, call)
-            if prior is not None:
-                return prior.decode(reply).host, ""
+        def work(session: Session) -> requests.Done[tuple[host_pb2.Host, str]]:
             host = _locked(session, host_ref)
             if host.state not in _ACTIVATABLE:
                 allowed = " or ".join(sorted(s.value for s in _ACTIVATABLE))
                 raise IllegalHostState(host.name, host.state.value, "activate", allowed)
-            host.state = HostState.CONNECTING
-            host.state_message = "activated; waiting for hostd to answer"
+            set_host_state(
+                session,
+                host,
+                HostState.CONNECTING,
+                "activated; waiting for hostd to answer",
+                call.request_id,
+            )
             session.flush()
             proto = convert.host(host, _usage(session, host))
             audit.mutation(session, call, host.name, host_id=host.id)
-            requests.remember(session, call, host.id, reply(host=proto))
-            return proto, host.address
+            return requests.Done((proto, host.address), host.id, reply(host=proto))
 
-        proto, address = await requests.once(lambda: self._db.run(work))
+        def replay(_session: Session, prior: requests.Prior) -> tuple[host_pb2.Host, str]:
+            return prior.decode(reply).host, ""
+
+        proto, address = await requests.run_once(self._db, call, work, replay)
         if not address:  # a repeat
             return proto
         # A fresh monitor: it reconciles on connecting, which makes the host UP.
@@ -241,12 +254,7 @@ class HostService:
         DOWN (HOST_FENCED) and the host DOWN, until hostd answers again."""
         reply = host_service_pb2.ConfirmHostDownResponse
 
-        def work(
-            session: Session,
-        ) -> tuple[host_pb2.Host, Sequence[vm_pb2.Vm], host_service_pb2.ConfirmHostDownResponse]:
-            prior = requests.claim(session, call)
-            if prior is not None:
-                return host_pb2.Host(), [], prior.decode(reply)
+        def work(session: Session) -> requests.Done[_Fenced]:
             host = _locked(session, host_ref)
             if host.state is not HostState.NON_RESPONSIVE:
                 raise IllegalHostState(
@@ -255,6 +263,7 @@ class HostService:
             fenced = [
                 vm for vm in repo.list_vms(session, host_id=host.id) if vm.state is not VmState.DOWN
             ]
+            found = seen(fenced)
             for vm in fenced:
                 set_state(
                     vm,
@@ -262,18 +271,21 @@ class HostService:
                     exit_reason=ExitReason.HOST_FENCED,
                     message=f"host {host.name!r} was confirmed down by the operator",
                 )
-            host.state = HostState.DOWN
-            host.state_message = "confirmed down by the operator"
-            changed = self._store.stamp(session, fenced)
+            set_host_state(
+                session, host, HostState.DOWN, "confirmed down by the operator", call.request_id
+            )
+            changed = self._store.stamp(session, fenced, found, call)
             proto = convert.host(host, _usage(session, host))
             first = reply(host=proto, vm_ids=[vm.id for vm in changed])
             audit.mutation(session, call, host.name, host_id=host.id)
-            requests.remember(session, call, host.id, first)
-            return proto, changed, first
+            return requests.Done(_Fenced(changed, first), host.id, first)
 
-        _proto, changed, first = await requests.once(lambda: self._db.run(work))
-        self._store.publish(list(changed))
-        return first.host, list(first.vm_ids)
+        def replay(_session: Session, prior: requests.Prior) -> _Fenced:
+            return _Fenced([], prior.decode(reply))
+
+        fenced: _Fenced = await requests.run_once(self._db, call, work, replay)
+        self._store.publish(fenced.changed)
+        return fenced.reply.host, list(fenced.reply.vm_ids)
 
     async def watch_all(self) -> None:
         """Starts a monitor for every registered host not in maintenance (on

@@ -10,7 +10,7 @@ never DOWN — until the host answers again and says what is true.
 A VM the host runs that the database does not know is recorded as external
 (origin EXTERNAL): it shows in ListVms and counts on its host, and nothing
 kills it. A start the host reports as failed (START_FAILED) is booked again
-on another host (controller.starter).
+on another host (controller.lifecycle.placement).
 States an operator set (maintenance, confirmed down) are left to the
 operator's verbs (controller.host_service).
 """
@@ -27,22 +27,20 @@ from sqlalchemy.orm import Session
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 from virtplane.v1 import vm_pb2
 
-from controller import convert, transitions
+from controller import convert
+from controller.audit import Seen, seen
 from controller.host_client import HostClient
-from controller.starter import Dispatch, Starter, rebook
-from controller.vm_store import Mutation, VmStore
+from controller.host_state import HELD_STATES, set_host_state
+from controller.lifecycle import transitions
+from controller.lifecycle.placement import Starter, rebook
+from controller.lifecycle.target import HostTarget
+from controller.vm_store import Mutation, Outcome, VmStore
 from db import repositories as repo
 from db.enums import ExitReason, HostState, VmOrigin, VmState
 from db.models import Host, Vm, utcnow
 from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
-
-# Host states set by an operator's verb, which only another verb changes:
-# the monitor neither brings such a host UP nor marks it NON_RESPONSIVE.
-HELD_STATES = frozenset(
-    {HostState.MAINTENANCE, HostState.PREPARING_FOR_MAINTENANCE, HostState.NON_OPERATIONAL}
-)
 
 
 @dataclass
@@ -194,22 +192,23 @@ class HostMonitor:
         sizes = await self._external_sizes(reported)
         now = utcnow()
 
-        def work(session: Session) -> tuple[list[vm_pb2.Vm], list[Dispatch]]:
+        def work(session: Session) -> tuple[list[vm_pb2.Vm], list[HostTarget]]:
             changed: list[Vm] = []
-            retries: list[Dispatch] = []
+            retries: list[HostTarget] = []
             host = session.get(Host, self.host_id)
             if host is None:
                 return [], []
             if caps is not None:
                 if host.state not in HELD_STATES:
-                    host.state = HostState.UP
-                    host.state_message = ""
+                    set_host_state(session, host, HostState.UP, "")
                 host.cpus = caps.cpus
                 host.memory_total_mib = caps.memory_total_mib
                 host.hypervisor_type = caps.hypervisor_type
                 host.hostname = caps.hostname
             host.last_seen_at = now
-            for vm in repo.list_vms(session, host_id=self.host_id):
+            placed = repo.list_vms(session, host_id=self.host_id)
+            found = seen(placed)
+            for vm in placed:
                 report = reported.pop(vm.id, None)
                 if _aware(vm.state_changed_at) >= listed_at:
                     continue
@@ -229,8 +228,8 @@ class HostMonitor:
                     hit = True
                 if hit:
                     changed.append(vm)
-            changed.extend(self._record_external(session, reported.values(), sizes, now))
-            return self._store.stamp(session, changed), retries
+            changed.extend(self._record_external(session, reported.values(), sizes, now, found))
+            return self._store.stamp(session, changed, found), retries
 
         changed, retries = await self._db.run(work)
         self._store.publish(changed)
@@ -262,17 +261,20 @@ class HostMonitor:
         reports: Iterable[agent_pb2.HostVm],
         sizes: dict[str, tuple[int, int]],
         now: dt.datetime,
+        found: dict[str, Seen],
     ) -> list[Vm]:
         """Records the running VMs the host has and the database does not
         know as external VMs on this host; a known VM placed elsewhere is
         applied as the host reports it (it moves here only when it was
-        migrating: controller.transitions). Returns the VMs it changed."""
+        migrating: controller.lifecycle.transitions), and added to found.
+        Returns the VMs it changed."""
         recorded = []
         for report in reports:
             if report.state in _NOT_RUNNING:
                 continue
             known = session.get(Vm, report.vm_id)
             if known is not None:
+                found.update(seen([known]))
                 # Placed elsewhere or DOWN: a stale report, unless it landed
                 # here from a migration.
                 if transitions.apply_host_vm(known, self.host_id, report):
@@ -305,7 +307,7 @@ class HostMonitor:
             recorded.append(vm)
         return recorded
 
-    def _dispatch_retry(self, dispatch: Dispatch) -> None:
+    def _dispatch_retry(self, dispatch: HostTarget) -> None:
         task = asyncio.create_task(self._starter.dispatch_quietly(dispatch))
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
@@ -318,15 +320,15 @@ class HostMonitor:
             await self._on_guest_report(event.guest_report)
 
     async def _on_vm_state(self, report: agent_pb2.HostVm) -> None:
-        def mutate(session: Session, vm: Vm) -> tuple[bool, Dispatch | None]:
+        def mutate(session: Session, vm: Vm) -> Outcome[HostTarget | None]:
             if (
                 _start_failed(report)
                 and vm.host_id == self.host_id
                 and vm.state is VmState.WAIT_FOR_LAUNCH
             ):
                 nxt = rebook(session, vm, self.host_id, report.message, self._starter.policy)
-                return True, nxt
-            return transitions.apply_host_vm(vm, self.host_id, report), None
+                return Outcome(True, nxt)
+            return Outcome(transitions.apply_host_vm(vm, self.host_id, report), None)
 
         nxt = await self._update_known(report.vm_id, mutate)
         if nxt is not None:
@@ -335,11 +337,11 @@ class HostMonitor:
     async def _on_guest_report(self, report: agent_pb2.GuestReportEvent) -> None:
         now = utcnow()
 
-        def mutate(session: Session, vm: Vm) -> tuple[bool, Dispatch | None]:
+        def mutate(session: Session, vm: Vm) -> Outcome[HostTarget | None]:
             if vm.host_id != self.host_id:
-                return False, None
+                return Outcome(False, None)
             self._store_guest(session, vm, report.guest, now)
-            return True, None
+            return Outcome(True, None)
 
         await self._update_known(report.vm_id, mutate)
 
@@ -379,9 +381,11 @@ class HostMonitor:
             received_at=received,
         )
 
-    async def _update_known(self, vm_id: str, mutate: Mutation[Dispatch | None]) -> Dispatch | None:
+    async def _update_known(
+        self, vm_id: str, mutate: Mutation[HostTarget | None]
+    ) -> HostTarget | None:
         try:
-            return (await self._store.update(vm_id, mutate))[1]
+            return (await self._store.update(vm_id, mutate)).value
         except VirtplaneError as exc:
             # A VM this controller does not know: the next reconciliation
             # records it as external.
@@ -397,13 +401,10 @@ class HostMonitor:
                 return []
             # A host confirmed down stays DOWN until it answers again.
             if host.state not in HELD_STATES and host.state is not HostState.DOWN:
-                host.state = HostState.NON_RESPONSIVE
-                host.state_message = why
-            lost = [
-                vm
-                for vm in repo.list_vms(session, host_id=self.host_id)
-                if transitions.host_lost(vm)
-            ]
-            return self._store.stamp(session, lost)
+                set_host_state(session, host, HostState.NON_RESPONSIVE, why)
+            placed = repo.list_vms(session, host_id=self.host_id)
+            found = seen(placed)
+            lost = [vm for vm in placed if transitions.host_lost(vm)]
+            return self._store.stamp(session, lost, found)
 
         self._store.publish(await self._db.run(work))

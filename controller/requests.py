@@ -11,6 +11,10 @@ or other fields) fails with ALREADY_EXISTS.
 
 A call that fails leaves no key behind (its transaction rolls back, or the
 service forgets the key), so the same request can be tried again.
+
+The services take a key through claimed() (inside a unit of work) or
+run_once() (a unit of work of its own); the VM verbs through
+controller.lifecycle.runner.
 """
 
 from __future__ import annotations
@@ -18,16 +22,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from google.protobuf.message import Message
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.models import ApiRequest
+from db.session import Database
 from virtplane_common.errors import AlreadyExists, InvalidArgument
 
 T = TypeVar("T")
+R = TypeVar("R")
 M = TypeVar("M", bound=Message)
 
 MAX_REQUEST_ID = 128
@@ -87,7 +93,6 @@ def claim(session: Session, call: Call) -> Prior | None:
     before the unit of work's first lock or write."""
     if not call.request_id:
         return None
-    session.info["request_id"] = call.request_id
     row = session.get(ApiRequest, call.request_id)
     if row is not None:
         if (row.method, row.fingerprint) != (call.method, call.fingerprint):
@@ -152,3 +157,40 @@ async def once(run: Callable[[], Awaitable[T]]) -> T:
         if not _is_duplicate_key(exc):
             raise
         return await run()
+
+
+@dataclass(frozen=True)
+class Done(Generic[R]):
+    """What a first call did: its value for the caller, the id of what it
+    made or changed, and the response its repeats decode (if any)."""
+
+    value: R
+    result_id: str
+    response: Message | None = None
+
+
+def claimed(
+    session: Session,
+    call: Call,
+    work: Callable[[Session], Done[R]],
+    replay: Callable[[Session, Prior], R],
+) -> R:
+    """work(session) under call's key, in the caller's transaction: a repeat
+    of call gets replay(session, prior) instead of acting again."""
+    prior = claim(session, call)
+    if prior is not None:
+        return replay(session, prior)
+    done = work(session)
+    remember(session, call, done.result_id, done.response)
+    return done.value
+
+
+async def run_once(
+    db: Database,
+    call: Call,
+    work: Callable[[Session], Done[R]],
+    replay: Callable[[Session, Prior], R],
+) -> R:
+    """claimed() in a transaction of its own, run again when a concurrent
+    call with the same key won the race (once())."""
+    return await once(lambda: db.run(lambda s: claimed(s, call, work, replay)))

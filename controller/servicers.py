@@ -1,5 +1,6 @@
-"""The gRPC servicers: validate, call the service, convert back. Errors are
-raised as virtplane errors and become status codes in virtplane_common.status."""
+"""The gRPC servicers: validate, call the service, convert what it returns
+to messages (controller.convert). Errors are raised as virtplane errors and
+become status codes in virtplane_common.status."""
 
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ from virtplane.v1 import operation_service_pb2_grpc as op_grpc
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
+from controller import convert
 from controller.affinity import AffinityGroups
 from controller.host_service import HostService
-from controller.operations import OperationService
-from controller.power import PowerVerbs
+from controller.lifecycle.crud import VmService
+from controller.lifecycle.power import VmVerbs
+from controller.lifecycle.updates import check_update
+from controller.operation_service import OperationService
 from controller.requests import call_of
-from controller.spec_updates import check_update
 from controller.validation import check_address, check_create, check_list, check_name
-from controller.vm_service import VmService
 from controller.watch_stream import WatchStream
 from virtplane_common.errors import InvalidArgument
 
@@ -36,51 +38,51 @@ def _ref(field: str, value: str) -> str:
 
 
 class VmServicer(vm_grpc.VmServiceServicer):
-    def __init__(self, vms: VmService, power: PowerVerbs, watch: WatchStream) -> None:
+    def __init__(self, vms: VmService, verbs: VmVerbs, watch: WatchStream) -> None:
         self._vms = vms
-        self._power = power
+        self._verbs = verbs
         self._watch = watch
 
     async def ShutdownVm(
         self, request: vm_api.ShutdownVmRequest, context: Context
     ) -> vm_api.ShutdownVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("ShutdownVm", request)
-        vm, op = await self._power.shutdown(vm_ref, request.timeout_seconds, call)
+        vm, op = await self._verbs.shutdown(vm_ref, request.timeout_seconds, call)
         return vm_api.ShutdownVmResponse(vm=vm, operation=op)
 
     async def RebootVm(
         self, request: vm_api.RebootVmRequest, context: Context
     ) -> vm_api.RebootVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("RebootVm", request)
-        vm, op = await self._power.reboot(vm_ref, request.timeout_seconds, call)
+        vm, op = await self._verbs.reboot(vm_ref, request.timeout_seconds, call)
         return vm_api.RebootVmResponse(vm=vm, operation=op)
 
     async def ResetVm(
         self, request: vm_api.ResetVmRequest, context: Context
     ) -> vm_api.ResetVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("ResetVm", request)
-        vm, op = await self._power.reset(vm_ref, call)
+        vm, op = await self._verbs.reset(vm_ref, call)
         return vm_api.ResetVmResponse(vm=vm, operation=op)
 
     async def PauseVm(
         self, request: vm_api.PauseVmRequest, context: Context
     ) -> vm_api.PauseVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("PauseVm", request)
-        vm, op = await self._power.pause(vm_ref, call)
+        vm, op = await self._verbs.pause(vm_ref, call)
         return vm_api.PauseVmResponse(vm=vm, operation=op)
 
     async def ResumeVm(
         self, request: vm_api.ResumeVmRequest, context: Context
     ) -> vm_api.ResumeVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("ResumeVm", request)
-        vm, op = await self._power.resume(vm_ref, call)
+        vm, op = await self._verbs.resume(vm_ref, call)
         return vm_api.ResumeVmResponse(vm=vm, operation=op)
 
     async def HibernateVm(
         self, request: vm_api.HibernateVmRequest, context: Context
     ) -> vm_api.HibernateVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("HibernateVm", request)
-        vm, op = await self._power.hibernate(vm_ref, call)
+        vm, op = await self._verbs.hibernate(vm_ref, call)
         return vm_api.HibernateVmResponse(vm=vm, operation=op)
 
     async def CreateVm(
@@ -90,13 +92,15 @@ class VmServicer(vm_grpc.VmServiceServicer):
         return vm_api.CreateVmResponse(vm=await self._vms.create(spec, call))
 
     async def GetVm(self, request: vm_api.GetVmRequest, context: Context) -> vm_api.GetVmResponse:
-        return vm_api.GetVmResponse(vm=await self._vms.get(_ref("vm", request.vm)))
+        return vm_api.GetVmResponse(vm=convert.vm(await self._vms.get(_ref("vm", request.vm))))
 
     async def ListVms(
         self, request: vm_api.ListVmsRequest, context: Context
     ) -> vm_api.ListVmsResponse:
-        vms, next_page_token = await self._vms.list(check_list(request))
-        return vm_api.ListVmsResponse(vms=vms, next_page_token=next_page_token)
+        page = await self._vms.list(check_list(request))
+        return vm_api.ListVmsResponse(
+            vms=[convert.vm(v) for v in page.vms], next_page_token=page.next_page_token
+        )
 
     async def UpdateVm(
         self, request: vm_api.UpdateVmRequest, context: Context
@@ -115,21 +119,27 @@ class VmServicer(vm_grpc.VmServiceServicer):
         self, request: vm_api.StartVmRequest, context: Context
     ) -> vm_api.StartVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("StartVm", request)
-        vm, op = await self._vms.start(vm_ref, call)
+        vm, op = await self._verbs.start(vm_ref, call)
         return vm_api.StartVmResponse(vm=vm, operation=op)
 
     async def StopVm(
         self, request: vm_api.StopVmRequest, context: Context
     ) -> vm_api.StopVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("StopVm", request)
-        vm, op = await self._vms.stop(vm_ref, call)
+        vm, op = await self._verbs.stop(vm_ref, call)
         return vm_api.StopVmResponse(vm=vm, operation=op)
 
     async def GetVmGuestInfo(
         self, request: vm_api.GetVmGuestInfoRequest, context: Context
     ) -> vm_api.GetVmGuestInfoResponse:
-        return await self._vms.guest_info(
+        found = await self._vms.guest_info(
             _ref("vm", request.vm), include_raw_report=request.include_raw_report
+        )
+        stale = convert.guest_facts_stale(list(found.facts))
+        return vm_api.GetVmGuestInfoResponse(
+            guest=convert.guest_info(list(found.facts)),
+            facts=[convert.guest_fact(f, stale) for f in found.facts],
+            raw_report=found.raw_report,
         )
 
     async def RefreshVmGuestInfo(
@@ -141,7 +151,7 @@ class VmServicer(vm_grpc.VmServiceServicer):
     async def ExplainPlacement(
         self, request: vm_api.ExplainPlacementRequest, context: Context
     ) -> vm_api.ExplainPlacementResponse:
-        return await self._vms.explain_placement(_ref("vm", request.vm))
+        return convert.placement(await self._vms.explain_placement(_ref("vm", request.vm)))
 
     async def WatchVms(  # type: ignore[override]  # writes to its context (virtplane_common.status)
         self, request: vm_api.WatchVmsRequest, context: Context
@@ -156,24 +166,29 @@ class OperationServicer(op_grpc.OperationServiceServicer):
     async def GetOperation(
         self, request: op_api.GetOperationRequest, context: Context
     ) -> op_api.GetOperationResponse:
-        return op_api.GetOperationResponse(operation=await self._ops.get(request.id))
+        return op_api.GetOperationResponse(
+            operation=convert.operation(await self._ops.get(request.id))
+        )
 
     async def ListOperations(
         self, request: op_api.ListOperationsRequest, context: Context
     ) -> op_api.ListOperationsResponse:
         ops, token = await self._ops.page(request)
-        return op_api.ListOperationsResponse(operations=ops, next_page_token=token)
+        return op_api.ListOperationsResponse(
+            operations=[convert.operation(op) for op in ops], next_page_token=token
+        )
 
     async def WaitOperation(
         self, request: op_api.WaitOperationRequest, context: Context
     ) -> op_api.WaitOperationResponse:
         op = await self._ops.wait(_ref("id", request.id), request.timeout_seconds)
-        return op_api.WaitOperationResponse(operation=op)
+        return op_api.WaitOperationResponse(operation=convert.operation(op))
 
     async def ListEvents(
         self, request: op_api.ListEventsRequest, context: Context
     ) -> op_api.ListEventsResponse:
-        return op_api.ListEventsResponse(events=await self._ops.events(request))
+        events = await self._ops.events(request)
+        return op_api.ListEventsResponse(events=[convert.event(e) for e in events])
 
 
 class HostServicer(host_grpc.HostServiceServicer):
@@ -245,19 +260,23 @@ class AffinityGroupServicer(affinity_grpc.AffinityGroupServiceServicer):
         group = await self._groups.create(
             name, _POLARITY[request.polarity], request.enforcing, list(request.vms)
         )
-        return affinity_api.CreateAffinityGroupResponse(group=group)
+        return affinity_api.CreateAffinityGroupResponse(group=convert.affinity_group(group))
 
     async def GetAffinityGroup(
         self, request: affinity_api.GetAffinityGroupRequest, context: Context
     ) -> affinity_api.GetAffinityGroupResponse:
         if not request.group:
             raise InvalidArgument("group", "is required (an id or a name)")
-        return affinity_api.GetAffinityGroupResponse(group=await self._groups.get(request.group))
+        group = await self._groups.get(request.group)
+        return affinity_api.GetAffinityGroupResponse(group=convert.affinity_group(group))
 
     async def ListAffinityGroups(
         self, request: affinity_api.ListAffinityGroupsRequest, context: Context
     ) -> affinity_api.ListAffinityGroupsResponse:
-        return affinity_api.ListAffinityGroupsResponse(groups=await self._groups.list())
+        groups = await self._groups.list()
+        return affinity_api.ListAffinityGroupsResponse(
+            groups=[convert.affinity_group(g) for g in groups]
+        )
 
     async def DeleteAffinityGroup(
         self, request: affinity_api.DeleteAffinityGroupRequest, context: Context

@@ -1,5 +1,11 @@
 """Every change to a VM goes through here: it is written in one transaction,
-given the next revision, and then published to watchers.
+given the next revision, logged, its operations moved on, and then published
+to watchers.
+
+Before a unit of work's changes are written, stamp() calls by name what
+follows from them: the audit log of the VMs created or moved to another
+state (controller.audit.vm_changes) and the progress of the moved VMs'
+running operations (controller.operations.progress).
 
 Revisions come from the database (db.repositories.allocate_revisions), in
 the transaction that makes the change: they are unique and committed in
@@ -7,64 +13,45 @@ order, however many workers or controllers write."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Generic, NamedTuple, TypeVar
 
 from sqlalchemy.orm import Session
 from virtplane.v1 import vm_pb2
 
-from controller import audit, convert, requests
+from controller import audit, convert, operations, requests
+from controller.audit import Seen, seen
 from controller.errors import VmNotFound
 from controller.requests import Call
 from controller.watch import Change, Kind, WatchHub
 from db import repositories as repo
-from db.enums import ExitReason, VmState
-from db.models import Vm, utcnow
+from db.models import Vm
 from db.session import Database
 
 T = TypeVar("T")
 
-
-# Exits after which a highly available VM is restarted: it crashed, vanished
-# from its host, or its host was confirmed down. Not a stop through the API,
-# nor a power-off from inside the guest (as oVirt does).
-HA_EXIT_REASONS = frozenset({ExitReason.CRASHED, ExitReason.LOST, ExitReason.HOST_FENCED})
+__all__ = ["Mutation", "Outcome", "Updated", "VmStore", "seen"]
 
 
-def set_state(
-    vm: Vm,
-    state: VmState,
-    *,
-    exit_reason: ExitReason | None = None,
-    message: str | None = None,
-) -> None:
-    """Moves vm to state; a VM going DOWN leaves its host. A highly available
-    VM going DOWN for a reason in HA_EXIT_REASONS gets a restart due now
-    (unless one is planned already: a restart under way keeps its backoff);
-    one stopped by the user or its guest gets none; one that is UP again has
-    its restart count reset."""
-    if vm.state is not state:
-        vm.state = state
-        vm.state_changed_at = utcnow()
-    if exit_reason is not None:
-        vm.exit_reason = exit_reason
-    if message is not None:
-        vm.status_message = message
-    if state is VmState.DOWN:
-        vm.host_id = None
-        if vm.exit_reason in HA_EXIT_REASONS and vm.highly_available:
-            if vm.ha_restart_at is None:
-                vm.ha_restart_at = utcnow()
-        elif vm.exit_reason in (ExitReason.USER_STOP, ExitReason.GUEST_SHUTDOWN):
-            vm.ha_restart_at = None
-            vm.ha_restart_count = 0
-    elif state is VmState.UP:
-        vm.ha_restart_at = None
-        vm.ha_restart_count = 0
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What a mutation did: whether it changed the VM, and a value for its
+    caller."""
+
+    changed: bool
+    value: T
 
 
-# A mutation returns whether it changed the VM, and a value for the caller.
-Mutation = Callable[[Session, Vm], tuple[bool, T]]
+class Updated(NamedTuple, Generic[T]):
+    """The VM as a mutation left it, and the mutation's value."""
+
+    vm: vm_pb2.Vm
+    value: T
+
+
+# A mutation may run more than once (see db.session.Database).
+Mutation = Callable[[Session, Vm], Outcome[T]]
 
 
 class VmStore:
@@ -75,48 +62,48 @@ class VmStore:
     async def insert(self, build: Callable[[Session], Vm], call: Call) -> vm_pb2.Vm:
         """Adds the VM build makes; a repeat of call returns that VM."""
 
-        def work(session: Session) -> tuple[vm_pb2.Vm, bool]:
-            prior = requests.claim(session, call)
-            if prior is not None:
-                first = session.get(Vm, prior.result_id)
-                return (convert.vm(first) if first else prior.decode(vm_pb2.Vm)), False
+        def work(session: Session) -> requests.Done[tuple[vm_pb2.Vm, bool]]:
             vm = build(session)
             vm.revision = 0  # until stamp() gives it one, after the INSERT
             session.add(vm)
-            proto = self.stamp(session, [vm])[0]
+            proto = self.stamp(session, [vm], {}, call)[0]
             audit.mutation(session, call, vm_id=vm.id)
-            requests.remember(session, call, vm.id, proto)
-            return proto, True
+            return requests.Done((proto, True), vm.id, proto)
 
-        proto, new = await requests.once(lambda: self.db.run(work))
+        def replay(session: Session, prior: requests.Prior) -> tuple[vm_pb2.Vm, bool]:
+            first = session.get(Vm, prior.result_id)
+            return (convert.vm(first) if first else prior.decode(vm_pb2.Vm)), False
+
+        proto, new = await requests.run_once(self.db, call, work, replay)
         if new:
             self.hub.publish(Change(Kind.KIND_CHANGED, proto, proto.status.revision))
         return proto
 
-    async def update(self, vm_ref: str, mutate: Mutation[T]) -> tuple[vm_pb2.Vm, T]:
-        """Applies mutate to the VM named by vm_ref (id or name). mutate may
-        run more than once (see db.session.Database)."""
+    async def update(
+        self, vm_ref: str, mutate: Mutation[T], call: Call | None = None
+    ) -> Updated[T]:
+        """Applies mutate to the VM named by vm_ref (id or name); call is the
+        API call whose request id the unit of work claims, if any."""
 
-        def work(session: Session) -> tuple[vm_pb2.Vm, bool, T]:
+        def work(session: Session) -> tuple[vm_pb2.Vm, Outcome[T]]:
             vm = repo.find_vm(session, vm_ref)
             if vm is None:
                 raise VmNotFound(vm_ref)
-            changed, value = mutate(session, vm)
-            if changed:
-                return self.stamp(session, [vm])[0], changed, value
-            return convert.vm(vm), changed, value
+            found = seen([vm])
+            outcome = mutate(session, vm)
+            if outcome.changed:
+                return self.stamp(session, [vm], found, call)[0], outcome
+            return convert.vm(vm), outcome
 
-        proto, changed, value = await self.db.run(work)
-        if changed:
+        proto, outcome = await self.db.run(work)
+        if outcome.changed:
             self.hub.publish(Change(Kind.KIND_CHANGED, proto, proto.status.revision))
-        return proto, value
+        return Updated(proto, outcome.value)
 
     async def delete(self, vm_ref: str, check: Callable[[Vm], None], call: Call) -> None:
         """Deletes the VM once check(vm) passes; a repeat of call does nothing."""
 
-        def work(session: Session) -> vm_pb2.Vm | None:
-            if requests.claim(session, call) is not None:
-                return None
+        def work(session: Session) -> requests.Done[vm_pb2.Vm | None]:
             vm = repo.find_vm(session, vm_ref)
             if vm is None:
                 raise VmNotFound(vm_ref)
@@ -127,21 +114,29 @@ class VmStore:
             session.flush()
             proto.status.revision = repo.allocate_revisions(session)
             # The deletion's record, for the watches that resume from before it.
-            audit.vm_deleted(session, vm, proto.status.revision)
-            requests.remember(session, call, vm.id)
-            return proto
+            audit.vm_deleted(session, vm, proto.status.revision, call.request_id)
+            return requests.Done(proto, vm.id)
 
-        proto = await requests.once(lambda: self.db.run(work))
+        proto = await requests.run_once(self.db, call, work, lambda _s, _p: None)
         if proto is not None:
             self.hub.publish(Change(Kind.KIND_DELETED, proto, proto.status.revision))
 
-    def stamp(self, session: Session, vms: list[Vm]) -> list[vm_pb2.Vm]:
-        """Gives each changed row its revision, inside the caller's transaction.
+    def stamp(
+        self,
+        session: Session,
+        vms: list[Vm],
+        found: Mapping[str, Seen],
+        call: Call | None = None,
+    ) -> list[vm_pb2.Vm]:
+        """Logs and settles the changes of vms (as found, see audit.seen) and
+        gives each its revision, inside the caller's transaction.
 
         The rows are written first and the counter taken last, as
         allocate_revisions asks, so that the counter's lock is held only for
         the end of the transaction.
         """
+        moved = audit.vm_changes(session, vms, found, call.request_id if call else "")
+        operations.progress(session, moved)
         session.flush()
         if not vms:
             return []

@@ -146,6 +146,17 @@ def hostd(workdir: Path) -> Iterator[Daemon]:
     daemon.stop()
 
 
+async def _placed_on_h1(api: Api, host: host_pb2.Host, up: host_pb2.Host) -> None:
+    explained = await api.vms.ExplainPlacement(vm_api.ExplainPlacementRequest(vm="v2"))
+    assert (explained.chosen_host_id, explained.chosen_host_name) == (host.id, "h1")
+    [judged] = explained.hosts
+    assert judged.eligible
+    assert all(f.passed and not f.reason for f in judged.filters)
+    assert [w.weight for w in judged.weights] == ["memory-free", "cpu-free", "affinity"]
+    free_after = up.status.memory_free_mib - 64  # v2 asks for 64 MiB
+    assert judged.weights[0].score == pytest.approx(free_after / up.status.memory_total_mib)
+
+
 async def test_maintenance_activate_and_remove(
     api: Api, hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
@@ -193,14 +204,7 @@ async def test_maintenance_activate_and_remove(
     assert code is grpc.StatusCode.FAILED_PRECONDITION
     assert "it is UP" in why
 
-    explained = await api.vms.ExplainPlacement(vm_api.ExplainPlacementRequest(vm="v2"))
-    assert (explained.chosen_host_id, explained.chosen_host_name) == (host.id, "h1")
-    [judged] = explained.hosts
-    assert judged.eligible
-    assert all(f.passed and not f.reason for f in judged.filters)
-    assert [w.weight for w in judged.weights] == ["memory-free", "cpu-free", "affinity"]
-    free_after = up.status.memory_free_mib - 64  # v2 asks for 64 MiB
-    assert judged.weights[0].score == pytest.approx(free_after / up.status.memory_total_mib)
+    await _placed_on_h1(api, host, up)
     assert "chosen: h1" in await _cli(api.address, "vm", "explain", "v2")
 
     assert "removed" in await _cli(api.address, "host", "remove", "h1")

@@ -123,6 +123,20 @@ def _stored(url: str, sql: str) -> object:
         engine.dispose()
 
 
+async def _second_watcher_sees(address: str, created: vm_pb2.Vm) -> None:
+    """A second watcher gets the VM in its snapshot, at its revision."""
+    snapshot = Api(address)
+    try:
+        done = await snapshot.watched(lambda m: m.kind == K.KIND_SNAPSHOT_COMPLETE)
+        assert [(m.kind, m.vm.id, m.revision) for m in snapshot.seen] == [
+            (K.KIND_SNAPSHOT, created.id, created.status.revision),
+            (K.KIND_SNAPSHOT_COMPLETE, "", created.status.revision),
+        ]
+        assert done.revision == created.status.revision
+    finally:
+        await snapshot.close()
+
+
 async def test_vm_lifecycle_through_the_api(
     controller: tuple[Daemon, str], hostd: Daemon, boot_files: vm_pb2.BootSource
 ) -> None:
@@ -153,17 +167,7 @@ async def test_vm_lifecycle_through_the_api(
         )
         assert code is grpc.StatusCode.ALREADY_EXISTS
 
-        # A second watcher gets the VM in its snapshot, at its revision.
-        snapshot = Api(daemon.address)
-        try:
-            done = await snapshot.watched(lambda m: m.kind == K.KIND_SNAPSHOT_COMPLETE)
-            assert [(m.kind, m.vm.id, m.revision) for m in snapshot.seen] == [
-                (K.KIND_SNAPSHOT, created.id, created.status.revision),
-                (K.KIND_SNAPSHOT_COMPLETE, "", created.status.revision),
-            ]
-            assert done.revision == created.status.revision
-        finally:
-            await snapshot.close()
+        await _second_watcher_sees(daemon.address, created)
 
         started = (await api.vms.StartVm(vm_api.StartVmRequest(vm="v1"))).vm
         assert started.status.host_id == host.id

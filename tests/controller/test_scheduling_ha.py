@@ -30,8 +30,9 @@ from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 from controller.app import Controller
 from controller.config import ControllerConfig
 from controller.ha import HaPolicy
+from controller.lifecycle.placement import book_fresh
+from controller.lifecycle.target import HostTarget
 from controller.scheduler import Policy
-from controller.starter import Dispatch, book_fresh
 from db import repositories as repo
 from db.session import Database
 from tests.controller.rig import until
@@ -358,7 +359,7 @@ async def test_a_stopped_ha_vm_is_not_restarted(
     assert not again.status.HasField("ha_restart_time")
 
 
-def _book(database_url: str, vm: str) -> Dispatch:
+def _book(database_url: str, vm: str) -> HostTarget:
     """What a controller killed right after booking leaves: the VM booked
     on a host (WAIT_FOR_LAUNCH, with the key of its create), nothing sent."""
     database = Database(database_url)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 
-from controller import transitions
+from controller.lifecycle import transitions
 from db.enums import ExitReason, VmState
 from db.models import GuestFact, Vm
 

@@ -26,11 +26,11 @@ from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 from controller.errors import HostHasVms, NoHostAvailable
 from controller.host_service import enter_maintenance
 from controller.hosts import HostClients
+from controller.lifecycle.placement import Starter, book_fresh
+from controller.lifecycle.power import VmVerbs
 from controller.requests import Call
 from controller.scheduler import Policy
-from controller.starter import Starter, book_fresh
-from controller.vm_service import VmService
-from controller.vm_store import VmStore
+from controller.vm_store import Outcome, VmStore
 from controller.watch import WatchHub
 from db import migrate
 from db import repositories as repo
@@ -253,7 +253,7 @@ async def test_concurrent_starts_fill_a_host_and_no_more(database_url: str) -> N
         changes = hub.subscribe()
         host = _FakeHost()
         store, clients = VmStore(database, hub), _FakeClients(host)
-        service = VmService(store, clients, Starter(store, clients, Policy.EVEN_SPREAD))
+        service = VmVerbs(store, clients, Starter(store, clients, Policy.EVEN_SPREAD))
 
         results = await asyncio.gather(
             *[service.start(f"v{i}", Call("StartVm")) for i in range(10)],
@@ -348,14 +348,14 @@ async def test_concurrent_changes_to_one_vm_are_all_kept(database_url: str) -> N
         changes = hub.subscribe()
         store = VmStore(database, hub)
 
-        def add_vcpu(_s: Session, vm: Vm) -> tuple[bool, None]:
+        def add_vcpu(_s: Session, vm: Vm) -> Outcome[None]:
             vm.vcpus += 1
-            return True, None
+            return Outcome(True, None)
 
         # Five writers: on PostgreSQL each may lose to each of the other four
         # at most once, and the database runs it again up to five times.
         await asyncio.gather(*[store.update("v", add_vcpu) for _ in range(5)])
-        final = await store.update("v", lambda _s, _vm: (False, None))
+        final = await store.update("v", lambda _s, _vm: Outcome(False, None))
     finally:
         database.close()
     assert final[0].spec.vcpus == 6

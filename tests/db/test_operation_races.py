@@ -11,9 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy.orm import Session
 
-from controller import operations
+from controller import audit, operations
+from controller.audit import seen
+from controller.lifecycle.states import set_state
 from controller.requests import Call
-from controller.vm_store import set_state
 from db import migrate
 from db.enums import OperationKind, OperationState, VmState
 from db.models import Operation, Vm, utcnow
@@ -29,11 +30,10 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 
 @pytest.fixture
 def tracked(postgres_url: str) -> Iterator[tuple[Database, str]]:
-    """A database whose flushes move operations, with a VM powering down
-    and its STOP_VM operation not yet accepted."""
+    """A database with a VM powering down and its STOP_VM operation not yet
+    accepted."""
     db = Database(postgres_url)
     migrate.upgrade(db.engine)
-    operations.install(db)
     vm = _vm("v")
     vm.state, vm.host_id = VmState.POWERING_DOWN, "id-h"
     _add(db, _host("h", 1024), vm)
@@ -47,7 +47,11 @@ def tracked(postgres_url: str) -> Iterator[tuple[Database, str]]:
 
 
 def _event_down(s: Session) -> None:  # what the monitor does with the host's DOWN event
-    set_state(s.get_one(Vm, "id-v"), VmState.DOWN)
+    vm = s.get_one(Vm, "id-v")
+    found = seen([vm])
+    set_state(vm, VmState.DOWN)
+    # What VmStore.stamp() calls before it writes the change.
+    operations.progress(s, audit.vm_changes(s, [vm], found))
     s.flush()
 
 

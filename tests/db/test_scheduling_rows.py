@@ -7,8 +7,8 @@ import datetime as dt
 
 from sqlalchemy.orm import Session
 
+from controller.lifecycle.placement import book_fresh
 from controller.scheduler import Policy
-from controller.starter import book_fresh
 from db import repositories as repo
 from db.enums import ExitReason, HostState, VmState
 from db.models import AffinityGroup, AffinityMember, Host, Vm, utcnow

@@ -14,6 +14,7 @@ another came first, so none is lost.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from virtplane.v1 import vm_pb2
 from controller import audit, convert, requests, validation
 from controller.errors import MacInUse, VmExists
 from controller.requests import Call
-from controller.vm_store import VmStore
+from controller.vm_store import Outcome, VmStore
 from db import repositories as repo
 from db.enums import VmState
 from db.models import Disk, Nic, Vm
@@ -182,9 +183,7 @@ def apply_next_run(session: Session, vm: Vm) -> None:
     vm.next_run_spec = None
 
 
-def _mutate(session: Session, vm: Vm, update: Update, call: Call) -> bool:
-    if requests.claim(session, call) is not None:
-        return False
+def _mutate(session: Session, vm: Vm, update: Update, call: Call) -> requests.Done[bool]:
     expected = update.expected_spec_version
     if expected and vm.spec_version != expected:
         raise Aborted(
@@ -215,17 +214,16 @@ def _mutate(session: Session, vm: Vm, update: Update, call: Call) -> bool:
     vm.spec_version += 1
     note = ", ".join(update.paths) + (" (waits for the next start)" if pending else "")
     audit.mutation(session, call, note, vm_id=vm.id)
-    requests.remember(session, call, vm.id)
-    return True
+    return requests.Done(True, vm.id)
 
 
 async def update(store: VmStore, vm_ref: str, update: Update, call: Call) -> vm_pb2.Vm:
-    def mutate(session: Session, vm: Vm) -> tuple[bool, None]:
-        return _mutate(session, vm, update, call), None
+    def mutate(session: Session, vm: Vm) -> Outcome[None]:
+        work = functools.partial(_mutate, vm=vm, update=update, call=call)
+        return Outcome(requests.claimed(session, call, work, lambda _s, _p: False), None)
 
     if call.request_id:
         prior = await store.db.run(lambda s: requests.lookup(s, call))
         if prior is not None:
             vm_ref = prior.result_id  # the VM's id: found even if renamed since
-    proto, _ = await requests.once(lambda: store.update(vm_ref, mutate))
-    return proto
+    return (await requests.once(lambda: store.update(vm_ref, mutate, call))).vm

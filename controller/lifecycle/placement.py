@@ -1,5 +1,5 @@
-"""Starting a VM on a host: placement, booking, dispatch, and a retry on
-another host when the chosen one cannot start it.
+"""Placement: starting a DOWN VM on a host the scheduler picks — booking,
+dispatch, and a retry on another host when the chosen one cannot start it.
 
 A start books the VM on the host the scheduler picks, in the transaction
 that reads the hosts' usage (the hosts are locked first, so concurrent starts
@@ -21,13 +21,11 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
-from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 from virtplane.v1 import vm_pb2
 
-from controller import convert, operations, spec_updates
+from controller import convert, operations
 from controller.errors import (
     CreateRefused,
     HostUnreachable,
@@ -36,8 +34,11 @@ from controller.errors import (
     StartFailed,
 )
 from controller.hosts import HostClients
+from controller.lifecycle import updates
+from controller.lifecycle.states import set_state
+from controller.lifecycle.target import HostTarget
 from controller.scheduler import AffinityRule, Demand, HostCapacity, Placement, Policy, place
-from controller.vm_store import VmStore, set_state
+from controller.vm_store import Outcome, VmStore
 from db import repositories as repo
 from db.enums import ExitReason, VmState
 from db.models import Host, Vm, utcnow
@@ -46,19 +47,6 @@ from virtplane_common.errors import VirtplaneError
 log = logging.getLogger(__name__)
 
 MAX_TRIES = 3
-
-
-@dataclass(frozen=True)
-class Dispatch:
-    """What a booked start hands to the chosen host."""
-
-    vm_id: str
-    vm_name: str
-    host_id: str
-    host_name: str
-    address: str
-    request_id: str
-    config: agent_pb2.VmConfig
 
 
 def placement(
@@ -99,7 +87,7 @@ def _tries_text(tries: Sequence[dict[str, str]]) -> str:
     return "; ".join(f"{t['host']}: {t['error']}" for t in tries)
 
 
-def book(session: Session, vm: Vm, policy: Policy) -> Dispatch:
+def book(session: Session, vm: Vm, policy: Policy) -> HostTarget:
     """Picks a host for vm (not one this start tried) and books the VM's
     resources there, in the caller's transaction: from here the VM's memory
     counts as pending on the host. Raises NoHostAvailable when none fits."""
@@ -114,18 +102,17 @@ def book(session: Session, vm: Vm, policy: Policy) -> Dispatch:
     return dispatch_of(vm, chosen)
 
 
-def dispatch_of(vm: Vm, host: Host) -> Dispatch:
-    return Dispatch(
-        vm.id, vm.name, host.id, host.name, host.address, vm.start_request_id, convert.vm_config(vm)
-    )
+def dispatch_of(vm: Vm, host: Host) -> HostTarget:
+    """What a start booked on host sends there."""
+    return HostTarget.of(vm, host, config=convert.vm_config(vm), placed=True)
 
 
-def book_fresh(session: Session, vm: Vm, policy: Policy, *, automatic: bool) -> Dispatch:
+def book_fresh(session: Session, vm: Vm, policy: Policy, *, automatic: bool) -> HostTarget:
     """A new start of a DOWN VM: StartVm (which cancels any automatic
     restart planned), or an automatic restart (which keeps its plan)."""
     if vm.state is not VmState.DOWN:
         raise IllegalVmState(vm.name, vm.state.value, "start", "DOWN")
-    spec_updates.apply_next_run(session, vm)  # a fresh start takes the pending spec
+    updates.apply_next_run(session, vm)  # a fresh start takes the pending spec
     vm.start_tries = []
     if not automatic:
         vm.ha_restart_at = None
@@ -133,7 +120,7 @@ def book_fresh(session: Session, vm: Vm, policy: Policy, *, automatic: bool) -> 
     return book(session, vm, policy)
 
 
-def rebook(session: Session, vm: Vm, host_id: str, error: str, policy: Policy) -> Dispatch | None:
+def rebook(session: Session, vm: Vm, host_id: str, error: str, policy: Policy) -> HostTarget | None:
     """The start of vm failed on host_id: books it on another host, or, when
     MAX_TRIES hosts failed or none is left, puts it DOWN (START_FAILED) with
     every try in its message. Returns the next dispatch, if any."""
@@ -170,17 +157,18 @@ class Starter:
     async def start(self, vm_ref: str, *, automatic: bool = False) -> vm_pb2.Vm:
         """Books the DOWN VM and dispatches it; returns once a host has
         accepted it, or raises StartFailed / NoHostAvailable."""
-        _proto, first = await self._store.update(
-            vm_ref, lambda s, vm: (True, book_fresh(s, vm, self.policy, automatic=automatic))
+        booked = await self._store.update(
+            vm_ref, lambda s, vm: Outcome(True, book_fresh(s, vm, self.policy, automatic=automatic))
         )
-        return await self.dispatch(first)
+        return await self.dispatch(booked.value)
 
-    async def dispatch(self, dispatch: Dispatch) -> vm_pb2.Vm:
+    async def dispatch(self, dispatch: HostTarget) -> vm_pb2.Vm:
         """Calls the booked host's CreateVm, and the next host's after a
         refusal, until one accepts or the tries run out."""
-        current: Dispatch | None = dispatch
+        current: HostTarget | None = dispatch
         while current is not None:
             client = self._clients.get(current.host_id, current.host_name, current.address)
+            assert current.config is not None  # a placed start's
             dispatched = utcnow()
             try:
                 await client.create_vm(current.config, current.request_id)
@@ -191,22 +179,22 @@ class Starter:
                 log.info("host %s refused VM %s: %s", current.host_name, current.vm_name, exc)
                 current = await self.retry(current.vm_id, current.host_id, str(exc))
                 continue
-            return (await self._store.update(current.vm_id, _accepted(dispatched)))[0]
-        proto = (await self._store.update(dispatch.vm_id, lambda _s, _v: (False, None)))[0]
+            return (await self._store.update(current.vm_id, _accepted(dispatched))).vm
+        proto = (await self._store.update(dispatch.vm_id, lambda _s, _v: Outcome(False, None))).vm
         raise StartFailed(proto.name, proto.status.message)
 
-    async def retry(self, vm_id: str, host_id: str, error: str) -> Dispatch | None:
+    async def retry(self, vm_id: str, host_id: str, error: str) -> HostTarget | None:
         """Books the VM whose start failed on host_id elsewhere, if it is
         still waiting for launch there; the caller dispatches the result."""
 
-        def work(session: Session, vm: Vm) -> tuple[bool, Dispatch | None]:
+        def work(session: Session, vm: Vm) -> Outcome[HostTarget | None]:
             if vm.host_id != host_id or vm.state is not VmState.WAIT_FOR_LAUNCH:
-                return False, None
-            return True, rebook(session, vm, host_id, error, self.policy)
+                return Outcome(False, None)
+            return Outcome(True, rebook(session, vm, host_id, error, self.policy))
 
-        return (await self._store.update(vm_id, work))[1]
+        return (await self._store.update(vm_id, work)).value
 
-    async def dispatch_quietly(self, dispatch: Dispatch) -> None:
+    async def dispatch_quietly(self, dispatch: HostTarget) -> None:
         """dispatch() for a retry nobody waits for: failures are logged (the
         VM's state and message carry them)."""
         try:
@@ -214,13 +202,13 @@ class Starter:
         except VirtplaneError as exc:
             log.warning("VM %s: start retry failed: %s", dispatch.vm_name, exc)
 
-    async def resume(self) -> int:
+    async def resend_pending(self) -> int:
         """Repeats the CreateVm of every start a previous controller booked
         but may not have dispatched (it stopped mid-start). The key booked
         with it makes the repeat harmless where the first call landed.
-        Returns how many were resumed."""
+        Returns how many were sent again."""
 
-        def find(session: Session) -> list[Dispatch]:
+        def find(session: Session) -> list[HostTarget]:
             found = []
             for vm in repo.list_vms_in(session, (VmState.WAIT_FOR_LAUNCH,)):
                 host = session.get(Host, vm.host_id) if vm.host_id else None
@@ -233,31 +221,31 @@ class Starter:
             try:
                 await self.dispatch(item)
             except VirtplaneError as exc:
-                log.warning("VM %s: resuming its start failed: %s", item.vm_name, exc)
+                log.warning("VM %s: sending its start again failed: %s", item.vm_name, exc)
         return len(pending)
 
 
-def _accepted(dispatched: dt.datetime) -> Callable[[Session, Vm], tuple[bool, None]]:
+def _accepted(dispatched: dt.datetime) -> Callable[[Session, Vm], Outcome[None]]:
     """A host accepted the VM: the start's operation, if it has one, moves
     on to waiting for the VM to run."""
 
-    def mutate(session: Session, vm: Vm) -> tuple[bool, None]:
+    def mutate(session: Session, vm: Vm) -> Outcome[None]:
         operations.lock_vm(session, vm)
         operations.start_accepted(session, vm, dispatched)
-        return False, None
+        return Outcome(False, None)
 
     return mutate
 
 
-def _lost_create(dispatch: Dispatch, why: str) -> Callable[[Session, Vm], tuple[bool, None]]:
-    def mutate(_session: Session, vm: Vm) -> tuple[bool, None]:
+def _lost_create(dispatch: HostTarget, why: str) -> Callable[[Session, Vm], Outcome[None]]:
+    def mutate(_session: Session, vm: Vm) -> Outcome[None]:
         if vm.host_id != dispatch.host_id or vm.state is not VmState.WAIT_FOR_LAUNCH:
-            return False, None
+            return Outcome(False, None)
         set_state(
             vm,
             VmState.UNKNOWN,
             message=f"the create on host {dispatch.host_name!r} got no answer: {why}",
         )
-        return True, None
+        return Outcome(True, None)
 
     return mutate

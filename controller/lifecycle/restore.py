@@ -1,23 +1,18 @@
 """StartVm of a VM that still has a place on a host: a SUSPENDED VM is
 restored on the host that holds its saved state (it is never scheduled
-elsewhere: the file is there), a PAUSED VM is resumed where it runs."""
+elsewhere: the file is there); a PAUSED VM is resumed where it runs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlalchemy.orm import Session
-from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 
-from controller import convert, transitions
-from controller.vm_store import set_state
+from controller import convert
+from controller.lifecycle.states import set_state
+from controller.lifecycle.target import HostTarget
 from db import repositories as repo
 from db.enums import ExitReason, HostState, VmState
 from db.models import Vm
-from virtplane_common.errors import FailedPrecondition, ResourceExhausted, VirtplaneError
-from virtplane_common.status import status_code
-
-FROM_STATES = frozenset({VmState.SUSPENDED, VmState.PAUSED})
+from virtplane_common.errors import FailedPrecondition, ResourceExhausted
 
 
 class NoRoomToRestore(ResourceExhausted):
@@ -28,20 +23,10 @@ class NoRoomToRestore(ResourceExhausted):
         )
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where StartVm sends the VM, and how."""
-
-    host_id: str
-    host_name: str
-    address: str
-    config: agent_pb2.VmConfig
-    # ResumeVm instead of CreateVm (a PAUSED VM).
-    resume: bool = False
-
-
-def begin(session: Session, vm: Vm) -> Target:
-    """In the StartVm transaction: where a SUSPENDED or PAUSED VM starts.
+def begin(session: Session, vm: Vm) -> HostTarget:
+    """In the StartVm transaction: where a SUSPENDED or PAUSED VM starts. A
+    PAUSED VM's target has no config (the host resumes it); a SUSPENDED VM's
+    has the config its host restores it with, and the VM is RESTORING_STATE.
     The host's row is locked, as a placement locks it, so that the host
     cannot go to maintenance under the restore."""
     host = repo.lock_host(session, vm.host_id) if vm.host_id else None
@@ -56,7 +41,7 @@ def begin(session: Session, vm: Vm) -> Target:
             f" {host.state.value}; it must be UP"
         )
     if vm.state is VmState.PAUSED:
-        return Target(host.id, host.name, host.address, convert.vm_config(vm), resume=True)
+        return HostTarget.of(vm, host)
     total, (used, _cpus, _vms) = (
         host.memory_total_mib,
         repo.host_usage(session).get(host.id, (0, 0, 0)),
@@ -66,22 +51,12 @@ def begin(session: Session, vm: Vm) -> Target:
     set_state(vm, VmState.RESTORING_STATE, exit_reason=ExitReason.NONE, message="")
     # hostd restores with the configuration saved beside the state; only
     # the VM's id is read from this one.
-    return Target(host.id, host.name, host.address, convert.vm_config(vm))
+    return HostTarget.of(vm, host, config=convert.vm_config(vm))
 
 
-def record(vm: Vm, target: Target, answer: agent_pb2.HostVm) -> bool:
-    """Applies the host's answer to ResumeVm."""
-    return transitions.apply_host_vm(vm, target.host_id, answer)
-
-
-def undo(vm: Vm, target: Target, why: str) -> bool:
+def undo(vm: Vm, target: HostTarget, why: str) -> bool:
     """The host refused the restore: the VM is SUSPENDED again."""
-    if vm.state is VmState.RESTORING_STATE and not target.resume:
+    if vm.state is VmState.RESTORING_STATE and target.config is not None:
         set_state(vm, VmState.SUSPENDED, message=f"restore failed: {why}")
         return True
     return False
-
-
-def status_name(exc: VirtplaneError) -> str:
-    """The gRPC status code name of exc, as an operation's error records it."""
-    return status_code(exc).name

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 
-from controller.vm_store import set_state
+from controller.lifecycle.states import ON_HOST, set_state
 from db.enums import ExitReason, VmState
 from db.models import Vm
 
@@ -20,24 +20,8 @@ _EXIT_REASONS = {
     HostVm.EXIT_REASON_SAVED: ExitReason.SAVED_TO_FILE,
 }
 
-# States in which the VM is believed to run on its host.
-_ON_HOST = frozenset(
-    {
-        VmState.WAIT_FOR_LAUNCH,
-        VmState.POWERING_UP,
-        VmState.UP,
-        VmState.PAUSED,
-        VmState.POWERING_DOWN,
-        VmState.REBOOT_IN_PROGRESS,
-        VmState.SAVING_STATE,
-        VmState.RESTORING_STATE,
-        VmState.NOT_RESPONDING,
-        VmState.UNKNOWN,
-        VmState.MIGRATING_FROM,
-    }
-)
-# hostd's states that the VM takes as they are. SUSPENDED (hibernated to a
-# file on the host, no domain) is not _ON_HOST: nothing runs there to lose.
+# hostd's states that the VM takes as they are. SUSPENDED is not ON_HOST
+# (states.py says why).
 _AS_REPORTED = {
     HostVm.STATE_REBOOT_IN_PROGRESS: VmState.REBOOT_IN_PROGRESS,
     HostVm.STATE_SAVING_STATE: VmState.SAVING_STATE,
@@ -73,7 +57,7 @@ def apply_host_vm(vm: Vm, host_id: str, report: agent_pb2.HostVm) -> bool:
             set_state(vm, landed, message="")
             return True
         return False
-    if vm.state not in _ON_HOST:
+    if vm.state not in ON_HOST:
         return False
     if state == HostVm.STATE_DOWN and report.exit_reason == HostVm.EXIT_REASON_MIGRATED:
         # It left for another host, whose report places it there; until
@@ -114,7 +98,7 @@ def apply_guest_report(vm: Vm, host_id: str) -> bool:
 
 def host_lost(vm: Vm) -> bool:
     """The VM's host cannot be reached: the VM's state is UNKNOWN, never DOWN."""
-    if vm.state in _ON_HOST and vm.state is not VmState.UNKNOWN:
+    if vm.state in ON_HOST and vm.state is not VmState.UNKNOWN:
         set_state(vm, VmState.UNKNOWN, message="its host cannot be reached")
         return True
     return False
@@ -123,7 +107,7 @@ def host_lost(vm: Vm) -> bool:
 def missing_on_host(vm: Vm) -> bool:
     """The host no longer has the VM, and no event said why. A VM migrating
     away waits for its destination's report instead."""
-    if vm.state in _ON_HOST and vm.state not in (VmState.WAIT_FOR_LAUNCH, VmState.MIGRATING_FROM):
+    if vm.state in ON_HOST and vm.state not in (VmState.WAIT_FOR_LAUNCH, VmState.MIGRATING_FROM):
         set_state(
             vm,
             VmState.DOWN,

@@ -1,0 +1,45 @@
+"""HostTarget: the host a verb calls about a VM, and what it sends there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from virtplane.v1 import host_agent_service_pb2 as agent_pb2
+
+from db.enums import VmState
+from db.models import Host, Vm
+
+
+@dataclass(frozen=True)
+class HostTarget:
+    """A VM and the host to call about it."""
+
+    vm_id: str
+    vm_name: str
+    host_id: str
+    host_name: str
+    address: str
+    # What CreateVm sends: a start placed on the host, or a restore.
+    config: agent_pb2.VmConfig | None = None
+    # The idempotency key of a placed start's CreateVm.
+    request_id: str = ""
+    # Booked on the host by placement (controller.lifecycle.placement),
+    # rather than found on its own host.
+    placed: bool = False
+    # The VM's state before the verb, put back when the host refuses (stop).
+    previous: VmState | None = None
+
+    @classmethod
+    def of(
+        cls,
+        vm: Vm,
+        host: Host,
+        *,
+        config: agent_pb2.VmConfig | None = None,
+        placed: bool = False,
+        previous: VmState | None = None,
+    ) -> HostTarget:
+        request_id = (vm.start_request_id or "") if placed else ""
+        return cls(
+            vm.id, vm.name, host.id, host.name, host.address, config, request_id, placed, previous
+        )
