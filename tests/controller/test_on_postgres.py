@@ -24,7 +24,8 @@ from virtplane.v1 import host_service_pb2_grpc as host_grpc
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
-from tests.stack import Daemon, start_controller, start_hostd
+from tests.support.controller_rig import spec
+from tests.support.stack import Daemon, start_controller, start_hostd
 
 S = vm_pb2.Vm
 K = vm_api.WatchVmsResponse
@@ -45,15 +46,6 @@ def boot_files(tmp_path: Path) -> vm_pb2.BootSource:
     (tmp_path / "initrd").write_bytes(b"")
     return vm_pb2.BootSource(
         kernel_path=str(tmp_path / "vmlinuz"), initrd_path=str(tmp_path / "initrd")
-    )
-
-
-def _spec(boot: vm_pb2.BootSource, memory_mib: int = 128) -> vm_pb2.VmSpec:
-    return vm_pb2.VmSpec(
-        vcpus=1,
-        memory_mib=memory_mib,
-        boot=boot,
-        nics=[vm_pb2.Nic(name="nic0", kind=vm_pb2.Nic.KIND_USER)],
     )
 
 
@@ -141,7 +133,7 @@ async def test_vm_lifecycle_through_the_api(
         assert complete.revision == 0
 
         created = (
-            await api.vms.CreateVm(vm_api.CreateVmRequest(name="v1", spec=_spec(boot_files)))
+            await api.vms.CreateVm(vm_api.CreateVmRequest(name="v1", spec=spec(boot_files)))
         ).vm
         assert created.status.state == S.STATE_DOWN
         assert [v.name for v in (await api.vms.ListVms(vm_api.ListVmsRequest())).vms] == ["v1"]
@@ -149,7 +141,7 @@ async def test_vm_lifecycle_through_the_api(
         by_id = (await api.vms.GetVm(vm_api.GetVmRequest(vm=created.id))).vm
         assert by_name == by_id == created
         code, _ = await _error(
-            api.vms.CreateVm(vm_api.CreateVmRequest(name="v1", spec=_spec(boot_files)))
+            api.vms.CreateVm(vm_api.CreateVmRequest(name="v1", spec=spec(boot_files)))
         )
         assert code is grpc.StatusCode.ALREADY_EXISTS
 
@@ -202,7 +194,7 @@ async def test_a_restarted_controller_keeps_its_vms_and_counts_on(
         api = Api(first.address)
         await api.hosts.AddHost(host_api.AddHostRequest(name="t1", address=hostd.address))
         before = (
-            await api.vms.CreateVm(vm_api.CreateVmRequest(name="kept", spec=_spec(boot_files)))
+            await api.vms.CreateVm(vm_api.CreateVmRequest(name="kept", spec=spec(boot_files)))
         ).vm
         await api.close()
     finally:

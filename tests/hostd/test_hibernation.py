@@ -8,7 +8,7 @@ import pytest
 from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd.errors import VmStateConflict
-from tests.hostd.rig import Rig
+from tests.support.hostd_rig import Rig
 from virtplane_common.errors import FailedPrecondition
 
 S = pb.HostVm

@@ -16,9 +16,9 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd.hooks import HookFailed, HookPoint, Hooks, HookSettings, HookVm
 from hostd.validation import validate_config
-from tests.hostd.conftest import eventually, vm_config
 from tests.hostd.fakes import FakeHypervisor
-from tests.hostd.rig import FAST, Rig, make_rig
+from tests.support.hostd_rig import FAST, Rig, make_rig, vm_config
+from tests.support.waiting import until
 from virtplane_common.errors import InvalidArgument
 
 S = pb.HostVm
@@ -117,7 +117,7 @@ async def test_a_hanging_script_and_its_children_are_killed_after_the_timeout(
         await _hooks(hooks, timeout=0.5).check(point, HookVm(VM_ID), XML.format(uuid=VM_ID))
     assert time.monotonic() - started < 30
     child = int(pid_file.read_text())
-    await eventually(lambda: not _alive(child), "the script's child to be killed", within=10)
+    await until(lambda: not _alive(child), what="the script's child to be killed", within=10)
 
 
 @pytest.mark.parametrize(
@@ -206,7 +206,7 @@ async def test_a_failing_start_hook_leaves_the_vm_down_start_failed(hooked: Rig)
     script(_hooks_dir(hooked), HookPoint.BEFORE_VM_START, "10-no", "echo 'not today' >&2\nexit 1\n")
     config = hooked.config()
     await hooked.vms.create(config)
-    await eventually(lambda: hooked.state_names(config.vm_id)[-1:] == ["DOWN"], "DOWN")
+    await until(lambda: hooked.state_names(config.vm_id)[-1:] == ["DOWN"], what="DOWN")
     down = hooked.journal.after(0)[-1].vm_state
     assert (down.exit_reason, down.message) == (
         S.EXIT_REASON_START_FAILED,
@@ -219,7 +219,7 @@ async def test_after_hooks_failing_are_reported_and_change_nothing(hooked: Rig) 
     hooks = _hooks_dir(hooked)
     script(hooks, HookPoint.AFTER_VM_START, "10-broken", "echo 'after went wrong' >&2\nexit 7\n")
     config = await hooked.running()
-    await eventually(lambda: bool(_hook_failures(hooked)), "the hook failure to be journaled")
+    await until(lambda: bool(_hook_failures(hooked)), what="the hook failure to be journaled")
     (failed,) = _hook_failures(hooked)
     assert (failed.vm_id, failed.point, failed.hook, failed.message) == (
         config.vm_id,
@@ -240,7 +240,7 @@ async def test_destroy_runs_its_hooks_and_is_not_stopped_by_them(
     config = await hooked.running()
     await hooked.vms.destroy(config.vm_id)
     assert hooked.state_names(config.vm_id)[-1] == "DOWN"
-    await eventually(seen.exists, "after_vm_destroy to run")
+    await until(seen.exists, what="after_vm_destroy to run")
     assert seen.read_text().strip() == "1", "it got the domain's XML"
     assert [f.point for f in _hook_failures(hooked)] == ["before_vm_destroy"]
 
@@ -249,8 +249,8 @@ async def test_a_failing_hibernate_hook_keeps_the_vm_running(hooked: Rig) -> Non
     script(_hooks_dir(hooked), HookPoint.BEFORE_VM_HIBERNATE, "10-no", "echo busy >&2\nexit 1\n")
     config = await hooked.running()
     await hooked.vms.hibernate(config.vm_id)
-    await eventually(
-        lambda: hooked.state_names(config.vm_id)[-2:] == ["SAVING_STATE", "RUNNING"], "RUNNING"
+    await until(
+        lambda: hooked.state_names(config.vm_id)[-2:] == ["SAVING_STATE", "RUNNING"], what="RUNNING"
     )
     vm = hooked.vms.get(config.vm_id)
     assert (
@@ -274,7 +274,7 @@ async def test_dehibernate_hooks_run_after_a_restore(hooked: Rig, tmp_path: Path
     await hooked.wait_for(config.vm_id, S.STATE_SUSPENDED)
     await hooked.vms.create(config)
     await hooked.wait_for(config.vm_id, S.STATE_RUNNING)
-    await eventually(seen.exists, "after_vm_dehibernate to run")
+    await until(seen.exists, what="after_vm_dehibernate to run")
     assert seen.read_text().strip() == config.vm_id
 
 
@@ -305,5 +305,5 @@ async def test_after_destroy_alone_still_gets_the_domains_xml(hooked: Rig, tmp_p
     script(_hooks_dir(hooked), HookPoint.AFTER_VM_DESTROY, "10-log", count)
     config = await hooked.running()
     await hooked.vms.destroy(config.vm_id)
-    await eventually(seen.exists, "after_vm_destroy to run")
+    await until(seen.exists, what="after_vm_destroy to run")
     assert seen.read_text().strip() == "1"

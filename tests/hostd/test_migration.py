@@ -31,10 +31,10 @@ from hostd.hypervisor import LifecycleEvent, LifecycleKind
 from hostd.journal import Journal
 from hostd.layout import StateLayout
 from hostd.vms import VmService
-from tests.hostd.conftest import eventually, vm_config
 from tests.hostd.fakes import FakeDomain, FakeHypervisor
-from tests.hostd.rig import FAST
 from tests.hostd.test_hooks import script
+from tests.support.hostd_rig import FAST, vm_config
+from tests.support.waiting import until
 from virtplane_common.errors import InvalidArgument, NotFound
 
 S = pb.HostVm
@@ -77,7 +77,7 @@ class Side:
         return {vm.vm_id: vm.state for vm in self.vms.list()}.get(vm_id, S.STATE_DOWN)
 
     async def wait_for(self, vm_id: str, state: S.State.ValueType) -> S:
-        await eventually(lambda: self.state(vm_id) == state, S.State.Name(state))
+        await until(lambda: self.state(vm_id) == state, what=S.State.Name(state))
         return next((vm for vm in self.vms.list() if vm.vm_id == vm_id), S(state=state))
 
 
@@ -163,8 +163,8 @@ async def test_an_incoming_vm_that_lands_runs(pair: Pair) -> None:
     pair.b.fake.emit(LifecycleEvent(vm_id, LifecycleKind.RESUMED))
     vm = await pair.b.wait_for(vm_id, S.STATE_RUNNING)
     assert vm.message == "migrated here"
-    await eventually(
-        lambda: pair.b.vms.migration_progress(vm_id).phase == P.PHASE_COMPLETED, "COMPLETED"
+    await until(
+        lambda: pair.b.vms.migration_progress(vm_id).phase == P.PHASE_COMPLETED, what="COMPLETED"
     )
 
 
@@ -225,7 +225,7 @@ async def test_outgoing_migrations_are_capped(pair: Pair) -> None:
     first, second, third = [await pair.running_on_a() for _ in range(3)]
     pair.peers.gate = asyncio.Event()
     moving = [asyncio.create_task(pair.a.vms.migrate(c.vm_id, B)) for c in (first, second)]
-    await eventually(lambda: pair.peers.waiting == 2, "two migrations under way")
+    await until(lambda: pair.peers.waiting == 2, what="two migrations under way")
     with pytest.raises(TooManyMigrations, match="already runs 2 outgoing migrations, its cap"):
         await pair.a.vms.migrate(third.vm_id, B)
     assert pair.a.state(third.vm_id) == S.STATE_RUNNING
@@ -242,8 +242,8 @@ async def test_a_cancelled_migration_runs_on_and_reports_its_progress(pair: Pair
     vm_id = config.vm_id
     pair.a.fake.migrate_gate = asyncio.Event()
     await pair.a.vms.migrate(vm_id, B)
-    await eventually(
-        lambda: pair.a.vms.migration_progress(vm_id).data_processed_bytes > 0, "progress"
+    await until(
+        lambda: pair.a.vms.migration_progress(vm_id).data_processed_bytes > 0, what="progress"
     )
     assert pair.b.state(vm_id) == S.STATE_MIGRATING_TO
     cancelling = await pair.a.vms.cancel_migration(vm_id)
@@ -259,7 +259,7 @@ async def test_destroying_a_migrating_vm_cancels_its_migration_first(pair: Pair)
     vm_id = config.vm_id
     pair.a.fake.migrate_gate = asyncio.Event()
     await pair.a.vms.migrate(vm_id, B)
-    await eventually(lambda: pair.a.fake.migrating(vm_id), "the transfer to begin")
+    await until(lambda: pair.a.fake.migrating(vm_id), what="the transfer to begin")
     await asyncio.wait_for(pair.a.vms.destroy(vm_id), 5)
     assert pair.a.state(vm_id) == S.STATE_DOWN
     assert vm_id not in pair.a.fake.domains

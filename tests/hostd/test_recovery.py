@@ -15,7 +15,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from hostd.hypervisor import DomainState, LifecycleEvent, LifecycleKind, StopReason
 from hostd.layout import StateLayout
 from tests.hostd.fakes import COMPLETE, PARTIAL, FakeHypervisor
-from tests.hostd.rig import Rig, make_rig
+from tests.support.hostd_rig import Rig, make_rig
 
 S = pb.HostVm
 

@@ -19,8 +19,10 @@ from virtplane.v1 import vm_pb2
 from hostd import domxml
 from hostd.config import ChannelLimits, HostdConfig
 from hostd.server import Hostd
-from tests.conftest import disks_of
-from tests.hostd.conftest import FakeGuest, eventually, next_item, vm_config
+from tests.support.fake_guest import FakeGuest
+from tests.support.hostd_rig import vm_config
+from tests.support.virt import disks_of
+from tests.support.waiting import next_item, until
 
 S = pb.HostVm
 
@@ -208,12 +210,7 @@ async def test_refresh_and_the_last_raw_report(served: Served, boot_files: tuple
                 pb.HostAgentServiceGetVmGuestReportRequest(vm_id=vm_id)
             )
 
-        reply = await has_report()
-        for _ in range(500):
-            if reply.report_json:
-                break
-            await asyncio.sleep(0.01)
-            reply = await has_report()
+        reply = await until(has_report, lambda r: r.report_json, what="the raw report", within=5)
         raw = json.loads(reply.report_json)
         assert raw["report"]["system"]["hostname"] == "raw\x1bhost"  # as the guest sent it
         assert raw["agentInstance"] == "fake"
@@ -389,7 +386,7 @@ async def test_hibernate_then_create_restores(served: Served, boot_files: tuple[
             S.STATE_RUNNING,
         ]
         # RUNNING comes from libvirt's event, as restoreFlags returns: the files go then.
-        await eventually(lambda: not any(saved.iterdir()), "the saved state to be deleted")
+        await until(lambda: not any(saved.iterdir()), what="the saved state to be deleted")
     finally:
         watch.cancel()
 
@@ -485,9 +482,9 @@ async def test_a_watcher_too_far_behind_gets_a_snapshot_then_the_live_events(
     first, second = (vm_config(boot_files[0], initrd=boot_files[1]) for _ in range(2))
     for config in (first, second):
         await stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
-        await eventually(
-            lambda c=config: small_journal.hostd.vms.get(c.vm_id).state == S.STATE_RUNNING,  # type: ignore[misc]
-            "RUNNING",
+        await until(
+            lambda c=config: small_journal.hostd.vms.get(c.vm_id).state == S.STATE_RUNNING,
+            what="RUNNING",
         )
     await stub.PauseVm(pb.HostAgentServicePauseVmRequest(vm_id=first.vm_id))
     assert journal.last_sequence == 5  # 2 states each, then PAUSED: events 1 and 2 are gone
@@ -524,7 +521,7 @@ async def test_a_watcher_whose_events_are_kept_gets_no_snapshot(
     stub, journal = small_journal.stub, small_journal.hostd.journal
     config = vm_config(boot_files[0], initrd=boot_files[1])
     await stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
-    await eventually(lambda: journal.last_sequence == 2, "RUNNING")
+    await until(lambda: journal.last_sequence == 2, what="RUNNING")
     watch = stub.WatchEvents(pb.WatchEventsRequest(after_sequence=1, host_epoch=journal.epoch))
     try:
         reply = await next_item(watch.__aiter__(), "the kept event")
@@ -571,8 +568,8 @@ async def test_disks_reach_the_domain_and_survive_a_restart(
     config = _disk_config(boot_files)
     await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
     vms = served.hostd.vms
-    await eventually(
-        lambda: vms.get(config.vm_id).state == S.STATE_RUNNING, "the VM with disks to run"
+    await until(
+        lambda: vms.get(config.vm_id).state == S.STATE_RUNNING, what="the VM with disks to run"
     )
     xml = await asyncio.to_thread(_test_domain_xml, config.vm_id)
     assert disks_of(xml) == [

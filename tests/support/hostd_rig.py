@@ -1,13 +1,17 @@
-"""A VmService on the fake hypervisor, with the journal at hand: the rig of the fast tests."""
+"""hostd's test rig: a VmService on the fake hypervisor (tests/hostd/fakes.py)
+with the journal at hand, the rig of hostd's fast tests; and the VM
+configurations and boot files that hostd's tests start VMs from."""
 
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from virtplane.v1 import host_agent_service_pb2 as pb
+from virtplane.v1 import vm_pb2
 
 from hostd import domxml
 from hostd.builder import build_domain
@@ -18,8 +22,8 @@ from hostd.layout import StateLayout
 from hostd.registry import RunnerSettings
 from hostd.virt_type import VirtType
 from hostd.vms import VmService
-from tests.hostd.conftest import eventually, vm_config
 from tests.hostd.fakes import FakeHypervisor
+from tests.support.waiting import until
 
 S = pb.HostVm
 NO_CHANNEL = ChannelLimits(connect_timeout_seconds=0.01, connect_retry_seconds=0.01)
@@ -33,8 +37,44 @@ FAST = RunnerSettings(
 )
 
 
+def boot_files(folder: Path) -> tuple[str, str]:
+    """A kernel and an initrd that exist in folder (the test driver and the
+    fake never boot them)."""
+    kernel = folder / "vmlinux"
+    initrd = folder / "initramfs.img"
+    kernel.write_bytes(b"not a kernel")
+    initrd.write_bytes(b"not an initrd")
+    return str(kernel), str(initrd)
+
+
+def vm_config(
+    kernel: str,
+    *,
+    vm_id: str | None = None,
+    name: str | None = None,
+    initrd: str = "",
+    memory_mib: int = 64,
+    vcpus: int = 1,
+    nics: tuple[vm_pb2.Nic, ...] = (),
+) -> pb.VmConfig:
+    """A VM's configuration for hostd, booting kernel."""
+    vm_id = vm_id or str(uuid.uuid4())
+    return pb.VmConfig(
+        vm_id=vm_id,
+        name=name or f"test-{vm_id[:8]}",
+        spec=vm_pb2.VmSpec(
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            boot=vm_pb2.BootSource(kernel_path=kernel, initrd_path=initrd, cmdline="console=ttyS0"),
+            nics=list(nics),
+        ),
+    )
+
+
 @dataclass
 class Rig:
+    """A VmService on a fake hypervisor, and what the tests look at it with."""
+
     fake: FakeHypervisor
     journal: Journal
     vms: VmService
@@ -59,7 +99,7 @@ class Rig:
         return lambda: self.state(vm_id) == state
 
     async def wait_for(self, vm_id: str, state: S.State.ValueType) -> None:
-        await eventually(self.in_state(vm_id, state), S.State.Name(state))
+        await until(self.in_state(vm_id, state), what=S.State.Name(state))
 
     def config(self, **fields: object) -> pb.VmConfig:
         config = vm_config(self.kernel)
