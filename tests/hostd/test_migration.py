@@ -32,8 +32,7 @@ from hostd.journal import Journal
 from hostd.layout import StateLayout
 from hostd.vms import VmService
 from tests.hostd.fakes import FakeDomain, FakeHypervisor
-from tests.hostd.test_hooks import script
-from tests.support.hostd_rig import FAST, vm_config
+from tests.support.hostd_rig import FAST, hook_script, vm_config
 from tests.support.waiting import until
 from virtplane_common.errors import InvalidArgument, NotFound
 
@@ -271,7 +270,7 @@ async def test_a_failing_source_hook_refuses_the_migration_before_the_destinatio
 ) -> None:
     config = await pair.running_on_a()
     seen = tmp_path / "source-hook-env"
-    script(
+    hook_script(
         tmp_path / "hooks-a",
         HookPoint.BEFORE_VM_MIGRATE_SOURCE,
         "10-no",
@@ -293,7 +292,7 @@ async def test_a_failing_source_hook_refuses_the_migration_before_the_destinatio
 
 async def test_a_failing_destination_hook_refuses_the_migration(pair: Pair, tmp_path: Path) -> None:
     config = await pair.running_on_a()
-    script(
+    hook_script(
         tmp_path / "hooks-b",
         HookPoint.BEFORE_VM_MIGRATE_DESTINATION,
         "10-full",

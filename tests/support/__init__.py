@@ -23,6 +23,8 @@ Module map:
 - `controller_rig`: an in-process controller with stubs on it (`Rig`), VM
   specs and error checks for the controller's tests.
 - `hostd_rig`: a VmService on the fake hypervisor (`Rig`), VM configurations
-  and boot files for hostd's tests.
+  boot files and hook scripts for hostd's tests.
+- `db_rig`: rows and held transactions for the database's concurrency
+  tests.
 - `fake_guest`: the guest end of a guest channel (`FakeGuest`).
 """

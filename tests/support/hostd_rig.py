@@ -1,6 +1,7 @@
 """hostd's test rig: a VmService on the fake hypervisor (tests/hostd/fakes.py)
 with the journal at hand, the rig of hostd's fast tests; and the VM
-configurations and boot files that hostd's tests start VMs from."""
+configurations, boot files and hook scripts that hostd's tests start VMs
+with."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from hostd import domxml
 from hostd.builder import build_domain
 from hostd.config import ChannelLimits
 from hostd.defaults import with_defaults
+from hostd.hooks import HookPoint
 from hostd.journal import Journal
 from hostd.layout import StateLayout
 from hostd.registry import RunnerSettings
@@ -35,6 +37,17 @@ FAST = RunnerSettings(
     save_poll_seconds=0.01,
     event_grace_seconds=0.5,
 )
+
+
+def hook_script(hooks: Path, point: HookPoint, name: str, body: str) -> Path:
+    """Writes an executable shell script (body after its #! line) as hook
+    `name` at point under the hooks folder; returns its path."""
+    folder = hooks / point.value
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
 
 
 def boot_files(folder: Path) -> tuple[str, str]:
