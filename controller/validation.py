@@ -11,8 +11,9 @@ from virtplane.v1 import vm_pb2, vm_service_pb2
 
 from db.enums import DiskFormat, NicKind, VmState
 from virtplane_common.errors import InvalidArgument
-from virtplane_common.limits import MAC, MAX_DISKS, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, NAME
+from virtplane_common.limits import MIN_MEMORY_MIB, NAME
 from virtplane_common.properties import check_properties
+from virtplane_common.spec_checks import check_disk_count, check_mac, check_memory, check_vcpus
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -91,9 +92,7 @@ def _check_nic(prefix: str, index: int, nic: vm_pb2.Nic) -> NicSpec:
         raise InvalidArgument(f"{field}.kind", "must be KIND_USER or KIND_NETWORK")
     if kind is NicKind.NETWORK and not nic.network:
         raise InvalidArgument(f"{field}.network", "is required for KIND_NETWORK")
-    mac = nic.mac_address.lower()
-    if mac and not MAC.fullmatch(mac):
-        raise InvalidArgument(f"{field}.mac_address", f"is not a MAC address: {nic.mac_address!r}")
+    mac = check_mac(f"{field}.mac_address", nic.mac_address) if nic.mac_address else ""
     name = check_name(f"{field}.name", nic.name or f"nic{index}")
     return NicSpec(name=name, kind=kind, network=nic.network, mac_address=mac)
 
@@ -122,21 +121,14 @@ def check_spec(name: str, spec: vm_pb2.VmSpec, prefix: str = "spec") -> VmSpec:
     """Validates a VM spec; raises InvalidArgument naming the field under prefix."""
     if spec.vcpus == 0:
         raise InvalidArgument(f"{prefix}.vcpus", "is required (at least 1)")
-    if spec.vcpus > MAX_VCPUS:
-        raise InvalidArgument(f"{prefix}.vcpus", f"must be at most {MAX_VCPUS}")
+    check_vcpus(f"{prefix}.vcpus", spec.vcpus)
     if spec.memory_mib == 0:
         raise InvalidArgument(f"{prefix}.memory_mib", f"is required (at least {MIN_MEMORY_MIB})")
-    if not MIN_MEMORY_MIB <= spec.memory_mib <= MAX_MEMORY_MIB:
-        raise InvalidArgument(
-            f"{prefix}.memory_mib", f"must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB}"
-        )
+    check_memory(f"{prefix}.memory_mib", spec.memory_mib)
     nics = tuple(_check_nic(prefix, i, nic) for i, nic in enumerate(spec.nics))
     if len({n.name for n in nics}) != len(nics):
         raise InvalidArgument(f"{prefix}.nics", "NIC names must be unique")
-    if len(spec.disks) > MAX_DISKS:
-        raise InvalidArgument(
-            f"{prefix}.disks", f"at most {MAX_DISKS} disks (got {len(spec.disks)})"
-        )
+    check_disk_count(f"{prefix}.disks", len(spec.disks))
     disks = tuple(_check_disk(prefix, i, disk) for i, disk in enumerate(spec.disks))
     if len({d.name for d in disks}) != len(disks):
         raise InvalidArgument(f"{prefix}.disks", "disk names must be unique")

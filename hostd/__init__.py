@@ -4,6 +4,10 @@ Modules, one job each:
 
 - config        HostdConfig and ChannelLimits, frozen, built by main()
 - errors        hostd's exceptions, derived from the API's error categories
+- model         the domain types: VM config, spec, boot, NICs, disks, console,
+                persistence, state, migration progress, recovery report (frozen)
+- convert       model <-> the API's messages, only at the edges: servicer, peers,
+                journal, stored configuration (domain metadata, saved .config)
 - virt_type     kvm or qemu (TCG): CPU flags and /dev/kvm, or forced
 - layout        the state directory: channel sockets, console logs, saved states
 - validation    VmConfig checks; each failure names its field
@@ -20,8 +24,13 @@ Modules, one job each:
 - guest_channel the host end of one VM's guest channel
 - hooks         the operator's hook scripts: points, order, environment, timeout
 - guest_agent   refresh and the last raw report, for the servicer
-- registry      the VM records, their state changes and background work
-- state_machine how events and verbs move a VM's state: pure rules
+- registry      the VM records and their state changes (with the guest channel
+                opened or closed to match)
+- tasks         background work supervised: spawned, logged, cancelled on stop
+- hook_runner   a VM's hook scripts run around its operations; failures journaled
+- parts         VmParts: hypervisor, registry, tasks and hooks, as every VM path takes them
+- state_machine how events and verbs move a VM's state: pure rules; what a
+                domain's own state means (OBSERVED)
 - runner        the start paths: fresh start, restore from file
 - power         destroy, shutdown, reboot, reset, pause, resume
 - hibernation   saving a VM to a file, and the saved-state files

@@ -1,12 +1,14 @@
-"""The decisions that turn a validated VmConfig into the domain hostd asks libvirt for."""
+"""The decisions that turn a validated VmConfig into the domain hostd asks libvirt for.
+
+The configuration itself goes into the domain's metadata in its stored form
+(hostd.convert.config_to_bytes): recovery reads it back from there.
+"""
 
 from __future__ import annotations
 
-from virtplane.v1 import host_agent_service_pb2 as pb
-from virtplane.v1 import vm_pb2
-
-from hostd import consoles, domxml
+from hostd import consoles, convert, domxml
 from hostd.layout import StateLayout
+from hostd.model import ConsoleKind, Disk, DiskFormat, Nic, NicKind, VmConfig
 from hostd.virt_type import VirtType
 
 DOMAIN_NAME_PREFIX = "vp-"
@@ -21,9 +23,9 @@ VNC_LISTEN = "127.0.0.1"
 VIDEO_MODEL = "vga"
 DISK_BUS_PREFIX = "vd"
 """virtio disks: the guest sees the VM's disks as /dev/vda, /dev/vdb... in their order."""
-_DISK_FORMATS: dict[int, domxml.DiskFormat] = {
-    vm_pb2.Disk.FORMAT_RAW: "raw",
-    vm_pb2.Disk.FORMAT_QCOW2: "qcow2",
+_DISK_FORMATS: dict[DiskFormat, domxml.DiskFormat] = {
+    DiskFormat.RAW: "raw",
+    DiskFormat.QCOW2: "qcow2",
 }
 
 
@@ -33,7 +35,7 @@ def domain_name(vm_name: str) -> str:
 
 
 def build_domain(
-    config: pb.VmConfig, virt_type: VirtType, layout: StateLayout, *, request_id: str = ""
+    config: VmConfig, virt_type: VirtType, layout: StateLayout, *, request_id: str = ""
 ) -> domxml.Domain:
     """Returns the domain for a VmConfig that passed validation and has its defaults.
 
@@ -42,9 +44,9 @@ def build_domain(
     """
     spec = config.spec
     is_tcg = virt_type is VirtType.QEMU
-    console = config.console.kind
+    console = config.console
     if console not in consoles.BUILDABLE:
-        raise ValueError(f"no domain for console {pb.Console.Kind.Name(console)}")
+        raise ValueError(f"no domain for console {console.api_name}")
     return domxml.Domain(
         type="qemu" if is_tcg else "kvm",
         name=domain_name(config.name),
@@ -70,19 +72,17 @@ def build_domain(
                 ),
             ),
             serials=()
-            if console == pb.Console.KIND_NONE
+            if console == ConsoleKind.NONE
             else (domxml.FileSerial(path=str(layout.console_log(config.vm_id))),),
             interfaces=tuple(_interface(nic) for nic in spec.nics),
-            graphics=(domxml.VncGraphics(listen=VNC_LISTEN),)
-            if console == pb.Console.KIND_VNC
-            else (),
-            video_model=VIDEO_MODEL if console == pb.Console.KIND_VNC else None,
+            graphics=(domxml.VncGraphics(listen=VNC_LISTEN),) if console == ConsoleKind.VNC else (),
+            video_model=VIDEO_MODEL if console == ConsoleKind.VNC else None,
             usb_controller_model="none",
             memballoon_model="none",
         ),
         metadata=domxml.HostdMetadata(
             vm_id=config.vm_id,
-            config=config.SerializeToString(deterministic=True),
+            config=convert.config_to_bytes(config),
             state_dir=str(layout.root),
             request_id=request_id,
         ),
@@ -102,7 +102,7 @@ def disk_target(index: int) -> str:
     return DISK_BUS_PREFIX + letters
 
 
-def _disk(index: int, disk: vm_pb2.Disk) -> domxml.FileDisk:
+def _disk(index: int, disk: Disk) -> domxml.FileDisk:
     fmt = _DISK_FORMATS.get(disk.format)
     if fmt is None:
         raise ValueError(f"no domain for disk format {disk.format} (defaults not filled in?)")
@@ -111,8 +111,8 @@ def _disk(index: int, disk: vm_pb2.Disk) -> domxml.FileDisk:
     )
 
 
-def _interface(nic: vm_pb2.Nic) -> domxml.Interface:
+def _interface(nic: Nic) -> domxml.Interface:
     mac = nic.mac_address.lower() or None
-    if nic.kind == vm_pb2.Nic.KIND_NETWORK:
+    if nic.kind == NicKind.NETWORK:
         return domxml.NetworkInterface(network=nic.network, model=NIC_MODEL, mac=mac)
     return domxml.UserInterface(model=NIC_MODEL, mac=mac)

@@ -8,15 +8,14 @@ listed here.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from virtplane.v1 import host_agent_service_pb2 as pb
-from virtplane.v1 import vm_pb2
+from hostd.model import ConsoleKind, DiskFormat, Persistence, VmConfig
 
 VCPUS = 1
-PERSISTENCE = pb.VmConfig.PERSISTENCE_TRANSIENT
-CONSOLE = pb.Console.KIND_SERIAL_FILE
-DISK_FORMAT = vm_pb2.Disk.FORMAT_RAW
+PERSISTENCE = Persistence.TRANSIENT
+CONSOLE = ConsoleKind.SERIAL_FILE
+DISK_FORMAT = DiskFormat.RAW
 SHUTDOWN_TIMEOUT_SECONDS = 60
 REBOOT_TIMEOUT_SECONDS = 60
 MAC_PREFIX = "52:54:00"
@@ -40,17 +39,17 @@ TABLE: tuple[Default, ...] = (
     ),
     Default(
         "config.spec.disks[i].format",
-        vm_pb2.Disk.Format.Name(DISK_FORMAT),
+        DISK_FORMAT.api_name,
         "an image is used as it is, never probed: a guest could forge a header",
     ),
     Default(
         "config.persistence",
-        pb.VmConfig.Persistence.Name(PERSISTENCE),
+        PERSISTENCE.api_name,
         "libvirt keeps nothing once the VM is down",
     ),
     Default(
         "config.console.kind",
-        pb.Console.Kind.Name(CONSOLE),
+        CONSOLE.api_name,
         "a boot log to read, no display to secure",
     ),
     Default("CreateVm start_paused", "false", "VMs are started to run"),
@@ -67,23 +66,24 @@ TABLE: tuple[Default, ...] = (
 )
 
 
-def with_defaults(config: pb.VmConfig) -> pb.VmConfig:
+def with_defaults(config: VmConfig) -> VmConfig:
     """A copy of a validated config with every optional field filled in."""
-    filled = pb.VmConfig()
-    filled.CopyFrom(config)
-    if not filled.spec.vcpus:
-        filled.spec.vcpus = VCPUS
-    for index, nic in enumerate(filled.spec.nics):
-        nic.name = nic.name or f"nic{index}"
-        nic.mac_address = nic.mac_address.lower() or mac_address(filled.vm_id, index)
-    for disk in filled.spec.disks:
-        if disk.format == vm_pb2.Disk.FORMAT_UNSPECIFIED:
-            disk.format = DISK_FORMAT
-    if filled.persistence == pb.VmConfig.PERSISTENCE_UNSPECIFIED:
-        filled.persistence = PERSISTENCE
-    if filled.console.kind == pb.Console.KIND_UNSPECIFIED:
-        filled.console.kind = CONSOLE
-    return filled
+    spec = config.spec
+    nics = tuple(
+        replace(
+            nic,
+            name=nic.name or f"nic{index}",
+            mac_address=nic.mac_address.lower() or mac_address(config.vm_id, index),
+        )
+        for index, nic in enumerate(spec.nics)
+    )
+    disks = tuple(replace(disk, format=disk.format or DISK_FORMAT) for disk in spec.disks)
+    return replace(
+        config,
+        spec=replace(spec, vcpus=spec.vcpus or VCPUS, nics=nics, disks=disks),
+        persistence=config.persistence or PERSISTENCE,
+        console=config.console or CONSOLE,
+    )
 
 
 def mac_address(vm_id: str, index: int) -> str:

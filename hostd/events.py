@@ -13,32 +13,23 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from virtplane.v1 import host_agent_service_pb2 as pb
-
 from hostd.errors import HypervisorUnavailable
 from hostd.hypervisor import (
     ConnectionLost,
     DomainInfo,
-    DomainState,
     EventsLost,
-    Hypervisor,
     LifecycleEvent,
     Reconnected,
 )
+from hostd.model import ExitReason, VmState
+from hostd.parts import VmParts
 from hostd.power import PowerVerbs
-from hostd.registry import Vm, VmRegistry
-from hostd.state_machine import EXITS, Become, Context, ResetSeen, on_event
+from hostd.registry import Vm
+from hostd.state_machine import EXITS, OBSERVED, Become, Context, ResetSeen, on_event
 
 log = logging.getLogger(__name__)
 
-S = pb.HostVm
-_OBSERVED: dict[DomainState, pb.HostVm.State.ValueType] = {
-    DomainState.RUNNING: S.STATE_RUNNING,
-    DomainState.OTHER: S.STATE_RUNNING,
-    DomainState.PAUSED: S.STATE_PAUSED,
-    DomainState.SHUTTING_DOWN: S.STATE_POWERING_DOWN,
-}
-_KEPT_WHILE_RUNNING = frozenset({S.STATE_REBOOT_IN_PROGRESS, S.STATE_POWERING_DOWN})
+_KEPT_WHILE_RUNNING = frozenset({VmState.REBOOT_IN_PROGRESS, VmState.POWERING_DOWN})
 """States a running domain does not contradict: hostd asked for them."""
 
 ReachabilityListener = Callable[[bool, str], Awaitable[None]]
@@ -47,14 +38,10 @@ ReachabilityListener = Callable[[bool, str], Awaitable[None]]
 
 class EventPump:
     def __init__(
-        self,
-        hypervisor: Hypervisor,
-        registry: VmRegistry,
-        power: PowerVerbs,
-        adopt: Callable[[DomainInfo], Vm | None],
+        self, parts: VmParts, power: PowerVerbs, adopt: Callable[[DomainInfo], Vm | None]
     ) -> None:
-        self._hypervisor = hypervisor
-        self._registry = registry
+        self._hypervisor, self._registry = parts.hypervisor, parts.registry
+        self._tasks = parts.tasks
         self._power = power
         self._adopt = adopt
         self.unreachable_reason = ""
@@ -73,7 +60,7 @@ class EventPump:
             )
 
     def start(self) -> None:
-        self._registry.spawn(self._run(), "hostd-events")
+        self._tasks.spawn(self._run(), "hostd-events")
 
     async def _run(self) -> None:
         async for event in self._hypervisor.events():
@@ -120,25 +107,23 @@ class EventPump:
             domain = domains.get(vm.vm_id)
             if domain is None:
                 reason, message = _gone(vm, listed.get(vm.vm_id), why)
-                self._registry.transition(vm, S.STATE_DOWN, reason, message)
+                self._registry.transition(vm, VmState.DOWN, reason, message)
                 continue
-            state = _OBSERVED.get(domain.state)
-            if state is None or (state == S.STATE_RUNNING and vm.state in _KEPT_WHILE_RUNNING):
+            state = OBSERVED.get(domain.state)
+            if state is None or (state == VmState.RUNNING and vm.state in _KEPT_WHILE_RUNNING):
                 continue
             self._registry.transition(vm, state)
         for domain in domains.values():
             self._adopt(domain)
 
 
-def _gone(
-    vm: Vm, domain: DomainInfo | None, why: str
-) -> tuple[pb.HostVm.ExitReason.ValueType, str]:
+def _gone(vm: Vm, domain: DomainInfo | None, why: str) -> tuple[ExitReason, str]:
     """Why a VM's domain no longer runs, found out in a resync."""
     if vm.destroying:
-        return S.EXIT_REASON_DESTROYED, "destroyed"
-    if vm.state == S.STATE_WAIT_FOR_LAUNCH:
-        return S.EXIT_REASON_START_FAILED, f"its start did not complete ({why})"
+        return ExitReason.DESTROYED, "destroyed"
+    if vm.state == VmState.WAIT_FOR_LAUNCH:
+        return ExitReason.START_FAILED, f"its start did not complete ({why})"
     if domain is not None and domain.stop_reason is not None:  # a definition says why
         reason, message = EXITS[domain.stop_reason]
         return reason, f"{message} ({why}: its stop was not seen)"
-    return S.EXIT_REASON_UNSPECIFIED, f"the domain is gone; {why}, so how it stopped is unknown"
+    return ExitReason.UNSPECIFIED, f"the domain is gone; {why}, so how it stopped is unknown"

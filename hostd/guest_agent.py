@@ -1,14 +1,30 @@
 """What the controller may ask of a VM's guest agent besides power: a fresh
-report, and the last report as it arrived (for debugging)."""
+report, and the last report as it arrived (for debugging).
+
+The channel's statistics stay the guest channel's message, answered as it is.
+"""
 
 from __future__ import annotations
 
-from virtplane.v1 import host_agent_service_pb2 as pb
+from dataclasses import dataclass
 
-from hostd import guest_info
+from virtplane.v1.host_agent_service_pb2 import GuestChannelStats
+
 from hostd.guest_channel import GuestChannel
 from hostd.registry import VmRegistry
 from virtplane_common.errors import FailedPrecondition
+
+
+@dataclass(frozen=True)
+class GuestReport:
+    """The last report a guest agent sent, as it arrived, and what its channel cost."""
+
+    json: str
+    """protobuf's JSON of the report message; empty before the first report."""
+    truncated: bool
+    received_ns: int
+    """When hostd received it (Unix ns); 0 before the first report."""
+    channel: GuestChannelStats
 
 
 class GuestAgentQueries:
@@ -28,12 +44,7 @@ class GuestAgentQueries:
             raise FailedPrecondition(f"the guest agent of VM {vm_id} is not connected")
         await channel.refresh()
 
-    def last_report(self, vm_id: str) -> pb.HostAgentServiceGetVmGuestReportResponse:
+    def last_report(self, vm_id: str) -> GuestReport:
         channel = self._channel(vm_id)
-        text, truncated, received = channel.last_report()
-        reply = pb.HostAgentServiceGetVmGuestReportResponse(
-            report_json=text, truncated=truncated, channel=channel.stats()
-        )
-        if received:
-            reply.received_time.CopyFrom(guest_info.timestamp(received))
-        return reply
+        text, truncated, received_ns = channel.last_report()
+        return GuestReport(text, truncated, received_ns, channel.stats())

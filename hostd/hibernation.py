@@ -26,19 +26,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
-from virtplane.v1 import host_agent_service_pb2 as pb
 
+from hostd import convert
 from hostd.errors import DomainNotFound, DomainStateConflict
 from hostd.hooks import HookPoint
-from hostd.hypervisor import DomainAction, DomainInfo, DomainState, Hypervisor
+from hostd.hypervisor import DomainAction, DomainInfo, DomainState
 from hostd.layout import StateLayout
-from hostd.registry import Vm, VmRegistry
+from hostd.model import ExitReason, VmConfig, VmState, VmStatus
+from hostd.parts import VmParts
+from hostd.registry import Vm
 from hostd.state_machine import Verb, require
-from virtplane_common.errors import VirtplaneError
+from virtplane_common.errors import InvalidArgument, VirtplaneError
 
 log = logging.getLogger(__name__)
 
-S = pb.HostVm
 FILE_MODE = 0o600
 _SUFFIXES = {".img": "image", ".img.partial": "partial", ".config": "config"}
 
@@ -68,25 +69,25 @@ class SavedStates:
     def config_file(self, vm_id: str) -> Path:
         return self.dir / f"{vm_id}.config"
 
-    def write_config(self, config: pb.VmConfig) -> None:
+    def write_config(self, config: VmConfig) -> None:
         path = self.config_file(config.vm_id)
         temporary = path.with_name(path.name + ".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         with os.fdopen(fd, "wb") as out:
-            out.write(config.SerializeToString(deterministic=True))
+            out.write(convert.config_to_bytes(config))
             out.flush()
             os.fsync(out.fileno())
         temporary.replace(path)
 
-    def read_config(self, vm_id: str) -> pb.VmConfig | None:
+    def read_config(self, vm_id: str) -> VmConfig | None:
         try:
-            config = pb.VmConfig.FromString(self.config_file(vm_id).read_bytes())
-        except (OSError, DecodeError) as exc:
+            config = convert.config_from_bytes(self.config_file(vm_id).read_bytes())
+        except (OSError, DecodeError, InvalidArgument) as exc:
             log.warning("VM %s: unreadable saved configuration: %s", vm_id, exc)
             return None
         return config if config.vm_id == vm_id else None
 
-    def load(self, vm_id: str) -> pb.VmConfig | None:
+    def load(self, vm_id: str) -> VmConfig | None:
         """The saved configuration of a VM that has a complete saved state, else None."""
         if not self.image(vm_id).is_file():
             return None
@@ -126,12 +127,12 @@ class SavedStates:
 
 
 class Hibernator:
-    def __init__(self, hypervisor: Hypervisor, registry: VmRegistry, saved: SavedStates) -> None:
-        self._hypervisor = hypervisor
-        self._registry = registry
+    def __init__(self, parts: VmParts, saved: SavedStates) -> None:
+        self._hypervisor, self._registry = parts.hypervisor, parts.registry
+        self._tasks, self._hooks = parts.tasks, parts.hooks
         self._saved = saved
 
-    async def hibernate(self, vm_id: str) -> pb.HostVm:
+    async def hibernate(self, vm_id: str) -> VmStatus:
         vm = self._registry.lookup(vm_id)
         # The end of a start or restore (its events may have made the VM RUNNING
         # before the job finished) comes before a new job.
@@ -140,13 +141,13 @@ class Hibernator:
             require(Verb.HIBERNATE, vm_id, vm.state)
             self._saved.write_config(vm.config)
             self._registry.cancel_timer(vm)
-            self._registry.transition(vm, S.STATE_SAVING_STATE, message="saving its memory")
-            vm.job = self._registry.spawn(self._save(vm), f"hibernate {vm_id}")
-        return vm.as_proto()
+            self._registry.transition(vm, VmState.SAVING_STATE, message="saving its memory")
+            vm.job = self._tasks.spawn(self._save(vm), f"hibernate {vm_id}")
+        return vm.status()
 
     async def _save(self, vm: Vm) -> None:
         try:
-            await self._registry.before_hooks(vm, HookPoint.BEFORE_VM_HIBERNATE)
+            await self._hooks.before(vm, HookPoint.BEFORE_VM_HIBERNATE)
             await self._hypervisor.save(vm.vm_id, str(self._saved.partial(vm.vm_id)))
         except VirtplaneError as exc:
             log.warning("VM %s: hibernation failed: %s", vm.vm_id, exc)
@@ -163,7 +164,7 @@ class Hibernator:
         vm.launched = False
         if self._registry.is_current(vm):
             self._registry.transition(
-                vm, S.STATE_SUSPENDED, S.EXIT_REASON_SAVED, f"{message} to {image}"
+                vm, VmState.SUSPENDED, ExitReason.SAVED, f"{message} to {image}"
             )
 
     async def _undefine(self, vm_id: str) -> None:
@@ -176,13 +177,13 @@ class Hibernator:
 
     async def _back_from_failed_save(self, vm: Vm, message: str) -> None:
         domain = await self._find(vm.vm_id)
-        if not self._registry.is_current(vm) or vm.state != S.STATE_SAVING_STATE:
+        if not self._registry.is_current(vm) or vm.state != VmState.SAVING_STATE:
             return
         if domain is None or not domain.active:
             return  # stopped meanwhile: its stop event makes it DOWN
         paused = domain.state is DomainState.PAUSED
         self._registry.transition(
-            vm, S.STATE_PAUSED if paused else S.STATE_RUNNING, message=message
+            vm, VmState.PAUSED if paused else VmState.RUNNING, message=message
         )
 
     async def _find(self, vm_id: str) -> DomainInfo | None:
@@ -195,7 +196,7 @@ class Hibernator:
 
     def follow_save(self, vm: Vm, poll_seconds: float) -> None:
         """Takes over a save that a previous hostd began (the VM is SAVING_STATE)."""
-        vm.job = self._registry.spawn(self._follow(vm, poll_seconds), f"follow save {vm.vm_id}")
+        vm.job = self._tasks.spawn(self._follow(vm, poll_seconds), f"follow save {vm.vm_id}")
 
     async def _follow(self, vm: Vm, poll_seconds: float) -> None:
         while True:
@@ -222,8 +223,8 @@ class Hibernator:
         if self._registry.is_current(vm):
             self._registry.transition(
                 vm,
-                S.STATE_DOWN,
-                S.EXIT_REASON_UNSPECIFIED,
+                VmState.DOWN,
+                ExitReason.UNSPECIFIED,
                 "its hibernation did not complete: the half-written saved state was removed",
             )
 
@@ -231,5 +232,5 @@ class Hibernator:
         """Deletes a SUSPENDED VM's saved state; the VM is DOWN."""
         self._saved.discard(vm.vm_id)
         self._registry.transition(
-            vm, S.STATE_DOWN, S.EXIT_REASON_DESTROYED, "destroyed; its saved state was deleted"
+            vm, VmState.DOWN, ExitReason.DESTROYED, "destroyed; its saved state was deleted"
         )

@@ -1,5 +1,9 @@
 """The host's ordered event journal: what WatchEvents streams.
 
+The journal keeps its events as the API's messages (it is the stream's
+buffer, an edge): a VM's state and a migration's progress arrive as domain
+values and are converted here.
+
 Every event gets the process's host_epoch and the next sequence number,
 from 1. The last `size` events are kept so that a watcher can resume after
 a disconnect. A watcher asking from before the oldest kept event, or from
@@ -19,6 +23,8 @@ from collections.abc import AsyncIterator, Callable
 from google.protobuf.timestamp_pb2 import Timestamp
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
+
+from hostd import convert, model
 
 
 class Journal:
@@ -42,9 +48,9 @@ class Journal:
     def last_sequence(self) -> int:
         return self._last
 
-    def append_vm_state(self, vm: pb.HostVm) -> pb.HostEvent:
+    def append_vm_state(self, vm: model.VmStatus) -> pb.HostEvent:
         event = self._next()
-        event.vm_state.CopyFrom(vm)
+        event.vm_state.CopyFrom(convert.status_to_proto(vm))
         return self._keep(event)
 
     def append_guest_report(self, vm_id: str, guest: vm_pb2.GuestInfo) -> pb.HostEvent:
@@ -53,9 +59,9 @@ class Journal:
         event.guest_report.guest.CopyFrom(guest)
         return self._keep(event)
 
-    def append_migration(self, progress: pb.MigrationProgress) -> pb.HostEvent:
+    def append_migration(self, progress: model.MigrationProgress) -> pb.HostEvent:
         event = self._next()
-        event.migration.CopyFrom(progress)
+        event.migration.CopyFrom(convert.progress_to_proto(progress))
         return self._keep(event)
 
     def append_hook_failed(self, vm_id: str, point: str, hook: str, message: str) -> pb.HostEvent:

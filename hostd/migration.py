@@ -41,9 +41,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from google.protobuf.timestamp_pb2 import Timestamp
-from virtplane.v1 import host_agent_service_pb2 as pb
-
 from hostd import domxml
 from hostd.builder import build_domain
 from hostd.config import MigrationConfig
@@ -59,20 +56,27 @@ from hostd.hypervisor import (
     DomainAction,
     DomainInfo,
     DomainState,
-    Hypervisor,
     JobProgress,
     MigrationTarget,
 )
 from hostd.journal import Journal
+from hostd.model import (
+    ExitReason,
+    MigrationDestination,
+    MigrationDirection,
+    MigrationPhase,
+    MigrationProgress,
+    VmState,
+    VmStatus,
+)
+from hostd.parts import VmParts
 from hostd.peers import Peers
-from hostd.registry import Vm, VmRegistry, state_name
+from hostd.registry import Vm
 from hostd.state_machine import Verb, require
 from virtplane_common.errors import NotFound, VirtplaneError
 
 log = logging.getLogger(__name__)
 
-S = pb.HostVm
-P = pb.MigrationProgress
 REMEMBERED = 1024
 """How many ended migrations GetMigrationProgress still answers for."""
 ABORT_RETRY_SECONDS = 0.1
@@ -82,69 +86,48 @@ STATS_TRIES = 30
 """Reads of a landed migration's statistics before the destination does without them."""
 
 
-def _stamp(nanos: int) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromNanoseconds(nanos)
-    return stamp
-
-
 @dataclass
 class Migration:
     """One migration of one VM, as this host sees it."""
 
     vm_id: str
-    direction: P.Direction.ValueType
+    direction: MigrationDirection
     peer_address: str
-    phase: P.Phase.ValueType = P.PHASE_TRANSFERRING
+    phase: MigrationPhase = MigrationPhase.TRANSFERRING
     started_ns: int = field(default_factory=time.time_ns)
     ended_ns: int = 0
     progress: JobProgress = field(default_factory=JobProgress)
     message: str = ""
     cancelled: bool = False
-    destination: pb.MigrationDestination | None = None
+    destination: MigrationDestination | None = None
     """Where the VM is sent (outgoing) or is awaited (incoming)."""
 
     @property
     def over(self) -> bool:
-        return self.phase != P.PHASE_TRANSFERRING
+        return self.phase != MigrationPhase.TRANSFERRING
 
-    def end(self, phase: P.Phase.ValueType, message: str = "") -> None:
+    def end(self, phase: MigrationPhase, message: str = "") -> None:
         self.phase, self.message, self.ended_ns = phase, message, time.time_ns()
 
-    def as_proto(self) -> pb.MigrationProgress:
-        progress = self.progress
-        proto = pb.MigrationProgress(
-            vm_id=self.vm_id,
-            direction=self.direction,
-            phase=self.phase,
-            peer_address=self.peer_address,
-            start_time=_stamp(self.started_ns),
-            data_total_bytes=progress.data_total,
-            data_processed_bytes=progress.data_processed,
-            data_remaining_bytes=progress.data_remaining,
-            bytes_per_second=progress.bytes_per_second,
-            dirty_pages_per_second=progress.dirty_pages_per_second,
-            iterations=progress.iterations,
-            elapsed_ms=progress.elapsed_ms,
-            downtime_ms=progress.downtime_ms,
-            message=self.message,
+    def snapshot(self) -> MigrationProgress:
+        return MigrationProgress(
+            self.vm_id,
+            self.direction,
+            self.phase,
+            self.peer_address,
+            self.started_ns,
+            self.ended_ns,
+            self.progress,
+            self.message,
         )
-        if self.ended_ns:
-            proto.end_time.CopyFrom(_stamp(self.ended_ns))
-        return proto
 
 
 class Migrations:
     def __init__(
-        self,
-        hypervisor: Hypervisor,
-        registry: VmRegistry,
-        journal: Journal,
-        config: MigrationConfig,
-        peers: Peers,
+        self, parts: VmParts, journal: Journal, config: MigrationConfig, peers: Peers
     ) -> None:
-        self._hypervisor = hypervisor
-        self._registry = registry
+        self._hypervisor, self._registry = parts.hypervisor, parts.registry
+        self._tasks, self._hooks = parts.tasks, parts.hooks
         self._journal = journal
         self._config = config
         self._peers = peers
@@ -152,15 +135,15 @@ class Migrations:
         self._outgoing: set[str] = set()
         """VMs whose outgoing migration holds one of the cap's slots."""
 
-    def progress(self, vm_id: str) -> pb.MigrationProgress:
+    def progress(self, vm_id: str) -> MigrationProgress:
         record = self._records.get(vm_id)
         if record is None:
             raise NotFound("migration of VM", vm_id)
-        return record.as_proto()
+        return record.snapshot()
 
     # -- the source
 
-    async def migrate(self, vm_id: str, address: str, max_bandwidth_mib: int = 0) -> pb.HostVm:
+    async def migrate(self, vm_id: str, address: str, max_bandwidth_mib: int = 0) -> VmStatus:
         """Prepares the destination, then sends the VM in the background; returns it
         MIGRATING_FROM."""
         vm = self._registry.lookup(vm_id)
@@ -175,18 +158,18 @@ class Migrations:
                 )
             self._outgoing.add(vm_id)
             try:
-                await self._registry.before_hooks(vm, HookPoint.BEFORE_VM_MIGRATE_SOURCE)
+                await self._hooks.before(vm, HookPoint.BEFORE_VM_MIGRATE_SOURCE)
                 destination = await self._peers.prepare_incoming(
                     address, vm.config, self._config.own_address
                 )
             except BaseException:
                 self._outgoing.discard(vm_id)
                 raise
-            if not self._registry.is_current(vm) or vm.state != S.STATE_RUNNING:
+            if not self._registry.is_current(vm) or vm.state != VmState.RUNNING:
                 self._outgoing.discard(vm_id)
                 await self._tell_destination(address, vm_id)
-                raise VmStateConflict(Verb.MIGRATE.value, vm_id, state_name(vm.state))
-            record = Migration(vm_id, P.DIRECTION_OUTGOING, address, destination=destination)
+                raise VmStateConflict(Verb.MIGRATE.value, vm_id, vm.state.name)
+            record = Migration(vm_id, MigrationDirection.OUTGOING, address, destination=destination)
             self._keep(record)
             target = MigrationTarget(
                 hypervisor_uri=destination.hypervisor_uri,
@@ -197,25 +180,25 @@ class Migrations:
                 persistent=vm.persistent,
                 max_bandwidth_mib=max_bandwidth_mib,
             )
-            self._registry.transition(vm, S.STATE_MIGRATING_FROM, message=f"migrating to {address}")
+            self._registry.transition(vm, VmState.MIGRATING_FROM, message=f"migrating to {address}")
             self._publish(record)
-            vm.job = self._registry.spawn(self._send(vm, record, target), f"migrate {vm_id}")
-        return vm.as_proto()
+            vm.job = self._tasks.spawn(self._send(vm, record, target), f"migrate {vm_id}")
+        return vm.status()
 
     async def _send(self, vm: Vm, record: Migration, target: MigrationTarget) -> None:
-        poller = self._registry.spawn(self._poll(vm, record), f"migration progress {vm.vm_id}")
+        poller = self._tasks.spawn(self._poll(vm, record), f"migration progress {vm.vm_id}")
         try:
             if record.cancelled:
                 raise JobAborted("cancelled before the transfer began")
             landed = await self._hypervisor.migrate(vm.vm_id, target)
         except JobAborted:
-            await self._back(vm, record, P.PHASE_CANCELLED, "cancelled")
+            await self._back(vm, record, MigrationPhase.CANCELLED, "cancelled")
         except VirtplaneError as exc:
             log.warning("VM %s: migration to %s failed: %s", vm.vm_id, record.peer_address, exc)
-            await self._back(vm, record, P.PHASE_FAILED, f"failed: {exc}")
+            await self._back(vm, record, MigrationPhase.FAILED, f"failed: {exc}")
         except Exception as exc:  # a bug: the VM must not stay MIGRATING_FROM
             log.exception("VM %s: migration to %s failed", vm.vm_id, record.peer_address)
-            await self._back(vm, record, P.PHASE_FAILED, f"failed: internal error: {exc}")
+            await self._back(vm, record, MigrationPhase.FAILED, f"failed: internal error: {exc}")
         else:
             await self._sent(vm, record, landed)
         finally:
@@ -224,7 +207,7 @@ class Migrations:
 
     async def _sent(self, vm: Vm, record: Migration, landed: JobProgress) -> None:
         record.progress = landed
-        record.end(P.PHASE_COMPLETED)
+        record.end(MigrationPhase.COMPLETED)
         self._publish(record)
         log.info(
             "VM %s: migrated to %s in %d ms, downtime %d ms",
@@ -235,28 +218,26 @@ class Migrations:
         )
         grace = self._registry.settings.event_grace_seconds
         if not await self._registry.wait_until(
-            vm, lambda v: v.state != S.STATE_MIGRATING_FROM, grace
+            vm, lambda v: v.state != VmState.MIGRATING_FROM, grace
         ):
             self._registry.transition(
-                vm, S.STATE_DOWN, S.EXIT_REASON_MIGRATED, f"migrated to {record.peer_address}"
+                vm, VmState.DOWN, ExitReason.MIGRATED, f"migrated to {record.peer_address}"
             )
 
-    async def _back(
-        self, vm: Vm, record: Migration, phase: P.Phase.ValueType, outcome: str
-    ) -> None:
+    async def _back(self, vm: Vm, record: Migration, phase: MigrationPhase, outcome: str) -> None:
         """The migration did not happen: the destination lets go, the VM runs on here."""
         message = f"migration to {record.peer_address} {outcome}"
         record.end(phase, message)
         self._publish(record)
         await self._tell_destination(record.peer_address, vm.vm_id)
         domain = next((d for d in await self._list() if d.uuid == vm.vm_id and d.active), None)
-        if not self._registry.is_current(vm) or vm.state != S.STATE_MIGRATING_FROM:
+        if not self._registry.is_current(vm) or vm.state != VmState.MIGRATING_FROM:
             return
         if domain is None:
             return  # it stopped meanwhile: its stop event makes the VM DOWN
         paused = domain.state is DomainState.PAUSED
         self._registry.transition(
-            vm, S.STATE_PAUSED if paused else S.STATE_RUNNING, message=message
+            vm, VmState.PAUSED if paused else VmState.RUNNING, message=message
         )
 
     async def _tell_destination(self, address: str, vm_id: str) -> None:
@@ -277,18 +258,18 @@ class Migrations:
                 record.progress = progress
                 self._publish(record)
 
-    async def cancel(self, vm_id: str) -> pb.HostVm:
+    async def cancel(self, vm_id: str) -> VmStatus:
         """Cancels the VM's migration, outgoing or incoming; returns at once."""
         vm = self._registry.lookup(vm_id)
         require(Verb.CANCEL_MIGRATION, vm_id, vm.state)
-        if vm.state == S.STATE_MIGRATING_TO:
+        if vm.state == VmState.MIGRATING_TO:
             await self._drop_incoming(vm, "cancelled by its source")
-            return vm.as_proto()
+            return vm.status()
         record = self._records.get(vm_id)
         if record is not None and not record.over:
             record.cancelled = True
-            self._registry.spawn(self._abort(vm, record), f"abort migration {vm_id}")
-        return vm.as_proto()
+            self._tasks.spawn(self._abort(vm, record), f"abort migration {vm_id}")
+        return vm.status()
 
     async def _abort(self, vm: Vm, record: Migration) -> None:
         """Aborts the hypervisor's job; retries while it has not begun yet."""
@@ -306,18 +287,18 @@ class Migrations:
 
     # -- the destination
 
-    async def receive(self, vm: Vm, source_address: str) -> pb.MigrationDestination:
+    async def receive(self, vm: Vm, source_address: str) -> MigrationDestination:
         """Registers a VM (validated, with its defaults) as MIGRATING_TO and waits for it
         in the background; returns where its source sends it."""
         settings = self._registry.settings
-        if self._registry.hooks.scripts(HookPoint.BEFORE_VM_MIGRATE_DESTINATION):
+        if self._hooks.hooks.scripts(HookPoint.BEFORE_VM_MIGRATE_DESTINATION):
             domain = build_domain(vm.config, settings.virt_type, settings.layout)
-            await self._registry.hooks.check(
+            await self._hooks.hooks.check(
                 HookPoint.BEFORE_VM_MIGRATE_DESTINATION, vm.hook_vm, domxml.to_xml(domain)
             )
         layout = settings.layout
         address = self._config.address
-        destination = pb.MigrationDestination(
+        destination = MigrationDestination(
             hypervisor_uri=self._config.hypervisor_uri,
             migration_uri=f"tcp://{address}:{_free_port(address)}",
             channel_socket_path=str(layout.channel_socket(vm.vm_id)),
@@ -326,43 +307,47 @@ class Migrations:
         )
         with contextlib.suppress(FileNotFoundError):
             layout.channel_socket(vm.vm_id).unlink()  # a stale one would stop libvirt binding it
-        record = Migration(vm.vm_id, P.DIRECTION_INCOMING, source_address, destination=destination)
+        record = Migration(
+            vm.vm_id, MigrationDirection.INCOMING, source_address, destination=destination
+        )
         self._keep(record)
         self._registry.add(vm)
         source = source_address or "another host"
-        self._registry.transition(vm, S.STATE_MIGRATING_TO, message=f"arriving from {source}")
+        self._registry.transition(vm, VmState.MIGRATING_TO, message=f"arriving from {source}")
         self._publish(record)
-        self._registry.spawn(self._await_landing(vm, record), f"incoming {vm.vm_id}")
+        self._tasks.spawn(self._await_landing(vm, record), f"incoming {vm.vm_id}")
         return destination
 
-    def prepared(self, vm_id: str) -> pb.MigrationDestination | None:
+    def prepared(self, vm_id: str) -> MigrationDestination | None:
         """The destination already prepared for an incoming VM (a repeated prepare)."""
         record = self._records.get(vm_id)
-        if record is None or record.over or record.direction != P.DIRECTION_INCOMING:
+        if record is None or record.over or record.direction != MigrationDirection.INCOMING:
             return None
         return record.destination
 
     async def _await_landing(self, vm: Vm, record: Migration) -> None:
         timeout = self._config.incoming_timeout_seconds
         while not await self._registry.wait_until(
-            vm, lambda v: v.state != S.STATE_MIGRATING_TO, timeout
+            vm, lambda v: v.state != VmState.MIGRATING_TO, timeout
         ):
             if any(d.uuid == vm.vm_id and d.active for d in await self._list()):
                 continue  # under way: the hypervisor reports how it ends
-            if self._registry.is_current(vm) and vm.state == S.STATE_MIGRATING_TO:
+            if self._registry.is_current(vm) and vm.state == VmState.MIGRATING_TO:
                 self._registry.transition(
                     vm,
-                    S.STATE_DOWN,
-                    S.EXIT_REASON_MIGRATION_FAILED,
+                    VmState.DOWN,
+                    ExitReason.MIGRATION_FAILED,
                     f"no migration arrived within {timeout:g} s",
                 )
-        if self._registry.is_current(vm) and vm.state != S.STATE_DOWN:
+        if self._registry.is_current(vm) and vm.state != VmState.DOWN:
             vm.launched = True
             record.progress = await self._completed_job(vm.vm_id) or record.progress
-            record.end(P.PHASE_COMPLETED)
+            record.end(MigrationPhase.COMPLETED)
             log.info("VM %s: migrated here from %s", vm.vm_id, record.peer_address)
         elif not record.over:
-            record.end(P.PHASE_CANCELLED if record.cancelled else P.PHASE_FAILED, vm.message)
+            record.end(
+                MigrationPhase.CANCELLED if record.cancelled else MigrationPhase.FAILED, vm.message
+            )
         self._publish(record)
 
     async def _completed_job(self, vm_id: str) -> JobProgress | None:
@@ -383,13 +368,13 @@ class Migrations:
         record = self._records.get(vm.vm_id)
         if record is not None and not record.over:
             record.cancelled = True
-            record.end(P.PHASE_CANCELLED, message)
+            record.end(MigrationPhase.CANCELLED, message)
         vm.destroying = True
         # Nothing may have arrived, or libvirt removed it already.
         with contextlib.suppress(DomainNotFound, DomainStateConflict):
             await self._hypervisor.act(vm.vm_id, DomainAction.DESTROY)
         if self._registry.is_current(vm):
-            self._registry.transition(vm, S.STATE_DOWN, S.EXIT_REASON_MIGRATION_FAILED, message)
+            self._registry.transition(vm, VmState.DOWN, ExitReason.MIGRATION_FAILED, message)
 
     # -- helpers
 
@@ -407,7 +392,7 @@ class Migrations:
             self._records.popitem(last=False)
 
     def _publish(self, record: Migration) -> None:
-        self._journal.append_migration(record.as_proto())
+        self._journal.append_migration(record.snapshot())
 
 
 def _free_port(address: str) -> int:

@@ -1,7 +1,8 @@
 """Other hosts' hostd, as a migration's source reaches its destination: over gRPC.
 
 A Peers value is what hostd.migration calls; GrpcPeers is the real one. The
-destination's gRPC errors become hostd errors here, once: unreachable is
+destination's gRPC errors become hostd errors here, once, and its messages
+hostd's domain types (hostd.convert): unreachable is
 PeerUnavailable, a refusal keeps its category where the API has one
 (ALREADY_EXISTS, RESOURCE_EXHAUSTED) and is PeerRefused otherwise, always
 with the destination's own message.
@@ -15,7 +16,9 @@ import grpc
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
+from hostd import convert
 from hostd.errors import PeerRefused, PeerUnavailable
+from hostd.model import MigrationDestination, VmConfig
 from virtplane_common.errors import AlreadyExists, ResourceExhausted, VirtplaneError
 
 CALL_TIMEOUT_SECONDS = 15.0
@@ -25,8 +28,8 @@ _UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_
 
 class Peers(Protocol):
     async def prepare_incoming(
-        self, address: str, config: pb.VmConfig, source_address: str
-    ) -> pb.MigrationDestination:
+        self, address: str, config: VmConfig, source_address: str
+    ) -> MigrationDestination:
         """Asks the hostd at address to expect the VM; returns where to send it."""
         ...
 
@@ -40,10 +43,10 @@ class GrpcPeers:
         self._timeout = timeout
 
     async def prepare_incoming(
-        self, address: str, config: pb.VmConfig, source_address: str
-    ) -> pb.MigrationDestination:
+        self, address: str, config: VmConfig, source_address: str
+    ) -> MigrationDestination:
         request = pb.HostAgentServicePrepareIncomingMigrationRequest(
-            config=config, source_address=source_address
+            config=convert.config_to_proto(config), source_address=source_address
         )
         async with grpc.aio.insecure_channel(address) as channel:
             stub = pb_grpc.HostAgentServiceStub(channel)
@@ -51,7 +54,7 @@ class GrpcPeers:
                 response = await stub.PrepareIncomingMigration(request, timeout=self._timeout)
             except grpc.aio.AioRpcError as exc:
                 raise _translate(address, exc) from exc
-        return response.destination
+        return convert.destination_from_proto(response.destination)
 
     async def cancel_incoming(self, address: str, vm_id: str) -> None:
         request = pb.HostAgentServiceCancelMigrationRequest(vm_id=vm_id)

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import logging
 
-from virtplane.v1 import host_agent_service_pb2 as pb
-
 from hostd.errors import AgentRefused, AgentUnavailable, DomainNotFound, DomainStateConflict
 from hostd.hibernation import Hibernator
 from hostd.hooks import HookPoint
-from hostd.hypervisor import DomainAction, Hypervisor
-from hostd.registry import Vm, VmRegistry
+from hostd.hypervisor import DomainAction
+from hostd.model import ExitReason, VmState, VmStatus
+from hostd.parts import VmParts
+from hostd.registry import Vm
 from hostd.state_machine import Verb, require
 from virtplane_common.errors import VirtplaneError
 
@@ -34,15 +34,11 @@ log = logging.getLogger(__name__)
 AGENT_ANSWER_SECONDS = 5.0
 """How long the guest agent has to accept a shutdown or reboot before ACPI is used."""
 
-S = pb.HostVm
-
 
 class PowerVerbs:
-    def __init__(
-        self, hypervisor: Hypervisor, registry: VmRegistry, hibernator: Hibernator
-    ) -> None:
-        self._hypervisor = hypervisor
-        self._registry = registry
+    def __init__(self, parts: VmParts, hibernator: Hibernator) -> None:
+        self._hypervisor, self._registry = parts.hypervisor, parts.registry
+        self._hooks = parts.hooks
         self._hibernator = hibernator
 
     async def destroy(self, vm_id: str, message: str = "destroyed") -> None:
@@ -53,11 +49,11 @@ class PowerVerbs:
         if not self._registry.is_current(vm):
             return  # went down meanwhile
         async with vm.lock:
-            if vm.state == S.STATE_SUSPENDED:
+            if vm.state == VmState.SUSPENDED:
                 self._hibernator.discard(vm)
                 return
             # A destroy is forced: a failing before_vm_destroy hook is reported only.
-            xml = await self._registry.before_hooks(
+            xml = await self._hooks.before(
                 vm, HookPoint.BEFORE_VM_DESTROY, guarding=False, then=HookPoint.AFTER_VM_DESTROY
             )
             vm.destroying = True
@@ -69,47 +65,47 @@ class PowerVerbs:
                 vm.destroying = False
                 raise
             if self._registry.is_current(vm):
-                self._registry.transition(vm, S.STATE_DOWN, S.EXIT_REASON_DESTROYED, message)
-            self._registry.after_hooks(vm, HookPoint.AFTER_VM_DESTROY, xml)
+                self._registry.transition(vm, VmState.DOWN, ExitReason.DESTROYED, message)
+            self._hooks.after(vm, HookPoint.AFTER_VM_DESTROY, xml)
         await self._registry.settled(vm_id)  # a persistent definition is gone too
 
-    async def shutdown(self, vm_id: str, deadline_seconds: float) -> pb.HostVm:
+    async def shutdown(self, vm_id: str, deadline_seconds: float) -> VmStatus:
         vm = self._registry.lookup(vm_id)
         async with vm.lock:
             require(Verb.SHUTDOWN, vm_id, vm.state)
-            if vm.state == S.STATE_POWERING_DOWN and vm.timer is not None:
-                return vm.as_proto()  # on its way down already, with a deadline
+            if vm.state == VmState.POWERING_DOWN and vm.timer is not None:
+                return vm.status()  # on its way down already, with a deadline
             route = await self._ask_guest(vm, DomainAction.SHUTDOWN)
             self._now(
-                vm, S.STATE_RUNNING, S.STATE_POWERING_DOWN, f"shutting down on request, {route}"
+                vm, VmState.RUNNING, VmState.POWERING_DOWN, f"shutting down on request, {route}"
             )
             if self._registry.is_current(vm):  # it may be down already
                 self._registry.set_timer(
                     vm, deadline_seconds, lambda: self._shutdown_overdue(vm, deadline_seconds)
                 )
-        return vm.as_proto()
+        return vm.status()
 
     async def _shutdown_overdue(self, vm: Vm, seconds: float) -> None:
-        if vm.state == S.STATE_POWERING_DOWN:
+        if vm.state == VmState.POWERING_DOWN:
             log.info("VM %s did not power off within %g s: destroying it", vm.vm_id, seconds)
             await self.destroy(vm.vm_id, f"did not power off within {seconds:g} s; destroyed")
 
-    async def reboot(self, vm_id: str, deadline_seconds: float) -> pb.HostVm:
+    async def reboot(self, vm_id: str, deadline_seconds: float) -> VmStatus:
         vm = self._registry.lookup(vm_id)
         async with vm.lock:
             require(Verb.REBOOT, vm_id, vm.state)
             route = await self._ask_guest(vm, DomainAction.REBOOT)
             self._now(
-                vm, S.STATE_RUNNING, S.STATE_REBOOT_IN_PROGRESS, f"rebooting on request, {route}"
+                vm, VmState.RUNNING, VmState.REBOOT_IN_PROGRESS, f"rebooting on request, {route}"
             )
             if self._registry.is_current(vm):
                 self._registry.set_timer(
                     vm, deadline_seconds, lambda: self._reboot_overdue(vm, deadline_seconds)
                 )
-        return vm.as_proto()
+        return vm.status()
 
     async def _reboot_overdue(self, vm: Vm, seconds: float) -> None:
-        if vm.state != S.STATE_REBOOT_IN_PROGRESS:
+        if vm.state != VmState.REBOOT_IN_PROGRESS:
             return
         log.info("VM %s did not reboot within %g s: resetting it", vm.vm_id, seconds)
         try:
@@ -120,43 +116,43 @@ class PowerVerbs:
         if self._registry.is_current(vm):
             self.reset_seen(vm)
 
-    async def reset(self, vm_id: str) -> pb.HostVm:
+    async def reset(self, vm_id: str) -> VmStatus:
         vm = self._registry.lookup(vm_id)
         async with vm.lock:
             require(Verb.RESET, vm_id, vm.state)
             await self._hypervisor.act(vm_id, DomainAction.RESET)
             if self._registry.is_current(vm):
                 self.reset_seen(vm)  # not every hypervisor reports the reset as an event
-        return vm.as_proto()
+        return vm.status()
 
-    async def pause(self, vm_id: str) -> pb.HostVm:
+    async def pause(self, vm_id: str) -> VmStatus:
         vm = self._registry.lookup(vm_id)
         async with vm.lock:
             require(Verb.PAUSE, vm_id, vm.state)
             await self._hypervisor.act(vm_id, DomainAction.PAUSE)
-            await self._confirm(vm, S.STATE_RUNNING, S.STATE_PAUSED)
-        return vm.as_proto()
+            await self._confirm(vm, VmState.RUNNING, VmState.PAUSED)
+        return vm.status()
 
-    async def resume(self, vm_id: str) -> pb.HostVm:
+    async def resume(self, vm_id: str) -> VmStatus:
         vm = self._registry.lookup(vm_id)
         async with vm.lock:
             require(Verb.RESUME, vm_id, vm.state)
             await self._hypervisor.act(vm_id, DomainAction.RESUME)
-            await self._confirm(vm, S.STATE_PAUSED, S.STATE_RUNNING)
-        return vm.as_proto()
+            await self._confirm(vm, VmState.PAUSED, VmState.RUNNING)
+        return vm.status()
 
     def reset_seen(self, vm: Vm) -> None:
         """The guest was reset: it is rebooting until no reset follows for a moment."""
-        if vm.state == S.STATE_RUNNING:
-            self._registry.transition(vm, S.STATE_REBOOT_IN_PROGRESS, message="the guest rebooted")
-        if vm.state != S.STATE_REBOOT_IN_PROGRESS:
+        if vm.state == VmState.RUNNING:
+            self._registry.transition(vm, VmState.REBOOT_IN_PROGRESS, message="the guest rebooted")
+        if vm.state != VmState.REBOOT_IN_PROGRESS:
             return  # a paused guest stays paused; it reboots when resumed
         settle = self._registry.settings.reboot_settle_seconds
         self._registry.set_timer(vm, settle, lambda: self._rebooted(vm))
 
     async def _rebooted(self, vm: Vm) -> None:
-        if vm.state == S.STATE_REBOOT_IN_PROGRESS:
-            self._registry.transition(vm, S.STATE_RUNNING, message="rebooted")
+        if vm.state == VmState.REBOOT_IN_PROGRESS:
+            self._registry.transition(vm, VmState.RUNNING, message="rebooted")
 
     async def _ask_guest(self, vm: Vm, action: DomainAction) -> str:
         """Asks the guest to power off or reboot; returns the route taken.
@@ -178,15 +174,13 @@ class PowerVerbs:
         await self._hypervisor.act(vm.vm_id, action)
         return "through ACPI"
 
-    async def _confirm(self, vm: Vm, before: S.State.ValueType, after: S.State.ValueType) -> None:
+    async def _confirm(self, vm: Vm, before: VmState, after: VmState) -> None:
         """Waits for the event that moves vm on from before; records after if none comes."""
         grace = self._registry.settings.event_grace_seconds
         if not await self._registry.wait_until(vm, lambda v: v.state != before, grace):
             self._now(vm, before, after)
 
-    def _now(
-        self, vm: Vm, before: S.State.ValueType, after: S.State.ValueType, message: str = ""
-    ) -> None:
+    def _now(self, vm: Vm, before: VmState, after: VmState, message: str = "") -> None:
         """The verb succeeded: vm is in state after, unless events moved it on already."""
         if self._registry.is_current(vm) and vm.state == before:
             self._registry.transition(vm, after, message=message)

@@ -23,56 +23,52 @@ reasons.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
 from google.protobuf.message import DecodeError
-from google.protobuf.timestamp_pb2 import Timestamp
-from virtplane.v1 import host_agent_service_pb2 as pb
 
+from hostd import convert
 from hostd.hibernation import Hibernator, SavedFiles, SavedStates
-from hostd.hypervisor import DomainAction, DomainInfo, DomainState, Hypervisor
-from hostd.registry import Vm, VmRegistry
-from hostd.state_machine import EXITS
-from virtplane_common.errors import VirtplaneError
+from hostd.hypervisor import DomainAction, DomainInfo
+from hostd.model import (
+    AdoptedVm,
+    CleanedUp,
+    ExitReason,
+    ExternalDomain,
+    RecoveryReport,
+    VmConfig,
+    VmState,
+)
+from hostd.parts import VmParts
+from hostd.registry import Vm
+from hostd.state_machine import EXITS, OBSERVED
+from virtplane_common.errors import InvalidArgument, VirtplaneError
 
 log = logging.getLogger(__name__)
 
-S = pb.HostVm
-_ADOPTED: dict[DomainState, pb.HostVm.State.ValueType] = {
-    DomainState.RUNNING: S.STATE_RUNNING,
-    DomainState.OTHER: S.STATE_RUNNING,
-    DomainState.PAUSED: S.STATE_PAUSED,
-    DomainState.SHUTTING_DOWN: S.STATE_POWERING_DOWN,
-}
-
 
 class Recovery:
-    def __init__(
-        self,
-        hypervisor: Hypervisor,
-        registry: VmRegistry,
-        saved: SavedStates,
-        hibernator: Hibernator,
-    ) -> None:
-        self._hypervisor = hypervisor
-        self._registry = registry
+    def __init__(self, parts: VmParts, saved: SavedStates, hibernator: Hibernator) -> None:
+        self._hypervisor, self._registry = parts.hypervisor, parts.registry
+        self._tasks = parts.tasks
         self._saved = saved
         self._hibernator = hibernator
-        self._root = str(registry.settings.layout.root)
-        self._report = pb.RecoveryReport()
+        self._root = str(parts.registry.settings.layout.root)
+        self._adopted_vms: list[AdoptedVm] = []
+        self._cleaned_up: list[CleanedUp] = []
 
-    async def run(self) -> pb.RecoveryReport:
+    async def run(self) -> RecoveryReport:
         """Adopts, registers and cleans up; returns the report."""
-        self._report = report = pb.RecoveryReport()
-        stamp = Timestamp()
-        stamp.FromNanoseconds(time.time_ns())
-        report.time.CopyFrom(stamp)
+        started_ns = time.time_ns()
+        self._adopted_vms, self._cleaned_up = [], []
+        external: list[ExternalDomain] = []
         files, strays = self._saved.scan()
         for domain in await self._hypervisor.list_domains():
             owner = self.foreign(domain)
             if owner is not None:
-                report.external.add(uuid=domain.uuid, name=domain.name, reason=owner)
+                external.append(ExternalDomain(domain.uuid, domain.name, owner))
             elif not domain.active:
                 await self._undefine(domain, files.get(domain.uuid))
             else:
@@ -83,7 +79,9 @@ class Recovery:
             if stray.name.endswith(".tmp"):
                 stray.unlink(missing_ok=True)
                 self._cleaned("", str(stray), "an unfinished temporary file")
-        return report
+        return RecoveryReport(
+            started_ns, tuple(self._adopted_vms), tuple(external), tuple(self._cleaned_up)
+        )
 
     def foreign(self, domain: DomainInfo) -> str | None:
         """Why a domain is not hostd's, or None when it is."""
@@ -96,45 +94,43 @@ class Recovery:
             return f"its metadata names VM {metadata.vm_id}, not its own UUID"
         return None
 
-    def adopt(
-        self, domain: DomainInfo, state: pb.HostVm.State.ValueType | None = None
-    ) -> Vm | None:
+    def adopt(self, domain: DomainInfo, state: VmState | None = None) -> Vm | None:
         """Registers a running domain of this hostd's that no VM stands for yet."""
         if self._registry.get(domain.uuid) is not None or not domain.active:
             return None
         if self.foreign(domain) is not None or domain.metadata is None:
             return None
-        state = state or _ADOPTED.get(domain.state)
+        state = state or OBSERVED.get(domain.state)
         if state is None:
             return None
         vm = self._vm_of(domain)
         vm.launched = True
         self._registry.add(vm)
-        log.info("VM %s: adopted domain %s (%s)", vm.vm_id, domain.name, S.State.Name(state))
+        log.info("VM %s: adopted domain %s (%s)", vm.vm_id, domain.name, state.api_name)
         self._registry.transition(vm, state, message="recovered")
         return vm
 
     @staticmethod
     def _vm_of(domain: DomainInfo) -> Vm:
         """A record for one of hostd's domains, from the configuration in its metadata."""
-        config = pb.VmConfig()
+        config = VmConfig()
         metadata = domain.metadata
         try:
-            config.ParseFromString(metadata.config if metadata else b"")
-        except DecodeError:
+            config = convert.config_from_bytes(metadata.config if metadata else b"")
+        except (DecodeError, InvalidArgument):
             log.warning("domain %s: unreadable configuration in its metadata", domain.uuid)
-        config.vm_id = domain.uuid
+        config = dataclasses.replace(config, vm_id=domain.uuid)
         return Vm(config=config, request_id=metadata.request_id if metadata else "")
 
     def _take_over(self, domain: DomainInfo, files: SavedFiles | None) -> None:
         if domain.starting:
-            vm = self.adopt(domain, S.STATE_WAIT_FOR_LAUNCH)
+            vm = self.adopt(domain, VmState.WAIT_FOR_LAUNCH)
             if vm is not None:
-                vm.job = self._registry.spawn(self._follow_start(vm), f"follow start {vm.vm_id}")
+                vm.job = self._tasks.spawn(self._follow_start(vm), f"follow start {vm.vm_id}")
                 self._adopted(vm, "its start, begun by a previous hostd, is under way")
             return
         if domain.saving and files is not None and files.partial:
-            vm = self.adopt(domain, S.STATE_SAVING_STATE)
+            vm = self.adopt(domain, VmState.SAVING_STATE)
             if vm is not None:
                 poll = self._registry.settings.save_poll_seconds
                 self._hibernator.follow_save(vm, poll)
@@ -151,20 +147,20 @@ class Recovery:
     async def _follow_start(self, vm: Vm) -> None:
         """Waits for a start libvirt finishes without hostd: its events, or its state."""
         poll = self._registry.settings.save_poll_seconds
-        while self._registry.is_current(vm) and vm.state == S.STATE_WAIT_FOR_LAUNCH:
+        while self._registry.is_current(vm) and vm.state == VmState.WAIT_FOR_LAUNCH:
             domains = await self._hypervisor.list_domains()
             domain = next((d for d in domains if d.uuid == vm.vm_id and d.active), None)
-            if not self._registry.is_current(vm) or vm.state != S.STATE_WAIT_FOR_LAUNCH:
+            if not self._registry.is_current(vm) or vm.state != VmState.WAIT_FOR_LAUNCH:
                 return  # its events came first
             if domain is None:
                 self._registry.transition(
                     vm,
-                    S.STATE_DOWN,
-                    S.EXIT_REASON_START_FAILED,
+                    VmState.DOWN,
+                    ExitReason.START_FAILED,
                     "its start, begun by a previous hostd, failed",
                 )
             elif not domain.starting:
-                state = _ADOPTED.get(domain.state, S.STATE_RUNNING)
+                state = OBSERVED.get(domain.state, VmState.RUNNING)
                 self._registry.transition(vm, state, message="recovered")
             else:
                 await asyncio.sleep(poll)
@@ -190,14 +186,14 @@ class Recovery:
     def _down(self, domain: DomainInfo) -> None:
         """Journals the VM of a domain that does not run DOWN, with why it stopped."""
         if domain.stop_reason is None:
-            reason = S.EXIT_REASON_START_FAILED
+            reason = ExitReason.START_FAILED
             message = "its start, begun by a previous hostd, never happened"
         else:
             reason, why = EXITS[domain.stop_reason]
             message = f"{why} while hostd was away"
         vm = self._vm_of(domain)
         self._registry.add(vm)
-        self._registry.transition(vm, S.STATE_DOWN, reason, message)
+        self._registry.transition(vm, VmState.DOWN, reason, message)
 
     async def _saved_state(self, files: SavedFiles) -> None:
         vm_id = files.vm_id
@@ -209,14 +205,14 @@ class Recovery:
         vm = Vm(config=config)
         if files.image:
             self._registry.add(vm)
-            self._registry.transition(vm, S.STATE_SUSPENDED, S.EXIT_REASON_SAVED, "recovered")
+            self._registry.transition(vm, VmState.SUSPENDED, ExitReason.SAVED, "recovered")
             self._adopted(vm, "hibernated: its saved state is complete")
         elif files.partial:
             self._registry.add(vm)
-            vm.state = S.STATE_SAVING_STATE  # as the previous hostd left it; not journaled again
+            vm.state = VmState.SAVING_STATE  # as the previous hostd left it; not journaled again
             partial = str(self._saved.partial(vm_id))
             await self._hibernator.conclude_saved(vm, "the save finished while hostd was away")
-            if vm.state == S.STATE_SUSPENDED:
+            if vm.state == VmState.SUSPENDED:
                 self._adopted(vm, "hibernated: its save finished while hostd was away")
             else:
                 self._cleaned(vm_id, partial, "half-written: the save did not finish")
@@ -225,8 +221,8 @@ class Recovery:
                 self._cleaned(vm_id, str(path), "a configuration whose save never began")
 
     def _adopted(self, vm: Vm, reason: str) -> None:
-        self._report.adopted.add(vm_id=vm.vm_id, state=vm.state, reason=reason)
+        self._adopted_vms.append(AdoptedVm(vm.vm_id, vm.state, reason))
 
     def _cleaned(self, vm_id: str, what: str, reason: str) -> None:
         log.info("recovery: removed %s (%s)", what, reason)
-        self._report.cleaned_up.add(vm_id=vm_id, what=what, reason=reason)
+        self._cleaned_up.append(CleanedUp(vm_id, what, reason))

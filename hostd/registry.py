@@ -3,9 +3,9 @@
 Every real state change goes through VmRegistry.transition: one journal
 event, the guest channel opened or closed to match, and a VM that went DOWN
 forgotten (its persistent definition removed in the background; a create
-for the same id waits for that). The background work of a VM — its job
-(launch, restore or save) and its timer (a shutdown or reboot deadline) —
-is spawned here too, so that stop() cancels all of it.
+for the same id waits for that). A VM's job and timer are fields of its
+record; they run under hostd.tasks, which supervises all background work.
+Hook scripts are run by hostd.hook_runner.
 """
 
 from __future__ import annotations
@@ -13,45 +13,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
 from hostd.config import ChannelLimits
 from hostd.errors import DomainNotFound, DomainStateConflict, VmNotFound
 from hostd.guest_channel import GuestChannel
-from hostd.hooks import HookFailure, HookPoint, Hooks, HookSettings, HookVm
+from hostd.hooks import HookSettings, HookVm
 from hostd.hypervisor import DomainAction, Hypervisor
 from hostd.journal import Journal
 from hostd.layout import StateLayout
+from hostd.model import ExitReason, Persistence, VmConfig, VmState, VmStatus
+from hostd.state_machine import DOMAIN_STATES
+from hostd.tasks import TaskSupervisor
 from hostd.virt_type import VirtType
 from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
 
-State = pb.HostVm.State
-ExitReason = pb.HostVm.ExitReason
-
-DOMAIN_STATES = frozenset(
-    {
-        pb.HostVm.STATE_RUNNING,
-        pb.HostVm.STATE_PAUSED,
-        pb.HostVm.STATE_POWERING_DOWN,
-        pb.HostVm.STATE_REBOOT_IN_PROGRESS,
-        pb.HostVm.STATE_SAVING_STATE,
-        pb.HostVm.STATE_MIGRATING_FROM,
-    }
-)
-"""States in which the VM's domain runs (paused or not): its channel is open."""
 REMEMBERED_ENDS = 1024
 """How many ended VMs a repeated create is still answered for."""
-
-
-def state_name(state: State.ValueType) -> str:
-    return State.Name(state).removeprefix("STATE_")
 
 
 @dataclass(frozen=True)
@@ -74,10 +57,10 @@ class RunnerSettings:
 
 @dataclass(eq=False)
 class Vm:
-    config: pb.VmConfig
+    config: VmConfig
     request_id: str = ""
-    state: State.ValueType = pb.HostVm.STATE_UNSPECIFIED
-    exit_reason: ExitReason.ValueType = pb.HostVm.EXIT_REASON_UNSPECIFIED
+    state: VmState = VmState.UNSPECIFIED
+    exit_reason: ExitReason = ExitReason.UNSPECIFIED
     message: str = ""
     launched: bool = False
     """A domain exists for it: created, restored or found running."""
@@ -103,7 +86,7 @@ class Vm:
 
     @property
     def persistent(self) -> bool:
-        return self.config.persistence == pb.VmConfig.PERSISTENCE_PERSISTENT
+        return self.config.persistence == Persistence.PERSISTENT
 
     @property
     def hook_vm(self) -> HookVm:
@@ -115,23 +98,26 @@ class Vm:
     def busy(self) -> bool:
         return self.job is not None and not self.job.done()
 
-    def as_proto(self) -> pb.HostVm:
-        return pb.HostVm(
-            vm_id=self.vm_id, state=self.state, exit_reason=self.exit_reason, message=self.message
-        )
+    def status(self, guest: vm_pb2.GuestInfo | None = None) -> VmStatus:
+        return VmStatus(self.vm_id, self.state, self.exit_reason, self.message, guest)
 
 
 class VmRegistry:
-    def __init__(self, hypervisor: Hypervisor, journal: Journal, settings: RunnerSettings) -> None:
+    def __init__(
+        self,
+        hypervisor: Hypervisor,
+        journal: Journal,
+        settings: RunnerSettings,
+        tasks: TaskSupervisor,
+    ) -> None:
         self._hypervisor = hypervisor
         self._journal = journal
         self.settings = settings
+        self._tasks = tasks
         self._vms: dict[str, Vm] = {}
-        self._ended: OrderedDict[tuple[str, str], pb.HostVm] = OrderedDict()
+        self._ended: OrderedDict[tuple[str, str], VmStatus] = OrderedDict()
         self._cleanups: dict[str, asyncio.Task[None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
-        self.hooks = Hooks(settings.hooks)
 
     # -- records
 
@@ -154,18 +140,17 @@ class VmRegistry:
     def all(self) -> list[Vm]:
         return list(self._vms.values())
 
-    def list(self) -> list[pb.HostVm]:
+    def list(self) -> list[VmStatus]:
         """Every VM with its guest's last report."""
         out = []
         for vm in self._vms.values():
-            proto = vm.as_proto()
-            if vm.guest is not None:
-                # the channel's copy is newer: heartbeats and its own state
-                proto.guest.CopyFrom(vm.channel.info if vm.channel else vm.guest)
-            out.append(proto)
+            guest = vm.guest
+            if guest is not None and vm.channel is not None:
+                guest = vm.channel.info  # newer: heartbeats and the channel's own state
+            out.append(vm.status(guest))
         return out
 
-    def ended(self, vm_id: str, request_id: str) -> pb.HostVm | None:
+    def ended(self, vm_id: str, request_id: str) -> VmStatus | None:
         """How a VM that a create with this request_id made ended, if it did recently."""
         return self._ended.get((vm_id, request_id)) if request_id else None
 
@@ -174,16 +159,16 @@ class VmRegistry:
     def transition(
         self,
         vm: Vm,
-        state: State.ValueType,
-        reason: ExitReason.ValueType = pb.HostVm.EXIT_REASON_UNSPECIFIED,
+        state: VmState,
+        reason: ExitReason = ExitReason.UNSPECIFIED,
         message: str = "",
     ) -> None:
         """Moves vm to state, journaling it; nothing happens when it is in state already."""
         if vm.state == state:
             return
         vm.state, vm.exit_reason, vm.message = state, reason, message
-        self._journal.append_vm_state(vm.as_proto())
-        if state == pb.HostVm.STATE_DOWN:
+        self._journal.append_vm_state(vm.status())
+        if state == VmState.DOWN:
             self._forget(vm)
         elif state in DOMAIN_STATES:
             if vm.channel_task is None:
@@ -216,11 +201,13 @@ class VmRegistry:
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
         if vm.request_id:
-            self._ended[(vm.vm_id, vm.request_id)] = vm.as_proto()
+            self._ended[(vm.vm_id, vm.request_id)] = vm.status()
             while len(self._ended) > REMEMBERED_ENDS:
                 self._ended.popitem(last=False)
         if vm.persistent and vm.launched:
-            self._cleanups[vm.vm_id] = self.spawn(self._undefine(vm.vm_id), f"undefine {vm.vm_id}")
+            self._cleanups[vm.vm_id] = self._tasks.spawn(
+                self._undefine(vm.vm_id), f"undefine {vm.vm_id}"
+            )
 
     async def _undefine(self, vm_id: str) -> None:
         try:
@@ -238,20 +225,6 @@ class VmRegistry:
         if job is not None and job is not asyncio.current_task() and not job.done():
             await asyncio.wait([job])
 
-    async def settled(self, vm_id: str) -> None:
-        """Returns once an earlier VM with this id has been cleaned up after."""
-        cleanup = self._cleanups.get(vm_id)
-        if cleanup is not None:
-            await asyncio.wait([cleanup])
-
-    # -- background work
-
-    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(work, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
     def set_timer(self, vm: Vm, seconds: float, then: Callable[[], Awaitable[None]]) -> None:
         """Runs then() after seconds, unless the VM's timer is set again or cancelled first."""
         self.cancel_timer(vm)
@@ -261,75 +234,18 @@ class VmRegistry:
             if self.is_current(vm):
                 await then()
 
-        vm.timer = self.spawn(wait_then(), f"timer {vm.vm_id}")
+        vm.timer = self._tasks.spawn(wait_then(), f"timer {vm.vm_id}")
 
     def cancel_timer(self, vm: Vm) -> None:
         timer, vm.timer = vm.timer, None
         if timer is not None and timer is not asyncio.current_task():
             timer.cancel()
 
-    async def stop(self) -> None:
-        """Cancels all background work; the domains keep running."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task %s failed", task.get_name(), exc_info=task.exception())
-
-    # -- hooks
-
-    async def domain_xml(self, vm: Vm, fallback: str = "") -> str:
-        """The VM's domain XML as libvirt has it now; fallback when it cannot be read."""
-        try:
-            return await self._hypervisor.domain_xml(vm.vm_id)
-        except VirtplaneError:
-            return fallback
-
-    async def before_hooks(
-        self, vm: Vm, point: HookPoint, *, guarding: bool = True, then: HookPoint | None = None
-    ) -> str:
-        """Runs a before_ point's scripts on the VM's current domain XML; returns it.
-
-        A failure raises HookFailed when the hook guards the operation, else it
-        is only reported (journaled) and the operation goes on. The XML is read
-        only when scripts need it: these, or those of the after_ point then.
-        """
-        if not self.hooks.scripts(point):
-            needed = then is not None and self.hooks.scripts(then)
-            return await self.domain_xml(vm) if needed else ""
-        xml = await self.domain_xml(vm)
-        if guarding:
-            await self.hooks.check(point, vm.hook_vm, xml)
-            return xml
-        result = await self.hooks.run(point, vm.hook_vm, xml)
-        self._report_hook_failures(vm.vm_id, result.failures)
-        return xml
-
-    def after_hooks(self, vm: Vm, point: HookPoint, xml: str = "") -> None:
-        """Runs an after_ point's scripts in the background; failures are reported only.
-
-        xml: the domain's XML when it has none any more; else it is read.
-        """
-        if not self.hooks.scripts(point):
-            return
-        hook_vm = vm.hook_vm
-
-        async def run() -> None:
-            text = xml or await self.domain_xml(vm)
-            result = await self.hooks.run(point, hook_vm, text)
-            self._report_hook_failures(hook_vm.vm_id, result.failures)
-
-        self.spawn(run(), f"{point.value} {vm.vm_id}")
-
-    def _report_hook_failures(self, vm_id: str, failures: tuple[HookFailure, ...]) -> None:
-        for failure in failures:
-            self._journal.append_hook_failed(
-                vm_id, failure.point.value, failure.hook, failure.message
-            )
+    async def settled(self, vm_id: str) -> None:
+        """Returns once an earlier VM with this id has been cleaned up after."""
+        cleanup = self._cleanups.get(vm_id)
+        if cleanup is not None:
+            await asyncio.wait([cleanup])
 
     # -- the guest channel
 
@@ -343,7 +259,7 @@ class VmRegistry:
             expected_agent=vm.config.guest_agent_version,
         )
         vm.channel = channel
-        vm.channel_task = self.spawn(channel.run(), f"guest channel {vm.vm_id}")
+        vm.channel_task = self._tasks.spawn(channel.run(), f"guest channel {vm.vm_id}")
 
     def _on_guest_report(self, vm_id: str, guest: vm_pb2.GuestInfo) -> None:
         vm = self._vms.get(vm_id)

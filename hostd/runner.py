@@ -22,39 +22,37 @@ import asyncio
 import contextlib
 import logging
 
-from virtplane.v1 import host_agent_service_pb2 as pb
-
 from hostd import domxml
 from hostd.builder import build_domain
 from hostd.errors import HypervisorUnavailable
 from hostd.hibernation import SavedStates
 from hostd.hooks import HookPoint
-from hostd.hypervisor import DomainState, Hypervisor
-from hostd.registry import Vm, VmRegistry
+from hostd.hypervisor import DomainState
+from hostd.model import ExitReason, VmState
+from hostd.parts import VmParts
+from hostd.registry import Vm
 from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
 
-S = pb.HostVm
-
 
 class Runner:
-    def __init__(self, hypervisor: Hypervisor, registry: VmRegistry, saved: SavedStates) -> None:
-        self._hypervisor = hypervisor
-        self._registry = registry
+    def __init__(self, parts: VmParts, saved: SavedStates) -> None:
+        self._hypervisor, self._registry = parts.hypervisor, parts.registry
+        self._tasks, self._hooks = parts.tasks, parts.hooks
         self._saved = saved
 
     def launch(self, vm: Vm) -> None:
         """Registers vm as WAIT_FOR_LAUNCH and starts its domain in the background."""
         self._registry.add(vm)
-        self._registry.transition(vm, S.STATE_WAIT_FOR_LAUNCH)
-        vm.job = self._registry.spawn(self._start(vm), f"start {vm.vm_id}")
+        self._registry.transition(vm, VmState.WAIT_FOR_LAUNCH)
+        vm.job = self._tasks.spawn(self._start(vm), f"start {vm.vm_id}")
 
     def restore(self, vm: Vm) -> None:
         """Moves vm to RESTORING_STATE and restores its saved state in the background."""
         self._registry.add(vm)
-        self._registry.transition(vm, S.STATE_RESTORING_STATE, message="restoring its saved state")
-        vm.job = self._registry.spawn(self._restore(vm), f"restore {vm.vm_id}")
+        self._registry.transition(vm, VmState.RESTORING_STATE, message="restoring its saved state")
+        vm.job = self._tasks.spawn(self._restore(vm), f"restore {vm.vm_id}")
 
     async def _start(self, vm: Vm) -> None:
         settings = self._registry.settings
@@ -62,7 +60,7 @@ class Runner:
             domain = build_domain(
                 vm.config, settings.virt_type, settings.layout, request_id=vm.request_id
             )
-            xml = await self._registry.hooks.check(
+            xml = await self._hooks.hooks.check(
                 HookPoint.BEFORE_VM_START, vm.hook_vm, domxml.to_xml(domain)
             )
             await self._hypervisor.start(xml, persistent=vm.persistent, paused=vm.start_paused)
@@ -72,7 +70,7 @@ class Runner:
             log.warning("VM %s: libvirt was lost during its start: %s", vm.vm_id, exc)
             vm.launched = True
             with contextlib.suppress(HypervisorUnavailable):
-                await self._confirm(vm, S.STATE_WAIT_FOR_LAUNCH)
+                await self._confirm(vm, VmState.WAIT_FOR_LAUNCH)
             return
         except VirtplaneError as exc:
             log.warning("VM %s failed to start: %s", vm.vm_id, exc)
@@ -84,7 +82,7 @@ class Runner:
             return
         vm.launched = True
         log.info("VM %s: domain started", vm.vm_id)
-        await self._confirm(vm, S.STATE_WAIT_FOR_LAUNCH)
+        await self._confirm(vm, VmState.WAIT_FOR_LAUNCH)
         self._after(vm, HookPoint.AFTER_VM_START)
 
     async def _restore(self, vm: Vm) -> None:
@@ -100,15 +98,15 @@ class Runner:
         except VirtplaneError as exc:
             # The saved state is kept: the VM stays hibernated and can be tried again.
             log.warning("VM %s failed to restore: %s", vm.vm_id, exc)
-            if self._registry.is_current(vm) and vm.state == S.STATE_RESTORING_STATE:
+            if self._registry.is_current(vm) and vm.state == VmState.RESTORING_STATE:
                 self._registry.transition(
-                    vm, S.STATE_SUSPENDED, S.EXIT_REASON_SAVED, f"restore failed: {exc}"
+                    vm, VmState.SUSPENDED, ExitReason.SAVED, f"restore failed: {exc}"
                 )
             return
         vm.launched = True
         self._saved.discard(vm.vm_id)
         log.info("VM %s: restored from %s", vm.vm_id, image)
-        await self._confirm(vm, S.STATE_RESTORING_STATE)
+        await self._confirm(vm, VmState.RESTORING_STATE)
         self._after(vm, HookPoint.AFTER_VM_DEHIBERNATE)
 
     async def _restore_settled(self, vm: Vm) -> None:
@@ -125,27 +123,27 @@ class Runner:
         if not self._registry.is_current(vm):
             return
         if domain is None:
-            if vm.state == S.STATE_RESTORING_STATE:
+            if vm.state == VmState.RESTORING_STATE:
                 self._registry.transition(
                     vm,
-                    S.STATE_SUSPENDED,
-                    S.EXIT_REASON_SAVED,
+                    VmState.SUSPENDED,
+                    ExitReason.SAVED,
                     "restore failed: libvirt was lost during it; the saved state is kept",
                 )
             return
         vm.launched = True
         self._saved.discard(vm.vm_id)
-        if vm.state == S.STATE_RESTORING_STATE:
+        if vm.state == VmState.RESTORING_STATE:
             paused = domain.state is DomainState.PAUSED
-            self._registry.transition(vm, S.STATE_PAUSED if paused else S.STATE_RUNNING)
+            self._registry.transition(vm, VmState.PAUSED if paused else VmState.RUNNING)
         self._after(vm, HookPoint.AFTER_VM_DEHIBERNATE)
 
     def _after(self, vm: Vm, point: HookPoint) -> None:
         """The after_ hooks of a start that got the VM running (or paused)."""
-        if self._registry.is_current(vm) and vm.state in (S.STATE_RUNNING, S.STATE_PAUSED):
-            self._registry.after_hooks(vm, point)
+        if self._registry.is_current(vm) and vm.state in (VmState.RUNNING, VmState.PAUSED):
+            self._hooks.after(vm, point)
 
-    async def _confirm(self, vm: Vm, starting: pb.HostVm.State.ValueType) -> None:
+    async def _confirm(self, vm: Vm, starting: VmState) -> None:
         """The start call returned: waits for its events, else reads the domain's state."""
         grace = self._registry.settings.event_grace_seconds
         if await self._registry.wait_until(vm, lambda v: v.state != starting, grace):
@@ -158,8 +156,8 @@ class Runner:
             self._down(vm, "the domain stopped as it started")
         else:
             paused = domain.state is DomainState.PAUSED
-            self._registry.transition(vm, S.STATE_PAUSED if paused else S.STATE_RUNNING)
+            self._registry.transition(vm, VmState.PAUSED if paused else VmState.RUNNING)
 
     def _down(self, vm: Vm, message: str) -> None:
         if self._registry.is_current(vm):
-            self._registry.transition(vm, S.STATE_DOWN, S.EXIT_REASON_START_FAILED, message)
+            self._registry.transition(vm, VmState.DOWN, ExitReason.START_FAILED, message)

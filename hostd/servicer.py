@@ -1,5 +1,8 @@
 """HostAgentService over gRPC: proto in, a call on hostd's parts, proto out.
 
+Requests become hostd's domain types and results go back to messages
+through hostd.convert, here and nowhere else on the serving side.
+
 Errors are raised as hostd/virtplane errors and become status codes in
 virtplane_common.status.ErrorInterceptor, installed on the server.
 """
@@ -15,8 +18,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
+from hostd import convert
+from hostd.guest_info import timestamp
 from hostd.hypervisor import DomainStats, Hypervisor
 from hostd.journal import Journal
+from hostd.model import VmStatus
 from hostd.virt_type import VirtType
 from hostd.vms import VmService
 
@@ -36,9 +42,11 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
         self, request: pb.HostAgentServiceCreateVmRequest, context: Context
     ) -> pb.HostAgentServiceCreateVmResponse:
         vm = await self._vms.create(
-            request.config, request_id=request.request_id, start_paused=request.start_paused
+            convert.config_from_proto(request.config),
+            request_id=request.request_id,
+            start_paused=request.start_paused,
         )
-        return pb.HostAgentServiceCreateVmResponse(vm=vm)
+        return pb.HostAgentServiceCreateVmResponse(vm=convert.status_to_proto(vm))
 
     async def DestroyVm(
         self, request: pb.HostAgentServiceDestroyVmRequest, context: Context
@@ -50,33 +58,41 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
         self, request: pb.HostAgentServiceShutdownVmRequest, context: Context
     ) -> pb.HostAgentServiceShutdownVmResponse:
         vm = await self._vms.shutdown(request.vm_id, request.timeout_seconds)
-        return pb.HostAgentServiceShutdownVmResponse(vm=vm)
+        return pb.HostAgentServiceShutdownVmResponse(vm=convert.status_to_proto(vm))
 
     async def RebootVm(
         self, request: pb.HostAgentServiceRebootVmRequest, context: Context
     ) -> pb.HostAgentServiceRebootVmResponse:
         vm = await self._vms.reboot(request.vm_id, request.timeout_seconds)
-        return pb.HostAgentServiceRebootVmResponse(vm=vm)
+        return pb.HostAgentServiceRebootVmResponse(vm=convert.status_to_proto(vm))
 
     async def ResetVm(
         self, request: pb.HostAgentServiceResetVmRequest, context: Context
     ) -> pb.HostAgentServiceResetVmResponse:
-        return pb.HostAgentServiceResetVmResponse(vm=await self._vms.reset(request.vm_id))
+        return pb.HostAgentServiceResetVmResponse(
+            vm=convert.status_to_proto(await self._vms.reset(request.vm_id))
+        )
 
     async def PauseVm(
         self, request: pb.HostAgentServicePauseVmRequest, context: Context
     ) -> pb.HostAgentServicePauseVmResponse:
-        return pb.HostAgentServicePauseVmResponse(vm=await self._vms.pause(request.vm_id))
+        return pb.HostAgentServicePauseVmResponse(
+            vm=convert.status_to_proto(await self._vms.pause(request.vm_id))
+        )
 
     async def ResumeVm(
         self, request: pb.HostAgentServiceResumeVmRequest, context: Context
     ) -> pb.HostAgentServiceResumeVmResponse:
-        return pb.HostAgentServiceResumeVmResponse(vm=await self._vms.resume(request.vm_id))
+        return pb.HostAgentServiceResumeVmResponse(
+            vm=convert.status_to_proto(await self._vms.resume(request.vm_id))
+        )
 
     async def HibernateVm(
         self, request: pb.HostAgentServiceHibernateVmRequest, context: Context
     ) -> pb.HostAgentServiceHibernateVmResponse:
-        return pb.HostAgentServiceHibernateVmResponse(vm=await self._vms.hibernate(request.vm_id))
+        return pb.HostAgentServiceHibernateVmResponse(
+            vm=convert.status_to_proto(await self._vms.hibernate(request.vm_id))
+        )
 
     async def MigrateVm(
         self, request: pb.HostAgentServiceMigrateVmRequest, context: Context
@@ -84,25 +100,28 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
         vm = await self._vms.migrate(
             request.vm_id, request.destination_address, request.max_bandwidth_mib_per_second
         )
-        return pb.HostAgentServiceMigrateVmResponse(vm=vm)
+        return pb.HostAgentServiceMigrateVmResponse(vm=convert.status_to_proto(vm))
 
     async def CancelMigration(
         self, request: pb.HostAgentServiceCancelMigrationRequest, context: Context
     ) -> pb.HostAgentServiceCancelMigrationResponse:
         vm = await self._vms.cancel_migration(request.vm_id)
-        return pb.HostAgentServiceCancelMigrationResponse(vm=vm)
+        return pb.HostAgentServiceCancelMigrationResponse(vm=convert.status_to_proto(vm))
 
     async def GetMigrationProgress(
         self, request: pb.HostAgentServiceGetMigrationProgressRequest, context: Context
     ) -> pb.HostAgentServiceGetMigrationProgressResponse:
-        progress = self._vms.migration_progress(request.vm_id)
+        progress = convert.progress_to_proto(self._vms.migration_progress(request.vm_id))
         return pb.HostAgentServiceGetMigrationProgressResponse(progress=progress)
 
     async def PrepareIncomingMigration(
         self, request: pb.HostAgentServicePrepareIncomingMigrationRequest, context: Context
     ) -> pb.HostAgentServicePrepareIncomingMigrationResponse:
-        destination = await self._vms.prepare_incoming(request.config, request.source_address)
-        return pb.HostAgentServicePrepareIncomingMigrationResponse(destination=destination)
+        config = convert.config_from_proto(request.config)
+        destination = await self._vms.prepare_incoming(config, request.source_address)
+        return pb.HostAgentServicePrepareIncomingMigrationResponse(
+            destination=convert.destination_to_proto(destination)
+        )
 
     async def GetVmStats(
         self, request: pb.HostAgentServiceGetVmStatsRequest, context: Context
@@ -114,7 +133,7 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
         self, request: pb.HostAgentServiceListVmsRequest, context: Context
     ) -> pb.HostAgentServiceListVmsResponse:
         return pb.HostAgentServiceListVmsResponse(
-            vms=self._vms.list(),
+            vms=[convert.status_to_proto(vm) for vm in self._vms.list()],
             host_epoch=self._journal.epoch,
             sequence=self._journal.last_sequence,
         )
@@ -129,7 +148,7 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
             memory_total_mib=info.memory_total_mib,
             memory_free_mib=info.memory_free_mib,
             hypervisor_type=self._virt_type.value,
-            consoles=self._vms.consoles,
+            consoles=[pb.Console.Kind.ValueType(kind) for kind in self._vms.consoles],
         )
 
     async def GetHostStats(
@@ -152,7 +171,8 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
     async def GetRecoveryReport(
         self, request: pb.HostAgentServiceGetRecoveryReportRequest, context: Context
     ) -> pb.HostAgentServiceGetRecoveryReportResponse:
-        return pb.HostAgentServiceGetRecoveryReportResponse(report=self._vms.recovery_report)
+        report = convert.report_to_proto(self._vms.recovery_report)
+        return pb.HostAgentServiceGetRecoveryReportResponse(report=report)
 
     async def RefreshVmGuestInfo(
         self, request: pb.HostAgentServiceRefreshVmGuestInfoRequest, context: Context
@@ -163,7 +183,13 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
     async def GetVmGuestReport(
         self, request: pb.HostAgentServiceGetVmGuestReportRequest, context: Context
     ) -> pb.HostAgentServiceGetVmGuestReportResponse:
-        return self._vms.guest_agent.last_report(request.vm_id)
+        report = self._vms.guest_agent.last_report(request.vm_id)
+        reply = pb.HostAgentServiceGetVmGuestReportResponse(
+            report_json=report.json, truncated=report.truncated, channel=report.channel
+        )
+        if report.received_ns:
+            reply.received_time.CopyFrom(timestamp(report.received_ns))
+        return reply
 
     async def WatchEvents(
         self, request: pb.WatchEventsRequest, context: Context
@@ -174,7 +200,7 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
                 host_epoch=self._journal.epoch,
                 sequence=self._journal.last_sequence,
                 time=_now(),
-                vms=self._vms.list(),
+                vms=[convert.status_to_proto(vm) for vm in self._vms.list()],
             )
             yield pb.WatchEventsResponse(snapshot=snapshot)
             after = snapshot.sequence
@@ -183,15 +209,13 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
 
 
 def _now() -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromNanoseconds(time.time_ns())
-    return stamp
+    return timestamp(time.time_ns())
 
 
-def _vm_stats(vm: pb.HostVm, stats: DomainStats) -> pb.VmStats:
+def _vm_stats(vm: VmStatus, stats: DomainStats) -> pb.VmStats:
     return pb.VmStats(
         vm_id=vm.vm_id,
-        state=vm.state,
+        state=pb.HostVm.State.ValueType(vm.state),
         domain_state=stats.state_name,
         domain_state_reason=stats.state_reason,
         cpu_time_ns=stats.cpu_time_ns,

@@ -36,22 +36,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from virtplane.v1 import host_agent_service_pb2 as pb
-
 from hostd.errors import VmStateConflict
-from hostd.hypervisor import LifecycleEvent, LifecycleKind, StopReason
-
-S = pb.HostVm
-State = S.State
-ExitReason = S.ExitReason
+from hostd.hypervisor import DomainState, LifecycleEvent, LifecycleKind, StopReason
+from hostd.model import ExitReason, VmState
 
 
 @dataclass(frozen=True)
 class Become:
     """The VM moves to state."""
 
-    state: State.ValueType
-    exit_reason: ExitReason.ValueType = S.EXIT_REASON_UNSPECIFIED
+    state: VmState
+    exit_reason: ExitReason = ExitReason.UNSPECIFIED
     message: str = ""
 
 
@@ -65,47 +60,55 @@ Outcome = Become | ResetSeen | None
 
 @dataclass(frozen=True)
 class Context:
-    state: State.ValueType
+    state: VmState
     destroying: bool = False
     start_paused: bool = False
 
 
-EXITS: dict[StopReason, tuple[ExitReason.ValueType, str]] = {
-    StopReason.SHUTDOWN: (S.EXIT_REASON_SHUTDOWN, "the guest powered off"),
-    StopReason.DESTROYED: (S.EXIT_REASON_DESTROYED, "destroyed"),
-    StopReason.CRASHED: (S.EXIT_REASON_CRASHED, "the guest crashed"),
-    StopReason.MIGRATED: (S.EXIT_REASON_MIGRATED, "migrated to another host"),
-    StopReason.SAVED: (S.EXIT_REASON_SAVED, "saved to a file"),
-    StopReason.FAILED: (S.EXIT_REASON_CRASHED, "the emulator failed"),
-    StopReason.OTHER: (S.EXIT_REASON_UNSPECIFIED, "the domain stopped"),
+EXITS: dict[StopReason, tuple[ExitReason, str]] = {
+    StopReason.SHUTDOWN: (ExitReason.SHUTDOWN, "the guest powered off"),
+    StopReason.DESTROYED: (ExitReason.DESTROYED, "destroyed"),
+    StopReason.CRASHED: (ExitReason.CRASHED, "the guest crashed"),
+    StopReason.MIGRATED: (ExitReason.MIGRATED, "migrated to another host"),
+    StopReason.SAVED: (ExitReason.SAVED, "saved to a file"),
+    StopReason.FAILED: (ExitReason.CRASHED, "the emulator failed"),
+    StopReason.OTHER: (ExitReason.UNSPECIFIED, "the domain stopped"),
 }
 _STOPS = frozenset({LifecycleKind.STOPPED, LifecycleKind.CRASHED})
+OBSERVED: dict[DomainState, VmState] = {
+    DomainState.RUNNING: VmState.RUNNING,
+    DomainState.OTHER: VmState.RUNNING,
+    DomainState.PAUSED: VmState.PAUSED,
+    DomainState.SHUTTING_DOWN: VmState.POWERING_DOWN,
+}
+"""The state a running domain's own state means, when hostd reads it rather than
+hears it (recovery adopting a domain, a resync after lost events)."""
 
 
 def _down(event: LifecycleEvent) -> Become:
     reason, message = EXITS[event.reason or StopReason.OTHER]
-    return Become(S.STATE_DOWN, reason, message)
+    return Become(VmState.DOWN, reason, message)
 
 
 def _launching(ctx: Context, event: LifecycleEvent) -> Outcome:
     if event.kind is LifecycleKind.STARTED:
-        return Become(S.STATE_PAUSED if ctx.start_paused else S.STATE_RUNNING)
+        return Become(VmState.PAUSED if ctx.start_paused else VmState.RUNNING)
     if event.kind is LifecycleKind.RESUMED:
-        return Become(S.STATE_RUNNING)
+        return Become(VmState.RUNNING)
     return None
 
 
 def _running(ctx: Context, event: LifecycleEvent) -> Outcome:
     kind = event.kind
     if kind is LifecycleKind.RESUMED:
-        return Become(S.STATE_RUNNING)
+        return Become(VmState.RUNNING)
     if kind is LifecycleKind.SUSPENDED:
-        return Become(S.STATE_PAUSED)
+        return Become(VmState.PAUSED)
     if kind is LifecycleKind.SHUTDOWN:
-        return None if ctx.destroying else Become(S.STATE_POWERING_DOWN)
+        return None if ctx.destroying else Become(VmState.POWERING_DOWN)
     if kind in _STOPS:
         return _down(event)
-    if kind is LifecycleKind.REBOOTED and ctx.state == S.STATE_RUNNING:
+    if kind is LifecycleKind.REBOOTED and ctx.state == VmState.RUNNING:
         return ResetSeen()
     return None
 
@@ -136,25 +139,25 @@ def _migrating_out(ctx: Context, event: LifecycleEvent) -> Outcome:
 
 def _migrating_in(ctx: Context, event: LifecycleEvent) -> Outcome:
     if event.kind is LifecycleKind.RESUMED:
-        return Become(S.STATE_RUNNING, message="migrated here")
+        return Become(VmState.RUNNING, message="migrated here")
     if event.kind in _STOPS:
         return Become(
-            S.STATE_DOWN, S.EXIT_REASON_MIGRATION_FAILED, "the incoming migration did not complete"
+            VmState.DOWN, ExitReason.MIGRATION_FAILED, "the incoming migration did not complete"
         )
     return None
 
 
-_RULES: dict[State.ValueType, Callable[[Context, LifecycleEvent], Outcome]] = {
-    S.STATE_WAIT_FOR_LAUNCH: _launching,
-    S.STATE_RESTORING_STATE: _launching,
-    S.STATE_RUNNING: _running,
-    S.STATE_PAUSED: _running,
-    S.STATE_POWERING_DOWN: _running,
-    S.STATE_REBOOT_IN_PROGRESS: _rebooting,
-    S.STATE_SAVING_STATE: _saving,
-    S.STATE_SUSPENDED: _no_domain,
-    S.STATE_MIGRATING_FROM: _migrating_out,
-    S.STATE_MIGRATING_TO: _migrating_in,
+_RULES: dict[VmState, Callable[[Context, LifecycleEvent], Outcome]] = {
+    VmState.WAIT_FOR_LAUNCH: _launching,
+    VmState.RESTORING_STATE: _launching,
+    VmState.RUNNING: _running,
+    VmState.PAUSED: _running,
+    VmState.POWERING_DOWN: _running,
+    VmState.REBOOT_IN_PROGRESS: _rebooting,
+    VmState.SAVING_STATE: _saving,
+    VmState.SUSPENDED: _no_domain,
+    VmState.MIGRATING_FROM: _migrating_out,
+    VmState.MIGRATING_TO: _migrating_in,
 }
 
 
@@ -162,6 +165,20 @@ def on_event(ctx: Context, event: LifecycleEvent) -> Outcome:
     """What a lifecycle event does to a VM in ctx.state; None: nothing."""
     rule = _RULES.get(ctx.state, _no_domain)
     return rule(ctx, event)
+
+
+DOMAIN_STATES = frozenset(
+    {
+        VmState.RUNNING,
+        VmState.PAUSED,
+        VmState.POWERING_DOWN,
+        VmState.REBOOT_IN_PROGRESS,
+        VmState.SAVING_STATE,
+        VmState.MIGRATING_FROM,
+    }
+)
+"""States in which the VM's domain runs (paused or not): its guest channel is open,
+its statistics can be read, and GetHostStats counts it running."""
 
 
 class Verb(Enum):
@@ -178,30 +195,21 @@ class Verb(Enum):
     CANCEL_MIGRATION = "cancel the migration of"
 
 
-ALLOWED: dict[Verb, frozenset[State.ValueType]] = {
-    Verb.SHUTDOWN: frozenset({S.STATE_RUNNING, S.STATE_POWERING_DOWN}),
-    Verb.REBOOT: frozenset({S.STATE_RUNNING}),
-    Verb.RESET: frozenset({S.STATE_RUNNING, S.STATE_PAUSED, S.STATE_REBOOT_IN_PROGRESS}),
-    Verb.PAUSE: frozenset({S.STATE_RUNNING}),
-    Verb.RESUME: frozenset({S.STATE_PAUSED}),
-    Verb.HIBERNATE: frozenset({S.STATE_RUNNING, S.STATE_PAUSED}),
-    Verb.STATS: frozenset(
-        {
-            S.STATE_RUNNING,
-            S.STATE_PAUSED,
-            S.STATE_POWERING_DOWN,
-            S.STATE_REBOOT_IN_PROGRESS,
-            S.STATE_SAVING_STATE,
-            S.STATE_MIGRATING_FROM,
-        }
-    ),
-    Verb.MIGRATE: frozenset({S.STATE_RUNNING}),
-    Verb.CANCEL_MIGRATION: frozenset({S.STATE_MIGRATING_FROM, S.STATE_MIGRATING_TO}),
+ALLOWED: dict[Verb, frozenset[VmState]] = {
+    Verb.SHUTDOWN: frozenset({VmState.RUNNING, VmState.POWERING_DOWN}),
+    Verb.REBOOT: frozenset({VmState.RUNNING}),
+    Verb.RESET: frozenset({VmState.RUNNING, VmState.PAUSED, VmState.REBOOT_IN_PROGRESS}),
+    Verb.PAUSE: frozenset({VmState.RUNNING}),
+    Verb.RESUME: frozenset({VmState.PAUSED}),
+    Verb.HIBERNATE: frozenset({VmState.RUNNING, VmState.PAUSED}),
+    Verb.STATS: DOMAIN_STATES,
+    Verb.MIGRATE: frozenset({VmState.RUNNING}),
+    Verb.CANCEL_MIGRATION: frozenset({VmState.MIGRATING_FROM, VmState.MIGRATING_TO}),
 }
 """The states each verb is allowed in; DestroyVm is allowed in all."""
 
 
-def require(verb: Verb, vm_id: str, state: State.ValueType) -> None:
+def require(verb: Verb, vm_id: str, state: VmState) -> None:
     """Raises VmStateConflict, naming the state, when verb is not allowed in it."""
     if state not in ALLOWED[verb]:
-        raise VmStateConflict(verb.value, vm_id, State.Name(state).removeprefix("STATE_"))
+        raise VmStateConflict(verb.value, vm_id, state.name)

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import logging
 
-from virtplane.v1 import host_agent_service_pb2 as pb
-
 from hostd import consoles
 from hostd.config import MigrationConfig
 from hostd.defaults import reboot_timeout, shutdown_timeout, with_defaults
@@ -34,21 +32,32 @@ from hostd.errors import VmAlreadyExists
 from hostd.events import EventPump, ReachabilityListener
 from hostd.guest_agent import GuestAgentQueries
 from hostd.hibernation import Hibernator, SavedStates
+from hostd.hook_runner import HookRunner
 from hostd.hypervisor import DomainStats, Hypervisor
 from hostd.journal import Journal
 from hostd.migration import Migrations
+from hostd.model import (
+    ConsoleKind,
+    MigrationDestination,
+    MigrationProgress,
+    RecoveryReport,
+    VmConfig,
+    VmState,
+    VmStatus,
+)
+from hostd.parts import VmParts
 from hostd.peers import GrpcPeers, Peers
 from hostd.power import PowerVerbs
 from hostd.recovery import Recovery
-from hostd.registry import DOMAIN_STATES, RunnerSettings, Vm, VmRegistry, state_name
+from hostd.registry import RunnerSettings, Vm, VmRegistry
 from hostd.runner import Runner
-from hostd.state_machine import Verb, require
+from hostd.state_machine import DOMAIN_STATES, Verb, require
+from hostd.tasks import TaskSupervisor
 from hostd.validation import validate_config, validate_vm_id
 from virtplane_common.errors import FailedPrecondition, InvalidArgument
 
 log = logging.getLogger(__name__)
 
-S = pb.HostVm
 
 __all__ = ["RunnerSettings", "VmService"]
 
@@ -63,21 +72,24 @@ class VmService:
         peers: Peers | None = None,
     ) -> None:
         self._hypervisor = hypervisor
-        self._registry = registry = VmRegistry(hypervisor, journal, settings)
+        self._tasks = tasks = TaskSupervisor()
+        self._registry = registry = VmRegistry(hypervisor, journal, settings, tasks)
+        hooks = HookRunner(hypervisor, journal, settings.hooks, tasks)
+        parts = VmParts(hypervisor, registry, tasks, hooks)
         self._saved = saved = SavedStates(settings.layout)
-        self._hibernator = Hibernator(hypervisor, registry, saved)
-        self._runner = Runner(hypervisor, registry, saved)
-        self._power = PowerVerbs(hypervisor, registry, self._hibernator)
-        self._recovery = Recovery(hypervisor, registry, saved, self._hibernator)
-        self._pump = EventPump(hypervisor, registry, self._power, self._recovery.adopt)
+        self._hibernator = Hibernator(parts, saved)
+        self._runner = Runner(parts, saved)
+        self._power = PowerVerbs(parts, self._hibernator)
+        self._recovery = Recovery(parts, saved, self._hibernator)
+        self._pump = EventPump(parts, self._power, self._recovery.adopt)
         self._migrations = Migrations(
-            hypervisor, registry, journal, migration or MigrationConfig(), peers or GrpcPeers()
+            parts, journal, migration or MigrationConfig(), peers or GrpcPeers()
         )
         self.guest_agent = GuestAgentQueries(registry)
-        self.consoles: tuple[pb.Console.Kind.ValueType, ...] = consoles.BUILDABLE
+        self.consoles: tuple[ConsoleKind, ...] = consoles.BUILDABLE
         """The consoles this host offers; known once started."""
-        self.recovery_report = pb.RecoveryReport()
-        self.hooks = registry.hooks
+        self.recovery_report = RecoveryReport()
+        self.hooks = hooks.hooks
         """The hook scripts, for the paths that run them outside this module (migration)."""
 
     async def start(self) -> None:
@@ -102,34 +114,34 @@ class VmService:
 
     async def stop(self) -> None:
         """Stops following and talking to guests; the domains keep running."""
-        await self._registry.stop()
+        await self._tasks.stop()
 
-    def list(self) -> list[pb.HostVm]:
+    def list(self) -> list[VmStatus]:
         return self._registry.list()
 
-    def get(self, vm_id: str) -> pb.HostVm:
-        return self._registry.lookup(vm_id).as_proto()
+    def get(self, vm_id: str) -> VmStatus:
+        return self._registry.lookup(vm_id).status()
 
     def counts(self) -> tuple[int, int]:
         """(VMs whose domain runs, VMs hibernated here)."""
         states = [vm.state for vm in self._registry.all()]
         return (
             sum(s in DOMAIN_STATES for s in states),
-            sum(s == S.STATE_SUSPENDED for s in states),
+            sum(s == VmState.SUSPENDED for s in states),
         )
 
     async def create(
-        self, config: pb.VmConfig, *, request_id: str = "", start_paused: bool = False
-    ) -> pb.HostVm:
+        self, config: VmConfig, *, request_id: str = "", start_paused: bool = False
+    ) -> VmStatus:
         """The create path; returns as soon as the VM is registered."""
         vm_id = config.vm_id
         validate_vm_id(vm_id)  # it names files and domains from here on
         await self._registry.settled(vm_id)
         existing = self._registry.get(vm_id)
-        if existing is not None and existing.state != S.STATE_SUSPENDED:
+        if existing is not None and existing.state != VmState.SUSPENDED:
             if request_id and existing.request_id == request_id:
-                return existing.as_proto()
-            raise VmAlreadyExists(vm_id, state_name(existing.state))
+                return existing.status()
+            raise VmAlreadyExists(vm_id, existing.state.name)
         ended = self._registry.ended(vm_id, request_id)
         if existing is None and ended is not None:
             return ended
@@ -148,42 +160,42 @@ class VmService:
             self._runner.restore(vm)
         else:
             self._runner.launch(vm)
-        return vm.as_proto()
+        return vm.status()
 
     async def destroy(self, vm_id: str) -> None:
         vm = self._registry.get(vm_id)
-        if vm is not None and vm.state == S.STATE_MIGRATING_FROM:
+        if vm is not None and vm.state == VmState.MIGRATING_FROM:
             await self._migrations.cancel(vm_id)  # the transfer ends first, then the domain
         await self._power.destroy(vm_id)
 
-    async def shutdown(self, vm_id: str, timeout_seconds: int = 0) -> pb.HostVm:
+    async def shutdown(self, vm_id: str, timeout_seconds: int = 0) -> VmStatus:
         return await self._power.shutdown(vm_id, shutdown_timeout(timeout_seconds))
 
-    async def reboot(self, vm_id: str, timeout_seconds: int = 0) -> pb.HostVm:
+    async def reboot(self, vm_id: str, timeout_seconds: int = 0) -> VmStatus:
         return await self._power.reboot(vm_id, reboot_timeout(timeout_seconds))
 
-    async def reset(self, vm_id: str) -> pb.HostVm:
+    async def reset(self, vm_id: str) -> VmStatus:
         return await self._power.reset(vm_id)
 
-    async def pause(self, vm_id: str) -> pb.HostVm:
+    async def pause(self, vm_id: str) -> VmStatus:
         return await self._power.pause(vm_id)
 
-    async def resume(self, vm_id: str) -> pb.HostVm:
+    async def resume(self, vm_id: str) -> VmStatus:
         return await self._power.resume(vm_id)
 
-    async def hibernate(self, vm_id: str) -> pb.HostVm:
+    async def hibernate(self, vm_id: str) -> VmStatus:
         return await self._hibernator.hibernate(vm_id)
 
-    async def stats(self, vm_id: str) -> tuple[pb.HostVm, DomainStats]:
+    async def stats(self, vm_id: str) -> tuple[VmStatus, DomainStats]:
         vm = self._registry.lookup(vm_id)
         require(Verb.STATS, vm_id, vm.state)
-        return vm.as_proto(), await self._hypervisor.domain_stats(vm_id)
+        return vm.status(), await self._hypervisor.domain_stats(vm_id)
 
     # -- migration
 
     async def prepare_incoming(
-        self, config: pb.VmConfig, source_address: str = ""
-    ) -> pb.MigrationDestination:
+        self, config: VmConfig, source_address: str = ""
+    ) -> MigrationDestination:
         """The incoming-migration start: checked as a create is, then MIGRATING_TO."""
         vm_id = config.vm_id
         validate_vm_id(vm_id)
@@ -191,23 +203,23 @@ class VmService:
         existing = self._registry.get(vm_id)
         if existing is not None:
             prepared = self._migrations.prepared(vm_id)
-            if existing.state == S.STATE_MIGRATING_TO and prepared is not None:
+            if existing.state == VmState.MIGRATING_TO and prepared is not None:
                 return prepared  # a repeated prepare
-            raise VmAlreadyExists(vm_id, state_name(existing.state))
+            raise VmAlreadyExists(vm_id, existing.state.name)
         validate_config(config)
         filled = with_defaults(config)
         consoles.check_console(filled, self.consoles)
         return await self._migrations.receive(Vm(config=filled), source_address)
 
-    async def migrate(self, vm_id: str, address: str, max_bandwidth_mib: int = 0) -> pb.HostVm:
+    async def migrate(self, vm_id: str, address: str, max_bandwidth_mib: int = 0) -> VmStatus:
         if not address.strip():
             raise InvalidArgument(
                 "destination_address", "required: the destination hostd's host:port"
             )
         return await self._migrations.migrate(vm_id, address.strip(), max_bandwidth_mib)
 
-    async def cancel_migration(self, vm_id: str) -> pb.HostVm:
+    async def cancel_migration(self, vm_id: str) -> VmStatus:
         return await self._migrations.cancel(vm_id)
 
-    def migration_progress(self, vm_id: str) -> pb.MigrationProgress:
+    def migration_progress(self, vm_id: str) -> MigrationProgress:
         return self._migrations.progress(vm_id)

@@ -7,6 +7,7 @@ Hand-written, beside (never inside) the generated code of protos/:
 - health      gRPC health and reflection on a daemon's server
 - properties  the rules for a VM's custom properties
 - limits      the bounds of a VM spec, one table for every side
+- spec_checks the checks of a VM spec's fields both sides make alike, worded once
 - framing     the guest channel's frames (the guest wheel bundles it, Python 3.9)
 """
 

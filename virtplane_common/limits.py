@@ -1,5 +1,6 @@
 """The bounds of a VM spec, one table for every side: the controller checks what
-clients send against them, hostd checks what it is asked to run against the same.
+clients send against them, hostd checks what it is asked to run against the same
+(the checks both make alike are virtplane_common.spec_checks).
 """
 
 from __future__ import annotations

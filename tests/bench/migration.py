@@ -37,7 +37,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
-from hostd import builder, domxml
+from hostd import builder, convert, domxml
 from hostd.defaults import with_defaults
 from hostd.hypervisor import MigrationTarget
 from hostd.layout import StateLayout
@@ -170,7 +170,7 @@ def _raw_rounds(
     layouts = [StateLayout(workdir / f"raw-{name}") for name in ("a", "b")]
     for layout in layouts:
         layout.prepare()
-    config = with_defaults(_config(image))
+    config = with_defaults(convert.config_from_proto(_config(image)))
     vm_id = config.vm_id
     virt_type = detect_virt_type("auto")
     conns = [libvirt.open(uri) for uri in uris]

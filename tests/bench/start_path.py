@@ -24,7 +24,7 @@ from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
-from hostd import builder, domxml
+from hostd import builder, convert, domxml
 from hostd.defaults import with_defaults
 from hostd.layout import StateLayout
 from hostd.virt_type import detect_virt_type
@@ -68,8 +68,8 @@ class LibvirtEventLoop:
 def raw_xml(image: GuestImage, layout: StateLayout, vm_id: str) -> str:
     """The domain XML hostd would create for the benchmark's guest."""
     config = agent_pb2.VmConfig(vm_id=vm_id, name=f"bench-raw-{vm_id[:8]}", spec=_spec(image))
-    config = with_defaults(config)  # as hostd's create path does
-    return domxml.to_xml(builder.build_domain(config, detect_virt_type("auto"), layout))
+    filled = with_defaults(convert.config_from_proto(config))  # as hostd's create path does
+    return domxml.to_xml(builder.build_domain(filled, detect_virt_type("auto"), layout))
 
 
 def raw_round(image: GuestImage, workdir: Path) -> tuple[float, float]:

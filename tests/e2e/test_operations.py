@@ -20,11 +20,11 @@ from virtplane.v1 import operation_service_pb2_grpc as op_grpc
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
-from controller.cli import format as fmt
 from tests.support.guests import WAIT, Api, reported, vm_spec
 from tests.support.real import GuestImage
 from tests.support.stack import Stack, start_controller
 from tests.support.virt import domain_exists
+from virtplane_client.cli import format as fmt
 
 S = vm_pb2.Vm
 Op = operation_pb2.Operation

@@ -1,5 +1,5 @@
 """Fixtures of hostd's tests; their building blocks are in tests.support
-(hostd_rig, fake_guest, waiting)."""
+(hostd_rig, served, fake_guest, waiting)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from hostd.config import ChannelLimits
 from tests.hostd.fakes import FakeHypervisor
 from tests.support.hostd_rig import Rig, make_rig
 from tests.support.hostd_rig import boot_files as make_boot_files
+from tests.support.served import Served, serve
 
 
 @pytest.fixture
@@ -27,6 +29,21 @@ async def rig(tmp_path: Path, boot_files: tuple[str, str]) -> AsyncIterator[Rig]
     rig = await make_rig(FakeHypervisor(), tmp_path, boot_files[0])
     yield rig
     await rig.vms.stop()
+
+
+@pytest.fixture
+async def served(short_tmp: Path) -> AsyncIterator[Served]:
+    """A hostd served over gRPC on libvirt's test driver (tests.support.served)."""
+    async with serve(short_tmp / "state", ChannelLimits(connect_timeout_seconds=60)) as served:
+        yield served
+
+
+@pytest.fixture
+async def small_journal(short_tmp: Path) -> AsyncIterator[Served]:
+    """As served, with a journal of three events."""
+    channel = ChannelLimits(connect_timeout_seconds=0.01, connect_retry_seconds=0.01)
+    async with serve(short_tmp / "state", channel, journal_size=3) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from virtplane.v1 import host_agent_service_pb2 as pb
-from virtplane.v1 import vm_pb2
-
 from hostd import defaults
+from hostd.model import ConsoleKind, Nic, Persistence, VmConfig, VmSpec
 
 README = Path(defaults.__file__).parent / "README.md"
 
@@ -27,22 +25,22 @@ def test_the_readme_table_is_the_code() -> None:
 
 
 def test_with_defaults_fills_every_optional_field_and_keeps_what_is_set() -> None:
-    config = pb.VmConfig(vm_id="6f1c9a52-3d0e-4b7a-9a51-0c2d8e4f7b13")
-    config.spec.nics.extend(
-        [vm_pb2.Nic(), vm_pb2.Nic(name="uplink", mac_address="52:54:00:AB:CD:EF")]
+    config = VmConfig(
+        vm_id="6f1c9a52-3d0e-4b7a-9a51-0c2d8e4f7b13",
+        spec=VmSpec(nics=(Nic(), Nic(name="uplink", mac_address="52:54:00:AB:CD:EF"))),
     )
     filled = defaults.with_defaults(config)
     assert filled.spec.vcpus == defaults.VCPUS
-    assert filled.persistence == pb.VmConfig.PERSISTENCE_TRANSIENT
-    assert filled.console.kind == pb.Console.KIND_SERIAL_FILE
+    assert filled.persistence == Persistence.TRANSIENT
+    assert filled.console == ConsoleKind.SERIAL_FILE
     assert [(n.name, n.mac_address) for n in filled.spec.nics] == [
         ("nic0", defaults.mac_address(config.vm_id, 0)),
         ("uplink", "52:54:00:ab:cd:ef"),
     ]
     assert config.spec.vcpus == 0, "the caller's config is left alone"
-    set_ = pb.VmConfig(persistence=pb.VmConfig.PERSISTENCE_PERSISTENT)
-    set_.spec.vcpus = 4
-    set_.console.kind = pb.Console.KIND_NONE
+    set_ = VmConfig(
+        spec=VmSpec(vcpus=4), persistence=Persistence.PERSISTENT, console=ConsoleKind.NONE
+    )
     assert defaults.with_defaults(set_) == set_
 
 

@@ -8,16 +8,18 @@ and review the diff.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
-from hostd import domxml
+from hostd import convert, domxml
 from hostd.builder import build_domain, disk_target
 from hostd.defaults import mac_address, with_defaults
 from hostd.layout import StateLayout
+from hostd.model import DiskFormat, VmConfig
 from hostd.virt_type import VirtType
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -25,8 +27,13 @@ LAYOUT = StateLayout(Path("/var/lib/virtplane/hostd"))
 VM_ID = "6f1c9a52-3d0e-4b7a-9a51-0c2d8e4f7b13"
 
 
-def minimal() -> pb.VmConfig:
-    return with_defaults(_minimal())
+def minimal() -> VmConfig:
+    return _filled(_minimal())
+
+
+def _filled(config: pb.VmConfig) -> VmConfig:
+    """config as hostd receives it (converted at the edge), with its defaults."""
+    return with_defaults(convert.config_from_proto(config))
 
 
 def _minimal() -> pb.VmConfig:
@@ -45,7 +52,7 @@ def _minimal() -> pb.VmConfig:
     )
 
 
-def two_nics() -> pb.VmConfig:
+def two_nics() -> VmConfig:
     config = _minimal()
     config.name = "two-nics"
     config.spec.vcpus = 2
@@ -61,25 +68,25 @@ def two_nics() -> pb.VmConfig:
             ),
         ]
     )
-    return with_defaults(config)
+    return _filled(config)
 
 
-def vnc_persistent() -> pb.VmConfig:
+def vnc_persistent() -> VmConfig:
     config = _minimal()
     config.name = "vnc"
     config.console.kind = pb.Console.KIND_VNC
     config.persistence = pb.VmConfig.PERSISTENCE_PERSISTENT
-    return with_defaults(config)
+    return _filled(config)
 
 
-def no_console() -> pb.VmConfig:
+def no_console() -> VmConfig:
     config = _minimal()
     config.name = "no-console"
     config.console.kind = pb.Console.KIND_NONE
-    return with_defaults(config)
+    return _filled(config)
 
 
-def disks() -> pb.VmConfig:
+def disks() -> VmConfig:
     config = _minimal()
     config.name = "disks"
     config.spec.disks.extend(
@@ -96,7 +103,7 @@ def disks() -> pb.VmConfig:
             ),
         ]
     )
-    return with_defaults(config)
+    return _filled(config)
 
 
 CASES = {
@@ -126,7 +133,7 @@ def test_metadata_round_trips() -> None:
     parsed = domxml.parse_metadata(domxml.metadata_element(domain.metadata))
     assert parsed == domain.metadata
     assert parsed.request_id == "req-7"
-    assert pb.VmConfig.FromString(parsed.config) == two_nics()
+    assert pb.VmConfig.FromString(parsed.config) == convert.config_to_proto(two_nics())
     assert domxml.metadata_in_domain(domxml.to_xml(domain)) == domain.metadata
 
 
@@ -139,7 +146,7 @@ def test_a_domain_without_hostds_metadata() -> None:
 
 def test_a_config_without_defaults_is_not_built() -> None:
     with pytest.raises(ValueError, match="console"):
-        build_domain(_minimal(), VirtType.QEMU, LAYOUT)
+        build_domain(convert.config_from_proto(_minimal()), VirtType.QEMU, LAYOUT)
 
 
 def test_metadata_as_libvirt_returns_it() -> None:
@@ -190,7 +197,7 @@ def test_disks_in_order_on_virtio() -> None:
     )
     assert build_domain(minimal(), VirtType.QEMU, LAYOUT).devices.disks == ()
     assert domain.metadata is not None
-    assert pb.VmConfig.FromString(domain.metadata.config) == disks()
+    assert pb.VmConfig.FromString(domain.metadata.config) == convert.config_to_proto(disks())
 
 
 @pytest.mark.parametrize(
@@ -202,6 +209,8 @@ def test_disk_target_names(index: int, dev: str) -> None:
 
 def test_a_disk_without_its_default_format_is_not_built() -> None:
     config = disks()
-    config.spec.disks[1].format = vm_pb2.Disk.FORMAT_UNSPECIFIED
+    unset = list(config.spec.disks)
+    unset[1] = replace(unset[1], format=DiskFormat.UNSPECIFIED)
+    config = replace(config, spec=replace(config.spec, disks=tuple(unset)))
     with pytest.raises(ValueError, match="disk format"):
         build_domain(config, VirtType.QEMU, LAYOUT)

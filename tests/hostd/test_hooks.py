@@ -9,19 +9,27 @@ import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from virtplane.v1 import host_agent_service_pb2 as pb
 
+from hostd import convert
 from hostd.hooks import HookFailed, HookPoint, Hooks, HookSettings, HookVm
+from hostd.model import VmState
 from hostd.validation import validate_config
 from tests.hostd.fakes import FakeHypervisor
 from tests.support.hostd_rig import FAST, Rig, hook_script, make_rig, vm_config
 from tests.support.waiting import until
 from virtplane_common.errors import InvalidArgument
 
-S = pb.HostVm
+
+def check(config: pb.VmConfig) -> None:
+    """Validates config as hostd receives it: converted at the edge, then checked."""
+    validate_config(convert.config_from_proto(config))
+
+
 XML = "<domain type='qemu'><name>vp-a</name><uuid>{uuid}</uuid><devices/></domain>"
 VM_ID = "6f1c0000-0000-4000-8000-000000000001"
 
@@ -146,16 +154,16 @@ async def test_no_hooks_folder_runs_nothing(tmp_path: Path) -> None:
 def test_custom_property_keys_must_be_safe_variable_names(boot_files: tuple[str, str]) -> None:
     config = vm_config(boot_files[0])
     config.custom_properties["good_key1"] = "any value, spaces and all"
-    validate_config(config)
+    check(config)
     for key in ("1abc", "with-dash", "PATH=x", "", "a" * 65):
         bad = vm_config(boot_files[0])
         bad.custom_properties[key] = "v"
         with pytest.raises(InvalidArgument, match=r"config\.custom_properties"):
-            validate_config(bad)
+            check(bad)
     bad = vm_config(boot_files[0])
     bad.custom_properties["k"] = "line\nbreak"
     with pytest.raises(InvalidArgument, match=r"config.custom_properties\[k\]"):
-        validate_config(bad)
+        check(bad)
 
 
 # -- wired into the VM paths, on the fake hypervisor
@@ -187,8 +195,7 @@ async def test_the_rewritten_xml_is_what_the_hypervisor_starts(hooked: Rig) -> N
         'sed -i "s|<devices>|<description>$VIRTPLANE_PROPERTY_tag</description><devices>|" '
         '"$_hook_domxml"\n',
     )
-    config = hooked.config()
-    config.custom_properties["tag"] = "tagged-by-hook"
+    config = replace(hooked.config(), custom_properties={"tag": "tagged-by-hook"})
     await hooked.running(config)
     assert "<description>tagged-by-hook</description>" in hooked.fake.started_xml[0]
 
@@ -202,7 +209,7 @@ async def test_a_failing_start_hook_leaves_the_vm_down_start_failed(hooked: Rig)
     await until(lambda: hooked.state_names(config.vm_id)[-1:] == ["DOWN"], what="DOWN")
     down = hooked.journal.after(0)[-1].vm_state
     assert (down.exit_reason, down.message) == (
-        S.EXIT_REASON_START_FAILED,
+        pb.HostVm.EXIT_REASON_START_FAILED,
         "hook before_vm_start/10-no failed (exit status 1): not today",
     )
     assert hooked.fake.started_xml == []
@@ -222,7 +229,7 @@ async def test_after_hooks_failing_are_reported_and_change_nothing(hooked: Rig) 
         "10-broken",
         "failed (exit status 7): after went wrong",
     )
-    assert hooked.state(config.vm_id) == S.STATE_RUNNING
+    assert hooked.state(config.vm_id) == VmState.RUNNING
 
 
 async def test_destroy_runs_its_hooks_and_is_not_stopped_by_them(
@@ -268,9 +275,9 @@ async def test_dehibernate_hooks_run_after_a_restore(hooked: Rig, tmp_path: Path
     )
     config = await hooked.running()
     await hooked.vms.hibernate(config.vm_id)
-    await hooked.wait_for(config.vm_id, S.STATE_SUSPENDED)
+    await hooked.wait_for(config.vm_id, VmState.SUSPENDED)
     await hooked.vms.create(config)
-    await hooked.wait_for(config.vm_id, S.STATE_RUNNING)
+    await hooked.wait_for(config.vm_id, VmState.RUNNING)
     await until(seen.exists, what="after_vm_dehibernate to run")
     assert seen.read_text().strip() == config.vm_id
 

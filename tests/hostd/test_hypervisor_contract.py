@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from virtplane.v1 import host_agent_service_pb2 as pb
 
-from hostd import domxml
+from hostd import convert, domxml
 from hostd.builder import build_domain
 from hostd.defaults import with_defaults
 from hostd.errors import DomainNotFound, DomainStateConflict, OperationUnsupported
@@ -38,6 +38,7 @@ from hostd.hypervisor import (
 )
 from hostd.layout import StateLayout
 from hostd.libvirt_driver import LibvirtHypervisor
+from hostd.model import VmConfig
 from hostd.virt_type import VirtType
 from tests.hostd.fakes import FakeHypervisor
 from tests.support.hostd_rig import vm_config
@@ -60,11 +61,11 @@ class Target:
     layout: StateLayout
     made: list[str] = field(default_factory=list)
 
-    def config(self, name: str | None = None) -> pb.VmConfig:
+    def config(self, name: str | None = None) -> VmConfig:
         config = vm_config(self.kernel, initrd=self.initrd, name=name, memory_mib=128)
-        return with_defaults(config)
+        return with_defaults(convert.config_from_proto(config))
 
-    def xml(self, config: pb.VmConfig) -> str:
+    def xml(self, config: VmConfig) -> str:
         self.made.append(config.vm_id)
         return domxml.to_xml(build_domain(config, VirtType.QEMU, self.layout))
 
@@ -227,7 +228,7 @@ async def test_save_read_and_restore(target: Target, short_tmp: Path) -> None:
     assert _mode(image) == 0o600
     metadata = await target.hypervisor.read_saved(image)
     assert metadata is not None and metadata.vm_id == vm_id
-    assert pb.VmConfig.FromString(metadata.config) == config
+    assert pb.VmConfig.FromString(metadata.config) == convert.config_to_proto(config)
 
     assert await target.hypervisor.restore(image, paused=False, persistent=False) == vm_id
     assert (await _event_of(events, vm_id)).kind is K.STARTED

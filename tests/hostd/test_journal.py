@@ -3,15 +3,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
 from hostd.journal import Journal
+from hostd.model import VmState, VmStatus
 from tests.support.waiting import next_item
 
 
-def _state(vm_id: str) -> pb.HostVm:
-    return pb.HostVm(vm_id=vm_id, state=pb.HostVm.STATE_RUNNING)
+def _state(vm_id: str) -> VmStatus:
+    return VmStatus(vm_id, VmState.RUNNING)
 
 
 def test_sequences_start_at_one_and_carry_the_epoch() -> None:

@@ -11,7 +11,7 @@ import libvirt
 import pytest
 from virtplane.v1 import host_agent_service_pb2 as pb
 
-from hostd import domxml
+from hostd import convert, domxml
 from hostd.builder import build_domain
 from hostd.defaults import with_defaults
 from hostd.errors import (
@@ -102,7 +102,11 @@ async def test_an_unreachable_libvirt_is_unavailable(tmp_path: Path) -> None:
 
 
 def _xml(config: pb.VmConfig, tmp_path: Path) -> str:
-    return domxml.to_xml(build_domain(with_defaults(config), VirtType.QEMU, StateLayout(tmp_path)))
+    return domxml.to_xml(
+        build_domain(
+            with_defaults(convert.config_from_proto(config)), VirtType.QEMU, StateLayout(tmp_path)
+        )
+    )
 
 
 async def test_destroying_twice(boot_files: tuple[str, str], tmp_path: Path) -> None:
@@ -215,7 +219,11 @@ async def test_a_full_queue_drops_events_then_reports_the_loss(
     configs = [vm_config(boot_files[0]) for _ in range(4)]
     try:
         for config in configs:  # 8 events, nobody consuming
-            xml = domxml.to_xml(build_domain(with_defaults(config), VirtType.QEMU, layout))
+            xml = domxml.to_xml(
+                build_domain(
+                    with_defaults(convert.config_from_proto(config)), VirtType.QEMU, layout
+                )
+            )
             await driver.start(xml, persistent=False, paused=False)
             await driver.act(config.vm_id, DomainAction.DESTROY)
         events = driver.events()

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from virtplane.v1 import host_agent_service_pb2 as pb
-from virtplane.v1 import vm_pb2
 
 from hostd.config import MigrationConfig
 from hostd.errors import (
@@ -30,14 +28,21 @@ from hostd.hooks import HookFailed, HookPoint, HookSettings
 from hostd.hypervisor import LifecycleEvent, LifecycleKind
 from hostd.journal import Journal
 from hostd.layout import StateLayout
+from hostd.model import (
+    Disk,
+    MigrationDestination,
+    MigrationDirection,
+    MigrationPhase,
+    VmConfig,
+    VmState,
+    VmStatus,
+)
 from hostd.vms import VmService
 from tests.hostd.fakes import FakeDomain, FakeHypervisor
-from tests.support.hostd_rig import FAST, hook_script, vm_config
+from tests.support.hostd_rig import FAST, domain_config, hook_script, with_spec
 from tests.support.waiting import until
 from virtplane_common.errors import InvalidArgument, NotFound
 
-S = pb.HostVm
-P = pb.MigrationProgress
 A, B = "host-a:7070", "host-b:7070"
 
 
@@ -52,8 +57,8 @@ class LocalPeers:
     told: list[tuple[str, str]] = field(default_factory=list)
 
     async def prepare_incoming(
-        self, address: str, config: pb.VmConfig, source_address: str
-    ) -> pb.MigrationDestination:
+        self, address: str, config: VmConfig, source_address: str
+    ) -> MigrationDestination:
         if self.gate is not None:
             self.waiting += 1
             await self.gate.wait()
@@ -72,12 +77,12 @@ class Side:
     fake: FakeHypervisor
     vms: VmService
 
-    def state(self, vm_id: str) -> S.State.ValueType:
-        return {vm.vm_id: vm.state for vm in self.vms.list()}.get(vm_id, S.STATE_DOWN)
+    def state(self, vm_id: str) -> VmState:
+        return {vm.vm_id: vm.state for vm in self.vms.list()}.get(vm_id, VmState.DOWN)
 
-    async def wait_for(self, vm_id: str, state: S.State.ValueType) -> S:
-        await until(lambda: self.state(vm_id) == state, what=S.State.Name(state))
-        return next((vm for vm in self.vms.list() if vm.vm_id == vm_id), S(state=state))
+    async def wait_for(self, vm_id: str, state: VmState) -> VmStatus:
+        await until(lambda: self.state(vm_id) == state, what=state.api_name)
+        return next((vm for vm in self.vms.list() if vm.vm_id == vm_id), VmStatus(vm_id, state))
 
 
 @dataclass
@@ -87,10 +92,10 @@ class Pair:
     peers: LocalPeers
     kernel: str
 
-    async def running_on_a(self) -> pb.VmConfig:
-        config = vm_config(self.kernel)
+    async def running_on_a(self) -> VmConfig:
+        config = domain_config(self.kernel)
         await self.a.vms.create(config)
-        await self.a.wait_for(config.vm_id, S.STATE_RUNNING)
+        await self.a.wait_for(config.vm_id, VmState.RUNNING)
         return config
 
 
@@ -124,7 +129,7 @@ async def pair(tmp_path: Path, boot_files: tuple[str, str]) -> AsyncIterator[Pai
 
 
 async def test_the_destination_is_prepared_once(pair: Pair, tmp_path: Path) -> None:
-    config = vm_config(pair.kernel)
+    config = domain_config(pair.kernel)
     vm_id = config.vm_id
     destination = await pair.b.vms.prepare_incoming(config, A)
     assert destination.hypervisor_uri == "fake:///b"
@@ -132,38 +137,39 @@ async def test_the_destination_is_prepared_once(pair: Pair, tmp_path: Path) -> N
     assert destination.channel_socket_path == str(tmp_path / "b" / "channels" / f"{vm_id}.sock")
     assert destination.console_log_path == str(tmp_path / "b" / "consoles" / f"{vm_id}.log")
     assert destination.state_directory == str(tmp_path / "b")
-    assert pair.b.state(vm_id) == S.STATE_MIGRATING_TO
+    assert pair.b.state(vm_id) == VmState.MIGRATING_TO
     assert await pair.b.vms.prepare_incoming(config, A) == destination, "a repeat is answered"
     with pytest.raises(VmAlreadyExists, match="MIGRATING_TO"):
         await pair.b.vms.create(config, request_id="x")
     progress = pair.b.vms.migration_progress(vm_id)
     assert (progress.direction, progress.phase, progress.peer_address) == (
-        P.DIRECTION_INCOMING,
-        P.PHASE_TRANSFERRING,
+        MigrationDirection.INCOMING,
+        MigrationPhase.TRANSFERRING,
         A,
     )
 
 
 async def test_a_vm_that_never_arrives_is_dropped(pair: Pair) -> None:
-    config = vm_config(pair.kernel)
+    config = domain_config(pair.kernel)
     await pair.b.vms.prepare_incoming(config, A)
-    down = await pair.b.wait_for(config.vm_id, S.STATE_DOWN)
-    assert pair.b.vms.migration_progress(config.vm_id).phase == P.PHASE_FAILED
-    assert down.state == S.STATE_DOWN
+    down = await pair.b.wait_for(config.vm_id, VmState.DOWN)
+    assert pair.b.vms.migration_progress(config.vm_id).phase == MigrationPhase.FAILED
+    assert down.state == VmState.DOWN
 
 
 async def test_an_incoming_vm_that_lands_runs(pair: Pair) -> None:
-    config = vm_config(pair.kernel)
+    config = domain_config(pair.kernel)
     vm_id = config.vm_id
     await pair.b.vms.prepare_incoming(config, A)
     # What libvirt does on the destination: the domain appears paused, then resumes.
     pair.b.fake.domains[vm_id] = FakeDomain(vm_id, "vp-x", "<domain/>")
     pair.b.fake.emit(LifecycleEvent(vm_id, LifecycleKind.STARTED))
     pair.b.fake.emit(LifecycleEvent(vm_id, LifecycleKind.RESUMED))
-    vm = await pair.b.wait_for(vm_id, S.STATE_RUNNING)
+    vm = await pair.b.wait_for(vm_id, VmState.RUNNING)
     assert vm.message == "migrated here"
     await until(
-        lambda: pair.b.vms.migration_progress(vm_id).phase == P.PHASE_COMPLETED, what="COMPLETED"
+        lambda: pair.b.vms.migration_progress(vm_id).phase == MigrationPhase.COMPLETED,
+        what="COMPLETED",
     )
 
 
@@ -173,13 +179,13 @@ async def test_a_failed_migration_leaves_the_vm_running_and_the_destination_clea
     config = await pair.running_on_a()
     vm_id = config.vm_id
     moving = await pair.a.vms.migrate(vm_id, B)
-    assert moving.state == S.STATE_MIGRATING_FROM
-    back = await pair.a.wait_for(vm_id, S.STATE_RUNNING)
+    assert moving.state == VmState.MIGRATING_FROM
+    back = await pair.a.wait_for(vm_id, VmState.RUNNING)
     assert back.message.startswith(f"migration to {B} failed: the hypervisor cannot do this")
     assert pair.peers.told == [(B, vm_id)]
-    assert pair.b.state(vm_id) == S.STATE_DOWN
-    assert pair.a.vms.migration_progress(vm_id).phase == P.PHASE_FAILED
-    assert pair.b.vms.migration_progress(vm_id).phase == P.PHASE_CANCELLED
+    assert pair.b.state(vm_id) == VmState.DOWN
+    assert pair.a.vms.migration_progress(vm_id).phase == MigrationPhase.FAILED
+    assert pair.b.vms.migration_progress(vm_id).phase == MigrationPhase.CANCELLED
     assert vm_id in pair.a.fake.domains
 
 
@@ -194,7 +200,7 @@ async def test_refusals_change_nothing(pair: Pair) -> None:
         await pair.a.vms.migrate("6f1c9a52-3d0e-4b7a-9a51-0c2d8e4f7b13", B)
     with pytest.raises(PeerUnavailable, match="host-c:1 cannot be reached"):
         await pair.a.vms.migrate(vm_id, "host-c:1")
-    assert pair.a.state(vm_id) == S.STATE_RUNNING
+    assert pair.a.state(vm_id) == VmState.RUNNING
     await pair.a.vms.pause(vm_id)
     with pytest.raises(VmStateConflict, match="it is PAUSED"):
         await pair.a.vms.migrate(vm_id, B)
@@ -207,17 +213,16 @@ async def test_a_destination_without_the_disk_image_refuses_the_migration(
 ) -> None:
     image = tmp_path / "data.img"
     image.write_bytes(b"")
-    config = vm_config(pair.kernel)
-    config.spec.disks.append(vm_pb2.Disk(name="data", path=str(image)))
+    config = with_spec(domain_config(pair.kernel), disks=(Disk(name="data", path=str(image)),))
     await pair.a.vms.create(config)
-    await pair.a.wait_for(config.vm_id, S.STATE_RUNNING)
+    await pair.a.wait_for(config.vm_id, VmState.RUNNING)
     image.unlink()  # as on a destination that does not share the source's storage
     with pytest.raises(
         InvalidArgument, match=rf"config\.spec\.disks\[0\]\.path: no file at {image}"
     ):
         await pair.a.vms.migrate(config.vm_id, B)
-    assert pair.a.state(config.vm_id) == S.STATE_RUNNING
-    assert pair.b.state(config.vm_id) == S.STATE_DOWN
+    assert pair.a.state(config.vm_id) == VmState.RUNNING
+    assert pair.b.state(config.vm_id) == VmState.DOWN
 
 
 async def test_outgoing_migrations_are_capped(pair: Pair) -> None:
@@ -227,13 +232,13 @@ async def test_outgoing_migrations_are_capped(pair: Pair) -> None:
     await until(lambda: pair.peers.waiting == 2, what="two migrations under way")
     with pytest.raises(TooManyMigrations, match="already runs 2 outgoing migrations, its cap"):
         await pair.a.vms.migrate(third.vm_id, B)
-    assert pair.a.state(third.vm_id) == S.STATE_RUNNING
+    assert pair.a.state(third.vm_id) == VmState.RUNNING
     pair.peers.gate.set()
     await asyncio.gather(*moving)
     for config in (first, second):
-        await pair.a.wait_for(config.vm_id, S.STATE_RUNNING)  # the fake cannot migrate
+        await pair.a.wait_for(config.vm_id, VmState.RUNNING)  # the fake cannot migrate
     pair.peers.gate = None
-    assert (await pair.a.vms.migrate(third.vm_id, B)).state == S.STATE_MIGRATING_FROM
+    assert (await pair.a.vms.migrate(third.vm_id, B)).state == VmState.MIGRATING_FROM
 
 
 async def test_a_cancelled_migration_runs_on_and_reports_its_progress(pair: Pair) -> None:
@@ -242,15 +247,15 @@ async def test_a_cancelled_migration_runs_on_and_reports_its_progress(pair: Pair
     pair.a.fake.migrate_gate = asyncio.Event()
     await pair.a.vms.migrate(vm_id, B)
     await until(
-        lambda: pair.a.vms.migration_progress(vm_id).data_processed_bytes > 0, what="progress"
+        lambda: pair.a.vms.migration_progress(vm_id).job.data_processed > 0, what="progress"
     )
-    assert pair.b.state(vm_id) == S.STATE_MIGRATING_TO
+    assert pair.b.state(vm_id) == VmState.MIGRATING_TO
     cancelling = await pair.a.vms.cancel_migration(vm_id)
-    assert cancelling.state == S.STATE_MIGRATING_FROM, "the cancel returns at once"
-    back = await pair.a.wait_for(vm_id, S.STATE_RUNNING)
+    assert cancelling.state == VmState.MIGRATING_FROM, "the cancel returns at once"
+    back = await pair.a.wait_for(vm_id, VmState.RUNNING)
     assert back.message == f"migration to {B} cancelled"
-    assert pair.a.vms.migration_progress(vm_id).phase == P.PHASE_CANCELLED
-    assert pair.b.state(vm_id) == S.STATE_DOWN
+    assert pair.a.vms.migration_progress(vm_id).phase == MigrationPhase.CANCELLED
+    assert pair.b.state(vm_id) == VmState.DOWN
 
 
 async def test_destroying_a_migrating_vm_cancels_its_migration_first(pair: Pair) -> None:
@@ -260,9 +265,9 @@ async def test_destroying_a_migrating_vm_cancels_its_migration_first(pair: Pair)
     await pair.a.vms.migrate(vm_id, B)
     await until(lambda: pair.a.fake.migrating(vm_id), what="the transfer to begin")
     await asyncio.wait_for(pair.a.vms.destroy(vm_id), 5)
-    assert pair.a.state(vm_id) == S.STATE_DOWN
+    assert pair.a.state(vm_id) == VmState.DOWN
     assert vm_id not in pair.a.fake.domains
-    assert pair.b.state(vm_id) == S.STATE_DOWN
+    assert pair.b.state(vm_id) == VmState.DOWN
 
 
 async def test_a_failing_source_hook_refuses_the_migration_before_the_destination_is_asked(
@@ -283,11 +288,11 @@ async def test_a_failing_source_hook_refuses_the_migration_before_the_destinatio
     ):
         await pair.a.vms.migrate(config.vm_id, B)
     assert seen.read_text().split() == [config.vm_id, "before_vm_migrate_source"]
-    assert pair.a.state(config.vm_id) == S.STATE_RUNNING
-    assert pair.b.state(config.vm_id) == S.STATE_DOWN, "the destination was never asked"
+    assert pair.a.state(config.vm_id) == VmState.RUNNING
+    assert pair.b.state(config.vm_id) == VmState.DOWN, "the destination was never asked"
     # The slot is free again: with the hook gone, the migration goes ahead.
     (tmp_path / "hooks-a" / "before_vm_migrate_source" / "10-no").unlink()
-    assert (await pair.a.vms.migrate(config.vm_id, B)).state == S.STATE_MIGRATING_FROM
+    assert (await pair.a.vms.migrate(config.vm_id, B)).state == VmState.MIGRATING_FROM
 
 
 async def test_a_failing_destination_hook_refuses_the_migration(pair: Pair, tmp_path: Path) -> None:
@@ -300,5 +305,5 @@ async def test_a_failing_destination_hook_refuses_the_migration(pair: Pair, tmp_
     )
     with pytest.raises(HookFailed, match=r"before_vm_migrate_destination/10-full .*no room here"):
         await pair.a.vms.migrate(config.vm_id, B)
-    assert pair.a.state(config.vm_id) == S.STATE_RUNNING
-    assert pair.b.state(config.vm_id) == S.STATE_DOWN
+    assert pair.a.state(config.vm_id) == VmState.RUNNING
+    assert pair.b.state(config.vm_id) == VmState.DOWN

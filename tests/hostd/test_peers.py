@@ -7,7 +7,7 @@ import pytest
 
 from hostd.errors import PeerRefused, PeerUnavailable
 from hostd.peers import GrpcPeers, _translate
-from tests.support.hostd_rig import vm_config
+from tests.support.hostd_rig import domain_config
 from tests.support.stack import free_port
 from virtplane_common.errors import AlreadyExists, ResourceExhausted, VirtplaneError
 
@@ -39,4 +39,4 @@ def test_errors_keep_their_category_and_words(
 async def test_nobody_listening_is_unavailable(boot_files: tuple[str, str]) -> None:
     address = f"127.0.0.1:{free_port()}"
     with pytest.raises(PeerUnavailable, match=f"hostd at {address} cannot be reached"):
-        await GrpcPeers(timeout=5).prepare_incoming(address, vm_config(boot_files[0]), "a:1")
+        await GrpcPeers(timeout=5).prepare_incoming(address, domain_config(boot_files[0]), "a:1")

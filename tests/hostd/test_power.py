@@ -7,19 +7,18 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd.errors import VmNotFound, VmStateConflict
 from hostd.hypervisor import LifecycleEvent, LifecycleKind
+from hostd.model import ExitReason, VmState
 from tests.support.hostd_rig import Rig
 from tests.support.waiting import until
-
-S = pb.HostVm
 
 
 async def test_shutdown_goes_powering_down_then_down(rig: Rig) -> None:
     config = await rig.running()
     vm = await rig.vms.shutdown(config.vm_id)
-    assert vm.state in (S.STATE_POWERING_DOWN, S.STATE_DOWN)
-    await rig.wait_for(config.vm_id, S.STATE_DOWN)
+    assert vm.state in (VmState.POWERING_DOWN, VmState.DOWN)
+    await rig.wait_for(config.vm_id, VmState.DOWN)
     assert rig.state_names(config.vm_id)[-2:] == ["POWERING_DOWN", "DOWN"]
-    assert rig.states(config.vm_id)[-1] == (S.STATE_DOWN, S.EXIT_REASON_SHUTDOWN)
+    assert rig.states(config.vm_id)[-1] == (VmState.DOWN, ExitReason.SHUTDOWN)
 
 
 async def test_a_guest_that_ignores_the_power_button_is_destroyed_after_the_timeout(
@@ -30,15 +29,15 @@ async def test_a_guest_that_ignores_the_power_button_is_destroyed_after_the_time
     vm = await rig.vms.shutdown(config.vm_id, timeout_seconds=1)
     # The fake has no guest agent: the power button it is.
     assert (vm.state, vm.message) == (
-        S.STATE_POWERING_DOWN,
+        VmState.POWERING_DOWN,
         "shutting down on request, through ACPI",
     )
     again = await rig.vms.shutdown(config.vm_id)  # already on its way: the deadline stands
-    assert again.state == S.STATE_POWERING_DOWN
-    await rig.wait_for(config.vm_id, S.STATE_DOWN)
+    assert again.state == VmState.POWERING_DOWN
+    await rig.wait_for(config.vm_id, VmState.DOWN)
     last = rig.journal.after(0)[-1].vm_state
     assert (last.exit_reason, last.message) == (
-        S.EXIT_REASON_DESTROYED,
+        pb.HostVm.EXIT_REASON_DESTROYED,
         "did not power off within 1 s; destroyed",
     )
     assert config.vm_id not in rig.fake.domains
@@ -47,9 +46,9 @@ async def test_a_guest_that_ignores_the_power_button_is_destroyed_after_the_time
 async def test_a_reboot_is_never_a_stop(rig: Rig) -> None:
     config = await rig.running()
     vm = await rig.vms.reboot(config.vm_id)
-    assert vm.state == S.STATE_REBOOT_IN_PROGRESS
+    assert vm.state == VmState.REBOOT_IN_PROGRESS
     # QEMU resets the guest several times in a burst, with no lifecycle event.
-    await rig.wait_for(config.vm_id, S.STATE_RUNNING)
+    await rig.wait_for(config.vm_id, VmState.RUNNING)
     assert rig.state_names(config.vm_id) == [
         "WAIT_FOR_LAUNCH",
         "RUNNING",
@@ -62,7 +61,7 @@ async def test_a_reboot_the_guest_ignores_ends_in_a_reset(rig: Rig) -> None:
     rig.fake.ignores_acpi = True
     config = await rig.running()
     await rig.vms.reboot(config.vm_id, timeout_seconds=1)
-    await rig.wait_for(config.vm_id, S.STATE_RUNNING)
+    await rig.wait_for(config.vm_id, VmState.RUNNING)
     assert rig.state_names(config.vm_id)[-2:] == ["REBOOT_IN_PROGRESS", "RUNNING"]
 
 
@@ -70,8 +69,8 @@ async def test_a_reboot_from_inside_the_guest(rig: Rig) -> None:
     config = await rig.running()
     for _ in range(5):  # one reboot: a burst of resets
         rig.fake.emit(LifecycleEvent(config.vm_id, LifecycleKind.REBOOTED))
-    await rig.wait_for(config.vm_id, S.STATE_REBOOT_IN_PROGRESS)
-    await rig.wait_for(config.vm_id, S.STATE_RUNNING)
+    await rig.wait_for(config.vm_id, VmState.REBOOT_IN_PROGRESS)
+    await rig.wait_for(config.vm_id, VmState.RUNNING)
     assert rig.state_names(config.vm_id) == [
         "WAIT_FOR_LAUNCH",
         "RUNNING",
@@ -84,17 +83,17 @@ async def test_a_reboot_from_inside_the_guest(rig: Rig) -> None:
 async def test_reset(rig: Rig) -> None:
     config = await rig.running()
     vm = await rig.vms.reset(config.vm_id)
-    assert vm.state == S.STATE_REBOOT_IN_PROGRESS
-    await rig.wait_for(config.vm_id, S.STATE_RUNNING)
+    assert vm.state == VmState.REBOOT_IN_PROGRESS
+    await rig.wait_for(config.vm_id, VmState.RUNNING)
     # A paused guest stays paused through a reset.
     await rig.vms.pause(config.vm_id)
-    assert (await rig.vms.reset(config.vm_id)).state == S.STATE_PAUSED
+    assert (await rig.vms.reset(config.vm_id)).state == VmState.PAUSED
 
 
 async def test_pause_and_resume_answer_with_the_new_state(rig: Rig) -> None:
     config = await rig.running()
-    assert (await rig.vms.pause(config.vm_id)).state == S.STATE_PAUSED
-    assert (await rig.vms.resume(config.vm_id)).state == S.STATE_RUNNING
+    assert (await rig.vms.pause(config.vm_id)).state == VmState.PAUSED
+    assert (await rig.vms.resume(config.vm_id)).state == VmState.RUNNING
     assert rig.state_names(config.vm_id) == ["WAIT_FOR_LAUNCH", "RUNNING", "PAUSED", "RUNNING"]
 
 
@@ -108,7 +107,7 @@ async def test_a_hypervisor_that_sends_no_event_still_pauses(rig: Rig) -> None:
             await rig.fake._queue.get()
 
     rig.fake.act = act_quietly  # type: ignore[method-assign]
-    assert (await rig.vms.pause(config.vm_id)).state == S.STATE_PAUSED
+    assert (await rig.vms.pause(config.vm_id)).state == VmState.PAUSED
 
 
 @pytest.mark.parametrize(
@@ -137,13 +136,13 @@ async def test_a_vm_in_the_middle_of_its_start_refuses_verbs(rig: Rig) -> None:
     await rig.vms.create(config)
     with pytest.raises(VmStateConflict, match="it is WAIT_FOR_LAUNCH"):
         await rig.vms.pause(config.vm_id)
-    await until(lambda: rig.state(config.vm_id) != S.STATE_WAIT_FOR_LAUNCH, what="the start")
+    await until(lambda: rig.state(config.vm_id) != VmState.WAIT_FOR_LAUNCH, what="the start")
 
 
 async def test_stats(rig: Rig) -> None:
     config = await rig.running()
     vm, stats = await rig.vms.stats(config.vm_id)
-    assert vm.state == S.STATE_RUNNING
+    assert vm.state == VmState.RUNNING
     assert (stats.state_name, stats.state_reason) == ("running", "booted")
     assert rig.vms.counts() == (1, 0)
 
@@ -152,5 +151,5 @@ async def test_a_guest_that_powers_off_at_once_leaves_no_deadline_behind(rig: Ri
     config = await rig.running()
     vm = rig.vms._registry.lookup(config.vm_id)
     await rig.vms.shutdown(config.vm_id)  # the fake's guest powers off at once
-    await rig.wait_for(config.vm_id, S.STATE_DOWN)
+    await rig.wait_for(config.vm_id, VmState.DOWN)
     await until(lambda: vm.timer is None or vm.timer.done(), what="no deadline left running")

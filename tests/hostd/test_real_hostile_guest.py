@@ -27,7 +27,7 @@ import os
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 
@@ -147,27 +147,44 @@ def _clean(text: str) -> bool:
     return all(unicodedata.category(ch)[0] != "C" for ch in text)
 
 
+@dataclass
+class _Watched:
+    """What WINDOW seconds of polling ListVms saw of the normal VM and of hostd."""
+
+    rss_before: int
+    rss_max: int
+    heard: list[float] = field(default_factory=list)
+    """The normal agent's distinct last_heard_time values, in order (seconds)."""
+    states: set[int] = field(default_factory=set)
+    slowest_answer: float = 0.0
+
+
+async def _watch_the_normal_agent(host: Host, normal: str) -> _Watched:
+    rss = _rss_kib(host.daemon.process.pid)
+    watched = _Watched(rss_before=rss, rss_max=rss)
+    end = time.monotonic() + WINDOW
+    while time.monotonic() < end:
+        asked = time.monotonic()
+        guests = await _guests(host.stub)
+        watched.slowest_answer = max(watched.slowest_answer, time.monotonic() - asked)
+        info = guests[normal]
+        watched.states.add(info.agent_state)
+        stamp = info.last_heard_time.ToNanoseconds() / 1e9
+        if not watched.heard or stamp != watched.heard[-1]:
+            watched.heard.append(stamp)
+        watched.rss_max = max(watched.rss_max, _rss_kib(host.daemon.process.pid))
+        await asyncio.sleep(0.1)
+    return watched
+
+
 async def test_a_flooding_guest_is_throttled_and_starves_no_one(host: Host) -> None:
     normal, hostile = host.normal.vm_id, host.hostile.vm_id
     await _reported_and_throttled(host)
     report = host.stub.GetVmGuestReport
     before = (await report(pb.HostAgentServiceGetVmGuestReportRequest(vm_id=hostile))).channel
-    rss_before = rss_max = _rss_kib(host.daemon.process.pid)
-    heard: list[float] = []
-    slowest_answer = 0.0
-    states: set[int] = set()
-    end = time.monotonic() + WINDOW
-    while time.monotonic() < end:
-        asked = time.monotonic()
-        guests = await _guests(host.stub)
-        slowest_answer = max(slowest_answer, time.monotonic() - asked)
-        info = guests[normal]
-        states.add(info.agent_state)
-        stamp = info.last_heard_time.ToNanoseconds() / 1e9
-        if not heard or stamp != heard[-1]:
-            heard.append(stamp)
-        rss_max = max(rss_max, _rss_kib(host.daemon.process.pid))
-        await asyncio.sleep(0.1)
+    watched = await _watch_the_normal_agent(host, normal)
+    heard, states, slowest_answer = watched.heard, watched.states, watched.slowest_answer
+    rss_before, rss_max = watched.rss_before, watched.rss_max
     after = await report(pb.HostAgentServiceGetVmGuestReportRequest(vm_id=hostile))
     guests = await _guests(host.stub)
 

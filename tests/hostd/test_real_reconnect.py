@@ -52,7 +52,7 @@ class Rig:
     killed: pb.VmConfig
 
     def state(self, vm_id: str) -> S.State.ValueType:
-        listed = {vm.vm_id: vm.state for vm in self.hostd.vms.list()}
+        listed = {vm.vm_id: S.State.ValueType(vm.state) for vm in self.hostd.vms.list()}
         return listed.get(vm_id, S.STATE_DOWN)
 
     def states(self, vm_id: str, since: int = 0) -> list[pb.HostVm]:

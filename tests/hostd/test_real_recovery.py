@@ -32,7 +32,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
-from hostd import domxml
+from hostd import convert, domxml
 from hostd.builder import build_domain
 from hostd.defaults import with_defaults
 from hostd.layout import StateLayout
@@ -157,7 +157,8 @@ def _start_external(uri: str, image: GuestImage, name: str) -> str:
 def _define(uri: str, config: pb.VmConfig, state_dir: Path) -> None:
     """Defines, without starting, the domain hostd builds for config."""
     layout = StateLayout(state_dir)
-    domain = build_domain(with_defaults(config), detect_virt_type("auto"), layout, request_id="d-1")
+    filled = with_defaults(convert.config_from_proto(config))
+    domain = build_domain(filled, detect_virt_type("auto"), layout, request_id="d-1")
     xml = domxml.to_xml(domain)
     conn = libvirt.open(uri)
     try:

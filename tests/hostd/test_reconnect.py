@@ -9,10 +9,9 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd.errors import HypervisorUnavailable
 from hostd.hypervisor import ConnectionLost, DomainState, Reconnected, StopReason
+from hostd.model import VmState
 from tests.support.hostd_rig import Rig
 from tests.support.waiting import until
-
-S = pb.HostVm
 
 
 async def test_while_libvirt_is_away_creates_are_refused_then_a_resync_catches_up(
@@ -45,19 +44,19 @@ async def test_while_libvirt_is_away_creates_are_refused_then_a_resync_catches_u
 
     down = _last(rig, persistent.vm_id)
     assert (down.state, down.exit_reason, down.message) == (
-        S.STATE_DOWN,
-        S.EXIT_REASON_SHUTDOWN,
+        pb.HostVm.STATE_DOWN,
+        pb.HostVm.EXIT_REASON_SHUTDOWN,
         "the guest powered off (libvirt was unreachable: its stop was not seen)",
     )
     gone = _last(rig, killed.vm_id)
     assert (gone.state, gone.exit_reason, gone.message) == (
-        S.STATE_DOWN,
-        S.EXIT_REASON_UNSPECIFIED,
+        pb.HostVm.STATE_DOWN,
+        pb.HostVm.EXIT_REASON_UNSPECIFIED,
         "the domain is gone; libvirt was unreachable, so how it stopped is unknown",
     )
-    assert rig.state(kept.vm_id) == S.STATE_PAUSED
+    assert rig.state(kept.vm_id) == VmState.PAUSED
     await rig.vms.resume(kept.vm_id)  # and verbs work again
-    await rig.wait_for(kept.vm_id, S.STATE_RUNNING)
+    await rig.wait_for(kept.vm_id, VmState.RUNNING)
 
 
 def _last(rig: Rig, vm_id: str) -> pb.HostVm:
@@ -66,18 +65,18 @@ def _last(rig: Rig, vm_id: str) -> pb.HostVm:
 
 @pytest.mark.parametrize(
     ("lost", "state", "image_kept"),
-    [("before", S.STATE_SUSPENDED, True), ("after", S.STATE_RUNNING, False)],
+    [("before", VmState.SUSPENDED, True), ("after", VmState.RUNNING, False)],
 )
 async def test_a_restore_cut_off_by_the_loss_is_settled_once_libvirt_answers(
-    rig: Rig, lost: str, state: S.State.ValueType, image_kept: bool
+    rig: Rig, lost: str, state: VmState, image_kept: bool
 ) -> None:
     config = await rig.running()
     await rig.vms.hibernate(config.vm_id)
-    await rig.wait_for(config.vm_id, S.STATE_SUSPENDED)
+    await rig.wait_for(config.vm_id, VmState.SUSPENDED)
     rig.fake.restore_lost, rig.fake.unreachable = lost, True
     await rig.vms.create(config)
     await asyncio.sleep(0.1)  # the restore call failed; libvirt does not answer yet
-    assert rig.state(config.vm_id) in (S.STATE_RESTORING_STATE, S.STATE_RUNNING)
+    assert rig.state(config.vm_id) in (VmState.RESTORING_STATE, VmState.RUNNING)
     assert (rig.layout.saved_dir / f"{config.vm_id}.img").exists()
     rig.fake.unreachable = False
     await rig.wait_for(config.vm_id, state)

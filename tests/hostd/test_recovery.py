@@ -12,12 +12,12 @@ from pathlib import Path
 
 from virtplane.v1 import host_agent_service_pb2 as pb
 
+from hostd import convert
 from hostd.hypervisor import DomainState, LifecycleEvent, LifecycleKind, StopReason
 from hostd.layout import StateLayout
+from hostd.model import VmConfig, VmState
 from tests.hostd.fakes import COMPLETE, PARTIAL, FakeHypervisor
 from tests.support.hostd_rig import Rig, make_rig
-
-S = pb.HostVm
 
 
 async def _restart(rig: Rig, tmp_path: Path) -> Rig:
@@ -53,13 +53,13 @@ async def test_running_and_paused_domains_are_adopted_others_are_external(
     second = await _restart(first, tmp_path)
     try:
         assert {vm.vm_id: (vm.state, vm.message) for vm in second.vms.list()} == {
-            running.vm_id: (S.STATE_RUNNING, "recovered"),
-            paused.vm_id: (S.STATE_PAUSED, "recovered"),
+            running.vm_id: (VmState.RUNNING, "recovered"),
+            paused.vm_id: (VmState.PAUSED, "recovered"),
         }
         adopted, external, cleaned = _report(second)
         assert adopted == {
-            running.vm_id: (S.STATE_RUNNING, "its domain is running"),
-            paused.vm_id: (S.STATE_PAUSED, "its domain is running"),
+            running.vm_id: (VmState.RUNNING, "its domain is running"),
+            paused.vm_id: (VmState.PAUSED, "its domain is running"),
         }
         assert external == {
             f"vp-{elsewhere.name}": f"created by the hostd of {other_layout.root}",
@@ -67,7 +67,7 @@ async def test_running_and_paused_domains_are_adopted_others_are_external(
         }
         assert cleaned == []
         # The create's request id survived in the domain's metadata.
-        assert (await second.vms.create(running, request_id="req-1")).state == S.STATE_RUNNING
+        assert (await second.vms.create(running, request_id="req-1")).state == VmState.RUNNING
         await second.vms.destroy(running.vm_id)
         assert running.vm_id not in second.fake.domains
     finally:
@@ -86,7 +86,11 @@ async def test_a_definition_left_without_a_running_domain_is_removed(
     try:
         assert second.vms.list() == []
         assert [(s.state, s.exit_reason, s.message) for s in _journaled(second)] == [
-            (S.STATE_DOWN, S.EXIT_REASON_SHUTDOWN, "the guest powered off while hostd was away")
+            (
+                pb.HostVm.STATE_DOWN,
+                pb.HostVm.EXIT_REASON_SHUTDOWN,
+                "the guest powered off while hostd was away",
+            )
         ]
         assert config.vm_id not in second.fake.domains
         _, _, cleaned = _report(second)
@@ -114,14 +118,14 @@ async def test_a_create_killed_between_define_and_start_is_journaled_down(
         (down,) = _journaled(second)
         assert (down.vm_id, down.state, down.exit_reason, down.message) == (
             config.vm_id,
-            S.STATE_DOWN,
-            S.EXIT_REASON_START_FAILED,
+            pb.HostVm.STATE_DOWN,
+            pb.HostVm.EXIT_REASON_START_FAILED,
             "its start, begun by a previous hostd, never happened",
         )
         assert config.vm_id not in second.fake.domains, "the stale definition is removed"
         assert second.vms.list() == []
         await second.vms.create(config)  # and the VM can be created again
-        await second.wait_for(config.vm_id, S.STATE_RUNNING)
+        await second.wait_for(config.vm_id, VmState.RUNNING)
     finally:
         await second.vms.stop()
 
@@ -136,17 +140,17 @@ async def test_a_hibernated_vm_is_found_suspended_and_restores(
     first = await make_rig(FakeHypervisor(), tmp_path, boot_files[0])
     config = await first.running()
     await first.vms.hibernate(config.vm_id)
-    await first.wait_for(config.vm_id, S.STATE_SUSPENDED)
+    await first.wait_for(config.vm_id, VmState.SUSPENDED)
     second = await _restart(first, tmp_path)
     try:
-        assert second.vms.get(config.vm_id).state == S.STATE_SUSPENDED
+        assert second.vms.get(config.vm_id).state == VmState.SUSPENDED
         adopted, _, _ = _report(second)
         assert adopted[config.vm_id] == (
-            S.STATE_SUSPENDED,
+            VmState.SUSPENDED,
             "hibernated: its saved state is complete",
         )
         await second.vms.create(config)
-        await second.wait_for(config.vm_id, S.STATE_RUNNING)
+        await second.wait_for(config.vm_id, VmState.RUNNING)
     finally:
         await second.vms.stop()
 
@@ -161,14 +165,14 @@ async def test_a_save_begun_by_the_previous_hostd_is_followed_to_its_end(
     await asyncio.sleep(0.01)  # libvirt is writing the image; it goes on without hostd
     second = await _restart(first, tmp_path)  # kill -9 in the middle of the hibernate
     try:
-        assert second.vms.get(config.vm_id).state == S.STATE_SAVING_STATE
+        assert second.vms.get(config.vm_id).state == VmState.SAVING_STATE
         adopted, _, _ = _report(second)
-        assert adopted[config.vm_id][0] == S.STATE_SAVING_STATE
+        assert adopted[config.vm_id][0] == VmState.SAVING_STATE
         # libvirt finishes the save hostd asked for: the image is whole, the domain gone.
         partial = second.layout.saved_dir / f"{config.vm_id}.img.partial"
         partial.write_bytes(COMPLETE + fake.domains[config.vm_id].xml.encode())
         del fake.domains[config.vm_id]
-        await second.wait_for(config.vm_id, S.STATE_SUSPENDED)
+        await second.wait_for(config.vm_id, VmState.SUSPENDED)
         assert sorted(p.name for p in second.layout.saved_dir.iterdir()) == [
             f"{config.vm_id}.config",
             f"{config.vm_id}.img",
@@ -189,7 +193,7 @@ async def test_a_save_that_fails_after_the_restart_leaves_the_vm_running(
     try:
         domain = fake.domains[config.vm_id]
         domain.saving, domain.state = False, DomainState.RUNNING  # libvirt gave up the save
-        await second.wait_for(config.vm_id, S.STATE_RUNNING)
+        await second.wait_for(config.vm_id, VmState.RUNNING)
         assert second.journal.after(0)[-1].vm_state.message == (
             "the save a previous hostd began failed"
         )
@@ -205,7 +209,7 @@ async def test_saved_states_left_half_written_or_finished(
     finished, broken, unstarted = first.config(), first.config(), first.config()
     saved = first.layout.saved_dir
     for config in (finished, broken, unstarted):
-        (saved / f"{config.vm_id}.config").write_bytes(config.SerializeToString())
+        (saved / f"{config.vm_id}.config").write_bytes(convert.config_to_bytes(config))
     xml = first.xml(finished)
     # hostd was killed after libvirt finished one save, and during another; a third
     # never began. Neither domain exists any more.
@@ -215,12 +219,12 @@ async def test_saved_states_left_half_written_or_finished(
     second = await _restart(first, tmp_path)
     try:
         assert {vm.vm_id: vm.state for vm in second.vms.list()} == {
-            finished.vm_id: S.STATE_SUSPENDED
+            finished.vm_id: VmState.SUSPENDED
         }
         adopted, _, cleaned = _report(second)
         assert adopted == {
             finished.vm_id: (
-                S.STATE_SUSPENDED,
+                VmState.SUSPENDED,
                 "hibernated: its save finished while hostd was away",
             )
         }
@@ -234,7 +238,7 @@ async def test_saved_states_left_half_written_or_finished(
         down = [e.vm_state for e in second.journal.after(0) if e.vm_state.vm_id == broken.vm_id]
         assert [(d.state, d.message) for d in down] == [
             (
-                S.STATE_DOWN,
+                pb.HostVm.STATE_DOWN,
                 "its hibernation did not complete: the half-written saved state was removed",
             )
         ]
@@ -252,13 +256,13 @@ async def test_a_restore_interrupted_after_libvirt_finished(
     first = await make_rig(FakeHypervisor(), tmp_path, boot_files[0])
     config = await first.running()
     await first.vms.hibernate(config.vm_id)
-    await first.wait_for(config.vm_id, S.STATE_SUSPENDED)
+    await first.wait_for(config.vm_id, VmState.SUSPENDED)
     await first.vms.stop()
     image = first.layout.saved_dir / f"{config.vm_id}.img"
     await first.fake.restore(str(image), paused=False, persistent=False)  # then kill -9
     second = await make_rig(first.fake, tmp_path, boot_files[0])
     try:
-        assert second.vms.get(config.vm_id).state == S.STATE_RUNNING
+        assert second.vms.get(config.vm_id).state == VmState.RUNNING
         _, _, cleaned = _report(second)
         assert (image.name, "the domain runs: this saved state is stale") in cleaned
         assert not image.exists()
@@ -266,7 +270,7 @@ async def test_a_restore_interrupted_after_libvirt_finished(
         await second.vms.stop()
 
 
-async def _killed_while_libvirt_starts(tmp_path: Path, kernel: str) -> tuple[Rig, pb.VmConfig]:
+async def _killed_while_libvirt_starts(tmp_path: Path, kernel: str) -> tuple[Rig, VmConfig]:
     """A first hostd asked libvirt to start a domain and died before the start finished."""
     first = await make_rig(FakeHypervisor(), tmp_path, kernel)
     config = first.config()
@@ -283,16 +287,16 @@ async def test_a_start_libvirt_finishes_after_the_restart_is_followed(
 ) -> None:
     second, config = await _killed_while_libvirt_starts(tmp_path, boot_files[0])
     try:
-        assert second.vms.get(config.vm_id).state == S.STATE_WAIT_FOR_LAUNCH
+        assert second.vms.get(config.vm_id).state == VmState.WAIT_FOR_LAUNCH
         adopted, _, _ = _report(second)
         assert adopted[config.vm_id] == (
-            S.STATE_WAIT_FOR_LAUNCH,
+            VmState.WAIT_FOR_LAUNCH,
             "its start, begun by a previous hostd, is under way",
         )
         domain = second.fake.domains[config.vm_id]
         domain.starting, domain.state = False, DomainState.RUNNING  # libvirt resumes the CPUs
         second.fake.emit(LifecycleEvent(config.vm_id, LifecycleKind.RESUMED))
-        await second.wait_for(config.vm_id, S.STATE_RUNNING)
+        await second.wait_for(config.vm_id, VmState.RUNNING)
         assert second.state_names(config.vm_id) == ["WAIT_FOR_LAUNCH", "RUNNING"]
     finally:
         await second.vms.stop()
@@ -304,10 +308,10 @@ async def test_a_start_that_fails_after_the_restart_is_down(
     second, config = await _killed_while_libvirt_starts(tmp_path, boot_files[0])
     try:
         del second.fake.domains[config.vm_id]  # the emulator died; no event tells
-        await second.wait_for(config.vm_id, S.STATE_DOWN)
+        await second.wait_for(config.vm_id, VmState.DOWN)
         last = second.journal.after(0)[-1].vm_state
         assert (last.exit_reason, last.message) == (
-            S.EXIT_REASON_START_FAILED,
+            pb.HostVm.EXIT_REASON_START_FAILED,
             "its start, begun by a previous hostd, failed",
         )
     finally:

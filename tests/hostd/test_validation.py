@@ -7,10 +7,17 @@ import pytest
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
+from hostd import convert
 from hostd.validation import validate_config
 from tests.support.hostd_rig import vm_config
 from virtplane_common.errors import InvalidArgument
 from virtplane_common.limits import MAX_DISKS
+
+
+def check(config: pb.VmConfig) -> None:
+    """Validates config as hostd receives it: converted at the edge, then checked."""
+    validate_config(convert.config_from_proto(config))
+
 
 Mutation = Callable[[pb.VmConfig], None]
 
@@ -131,7 +138,7 @@ def test_each_error_names_its_field(case: str, boot_files: tuple[str, str]) -> N
     config = vm_config(boot_files[0], initrd=boot_files[1])
     mutate(config)
     with pytest.raises(InvalidArgument) as caught:
-        validate_config(config)
+        check(config)
     assert caught.value.field == field
     assert str(caught.value).startswith(f"{field}: ")
 
@@ -139,7 +146,7 @@ def test_each_error_names_its_field(case: str, boot_files: tuple[str, str]) -> N
 def test_optional_fields_may_be_unset(boot_files: tuple[str, str]) -> None:
     config = vm_config(boot_files[0], vcpus=0)
     config.spec.nics.append(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER))
-    validate_config(config)  # vcpus, NIC name and MAC, persistence, console: defaults
+    check(config)  # vcpus, NIC name and MAC, persistence, console: defaults
 
 
 def test_a_good_config_passes(boot_files: tuple[str, str]) -> None:
@@ -153,13 +160,13 @@ def test_a_good_config_passes(boot_files: tuple[str, str]) -> None:
             ),
         ),
     )
-    validate_config(config)
+    check(config)
 
 
 def test_kernel_must_be_a_file(tmp_path: Path, boot_files: tuple[str, str]) -> None:
     config = vm_config(str(tmp_path))
     with pytest.raises(InvalidArgument, match=r"config\.spec\.boot\.kernel_path"):
-        validate_config(config)
+        check(config)
 
 
 def test_disks_pass(boot_files: tuple[str, str]) -> None:
@@ -171,7 +178,7 @@ def test_disks_pass(boot_files: tuple[str, str]) -> None:
             vm_pb2.Disk(name="seed", path=kernel, read_only=True),  # format: the default
         ]
     )
-    validate_config(config)
+    check(config)
 
 
 def test_one_image_under_two_paths_is_one_disk(tmp_path: Path, boot_files: tuple[str, str]) -> None:
@@ -185,7 +192,7 @@ def test_one_image_under_two_paths_is_one_disk(tmp_path: Path, boot_files: tuple
         ]
     )
     with pytest.raises(InvalidArgument) as caught:
-        validate_config(config)
+        check(config)
     assert str(caught.value) == (
         f"config.spec.disks[1].path: {tmp_path / 'link.img'} is already disks[0]"
     )

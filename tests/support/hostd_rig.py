@@ -10,24 +10,25 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
-from hostd import domxml
+from hostd import convert, domxml
 from hostd.builder import build_domain
 from hostd.config import ChannelLimits
 from hostd.defaults import with_defaults
 from hostd.hooks import HookPoint
 from hostd.journal import Journal
 from hostd.layout import StateLayout
+from hostd.model import ExitReason, VmConfig, VmState
 from hostd.registry import RunnerSettings
 from hostd.virt_type import VirtType
 from hostd.vms import VmService
 from tests.hostd.fakes import FakeHypervisor
 from tests.support.waiting import until
 
-S = pb.HostVm
 NO_CHANNEL = ChannelLimits(connect_timeout_seconds=0.01, connect_retry_seconds=0.01)
 FAST = RunnerSettings(
     VirtType.QEMU,
@@ -70,7 +71,7 @@ def vm_config(
     vcpus: int = 1,
     nics: tuple[vm_pb2.Nic, ...] = (),
 ) -> pb.VmConfig:
-    """A VM's configuration for hostd, booting kernel."""
+    """A VM's configuration, as the API's message, booting kernel."""
     vm_id = vm_id or str(uuid.uuid4())
     return pb.VmConfig(
         vm_id=vm_id,
@@ -84,6 +85,11 @@ def vm_config(
     )
 
 
+def domain_config(kernel: str, **fields: Any) -> VmConfig:
+    """vm_config as hostd's domain type, as the servicer hands it on."""
+    return convert.config_from_proto(vm_config(kernel, **fields))
+
+
 @dataclass
 class Rig:
     """A VmService on a fake hypervisor, and what the tests look at it with."""
@@ -94,42 +100,48 @@ class Rig:
     layout: StateLayout
     kernel: str
 
-    def states(self, vm_id: str) -> list[tuple[S.State.ValueType, S.ExitReason.ValueType]]:
+    def states(self, vm_id: str) -> list[tuple[VmState, ExitReason]]:
         """Every (state, exit reason) the journal holds for the VM, oldest first."""
         return [
-            (e.vm_state.state, e.vm_state.exit_reason)
+            (VmState(e.vm_state.state), ExitReason(e.vm_state.exit_reason))
             for e in self.journal.after(0)
             if e.WhichOneof("payload") == "vm_state" and e.vm_state.vm_id == vm_id
         ]
 
     def state_names(self, vm_id: str) -> list[str]:
-        return [S.State.Name(state).removeprefix("STATE_") for state, _ in self.states(vm_id)]
+        return [state.name for state, _ in self.states(vm_id)]
 
-    def state(self, vm_id: str) -> S.State.ValueType:
-        return {vm.vm_id: vm.state for vm in self.vms.list()}.get(vm_id, S.STATE_DOWN)
+    def state(self, vm_id: str) -> VmState:
+        return {vm.vm_id: vm.state for vm in self.vms.list()}.get(vm_id, VmState.DOWN)
 
-    def in_state(self, vm_id: str, state: S.State.ValueType) -> Callable[[], bool]:
+    def in_state(self, vm_id: str, state: VmState) -> Callable[[], bool]:
         return lambda: self.state(vm_id) == state
 
-    async def wait_for(self, vm_id: str, state: S.State.ValueType) -> None:
-        await until(self.in_state(vm_id, state), what=S.State.Name(state))
+    async def wait_for(self, vm_id: str, state: VmState) -> None:
+        await until(self.in_state(vm_id, state), what=state.api_name)
 
-    def config(self, **fields: object) -> pb.VmConfig:
+    def config(self, **fields: object) -> VmConfig:
+        """A VM's configuration (built as the API's message, fields set on it)."""
         config = vm_config(self.kernel)
         for name, value in fields.items():
             setattr(config, name, value)
-        return config
+        return convert.config_from_proto(config)
 
-    async def running(self, config: pb.VmConfig | None = None, **create: object) -> pb.VmConfig:
+    async def running(self, config: VmConfig | None = None, **create: object) -> VmConfig:
         """Creates a VM and waits until it runs."""
         config = config or self.config()
         await self.vms.create(config, **create)  # type: ignore[arg-type]
-        await self.wait_for(config.vm_id, S.STATE_RUNNING)
+        await self.wait_for(config.vm_id, VmState.RUNNING)
         return config
 
-    def xml(self, config: pb.VmConfig, layout: StateLayout | None = None) -> str:
+    def xml(self, config: VmConfig, layout: StateLayout | None = None) -> str:
         filled = with_defaults(config)
         return domxml.to_xml(build_domain(filled, VirtType.QEMU, layout or self.layout))
+
+
+def with_spec(config: VmConfig, **fields: object) -> VmConfig:
+    """config with fields of its spec replaced."""
+    return dataclasses.replace(config, spec=dataclasses.replace(config.spec, **fields))  # type: ignore[arg-type]
 
 
 async def make_rig(

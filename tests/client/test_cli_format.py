@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from virtplane.v1 import vm_pb2
 
-from controller.cli import format as fmt
+from virtplane_client import Vm, convert
+from virtplane_client.cli import format as fmt
 
 
-def _vm(host_id: str) -> vm_pb2.Vm:
-    return vm_pb2.Vm(
-        id="v1",
-        name="web",
-        spec=vm_pb2.VmSpec(vcpus=1, memory_mib=128),
-        status=vm_pb2.VmStatus(state=vm_pb2.Vm.STATE_UP, host_id=host_id),
+def _vm(host_id: str) -> Vm:
+    return convert.vm(
+        vm_pb2.Vm(
+            id="v1",
+            name="web",
+            spec=vm_pb2.VmSpec(vcpus=1, memory_mib=128),
+            status=vm_pb2.VmStatus(state=vm_pb2.Vm.STATE_UP, host_id=host_id),
+        )
     )
 
 

@@ -1,11 +1,33 @@
-"""Human-readable rendering of API messages for the CLI."""
+"""Human-readable rendering of the client's models for the CLI."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Literal
 
-from virtplane.v1 import host_pb2, operation_pb2, operation_service_pb2, vm_pb2, vm_service_pb2
+from virtplane_client.models import (
+    Event,
+    ExitReason,
+    GuestFact,
+    GuestInfo,
+    Host,
+    HostState,
+    Operation,
+    OperationKind,
+    OperationState,
+    Origin,
+    Placement,
+    Vm,
+    VmState,
+)
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def utc(at: dt.datetime | None) -> dt.datetime:
+    """A time as naive UTC, for printing with a Z; the epoch when unset."""
+    return (at or _EPOCH).astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -18,27 +40,27 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     )
 
 
-def vm_state(state: vm_pb2.Vm.State.ValueType) -> str:
-    return vm_pb2.Vm.State.Name(state).removeprefix("STATE_")
+def vm_state(state: VmState) -> str:
+    return state.name
 
 
-def host_state(state: host_pb2.Host.State.ValueType) -> str:
-    return host_pb2.Host.State.Name(state).removeprefix("STATE_")
+def host_state(state: HostState) -> str:
+    return state.name
 
 
-def exit_reason(reason: vm_pb2.Vm.ExitReason.ValueType) -> str:
-    if reason == vm_pb2.Vm.EXIT_REASON_UNSPECIFIED:
+def exit_reason(reason: ExitReason) -> str:
+    if reason is ExitReason.UNSPECIFIED:
         return ""
-    return vm_pb2.Vm.ExitReason.Name(reason).removeprefix("EXIT_REASON_").lower()
+    return reason.name.lower()
 
 
-def addresses(guest: vm_pb2.GuestInfo) -> str:
-    return ",".join(a for i in guest.interfaces for a in i.ipv4_addresses)
+def addresses(guest: GuestInfo | None) -> str:
+    return ",".join(guest.ipv4_addresses) if guest else ""
 
 
-def guest_summary(guest: vm_pb2.GuestInfo) -> str:
+def guest_summary(guest: GuestInfo | None) -> str:
     """One line: what the guest agent reported."""
-    if not guest.ListFields():
+    if guest is None:
         return ""
     os_name = " ".join(p for p in (guest.os_name, guest.os_version) if p)
     return (
@@ -48,7 +70,7 @@ def guest_summary(guest: vm_pb2.GuestInfo) -> str:
     )
 
 
-def vms(items: Sequence[vm_pb2.Vm], hosts: dict[str, str]) -> str:
+def vms(items: Sequence[Vm], hosts: dict[str, str]) -> str:
     rows = [
         [
             vm.name,
@@ -64,7 +86,7 @@ def vms(items: Sequence[vm_pb2.Vm], hosts: dict[str, str]) -> str:
     return table(["NAME", "STATE", "HOST", "VCPUS", "MEMORY", "IP", "DETAIL"], rows)
 
 
-def hosts(items: Sequence[host_pb2.Host]) -> str:
+def hosts(items: Sequence[Host]) -> str:
     rows = [
         [
             h.name,
@@ -81,7 +103,30 @@ def hosts(items: Sequence[host_pb2.Host]) -> str:
     return table(["NAME", "STATE", "ADDRESS", "CPUS", "FREE/TOTAL", "VMS", "HV", "DETAIL"], rows)
 
 
-def vm_detail(vm: vm_pb2.Vm, hosts: dict[str, str] | None = None) -> str:
+def _vm_options(vm: Vm) -> list[str]:
+    """vm_detail's lines for what is set beyond the basics."""
+    lines = []
+    if vm.status.pending_restart:
+        n = vm.next_run_spec
+        vcpus, memory = (n.vcpus, n.memory_mib) if n else (0, 0)
+        lines.append(
+            f"pending: {', '.join(vm.status.pending_restart)} at the next start"
+            f" ({vcpus} vCPU, {memory} MiB)"
+        )
+    if vm.spec.custom_properties:
+        props = ", ".join(f"{k}={v}" for k, v in sorted(vm.spec.custom_properties.items()))
+        lines.append(f"props:   {props}")
+    if vm.spec.start_paused:
+        lines.append("start:   paused (a second start runs it)")
+    if vm.spec.highly_available or vm.spec.pinned_host:
+        lines.append(
+            f"placing: highly available={'yes' if vm.spec.highly_available else 'no'}, "
+            f"pinned to {vm.spec.pinned_host or 'no host'}"
+        )
+    return lines
+
+
+def vm_detail(vm: Vm, hosts: dict[str, str] | None = None) -> str:
     """The VM's fields, one per line; its host by name when hosts maps ids to names."""
     s = vm.status
     host = (hosts or {}).get(s.host_id, s.host_id)
@@ -96,49 +141,34 @@ def vm_detail(vm: vm_pb2.Vm, hosts: dict[str, str] | None = None) -> str:
         disks = ", ".join(f"{d.name}={d.path}" for d in vm.spec.disks)
         lines.append(f"disks:   {disks}")
     lines.append(f"version: {vm.spec_version}")
-    if s.pending_restart:
-        n = vm.next_run_spec
-        lines.append(
-            f"pending: {', '.join(s.pending_restart)} at the next start"
-            f" ({n.vcpus} vCPU, {n.memory_mib} MiB)"
-        )
-    if vm.spec.custom_properties:
-        props = ", ".join(f"{k}={v}" for k, v in sorted(vm.spec.custom_properties.items()))
-        lines.append(f"props:   {props}")
-    if vm.spec.start_paused:
-        lines.append("start:   paused (a second start runs it)")
-    if vm.spec.highly_available or vm.spec.pinned_host:
-        lines.append(
-            f"placing: highly available={'yes' if vm.spec.highly_available else 'no'}, "
-            f"pinned to {vm.spec.pinned_host or 'no host'}"
-        )
-    if s.origin == vm_pb2.Vm.ORIGIN_EXTERNAL:
+    lines += _vm_options(vm)
+    if s.origin is Origin.EXTERNAL:
         lines.append("origin:  external (found on its host, not created here)")
     if s.start_tries:
         tried = "; ".join(f"{t.host_name}: {t.error}" for t in s.start_tries)
         lines.append(f"tried:   {tried}")
-    if s.HasField("ha_restart_time"):
-        when = s.ha_restart_time.ToDatetime().strftime("%H:%M:%S")
+    if s.ha_restart_time is not None:
+        when = utc(s.ha_restart_time).strftime("%H:%M:%S")
         lines.append(f"restart: try {s.ha_restart_count + 1} due at {when} UTC")
-    if s.exit_reason or s.message:
+    if s.exit_reason is not ExitReason.UNSPECIFIED or s.message:
         lines.append(f"detail:  {exit_reason(s.exit_reason)} {s.message}".rstrip())
-    if s.guest.ListFields():
+    if s.guest is not None:
         lines.append(f"guest:   {guest_summary(s.guest)}")
     return "\n".join(lines)
 
 
-def guest_facts(facts: Sequence[vm_service_pb2.GuestFact], verbose: bool) -> str:
+def guest_facts(facts: Sequence[GuestFact], verbose: bool) -> str:
     """A table of guest facts: name, source, when observed, value."""
     rows = []
     for f in facts:
         value = f.value_json if verbose or len(f.value_json) <= 60 else f.value_json[:57] + "..."
-        observed = f.observed_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+        observed = utc(f.observed_time).strftime("%Y-%m-%d %H:%M:%S")
         observed += " (stale)" if f.stale else ""
         rows.append([f.name, f.source, observed, value])
     return table(["FACT", "SOURCE", "OBSERVED (UTC)", "VALUE"], rows)
 
 
-def placement(reply: vm_service_pb2.ExplainPlacementResponse) -> str:
+def placement(reply: Placement) -> str:
     """One row per host and filter, the weights' scores, and the choice."""
     rows = []
     for host in reply.hosts:
@@ -172,15 +202,15 @@ PHASES: tuple[tuple[str, Phase], ...] = (
 )
 
 
-def op_state(state: operation_pb2.Operation.State.ValueType) -> str:
-    return operation_pb2.Operation.State.Name(state).removeprefix("STATE_")
+def op_state(state: OperationState) -> str:
+    return state.name
 
 
-def op_kind(kind: operation_pb2.Operation.Kind.ValueType) -> str:
-    return operation_pb2.Operation.Kind.Name(kind).removeprefix("KIND_").lower()
+def op_kind(kind: OperationKind) -> str:
+    return kind.name.lower()
 
 
-def operation(op: operation_pb2.Operation) -> str:
+def operation(op: Operation) -> str:
     """The operation and each phase it reached, with the seconds since it began."""
     lines = [
         f"operation: {op.id}",
@@ -188,37 +218,39 @@ def operation(op: operation_pb2.Operation) -> str:
         f"vm:        {op.vm_id}",
         f"state:     {op_state(op.state)}",
     ]
-    if op.state == operation_pb2.Operation.STATE_FAILED:
-        lines.append(f"error:     {op.error.code}: {op.error.message}")
-    start = op.phases.create_time.ToDatetime()
+    if op.state is OperationState.FAILED:
+        code, message = (op.error.code, op.error.message) if op.error else ("", "")
+        lines.append(f"error:     {code}: {message}")
+    start = utc(op.phases.create_time)
     for label, field in PHASES:
-        if op.phases.HasField(field):
-            at = getattr(op.phases, field).ToDatetime()
+        reached: dt.datetime | None = getattr(op.phases, field)
+        if reached is not None:
+            at = utc(reached)
             offset = (at - start).total_seconds()
             lines.append(f"  {label:<12} {at.isoformat(timespec='milliseconds')}Z  +{offset:.3f}s")
     return "\n".join(lines)
 
 
-def operations(items: Sequence[operation_pb2.Operation]) -> str:
+def operations(items: Sequence[Operation]) -> str:
     rows = [
         [
             op.id,
             op_kind(op.kind),
             op.vm_id,
             op_state(op.state),
-            op.phases.create_time.ToDatetime().isoformat(timespec="seconds") + "Z",
-            op.error.message,
+            utc(op.phases.create_time).isoformat(timespec="seconds") + "Z",
+            op.error.message if op.error else "",
         ]
         for op in items
     ]
     return table(["ID", "KIND", "VM", "STATE", "CREATED", "ERROR"], rows)
 
 
-def events(items: Sequence[operation_service_pb2.Event]) -> str:
+def events(items: Sequence[Event]) -> str:
     rows = [
         [
             str(e.id),
-            e.time.ToDatetime().isoformat(timespec="milliseconds") + "Z",
+            utc(e.time).isoformat(timespec="milliseconds") + "Z",
             e.kind,
             e.vm_id or e.host_id,
             e.request_id,

@@ -3,52 +3,41 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
-import grpc
-from virtplane.v1 import affinity_group_service_pb2 as aff_api
-from virtplane.v1 import affinity_group_service_pb2_grpc as aff_grpc
+from virtplane_client.aio import AsyncClient
+from virtplane_client.models import AffinityGroup, Polarity
 
-Group = aff_api.AffinityGroup
-_POLARITY = {"positive": Group.POLARITY_POSITIVE, "negative": Group.POLARITY_NEGATIVE}
+_POLARITY = {"positive": Polarity.POSITIVE, "negative": Polarity.NEGATIVE}
 
 
-def describe(groups: list[Group]) -> str:
+def describe(groups: Sequence[AffinityGroup]) -> str:
     """One line per group: name, polarity, hard or soft, members."""
     if not groups:
         return "no affinity groups"
     lines = []
     for g in groups:
-        polarity = "together" if g.polarity == Group.POLARITY_POSITIVE else "apart"
+        polarity = "together" if g.polarity is Polarity.POSITIVE else "apart"
         rule = "enforcing" if g.enforcing else "preferred"
         members = ", ".join(g.vm_ids) or "no VMs"
         lines.append(f"{g.name:<20} {polarity:<8} {rule:<9} {members}")
     return "\n".join(lines)
 
 
-async def create(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    reply = await aff_grpc.AffinityGroupServiceStub(channel).CreateAffinityGroup(
-        aff_api.CreateAffinityGroupRequest(
-            name=args.name,
-            polarity=_POLARITY[args.polarity],
-            enforcing=args.enforcing,
-            vms=args.vm,
-        )
+async def create(args: argparse.Namespace, client: AsyncClient) -> None:
+    group = await client.affinity.create(
+        args.name, _POLARITY[args.polarity], enforcing=args.enforcing, vms=args.vm
     )
-    print(describe([reply.group]))
+    print(describe([group]))
 
 
-async def list_groups(_args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    reply = await aff_grpc.AffinityGroupServiceStub(channel).ListAffinityGroups(
-        aff_api.ListAffinityGroupsRequest()
-    )
-    print(describe(list(reply.groups)))
+async def list_groups(_args: argparse.Namespace, client: AsyncClient) -> None:
+    print(describe(await client.affinity.list()))
 
 
-async def delete(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    await aff_grpc.AffinityGroupServiceStub(channel).DeleteAffinityGroup(
-        aff_api.DeleteAffinityGroupRequest(group=args.group)
-    )
+async def delete(args: argparse.Namespace, client: AsyncClient) -> None:
+    await client.affinity.delete(args.group)
     print(f"{args.group}: deleted")
 
 

@@ -7,8 +7,9 @@ import datetime as dt
 from google.protobuf.timestamp_pb2 import Timestamp
 from virtplane.v1 import operation_pb2, vm_pb2
 
-from controller.cli import format as fmt
-from controller.cli.main import parser
+from virtplane_client import DiskFormat, convert
+from virtplane_client.cli import format as fmt
+from virtplane_client.cli.main import parser
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -29,7 +30,7 @@ def test_an_operation_shows_each_phase_reached_with_its_offset() -> None:
             create_time=_at(0), scheduled_time=_at(0.004), accepted_time=_at(0.25)
         ),
     )
-    lines = fmt.operation(op).splitlines()
+    lines = fmt.operation(convert.operation(op)).splitlines()
     assert lines[:4] == [
         "operation: op-1",
         "kind:      start_vm",
@@ -49,7 +50,9 @@ def test_a_failed_operation_says_why() -> None:
         error=operation_pb2.OperationError(code="ABORTED", message="the VM went DOWN"),
         phases=operation_pb2.OperationPhases(create_time=_at(0)),
     )
-    assert "error:     ABORTED: the VM went DOWN" in fmt.operation(op).splitlines()
+    assert (
+        "error:     ABORTED: the VM went DOWN" in fmt.operation(convert.operation(op)).splitlines()
+    )
 
 
 def test_pending_changes_are_shown_with_the_vm() -> None:
@@ -60,7 +63,7 @@ def test_pending_changes_are_shown_with_the_vm() -> None:
         spec_version=3,
         status=vm_pb2.VmStatus(state=vm_pb2.Vm.STATE_UP, pending_restart=["spec.vcpus"]),
     )
-    lines = fmt.vm_detail(vm).splitlines()
+    lines = fmt.vm_detail(convert.vm(vm)).splitlines()
     assert "version: 3" in lines
     assert "pending: spec.vcpus at the next start (2 vCPU, 256 MiB)" in lines
 
@@ -91,11 +94,11 @@ def test_disks_are_given_as_path_format_and_read_only() -> None:
     first, second = args.disk
     assert (first.path, first.format, first.read_only) == (
         "/img/a.raw",
-        vm_pb2.Disk.FORMAT_UNSPECIFIED,
+        DiskFormat.UNSPECIFIED,
         False,
     )
     assert second.path.endswith("/b.qcow2") and second.path.startswith("/")
-    assert (second.format, second.read_only) == (vm_pb2.Disk.FORMAT_QCOW2, True)
+    assert (second.format, second.read_only) == (DiskFormat.QCOW2, True)
 
 
 def test_custom_properties_are_given_as_key_value() -> None:

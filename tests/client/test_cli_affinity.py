@@ -6,8 +6,8 @@ import pytest
 from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
-from controller.cli.main import parser, run_command
 from tests.support.controller_rig import Rig, spec
+from virtplane_client.cli.main import parser, run_command
 
 
 async def _cli(rig: Rig, capsys: pytest.CaptureFixture[str], *argv: str) -> str:

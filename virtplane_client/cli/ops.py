@@ -7,54 +7,46 @@ import argparse
 import sys
 from typing import Any
 
-import grpc
-from virtplane.v1 import operation_pb2
-from virtplane.v1 import operation_service_pb2 as op_api
-from virtplane.v1 import operation_service_pb2_grpc as op_grpc
-
-from controller.cli import format as fmt
+from virtplane_client.aio import AsyncClient
+from virtplane_client.cli import format as fmt
+from virtplane_client.models import Operation, OperationState
 
 
-async def show_operation(
-    args: argparse.Namespace, channel: grpc.aio.Channel, op: operation_pb2.Operation
-) -> None:
+def request_id(args: argparse.Namespace) -> str:
+    """--request-id; when not given, "": the command is sent once, so it
+    carries no key (and the audit log shows none), as it always did."""
+    return str(args.request_id)
+
+
+async def show_operation(args: argparse.Namespace, client: AsyncClient, op: Operation) -> None:
     """Prints the operation; with --wait, once it is done."""
     if getattr(args, "wait", False) and not op.done:
-        request = op_api.WaitOperationRequest(id=op.id, timeout_seconds=args.wait_seconds)
-        op = (await op_grpc.OperationServiceStub(channel).WaitOperation(request)).operation
+        op = await client.operations.wait(op, args.wait_seconds)
     print(fmt.operation(op))
 
 
-async def op_get(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    reply = await op_grpc.OperationServiceStub(channel).GetOperation(
-        op_api.GetOperationRequest(id=args.id)
-    )
-    print(fmt.operation(reply.operation))
+async def op_get(args: argparse.Namespace, client: AsyncClient) -> None:
+    print(fmt.operation(await client.operations.get(args.id)))
 
 
-async def op_wait(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    reply = await op_grpc.OperationServiceStub(channel).WaitOperation(
-        op_api.WaitOperationRequest(id=args.id, timeout_seconds=args.wait_seconds)
-    )
-    print(fmt.operation(reply.operation))
-    if not reply.operation.done:
+async def op_wait(args: argparse.Namespace, client: AsyncClient) -> None:
+    op = await client.operations.wait(args.id, args.wait_seconds)
+    print(fmt.operation(op))
+    if not op.done:
         print(f"virtplane: not done after {args.wait_seconds} s", file=sys.stderr)
         sys.exit(2)
 
 
-async def op_list(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    states = [operation_pb2.Operation.State.Value(f"STATE_{s}") for s in args.state]
-    request = op_api.ListOperationsRequest(vm=args.vm, states=states, page_size=args.limit)
-    reply = await op_grpc.OperationServiceStub(channel).ListOperations(request)
-    print(fmt.operations(reply.operations))
+async def op_list(args: argparse.Namespace, client: AsyncClient) -> None:
+    states = [OperationState[s] for s in args.state]
+    print(fmt.operations(await client.operations.list(vm=args.vm, states=states, limit=args.limit)))
 
 
-async def events_list(args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
-    request = op_api.ListEventsRequest(
-        vm_id=args.vm, host_id=args.host, after_id=args.after, page_size=args.limit
+async def events_list(args: argparse.Namespace, client: AsyncClient) -> None:
+    found = await client.operations.events(
+        vm_id=args.vm, host_id=args.host, after_id=args.after, limit=args.limit
     )
-    reply = await op_grpc.OperationServiceStub(channel).ListEvents(request)
-    print(fmt.events(reply.events))
+    print(fmt.events(found))
 
 
 def request_id_option(sub: argparse.ArgumentParser) -> None:

@@ -1,0 +1,9 @@
+"""The `virtplane` command, built on AsyncClient:
+
+- main      the parser, running a command, errors as one line and exit 1
+- vms       virtplane vm …
+- hosts     virtplane host …
+- affinity  virtplane affinity …
+- ops       virtplane op …, virtplane events, the --request-id and --wait options
+- format    how the models are printed
+"""

@@ -1,0 +1,97 @@
+"""`client.hosts` and `client.affinity`: the hosts VMs run on, and the
+affinity groups that keep VMs together or apart (the async core)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import grpc
+from virtplane.v1 import affinity_group_service_pb2 as aff_api
+from virtplane.v1 import affinity_group_service_pb2_grpc as aff_grpc
+from virtplane.v1 import host_service_pb2 as host_api
+from virtplane.v1 import host_service_pb2_grpc as host_grpc
+
+from virtplane_client import convert
+from virtplane_client._rpc import call, idempotency_key
+from virtplane_client.models import AffinityGroup, FencedHost, Host, Polarity
+
+
+class AsyncHosts:
+    """The HostService. A host is named by its id or its name; each mutation
+    carries a request_id, fresh unless the caller gives one."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = host_grpc.HostServiceStub(channel)
+
+    async def add(self, name: str, address: str, *, request_id: str | None = None) -> Host:
+        """Registers the hostd at address (host:port)."""
+        request = host_api.AddHostRequest(
+            name=name, address=address, request_id=idempotency_key(request_id)
+        )
+        return convert.host((await call(self._stub.AddHost, request)).host)
+
+    async def get(self, host: str) -> Host:
+        request = host_api.GetHostRequest(host=host)
+        return convert.host((await call(self._stub.GetHost, request)).host)
+
+    async def list(self) -> tuple[Host, ...]:
+        reply = await call(self._stub.ListHosts, host_api.ListHostsRequest())
+        return tuple(convert.host(h) for h in reply.hosts)
+
+    async def names(self) -> dict[str, str]:
+        """Each host's name by its id."""
+        return {h.id: h.name for h in await self.list()}
+
+    async def remove(self, host: str, *, request_id: str | None = None) -> None:
+        """Forgets a host no VM is placed on."""
+        request = host_api.RemoveHostRequest(host=host, request_id=idempotency_key(request_id))
+        await call(self._stub.RemoveHost, request)
+
+    async def set_maintenance(self, host: str, *, request_id: str | None = None) -> Host:
+        """Takes a host without running VMs out of service."""
+        request = host_api.SetHostMaintenanceRequest(
+            host=host, request_id=idempotency_key(request_id)
+        )
+        return convert.host((await call(self._stub.SetHostMaintenance, request)).host)
+
+    async def activate(self, host: str, *, request_id: str | None = None) -> Host:
+        """Brings a host back from maintenance."""
+        request = host_api.ActivateHostRequest(host=host, request_id=idempotency_key(request_id))
+        return convert.host((await call(self._stub.ActivateHost, request)).host)
+
+    async def confirm_down(self, host: str, *, request_id: str | None = None) -> FencedHost:
+        """Fencing: confirms a NON_RESPONSIVE host is off; its VMs go DOWN."""
+        request = host_api.ConfirmHostDownRequest(host=host, request_id=idempotency_key(request_id))
+        reply = await call(self._stub.ConfirmHostDown, request)
+        return FencedHost(convert.host(reply.host), tuple(reply.vm_ids))
+
+
+class AsyncAffinityGroups:
+    """The AffinityGroupService. A group is named by its id or its name."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = aff_grpc.AffinityGroupServiceStub(channel)
+
+    async def create(
+        self, name: str, polarity: Polarity, *, enforcing: bool = False, vms: Iterable[str] = ()
+    ) -> AffinityGroup:
+        """A group of VMs (ids or names); enforcing: a hard rule, not a preference."""
+        request = aff_api.CreateAffinityGroupRequest(
+            name=name,
+            polarity=convert.polarity_message(polarity),
+            enforcing=enforcing,
+            vms=list(vms),
+        )
+        return convert.affinity_group((await call(self._stub.CreateAffinityGroup, request)).group)
+
+    async def get(self, group: str) -> AffinityGroup:
+        request = aff_api.GetAffinityGroupRequest(group=group)
+        return convert.affinity_group((await call(self._stub.GetAffinityGroup, request)).group)
+
+    async def list(self) -> tuple[AffinityGroup, ...]:
+        reply = await call(self._stub.ListAffinityGroups, aff_api.ListAffinityGroupsRequest())
+        return tuple(convert.affinity_group(g) for g in reply.groups)
+
+    async def delete(self, group: str) -> None:
+        """Drops the group; its VMs stay."""
+        await call(self._stub.DeleteAffinityGroup, aff_api.DeleteAffinityGroupRequest(group=group))
