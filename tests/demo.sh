@@ -8,7 +8,7 @@ BIN=.venv/bin
 IMAGE=build/guest
 WORK=$(mktemp -d /tmp/virtplane-demo.XXXXXX)
 chmod 755 "$WORK"
-port() { "$BIN/python" -c 'from tests.stack import free_port; print(free_port())'; }
+port() { "$BIN/python" -c 'from tests.support.stack import free_port; print(free_port())'; }
 HOSTD=127.0.0.1:$(port)
 CONTROLLER=127.0.0.1:$(port)
 export VIRTPLANE_CONTROLLER=$CONTROLLER

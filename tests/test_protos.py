@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.support.real import REPO
 
 GENERATED = REPO / "protos" / "virtplane" / "v1"
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.bench import guest_channel, hostd_paths, migration, scale, start_path
-from tests.conftest import GUEST_IMAGE_DIR, REPO, GuestImage
+from tests.support.real import REPO, GuestImage, load_guest_image
 
 Benchmark = Callable[[GuestImage, Path, argparse.Namespace], dict[str, float]]
 
@@ -67,8 +67,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     chosen = [name for name in BENCHMARKS if not args.only or name in args.only]
-    meta = json.loads((GUEST_IMAGE_DIR / "image.json").read_text())
-    image = GuestImage(kernel=meta["kernel"], initrd=meta["initrd"], cmdline=meta["cmdline"])
+    image = load_guest_image()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     kept = json.loads(args.out.read_text()) if args.only and args.out.exists() else {}
     results: dict[str, dict[str, float]] = {}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hostd.config import HostdConfig
 from hostd.server import Hostd
-from tests.testnode import node_xml
+from tests.support.virt import node_xml
 
 
 async def serve(root: Path, count: int, first: int) -> None:

@@ -31,8 +31,8 @@ from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
 from hostd.layout import StateLayout
-from tests.conftest import GuestImage
-from tests.stack import Daemon, start_hostd
+from tests.support.real import GuestImage
+from tests.support.stack import Daemon, start_hostd
 from virtplane_common.framing import FrameDecoder, encode
 
 URI = "qemu:///system"

@@ -10,7 +10,7 @@
   until SUSPENDED) and restored (CreateVm until RUNNING), against a raw
   libvirt save and restore of another booted guest of the same domain XML.
 
-hostd runs as its own process (tests.stack.start_hostd), as in production.
+hostd runs as its own process (tests.support.stack.start_hostd), as in production.
 Raw and hostd rounds alternate (raw, hostd, hostd, raw, ...), so that both
 meet the same load (the machine is shared) and neither always goes first.
 Medians over the rounds; ratios are hostd over raw.
@@ -34,8 +34,9 @@ from virtplane.v1 import vm_pb2
 
 from hostd.layout import StateLayout
 from tests.bench.start_path import URI, LibvirtEventLoop, raw_xml
-from tests.conftest import GuestImage, remove_domains
-from tests.stack import start_hostd
+from tests.support.real import GuestImage
+from tests.support.stack import start_hostd
+from tests.support.virt import remove_domains
 
 S = pb.HostVm
 MEMORY_MIB = 256

@@ -25,14 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import socket
 import statistics
-import subprocess
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -47,8 +43,9 @@ from hostd.hypervisor import MigrationTarget
 from hostd.layout import StateLayout
 from hostd.migration_xml import retarget
 from hostd.virt_type import detect_virt_type
-from tests.conftest import SECOND_LIBVIRTD, GuestImage
-from tests.stack import Daemon, free_port, start_hostd
+from tests.support.real import GuestImage
+from tests.support.stack import Daemon, free_port, start_hostd
+from tests.support.virt import second_libvirtd
 
 SYSTEM_URI = "qemu:///system"
 TIMEOUT = 240.0
@@ -94,28 +91,6 @@ class _Events:
     async def stop(self) -> None:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
-
-
-@contextlib.contextmanager
-def _second_libvirtd() -> Iterator[str]:
-    directory = Path(tempfile.mkdtemp(prefix="vp-l2-", dir="/tmp"))
-    try:
-        started = subprocess.run(
-            ["bash", str(SECOND_LIBVIRTD), "start", str(directory)],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=120,
-        )
-        yield started.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run(
-            ["bash", str(SECOND_LIBVIRTD), "stop", str(directory)],
-            capture_output=True,
-            check=False,
-            timeout=120,
-        )
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _config(image: GuestImage) -> pb.VmConfig:
@@ -237,7 +212,7 @@ def _raw_rounds(
 
 
 def run(image: GuestImage, workdir: Path, rounds: int) -> dict[str, float]:
-    with _second_libvirtd() as second_uri:
+    with second_libvirtd() as second_uri:
         raw = _raw_rounds((SYSTEM_URI, second_uri), image, workdir, rounds)
         daemons: list[Daemon] = []
         try:

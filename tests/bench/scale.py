@@ -25,22 +25,19 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
-from sqlalchemy import create_engine, make_url, text
-from sqlalchemy.pool import NullPool
 from virtplane.v1 import host_service_pb2 as host_api
 from virtplane.v1 import host_service_pb2_grpc as host_grpc
 from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
-from tests.conftest import POSTGRES_URL
-from tests.stack import start_controller
+from tests.support import postgres
+from tests.support.stack import start_controller
 
 S = vm_pb2.Vm
 K = vm_api.WatchVmsResponse
@@ -97,15 +94,11 @@ def fleet(workdir: Path, hosts: int, processes: int) -> Iterator[list[str]]:
 @contextmanager
 def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database for one run, dropped afterwards."""
-    admin = create_engine(make_url(POSTGRES_URL), isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    name = f"virtplane_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE template0'))
+    admin = postgres.admin_engine()
     try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
+        with postgres.fresh_database(admin, "virtplane_bench_") as url:
+            yield url
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
@@ -167,22 +160,28 @@ class Watcher:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
+async def _populate(channel: grpc.aio.Channel, hosts: list[str], vms: int) -> list[str]:
+    """Adds the hosts and creates the VMs; returns the VMs' ids."""
+    host_stub = host_grpc.HostServiceStub(channel)
+    vm_stub = vm_grpc.VmServiceStub(channel)
+    await asyncio.gather(*(
+        host_stub.AddHost(host_api.AddHostRequest(name=f"h{i:03d}", address=a))
+        for i, a in enumerate(hosts)
+    ))  # fmt: skip
+    kernel = "/bin/true"  # the test driver boots nothing; hostd checks it exists
+    ids = []
+    for i in range(vms):
+        spec = vm_pb2.VmSpec(vcpus=1, memory_mib=64, boot=vm_pb2.BootSource(kernel_path=kernel))
+        created = await vm_stub.CreateVm(vm_api.CreateVmRequest(name=f"vm{i:04d}", spec=spec))
+        ids.append(created.vm.id)
+    return ids
+
+
 async def _drive(address: str, hosts: list[str], *, vms: int, concurrency: int,
                  subscribers: int) -> dict[str, float]:  # fmt: skip
     async with grpc.aio.insecure_channel(address) as channel:
-        host_stub = host_grpc.HostServiceStub(channel)
         vm_stub = vm_grpc.VmServiceStub(channel)
-        await asyncio.gather(*(
-            host_stub.AddHost(host_api.AddHostRequest(name=f"h{i:03d}", address=a))
-            for i, a in enumerate(hosts)
-        ))  # fmt: skip
-        kernel = "/bin/true"  # the test driver boots nothing; hostd checks it exists
-        ids = []
-        for i in range(vms):
-            spec = vm_pb2.VmSpec(vcpus=1, memory_mib=64, boot=vm_pb2.BootSource(kernel_path=kernel))
-            created = await vm_stub.CreateVm(vm_api.CreateVmRequest(name=f"vm{i:04d}", spec=spec))
-            ids.append(created.vm.id)
-
+        ids = await _populate(channel, hosts, vms)
         watcher = Watcher(vm_stub, keep_latency=False)
         await watcher.snapshot_done.wait()
         limit = asyncio.Semaphore(concurrency)

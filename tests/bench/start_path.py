@@ -28,8 +28,8 @@ from hostd import builder, convert, domxml
 from hostd.defaults import with_defaults
 from hostd.layout import StateLayout
 from hostd.virt_type import detect_virt_type
-from tests.conftest import GuestImage
-from tests.stack import start_controller, start_hostd
+from tests.support.real import GuestImage
+from tests.support.stack import start_controller, start_hostd
 
 URI = "qemu:///system"
 S = vm_pb2.Vm

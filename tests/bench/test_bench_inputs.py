@@ -9,7 +9,7 @@ from pathlib import Path
 from hostd.layout import StateLayout
 from tests.bench import guest_channel
 from tests.bench.start_path import raw_xml
-from tests.conftest import GuestImage
+from tests.support.real import GuestImage
 
 
 def test_the_raw_baseline_boots_the_same_domain_hostd_builds(tmp_path: Path) -> None:

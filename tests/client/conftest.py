@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.controller.conftest import boot, rig, test_hostd
-from tests.controller.rig import Rig
-from tests.stack import free_port
+from tests.support.controller_rig import Rig
+from tests.support.stack import free_port
 from virtplane_client import AsyncClient, Backoff, BootSource, Nic, VmSpec
 
 __all__ = ["boot", "client", "free_address", "name", "rig", "test_hostd", "vm_spec"]

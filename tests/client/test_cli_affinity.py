@@ -6,7 +6,7 @@ import pytest
 from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
-from tests.controller.rig import Rig, spec
+from tests.support.controller_rig import Rig, spec
 from virtplane_client.cli.main import parser, run_command
 
 

@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 
-from tests.controller.rig import Rig
-from tests.stack import Daemon
+from tests.support.controller_rig import Rig
+from tests.support.stack import Daemon
 from virtplane_client import (
     AsyncClient,
     Client,

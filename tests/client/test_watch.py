@@ -11,8 +11,9 @@ import grpc
 import pytest
 
 from tests.client.conftest import QUICK
-from tests.controller.rig import Rig, close_rig, config, open_rig, until
-from tests.stack import free_port
+from tests.support.controller_rig import Rig, close_rig, config, open_rig
+from tests.support.stack import free_port
+from tests.support.waiting import until
 from virtplane_client import (
     AsyncClient,
     ChangeKind,

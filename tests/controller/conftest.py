@@ -1,3 +1,6 @@
+"""Fixtures of the controller's tests; their building blocks are in
+tests.support (controller_rig, stack)."""
+
 from __future__ import annotations
 
 import shutil
@@ -8,8 +11,8 @@ from pathlib import Path
 import pytest
 from virtplane.v1 import vm_pb2
 
-from tests.controller.rig import Rig, boot_source, close_rig, config, open_rig
-from tests.stack import Daemon, start_hostd
+from tests.support.controller_rig import Rig, boot_source, close_rig, config, open_rig
+from tests.support.stack import Daemon, start_hostd
 
 
 @pytest.fixture(scope="module")

@@ -32,9 +32,9 @@ from controller.app import Controller
 from controller.config import ControllerConfig
 from db.models import Vm
 from hostd.layout import StateLayout
-from tests.controller.rig import until
-from tests.hostd.conftest import FakeGuest
-from tests.stack import Daemon, start_hostd
+from tests.support.fake_guest import FakeGuest
+from tests.support.stack import Daemon, start_hostd
+from tests.support.waiting import until
 from virtplane_common.framing import encode
 
 Agent = vm_pb2.GuestInfo.AgentState

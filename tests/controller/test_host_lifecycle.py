@@ -22,8 +22,9 @@ from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
 from controller.app import Controller
 from controller.config import ControllerConfig
-from tests.controller.rig import error, until
-from tests.stack import BIN, Daemon, free_port, start_hostd
+from tests.support.controller_rig import error
+from tests.support.stack import BIN, Daemon, free_port, start_hostd
+from tests.support.waiting import until
 
 H = host_pb2.Host
 S = vm_pb2.Vm

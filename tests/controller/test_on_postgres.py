@@ -10,7 +10,6 @@ DeleteVm and WatchVms.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -24,7 +23,9 @@ from virtplane.v1 import host_service_pb2_grpc as host_grpc
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
-from tests.stack import Daemon, start_controller, start_hostd
+from tests.support.controller_rig import error, spec
+from tests.support.events import VmEvents
+from tests.support.stack import Daemon, start_controller, start_hostd
 
 S = vm_pb2.Vm
 K = vm_api.WatchVmsResponse
@@ -48,15 +49,6 @@ def boot_files(tmp_path: Path) -> vm_pb2.BootSource:
     )
 
 
-def _spec(boot: vm_pb2.BootSource, memory_mib: int = 128) -> vm_pb2.VmSpec:
-    return vm_pb2.VmSpec(
-        vcpus=1,
-        memory_mib=memory_mib,
-        boot=boot,
-        nics=[vm_pb2.Nic(name="nic0", kind=vm_pb2.Nic.KIND_USER)],
-    )
-
-
 class Api:
     """A gRPC client of one controller, with one WatchVms stream kept."""
 
@@ -64,39 +56,20 @@ class Api:
         self.channel = grpc.aio.insecure_channel(address)
         self.vms = vm_grpc.VmServiceStub(self.channel)
         self.hosts = host_grpc.HostServiceStub(self.channel)
-        self.seen: list[vm_api.WatchVmsResponse] = []
-        self._arrived = asyncio.Condition()
-        self._call = self.vms.WatchVms(vm_api.WatchVmsRequest())
-        self._pump_task = asyncio.create_task(self._pump())
+        self.watch = VmEvents.of_stub(self.vms, WAIT)
 
-    async def _pump(self) -> None:
-        try:
-            async for msg in self._call:
-                async with self._arrived:
-                    self.seen.append(msg)
-                    self._arrived.notify_all()
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() is not grpc.StatusCode.CANCELLED:
-                raise
+    @property
+    def seen(self) -> list[vm_api.WatchVmsResponse]:
+        return self.watch.events
 
     async def watched(
         self, check: Callable[[vm_api.WatchVmsResponse], bool]
     ) -> vm_api.WatchVmsResponse:
         """The first watch message that satisfies check."""
-
-        async def scan() -> vm_api.WatchVmsResponse:
-            async with self._arrived:
-                while True:
-                    for msg in self.seen:
-                        if check(msg):
-                            return msg
-                    await self._arrived.wait()
-
-        return await asyncio.wait_for(scan(), WAIT)
+        return (await self.watch.first("a watch message", check))[1]
 
     async def close(self) -> None:
-        self._call.cancel()
-        await asyncio.gather(self._pump_task, return_exceptions=True)
+        await self.watch.close()
         await self.channel.close(None)
 
 
@@ -105,12 +78,6 @@ async def controller(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[D
     daemon = start_controller(tmp_path, database_url)
     yield daemon, database_url
     daemon.stop()
-
-
-async def _error(call: object) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await call  # type: ignore[misc]
-    return err.value.code(), err.value.details() or ""
 
 
 def _stored(url: str, sql: str) -> object:
@@ -155,15 +122,15 @@ async def test_vm_lifecycle_through_the_api(
         assert complete.revision == 0
 
         created = (
-            await api.vms.CreateVm(vm_api.CreateVmRequest(name="v1", spec=_spec(boot_files)))
+            await api.vms.CreateVm(vm_api.CreateVmRequest(name="v1", spec=spec(boot_files)))
         ).vm
         assert created.status.state == S.STATE_DOWN
         assert [v.name for v in (await api.vms.ListVms(vm_api.ListVmsRequest())).vms] == ["v1"]
         by_name = (await api.vms.GetVm(vm_api.GetVmRequest(vm="v1"))).vm
         by_id = (await api.vms.GetVm(vm_api.GetVmRequest(vm=created.id))).vm
         assert by_name == by_id == created
-        code, _ = await _error(
-            api.vms.CreateVm(vm_api.CreateVmRequest(name="v1", spec=_spec(boot_files)))
+        code, _ = await error(
+            api.vms.CreateVm(vm_api.CreateVmRequest(name="v1", spec=spec(boot_files)))
         )
         assert code is grpc.StatusCode.ALREADY_EXISTS
 
@@ -182,7 +149,7 @@ async def test_vm_lifecycle_through_the_api(
         assert stopped.status.exit_reason == S.EXIT_REASON_USER_STOP
 
         await api.vms.DeleteVm(vm_api.DeleteVmRequest(vm="v1"))
-        code, _ = await _error(api.vms.GetVm(vm_api.GetVmRequest(vm="v1")))
+        code, _ = await error(api.vms.GetVm(vm_api.GetVmRequest(vm="v1")))
         assert code is grpc.StatusCode.NOT_FOUND
         deleted = await api.watched(lambda m: m.kind == K.KIND_DELETED)
         assert deleted.vm.id == created.id
@@ -206,7 +173,7 @@ async def test_a_restarted_controller_keeps_its_vms_and_counts_on(
         api = Api(first.address)
         await api.hosts.AddHost(host_api.AddHostRequest(name="t1", address=hostd.address))
         before = (
-            await api.vms.CreateVm(vm_api.CreateVmRequest(name="kept", spec=_spec(boot_files)))
+            await api.vms.CreateVm(vm_api.CreateVmRequest(name="kept", spec=spec(boot_files)))
         ).vm
         await api.close()
     finally:

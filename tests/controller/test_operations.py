@@ -17,8 +17,9 @@ from controller import operations
 from controller.requests import Call
 from db import repositories as repo
 from db.enums import OperationKind
-from tests.controller.rig import Rig, close_rig, config, error, open_rig, spec, until
-from tests.stack import Daemon
+from tests.support.controller_rig import Rig, close_rig, config, error, open_rig, spec
+from tests.support.stack import Daemon
+from tests.support.waiting import until
 
 S = vm_pb2.Vm
 Op = operation_pb2.Operation

@@ -13,8 +13,9 @@ from virtplane.v1 import operation_service_pb2 as op_api
 from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
-from tests.controller.rig import Rig, close_rig, config, error, open_rig, spec, until
-from tests.stack import Daemon
+from tests.support.controller_rig import Rig, close_rig, config, error, open_rig, spec
+from tests.support.stack import Daemon
+from tests.support.waiting import until
 
 S = vm_pb2.Vm
 

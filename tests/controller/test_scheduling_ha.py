@@ -35,9 +35,9 @@ from controller.lifecycle.target import HostTarget
 from controller.scheduler import Policy
 from db import repositories as repo
 from db.session import Database
-from tests.controller.rig import until
-from tests.stack import BIN, Daemon, start_hostd
-from tests.testnode import node_xml
+from tests.support.stack import BIN, Daemon, start_hostd
+from tests.support.virt import node_xml
+from tests.support.waiting import until
 
 H = host_pb2.Host
 S = vm_pb2.Vm
@@ -296,7 +296,7 @@ async def test_a_vm_unknown_to_the_database_is_recorded_as_external(
         # It is left running through later reconciliations.
         passes = api.controller.hosts.monitor(host.id).reconciliations
         await until(
-            lambda: asyncio.sleep(0, api.controller.hosts.monitor(host.id).reconciliations),
+            lambda: api.controller.hosts.monitor(host.id).reconciliations,
             lambda n: n >= passes + 2,
         )
         listed = await agent.ListVms(agent_pb2.HostAgentServiceListVmsRequest())
@@ -318,7 +318,7 @@ async def test_ha_vm_restarts_elsewhere_only_once_its_host_is_confirmed_down(
         await create(api, "plain", boot)
         for name in ("ha", "plain"):
             await api.vms.StartVm(vm_api.StartVmRequest(vm=name))
-            vm = await until(lambda n=name: api.vm(n), running_vm)  # type: ignore[misc]
+            vm = await until(lambda n=name: api.vm(n), running_vm)
             assert vm.status.host_id == h1.id
         h2 = await api.add_host("h2", hostds.start("h2", memory_mib=4096))
 

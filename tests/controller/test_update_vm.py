@@ -15,8 +15,9 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
-from tests.controller.rig import Rig, error, spec, until
-from tests.stack import Daemon, start_hostd
+from tests.support.controller_rig import Rig, error, spec
+from tests.support.stack import Daemon, start_hostd
+from tests.support.waiting import until
 
 S = vm_pb2.Vm
 

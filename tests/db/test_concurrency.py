@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pytest
@@ -34,13 +33,11 @@ from controller.vm_store import Outcome, VmStore
 from controller.watch import WatchHub
 from db import migrate
 from db import repositories as repo
-from db.enums import HostState, VmState
-from db.models import Host, RevisionCounter, Vm
+from db.models import RevisionCounter, Vm
 from db.session import Database
+from tests.support.db_rig import WAIT, add_rows, hold_open, host_row, still_waiting, vm_row
 
 T = TypeVar("T")
-WAIT = 30.0  # only reached when something is broken
-BLOCKED = 0.5  # how long a transaction that must wait is watched
 
 
 class Abandon(Exception):
@@ -51,61 +48,6 @@ class Abandon(Exception):
 def pool() -> Iterator[ThreadPoolExecutor]:
     with ThreadPoolExecutor(max_workers=8) as executor:
         yield executor
-
-
-def _host(name: str, memory: int) -> Host:
-    return Host(
-        id=f"id-{name}",
-        name=name,
-        address=f"{name}:7070",
-        state=HostState.UP,
-        cpus=8,
-        memory_total_mib=memory,
-    )
-
-
-def _vm(name: str, memory: int = 256) -> Vm:
-    return Vm(
-        id=f"id-{name}",
-        name=name,
-        vcpus=1,
-        memory_mib=memory,
-        kernel_path="/k",
-        state=VmState.DOWN,
-        revision=0,
-    )
-
-
-def _add(database: Database, *rows: Host | Vm) -> None:
-    def work(s: Session) -> None:
-        for row in rows:
-            s.add(row)
-            s.flush()  # hosts before the VMs that may refer to them
-
-    database.transaction(work)
-
-
-def _held(
-    pool: ThreadPoolExecutor, database: Database, work: Callable[[Session], T]
-) -> tuple[Future[T], threading.Event]:
-    """Runs work in a transaction that stays open until the returned event
-    is set; returns once work has run."""
-    done, release = threading.Event(), threading.Event()
-
-    def hold(s: Session) -> T:
-        value = work(s)
-        done.set()
-        assert release.wait(WAIT), "never released"
-        return value
-
-    future = pool.submit(database.transaction, hold)
-    assert done.wait(WAIT), "the held transaction did not get going"
-    return future, release
-
-
-def _still_waiting(future: Future[Any]) -> bool:
-    time.sleep(BLOCKED)
-    return not future.done()
 
 
 # --- the revision counter -------------------------------------------------------------
@@ -147,9 +89,9 @@ def test_a_transaction_holding_revisions_makes_the_next_one_wait(
     def take_and_abandon(s: Session) -> None:
         raise Abandon(repo.allocate_revisions(s, 3))
 
-    held, release = _held(pool, database, lambda s: repo.allocate_revisions(s, 3))
+    held, release = hold_open(pool, database, lambda s: repo.allocate_revisions(s, 3))
     waiting = pool.submit(database.transaction, repo.allocate_revisions)
-    assert _still_waiting(waiting)
+    assert still_waiting(waiting)
     release.set()
     assert held.result(WAIT) == 3
     assert waiting.result(WAIT) == 4
@@ -166,7 +108,7 @@ def test_a_transaction_holding_revisions_makes_the_next_one_wait(
 def test_two_concurrent_bookings_cannot_over_book_a_host(
     database: Database, pool: ThreadPoolExecutor
 ) -> None:
-    _add(database, _host("h", memory=1024), _vm("a", 768), _vm("b", 768))
+    add_rows(database, host_row("h", memory=1024), vm_row("a", 768), vm_row("b", 768))
 
     def book_vm(name: str) -> Callable[[Session], str]:
         def work(s: Session) -> str:
@@ -176,10 +118,10 @@ def test_two_concurrent_bookings_cannot_over_book_a_host(
 
         return work
 
-    first, release = _held(pool, database, book_vm("a"))
+    first, release = hold_open(pool, database, book_vm("a"))
     second = pool.submit(database.transaction, book_vm("b"))
     # The second placement waits for the first to commit ...
-    assert _still_waiting(second)
+    assert still_waiting(second)
     release.set()
     assert first.result(WAIT) == "h"
     # ... and then sees the first VM's memory booked on the host.
@@ -200,10 +142,10 @@ def _book(name: str) -> Callable[[Session], str]:
 def test_a_booking_in_flight_makes_maintenance_wait_then_refuse(
     database: Database, pool: ThreadPoolExecutor
 ) -> None:
-    _add(database, _host("h", memory=1024), _vm("a"))
-    booking, release = _held(pool, database, _book("a"))
+    add_rows(database, host_row("h", memory=1024), vm_row("a"))
+    booking, release = hold_open(pool, database, _book("a"))
     maintenance = pool.submit(database.transaction, lambda s: enter_maintenance(s, "h"))
-    assert _still_waiting(maintenance)
+    assert still_waiting(maintenance)
     release.set()
     assert booking.result(WAIT) == "h"
     # It then sees the VM the booking placed there.
@@ -214,10 +156,10 @@ def test_a_booking_in_flight_makes_maintenance_wait_then_refuse(
 def test_maintenance_in_flight_makes_a_booking_wait_then_skip_the_host(
     database: Database, pool: ThreadPoolExecutor
 ) -> None:
-    _add(database, _host("h", memory=1024), _vm("a"))
-    maintenance, release = _held(pool, database, lambda s: enter_maintenance(s, "h"))
+    add_rows(database, host_row("h", memory=1024), vm_row("a"))
+    maintenance, release = hold_open(pool, database, lambda s: enter_maintenance(s, "h"))
     booking = pool.submit(database.transaction, _book("a"))
-    assert _still_waiting(booking)
+    assert still_waiting(booking)
     release.set()
     assert maintenance.result(WAIT).name == "h"
     with pytest.raises(NoHostAvailable, match="h: maintenance: host is in maintenance"):
@@ -248,7 +190,7 @@ async def test_concurrent_starts_fill_a_host_and_no_more(database_url: str) -> N
     database = Database(database_url)
     try:
         migrate.upgrade(database.engine)
-        _add(database, _host("h", memory=1024), *[_vm(f"v{i}", 256) for i in range(10)])
+        add_rows(database, host_row("h", memory=1024), *[vm_row(f"v{i}", 256) for i in range(10)])
         hub = WatchHub(queue_size=100)
         changes = hub.subscribe()
         host = _FakeHost()
@@ -284,7 +226,7 @@ def test_a_concurrent_update_of_a_vm_raises_stale_data(
     database = Database(postgres_url)
     try:
         migrate.upgrade(database.engine)
-        _add(database, _vm("v"))
+        add_rows(database, vm_row("v"))
 
         def theirs(s: Session) -> None:
             s.get_one(Vm, "id-v").vcpus = 4
@@ -293,10 +235,10 @@ def test_a_concurrent_update_of_a_vm_raises_stale_data(
         with Session(database.engine) as mine:
             vm = mine.get_one(Vm, "id-v")
             assert vm.version_id == 1
-            held, release = _held(pool, database, theirs)
+            held, release = hold_open(pool, database, theirs)
             vm.vcpus = 2
             flushed = pool.submit(mine.flush)
-            assert _still_waiting(flushed)  # on their row lock
+            assert still_waiting(flushed)  # on their row lock
             release.set()
             held.result(WAIT)
             # They committed version 2: the UPDATE … WHERE version_id = 1 matches nothing.
@@ -315,7 +257,7 @@ def test_a_unit_of_work_that_lost_a_race_runs_again(
     database = Database(postgres_url)
     try:
         migrate.upgrade(database.engine)
-        _add(database, _vm("v"))
+        add_rows(database, vm_row("v"))
         both_read = threading.Barrier(2, timeout=WAIT)
         versions_read: list[int] = []
         lock = threading.Lock()
@@ -343,7 +285,7 @@ async def test_concurrent_changes_to_one_vm_are_all_kept(database_url: str) -> N
     database = Database(database_url)
     try:
         migrate.upgrade(database.engine)
-        _add(database, _vm("v"))
+        add_rows(database, vm_row("v"))
         hub = WatchHub(queue_size=100)
         changes = hub.subscribe()
         store = VmStore(database, hub)

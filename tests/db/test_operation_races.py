@@ -19,7 +19,7 @@ from db import migrate
 from db.enums import OperationKind, OperationState, VmState
 from db.models import Operation, Vm, utcnow
 from db.session import Database
-from tests.db.test_concurrency import WAIT, _add, _held, _host, _still_waiting, _vm
+from tests.support.db_rig import WAIT, add_rows, hold_open, host_row, still_waiting, vm_row
 
 
 @pytest.fixture
@@ -34,9 +34,9 @@ def tracked(postgres_url: str) -> Iterator[tuple[Database, str]]:
     accepted."""
     db = Database(postgres_url)
     migrate.upgrade(db.engine)
-    vm = _vm("v")
+    vm = vm_row("v")
     vm.state, vm.host_id = VmState.POWERING_DOWN, "id-h"
-    _add(db, _host("h", 1024), vm)
+    add_rows(db, host_row("h", 1024), vm)
 
     def begin(s: Session) -> str:
         row = s.get_one(Vm, "id-v")
@@ -73,9 +73,9 @@ def test_an_acceptance_after_an_uncommitted_event_waits_and_sees_it(
     tracked: tuple[Database, str], pool: ThreadPoolExecutor
 ) -> None:
     db, op_id = tracked
-    event, release = _held(pool, db, _event_down)
+    event, release = hold_open(pool, db, _event_down)
     acceptance = pool.submit(db.transaction, _accept(op_id))
-    assert _still_waiting(acceptance)  # on the VM's row
+    assert still_waiting(acceptance)  # on the VM's row
     release.set()
     event.result(WAIT)
     acceptance.result(WAIT)
@@ -86,9 +86,9 @@ def test_an_event_after_an_uncommitted_acceptance_waits_and_sees_it(
     tracked: tuple[Database, str], pool: ThreadPoolExecutor
 ) -> None:
     db, op_id = tracked
-    acceptance, release = _held(pool, db, _accept(op_id))
+    acceptance, release = hold_open(pool, db, _accept(op_id))
     event = pool.submit(db.transaction, _event_down)
-    assert _still_waiting(event)  # on the operation's row, or the VM's
+    assert still_waiting(event)  # on the operation's row, or the VM's
     release.set()
     acceptance.result(WAIT)
     event.result(WAIT)

@@ -7,35 +7,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db import repositories as repo
-from db.enums import HostState, NicKind, VmState
+from db.enums import NicKind, VmState
 from db.models import Host, Nic, Vm
 from db.session import Database
+from tests.support.db_rig import host_row, vm_row
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def _host(name: str, memory: int = 4096) -> Host:
-    return Host(
-        id=f"id-{name}",
-        name=name,
-        address=f"{name}:7070",
-        state=HostState.UP,
-        cpus=4,
-        memory_total_mib=memory,
-    )
+    return host_row(name, memory, cpus=4)
 
 
 def _vm(name: str, host: str | None, state: VmState, memory: int = 256) -> Vm:
-    return Vm(
-        id=f"id-{name}",
-        name=name,
-        vcpus=1,
-        memory_mib=memory,
-        kernel_path="/k",
-        state=state,
-        host_id=host,
-        revision=1,
-    )
+    return vm_row(name, memory, state=state, host=host, revision=1)
 
 
 def test_host_usage_counts_vms_placed_on_a_host_but_not_down_ones(database: Database) -> None:

@@ -26,9 +26,10 @@ import pytest
 from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
-from tests.conftest import REPO, GuestImage
-from tests.e2e.conftest import WAIT, Api, reported, vm_spec
-from tests.stack import Stack
+from tests.support.guests import WAIT, Api, reported, vm_spec
+from tests.support.real import REPO, GuestImage
+from tests.support.stack import Stack
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.guest
 Agent = vm_pb2.GuestInfo.AgentState
@@ -50,14 +51,6 @@ async def chaos_vm(api: Api, guest_image: GuestImage) -> AsyncIterator[str]:
         await api.vms.DeleteVm(vm_api.DeleteVmRequest(vm=created.vm.id))
 
 
-async def _eventually(what: str, check: Callable[[], object], within: float = WAIT) -> None:
-    deadline = time.monotonic() + within
-    while not await check():  # type: ignore[misc]
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.2)
-
-
 async def test_a_refresh_brings_a_full_report_and_the_raw_report_shows_it(
     api: Api, chaos_vm: str, up_vm: vm_pb2.Vm, stack: Stack, guest_image: GuestImage
 ) -> None:
@@ -75,7 +68,7 @@ async def test_a_refresh_brings_a_full_report_and_the_raw_report_shows_it(
             json.loads(raw.report_json)["report"].get("full")
         )
 
-    await _eventually("a full report after the refresh", refreshed)
+    await until(refreshed, what="a full report after the refresh", within=WAIT, every=0.2)
     reply = latest[0]
     raw = json.loads(reply.raw_report.report_json)["report"]
     # every section, as the agent sent it
@@ -125,24 +118,10 @@ async def test_a_refresh_brings_a_full_report_and_the_raw_report_shows_it(
         await api.vms.DeleteVm(vm_api.DeleteVmRequest(vm=created.vm.id))
 
 
-def _first(
-    api: Api, vm_id: str, start: int, check: Callable[[vm_pb2.Vm], bool]
-) -> tuple[int, vm_pb2.Vm] | None:
-    for index, message in enumerate(api.watch.messages[start:], start):
-        if message.vm.id == vm_id and check(message.vm):
-            return index, message.vm
-    return None
-
-
 async def _next(
     api: Api, vm_id: str, start: int, what: str, check: Callable[[vm_pb2.Vm], bool]
 ) -> tuple[int, vm_pb2.Vm]:
-    deadline = time.monotonic() + WAIT + CHAOS_UP + CHAOS_DOWN
-    while (found := _first(api, vm_id, start, check)) is None:
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
-    return found
+    return await api.watch.next_vm(vm_id, check, what, start, WAIT + CHAOS_UP + CHAOS_DOWN)
 
 
 async def test_a_killed_agent_goes_stale_then_fresh_when_it_restarts(

@@ -20,9 +20,10 @@ from virtplane.v1 import operation_service_pb2_grpc as op_grpc
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
-from tests.conftest import GuestImage, domain_exists
-from tests.e2e.conftest import WAIT, Api, reported, vm_spec
-from tests.stack import Stack, start_controller
+from tests.support.guests import WAIT, Api, reported, vm_spec
+from tests.support.real import GuestImage
+from tests.support.stack import Stack, start_controller
+from tests.support.virt import domain_exists
 from virtplane_client.cli import format as fmt
 
 S = vm_pb2.Vm

@@ -14,9 +14,10 @@ from virtplane.v1 import host_agent_service_pb2_grpc as agent_grpc
 from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
-from tests.conftest import GuestImage, disks_of, domain_exists
-from tests.e2e.conftest import Api, reported, vm_spec, workdir_db
-from tests.stack import Stack
+from tests.support.guests import Api, reported, vm_spec
+from tests.support.real import GuestImage
+from tests.support.stack import Stack, workdir_db
+from tests.support.virt import disks_of, domain_exists
 
 S = vm_pb2.Vm
 pytestmark = pytest.mark.guest
@@ -163,11 +164,11 @@ async def test_pause_resume_and_reboot_through_the_api(api: Api, up_vm: vm_pb2.V
 
     rebooting = await api.vms.RebootVm(vm_api.RebootVmRequest(vm=up_vm.id))
     assert rebooting.vm.status.state == S.STATE_REBOOT_IN_PROGRESS
-    since = len(api.watch.messages)
+    since = len(api.watch.events)
     up = await api.watch.wait_for(
         up_vm.id,
         lambda v: v.status.state == S.STATE_UP and v.status.revision > rebooting.vm.status.revision,
     )
     assert up.status.host_id == up_vm.status.host_id
-    seen = [m.vm.status.state for m in api.watch.messages[since:] if m.vm.id == up_vm.id]
+    seen = [m.vm.status.state for m in api.watch.events[since:] if m.vm.id == up_vm.id]
     assert S.STATE_DOWN not in seen  # a reboot never looks like a stop

@@ -24,17 +24,17 @@ from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 from virtplane.v1 import host_agent_service_pb2_grpc as agent_grpc
 from virtplane.v1 import host_pb2, vm_pb2
 from virtplane.v1 import host_service_pb2 as host_api
-from virtplane.v1 import host_service_pb2_grpc as host_grpc
 from virtplane.v1 import vm_service_pb2 as vm_api
-from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
 from controller.app import Controller
 from controller.config import ControllerConfig
 from controller.ha import HaPolicy
 from hostd.builder import DOMAIN_NAME_PREFIX
-from tests.conftest import GuestImage, remove_domains
-from tests.e2e.conftest import reported, vm_spec
-from tests.stack import Daemon, start_controller, start_hostd
+from tests.support.guests import Client, reported, vm_spec
+from tests.support.real import GuestImage
+from tests.support.stack import Daemon, start_controller, start_hostd
+from tests.support.virt import remove_domains
+from tests.support.waiting import until
 
 S = vm_pb2.Vm
 H = host_pb2.Host
@@ -101,37 +101,6 @@ def destroy_domain(uri: str, vm_id: str) -> None:
     remove_domains(uri, [vm_id], undefine=False)
 
 
-class Client:
-    def __init__(self, address: str) -> None:
-        self.channel = grpc.aio.insecure_channel(address)
-        self.vms = vm_grpc.VmServiceStub(self.channel)
-        self.hosts = host_grpc.HostServiceStub(self.channel)
-
-    async def vm(self, ref: str) -> vm_pb2.Vm:
-        return (await self.vms.GetVm(vm_api.GetVmRequest(vm=ref))).vm
-
-    async def host(self, ref: str) -> host_pb2.Host:
-        return (await self.hosts.GetHost(host_api.GetHostRequest(host=ref))).host
-
-    async def until(self, ref: str, check: object, wait: float = WAIT) -> vm_pb2.Vm:
-        async def poll() -> vm_pb2.Vm:
-            while True:
-                try:
-                    vm = await self.vm(ref)
-                except grpc.aio.AioRpcError as exc:
-                    if exc.code() is not grpc.StatusCode.NOT_FOUND:
-                        raise
-                else:
-                    if check(vm):  # type: ignore[operator]
-                        return vm
-                await asyncio.sleep(0.1)
-
-        return await asyncio.wait_for(poll(), wait)
-
-    async def close(self) -> None:
-        await self.channel.close(None)
-
-
 @pytest.fixture
 async def clients() -> AsyncIterator[list[Client]]:
     made: list[Client] = []
@@ -158,7 +127,7 @@ async def test_fifty_concurrent_starts_of_one_vm_from_two_controllers_make_one_d
     ctl_a = start_controller(workdir / "a", database_url)
     ctl_b = start_controller(workdir / "b", database_url)
     try:
-        a, b = Client(ctl_a.address), Client(ctl_b.address)
+        a, b = Client(ctl_a.address, WAIT), Client(ctl_b.address, WAIT)
         clients.extend([a, b])
         for name, daemon in zip(("h1", "h2"), hosts, strict=True):
             await a.hosts.AddHost(host_api.AddHostRequest(name=name, address=daemon.address))
@@ -202,7 +171,7 @@ async def test_a_controller_killed_mid_start_and_restarted_ends_with_one_vm(
     delay: float,
 ) -> None:
     controller = start_controller(workdir, database_url)
-    client = Client(controller.address)
+    client = Client(controller.address, WAIT)
     clients.append(client)
     for name, daemon in zip(("h1", "h2"), hosts, strict=True):
         await client.hosts.AddHost(host_api.AddHostRequest(name=name, address=daemon.address))
@@ -217,7 +186,7 @@ async def test_a_controller_killed_mid_start_and_restarted_ends_with_one_vm(
             await start
 
         controller = start_controller(workdir, database_url)
-        client = Client(controller.address)
+        client = Client(controller.address, WAIT)
         clients.append(client)
         # The start either never began (DOWN, as before), or it ends with
         # the VM running once; a DOWN after a start carries its reason.
@@ -253,7 +222,7 @@ async def test_hostd_killed_then_confirmed_down_restarts_an_ha_vm_on_the_other_h
     )
     ctl = Controller(config)
     await ctl.start()
-    client = Client(f"127.0.0.1:{ctl.port}")
+    client = Client(f"127.0.0.1:{ctl.port}", WAIT)
     h1_daemon, h2_daemon = hosts
     vm_id = ""
     try:
@@ -275,9 +244,7 @@ async def test_hostd_killed_then_confirmed_down_restarts_an_ha_vm_on_the_other_h
         ).host
 
         h1_daemon.kill()
-        await asyncio.wait_for(
-            _host_state(client, "h1", H.STATE_NON_RESPONSIVE), WAIT
-        )  # fmt: skip
+        await _host_state(client, "h1", H.STATE_NON_RESPONSIVE)
         lost = await client.vm(HA)
         assert lost.status.state == S.STATE_UNKNOWN
         # Not restarted while its host may still run it (it does).
@@ -303,17 +270,23 @@ async def test_hostd_killed_then_confirmed_down_restarts_an_ha_vm_on_the_other_h
 
 
 async def _gone_from(daemon: Daemon, vm_id: str) -> None:
-    while True:
-        if not await running_on(daemon, vm_id):
-            return
-        await asyncio.sleep(0.1)
+    await until(
+        lambda: running_on(daemon, vm_id),
+        lambda count: not count,
+        what=f"VM {vm_id} to leave {daemon.name}",
+        within=WAIT,
+        every=0.1,
+    )
 
 
 async def _host_state(client: Client, ref: str, state: int) -> None:
-    while True:
-        if (await client.host(ref)).status.state == state:
-            return
-        await asyncio.sleep(0.1)
+    await until(
+        lambda: client.host(ref),
+        lambda host: host.status.state == state,
+        what=f"host {ref} in state {state}",
+        within=WAIT,
+        every=0.1,
+    )
 
 
 def qemu_pid(vm_name: str) -> int:
@@ -338,7 +311,7 @@ async def test_an_ha_vm_whose_emulator_crashes_is_restarted(
     )
     ctl = Controller(config)
     await ctl.start()
-    client = Client(f"127.0.0.1:{ctl.port}")
+    client = Client(f"127.0.0.1:{ctl.port}", WAIT)
     vm_id = ""
     try:
         h1 = (
@@ -382,7 +355,7 @@ async def test_a_real_vm_unknown_to_the_database_is_recorded_with_its_size(
     )
     ctl = Controller(config)
     await ctl.start()
-    client = Client(f"127.0.0.1:{ctl.port}")
+    client = Client(f"127.0.0.1:{ctl.port}", WAIT)
     stranger = str(uuid.uuid4())
     try:
         h1 = (
@@ -431,7 +404,7 @@ async def test_a_vm_its_hosts_migrate_follows_to_the_destination_and_never_goes_
     )
     ctl = Controller(config)
     await ctl.start()
-    client = Client(f"127.0.0.1:{ctl.port}")
+    client = Client(f"127.0.0.1:{ctl.port}", WAIT)
     vm_id = ""
     seen: list[tuple[vm_pb2.Vm.State.ValueType, str]] = []
     watching: asyncio.Task[None] | None = None
@@ -475,7 +448,7 @@ async def test_a_vm_its_hosts_migrate_follows_to_the_destination_and_never_goes_
         assert moved.status.exit_reason == S.EXIT_REASON_UNSPECIFIED
         assert await running_on(destination, vm_id) == 1
         # The source lets go of it once the hypervisor's job has ended there.
-        await asyncio.wait_for(_gone_from(source, vm_id), WAIT)
+        await _gone_from(source, vm_id)
         # The guest goes on reporting from the destination, from the same boot.
         later = await client.until(
             MIGRATED, lambda v: v.status.guest.uptime_seconds > uptime_before

@@ -13,7 +13,8 @@ from virtplane.v1 import vm_pb2
 
 from hostd.config import ChannelLimits
 from hostd.guest_channel import GuestChannel
-from tests.hostd.conftest import FakeGuest, eventually
+from tests.support.fake_guest import FakeGuest
+from tests.support.waiting import until
 from virtplane_common.framing import encode
 
 NOW = 1_700_000_000 * 10**9
@@ -116,7 +117,7 @@ async def test_reports_before_the_hello_are_ignored(setup: Setup) -> None:
     await setup.guest.send(_full_report("early"))
     await _negotiate_after_hello(setup)
     await setup.guest.send(_full_report("late"))
-    await eventually(lambda: len(setup.reports.received) == 1, "the report")
+    await until(lambda: len(setup.reports.received) == 1, what="the report")
     assert setup.reports.last.hostname == "late"
 
 
@@ -128,7 +129,7 @@ async def _negotiate_after_hello(s: Setup) -> None:
 async def test_full_then_partial_reports_merge(setup: Setup) -> None:
     await _negotiate(setup)
     await setup.guest.send(_full_report())
-    await eventually(lambda: len(setup.reports.received) == 1, "the full report")
+    await until(lambda: len(setup.reports.received) == 1, what="the full report")
     vm_id, full = setup.reports.received[0]
     assert vm_id == "vm-1"
     assert full.hostname == "guest"
@@ -147,7 +148,7 @@ async def test_full_then_partial_reports_merge(setup: Setup) -> None:
         ),
     )
     await setup.guest.send(partial)
-    await eventually(lambda: len(setup.reports.received) == 2, "the partial report")
+    await until(lambda: len(setup.reports.received) == 2, what="the partial report")
     merged = setup.reports.last
     assert list(merged.interfaces[0].ipv4_addresses) == ["10.0.2.16"]
     assert merged.os_name == "Debian GNU/Linux"
@@ -157,7 +158,7 @@ async def test_full_then_partial_reports_merge(setup: Setup) -> None:
     await setup.guest.send(
         gc.GuestMessage(report=gc.GuestReport(full=True, system=gc.SystemSection(hostname="h2")))
     )
-    await eventually(lambda: len(setup.reports.received) == 3, "the second full report")
+    await until(lambda: len(setup.reports.received) == 3, what="the second full report")
     assert setup.reports.last.os_name == ""
     assert setup.reports.last.hostname == "h2"
 
@@ -165,12 +166,12 @@ async def test_full_then_partial_reports_merge(setup: Setup) -> None:
 async def test_heartbeats_update_memory_without_reporting(setup: Setup) -> None:
     await _negotiate(setup)
     await setup.guest.send(_full_report())
-    await eventually(lambda: len(setup.reports.received) == 1, "the full report")
+    await until(lambda: len(setup.reports.received) == 1, what="the full report")
     await setup.guest.send(gc.GuestMessage(heartbeat=gc.Heartbeat(uptime_seconds=42.0)))
-    await eventually(lambda: setup.channel.info.uptime_seconds == 42.0, "the heartbeat")
+    await until(lambda: setup.channel.info.uptime_seconds == 42.0, what="the heartbeat")
     await setup.guest.send(gc.GuestMessage(heartbeat=gc.Heartbeat(uptime_seconds=float("nan"))))
     await setup.guest.send(gc.GuestMessage(heartbeat=gc.Heartbeat(uptime_seconds=43.0)))
-    await eventually(lambda: setup.channel.info.uptime_seconds == 43.0, "the next heartbeat")
+    await until(lambda: setup.channel.info.uptime_seconds == 43.0, what="the next heartbeat")
     assert len(setup.reports.received) == 1
 
 
@@ -182,9 +183,9 @@ async def test_garbage_and_oversize_frames_are_survived(setup: Setup) -> None:
     await setup.guest.send_raw(encode(b"\x08\x96\x01\xff\xff not a guest message"))
     await setup.guest.send(gc.GuestMessage(pong=gc.Pong(payload=b"late pong")))
     await setup.guest.send(_full_report("after"))
-    await eventually(
+    await until(
         lambda: bool(setup.reports.received) and setup.reports.last.hostname == "after",
-        "the report after the garbage",
+        what="the report after the garbage",
     )
     assert [info.hostname for _, info in setup.reports.received][-1] == "after"
     assert setup.channel.ignored_messages >= 1
@@ -213,7 +214,7 @@ async def test_hostile_strings_are_sanitised(setup: Setup) -> None:
     )
     assert hostile.ByteSize() < LIMITS.max_payload
     await setup.guest.send(hostile)
-    await eventually(lambda: len(setup.reports.received) == 1, "the hostile report")
+    await until(lambda: len(setup.reports.received) == 1, what="the hostile report")
     info = setup.reports.last
     assert info.hostname.startswith("evil]0;pwned")
     assert len(info.hostname) == LIMITS.max_string
@@ -232,7 +233,7 @@ async def test_invalid_utf8_is_an_unparsable_frame(setup: Setup) -> None:
     bad = _full_report("MARK").SerializeToString().replace(b"MARK", b"\xff\xfe\xfd\xfc")
     await setup.guest.send_raw(encode(bad))
     await setup.guest.send(_full_report("good"))
-    await eventually(lambda: len(setup.reports.received) == 1, "the good report")
+    await until(lambda: len(setup.reports.received) == 1, what="the good report")
     assert setup.reports.last.hostname == "good"
 
 
@@ -241,7 +242,7 @@ async def test_a_failing_sink_does_not_end_the_channel(setup: Setup) -> None:
     setup.reports.fail_next = True
     await setup.guest.send(_full_report("first"))
     await setup.guest.send(_full_report("second"))
-    await eventually(lambda: len(setup.reports.received) == 1, "the second report")
+    await until(lambda: len(setup.reports.received) == 1, what="the second report")
     assert setup.reports.last.hostname == "second"
     assert not setup.task.done()
 
@@ -255,7 +256,7 @@ async def test_reconnects_and_renegotiates_after_a_hang_up(setup: Setup) -> None
     assert setup.channel.version is None
     await _negotiate_after_hello(setup)
     await setup.guest.send(_full_report("again"))
-    await eventually(lambda: len(setup.reports.received) == 1, "the report after reconnecting")
+    await until(lambda: len(setup.reports.received) == 1, what="the report after reconnecting")
 
 
 async def test_gives_up_when_the_socket_never_appears(short_tmp: Path) -> None:
@@ -279,7 +280,7 @@ async def test_an_awaited_agent_that_never_speaks_is_not_responding(short_tmp: P
     guest, channel, reports, task = await _silent_channel(short_tmp, "7.1")
     try:
         await guest.next_message("HostHello")  # connected; the guest says nothing
-        await eventually(lambda: bool(reports.received), "a report of the silent agent")
+        await until(lambda: bool(reports.received), what="a report of the silent agent")
         assert channel.agent_state == vm_pb2.GuestInfo.AGENT_STATE_NOT_RESPONDING
         assert reports.last.agent_version == "7.1"
         assert not reports.last.HasField("observed_time"), "no facts were ever observed"

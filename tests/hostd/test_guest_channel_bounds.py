@@ -21,7 +21,8 @@ from hostd import guest_channel
 from hostd.config import ChannelLimits
 from hostd.guest_channel import GuestChannel
 from hostd.ratelimit import TokenBucket
-from tests.hostd.conftest import FakeGuest, eventually
+from tests.support.fake_guest import FakeGuest
+from tests.support.waiting import until
 from virtplane_common.framing import HEADER_SIZE, MAGIC, encode
 
 NOW = 1_700_000_000 * 10**9
@@ -319,8 +320,8 @@ async def test_a_flooding_guest_does_not_hold_up_another(short_tmp: Path) -> Non
                     report=gc.GuestReport(full=True, system=gc.SystemSection(hostname=f"q{n}"))
                 )
             )
-            await eventually(partial(_last_hostname_is, quiet_sink, f"q{n}"), f"report {n}")
-        await eventually(lambda: channels[0].throttled_seconds > 0, "the flooder throttled")
+            await until(partial(_last_hostname_is, quiet_sink, f"q{n}"), what=f"report {n}")
+        await until(lambda: channels[0].throttled_seconds > 0, what="the flooder throttled")
     finally:
         stop.set()
         for task in (*tasks, flooding):

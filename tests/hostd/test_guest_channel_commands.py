@@ -12,7 +12,8 @@ from virtplane.v1 import guest_channel_pb2 as gc
 from hostd.config import ChannelLimits
 from hostd.errors import AgentRefused, AgentUnavailable
 from hostd.guest_channel import GuestChannel
-from tests.hostd.conftest import FakeGuest, eventually
+from tests.support.fake_guest import FakeGuest
+from tests.support.waiting import until
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ async def talking(short_tmp: Path) -> AsyncIterator[tuple[FakeGuest, GuestChanne
         await guest.send(gc.GuestMessage(hello=gc.GuestHello(min_version=1, max_version=1)))
         await guest.next_message("VersionChoice")
         await guest.send(gc.GuestMessage(report=gc.GuestReport(full=True)))
-        await eventually(lambda: channel.responsive, "the agent responding")
+        await until(lambda: channel.responsive, what="the agent responding")
         yield guest, channel
     finally:
         task.cancel()

@@ -9,7 +9,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd.errors import VmStateConflict
 from hostd.model import ExitReason, VmConfig, VmState
-from tests.hostd.rig import Rig, with_spec
+from tests.support.hostd_rig import Rig, with_spec
 from virtplane_common.errors import FailedPrecondition
 
 

@@ -19,9 +19,9 @@ from hostd import convert
 from hostd.hooks import HookFailed, HookPoint, Hooks, HookSettings, HookVm
 from hostd.model import VmState
 from hostd.validation import validate_config
-from tests.hostd.conftest import eventually, vm_config
 from tests.hostd.fakes import FakeHypervisor
-from tests.hostd.rig import FAST, Rig, make_rig
+from tests.support.hostd_rig import FAST, Rig, hook_script, make_rig, vm_config
+from tests.support.waiting import until
 from virtplane_common.errors import InvalidArgument
 
 
@@ -34,15 +34,6 @@ XML = "<domain type='qemu'><name>vp-a</name><uuid>{uuid}</uuid><devices/></domai
 VM_ID = "6f1c0000-0000-4000-8000-000000000001"
 
 
-def script(hooks: Path, point: HookPoint, name: str, body: str) -> Path:
-    folder = hooks / point.value
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_text("#!/bin/sh\n" + body)
-    path.chmod(0o755)
-    return path
-
-
 def _hooks(directory: Path, timeout: float = 5.0) -> Hooks:
     return Hooks(HookSettings(directory, timeout))
 
@@ -50,13 +41,13 @@ def _hooks(directory: Path, timeout: float = 5.0) -> Hooks:
 async def test_scripts_run_in_sorted_order_on_one_xml_file(tmp_path: Path) -> None:
     hooks = tmp_path / "hooks"
     point = HookPoint.BEFORE_VM_START
-    script(
+    hook_script(
         hooks,
         point,
         "20-second",
         'sed -i "s|<devices/>|<devices><b/></devices>|" "$_hook_domxml"\n',
     )
-    script(
+    hook_script(
         hooks,
         point,
         "10-first",
@@ -73,7 +64,7 @@ async def test_scripts_run_in_sorted_order_on_one_xml_file(tmp_path: Path) -> No
 
 async def test_a_script_sees_the_vm_and_its_properties(tmp_path: Path) -> None:
     hooks, seen = tmp_path / "hooks", tmp_path / "seen"
-    script(hooks, HookPoint.AFTER_VM_START, "env", f"env > {seen}\n")
+    hook_script(hooks, HookPoint.AFTER_VM_START, "env", f"env > {seen}\n")
     vm = HookVm(VM_ID, "web-1", {"numa": "strict", "sap_agent": "true"})
     os.environ["VIRTPLANE_PROPERTY_STALE"] = "from hostd's environment"
     try:
@@ -94,8 +85,8 @@ async def test_a_script_sees_the_vm_and_its_properties(tmp_path: Path) -> None:
 async def test_a_failing_before_hook_stops_the_run_with_its_stderr(tmp_path: Path) -> None:
     hooks, later = tmp_path / "hooks", tmp_path / "later"
     point = HookPoint.BEFORE_VM_START
-    script(hooks, point, "10-check", "echo noise\necho 'no licence for this VM' >&2\nexit 3\n")
-    script(hooks, point, "20-later", f"touch {later}\n")
+    hook_script(hooks, point, "10-check", "echo noise\necho 'no licence for this VM' >&2\nexit 3\n")
+    hook_script(hooks, point, "20-later", f"touch {later}\n")
     with pytest.raises(HookFailed) as caught:
         await _hooks(hooks).check(point, HookVm(VM_ID), XML.format(uuid=VM_ID))
     assert str(caught.value) == (
@@ -107,8 +98,8 @@ async def test_a_failing_before_hook_stops_the_run_with_its_stderr(tmp_path: Pat
 async def test_after_hooks_all_run_and_their_failures_are_returned(tmp_path: Path) -> None:
     hooks, later = tmp_path / "hooks", tmp_path / "later"
     point = HookPoint.AFTER_VM_DESTROY
-    script(hooks, point, "10-fails", "exit 1\n")
-    script(hooks, point, "20-later", f"touch {later}\n")
+    hook_script(hooks, point, "10-fails", "exit 1\n")
+    hook_script(hooks, point, "20-later", f"touch {later}\n")
     run = await _hooks(hooks).run(point, HookVm(VM_ID), "")
     assert [(f.hook, f.message) for f in run.failures] == [("10-fails", "failed (exit status 1)")]
     assert later.exists()
@@ -119,13 +110,13 @@ async def test_a_hanging_script_and_its_children_are_killed_after_the_timeout(
 ) -> None:
     hooks, pid_file = tmp_path / "hooks", tmp_path / "child.pid"
     point = HookPoint.BEFORE_VM_START
-    script(hooks, point, "10-hang", f"sleep 600 &\necho $! > {pid_file}\nwait\n")
+    hook_script(hooks, point, "10-hang", f"sleep 600 &\necho $! > {pid_file}\nwait\n")
     started = time.monotonic()
     with pytest.raises(HookFailed, match=r"^hook before_vm_start/10-hang timed out after 0.5 s$"):
         await _hooks(hooks, timeout=0.5).check(point, HookVm(VM_ID), XML.format(uuid=VM_ID))
     assert time.monotonic() - started < 30
     child = int(pid_file.read_text())
-    await eventually(lambda: not _alive(child), "the script's child to be killed", within=10)
+    await until(lambda: not _alive(child), what="the script's child to be killed", within=10)
 
 
 @pytest.mark.parametrize(
@@ -144,7 +135,7 @@ async def test_a_start_hook_must_leave_the_vms_domain(
     tmp_path: Path, rewrite: str, problem: str
 ) -> None:
     hooks = tmp_path / "hooks"
-    script(hooks, HookPoint.BEFORE_VM_START, "50-rewrite", rewrite + "\n")
+    hook_script(hooks, HookPoint.BEFORE_VM_START, "50-rewrite", rewrite + "\n")
     with pytest.raises(HookFailed) as caught:
         await _hooks(hooks).check(HookPoint.BEFORE_VM_START, HookVm(VM_ID), XML.format(uuid=VM_ID))
     message = str(caught.value)
@@ -197,7 +188,7 @@ def _hook_failures(rig: Rig) -> list[pb.HookFailedEvent]:
 
 
 async def test_the_rewritten_xml_is_what_the_hypervisor_starts(hooked: Rig) -> None:
-    script(
+    hook_script(
         _hooks_dir(hooked),
         HookPoint.BEFORE_VM_START,
         "10-describe",
@@ -210,10 +201,12 @@ async def test_the_rewritten_xml_is_what_the_hypervisor_starts(hooked: Rig) -> N
 
 
 async def test_a_failing_start_hook_leaves_the_vm_down_start_failed(hooked: Rig) -> None:
-    script(_hooks_dir(hooked), HookPoint.BEFORE_VM_START, "10-no", "echo 'not today' >&2\nexit 1\n")
+    hook_script(
+        _hooks_dir(hooked), HookPoint.BEFORE_VM_START, "10-no", "echo 'not today' >&2\nexit 1\n"
+    )
     config = hooked.config()
     await hooked.vms.create(config)
-    await eventually(lambda: hooked.state_names(config.vm_id)[-1:] == ["DOWN"], "DOWN")
+    await until(lambda: hooked.state_names(config.vm_id)[-1:] == ["DOWN"], what="DOWN")
     down = hooked.journal.after(0)[-1].vm_state
     assert (down.exit_reason, down.message) == (
         pb.HostVm.EXIT_REASON_START_FAILED,
@@ -224,9 +217,11 @@ async def test_a_failing_start_hook_leaves_the_vm_down_start_failed(hooked: Rig)
 
 async def test_after_hooks_failing_are_reported_and_change_nothing(hooked: Rig) -> None:
     hooks = _hooks_dir(hooked)
-    script(hooks, HookPoint.AFTER_VM_START, "10-broken", "echo 'after went wrong' >&2\nexit 7\n")
+    hook_script(
+        hooks, HookPoint.AFTER_VM_START, "10-broken", "echo 'after went wrong' >&2\nexit 7\n"
+    )
     config = await hooked.running()
-    await eventually(lambda: bool(_hook_failures(hooked)), "the hook failure to be journaled")
+    await until(lambda: bool(_hook_failures(hooked)), what="the hook failure to be journaled")
     (failed,) = _hook_failures(hooked)
     assert (failed.vm_id, failed.point, failed.hook, failed.message) == (
         config.vm_id,
@@ -241,23 +236,25 @@ async def test_destroy_runs_its_hooks_and_is_not_stopped_by_them(
     hooked: Rig, tmp_path: Path
 ) -> None:
     hooks, seen = _hooks_dir(hooked), tmp_path / "after-destroy"
-    script(hooks, HookPoint.BEFORE_VM_DESTROY, "10-refuse", "exit 1\n")
+    hook_script(hooks, HookPoint.BEFORE_VM_DESTROY, "10-refuse", "exit 1\n")
     count = f'grep -c "<uuid>" "$_hook_domxml" > {seen}.tmp; mv {seen}.tmp {seen}\n'
-    script(hooks, HookPoint.AFTER_VM_DESTROY, "10-log", count)
+    hook_script(hooks, HookPoint.AFTER_VM_DESTROY, "10-log", count)
     config = await hooked.running()
     await hooked.vms.destroy(config.vm_id)
     assert hooked.state_names(config.vm_id)[-1] == "DOWN"
-    await eventually(seen.exists, "after_vm_destroy to run")
+    await until(seen.exists, what="after_vm_destroy to run")
     assert seen.read_text().strip() == "1", "it got the domain's XML"
     assert [f.point for f in _hook_failures(hooked)] == ["before_vm_destroy"]
 
 
 async def test_a_failing_hibernate_hook_keeps_the_vm_running(hooked: Rig) -> None:
-    script(_hooks_dir(hooked), HookPoint.BEFORE_VM_HIBERNATE, "10-no", "echo busy >&2\nexit 1\n")
+    hook_script(
+        _hooks_dir(hooked), HookPoint.BEFORE_VM_HIBERNATE, "10-no", "echo busy >&2\nexit 1\n"
+    )
     config = await hooked.running()
     await hooked.vms.hibernate(config.vm_id)
-    await eventually(
-        lambda: hooked.state_names(config.vm_id)[-2:] == ["SAVING_STATE", "RUNNING"], "RUNNING"
+    await until(
+        lambda: hooked.state_names(config.vm_id)[-2:] == ["SAVING_STATE", "RUNNING"], what="RUNNING"
     )
     vm = hooked.vms.get(config.vm_id)
     assert (
@@ -270,7 +267,7 @@ async def test_a_failing_hibernate_hook_keeps_the_vm_running(hooked: Rig) -> Non
 
 async def test_dehibernate_hooks_run_after_a_restore(hooked: Rig, tmp_path: Path) -> None:
     seen = tmp_path / "restored"
-    script(
+    hook_script(
         _hooks_dir(hooked),
         HookPoint.AFTER_VM_DEHIBERNATE,
         "10-log",
@@ -281,7 +278,7 @@ async def test_dehibernate_hooks_run_after_a_restore(hooked: Rig, tmp_path: Path
     await hooked.wait_for(config.vm_id, VmState.SUSPENDED)
     await hooked.vms.create(config)
     await hooked.wait_for(config.vm_id, VmState.RUNNING)
-    await eventually(seen.exists, "after_vm_dehibernate to run")
+    await until(seen.exists, what="after_vm_dehibernate to run")
     assert seen.read_text().strip() == config.vm_id
 
 
@@ -309,8 +306,8 @@ def _exists(path: str) -> bool:
 async def test_after_destroy_alone_still_gets_the_domains_xml(hooked: Rig, tmp_path: Path) -> None:
     seen = tmp_path / "after-destroy"
     count = f'grep -c "<uuid>" "$_hook_domxml" > {seen}.tmp; mv {seen}.tmp {seen}\n'
-    script(_hooks_dir(hooked), HookPoint.AFTER_VM_DESTROY, "10-log", count)
+    hook_script(_hooks_dir(hooked), HookPoint.AFTER_VM_DESTROY, "10-log", count)
     config = await hooked.running()
     await hooked.vms.destroy(config.vm_id)
-    await eventually(seen.exists, "after_vm_destroy to run")
+    await until(seen.exists, what="after_vm_destroy to run")
     assert seen.read_text().strip() == "1"

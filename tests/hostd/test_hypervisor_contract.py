@@ -44,9 +44,11 @@ from hostd.layout import StateLayout
 from hostd.libvirt_driver import LibvirtHypervisor
 from hostd.model import VmConfig
 from hostd.virt_type import VirtType
-from tests.conftest import GuestImage, remove_domains
-from tests.hostd.conftest import next_item, vm_config
 from tests.hostd.fakes import FakeHypervisor
+from tests.support.hostd_rig import vm_config
+from tests.support.real import GuestImage
+from tests.support.virt import remove_domains
+from tests.support.waiting import next_item
 from virtplane_common.errors import VirtplaneError
 
 K = LifecycleKind

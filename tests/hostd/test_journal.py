@@ -7,7 +7,7 @@ from virtplane.v1 import vm_pb2
 
 from hostd.journal import Journal
 from hostd.model import VmState, VmStatus
-from tests.hostd.conftest import next_item
+from tests.support.waiting import next_item
 
 
 def _state(vm_id: str) -> VmStatus:

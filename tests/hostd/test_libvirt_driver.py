@@ -41,7 +41,8 @@ from hostd.libvirt_driver.translate import (
     translate_lifecycle,
 )
 from hostd.virt_type import VirtType
-from tests.hostd.conftest import next_item, vm_config
+from tests.support.hostd_rig import vm_config
+from tests.support.waiting import next_item
 
 TEST_URI = "test:///default"
 

@@ -17,7 +17,7 @@ from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from hostd.config import HostdConfig
 from hostd.main import parse_args
 from hostd.server import Hostd
-from tests.hostd.conftest import TIMEOUT
+from tests.support.waiting import TIMEOUT
 
 HOSTD = Path(sys.executable).parent / "virtplane-hostd"
 

@@ -38,10 +38,9 @@ from hostd.model import (
     VmStatus,
 )
 from hostd.vms import VmService
-from tests.hostd.conftest import domain_config, eventually
 from tests.hostd.fakes import FakeDomain, FakeHypervisor
-from tests.hostd.rig import FAST, with_spec
-from tests.hostd.test_hooks import script
+from tests.support.hostd_rig import FAST, domain_config, hook_script, with_spec
+from tests.support.waiting import until
 from virtplane_common.errors import InvalidArgument, NotFound
 
 A, B = "host-a:7070", "host-b:7070"
@@ -82,7 +81,7 @@ class Side:
         return {vm.vm_id: vm.state for vm in self.vms.list()}.get(vm_id, VmState.DOWN)
 
     async def wait_for(self, vm_id: str, state: VmState) -> VmStatus:
-        await eventually(lambda: self.state(vm_id) == state, state.api_name)
+        await until(lambda: self.state(vm_id) == state, what=state.api_name)
         return next((vm for vm in self.vms.list() if vm.vm_id == vm_id), VmStatus(vm_id, state))
 
 
@@ -168,8 +167,9 @@ async def test_an_incoming_vm_that_lands_runs(pair: Pair) -> None:
     pair.b.fake.emit(LifecycleEvent(vm_id, LifecycleKind.RESUMED))
     vm = await pair.b.wait_for(vm_id, VmState.RUNNING)
     assert vm.message == "migrated here"
-    await eventually(
-        lambda: pair.b.vms.migration_progress(vm_id).phase == MigrationPhase.COMPLETED, "COMPLETED"
+    await until(
+        lambda: pair.b.vms.migration_progress(vm_id).phase == MigrationPhase.COMPLETED,
+        what="COMPLETED",
     )
 
 
@@ -229,7 +229,7 @@ async def test_outgoing_migrations_are_capped(pair: Pair) -> None:
     first, second, third = [await pair.running_on_a() for _ in range(3)]
     pair.peers.gate = asyncio.Event()
     moving = [asyncio.create_task(pair.a.vms.migrate(c.vm_id, B)) for c in (first, second)]
-    await eventually(lambda: pair.peers.waiting == 2, "two migrations under way")
+    await until(lambda: pair.peers.waiting == 2, what="two migrations under way")
     with pytest.raises(TooManyMigrations, match="already runs 2 outgoing migrations, its cap"):
         await pair.a.vms.migrate(third.vm_id, B)
     assert pair.a.state(third.vm_id) == VmState.RUNNING
@@ -246,8 +246,8 @@ async def test_a_cancelled_migration_runs_on_and_reports_its_progress(pair: Pair
     vm_id = config.vm_id
     pair.a.fake.migrate_gate = asyncio.Event()
     await pair.a.vms.migrate(vm_id, B)
-    await eventually(
-        lambda: pair.a.vms.migration_progress(vm_id).job.data_processed > 0, "progress"
+    await until(
+        lambda: pair.a.vms.migration_progress(vm_id).job.data_processed > 0, what="progress"
     )
     assert pair.b.state(vm_id) == VmState.MIGRATING_TO
     cancelling = await pair.a.vms.cancel_migration(vm_id)
@@ -263,7 +263,7 @@ async def test_destroying_a_migrating_vm_cancels_its_migration_first(pair: Pair)
     vm_id = config.vm_id
     pair.a.fake.migrate_gate = asyncio.Event()
     await pair.a.vms.migrate(vm_id, B)
-    await eventually(lambda: pair.a.fake.migrating(vm_id), "the transfer to begin")
+    await until(lambda: pair.a.fake.migrating(vm_id), what="the transfer to begin")
     await asyncio.wait_for(pair.a.vms.destroy(vm_id), 5)
     assert pair.a.state(vm_id) == VmState.DOWN
     assert vm_id not in pair.a.fake.domains
@@ -275,7 +275,7 @@ async def test_a_failing_source_hook_refuses_the_migration_before_the_destinatio
 ) -> None:
     config = await pair.running_on_a()
     seen = tmp_path / "source-hook-env"
-    script(
+    hook_script(
         tmp_path / "hooks-a",
         HookPoint.BEFORE_VM_MIGRATE_SOURCE,
         "10-no",
@@ -297,7 +297,7 @@ async def test_a_failing_source_hook_refuses_the_migration_before_the_destinatio
 
 async def test_a_failing_destination_hook_refuses_the_migration(pair: Pair, tmp_path: Path) -> None:
     config = await pair.running_on_a()
-    script(
+    hook_script(
         tmp_path / "hooks-b",
         HookPoint.BEFORE_VM_MIGRATE_DESTINATION,
         "10-full",

@@ -10,7 +10,7 @@ from virtplane.v1 import vm_pb2
 
 from hostd import convert, model
 from hostd.defaults import with_defaults
-from tests.hostd.conftest import vm_config
+from tests.support.hostd_rig import vm_config
 from virtplane_common.errors import InvalidArgument
 
 PAIRS: list[tuple[type[model.ApiEnum], Any]] = [

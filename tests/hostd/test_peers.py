@@ -7,8 +7,8 @@ import pytest
 
 from hostd.errors import PeerRefused, PeerUnavailable
 from hostd.peers import GrpcPeers, _translate
-from tests.hostd.conftest import domain_config
-from tests.stack import free_port
+from tests.support.hostd_rig import domain_config
+from tests.support.stack import free_port
 from virtplane_common.errors import AlreadyExists, ResourceExhausted, VirtplaneError
 
 

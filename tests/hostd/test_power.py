@@ -8,8 +8,8 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from hostd.errors import VmNotFound, VmStateConflict
 from hostd.hypervisor import LifecycleEvent, LifecycleKind
 from hostd.model import ExitReason, VmState
-from tests.hostd.conftest import eventually
-from tests.hostd.rig import Rig
+from tests.support.hostd_rig import Rig
+from tests.support.waiting import until
 
 
 async def test_shutdown_goes_powering_down_then_down(rig: Rig) -> None:
@@ -136,7 +136,7 @@ async def test_a_vm_in_the_middle_of_its_start_refuses_verbs(rig: Rig) -> None:
     await rig.vms.create(config)
     with pytest.raises(VmStateConflict, match="it is WAIT_FOR_LAUNCH"):
         await rig.vms.pause(config.vm_id)
-    await eventually(lambda: rig.state(config.vm_id) != VmState.WAIT_FOR_LAUNCH, "the start")
+    await until(lambda: rig.state(config.vm_id) != VmState.WAIT_FOR_LAUNCH, what="the start")
 
 
 async def test_stats(rig: Rig) -> None:
@@ -152,4 +152,4 @@ async def test_a_guest_that_powers_off_at_once_leaves_no_deadline_behind(rig: Ri
     vm = rig.vms._registry.lookup(config.vm_id)
     await rig.vms.shutdown(config.vm_id)  # the fake's guest powers off at once
     await rig.wait_for(config.vm_id, VmState.DOWN)
-    await eventually(lambda: vm.timer is None or vm.timer.done(), "no deadline left running")
+    await until(lambda: vm.timer is None or vm.timer.done(), what="no deadline left running")

@@ -24,8 +24,10 @@ from virtplane.v1 import vm_pb2
 
 from hostd.config import HostdConfig
 from hostd.server import Hostd
-from tests.conftest import GuestImage, remove_domains
-from tests.hostd.conftest import eventually, vm_config
+from tests.support.hostd_rig import vm_config
+from tests.support.real import GuestImage
+from tests.support.virt import domain_exists, remove_domains
+from tests.support.waiting import until
 
 S = pb.HostVm
 TIMEOUT = 240.0
@@ -175,11 +177,11 @@ async def test_a_hook_adds_a_device_the_running_domain_has(hooked: HookedHost) -
     assert env["VIRTPLANE_PROPERTY_note"] == "added-by-a-hook"
 
     after = hooked.out / f"{config.vm_id}.after"
-    await eventually(lambda: len(_words(after)) == 1, "after_vm_start", TIMEOUT)
+    await until(lambda: len(_words(after)) == 1, what="after_vm_start", within=TIMEOUT)
     assert _words(after) == ["after_vm_start"]
 
     await hooked.stub.DestroyVm(pb.HostAgentServiceDestroyVmRequest(vm_id=config.vm_id))
-    await eventually(lambda: len(_words(after)) == 3, "the destroy hooks", TIMEOUT)
+    await until(lambda: len(_words(after)) == 3, what="the destroy hooks", within=TIMEOUT)
     assert after.read_text().split() == ["after_vm_start", "before_vm_destroy", "after_vm_destroy"]
 
 
@@ -192,7 +194,7 @@ async def test_a_failing_hook_fails_the_start_with_its_message(hooked: HookedHos
         S.EXIT_REASON_START_FAILED,
         "hook before_vm_start/50-test failed (exit status 1): the storage for this VM is not ready",
     )
-    conn_has = await asyncio.to_thread(_has_domain, hooked.uri, config.vm_id)
+    conn_has = await asyncio.to_thread(domain_exists, hooked.uri, config.vm_id)
     assert not conn_has, "libvirt never got the domain"
 
 
@@ -211,7 +213,9 @@ async def test_a_hanging_hook_is_killed_and_fails_the_start(hooked: HookedHost) 
         f"hook before_vm_start/50-test timed out after {HOOK_TIMEOUT:g} s",
     )
     child = int((hooked.out / f"{config.vm_id}.child").read_text())
-    await eventually(lambda: not _alive(child), "the hook's own child to be killed with it", 30)
+    await until(
+        lambda: not _alive(child), what="the hook's own child to be killed with it", within=30
+    )
     print(f"\nhanging hook: the start failed {took:.1f} s after CreateVm")
 
 
@@ -230,17 +234,6 @@ def _words(path: Path) -> list[str]:
         return path.read_text().split()
     except FileNotFoundError:
         return []
-
-
-def _has_domain(uri: str, vm_id: str) -> bool:
-    conn = libvirt.open(uri)
-    try:
-        conn.lookupByUUIDString(vm_id)
-        return True
-    except libvirt.libvirtError:
-        return False
-    finally:
-        conn.close()
 
 
 def _alive(pid: int) -> bool:

@@ -38,9 +38,11 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
-from tests.conftest import GuestImage, remove_domains
-from tests.hostd.conftest import vm_config
-from tests.stack import Daemon, start_hostd
+from tests.support.hostd_rig import vm_config
+from tests.support.real import GuestImage
+from tests.support.stack import Daemon, start_hostd
+from tests.support.virt import remove_domains
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.guest
 
@@ -126,15 +128,19 @@ async def _guests(stub: pb_grpc.HostAgentServiceAsyncStub) -> dict[str, vm_pb2.G
     return {vm.vm_id: vm.guest for vm in reply.vms}
 
 
-async def _until(host: Host, what: str, ready: object) -> dict[str, vm_pb2.GuestInfo]:
-    deadline = time.monotonic() + BOOT_TIMEOUT
-    while True:
-        guests = await _guests(host.stub)
-        if ready(guests):  # type: ignore[operator]
-            return guests
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {BOOT_TIMEOUT}s waiting for {what}: {guests}")
-        await asyncio.sleep(0.2)
+async def _reported_and_throttled(host: Host) -> None:
+    normal, hostile = host.normal.vm_id, host.hostile.vm_id
+    await until(
+        lambda: _guests(host.stub),
+        lambda g: (
+            g.get(normal, vm_pb2.GuestInfo()).HasField("observed_time")
+            and g.get(hostile, vm_pb2.GuestInfo()).channel_state
+            == ChannelState.CHANNEL_STATE_THROTTLED
+        ),
+        what="the normal agent's report and the hostile channel throttled",
+        within=BOOT_TIMEOUT,
+        every=0.2,
+    )
 
 
 def _clean(text: str) -> bool:
@@ -173,15 +179,7 @@ async def _watch_the_normal_agent(host: Host, normal: str) -> _Watched:
 
 async def test_a_flooding_guest_is_throttled_and_starves_no_one(host: Host) -> None:
     normal, hostile = host.normal.vm_id, host.hostile.vm_id
-    await _until(
-        host,
-        "the normal agent's report and the hostile channel throttled",
-        lambda g: (
-            g.get(normal, vm_pb2.GuestInfo()).HasField("observed_time")
-            and g.get(hostile, vm_pb2.GuestInfo()).channel_state
-            == ChannelState.CHANNEL_STATE_THROTTLED
-        ),
-    )
+    await _reported_and_throttled(host)
     report = host.stub.GetVmGuestReport
     before = (await report(pb.HostAgentServiceGetVmGuestReportRequest(vm_id=hostile))).channel
     watched = await _watch_the_normal_agent(host, normal)

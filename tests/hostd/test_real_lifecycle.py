@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,10 +24,11 @@ from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
 from hostd.config import HostdConfig
-from hostd.journal import Journal
 from hostd.server import Hostd
-from tests.conftest import GuestImage, disk_image, disks_of, remove_domains
-from tests.hostd.conftest import vm_config
+from tests.support.events import HostEvents
+from tests.support.hostd_rig import vm_config
+from tests.support.real import GuestImage
+from tests.support.virt import disk_image, disks_of, remove_domains
 
 S = pb.HostVm
 BOOT_TIMEOUT = 240.0
@@ -37,83 +37,11 @@ BOOT_TIMEOUT = 240.0
 pytestmark = pytest.mark.guest
 
 
-class Watch:
-    """Everything hostd journals, kept in order, with waits on it."""
-
-    def __init__(self, journal: Journal) -> None:
-        self.events: list[pb.HostEvent] = []
-        self._task = asyncio.create_task(self._follow(journal))
-
-    async def _follow(self, journal: Journal) -> None:
-        async for event in journal.follow(0):
-            self.events.append(event)
-
-    def mark(self) -> int:
-        return len(self.events)
-
-    def state_events(self, vm_id: str, since: int = 0) -> list[pb.HostEvent]:
-        return [
-            e
-            for e in self.events[since:]
-            if e.WhichOneof("payload") == "vm_state" and e.vm_state.vm_id == vm_id
-        ]
-
-    def states(self, vm_id: str, since: int = 0) -> list[S]:
-        return [e.vm_state for e in self.state_events(vm_id, since)]
-
-    def when(self, vm_id: str, state: S.State.ValueType, since: int) -> pb.HostEvent:
-        return next(e for e in self.state_events(vm_id, since) if e.vm_state.state == state)
-
-    def after(self, event: pb.HostEvent) -> int:
-        """The mark just after event."""
-        return self.events.index(event) + 1
-
-    def reports(self, vm_id: str, since: int = 0) -> list[pb.HostEvent]:
-        return [
-            e
-            for e in self.events[since:]
-            if e.WhichOneof("payload") == "guest_report" and e.guest_report.vm_id == vm_id
-        ]
-
-    async def until(self, what: str, found: Callable[[], object]) -> None:
-        deadline = time.monotonic() + BOOT_TIMEOUT
-        while not found():
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {BOOT_TIMEOUT}s waiting for {what}")
-            await asyncio.sleep(0.02)
-
-    async def state(self, vm_id: str, state: S.State.ValueType, since: int) -> list[S]:
-        """The VM's states from since until it reaches state."""
-        await self.until(
-            S.State.Name(state), lambda: state in [s.state for s in self.states(vm_id, since)]
-        )
-        seen = self.states(vm_id, since)
-        return seen[: [s.state for s in seen].index(state) + 1]
-
-    async def report(self, vm_id: str, since: int) -> pb.HostEvent:
-        """The first guest report after since that says how long the guest has
-        been up (from an agent that responds: a silent one's facts are stale)."""
-
-        def with_uptime() -> list[pb.HostEvent]:
-            return [
-                e
-                for e in self.reports(vm_id, since)
-                if e.guest_report.guest.uptime_seconds
-                and e.guest_report.guest.agent_state == vm_pb2.GuestInfo.AGENT_STATE_RESPONDING
-            ]
-
-        await self.until(f"a guest report of {vm_id}", with_uptime)
-        return with_uptime()[0]
-
-    def stop(self) -> None:
-        self._task.cancel()
-
-
 @dataclass
 class Host:
     hostd: Hostd
     stub: pb_grpc.HostAgentServiceAsyncStub
-    watch: Watch
+    watch: HostEvents
     uri: str
     guests: dict[str, pb.VmConfig] = field(default_factory=dict)
 
@@ -179,7 +107,12 @@ async def host(
     )
     port = await hostd.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    host = Host(hostd, pb_grpc.HostAgentServiceStub(channel), Watch(hostd.journal), system_libvirt)
+    host = Host(
+        hostd,
+        pb_grpc.HostAgentServiceStub(channel),
+        HostEvents.of_journal(hostd.journal, BOOT_TIMEOUT),
+        system_libvirt,
+    )
     roles = {"shared": False, "shutdown": False, "hibernate": False, "persistent": True}
     host.guests = {role: _config(guest_image, role) for role in roles}
     host.guests["persistent"].persistence = pb.VmConfig.PERSISTENCE_PERSISTENT
@@ -211,7 +144,7 @@ async def host(
         )
         await asyncio.gather(
             *(
-                host.watch.report(config.vm_id, since)
+                host.watch.report(config.vm_id, since, responding=True)
                 for role, config in host.guests.items()
                 if not roles[role]
             )
@@ -301,7 +234,7 @@ async def test_a_reboot_is_never_a_stop(host: Host) -> None:
     assert _names(states) == ["REBOOT_IN_PROGRESS", "RUNNING"]
     assert "through the guest agent" in states[0].message  # the agent was responsive
     back = host.watch.when(vm_id, S.STATE_RUNNING, since)
-    report = await host.watch.report(vm_id, host.watch.after(back))
+    report = await host.watch.report(vm_id, host.watch.after(back), responding=True)
     assert report.guest_report.guest.uptime_seconds < before, "the guest booted again"
     assert _libvirt_domain(host.uri, vm_id) == (True, False)
     asked = host.watch.when(vm_id, S.STATE_REBOOT_IN_PROGRESS, since)
@@ -319,7 +252,7 @@ async def test_a_reset_reboots_the_guest_at_once(host: Host) -> None:
     states = await host.watch.state(vm_id, S.STATE_RUNNING, since)
     assert _names(states) == ["REBOOT_IN_PROGRESS", "RUNNING"]
     back = host.watch.when(vm_id, S.STATE_RUNNING, since)
-    report = await host.watch.report(vm_id, host.watch.after(back))
+    report = await host.watch.report(vm_id, host.watch.after(back), responding=True)
     assert report.guest_report.guest.uptime_seconds < 60
 
 
@@ -380,7 +313,7 @@ async def test_hibernate_then_restore_paused_continues_the_guest(host: Host) -> 
     assert disks_of(live) == [("qcow2", config.spec.disks[0].path, "vda", False)]
     resumed_at = host.watch.mark()
     await host.stub.ResumeVm(pb.HostAgentServiceResumeVmRequest(vm_id=vm_id))
-    report = await host.watch.report(vm_id, resumed_at)
+    report = await host.watch.report(vm_id, resumed_at, responding=True)
     resumed = host.watch.when(vm_id, S.STATE_RUNNING, resumed_at)
     # The guest had run at least this long when it was saved; a guest that booted
     # afresh would report a few seconds.

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +31,11 @@ from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
 from hostd.domxml import METADATA_NAMESPACE, parse_metadata
-from tests.conftest import GuestImage, disk_image, disks_of, domain_exists, remove_domains
-from tests.hostd.conftest import vm_config
-from tests.stack import Daemon, free_port, start_hostd
+from tests.support.events import HostEvents
+from tests.support.hostd_rig import vm_config
+from tests.support.real import GuestImage
+from tests.support.stack import Daemon, free_port, start_hostd
+from tests.support.virt import disk_image, disks_of, domain_exists, remove_domains
 
 S = pb.HostVm
 P = pb.MigrationProgress
@@ -43,85 +45,6 @@ TIMEOUT = 240.0
 pytestmark = pytest.mark.guest
 
 
-class Watch:
-    """One hostd's WatchEvents stream, kept in order, with waits on it."""
-
-    def __init__(self, stub: pb_grpc.HostAgentServiceAsyncStub) -> None:
-        self.events: list[pb.HostEvent] = []
-        self._task = asyncio.create_task(self._follow(stub))
-
-    async def _follow(self, stub: pb_grpc.HostAgentServiceAsyncStub) -> None:
-        async for response in stub.WatchEvents(pb.WatchEventsRequest()):
-            self.events.append(response.event)
-
-    def mark(self) -> int:
-        return len(self.events)
-
-    def _of(self, kind: str, vm_id: str, since: int) -> list[pb.HostEvent]:
-        return [
-            e
-            for e in self.events[since:]
-            if e.WhichOneof("payload") == kind and getattr(e, kind).vm_id == vm_id
-        ]
-
-    def states(self, vm_id: str, since: int = 0) -> list[S]:
-        return [e.vm_state for e in self._of("vm_state", vm_id, since)]
-
-    def reports(self, vm_id: str, since: int = 0) -> list[pb.HostEvent]:
-        return [
-            e for e in self._of("guest_report", vm_id, since) if e.guest_report.guest.uptime_seconds
-        ]
-
-    def migrations(self, vm_id: str, since: int = 0) -> list[pb.MigrationProgress]:
-        return [e.migration for e in self._of("migration", vm_id, since)]
-
-    def index(self, vm_id: str, state: S.State.ValueType, since: int) -> int:
-        """The mark just after the VM's first event into state since since."""
-        for i, event in enumerate(self.events[since:], since):
-            if (
-                event.WhichOneof("payload") == "vm_state"
-                and event.vm_state.vm_id == vm_id
-                and event.vm_state.state == state
-            ):
-                return i + 1
-        raise AssertionError(f"{S.State.Name(state)} not seen")
-
-    async def until(self, what: str, found: Callable[[], object]) -> None:
-        deadline = time.monotonic() + TIMEOUT
-        while not found():
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {TIMEOUT}s waiting for {what}")
-            await asyncio.sleep(0.02)
-
-    async def state(self, vm_id: str, state: S.State.ValueType, since: int) -> list[S]:
-        """The VM's states from since until it reaches state."""
-        await self.until(
-            S.State.Name(state), lambda: state in [s.state for s in self.states(vm_id, since)]
-        )
-        seen = self.states(vm_id, since)
-        return seen[: [s.state for s in seen].index(state) + 1]
-
-    async def report(self, vm_id: str, since: int) -> pb.HostEvent:
-        """The first guest report after since that says how long the guest has been up;
-        fails at once, with the VM's states, if the VM goes DOWN first."""
-
-        def reported() -> bool:
-            down = [s for s in self.states(vm_id, since) if s.state == S.STATE_DOWN]
-            if down and not self.reports(vm_id, since):
-                pytest.fail(f"VM {vm_id} went DOWN before it reported: {down[-1]}")
-            return bool(self.reports(vm_id, since))
-
-        try:
-            await self.until(f"a guest report of {vm_id}", reported)
-        except BaseException:
-            print(f"states of {vm_id}:", [S.State.Name(s.state) for s in self.states(vm_id, 0)])
-            raise
-        return self.reports(vm_id, since)[0]
-
-    def stop(self) -> None:
-        self._task.cancel()
-
-
 @dataclass
 class Host:
     name: str
@@ -129,7 +52,7 @@ class Host:
     daemon: Daemon
     channel: grpc.aio.Channel
     stub: pb_grpc.HostAgentServiceAsyncStub
-    watch: Watch
+    watch: HostEvents
     state_dir: Path
 
     @property
@@ -205,7 +128,9 @@ async def _host(name: str, uri: str, workdir: Path) -> Host:
     daemon = await asyncio.to_thread(start_hostd, folder, uri)
     channel = grpc.aio.insecure_channel(daemon.address)
     stub = pb_grpc.HostAgentServiceStub(channel)
-    return Host(name, uri, daemon, channel, stub, Watch(stub), folder / "hostd")
+    return Host(
+        name, uri, daemon, channel, stub, HostEvents.of_stub(stub, TIMEOUT), folder / "hostd"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +183,7 @@ async def _status(call: object, code: grpc.StatusCode) -> str:
 async def test_a_live_migration_moves_the_guest_and_its_reports(hosts: Hosts) -> None:
     a, b = hosts.a, hosts.b
     vm_id = hosts.guests["moved"].vm_id
-    before = a.watch.reports(vm_id)[-1]
+    before = a.watch.up_reports(vm_id)[-1]
     since_a, since_b = a.watch.mark(), b.watch.mark()
     started = time.monotonic()
     moving = await a.stub.MigrateVm(
@@ -274,7 +199,7 @@ async def test_a_live_migration_moves_the_guest_and_its_reports(hosts: Hosts) ->
     wall = time.monotonic() - started
 
     # The guest's reports go on at the destination, from the same boot.
-    landed = b.watch.index(vm_id, S.STATE_RUNNING, since_b)
+    landed = b.watch.after(b.watch.when(vm_id, S.STATE_RUNNING, since_b))
     report = await b.watch.report(vm_id, landed)
     uptime_before = before.guest_report.guest.uptime_seconds
     assert report.guest_report.guest.uptime_seconds >= uptime_before, "the same boot goes on"

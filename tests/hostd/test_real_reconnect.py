@@ -30,9 +30,10 @@ from virtplane.v1 import vm_pb2
 from hostd.builder import domain_name
 from hostd.config import HostdConfig
 from hostd.server import Hostd
-from tests.conftest import GuestImage
-from tests.hostd.conftest import eventually, vm_config
-from tests.hostd.private_libvirtd import PrivateLibvirtd
+from tests.support.hostd_rig import vm_config
+from tests.support.private_libvirtd import PrivateLibvirtd
+from tests.support.real import GuestImage
+from tests.support.waiting import until
 
 S = pb.HostVm
 TIMEOUT = 240.0
@@ -110,10 +111,10 @@ async def rig(guest_image: GuestImage, state_root: Path) -> AsyncIterator[Rig]:
         for config in (rig.kept, rig.killed):
             await rig.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
         for config in (rig.kept, rig.killed):
-            await eventually(
-                lambda c=config: rig.state(c.vm_id) == S.STATE_RUNNING,  # type: ignore[misc]
-                f"{config.name} RUNNING",
-                TIMEOUT,
+            await until(
+                lambda c=config: rig.state(c.vm_id) == S.STATE_RUNNING,
+                what=f"{config.name} RUNNING",
+                within=TIMEOUT,
             )
         yield rig
     finally:
@@ -145,7 +146,9 @@ async def test_libvirtd_restarted_under_a_running_hostd(rig: Rig) -> None:
     since = rig.hostd.journal.last_sequence
 
     await asyncio.to_thread(rig.libvirtd.stop_libvirtd)
-    await eventually(lambda: bool(rig.hostd.vms.hypervisor_unreachable), "libvirt lost", TIMEOUT)
+    await until(
+        lambda: bool(rig.hostd.vms.hypervisor_unreachable), what="libvirt lost", within=TIMEOUT
+    )
     lost_at = time.monotonic()
     assert await rig.serving() == health_pb2.HealthCheckResponse.NOT_SERVING
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -165,8 +168,12 @@ async def test_libvirtd_restarted_under_a_running_hostd(rig: Rig) -> None:
     await asyncio.sleep(1.0)  # hostd keeps trying meanwhile
     await asyncio.to_thread(rig.libvirtd.start_libvirtd)
 
-    await eventually(lambda: rig.state(killed) == S.STATE_DOWN, "the killed VM DOWN", TIMEOUT)
-    await eventually(lambda: not rig.hostd.vms.hypervisor_unreachable, "libvirt found", TIMEOUT)
+    await until(
+        lambda: rig.state(killed) == S.STATE_DOWN, what="the killed VM DOWN", within=TIMEOUT
+    )
+    await until(
+        lambda: not rig.hostd.vms.hypervisor_unreachable, what="libvirt found", within=TIMEOUT
+    )
     print(f"\nlibvirtd: hostd back {time.monotonic() - lost_at:.1f} s after the loss")
     (down,) = rig.states(killed, since)
     assert (down.state, down.exit_reason) == (S.STATE_DOWN, S.EXIT_REASON_UNSPECIFIED)
@@ -180,9 +187,13 @@ async def test_libvirtd_restarted_under_a_running_hostd(rig: Rig) -> None:
     # Events resume: a pause and a resume made behind hostd's back show up.
     mark = rig.hostd.journal.last_sequence
     await asyncio.to_thread(_suspend, rig.libvirtd.uri, kept, True)
-    await eventually(lambda: rig.state(kept) == S.STATE_PAUSED, "PAUSED from its event", TIMEOUT)
+    await until(
+        lambda: rig.state(kept) == S.STATE_PAUSED, what="PAUSED from its event", within=TIMEOUT
+    )
     await asyncio.to_thread(_suspend, rig.libvirtd.uri, kept, False)
-    await eventually(lambda: rig.state(kept) == S.STATE_RUNNING, "RUNNING from its event", TIMEOUT)
+    await until(
+        lambda: rig.state(kept) == S.STATE_RUNNING, what="RUNNING from its event", within=TIMEOUT
+    )
     assert [s.state for s in rig.states(kept, mark)] == [S.STATE_PAUSED, S.STATE_RUNNING]
     # And verbs work again.
     paused = await rig.stub.PauseVm(pb.HostAgentServicePauseVmRequest(vm_id=kept))

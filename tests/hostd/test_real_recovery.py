@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +37,10 @@ from hostd.builder import build_domain
 from hostd.defaults import with_defaults
 from hostd.layout import StateLayout
 from hostd.virt_type import detect_virt_type
-from tests.conftest import REPO, GuestImage, domain_exists, remove_domains
-from tests.hostd.conftest import vm_config
+from tests.support.hostd_rig import vm_config
+from tests.support.real import REPO, GuestImage
+from tests.support.virt import domain_exists, remove_domains
+from tests.support.waiting import until
 
 S = pb.HostVm
 TIMEOUT = 240.0
@@ -46,14 +48,6 @@ TIMEOUT = 240.0
 _LISTENING = re.compile(r"hostd listening on [\d.]+:(\d+)")
 
 pytestmark = pytest.mark.guest
-
-
-async def _until(what: str, found: Callable[[], object], poll: float = 0.02) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not found():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {TIMEOUT}s waiting for {what}")
-        await asyncio.sleep(poll)
 
 
 def _saving(uri: str, vm_id: str) -> bool:
@@ -96,7 +90,7 @@ class HostdProcess:
             stderr=asyncio.subprocess.PIPE,
         )
         self._reader = asyncio.create_task(self._read_log())
-        await _until("hostd to listen", lambda: self._port, poll=0.05)
+        await until(lambda: self._port, what="hostd to listen", within=TIMEOUT, every=0.05)
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self._port}")
         return pb_grpc.HostAgentServiceStub(self.channel)
 
@@ -178,16 +172,29 @@ async def _listed_state(stub: pb_grpc.HostAgentServiceAsyncStub, vm_id: str) -> 
     return next((vm.state for vm in listed.vms if vm.vm_id == vm_id), S.STATE_DOWN)
 
 
+async def _creating_and_saving(uri: str, created: str, saved: str) -> None:
+    """Until libvirt has the created VM's domain and saves the saved one."""
+    await until(
+        lambda: domain_exists(uri, created),
+        what="libvirt to have the new domain",
+        within=TIMEOUT,
+        every=0.02,
+    )
+    await until(
+        lambda: _saving(uri, saved), what="libvirt to be saving the VM", within=TIMEOUT, every=0.02
+    )
+
+
 async def _listed(
     stub: pb_grpc.HostAgentServiceAsyncStub, vm_id: str, state: S.State.ValueType
 ) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    for _ in iter(int, 1):
-        if await _listed_state(stub, vm_id) == state:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for VM {vm_id} to be {S.State.Name(state)}")
-        await asyncio.sleep(0.1)
+    await until(
+        lambda: _listed_state(stub, vm_id),
+        lambda listed: listed == state,
+        what=f"VM {vm_id} to be {S.State.Name(state)}",
+        within=TIMEOUT,
+        every=0.1,
+    )
 
 
 async def _next_state(events: AsyncIterator[pb.WatchEventsResponse], vm_id: str) -> int:
@@ -233,10 +240,9 @@ async def recovered(
             stub.HibernateVm(pb.HostAgentServiceHibernateVmRequest(vm_id=saved.vm_id)),
             stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=created, request_id="c-1")),
         )
-        await _until("libvirt to have the new domain", lambda: domain_exists(uri, created.vm_id))
         # Killed once libvirt is saving (before that, a kill leaves the VM
         # simply running: no hibernate to recover).
-        await _until("libvirt to be saving the VM", lambda: _saving(uri, saved.vm_id))
+        await _creating_and_saving(uri, created.vm_id, saved.vm_id)
         await first.stop(signal.SIGKILL)
         uptime += time.monotonic() - started  # at least this long up when its save began
         watch.cancel()

@@ -10,8 +10,8 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from hostd.errors import HypervisorUnavailable
 from hostd.hypervisor import ConnectionLost, DomainState, Reconnected, StopReason
 from hostd.model import VmState
-from tests.hostd.conftest import eventually
-from tests.hostd.rig import Rig
+from tests.support.hostd_rig import Rig
+from tests.support.waiting import until
 
 
 async def test_while_libvirt_is_away_creates_are_refused_then_a_resync_catches_up(
@@ -27,7 +27,7 @@ async def test_while_libvirt_is_away_creates_are_refused_then_a_resync_catches_u
 
     rig.vms.watch_hypervisor(listener)
     rig.fake.emit(ConnectionLost("libvirtd closed the connection"))
-    await eventually(lambda: bool(rig.vms.hypervisor_unreachable), "libvirt to count as lost")
+    await until(lambda: bool(rig.vms.hypervisor_unreachable), what="libvirt to count as lost")
     assert heard == [(False, "libvirtd closed the connection")]
     with pytest.raises(HypervisorUnavailable, match=r"libvirt is unreachable \(libvirtd closed"):
         await rig.vms.create(rig.config())
@@ -39,7 +39,7 @@ async def test_while_libvirt_is_away_creates_are_refused_then_a_resync_catches_u
     rig.fake.domains[kept.vm_id].state = DomainState.PAUSED
     rig.fake.forget_events()
     rig.fake.emit(Reconnected(1.5))
-    await eventually(lambda: heard[-1:] == [(True, "")], "libvirt to count as found")
+    await until(lambda: heard[-1:] == [(True, "")], what="libvirt to count as found")
     assert rig.vms.hypervisor_unreachable == ""
 
     down = _last(rig, persistent.vm_id)
@@ -80,9 +80,9 @@ async def test_a_restore_cut_off_by_the_loss_is_settled_once_libvirt_answers(
     assert (rig.layout.saved_dir / f"{config.vm_id}.img").exists()
     rig.fake.unreachable = False
     await rig.wait_for(config.vm_id, state)
-    await eventually(
+    await until(
         lambda: (rig.layout.saved_dir / f"{config.vm_id}.img").exists() == image_kept,
-        "the image kept or deleted",
+        what="the image kept or deleted",
     )
     if image_kept:
         assert rig.vms.get(config.vm_id).message == (

@@ -17,7 +17,7 @@ from hostd.hypervisor import DomainState, LifecycleEvent, LifecycleKind, StopRea
 from hostd.layout import StateLayout
 from hostd.model import VmConfig, VmState
 from tests.hostd.fakes import COMPLETE, PARTIAL, FakeHypervisor
-from tests.hostd.rig import Rig, make_rig
+from tests.support.hostd_rig import Rig, make_rig
 
 
 async def _restart(rig: Rig, tmp_path: Path) -> Rig:

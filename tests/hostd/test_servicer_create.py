@@ -16,9 +16,10 @@ from virtplane.v1 import vm_pb2
 from hostd import domxml
 from hostd.model import VmState
 from hostd.server import Hostd
-from tests.conftest import disks_of
-from tests.hostd import served as serving
-from tests.hostd.conftest import eventually, vm_config
+from tests.support import served as serving
+from tests.support.hostd_rig import vm_config
+from tests.support.virt import disks_of
+from tests.support.waiting import until
 
 S = pb.HostVm
 
@@ -118,8 +119,8 @@ async def test_disks_reach_the_domain_and_survive_a_restart(
     config = serving.disk_config(boot_files)
     await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
     vms = served.hostd.vms
-    await eventually(
-        lambda: vms.get(config.vm_id).state == VmState.RUNNING, "the VM with disks to run"
+    await until(
+        lambda: vms.get(config.vm_id).state == VmState.RUNNING, what="the VM with disks to run"
     )
     xml = await asyncio.to_thread(serving.libvirt_test_xml, config.vm_id)
     assert disks_of(xml) == [

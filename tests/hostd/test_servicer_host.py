@@ -14,8 +14,9 @@ from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
 from hostd.model import VmState
 from hostd.server import Hostd
-from tests.hostd import served as serving
-from tests.hostd.conftest import next_item, vm_config
+from tests.support import served as serving
+from tests.support.hostd_rig import vm_config
+from tests.support.waiting import next_item
 
 S = pb.HostVm
 

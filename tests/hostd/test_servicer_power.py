@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 import pytest
 from virtplane.v1 import host_agent_service_pb2 as pb
 
-from tests.hostd import served as serving
-from tests.hostd.conftest import eventually, vm_config
+from tests.support import served as serving
+from tests.support.hostd_rig import vm_config
+from tests.support.waiting import until
 
 S = pb.HostVm
 Running = tuple[pb.VmConfig, AsyncIterator[pb.WatchEventsResponse]]
@@ -119,4 +120,4 @@ async def test_hibernate_then_create_restores(served: serving.Served, running: R
         S.STATE_RUNNING,
     ]
     # RUNNING comes from libvirt's event, as restoreFlags returns: the files go then.
-    await eventually(lambda: not any(saved.iterdir()), "the saved state to be deleted")
+    await until(lambda: not any(saved.iterdir()), what="the saved state to be deleted")

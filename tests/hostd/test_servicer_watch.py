@@ -6,7 +6,6 @@ A real grpc.aio server, hostd, libvirt's test driver (fixtures: served, small_jo
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import grpc
@@ -16,8 +15,10 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
 from hostd.model import VmState
-from tests.hostd import served as serving
-from tests.hostd.conftest import FakeGuest, eventually, next_item, vm_config
+from tests.support import served as serving
+from tests.support.fake_guest import FakeGuest
+from tests.support.hostd_rig import vm_config
+from tests.support.waiting import next_item, until
 
 S = pb.HostVm
 
@@ -43,9 +44,9 @@ async def test_a_watcher_too_far_behind_gets_a_snapshot_then_the_live_events(
     first, second = (vm_config(boot_files[0], initrd=boot_files[1]) for _ in range(2))
     for config in (first, second):
         await stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
-        await eventually(
-            lambda c=config: small_journal.hostd.vms.get(c.vm_id).state == VmState.RUNNING,  # type: ignore[misc]
-            "RUNNING",
+        await until(
+            lambda c=config: small_journal.hostd.vms.get(c.vm_id).state == VmState.RUNNING,
+            what="RUNNING",
         )
     await stub.PauseVm(pb.HostAgentServicePauseVmRequest(vm_id=first.vm_id))
     assert journal.last_sequence == 5  # 2 states each, then PAUSED: events 1 and 2 are gone
@@ -78,7 +79,7 @@ async def test_a_watcher_whose_events_are_kept_gets_no_snapshot(
     stub, journal = small_journal.stub, small_journal.hostd.journal
     config = vm_config(boot_files[0], initrd=boot_files[1])
     await stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
-    await eventually(lambda: journal.last_sequence == 2, "RUNNING")
+    await until(lambda: journal.last_sequence == 2, what="RUNNING")
     request = pb.WatchEventsRequest(after_sequence=1, host_epoch=journal.epoch)
     async with serving.watching(small_journal, request) as events:
         reply = await next_item(events, "the kept event")
@@ -162,12 +163,7 @@ async def test_refresh_and_the_last_raw_report(
                 pb.HostAgentServiceGetVmGuestReportRequest(vm_id=vm_id)
             )
 
-        reply = await has_report()
-        for _ in range(500):
-            if reply.report_json:
-                break
-            await asyncio.sleep(0.01)
-            reply = await has_report()
+        reply = await until(has_report, lambda r: r.report_json, what="the raw report", within=5)
         raw = json.loads(reply.report_json)
         assert raw["report"]["system"]["hostname"] == "raw\x1bhost"  # as the guest sent it
         assert raw["agentInstance"] == "fake"

@@ -9,7 +9,7 @@ from virtplane.v1 import vm_pb2
 
 from hostd import convert
 from hostd.validation import validate_config
-from tests.hostd.conftest import vm_config
+from tests.support.hostd_rig import vm_config
 from virtplane_common.errors import InvalidArgument
 from virtplane_common.limits import MAX_DISKS
 

@@ -13,9 +13,9 @@ from hostd.defaults import mac_address
 from hostd.errors import ConsoleNotSupported, VmAlreadyExists, VmNotFound
 from hostd.hypervisor import DomainState, EventsLost, LifecycleEvent, LifecycleKind, StopReason
 from hostd.model import ConsoleKind, ExitReason, Nic, NicKind, VmState, VmStatus
-from tests.hostd.conftest import eventually
 from tests.hostd.fakes import FakeHypervisor
-from tests.hostd.rig import Rig, make_rig, with_spec
+from tests.support.hostd_rig import Rig, make_rig, with_spec
+from tests.support.waiting import until
 from virtplane_common.errors import InvalidArgument
 
 
@@ -50,7 +50,7 @@ async def test_a_failed_start_ends_down_with_libvirts_message(rig: Rig) -> None:
     rig.fake.start_error = "unable to stat: /nope"
     config = rig.config()
     await rig.vms.create(config)
-    await eventually(lambda: len(rig.states(config.vm_id)) == 2, "DOWN")
+    await until(lambda: len(rig.states(config.vm_id)) == 2, what="DOWN")
     last = rig.journal.after(0)[-1].vm_state
     assert (last.state, last.exit_reason) == (
         pb.HostVm.STATE_DOWN,
@@ -220,7 +220,7 @@ async def test_lifecycle_events_drive_the_state(
         rig.fake.emit(LifecycleEvent(vm_id, event_kind))
         await rig.wait_for(vm_id, expected)
     rig.fake.emit(LifecycleEvent(vm_id, kind, reason))
-    await eventually(lambda: rig.vms.list() == [], "DOWN")
+    await until(lambda: rig.vms.list() == [], what="DOWN")
     assert rig.states(vm_id) == [
         (VmState.WAIT_FOR_LAUNCH, 0),
         (VmState.RUNNING, 0),
@@ -252,7 +252,7 @@ async def test_a_resync_keeps_what_hostd_asked_for(rig: Rig) -> None:
     await rig.vms.reboot(rebooting.vm_id)
     await rig.vms.shutdown(stopping.vm_id)
     rig.fake.emit(EventsLost(dropped=1))
-    await eventually(lambda: rig.fake.pending_events == 0, "the resync")
+    await until(lambda: rig.fake.pending_events == 0, what="the resync")
     await asyncio.sleep(0.05)
     assert rig.state(rebooting.vm_id) == VmState.REBOOT_IN_PROGRESS
     assert rig.state(stopping.vm_id) == VmState.POWERING_DOWN
@@ -264,7 +264,7 @@ async def test_the_shutdown_a_destroy_causes_is_not_powering_down(rig: Rig) -> N
 
     async def destroy_like_qemu(uuid: str, action: object) -> None:
         rig.fake.emit(LifecycleEvent(uuid, LifecycleKind.SHUTDOWN))
-        await eventually(lambda: rig.fake.pending_events == 0, "the pump to take SHUTDOWN")
+        await until(lambda: rig.fake.pending_events == 0, what="the pump to take SHUTDOWN")
         await real_act(uuid, action)  # type: ignore[arg-type]
 
     rig.fake.act = destroy_like_qemu  # type: ignore[method-assign]

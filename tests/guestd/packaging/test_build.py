@@ -25,9 +25,9 @@ from virtplane.v1 import guest_channel_pb2 as gc
 
 from guestd.packaging import build
 from guestd.report import Reporter
-from tests.conftest import _skip_or_fail
 from tests.guestd.fakehost import FakeHost
 from tests.guestd.fakeroot import FakeRoot
+from tests.support.real import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[3]
 VENVS = REPO / "build/guestd/test-venvs"
@@ -185,7 +185,7 @@ def agent_venv(python: Path, protobuf: str) -> Path:
         done = run(str(venv / "bin/pip"), *PIP_INSTALL, f"protobuf=={protobuf}")
         if done.returncode != 0:
             shutil.rmtree(venv, ignore_errors=True)
-            _skip_or_fail(f"cannot install protobuf=={protobuf} from the registry:\n{done.stderr}")
+            skip_or_fail(f"cannot install protobuf=={protobuf} from the registry:\n{done.stderr}")
         (venv / ".ready").write_text(protobuf + "\n")
     return venv
 
@@ -305,14 +305,14 @@ def debian_protobuf() -> None:
     if run(str(DEBIAN_PYTHON), "-c", "import google.protobuf", env=clean_env()).returncode == 0:
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        _skip_or_fail("python3-protobuf is not installed (apt-get install python3-protobuf)")
+        skip_or_fail("python3-protobuf is not installed (apt-get install python3-protobuf)")
     apt = ("apt-get", "install", "-y", "-q", "python3-protobuf")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     if run(*apt, env=env).returncode != 0:
         run("apt-get", "update", "-q", env=env)
         done = run(*apt, env=env)
         if done.returncode != 0:
-            _skip_or_fail(f"apt-get install python3-protobuf failed:\n{done.stderr}")
+            skip_or_fail(f"apt-get install python3-protobuf failed:\n{done.stderr}")
 
 
 def test_the_deb_runs_on_debians_python(unpacked: Path, fake_root: FakeRoot):

@@ -1,6 +1,6 @@
 """A hostd served over gRPC on libvirt's test driver, and the helpers of the servicer tests.
 
-The fixtures served and small_journal (tests.hostd.conftest) are built on serve().
+The fixtures served and small_journal (tests/hostd/conftest.py) are built on serve().
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from virtplane.v1 import vm_pb2
 
 from hostd.config import ChannelLimits, HostdConfig
 from hostd.server import Hostd
-from tests.hostd.conftest import next_item, vm_config
+from tests.support.hostd_rig import vm_config
+from tests.support.waiting import next_item
 
 S = pb.HostVm
 

@@ -1,14 +1,14 @@
-"""An in-process controller on a fresh database of each engine, and a real
-hostd process on libvirt's test driver (test:///default: domains are made
-and destroyed, nothing boots, so a started VM stays POWERING_UP)."""
+"""The controller's test rig: an in-process controller on a fresh database of
+each engine, with gRPC stubs on it, used with a real hostd process on
+libvirt's test driver (test:///default: domains are made and destroyed,
+nothing boots, so a started VM stays POWERING_UP); and the VM specs and
+error checks its tests share."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import pytest
@@ -22,12 +22,11 @@ from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 from controller.app import Controller
 from controller.config import ControllerConfig
 
-T = TypeVar("T")
-WAIT = 30.0  # only reached when something is broken
-
 
 @dataclass
 class Rig:
+    """A controller in this process and stubs on its gRPC port."""
+
     controller: Controller
     channel: grpc.aio.Channel
     vms: vm_grpc.VmServiceAsyncStub
@@ -87,20 +86,8 @@ def boot_source(tmp_path: Path) -> vm_pb2.BootSource:
     return vm_pb2.BootSource(kernel_path=str(tmp_path / "vmlinuz"))
 
 
-async def until(fetch: Callable[[], Awaitable[T]], check: Callable[[T], bool]) -> T:
-    """fetch() until check accepts what it returns."""
-
-    async def poll() -> T:
-        while True:
-            value = await fetch()
-            if check(value):
-                return value
-            await asyncio.sleep(0.05)
-
-    return await asyncio.wait_for(poll(), WAIT)
-
-
 async def error(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
+    """The status code and details of the error that call ends with."""
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call
     return err.value.code(), err.value.details() or ""

@@ -17,11 +17,13 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import libvirt
+import pytest
+
+from tests.support.waiting import until_sync
 
 _MOUNTS = {
     "etc": "/etc/libvirt",
@@ -119,16 +121,20 @@ libvirtd -d -p "$1/libvirtd.pid"
             return None
         return pid if _alive(pid) else None
 
+    def _answers(self) -> bool:
+        try:
+            libvirt.open(self.uri).close()
+        except libvirt.libvirtError:
+            return False
+        return True
+
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_SECONDS
-        while True:
-            try:
-                libvirt.open(self.uri).close()
-                return
-            except libvirt.libvirtError as exc:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"private libvirtd not answering at {self.uri}") from exc
-                time.sleep(0.1)
+        until_sync(
+            self._answers,
+            what=f"the private libvirtd to answer at {self.uri}",
+            within=READY_SECONDS,
+            every=0.1,
+        )
 
 
 def _alive(pid: int) -> bool:
@@ -140,9 +146,9 @@ def _alive(pid: int) -> bool:
 
 
 def _wait_gone(pid: int, within: float = 60.0) -> bool:
-    deadline = time.monotonic() + within
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
+    """Whether process pid ended within `within` seconds."""
+    try:
+        until_sync(lambda: not _alive(pid), what=f"process {pid} to end", within=within, every=0.05)
+    except pytest.fail.Exception:
+        return False
     return True

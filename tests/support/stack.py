@@ -1,5 +1,6 @@
 """Running the real daemons (controller, hostd) as processes on loopback, for
-the end-to-end tests, the demo and the benchmarks."""
+the end-to-end tests, the demo and the benchmarks: start one, wait until it
+answers, read its log, stop it."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
+from tests.support.waiting import until_sync
+
 BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
+    """A TCP port free on loopback now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -31,18 +34,26 @@ class Daemon:
     process: subprocess.Popen[bytes]
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Waits until the daemon's gRPC port answers."""
-        deadline = time.monotonic() + timeout
+        """Waits until the daemon's gRPC port answers; fails with the end of its
+        log if it does not, and at once if it exits."""
         with grpc.insecure_channel(self.address) as channel:
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
-                try:
-                    grpc.channel_ready_future(channel).result(timeout=0.5)
-                    return
-                except grpc.FutureTimeoutError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{self.name} not ready: {self.log_tail()}") from None
+            until_sync(
+                lambda: self._answers(channel),
+                lambda answer: answer == "ready",
+                what=f"{self.name} to answer at {self.address}",
+                within=timeout,
+                every=0,
+            )
+
+    def _answers(self, channel: grpc.Channel) -> str:
+        """'ready', or the end of the log of a daemon not answering yet."""
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
+        try:
+            grpc.channel_ready_future(channel).result(timeout=0.5)
+        except grpc.FutureTimeoutError:
+            return self.log_tail()
+        return "ready"
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -114,3 +125,19 @@ class Stack:
     def stop(self) -> None:
         for daemon in (self.controller, self.hostd, *self.daemons):
             daemon.stop()
+
+
+def workdir_db(stack: Stack) -> Path:
+    """The SQLite file of the stack's controller."""
+    return stack.workdir / "controller.db"
+
+
+def start_stack(workdir: Path, libvirt_uri: str) -> Stack:
+    """A hostd on libvirt_uri and a controller (on SQLite), both in workdir."""
+    hostd = start_hostd(workdir, libvirt_uri)
+    try:
+        controller = start_controller(workdir)
+    except Exception:
+        hostd.stop()
+        raise
+    return Stack(workdir, controller, hostd)
