@@ -50,6 +50,16 @@ def pool() -> Iterator[ThreadPoolExecutor]:
         yield executor
 
 
+@pytest.fixture
+def postgres_with_vm(postgres_url: str) -> Iterator[Database]:
+    """A PostgreSQL database migrated to head, holding one VM, "v"."""
+    database = Database(postgres_url)
+    migrate.upgrade(database.engine)
+    add_rows(database, vm_row("v"))
+    yield database
+    database.close()
+
+
 # --- the revision counter -------------------------------------------------------------
 
 
@@ -219,64 +229,54 @@ async def test_concurrent_starts_fill_a_host_and_no_more(database_url: str) -> N
 
 
 def test_a_concurrent_update_of_a_vm_raises_stale_data(
-    postgres_url: str, pool: ThreadPoolExecutor
+    postgres_with_vm: Database, pool: ThreadPoolExecutor
 ) -> None:
     # PostgreSQL only: on SQLite the second transaction could not even read
     # the VM while the first one is open.
-    database = Database(postgres_url)
-    try:
-        migrate.upgrade(database.engine)
-        add_rows(database, vm_row("v"))
+    database = postgres_with_vm
 
-        def theirs(s: Session) -> None:
-            s.get_one(Vm, "id-v").vcpus = 4
-            s.flush()  # holds the row until released
+    def theirs(s: Session) -> None:
+        s.get_one(Vm, "id-v").vcpus = 4
+        s.flush()  # holds the row until released
 
-        with Session(database.engine) as mine:
-            vm = mine.get_one(Vm, "id-v")
-            assert vm.version_id == 1
-            held, release = hold_open(pool, database, theirs)
-            vm.vcpus = 2
-            flushed = pool.submit(mine.flush)
-            assert still_waiting(flushed)  # on their row lock
-            release.set()
-            held.result(WAIT)
-            # They committed version 2: the UPDATE … WHERE version_id = 1 matches nothing.
-            with pytest.raises(StaleDataError):
-                flushed.result(WAIT)
-            mine.rollback()
-        assert database.transaction(lambda s: s.get_one(Vm, "id-v").vcpus) == 4
-    finally:
-        database.close()
+    with Session(database.engine) as mine:
+        vm = mine.get_one(Vm, "id-v")
+        assert vm.version_id == 1
+        held, release = hold_open(pool, database, theirs)
+        vm.vcpus = 2
+        flushed = pool.submit(mine.flush)
+        assert still_waiting(flushed)  # on their row lock
+        release.set()
+        held.result(WAIT)
+        # They committed version 2: the UPDATE … WHERE version_id = 1 matches nothing.
+        with pytest.raises(StaleDataError):
+            flushed.result(WAIT)
+        mine.rollback()
+    assert database.transaction(lambda s: s.get_one(Vm, "id-v").vcpus) == 4
 
 
 def test_a_unit_of_work_that_lost_a_race_runs_again(
-    postgres_url: str, pool: ThreadPoolExecutor
+    postgres_with_vm: Database, pool: ThreadPoolExecutor
 ) -> None:
     # PostgreSQL only, for the same reason as above.
-    database = Database(postgres_url)
-    try:
-        migrate.upgrade(database.engine)
-        add_rows(database, vm_row("v"))
-        both_read = threading.Barrier(2, timeout=WAIT)
-        versions_read: list[int] = []
-        lock = threading.Lock()
+    database = postgres_with_vm
+    both_read = threading.Barrier(2, timeout=WAIT)
+    versions_read: list[int] = []
+    lock = threading.Lock()
 
-        def add_vcpu(s: Session) -> int:
-            vm = s.get_one(Vm, "id-v")
-            with lock:
-                versions_read.append(vm.version_id)
-                first_round = len(versions_read) <= 2
-            if first_round:
-                both_read.wait()  # both read the VM before either writes it
-            vm.vcpus += 1
-            s.flush()
-            return vm.vcpus
+    def add_vcpu(s: Session) -> int:
+        vm = s.get_one(Vm, "id-v")
+        with lock:
+            versions_read.append(vm.version_id)
+            first_round = len(versions_read) <= 2
+        if first_round:
+            both_read.wait()  # both read the VM before either writes it
+        vm.vcpus += 1
+        s.flush()
+        return vm.vcpus
 
-        futures = [pool.submit(database.transaction, add_vcpu) for _ in range(2)]
-        assert sorted(f.result(WAIT) for f in futures) == [2, 3]  # no update lost
-    finally:
-        database.close()
+    futures = [pool.submit(database.transaction, add_vcpu) for _ in range(2)]
+    assert sorted(f.result(WAIT) for f in futures) == [2, 3]  # no update lost
     # Both read version 1; the loser's write found version 2, so it ran again.
     assert sorted(versions_read) == [1, 1, 2]
 

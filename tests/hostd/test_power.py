@@ -43,18 +43,17 @@ async def test_a_guest_that_ignores_the_power_button_is_destroyed_after_the_time
     assert config.vm_id not in rig.fake.domains
 
 
+_BOOTED_THEN_REBOOTED = ["WAIT_FOR_LAUNCH", "RUNNING", "REBOOT_IN_PROGRESS", "RUNNING"]
+"""The states of a VM that started and then rebooted once."""
+
+
 async def test_a_reboot_is_never_a_stop(rig: Rig) -> None:
     config = await rig.running()
     vm = await rig.vms.reboot(config.vm_id)
     assert vm.state == VmState.REBOOT_IN_PROGRESS
     # QEMU resets the guest several times in a burst, with no lifecycle event.
     await rig.wait_for(config.vm_id, VmState.RUNNING)
-    assert rig.state_names(config.vm_id) == [
-        "WAIT_FOR_LAUNCH",
-        "RUNNING",
-        "REBOOT_IN_PROGRESS",
-        "RUNNING",
-    ]
+    assert rig.state_names(config.vm_id) == _BOOTED_THEN_REBOOTED
 
 
 async def test_a_reboot_the_guest_ignores_ends_in_a_reset(rig: Rig) -> None:
@@ -71,12 +70,7 @@ async def test_a_reboot_from_inside_the_guest(rig: Rig) -> None:
         rig.fake.emit(LifecycleEvent(config.vm_id, LifecycleKind.REBOOTED))
     await rig.wait_for(config.vm_id, VmState.REBOOT_IN_PROGRESS)
     await rig.wait_for(config.vm_id, VmState.RUNNING)
-    assert rig.state_names(config.vm_id) == [
-        "WAIT_FOR_LAUNCH",
-        "RUNNING",
-        "REBOOT_IN_PROGRESS",
-        "RUNNING",
-    ]
+    assert rig.state_names(config.vm_id) == _BOOTED_THEN_REBOOTED
     assert rig.journal.after(0)[-1].vm_state.message == "rebooted"
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Iterator
@@ -38,7 +37,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
-from tests.support.hostd_rig import vm_config
+from tests.hostd.guest_configs import guest_config
 from tests.support.real import GuestImage
 from tests.support.stack import Daemon, start_hostd
 from tests.support.virt import remove_domains
@@ -67,18 +66,6 @@ class Host:
     hostile: pb.VmConfig
 
 
-def _config(image: GuestImage, role: str, extra: str) -> pb.VmConfig:
-    config = vm_config(
-        image.kernel,
-        initrd=image.initrd,
-        name=f"real-{role}-{os.getpid()}",
-        memory_mib=256,
-        nics=(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER),),
-    )
-    config.spec.boot.cmdline = f"{image.cmdline} {extra}"
-    return config
-
-
 def _rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -100,8 +87,8 @@ async def host(hostd: Daemon, guest_image: GuestImage, system_libvirt: str) -> A
     host = Host(
         hostd,
         pb_grpc.HostAgentServiceStub(channel),
-        _config(guest_image, "normal", f"virtplane.heartbeat={HEARTBEAT:g}"),
-        _config(guest_image, "hostile", f"virtplane.hostile={FLOOD_SECONDS}"),
+        guest_config(guest_image, "real-normal", f"virtplane.heartbeat={HEARTBEAT:g}"),
+        guest_config(guest_image, "real-hostile", f"virtplane.hostile={FLOOD_SECONDS}"),
     )
     try:
         await asyncio.gather(

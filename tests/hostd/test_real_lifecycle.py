@@ -11,7 +11,6 @@ with -s), never asserted.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,8 @@ from virtplane.v1 import vm_pb2
 
 from hostd.config import HostdConfig
 from hostd.server import Hostd
+from tests.hostd.guest_configs import guest_config
 from tests.support.events import HostEvents
-from tests.support.hostd_rig import vm_config
 from tests.support.real import GuestImage
 from tests.support.virt import disk_image, disks_of, remove_domains
 
@@ -52,18 +51,6 @@ def _names(states: list[S]) -> list[str]:
 
 def _seconds(first: pb.HostEvent, then: pb.HostEvent) -> float:
     return (then.time.ToNanoseconds() - first.time.ToNanoseconds()) / 1e9
-
-
-def _config(image: GuestImage, role: str) -> pb.VmConfig:
-    config = vm_config(
-        image.kernel,
-        initrd=image.initrd,
-        name=f"real-{role}-{os.getpid()}",
-        memory_mib=256,
-        nics=(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER),),
-    )
-    config.spec.boot.cmdline = image.cmdline
-    return config
 
 
 def _libvirt_domain(uri: str, vm_id: str) -> tuple[bool, bool] | None:
@@ -114,7 +101,7 @@ async def host(
         system_libvirt,
     )
     roles = {"shared": False, "shutdown": False, "hibernate": False, "persistent": True}
-    host.guests = {role: _config(guest_image, role) for role in roles}
+    host.guests = {role: guest_config(guest_image, f"real-{role}") for role in roles}
     host.guests["persistent"].persistence = pb.VmConfig.PERSISTENCE_PERSISTENT
     host.guests["shared"].spec.disks.extend(
         [

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import tempfile
 import time
@@ -31,8 +30,8 @@ from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
 from hostd.domxml import METADATA_NAMESPACE, parse_metadata
+from tests.hostd.guest_configs import guest_config
 from tests.support.events import HostEvents
-from tests.support.hostd_rig import vm_config
 from tests.support.real import GuestImage
 from tests.support.stack import Daemon, free_port, start_hostd
 from tests.support.virt import disk_image, disks_of, domain_exists, remove_domains
@@ -69,18 +68,6 @@ class Hosts:
 
 def _names(states: list[S]) -> list[str]:
     return [S.State.Name(s.state).removeprefix("STATE_") for s in states]
-
-
-def _config(image: GuestImage, role: str) -> pb.VmConfig:
-    config = vm_config(
-        image.kernel,
-        initrd=image.initrd,
-        name=f"mig-{role}-{os.getpid()}",
-        memory_mib=256,
-        nics=(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER),),
-    )
-    config.spec.boot.cmdline = image.cmdline
-    return config
 
 
 def _image(workdir: Path) -> str:
@@ -140,7 +127,9 @@ async def hosts(
     a, b = await asyncio.gather(
         _host("a", system_libvirt, workdir), _host("b", second_libvirt, workdir)
     )
-    guests = {role: _config(guest_image, role) for role in ("moved", "stays", "orphaned")}
+    guests = {
+        role: guest_config(guest_image, f"mig-{role}") for role in ("moved", "stays", "orphaned")
+    }
     # A read-only disk needs no shared storage: libvirt lets it migrate.
     guests["moved"].spec.disks.append(
         vm_pb2.Disk(name="seed", path=await asyncio.to_thread(_image, workdir), read_only=True)
@@ -292,7 +281,9 @@ async def test_a_writable_disk_off_shared_storage_is_not_migrated(
     hosts: Hosts, guest_image: GuestImage, workdir: Path
 ) -> None:
     a, b = hosts.a, hosts.b
-    config = hosts.guests["unsafe"] = _config(guest_image, "unsafe")  # removed with the others
+    config = hosts.guests["unsafe"] = guest_config(
+        guest_image, "mig-unsafe"
+    )  # removed with the others
     vm_id = config.vm_id
     image = await asyncio.to_thread(_image, workdir)
     config.spec.disks.append(vm_pb2.Disk(name="data", path=image))

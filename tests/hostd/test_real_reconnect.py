@@ -25,12 +25,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
-from virtplane.v1 import vm_pb2
 
 from hostd.builder import domain_name
 from hostd.config import HostdConfig
 from hostd.server import Hostd
-from tests.support.hostd_rig import vm_config
+from tests.hostd.guest_configs import guest_config
 from tests.support.private_libvirtd import PrivateLibvirtd
 from tests.support.real import GuestImage
 from tests.support.waiting import until
@@ -67,18 +66,6 @@ class Rig:
         return (await self.health.Check(request)).status
 
 
-def _config(image: GuestImage, role: str) -> pb.VmConfig:
-    config = vm_config(
-        image.kernel,
-        initrd=image.initrd,
-        name=f"reconnect-{role}-{os.getpid()}",
-        memory_mib=256,
-        nics=(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER),),
-    )
-    config.spec.boot.cmdline = image.cmdline
-    return config
-
-
 @pytest.fixture(scope="module")
 async def rig(guest_image: GuestImage, state_root: Path) -> AsyncIterator[Rig]:
     why = PrivateLibvirtd.usable()
@@ -105,8 +92,8 @@ async def rig(guest_image: GuestImage, state_root: Path) -> AsyncIterator[Rig]:
             pb_grpc.HostAgentServiceStub(channel),
             health_pb2_grpc.HealthStub(channel),
             libvirtd,
-            _config(guest_image, "kept"),
-            _config(guest_image, "killed"),
+            guest_config(guest_image, "reconnect-kept"),
+            guest_config(guest_image, "reconnect-killed"),
         )
         for config in (rig.kept, rig.killed):
             await rig.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))

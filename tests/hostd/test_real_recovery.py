@@ -30,14 +30,13 @@ import libvirt
 import pytest
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
-from virtplane.v1 import vm_pb2
 
 from hostd import convert, domxml
 from hostd.builder import build_domain
 from hostd.defaults import with_defaults
 from hostd.layout import StateLayout
 from hostd.virt_type import detect_virt_type
-from tests.support.hostd_rig import vm_config
+from tests.hostd.guest_configs import guest_config
 from tests.support.real import REPO, GuestImage
 from tests.support.virt import domain_exists, remove_domains
 from tests.support.waiting import until
@@ -126,18 +125,6 @@ class Recovered:
     uri: str
 
 
-def _config(image: GuestImage, role: str) -> pb.VmConfig:
-    config = vm_config(
-        image.kernel,
-        initrd=image.initrd,
-        name=f"kill-{role}-{os.getpid()}",
-        memory_mib=256,
-        nics=(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER),),
-    )
-    config.spec.boot.cmdline = image.cmdline
-    return config
-
-
 def _start_external(uri: str, image: GuestImage, name: str) -> str:
     """A domain hostd did not make (no metadata), started paused: it never boots."""
     domain_id = str(uuid.uuid4())
@@ -221,8 +208,11 @@ async def recovered(
     system_libvirt: str, guest_image: GuestImage, state_root: Path
 ) -> AsyncIterator[Recovered]:
     uri, state_dir = system_libvirt, state_root / "s"
-    saved, created = _config(guest_image, "saved"), _config(guest_image, "created")
-    defined = _config(guest_image, "defined")
+    saved, created = (
+        guest_config(guest_image, "kill-saved"),
+        guest_config(guest_image, "kill-created"),
+    )
+    defined = guest_config(guest_image, "kill-defined")
     defined.persistence = pb.VmConfig.PERSISTENCE_PERSISTENT
     external_name = f"vp-external-{os.getpid()}"
     external_id = await asyncio.to_thread(_start_external, uri, guest_image, external_name)
@@ -249,7 +239,7 @@ async def recovered(
 
         # What a crash in the middle of another save leaves behind.
         saved_dir = state_dir / "saved"
-        broken = _config(guest_image, "broken")
+        broken = guest_config(guest_image, "kill-broken")
         (saved_dir / f"{broken.vm_id}.config").write_bytes(broken.SerializeToString())
         (saved_dir / f"{broken.vm_id}.img.partial").write_bytes(b"LibvirtQemudPart" + b"\0" * 65536)
         await asyncio.to_thread(_define, uri, defined, state_dir)

@@ -155,15 +155,22 @@ async def test_a_hibernated_vm_is_found_suspended_and_restores(
         await second.vms.stop()
 
 
+async def _killed_while_saving(
+    fake: FakeHypervisor, tmp_path: Path, kernel: str
+) -> tuple[Rig, VmConfig]:
+    """A hostd killed (kill -9) while libvirt writes a hibernate image, and its successor."""
+    first = await make_rig(fake, tmp_path, kernel)
+    config = await first.running()
+    await first.vms.hibernate(config.vm_id)
+    await asyncio.sleep(0.01)  # libvirt is writing the image; it goes on without hostd
+    return await _restart(first, tmp_path), config
+
+
 async def test_a_save_begun_by_the_previous_hostd_is_followed_to_its_end(
     tmp_path: Path, boot_files: tuple[str, str]
 ) -> None:
     fake = FakeHypervisor(save_gate=asyncio.Event())
-    first = await make_rig(fake, tmp_path, boot_files[0])
-    config = await first.running()
-    await first.vms.hibernate(config.vm_id)
-    await asyncio.sleep(0.01)  # libvirt is writing the image; it goes on without hostd
-    second = await _restart(first, tmp_path)  # kill -9 in the middle of the hibernate
+    second, config = await _killed_while_saving(fake, tmp_path, boot_files[0])
     try:
         assert second.vms.get(config.vm_id).state == VmState.SAVING_STATE
         adopted, _, _ = _report(second)
@@ -185,11 +192,7 @@ async def test_a_save_that_fails_after_the_restart_leaves_the_vm_running(
     tmp_path: Path, boot_files: tuple[str, str]
 ) -> None:
     fake = FakeHypervisor(save_gate=asyncio.Event())
-    first = await make_rig(fake, tmp_path, boot_files[0])
-    config = await first.running()
-    await first.vms.hibernate(config.vm_id)
-    await asyncio.sleep(0.01)
-    second = await _restart(first, tmp_path)
+    second, config = await _killed_while_saving(fake, tmp_path, boot_files[0])
     try:
         domain = fake.domains[config.vm_id]
         domain.saving, domain.state = False, DomainState.RUNNING  # libvirt gave up the save
