@@ -25,6 +25,15 @@ async def _restart(rig: Rig, tmp_path: Path) -> Rig:
     return await make_rig(rig.fake, tmp_path, rig.kernel)
 
 
+def _names_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _saved_state_of(vm_id: str) -> list[str]:
+    """The files of a whole saved state: the config beside the image."""
+    return [f"{vm_id}.config", f"{vm_id}.img"]
+
+
 def _report(rig: Rig) -> tuple[dict[str, tuple[int, str]], dict[str, str], list[tuple[str, str]]]:
     report = rig.vms.recovery_report
     return (
@@ -180,10 +189,7 @@ async def test_a_save_begun_by_the_previous_hostd_is_followed_to_its_end(
         partial.write_bytes(COMPLETE + fake.domains[config.vm_id].xml.encode())
         del fake.domains[config.vm_id]
         await second.wait_for(config.vm_id, VmState.SUSPENDED)
-        assert sorted(p.name for p in second.layout.saved_dir.iterdir()) == [
-            f"{config.vm_id}.config",
-            f"{config.vm_id}.img",
-        ]
+        assert _names_in(second.layout.saved_dir) == _saved_state_of(config.vm_id)
     finally:
         await second.vms.stop()
 
@@ -245,10 +251,7 @@ async def test_saved_states_left_half_written_or_finished(
                 "its hibernation did not complete: the half-written saved state was removed",
             )
         ]
-        assert sorted(p.name for p in saved.iterdir()) == [
-            f"{finished.vm_id}.config",
-            f"{finished.vm_id}.img",
-        ]
+        assert _names_in(saved) == _saved_state_of(finished.vm_id)
     finally:
         await second.vms.stop()
 
