@@ -126,19 +126,24 @@ class PowerVerbs:
         return vm.status()
 
     async def pause(self, vm_id: str) -> VmStatus:
-        vm = self._registry.lookup(vm_id)
-        async with vm.lock:
-            require(Verb.PAUSE, vm_id, vm.state)
-            await self._hypervisor.act(vm_id, DomainAction.PAUSE)
-            await self._confirm(vm, VmState.RUNNING, VmState.PAUSED)
-        return vm.status()
+        return await self._act(
+            vm_id, Verb.PAUSE, DomainAction.PAUSE, VmState.RUNNING, VmState.PAUSED
+        )
 
     async def resume(self, vm_id: str) -> VmStatus:
+        return await self._act(
+            vm_id, Verb.RESUME, DomainAction.RESUME, VmState.PAUSED, VmState.RUNNING
+        )
+
+    async def _act(
+        self, vm_id: str, verb: Verb, action: DomainAction, before: VmState, after: VmState
+    ) -> VmStatus:
+        """One domain action that moves vm from before to after (pause, resume)."""
         vm = self._registry.lookup(vm_id)
         async with vm.lock:
-            require(Verb.RESUME, vm_id, vm.state)
-            await self._hypervisor.act(vm_id, DomainAction.RESUME)
-            await self._confirm(vm, VmState.PAUSED, VmState.RUNNING)
+            require(verb, vm_id, vm.state)
+            await self._hypervisor.act(vm_id, action)
+            await self._confirm(vm, before, after)
         return vm.status()
 
     def reset_seen(self, vm: Vm) -> None:
