@@ -181,6 +181,15 @@ def _up_to_date(target: Path, key_file: Path, key: str) -> bool:
     return target.is_file() and key_file.is_file() and key_file.read_text().strip() == key
 
 
+def _run(argv: list[str], failure: str, cwd: Path | None = None) -> str:
+    """Runs argv with SOURCE_DATE_EPOCH set; its stdout, or BuildError "failure:" and its output."""
+    env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BuildError(f"{failure}:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
 def build_wheel(sources: Sources, out: Path) -> Path:
     version = project_version()
     out.mkdir(parents=True, exist_ok=True)
@@ -197,18 +206,12 @@ def build_wheel(sources: Sources, out: Path) -> Path:
     dist.mkdir()
     # setuptools' own PEP 517 hook, in the staged tree: no pip, no network.
     code = "import sys; from setuptools import build_meta as b; print(b.build_wheel(sys.argv[1]))"
-    env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
-    done = subprocess.run(
+    out_text = _run(
         [sys.executable, "-c", code, str(dist.resolve())],
+        "setuptools could not build the wheel",
         cwd=staged,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
     )
-    if done.returncode != 0:
-        raise BuildError(f"setuptools could not build the wheel:\n{done.stdout}{done.stderr}")
-    built = dist / done.stdout.strip().splitlines()[-1]
+    built = dist / out_text.strip().splitlines()[-1]
     os.replace(built, wheel)
     shutil.rmtree(dist)
     key_file.write_text(key + "\n")
@@ -297,16 +300,10 @@ def build_deb(sources: Sources, out: Path) -> Path:
     _write_control(root, version)
     _normalise_modes(root)
     tmp = out / (deb.name + ".tmp")
-    env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
-    done = subprocess.run(
+    _run(
         ["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(root), str(tmp)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+        "dpkg-deb failed",
     )
-    if done.returncode != 0:
-        raise BuildError(f"dpkg-deb failed:\n{done.stdout}{done.stderr}")
     os.replace(tmp, deb)
     key_file.write_text(key + "\n")
     return deb
