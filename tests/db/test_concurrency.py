@@ -115,21 +115,22 @@ def test_a_transaction_holding_revisions_makes_the_next_one_wait(
 # --- booking hosts --------------------------------------------------------------------
 
 
+def _book(name: str) -> Callable[[Session], str]:
+    def work(s: Session) -> str:
+        vm = repo.find_vm(s, name)
+        assert vm is not None
+        return book_fresh(s, vm, Policy.EVEN_SPREAD, automatic=False).host_name
+
+    return work
+
+
 def test_two_concurrent_bookings_cannot_over_book_a_host(
     database: Database, pool: ThreadPoolExecutor
 ) -> None:
     add_rows(database, host_row("h", memory=1024), vm_row("a", 768), vm_row("b", 768))
 
-    def book_vm(name: str) -> Callable[[Session], str]:
-        def work(s: Session) -> str:
-            vm = repo.find_vm(s, name)
-            assert vm is not None
-            return book_fresh(s, vm, Policy.EVEN_SPREAD, automatic=False).host_name
-
-        return work
-
-    first, release = hold_open(pool, database, book_vm("a"))
-    second = pool.submit(database.transaction, book_vm("b"))
+    first, release = hold_open(pool, database, _book("a"))
+    second = pool.submit(database.transaction, _book("b"))
     # The second placement waits for the first to commit ...
     assert still_waiting(second)
     release.set()
@@ -138,15 +139,6 @@ def test_two_concurrent_bookings_cannot_over_book_a_host(
     with pytest.raises(NoHostAvailable, match="h: memory: needs 768 MiB, 256 MiB free"):
         second.result(WAIT)
     assert database.transaction(repo.host_usage) == {"id-h": (768, 1, 1)}
-
-
-def _book(name: str) -> Callable[[Session], str]:
-    def work(s: Session) -> str:
-        vm = repo.find_vm(s, name)
-        assert vm is not None
-        return book_fresh(s, vm, Policy.EVEN_SPREAD, automatic=False).host_name
-
-    return work
 
 
 def test_a_booking_in_flight_makes_maintenance_wait_then_refuse(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 OS_RELEASE = """\
@@ -133,17 +134,17 @@ class FakeRoot:
         self.path = path
 
     def write(self, rel: str, text: str) -> None:
-        target = self.path / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, target)
+        self._replace(rel, lambda tmp: tmp.write_text(text))
 
     def write_bytes(self, rel: str, data: bytes) -> None:
+        self._replace(rel, lambda tmp: tmp.write_bytes(data))
+
+    def _replace(self, rel: str, write: Callable[[Path], object]) -> None:
+        """Writes a temporary file beside rel with write, then renames it over rel."""
         target = self.path / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
-        tmp.write_bytes(data)
+        write(tmp)
         os.replace(tmp, target)
 
     def set_logins(self, logins: list[tuple[int, str, str, str, int]]) -> None:
