@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import libvirt
@@ -109,36 +110,44 @@ def _xml(config: pb.VmConfig, tmp_path: Path) -> str:
     )
 
 
-async def test_destroying_twice(boot_files: tuple[str, str], tmp_path: Path) -> None:
+@pytest.fixture
+async def driver() -> AsyncIterator[LibvirtHypervisor]:
+    """The driver on libvirt's test driver."""
     driver = await LibvirtHypervisor.open(TEST_URI)
-    try:
-        config = vm_config(boot_files[0])
-        xml = _xml(config, tmp_path)
+    yield driver
+    await driver.close()
+
+
+async def _start_transient(
+    driver: LibvirtHypervisor, kernel: str, tmp_path: Path
+) -> tuple[pb.VmConfig, str]:
+    """Starts a transient domain of a fresh VM; its config and XML."""
+    config = vm_config(kernel)
+    xml = _xml(config, tmp_path)
+    await driver.start(xml, persistent=False, paused=False)
+    return config, xml
+
+
+async def test_destroying_twice(
+    driver: LibvirtHypervisor, boot_files: tuple[str, str], tmp_path: Path
+) -> None:
+    config, xml = await _start_transient(driver, boot_files[0], tmp_path)
+    with pytest.raises(DomainStateConflict):
         await driver.start(xml, persistent=False, paused=False)
-        with pytest.raises(DomainStateConflict):
-            await driver.start(xml, persistent=False, paused=False)
+    await driver.act(config.vm_id, DomainAction.DESTROY)
+    with pytest.raises(DomainNotFound):
         await driver.act(config.vm_id, DomainAction.DESTROY)
-        with pytest.raises(DomainNotFound):
-            await driver.act(config.vm_id, DomainAction.DESTROY)
-    finally:
-        await driver.close()
 
 
 async def test_defining_over_a_running_domain_is_refused(
-    boot_files: tuple[str, str], tmp_path: Path
+    driver: LibvirtHypervisor, boot_files: tuple[str, str], tmp_path: Path
 ) -> None:
-    driver = await LibvirtHypervisor.open(TEST_URI)
-    try:
-        config = vm_config(boot_files[0])
-        xml = _xml(config, tmp_path)
-        await driver.start(xml, persistent=False, paused=False)
-        with pytest.raises(DomainAlreadyExists):
-            await driver.start(xml, persistent=True, paused=False)
-        (domain,) = [d for d in await driver.list_domains() if d.uuid == config.vm_id]
-        assert (domain.active, domain.persistent) == (True, False)
-        await driver.act(config.vm_id, DomainAction.DESTROY)
-    finally:
-        await driver.close()
+    config, xml = await _start_transient(driver, boot_files[0], tmp_path)
+    with pytest.raises(DomainAlreadyExists):
+        await driver.start(xml, persistent=True, paused=False)
+    (domain,) = [d for d in await driver.list_domains() if d.uuid == config.vm_id]
+    assert (domain.active, domain.persistent) == (True, False)
+    await driver.act(config.vm_id, DomainAction.DESTROY)
 
 
 def test_state_words() -> None:
