@@ -203,6 +203,15 @@ async def _uptime(events: AsyncIterator[pb.WatchEventsResponse], vm_id: str) -> 
             return event.guest_report.guest.uptime_seconds
 
 
+def _leave_a_broken_save(guest_image: GuestImage, state_dir: Path) -> pb.VmConfig:
+    """What a crash in the middle of another save leaves behind."""
+    saved_dir = state_dir / "saved"
+    broken = guest_config(guest_image, "kill-broken")
+    (saved_dir / f"{broken.vm_id}.config").write_bytes(broken.SerializeToString())
+    (saved_dir / f"{broken.vm_id}.img.partial").write_bytes(b"LibvirtQemudPart" + b"\0" * 65536)
+    return broken
+
+
 @pytest.fixture(scope="module")
 async def recovered(
     system_libvirt: str, guest_image: GuestImage, state_root: Path
@@ -237,11 +246,7 @@ async def recovered(
         uptime += time.monotonic() - started  # at least this long up when its save began
         watch.cancel()
 
-        # What a crash in the middle of another save leaves behind.
-        saved_dir = state_dir / "saved"
-        broken = guest_config(guest_image, "kill-broken")
-        (saved_dir / f"{broken.vm_id}.config").write_bytes(broken.SerializeToString())
-        (saved_dir / f"{broken.vm_id}.img.partial").write_bytes(b"LibvirtQemudPart" + b"\0" * 65536)
+        broken = _leave_a_broken_save(guest_image, state_dir)
         await asyncio.to_thread(_define, uri, defined, state_dir)
 
         stub = await second.start()
