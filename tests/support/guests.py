@@ -1,24 +1,26 @@
-"""Real guests over the whole stack: clients on a controller (Api, on a stack
-with one host, following WatchVms; Client, waiting through GetVm), the VM
-spec that boots the test guest image, what a guest that has fully reported
-looks like, and how long to wait for one."""
+"""Real guests over the whole stack: stubs on a controller (Api, on a stack
+with one host, following WatchVms), a VM followed through virtplane_client's
+watch until it looks as a test wants (vm_until), the VM spec that boots the
+test guest image (as a proto and as the client's model), what a guest that
+has fully reported looks like, and how long to wait for one."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-from virtplane.v1 import host_pb2, vm_pb2
 from virtplane.v1 import host_service_pb2 as host_api
 from virtplane.v1 import host_service_pb2_grpc as host_grpc
-from virtplane.v1 import vm_service_pb2 as vm_api
+from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
+import virtplane_client as vp
 from tests.support.events import VmEvents
 from tests.support.real import GuestImage
 from tests.support.stack import Stack
-from tests.support.waiting import until
 
 WAIT = 120.0  # generous: guests boot in ~5 s, but CI machines may be loaded
 
@@ -68,44 +70,35 @@ def reported(vm: vm_pb2.Vm) -> bool:
     return bool(ips and g.os_name and g.application_count and g.uptime_seconds > 0)
 
 
-class Client:
-    """Stubs on a controller, with waits on a VM through GetVm."""
+def guest_spec(image: GuestImage, memory_mib: int = 256) -> vp.VmSpec:
+    """vm_spec as the client's model."""
+    boot = vp.BootSource(image.kernel, image.initrd, image.cmdline)
+    return vp.VmSpec(vcpus=1, memory_mib=memory_mib, boot=boot, nics=(vp.Nic("nic0"),))
 
-    def __init__(self, address: str, wait: float = WAIT) -> None:
-        self.wait = wait
-        self.channel = grpc.aio.insecure_channel(address)
-        self.vms = vm_grpc.VmServiceStub(self.channel)
-        self.hosts = host_grpc.HostServiceStub(self.channel)
 
-    async def vm(self, ref: str) -> vm_pb2.Vm:
-        return (await self.vms.GetVm(vm_api.GetVmRequest(vm=ref))).vm
+def guest_reported(vm: vp.Vm) -> bool:
+    """reported, on the client's model of the VM."""
+    g = vm.status.guest
+    return bool(
+        g and g.ipv4_addresses and g.os_name and g.application_count and g.uptime_seconds > 0
+    )
 
-    async def host(self, ref: str) -> host_pb2.Host:
-        return (await self.hosts.GetHost(host_api.GetHostRequest(host=ref))).host
 
-    async def _vm_if_any(self, ref: str) -> vm_pb2.Vm | None:
-        """The VM, or None while the controller does not know it (yet)."""
-        try:
-            return await self.vm(ref)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() is not grpc.StatusCode.NOT_FOUND:
-                raise
-            return None
-
-    async def until(
-        self, ref: str, check: Callable[[vm_pb2.Vm], object], wait: float | None = None
-    ) -> vm_pb2.Vm:
-        """The VM, once check accepts it (within wait seconds, by default the
-        client's)."""
-        vm = await until(
-            lambda: self._vm_if_any(ref),
-            lambda vm: vm is not None and check(vm),
-            what=f"VM {ref}",
-            within=wait or self.wait,
-            every=0.1,
-        )
-        assert vm is not None
-        return vm
-
-    async def close(self) -> None:
-        await self.channel.close(None)
+async def vm_until(
+    client: vp.AsyncClient, ref: str, check: Callable[[vp.Vm], object], within: float = WAIT
+) -> vp.Vm:
+    """The VM (named by id or name; it may not exist yet) as the client's
+    watch first shows it accepted by check, within seconds."""
+    last: vp.Vm | None = None
+    try:
+        async with asyncio.timeout(within):
+            async with contextlib.aclosing(client.vms.watch()) as changes:
+                async for change in changes:
+                    vm = change.vm
+                    if vm is not None and ref in (vm.id, vm.name):
+                        last = vm
+                        if check(vm):
+                            return vm
+    except TimeoutError:
+        pass
+    raise AssertionError(f"VM {ref} not as wanted after {within} s; last seen: {last}")
