@@ -17,9 +17,10 @@ from controller import operations
 from controller.requests import Call
 from db import repositories as repo
 from db.enums import OperationKind
-from tests.support.controller_rig import Rig, close_rig, config, error, open_rig, spec
+from tests.support.controller_rig import WAIT, Rig, close_rig, config, error, open_rig, spec
 from tests.support.stack import Daemon
 from tests.support.waiting import until
+from virtplane_client import VmState
 
 S = vm_pb2.Vm
 Op = operation_pb2.Operation
@@ -86,7 +87,7 @@ async def test_an_instant_verb_succeeds_and_a_refused_one_leaves_no_operation(
     await rig.add_host("h1", test_hostd.address)
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
-    await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+    await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
     pause = vm_api.PauseVmRequest(vm=name, request_id=f"pause-{name}")
     paused = await rig.vms.PauseVm(pause)
     assert paused.operation.state == Op.STATE_SUCCEEDED
@@ -106,7 +107,7 @@ async def test_start_of_a_paused_vm_resumes_it_in_place(
     host_id = await rig.add_host("h1", test_hostd.address)
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
-    await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+    await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
     await rig.vms.PauseVm(vm_api.PauseVmRequest(vm=name))
     resumed = await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     assert resumed.vm.status.state == S.STATE_POWERING_UP  # running again, where it was
@@ -122,7 +123,7 @@ async def test_hibernate_then_start_restores_on_the_same_host(
     host_id = await rig.add_host("h1", test_hostd.address)
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     first = (await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))).operation
-    await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+    await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
     saving = await rig.vms.HibernateVm(vm_api.HibernateVmRequest(vm=name))
     assert saving.operation.kind == Op.KIND_HIBERNATE_VM
     op = (
@@ -151,7 +152,7 @@ async def test_hibernate_then_start_restores_on_the_same_host(
     restored = await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     assert restored.vm.status.host_id == host_id
     assert not restored.operation.phases.HasField("scheduled_time")  # no scheduling
-    await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+    await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
     # Stopping a hibernated VM drops its saved state: DOWN, off its host.
     again = await rig.vms.HibernateVm(vm_api.HibernateVmRequest(vm=name))
     await rig.ops.WaitOperation(op_api.WaitOperationRequest(id=again.operation.id))

@@ -13,9 +13,10 @@ from virtplane.v1 import operation_service_pb2 as op_api
 from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
-from tests.support.controller_rig import Rig, close_rig, config, error, open_rig, spec
+from tests.support.controller_rig import WAIT, Rig, close_rig, config, error, open_rig, spec
 from tests.support.stack import Daemon
 from tests.support.waiting import until
+from virtplane_client import VmState
 
 S = vm_pb2.Vm
 
@@ -136,7 +137,7 @@ async def test_a_repeated_shutdown_is_one_shutdown(
     host_id = await rig.add_host("h1", test_hostd.address)
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name="sd", spec=spec(boot)))
     await rig.vms.StartVm(vm_api.StartVmRequest(vm="sd"))
-    await until(lambda: rig.vm("sd"), lambda v: v.status.state == S.STATE_POWERING_UP)
+    await rig.client.vms.wait_for("sd", VmState.POWERING_UP, timeout=WAIT)
     request = vm_api.ShutdownVmRequest(vm="sd", timeout_seconds=5, request_id="sd-1")
     first = await rig.vms.ShutdownVm(request)
     assert first.operation.kind == first.operation.KIND_SHUTDOWN_VM

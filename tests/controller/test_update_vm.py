@@ -15,9 +15,9 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
-from tests.support.controller_rig import Rig, error, spec
+from tests.support.controller_rig import WAIT, Rig, error, spec
 from tests.support.stack import Daemon, start_hostd
-from tests.support.waiting import until
+from virtplane_client import VmState
 
 S = vm_pb2.Vm
 
@@ -93,7 +93,7 @@ async def test_changes_to_a_running_vm_wait_for_its_next_start(
     name = f"u-{uuid.uuid4().hex[:8]}"
     created = (await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))).vm
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
-    await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+    await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
 
     values = vm_pb2.Vm(
         name=f"{name}-renamed",
@@ -151,7 +151,7 @@ async def test_a_vm_starts_with_its_disks(
     started = (await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))).vm
     assert started.status.host_id
     assert [d.path for d in started.spec.disks] == [str(image)]
-    await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+    await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
     bad = vm_pb2.Vm(spec=vm_pb2.VmSpec(disks=[vm_pb2.Disk(name="x", path="rel")]))
     code, why = await error(rig.vms.UpdateVm(_update(name, bad, "spec.disks")))
     assert why.startswith("vm_update.spec.disks[0].path: must be an absolute path")
@@ -165,7 +165,7 @@ async def test_availability_pinning_and_start_paused_apply_at_once_even_while_ru
     name = f"p-{uuid.uuid4().hex[:8]}"
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
-    await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+    await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
 
     values = vm_pb2.Vm(
         spec=vm_pb2.VmSpec(highly_available=True, pinned_host="h1", start_paused=True)
@@ -230,7 +230,7 @@ async def test_custom_properties_reach_the_hosts_hooks_and_changes_wait_for_a_re
         good.custom_properties["tier"] = "gold"
         await rig.vms.CreateVm(vm_api.CreateVmRequest(name="p", spec=good))
         await rig.vms.StartVm(vm_api.StartVmRequest(vm="p"))
-        await until(lambda: rig.vm("p"), lambda v: v.status.state == S.STATE_POWERING_UP)
+        await rig.client.vms.wait_for("p", VmState.POWERING_UP, timeout=WAIT)
         assert seen.read_text() == "gold\n"
 
         values = vm_pb2.Vm(spec=vm_pb2.VmSpec(custom_properties={"tier": "silver"}))
@@ -239,7 +239,7 @@ async def test_custom_properties_reach_the_hosts_hooks_and_changes_wait_for_a_re
         assert list(vm.status.pending_restart) == ["spec.custom_properties"]
         await rig.vms.StopVm(vm_api.StopVmRequest(vm="p"))
         await rig.vms.StartVm(vm_api.StartVmRequest(vm="p"))
-        await until(lambda: rig.vm("p"), lambda v: v.status.state == S.STATE_POWERING_UP)
+        await rig.client.vms.wait_for("p", VmState.POWERING_UP, timeout=WAIT)
         assert seen.read_text() == "gold\nsilver\n"
         await rig.vms.StopVm(vm_api.StopVmRequest(vm="p"))
     finally:

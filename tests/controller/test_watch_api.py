@@ -16,9 +16,10 @@ from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
+from tests.support.controller_rig import WAIT as STATE_WAIT
 from tests.support.controller_rig import Rig, close_rig, config, open_rig, spec
 from tests.support.stack import Daemon
-from tests.support.waiting import until
+from virtplane_client import VmState
 
 K = vm_api.WatchVmsResponse
 S = vm_pb2.Vm
@@ -92,7 +93,7 @@ async def test_a_watch_of_a_host_sees_a_vm_leave_it(
     vm = await _create(rig, name, boot)
     await _create(rig, "elsewhere", boot)
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
-    await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+    await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=STATE_WAIT)
     watch = _Reader(rig.vms, vm_api.WatchVmsRequest(host="h1"))
     try:
         await watch.until_complete()
