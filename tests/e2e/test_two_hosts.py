@@ -16,7 +16,7 @@ import shutil
 import signal
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -30,7 +30,8 @@ from controller.app import Controller
 from controller.config import ControllerConfig
 from controller.ha import HaPolicy
 from hostd.builder import DOMAIN_NAME_PREFIX
-from tests.support.guests import guest_reported, guest_spec, vm_spec, vm_until
+from tests.support.events import vm_until
+from tests.support.guests import guest_reported, guest_spec, vm_spec
 from tests.support.real import GuestImage
 from tests.support.stack import Daemon, start_controller, start_hostd
 from tests.support.virt import remove_domains
@@ -131,6 +132,10 @@ async def in_process_controller(
         await ctl.stop(grace=0)
 
 
+async def _vm_until(client: vp.AsyncClient, ref: str, check: Callable[[vp.Vm], object]) -> vp.Vm:
+    return await vm_until(client, ref, check, WAIT)
+
+
 def _running(vm: vp.Vm) -> bool:
     return vm.status.state in RUNNING
 
@@ -217,7 +222,7 @@ async def test_a_controller_killed_mid_start_and_restarted_ends_with_one_vm(
                 assert settled.status.message
         else:
             if settled.status.host_id == (await client.hosts.get("h1")).id:
-                settled = await vm_until(client, KILLED, guest_reported, WAIT)
+                settled = await _vm_until(client, KILLED, guest_reported)
                 assert settled.status.state == S.UP
             assert domains_of(system_libvirt, vm.id) + await running_on(hosts[1], vm.id) == 1
     finally:
@@ -257,7 +262,7 @@ async def test_hostd_killed_then_confirmed_down_restarts_an_ha_vm_on_the_other_h
 
             destroy_domain(system_libvirt, vm_id)  # the operator fences h1 ...
             await client.hosts.confirm_down("h1")  # ... says so
-            moved = await vm_until(client, HA, lambda v: _running(v) and v.status.host_id == h2.id)
+            moved = await _vm_until(client, HA, lambda v: _running(v) and v.status.host_id == h2.id)
             assert moved.status.ha_restart_count == 1
             assert await running_on(h2_daemon, vm_id) == 1
         finally:
@@ -315,13 +320,13 @@ async def test_an_ha_vm_whose_emulator_crashes_is_restarted(
             first_pid = qemu_pid(CRASHY)
 
             kill_qemu(CRASHY)
-            again = await vm_until(
+            again = await _vm_until(
                 client, CRASHY, lambda v: v.status.ha_restart_count == 1 and _running(v)
             )
             assert again.status.host_id == h1.id
             assert qemu_pid(CRASHY) != first_pid
             assert domains_of(system_libvirt, vm_id) == 1
-            up = await vm_until(client, CRASHY, guest_reported)
+            up = await _vm_until(client, CRASHY, guest_reported)
             assert up.status.state == S.UP
             assert up.status.ha_restart_time is None  # UP again: the plan is cleared
         finally:
@@ -344,12 +349,12 @@ async def test_a_real_vm_unknown_to_the_database_is_recorded_with_its_size(
             async with grpc.aio.insecure_channel(hosts[0].address) as channel:
                 agent = agent_grpc.HostAgentServiceStub(channel)
                 await agent.CreateVm(agent_pb2.HostAgentServiceCreateVmRequest(config=vm_config))
-            found = await vm_until(
+            found = await _vm_until(
                 client, stranger, lambda v: v.status.origin == vp.Origin.EXTERNAL
             )
             assert found.status.host_id == h1.id
             # Its size as libvirt measures it, once its domain runs.
-            found = await vm_until(client, stranger, lambda v: v.spec.vcpus > 0)
+            found = await _vm_until(client, stranger, lambda v: v.spec.vcpus > 0)
             assert (found.spec.vcpus, found.spec.memory_mib) == (1, 256)
             assert (await client.hosts.get("h1")).status.vcpus_used == 1
             await asyncio.sleep(2)  # later reconciliations leave it running
@@ -401,14 +406,14 @@ async def test_a_vm_its_hosts_migrate_follows_to_the_destination_and_never_goes_
             vm_id = (await client.vms.create(MIGRATED, guest_spec(guest_image))).id
             watching = asyncio.create_task(_record_states(client, vm_id, seen))
             await client.vms.start(MIGRATED)
-            up = await vm_until(client, MIGRATED, guest_reported)
+            up = await _vm_until(client, MIGRATED, guest_reported)
             assert up.status.guest is not None
             source = ids[up.status.host_id]
             dest_id, destination = next((i, d) for i, d in ids.items() if d is not source)
             uptime_before = up.status.guest.uptime_seconds
 
             await _migrate(source, vm_id, destination)
-            moved = await vm_until(
+            moved = await _vm_until(
                 client, MIGRATED, lambda v: v.status.host_id == dest_id and v.status.state == S.UP
             )
             assert moved.status.exit_reason == vp.ExitReason.UNSPECIFIED
@@ -416,7 +421,7 @@ async def test_a_vm_its_hosts_migrate_follows_to_the_destination_and_never_goes_
             # The source lets go of it once the hypervisor's job has ended there.
             await _gone_from(source, vm_id)
             # The guest goes on reporting from the destination, from the same boot.
-            later = await vm_until(
+            later = await _vm_until(
                 client,
                 MIGRATED,
                 lambda v: (

@@ -8,7 +8,7 @@ Module map:
   and the last value seen.
 - `events`: following event streams: `EventLog` (mark, wait, first) and its
   readers of hostd's events (`HostEvents`) and of the controller's WatchVms
-  (`VmEvents` raw, `VmChanges` through virtplane_client).
+  (`VmEvents` raw, `VmChanges` through virtplane_client; `vm_until`).
 - `real`: where the repository, the guest image, libvirt and PostgreSQL are;
   `skip_or_fail` when one is missing.
 - `virt`: libvirt helpers: domains (exists, remove), disk images and the
@@ -19,8 +19,7 @@ Module map:
 - `postgres`: test databases on the PostgreSQL server.
 - `stack`: the real daemons (controller, hostd) as processes on loopback.
 - `guests`: real guests over the whole stack: a virtplane_client on the
-  stack (`Api`), a VM followed until it looks as wanted (`vm_until`), the
-  spec of the test guest, what a fully reported guest looks like.
+  stack (`Api`), the spec of the test guest, what a fully reported guest looks like.
 - `controller_rig`: an in-process controller with stubs on it (`Rig`), VM
   specs and error checks for the controller's tests.
 - `hostd_rig`: a VmService on the fake hypervisor (`Rig`), VM configurations

@@ -2,7 +2,8 @@
 order as they arrive and waits on them; `HostEvents` reads hostd's events
 (its journal, or WatchEvents), `VmEvents` the controller's WatchVms as raw
 messages, `VmChanges` the same through virtplane_client's watch (which
-resumes by itself).
+resumes by itself), and `vm_until` one VM followed on that watch until it
+looks as a test wants.
 
 A test takes a mark(), acts, then waits for what must follow the mark, so
 that it never mistakes an earlier event for the one it awaits.
@@ -243,3 +244,23 @@ class VmChanges(EventLog[vp.VmChange]):
     ) -> vp.Vm:
         """The first VM change of vm_id satisfying check(vm)."""
         return (await self.next_vm(vm_id, check, within=wait))[1]
+
+
+async def vm_until(
+    client: vp.AsyncClient, ref: str, check: Callable[[vp.Vm], object], within: float
+) -> vp.Vm:
+    """The VM (named by id or name; it may not exist yet) as the client's
+    watch first shows it accepted by check, within seconds."""
+    last: vp.Vm | None = None
+    try:
+        async with asyncio.timeout(within):
+            async with contextlib.aclosing(client.vms.watch()) as changes:
+                async for change in changes:
+                    vm = change.vm
+                    if vm is not None and ref in (vm.id, vm.name):
+                        last = vm
+                        if check(vm):
+                            return vm
+    except TimeoutError:
+        pass
+    raise AssertionError(f"VM {ref} not as wanted after {within} s; last seen: {last}")

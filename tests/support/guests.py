@@ -1,14 +1,10 @@
 """Real guests over the whole stack: a virtplane_client on a controller (Api,
-on a stack with one host, following its watch), a VM followed through the
-client's watch until it looks as a test wants (vm_until), the VM spec that
+on a stack with one host, following its watch), the VM spec that
 boots the test guest image (the client's model; as a proto for hostd), what a
 guest that has fully reported looks like, and how long to wait for one."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from virtplane.v1 import vm_pb2
@@ -66,23 +62,3 @@ def guest_reported(vm: vp.Vm) -> bool:
     return bool(
         g and g.ipv4_addresses and g.os_name and g.application_count and g.uptime_seconds > 0
     )
-
-
-async def vm_until(
-    client: vp.AsyncClient, ref: str, check: Callable[[vp.Vm], object], within: float = WAIT
-) -> vp.Vm:
-    """The VM (named by id or name; it may not exist yet) as the client's
-    watch first shows it accepted by check, within seconds."""
-    last: vp.Vm | None = None
-    try:
-        async with asyncio.timeout(within):
-            async with contextlib.aclosing(client.vms.watch()) as changes:
-                async for change in changes:
-                    vm = change.vm
-                    if vm is not None and ref in (vm.id, vm.name):
-                        last = vm
-                        if check(vm):
-                            return vm
-    except TimeoutError:
-        pass
-    raise AssertionError(f"VM {ref} not as wanted after {within} s; last seen: {last}")
