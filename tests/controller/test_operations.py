@@ -39,7 +39,7 @@ async def test_start_returns_an_operation_that_follows_the_vm(
     rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
     name = _name()
-    host_id = await rig.add_host("h1", test_hostd.address)
+    host_id = (await rig.client.hosts.add("h1", test_hostd.address)).id
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     started = await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     op = started.operation
@@ -84,7 +84,7 @@ async def test_an_instant_verb_succeeds_and_a_refused_one_leaves_no_operation(
     rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
     name = _name()
-    await rig.add_host("h1", test_hostd.address)
+    await rig.client.hosts.add("h1", test_hostd.address)
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
@@ -104,7 +104,7 @@ async def test_start_of_a_paused_vm_resumes_it_in_place(
     rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
     name = _name()
-    host_id = await rig.add_host("h1", test_hostd.address)
+    host_id = (await rig.client.hosts.add("h1", test_hostd.address)).id
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
@@ -120,7 +120,7 @@ async def test_hibernate_then_start_restores_on_the_same_host(
     rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
     name = _name()
-    host_id = await rig.add_host("h1", test_hostd.address)
+    host_id = (await rig.client.hosts.add("h1", test_hostd.address)).id
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     first = (await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))).operation
     await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
@@ -130,8 +130,8 @@ async def test_hibernate_then_start_restores_on_the_same_host(
         await rig.ops.WaitOperation(op_api.WaitOperationRequest(id=saving.operation.id))
     ).operation
     assert op.state == Op.STATE_SUCCEEDED, op.error.message
-    vm = await rig.vm(name)
-    assert vm.status.state == S.STATE_SUSPENDED
+    vm = await rig.client.vms.get(name)
+    assert vm.status.state == VmState.SUSPENDED
     assert vm.status.host_id == host_id  # the host that holds the saved state
     # The start it interrupted (the guest never reported) will not reach UP.
     interrupted = await _op(rig, first.id)
@@ -147,7 +147,7 @@ async def test_hibernate_then_start_restores_on_the_same_host(
     code, why = await error(rig.vms.StartVm(vm_api.StartVmRequest(vm=name)))
     assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert f"cannot restore VM {name!r} on host 'h1'" in why
-    assert (await rig.vm(name)).status.state == S.STATE_SUSPENDED
+    assert (await rig.client.vms.get(name)).status.state == VmState.SUSPENDED
     await rig.vms.StopVm(vm_api.StopVmRequest(vm=big))
     restored = await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     assert restored.vm.status.host_id == host_id
@@ -167,7 +167,7 @@ async def test_after_a_restart_accepted_operations_resume_and_others_fail(
     name = _name()
     first = await open_rig(config(database_url))
     try:
-        await first.add_host("h1", test_hostd.address)
+        await first.client.hosts.add("h1", test_hostd.address)
         await first.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
         started = (await first.vms.StartVm(vm_api.StartVmRequest(vm=name))).operation
 

@@ -88,7 +88,7 @@ async def test_a_watch_of_some_vms_sees_only_them(rig: Rig, boot: vm_pb2.BootSou
 async def test_a_watch_of_a_host_sees_a_vm_leave_it(
     rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
-    await rig.add_host("h1", test_hostd.address)
+    await rig.client.hosts.add("h1", test_hostd.address)
     name = f"w-{uuid.uuid4().hex[:8]}"
     vm = await _create(rig, name, boot)
     await _create(rig, "elsewhere", boot)

@@ -15,11 +15,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from virtplane.v1 import host_service_pb2 as host_api
 from virtplane.v1 import host_service_pb2_grpc as host_grpc
 from virtplane.v1 import operation_service_pb2_grpc as op_grpc
 from virtplane.v1 import vm_pb2
-from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
 import virtplane_client as vp
@@ -42,13 +40,6 @@ class Rig:
     ops: op_grpc.OperationServiceAsyncStub
     address: str
     client: vp.AsyncClient
-
-    async def vm(self, ref: str) -> vm_pb2.Vm:
-        return (await self.vms.GetVm(vm_api.GetVmRequest(vm=ref))).vm
-
-    async def add_host(self, name: str, address: str) -> str:
-        reply = await self.hosts.AddHost(host_api.AddHostRequest(name=name, address=address))
-        return reply.host.id
 
 
 def config(database_url: str, **overrides: object) -> ControllerConfig:
