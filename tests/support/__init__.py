@@ -20,8 +20,9 @@ Module map:
 - `stack`: the real daemons (controller, hostd) as processes on loopback.
 - `guests`: real guests over the whole stack: a virtplane_client on the
   stack (`Api`), the spec of the test guest, what a fully reported guest looks like.
-- `controller_rig`: an in-process controller with stubs on it (`Rig`), VM
-  specs and error checks for the controller's tests.
+- `controller_rig`: an in-process controller with raw stubs and a
+  virtplane_client on it (`Rig`), VM specs and error checks for the
+  controller's tests.
 - `hostd_rig`: a VmService on the fake hypervisor (`Rig`), VM configurations
   boot files and hook scripts for hostd's tests.
 - `db_rig`: rows and held transactions for the database's concurrency
