@@ -5,6 +5,7 @@ started VM stays POWERING_UP)."""
 
 from __future__ import annotations
 
+# Raw stubs: this module checks the operation messages, pages and status codes as sent.
 import uuid
 
 import grpc

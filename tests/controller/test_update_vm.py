@@ -4,6 +4,7 @@ hostd on libvirt's test driver where a VM must run."""
 
 from __future__ import annotations
 
+# Raw stubs: this module checks UpdateVm's masks, replies and status details as sent.
 import asyncio
 import shutil
 import tempfile

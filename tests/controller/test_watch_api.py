@@ -4,6 +4,7 @@ engine; VMs change through UpdateVm, so most of it needs no host."""
 
 from __future__ import annotations
 
+# Raw stubs: this module is about WatchVms' messages and their order on the wire.
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
