@@ -10,6 +10,7 @@ tests/e2e/test_guest_agent.py and tests/hostd/test_real_hostile_guest.py.
 
 from __future__ import annotations
 
+# Raw stubs: this module checks GetVmGuestInfo's reply and status codes as sent.
 import json
 import shutil
 import tempfile

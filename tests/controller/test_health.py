@@ -3,6 +3,7 @@ reflection, as any gRPC client sees them."""
 
 from __future__ import annotations
 
+# Raw stubs: this module is about gRPC health and reflection themselves.
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path

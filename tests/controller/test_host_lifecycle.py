@@ -20,29 +20,28 @@ from virtplane.v1 import host_service_pb2_grpc as host_grpc
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
+import virtplane_client as vp
 from controller.app import Controller
 from controller.config import ControllerConfig
 from tests.support.controller_rig import error
 from tests.support.stack import BIN, Daemon, free_port, start_hostd
-from tests.support.waiting import until
+from tests.support.waiting import TIMEOUT, until
 
 H = host_pb2.Host
-S = vm_pb2.Vm
 WAIT = 30.0  # only reached when something is broken
 
 
 @dataclass
 class Api:
+    """A controller in this process; raw stubs on it for the verbs (this module
+    checks their status codes and messages on the wire), and a client on the
+    same channel for waits and reads."""
+
     controller: Controller
     hosts: host_grpc.HostServiceAsyncStub
     vms: vm_grpc.VmServiceAsyncStub
     address: str
-
-    async def host(self, ref: str) -> host_pb2.Host:
-        return (await self.hosts.GetHost(host_api.GetHostRequest(host=ref))).host
-
-    async def vm(self, ref: str) -> vm_pb2.Vm:
-        return (await self.vms.GetVm(vm_api.GetVmRequest(vm=ref))).vm
+    client: vp.AsyncClient
 
 
 @pytest.fixture
@@ -54,7 +53,13 @@ async def api(database_url: str) -> AsyncIterator[Api]:
     await ctl.start()
     address = f"127.0.0.1:{ctl.port}"
     async with grpc.aio.insecure_channel(address) as channel:
-        yield Api(ctl, host_grpc.HostServiceStub(channel), vm_grpc.VmServiceStub(channel), address)
+        yield Api(
+            ctl,
+            host_grpc.HostServiceStub(channel),
+            vm_grpc.VmServiceStub(channel),
+            address,
+            vp.AsyncClient(channel=channel),
+        )
     await ctl.stop(grace=0)
 
 
@@ -66,11 +71,16 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-async def _started_vm(api: Api, name: str, boot: vm_pb2.BootSource) -> vm_pb2.Vm:
+async def _started_vm(api: Api, name: str, boot: vm_pb2.BootSource) -> vp.Vm:
     spec = vm_pb2.VmSpec(vcpus=1, memory_mib=128, boot=boot)
     await api.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec))
     await api.vms.StartVm(vm_api.StartVmRequest(vm=name))
-    return await until(lambda: api.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+    return await api.client.vms.wait_for(name, vp.VmState.POWERING_UP, timeout=TIMEOUT)
+
+
+async def _host_in(api: Api, state: vp.HostState) -> vp.Host:
+    """Host h1 once it is in state (hosts have no watch: polled)."""
+    return await until(lambda: api.client.hosts.get("h1"), lambda h: h.status.state == state)
 
 
 async def test_a_non_responsive_host_confirmed_down_frees_its_vms(
@@ -94,9 +104,9 @@ async def test_a_non_responsive_host_confirmed_down_frees_its_vms(
         assert "it is UP" in why
 
         hostd.kill()
-        await until(lambda: api.host("h1"), lambda h: h.status.state == H.STATE_NON_RESPONSIVE)
-        lost = await api.vm("v1")
-        assert lost.status.state == S.STATE_UNKNOWN  # never DOWN on its own
+        await _host_in(api, vp.HostState.NON_RESPONSIVE)
+        lost = await api.client.vms.get("v1")
+        assert lost.status.state == vp.VmState.UNKNOWN  # never DOWN on its own
         code, why = await error(api.hosts.RemoveHost(host_api.RemoveHostRequest(host="h1")))
         assert code is grpc.StatusCode.FAILED_PRECONDITION
         assert "v1" in why
@@ -106,9 +116,9 @@ async def test_a_non_responsive_host_confirmed_down_frees_its_vms(
         reply = await api.hosts.ConfirmHostDown(host_api.ConfirmHostDownRequest(host="h1"))
         assert reply.host.status.state == H.STATE_DOWN
         assert list(reply.vm_ids) == [vm.id]
-        fenced = await api.vm("v1")
-        assert fenced.status.state == S.STATE_DOWN
-        assert fenced.status.exit_reason == S.EXIT_REASON_HOST_FENCED
+        fenced = await api.client.vms.get("v1")
+        assert fenced.status.state == vp.VmState.DOWN
+        assert fenced.status.exit_reason == vp.ExitReason.HOST_FENCED
         assert fenced.status.host_id == ""
         assert "confirmed down" in fenced.status.message
         code, why = await error(
@@ -119,7 +129,7 @@ async def test_a_non_responsive_host_confirmed_down_frees_its_vms(
 
         # The rebooted host's hostd answers again: the host is UP and takes VMs.
         hostd = start_hostd(workdir / "h1-again", "test:///default", port)
-        await until(lambda: api.host("h1"), lambda h: h.status.state == H.STATE_UP)
+        await _host_in(api, vp.HostState.UP)
         again = (await api.vms.StartVm(vm_api.StartVmRequest(vm="v1"))).vm
         assert again.status.host_id == host.id
     finally:
@@ -147,7 +157,7 @@ def hostd(workdir: Path) -> Iterator[Daemon]:
     daemon.stop()
 
 
-async def _placed_on_h1(api: Api, host: host_pb2.Host, up: host_pb2.Host) -> None:
+async def _placed_on_h1(api: Api, host: host_pb2.Host, up: vp.Host) -> None:
     explained = await api.vms.ExplainPlacement(vm_api.ExplainPlacementRequest(vm="v2"))
     assert (explained.chosen_host_id, explained.chosen_host_name) == (host.id, "h1")
     [judged] = explained.hosts
@@ -178,7 +188,7 @@ async def test_maintenance_activate_and_remove(
     await api.vms.StopVm(vm_api.StopVmRequest(vm="v1"))
 
     assert "h1" in await _cli(api.address, "host", "maintenance", "h1")
-    assert (await api.host("h1")).status.state == H.STATE_MAINTENANCE
+    assert (await api.client.hosts.get("h1")).status.state == vp.HostState.MAINTENANCE
     assert not api.controller.hosts.watched(host.id)
     code, why = await error(api.vms.StartVm(vm_api.StartVmRequest(vm="v2")))
     assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -200,7 +210,7 @@ async def test_maintenance_activate_and_remove(
 
     activated = (await api.hosts.ActivateHost(host_api.ActivateHostRequest(host="h1"))).host
     assert activated.status.state == H.STATE_CONNECTING
-    up = await until(lambda: api.host("h1"), lambda h: h.status.state == H.STATE_UP)
+    up = await _host_in(api, vp.HostState.UP)
     code, why = await error(api.hosts.ActivateHost(host_api.ActivateHostRequest(host="h1")))
     assert code is grpc.StatusCode.FAILED_PRECONDITION
     assert "it is UP" in why

@@ -3,6 +3,7 @@ controller's gRPC API on each database engine."""
 
 from __future__ import annotations
 
+# Raw stubs: this module checks ListVms' pages and tokens as sent.
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any

@@ -10,6 +10,7 @@ DeleteVm and WatchVms.
 
 from __future__ import annotations
 
+# Raw stubs: this module checks WatchVms' messages, kinds and revisions as sent.
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 

@@ -5,6 +5,7 @@ started VM stays POWERING_UP)."""
 
 from __future__ import annotations
 
+# Raw stubs: this module checks the operation messages, pages and status codes as sent.
 import uuid
 
 import grpc
@@ -17,9 +18,10 @@ from controller import operations
 from controller.requests import Call
 from db import repositories as repo
 from db.enums import OperationKind
-from tests.support.controller_rig import Rig, close_rig, config, error, open_rig, spec
+from tests.support.controller_rig import WAIT, Rig, close_rig, config, error, open_rig, spec
 from tests.support.stack import Daemon
 from tests.support.waiting import until
+from virtplane_client import VmState
 
 S = vm_pb2.Vm
 Op = operation_pb2.Operation
@@ -38,7 +40,7 @@ async def test_start_returns_an_operation_that_follows_the_vm(
     rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
     name = _name()
-    host_id = await rig.add_host("h1", test_hostd.address)
+    host_id = (await rig.client.hosts.add("h1", test_hostd.address)).id
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     started = await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     op = started.operation
@@ -83,10 +85,10 @@ async def test_an_instant_verb_succeeds_and_a_refused_one_leaves_no_operation(
     rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
     name = _name()
-    await rig.add_host("h1", test_hostd.address)
+    await rig.client.hosts.add("h1", test_hostd.address)
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
-    await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+    await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
     pause = vm_api.PauseVmRequest(vm=name, request_id=f"pause-{name}")
     paused = await rig.vms.PauseVm(pause)
     assert paused.operation.state == Op.STATE_SUCCEEDED
@@ -103,10 +105,10 @@ async def test_start_of_a_paused_vm_resumes_it_in_place(
     rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
     name = _name()
-    host_id = await rig.add_host("h1", test_hostd.address)
+    host_id = (await rig.client.hosts.add("h1", test_hostd.address)).id
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
-    await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+    await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
     await rig.vms.PauseVm(vm_api.PauseVmRequest(vm=name))
     resumed = await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     assert resumed.vm.status.state == S.STATE_POWERING_UP  # running again, where it was
@@ -119,18 +121,18 @@ async def test_hibernate_then_start_restores_on_the_same_host(
     rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
     name = _name()
-    host_id = await rig.add_host("h1", test_hostd.address)
+    host_id = (await rig.client.hosts.add("h1", test_hostd.address)).id
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     first = (await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))).operation
-    await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+    await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
     saving = await rig.vms.HibernateVm(vm_api.HibernateVmRequest(vm=name))
     assert saving.operation.kind == Op.KIND_HIBERNATE_VM
     op = (
         await rig.ops.WaitOperation(op_api.WaitOperationRequest(id=saving.operation.id))
     ).operation
     assert op.state == Op.STATE_SUCCEEDED, op.error.message
-    vm = await rig.vm(name)
-    assert vm.status.state == S.STATE_SUSPENDED
+    vm = await rig.client.vms.get(name)
+    assert vm.status.state == VmState.SUSPENDED
     assert vm.status.host_id == host_id  # the host that holds the saved state
     # The start it interrupted (the guest never reported) will not reach UP.
     interrupted = await _op(rig, first.id)
@@ -146,12 +148,12 @@ async def test_hibernate_then_start_restores_on_the_same_host(
     code, why = await error(rig.vms.StartVm(vm_api.StartVmRequest(vm=name)))
     assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert f"cannot restore VM {name!r} on host 'h1'" in why
-    assert (await rig.vm(name)).status.state == S.STATE_SUSPENDED
+    assert (await rig.client.vms.get(name)).status.state == VmState.SUSPENDED
     await rig.vms.StopVm(vm_api.StopVmRequest(vm=big))
     restored = await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     assert restored.vm.status.host_id == host_id
     assert not restored.operation.phases.HasField("scheduled_time")  # no scheduling
-    await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+    await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
     # Stopping a hibernated VM drops its saved state: DOWN, off its host.
     again = await rig.vms.HibernateVm(vm_api.HibernateVmRequest(vm=name))
     await rig.ops.WaitOperation(op_api.WaitOperationRequest(id=again.operation.id))
@@ -166,7 +168,7 @@ async def test_after_a_restart_accepted_operations_resume_and_others_fail(
     name = _name()
     first = await open_rig(config(database_url))
     try:
-        await first.add_host("h1", test_hostd.address)
+        await first.client.hosts.add("h1", test_hostd.address)
         await first.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
         started = (await first.vms.StartVm(vm_api.StartVmRequest(vm=name))).operation
 

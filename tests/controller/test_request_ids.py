@@ -13,9 +13,12 @@ from virtplane.v1 import operation_service_pb2 as op_api
 from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
-from tests.support.controller_rig import Rig, close_rig, config, error, open_rig, spec
+from tests.support.controller_rig import WAIT, Rig, close_rig, config, error, open_rig, spec
 from tests.support.stack import Daemon
 from tests.support.waiting import until
+from virtplane_client import VmState
+
+# Raw stubs for the mutations: this module is about request_id as sent, or left out, on the wire.
 
 S = vm_pb2.Vm
 
@@ -59,7 +62,7 @@ async def test_a_request_id_is_checked(rig: Rig, boot: vm_pb2.BootSource) -> Non
 async def test_concurrent_starts_with_one_request_id_start_once(
     rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
-    await rig.add_host("h1", test_hostd.address)
+    await rig.hosts.AddHost(host_api.AddHostRequest(name="h1", address=test_hostd.address))
     vm = (await rig.vms.CreateVm(vm_api.CreateVmRequest(name="once", spec=spec(boot)))).vm
     request = vm_api.StartVmRequest(vm="once", request_id="start-once")
     replies = await asyncio.gather(*[rig.vms.StartVm(request) for _ in range(20)])
@@ -83,7 +86,7 @@ async def test_a_repeat_after_a_controller_restart_returns_the_first_result(
 ) -> None:
     first = await open_rig(config(database_url))
     try:
-        await first.add_host("h1", test_hostd.address)
+        await first.hosts.AddHost(host_api.AddHostRequest(name="h1", address=test_hostd.address))
         await first.vms.CreateVm(vm_api.CreateVmRequest(name="r", spec=spec(boot)))
         started = await first.vms.StartVm(vm_api.StartVmRequest(vm="r", request_id="start-r"))
     finally:
@@ -133,10 +136,12 @@ async def test_host_verbs_repeat_their_first_result(
 async def test_a_repeated_shutdown_is_one_shutdown(
     rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
-    host_id = await rig.add_host("h1", test_hostd.address)
+    host_id = (
+        await rig.hosts.AddHost(host_api.AddHostRequest(name="h1", address=test_hostd.address))
+    ).host.id
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name="sd", spec=spec(boot)))
     await rig.vms.StartVm(vm_api.StartVmRequest(vm="sd"))
-    await until(lambda: rig.vm("sd"), lambda v: v.status.state == S.STATE_POWERING_UP)
+    await rig.client.vms.wait_for("sd", VmState.POWERING_UP, timeout=WAIT)
     request = vm_api.ShutdownVmRequest(vm="sd", timeout_seconds=5, request_id="sd-1")
     first = await rig.vms.ShutdownVm(request)
     assert first.operation.kind == first.operation.KIND_SHUTDOWN_VM
@@ -144,8 +149,8 @@ async def test_a_repeated_shutdown_is_one_shutdown(
     assert again.operation.id == first.operation.id
     done = await rig.ops.WaitOperation(op_api.WaitOperationRequest(id=first.operation.id))
     assert done.operation.state == done.operation.STATE_SUCCEEDED, done.operation.error
-    vm = await rig.vm("sd")
-    assert vm.status.state == S.STATE_DOWN
+    vm = await rig.client.vms.get("sd")
+    assert vm.status.state == VmState.DOWN
     # The log says which host the VM left, and why.
     events = (await rig.ops.ListEvents(op_api.ListEventsRequest(vm_id=vm.id))).events
     down = [e for e in events if e.kind == "VM_STATE" and "→ DOWN" in e.message]
@@ -156,7 +161,9 @@ async def test_a_repeated_shutdown_is_one_shutdown(
 async def test_the_audit_log_records_mutations_and_state_changes(
     rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
-    host_id = await rig.add_host("h1", test_hostd.address)
+    host_id = (
+        await rig.hosts.AddHost(host_api.AddHostRequest(name="h1", address=test_hostd.address))
+    ).host.id
     vm = (await rig.vms.CreateVm(vm_api.CreateVmRequest(name="logged", spec=spec(boot)))).vm
     await rig.hosts.SetHostMaintenance(
         host_api.SetHostMaintenanceRequest(host="h1", request_id="m-1")

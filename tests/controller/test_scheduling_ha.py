@@ -27,6 +27,7 @@ from virtplane.v1 import host_service_pb2_grpc as host_grpc
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
+import virtplane_client as vp
 from controller.app import Controller
 from controller.config import ControllerConfig
 from controller.ha import HaPolicy
@@ -35,9 +36,10 @@ from controller.lifecycle.target import HostTarget
 from controller.scheduler import Policy
 from db import repositories as repo
 from db.session import Database
+from tests.support.events import vm_until
 from tests.support.stack import BIN, Daemon, start_hostd
 from tests.support.virt import node_xml
-from tests.support.waiting import until
+from tests.support.waiting import TIMEOUT, until
 
 H = host_pb2.Host
 S = vm_pb2.Vm
@@ -46,21 +48,26 @@ FAST_HA = HaPolicy(fast_interval=0.5, fast_tries=2, slow_interval=1.0, poll_inte
 
 
 class Api:
+    """A controller in this process; raw stubs on it for the verbs whose
+    replies and status details this module checks as sent, and a client on
+    the same channel for adding hosts, reads and waits."""
+
     def __init__(self, controller: Controller, channel: grpc.aio.Channel) -> None:
         self.controller = controller
         self.hosts = host_grpc.HostServiceStub(channel)
         self.vms = vm_grpc.VmServiceStub(channel)
         self.groups = aff_grpc.AffinityGroupServiceStub(channel)
+        self.client = vp.AsyncClient(channel=channel)  # closed with the channel
 
-    async def host(self, ref: str) -> host_pb2.Host:
-        return (await self.hosts.GetHost(host_api.GetHostRequest(host=ref))).host
 
-    async def vm(self, ref: str) -> vm_pb2.Vm:
-        return (await self.vms.GetVm(vm_api.GetVmRequest(vm=ref))).vm
+async def _host_in(api: Api, ref: str, state: vp.HostState) -> vp.Host:
+    """The host once it is in state (hosts have no watch: polled)."""
+    return await until(lambda: api.client.hosts.get(ref), lambda h: h.status.state == state)
 
-    async def add_host(self, name: str, daemon: Daemon) -> host_pb2.Host:
-        request = host_api.AddHostRequest(name=name, address=daemon.address)
-        return (await self.hosts.AddHost(request)).host
+
+async def _running(api: Api, ref: str) -> vp.Vm:
+    """The VM once its domain runs (POWERING_UP: the test driver boots nothing)."""
+    return await api.client.vms.wait_for(ref, vp.VmState.POWERING_UP, timeout=TIMEOUT)
 
 
 @asynccontextmanager
@@ -136,22 +143,18 @@ async def cli(api: Api, *argv: str) -> str:
     return out.decode()
 
 
-def running_vm(vm: vm_pb2.Vm) -> bool:
-    return vm.status.state == S.STATE_POWERING_UP
-
-
 async def test_a_start_that_fails_on_its_host_is_retried_on_another(
     api: Api, hostds: Hosts, boot: vm_pb2.BootSource
 ) -> None:
     # "bad" has the most free memory, so the scheduler picks it first; a
     # domain of the VM's name is defined there, so libvirt refuses the start.
-    bad = await api.add_host("bad", hostds.start("bad", memory_mib=8192, clash="v"))
-    good = await api.add_host("good", hostds.start("good", memory_mib=4096))
+    bad = await api.client.hosts.add("bad", hostds.start("bad", memory_mib=8192, clash="v").address)
+    good = await api.client.hosts.add("good", hostds.start("good", memory_mib=4096).address)
     vm = await create(api, "v", boot)
     started = (await api.vms.StartVm(vm_api.StartVmRequest(vm="v"))).vm
     assert started.status.host_id in (bad.id, good.id)
 
-    moved = await until(lambda: api.vm("v"), running_vm)
+    moved = await _running(api, "v")
     assert moved.status.host_id == good.id
     [tried] = moved.status.start_tries
     assert (tried.host_id, tried.host_name) == (bad.id, "bad")
@@ -161,19 +164,20 @@ async def test_a_start_that_fails_on_its_host_is_retried_on_another(
     assert "tried:   bad: operation failed: domain 'vp-v' already exists" in shown
 
 
+def _failed(vm: vp.Vm) -> bool:
+    return vm.status.state == vp.VmState.DOWN and vm.status.exit_reason != vp.ExitReason.UNSPECIFIED
+
+
 async def test_a_start_failing_on_every_host_lists_each_try(
     api: Api, hostds: Hosts, boot: vm_pb2.BootSource
 ) -> None:
     for name, memory in (("bad1", 8192), ("bad2", 6144)):
-        await api.add_host(name, hostds.start(name, memory_mib=memory, clash="v"))
+        await api.client.hosts.add(name, hostds.start(name, memory_mib=memory, clash="v").address)
     await create(api, "v", boot)
     await api.vms.StartVm(vm_api.StartVmRequest(vm="v"))
 
-    failed = await until(
-        lambda: api.vm("v"),
-        lambda v: v.status.state == S.STATE_DOWN and v.status.exit_reason != 0,
-    )
-    assert failed.status.exit_reason == S.EXIT_REASON_START_FAILED
+    failed = await vm_until(api.client, "v", _failed, TIMEOUT)
+    assert failed.status.exit_reason == vp.ExitReason.START_FAILED
     assert [t.host_name for t in failed.status.start_tries] == ["bad1", "bad2"]
     message = failed.status.message
     assert message.startswith("start failed on 2 host(s): bad1: ")
@@ -184,13 +188,10 @@ async def test_a_start_failing_on_every_host_lists_each_try(
     # Three tries at most, never the same host twice: the three hosts with
     # the most memory refuse w; the others (bad1, bad2) could run it.
     for name, memory in (("bad3", 16384), ("bad4", 15360), ("bad5", 14336)):
-        await api.add_host(name, hostds.start(name, memory_mib=memory, clash="w"))
+        await api.client.hosts.add(name, hostds.start(name, memory_mib=memory, clash="w").address)
     await create(api, "w", boot)
     await api.vms.StartVm(vm_api.StartVmRequest(vm="w"))
-    failed = await until(
-        lambda: api.vm("w"),
-        lambda v: v.status.state == S.STATE_DOWN and v.status.exit_reason != 0,
-    )
+    failed = await vm_until(api.client, "w", _failed, TIMEOUT)
     assert [t.host_name for t in failed.status.start_tries] == ["bad3", "bad4", "bad5"]
     assert failed.status.message.startswith("start failed on 3 host(s): ")
 
@@ -198,8 +199,8 @@ async def test_a_start_failing_on_every_host_lists_each_try(
 async def test_a_placement_error_names_each_hosts_rejecting_filter(
     api: Api, hostds: Hosts, boot: vm_pb2.BootSource
 ) -> None:
-    await api.add_host("small", hostds.start("small", memory_mib=256))
-    await api.add_host("narrow", hostds.start("narrow", cpus=1))
+    await api.client.hosts.add("small", hostds.start("small", memory_mib=256).address)
+    await api.client.hosts.add("narrow", hostds.start("narrow", cpus=1).address)
     await create(api, "big", boot, vcpus=2, memory_mib=512)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await api.vms.StartVm(vm_api.StartVmRequest(vm="big"))
@@ -213,8 +214,8 @@ async def test_a_placement_error_names_each_hosts_rejecting_filter(
 async def test_affinity_groups_keep_vms_apart_or_together(
     api: Api, hostds: Hosts, boot: vm_pb2.BootSource
 ) -> None:
-    h1 = await api.add_host("h1", hostds.start("h1"))
-    h2 = await api.add_host("h2", hostds.start("h2"))
+    h1 = await api.client.hosts.add("h1", hostds.start("h1").address)
+    h2 = await api.client.hosts.add("h2", hostds.start("h2").address)
     for name in ("a", "b", "c"):
         await create(api, name, boot)
     negative, positive = (
@@ -254,14 +255,14 @@ async def test_power_saving_packs_vms_onto_one_host(
     database_url: str, hostds: Hosts, boot: vm_pb2.BootSource
 ) -> None:
     async with running(database_url, scheduling_policy=Policy.POWER_SAVING) as api:
-        await api.add_host("h1", hostds.start("h1", memory_mib=4096))
-        await api.add_host("h2", hostds.start("h2", memory_mib=4096))
+        await api.client.hosts.add("h1", hostds.start("h1", memory_mib=4096).address)
+        await api.client.hosts.add("h2", hostds.start("h2", memory_mib=4096).address)
         placed = []
         for name in ("a", "b", "c"):
             await create(api, name, boot)
             placed.append((await api.vms.StartVm(vm_api.StartVmRequest(vm=name))).vm)
         [host_id] = {vm.status.host_id for vm in placed}
-        assert (await api.host(host_id)).status.vcpus_used == 3
+        assert (await api.client.hosts.get(host_id)).status.vcpus_used == 3
         explained = await api.vms.ExplainPlacement(vm_api.ExplainPlacementRequest(vm="a"))
         assert [w.weight for w in explained.hosts[1].weights] == [
             "memory-used",
@@ -274,7 +275,7 @@ async def test_a_vm_unknown_to_the_database_is_recorded_as_external(
     api: Api, hostds: Hosts, boot: vm_pb2.BootSource
 ) -> None:
     daemon = hostds.start("h1")
-    host = await api.add_host("h1", daemon)
+    host = await api.client.hosts.add("h1", daemon.address)
     # Another controller (or a lost database) started a VM on the host.
     stranger = str(uuid.uuid4())
     config = agent_pb2.VmConfig(
@@ -313,50 +314,50 @@ async def test_ha_vm_restarts_elsewhere_only_once_its_host_is_confirmed_down(
     slow = HaPolicy(fast_interval=0.5, fast_tries=2, slow_interval=1.0, poll_interval=3600)
     async with running(database_url, ha=slow) as api:
         first = hostds.start("h1", memory_mib=8192)
-        h1 = await api.add_host("h1", first)
+        h1 = await api.client.hosts.add("h1", first.address)
         await create(api, "ha", boot, highly_available=True)
         await create(api, "plain", boot)
         for name in ("ha", "plain"):
             await api.vms.StartVm(vm_api.StartVmRequest(vm=name))
-            vm = await until(lambda n=name: api.vm(n), running_vm)
+            vm = await _running(api, name)
             assert vm.status.host_id == h1.id
-        h2 = await api.add_host("h2", hostds.start("h2", memory_mib=4096))
+        h2 = await api.client.hosts.add("h2", hostds.start("h2", memory_mib=4096).address)
 
         first.kill()
-        await until(lambda: api.host("h1"), lambda h: h.status.state == H.STATE_NON_RESPONSIVE)
+        await _host_in(api, "h1", vp.HostState.NON_RESPONSIVE)
         for name in ("ha", "plain"):
-            lost = await api.vm(name)
-            assert lost.status.state == S.STATE_UNKNOWN  # never DOWN, never moved
+            lost = await api.client.vms.get(name)
+            assert lost.status.state == vp.VmState.UNKNOWN  # never DOWN, never moved
             assert lost.status.host_id == h1.id
 
         await api.hosts.ConfirmHostDown(host_api.ConfirmHostDownRequest(host="h1"))
-        fenced = await api.vm("ha")
-        assert fenced.status.state == S.STATE_DOWN
-        assert fenced.status.exit_reason == S.EXIT_REASON_HOST_FENCED
-        assert fenced.status.HasField("ha_restart_time")
+        fenced = await api.client.vms.get("ha")
+        assert fenced.status.state == vp.VmState.DOWN
+        assert fenced.status.exit_reason == vp.ExitReason.HOST_FENCED
+        assert fenced.status.ha_restart_time is not None
 
     async with running(database_url) as api:
-        restarted = await until(lambda: api.vm("ha"), running_vm)
+        restarted = await _running(api, "ha")
         assert restarted.status.host_id == h2.id
         assert restarted.status.ha_restart_count == 1
-        plain = await api.vm("plain")
-        assert plain.status.state == S.STATE_DOWN  # not highly available
-        assert not plain.status.HasField("ha_restart_time")
+        plain = await api.client.vms.get("plain")
+        assert plain.status.state == vp.VmState.DOWN  # not highly available
+        assert plain.status.ha_restart_time is None
 
 
 async def test_a_stopped_ha_vm_is_not_restarted(
     api: Api, hostds: Hosts, boot: vm_pb2.BootSource
 ) -> None:
-    await api.add_host("h1", hostds.start("h1"))
+    await api.client.hosts.add("h1", hostds.start("h1").address)
     await create(api, "ha", boot, highly_available=True)
     await api.vms.StartVm(vm_api.StartVmRequest(vm="ha"))
-    await until(lambda: api.vm("ha"), running_vm)
+    await _running(api, "ha")
     stopped = (await api.vms.StopVm(vm_api.StopVmRequest(vm="ha"))).vm
     assert stopped.status.exit_reason == S.EXIT_REASON_USER_STOP
     await asyncio.sleep(FAST_HA.poll_interval * 5)
-    again = await api.vm("ha")
-    assert again.status.state == S.STATE_DOWN
-    assert not again.status.HasField("ha_restart_time")
+    again = await api.client.vms.get("ha")
+    assert again.status.state == vp.VmState.DOWN
+    assert again.status.ha_restart_time is None
 
 
 def _book(database_url: str, vm: str) -> HostTarget:
@@ -377,7 +378,7 @@ async def test_a_start_booked_by_a_dead_controller_is_resumed_once(
 ) -> None:
     daemon = hostds.start("h1")
     async with running(database_url) as api:
-        host = await api.add_host("h1", daemon)
+        host = await api.client.hosts.add("h1", daemon.address)
         await create(api, "v", boot)
     dispatch = _book(database_url, "v")
     async with grpc.aio.insecure_channel(daemon.address) as channel:
@@ -389,7 +390,7 @@ async def test_a_start_booked_by_a_dead_controller_is_resumed_once(
                 )
             )
         async with running(database_url) as api:
-            vm = await until(lambda: api.vm("v"), running_vm)
+            vm = await _running(api, "v")
             assert vm.status.host_id == host.id
         listed = await agent.ListVms(agent_pb2.HostAgentServiceListVmsRequest())
         assert [v.vm_id for v in listed.vms] == [vm.id]
@@ -400,23 +401,21 @@ async def test_a_host_that_stops_answering_is_non_responsive_then_says_what_is_t
 ) -> None:
     daemon = hostds.start("h1")
     async with running(database_url, host_call_timeout=2.0) as api:
-        host = await api.add_host("h1", daemon)
+        host = await api.client.hosts.add("h1", daemon.address)
         await create(api, "v", boot)
         await api.vms.StartVm(vm_api.StartVmRequest(vm="v"))
-        await until(lambda: api.vm("v"), running_vm)
+        await _running(api, "v")
 
         # hostd hangs: its process is there, its socket open, and nothing
         # answers — only the channel's keepalive pings notice.
         daemon.process.send_signal(signal.SIGSTOP)
         try:
-            lost = await until(
-                lambda: api.host("h1"), lambda h: h.status.state == H.STATE_NON_RESPONSIVE
-            )
+            lost = await _host_in(api, "h1", vp.HostState.NON_RESPONSIVE)
             assert lost.status.message
-            vm = await api.vm("v")
-            assert (vm.status.state, vm.status.host_id) == (S.STATE_UNKNOWN, host.id)
+            vm = await api.client.vms.get("v")
+            assert (vm.status.state, vm.status.host_id) == (vp.VmState.UNKNOWN, host.id)
         finally:
             daemon.process.send_signal(signal.SIGCONT)
-        await until(lambda: api.host("h1"), lambda h: h.status.state == H.STATE_UP)
-        back = await until(lambda: api.vm("v"), running_vm)
+        await _host_in(api, "h1", vp.HostState.UP)
+        back = await _running(api, "v")
         assert back.status.host_id == host.id

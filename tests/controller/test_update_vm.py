@@ -4,6 +4,7 @@ hostd on libvirt's test driver where a VM must run."""
 
 from __future__ import annotations
 
+# Raw stubs: this module checks UpdateVm's masks, replies and status details as sent.
 import asyncio
 import shutil
 import tempfile
@@ -15,9 +16,9 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
-from tests.support.controller_rig import Rig, error, spec
+from tests.support.controller_rig import WAIT, Rig, error, spec
 from tests.support.stack import Daemon, start_hostd
-from tests.support.waiting import until
+from virtplane_client import ExitReason, VmState
 
 S = vm_pb2.Vm
 
@@ -57,7 +58,7 @@ async def test_bad_paths_and_values_are_named(rig: Rig, boot: vm_pb2.BootSource)
     values = vm_pb2.Vm(spec=vm_pb2.VmSpec(boot=vm_pb2.BootSource(kernel_path="rel/k")))
     code, why = await error(rig.vms.UpdateVm(_update("a", values, "spec.boot.kernel_path")))
     assert why.startswith("vm_update.spec.boot.kernel_path: must be an absolute path")
-    assert (await rig.vm("a")).spec_version == 1  # nothing changed
+    assert (await rig.client.vms.get("a")).spec_version == 1  # nothing changed
 
 
 async def test_a_stale_version_is_aborted_and_no_update_is_lost(
@@ -82,18 +83,18 @@ async def test_a_stale_version_is_aborted_and_no_update_is_lost(
     assert len(won) == 1 and len(lost) == 9
     assert all(e.code() is grpc.StatusCode.ABORTED for e in lost)
     assert "is at spec_version 2, not 1" in (lost[0].details() or "")
-    vm = await rig.vm("a")
+    vm = await rig.client.vms.get("a")
     assert vm.spec_version == 2 and vm.spec.boot.cmdline == won[0].vm.spec.boot.cmdline
 
 
 async def test_changes_to_a_running_vm_wait_for_its_next_start(
     rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
-    await rig.add_host("h1", test_hostd.address)
+    await rig.client.hosts.add("h1", test_hostd.address)
     name = f"u-{uuid.uuid4().hex[:8]}"
     created = (await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))).vm
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
-    await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+    await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
 
     values = vm_pb2.Vm(
         name=f"{name}-renamed",
@@ -119,7 +120,7 @@ async def test_changes_to_a_running_vm_wait_for_its_next_start(
     assert vm.next_run_spec.memory_mib == 192 and vm.next_run_spec.vcpus == 2
 
     await rig.vms.StopVm(vm_api.StopVmRequest(vm=name))
-    assert (await rig.vm(name)).status.pending_restart  # still waiting while DOWN
+    assert (await rig.client.vms.get(name)).status.pending_restart  # still waiting while DOWN
     started = await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     vm = started.vm
     assert vm.spec.memory_mib == 192 and vm.spec.vcpus == 2 and len(vm.spec.nics) == 2
@@ -130,7 +131,7 @@ async def test_changes_to_a_running_vm_wait_for_its_next_start(
 async def test_a_vm_starts_with_its_disks(
     rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource, tmp_path: Path
 ) -> None:
-    await rig.add_host("h1", test_hostd.address)
+    await rig.client.hosts.add("h1", test_hostd.address)
     name = f"d-{uuid.uuid4().hex[:8]}"
     image = tmp_path / "data0.qcow2"
     with_disk = spec(boot)
@@ -142,16 +143,16 @@ async def test_a_vm_starts_with_its_disks(
     # The host gets the disk: with no image there, its validation refuses the start.
     code, why = await error(rig.vms.StartVm(vm_api.StartVmRequest(vm=name)))
     assert f"config.spec.disks[0].path: no file at {image}" in why, (code, why)
-    failed = await rig.vm(name)
+    failed = await rig.client.vms.get(name)
     assert (failed.status.state, failed.status.exit_reason) == (
-        S.STATE_DOWN,
-        S.EXIT_REASON_START_FAILED,
+        VmState.DOWN,
+        ExitReason.START_FAILED,
     )
     image.write_bytes(b"")  # the test driver opens no image: its existence is enough
     started = (await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))).vm
     assert started.status.host_id
     assert [d.path for d in started.spec.disks] == [str(image)]
-    await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+    await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
     bad = vm_pb2.Vm(spec=vm_pb2.VmSpec(disks=[vm_pb2.Disk(name="x", path="rel")]))
     code, why = await error(rig.vms.UpdateVm(_update(name, bad, "spec.disks")))
     assert why.startswith("vm_update.spec.disks[0].path: must be an absolute path")
@@ -161,11 +162,11 @@ async def test_a_vm_starts_with_its_disks(
 async def test_availability_pinning_and_start_paused_apply_at_once_even_while_running(
     rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
-    host_id = await rig.add_host("h1", test_hostd.address)
+    host_id = (await rig.client.hosts.add("h1", test_hostd.address)).id
     name = f"p-{uuid.uuid4().hex[:8]}"
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
-    await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+    await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
 
     values = vm_pb2.Vm(
         spec=vm_pb2.VmSpec(highly_available=True, pinned_host="h1", start_paused=True)
@@ -219,7 +220,7 @@ async def test_custom_properties_reach_the_hosts_hooks_and_changes_wait_for_a_re
     workdir = Path(tempfile.mkdtemp(prefix="vp-"))  # short: socket paths must fit
     hostd = start_hostd(workdir, "test:///default", extra=("--hooks-dir", str(hooks)))
     try:
-        await rig.add_host("h1", hostd.address)
+        await rig.client.hosts.add("h1", hostd.address)
         bad = spec(boot)
         bad.custom_properties["2tier"] = "x"
         code, why = await error(rig.vms.CreateVm(vm_api.CreateVmRequest(name="p", spec=bad)))
@@ -230,7 +231,7 @@ async def test_custom_properties_reach_the_hosts_hooks_and_changes_wait_for_a_re
         good.custom_properties["tier"] = "gold"
         await rig.vms.CreateVm(vm_api.CreateVmRequest(name="p", spec=good))
         await rig.vms.StartVm(vm_api.StartVmRequest(vm="p"))
-        await until(lambda: rig.vm("p"), lambda v: v.status.state == S.STATE_POWERING_UP)
+        await rig.client.vms.wait_for("p", VmState.POWERING_UP, timeout=WAIT)
         assert seen.read_text() == "gold\n"
 
         values = vm_pb2.Vm(spec=vm_pb2.VmSpec(custom_properties={"tier": "silver"}))
@@ -239,7 +240,7 @@ async def test_custom_properties_reach_the_hosts_hooks_and_changes_wait_for_a_re
         assert list(vm.status.pending_restart) == ["spec.custom_properties"]
         await rig.vms.StopVm(vm_api.StopVmRequest(vm="p"))
         await rig.vms.StartVm(vm_api.StartVmRequest(vm="p"))
-        await until(lambda: rig.vm("p"), lambda v: v.status.state == S.STATE_POWERING_UP)
+        await rig.client.vms.wait_for("p", VmState.POWERING_UP, timeout=WAIT)
         assert seen.read_text() == "gold\nsilver\n"
         await rig.vms.StopVm(vm_api.StopVmRequest(vm="p"))
     finally:

@@ -4,6 +4,7 @@ engine; VMs change through UpdateVm, so most of it needs no host."""
 
 from __future__ import annotations
 
+# Raw stubs: this module is about WatchVms' messages and their order on the wire.
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
@@ -16,9 +17,10 @@ from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
+from tests.support.controller_rig import WAIT as STATE_WAIT
 from tests.support.controller_rig import Rig, close_rig, config, open_rig, spec
 from tests.support.stack import Daemon
-from tests.support.waiting import until
+from virtplane_client import VmState
 
 K = vm_api.WatchVmsResponse
 S = vm_pb2.Vm
@@ -87,12 +89,12 @@ async def test_a_watch_of_some_vms_sees_only_them(rig: Rig, boot: vm_pb2.BootSou
 async def test_a_watch_of_a_host_sees_a_vm_leave_it(
     rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
-    await rig.add_host("h1", test_hostd.address)
+    await rig.client.hosts.add("h1", test_hostd.address)
     name = f"w-{uuid.uuid4().hex[:8]}"
     vm = await _create(rig, name, boot)
     await _create(rig, "elsewhere", boot)
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
-    await until(lambda: rig.vm(name), lambda v: v.status.state == S.STATE_POWERING_UP)
+    await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=STATE_WAIT)
     watch = _Reader(rig.vms, vm_api.WatchVmsRequest(host="h1"))
     try:
         await watch.until_complete()

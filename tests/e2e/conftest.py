@@ -5,18 +5,17 @@ image. Their building blocks are in tests.support (stack, guests)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import grpc
 import pytest
-from virtplane.v1 import vm_pb2
-from virtplane.v1 import vm_service_pb2 as vm_api
 
-from tests.support.guests import Api, reported, vm_spec
+import virtplane_client as vp
+from tests.support.guests import Api, guest_reported, guest_spec
 from tests.support.real import GuestImage
 from tests.support.stack import Stack, start_stack
 from tests.support.virt import disk_image
@@ -54,18 +53,16 @@ def shared_disk(images: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-async def up_vm(api: Api, guest_image: GuestImage, shared_disk: str) -> AsyncIterator[vm_pb2.Vm]:
+async def up_vm(api: Api, guest_image: GuestImage, shared_disk: str) -> AsyncIterator[vp.Vm]:
     """A VM booted once and shared by the tests that only look at it; it has
     one disk, shared_disk."""
-    spec = vm_spec(guest_image)
-    spec.disks.append(vm_pb2.Disk(name="data0", path=shared_disk, format=vm_pb2.Disk.FORMAT_QCOW2))
-    created = await api.vms.CreateVm(
-        # Named for this run: domains are named after VMs, and other runs may
-        # share the machine's libvirtd.
-        vm_api.CreateVmRequest(name=f"shared-{os.getpid()}", spec=spec)
-    )
-    await api.vms.StartVm(vm_api.StartVmRequest(vm=created.vm.id))
-    vm = await api.watch.wait_for(created.vm.id, reported)
+    disk = vp.Disk(name="data0", path=shared_disk, format=vp.DiskFormat.QCOW2)
+    spec = dataclasses.replace(guest_spec(guest_image), disks=(disk,))
+    # Named for this run: domains are named after VMs, and other runs may
+    # share the machine's libvirtd.
+    created = await api.client.vms.create(f"shared-{os.getpid()}", spec)
+    await api.client.vms.start(created.id)
+    vm = await api.watch.wait_for(created.id, guest_reported)
     yield vm
-    with contextlib.suppress(grpc.aio.AioRpcError):
-        await api.vms.StopVm(vm_api.StopVmRequest(vm=vm.id))
+    with contextlib.suppress(vp.ClientError):
+        await api.client.vms.stop(vm.id)

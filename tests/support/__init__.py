@@ -8,7 +8,7 @@ Module map:
   and the last value seen.
 - `events`: following event streams: `EventLog` (mark, wait, first) and its
   readers of hostd's events (`HostEvents`) and of the controller's WatchVms
-  (`VmEvents`).
+  (`VmEvents` raw, `VmChanges` through virtplane_client; `vm_until`).
 - `real`: where the repository, the guest image, libvirt and PostgreSQL are;
   `skip_or_fail` when one is missing.
 - `virt`: libvirt helpers: domains (exists, remove), disk images and the
@@ -18,10 +18,11 @@ Module map:
   running hostd.
 - `postgres`: test databases on the PostgreSQL server.
 - `stack`: the real daemons (controller, hostd) as processes on loopback.
-- `guests`: real guests over the whole stack: a client (`Api`), the spec of
-  the test guest, what a fully reported guest looks like.
-- `controller_rig`: an in-process controller with stubs on it (`Rig`), VM
-  specs and error checks for the controller's tests.
+- `guests`: real guests over the whole stack: a virtplane_client on the
+  stack (`Api`), the spec of the test guest, what a fully reported guest looks like.
+- `controller_rig`: an in-process controller with raw stubs and a
+  virtplane_client on it (`Rig`), VM specs and error checks for the
+  controller's tests.
 - `hostd_rig`: a VmService on the fake hypervisor (`Rig`), VM configurations
   boot files and hook scripts for hostd's tests.
 - `db_rig`: rows and held transactions for the database's concurrency

@@ -1,7 +1,10 @@
 """The controller's test rig: an in-process controller on a fresh database of
 each engine, with gRPC stubs on it, used with a real hostd process on
 libvirt's test driver (test:///default: domains are made and destroyed,
-nothing boots, so a started VM stays POWERING_UP); and the VM specs and
+nothing boots, so a started VM stays POWERING_UP), with raw gRPC stubs on it
+(the controller's tests are about its API on the wire: exact messages, status
+codes) and a virtplane_client on the same channel for waiting on a VM's state
+(`rig.client.vms.wait_for(vm, state, timeout=WAIT)`); and the VM specs and
 error checks its tests share."""
 
 from __future__ import annotations
@@ -12,20 +15,23 @@ from pathlib import Path
 
 import grpc
 import pytest
-from virtplane.v1 import host_service_pb2 as host_api
 from virtplane.v1 import host_service_pb2_grpc as host_grpc
 from virtplane.v1 import operation_service_pb2_grpc as op_grpc
 from virtplane.v1 import vm_pb2
-from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
+import virtplane_client as vp
 from controller.app import Controller
 from controller.config import ControllerConfig
+from tests.support.waiting import TIMEOUT
+
+WAIT = TIMEOUT
+"""How long a test waits for a VM's state, in seconds."""
 
 
 @dataclass
 class Rig:
-    """A controller in this process and stubs on its gRPC port."""
+    """A controller in this process, and stubs and a client on its gRPC port."""
 
     controller: Controller
     channel: grpc.aio.Channel
@@ -33,13 +39,7 @@ class Rig:
     hosts: host_grpc.HostServiceAsyncStub
     ops: op_grpc.OperationServiceAsyncStub
     address: str
-
-    async def vm(self, ref: str) -> vm_pb2.Vm:
-        return (await self.vms.GetVm(vm_api.GetVmRequest(vm=ref))).vm
-
-    async def add_host(self, name: str, address: str) -> str:
-        reply = await self.hosts.AddHost(host_api.AddHostRequest(name=name, address=address))
-        return reply.host.id
+    client: vp.AsyncClient
 
 
 def config(database_url: str, **overrides: object) -> ControllerConfig:
@@ -63,6 +63,7 @@ async def open_rig(cfg: ControllerConfig) -> Rig:
         host_grpc.HostServiceStub(channel),
         op_grpc.OperationServiceStub(channel),
         address,
+        vp.AsyncClient(channel=channel),  # closed with the channel
     )
 
 

@@ -1,6 +1,9 @@
 """Following event streams in tests: `EventLog` keeps a stream's messages in
 order as they arrive and waits on them; `HostEvents` reads hostd's events
-(its journal, or WatchEvents), `VmEvents` the controller's WatchVms.
+(its journal, or WatchEvents), `VmEvents` the controller's WatchVms as raw
+messages, `VmChanges` the same through virtplane_client's watch (which
+resumes by itself), and `vm_until` one VM followed on that watch until it
+looks as a test wants.
 
 A test takes a mark(), acts, then waits for what must follow the mark, so
 that it never mistakes an earlier event for the one it awaits.
@@ -21,6 +24,7 @@ from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
+import virtplane_client as vp
 from hostd.journal import Journal
 from tests.support.waiting import until
 
@@ -199,3 +203,64 @@ class VmEvents(EventLog[vm_api.WatchVmsResponse]):
     ) -> vm_pb2.Vm:
         """The first VM message for vm_id satisfying check(vm)."""
         return (await self.next_vm(vm_id, check, within=wait))[1]
+
+
+class VmChanges(EventLog[vp.VmChange]):
+    """The controller's VM changes through the client's watch, from the start."""
+
+    @classmethod
+    def of_client(cls, client: vp.AsyncClient, within: float) -> VmChanges:
+        return cls(client.vms.watch(), within)
+
+    def states(self, vm_id: str, since: int = 0) -> list[vp.VmState]:
+        """The distinct successive states the watch saw vm_id in, from since on."""
+        seen: list[vp.VmState] = []
+        for c in self.events[since:]:
+            if (
+                c.vm is not None
+                and c.vm.id == vm_id
+                and (not seen or seen[-1] != c.vm.status.state)
+            ):
+                seen.append(c.vm.status.state)
+        return seen
+
+    async def next_vm(
+        self, vm_id: str, check: Callable[[vp.Vm], object], what: str = "", since: int = 0,
+        within: float | None = None,
+    ) -> tuple[int, vp.Vm]:  # fmt: skip
+        """The index and VM of the first change of vm_id from since on that
+        check accepts."""
+        index, change = await self.first(
+            what or f"a change of VM {vm_id}",
+            lambda c: c.vm is not None and c.vm.id == vm_id and check(c.vm),
+            since,
+            within,
+        )
+        assert change.vm is not None
+        return index, change.vm
+
+    async def wait_for(
+        self, vm_id: str, check: Callable[[vp.Vm], object], wait: float | None = None
+    ) -> vp.Vm:
+        """The first VM change of vm_id satisfying check(vm)."""
+        return (await self.next_vm(vm_id, check, within=wait))[1]
+
+
+async def vm_until(
+    client: vp.AsyncClient, ref: str, check: Callable[[vp.Vm], object], within: float
+) -> vp.Vm:
+    """The VM (named by id or name; it may not exist yet) as the client's
+    watch first shows it accepted by check, within seconds."""
+    last: vp.Vm | None = None
+    try:
+        async with asyncio.timeout(within):
+            async with contextlib.aclosing(client.vms.watch()) as changes:
+                async for change in changes:
+                    vm = change.vm
+                    if vm is not None and ref in (vm.id, vm.name):
+                        last = vm
+                        if check(vm):
+                            return vm
+    except TimeoutError:
+        pass
+    raise AssertionError(f"VM {ref} not as wanted after {within} s; last seen: {last}")
