@@ -40,6 +40,7 @@ lint: $(VENV)/.installed $(BUF)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 	$(BUF) lint
+	$(BIN)/python tools/sizes.py
 
 guest-image: $(VENV)/.installed
 	@bash tools/guest-image/build.sh $(GUEST)
