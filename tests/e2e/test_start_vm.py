@@ -11,7 +11,6 @@ import sqlite3
 from collections.abc import Awaitable
 
 import grpc
-import libvirt
 import pytest
 from virtplane.v1 import host_agent_service_pb2 as agent_api
 from virtplane.v1 import host_agent_service_pb2_grpc as agent_grpc
@@ -22,7 +21,7 @@ import virtplane_client as vp
 from tests.support.guests import Api, guest_reported, guest_spec
 from tests.support.real import GuestImage
 from tests.support.stack import Stack, workdir_db
-from tests.support.virt import disks_of, domain_exists
+from tests.support.virt import disks_of, domain_exists, live_xml
 
 S = vp.VmState
 pytestmark = pytest.mark.guest
@@ -91,21 +90,13 @@ async def test_the_shared_vm_runs_with_its_disk(
 ) -> None:
     vm = await api.client.vms.get(up_vm.id)
     assert [(d.name, d.path) for d in vm.spec.disks] == [("data0", shared_disk)]
-    live = await asyncio.to_thread(_live_xml, system_libvirt, up_vm.id)
+    live = await asyncio.to_thread(live_xml, system_libvirt, up_vm.id)
     assert disks_of(live) == [("qcow2", shared_disk, "vda", False)]
     async with grpc.aio.insecure_channel(stack.hostd.address) as channel:
         host = agent_grpc.HostAgentServiceStub(channel)
         reply = await host.GetVmStats(agent_api.HostAgentServiceGetVmStatsRequest(vm_id=up_vm.id))
     [disk] = reply.stats.disks
     assert (disk.name, disk.path) == ("vda", shared_disk)
-
-
-def _live_xml(uri: str, vm_id: str) -> str:
-    conn = libvirt.open(uri)
-    try:
-        return str(conn.lookupByUUIDString(vm_id).XMLDesc())
-    finally:
-        conn.close()
 
 
 async def test_start_of_an_up_vm_names_its_state(api: Api, up_vm: vp.Vm) -> None:

@@ -27,7 +27,7 @@ from hostd.server import Hostd
 from tests.hostd.guest_configs import guest_config
 from tests.support.events import HostEvents
 from tests.support.real import GuestImage
-from tests.support.virt import disk_image, disks_of, remove_domains
+from tests.support.virt import disk_image, disks_of, live_xml, remove_domains
 
 S = pb.HostVm
 BOOT_TIMEOUT = 240.0
@@ -61,15 +61,6 @@ def _libvirt_domain(uri: str, vm_id: str) -> tuple[bool, bool] | None:
         return bool(dom.isActive()), bool(dom.isPersistent())
     except libvirt.libvirtError:
         return None
-    finally:
-        conn.close()
-
-
-def _live_xml(uri: str, vm_id: str) -> str:
-    """libvirt's XML of the running domain."""
-    conn = libvirt.open(uri)
-    try:
-        return str(conn.lookupByUUIDString(vm_id).XMLDesc())
     finally:
         conn.close()
 
@@ -168,7 +159,7 @@ async def test_the_disks_are_attached_and_the_guest_reads_them(host: Host) -> No
     config = host.guests["shared"]
     vm_id = config.vm_id
     data, seed = (d.path for d in config.spec.disks)
-    live = await asyncio.to_thread(_live_xml, host.uri, vm_id)
+    live = await asyncio.to_thread(live_xml, host.uri, vm_id)
     assert disks_of(live) == [("raw", data, "vda", False), ("qcow2", seed, "vdb", True)]
     stats = (await host.stub.GetVmStats(pb.HostAgentServiceGetVmStatsRequest(vm_id=vm_id))).stats
     assert [(d.name, d.path) for d in stats.disks] == [("vda", data), ("vdb", seed)]
@@ -296,7 +287,7 @@ async def test_hibernate_then_restore_paused_continues_the_guest(host: Host) -> 
         host.watch.when(vm_id, S.STATE_PAUSED, since),
     )
     await host.watch.until("the restored image to go", lambda: not image.exists())
-    live = await asyncio.to_thread(_live_xml, host.uri, vm_id)
+    live = await asyncio.to_thread(live_xml, host.uri, vm_id)
     assert disks_of(live) == [("qcow2", config.spec.disks[0].path, "vda", False)]
     resumed_at = host.watch.mark()
     await host.stub.ResumeVm(pb.HostAgentServiceResumeVmRequest(vm_id=vm_id))

@@ -33,6 +33,15 @@ def domain_exists(uri: str, vm_id: str) -> bool:
         conn.close()
 
 
+def live_xml(uri: str, vm_id: str) -> str:
+    """libvirt's XML of the running domain vm_id."""
+    conn = libvirt.open(uri)
+    try:
+        return str(conn.lookupByUUIDString(vm_id).XMLDesc())
+    finally:
+        conn.close()
+
+
 def remove_domains(uri: str, vm_ids: Iterable[str], *, undefine: bool = True) -> None:
     """Destroys (and with undefine, undefines) the domains of these VM ids that
     libvirt at uri still has: a test's clean-up, whatever hostd left."""
