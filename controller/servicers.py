@@ -48,42 +48,42 @@ class VmServicer(vm_grpc.VmServiceServicer):
     ) -> vm_api.ShutdownVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("ShutdownVm", request)
         vm, op = await self._verbs.shutdown(vm_ref, request.timeout_seconds, call)
-        return vm_api.ShutdownVmResponse(vm=vm, operation=op)
+        return vm_api.ShutdownVmResponse(vm=convert.vm(vm), operation=convert.operation(op))
 
     async def RebootVm(
         self, request: vm_api.RebootVmRequest, context: Context
     ) -> vm_api.RebootVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("RebootVm", request)
         vm, op = await self._verbs.reboot(vm_ref, request.timeout_seconds, call)
-        return vm_api.RebootVmResponse(vm=vm, operation=op)
+        return vm_api.RebootVmResponse(vm=convert.vm(vm), operation=convert.operation(op))
 
     async def ResetVm(
         self, request: vm_api.ResetVmRequest, context: Context
     ) -> vm_api.ResetVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("ResetVm", request)
         vm, op = await self._verbs.reset(vm_ref, call)
-        return vm_api.ResetVmResponse(vm=vm, operation=op)
+        return vm_api.ResetVmResponse(vm=convert.vm(vm), operation=convert.operation(op))
 
     async def PauseVm(
         self, request: vm_api.PauseVmRequest, context: Context
     ) -> vm_api.PauseVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("PauseVm", request)
         vm, op = await self._verbs.pause(vm_ref, call)
-        return vm_api.PauseVmResponse(vm=vm, operation=op)
+        return vm_api.PauseVmResponse(vm=convert.vm(vm), operation=convert.operation(op))
 
     async def ResumeVm(
         self, request: vm_api.ResumeVmRequest, context: Context
     ) -> vm_api.ResumeVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("ResumeVm", request)
         vm, op = await self._verbs.resume(vm_ref, call)
-        return vm_api.ResumeVmResponse(vm=vm, operation=op)
+        return vm_api.ResumeVmResponse(vm=convert.vm(vm), operation=convert.operation(op))
 
     async def HibernateVm(
         self, request: vm_api.HibernateVmRequest, context: Context
     ) -> vm_api.HibernateVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("HibernateVm", request)
         vm, op = await self._verbs.hibernate(vm_ref, call)
-        return vm_api.HibernateVmResponse(vm=vm, operation=op)
+        return vm_api.HibernateVmResponse(vm=convert.vm(vm), operation=convert.operation(op))
 
     async def CreateVm(
         self, request: vm_api.CreateVmRequest, context: Context
@@ -120,14 +120,14 @@ class VmServicer(vm_grpc.VmServiceServicer):
     ) -> vm_api.StartVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("StartVm", request)
         vm, op = await self._verbs.start(vm_ref, call)
-        return vm_api.StartVmResponse(vm=vm, operation=op)
+        return vm_api.StartVmResponse(vm=convert.vm(vm), operation=convert.operation(op))
 
     async def StopVm(
         self, request: vm_api.StopVmRequest, context: Context
     ) -> vm_api.StopVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("StopVm", request)
         vm, op = await self._verbs.stop(vm_ref, call)
-        return vm_api.StopVmResponse(vm=vm, operation=op)
+        return vm_api.StopVmResponse(vm=convert.vm(vm), operation=convert.operation(op))
 
     async def GetVmGuestInfo(
         self, request: vm_api.GetVmGuestInfoRequest, context: Context
@@ -206,12 +206,15 @@ class HostServicer(host_grpc.HostServiceServicer):
     async def GetHost(
         self, request: host_api.GetHostRequest, context: Context
     ) -> host_api.GetHostResponse:
-        return host_api.GetHostResponse(host=await self._hosts.get(_ref("host", request.host)))
+        found = await self._hosts.get(_ref("host", request.host))
+        return host_api.GetHostResponse(host=convert.host(found.row, found.usage, found.pending))
 
     async def ListHosts(
         self, request: host_api.ListHostsRequest, context: Context
     ) -> host_api.ListHostsResponse:
-        return host_api.ListHostsResponse(hosts=await self._hosts.list())
+        return host_api.ListHostsResponse(
+            hosts=[convert.host(h.row, h.usage, h.pending) for h in await self._hosts.list()]
+        )
 
     async def RemoveHost(
         self, request: host_api.RemoveHostRequest, context: Context

@@ -211,7 +211,7 @@ async def test_concurrent_starts_fill_a_host_and_no_more(database_url: str) -> N
     assert len(started) == 4 == len(host.created)
     assert len(refused) == 6
     assert all(isinstance(r, NoHostAvailable) for r in refused), refused
-    assert {vm.status.host_id for vm, _op in started} == {"id-h"}
+    assert {vm.host_id for vm, _op in started} == {"id-h"}
     # Each booking was published once, with a revision of its own.
     revisions = [(await changes.next()).revision for _ in range(4)]
     assert len(set(revisions)) == 4
