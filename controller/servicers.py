@@ -107,7 +107,7 @@ class VmServicer(vm_grpc.VmServiceServicer):
     ) -> vm_api.UpdateVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("UpdateVm", request)
         update = check_update(request.vm_update, request.update_mask, request.expected_spec_version)
-        return vm_api.UpdateVmResponse(vm=await self._vms.update(vm_ref, update, call))
+        return vm_api.UpdateVmResponse(vm=convert.vm(await self._vms.update(vm_ref, update, call)))
 
     async def DeleteVm(
         self, request: vm_api.DeleteVmRequest, context: Context

@@ -44,9 +44,10 @@ class Outcome(Generic[T]):
 
 
 class Updated(NamedTuple, Generic[T]):
-    """The VM as a mutation left it, and the mutation's value."""
+    """The VM as a mutation left it (its row, read in the mutation's
+    transaction), and the mutation's value."""
 
-    vm: vm_pb2.Vm
+    vm: Vm
     value: T
 
 
@@ -85,20 +86,20 @@ class VmStore:
         """Applies mutate to the VM named by vm_ref (id or name); call is the
         API call whose request id the unit of work claims, if any."""
 
-        def work(session: Session) -> tuple[vm_pb2.Vm, Outcome[T]]:
+        def work(session: Session) -> tuple[Vm, vm_pb2.Vm | None, Outcome[T]]:
             vm = repo.find_vm(session, vm_ref)
             if vm is None:
                 raise VmNotFound(vm_ref)
             found = seen([vm])
             outcome = mutate(session, vm)
             if outcome.changed:
-                return self.stamp(session, [vm], found, call)[0], outcome
-            return convert.vm(vm), outcome
+                return vm, self.stamp(session, [vm], found, call)[0], outcome
+            return vm, None, outcome
 
-        proto, outcome = await self.db.run(work)
-        if outcome.changed:
-            self.hub.publish(Change(Kind.KIND_CHANGED, proto, proto.status.revision))
-        return Updated(proto, outcome.value)
+        row, published, outcome = await self.db.run(work)
+        if published is not None:
+            self.hub.publish(Change(Kind.KIND_CHANGED, published, published.status.revision))
+        return Updated(row, outcome.value)
 
     async def delete(self, vm_ref: str, check: Callable[[Vm], None], call: Call) -> None:
         """Deletes the VM once check(vm) passes; a repeat of call does nothing."""

@@ -151,5 +151,5 @@ class VmService:
 
         await self._store.delete(vm_ref, check, call)
 
-    async def update(self, vm_ref: str, update: updates.Update, call: Call) -> vm_pb2.Vm:
+    async def update(self, vm_ref: str, update: updates.Update, call: Call) -> Vm:
         return await updates.update(self._store, vm_ref, update, call)
