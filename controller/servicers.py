@@ -13,6 +13,7 @@ from virtplane.v1 import host_service_pb2 as host_api
 from virtplane.v1 import host_service_pb2_grpc as host_grpc
 from virtplane.v1 import operation_service_pb2 as op_api
 from virtplane.v1 import operation_service_pb2_grpc as op_grpc
+from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
@@ -25,6 +26,7 @@ from controller.lifecycle.updates import check_update
 from controller.operation_service import OperationService
 from controller.requests import call_of
 from controller.validation import check_address, check_create, check_list, check_name
+from controller.vm_store import Created
 from controller.watch_stream import WatchStream
 from virtplane_common.errors import InvalidArgument
 
@@ -35,6 +37,15 @@ def _ref(field: str, value: str) -> str:
     if not value:
         raise InvalidArgument(field, "is required (an id or a name)")
     return value
+
+
+def _created(created: Created) -> vm_pb2.Vm:
+    """CreateVm's answer: the new VM, or the answer stored for a repeat
+    whose VM was deleted since."""
+    if created.row is None:
+        assert created.stored is not None
+        return created.stored
+    return convert.vm(created.row)
 
 
 class VmServicer(vm_grpc.VmServiceServicer):
@@ -89,7 +100,7 @@ class VmServicer(vm_grpc.VmServiceServicer):
         self, request: vm_api.CreateVmRequest, context: Context
     ) -> vm_api.CreateVmResponse:
         spec, call = check_create(request), call_of("CreateVm", request)
-        return vm_api.CreateVmResponse(vm=await self._vms.create(spec, call))
+        return vm_api.CreateVmResponse(vm=_created(await self._vms.create(spec, call)))
 
     async def GetVm(self, request: vm_api.GetVmRequest, context: Context) -> vm_api.GetVmResponse:
         return vm_api.GetVmResponse(vm=convert.vm(await self._vms.get(_ref("vm", request.vm))))
