@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from sqlalchemy.orm import Session
@@ -52,6 +53,17 @@ _REMOVE = Call("RemoveHost")
 _MAINTAIN = Call("SetHostMaintenance")
 _ACTIVATE = Call("ActivateHost")
 _CONFIRM_DOWN = Call("ConfirmHostDown")
+
+
+@dataclass(frozen=True)
+class HostView:
+    """A host as GetHost and ListHosts show it: its row, what its VMs use
+    (memory MiB, vCPUs, VM count) and what starts booked on it still wait
+    for (memory MiB, VM count). The servicer converts it."""
+
+    row: Host
+    usage: tuple[int, int, int]
+    pending: tuple[int, int]
 
 
 def _locked(session: Session, host_ref: str) -> Host:
@@ -154,12 +166,12 @@ class HostService:
         self._watch(host_id, name, address)
         return proto
 
-    async def get(self, host_ref: str) -> host_pb2.Host:
-        def work(session: Session) -> host_pb2.Host:
+    async def get(self, host_ref: str) -> HostView:
+        def work(session: Session) -> HostView:
             host = repo.find_host(session, host_ref)
             if host is None:
                 raise HostNotFound(host_ref)
-            return convert.host(
+            return HostView(
                 host,
                 repo.host_usage(session).get(host.id, (0, 0, 0)),
                 repo.host_pending(session).get(host.id, (0, 0)),
@@ -167,11 +179,11 @@ class HostService:
 
         return await self._db.run(work)
 
-    async def list(self) -> list[host_pb2.Host]:
-        def work(session: Session) -> list[host_pb2.Host]:
+    async def list(self) -> list[HostView]:
+        def work(session: Session) -> list[HostView]:
             usage, pending = repo.host_usage(session), repo.host_pending(session)
             return [
-                convert.host(h, usage.get(h.id, (0, 0, 0)), pending.get(h.id, (0, 0)))
+                HostView(h, usage.get(h.id, (0, 0, 0)), pending.get(h.id, (0, 0)))
                 for h in repo.list_hosts(session)
             ]
 

@@ -31,9 +31,8 @@ from typing import NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from virtplane.v1 import operation_pb2, vm_pb2
 
-from controller import audit, convert
+from controller import audit
 from controller.errors import VmNotFound
 from controller.lifecycle.verbs import BY_KIND
 from controller.requests import Call
@@ -217,10 +216,11 @@ def find(session: Session, op_id: str) -> Operation:
 
 
 class VmAndOperation(NamedTuple):
-    """What a verb answers: the VM and its operation, each as it is now."""
+    """What a verb answers: the VM and its operation, each as it is now
+    (rows, read in one transaction; the servicer converts them)."""
 
-    vm: vm_pb2.Vm
-    operation: operation_pb2.Operation
+    vm: Vm
+    operation: Operation
 
 
 def with_vm(session: Session, op_id: str) -> VmAndOperation:
@@ -230,4 +230,4 @@ def with_vm(session: Session, op_id: str) -> VmAndOperation:
     vm = repo.find_vm(session, op.vm_id)
     if vm is None:
         raise VmNotFound(op.vm_id)
-    return VmAndOperation(convert.vm(vm), convert.operation(op))
+    return VmAndOperation(vm, op)

@@ -13,6 +13,7 @@ from virtplane.v1 import host_service_pb2 as host_api
 from virtplane.v1 import host_service_pb2_grpc as host_grpc
 from virtplane.v1 import operation_service_pb2 as op_api
 from virtplane.v1 import operation_service_pb2_grpc as op_grpc
+from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
@@ -25,6 +26,7 @@ from controller.lifecycle.updates import check_update
 from controller.operation_service import OperationService
 from controller.requests import call_of
 from controller.validation import check_address, check_create, check_list, check_name
+from controller.vm_store import Created
 from controller.watch_stream import WatchStream
 from virtplane_common.errors import InvalidArgument
 
@@ -35,6 +37,15 @@ def _ref(field: str, value: str) -> str:
     if not value:
         raise InvalidArgument(field, "is required (an id or a name)")
     return value
+
+
+def _created(created: Created) -> vm_pb2.Vm:
+    """CreateVm's answer: the new VM, or the answer stored for a repeat
+    whose VM was deleted since."""
+    if created.row is None:
+        assert created.stored is not None
+        return created.stored
+    return convert.vm(created.row)
 
 
 class VmServicer(vm_grpc.VmServiceServicer):
@@ -48,48 +59,48 @@ class VmServicer(vm_grpc.VmServiceServicer):
     ) -> vm_api.ShutdownVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("ShutdownVm", request)
         vm, op = await self._verbs.shutdown(vm_ref, request.timeout_seconds, call)
-        return vm_api.ShutdownVmResponse(vm=vm, operation=op)
+        return vm_api.ShutdownVmResponse(vm=convert.vm(vm), operation=convert.operation(op))
 
     async def RebootVm(
         self, request: vm_api.RebootVmRequest, context: Context
     ) -> vm_api.RebootVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("RebootVm", request)
         vm, op = await self._verbs.reboot(vm_ref, request.timeout_seconds, call)
-        return vm_api.RebootVmResponse(vm=vm, operation=op)
+        return vm_api.RebootVmResponse(vm=convert.vm(vm), operation=convert.operation(op))
 
     async def ResetVm(
         self, request: vm_api.ResetVmRequest, context: Context
     ) -> vm_api.ResetVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("ResetVm", request)
         vm, op = await self._verbs.reset(vm_ref, call)
-        return vm_api.ResetVmResponse(vm=vm, operation=op)
+        return vm_api.ResetVmResponse(vm=convert.vm(vm), operation=convert.operation(op))
 
     async def PauseVm(
         self, request: vm_api.PauseVmRequest, context: Context
     ) -> vm_api.PauseVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("PauseVm", request)
         vm, op = await self._verbs.pause(vm_ref, call)
-        return vm_api.PauseVmResponse(vm=vm, operation=op)
+        return vm_api.PauseVmResponse(vm=convert.vm(vm), operation=convert.operation(op))
 
     async def ResumeVm(
         self, request: vm_api.ResumeVmRequest, context: Context
     ) -> vm_api.ResumeVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("ResumeVm", request)
         vm, op = await self._verbs.resume(vm_ref, call)
-        return vm_api.ResumeVmResponse(vm=vm, operation=op)
+        return vm_api.ResumeVmResponse(vm=convert.vm(vm), operation=convert.operation(op))
 
     async def HibernateVm(
         self, request: vm_api.HibernateVmRequest, context: Context
     ) -> vm_api.HibernateVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("HibernateVm", request)
         vm, op = await self._verbs.hibernate(vm_ref, call)
-        return vm_api.HibernateVmResponse(vm=vm, operation=op)
+        return vm_api.HibernateVmResponse(vm=convert.vm(vm), operation=convert.operation(op))
 
     async def CreateVm(
         self, request: vm_api.CreateVmRequest, context: Context
     ) -> vm_api.CreateVmResponse:
         spec, call = check_create(request), call_of("CreateVm", request)
-        return vm_api.CreateVmResponse(vm=await self._vms.create(spec, call))
+        return vm_api.CreateVmResponse(vm=_created(await self._vms.create(spec, call)))
 
     async def GetVm(self, request: vm_api.GetVmRequest, context: Context) -> vm_api.GetVmResponse:
         return vm_api.GetVmResponse(vm=convert.vm(await self._vms.get(_ref("vm", request.vm))))
@@ -107,7 +118,7 @@ class VmServicer(vm_grpc.VmServiceServicer):
     ) -> vm_api.UpdateVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("UpdateVm", request)
         update = check_update(request.vm_update, request.update_mask, request.expected_spec_version)
-        return vm_api.UpdateVmResponse(vm=await self._vms.update(vm_ref, update, call))
+        return vm_api.UpdateVmResponse(vm=convert.vm(await self._vms.update(vm_ref, update, call)))
 
     async def DeleteVm(
         self, request: vm_api.DeleteVmRequest, context: Context
@@ -120,14 +131,14 @@ class VmServicer(vm_grpc.VmServiceServicer):
     ) -> vm_api.StartVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("StartVm", request)
         vm, op = await self._verbs.start(vm_ref, call)
-        return vm_api.StartVmResponse(vm=vm, operation=op)
+        return vm_api.StartVmResponse(vm=convert.vm(vm), operation=convert.operation(op))
 
     async def StopVm(
         self, request: vm_api.StopVmRequest, context: Context
     ) -> vm_api.StopVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("StopVm", request)
         vm, op = await self._verbs.stop(vm_ref, call)
-        return vm_api.StopVmResponse(vm=vm, operation=op)
+        return vm_api.StopVmResponse(vm=convert.vm(vm), operation=convert.operation(op))
 
     async def GetVmGuestInfo(
         self, request: vm_api.GetVmGuestInfoRequest, context: Context
@@ -206,12 +217,15 @@ class HostServicer(host_grpc.HostServiceServicer):
     async def GetHost(
         self, request: host_api.GetHostRequest, context: Context
     ) -> host_api.GetHostResponse:
-        return host_api.GetHostResponse(host=await self._hosts.get(_ref("host", request.host)))
+        found = await self._hosts.get(_ref("host", request.host))
+        return host_api.GetHostResponse(host=convert.host(found.row, found.usage, found.pending))
 
     async def ListHosts(
         self, request: host_api.ListHostsRequest, context: Context
     ) -> host_api.ListHostsResponse:
-        return host_api.ListHostsResponse(hosts=await self._hosts.list())
+        return host_api.ListHostsResponse(
+            hosts=[convert.host(h.row, h.usage, h.pending) for h in await self._hosts.list()]
+        )
 
     async def RemoveHost(
         self, request: host_api.RemoveHostRequest, context: Context

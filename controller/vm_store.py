@@ -31,7 +31,7 @@ from db.session import Database
 
 T = TypeVar("T")
 
-__all__ = ["Mutation", "Outcome", "Updated", "VmStore", "seen"]
+__all__ = ["Created", "Mutation", "Outcome", "Updated", "VmStore", "seen"]
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,20 @@ class Outcome(Generic[T]):
 
 
 class Updated(NamedTuple, Generic[T]):
-    """The VM as a mutation left it, and the mutation's value."""
+    """The VM as a mutation left it (its row, read in the mutation's
+    transaction), and the mutation's value."""
 
-    vm: vm_pb2.Vm
+    vm: Vm
     value: T
+
+
+@dataclass(frozen=True)
+class Created:
+    """What insert() answers: the new VM's row or, to a repeat whose VM has
+    since been deleted, the answer first given, as its request id stored it."""
+
+    row: Vm | None
+    stored: vm_pb2.Vm | None = None
 
 
 # A mutation may run more than once (see db.session.Database).
@@ -59,25 +69,27 @@ class VmStore:
         self.db = db
         self.hub = hub
 
-    async def insert(self, build: Callable[[Session], Vm], call: Call) -> vm_pb2.Vm:
+    async def insert(self, build: Callable[[Session], Vm], call: Call) -> Created:
         """Adds the VM build makes; a repeat of call returns that VM."""
 
-        def work(session: Session) -> requests.Done[tuple[vm_pb2.Vm, bool]]:
+        def work(session: Session) -> requests.Done[tuple[Created, vm_pb2.Vm | None]]:
             vm = build(session)
             vm.revision = 0  # until stamp() gives it one, after the INSERT
             session.add(vm)
             proto = self.stamp(session, [vm], {}, call)[0]
             audit.mutation(session, call, vm_id=vm.id)
-            return requests.Done((proto, True), vm.id, proto)
+            return requests.Done((Created(vm), proto), vm.id, proto)
 
-        def replay(session: Session, prior: requests.Prior) -> tuple[vm_pb2.Vm, bool]:
+        def replay(session: Session, prior: requests.Prior) -> tuple[Created, vm_pb2.Vm | None]:
             first = session.get(Vm, prior.result_id)
-            return (convert.vm(first) if first else prior.decode(vm_pb2.Vm)), False
+            if first is None:
+                return Created(None, prior.decode(vm_pb2.Vm)), None
+            return Created(first), None
 
-        proto, new = await requests.run_once(self.db, call, work, replay)
-        if new:
-            self.hub.publish(Change(Kind.KIND_CHANGED, proto, proto.status.revision))
-        return proto
+        created, published = await requests.run_once(self.db, call, work, replay)
+        if published is not None:
+            self.hub.publish(Change(Kind.KIND_CHANGED, published, published.status.revision))
+        return created
 
     async def update(
         self, vm_ref: str, mutate: Mutation[T], call: Call | None = None
@@ -85,20 +97,20 @@ class VmStore:
         """Applies mutate to the VM named by vm_ref (id or name); call is the
         API call whose request id the unit of work claims, if any."""
 
-        def work(session: Session) -> tuple[vm_pb2.Vm, Outcome[T]]:
+        def work(session: Session) -> tuple[Vm, vm_pb2.Vm | None, Outcome[T]]:
             vm = repo.find_vm(session, vm_ref)
             if vm is None:
                 raise VmNotFound(vm_ref)
             found = seen([vm])
             outcome = mutate(session, vm)
             if outcome.changed:
-                return self.stamp(session, [vm], found, call)[0], outcome
-            return convert.vm(vm), outcome
+                return vm, self.stamp(session, [vm], found, call)[0], outcome
+            return vm, None, outcome
 
-        proto, outcome = await self.db.run(work)
-        if outcome.changed:
-            self.hub.publish(Change(Kind.KIND_CHANGED, proto, proto.status.revision))
-        return Updated(proto, outcome.value)
+        row, published, outcome = await self.db.run(work)
+        if published is not None:
+            self.hub.publish(Change(Kind.KIND_CHANGED, published, published.status.revision))
+        return Updated(row, outcome.value)
 
     async def delete(self, vm_ref: str, check: Callable[[Vm], None], call: Call) -> None:
         """Deletes the VM once check(vm) passes; a repeat of call does nothing."""

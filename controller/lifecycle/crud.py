@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
-from virtplane.v1 import vm_pb2, vm_service_pb2
+from virtplane.v1 import vm_service_pb2
 
 from controller.errors import HostNotFound, IllegalVmState, VmExists, VmNotFound
 from controller.guest_agent import GuestAgent
@@ -21,7 +21,7 @@ from controller.lifecycle.placement import Starter, placement
 from controller.requests import Call
 from controller.scheduler import Placement
 from controller.validation import VmQuery, VmSpec
-from controller.vm_store import VmStore
+from controller.vm_store import Created, VmStore
 from db import repositories as repo
 from db.enums import ExitReason, VmOrigin, VmState
 from db.models import GuestFact, Nic, Vm
@@ -95,7 +95,7 @@ class VmService:
         self._starter = starter
         self.guest_agent = GuestAgent(store.db, clients)
 
-    async def create(self, spec: VmSpec, call: Call) -> vm_pb2.Vm:
+    async def create(self, spec: VmSpec, call: Call) -> Created:
         return await self._store.insert(lambda s: _new_vm(s, spec), call)
 
     async def get(self, vm_ref: str) -> Vm:
@@ -151,5 +151,5 @@ class VmService:
 
         await self._store.delete(vm_ref, check, call)
 
-    async def update(self, vm_ref: str, update: updates.Update, call: Call) -> vm_pb2.Vm:
+    async def update(self, vm_ref: str, update: updates.Update, call: Call) -> Vm:
         return await updates.update(self._store, vm_ref, update, call)

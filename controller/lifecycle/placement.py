@@ -23,7 +23,6 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from sqlalchemy.orm import Session
-from virtplane.v1 import vm_pb2
 
 from controller import convert, operations
 from controller.errors import (
@@ -154,7 +153,7 @@ class Starter:
         self._clients = clients
         self.policy = policy
 
-    async def start(self, vm_ref: str, *, automatic: bool = False) -> vm_pb2.Vm:
+    async def start(self, vm_ref: str, *, automatic: bool = False) -> Vm:
         """Books the DOWN VM and dispatches it; returns once a host has
         accepted it, or raises StartFailed / NoHostAvailable."""
         booked = await self._store.update(
@@ -162,7 +161,7 @@ class Starter:
         )
         return await self.dispatch(booked.value)
 
-    async def dispatch(self, dispatch: HostTarget) -> vm_pb2.Vm:
+    async def dispatch(self, dispatch: HostTarget) -> Vm:
         """Calls the booked host's CreateVm, and the next host's after a
         refusal, until one accepts or the tries run out."""
         current: HostTarget | None = dispatch
@@ -180,8 +179,8 @@ class Starter:
                 current = await self.retry(current.vm_id, current.host_id, str(exc))
                 continue
             return (await self._store.update(current.vm_id, _accepted(dispatched))).vm
-        proto = (await self._store.update(dispatch.vm_id, lambda _s, _v: Outcome(False, None))).vm
-        raise StartFailed(proto.name, proto.status.message)
+        row = (await self._store.update(dispatch.vm_id, lambda _s, _v: Outcome(False, None))).vm
+        raise StartFailed(row.name, row.status_message)
 
     async def retry(self, vm_id: str, host_id: str, error: str) -> HostTarget | None:
         """Books the VM whose start failed on host_id elsewhere, if it is

@@ -217,7 +217,7 @@ def _mutate(session: Session, vm: Vm, update: Update, call: Call) -> requests.Do
     return requests.Done(True, vm.id)
 
 
-async def update(store: VmStore, vm_ref: str, update: Update, call: Call) -> vm_pb2.Vm:
+async def update(store: VmStore, vm_ref: str, update: Update, call: Call) -> Vm:
     def mutate(session: Session, vm: Vm) -> Outcome[None]:
         work = functools.partial(_mutate, vm=vm, update=update, call=call)
         return Outcome(requests.claimed(session, call, work, lambda _s, _p: False), None)

@@ -23,6 +23,7 @@ from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 import virtplane_client as vp
 from controller.app import Controller
 from controller.config import ControllerConfig
+from db.enums import HostState
 from tests.support.controller_rig import error
 from tests.support.stack import BIN, Daemon, free_port, start_hostd
 from tests.support.waiting import TIMEOUT, until
@@ -244,10 +245,10 @@ async def test_a_host_in_maintenance_stays_unwatched_across_a_controller_restart
     second = Controller(config)
     await second.start()
     try:
-        assert (await second.hosts.get("h1")).status.state == H.STATE_MAINTENANCE
+        assert (await second.hosts.get("h1")).row.state == HostState.MAINTENANCE
         assert not second.hosts.watched(host.id)
         await second.hosts.activate("h1")
         assert second.hosts.watched(host.id)
-        await until(lambda: second.hosts.get("h1"), lambda h: h.status.state == H.STATE_UP)
+        await until(lambda: second.hosts.get("h1"), lambda h: h.row.state == HostState.UP)
     finally:
         await second.stop(grace=0)
