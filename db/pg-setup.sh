@@ -65,6 +65,14 @@ elif [[ $has != t ]]; then
     psql_admin -c "ALTER ROLE \"$user\" CREATEDB"
 fi
 
+# Test databases are dropped WITH (FORCE), which also ends the autovacuum
+# workers busy in them; ending a process of another role takes
+# pg_signal_backend (never a superuser's process).
+if [[ -z $(psql_admin -c "SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member JOIN pg_roles g ON g.oid = m.roleid WHERE r.rolname = '$user' AND g.rolname = 'pg_signal_backend'") ]]; then
+    say "letting role $user end the sessions in its test databases (pg_signal_backend)"
+    psql_admin -c "GRANT pg_signal_backend TO \"$user\""
+fi
+
 # Peer authentication maps the OS user to the role of the same name; a
 # database of that name makes plain `psql` work too.
 if [[ -z $(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$user'") ]]; then
