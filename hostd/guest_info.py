@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
 import unicodedata
 from collections.abc import Iterable
 
@@ -18,11 +17,11 @@ from virtplane.v1 import guest_channel_pb2 as gc
 from virtplane.v1 import vm_pb2
 
 from hostd.config import ChannelLimits
+from virtplane_common.limits import MAC
 
 MAX_UPTIME_SECONDS = 100 * 365 * 24 * 3600.0
 MAX_UNIX_SECONDS = 253402300799  # 9999-12-31, the largest a Timestamp holds
 MAX_CPUS = 1 << 16
-_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _LINE_SEPARATORS = frozenset("\u2028\u2029")
 
 
@@ -73,7 +72,7 @@ def clean_address(value: str, version: int) -> str | None:
 
 def clean_mac(value: str) -> str:
     mac = value.strip().lower()[:17]
-    return mac if _MAC.fullmatch(mac) else ""
+    return mac if MAC.fullmatch(mac) else ""
 
 
 def observed_nanos(sent_nanos: int, received_nanos: int, max_skew_seconds: float) -> int:
