@@ -9,6 +9,8 @@ Hand-written, beside (never inside) the generated code of protos/:
 - limits      the bounds of a VM spec, one table for every side
 - spec_checks the checks of a VM spec's fields both sides make alike, worded once
 - framing     the guest channel's frames (the guest wheel bundles it, Python 3.9)
+- tls         identities in certificates, keys, their files, gRPC credentials and
+              revocation lists (the CA itself is controller.pki)
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ gRPC boundary (virtplane_common.status) turns a category into its status code, o
     ├── FailedPrecondition   FAILED_PRECONDITION  the resource's state forbids the verb
     ├── Aborted              ABORTED              a concurrent change won (e.g. a stale version)
     ├── ResourceExhausted    RESOURCE_EXHAUSTED   no capacity for the request
-    └── Unavailable          UNAVAILABLE          a host or service cannot be reached
+    ├── Unavailable          UNAVAILABLE          a host or service cannot be reached
+    ├── Unauthenticated      UNAUTHENTICATED      no credential, or one not valid
+    └── PermissionDenied     PERMISSION_DENIED    the principal's role lacks the permission
 
 Anything else escaping a servicer is a bug and becomes INTERNAL.
 """
@@ -57,3 +59,18 @@ class ResourceExhausted(VirtplaneError):
 
 class Unavailable(VirtplaneError):
     """A host or service the request needs cannot be reached."""
+
+
+class Unauthenticated(VirtplaneError):
+    """The caller presented no credential, or one that is unknown, expired or
+    revoked. The message never repeats the credential."""
+
+
+class PermissionDenied(VirtplaneError):
+    """The caller is known, but its role lacks the permission the call needs;
+    the message names the permission."""
+
+    def __init__(self, principal: str, permission: str) -> None:
+        super().__init__(f"{principal} lacks the permission {permission!r}")
+        self.principal = principal
+        self.permission = permission
