@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import NamedTuple, TypeAlias
+from typing import NamedTuple, TypeAlias, overload
 
 from sqlalchemy.orm import Session
 from virtplane.v1 import host_service_pb2, vm_pb2
@@ -141,8 +141,13 @@ class HostService:
         self._settings = settings
         self._monitors: dict[str, HostMonitor] = {}
 
+    @overload
+    async def add(self, name: str, address: str) -> HostView: ...
+    @overload
+    async def add(self, name: str, address: str, call: Call) -> HostAnswer: ...
     async def add(self, name: str, address: str, call: Call = _ADD) -> HostAnswer:
-        """Registers the hostd at address after reading its capacity."""
+        """Registers the hostd at address after reading its capacity (a call
+        without a request id is never a repeat: its answer is a HostView)."""
 
         def check(session: Session) -> requests.Prior | None:
             prior = requests.lookup(session, call)
