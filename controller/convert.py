@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 from virtplane.v1 import affinity_group_service_pb2 as affinity_pb2
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 from virtplane.v1 import host_pb2, operation_pb2, operation_service_pb2, vm_pb2, vm_service_pb2
+from virtplane.v1 import host_service_pb2 as host_api
 
+from controller.requests import StoredAnswer
 from controller.scheduler import Placement
 from db import models
 from db.enums import DiskFormat, ExitReason, HostState, NicKind, OperationState, VmState
+
+if TYPE_CHECKING:
+    from controller.host_service import FencedHost, HostView
 
 GUESTD_SOURCE = "guestd"
 HOSTD_SOURCE = "hostd"
@@ -283,6 +288,35 @@ def host(
             vcpus_used=vcpus_used,
         ),
     )
+
+
+def host_view(view: HostView) -> host_pb2.Host:
+    return host(view.row, view.usage, view.pending)
+
+
+# The replies that carry one host (AddHost, SetHostMaintenance, ActivateHost).
+HostReply = TypeVar(
+    "HostReply",
+    host_api.AddHostResponse,
+    host_api.SetHostMaintenanceResponse,
+    host_api.ActivateHostResponse,
+)
+
+
+def host_reply(cls: type[HostReply], answer: HostView | StoredAnswer) -> HostReply:
+    """A host verb's reply: the host as the service left it, or, to a
+    repeat, the reply the first call stored."""
+    if isinstance(answer, StoredAnswer):
+        return answer.decode(cls)
+    return cls(host=host_view(answer))
+
+
+def fenced_host(answer: FencedHost | StoredAnswer) -> host_api.ConfirmHostDownResponse:
+    """ConfirmHostDown's reply: the host and the VMs it made DOWN, or, to a
+    repeat, the reply the first call stored."""
+    if isinstance(answer, StoredAnswer):
+        return answer.decode(host_api.ConfirmHostDownResponse)
+    return host_api.ConfirmHostDownResponse(host=host_view(answer.host), vm_ids=list(answer.vm_ids))
 
 
 def placement(result: Placement) -> vm_service_pb2.ExplainPlacementResponse:

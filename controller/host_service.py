@@ -20,12 +20,11 @@ SetHostMaintenance are refused while VMs are on the host.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias, overload
 
 from sqlalchemy.orm import Session
-from virtplane.v1 import host_pb2, host_service_pb2, vm_pb2
+from virtplane.v1 import host_service_pb2, vm_pb2
 
 from controller import audit, convert, requests
 from controller.audit import seen
@@ -35,7 +34,7 @@ from controller.hosts import HostClients
 from controller.lifecycle.placement import Starter
 from controller.lifecycle.states import set_state
 from controller.monitor import HostMonitor, MonitorSettings
-from controller.requests import Call
+from controller.requests import Call, StoredAnswer
 from controller.vm_store import VmStore
 from db import repositories as repo
 from db.enums import ACTIVE_VM_STATES, ExitReason, HostState, VmState
@@ -57,13 +56,32 @@ _CONFIRM_DOWN = Call("ConfirmHostDown")
 
 @dataclass(frozen=True)
 class HostView:
-    """A host as GetHost and ListHosts show it: its row, what its VMs use
-    (memory MiB, vCPUs, VM count) and what starts booked on it still wait
-    for (memory MiB, VM count). The servicer converts it."""
+    """A host as the API shows it: its row, what its VMs use (memory MiB,
+    vCPUs, VM count) and what starts booked on it still wait for (memory
+    MiB, VM count; GetHost and ListHosts count them, the verbs' answers
+    leave them at zero). The servicer converts it."""
 
     row: Host
     usage: tuple[int, int, int]
-    pending: tuple[int, int]
+    pending: tuple[int, int] = (0, 0)
+
+    @property
+    def id(self) -> str:
+        return self.row.id
+
+
+@dataclass(frozen=True)
+class FencedHost:
+    """ConfirmHostDown's answer: the host, and the ids of the VMs it made
+    DOWN."""
+
+    host: HostView
+    vm_ids: tuple[str, ...]
+
+
+# What a host verb answers: the host as it left it or, to a repeat of an API
+# call, the answer the first call gave, as its request id stored it.
+HostAnswer: TypeAlias = HostView | StoredAnswer
 
 
 def _locked(session: Session, host_ref: str) -> Host:
@@ -73,11 +91,12 @@ def _locked(session: Session, host_ref: str) -> Host:
     return host
 
 
-def _usage(session: Session, host: Host) -> tuple[int, int, int]:
-    return repo.host_usage(session).get(host.id, (0, 0, 0))
+def _view(session: Session, host: Host) -> HostView:
+    """host as a verb answers it, with what its VMs use now."""
+    return HostView(host, repo.host_usage(session).get(host.id, (0, 0, 0)))
 
 
-def enter_maintenance(session: Session, host_ref: str, call: Call | None = None) -> host_pb2.Host:
+def enter_maintenance(session: Session, host_ref: str, call: Call | None = None) -> Host:
     """Moves the host to MAINTENANCE in the caller's transaction (for call,
     if an API call asked), unless VMs run on it. The host row is locked
     first, as a booking locks it, so a concurrent StartVm either books
@@ -97,14 +116,18 @@ def enter_maintenance(session: Session, host_ref: str, call: Call | None = None)
     request_id = call.request_id if call else ""
     set_host_state(session, host, HostState.MAINTENANCE, "in maintenance", request_id)
     session.flush()
-    return convert.host(host, _usage(session, host))
+    return host
 
 
 class _Fenced(NamedTuple):
     """ConfirmHostDown's VMs changed now (none for a repeat), and its answer."""
 
     changed: list[vm_pb2.Vm]
-    reply: host_service_pb2.ConfirmHostDownResponse
+    answer: FencedHost | StoredAnswer
+
+
+def _replay(_session: Session, prior: requests.Prior) -> StoredAnswer:
+    return prior.answer()
 
 
 class HostService:
@@ -118,8 +141,13 @@ class HostService:
         self._settings = settings
         self._monitors: dict[str, HostMonitor] = {}
 
-    async def add(self, name: str, address: str, call: Call = _ADD) -> host_pb2.Host:
-        """Registers the hostd at address after reading its capacity."""
+    @overload
+    async def add(self, name: str, address: str) -> HostView: ...
+    @overload
+    async def add(self, name: str, address: str, call: Call) -> HostAnswer: ...
+    async def add(self, name: str, address: str, call: Call = _ADD) -> HostAnswer:
+        """Registers the hostd at address after reading its capacity (a call
+        without a request id is never a repeat: its answer is a HostView)."""
 
         def check(session: Session) -> requests.Prior | None:
             prior = requests.lookup(session, call)
@@ -129,12 +157,12 @@ class HostService:
 
         prior = await self._db.run(check)
         if prior is not None:
-            return prior.decode(host_service_pb2.AddHostResponse).host
+            return prior.answer()
         host_id = str(uuid.uuid4())
         client = self._clients.get(host_id, name, address)
         caps = await client.capabilities()
 
-        def insert(session: Session) -> requests.Done[host_pb2.Host]:
+        def insert(session: Session) -> requests.Done[HostAnswer]:
             if repo.host_by_name(session, name) is not None:
                 raise HostExists(name)
             host = Host(
@@ -152,19 +180,17 @@ class HostService:
             session.add(host)
             audit.host_added(session, host, call.request_id)
             session.flush()
-            proto = convert.host(host, (0, 0, 0))
+            view = HostView(host, (0, 0, 0))
+            reply = convert.host_reply(host_service_pb2.AddHostResponse, view)
             audit.mutation(session, call, f"{name} at {address}", host_id=host_id)
-            return requests.Done(proto, host_id, host_service_pb2.AddHostResponse(host=proto))
+            return requests.Done(view, host_id, reply)
 
-        def replay(_session: Session, prior: requests.Prior) -> host_pb2.Host:
-            return prior.decode(host_service_pb2.AddHostResponse).host
-
-        proto = await requests.run_once(self._db, call, insert, replay)
-        if proto.id != host_id:  # a concurrent call with the same key added it
+        answer = await requests.run_once(self._db, call, insert, _replay)
+        if isinstance(answer, StoredAnswer):  # a concurrent call with the same key added it
             await self._clients.drop(host_id)
-            return proto
+            return answer
         self._watch(host_id, name, address)
-        return proto
+        return answer
 
     async def get(self, host_ref: str) -> HostView:
         def work(session: Session) -> HostView:
@@ -208,29 +234,25 @@ class HostService:
         await self._unwatch(host_id)
         await self._clients.drop(host_id)
 
-    async def set_maintenance(self, host_ref: str, call: Call = _MAINTAIN) -> host_pb2.Host:
+    async def set_maintenance(self, host_ref: str, call: Call = _MAINTAIN) -> HostAnswer:
         """Takes a host without running VMs out of service: MAINTENANCE, no
         VM is placed on it and it is no longer watched."""
-        reply = host_service_pb2.SetHostMaintenanceResponse
 
-        def work(session: Session) -> requests.Done[tuple[host_pb2.Host, bool]]:
-            proto = enter_maintenance(session, host_ref, call)
-            audit.mutation(session, call, proto.name, host_id=proto.id)
-            return requests.Done((proto, True), proto.id, reply(host=proto))
+        def work(session: Session) -> requests.Done[HostAnswer]:
+            view = _view(session, enter_maintenance(session, host_ref, call))
+            reply = convert.host_reply(host_service_pb2.SetHostMaintenanceResponse, view)
+            audit.mutation(session, call, view.row.name, host_id=view.row.id)
+            return requests.Done(view, view.row.id, reply)
 
-        def replay(_session: Session, prior: requests.Prior) -> tuple[host_pb2.Host, bool]:
-            return prior.decode(reply).host, False
+        answer = await requests.run_once(self._db, call, work, _replay)
+        if isinstance(answer, HostView):  # not a repeat
+            await self._unwatch(answer.row.id)
+        return answer
 
-        proto, new = await requests.run_once(self._db, call, work, replay)
-        if new:
-            await self._unwatch(proto.id)
-        return proto
-
-    async def activate(self, host_ref: str, call: Call = _ACTIVATE) -> host_pb2.Host:
+    async def activate(self, host_ref: str, call: Call = _ACTIVATE) -> HostAnswer:
         """Brings a host back into service: CONNECTING, UP once hostd answers."""
-        reply = host_service_pb2.ActivateHostResponse
 
-        def work(session: Session) -> requests.Done[tuple[host_pb2.Host, str]]:
+        def work(session: Session) -> requests.Done[HostAnswer]:
             host = _locked(session, host_ref)
             if host.state not in _ACTIVATABLE:
                 allowed = " or ".join(sorted(s.value for s in _ACTIVATABLE))
@@ -243,28 +265,26 @@ class HostService:
                 call.request_id,
             )
             session.flush()
-            proto = convert.host(host, _usage(session, host))
+            view = _view(session, host)
+            reply = convert.host_reply(host_service_pb2.ActivateHostResponse, view)
             audit.mutation(session, call, host.name, host_id=host.id)
-            return requests.Done((proto, host.address), host.id, reply(host=proto))
+            return requests.Done(view, host.id, reply)
 
-        def replay(_session: Session, prior: requests.Prior) -> tuple[host_pb2.Host, str]:
-            return prior.decode(reply).host, ""
-
-        proto, address = await requests.run_once(self._db, call, work, replay)
-        if not address:  # a repeat
-            return proto
+        answer = await requests.run_once(self._db, call, work, _replay)
+        if isinstance(answer, StoredAnswer):  # a repeat
+            return answer
         # A fresh monitor: it reconciles on connecting, which makes the host UP.
-        await self._unwatch(proto.id)
-        self._watch(proto.id, proto.name, address)
-        return proto
+        host = answer.row
+        await self._unwatch(host.id)
+        self._watch(host.id, host.name, host.address)
+        return answer
 
     async def confirm_down(
         self, host_ref: str, call: Call = _CONFIRM_DOWN
-    ) -> tuple[host_pb2.Host, Sequence[str]]:
+    ) -> FencedHost | StoredAnswer:
         """Manual fencing: the operator says the NON_RESPONSIVE host was
         rebooted or powered off, so the VMs it held run nowhere. They become
         DOWN (HOST_FENCED) and the host DOWN, until hostd answers again."""
-        reply = host_service_pb2.ConfirmHostDownResponse
 
         def work(session: Session) -> requests.Done[_Fenced]:
             host = _locked(session, host_ref)
@@ -287,17 +307,16 @@ class HostService:
                 session, host, HostState.DOWN, "confirmed down by the operator", call.request_id
             )
             changed = self._store.stamp(session, fenced, found, call)
-            proto = convert.host(host, _usage(session, host))
-            first = reply(host=proto, vm_ids=[vm.id for vm in changed])
+            answer = FencedHost(_view(session, host), tuple(vm.id for vm in changed))
             audit.mutation(session, call, host.name, host_id=host.id)
-            return requests.Done(_Fenced(changed, first), host.id, first)
+            return requests.Done(_Fenced(changed, answer), host.id, convert.fenced_host(answer))
 
         def replay(_session: Session, prior: requests.Prior) -> _Fenced:
-            return _Fenced([], prior.decode(reply))
+            return _Fenced([], prior.answer())
 
         fenced: _Fenced = await requests.run_once(self._db, call, work, replay)
         self._store.publish(fenced.changed)
-        return fenced.reply.host, list(fenced.reply.vm_ids)
+        return fenced.answer
 
     async def watch_all(self) -> None:
         """Starts a monitor for every registered host not in maintenance (on

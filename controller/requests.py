@@ -74,17 +74,30 @@ class RequestIdReused(AlreadyExists):
 
 
 @dataclass(frozen=True)
+class StoredAnswer:
+    """The answer a first call gave, as its request id keeps it: what a
+    repeat of the call answers, unchanged. The services hand it up as it is;
+    only the servicer reads it (controller.convert), into its method's
+    message."""
+
+    response: bytes
+
+    def decode(self, cls: type[M]) -> M:
+        message = cls()
+        message.ParseFromString(self.response)
+        return message
+
+
+@dataclass(frozen=True)
 class Prior:
     """What the first call with this key produced."""
 
     result_id: str
     response: bytes | None
 
-    def decode(self, cls: type[M]) -> M:
-        message = cls()
-        if self.response:
-            message.ParseFromString(self.response)
-        return message
+    def answer(self) -> StoredAnswer:
+        """The answer the first call gave (empty if it stored none)."""
+        return StoredAnswer(self.response or b"")
 
 
 def claim(session: Session, call: Call) -> Prior | None:

@@ -44,7 +44,7 @@ def _created(created: Created) -> vm_pb2.Vm:
     whose VM was deleted since."""
     if created.row is None:
         assert created.stored is not None
-        return created.stored
+        return created.stored.decode(vm_pb2.Vm)
     return convert.vm(created.row)
 
 
@@ -212,19 +212,20 @@ class HostServicer(host_grpc.HostServiceServicer):
         name = check_name("name", request.name)
         address = check_address("address", request.address)
         call = call_of("AddHost", request)
-        return host_api.AddHostResponse(host=await self._hosts.add(name, address, call))
+        answer = await self._hosts.add(name, address, call)
+        return convert.host_reply(host_api.AddHostResponse, answer)
 
     async def GetHost(
         self, request: host_api.GetHostRequest, context: Context
     ) -> host_api.GetHostResponse:
         found = await self._hosts.get(_ref("host", request.host))
-        return host_api.GetHostResponse(host=convert.host(found.row, found.usage, found.pending))
+        return host_api.GetHostResponse(host=convert.host_view(found))
 
     async def ListHosts(
         self, request: host_api.ListHostsRequest, context: Context
     ) -> host_api.ListHostsResponse:
         return host_api.ListHostsResponse(
-            hosts=[convert.host(h.row, h.usage, h.pending) for h in await self._hosts.list()]
+            hosts=[convert.host_view(h) for h in await self._hosts.list()]
         )
 
     async def RemoveHost(
@@ -237,22 +238,21 @@ class HostServicer(host_grpc.HostServiceServicer):
         self, request: host_api.SetHostMaintenanceRequest, context: Context
     ) -> host_api.SetHostMaintenanceResponse:
         call = call_of("SetHostMaintenance", request)
-        host = await self._hosts.set_maintenance(_ref("host", request.host), call)
-        return host_api.SetHostMaintenanceResponse(host=host)
+        answer = await self._hosts.set_maintenance(_ref("host", request.host), call)
+        return convert.host_reply(host_api.SetHostMaintenanceResponse, answer)
 
     async def ActivateHost(
         self, request: host_api.ActivateHostRequest, context: Context
     ) -> host_api.ActivateHostResponse:
         call = call_of("ActivateHost", request)
-        host = await self._hosts.activate(_ref("host", request.host), call)
-        return host_api.ActivateHostResponse(host=host)
+        answer = await self._hosts.activate(_ref("host", request.host), call)
+        return convert.host_reply(host_api.ActivateHostResponse, answer)
 
     async def ConfirmHostDown(
         self, request: host_api.ConfirmHostDownRequest, context: Context
     ) -> host_api.ConfirmHostDownResponse:
         call = call_of("ConfirmHostDown", request)
-        host, vm_ids = await self._hosts.confirm_down(_ref("host", request.host), call)
-        return host_api.ConfirmHostDownResponse(host=host, vm_ids=vm_ids)
+        return convert.fenced_host(await self._hosts.confirm_down(_ref("host", request.host), call))
 
 
 _POLARITY = {

@@ -57,7 +57,7 @@ class Created:
     since been deleted, the answer first given, as its request id stored it."""
 
     row: Vm | None
-    stored: vm_pb2.Vm | None = None
+    stored: requests.StoredAnswer | None = None
 
 
 # A mutation may run more than once (see db.session.Database).
@@ -83,7 +83,7 @@ class VmStore:
         def replay(session: Session, prior: requests.Prior) -> tuple[Created, vm_pb2.Vm | None]:
             first = session.get(Vm, prior.result_id)
             if first is None:
-                return Created(None, prior.decode(vm_pb2.Vm)), None
+                return Created(None, prior.answer()), None
             return Created(first), None
 
         created, published = await requests.run_once(self.db, call, work, replay)

@@ -8,6 +8,7 @@ the channel socket; (d) StartVm → UP (first guest report) seen by WatchVms.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import statistics
 import threading
@@ -15,14 +16,8 @@ import time
 import uuid
 from pathlib import Path
 
-import grpc
 import libvirt
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
-from virtplane.v1 import host_service_pb2 as host_api
-from virtplane.v1 import host_service_pb2_grpc as host_grpc
-from virtplane.v1 import vm_pb2
-from virtplane.v1 import vm_service_pb2 as vm_api
-from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
 from hostd import builder, convert, domxml
 from hostd.defaults import with_defaults
@@ -30,19 +25,22 @@ from hostd.layout import StateLayout
 from hostd.virt_type import detect_virt_type
 from tests.support.real import GuestImage
 from tests.support.stack import start_controller, start_hostd
+from virtplane_client import AsyncClient, BootSource, ChangeKind, Nic, NicKind, VmChange, VmSpec
+from virtplane_client import VmState as S
+from virtplane_client.convert import spec_message
 
 URI = "qemu:///system"
-S = vm_pb2.Vm
+# The calls the benchmark makes carry no request_id, as a client that does
+# not retry sends them.
+NO_KEY = ""
 
 
-def _spec(image: GuestImage) -> vm_pb2.VmSpec:
-    return vm_pb2.VmSpec(
+def _spec(image: GuestImage) -> VmSpec:
+    return VmSpec(
         vcpus=1,
         memory_mib=256,
-        boot=vm_pb2.BootSource(
-            kernel_path=image.kernel, initrd_path=image.initrd, cmdline=image.cmdline
-        ),
-        nics=[vm_pb2.Nic(name="nic0", kind=vm_pb2.Nic.KIND_USER)],
+        boot=BootSource(kernel_path=image.kernel, initrd_path=image.initrd, cmdline=image.cmdline),
+        nics=(Nic(name="nic0", kind=NicKind.USER),),
     )
 
 
@@ -67,7 +65,8 @@ class LibvirtEventLoop:
 
 def raw_xml(image: GuestImage, layout: StateLayout, vm_id: str) -> str:
     """The domain XML hostd would create for the benchmark's guest."""
-    config = agent_pb2.VmConfig(vm_id=vm_id, name=f"bench-raw-{vm_id[:8]}", spec=_spec(image))
+    spec = spec_message(_spec(image))
+    config = agent_pb2.VmConfig(vm_id=vm_id, name=f"bench-raw-{vm_id[:8]}", spec=spec)
     filled = with_defaults(convert.config_from_proto(config))  # as hostd's create path does
     return domxml.to_xml(builder.build_domain(filled, detect_virt_type("auto"), layout))
 
@@ -112,43 +111,45 @@ async def stack_rounds(image: GuestImage, workdir: Path, rounds: int) -> list[tu
     hostd = start_hostd(workdir)
     controller = start_controller(workdir)
     try:
-        async with grpc.aio.insecure_channel(controller.address) as channel:
-            hosts = host_grpc.HostServiceStub(channel)
-            vms = vm_grpc.VmServiceStub(channel)
-            await hosts.AddHost(host_api.AddHostRequest(name="bench", address=hostd.address))
-            created = await vms.CreateVm(vm_api.CreateVmRequest(name="bench", spec=_spec(image)))
-            vm_id = created.vm.id
+        async with AsyncClient(controller.address) as vp:
+            await vp.hosts.add("bench", hostd.address, request_id=NO_KEY)
+            vm = await vp.vms.create("bench", _spec(image), request_id=NO_KEY)
             results = []
             for _ in range(rounds):
-                results.append(await _stack_round(vms, vm_id))
-                await vms.StopVm(vm_api.StopVmRequest(vm=vm_id))
+                results.append(await _stack_round(vp, vm.id))
+                await vp.vms.stop(vm.id, request_id=NO_KEY)
             return results
     finally:
         controller.stop()
         hostd.stop()
 
 
-async def _stack_round(vms: vm_grpc.VmServiceAsyncStub, vm_id: str) -> tuple[float, float]:
-    call = vms.WatchVms(vm_api.WatchVmsRequest())
-    async for msg in call:
-        if msg.kind == vm_api.WatchVmsResponse.KIND_SNAPSHOT_COMPLETE:
-            break
-    t0 = time.perf_counter()
-    await vms.StartVm(vm_api.StartVmRequest(vm=vm_id))
-    powering_up = up = 0.0
-    async with asyncio.timeout(120):
-        async for msg in call:
-            if msg.vm.id != vm_id:
-                continue
-            state = msg.vm.status.state
-            now = time.perf_counter() - t0
-            if state in (S.STATE_POWERING_UP, S.STATE_UP) and not powering_up:
-                powering_up = now
-            if state == S.STATE_UP:
-                up = now
+async def _stack_round(vp: AsyncClient, vm_id: str) -> tuple[float, float]:
+    changes = vp.vms.watch()
+    async with contextlib.aclosing(changes):
+        async for change in changes:
+            if change.kind is ChangeKind.SNAPSHOT_COMPLETE:
                 break
-    call.cancel()
+        t0 = time.perf_counter()
+        await vp.vms.start(vm_id, request_id=NO_KEY)
+        powering_up = up = 0.0
+        async with asyncio.timeout(120):
+            async for change in changes:
+                state = _state(change, vm_id)
+                now = time.perf_counter() - t0
+                if state in (S.POWERING_UP, S.UP) and not powering_up:
+                    powering_up = now
+                if state is S.UP:
+                    up = now
+                    break
     return powering_up, up
+
+
+def _state(change: VmChange, vm_id: str) -> S | None:
+    """The state change shows vm_id in; None when it is about another VM."""
+    if change.vm is None or change.vm.id != vm_id:
+        return None
+    return change.vm.status.state
 
 
 def run(image: GuestImage, workdir: Path, rounds: int) -> dict[str, float]:

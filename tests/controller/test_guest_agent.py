@@ -10,11 +10,12 @@ tests/e2e/test_guest_agent.py and tests/hostd/test_real_hostile_guest.py.
 
 from __future__ import annotations
 
-# Raw stubs: this module checks GetVmGuestInfo's reply and status codes as sent.
+# Raw stubs: this module checks GetVmGuestInfo's reply and status codes as
+# sent; a VM's state is awaited on virtplane_client's watch.
 import json
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,18 +29,17 @@ from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
+import virtplane_client as vp
 from controller import convert
 from controller.app import Controller
 from controller.config import ControllerConfig
 from db.models import Vm
 from hostd.layout import StateLayout
+from tests.support.events import vm_until
 from tests.support.fake_guest import FakeGuest
 from tests.support.stack import Daemon, start_hostd
-from tests.support.waiting import until
+from tests.support.waiting import TIMEOUT, until
 from virtplane_common.framing import encode
-
-Agent = vm_pb2.GuestInfo.AgentState
-Channel = vm_pb2.GuestInfo.ChannelState
 
 
 @dataclass
@@ -52,6 +52,7 @@ class Rig:
     controller: Controller | None = None
     vms: vm_grpc.VmServiceAsyncStub | None = None
     channel: grpc.aio.Channel | None = None
+    client: vp.AsyncClient | None = None
 
     async def start_controller(self) -> vm_grpc.VmServiceAsyncStub:
         config = ControllerConfig(
@@ -61,6 +62,7 @@ class Rig:
         await self.controller.start()
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.controller.port}")
         self.vms = vm_grpc.VmServiceStub(self.channel)
+        self.client = vp.AsyncClient(channel=self.channel)  # closed with the channel
         return self.vms
 
     async def stop_controller(self) -> None:
@@ -68,11 +70,22 @@ class Rig:
             await self.channel.close(None)
         if self.controller is not None:
             await self.controller.stop(grace=0)
-        self.controller = self.channel = self.vms = None
+        self.controller = self.channel = self.vms = self.client = None
 
-    async def vm(self) -> vm_pb2.Vm:
-        assert self.vms is not None
-        return (await self.vms.GetVm(vm_api.GetVmRequest(vm=self.vm_id))).vm
+    async def state(self, state: vp.VmState) -> vp.Vm:
+        """The VM once the client's watch shows it in state."""
+        assert self.client is not None
+        return await self.client.vms.wait_for(self.vm_id, state, timeout=TIMEOUT)
+
+    async def guest_until(self, check: Callable[[vp.GuestInfo], object]) -> vp.Vm:
+        """The VM once the client's watch shows a guest report check accepts."""
+        assert self.client is not None
+        return await vm_until(
+            self.client,
+            self.vm_id,
+            lambda v: v.status.guest is not None and check(v.status.guest),
+            TIMEOUT,
+        )
 
     async def info(self) -> vm_api.GetVmGuestInfoResponse:
         assert self.vms is not None
@@ -113,7 +126,7 @@ async def rig(workdir: Path, database_url: str) -> AsyncIterator[Rig]:
         await rig.guest.send(gc.GuestMessage(hello=hello))
         await rig.guest.next_message("VersionChoice")
         await rig.guest.send(_report("first"))
-        await until(rig.vm, lambda v: v.status.state == vm_pb2.Vm.STATE_UP)
+        await rig.state(vp.VmState.UP)
         yield rig
     finally:
         await rig.stop_controller()
@@ -154,19 +167,16 @@ async def test_a_flooding_agent_is_throttled_and_a_silent_one_goes_stale(rig: Ri
     # thousands of tiny messages: far over the 20/s message budget
     beat = gc.GuestMessage(heartbeat=gc.Heartbeat(uptime_seconds=5.0, free_memory_kib=1000))
     await rig.guest.send_raw(encode(beat.SerializeToString()) * 3000)
-    throttled = await until(
-        rig.vm, lambda v: v.status.guest.channel_state == Channel.CHANNEL_STATE_THROTTLED
-    )
+    throttled = await rig.guest_until(lambda g: g.channel_state is vp.ChannelState.THROTTLED)
+    assert throttled.status.guest is not None
     assert "messages dropped (limit 20/s)" in throttled.status.guest.channel_message
     assert throttled.status.guest.hostname == "first"  # the facts stay
     facts = {f.name: json.loads(f.value_json) for f in (await rig.info()).facts}
     assert facts["agent"]["channel"]["state"] == "THROTTLED"
 
     # then silence: 3 heartbeat intervals (0.2 s each) later, NOT_RESPONDING
-    stale = await until(
-        rig.vm, lambda v: v.status.guest.agent_state == Agent.AGENT_STATE_NOT_RESPONDING
-    )
-    assert stale.status.state == vm_pb2.Vm.STATE_UP
+    stale = await rig.guest_until(lambda g: g.agent_state is vp.AgentState.NOT_RESPONDING)
+    assert stale.status.state is vp.VmState.UP and stale.status.guest is not None
     assert (stale.status.guest.hostname, stale.status.guest.os_name) == (
         "first",
         "Debian GNU/Linux",
@@ -176,11 +186,12 @@ async def test_a_flooding_agent_is_throttled_and_a_silent_one_goes_stale(rig: Ri
     assert facts["hostname"].stale and json.loads(facts["hostname"].value_json) == "first"
     assert not facts["agent"].stale  # hostd's word on the agent is current
     # calm for 10 s: the channel is OK again
-    calm = await until(rig.vm, lambda v: v.status.guest.channel_state == Channel.CHANNEL_STATE_OK)
-    assert calm.status.guest.channel_message == ""
+    calm = await rig.guest_until(lambda g: g.channel_state is vp.ChannelState.OK)
+    assert calm.status.guest is not None and calm.status.guest.channel_message == ""
     await rig.guest.send(_report("back"))
-    fresh = await until(rig.vm, lambda v: v.status.guest.hostname == "back")
-    assert fresh.status.guest.agent_state == Agent.AGENT_STATE_RESPONDING
+    fresh = await rig.guest_until(lambda g: g.hostname == "back")
+    assert fresh.status.guest is not None
+    assert fresh.status.guest.agent_state is vp.AgentState.RESPONDING
 
 
 async def test_the_agent_version_is_kept_for_the_next_start_and_sent_to_the_host(rig: Rig) -> None:
@@ -193,5 +204,5 @@ async def test_the_agent_version_is_kept_for_the_next_start_and_sent_to_the_host
     assert await rig.controller.db.run(stored) == ("7.1", "7.1")
     await rig.vms.StopVm(vm_api.StopVmRequest(vm=rig.vm_id))
     # Guest facts go with the run; the version the host should await stays.
-    await until(rig.vm, lambda v: v.status.state == vm_pb2.Vm.STATE_DOWN)
+    await rig.state(vp.VmState.DOWN)
     assert await rig.controller.db.run(stored) == ("7.1", "7.1")

@@ -4,29 +4,21 @@ resume floor follows the deletions pruned. On each engine."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from controller.retention import Retention, prune
-from db import migrate
 from db import repositories as repo
 from db.enums import OperationKind, OperationState
 from db.models import ApiRequest, Event, Operation
 from db.session import Database
+from tests.support import db_rig
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
 
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    db = Database(database_url)
-    migrate.upgrade(db.engine)
-    yield db
-    db.close()
+database = db_rig.database  # the fixture
 
 
 def _op(op_id: str, state: OperationState, done: dt.datetime | None) -> Operation:

@@ -1,17 +1,8 @@
+"""Fixtures of the database's tests; their building blocks are in
+tests.support.db_rig."""
+
 from __future__ import annotations
 
-from collections.abc import Iterator
+from tests.support.db_rig import database
 
-import pytest
-
-from db import migrate
-from db.session import Database
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    """A database migrated to head, on each engine (see database_url)."""
-    db = Database(database_url)
-    migrate.upgrade(db.engine)
-    yield db
-    db.close()
+__all__ = ["database"]

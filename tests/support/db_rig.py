@@ -1,17 +1,21 @@
-"""Rows and held transactions for the database's tests: a host and a VM
-row, adding rows, a transaction kept open on purpose, and a look at whether
-another one waits on it meanwhile."""
+"""The database's tests' rig: the `database` fixture (a database migrated to
+head, on each engine; tests/db/conftest.py and the controller's retention
+tests take it from here), a host and a VM row, adding rows, a transaction
+kept open on purpose, and a look at whether another one waits on it
+meanwhile."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import pytest
 from sqlalchemy.orm import Session
 
+from db import migrate
 from db.enums import HostState, VmState
 from db.models import Host, Vm
 from db.session import Database
@@ -19,6 +23,15 @@ from db.session import Database
 T = TypeVar("T")
 WAIT = 30.0  # only reached when something is broken
 BLOCKED = 0.5  # how long a transaction that must wait is watched
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    """A database migrated to head, on each engine (see database_url)."""
+    db = Database(database_url)
+    migrate.upgrade(db.engine)
+    yield db
+    db.close()
 
 
 def host_row(name: str, memory: int, cpus: int = 8) -> Host:
