@@ -160,7 +160,9 @@ class Watcher:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
-async def _populate(channel: grpc.aio.Channel, hosts: list[str], vms: int) -> list[str]:
+async def _populate(
+    channel: grpc.aio.Channel, hosts: list[str], vms: int, kernel: str
+) -> list[str]:
     """Adds the hosts and creates the VMs; returns the VMs' ids."""
     host_stub = host_grpc.HostServiceStub(channel)
     vm_stub = vm_grpc.VmServiceStub(channel)
@@ -168,7 +170,6 @@ async def _populate(channel: grpc.aio.Channel, hosts: list[str], vms: int) -> li
         host_stub.AddHost(host_api.AddHostRequest(name=f"h{i:03d}", address=a))
         for i, a in enumerate(hosts)
     ))  # fmt: skip
-    kernel = "/bin/true"  # the test driver boots nothing; hostd checks it exists
     ids = []
     for i in range(vms):
         spec = vm_pb2.VmSpec(vcpus=1, memory_mib=64, boot=vm_pb2.BootSource(kernel_path=kernel))
@@ -178,10 +179,10 @@ async def _populate(channel: grpc.aio.Channel, hosts: list[str], vms: int) -> li
 
 
 async def _drive(address: str, hosts: list[str], *, vms: int, concurrency: int,
-                 subscribers: int) -> dict[str, float]:  # fmt: skip
+                 subscribers: int, kernel: str) -> dict[str, float]:  # fmt: skip
     async with grpc.aio.insecure_channel(address) as channel:
         vm_stub = vm_grpc.VmServiceStub(channel)
-        ids = await _populate(channel, hosts, vms)
+        ids = await _populate(channel, hosts, vms, kernel)
         watcher = Watcher(vm_stub, keep_latency=False)
         await watcher.snapshot_done.wait()
         limit = asyncio.Semaphore(concurrency)
@@ -249,12 +250,15 @@ def run(workdir: Path, *, hosts: int = 100, vms: int = 300, concurrency: int = 2
 
 def _one(run_dir: Path, url: str | None, addresses: list[str], *, vms: int, concurrency: int,
          subscribers: int) -> dict[str, float]:  # fmt: skip
+    # The test driver boots nothing; hostd checks the file is under its image roots.
+    kernel = run_dir / "vmlinux"
+    kernel.write_bytes(b"never booted by the test driver")
     controller = start_controller(run_dir, url)
     try:
         return asyncio.run(
             _drive(
                 controller.address, addresses, vms=vms, concurrency=concurrency,
-                subscribers=subscribers,
+                subscribers=subscribers, kernel=str(kernel),
             )
         )  # fmt: skip
     finally:
