@@ -41,6 +41,7 @@ from controller.watch_stream import WatchStream
 from db import migrate
 from db.session import Database
 from virtplane_common.health import Probes, service_names
+from virtplane_common.properties import AllowedProperties
 from virtplane_common.status import ErrorInterceptor
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Controller:
 
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
+        self.properties = AllowedProperties.compile(config.vm_properties)  # fails at start
         self.db = Database(config.database_url)
         migrate.upgrade(self.db.engine)
         self.store = VmStore(self.db, WatchHub(config.watch_queue_size))
@@ -68,7 +70,8 @@ class Controller:
         self.server = grpc.aio.server(interceptors=[ErrorInterceptor()])
         self.verbs = VmVerbs(self.store, self.clients, self.starter)
         vm_service_pb2_grpc.add_VmServiceServicer_to_server(
-            VmServicer(self.vms, self.verbs, WatchStream(self.store)), self.server
+            VmServicer(self.vms, self.verbs, WatchStream(self.store), self.properties),
+            self.server,
         )
         operation_service_pb2_grpc.add_OperationServiceServicer_to_server(
             OperationServicer(OperationService(self.db, self.store.hub)), self.server

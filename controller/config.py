@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from controller.ha import HaPolicy
@@ -30,3 +31,6 @@ class ControllerConfig:
     reconcile_seconds: float = 60.0
     # When highly available VMs are restarted.
     ha: HaPolicy = field(default_factory=HaPolicy)
+    # The custom properties VMs may have: key -> regex the value must fully
+    # match (virtplane_common.properties). Empty: none.
+    vm_properties: Mapping[str, str] = field(default_factory=dict)

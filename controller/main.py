@@ -9,6 +9,7 @@ import signal
 
 from controller.app import Controller
 from controller.config import ControllerConfig
+from virtplane_common.properties import add_rule_argument
 
 
 def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
@@ -20,9 +21,15 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
         default=defaults.database_url,
         help="SQLAlchemy URL (default %(default)s; PostgreSQL: postgresql+psycopg://…)",
     )
+    add_rule_argument(parser)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    return ControllerConfig(listen=args.listen, database_url=args.database), args.log_level
+    config = ControllerConfig(
+        listen=args.listen,
+        database_url=args.database,
+        vm_properties=dict(args.vm_property or ()),
+    )
+    return config, args.log_level
 
 
 async def serve(config: ControllerConfig) -> None:

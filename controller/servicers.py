@@ -25,10 +25,17 @@ from controller.lifecycle.power import VmVerbs
 from controller.lifecycle.updates import check_update
 from controller.operation_service import OperationService
 from controller.requests import call_of
-from controller.validation import check_address, check_create, check_list, check_name
+from controller.validation import (
+    check_address,
+    check_create,
+    check_list,
+    check_name,
+    check_update_properties,
+)
 from controller.vm_store import Created
 from controller.watch_stream import WatchStream
 from virtplane_common.errors import InvalidArgument
+from virtplane_common.properties import AllowedProperties
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -49,10 +56,13 @@ def _created(created: Created) -> vm_pb2.Vm:
 
 
 class VmServicer(vm_grpc.VmServiceServicer):
-    def __init__(self, vms: VmService, verbs: VmVerbs, watch: WatchStream) -> None:
+    def __init__(
+        self, vms: VmService, verbs: VmVerbs, watch: WatchStream, properties: AllowedProperties
+    ) -> None:
         self._vms = vms
         self._verbs = verbs
         self._watch = watch
+        self._properties = properties
 
     async def ShutdownVm(
         self, request: vm_api.ShutdownVmRequest, context: Context
@@ -99,7 +109,7 @@ class VmServicer(vm_grpc.VmServiceServicer):
     async def CreateVm(
         self, request: vm_api.CreateVmRequest, context: Context
     ) -> vm_api.CreateVmResponse:
-        spec, call = check_create(request), call_of("CreateVm", request)
+        spec, call = check_create(request, self._properties), call_of("CreateVm", request)
         return vm_api.CreateVmResponse(vm=_created(await self._vms.create(spec, call)))
 
     async def GetVm(self, request: vm_api.GetVmRequest, context: Context) -> vm_api.GetVmResponse:
@@ -118,6 +128,7 @@ class VmServicer(vm_grpc.VmServiceServicer):
     ) -> vm_api.UpdateVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("UpdateVm", request)
         update = check_update(request.vm_update, request.update_mask, request.expected_spec_version)
+        check_update_properties(update.values, update.paths, self._properties)
         return vm_api.UpdateVmResponse(vm=convert.vm(await self._vms.update(vm_ref, update, call)))
 
     async def DeleteVm(

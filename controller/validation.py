@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from virtplane.v1 import vm_pb2, vm_service_pb2
@@ -12,7 +13,7 @@ from virtplane.v1 import vm_pb2, vm_service_pb2
 from db.enums import DiskFormat, NicKind, VmState
 from virtplane_common.errors import InvalidArgument
 from virtplane_common.limits import MIN_MEMORY_MIB, NAME
-from virtplane_common.properties import check_properties
+from virtplane_common.properties import AllowedProperties, check_properties
 from virtplane_common.spec_checks import check_disk_count, check_mac, check_memory, check_vcpus
 
 DEFAULT_PAGE_SIZE = 100
@@ -118,7 +119,10 @@ def _check_disk(prefix: str, index: int, disk: vm_pb2.Disk) -> DiskSpec:
 
 
 def check_spec(name: str, spec: vm_pb2.VmSpec, prefix: str = "spec") -> VmSpec:
-    """Validates a VM spec; raises InvalidArgument naming the field under prefix."""
+    """Validates a VM spec; raises InvalidArgument naming the field under prefix.
+
+    Its custom properties are checked apart, against the allowlist, where a
+    client sends them (check_create, check_update_properties)."""
     if spec.vcpus == 0:
         raise InvalidArgument(f"{prefix}.vcpus", "is required (at least 1)")
     check_vcpus(f"{prefix}.vcpus", spec.vcpus)
@@ -132,7 +136,6 @@ def check_spec(name: str, spec: vm_pb2.VmSpec, prefix: str = "spec") -> VmSpec:
     disks = tuple(_check_disk(prefix, i, disk) for i, disk in enumerate(spec.disks))
     if len({d.name for d in disks}) != len(disks):
         raise InvalidArgument(f"{prefix}.disks", "disk names must be unique")
-    check_properties(f"{prefix}.custom_properties", spec.custom_properties)
     boot = f"{prefix}.boot"
     return VmSpec(
         name=name,
@@ -150,12 +153,23 @@ def check_spec(name: str, spec: vm_pb2.VmSpec, prefix: str = "spec") -> VmSpec:
     )
 
 
-def check_create(request: vm_service_pb2.CreateVmRequest) -> VmSpec:
+def check_create(request: vm_service_pb2.CreateVmRequest, allowed: AllowedProperties) -> VmSpec:
     """Validates a CreateVm request; raises InvalidArgument naming the field."""
     name = check_name("name", request.name)
     if not request.HasField("spec"):
         raise InvalidArgument("spec", "is required")
-    return check_spec(name, request.spec)
+    spec = check_spec(name, request.spec)
+    check_properties("spec.custom_properties", request.spec.custom_properties, allowed)
+    return spec
+
+
+def check_update_properties(
+    values: vm_pb2.Vm, paths: Sequence[str], allowed: AllowedProperties
+) -> None:
+    """Checks the custom properties an UpdateVm sets (when its mask names them)."""
+    if "spec" in paths or "spec.custom_properties" in paths:
+        properties = values.spec.custom_properties
+        check_properties("vm_update.spec.custom_properties", properties, allowed)
 
 
 @dataclass(frozen=True)

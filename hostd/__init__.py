@@ -10,7 +10,8 @@ Modules, one job each:
                 journal, stored configuration (domain metadata, saved .config)
 - virt_type     kvm or qemu (TCG): CPU flags and /dev/kvm, or forced
 - layout        the state directory: channel sockets, console logs, saved states
-- validation    VmConfig checks; each failure names its field
+- validation    VmConfig checks; each failure names its field; what the host admits
+                (Admission: image roots, custom property allowlist)
 - defaults      the defaults of optional parameters, filled in one place
 - consoles      which consoles this host offers
 - domxml        the domain XML as typed values, and its serialisation

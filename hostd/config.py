@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -10,6 +11,8 @@ VirtTypeSetting = Literal["auto", "kvm", "qemu"]
 """How the domain type is chosen: detected ("auto") or forced."""
 
 VIRT_TYPE_SETTINGS: tuple[VirtTypeSetting, ...] = ("auto", "kvm", "qemu")
+
+DEFAULT_IMAGE_ROOTS = (Path("/var/lib/virtplane/images"),)
 
 
 @dataclass(frozen=True)
@@ -95,3 +98,9 @@ class HostdConfig:
     """The longest wait between two attempts to reach libvirtd again."""
     channel: ChannelLimits = field(default_factory=ChannelLimits)
     migration: MigrationConfig = field(default_factory=MigrationConfig)
+    # What hostd accepts in a VM's configuration, whoever asks (hostd.validation).
+    image_roots: tuple[Path, ...] = DEFAULT_IMAGE_ROOTS
+    """Kernel, initrd and disk images must be regular files under one of these."""
+    vm_properties: Mapping[str, str] = field(default_factory=dict)
+    """The custom properties allowed: key -> regex its value must fully match
+    (virtplane_common.properties). Empty: none."""

@@ -10,9 +10,10 @@ the other, in the sorted order of their names. Each gets:
 - VIRTPLANE_VM_ID, VIRTPLANE_VM_NAME and VIRTPLANE_HOOK_POINT, and each of
   the VM's custom properties as VIRTPLANE_PROPERTY_<key> (hostd.validation
   keeps the keys to letters, digits and '_');
-- hostd's own environment otherwise, stdin from /dev/null, and a process
-  group of its own: a script still running after the timeout is killed with
-  its whole group.
+- otherwise a minimal environment (BASE_ENVIRONMENT: PATH and LANG), not
+  hostd's: nothing hostd was started with reaches a script; stdin from
+  /dev/null, and a process group of its own: a script still running after
+  the timeout is killed with its whole group.
 
 A script fails when it exits non-zero or times out. At a before_ point the
 first failure ends the run (the operation fails with the script's name and
@@ -43,6 +44,8 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 STDERR_TAIL = 2000
 """Characters kept from the end of a failed script's stderr."""
 PROPERTY_PREFIX = "VIRTPLANE_PROPERTY_"
+BASE_ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+"""All a script gets besides the variables that describe the VM and the hook."""
 DOMXML_VARIABLE = "_hook_domxml"
 
 
@@ -235,7 +238,7 @@ def _take_xml(path: Path, fallback: str) -> str:
 
 
 def _environment(point: HookPoint, vm: HookVm, xml_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(PROPERTY_PREFIX)}
+    env = dict(BASE_ENVIRONMENT)
     env.update(
         {
             DOMXML_VARIABLE: str(xml_path),

@@ -11,6 +11,7 @@ from pathlib import Path
 from hostd.config import VIRT_TYPE_SETTINGS, HostdConfig, MigrationConfig
 from hostd.server import Hostd
 from virtplane_common.errors import VirtplaneError
+from virtplane_common.properties import add_rule_argument
 
 log = logging.getLogger("hostd")
 
@@ -53,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
         default=defaults.hook_timeout_seconds,
         help="seconds a hook script may run before it is killed",
     )
+    _admission_arguments(parser)
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
@@ -70,8 +72,23 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
         ),
         hooks_dir=args.hooks_dir.absolute() if args.hooks_dir else None,
         hook_timeout_seconds=args.hook_timeout,
+        image_roots=tuple(r.absolute() for r in args.image_root or defaults.image_roots),
+        vm_properties=dict(args.vm_property or ()),
     )
     return config, args.log_level
+
+
+def _admission_arguments(parser: argparse.ArgumentParser) -> None:
+    """What hostd accepts in a VM's configuration, whoever asks (hostd.validation)."""
+    parser.add_argument(
+        "--image-root",
+        type=Path,
+        action="append",
+        metavar="DIR",
+        help="kernels, initrds and disk images must be files under DIR; repeatable"
+        f" (default: {', '.join(map(str, HostdConfig.image_roots))})",
+    )
+    add_rule_argument(parser)
 
 
 async def serve(config: HostdConfig) -> None:

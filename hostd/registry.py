@@ -28,6 +28,7 @@ from hostd.layout import StateLayout
 from hostd.model import ExitReason, Persistence, VmConfig, VmState, VmStatus
 from hostd.state_machine import DOMAIN_STATES
 from hostd.tasks import TaskSupervisor
+from hostd.validation import Admission
 from hostd.virt_type import VirtType
 from virtplane_common.errors import VirtplaneError
 
@@ -53,6 +54,8 @@ class RunnerSettings:
     """How long a start or verb waits for the event that confirms it before it
     records the outcome itself (not every hypervisor sends every event)."""
     hooks: HookSettings = field(default_factory=HookSettings)
+    admission: Admission = field(default_factory=Admission)
+    """What a VM's configuration may ask for (image roots, custom properties)."""
 
 
 @dataclass(eq=False)

@@ -15,6 +15,7 @@ from hostd.journal import Journal
 from hostd.layout import StateLayout
 from hostd.libvirt_driver import LibvirtHypervisor
 from hostd.servicer import HostAgentServicer
+from hostd.validation import Admission
 from hostd.virt_type import VirtType, detect_virt_type
 from hostd.vms import RunnerSettings, VmService
 from virtplane_common.health import Probes, service_names
@@ -39,6 +40,7 @@ class Hostd:
         self.config = config
         self.layout = StateLayout(config.state_dir)
         self.journal = Journal(config.journal_size)
+        self.admission = Admission.of(config)  # a bad allowlist fails here, at start
         self._hypervisor: LibvirtHypervisor | None = None
         self._vms: VmService | None = None
         self._server: grpc.aio.Server | None = None
@@ -73,7 +75,9 @@ class Hostd:
         if port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
         hooks = HookSettings(self.config.hooks_dir, self.config.hook_timeout_seconds)
-        settings = RunnerSettings(self.virt_type, self.layout, self.config.channel, hooks=hooks)
+        settings = RunnerSettings(
+            self.virt_type, self.layout, self.config.channel, hooks=hooks, admission=self.admission
+        )
         self._vms = VmService(
             self._hypervisor, self.journal, settings, self._migration_config(port)
         )

@@ -72,6 +72,7 @@ class VmService:
         peers: Peers | None = None,
     ) -> None:
         self._hypervisor = hypervisor
+        self._admission = settings.admission
         self._tasks = tasks = TaskSupervisor()
         self._registry = registry = VmRegistry(hypervisor, journal, settings, tasks)
         hooks = HookRunner(hypervisor, journal, settings.hooks, tasks)
@@ -150,7 +151,7 @@ class VmService:
             raise FailedPrecondition(
                 f"VM {vm_id} is SUSPENDED but its saved state cannot be read; destroy it"
             )
-        validate_config(saved or config)
+        validate_config(saved or config, self._admission)
         filled = with_defaults(saved or config)
         consoles.check_console(filled, self.consoles)
         self._pump.require_reachable()  # else the start would fail at once
@@ -206,7 +207,7 @@ class VmService:
             if existing.state == VmState.MIGRATING_TO and prepared is not None:
                 return prepared  # a repeated prepare
             raise VmAlreadyExists(vm_id, existing.state.name)
-        validate_config(config)
+        validate_config(config, self._admission)
         filled = with_defaults(config)
         consoles.check_console(filled, self.consoles)
         return await self._migrations.receive(Vm(config=filled), source_address)

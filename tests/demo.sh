@@ -29,7 +29,8 @@ import json,sys; d=json.load(open(sys.argv[1])); print(d["kernel"], d["initrd"],
     "$IMAGE/image.json")
 
 say "logs and state in $WORK"
-"$BIN/virtplane-hostd" --listen "$HOSTD" --state-dir "$WORK/hostd" >"$WORK/hostd.log" 2>&1 &
+"$BIN/virtplane-hostd" --listen "$HOSTD" --state-dir "$WORK/hostd" --image-root "$IMAGE" \
+    >"$WORK/hostd.log" 2>&1 &
 pids+=($!)
 "$BIN/virtplane-controller" --listen "$CONTROLLER" --database "sqlite:///$WORK/controller.db" \
     >"$WORK/controller.log" 2>&1 &

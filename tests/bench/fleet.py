@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hostd.config import HostdConfig
 from hostd.server import Hostd
+from tests.support.real import IMAGE_ROOTS
 from tests.support.virt import node_xml
 
 
@@ -27,7 +28,12 @@ async def serve(root: Path, count: int, first: int) -> None:
             folder = root / f"h{n}"
             folder.mkdir(parents=True, exist_ok=True)
             uri = node_xml(folder / "node.xml", memory_mib=65536, cpus=32)
-            config = HostdConfig(listen="127.0.0.1:0", libvirt_uri=uri, state_dir=folder / "state")
+            config = HostdConfig(
+                listen="127.0.0.1:0",
+                libvirt_uri=uri,
+                state_dir=folder / "state",
+                image_roots=IMAGE_ROOTS,
+            )
             hostd = Hostd(config)
             port = await hostd.start()
             daemons.append(hostd)

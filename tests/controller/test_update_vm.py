@@ -9,14 +9,16 @@ import asyncio
 import shutil
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
-from tests.support.controller_rig import WAIT, Rig, error, spec
+from tests.support.controller_rig import WAIT, Rig, close_rig, config, error, open_rig, spec
 from tests.support.stack import Daemon, start_hostd
 from virtplane_client import ExitReason, VmState
 
@@ -142,7 +144,10 @@ async def test_a_vm_starts_with_its_disks(
     assert [(d.name, d.format) for d in vm.spec.disks] == [("data0", vm_pb2.Disk.FORMAT_QCOW2)]
     # The host gets the disk: with no image there, its validation refuses the start.
     code, why = await error(rig.vms.StartVm(vm_api.StartVmRequest(vm=name)))
-    assert f"config.spec.disks[0].path: no file at {image}" in why, (code, why)
+    assert "config.spec.disks[0].path: is not an image file under hostd's image roots" in why, (
+        code,
+        why,
+    )
     failed = await rig.client.vms.get(name)
     assert (failed.status.state, failed.status.exit_reason) == (
         VmState.DOWN,
@@ -209,16 +214,31 @@ async def test_a_mac_address_in_use_is_refused_naming_its_vm(
     assert vm.spec.nics[0].mac_address == "52:54:00:aa:bb:01"
 
 
+TIER = "tier=gold|silver"
+"""The one custom property the controller and hostd allow here (--vm-property)."""
+
+
+@pytest.fixture
+async def tier_rig(database_url: str) -> AsyncIterator[Rig]:
+    """A controller allowing the custom property tier."""
+    opened = await open_rig(config(database_url, vm_properties=dict([TIER.split("=", 1)])))
+    yield opened
+    await close_rig(opened)
+
+
 async def test_custom_properties_reach_the_hosts_hooks_and_changes_wait_for_a_restart(
-    rig: Rig, boot: vm_pb2.BootSource, tmp_path: Path
+    tier_rig: Rig, boot: vm_pb2.BootSource, tmp_path: Path
 ) -> None:
+    rig = tier_rig
     hooks, seen = tmp_path / "hooks", tmp_path / "seen"
     (hooks / "before_vm_start").mkdir(parents=True)
     script = hooks / "before_vm_start" / "10-record"
     script.write_text(f'#!/bin/sh\necho "$VIRTPLANE_PROPERTY_tier" >> {seen}\n')
     script.chmod(0o755)
     workdir = Path(tempfile.mkdtemp(prefix="vp-"))  # short: socket paths must fit
-    hostd = start_hostd(workdir, "test:///default", extra=("--hooks-dir", str(hooks)))
+    hostd = start_hostd(
+        workdir, "test:///default", extra=("--hooks-dir", str(hooks), "--vm-property", TIER)
+    )
     try:
         await rig.client.hosts.add("h1", hostd.address)
         bad = spec(boot)

@@ -7,6 +7,7 @@ from virtplane.v1 import vm_service_pb2 as api
 from controller.validation import check_address, check_create
 from db.enums import NicKind
 from virtplane_common.errors import InvalidArgument
+from virtplane_common.properties import NONE_ALLOWED
 
 
 def _request(**spec: object) -> api.CreateVmRequest:
@@ -21,7 +22,7 @@ def _request(**spec: object) -> api.CreateVmRequest:
 
 def test_a_complete_request_is_accepted() -> None:
     req = _request(nics=[vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER)])
-    spec = check_create(req)
+    spec = check_create(req, NONE_ALLOWED)
     assert (spec.name, spec.vcpus, spec.memory_mib, spec.kernel_path) == (
         "vm1",
         1,
@@ -57,7 +58,7 @@ def test_a_complete_request_is_accepted() -> None:
 )
 def test_each_bad_field_is_named(request_: api.CreateVmRequest, field: str) -> None:
     with pytest.raises(InvalidArgument) as err:
-        check_create(request_)
+        check_create(request_, NONE_ALLOWED)
     assert err.value.field == field
     assert str(err.value).startswith(f"{field}: ")
 

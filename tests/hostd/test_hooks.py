@@ -18,16 +18,20 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from hostd import convert
 from hostd.hooks import HookFailed, HookPoint, Hooks, HookSettings, HookVm
 from hostd.model import VmState
-from hostd.validation import validate_config
+from hostd.validation import Admission, validate_config
 from tests.hostd.fakes import FakeHypervisor
 from tests.support.hostd_rig import FAST, Rig, hook_script, make_rig, vm_config
+from tests.support.real import IMAGE_ROOTS
 from tests.support.waiting import until
 from virtplane_common.errors import InvalidArgument
+from virtplane_common.properties import AllowedProperties
+
+ALLOWED = AllowedProperties.compile({"good_key1": ".*", "tag": "[a-z-]+"})
 
 
 def check(config: pb.VmConfig) -> None:
     """Validates config as hostd receives it: converted at the edge, then checked."""
-    validate_config(convert.config_from_proto(config))
+    validate_config(convert.config_from_proto(config), Admission(IMAGE_ROOTS, ALLOWED))
 
 
 XML = "<domain type='qemu'><name>vp-a</name><uuid>{uuid}</uuid><devices/></domain>"
@@ -80,6 +84,28 @@ async def test_a_script_sees_the_vm_and_its_properties(tmp_path: Path) -> None:
     assert "VIRTPLANE_PROPERTY_STALE" not in env
     assert env["_hook_domxml"].endswith(".xml")
     assert not _exists(env["_hook_domxml"]), "the XML file is removed after the run"
+
+
+async def test_a_script_gets_a_minimal_environment_not_hostds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hooks, seen = tmp_path / "hooks", tmp_path / "seen"
+    hook_script(hooks, HookPoint.BEFORE_VM_START, "env", f"env > {seen}\n")
+    monkeypatch.setenv("HOSTD_SECRET", "not for hooks")
+    monkeypatch.setenv("PATH", "/opt/hostd-only/bin:" + os.environ["PATH"])
+    vm = HookVm(VM_ID, "web-1", {"tier": "gold"})
+    await _hooks(hooks).run(HookPoint.BEFORE_VM_START, vm, XML.format(uuid=VM_ID))
+    env = _variables(seen)
+    env.pop("PWD")  # the shell's own
+    assert env == {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "_hook_domxml": env["_hook_domxml"],
+        "VIRTPLANE_HOOK_POINT": "before_vm_start",
+        "VIRTPLANE_VM_ID": VM_ID,
+        "VIRTPLANE_VM_NAME": "web-1",
+        "VIRTPLANE_PROPERTY_tier": "gold",
+    }
 
 
 async def test_a_failing_before_hook_stops_the_run_with_its_stderr(tmp_path: Path) -> None:
@@ -171,7 +197,9 @@ def test_custom_property_keys_must_be_safe_variable_names(boot_files: tuple[str,
 
 @pytest.fixture
 async def hooked(tmp_path: Path, boot_files: tuple[str, str]) -> AsyncIterator[Rig]:
-    settings = dataclasses.replace(FAST, hooks=HookSettings(tmp_path / "hooks", 2.0))
+    settings = dataclasses.replace(
+        FAST, hooks=HookSettings(tmp_path / "hooks", 2.0), admission=Admission(IMAGE_ROOTS, ALLOWED)
+    )
     rig = await make_rig(FakeHypervisor(), tmp_path, boot_files[0], settings)
     yield rig
     await rig.vms.stop()

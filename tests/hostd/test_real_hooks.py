@@ -3,7 +3,9 @@
 One hostd with a hooks folder serves the module. Its before_vm_start script
 acts on the VM's custom properties: it adds a <watchdog> and a
 <description> to the domain, fails, hangs (with a child of its own), or
-leaves broken XML. Only the first kind of VM boots.
+leaves broken XML. Only the first kind of VM boots. hostd allows exactly the
+properties these scripts use (PROPERTIES), and its environment holds a
+secret no script may see (SECRET).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from virtplane.v1 import vm_pb2
 from hostd.config import HostdConfig
 from hostd.server import Hostd
 from tests.support.hostd_rig import vm_config
-from tests.support.real import GuestImage
+from tests.support.real import IMAGE_ROOTS, GuestImage
 from tests.support.virt import domain_exists, remove_domains
 from tests.support.waiting import until
 
@@ -33,11 +35,13 @@ S = pb.HostVm
 TIMEOUT = 240.0
 """Generous: guests boot under TCG, several at once."""
 HOOK_TIMEOUT = 3.0
+PROPERTIES = {"mode": "device|fail|hang|broken", "note": "[a-z-]{1,32}"}
+SECRET = ("VIRTPLANE_TEST_SECRET", "only-for-hostd")
+"""Set in hostd's environment: the scripts get a minimal one, without it."""
 
 pytestmark = pytest.mark.guest
 
-BEFORE_START = """#!/bin/sh
-# Acts on the VM's custom property "mode".
+BEFORE_START = """# Acts on the VM's custom property "mode".
 env > "$HOOK_OUT/$VIRTPLANE_VM_ID.env"
 case "$VIRTPLANE_PROPERTY_mode" in
 device)
@@ -59,8 +63,7 @@ broken)
     ;;
 esac
 """
-AFTER = """#!/bin/sh
-echo "$VIRTPLANE_HOOK_POINT" >> "$HOOK_OUT/$VIRTPLANE_VM_ID.after"
+AFTER = """echo "$VIRTPLANE_HOOK_POINT" >> "$HOOK_OUT/$VIRTPLANE_VM_ID.after"
 """
 
 
@@ -107,10 +110,11 @@ class HookedHost:
         pytest.fail(f"timed out after {TIMEOUT}s waiting for hostd's events")
 
 
-def _script(folder: Path, text: str) -> None:
+def _script(folder: Path, out: Path, text: str) -> None:
+    """A script writing under out (named in it: hostd's environment is not the scripts')."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "50-test"
-    path.write_text(text)
+    path.write_text(f"#!/bin/sh\nHOOK_OUT='{out}'\n{text}")
     path.chmod(0o755)
 
 
@@ -120,10 +124,10 @@ async def hooked(
 ) -> AsyncIterator[HookedHost]:
     hooks, out = state_root / "hooks", state_root / "out"
     out.mkdir()
-    _script(hooks / "before_vm_start", BEFORE_START)
+    _script(hooks / "before_vm_start", out, BEFORE_START)
     for point in ("after_vm_start", "before_vm_destroy", "after_vm_destroy"):
-        _script(hooks / point, AFTER)
-    os.environ["HOOK_OUT"] = str(out)  # hostd's environment is the scripts'
+        _script(hooks / point, out, AFTER)
+    os.environ[SECRET[0]] = SECRET[1]
     hostd = Hostd(
         HostdConfig(
             listen="127.0.0.1:0",
@@ -131,6 +135,8 @@ async def hooked(
             state_dir=state_root / "s",
             hooks_dir=hooks,
             hook_timeout_seconds=HOOK_TIMEOUT,
+            image_roots=IMAGE_ROOTS,
+            vm_properties=PROPERTIES,
         )
     )
     port = await hostd.start()
@@ -144,7 +150,7 @@ async def hooked(
         await asyncio.gather(*(hostd.vms.destroy(vm.vm_id) for vm in hostd.vms.list()))
         await channel.close(None)
         await hostd.stop(grace=1)
-        del os.environ["HOOK_OUT"]
+        del os.environ[SECRET[0]]
         await asyncio.to_thread(remove_domains, system_libvirt, host.created)
 
 
@@ -175,6 +181,8 @@ async def test_a_hook_adds_a_device_the_running_domain_has(hooked: HookedHost) -
     assert env["VIRTPLANE_HOOK_POINT"] == "before_vm_start"
     assert env["VIRTPLANE_PROPERTY_mode"] == "device"
     assert env["VIRTPLANE_PROPERTY_note"] == "added-by-a-hook"
+    assert env["PATH"] == "/usr/sbin:/usr/bin:/sbin:/bin"
+    assert SECRET[0] not in env, "hostd's environment does not reach the scripts"
 
     after = hooked.out / f"{config.vm_id}.after"
     await until(lambda: len(_words(after)) == 1, what="after_vm_start", within=TIMEOUT)

@@ -26,7 +26,7 @@ from hostd.config import HostdConfig
 from hostd.server import Hostd
 from tests.hostd.guest_configs import guest_config
 from tests.support.events import HostEvents
-from tests.support.real import GuestImage
+from tests.support.real import IMAGE_ROOTS, GuestImage
 from tests.support.virt import disk_image, disks_of, live_xml, remove_domains
 
 S = pb.HostVm
@@ -81,7 +81,7 @@ async def host(
     system_libvirt: str, guest_image: GuestImage, state_root: Path, images: dict[str, str]
 ) -> AsyncIterator[Host]:
     hostd = Hostd(
-        HostdConfig(listen="127.0.0.1:0", libvirt_uri=system_libvirt, state_dir=state_root / "s")
+        HostdConfig("127.0.0.1:0", system_libvirt, state_root / "s", image_roots=IMAGE_ROOTS)
     )
     port = await hostd.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

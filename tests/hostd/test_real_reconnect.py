@@ -31,7 +31,7 @@ from hostd.config import HostdConfig
 from hostd.server import Hostd
 from tests.hostd.guest_configs import guest_config
 from tests.support.private_libvirtd import PrivateLibvirtd
-from tests.support.real import GuestImage
+from tests.support.real import IMAGE_ROOTS, GuestImage
 from tests.support.waiting import until
 
 S = pb.HostVm
@@ -81,6 +81,7 @@ async def rig(guest_image: GuestImage, state_root: Path) -> AsyncIterator[Rig]:
             libvirt_uri=libvirtd.uri,
             state_dir=state_root / "s",
             reconnect_max_seconds=1.0,
+            image_roots=IMAGE_ROOTS,
         )
     )
     channel: grpc.aio.Channel | None = None

@@ -37,7 +37,7 @@ from hostd.defaults import with_defaults
 from hostd.layout import StateLayout
 from hostd.virt_type import detect_virt_type
 from tests.hostd.guest_configs import guest_config
-from tests.support.real import REPO, GuestImage
+from tests.support.real import IMAGE_ROOTS, REPO, GuestImage
 from tests.support.virt import domain_exists, remove_domains
 from tests.support.waiting import until
 
@@ -85,6 +85,7 @@ class HostdProcess:
             "--listen=127.0.0.1:0",
             f"--libvirt-uri={self.uri}",
             f"--state-dir={self.state_dir}",
+            *(f"--image-root={root}" for root in IMAGE_ROOTS),
             cwd=REPO,
             stderr=asyncio.subprocess.PIPE,
         )

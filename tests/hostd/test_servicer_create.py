@@ -103,7 +103,9 @@ async def test_a_bad_disk_is_invalid_argument_and_creates_nothing(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert caught.value.details() == "config.spec.disks[1].path: no file at /nonexistent/seed.img"
+    assert caught.value.details() == (
+        "config.spec.disks[1].path: is not an image file under hostd's image roots"
+    )
     config.spec.disks[1].path = config.spec.disks[0].path
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))

@@ -8,15 +8,16 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
 from hostd import convert
-from hostd.validation import validate_config
+from hostd.validation import Admission, validate_config
 from tests.support.hostd_rig import vm_config
+from tests.support.real import IMAGE_ROOTS
 from virtplane_common.errors import InvalidArgument
 from virtplane_common.limits import MAX_DISKS
 
 
 def check(config: pb.VmConfig) -> None:
     """Validates config as hostd receives it: converted at the edge, then checked."""
-    validate_config(convert.config_from_proto(config))
+    validate_config(convert.config_from_proto(config), Admission(IMAGE_ROOTS))
 
 
 Mutation = Callable[[pb.VmConfig], None]

@@ -24,9 +24,11 @@ from hostd.journal import Journal
 from hostd.layout import StateLayout
 from hostd.model import ExitReason, VmConfig, VmState
 from hostd.registry import RunnerSettings
+from hostd.validation import Admission
 from hostd.virt_type import VirtType
 from hostd.vms import VmService
 from tests.hostd.fakes import FakeHypervisor
+from tests.support.real import IMAGE_ROOTS
 from tests.support.waiting import until
 
 NO_CHANNEL = ChannelLimits(connect_timeout_seconds=0.01, connect_retry_seconds=0.01)
@@ -37,6 +39,7 @@ FAST = RunnerSettings(
     reboot_settle_seconds=0.05,
     save_poll_seconds=0.01,
     event_grace_seconds=0.5,
+    admission=Admission(IMAGE_ROOTS),
 )
 
 

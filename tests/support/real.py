@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -18,6 +19,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent.parent
 GUEST_IMAGE_DIR = Path(os.environ.get("VIRTPLANE_GUEST_IMAGE", REPO / "build" / "guest"))
+IMAGE_ROOTS = (GUEST_IMAGE_DIR, Path(tempfile.gettempdir()))
+"""The image roots every test hostd is given (--image-root): the test guest
+image's folder, and the temporary folder the tests write their stand-in
+kernels and disks under."""
 SYSTEM_URI = "qemu:///system"
 # The PostgreSQL server the tests make their databases on: by default the
 # local one, over its unix socket, as the role `make setup` creates.

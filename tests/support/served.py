@@ -6,9 +6,11 @@ The fixtures served and small_journal (tests/hostd/conftest.py) are built on ser
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import libvirt
@@ -20,6 +22,7 @@ from virtplane.v1 import vm_pb2
 from hostd.config import ChannelLimits, HostdConfig
 from hostd.server import Hostd
 from tests.support.hostd_rig import vm_config
+from tests.support.real import IMAGE_ROOTS
 from tests.support.waiting import next_item
 
 S = pb.HostVm
@@ -33,9 +36,13 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def serve(
-    state_dir: Path, channel: ChannelLimits, journal_size: int = HostdConfig.journal_size
+    state_dir: Path,
+    channel: ChannelLimits,
+    journal_size: int = HostdConfig.journal_size,
+    **settings: Any,
 ) -> AsyncIterator[Served]:
-    """A started hostd and a stub on it; its VMs are destroyed after."""
+    """A started hostd and a stub on it; its VMs are destroyed after.
+    settings: other HostdConfig fields (by default the test image roots)."""
     config = HostdConfig(
         listen="127.0.0.1:0",
         libvirt_uri="test:///default",
@@ -43,8 +50,9 @@ async def serve(
         virt_type="qemu",
         journal_size=journal_size,
         channel=channel,
+        image_roots=IMAGE_ROOTS,
     )
-    hostd = Hostd(config)
+    hostd = Hostd(dataclasses.replace(config, **settings))
     port = await hostd.start()
     grpc_channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:

@@ -9,11 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
+from tests.support.real import IMAGE_ROOTS
 from tests.support.waiting import until_sync
 
 BIN = Path(sys.executable).parent
@@ -76,9 +78,11 @@ class Daemon:
         self.process.wait()
 
 
-def _spawn(name: str, argv: list[str], log_path: Path, address: str) -> Daemon:
+def _spawn(
+    name: str, argv: list[str], log_path: Path, address: str, env: Mapping[str, str] | None = None
+) -> Daemon:
     log = log_path.open("ab")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     log.close()
     return Daemon(name, address, log_path, process)
@@ -89,7 +93,10 @@ def start_hostd(
     libvirt_uri: str = "qemu:///system",
     port: int | None = None,
     extra: tuple[str, ...] = (),
+    env: Mapping[str, str] | None = None,
 ) -> Daemon:
+    """A hostd process on the test image roots (tests.support.real.IMAGE_ROOTS);
+    extra: more arguments; env: more environment variables."""
     address = f"127.0.0.1:{port or free_port()}"
     state = workdir / "hostd"
     argv = [
@@ -97,9 +104,10 @@ def start_hostd(
         "--listen", address,
         "--libvirt-uri", libvirt_uri,
         "--state-dir", str(state),
+        *(arg for root in IMAGE_ROOTS for arg in ("--image-root", str(root))),
         *extra,
     ]  # fmt: skip
-    daemon = _spawn("hostd", argv, workdir / "hostd.log", address)
+    daemon = _spawn("hostd", argv, workdir / "hostd.log", address, env)
     daemon.wait_ready()
     return daemon
 
