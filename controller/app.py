@@ -14,12 +14,16 @@ from virtplane.v1 import (
     host_service_pb2_grpc,
     operation_service_pb2,
     operation_service_pb2_grpc,
+    principal_service_pb2,
+    principal_service_pb2_grpc,
     vm_service_pb2,
     vm_service_pb2_grpc,
 )
 
 from controller import operations, retention
 from controller.affinity import AffinityGroups
+from controller.auth import wiring
+from controller.auth.interceptor import AuthInterceptor, Revoked
 from controller.config import ControllerConfig
 from controller.ha import HaRestarter
 from controller.host_service import HostService
@@ -29,6 +33,7 @@ from controller.lifecycle.placement import Starter
 from controller.lifecycle.power import VmVerbs
 from controller.monitor import MonitorSettings
 from controller.operation_service import OperationService
+from controller.pki.ca import CertificateAuthority
 from controller.servicers import (
     AffinityGroupServicer,
     HostServicer,
@@ -49,7 +54,13 @@ log = logging.getLogger(__name__)
 class Controller:
     """A running controller; start() then wait(), or stop()."""
 
-    def __init__(self, config: ControllerConfig) -> None:
+    def __init__(
+        self,
+        config: ControllerConfig,
+        *,
+        ca: CertificateAuthority | None = None,
+        revoked: Revoked | None = None,
+    ) -> None:
         self.config = config
         self.db = Database(config.database_url)
         migrate.upgrade(self.db.engine)
@@ -65,7 +76,11 @@ class Controller:
         )
         self.restarter = HaRestarter(self.store, self.starter, config.ha)
         self._resend: asyncio.Task[int] | None = None
-        self.server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+        self.auth = wiring.authenticator(self.db, revoked)
+        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]  # type: ignore[type-arg]
+        if config.require_auth:
+            interceptors.append(AuthInterceptor(self.auth))
+        self.server = grpc.aio.server(interceptors=interceptors)
         self.verbs = VmVerbs(self.store, self.clients, self.starter)
         vm_service_pb2_grpc.add_VmServiceServicer_to_server(
             VmServicer(self.vms, self.verbs, WatchStream(self.store)), self.server
@@ -79,6 +94,16 @@ class Controller:
         affinity_group_service_pb2_grpc.add_AffinityGroupServiceServicer_to_server(
             AffinityGroupServicer(AffinityGroups(self.db)), self.server
         )
+        auth_settings = wiring.AuthSettings(
+            config.state_dir,
+            token_ttl=dt.timedelta(days=config.token_ttl_days),
+            client_cert_lifetime=dt.timedelta(days=config.client_cert_days),
+        )
+        principal_service_pb2_grpc.add_PrincipalServiceServicer_to_server(
+            wiring.servicer(self.db, self.auth, ca, auth_settings), self.server
+        )
+        if config.require_auth:
+            wiring.bootstrap(self.db, auth_settings)
         self.probes = Probes(
             self.server,
             service_names(
@@ -86,6 +111,7 @@ class Controller:
                 host_service_pb2.DESCRIPTOR,
                 operation_service_pb2.DESCRIPTOR,
                 affinity_group_service_pb2.DESCRIPTOR,
+                principal_service_pb2.DESCRIPTOR,
             ),
         )
         self._pruning: asyncio.Task[None] | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from controller.ha import HaPolicy
 from controller.scheduler import Policy
@@ -30,3 +31,10 @@ class ControllerConfig:
     reconcile_seconds: float = 60.0
     # When highly available VMs are restarted.
     ha: HaPolicy = field(default_factory=HaPolicy)
+    # Clients' authentication and roles (controller.auth). Off only until
+    # every client is given credentials.
+    require_auth: bool = False
+    # Where the bootstrap admin's token (admin.token) is written at first start.
+    state_dir: Path = Path(".")
+    token_ttl_days: float = 90.0
+    client_cert_days: float = 398.0
