@@ -15,7 +15,6 @@ from virtplane.v1 import (
     operation_service_pb2,
     operation_service_pb2_grpc,
     principal_service_pb2,
-    principal_service_pb2_grpc,
     vm_service_pb2,
     vm_service_pb2_grpc,
 )
@@ -23,7 +22,7 @@ from virtplane.v1 import (
 from controller import operations, retention
 from controller.affinity import AffinityGroups
 from controller.auth import wiring
-from controller.auth.interceptor import AuthInterceptor, Revoked
+from controller.auth.interceptor import Revoked
 from controller.config import ControllerConfig
 from controller.ha import HaRestarter
 from controller.host_service import HostService
@@ -77,10 +76,9 @@ class Controller:
         self.restarter = HaRestarter(self.store, self.starter, config.ha)
         self._resend: asyncio.Task[int] | None = None
         self.auth = wiring.authenticator(self.db, revoked)
-        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]  # type: ignore[type-arg]
-        if config.require_auth:
-            interceptors.append(AuthInterceptor(self.auth))
-        self.server = grpc.aio.server(interceptors=interceptors)
+        self.server = grpc.aio.server(
+            interceptors=[ErrorInterceptor(), *wiring.interceptors(config, self.auth)]
+        )
         self.verbs = VmVerbs(self.store, self.clients, self.starter)
         vm_service_pb2_grpc.add_VmServiceServicer_to_server(
             VmServicer(self.vms, self.verbs, WatchStream(self.store)), self.server
@@ -94,16 +92,7 @@ class Controller:
         affinity_group_service_pb2_grpc.add_AffinityGroupServiceServicer_to_server(
             AffinityGroupServicer(AffinityGroups(self.db)), self.server
         )
-        auth_settings = wiring.AuthSettings(
-            config.state_dir,
-            token_ttl=dt.timedelta(days=config.token_ttl_days),
-            client_cert_lifetime=dt.timedelta(days=config.client_cert_days),
-        )
-        principal_service_pb2_grpc.add_PrincipalServiceServicer_to_server(
-            wiring.servicer(self.db, self.auth, ca, auth_settings), self.server
-        )
-        if config.require_auth:
-            wiring.bootstrap(self.db, auth_settings)
+        wiring.install(self.server, self.db, self.auth, ca, config)
         self.probes = Probes(
             self.server,
             service_names(

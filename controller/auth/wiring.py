@@ -8,12 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 from sqlalchemy.orm import Session
+from virtplane.v1 import principal_service_pb2_grpc
 
 from controller.auth import principals
-from controller.auth.interceptor import Authenticator, Revoked
+from controller.auth.interceptor import Authenticator, AuthInterceptor, Revoked
 from controller.auth.servicer import PrincipalServicer
 from controller.auth.tokens import Holder, Lookup, TokenCache
+from controller.config import ControllerConfig
 from controller.pki.ca import CertificateAuthority
 from db.session import Database
 
@@ -47,11 +50,28 @@ def authenticator(db: Database, revoked: Revoked | None) -> Authenticator:
     )
 
 
-def servicer(
-    db: Database, auth: Authenticator, ca: CertificateAuthority | None, settings: AuthSettings
-) -> PrincipalServicer:
-    return PrincipalServicer(db, auth.forget, ca, settings.token_ttl, settings.client_cert_lifetime)
+def interceptors(config: ControllerConfig, auth: Authenticator) -> list[AuthInterceptor]:
+    """The interceptor, when config requires authentication."""
+    return [AuthInterceptor(auth)] if config.require_auth else []
 
 
-def bootstrap(db: Database, settings: AuthSettings) -> Path | None:
-    return principals.bootstrap(db, settings.state_dir, settings.admin_token_ttl)
+def install(
+    server: grpc.aio.Server,
+    db: Database,
+    auth: Authenticator,
+    ca: CertificateAuthority | None,
+    config: ControllerConfig,
+) -> None:
+    """Adds PrincipalService to server; with authentication required, makes
+    the bootstrap admin at the first start."""
+    settings = AuthSettings(
+        config.state_dir,
+        token_ttl=dt.timedelta(days=config.token_ttl_days),
+        client_cert_lifetime=dt.timedelta(days=config.client_cert_days),
+    )
+    servicer = PrincipalServicer(
+        db, auth.forget, ca, settings.token_ttl, settings.client_cert_lifetime
+    )
+    principal_service_pb2_grpc.add_PrincipalServiceServicer_to_server(servicer, server)
+    if config.require_auth:
+        principals.bootstrap(db, settings.state_dir, settings.admin_token_ttl)
