@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -23,10 +22,8 @@ from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 from controller.auth.permissions import METHODS, Permission, Role, allows
 from tests.support.auth_rig import (
     AuthRig,
-    close_auth_rig,
     controller_methods,
     details_of,
-    open_auth_rig,
     status_of,
     unary,
 )
@@ -34,13 +31,6 @@ from tests.support.controller_rig import boot_source, spec
 
 LIST_VMS = "/virtplane.v1.VmService/ListVms"
 REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
-
-
-@pytest.fixture
-async def auth(database_url: str, tmp_path: Path) -> AsyncIterator[AuthRig]:
-    opened = await open_auth_rig(database_url, tmp_path)
-    yield opened
-    await close_auth_rig(opened)
 
 
 async def test_without_credentials_every_method_is_unauthenticated(auth: AuthRig) -> None:

@@ -4,7 +4,6 @@ expired, a revoked one, a host's, and one of an unknown user are refused."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -15,10 +14,8 @@ from virtplane.v1 import principal_service_pb2 as pr
 from tests.support.auth_rig import (
     LONG_AGO,
     AuthRig,
-    close_auth_rig,
     csr_for,
     details_of,
-    open_auth_rig,
     status_of,
 )
 from tests.support.pki import TestPki
@@ -26,13 +23,6 @@ from virtplane_common.tls.files import KeyPair
 from virtplane_common.tls.names import Role
 
 LIST_VMS = "/virtplane.v1.VmService/ListVms"
-
-
-@pytest.fixture
-async def auth(database_url: str, tmp_path: Path) -> AsyncIterator[AuthRig]:
-    opened = await open_auth_rig(database_url, tmp_path)
-    yield opened
-    await close_auth_rig(opened)
 
 
 async def issued(auth: AuthRig, name: str, role: pr.Role.ValueType) -> KeyPair:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
@@ -177,6 +179,14 @@ async def close_auth_rig(rig: AuthRig) -> None:
     for channel in rig.channels:
         await channel.close(None)
     await rig.controller.stop(grace=0)
+
+
+@pytest.fixture
+async def auth(database_url: str, tmp_path: Path) -> AsyncIterator[AuthRig]:
+    """A controller with authentication on, on a fresh database of each engine."""
+    opened = await open_auth_rig(database_url, tmp_path)
+    yield opened
+    await close_auth_rig(opened)
 
 
 LONG_AGO = dt.timedelta(minutes=-1)
