@@ -22,12 +22,15 @@ from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 from controller.auth.permissions import METHODS, Permission, Role, allows
 from tests.support.auth_rig import (
     AuthRig,
+    auth,
     controller_methods,
     details_of,
     status_of,
     unary,
 )
 from tests.support.controller_rig import boot_source, spec
+
+__all__ = ["auth"]  # the fixture
 
 LIST_VMS = "/virtplane.v1.VmService/ListVms"
 REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)

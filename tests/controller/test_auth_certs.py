@@ -14,6 +14,7 @@ from virtplane.v1 import principal_service_pb2 as pr
 from tests.support.auth_rig import (
     LONG_AGO,
     AuthRig,
+    auth,
     csr_for,
     details_of,
     status_of,
@@ -21,6 +22,8 @@ from tests.support.auth_rig import (
 from tests.support.pki import TestPki
 from virtplane_common.tls.files import KeyPair
 from virtplane_common.tls.names import Role
+
+__all__ = ["auth"]  # the fixture
 
 LIST_VMS = "/virtplane.v1.VmService/ListVms"
 
