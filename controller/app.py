@@ -14,12 +14,15 @@ from virtplane.v1 import (
     host_service_pb2_grpc,
     operation_service_pb2,
     operation_service_pb2_grpc,
+    principal_service_pb2,
     vm_service_pb2,
     vm_service_pb2_grpc,
 )
 
 from controller import operations, retention
 from controller.affinity import AffinityGroups
+from controller.auth import wiring
+from controller.auth.interceptor import Revoked
 from controller.config import ControllerConfig
 from controller.ha import HaRestarter
 from controller.host_service import HostService
@@ -29,6 +32,7 @@ from controller.lifecycle.placement import Starter
 from controller.lifecycle.power import VmVerbs
 from controller.monitor import MonitorSettings
 from controller.operation_service import OperationService
+from controller.pki.ca import CertificateAuthority
 from controller.servicers import (
     AffinityGroupServicer,
     HostServicer,
@@ -50,7 +54,13 @@ log = logging.getLogger(__name__)
 class Controller:
     """A running controller; start() then wait(), or stop()."""
 
-    def __init__(self, config: ControllerConfig) -> None:
+    def __init__(
+        self,
+        config: ControllerConfig,
+        *,
+        ca: CertificateAuthority | None = None,
+        revoked: Revoked | None = None,
+    ) -> None:
         self.config = config
         self.properties = AllowedProperties.compile(config.vm_properties)  # fails at start
         self.db = Database(config.database_url)
@@ -67,7 +77,10 @@ class Controller:
         )
         self.restarter = HaRestarter(self.store, self.starter, config.ha)
         self._resend: asyncio.Task[int] | None = None
-        self.server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+        self.auth = wiring.authenticator(self.db, revoked)
+        self.server = grpc.aio.server(
+            interceptors=[ErrorInterceptor(), *wiring.interceptors(config, self.auth)]
+        )
         self.verbs = VmVerbs(self.store, self.clients, self.starter)
         vm_service_pb2_grpc.add_VmServiceServicer_to_server(
             VmServicer(self.vms, self.verbs, WatchStream(self.store), self.properties),
@@ -82,6 +95,7 @@ class Controller:
         affinity_group_service_pb2_grpc.add_AffinityGroupServiceServicer_to_server(
             AffinityGroupServicer(AffinityGroups(self.db)), self.server
         )
+        wiring.install(self.server, self.db, self.auth, ca, config)
         self.probes = Probes(
             self.server,
             service_names(
@@ -89,6 +103,7 @@ class Controller:
                 host_service_pb2.DESCRIPTOR,
                 operation_service_pb2.DESCRIPTOR,
                 affinity_group_service_pb2.DESCRIPTOR,
+                principal_service_pb2.DESCRIPTOR,
             ),
         )
         self._pruning: asyncio.Task[None] | None = None

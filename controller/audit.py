@@ -44,6 +44,7 @@ def record(
     operation_id: str | None = None,
     revision: int | None = None,
     request_id: str = "",
+    principal: str = "",
 ) -> None:
     session.add(
         Event(
@@ -53,6 +54,7 @@ def record(
             host_id=host_id,
             operation_id=operation_id,
             request_id=request_id or None,
+            principal=principal or None,
             message=message,
             revision=revision,
         )
@@ -68,7 +70,7 @@ def mutation(
     host_id: str | None = None,
     operation_id: str | None = None,
 ) -> None:
-    """Logs a mutation the API carried out."""
+    """Logs a mutation the API carried out, with the principal that asked."""
     text = f"{call.method}: {message}" if message else call.method
     record(
         session,
@@ -78,6 +80,7 @@ def mutation(
         host_id=host_id,
         operation_id=operation_id,
         request_id=call.request_id,
+        principal=call.principal,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from controller.ha import HaPolicy
 from controller.scheduler import Policy
@@ -34,3 +35,10 @@ class ControllerConfig:
     # The custom properties VMs may have: key -> regex the value must fully
     # match (virtplane_common.properties). Empty: none.
     vm_properties: Mapping[str, str] = field(default_factory=dict)
+    # Clients' authentication and roles (controller.auth). Off only until
+    # every client is given credentials.
+    require_auth: bool = False
+    # Where the bootstrap admin's token (admin.token) is written at first start.
+    state_dir: Path = Path(".")
+    token_ttl_days: float = 90.0
+    client_cert_days: float = 398.0

@@ -392,4 +392,5 @@ def event(row: models.Event) -> operation_service_pb2.Event:
         operation_id=row.operation_id or "",
         request_id=row.request_id or "",
         message=row.message,
+        principal=row.principal or "",
     )

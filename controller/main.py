@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
 from controller.app import Controller
 from controller.config import ControllerConfig
@@ -23,11 +24,25 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
     )
     add_rule_argument(parser)
     parser.add_argument("--log-level", default="INFO")
+    # Clients' authentication (controller.auth).
+    parser.add_argument(
+        "--require-auth",
+        action="store_true",
+        help="every call needs a token or a client certificate (SECURITY.md)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=defaults.state_dir,
+        help="where the first start writes the admin's token (admin.token)",
+    )
     args = parser.parse_args(argv)
     config = ControllerConfig(
         listen=args.listen,
         database_url=args.database,
         vm_properties=dict(args.vm_property or ()),
+        require_auth=args.require_auth,
+        state_dir=args.state_dir,
     )
     return config, args.log_level
 

@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from controller.auth import caller
 from db.models import ApiRequest
 from db.session import Database
 from virtplane_common.errors import AlreadyExists, InvalidArgument
@@ -41,19 +42,24 @@ MAX_REQUEST_ID = 128
 
 @dataclass(frozen=True)
 class Call:
-    """One mutation as the API received it: the method, and the client's
-    idempotency key when it gave one."""
+    """One mutation as the API received it: the method, the client's
+    idempotency key when it gave one, and the principal that asked for it
+    (empty when the controller serves without authentication). call_of()
+    takes the principal from controller.auth.caller, where the interceptor
+    put it for the call's task; from there the Call carries it explicitly."""
 
     method: str
     request_id: str = ""
     fingerprint: str = ""
+    principal: str = ""
 
 
 def call_of(method: str, request: Message) -> Call:
     """The Call of request; raises InvalidArgument for a bad request_id."""
     request_id: str = getattr(request, "request_id", "")
+    principal = caller.name()
     if not request_id:
-        return Call(method)
+        return Call(method, principal=principal)
     if len(request_id) > MAX_REQUEST_ID or not request_id.isprintable():
         raise InvalidArgument(
             "request_id", f"must be at most {MAX_REQUEST_ID} printable characters"
@@ -62,7 +68,7 @@ def call_of(method: str, request: Message) -> Call:
     bare.CopyFrom(request)
     bare.ClearField("request_id")
     digest = hashlib.sha256(method.encode() + b"\0" + bare.SerializeToString(deterministic=True))
-    return Call(method, request_id, digest.hexdigest())
+    return Call(method, request_id, digest.hexdigest(), principal)
 
 
 class RequestIdReused(AlreadyExists):

@@ -250,6 +250,9 @@ class Event(Base):
     host_id: Mapped[str | None] = mapped_column(String(36), index=True)
     operation_id: Mapped[str | None] = mapped_column(String(36))
     request_id: Mapped[str | None] = mapped_column(String(128))
+    # Who asked for a mutation of the API (a principal's name); None for
+    # what the controller did on its own.
+    principal: Mapped[str | None] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(Text, default="")
     # For a VM's deletion: the revision it was given, so that a WatchVms
     # resumed from an older revision learns of it.
@@ -328,3 +331,29 @@ class AffinityMember(Base):
     vm_id: Mapped[str] = mapped_column(
         ForeignKey("vms.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class Principal(Base):
+    """A user or service account of the API, and its role (controller.auth)."""
+
+    __tablename__ = "principals"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    """An API token of a principal: only the SHA-256 of its secret is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    principal: Mapped[str] = mapped_column(
+        ForeignKey("principals.name", ondelete="CASCADE"), index=True
+    )
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    revoked_at: Mapped[dt.datetime | None]

@@ -21,6 +21,9 @@ Where each behaviour lives:
 - operations   client.operations: get, list, wait, result (awaited to the end);
                the audit log
 - fleet        client.hosts and client.affinity
+- principals   client.principals: principals, roles, tokens, certificates
+- credentials  Credentials: the CA, a token or a key pair; TLS always, but
+               for an explicit insecure development mode
 - models       the frozen dataclasses and enums every call returns
 - convert      the one module that reads protos into models and writes requests
 - errors       the exception tree; a failed call is translated once (_rpc)
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 from virtplane_client.aio import AsyncClient as AsyncClient
 from virtplane_client.client import Client as Client
+from virtplane_client.credentials import Credentials as Credentials
 from virtplane_client.errors import ClientError as ClientError
 from virtplane_client.errors import OperationFailed as OperationFailed
 from virtplane_client.errors import RpcError as RpcError

@@ -1,7 +1,7 @@
 """AsyncClient: the asyncio client, and the core the sync Client runs.
 
-One gRPC channel to the controller, shared by the four services' APIs:
-`vms`, `hosts`, `affinity` and `operations`.
+One gRPC channel to the controller, shared by the services' APIs: `vms`,
+`hosts`, `affinity`, `operations` and `principals`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from types import TracebackType
 
 import grpc
 
+from virtplane_client.credentials import INSECURE_DEVELOPMENT, Credentials, open_channel
 from virtplane_client.fleet import AsyncAffinityGroups, AsyncHosts
 from virtplane_client.operations import AsyncOperations
+from virtplane_client.principals import AsyncPrincipals
 from virtplane_client.vms import AsyncVms
 from virtplane_client.watching import DEFAULT_BACKOFF, Backoff
 
@@ -33,24 +35,27 @@ class AsyncClient:
             started = await vp.vms.start("web")
             await vp.operations.result(started.operation)
 
-    Pass channel to use one of your own (credentials, interceptors); the
-    client then leaves closing it to you."""
+    credentials (virtplane_client.credentials) name the CA and the token or
+    key pair: ``AsyncClient(addr, credentials=Credentials(ca="ca.pem",
+    token=secret))``; without them the channel is plaintext, for a
+    development controller only (INSECURE_DEVELOPMENT). Pass channel to use
+    one of your own (interceptors); the client then leaves closing it to you."""
 
     def __init__(
         self,
         target: str = "127.0.0.1:7000",
         *,
+        credentials: Credentials = INSECURE_DEVELOPMENT,
         channel: grpc.aio.Channel | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
     ) -> None:
         self._owned = channel is None
-        self.channel = channel or grpc.aio.insecure_channel(
-            target, options=channel_options(backoff)
-        )
+        self.channel = channel or open_channel(target, credentials, channel_options(backoff))
         self.vms = AsyncVms(self.channel, backoff)
         self.hosts = AsyncHosts(self.channel)
         self.affinity = AsyncAffinityGroups(self.channel)
         self.operations = AsyncOperations(self.channel)
+        self.principals = AsyncPrincipals(self.channel)
 
     async def close(self) -> None:
         if self._owned:

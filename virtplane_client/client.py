@@ -8,8 +8,10 @@ from types import TracebackType
 
 from virtplane_client._loop import Blocking, BlockingIter, LoopThread, Synced
 from virtplane_client.aio import AsyncClient
+from virtplane_client.credentials import INSECURE_DEVELOPMENT, Credentials
 from virtplane_client.fleet import AsyncAffinityGroups, AsyncHosts
 from virtplane_client.operations import AsyncOperations
+from virtplane_client.principals import AsyncPrincipals
 from virtplane_client.vms import AsyncVms
 from virtplane_client.watching import DEFAULT_BACKOFF, Backoff
 
@@ -69,26 +71,44 @@ class Operations(Synced[AsyncOperations]):
     events = Blocking(AsyncOperations.events)
 
 
-async def _open(target: str, backoff: Backoff) -> AsyncClient:
-    return AsyncClient(target, backoff=backoff)  # made on the loop it will run on
+class Principals(Synced[AsyncPrincipals]):
+    """Principals, tokens, client certificates: AsyncPrincipals' methods, blocking."""
+
+    create = Blocking(AsyncPrincipals.create)
+    list = Blocking(AsyncPrincipals.list)
+    delete = Blocking(AsyncPrincipals.delete)
+    create_token = Blocking(AsyncPrincipals.create_token)
+    tokens = Blocking(AsyncPrincipals.tokens)
+    revoke_token = Blocking(AsyncPrincipals.revoke_token)
+    issue_certificate = Blocking(AsyncPrincipals.issue_certificate)
+
+
+async def _open(target: str, credentials: Credentials, backoff: Backoff) -> AsyncClient:
+    # made on the loop it will run on
+    return AsyncClient(target, credentials=credentials, backoff=backoff)
 
 
 class Client:
     """A blocking connection to the controller at target (host:port)::
 
-    with Client("127.0.0.1:7000") as vp:
+    with Client("ctl:7000", credentials=Credentials(ca="ca.pem", token=secret)) as vp:
         vm = vp.vms.wait_for("web", VmState.UP, timeout=60)
     """
 
     def __init__(
-        self, target: str = "127.0.0.1:7000", *, backoff: Backoff = DEFAULT_BACKOFF
+        self,
+        target: str = "127.0.0.1:7000",
+        *,
+        credentials: Credentials = INSECURE_DEVELOPMENT,
+        backoff: Backoff = DEFAULT_BACKOFF,
     ) -> None:
         self._loop = LoopThread()
-        self._core = self._loop.run(_open(target, backoff))
+        self._core = self._loop.run(_open(target, credentials, backoff))
         self.vms = Vms(self._core.vms, self._loop)
         self.hosts = Hosts(self._core.hosts, self._loop)
         self.affinity = AffinityGroups(self._core.affinity, self._loop)
         self.operations = Operations(self._core.operations, self._loop)
+        self.principals = Principals(self._core.principals, self._loop)
 
     def close(self) -> None:
         self._loop.run(self._core.close())

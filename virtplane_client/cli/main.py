@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from virtplane_client.aio import AsyncClient
-from virtplane_client.cli import affinity, hosts, ops, vms
+from virtplane_client.cli import affinity, config, hosts, ops, principals, vms
 from virtplane_client.errors import RpcError
 
 Command = Callable[[argparse.Namespace, AsyncClient], Coroutine[Any, Any, None]]
@@ -20,8 +19,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="virtplane", description=__doc__)
     p.add_argument(
         "--controller",
-        default=os.environ.get("VIRTPLANE_CONTROLLER", "127.0.0.1:7000"),
-        help="controller address (default: $VIRTPLANE_CONTROLLER or %(default)s)",
+        default=None,
+        help="controller address (default: $VIRTPLANE_ADDRESS, else the config file's"
+        f" (virtplane login), else {config.DEFAULT_ADDRESS})",
     )
     p.add_argument("--timeout", type=float, default=None, help="seconds before giving up")
     groups = p.add_subparsers(dest="group", required=True)
@@ -29,12 +29,18 @@ def parser() -> argparse.ArgumentParser:
     affinity.add_parsers(groups)
     vms.add_parsers(groups)
     ops.add_parsers(groups)
+    principals.add_parsers(groups)
     return p
 
 
 async def run_command(args: argparse.Namespace) -> None:
-    run: Command = args.run
-    async with AsyncClient(args.controller) as client:
+    run: Command | None = args.run
+    if run is None:  # login: nothing to ask the controller
+        principals.login(args)
+        return
+    settings = config.load()
+    address = args.controller or settings.address
+    async with AsyncClient(address, credentials=settings.credentials()) as client:
         await asyncio.wait_for(run(args, client), args.timeout)
 
 

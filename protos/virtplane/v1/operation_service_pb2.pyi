@@ -228,6 +228,7 @@ class Event(_message.Message):
     OPERATION_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Increases with every event."""
     kind: _builtins.str
@@ -238,6 +239,8 @@ class Event(_message.Message):
     request_id: _builtins.str
     """The request_id of the API call that caused it, if it had one."""
     message: _builtins.str
+    principal: _builtins.str
+    """The principal that asked for a mutation of the API; empty otherwise."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -251,10 +254,11 @@ class Event(_message.Message):
         operation_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
         message: _builtins.str = ...,
+        principal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id", "id", b"id", "kind", b"kind", "message", b"message", "operation_id", b"operation_id", "request_id", b"request_id", "time", b"time", "vm_id", b"vm_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id", "id", b"id", "kind", b"kind", "message", b"message", "operation_id", b"operation_id", "principal", b"principal", "request_id", b"request_id", "time", b"time", "vm_id", b"vm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
