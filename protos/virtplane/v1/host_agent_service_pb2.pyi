@@ -1348,21 +1348,29 @@ class HostAgentServiceMigrateVmRequest(_message.Message):
     VM_ID_FIELD_NUMBER: _builtins.int
     DESTINATION_ADDRESS_FIELD_NUMBER: _builtins.int
     MAX_BANDWIDTH_MIB_PER_SECOND_FIELD_NUMBER: _builtins.int
+    DESTINATION_HOST_ID_FIELD_NUMBER: _builtins.int
     vm_id: _builtins.str
     destination_address: _builtins.str
     """The destination hostd's gRPC address, host:port."""
     max_bandwidth_mib_per_second: _builtins.int
     """Caps the memory transfer, in MiB/s; 0: as fast as the network goes."""
+    destination_host_id: _builtins.str
+    """Required: the destination's host id. The source talks to the destination
+    only if its certificate names this id, and derives the destination's
+    libvirt URI and QEMU's TLS name from it (never from the destination's
+    reply).
+    """
     def __init__(
         self,
         *,
         vm_id: _builtins.str = ...,
         destination_address: _builtins.str = ...,
         max_bandwidth_mib_per_second: _builtins.int = ...,
+        destination_host_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination_address", b"destination_address", "max_bandwidth_mib_per_second", b"max_bandwidth_mib_per_second", "vm_id", b"vm_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination_address", b"destination_address", "destination_host_id", b"destination_host_id", "max_bandwidth_mib_per_second", b"max_bandwidth_mib_per_second", "vm_id", b"vm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

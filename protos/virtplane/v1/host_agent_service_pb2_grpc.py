@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class HostAgentServiceStub:
-    """Served by hostd on every host; called by the controller only.
+    """Served by hostd on every host over mutual TLS; called by the controller
+    only, but for PrepareIncomingMigration and CancelMigration, which a source
+    host calls on its destination.
     """
 
     def __init__(self, channel):
@@ -138,7 +140,9 @@ class HostAgentServiceStub:
 
 
 class HostAgentServiceServicer:
-    """Served by hostd on every host; called by the controller only.
+    """Served by hostd on every host over mutual TLS; called by the controller
+    only, but for PrepareIncomingMigration and CancelMigration, which a source
+    host calls on its destination.
     """
 
     def CreateVm(self, request, context):
@@ -406,7 +410,9 @@ def add_HostAgentServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class HostAgentService:
-    """Served by hostd on every host; called by the controller only.
+    """Served by hostd on every host over mutual TLS; called by the controller
+    only, but for PrepareIncomingMigration and CancelMigration, which a source
+    host calls on its destination.
     """
 
     @staticmethod

@@ -27,7 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class HostAgentServiceStub:
-    """Served by hostd on every host; called by the controller only."""
+    """Served by hostd on every host over mutual TLS; called by the controller
+    only, but for PrepareIncomingMigration and CancelMigration, which a source
+    host calls on its destination.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -99,7 +102,10 @@ class HostAgentServiceStub:
 
 @_typing.type_check_only
 class HostAgentServiceAsyncStub(HostAgentServiceStub):
-    """Served by hostd on every host; called by the controller only."""
+    """Served by hostd on every host over mutual TLS; called by the controller
+    only, but for PrepareIncomingMigration and CancelMigration, which a source
+    host calls on its destination.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateVm: _aio.UnaryUnaryMultiCallable[_host_agent_service_pb2.HostAgentServiceCreateVmRequest, _host_agent_service_pb2.HostAgentServiceCreateVmResponse]  # type: ignore[assignment]
@@ -167,7 +173,10 @@ class HostAgentServiceAsyncStub(HostAgentServiceStub):
     """Streams the host's events in order, from after_sequence on."""
 
 class HostAgentServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Served by hostd on every host; called by the controller only."""
+    """Served by hostd on every host over mutual TLS; called by the controller
+    only, but for PrepareIncomingMigration and CancelMigration, which a source
+    host calls on its destination.
+    """
 
     @_abc_1.abstractmethod
     def CreateVm(

@@ -22,44 +22,45 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from virtplane.v1 import host_pb2 as virtplane_dot_v1_dot_host__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvirtplane/v1/host_service.proto\x12\x0cvirtplane.v1\x1a\x17virtplane/v1/host.proto\"C\n\x0e\x41\x64\x64HostRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"3\n\x0f\x41\x64\x64HostResponse\x12 \n\x04host\x18\x01 \x01(\x0b\x32\x12.virtplane.v1.Host\"\x1e\n\x0eGetHostRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\"3\n\x0fGetHostResponse\x12 \n\x04host\x18\x01 \x01(\x0b\x32\x12.virtplane.v1.Host\"\x12\n\x10ListHostsRequest\"6\n\x11ListHostsResponse\x12!\n\x05hosts\x18\x01 \x03(\x0b\x32\x12.virtplane.v1.Host\"5\n\x11RemoveHostRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x14\n\x12RemoveHostResponse\"=\n\x19SetHostMaintenanceRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\">\n\x1aSetHostMaintenanceResponse\x12 \n\x04host\x18\x01 \x01(\x0b\x32\x12.virtplane.v1.Host\"7\n\x13\x41\x63tivateHostRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"8\n\x14\x41\x63tivateHostResponse\x12 \n\x04host\x18\x01 \x01(\x0b\x32\x12.virtplane.v1.Host\":\n\x16\x43onfirmHostDownRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"K\n\x17\x43onfirmHostDownResponse\x12 \n\x04host\x18\x01 \x01(\x0b\x32\x12.virtplane.v1.Host\x12\x0e\n\x06vm_ids\x18\x02 \x03(\t2\xdc\x04\n\x0bHostService\x12\x46\n\x07\x41\x64\x64Host\x12\x1c.virtplane.v1.AddHostRequest\x1a\x1d.virtplane.v1.AddHostResponse\x12\x46\n\x07GetHost\x12\x1c.virtplane.v1.GetHostRequest\x1a\x1d.virtplane.v1.GetHostResponse\x12L\n\tListHosts\x12\x1e.virtplane.v1.ListHostsRequest\x1a\x1f.virtplane.v1.ListHostsResponse\x12O\n\nRemoveHost\x12\x1f.virtplane.v1.RemoveHostRequest\x1a .virtplane.v1.RemoveHostResponse\x12g\n\x12SetHostMaintenance\x12\'.virtplane.v1.SetHostMaintenanceRequest\x1a(.virtplane.v1.SetHostMaintenanceResponse\x12U\n\x0c\x41\x63tivateHost\x12!.virtplane.v1.ActivateHostRequest\x1a\".virtplane.v1.ActivateHostResponse\x12^\n\x0f\x43onfirmHostDown\x12$.virtplane.v1.ConfirmHostDownRequest\x1a%.virtplane.v1.ConfirmHostDownResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvirtplane/v1/host_service.proto\x12\x0cvirtplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17virtplane/v1/host.proto\"C\n\x0e\x41\x64\x64HostRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x8e\x01\n\x0f\x41\x64\x64HostResponse\x12 \n\x04host\x18\x01 \x01(\x0b\x32\x12.virtplane.v1.Host\x12\x18\n\x10\x65nrollment_token\x18\x02 \x01(\t\x12?\n\x1b\x65nrollment_token_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1e\n\x0eGetHostRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\"3\n\x0fGetHostResponse\x12 \n\x04host\x18\x01 \x01(\x0b\x32\x12.virtplane.v1.Host\"\x12\n\x10ListHostsRequest\"6\n\x11ListHostsResponse\x12!\n\x05hosts\x18\x01 \x03(\x0b\x32\x12.virtplane.v1.Host\"5\n\x11RemoveHostRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x14\n\x12RemoveHostResponse\"=\n\x19SetHostMaintenanceRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\">\n\x1aSetHostMaintenanceResponse\x12 \n\x04host\x18\x01 \x01(\x0b\x32\x12.virtplane.v1.Host\"7\n\x13\x41\x63tivateHostRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"8\n\x14\x41\x63tivateHostResponse\x12 \n\x04host\x18\x01 \x01(\x0b\x32\x12.virtplane.v1.Host\":\n\x16\x43onfirmHostDownRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"K\n\x17\x43onfirmHostDownResponse\x12 \n\x04host\x18\x01 \x01(\x0b\x32\x12.virtplane.v1.Host\x12\x0e\n\x06vm_ids\x18\x02 \x03(\t2\xdc\x04\n\x0bHostService\x12\x46\n\x07\x41\x64\x64Host\x12\x1c.virtplane.v1.AddHostRequest\x1a\x1d.virtplane.v1.AddHostResponse\x12\x46\n\x07GetHost\x12\x1c.virtplane.v1.GetHostRequest\x1a\x1d.virtplane.v1.GetHostResponse\x12L\n\tListHosts\x12\x1e.virtplane.v1.ListHostsRequest\x1a\x1f.virtplane.v1.ListHostsResponse\x12O\n\nRemoveHost\x12\x1f.virtplane.v1.RemoveHostRequest\x1a .virtplane.v1.RemoveHostResponse\x12g\n\x12SetHostMaintenance\x12\'.virtplane.v1.SetHostMaintenanceRequest\x1a(.virtplane.v1.SetHostMaintenanceResponse\x12U\n\x0c\x41\x63tivateHost\x12!.virtplane.v1.ActivateHostRequest\x1a\".virtplane.v1.ActivateHostResponse\x12^\n\x0f\x43onfirmHostDown\x12$.virtplane.v1.ConfirmHostDownRequest\x1a%.virtplane.v1.ConfirmHostDownResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'virtplane.v1.host_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ADDHOSTREQUEST']._serialized_start=74
-  _globals['_ADDHOSTREQUEST']._serialized_end=141
-  _globals['_ADDHOSTRESPONSE']._serialized_start=143
-  _globals['_ADDHOSTRESPONSE']._serialized_end=194
-  _globals['_GETHOSTREQUEST']._serialized_start=196
-  _globals['_GETHOSTREQUEST']._serialized_end=226
-  _globals['_GETHOSTRESPONSE']._serialized_start=228
-  _globals['_GETHOSTRESPONSE']._serialized_end=279
-  _globals['_LISTHOSTSREQUEST']._serialized_start=281
-  _globals['_LISTHOSTSREQUEST']._serialized_end=299
-  _globals['_LISTHOSTSRESPONSE']._serialized_start=301
-  _globals['_LISTHOSTSRESPONSE']._serialized_end=355
-  _globals['_REMOVEHOSTREQUEST']._serialized_start=357
-  _globals['_REMOVEHOSTREQUEST']._serialized_end=410
-  _globals['_REMOVEHOSTRESPONSE']._serialized_start=412
-  _globals['_REMOVEHOSTRESPONSE']._serialized_end=432
-  _globals['_SETHOSTMAINTENANCEREQUEST']._serialized_start=434
-  _globals['_SETHOSTMAINTENANCEREQUEST']._serialized_end=495
-  _globals['_SETHOSTMAINTENANCERESPONSE']._serialized_start=497
-  _globals['_SETHOSTMAINTENANCERESPONSE']._serialized_end=559
-  _globals['_ACTIVATEHOSTREQUEST']._serialized_start=561
-  _globals['_ACTIVATEHOSTREQUEST']._serialized_end=616
-  _globals['_ACTIVATEHOSTRESPONSE']._serialized_start=618
-  _globals['_ACTIVATEHOSTRESPONSE']._serialized_end=674
-  _globals['_CONFIRMHOSTDOWNREQUEST']._serialized_start=676
-  _globals['_CONFIRMHOSTDOWNREQUEST']._serialized_end=734
-  _globals['_CONFIRMHOSTDOWNRESPONSE']._serialized_start=736
-  _globals['_CONFIRMHOSTDOWNRESPONSE']._serialized_end=811
-  _globals['_HOSTSERVICE']._serialized_start=814
-  _globals['_HOSTSERVICE']._serialized_end=1418
+  _globals['_ADDHOSTREQUEST']._serialized_start=107
+  _globals['_ADDHOSTREQUEST']._serialized_end=174
+  _globals['_ADDHOSTRESPONSE']._serialized_start=177
+  _globals['_ADDHOSTRESPONSE']._serialized_end=319
+  _globals['_GETHOSTREQUEST']._serialized_start=321
+  _globals['_GETHOSTREQUEST']._serialized_end=351
+  _globals['_GETHOSTRESPONSE']._serialized_start=353
+  _globals['_GETHOSTRESPONSE']._serialized_end=404
+  _globals['_LISTHOSTSREQUEST']._serialized_start=406
+  _globals['_LISTHOSTSREQUEST']._serialized_end=424
+  _globals['_LISTHOSTSRESPONSE']._serialized_start=426
+  _globals['_LISTHOSTSRESPONSE']._serialized_end=480
+  _globals['_REMOVEHOSTREQUEST']._serialized_start=482
+  _globals['_REMOVEHOSTREQUEST']._serialized_end=535
+  _globals['_REMOVEHOSTRESPONSE']._serialized_start=537
+  _globals['_REMOVEHOSTRESPONSE']._serialized_end=557
+  _globals['_SETHOSTMAINTENANCEREQUEST']._serialized_start=559
+  _globals['_SETHOSTMAINTENANCEREQUEST']._serialized_end=620
+  _globals['_SETHOSTMAINTENANCERESPONSE']._serialized_start=622
+  _globals['_SETHOSTMAINTENANCERESPONSE']._serialized_end=684
+  _globals['_ACTIVATEHOSTREQUEST']._serialized_start=686
+  _globals['_ACTIVATEHOSTREQUEST']._serialized_end=741
+  _globals['_ACTIVATEHOSTRESPONSE']._serialized_start=743
+  _globals['_ACTIVATEHOSTRESPONSE']._serialized_end=799
+  _globals['_CONFIRMHOSTDOWNREQUEST']._serialized_start=801
+  _globals['_CONFIRMHOSTDOWNREQUEST']._serialized_end=859
+  _globals['_CONFIRMHOSTDOWNRESPONSE']._serialized_start=861
+  _globals['_CONFIRMHOSTDOWNRESPONSE']._serialized_end=936
+  _globals['_HOSTSERVICE']._serialized_start=939
+  _globals['_HOSTSERVICE']._serialized_end=1543
 # @@protoc_insertion_point(module_scope)

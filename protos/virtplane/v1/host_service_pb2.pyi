@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from virtplane.v1 import host_pb2 as _host_pb2
 import builtins as _builtins
@@ -55,16 +56,27 @@ class AddHostResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HOST_FIELD_NUMBER: _builtins.int
+    ENROLLMENT_TOKEN_FIELD_NUMBER: _builtins.int
+    ENROLLMENT_TOKEN_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    enrollment_token: _builtins.str
+    """The one-time token hostd enrolls with: returned once, stored hashed.
+    Empty on a repeat of the call (request_id): ask EnrollmentService for a
+    new one.
+    """
     @_builtins.property
     def host(self) -> _host_pb2.Host: ...
+    @_builtins.property
+    def enrollment_token_expires_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         host: _host_pb2.Host | None = ...,
+        enrollment_token: _builtins.str = ...,
+        enrollment_token_expires_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["host", b"host"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["enrollment_token_expires_at", b"enrollment_token_expires_at", "host", b"host"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enrollment_token", b"enrollment_token", "enrollment_token_expires_at", b"enrollment_token_expires_at", "host", b"host"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -77,8 +77,10 @@ class HostServiceServicer:
     """
 
     def AddHost(self, request, context):
-        """Registers a host by its hostd address; the controller connects to it,
-        reads its capacity and monitors it.
+        """Registers a host by its hostd address and returns its first enrollment
+        token (EnrollmentService). Once hostd has enrolled with it, the
+        controller connects to it over mutual TLS, checking that the host's
+        certificate names this host's id, reads its capacity and monitors it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,8 +99,9 @@ class HostServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RemoveHost(self, request, context):
-        """Forgets a host and stops monitoring it. FAILED_PRECONDITION while any VM
-        is placed on it (the error names them).
+        """Forgets a host and stops monitoring it; its certificate is revoked (the
+        other hosts are sent the new revocation list). FAILED_PRECONDITION while
+        any VM is placed on it (the error names them).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -34,14 +34,17 @@ class HostServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> HostServiceAsyncStub: ...
     AddHost: _grpc.UnaryUnaryMultiCallable[_host_service_pb2.AddHostRequest, _host_service_pb2.AddHostResponse]
-    """Registers a host by its hostd address; the controller connects to it,
-    reads its capacity and monitors it.
+    """Registers a host by its hostd address and returns its first enrollment
+    token (EnrollmentService). Once hostd has enrolled with it, the
+    controller connects to it over mutual TLS, checking that the host's
+    certificate names this host's id, reads its capacity and monitors it.
     """
     GetHost: _grpc.UnaryUnaryMultiCallable[_host_service_pb2.GetHostRequest, _host_service_pb2.GetHostResponse]
     ListHosts: _grpc.UnaryUnaryMultiCallable[_host_service_pb2.ListHostsRequest, _host_service_pb2.ListHostsResponse]
     RemoveHost: _grpc.UnaryUnaryMultiCallable[_host_service_pb2.RemoveHostRequest, _host_service_pb2.RemoveHostResponse]
-    """Forgets a host and stops monitoring it. FAILED_PRECONDITION while any VM
-    is placed on it (the error names them).
+    """Forgets a host and stops monitoring it; its certificate is revoked (the
+    other hosts are sent the new revocation list). FAILED_PRECONDITION while
+    any VM is placed on it (the error names them).
     """
     SetHostMaintenance: _grpc.UnaryUnaryMultiCallable[_host_service_pb2.SetHostMaintenanceRequest, _host_service_pb2.SetHostMaintenanceResponse]
     """Takes a host out of service: MAINTENANCE, where no VM is placed and the
@@ -65,14 +68,17 @@ class HostServiceAsyncStub(HostServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     AddHost: _aio.UnaryUnaryMultiCallable[_host_service_pb2.AddHostRequest, _host_service_pb2.AddHostResponse]  # type: ignore[assignment]
-    """Registers a host by its hostd address; the controller connects to it,
-    reads its capacity and monitors it.
+    """Registers a host by its hostd address and returns its first enrollment
+    token (EnrollmentService). Once hostd has enrolled with it, the
+    controller connects to it over mutual TLS, checking that the host's
+    certificate names this host's id, reads its capacity and monitors it.
     """
     GetHost: _aio.UnaryUnaryMultiCallable[_host_service_pb2.GetHostRequest, _host_service_pb2.GetHostResponse]  # type: ignore[assignment]
     ListHosts: _aio.UnaryUnaryMultiCallable[_host_service_pb2.ListHostsRequest, _host_service_pb2.ListHostsResponse]  # type: ignore[assignment]
     RemoveHost: _aio.UnaryUnaryMultiCallable[_host_service_pb2.RemoveHostRequest, _host_service_pb2.RemoveHostResponse]  # type: ignore[assignment]
-    """Forgets a host and stops monitoring it. FAILED_PRECONDITION while any VM
-    is placed on it (the error names them).
+    """Forgets a host and stops monitoring it; its certificate is revoked (the
+    other hosts are sent the new revocation list). FAILED_PRECONDITION while
+    any VM is placed on it (the error names them).
     """
     SetHostMaintenance: _aio.UnaryUnaryMultiCallable[_host_service_pb2.SetHostMaintenanceRequest, _host_service_pb2.SetHostMaintenanceResponse]  # type: ignore[assignment]
     """Takes a host out of service: MAINTENANCE, where no VM is placed and the
@@ -99,8 +105,10 @@ class HostServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _host_service_pb2.AddHostRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_host_service_pb2.AddHostResponse, _abc.Awaitable[_host_service_pb2.AddHostResponse]]:
-        """Registers a host by its hostd address; the controller connects to it,
-        reads its capacity and monitors it.
+        """Registers a host by its hostd address and returns its first enrollment
+        token (EnrollmentService). Once hostd has enrolled with it, the
+        controller connects to it over mutual TLS, checking that the host's
+        certificate names this host's id, reads its capacity and monitors it.
         """
 
     @_abc_1.abstractmethod
@@ -123,8 +131,9 @@ class HostServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _host_service_pb2.RemoveHostRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_host_service_pb2.RemoveHostResponse, _abc.Awaitable[_host_service_pb2.RemoveHostResponse]]:
-        """Forgets a host and stops monitoring it. FAILED_PRECONDITION while any VM
-        is placed on it (the error names them).
+        """Forgets a host and stops monitoring it; its certificate is revoked (the
+        other hosts are sent the new revocation list). FAILED_PRECONDITION while
+        any VM is placed on it (the error names them).
         """
 
     @_abc_1.abstractmethod
