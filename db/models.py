@@ -100,6 +100,15 @@ class Host(Base):
     last_seen_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     version_id: Mapped[int] = mapped_column(default=1)
+    # The host's identity (controller.enrollment, migration 0007): its
+    # certificate's serial (decimal) and dates, and the sha256 (hex) of its
+    # key's SubjectPublicKeyInfo, which no other host may hold. None until
+    # hostd enrolls.
+    cert_serial: Mapped[str | None] = mapped_column(String(64))
+    cert_not_before: Mapped[dt.datetime | None]
+    cert_not_after: Mapped[dt.datetime | None]
+    key_fingerprint: Mapped[str | None] = mapped_column(String(64), unique=True)
+    enrolled_at: Mapped[dt.datetime | None]
 
     __mapper_args__ = {"version_id_col": version_id}
 
@@ -357,3 +366,28 @@ class ApiToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime]
     revoked_at: Mapped[dt.datetime | None]
+
+
+class EnrollmentToken(Base):
+    """A one-time token a host enrolls with: only the SHA-256 of its secret
+    is kept (controller.enrollment.tokens)."""
+
+    __tablename__ = "enrollment_tokens"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
+
+
+class RevokedCertificate(Base):
+    """A certificate the CA revoked (a removed host's): what its CRL lists."""
+
+    __tablename__ = "revoked_certificates"
+
+    # Decimal: serials are up to 159 bits, more than any integer column holds.
+    serial: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject: Mapped[str] = mapped_column(Text)
+    revoked_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    not_after: Mapped[dt.datetime]

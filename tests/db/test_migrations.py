@@ -27,6 +27,10 @@ TABLES = {
     "api_requests",
     "affinity_groups",
     "affinity_group_vms",
+    "principals",
+    "api_tokens",
+    "enrollment_tokens",
+    "revoked_certificates",
 }
 
 
