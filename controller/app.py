@@ -10,6 +10,7 @@ import grpc
 from virtplane.v1 import (
     affinity_group_service_pb2,
     affinity_group_service_pb2_grpc,
+    enrollment_service_pb2,
     host_service_pb2,
     host_service_pb2_grpc,
     operation_service_pb2,
@@ -24,6 +25,7 @@ from controller.affinity import AffinityGroups
 from controller.auth import wiring
 from controller.auth.interceptor import Revoked
 from controller.config import ControllerConfig
+from controller.enrollment.wiring import HostIdentity
 from controller.ha import HaRestarter
 from controller.host_service import HostService
 from controller.hosts import HostClients
@@ -66,6 +68,7 @@ class Controller:
         self.db = Database(config.database_url)
         migrate.upgrade(self.db.engine)
         self.store = VmStore(self.db, WatchHub(config.watch_queue_size))
+        self.identity = HostIdentity(self.db, config, ca)  # enrollment, revocation, renewal
         self.clients = HostClients(config.host_call_timeout)
         self.starter = Starter(self.store, self.clients, config.scheduling_policy)
         self.vms = VmService(self.store, self.clients, self.starter)
@@ -74,10 +77,11 @@ class Controller:
             self.clients,
             self.starter,
             MonitorSettings(config.host_retry_seconds, config.reconcile_seconds),
+            self.identity,
         )
         self.restarter = HaRestarter(self.store, self.starter, config.ha)
         self._resend: asyncio.Task[int] | None = None
-        self.auth = wiring.authenticator(self.db, revoked)
+        self.auth = wiring.authenticator(self.db, self.identity.revoked(revoked))
         self.server = grpc.aio.server(
             interceptors=[ErrorInterceptor(), *wiring.interceptors(config, self.auth)]
         )
@@ -96,6 +100,7 @@ class Controller:
             AffinityGroupServicer(AffinityGroups(self.db)), self.server
         )
         wiring.install(self.server, self.db, self.auth, ca, config)
+        self.identity.install(self.server)
         self.probes = Probes(
             self.server,
             service_names(
@@ -104,6 +109,7 @@ class Controller:
                 operation_service_pb2.DESCRIPTOR,
                 affinity_group_service_pb2.DESCRIPTOR,
                 principal_service_pb2.DESCRIPTOR,
+                enrollment_service_pb2.DESCRIPTOR,
             ),
         )
         self._pruning: asyncio.Task[None] | None = None

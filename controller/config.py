@@ -42,3 +42,10 @@ class ControllerConfig:
     state_dir: Path = Path(".")
     token_ttl_days: float = 90.0
     client_cert_days: float = 398.0
+    # Host identity (controller.enrollment): the operator's own CA (both or
+    # neither; default: <state_dir>/pki), the hosts' certificate lifetime
+    # (renewed after two thirds of it) and how long an enrollment token lasts.
+    ca_cert: Path | None = None
+    ca_key: Path | None = None
+    host_cert_days: float = 398.0
+    enrollment_token_minutes: float = 60.0

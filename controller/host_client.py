@@ -9,6 +9,8 @@ from typing import TypeVar
 import grpc
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
+from virtplane.v1 import host_identity_service_pb2 as identity_pb
+from virtplane.v1 import host_identity_service_pb2_grpc as identity_grpc
 
 from controller.errors import CreateRefused, HostUnreachable, VmNotFound
 from virtplane_common.errors import FailedPrecondition, InvalidArgument, VirtplaneError
@@ -50,6 +52,7 @@ class HostClient:
         self._timeout = timeout
         self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
         self._stub = pb_grpc.HostAgentServiceStub(self._channel)
+        self._identity = identity_grpc.HostIdentityServiceStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close(None)
@@ -150,3 +153,24 @@ class HostClient:
             raise translate(self.name, exc) from exc
         finally:
             call.cancel()
+
+    # HostIdentityService (controller.enrollment): renewal and revocations.
+
+    async def prepare_renewal(self) -> bytes:
+        """A signing request (PEM) for a new key the host keeps pending."""
+        request = identity_pb.PrepareRenewalRequest()
+        return (await self._call(self._identity.PrepareRenewal, request)).csr_pem.encode()
+
+    async def install_certificate(self, cert_pem: bytes) -> None:
+        request = identity_pb.InstallCertificateRequest(certificate_pem=cert_pem.decode())
+        await self._call(self._identity.InstallCertificate, request)
+
+    async def set_revocation_list(self, crl_pem: bytes) -> None:
+        request = identity_pb.SetRevocationListRequest(revocation_list_pem=crl_pem.decode())
+        await self._call(self._identity.SetRevocationList, request)
+
+    async def _call(self, rpc: Callable[..., Awaitable[_R]], request: object) -> _R:
+        try:
+            return await rpc(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise translate(self.name, exc) from exc

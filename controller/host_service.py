@@ -25,10 +25,19 @@ from typing import NamedTuple, TypeAlias, overload
 
 from sqlalchemy.orm import Session
 from virtplane.v1 import host_service_pb2, vm_pb2
+from virtplane.v1.host_agent_service_pb2 import GetHostCapabilitiesResponse
 
 from controller import audit, convert, requests
 from controller.audit import seen
-from controller.errors import HostExists, HostHasVms, HostNotFound, IllegalHostState
+from controller.enrollment.tokens import IssuedToken
+from controller.enrollment.wiring import HostIdentity
+from controller.errors import (
+    HostExists,
+    HostHasVms,
+    HostNotFound,
+    HostUnreachable,
+    IllegalHostState,
+)
 from controller.host_state import set_host_state
 from controller.hosts import HostClients
 from controller.lifecycle.placement import Starter
@@ -45,6 +54,7 @@ _MAINTAINABLE = frozenset(
     {HostState.UP, HostState.NON_RESPONSIVE, HostState.NON_OPERATIONAL, HostState.DOWN}
 )
 _ACTIVATABLE = frozenset({HostState.MAINTENANCE, HostState.NON_OPERATIONAL})
+_WAITING = "added; waiting for hostd to enroll and answer"
 
 # The calls of a verb asked without a request id (e.g. not through the API).
 _ADD = Call("AddHost")
@@ -64,6 +74,8 @@ class HostView:
     row: Host
     usage: tuple[int, int, int]
     pending: tuple[int, int] = (0, 0)
+    enrollment: IssuedToken | None = None
+    """AddHost's first enrollment token (never stored with its answer)."""
 
     @property
     def id(self) -> str:
@@ -89,6 +101,32 @@ def _locked(session: Session, host_ref: str) -> Host:
     if host is None:
         raise HostNotFound(host_ref)
     return host
+
+
+def _new_host(
+    host_id: str, name: str, address: str, caps: GetHostCapabilitiesResponse | None
+) -> Host:
+    """A host as AddHost registers it: UP with its capacity if it answered."""
+    if caps is None:
+        return Host(
+            id=host_id,
+            name=name,
+            address=address,
+            state=HostState.CONNECTING,
+            state_message=_WAITING,
+        )
+    return Host(
+        id=host_id,
+        name=name,
+        address=address,
+        state=HostState.UP,
+        state_message="",
+        hostname=caps.hostname,
+        cpus=caps.cpus,
+        memory_total_mib=caps.memory_total_mib,
+        hypervisor_type=caps.hypervisor_type,
+        last_seen_at=utcnow(),
+    )
 
 
 def _view(session: Session, host: Host) -> HostView:
@@ -132,8 +170,14 @@ def _replay(_session: Session, prior: requests.Prior) -> StoredAnswer:
 
 class HostService:
     def __init__(
-        self, store: VmStore, clients: HostClients, starter: Starter, settings: MonitorSettings
+        self,
+        store: VmStore,
+        clients: HostClients,
+        starter: Starter,
+        settings: MonitorSettings,
+        identity: HostIdentity | None = None,
     ) -> None:
+        self._identity = identity
         self._store = store
         self._db = store.db
         self._clients = clients
@@ -146,8 +190,11 @@ class HostService:
     @overload
     async def add(self, name: str, address: str, call: Call) -> HostAnswer: ...
     async def add(self, name: str, address: str, call: Call = _ADD) -> HostAnswer:
-        """Registers the hostd at address after reading its capacity (a call
-        without a request id is never a repeat: its answer is a HostView)."""
+        """Registers the hostd at address with its first enrollment token (a
+        call without a request id is never a repeat: its answer is a
+        HostView). A hostd that answers already (plaintext development, or
+        enrolled before) is UP with its capacity; any other is CONNECTING
+        until it enrolls and its monitor reaches it."""
 
         def check(session: Session) -> requests.Prior | None:
             prior = requests.lookup(session, call)
@@ -160,29 +207,25 @@ class HostService:
             return prior.answer()
         host_id = str(uuid.uuid4())
         client = self._clients.get(host_id, name, address)
-        caps = await client.capabilities()
+        try:
+            caps: GetHostCapabilitiesResponse | None = await client.capabilities()
+        except HostUnreachable:
+            caps = None
 
         def insert(session: Session) -> requests.Done[HostAnswer]:
             if repo.host_by_name(session, name) is not None:
                 raise HostExists(name)
-            host = Host(
-                id=host_id,
-                name=name,
-                address=address,
-                state=HostState.UP,
-                state_message="",
-                hostname=caps.hostname,
-                cpus=caps.cpus,
-                memory_total_mib=caps.memory_total_mib,
-                hypervisor_type=caps.hypervisor_type,
-                last_seen_at=utcnow(),
-            )
+            host = _new_host(host_id, name, address, caps)
             session.add(host)
             audit.host_added(session, host, call.request_id)
             session.flush()
             view = HostView(host, (0, 0, 0))
             reply = convert.host_reply(host_service_pb2.AddHostResponse, view)
             audit.mutation(session, call, f"{name} at {address}", host_id=host_id)
+            if self._identity is not None:  # the token goes to this caller only
+                view = HostView(
+                    host, (0, 0, 0), enrollment=self._identity.first_token(session, host_id)
+                )
             return requests.Done(view, host_id, reply)
 
         answer = await requests.run_once(self._db, call, insert, _replay)
@@ -216,23 +259,27 @@ class HostService:
         return await self._db.run(work)
 
     async def remove(self, host_ref: str, call: Call = _REMOVE) -> None:
-        """Forgets a host no VM is placed on, and stops watching it."""
+        """Forgets a host no VM is placed on, stops watching it and revokes
+        its certificate."""
 
-        def work(session: Session) -> requests.Done[str | None]:
+        def work(session: Session) -> requests.Done[tuple[str, int | None] | None]:
             host = _locked(session, host_ref)
             placed = [vm.name for vm in repo.list_vms(session, host_id=host.id)]
             if placed:
                 raise HostHasVms(host.name, "remove", placed, "are placed on it")
             audit.mutation(session, call, host.name, host_id=host.id)
             audit.host_removed(session, host, call.request_id)
+            serial = self._identity.revoke(session, host) if self._identity else None
             session.delete(host)
-            return requests.Done(host.id, host.id)
+            return requests.Done((host.id, serial), host.id)
 
-        host_id = await requests.run_once(self._db, call, work, lambda _s, _p: None)
-        if host_id is None:
+        removed = await requests.run_once(self._db, call, work, lambda _s, _p: None)
+        if removed is None:
             return
-        await self._unwatch(host_id)
-        await self._clients.drop(host_id)
+        await self._unwatch(removed[0])
+        await self._clients.drop(removed[0])
+        if self._identity is not None:
+            await self._identity.revoked_now(removed[1])
 
     async def set_maintenance(self, host_ref: str, call: Call = _MAINTAIN) -> HostAnswer:
         """Takes a host without running VMs out of service: MAINTENANCE, no
@@ -336,7 +383,10 @@ class HostService:
 
     def _watch(self, host_id: str, name: str, address: str) -> None:
         client = self._clients.get(host_id, name, address)
-        monitor = HostMonitor(host_id, client, self._store, self._starter, self._settings)
+        keep = self._identity.keep if self._identity else None
+        monitor = HostMonitor(
+            host_id, client, self._store, self._starter, self._settings, keep=keep
+        )
         self._monitors[host_id] = monitor
         monitor.start()
 

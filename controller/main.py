@@ -36,6 +36,17 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
         default=defaults.state_dir,
         help="where the first start writes the admin's token (admin.token)",
     )
+    # Host identity (controller.enrollment).
+    parser.add_argument("--ca-cert", type=Path, help="the operator's CA certificate (PEM)")
+    parser.add_argument("--ca-key", type=Path, help="the operator's CA key (PEM)")
+    parser.add_argument(
+        "--host-cert-days", type=float, default=defaults.host_cert_days,
+        help="hosts' certificate lifetime in days (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--enrollment-token-minutes", type=float, default=defaults.enrollment_token_minutes,
+        help="how long an enrollment token is valid (default %(default)s)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     config = ControllerConfig(
         listen=args.listen,
@@ -43,6 +54,10 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
         vm_properties=dict(args.vm_property or ()),
         require_auth=args.require_auth,
         state_dir=args.state_dir,
+        ca_cert=args.ca_cert,
+        ca_key=args.ca_key,
+        host_cert_days=args.host_cert_days,
+        enrollment_token_minutes=args.enrollment_token_minutes,
     )
     return config, args.log_level
 

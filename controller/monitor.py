@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -86,8 +86,13 @@ class HostMonitor:
         store: VmStore,
         starter: Starter,
         settings: MonitorSettings,
+        *,
+        keep: Callable[[str, HostClient], Coroutine[None, None, None]] | None = None,
     ) -> None:
         self.host_id = host_id
+        # Runs while connected: the host's CRL and certificate renewals
+        # (controller.enrollment.keeper).
+        self._keep = keep
         self._client = client
         self._store = store
         self._db = store.db
@@ -132,15 +137,18 @@ class HostMonitor:
         the journal position that list reflects."""
         snapshot = await self._reconcile()
         self._cursor = _Cursor(snapshot.host_epoch, snapshot.sequence)
-        safety = asyncio.create_task(self._reconcile_periodically())
+        tasks = [asyncio.create_task(self._reconcile_periodically())]
+        if self._keep is not None:
+            tasks.append(asyncio.create_task(self._keep(self.host_id, self._client)))
         try:
             async for event in self._client.events(self._cursor.sequence):
                 async with self._lock:
                     self._advance(event)
                     await self._apply(event)
         finally:
-            safety.cancel()
-            await asyncio.gather(safety, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _reconcile_periodically(self) -> None:
         """Compares with the host's full list now and then. A list that does
@@ -399,8 +407,11 @@ class HostMonitor:
             host = session.get(Host, self.host_id)
             if host is None:
                 return []
-            # A host confirmed down stays DOWN until it answers again.
-            if host.state not in HELD_STATES and host.state is not HostState.DOWN:
+            # A host confirmed down stays DOWN until it answers again; one
+            # never reached yet (not enrolled) stays CONNECTING.
+            if host.state is HostState.CONNECTING and host.last_seen_at is None:
+                set_host_state(session, host, HostState.CONNECTING, f"not reached yet: {why}")
+            elif host.state not in HELD_STATES and host.state is not HostState.DOWN:
                 set_host_state(session, host, HostState.NON_RESPONSIVE, why)
             placed = repo.list_vms(session, host_id=self.host_id)
             found = seen(placed)

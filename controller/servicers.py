@@ -19,7 +19,7 @@ from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
 from controller import convert
 from controller.affinity import AffinityGroups
-from controller.host_service import HostService
+from controller.host_service import HostService, HostView
 from controller.lifecycle.crud import VmService
 from controller.lifecycle.power import VmVerbs
 from controller.lifecycle.updates import check_update
@@ -224,7 +224,11 @@ class HostServicer(host_grpc.HostServiceServicer):
         address = check_address("address", request.address)
         call = call_of("AddHost", request)
         answer = await self._hosts.add(name, address, call)
-        return convert.host_reply(host_api.AddHostResponse, answer)
+        reply = convert.host_reply(host_api.AddHostResponse, answer)
+        if isinstance(answer, HostView) and answer.enrollment is not None:
+            reply.enrollment_token = answer.enrollment.secret
+            reply.enrollment_token_expires_at.FromDatetime(answer.enrollment.expires_at)
+        return reply
 
     async def GetHost(
         self, request: host_api.GetHostRequest, context: Context

@@ -1,0 +1,71 @@
+"""What controller.app builds for host identity, and what the host verbs
+and monitors call (HostIdentity)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import grpc
+from sqlalchemy.orm import Session
+from virtplane.v1 import enrollment_service_pb2_grpc
+
+from controller.auth.interceptor import Revoked
+from controller.config import ControllerConfig
+from controller.enrollment.authority import Authority, pki_settings
+from controller.enrollment.enroll import Enrollment, EnrollmentSettings
+from controller.enrollment.keeper import IdentityKeeper
+from controller.enrollment.renewal import Renewal
+from controller.enrollment.revocation import RevocationList
+from controller.enrollment.servicer import EnrollmentServicer
+from controller.enrollment.tokens import IssuedToken
+from controller.host_client import HostClient
+from controller.pki.ca import CertificateAuthority
+from db.models import Host
+from db.session import Database
+
+
+class HostIdentity:
+    """Enrollment, revocation and renewal, as the controller's parts use them."""
+
+    def __init__(self, db: Database, config: ControllerConfig, ca: CertificateAuthority | None):
+        self.authority = Authority(pki_settings(config), ca)
+        self.revocations = RevocationList(db, self.authority)
+        lifetime = dt.timedelta(days=config.host_cert_days)
+        settings = EnrollmentSettings(
+            token_lifetime=dt.timedelta(minutes=config.enrollment_token_minutes),
+            host_cert_lifetime=lifetime,
+        )
+        self.enrollment = Enrollment(db, self.authority, self.revocations, settings)
+        renewal = Renewal(db, self.authority, self.revocations, lifetime)
+        self.keeper = IdentityKeeper(db, self.revocations, renewal, config.host_retry_seconds)
+
+    def first_token(self, session: Session, host_id: str) -> IssuedToken:
+        """AddHost's token, in its transaction."""
+        return self.enrollment.first_token(session, host_id)
+
+    def revoke(self, session: Session, host: Host) -> int | None:
+        """RemoveHost: revokes the host's certificate in its transaction."""
+        return self.revocations.revoke_host(session, host)
+
+    async def revoked_now(self, serial: int | None) -> None:
+        """After RemoveHost committed: the serial is refused from now on and
+        every connected host gets the new CRL."""
+        if serial is None:
+            return
+        self.revocations.noted(serial)
+        await self.keeper.publish()
+
+    async def keep(self, host_id: str, client: HostClient) -> None:
+        """A host's monitor runs this while connected (controller.enrollment.keeper)."""
+        await self.keeper.keep(host_id, client)
+
+    def revoked(self, also: Revoked | None = None) -> Revoked:
+        """The interceptor's check: revoked here, or by also."""
+        if also is None:
+            return self.revocations.revoked
+        mine = self.revocations.revoked
+        return lambda serial: mine(serial) or also(serial)
+
+    def install(self, server: grpc.aio.Server) -> None:
+        servicer = EnrollmentServicer(self.enrollment)
+        enrollment_service_pb2_grpc.add_EnrollmentServiceServicer_to_server(servicer, server)
