@@ -43,6 +43,8 @@ class Hosts(Synced[AsyncHosts]):
     """Hosts: AsyncHosts' methods, blocking."""
 
     add = Blocking(AsyncHosts.add)
+    register = Blocking(AsyncHosts.register)
+    enrollment_token = Blocking(AsyncHosts.enrollment_token)
     get = Blocking(AsyncHosts.get)
     list = Blocking(AsyncHosts.list)
     names = Blocking(AsyncHosts.names)

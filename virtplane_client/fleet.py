@@ -3,11 +3,15 @@ affinity groups that keep VMs together or apart (the async core)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import grpc
 from virtplane.v1 import affinity_group_service_pb2 as aff_api
 from virtplane.v1 import affinity_group_service_pb2_grpc as aff_grpc
+from virtplane.v1 import enrollment_service_pb2 as enroll_api
+from virtplane.v1 import enrollment_service_pb2_grpc as enroll_grpc
 from virtplane.v1 import host_service_pb2 as host_api
 from virtplane.v1 import host_service_pb2_grpc as host_grpc
 
@@ -16,19 +20,57 @@ from virtplane_client._rpc import call, idempotency_key
 from virtplane_client.models import AffinityGroup, FencedHost, Host, Polarity
 
 
+@dataclass(frozen=True)
+class EnrollmentToken:
+    """A one-time token hostd enrolls with (virtplane-hostd
+    --enroll-token-file): its secret is shown this once."""
+
+    host_id: str
+    secret: str = field(repr=False)
+    expires_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class AddedHost:
+    """AddHost's answer: the host, and its first enrollment token (None on a
+    repeat of the call: ask enrollment_token() for a new one)."""
+
+    host: Host
+    token: EnrollmentToken | None
+
+
 class AsyncHosts:
     """The HostService. A host is named by its id or its name; each mutation
     carries a request_id, fresh unless the caller gives one."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = host_grpc.HostServiceStub(channel)
+        self._enrollment = enroll_grpc.EnrollmentServiceStub(channel)
 
     async def add(self, name: str, address: str, *, request_id: str | None = None) -> Host:
         """Registers the hostd at address (host:port)."""
+        return (await self.register(name, address, request_id=request_id)).host
+
+    async def register(
+        self, name: str, address: str, *, request_id: str | None = None
+    ) -> AddedHost:
+        """Registers the hostd at address (host:port), with the token it enrolls with."""
         request = host_api.AddHostRequest(
             name=name, address=address, request_id=idempotency_key(request_id)
         )
-        return convert.host((await call(self._stub.AddHost, request)).host)
+        reply = await call(self._stub.AddHost, request)
+        host = convert.host(reply.host)
+        if not reply.enrollment_token:
+            return AddedHost(host, None)
+        expires = reply.enrollment_token_expires_at.ToDatetime(dt.UTC)
+        return AddedHost(host, EnrollmentToken(host.id, reply.enrollment_token, expires))
+
+    async def enrollment_token(self, host: str, *, ttl_seconds: int = 0) -> EnrollmentToken:
+        """A new one-time token for a host not enrolled yet (admin only);
+        ttl_seconds 0: the controller's default lifetime."""
+        request = enroll_api.CreateEnrollmentTokenRequest(host=host, ttl_seconds=ttl_seconds)
+        reply = await call(self._enrollment.CreateEnrollmentToken, request)
+        return EnrollmentToken(reply.host_id, reply.token, reply.expires_at.ToDatetime(dt.UTC))
 
     async def get(self, host: str) -> Host:
         request = host_api.GetHostRequest(host=host)

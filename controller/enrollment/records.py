@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from controller.enrollment.errors import KeyEnrolled
 from controller.enrollment.tokens import aware
+from controller.pki.ca import CLOCK_SKEW
 from controller.pki.store import RENEW_AFTER
 from db.models import Host
 
@@ -45,9 +46,13 @@ def record(session: Session, host: Host, cert: x509.Certificate) -> None:
 
 
 def renew_at(host: Host) -> dt.datetime | None:
-    """When the host's certificate is due for renewal (controller.pki.store.due:
-    after RENEW_AFTER of its lifetime); None for a host not enrolled."""
+    """When the host's certificate is due for renewal (as controller.pki.store.due:
+    after RENEW_AFTER of its lifetime); None for a host not enrolled. The
+    lifetime counts from when the CA signed it, CLOCK_SKEW after its
+    notBefore, so that short lifetimes (seconds, in tests) renew on time
+    rather than at once."""
     if host.cert_not_before is None or host.cert_not_after is None:
         return None
-    start, end = aware(host.cert_not_before), aware(host.cert_not_after)
+    end = aware(host.cert_not_after)
+    start = min(aware(host.cert_not_before) + CLOCK_SKEW, end)
     return start + (end - start) * RENEW_AFTER

@@ -36,8 +36,8 @@ class HostIdentity:
             host_cert_lifetime=lifetime,
         )
         self.enrollment = Enrollment(db, self.authority, self.revocations, settings)
-        renewal = Renewal(db, self.authority, self.revocations, lifetime)
-        self.keeper = IdentityKeeper(db, self.revocations, renewal, config.host_retry_seconds)
+        self.renewal = Renewal(db, self.authority, self.revocations, lifetime)
+        self.keeper = IdentityKeeper(db, self.revocations, self.renewal, config.host_retry_seconds)
 
     def first_token(self, session: Session, host_id: str) -> IssuedToken:
         """AddHost's token, in its transaction."""

@@ -7,13 +7,42 @@ import argparse
 from typing import Any
 
 from virtplane_client.aio import AsyncClient
+from virtplane_client.cli import config
 from virtplane_client.cli import format as fmt
+from virtplane_client.fleet import EnrollmentToken
 
 NO_KEY = ""
+TOKEN_FILE = "/etc/virtplane/enroll.token"
+
+
+def enrollment_text(args: argparse.Namespace, name: str, token: EnrollmentToken) -> str:
+    """The token, and the hostd command line that enrolls with it."""
+    settings = config.load()
+    address = args.controller or settings.address
+    ca = settings.ca or "CA.pem"
+    until = token.expires_at.isoformat(timespec="seconds") if token.expires_at else "?"
+    return "\n".join(
+        [
+            f"enrollment token for host {name!r} (works once, until {until}):",
+            f"  {token.secret}",
+            f"on the host, put it in a file only root reads ({TOKEN_FILE}), copy the",
+            f"controller's CA certificate ({ca}) and start hostd once with:",
+            f"  virtplane-hostd --controller {address} --controller-ca {ca}"
+            f" --enroll-token-file {TOKEN_FILE}",
+        ]
+    )
 
 
 async def host_add(args: argparse.Namespace, client: AsyncClient) -> None:
-    print(fmt.hosts([await client.hosts.add(args.name, args.address, request_id=NO_KEY)]))
+    added = await client.hosts.register(args.name, args.address, request_id=NO_KEY)
+    print(fmt.hosts([added.host]))
+    if added.token is not None:
+        print(enrollment_text(args, added.host.name, added.token))
+
+
+async def host_enroll_token(args: argparse.Namespace, client: AsyncClient) -> None:
+    token = await client.hosts.enrollment_token(args.host, ttl_seconds=args.ttl_seconds)
+    print(enrollment_text(args, args.host, token))
 
 
 async def host_list(_args: argparse.Namespace, client: AsyncClient) -> None:
@@ -46,6 +75,14 @@ def add_parsers(groups: Any) -> None:
     add.add_argument("address", help="hostd address, host:port")
     add.set_defaults(run=host_add)
     host.add_parser("list", help="list hosts").set_defaults(run=host_list)
+    token = host.add_parser(
+        "enroll-token", help="a new one-time enrollment token for a host not enrolled yet"
+    )
+    token.add_argument("host", help="id or name")
+    token.add_argument(
+        "--ttl-seconds", type=int, default=0, help="how long it lasts (default: the controller's)"
+    )
+    token.set_defaults(run=host_enroll_token)
     for verb, run, what in (
         ("remove", host_remove, "forget a host no VM is placed on"),
         ("maintenance", host_maintenance, "take a host without running VMs out of service"),
