@@ -262,16 +262,16 @@ class HostService:
         """Forgets a host no VM is placed on, stops watching it and revokes
         its certificate."""
 
-        def work(session: Session) -> requests.Done[tuple[str, int | None] | None]:
+        def work(session: Session) -> requests.Done[tuple[str, list[int]] | None]:
             host = _locked(session, host_ref)
             placed = [vm.name for vm in repo.list_vms(session, host_id=host.id)]
             if placed:
                 raise HostHasVms(host.name, "remove", placed, "are placed on it")
             audit.mutation(session, call, host.name, host_id=host.id)
             audit.host_removed(session, host, call.request_id)
-            serial = self._identity.revoke(session, host) if self._identity else None
+            serials = self._identity.revoke(session, host) if self._identity else []
             session.delete(host)
-            return requests.Done((host.id, serial), host.id)
+            return requests.Done((host.id, serials), host.id)
 
         removed = await requests.run_once(self._db, call, work, lambda _s, _p: None)
         if removed is None:

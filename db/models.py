@@ -109,6 +109,10 @@ class Host(Base):
     cert_not_after: Mapped[dt.datetime | None]
     key_fingerprint: Mapped[str | None] = mapped_column(String(64), unique=True)
     enrolled_at: Mapped[dt.datetime | None]
+    # The certificate the last renewal replaced, valid until it expires:
+    # removing the host revokes it too.
+    previous_cert_serial: Mapped[str | None] = mapped_column(String(64))
+    previous_cert_not_after: Mapped[dt.datetime | None]
 
     __mapper_args__ = {"version_id_col": version_id}
 

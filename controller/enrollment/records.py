@@ -38,7 +38,10 @@ def check_key_free(session: Session, key_fingerprint: str, host_id: str) -> None
 
 
 def record(session: Session, host: Host, cert: x509.Certificate) -> None:
-    """Makes cert the host's current certificate."""
+    """Makes cert the host's current certificate; the one it replaces stays
+    on record as the previous, revoked with the current if the host is removed."""
+    host.previous_cert_serial = host.cert_serial
+    host.previous_cert_not_after = host.cert_not_after
     host.cert_serial = str(cert.serial_number)
     host.cert_not_before = cert.not_valid_before_utc
     host.cert_not_after = cert.not_valid_after_utc

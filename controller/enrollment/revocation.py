@@ -37,15 +37,22 @@ class RevocationList:
         with self._lock:
             return serial in self._serials
 
-    def revoke_host(self, session: Session, host: Host) -> int | None:
-        """Revokes the host's current certificate in the caller's
-        transaction; its serial, or None for a host never enrolled. Call
+    def revoke_host(self, session: Session, host: Host) -> list[int]:
+        """Revokes the host's current certificate, and the one its last
+        renewal replaced while it is still valid, in the caller's
+        transaction; their serials (none for a host never enrolled). Call
         noted() once the transaction committed."""
-        if host.cert_serial is None:
-            return None
-        not_after = aware(host.cert_not_after) if host.cert_not_after else utcnow()
+        now = utcnow()
+        held = [
+            (host.cert_serial, host.cert_not_after),
+            (host.previous_cert_serial, host.previous_cert_not_after),
+        ]
         subject = f"host {host.name} ({host.id})"
-        return self.revoke(session, int(host.cert_serial), subject, not_after)
+        return [
+            self.revoke(session, int(serial), subject, aware(not_after) if not_after else now)
+            for serial, not_after in held
+            if serial is not None and (not_after is None or aware(not_after) > now)
+        ]
 
     def revoke(self, session: Session, serial: int, subject: str, not_after: dt.datetime) -> int:
         if session.get(RevokedCertificate, str(serial)) is None:
@@ -56,10 +63,10 @@ class RevocationList:
             )
         return serial
 
-    def noted(self, serial: int) -> None:
-        """Adds a committed revocation to what revoked() answers."""
+    def noted(self, *serials: int) -> None:
+        """Adds committed revocations to what revoked() answers."""
         with self._lock:
-            self._serials = self._serials | {serial}
+            self._serials = self._serials | set(serials)
 
     def pem(self, session: Session) -> bytes:
         """The CA's current CRL (PEM), numbered by how many it lists."""

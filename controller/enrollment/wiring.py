@@ -43,16 +43,16 @@ class HostIdentity:
         """AddHost's token, in its transaction."""
         return self.enrollment.first_token(session, host_id)
 
-    def revoke(self, session: Session, host: Host) -> int | None:
-        """RemoveHost: revokes the host's certificate in its transaction."""
+    def revoke(self, session: Session, host: Host) -> list[int]:
+        """RemoveHost: revokes the host's certificates in its transaction."""
         return self.revocations.revoke_host(session, host)
 
-    async def revoked_now(self, serial: int | None) -> None:
-        """After RemoveHost committed: the serial is refused from now on and
-        every connected host gets the new CRL."""
-        if serial is None:
+    async def revoked_now(self, serials: list[int]) -> None:
+        """After RemoveHost committed: the serials are refused from now on
+        and every connected host gets the new CRL."""
+        if not serials:
             return
-        self.revocations.noted(serial)
+        self.revocations.noted(*serials)
         await self.keeper.publish()
 
     async def keep(self, host_id: str, client: HostClient) -> None:

@@ -257,7 +257,8 @@ async def test_renewal_installs_and_records_a_new_certificate(
 ) -> None:
     servicer, client = double
     added = await add(auth, "h1")
-    await enroll(auth, added.enrollment_token, servicer.csr())
+    enrolled = await enroll(auth, added.enrollment_token, servicer.csr())
+    first = x509.load_pem_x509_certificate(enrolled.certificate_pem.encode()).serial_number
     host_id = added.host.id
     cert = await auth.controller.identity.renewal.renew(host_id, client)
     assert servicer.installed == [cert]
@@ -274,6 +275,10 @@ async def test_renewal_installs_and_records_a_new_certificate(
         lambda s: s.execute(text("SELECT subject FROM revoked_certificates")).scalars().all()
     )
     assert revoked == [f"host h1 ({host_id}), not installed"]
+    # Removed: its certificate and the one the renewal replaced are revoked.
+    await hosts(auth).RemoveHost(host_api.RemoveHostRequest(host="h1"))
+    assert auth.controller.identity.revocations.revoked(cert.serial_number)
+    assert auth.controller.identity.revocations.revoked(first)
 
 
 async def test_the_keeper_pushes_the_crl_and_renews_when_due(

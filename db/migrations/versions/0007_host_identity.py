@@ -1,5 +1,6 @@
-"""host identity: each host's certificate and key fingerprint, one-time
-enrollment tokens (hashed), and the revoked certificates the CRL lists
+"""host identity: each host's certificate (and the one its last renewal
+replaced) and key fingerprint, one-time enrollment tokens (hashed), and the
+revoked certificates the CRL lists
 
 Revision ID: 0007
 Revises: 0006
@@ -24,6 +25,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("cert_not_after", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("key_fingerprint", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("enrolled_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("previous_cert_serial", sa.String(length=64), nullable=True))
+        batch.add_column(
+            sa.Column("previous_cert_not_after", sa.DateTime(timezone=True), nullable=True)
+        )
         batch.create_unique_constraint(batch.f("uq_hosts_key_fingerprint"), ["key_fingerprint"])
     op.create_table(
         "enrollment_tokens",
@@ -57,6 +62,8 @@ def downgrade() -> None:
     op.drop_table("enrollment_tokens")
     with op.batch_alter_table("hosts") as batch:
         batch.drop_constraint(batch.f("uq_hosts_key_fingerprint"), type_="unique")
+        batch.drop_column("previous_cert_not_after")
+        batch.drop_column("previous_cert_serial")
         batch.drop_column("enrolled_at")
         batch.drop_column("key_fingerprint")
         batch.drop_column("cert_not_after")
