@@ -23,6 +23,8 @@ Modules, one job each:
 - host_state    set_host_state(): a host's state written and logged
 - monitor       one event watch per host keeps VM and host state true
 - host_service  host registration and verbs (maintenance, activate, confirm down)
+- enrollment/   host identity: enrollment tokens, EnrollHost, revocation and the
+                CRL, certificate renewal (see enrollment/__init__.py)
 - guest_agent   a VM's guest agent through its host: refresh, raw report
 - watch         fan-out of VM changes to WatchVms subscribers
 - watch_stream  WatchVms: snapshot or resume, then every change

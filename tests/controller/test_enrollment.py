@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import hashlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,6 +33,8 @@ from controller.host_client import HostClient
 from db.models import EnrollmentToken, Host
 from tests.support.auth_rig import AuthRig, auth, csr_for
 from tests.support.controller_rig import error
+from virtplane_client.cli.hosts import TOKEN_FILE
+from virtplane_client.cli.main import parser, run_command
 from virtplane_common.tls.keys import PrivateKey, cert_pem, new_key, same_key, signing_request
 from virtplane_common.tls.names import Role, host_dns_name, identity_uri
 
@@ -307,3 +310,30 @@ async def test_the_keeper_pushes_the_crl_and_renews_when_due(
     assert same_key(latest, servicer.key)
     assert await _host_serial(auth, added.host.id) == str(latest.serial_number)
     assert cert_pem(latest)
+
+
+async def test_the_cli_prints_the_token_and_how_to_start_hostd(
+    auth: AuthRig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(auth.pki.ca_pem)
+    for name, value in (
+        ("VIRTPLANE_CONFIG", str(tmp_path / "none.toml")),
+        ("VIRTPLANE_ADDRESS", auth.tls),
+        ("VIRTPLANE_CA", str(ca)),
+        ("VIRTPLANE_TOKEN", auth.admin_token),
+    ):
+        monkeypatch.setenv(name, value)
+    await run_command(parser().parse_args(["host", "add", "h1", NOWHERE]))
+    printed = capsys.readouterr().out
+    assert "h1" in printed.splitlines()[1]  # the host's table
+    start = (
+        f"virtplane-hostd --controller {auth.tls} --controller-ca {ca}"
+        f" --enroll-token-file {TOKEN_FILE}"
+    )
+    assert start in printed
+    first = next(w for w in printed.split() if w.startswith("vpe_"))
+    await run_command(parser().parse_args(["host", "enroll-token", "h1", "--ttl-seconds", "60"]))
+    second = next(w for w in capsys.readouterr().out.split() if w.startswith("vpe_"))
+    assert second != first
+    await enroll(auth, second, csr_for("h1")[1])

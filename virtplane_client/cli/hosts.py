@@ -26,7 +26,7 @@ def enrollment_text(args: argparse.Namespace, name: str, token: EnrollmentToken)
             f"enrollment token for host {name!r} (works once, until {until}):",
             f"  {token.secret}",
             f"on the host, put it in a file only root reads ({TOKEN_FILE}), copy the",
-            f"controller's CA certificate ({ca}) and start hostd once with:",
+            f"controller's CA certificate ({ca}) and start hostd once with its usual flags and:",
             f"  virtplane-hostd --controller {address} --controller-ca {ca}"
             f" --enroll-token-file {TOKEN_FILE}",
         ]
