@@ -10,6 +10,7 @@ it at start) is used as it is.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 from controller.config import ControllerConfig
 from controller.pki.ca import CertificateAuthority
@@ -29,13 +30,16 @@ def pki_settings(config: ControllerConfig) -> PkiSettings:
 
 
 class Authority:
-    """The CA, opened once, on first use."""
+    """The CA, opened once, on first use (from any thread: the database's
+    workers sign)."""
 
     def __init__(self, settings: PkiSettings, ca: CertificateAuthority | None = None) -> None:
         self.settings = settings
         self._ca = ca
+        self._lock = threading.Lock()
 
     def get(self) -> CertificateAuthority:
-        if self._ca is None:
-            self._ca = open_ca(self.settings)
-        return self._ca
+        with self._lock:  # two first uses must not make two CAs
+            if self._ca is None:
+                self._ca = open_ca(self.settings)
+            return self._ca

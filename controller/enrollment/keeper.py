@@ -1,5 +1,6 @@
 """While a host's monitor is connected to it: the host gets the current
-CRL at once, and its certificate is renewed when due (records.renew_at).
+CRL at once and every CRL_REFRESH after, and its certificate is renewed
+when due (records.renew_at).
 
 HostMonitor runs keep() beside its event watch and cancels it when the
 watch ends; a host that never enrolled (plaintext development) is left
@@ -25,6 +26,9 @@ from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
 
+CRL_REFRESH = dt.timedelta(days=1)
+"""How often a connected host gets the CRL again (well within its nextUpdate)."""
+
 
 def _renew_at(session: Session, host_id: str) -> dt.datetime | None:
     host = session.get(Host, host_id)
@@ -44,12 +48,11 @@ class IdentityKeeper:
     async def keep(self, host_id: str, client: HostClient) -> None:
         """Until cancelled: the CRL now, then each renewal when due."""
         try:
-            renew_at = await self._db.run(lambda s: _renew_at(s, host_id))
-            if renew_at is None:
-                return
+            if await self._db.run(lambda s: _renew_at(s, host_id)) is None:
+                return  # never enrolled: nothing to keep
             self._connected[host_id] = client
             await self._push(client, await self._revocations.current())
-            await self._renew_when_due(host_id, client, renew_at)
+            await self._renew_when_due(host_id, client)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -58,11 +61,13 @@ class IdentityKeeper:
             if self._connected.get(host_id) is client:
                 del self._connected[host_id]
 
-    async def _renew_when_due(
-        self, host_id: str, client: HostClient, renew_at: dt.datetime | None
-    ) -> None:
-        while renew_at is not None:
+    async def _renew_when_due(self, host_id: str, client: HostClient) -> None:
+        while (renew_at := await self._db.run(lambda s: _renew_at(s, host_id))) is not None:
             wait = (renew_at - utcnow()).total_seconds()
+            if wait > CRL_REFRESH.total_seconds():
+                await asyncio.sleep(CRL_REFRESH.total_seconds())
+                await self._push(client, await self._revocations.current())
+                continue
             if wait > 0:
                 await asyncio.sleep(wait)
             try:
@@ -74,7 +79,6 @@ class IdentityKeeper:
                 )  # fmt: skip
                 await self.publish()
                 await asyncio.sleep(self._retry)
-            renew_at = await self._db.run(lambda s: _renew_at(s, host_id))
 
     async def publish(self) -> None:
         """Sends the current CRL to every host kept now."""
