@@ -9,6 +9,7 @@ it, and no valid certificate may exist that the record does not name.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 
@@ -54,6 +55,13 @@ class Renewal:
             raise InvalidArgument("csr_pem", f"host {client.name!r} sent {exc}") from exc
         key = records.fingerprint(cert.public_key())
         await self._db.run(lambda s: records.check_key_free(s, key, host_id))
+        # Once sent, the certificate is recorded or revoked, even if the
+        # monitor is cancelled meanwhile (its host went away).
+        await asyncio.shield(self._install(host_id, client, cert))
+        log.info("host %s: certificate renewed (serial %d)", client.name, cert.serial_number)
+        return cert
+
+    async def _install(self, host_id: str, client: HostClient, cert: x509.Certificate) -> None:
         try:
             await client.install_certificate(cert_pem(cert))
         except VirtplaneError:
@@ -61,8 +69,6 @@ class Renewal:
             raise
         if not await self._db.run(lambda s: self._record(s, host_id, cert)):
             await self._revoke(cert, f"host {client.name} ({host_id}), removed while renewed")
-        log.info("host %s: certificate renewed (serial %d)", client.name, cert.serial_number)
-        return cert
 
     def _record(self, session: Session, host_id: str, cert: x509.Certificate) -> bool:
         host = session.get(Host, host_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from cryptography import x509
 from sqlalchemy import select, text
 from virtplane.v1 import enrollment_service_pb2 as en
 from virtplane.v1 import enrollment_service_pb2_grpc as en_grpc
+from virtplane.v1 import host_agent_service_pb2 as agent
+from virtplane.v1 import host_agent_service_pb2_grpc as agent_grpc
 from virtplane.v1 import host_identity_service_pb2 as hid
 from virtplane.v1 import host_identity_service_pb2_grpc as hid_grpc
 from virtplane.v1 import host_pb2
@@ -308,6 +311,10 @@ async def test_the_keeper_pushes_the_crl_and_renews_when_due(
     assert servicer.installed[0].not_valid_before_utc >= first.not_valid_before_utc
     latest = servicer.installed[-1]
     assert same_key(latest, servicer.key)
+    for _ in range(50):  # a renewal cancelled while installing is still recorded
+        if await _host_serial(auth, added.host.id) == str(latest.serial_number):
+            break
+        await asyncio.sleep(0.1)
     assert await _host_serial(auth, added.host.id) == str(latest.serial_number)
     assert cert_pem(latest)
 
@@ -337,3 +344,57 @@ async def test_the_cli_prints_the_token_and_how_to_start_hostd(
     second = next(w for w in capsys.readouterr().out.split() if w.startswith("vpe_"))
     assert second != first
     await enroll(auth, second, csr_for("h1")[1])
+
+
+class AgentDouble(agent_grpc.HostAgentServiceServicer):
+    """The few HostAgentService calls a monitor makes, answered for a host
+    with no VMs whose event stream stays open."""
+
+    async def GetHostCapabilities(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return agent.GetHostCapabilitiesResponse(
+            hostname="double", cpus=2, memory_total_mib=1024, hypervisor_type="qemu"
+        )
+
+    async def ListVms(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return agent.HostAgentServiceListVmsResponse(host_epoch="e", sequence=0)
+
+    async def WatchEvents(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
+        await asyncio.Event().wait()
+        yield agent.WatchEventsResponse()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_a_monitor_connecting_pushes_the_crl_and_remove_host_pushes_the_next(
+    auth: AuthRig,
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    added = await hosts(auth).AddHost(host_api.AddHostRequest(name="h1", address=address))
+    identity = IdentityDouble()
+    await enroll(auth, added.enrollment_token, identity.csr())
+    other = await add(auth, "h2")
+    reply = await enroll(auth, other.enrollment_token, csr_for("h2")[1])
+    h2_serial = x509.load_pem_x509_certificate(reply.certificate_pem.encode()).serial_number
+    # hostd starts after enrolling: the monitor reaches it, and sends the CRL.
+    server = grpc.aio.server()
+    hid_grpc.add_HostIdentityServiceServicer_to_server(identity, server)
+    agent_grpc.add_HostAgentServiceServicer_to_server(AgentDouble(), server)  # type: ignore[abstract]
+    server.add_insecure_port(address)
+    await server.start()
+    try:
+        await asyncio.wait_for(auth.controller.hosts.monitor(added.host.id).connected.wait(), 10)
+        for _ in range(50):
+            if identity.crls:
+                break
+            await asyncio.sleep(0.1)
+        assert [len(x509.load_pem_x509_crl(pem)) for pem in identity.crls] == [0]
+        await hosts(auth).RemoveHost(host_api.RemoveHostRequest(host="h2"))
+        latest = x509.load_pem_x509_crl(identity.crls[-1])
+        assert [entry.serial_number for entry in latest] == [h2_serial]
+    finally:
+        await server.stop(0)
