@@ -1,10 +1,11 @@
 """The controller's certificate authority, shared by whoever signs.
 
 The CA lives in ``<state_dir>/pki`` (controller.pki.store.open_ca), or is
-the operator's own (--ca-cert/--ca-key). It is opened when first needed, so
-that a controller that never signs (plaintext development, no host ever
-enrolled) writes no key; a CA handed in (tests, or the TLS set-up that opened
-it at start) is used as it is.
+the operator's own (--ca-cert/--ca-key). The controller opens it at start
+when it requires authentication or was given a CA, otherwise when first
+needed, so that a controller that never signs (plaintext development, no
+host ever enrolled) writes no key; a CA handed in (tests, or the TLS set-up
+that opened it at start) is used as it is.
 """
 
 from __future__ import annotations

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import hashlib
 import socket
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,13 @@ from virtplane.v1 import host_pb2
 from virtplane.v1 import host_service_pb2 as host_api
 from virtplane.v1 import host_service_pb2_grpc as host_grpc
 
+from controller.config import ControllerConfig
 from controller.enrollment.errors import TOKEN_REFUSED
 from controller.enrollment.wiring import HostIdentity
 from controller.host_client import HostClient
+from db import migrate
 from db.models import EnrollmentToken, Host
+from db.session import Database
 from tests.support.auth_rig import AuthRig, auth, csr_for
 from tests.support.controller_rig import error
 from virtplane_client.cli.hosts import TOKEN_FILE
@@ -89,6 +94,9 @@ async def test_a_token_enrolls_its_host_once_without_a_principal(auth: AuthRig) 
     row = await auth.controller.db.run(lambda s: s.get(Host, host_id))
     assert row is not None and row.cert_serial == str(cert.serial_number)
     assert row.enrolled_at is not None
+    # Still not reached (nothing serves there): CONNECTING, not NON_RESPONSIVE.
+    got = await hosts(auth).GetHost(host_api.GetHostRequest(host=host_id))
+    assert got.host.status.state == host_pb2.Host.STATE_CONNECTING
 
 
 async def test_unknown_and_expired_tokens_get_the_same_refusal(auth: AuthRig) -> None:
@@ -398,3 +406,23 @@ async def test_a_monitor_connecting_pushes_the_crl_and_remove_host_pushes_the_ne
         assert [entry.serial_number for entry in latest] == [h2_serial]
     finally:
         await server.stop(0)
+
+
+def test_the_ca_is_opened_at_start_from_the_state_folder(tmp_path: Path) -> None:
+    config = ControllerConfig(
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        state_dir=tmp_path,
+        require_auth=True,
+        host_cert_days=2.0,
+    )
+    db = Database(config.database_url)
+    try:
+        migrate.upgrade(db.engine)
+        identity = HostIdentity(db, config, None)
+        assert (tmp_path / "pki" / "ca.pem").is_file()
+        assert stat.S_IMODE((tmp_path / "pki" / "ca.key").stat().st_mode) == 0o600
+        again = HostIdentity(db, config, None)  # the next start: the same CA
+        assert again.authority.get().cert_pem == identity.authority.get().cert_pem
+        assert identity.enrollment.settings.host_cert_lifetime == dt.timedelta(days=2)
+    finally:
+        db.close()
