@@ -120,6 +120,20 @@ async def test_unknown_and_expired_tokens_get_the_same_refusal(auth: AuthRig) ->
     await enroll(auth, added.enrollment_token, csr)
 
 
+async def test_of_two_enrollments_racing_with_one_token_one_wins(auth: AuthRig) -> None:
+    added = await add(auth, "h1")
+    results = await asyncio.gather(
+        *(enroll(auth, added.enrollment_token, csr_for(f"k{i}")[1]) for i in range(3)),
+        return_exceptions=True,
+    )
+    won = [r for r in results if not isinstance(r, BaseException)]
+    lost = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(won) == 1 and len(lost) == 2
+    assert {(e.code(), e.details()) for e in lost} == {
+        (grpc.StatusCode.UNAUTHENTICATED, TOKEN_REFUSED)
+    }
+
+
 async def test_a_key_enrolled_as_one_host_is_refused_for_another(auth: AuthRig) -> None:
     first, second = await add(auth, "h1"), await add(auth, "h2")
     _, csr = csr_for("same")
