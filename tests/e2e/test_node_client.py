@@ -10,7 +10,7 @@ import os
 import pytest
 
 from tests.support.guests import WAIT, Api
-from tests.support.node_client import node, run_node
+from tests.support.node_client import controller_environment, node, run_node
 from tests.support.real import GuestImage, skip_or_fail
 from tests.support.stack import Stack
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.guest
 async def test_a_node_client_runs_a_vm(
     stack: Stack, api: Api, guest_image: GuestImage, node: str
 ) -> None:
-    env = stack.controller.environment()
+    env = controller_environment(stack.controller)
     if "VIRTPLANE_CA" not in env or "VIRTPLANE_TOKEN" not in env:
         skip_or_fail("the stack's controller serves no TLS: the Node client needs its CA")
     name = f"node-{os.getpid()}"  # domains are named after VMs; other runs share libvirtd

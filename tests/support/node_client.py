@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.support.real import REPO, skip_or_fail
+from tests.support.stack import Daemon
 
 NODE_DIR = REPO / "tests" / "node"
 CLIENT = NODE_DIR / "client.js"
@@ -57,6 +58,14 @@ def environment(address: str, ca: Path, token: str | None) -> dict[str, str]:
     """What client.js reads: the controller, the CA file, the token (if any)."""
     env = {"VIRTPLANE_ADDRESS": address, "VIRTPLANE_CA": str(ca)}
     return env if token is None else {**env, "VIRTPLANE_TOKEN": token}
+
+
+def controller_environment(controller: Daemon) -> dict[str, str]:
+    """What client.js needs to reach a stack's controller: the stack's own
+    Daemon.environment() (its address, its CA file and the admin's token,
+    where the stack serves TLS); {} from a stack that does not offer it."""
+    environment = getattr(controller, "environment", None)
+    return dict(environment()) if callable(environment) else {}
 
 
 @pytest.fixture(scope="session")
