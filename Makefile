@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 BUILD := build
 GUEST := $(BUILD)/guest
 BUF := $(BUILD)/tools/node_modules/.bin/buf
+NODE_CLIENT := tests/node/node_modules/.package-lock.json
 PROTO_SRC := $(wildcard protos/virtplane/v1/*.proto)
 PYTEST_ARGS ?=
 
 .PHONY: setup host postgres proto lint test demo bench guest-image clean
 
-setup: host postgres $(VENV)/.installed
+setup: host postgres $(VENV)/.installed $(NODE_CLIENT)
 
 # System packages and daemons (libvirtd, virtlogd); root only.
 host:
@@ -31,6 +32,14 @@ $(BUF):
 	@command -v npm >/dev/null || (apt-get update -q && apt-get install -y -q npm)
 	mkdir -p $(BUILD)/tools
 	cd $(BUILD)/tools && npm install --no-audit --no-fund --silent @bufbuild/buf@1
+
+# The Node client's packages (tests/node): Node from Debian, @grpc/grpc-js and
+# @grpc/proto-loader from npm, as its package-lock.json pins them.
+$(NODE_CLIENT): tests/node/package.json tests/node/package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null || \
+		(apt-get update -q && apt-get install -y -q nodejs npm)
+	cd tests/node && npm ci --no-audit --no-fund --silent
+	@touch $@
 
 proto: $(VENV)/.installed
 	$(BIN)/python protos/generate.py

@@ -20,6 +20,8 @@ Module map:
 - `stack`: the real daemons (controller, hostd) as processes on loopback.
 - `guests`: real guests over the whole stack: a virtplane_client on the
   stack (`Api`), the spec of the test guest, what a fully reported guest looks like.
+- `node_client`: the Node client (tests/node/client.js) run as a process
+  against a controller, its JSON lines read (`run_node`, fixture `node`).
 - `controller_rig`: an in-process controller with raw stubs and a
   virtplane_client on it (`Rig`), VM specs and error checks for the
   controller's tests.
