@@ -1,6 +1,8 @@
 """A hostd served over gRPC on libvirt's test driver, and the helpers of the servicer tests.
 
-The fixtures served and small_journal (tests/hostd/conftest.py) are built on serve().
+The hostd serves mutual TLS with an identity from a TestPki of its own; the
+stub is a controller's (tests.support.connect). The fixtures served and
+small_journal (tests/hostd/conftest.py) are built on serve().
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from virtplane.v1 import vm_pb2
 
 from hostd.config import ChannelLimits, HostdConfig
 from hostd.server import Hostd
+from tests.support.connect import TEST_HOST_ID, give_identity, hostd_channel
 from tests.support.hostd_rig import vm_config
+from tests.support.pki import TestPki
 from tests.support.real import IMAGE_ROOTS
 from tests.support.waiting import next_item
 
@@ -32,6 +36,10 @@ S = pb.HostVm
 class Served:
     hostd: Hostd
     stub: pb_grpc.HostAgentServiceAsyncStub
+    pki: TestPki
+    """The CA of the hostd's identity; hostd_channel(address, pki, host_id) reaches it."""
+    address: str
+    host_id: str = TEST_HOST_ID
 
 
 @contextlib.asynccontextmanager
@@ -41,8 +49,11 @@ async def serve(
     journal_size: int = HostdConfig.journal_size,
     **settings: Any,
 ) -> AsyncIterator[Served]:
-    """A started hostd and a stub on it; its VMs are destroyed after.
+    """A started hostd (mutual TLS, its identity from a new TestPki) and a
+    controller's stub on it; its VMs are destroyed after.
     settings: other HostdConfig fields (by default the test image roots)."""
+    pki = TestPki(state_dir.parent / "pki")
+    give_identity(pki, state_dir)
     config = HostdConfig(
         listen="127.0.0.1:0",
         libvirt_uri="test:///default",
@@ -54,9 +65,10 @@ async def serve(
     )
     hostd = Hostd(dataclasses.replace(config, **settings))
     port = await hostd.start()
-    grpc_channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    address = f"127.0.0.1:{port}"
+    grpc_channel = hostd_channel(address, pki, TEST_HOST_ID)
     try:
-        yield Served(hostd, pb_grpc.HostAgentServiceStub(grpc_channel))
+        yield Served(hostd, pb_grpc.HostAgentServiceStub(grpc_channel), pki, address)
     finally:
         for vm in hostd.vms.list():  # never leave domains behind
             await hostd.vms.destroy(vm.vm_id)
