@@ -47,13 +47,17 @@ async def serve(
     state_dir: Path,
     channel: ChannelLimits,
     journal_size: int = HostdConfig.journal_size,
+    *,
+    pki: TestPki | None = None,
+    host_id: str = TEST_HOST_ID,
     **settings: Any,
 ) -> AsyncIterator[Served]:
-    """A started hostd (mutual TLS, its identity from a new TestPki) and a
-    controller's stub on it; its VMs are destroyed after.
-    settings: other HostdConfig fields (by default the test image roots)."""
-    pki = TestPki(state_dir.parent / "pki")
-    give_identity(pki, state_dir)
+    """A started hostd (mutual TLS as host_id, its identity from pki, by
+    default a new TestPki) and a controller's stub on it; its VMs are
+    destroyed after. settings: other HostdConfig fields (by default the test
+    image roots)."""
+    pki = pki or TestPki(state_dir.parent / "pki")
+    give_identity(pki, state_dir, host_id)
     config = HostdConfig(
         listen="127.0.0.1:0",
         libvirt_uri="test:///default",
@@ -66,9 +70,9 @@ async def serve(
     hostd = Hostd(dataclasses.replace(config, **settings))
     port = await hostd.start()
     address = f"127.0.0.1:{port}"
-    grpc_channel = hostd_channel(address, pki, TEST_HOST_ID)
+    grpc_channel = hostd_channel(address, pki, host_id)
     try:
-        yield Served(hostd, pb_grpc.HostAgentServiceStub(grpc_channel), pki, address)
+        yield Served(hostd, pb_grpc.HostAgentServiceStub(grpc_channel), pki, address, host_id)
     finally:
         for vm in hostd.vms.list():  # never leave domains behind
             await hostd.vms.destroy(vm.vm_id)
