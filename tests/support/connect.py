@@ -9,16 +9,24 @@ host_id (host_options).
 
 from __future__ import annotations
 
+import datetime as dt
+import socket
+import ssl
+import uuid
 import weakref
 from pathlib import Path
 
 import grpc
+from cryptography import x509
+from virtplane.v1 import host_identity_service_pb2 as idp
+from virtplane.v1 import host_identity_service_pb2_grpc as idp_grpc
 
 from hostd.identity import tls_files
 from tests.support.pki import TestPki
 from virtplane_common.tls.credentials import channel_credentials, host_options
 from virtplane_common.tls.files import KeyPair
-from virtplane_common.tls.names import Role
+from virtplane_common.tls.keys import cert_pem
+from virtplane_common.tls.names import Role, host_dns_name
 
 TEST_HOST_ID = "host-under-test"
 """The host id of a test hostd given its identity by TestPki."""
@@ -62,3 +70,37 @@ def hostd_sync_channel(
     return grpc.secure_channel(
         address, channel_credentials(pki.ca_pem, pair), options=host_options(host_id)
     )
+
+
+async def renew(
+    channel: grpc.aio.Channel,
+    pki: TestPki,
+    host_id: str,
+    lifetime: dt.timedelta = dt.timedelta(hours=1),
+) -> x509.Certificate:
+    """What the controller does to renew a host's certificate, over channel
+    (a controller's): PrepareRenewal, sign with pki's CA, InstallCertificate."""
+    stub = idp_grpc.HostIdentityServiceStub(channel)
+    csr = (await stub.PrepareRenewal(idp.PrepareRenewalRequest())).csr_pem
+    cert = pki.ca.sign(csr.encode(), Role.HOST, host_id, lifetime)
+    request = idp.InstallCertificateRequest(certificate_pem=cert_pem(cert).decode())
+    await stub.InstallCertificate(request)
+    return cert
+
+
+def served_certificate(address: str, pki: TestPki, host_id: str) -> x509.Certificate:
+    """The certificate a hostd presents to a new connection now (a TLS
+    handshake of its own, as a controller; blocking: call it in a thread)."""
+    files = pki.files(f"probe-{uuid.uuid4().hex[:8]}", controller_pair(pki))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cadata=pki.ca_pem.decode())
+    context.load_cert_chain(files.cert, files.key)
+    context.set_alpn_protocols(["h2"])
+    host, _, port = address.rpartition(":")
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host_dns_name(host_id)) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)

@@ -39,6 +39,8 @@ class Served:
     pki: TestPki
     """The CA of the hostd's identity; hostd_channel(address, pki, host_id) reaches it."""
     address: str
+    channel: grpc.aio.Channel
+    """The controller's channel the stub is on."""
     host_id: str = TEST_HOST_ID
 
 
@@ -72,7 +74,8 @@ async def serve(
     address = f"127.0.0.1:{port}"
     grpc_channel = hostd_channel(address, pki, host_id)
     try:
-        yield Served(hostd, pb_grpc.HostAgentServiceStub(grpc_channel), pki, address, host_id)
+        stub = pb_grpc.HostAgentServiceStub(grpc_channel)
+        yield Served(hostd, stub, pki, address, grpc_channel, host_id)
     finally:
         for vm in hostd.vms.list():  # never leave domains behind
             await hostd.vms.destroy(vm.vm_id)
