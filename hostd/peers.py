@@ -83,7 +83,7 @@ class GrpcPeers:
             try:
                 response = await stub.PrepareIncomingMigration(request, timeout=self._timeout)
             except grpc.aio.AioRpcError as exc:
-                raise _translate(_named(peer), exc) from exc
+                raise _translate(peer.address, exc, peer.host_id) from exc
         return convert.destination_from_proto(response.destination)
 
     async def cancel_incoming(self, peer: PeerHost, vm_id: str) -> None:
@@ -93,11 +93,7 @@ class GrpcPeers:
             try:
                 await stub.CancelMigration(request, timeout=self._timeout)
             except grpc.aio.AioRpcError as exc:
-                raise _translate(_named(peer), exc) from exc
-
-
-def _named(peer: PeerHost) -> str:
-    return f"{peer.address} (host {peer.host_id})" if peer.host_id else peer.address
+                raise _translate(peer.address, exc, peer.host_id) from exc
 
 
 def check_template(template: str) -> None:
@@ -132,11 +128,13 @@ def peer_hypervisor_uri(template: str, peer: PeerHost) -> str:
     return template.format(host_id=peer.host_id, address_host=address_host(peer.address))
 
 
-def _translate(address: str, exc: grpc.aio.AioRpcError) -> VirtplaneError:
+def _translate(address: str, exc: grpc.aio.AioRpcError, host_id: str = "") -> VirtplaneError:
     code, details = exc.code(), exc.details() or ""
     if code in _UNREACHABLE:
+        expected = f"as host {host_id}; " if host_id else ""
         return PeerUnavailable(
-            f"the destination hostd at {address} cannot be reached ({code.name}: {details})"
+            f"the destination hostd at {address} cannot be reached"
+            f" ({expected}{code.name}: {details})"
         )
     message = f"the destination hostd at {address} refused: {details}"
     if code == grpc.StatusCode.ALREADY_EXISTS:

@@ -24,8 +24,9 @@ from virtplane.v1 import host_identity_service_pb2 as idp
 from virtplane.v1 import host_identity_service_pb2_grpc as idp_grpc
 
 from hostd.config import ChannelLimits, MigrationConfig
+from hostd.identity import tls_files
 from tests.support import served as serving
-from tests.support.connect import controller_pair, hostd_channel
+from tests.support.connect import controller_pair, hostd_channel, renew
 from tests.support.hostd_rig import vm_config
 from tests.support.pki import TestPki
 from tests.support.waiting import until
@@ -238,3 +239,30 @@ async def test_a_migration_reaches_only_the_host_named(
     )
     progress = destination.hostd.vms.migration_progress(vm_id)
     assert progress.phase.name == "CANCELLED"
+
+
+async def test_a_source_dials_with_its_renewed_pair(
+    two_hosts: TwoHosts, boot_files: tuple[str, str]
+) -> None:
+    source, destination = two_hosts.source, two_hosts.destination
+    config = vm_config(boot_files[0])
+    async with serving.watching(source) as events:
+        await serving.create_running(source, config, events)
+    request = pb.HostAgentServiceMigrateVmRequest(
+        vm_id=config.vm_id,
+        destination_address=destination.address,
+        destination_host_id=destination.host_id,
+    )
+    # The destination refuses the source's pair once the CA revoked it ...
+    source.pki.revoke(KeyPair.read(tls_files(source.hostd.config.state_dir)))
+    await idp_grpc.HostIdentityServiceStub(destination.channel).SetRevocationList(
+        idp.SetRevocationListRequest(revocation_list_pem=source.pki.crl(1).decode())
+    )
+    code, details = await _refusal(source.stub.MigrateVm(request))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "refused: certificate revoked (UNAUTHENTICATED)" in details
+    # ... and takes its renewed one, which the source dials with from then on.
+    await renew(source.channel, source.pki, source.host_id)
+    moving = await source.stub.MigrateVm(request)
+    assert moving.vm.state == S.STATE_MIGRATING_FROM
+    await until(lambda: source.hostd.vms.get(config.vm_id).state.name == "RUNNING", what="back")
