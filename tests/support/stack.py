@@ -15,6 +15,8 @@ from pathlib import Path
 
 import grpc
 
+from tests.support.connect import TEST_HOST_ID, give_identity, hostd_channel, hostd_sync_channel
+from tests.support.pki import TestPki
 from tests.support.real import IMAGE_ROOTS
 from tests.support.waiting import until_sync
 
@@ -34,11 +36,25 @@ class Daemon:
     address: str
     log_path: Path
     process: subprocess.Popen[bytes]
+    pki: TestPki | None = None
+    """A hostd's CA when it serves mutual TLS (a controller's pair of it reaches it)."""
+    host_id: str = ""
+
+    def channel(self) -> grpc.aio.Channel:
+        """An aio channel to the daemon: as the controller, to a hostd with an identity."""
+        if self.pki is None:
+            return grpc.aio.insecure_channel(self.address)
+        return hostd_channel(self.address, self.pki, self.host_id)
+
+    def _sync_channel(self) -> grpc.Channel:
+        if self.pki is None:
+            return grpc.insecure_channel(self.address)
+        return hostd_sync_channel(self.address, self.pki, self.host_id)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Waits until the daemon's gRPC port answers; fails with the end of its
         log if it does not, and at once if it exits."""
-        with grpc.insecure_channel(self.address) as channel:
+        with self._sync_channel() as channel:
             until_sync(
                 lambda: self._answers(channel),
                 lambda answer: answer == "ready",
@@ -79,13 +95,20 @@ class Daemon:
 
 
 def _spawn(
-    name: str, argv: list[str], log_path: Path, address: str, env: Mapping[str, str] | None = None
+    name: str,
+    argv: list[str],
+    log_path: Path,
+    address: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    pki: TestPki | None = None,
+    host_id: str = "",
 ) -> Daemon:
     log = log_path.open("ab")
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     log.close()
-    return Daemon(name, address, log_path, process)
+    return Daemon(name, address, log_path, process, pki, host_id)
 
 
 def start_hostd(
@@ -94,20 +117,33 @@ def start_hostd(
     port: int | None = None,
     extra: tuple[str, ...] = (),
     env: Mapping[str, str] | None = None,
+    *,
+    pki: TestPki | None = None,
+    host_id: str = TEST_HOST_ID,
 ) -> Daemon:
     """A hostd process on the test image roots (tests.support.real.IMAGE_ROOTS);
-    extra: more arguments; env: more environment variables."""
+    extra: more arguments; env: more environment variables.
+
+    With pki, it serves mutual TLS as host host_id, its identity written by
+    pki into its state folder (kept when one is there: a restart); without,
+    it runs with --insecure-plaintext-dev."""
     address = f"127.0.0.1:{port or free_port()}"
     state = workdir / "hostd"
+    if pki is not None and not (state / "tls" / "cert.pem").exists():
+        give_identity(pki, state, host_id)
+    security = () if pki is not None else ("--insecure-plaintext-dev",)
     argv = [
         str(BIN / "virtplane-hostd"),
         "--listen", address,
         "--libvirt-uri", libvirt_uri,
         "--state-dir", str(state),
         *(arg for root in IMAGE_ROOTS for arg in ("--image-root", str(root))),
+        *security,
         *extra,
     ]  # fmt: skip
-    daemon = _spawn("hostd", argv, workdir / "hostd.log", address, env)
+    daemon = _spawn(
+        "hostd", argv, workdir / "hostd.log", address, env, pki=pki, host_id=host_id if pki else ""
+    )
     daemon.wait_ready()
     return daemon
 
