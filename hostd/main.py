@@ -43,6 +43,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
         help="how other hosts' libvirt reaches this host's (default: --libvirt-uri)",
     )
     parser.add_argument(
+        "--qemu-tls-dir",
+        type=Path,
+        default=defaults.migration.qemu_tls_dir,
+        metavar="DIR",
+        help="where QEMU reads this host's certificate for TLS migration: the folder"
+        " libvirtd's qemu.conf names as migrate_tls_x509_cert_dir",
+    )
+    parser.add_argument(
+        "--insecure-plaintext-dev",
+        action="store_true",
+        help="development only: migrated memory crosses the network in clear",
+    )
+    parser.add_argument(
         "--hooks-dir",
         type=Path,
         default=defaults.hooks_dir,
@@ -69,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
             max_outgoing=args.max_outgoing_migrations,
             address=args.migration_address,
             hypervisor_uri=args.migration_hypervisor_uri,
+            tls=not args.insecure_plaintext_dev,
+            qemu_tls_dir=args.qemu_tls_dir.absolute(),
         ),
         hooks_dir=args.hooks_dir.absolute() if args.hooks_dir else None,
         hook_timeout_seconds=args.hook_timeout,
@@ -97,6 +112,11 @@ async def serve(config: HostdConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if not config.migration.tls:
+        log.warning(
+            "INSECURE (--insecure-plaintext-dev): migrated VMs' memory crosses the network"
+            " in clear; for development only"
+        )
     hostd = Hostd(config)
     try:
         port = await hostd.start()

@@ -98,7 +98,10 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
         self, request: pb.HostAgentServiceMigrateVmRequest, context: Context
     ) -> pb.HostAgentServiceMigrateVmResponse:
         vm = await self._vms.migrate(
-            request.vm_id, request.destination_address, request.max_bandwidth_mib_per_second
+            request.vm_id,
+            request.destination_address,
+            request.max_bandwidth_mib_per_second,
+            destination_host_id=request.destination_host_id,
         )
         return pb.HostAgentServiceMigrateVmResponse(vm=convert.status_to_proto(vm))
 

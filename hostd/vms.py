@@ -212,12 +212,16 @@ class VmService:
         consoles.check_console(filled, self.consoles)
         return await self._migrations.receive(Vm(config=filled), source_address)
 
-    async def migrate(self, vm_id: str, address: str, max_bandwidth_mib: int = 0) -> VmStatus:
+    async def migrate(
+        self, vm_id: str, address: str, max_bandwidth_mib: int = 0, *, destination_host_id: str = ""
+    ) -> VmStatus:
         if not address.strip():
             raise InvalidArgument(
                 "destination_address", "required: the destination hostd's host:port"
             )
-        return await self._migrations.migrate(vm_id, address.strip(), max_bandwidth_mib)
+        return await self._migrations.migrate(
+            vm_id, address.strip(), max_bandwidth_mib, destination_host_id=destination_host_id
+        )
 
     async def cancel_migration(self, vm_id: str) -> VmStatus:
         return await self._migrations.cancel(vm_id)

@@ -42,8 +42,11 @@ from tests.hostd.fakes import FakeDomain, FakeHypervisor
 from tests.support.hostd_rig import FAST, domain_config, hook_script, with_spec
 from tests.support.waiting import until
 from virtplane_common.errors import InvalidArgument, NotFound
+from virtplane_common.tls.names import host_dns_name
 
 A, B = "host-a:7070", "host-b:7070"
+B_ID = "5b1f0d3e-8c2a-4e7b-9f64-2d3c1a0e9b77"
+"""B's host id, which its certificate names."""
 
 
 @dataclass
@@ -99,7 +102,9 @@ class Pair:
         return config
 
 
-async def _side(root: Path, name: str, peers: LocalPeers, max_outgoing: int) -> Side:
+async def _side(
+    root: Path, name: str, peers: LocalPeers, max_outgoing: int, tls: bool = True
+) -> Side:
     fake = FakeHypervisor()
     layout = StateLayout(root / name)
     layout.saved_dir.mkdir(parents=True)
@@ -110,6 +115,7 @@ async def _side(root: Path, name: str, peers: LocalPeers, max_outgoing: int) -> 
         own_address=f"host-{name}:7070",
         incoming_timeout_seconds=0.3,
         progress_interval_seconds=0.01,
+        tls=tls,
     )
     hooks = HookSettings(root / f"hooks-{name}", 5.0)
     settings = dataclasses.replace(FAST, layout=layout, hooks=hooks)
@@ -178,7 +184,7 @@ async def test_a_failed_migration_leaves_the_vm_running_and_the_destination_clea
 ) -> None:
     config = await pair.running_on_a()
     vm_id = config.vm_id
-    moving = await pair.a.vms.migrate(vm_id, B)
+    moving = await pair.a.vms.migrate(vm_id, B, destination_host_id=B_ID)
     assert moving.state == VmState.MIGRATING_FROM
     back = await pair.a.wait_for(vm_id, VmState.RUNNING)
     assert back.message.startswith(f"migration to {B} failed: the hypervisor cannot do this")
@@ -189,6 +195,36 @@ async def test_a_failed_migration_leaves_the_vm_running_and_the_destination_clea
     assert vm_id in pair.a.fake.domains
 
 
+async def test_the_memory_goes_over_tls_to_the_named_host_only(pair: Pair) -> None:
+    config = await pair.running_on_a()
+    vm_id = config.vm_id
+    with pytest.raises(InvalidArgument, match=r"^destination_host_id: required: "):
+        await pair.a.vms.migrate(vm_id, B)
+    assert pair.a.state(vm_id) == VmState.RUNNING and pair.b.state(vm_id) == VmState.DOWN
+    assert pair.a.fake.migrations == []
+    await pair.a.vms.migrate(vm_id, B, destination_host_id=f" {B_ID} ")
+    await pair.a.wait_for(vm_id, VmState.RUNNING)  # the fake cannot migrate
+    (target,) = pair.a.fake.migrations
+    assert target.tls_destination == f"{B_ID}.hosts.virtplane" == host_dns_name(B_ID)
+
+
+async def test_without_tls_no_host_id_is_needed(
+    tmp_path: Path, boot_files: tuple[str, str]
+) -> None:
+    """--insecure-plaintext-dev: the memory goes in clear, wherever it is sent."""
+    peers = LocalPeers()
+    a = await _side(tmp_path, "a", peers, max_outgoing=2, tls=False)
+    b = await _side(tmp_path, "b", peers, max_outgoing=2)
+    peers.hosts = {A: a.vms, B: b.vms}
+    try:
+        config = await Pair(a, b, peers, boot_files[0]).running_on_a()
+        await a.vms.migrate(config.vm_id, B)
+        await a.wait_for(config.vm_id, VmState.RUNNING)
+        assert [t.tls_destination for t in a.fake.migrations] == [""]
+    finally:
+        await asyncio.gather(a.vms.stop(), b.vms.stop())
+
+
 async def test_refusals_change_nothing(pair: Pair) -> None:
     config = await pair.running_on_a()
     vm_id = config.vm_id
@@ -197,13 +233,15 @@ async def test_refusals_change_nothing(pair: Pair) -> None:
     with pytest.raises(InvalidArgument, match="destination_address: required"):
         await pair.a.vms.migrate(vm_id, " ")
     with pytest.raises(VmNotFound):
-        await pair.a.vms.migrate("6f1c9a52-3d0e-4b7a-9a51-0c2d8e4f7b13", B)
+        await pair.a.vms.migrate(
+            "6f1c9a52-3d0e-4b7a-9a51-0c2d8e4f7b13", B, destination_host_id=B_ID
+        )
     with pytest.raises(PeerUnavailable, match="host-c:1 cannot be reached"):
-        await pair.a.vms.migrate(vm_id, "host-c:1")
+        await pair.a.vms.migrate(vm_id, "host-c:1", destination_host_id="host-c")
     assert pair.a.state(vm_id) == VmState.RUNNING
     await pair.a.vms.pause(vm_id)
     with pytest.raises(VmStateConflict, match="it is PAUSED"):
-        await pair.a.vms.migrate(vm_id, B)
+        await pair.a.vms.migrate(vm_id, B, destination_host_id=B_ID)
     with pytest.raises(VmStateConflict, match=r"cannot cancel the migration of .* it is PAUSED"):
         await pair.a.vms.cancel_migration(vm_id)
 
@@ -221,7 +259,7 @@ async def test_a_destination_without_the_disk_image_refuses_the_migration(
         InvalidArgument,
         match=r"^config\.spec\.disks\[0\]\.path: is not an image file under hostd's image roots$",
     ):
-        await pair.a.vms.migrate(config.vm_id, B)
+        await pair.a.vms.migrate(config.vm_id, B, destination_host_id=B_ID)
     assert pair.a.state(config.vm_id) == VmState.RUNNING
     assert pair.b.state(config.vm_id) == VmState.DOWN
 
@@ -229,24 +267,29 @@ async def test_a_destination_without_the_disk_image_refuses_the_migration(
 async def test_outgoing_migrations_are_capped(pair: Pair) -> None:
     first, second, third = [await pair.running_on_a() for _ in range(3)]
     pair.peers.gate = asyncio.Event()
-    moving = [asyncio.create_task(pair.a.vms.migrate(c.vm_id, B)) for c in (first, second)]
+    moving = [
+        asyncio.create_task(pair.a.vms.migrate(c.vm_id, B, destination_host_id=B_ID))
+        for c in (first, second)
+    ]
     await until(lambda: pair.peers.waiting == 2, what="two migrations under way")
     with pytest.raises(TooManyMigrations, match="already runs 2 outgoing migrations, its cap"):
-        await pair.a.vms.migrate(third.vm_id, B)
+        await pair.a.vms.migrate(third.vm_id, B, destination_host_id=B_ID)
     assert pair.a.state(third.vm_id) == VmState.RUNNING
     pair.peers.gate.set()
     await asyncio.gather(*moving)
     for config in (first, second):
         await pair.a.wait_for(config.vm_id, VmState.RUNNING)  # the fake cannot migrate
     pair.peers.gate = None
-    assert (await pair.a.vms.migrate(third.vm_id, B)).state == VmState.MIGRATING_FROM
+    assert (
+        await pair.a.vms.migrate(third.vm_id, B, destination_host_id=B_ID)
+    ).state == VmState.MIGRATING_FROM
 
 
 async def test_a_cancelled_migration_runs_on_and_reports_its_progress(pair: Pair) -> None:
     config = await pair.running_on_a()
     vm_id = config.vm_id
     pair.a.fake.migrate_gate = asyncio.Event()
-    await pair.a.vms.migrate(vm_id, B)
+    await pair.a.vms.migrate(vm_id, B, destination_host_id=B_ID)
     await until(
         lambda: pair.a.vms.migration_progress(vm_id).job.data_processed > 0, what="progress"
     )
@@ -263,7 +306,7 @@ async def test_destroying_a_migrating_vm_cancels_its_migration_first(pair: Pair)
     config = await pair.running_on_a()
     vm_id = config.vm_id
     pair.a.fake.migrate_gate = asyncio.Event()
-    await pair.a.vms.migrate(vm_id, B)
+    await pair.a.vms.migrate(vm_id, B, destination_host_id=B_ID)
     await until(lambda: pair.a.fake.migrating(vm_id), what="the transfer to begin")
     await asyncio.wait_for(pair.a.vms.destroy(vm_id), 5)
     assert pair.a.state(vm_id) == VmState.DOWN
@@ -287,13 +330,15 @@ async def test_a_failing_source_hook_refuses_the_migration_before_the_destinatio
     with pytest.raises(
         HookFailed, match=r"before_vm_migrate_source/10-no failed .*storage not shared"
     ):
-        await pair.a.vms.migrate(config.vm_id, B)
+        await pair.a.vms.migrate(config.vm_id, B, destination_host_id=B_ID)
     assert seen.read_text().split() == [config.vm_id, "before_vm_migrate_source"]
     assert pair.a.state(config.vm_id) == VmState.RUNNING
     assert pair.b.state(config.vm_id) == VmState.DOWN, "the destination was never asked"
     # The slot is free again: with the hook gone, the migration goes ahead.
     (tmp_path / "hooks-a" / "before_vm_migrate_source" / "10-no").unlink()
-    assert (await pair.a.vms.migrate(config.vm_id, B)).state == VmState.MIGRATING_FROM
+    assert (
+        await pair.a.vms.migrate(config.vm_id, B, destination_host_id=B_ID)
+    ).state == VmState.MIGRATING_FROM
 
 
 async def test_a_failing_destination_hook_refuses_the_migration(pair: Pair, tmp_path: Path) -> None:
@@ -305,6 +350,6 @@ async def test_a_failing_destination_hook_refuses_the_migration(pair: Pair, tmp_
         'grep -q "$VIRTPLANE_VM_ID" "$_hook_domxml" || exit 3\necho "no room here" >&2\nexit 1\n',
     )
     with pytest.raises(HookFailed, match=r"before_vm_migrate_destination/10-full .*no room here"):
-        await pair.a.vms.migrate(config.vm_id, B)
+        await pair.a.vms.migrate(config.vm_id, B, destination_host_id=B_ID)
     assert pair.a.state(config.vm_id) == VmState.RUNNING
     assert pair.b.state(config.vm_id) == VmState.DOWN
