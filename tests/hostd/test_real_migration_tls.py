@@ -151,7 +151,9 @@ async def _refused(hosts: Hosts, vm_id: str, host_id: str) -> str:
     # The VM runs on on its source: its domain runs and its agent reports.
     code, _reason = await asyncio.to_thread(_on_domain, a.uri, vm_id, lambda dom: dom.state())
     assert code == libvirt.VIR_DOMAIN_RUNNING
-    await a.watch.report(vm_id, a.watch.after(a.watch.when(vm_id, S.STATE_RUNNING, since_a)))
+    asked = a.watch.mark()
+    await a.stub.RefreshVmGuestInfo(pb.HostAgentServiceRefreshVmGuestInfoRequest(vm_id=vm_id))
+    await a.watch.report(vm_id, asked, responding=True)
     listed = await a.stub.ListVms(pb.HostAgentServiceListVmsRequest())
     assert [vm.state for vm in listed.vms if vm.vm_id == vm_id] == [S.STATE_RUNNING]
     return message
