@@ -26,35 +26,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
     parser.add_argument("--state-dir", type=Path, default=defaults.state_dir)
     parser.add_argument("--virt-type", choices=VIRT_TYPE_SETTINGS, default=defaults.virt_type)
     parser.add_argument("--journal-size", type=int, default=defaults.journal_size)
-    parser.add_argument(
-        "--max-outgoing-migrations",
-        type=int,
-        default=defaults.migration.max_outgoing,
-        help="outgoing live migrations at once; more are refused (RESOURCE_EXHAUSTED)",
-    )
-    parser.add_argument(
-        "--migration-address",
-        default=defaults.migration.address,
-        help="the address this host receives migrated VMs on",
-    )
-    parser.add_argument(
-        "--migration-hypervisor-uri",
-        default=defaults.migration.hypervisor_uri,
-        help="how other hosts' libvirt reaches this host's (default: --libvirt-uri)",
-    )
-    parser.add_argument(
-        "--qemu-tls-dir",
-        type=Path,
-        default=defaults.migration.qemu_tls_dir,
-        metavar="DIR",
-        help="where QEMU reads this host's certificate for TLS migration: the folder"
-        " libvirtd's qemu.conf names as migrate_tls_x509_cert_dir",
-    )
-    parser.add_argument(
-        "--insecure-plaintext-dev",
-        action="store_true",
-        help="development only: migrated memory crosses the network in clear",
-    )
+    _migration_arguments(parser, defaults.migration)
     parser.add_argument(
         "--hooks-dir",
         type=Path,
@@ -91,6 +63,38 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
         vm_properties=dict(args.vm_property or ()),
     )
     return config, args.log_level
+
+
+def _migration_arguments(parser: argparse.ArgumentParser, defaults: MigrationConfig) -> None:
+    parser.add_argument(
+        "--max-outgoing-migrations",
+        type=int,
+        default=defaults.max_outgoing,
+        help="outgoing live migrations at once; more are refused (RESOURCE_EXHAUSTED)",
+    )
+    parser.add_argument(
+        "--migration-address",
+        default=defaults.address,
+        help="the address this host receives migrated VMs on",
+    )
+    parser.add_argument(
+        "--migration-hypervisor-uri",
+        default=defaults.hypervisor_uri,
+        help="how other hosts' libvirt reaches this host's (default: --libvirt-uri)",
+    )
+    parser.add_argument(
+        "--qemu-tls-dir",
+        type=Path,
+        default=defaults.qemu_tls_dir,
+        metavar="DIR",
+        help="where QEMU reads this host's certificate for TLS migration: the folder"
+        " libvirtd's qemu.conf names as migrate_tls_x509_cert_dir",
+    )
+    parser.add_argument(
+        "--insecure-plaintext-dev",
+        action="store_true",
+        help="development only: migrated memory crosses the network in clear",
+    )
 
 
 def _admission_arguments(parser: argparse.ArgumentParser) -> None:
