@@ -13,9 +13,9 @@ source's certificate signed by the same CA.
 
 QEMU runs as another user than hostd (Debian: libvirt-qemu): the folder and
 the keys belong to QEMU's group and are readable by it (0750, 0640), not by
-others. Every file is written atomically (a new file renamed over the old),
-so a migration starting meanwhile reads the old pair or the new. install()
-is called at hostd's start and after each renewal of its certificate.
+others. Each file is replaced whole (a new file renamed over the old), all
+five renamed together once written. install() is called at hostd's start and
+after each renewal of its certificate.
 """
 
 from __future__ import annotations
@@ -47,14 +47,18 @@ def install(pair: KeyPair, folder: Path = DEFAULT_FOLDER, *, qemu_conf: Path = Q
     folder.mkdir(parents=True, exist_ok=True)
     os.chown(folder, -1, gid)
     folder.chmod(0o750)
-    for name, data, mode in (
+    files = (
         (CA, pair.ca, 0o644),
         (SERVER_KEY, pair.key, 0o640),
         (CLIENT_KEY, pair.key, 0o640),
         (SERVER_CERT, pair.cert, 0o644),
         (CLIENT_CERT, pair.cert, 0o644),
-    ):
-        _write(folder / name, data, mode, gid)
+    )
+    # Every file written first, then all renamed in one go: a migration
+    # starting meanwhile reads the old pair or the new, but for that instant.
+    written = [_write_aside(folder / name, data, mode, gid) for name, data, mode in files]
+    for (name, _data, _mode), temporary in zip(files, written, strict=True):
+        os.replace(temporary, folder / name)
 
 
 def installed(folder: Path = DEFAULT_FOLDER) -> bool:
@@ -101,8 +105,9 @@ def _exists(lookup: Callable[[str], object], name: str) -> bool:
     return True
 
 
-def _write(path: Path, data: bytes, mode: int, gid: int) -> None:
-    """Writes data to path atomically with mode and group gid from its first byte."""
+def _write_aside(path: Path, data: bytes, mode: int, gid: int) -> Path:
+    """Writes data next to path, with mode and group gid from its first byte;
+    returns the file to rename over path."""
     temporary = path.with_name(f".{path.name}.new")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -116,4 +121,4 @@ def _write(path: Path, data: bytes, mode: int, gid: int) -> None:
     finally:
         if fd >= 0:
             os.close(fd)
-    os.replace(temporary, path)
+    return temporary
