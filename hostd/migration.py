@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import time
 from collections import OrderedDict
@@ -84,6 +85,8 @@ from virtplane_common.tls.names import host_dns_name
 
 log = logging.getLogger(__name__)
 
+_HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
+"""A host id: one DNS label of the name its certificate carries."""
 REMEMBERED = 1024
 """How many ended migrations GetMigrationProgress still answers for."""
 ABORT_RETRY_SECONDS = 0.1
@@ -207,6 +210,8 @@ class Migrations:
                 "destination_host_id",
                 "required: the destination's host id, which its certificate names",
             )
+        if not _HOST_ID.fullmatch(host_id):
+            raise InvalidArgument("destination_host_id", "not a host id (letters, digits, '-')")
         return host_dns_name(host_id)
 
     async def _send(self, vm: Vm, record: Migration, target: MigrationTarget) -> None:

@@ -201,6 +201,8 @@ async def test_the_memory_goes_over_tls_to_the_named_host_only(pair: Pair) -> No
     with pytest.raises(InvalidArgument, match=r"^destination_host_id: required: "):
         await pair.a.vms.migrate(vm_id, B)
     assert pair.a.state(vm_id) == VmState.RUNNING and pair.b.state(vm_id) == VmState.DOWN
+    with pytest.raises(InvalidArgument, match=r"^destination_host_id: not a host id"):
+        await pair.a.vms.migrate(vm_id, B, destination_host_id="other.example")
     assert pair.a.fake.migrations == []
     await pair.a.vms.migrate(vm_id, B, destination_host_id=f" {B_ID} ")
     await pair.a.wait_for(vm_id, VmState.RUNNING)  # the fake cannot migrate
