@@ -14,6 +14,8 @@ VIRT_TYPE_SETTINGS: tuple[VirtTypeSetting, ...] = ("auto", "kvm", "qemu")
 
 DEFAULT_IMAGE_ROOTS = (Path("/var/lib/virtplane/images"),)
 DEFAULT_PEER_HYPERVISOR_URI = "qemu+tls://{address_host}/system"
+DEFAULT_QEMU_TLS_DIR = Path("/etc/pki/libvirt-migrate")
+"""What hostd/host-setup.sh names in libvirtd's qemu.conf (migrate_tls_x509_cert_dir)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,12 @@ class MigrationConfig:
     """How often an outgoing migration's progress is read and published."""
     incoming_timeout_seconds: float = 60.0
     """How long a prepared incoming VM waits for its migration to begin."""
+    tls: bool = True
+    """The memory goes over QEMU's native TLS (VIR_MIGRATE_TLS), the destination's
+    certificate checked for its host id's DNS name; off only in development."""
+    qemu_tls_dir: Path = DEFAULT_QEMU_TLS_DIR
+    """Where QEMU reads this host's pair for TLS migration (hostd.qemu_tls): the
+    folder libvirtd's qemu.conf names as migrate_tls_x509_cert_dir."""
 
 
 @dataclass(frozen=True)

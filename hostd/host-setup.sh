@@ -26,11 +26,44 @@ if [[ -c /dev/kvm ]] && [[ "$(stat -c %G:%a /dev/kvm)" != kvm:660 ]]; then
     chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
 fi
 
+# QEMU's native TLS migration (hostd/qemu_tls.py): libvirtd's qemu.conf names
+# the folder hostd writes this host's pair into (hostd --qemu-tls-dir). libvirtd
+# does not load its QEMU driver while a folder it names is missing: the folder
+# comes first, and a running libvirtd is restarted to read the new setting
+# (its domains run on).
+qemu_conf=/etc/libvirt/qemu.conf
+qemu_tls_dir=/etc/pki/libvirt-migrate
+qemu_group=root
+getent group libvirt-qemu >/dev/null && qemu_group=libvirt-qemu
+restart_libvirtd=0
+if [[ ! -d $qemu_tls_dir ]]; then
+    echo "host-setup: creating $qemu_tls_dir (QEMU's TLS migration credentials)"
+    install -d -m 0750 -g "$qemu_group" "$qemu_tls_dir"
+fi
+named=$(sed -nE 's/^[[:space:]]*migrate_tls_x509_cert_dir[[:space:]]*=[[:space:]]*"([^"]*)".*/\1/p' "$qemu_conf")
+if [[ -z $named ]]; then
+    echo "host-setup: $qemu_conf: migrate_tls_x509_cert_dir = \"$qemu_tls_dir\""
+    printf '\n# virtplane: QEMU TLS migration credentials (hostd --qemu-tls-dir)\nmigrate_tls_x509_cert_dir = "%s"\n' \
+        "$qemu_tls_dir" >>"$qemu_conf"
+    restart_libvirtd=1
+elif [[ $named != "$qemu_tls_dir" ]]; then
+    echo "host-setup: $qemu_conf names $named for TLS migration: run hostd with --qemu-tls-dir $named"
+fi
+
 if ! pgrep -x virtlogd >/dev/null; then
     echo "host-setup: starting virtlogd"
     virtlogd -d
 fi
-if ! pgrep -x libvirtd >/dev/null; then
+if ((restart_libvirtd)) && [[ -s /run/libvirtd.pid ]] && kill -0 "$(cat /run/libvirtd.pid)" 2>/dev/null; then
+    echo "host-setup: restarting libvirtd (qemu.conf changed)"
+    pid=$(cat /run/libvirtd.pid)
+    kill -TERM "$pid"
+    for _ in $(seq 1 150); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    libvirtd -d
+elif ! pgrep -x libvirtd >/dev/null; then
     echo "host-setup: starting libvirtd"
     libvirtd -d
 fi

@@ -206,6 +206,10 @@ class MigrationTarget:
     """Define the domain on the destination (and undefine it here)."""
     max_bandwidth_mib: int = 0
     """MiB/s at most; 0: no limit."""
+    tls_destination: str = ""
+    """The DNS name the destination's certificate must carry: the memory goes
+    over QEMU's native TLS, both QEMUs checking each other's certificate
+    against the CA. Empty: in clear (development only)."""
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
             max_outgoing=args.max_outgoing_migrations,
             address=args.migration_address,
             peer_hypervisor_uri=args.peer_hypervisor_uri,
+            tls=not args.insecure_plaintext_dev,
+            qemu_tls_dir=args.qemu_tls_dir.absolute(),
         ),
         hooks_dir=args.hooks_dir.absolute() if args.hooks_dir else None,
         hook_timeout_seconds=args.hook_timeout,
@@ -89,6 +91,14 @@ def _migration_arguments(parser: argparse.ArgumentParser, defaults: MigrationCon
         help="the address this host receives migrated VMs on",
     )
     parser.add_argument(
+        "--qemu-tls-dir",
+        type=Path,
+        default=defaults.qemu_tls_dir,
+        metavar="DIR",
+        help="where QEMU reads this host's certificate for TLS migration: the folder"
+        " libvirtd's qemu.conf names as migrate_tls_x509_cert_dir",
+    )
+    parser.add_argument(
         "--peer-hypervisor-uri",
         metavar="TEMPLATE",
         default=defaults.peer_hypervisor_uri,
@@ -114,7 +124,8 @@ def _identity_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--insecure-plaintext-dev",
         action="store_true",
-        help="serve plaintext and check no caller: development only, never on a network",
+        help="serve plaintext, check no caller and migrate memory in clear:"
+        " development only, never on a network",
     )
 
 
@@ -137,6 +148,11 @@ async def serve(config: HostdConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if not config.migration.tls:
+        log.warning(
+            "INSECURE (--insecure-plaintext-dev): migrated VMs' memory crosses the network"
+            " in clear; for development only"
+        )
     hostd = Hostd(config)
     try:
         port = await hostd.start()

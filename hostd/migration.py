@@ -26,6 +26,12 @@ The flow, source S and destination D (each a hostd with its own libvirt):
    D, which removes what it prepared (CancelMigration on D). D also gives up
    by itself when no migration arrives within MigrationConfig.incoming_timeout_seconds.
 
+The memory goes over QEMU's native TLS (MigrationConfig.tls): MigrateVm names
+the destination's host id, S's QEMU accepts only a destination whose
+certificate carries that id's DNS name (virtplane_common.tls.names), and D's
+QEMU only a source with a certificate of the same CA (hostd.qemu_tls writes
+each host's pair where its QEMU reads it).
+
 Hooks: before_vm_migrate_source runs on S before D is asked to prepare,
 with the running domain's XML; before_vm_migrate_destination runs on D
 before it registers the VM, with the XML a start there would define. Either
@@ -39,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import time
 from collections import OrderedDict
@@ -77,10 +84,13 @@ from hostd.parts import VmParts
 from hostd.peers import Peers, peer_hypervisor_uri
 from hostd.registry import Vm
 from hostd.state_machine import Verb, require
-from virtplane_common.errors import NotFound, VirtplaneError
+from virtplane_common.errors import InvalidArgument, NotFound, VirtplaneError
+from virtplane_common.tls.names import host_dns_name
 
 log = logging.getLogger(__name__)
 
+_HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
+"""A host id: one DNS label of the name its certificate carries."""
 REMEMBERED = 1024
 """How many ended migrations GetMigrationProgress still answers for."""
 ABORT_RETRY_SECONDS = 0.1
@@ -150,7 +160,9 @@ class Migrations:
 
     async def migrate(self, vm_id: str, peer: PeerHost, max_bandwidth_mib: int = 0) -> VmStatus:
         """Prepares the destination, then sends the VM in the background; returns it
-        MIGRATING_FROM."""
+        MIGRATING_FROM. With MigrationConfig.tls the memory goes over QEMU's TLS to
+        the host whose certificate names the peer's host id, and nowhere else."""
+        tls_destination = self._tls_destination(peer.host_id)
         address = peer.address
         hypervisor_uri = peer_hypervisor_uri(self._config.peer_hypervisor_uri, peer)
         vm = self._registry.lookup(vm_id)
@@ -188,11 +200,24 @@ class Migrations:
                 state_dir=destination.state_directory,
                 persistent=vm.persistent,
                 max_bandwidth_mib=max_bandwidth_mib,
+                tls_destination=tls_destination,
             )
             self._registry.transition(vm, VmState.MIGRATING_FROM, message=f"migrating to {address}")
             self._publish(record)
             vm.job = self._tasks.spawn(self._send(vm, record, target), f"migrate {vm_id}")
         return vm.status()
+
+    def _tls_destination(self, host_id: str) -> str:
+        """The name QEMU checks in the destination's certificate; empty without TLS.
+        VmService.migrate has checked the host id already."""
+        if not self._config.tls:
+            return ""
+        if not host_id:
+            raise InvalidArgument(
+                "destination_host_id",
+                "required: the destination's host id, which its certificate names",
+            )
+        return host_dns_name(host_id)
 
     async def _send(self, vm: Vm, record: Migration, target: MigrationTarget) -> None:
         poller = self._tasks.spawn(self._poll(vm, record), f"migration progress {vm.vm_id}")

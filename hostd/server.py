@@ -16,6 +16,7 @@ import grpc
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
+from hostd import qemu_tls
 from hostd.config import HostdConfig, MigrationConfig
 from hostd.enrollment import enroll
 from hostd.hooks import HookSettings
@@ -32,6 +33,7 @@ from hostd.virt_type import VirtType, detect_virt_type
 from hostd.vms import RunnerSettings, VmService
 from virtplane_common.health import Probes, service_names
 from virtplane_common.status import ErrorInterceptor
+from virtplane_common.tls.files import KeyPair
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +129,21 @@ class Hostd:
             await enroll(self.config.state_dir, self.config.enrollment)
         identity = HostIdentity.load(self.config.state_dir)
         log.info("this is host %s", identity.host_id)
+        if self.config.migration.tls:
+            self._give_qemu(identity.pair)
+            identity.on_renewed(self._give_qemu)
         return identity
+
+    def _give_qemu(self, pair: KeyPair) -> None:
+        """Hands QEMU this host's pair for TLS migration (hostd.qemu_tls); a
+        folder hostd cannot write fails migrations, not the host."""
+        folder = self.config.migration.qemu_tls_dir
+        try:
+            qemu_tls.install(pair, folder)
+        except OSError as exc:
+            log.error(
+                "QEMU cannot get this host's certificate for TLS migration in %s: %s", folder, exc
+            )
 
     def _server_on_port(self) -> tuple[grpc.aio.Server, int]:
         """The server, its interceptors installed, bound to --listen (mutual TLS

@@ -4,6 +4,7 @@
 #
 #   tools/second-libvirtd.sh start DIR   starts it; prints its URI
 #   tools/second-libvirtd.sh uri DIR     prints its URI
+#   tools/second-libvirtd.sh tls-dir DIR prints its migrate_tls_x509_cert_dir
 #   tools/second-libvirtd.sh stop DIR    destroys its domains, stops it
 #
 # It runs in a private mount namespace (unshare -m) where DIR's folders are
@@ -14,13 +15,17 @@
 # 127.0.0.1), /tmp, the guest image. Its QEMU processes get no cgroups of
 # their own, so that they cannot clash with the first libvirtd's.
 #
+# QEMU's native TLS migration reads its certificates from DIR/migrate-tls
+# (its qemu.conf's migrate_tls_x509_cert_dir; a hostd on this libvirtd runs
+# with --qemu-tls-dir DIR/migrate-tls, hostd/qemu_tls.py fills it).
+#
 # Reach it as qemu+unix:///system?socket=DIR/run/libvirt-sock. DIR must be
 # short (a unix socket path holds 107 bytes) and must not be on a path the
 # libvirt-qemu user cannot traverse. Needs root.
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 start|stop|uri DIR" >&2
+    echo "usage: $0 start|stop|uri|tls-dir DIR" >&2
     exit 2
 }
 
@@ -28,10 +33,16 @@ usage() {
 action=$1
 dir=$(realpath -m "$2")
 uri="qemu+unix:///system?socket=$dir/run/libvirt-sock"
+tls_dir="$dir/migrate-tls"
 
 running() {
     local pidfile=$1
     [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+# The group QEMU runs as: Debian's libvirt-qemu where it exists.
+qemu_group() {
+    if getent group libvirt-qemu >/dev/null; then echo libvirt-qemu; else echo root; fi
 }
 
 start() {
@@ -45,6 +56,8 @@ start() {
     fi
     mkdir -p "$dir"/{etc/qemu,run,lib,cache,log}
     chmod 0755 "$dir"
+    # libvirtd refuses to load its QEMU driver when this folder is missing.
+    install -d -m 0750 -g "$(qemu_group)" "$tls_dir"
     [ -s "$dir/host-uuid" ] || cat /proc/sys/kernel/random/uuid >"$dir/host-uuid"
     cat >"$dir/etc/libvirtd.conf" <<EOF
 # The second libvirtd of tools/second-libvirtd.sh
@@ -52,6 +65,7 @@ host_uuid = "$(cat "$dir/host-uuid")"
 EOF
     cat >"$dir/etc/qemu.conf" <<EOF
 cgroup_controllers = [ ]
+migrate_tls_x509_cert_dir = "$tls_dir"
 EOF
     : >"$dir/etc/virtlogd.conf"
     # The mounts live as long as a process in the namespace does: the daemons.
@@ -109,5 +123,6 @@ case $action in
     start) start ;;
     stop) stop ;;
     uri) echo "$uri" ;;
+    tls-dir) echo "$tls_dir" ;;
     *) usage ;;
 esac

@@ -100,6 +100,9 @@ class LibvirtGuest:
         }
         if target.max_bandwidth_mib:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = target.max_bandwidth_mib
+        if target.tls_destination:
+            flags |= libvirt.VIR_MIGRATE_TLS
+            params[libvirt.VIR_MIGRATE_PARAM_TLS_DESTINATION] = target.tls_destination
         try:
             destination = libvirt.open(target.hypervisor_uri)
         except libvirt.libvirtError as exc:

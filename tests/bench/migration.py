@@ -16,9 +16,16 @@ B→A, … one round per move. Per round:
 - landed → report: the VM RUNNING on the destination → the guest agent's
   first report there (its channel reconnected).
 
+The memory goes over QEMU's native TLS (`tls: 1`): each host has a host id
+and its pair from one test CA where its QEMU reads it
+(tests.support.migration_rig), and MigrateVm names the destination's id.
+
 The raw baseline migrates the same domain (hostd's XML) between the same two
-libvirtd with libvirt-python alone: migrate3 called → returned (the domain
-has left the source when it returns): comparable to wall.
+libvirtd with libvirt-python alone, with the same TLS flags
+(VIR_MIGRATE_TLS, VIR_MIGRATE_PARAM_TLS_DESTINATION the destination's DNS
+name): migrate3 called → returned (the domain has left the source when it
+returns): comparable to wall. The same without TLS is kept for reference
+(raw_migrate3_plaintext_s): what TLS itself costs.
 """
 
 from __future__ import annotations
@@ -43,9 +50,12 @@ from hostd.hypervisor import MigrationTarget
 from hostd.layout import StateLayout
 from hostd.migration_xml import retarget
 from hostd.virt_type import detect_virt_type
+from tests.support.migration_rig import Identity, identity, start_hostd_for
+from tests.support.pki import TestPki
 from tests.support.real import GuestImage
-from tests.support.stack import Daemon, free_port, start_hostd
+from tests.support.stack import Daemon, free_port
 from tests.support.virt import second_libvirtd
+from virtplane_common.tls.names import host_dns_name
 
 SYSTEM_URI = "qemu:///system"
 TIMEOUT = 240.0
@@ -110,7 +120,7 @@ def _config(image: GuestImage) -> pb.VmConfig:
 
 
 async def _rounds(
-    daemons: tuple[Daemon, Daemon], image: GuestImage, rounds: int
+    daemons: tuple[Daemon, Daemon], ids: tuple[str, str], image: GuestImage, rounds: int
 ) -> list[tuple[float, float, float, float, float]]:
     channels = [grpc.aio.insecure_channel(d.address) for d in daemons]
     stubs = [pb_grpc.HostAgentServiceStub(c) for c in channels]
@@ -129,7 +139,9 @@ async def _rounds(
             t0 = time.perf_counter()
             await stubs[here].MigrateVm(
                 pb.HostAgentServiceMigrateVmRequest(
-                    vm_id=vm_id, destination_address=daemons[there].address
+                    vm_id=vm_id,
+                    destination_address=daemons[there].address,
+                    destination_host_id=ids[there],
                 )
             )
             landed, left = await asyncio.gather(
@@ -164,10 +176,13 @@ async def _rounds(
 
 
 def _raw_rounds(
-    uris: tuple[str, str], image: GuestImage, workdir: Path, rounds: int
+    hosts: tuple[Identity, Identity], image: GuestImage, workdir: Path, rounds: int, tls: bool
 ) -> list[float]:
-    """Seconds per raw migrate3 of hostd's domain, moving back and forth."""
-    layouts = [StateLayout(workdir / f"raw-{name}") for name in ("a", "b")]
+    """Seconds per raw migrate3 of hostd's domain, moving back and forth; with
+    tls, over QEMU's TLS as hostd migrates."""
+    uris = (hosts[0].uri, hosts[1].uri)
+    label = "tls" if tls else "plain"
+    layouts = [StateLayout(workdir / f"raw-{label}-{name}") for name in ("a", "b")]
     for layout in layouts:
         layout.prepare()
     config = with_defaults(convert.config_from_proto(_config(image)))
@@ -200,7 +215,13 @@ def _raw_rounds(
                 libvirt.VIR_MIGRATE_PARAM_URI: target.migration_uri,
                 libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml,
             }
-            dom.migrate3(conns[there], params, libvirt.VIR_MIGRATE_LIVE)
+            flags = libvirt.VIR_MIGRATE_LIVE
+            if tls:
+                params[libvirt.VIR_MIGRATE_PARAM_TLS_DESTINATION] = host_dns_name(
+                    hosts[there].host_id
+                )
+                flags |= libvirt.VIR_MIGRATE_TLS
+            dom.migrate3(conns[there], params, flags)
             results.append(time.perf_counter() - t0)
             here = there
         return results
@@ -213,15 +234,19 @@ def _raw_rounds(
 
 def run(image: GuestImage, workdir: Path, rounds: int) -> dict[str, float]:
     with second_libvirtd() as second_uri:
-        raw = _raw_rounds((SYSTEM_URI, second_uri), image, workdir, rounds)
+        pki = TestPki(workdir / "pki")
+        hosts = identity(pki, SYSTEM_URI), identity(pki, second_uri)
+        raw = _raw_rounds(hosts, image, workdir, rounds, tls=True)
+        plain = _raw_rounds(hosts, image, workdir, rounds, tls=False)
         daemons: list[Daemon] = []
         try:
-            for name, uri in (("a", SYSTEM_URI), ("b", second_uri)):
+            for name, host in zip("ab", hosts, strict=True):
                 folder = workdir / f"migration-{name}"
                 folder.mkdir()
                 folder.chmod(0o755)
-                daemons.append(start_hostd(folder, uri))
-            results = asyncio.run(_rounds((daemons[0], daemons[1]), image, rounds))
+                daemons.append(start_hostd_for(host, folder))
+            ids = (hosts[0].host_id, hosts[1].host_id)
+            results = asyncio.run(_rounds((daemons[0], daemons[1]), ids, image, rounds))
         finally:
             for daemon in daemons:
                 daemon.stop()
@@ -232,7 +257,9 @@ def run(image: GuestImage, workdir: Path, rounds: int) -> dict[str, float]:
     return {
         "rounds": rounds,
         "guest_memory_mib": 256,
+        "tls": 1,
         "raw_migrate3_s": raw_wall,
+        "raw_migrate3_plaintext_s": statistics.median(plain),
         "migratevm_to_running_on_destination_s": landed,
         "migratevm_to_down_on_source_s": wall,
         "hypervisor_job_s": job,

@@ -32,9 +32,11 @@ from controller.ha import HaPolicy
 from hostd.builder import DOMAIN_NAME_PREFIX
 from tests.support.events import vm_until
 from tests.support.guests import guest_reported, guest_spec, vm_spec
+from tests.support.migration_rig import identity
+from tests.support.pki import TestPki
 from tests.support.real import GuestImage
 from tests.support.stack import Daemon, start_controller, start_hostd
-from tests.support.virt import remove_domains
+from tests.support.virt import qemu_tls_dir, remove_domains
 from tests.support.waiting import until
 
 S = vp.VmState
@@ -62,7 +64,8 @@ def hosts(workdir: Path, system_libvirt: str, second_libvirt: str) -> Iterator[l
         for name, uri in (("h1", system_libvirt), ("h2", second_libvirt)):
             (workdir / name).mkdir()
             (workdir / name).chmod(0o755)
-            daemons.append(start_hostd(workdir / name, uri))
+            tls_dir = ("--qemu-tls-dir", str(qemu_tls_dir(uri)))
+            daemons.append(start_hostd(workdir / name, uri, extra=tls_dir))
         yield daemons
     finally:
         for daemon in daemons:
@@ -374,13 +377,13 @@ async def _record_states(client: vp.AsyncClient, vm_id: str, seen: list[tuple[S,
             seen.append((change.vm.status.state, change.vm.status.host_id))
 
 
-async def _migrate(source: Daemon, vm_id: str, destination: Daemon) -> None:
+async def _migrate(source: Daemon, vm_id: str, destination: Daemon, host_id: str) -> None:
     """MigrateVm on the source hostd, as an operator or a later controller verb would."""
     async with grpc.aio.insecure_channel(source.address) as channel:
         agent = agent_grpc.HostAgentServiceStub(channel)
         await agent.MigrateVm(
             agent_pb2.HostAgentServiceMigrateVmRequest(
-                vm_id=vm_id, destination_address=destination.address
+                vm_id=vm_id, destination_address=destination.address, destination_host_id=host_id
             )
         )
 
@@ -401,8 +404,13 @@ async def test_a_vm_its_hosts_migrate_follows_to_the_destination_and_never_goes_
     async with in_process_controller(database_url) as client:
         try:
             ids = {}
-            for name, daemon in zip(("h1", "h2"), hosts, strict=True):
-                ids[(await client.hosts.add(name, daemon.address)).id] = daemon
+            pki = TestPki(Path(tempfile.gettempdir()))  # each host's pair, for QEMU's TLS
+            for name, daemon, uri in zip(
+                ("h1", "h2"), hosts, (system_libvirt, second_libvirt), strict=True
+            ):
+                host_id = (await client.hosts.add(name, daemon.address)).id
+                ids[host_id] = daemon
+                identity(pki, uri, host_id)
             vm_id = (await client.vms.create(MIGRATED, guest_spec(guest_image))).id
             watching = asyncio.create_task(_record_states(client, vm_id, seen))
             await client.vms.start(MIGRATED)
@@ -412,7 +420,7 @@ async def test_a_vm_its_hosts_migrate_follows_to_the_destination_and_never_goes_
             dest_id, destination = next((i, d) for i, d in ids.items() if d is not source)
             uptime_before = up.status.guest.uptime_seconds
 
-            await _migrate(source, vm_id, destination)
+            await _migrate(source, vm_id, destination, dest_id)
             moved = await _vm_until(
                 client, MIGRATED, lambda v: v.status.host_id == dest_id and v.status.state == S.UP
             )

@@ -43,9 +43,12 @@ from tests.hostd.fakes import FakeDomain, FakeHypervisor
 from tests.support.hostd_rig import FAST, domain_config, hook_script, with_spec
 from tests.support.waiting import until
 from virtplane_common.errors import InvalidArgument, NotFound
+from virtplane_common.tls.names import host_dns_name
 
 A, B = "host-a:7070", "host-b:7070"
 TO_B = PeerHost(B, "b")
+B_ID = "5b1f0d3e-8c2a-4e7b-9f64-2d3c1a0e9b77"
+"""B's host id, which its certificate names."""
 
 
 @dataclass
@@ -102,7 +105,9 @@ class Pair:
         return config
 
 
-async def _side(root: Path, name: str, peers: LocalPeers, max_outgoing: int) -> Side:
+async def _side(
+    root: Path, name: str, peers: LocalPeers, max_outgoing: int, tls: bool = True
+) -> Side:
     fake = FakeHypervisor()
     layout = StateLayout(root / name)
     layout.saved_dir.mkdir(parents=True)
@@ -113,6 +118,8 @@ async def _side(root: Path, name: str, peers: LocalPeers, max_outgoing: int) -> 
         own_address=f"host-{name}:7070",
         incoming_timeout_seconds=0.3,
         progress_interval_seconds=0.01,
+        tls=tls,
+        require_peer_id=tls,
     )
     hooks = HookSettings(root / f"hooks-{name}", 5.0)
     settings = dataclasses.replace(FAST, layout=layout, hooks=hooks)
@@ -191,6 +198,40 @@ async def test_a_failed_migration_leaves_the_vm_running_and_the_destination_clea
     assert vm_id in pair.a.fake.domains
     # The destination's libvirt is the source's own template's, never the answer's.
     assert [t.hypervisor_uri for t in pair.a.fake.migration_targets] == ["fake:///b?at=host-b"]
+
+
+async def test_the_memory_goes_over_tls_to_the_named_host_only(pair: Pair) -> None:
+    config = await pair.running_on_a()
+    vm_id = config.vm_id
+    with pytest.raises(InvalidArgument, match=r"^destination_host_id: required: "):
+        await pair.a.vms.migrate(vm_id, PeerHost(B, ""))
+    assert pair.a.state(vm_id) == VmState.RUNNING and pair.b.state(vm_id) == VmState.DOWN
+    with pytest.raises(
+        InvalidArgument, match=r"^destination_host_id: 'other.example' is not a host id"
+    ):
+        await pair.a.vms.migrate(vm_id, PeerHost(B, "other.example"))
+    assert pair.a.fake.migration_targets == []
+    await pair.a.vms.migrate(vm_id, PeerHost(B, f" {B_ID} "))
+    await pair.a.wait_for(vm_id, VmState.RUNNING)  # the fake cannot migrate
+    (target,) = pair.a.fake.migration_targets
+    assert target.tls_destination == f"{B_ID}.hosts.virtplane" == host_dns_name(B_ID)
+
+
+async def test_without_tls_no_host_id_is_needed(
+    tmp_path: Path, boot_files: tuple[str, str]
+) -> None:
+    """--insecure-plaintext-dev: the memory goes in clear, wherever it is sent."""
+    peers = LocalPeers()
+    a = await _side(tmp_path, "a", peers, max_outgoing=2, tls=False)
+    b = await _side(tmp_path, "b", peers, max_outgoing=2)
+    peers.hosts = {A: a.vms, B: b.vms}
+    try:
+        config = await Pair(a, b, peers, boot_files[0]).running_on_a()
+        await a.vms.migrate(config.vm_id, PeerHost(B, ""))
+        await a.wait_for(config.vm_id, VmState.RUNNING)
+        assert [t.tls_destination for t in a.fake.migration_targets] == [""]
+    finally:
+        await asyncio.gather(a.vms.stop(), b.vms.stop())
 
 
 async def test_refusals_change_nothing(pair: Pair) -> None:

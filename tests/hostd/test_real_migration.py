@@ -1,13 +1,16 @@
 """Live migration of real guests between two hostd processes, each with its own libvirtd.
 
 Host A is a hostd on qemu:///system, host B a hostd on the second libvirtd
-(the second_libvirt fixture). Three guests boot on A together at the start:
-"moved", with a read-only disk, is migrated to B; "stays" serves the cases
-that leave the VM on A (refusals, an unreachable destination, a cancelled
-migration); "orphaned" is left by a source hostd killed in the middle of its
-migration. One more, with a writable disk on local storage, is refused by
-libvirt before it has booted. Waits are on conditions with generous
-deadlines; durations are printed (-s), never asserted.
+(the second_libvirt fixture); each has a host id and its pair from one test
+CA where its QEMU reads it, so every migration here goes over QEMU's TLS
+(tests.support.migration_rig; test_real_migration_tls.py shows it from QEMU).
+Three guests boot on A together at the start: "moved", with a read-only
+disk, is migrated to B; "stays" serves the cases that leave the VM on A
+(refusals, an unreachable destination, a cancelled migration); "orphaned" is
+left by a source hostd killed in the middle of its migration. One more, with
+a writable disk on local storage, is refused by libvirt before it has booted.
+Waits are on conditions with generous deadlines; durations are printed (-s),
+never asserted.
 """
 
 from __future__ import annotations
@@ -21,28 +24,20 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 import libvirt
 import pytest
 from virtplane.v1 import host_agent_service_pb2 as pb
-from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
 from hostd.domxml import METADATA_NAMESPACE, parse_metadata
 from tests.hostd.guest_configs import guest_config
-from tests.support.events import HostEvents
+from tests.support.migration_rig import Host, identity, start_host
 from tests.support.pki import TestPki
 from tests.support.real import GuestImage
-from tests.support.stack import Daemon, free_port, start_hostd
-from tests.support.virt import (
-    disk_image,
-    disks_of,
-    domain_exists,
-    peer_uri_template,
-    remove_domains,
-)
+from tests.support.stack import free_port
+from tests.support.virt import disk_image, disks_of, domain_exists, remove_domains
 
 S = pb.HostVm
 P = pb.MigrationProgress
@@ -50,28 +45,6 @@ TIMEOUT = 240.0
 """Generous: a TCG guest reports in ~5-8 s alone; the machine is shared."""
 
 pytestmark = pytest.mark.guest
-
-_PKI: dict[Path, TestPki] = {}
-"""The CA of each module's hosts, by its workdir."""
-
-
-@dataclass
-class Host:
-    name: str
-    uri: str
-    daemon: Daemon
-    channel: grpc.aio.Channel
-    stub: pb_grpc.HostAgentServiceAsyncStub
-    watch: HostEvents
-    state_dir: Path
-
-    @property
-    def address(self) -> str:
-        return self.daemon.address
-
-    @property
-    def host_id(self) -> str:
-        return self.daemon.host_id
 
 
 @dataclass
@@ -122,44 +95,14 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _template(workdir: Path, system_libvirt: str, second_libvirt: str) -> str:
-    """How each host's libvirt reaches the other's: derived by the source from
-    the destination's host id, never taken from its answer."""
-    uris = {"host-a": system_libvirt, "host-b": second_libvirt}
-    return peer_uri_template(workdir / "peers", uris)
-
-
-async def _host(name: str, uri: str, workdir: Path) -> Host:
-    """A hostd in workdir/name, host id host-<name>, serving mutual TLS with
-    an identity of the module's CA; again on the same state directory (and
-    identity) when it exists."""
-    folder = workdir / name
-    folder.mkdir(exist_ok=True)
-    folder.chmod(0o755)
-    template = (workdir / "peer-template").read_text()
-    daemon = await asyncio.to_thread(
-        start_hostd,
-        folder,
-        uri,
-        extra=("--peer-hypervisor-uri", template),
-        pki=_PKI[workdir],
-        host_id=f"host-{name}",
-    )
-    channel = daemon.channel()
-    stub = pb_grpc.HostAgentServiceStub(channel)
-    return Host(
-        name, uri, daemon, channel, stub, HostEvents.of_stub(stub, TIMEOUT), folder / "hostd"
-    )
-
-
 @pytest.fixture(scope="module")
 async def hosts(
     system_libvirt: str, second_libvirt: str, guest_image: GuestImage, workdir: Path
 ) -> AsyncIterator[Hosts]:
-    _PKI[workdir] = TestPki(workdir / "pki")
-    (workdir / "peer-template").write_text(_template(workdir, system_libvirt, second_libvirt))
+    pki = TestPki(workdir / "pki")
+    ids = identity(pki, system_libvirt), identity(pki, second_libvirt)
     a, b = await asyncio.gather(
-        _host("a", system_libvirt, workdir), _host("b", second_libvirt, workdir)
+        start_host("a", ids[0], workdir, TIMEOUT), start_host("b", ids[1], workdir, TIMEOUT)
     )
     guests = {
         role: guest_config(guest_image, f"mig-{role}") for role in ("moved", "stays", "orphaned")
@@ -184,22 +127,14 @@ async def hosts(
         yield pair
     finally:
         for host in (pair.a, pair.b):  # a test may have restarted one
-            host.watch.stop()
             with contextlib.suppress(grpc.aio.AioRpcError):
                 listed = await host.stub.ListVms(pb.HostAgentServiceListVmsRequest())
                 for vm in listed.vms:
                     await host.stub.DestroyVm(pb.HostAgentServiceDestroyVmRequest(vm_id=vm.vm_id))
-            await host.channel.close(None)
-            await asyncio.to_thread(host.daemon.stop)
+            await host.stop()
         vm_ids = [c.vm_id for c in guests.values()]
         for uri in (system_libvirt, second_libvirt):
             await asyncio.to_thread(remove_domains, uri, vm_ids)
-
-
-def _to(b: Host, vm_id: str, **fields: Any) -> pb.HostAgentServiceMigrateVmRequest:
-    """MigrateVm of vm_id to host b, named as the controller names it (fields change it)."""
-    named = {"destination_address": b.address, "destination_host_id": b.host_id, **fields}
-    return pb.HostAgentServiceMigrateVmRequest(vm_id=vm_id, **named)
 
 
 async def _status(call: object, code: grpc.StatusCode) -> str:
@@ -215,7 +150,7 @@ async def test_a_live_migration_moves_the_guest_and_its_reports(hosts: Hosts) ->
     before = a.watch.up_reports(vm_id)[-1]
     since_a, since_b = a.watch.mark(), b.watch.mark()
     started = time.monotonic()
-    moving = await a.stub.MigrateVm(_to(b, vm_id))
+    moving = await a.stub.MigrateVm(b.migrate_request(vm_id))
     assert moving.vm.state == S.STATE_MIGRATING_FROM
 
     arriving = await b.watch.state(vm_id, S.STATE_RUNNING, since_b)
@@ -274,7 +209,7 @@ async def test_refusals_leave_the_vm_running(hosts: Hosts) -> None:
     vm_id = hosts.guests["stays"].vm_id
     unknown = str(uuid.uuid4())
     details = await _status(
-        a.stub.MigrateVm(_to(b, unknown)),
+        a.stub.MigrateVm(b.migrate_request(unknown)),
         grpc.StatusCode.NOT_FOUND,
     )
     assert unknown in details
@@ -283,6 +218,13 @@ async def test_refusals_leave_the_vm_running(hosts: Hosts) -> None:
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     details = await _status(
+        a.stub.MigrateVm(
+            pb.HostAgentServiceMigrateVmRequest(vm_id=vm_id, destination_address=b.address)
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert details.startswith("destination_host_id: required"), details
+    details = await _status(
         a.stub.CancelMigration(pb.HostAgentServiceCancelMigrationRequest(vm_id=vm_id)),
         grpc.StatusCode.FAILED_PRECONDITION,
     )
@@ -290,7 +232,7 @@ async def test_refusals_leave_the_vm_running(hosts: Hosts) -> None:
 
     await a.stub.PauseVm(pb.HostAgentServicePauseVmRequest(vm_id=vm_id))
     details = await _status(
-        a.stub.MigrateVm(_to(b, vm_id)),
+        a.stub.MigrateVm(b.migrate_request(vm_id)),
         grpc.StatusCode.FAILED_PRECONDITION,
     )
     assert details == f"cannot migrate VM {vm_id}: it is PAUSED"
@@ -299,21 +241,14 @@ async def test_refusals_leave_the_vm_running(hosts: Hosts) -> None:
     nobody = f"127.0.0.1:{free_port()}"
     since = a.watch.mark()
     details = await _status(
-        a.stub.MigrateVm(_to(b, vm_id, destination_address=nobody)),
+        a.stub.MigrateVm(
+            pb.HostAgentServiceMigrateVmRequest(
+                vm_id=vm_id, destination_address=nobody, destination_host_id=b.host_id
+            )
+        ),
         grpc.StatusCode.UNAVAILABLE,
     )
     assert f"the destination hostd at {nobody} cannot be reached" in details
-    # A destination not named: its certificate names host-b, not host-c.
-    details = await _status(
-        a.stub.MigrateVm(_to(b, vm_id, destination_host_id="host-c")),
-        grpc.StatusCode.UNAVAILABLE,
-    )
-    assert f"the destination hostd at {b.address} cannot be reached (as host host-c" in details
-    details = await _status(
-        a.stub.MigrateVm(_to(b, vm_id, destination_host_id="")),
-        grpc.StatusCode.INVALID_ARGUMENT,
-    )
-    assert details.startswith("destination_host_id: required")
     assert a.watch.states(vm_id, since) == [], "the VM never left RUNNING"
     listed = await a.stub.ListVms(pb.HostAgentServiceListVmsRequest())
     assert [vm.state for vm in listed.vms if vm.vm_id == vm_id] == [S.STATE_RUNNING]
@@ -334,7 +269,7 @@ async def test_a_writable_disk_off_shared_storage_is_not_migrated(
     await a.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
     await a.watch.state(vm_id, S.STATE_RUNNING, since_a)  # libvirt refuses before any transfer:
     since_a = a.watch.mark()  # the guest need not have booted
-    moving = await a.stub.MigrateVm(_to(b, vm_id))
+    moving = await a.stub.MigrateVm(b.migrate_request(vm_id))
     assert moving.vm.state == S.STATE_MIGRATING_FROM
     states = await a.watch.state(vm_id, S.STATE_RUNNING, since_a)
     assert _names(states) == ["MIGRATING_FROM", "RUNNING"]
@@ -351,7 +286,7 @@ async def test_a_cancelled_migration_leaves_the_vm_on_its_source(hosts: Hosts) -
     a, b = hosts.a, hosts.b
     vm_id = hosts.guests["stays"].vm_id
     since_a, since_b = a.watch.mark(), b.watch.mark()
-    moving = await a.stub.MigrateVm(_to(b, vm_id, max_bandwidth_mib_per_second=1))
+    moving = await a.stub.MigrateVm(b.migrate_request(vm_id, max_bandwidth_mib=1))
     assert moving.vm.state == S.STATE_MIGRATING_FROM
     # At 1 MiB/s the transfer takes minutes: cancel it once it is under way.
     await a.watch.until(
@@ -392,7 +327,7 @@ async def test_a_source_hostd_killed_mid_migration_leaves_the_vm_on_its_source(
     a, b = hosts.a, hosts.b
     vm_id = hosts.guests["orphaned"].vm_id
     since_a, since_b = a.watch.mark(), b.watch.mark()
-    await a.stub.MigrateVm(_to(b, vm_id, max_bandwidth_mib_per_second=1))
+    await a.stub.MigrateVm(b.migrate_request(vm_id, max_bandwidth_mib=1))
     await a.watch.until(
         "the transfer to begin",
         lambda: any(m.data_processed_bytes for m in a.watch.migrations(vm_id, since_a)),
@@ -402,7 +337,7 @@ async def test_a_source_hostd_killed_mid_migration_leaves_the_vm_on_its_source(
     await a.channel.close(None)
 
     # libvirt ends a migration whose client went away; the new hostd adopts the VM.
-    hosts.a = a = await _host("a", a.uri, workdir)
+    hosts.a = a = await start_host("a", a.identity, workdir, TIMEOUT)
     await a.watch.until(
         "the VM RUNNING on its source again",
         lambda: [s.state for s in a.watch.states(vm_id)][-1:] == [S.STATE_RUNNING],

@@ -132,6 +132,8 @@ def start_hostd(
     if pki is not None and not (state / "tls" / "cert.pem").exists():
         give_identity(pki, state, host_id)
     security = () if pki is not None else ("--insecure-plaintext-dev",)
+    if "--qemu-tls-dir" not in extra:  # the machine's libvirtd's folder only when asked
+        extra = (*extra, "--qemu-tls-dir", str(workdir / "qemu-tls"))
     argv = [
         str(BIN / "virtplane-hostd"),
         "--listen", address,

@@ -16,7 +16,8 @@ from pathlib import Path
 import libvirt
 
 from hostd.builder import DOMAIN_NAME_PREFIX
-from tests.support.real import REPO, skip_or_fail
+from hostd.config import DEFAULT_QEMU_TLS_DIR
+from tests.support.real import REPO, SYSTEM_URI, skip_or_fail
 
 SECOND_LIBVIRTD = REPO / "tools" / "second-libvirtd.sh"
 
@@ -143,6 +144,19 @@ def second_libvirtd() -> Iterator[str]:
     finally:
         _script("stop", directory)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def qemu_tls_dir(uri: str) -> Path:
+    """The folder QEMU under the libvirtd at uri reads its TLS migration
+    credentials from (qemu.conf's migrate_tls_x509_cert_dir): the machine's
+    as hostd/host-setup.sh sets it, or a second libvirtd's own."""
+    if uri == SYSTEM_URI:
+        return DEFAULT_QEMU_TLS_DIR
+    socket = Path(uri.partition("socket=")[2])
+    named = _script("tls-dir", socket.parent.parent)
+    if named.returncode != 0 or not named.stdout.strip():
+        raise SecondLibvirtdError(f"no TLS folder for {uri}: {named.stderr.strip()}")
+    return Path(named.stdout.strip())
 
 
 def _script(verb: str, directory: Path) -> subprocess.CompletedProcess[str]:
