@@ -22,9 +22,8 @@ from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
 import virtplane_client as vp
 from controller.app import Controller
-from controller.config import ControllerConfig
 from db.enums import HostState
-from tests.support.controller_rig import error
+from tests.support.controller_rig import admin_channel, config, error
 from tests.support.stack import BIN, Daemon, free_port, start_hostd
 from tests.support.waiting import TIMEOUT, until
 
@@ -47,13 +46,10 @@ class Api:
 
 @pytest.fixture
 async def api(database_url: str) -> AsyncIterator[Api]:
-    config = ControllerConfig(
-        listen="127.0.0.1:0", database_url=database_url, host_retry_seconds=0.1
-    )
-    ctl = Controller(config)
+    ctl = Controller(config(database_url))
     await ctl.start()
     address = f"127.0.0.1:{ctl.port}"
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with admin_channel(ctl) as channel:
         yield Api(
             ctl,
             host_grpc.HostServiceStub(channel),
@@ -231,10 +227,8 @@ async def test_maintenance_activate_and_remove(
 async def test_a_host_in_maintenance_stays_unwatched_across_a_controller_restart(
     database_url: str, hostd: Daemon
 ) -> None:
-    config = ControllerConfig(
-        listen="127.0.0.1:0", database_url=database_url, host_retry_seconds=0.1
-    )
-    first = Controller(config)
+    settings = config(database_url)
+    first = Controller(settings)
     await first.start()
     try:
         host = await first.hosts.add("h1", hostd.address)
@@ -242,7 +236,7 @@ async def test_a_host_in_maintenance_stays_unwatched_across_a_controller_restart
     finally:
         await first.stop(grace=0)
 
-    second = Controller(config)
+    second = Controller(settings)
     await second.start()
     try:
         assert (await second.hosts.get("h1")).row.state == HostState.MAINTENANCE
