@@ -111,7 +111,7 @@ async def stack_rounds(image: GuestImage, workdir: Path, rounds: int) -> list[tu
     hostd = start_hostd(workdir)
     controller = start_controller(workdir)
     try:
-        async with AsyncClient(controller.address) as vp:
+        async with controller.client() as vp:
             await vp.hosts.add("bench", hostd.address, request_id=NO_KEY)
             vm = await vp.vms.create("bench", _spec(image), request_id=NO_KEY)
             results = []

@@ -35,7 +35,7 @@ async def test_start_phases_reach_up_across_a_controller_restart(
     controller = start_controller(workdir)
     vm_id = ""
     try:
-        async with vp.AsyncClient(controller.address) as client:
+        async with controller.client() as client:
             await client.hosts.add("h", stack.hostd.address)
             created = await client.vms.create(f"phases-{os.getpid()}", guest_spec(guest_image))
             vm_id = created.id
@@ -45,7 +45,7 @@ async def test_start_phases_reach_up_across_a_controller_restart(
         controller.kill()  # mid-start: the guest has not reported yet
 
         controller = start_controller(workdir)
-        async with vp.AsyncClient(controller.address) as client:
+        async with controller.client() as client:
             op = await client.operations.result(started.operation, WAIT)
             assert op.state == Op.SUCCEEDED, op.error
             times = [getattr(op.phases, p) for p in PHASES]

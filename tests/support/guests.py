@@ -28,7 +28,7 @@ class Api:
     @classmethod
     async def open(cls, stack: Stack) -> Api:
         """Connects to the stack's controller and adds its hostd as host "local"."""
-        client = vp.AsyncClient(stack.controller.address)
+        client = stack.controller.client()
         host = await client.hosts.add("local", stack.hostd.address)
         return cls(client, host.id, VmChanges.of_client(client, WAIT))
 

@@ -1,6 +1,13 @@
 """Running the real daemons (controller, hostd) as processes on loopback, for
 the end-to-end tests, the demo and the benchmarks: start one, wait until it
-answers, read its log, stop it."""
+answers, read its log, stop it.
+
+A controller serves TLS with authentication on, as deployed: its CA and the
+bootstrap admin's token are in its --state-dir, and Daemon.credentials() is
+what a client of it needs (the CLI: Daemon.environment()). Controllers
+sharing a database share a state folder (one CA, one admin). It speaks
+plaintext to hosts while hostd serves plaintext (plaintext_hosts).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +19,12 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
+import virtplane_client as vp
+from controller.auth.principals import ADMIN_TOKEN_FILE
 from tests.support.real import IMAGE_ROOTS
 from tests.support.waiting import until_sync
 
@@ -34,11 +44,54 @@ class Daemon:
     address: str
     log_path: Path
     process: subprocess.Popen[bytes]
+    state_dir: Path | None = None
+    """A controller's --state-dir (its CA, the admin's token); None: plaintext."""
+
+    @property
+    def ca_file(self) -> Path:
+        assert self.state_dir is not None, f"{self.name} serves plaintext"
+        return self.state_dir / "pki" / "ca.pem"
+
+    def credentials(self) -> vp.Credentials:
+        """The CA and the bootstrap admin's token (plaintext without a state_dir)."""
+        if self.state_dir is None:
+            return vp.INSECURE_DEVELOPMENT
+        token = (self.state_dir / ADMIN_TOKEN_FILE).read_text().strip()
+        return vp.Credentials(ca=self.ca_file, token=token)
+
+    def client(self, **options: Any) -> vp.AsyncClient:
+        """An AsyncClient of this controller, as the admin."""
+        return vp.AsyncClient(self.address, credentials=self.credentials(), **options)
+
+    def environment(self) -> dict[str, str]:
+        """The CLI's environment for this controller, as the admin."""
+        env = {"VIRTPLANE_ADDRESS": self.address, "VIRTPLANE_CONTROLLER": self.address}
+        if self.state_dir is None:
+            return {**env, "VIRTPLANE_INSECURE_DEV": "1"}
+        token = str(self.credentials().token)
+        return {**env, "VIRTPLANE_CA": str(self.ca_file), "VIRTPLANE_TOKEN": token}
+
+    def _sync_channel(self) -> grpc.Channel:
+        if self.state_dir is None:
+            return grpc.insecure_channel(self.address)
+        until_sync(
+            self._written,
+            what=f"{self.name} to write its CA and token in {self.state_dir}",
+            every=0.05,
+        )
+        creds = grpc.ssl_channel_credentials(self.ca_file.read_bytes())
+        return grpc.secure_channel(self.address, creds)
+
+    def _written(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
+        assert self.state_dir is not None
+        return self.ca_file.is_file() and (self.state_dir / ADMIN_TOKEN_FILE).is_file()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Waits until the daemon's gRPC port answers; fails with the end of its
         log if it does not, and at once if it exits."""
-        with grpc.insecure_channel(self.address) as channel:
+        with self._sync_channel() as channel:
             until_sync(
                 lambda: self._answers(channel),
                 lambda answer: answer == "ready",
@@ -112,11 +165,29 @@ def start_hostd(
     return daemon
 
 
-def start_controller(workdir: Path, database_url: str | None = None) -> Daemon:
+def start_controller(
+    workdir: Path,
+    database_url: str | None = None,
+    *,
+    state_dir: Path | None = None,
+    plaintext_hosts: bool = True,
+    extra: tuple[str, ...] = (),
+) -> Daemon:
+    """A controller serving TLS with authentication on; state_dir (default
+    workdir/controller-state) holds its CA and the admin's token."""
     address = f"127.0.0.1:{free_port()}"
     url = database_url or f"sqlite:///{workdir / 'controller.db'}"
-    argv = [str(BIN / "virtplane-controller"), "--listen", address, "--database", url]
+    state = state_dir or workdir / "controller-state"
+    argv = [
+        str(BIN / "virtplane-controller"),
+        "--listen", address,
+        "--database", url,
+        "--state-dir", str(state),
+        *(["--plaintext-hosts-dev"] if plaintext_hosts else []),
+        *extra,
+    ]  # fmt: skip
     daemon = _spawn("controller", argv, workdir / "controller.log", address)
+    daemon.state_dir = state
     daemon.wait_ready()
     return daemon
 
