@@ -24,7 +24,7 @@ from hostd.defaults import with_defaults
 from hostd.layout import StateLayout
 from hostd.virt_type import detect_virt_type
 from tests.support.real import GuestImage
-from tests.support.stack import start_controller, start_hostd
+from tests.support.stack import HOSTD_MTLS, start_controller, start_hostd
 from virtplane_client import AsyncClient, BootSource, ChangeKind, Nic, NicKind, VmChange, VmSpec
 from virtplane_client import VmState as S
 from virtplane_client.convert import spec_message
@@ -161,6 +161,10 @@ def run(image: GuestImage, workdir: Path, rounds: int) -> dict[str, float]:
     d = statistics.median(s[1] for s in stack)
     return {
         "rounds": rounds,
+        # Clients -> controller: TLS with a bearer token, authentication on.
+        "tls": 1,
+        "auth": 1,
+        "host_mtls": int(HOSTD_MTLS),
         "a_raw_create_to_started_s": a,
         "b_startvm_to_powering_up_s": b,
         "b_over_a_ratio": b / a,

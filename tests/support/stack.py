@@ -29,6 +29,9 @@ from tests.support.real import IMAGE_ROOTS
 from tests.support.waiting import until_sync
 
 BIN = Path(sys.executable).parent
+HOSTD_MTLS = False
+"""Whether the stack's hostd serves mutual TLS (else the controller speaks
+plaintext to it, --plaintext-hosts-dev)."""
 
 
 def free_port() -> int:
@@ -170,7 +173,7 @@ def start_controller(
     database_url: str | None = None,
     *,
     state_dir: Path | None = None,
-    plaintext_hosts: bool = True,
+    plaintext_hosts: bool = not HOSTD_MTLS,
     extra: tuple[str, ...] = (),
 ) -> Daemon:
     """A controller serving TLS with authentication on; state_dir (default
