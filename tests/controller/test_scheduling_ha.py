@@ -7,6 +7,7 @@ started VM stops at POWERING_UP there, as nothing boots)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import tempfile
@@ -35,7 +36,7 @@ from controller.lifecycle.target import HostTarget
 from controller.scheduler import Policy
 from db import repositories as repo
 from db.session import Database
-from tests.support.controller_rig import admin_channel, config
+from tests.support.controller_rig import admin_channel, config, environment_of
 from tests.support.events import vm_until
 from tests.support.stack import BIN, Daemon, start_hostd
 from tests.support.virt import node_xml
@@ -130,6 +131,7 @@ async def cli(api: Api, *argv: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         str(BIN / "virtplane"), "--controller", f"127.0.0.1:{api.controller.port}", *argv,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env=dict(os.environ, **environment_of(api.controller)),
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), WAIT)
     assert proc.returncode == 0, out.decode()

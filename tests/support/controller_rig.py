@@ -63,16 +63,7 @@ class Rig:
 
     def environment(self) -> dict[str, str]:
         """The CLI's environment for this controller, as the admin."""
-        tls = self.controller.tls
-        if tls is None:
-            return {"VIRTPLANE_ADDRESS": self.address, "VIRTPLANE_INSECURE_DEV": "1"}
-        ca = self.controller.config.state_dir / "cli-ca.pem"
-        ca.write_bytes(tls.ca.cert_pem)
-        return {
-            "VIRTPLANE_ADDRESS": self.address,
-            "VIRTPLANE_CA": str(ca),
-            "VIRTPLANE_TOKEN": str(self.credentials.token),
-        }
+        return environment_of(self.controller)
 
 
 _STATE_ROOT = Path(tempfile.mkdtemp(prefix="vp-ctl-state-"))
@@ -107,6 +98,17 @@ def credentials_of(ctl: Controller) -> vp.Credentials:
 def admin_channel(ctl: Controller, options: Sequence[tuple[str, int]] = ()) -> grpc.aio.Channel:
     """A new channel to ctl's --listen port, as the bootstrap admin."""
     return open_channel(f"127.0.0.1:{ctl.port}", credentials_of(ctl), options)
+
+
+def environment_of(ctl: Controller) -> dict[str, str]:
+    """The CLI's environment for ctl (its --listen port), as the admin."""
+    address = f"127.0.0.1:{ctl.port}"
+    if ctl.tls is None:
+        return {"VIRTPLANE_ADDRESS": address, "VIRTPLANE_INSECURE_DEV": "1"}
+    ca = ctl.config.state_dir / "cli-ca.pem"
+    ca.write_bytes(ctl.tls.ca.cert_pem)
+    token = str(credentials_of(ctl).token)
+    return {"VIRTPLANE_ADDRESS": address, "VIRTPLANE_CA": str(ca), "VIRTPLANE_TOKEN": token}
 
 
 async def open_rig(cfg: ControllerConfig) -> Rig:

@@ -190,7 +190,8 @@ def start_controller(
         *extra,
     ]  # fmt: skip
     daemon = _spawn("controller", argv, workdir / "controller.log", address)
-    daemon.state_dir = state
+    if "--insecure-plaintext-dev" not in extra:
+        daemon.state_dir = state
     daemon.wait_ready()
     return daemon
 
