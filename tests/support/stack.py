@@ -11,6 +11,7 @@ plaintext to hosts while hostd serves plaintext (plaintext_hosts).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import socket
@@ -25,8 +26,12 @@ import grpc
 
 import virtplane_client as vp
 from controller.auth.principals import ADMIN_TOKEN_FILE
+from controller.pki.ca import Names
+from controller.pki.store import PkiSettings, open_ca
 from tests.support.real import IMAGE_ROOTS
 from tests.support.waiting import until_sync
+from virtplane_common.tls.files import TlsFiles
+from virtplane_common.tls.names import Role
 
 BIN = Path(sys.executable).parent
 HOSTD_MTLS = False
@@ -194,6 +199,16 @@ def start_controller(
         daemon.state_dir = state
     daemon.wait_ready()
     return daemon
+
+
+def give_identity(controller: Daemon, hostd_state: Path, host_id: str, days: float = 1.0) -> None:
+    """Writes hostd's ``tls/`` (its CA, key and certificate) with a pair the
+    controller's CA issues for host_id: a host identity without enrollment."""
+    assert controller.state_dir is not None, "a plaintext controller has no CA"
+    ca = open_ca(PkiSettings(controller.state_dir / "pki"))
+    local = Names(dns=("localhost",), ips=("127.0.0.1",))
+    pair = ca.issue(Role.HOST, host_id, dt.timedelta(days=days), local)
+    pair.write(TlsFiles(hostd_state / "tls"))
 
 
 @dataclass
