@@ -3,6 +3,11 @@
 Modules, one job each:
 
 - config        HostdConfig and ChannelLimits, frozen, built by main()
+- identity      this host's identity in state_dir/tls: its pair (served, renewed
+                without a restart), the CRL it checks peers against
+- enrollment    getting the identity once from the controller with a one-time token
+- peer_auth     the server interceptor: who may call hostd (controller: all;
+                another host: the incoming side of a migration; revoked: nobody)
 - errors        hostd's exceptions, derived from the API's error categories
 - model         the domain types: VM config, spec, boot, NICs, disks, console,
                 persistence, state, migration progress, recovery report (frozen)
@@ -50,6 +55,8 @@ Modules, one job each:
                 after libvirtd was lost and found again
 - vms           VmService: the create path, and the verbs for the servicer
 - servicer      HostAgentService over gRPC, thin
-- server        everything assembled (Hostd.start/stop)
+- servicer_identity  HostIdentityService over gRPC (renewal, revocation list), thin
+- server        everything assembled (Hostd.start/stop): mutual TLS, or plaintext
+                with --insecure-plaintext-dev
 - main          the virtplane-hostd command
 """

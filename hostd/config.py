@@ -13,6 +13,7 @@ VirtTypeSetting = Literal["auto", "kvm", "qemu"]
 VIRT_TYPE_SETTINGS: tuple[VirtTypeSetting, ...] = ("auto", "kvm", "qemu")
 
 DEFAULT_IMAGE_ROOTS = (Path("/var/lib/virtplane/images"),)
+DEFAULT_PEER_HYPERVISOR_URI = "qemu+tls://{address_host}/system"
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,19 @@ class ChannelLimits:
 
 
 @dataclass(frozen=True)
+class EnrollmentConfig:
+    """How hostd gets its identity from the controller (hostd.enrollment)."""
+
+    controller: str = ""
+    """The controller's host:port."""
+    controller_ca: Path | None = None
+    """The CA certificate the controller's certificate is checked against."""
+    token: str = field(default="", repr=False)
+    """A one-time enrollment token; empty: keep the identity on disk."""
+    timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class MigrationConfig:
     """Live migration, both as its source and as its destination."""
 
@@ -65,9 +79,14 @@ class MigrationConfig:
     """Outgoing migrations at once; MigrateVm beyond it is RESOURCE_EXHAUSTED."""
     address: str = "127.0.0.1"
     """The address this host receives migrated memory on (sources connect to it)."""
-    hypervisor_uri: str = ""
-    """How a source's libvirt reaches this host's, e.g. qemu+tls://host-b/system;
-    empty: hostd's own libvirt URI (right when both hosts are one machine)."""
+    peer_hypervisor_uri: str = DEFAULT_PEER_HYPERVISOR_URI
+    """How this host's libvirt reaches a destination's, as a template with
+    the placeholders {host_id} (MigrateVm's destination_host_id) and
+    {address_host} (the host part of its destination_address). Derived here,
+    never taken from the destination's answer."""
+    require_peer_id: bool = True
+    """MigrateVm must name the destination's host id (its certificate is
+    checked against it); only plaintext development does without."""
     own_address: str = ""
     """This hostd's gRPC address as destinations are told it (for their messages)."""
     progress_interval_seconds: float = 1.0
@@ -98,6 +117,11 @@ class HostdConfig:
     """The longest wait between two attempts to reach libvirtd again."""
     channel: ChannelLimits = field(default_factory=ChannelLimits)
     migration: MigrationConfig = field(default_factory=MigrationConfig)
+    insecure_plaintext_dev: bool = False
+    """Serve plaintext and dial peers in plaintext, checking nobody: for
+    development only (a loud warning at start). Otherwise hostd serves mutual
+    TLS with its identity in state_dir/tls (hostd.identity)."""
+    enrollment: EnrollmentConfig = field(default_factory=EnrollmentConfig)
     # What hostd accepts in a VM's configuration, whoever asks (hostd.validation).
     image_roots: tuple[Path, ...] = DEFAULT_IMAGE_ROOTS
     """Kernel, initrd and disk images must be regular files under one of these."""

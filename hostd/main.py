@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 from pathlib import Path
 
-from hostd.config import VIRT_TYPE_SETTINGS, HostdConfig, MigrationConfig
+from hostd.config import VIRT_TYPE_SETTINGS, EnrollmentConfig, HostdConfig, MigrationConfig
+from hostd.enrollment import TOKEN_ENV, EnrollmentFailed, read_token
 from hostd.server import Hostd
 from virtplane_common.errors import VirtplaneError
 from virtplane_common.properties import add_rule_argument
@@ -38,9 +40,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
         help="the address this host receives migrated VMs on",
     )
     parser.add_argument(
-        "--migration-hypervisor-uri",
-        default=defaults.migration.hypervisor_uri,
-        help="how other hosts' libvirt reaches this host's (default: --libvirt-uri)",
+        "--peer-hypervisor-uri",
+        metavar="TEMPLATE",
+        default=defaults.migration.peer_hypervisor_uri,
+        help="how this host's libvirt reaches a migration's destination: {host_id} and"
+        " {address_host} (of its address) are filled in (default: %(default)s)",
     )
     parser.add_argument(
         "--hooks-dir",
@@ -55,10 +59,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
         help="seconds a hook script may run before it is killed",
     )
     _admission_arguments(parser)
+    _identity_arguments(parser)
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     args = parser.parse_args(argv)
+    try:
+        token = read_token(args.enroll_token_file, dict(os.environ))
+    except EnrollmentFailed as exc:
+        parser.error(str(exc))
     config = HostdConfig(
         listen=args.listen,
         libvirt_uri=args.libvirt_uri,
@@ -68,14 +77,41 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
         migration=MigrationConfig(
             max_outgoing=args.max_outgoing_migrations,
             address=args.migration_address,
-            hypervisor_uri=args.migration_hypervisor_uri,
+            peer_hypervisor_uri=args.peer_hypervisor_uri,
         ),
         hooks_dir=args.hooks_dir.absolute() if args.hooks_dir else None,
         hook_timeout_seconds=args.hook_timeout,
         image_roots=tuple(r.absolute() for r in args.image_root or defaults.image_roots),
         vm_properties=dict(args.vm_property or ()),
+        insecure_plaintext_dev=args.insecure_plaintext_dev,
+        enrollment=EnrollmentConfig(
+            controller=args.controller,
+            controller_ca=args.controller_ca.absolute() if args.controller_ca else None,
+            token=token,
+        ),
     )
     return config, args.log_level
+
+
+def _identity_arguments(parser: argparse.ArgumentParser) -> None:
+    """Who this host is (hostd.identity) and how it gets its identity (hostd.enrollment)."""
+    parser.add_argument(
+        "--controller", default="", metavar="ADDR", help="the controller's host:port, to enroll"
+    )
+    parser.add_argument(
+        "--controller-ca", type=Path, metavar="FILE", help="the controller's CA certificate"
+    )
+    parser.add_argument(
+        "--enroll-token-file",
+        type=Path,
+        metavar="FILE",
+        help=f"a one-time enrollment token from AddHost (or env {TOKEN_ENV}); needed once",
+    )
+    parser.add_argument(
+        "--insecure-plaintext-dev",
+        action="store_true",
+        help="serve plaintext and check no caller: development only, never on a network",
+    )
 
 
 def _admission_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,9 +7,12 @@ The flow, source S and destination D (each a hostd with its own libvirt):
    migrations (MigrationConfig.max_outgoing; beyond it RESOURCE_EXHAUSTED).
    S asks D's hostd to PrepareIncomingMigration with the VM's configuration;
    an unreachable or refusing D fails the call, the VM untouched.
-2. D registers the VM MIGRATING_TO and answers where to send it: its
-   hypervisor's URI, a migration URI (tcp://ADDRESS:PORT, a free port) and
-   its own paths for the VM's channel socket and console log.
+2. D registers the VM MIGRATING_TO and answers where to send it: a
+   migration URI (tcp://ADDRESS:PORT, a free port) and its own paths for the
+   VM's channel socket and console log. The libvirt URI of D is S's to
+   derive from its own settings (MigrationConfig.peer_hypervisor_uri), never
+   taken from D's answer. S dials D's hostd over mutual TLS with its own
+   host certificate and accepts only the host id MigrateVm named.
 3. S moves the VM to MIGRATING_FROM, returns, and lets the hypervisor copy
    the memory (the domain XML retargeted to D's paths), reporting progress
    about once a second as migration events.
@@ -66,11 +69,12 @@ from hostd.model import (
     MigrationDirection,
     MigrationPhase,
     MigrationProgress,
+    PeerHost,
     VmState,
     VmStatus,
 )
 from hostd.parts import VmParts
-from hostd.peers import Peers
+from hostd.peers import Peers, peer_hypervisor_uri
 from hostd.registry import Vm
 from hostd.state_machine import Verb, require
 from virtplane_common.errors import NotFound, VirtplaneError
@@ -93,6 +97,7 @@ class Migration:
     vm_id: str
     direction: MigrationDirection
     peer_address: str
+    peer_host_id: str = ""
     phase: MigrationPhase = MigrationPhase.TRANSFERRING
     started_ns: int = field(default_factory=time.time_ns)
     ended_ns: int = 0
@@ -143,9 +148,11 @@ class Migrations:
 
     # -- the source
 
-    async def migrate(self, vm_id: str, address: str, max_bandwidth_mib: int = 0) -> VmStatus:
+    async def migrate(self, vm_id: str, peer: PeerHost, max_bandwidth_mib: int = 0) -> VmStatus:
         """Prepares the destination, then sends the VM in the background; returns it
         MIGRATING_FROM."""
+        address = peer.address
+        hypervisor_uri = peer_hypervisor_uri(self._config.peer_hypervisor_uri, peer)
         vm = self._registry.lookup(vm_id)
         await self._registry.idle(vm)
         async with vm.lock:
@@ -160,19 +167,21 @@ class Migrations:
             try:
                 await self._hooks.before(vm, HookPoint.BEFORE_VM_MIGRATE_SOURCE)
                 destination = await self._peers.prepare_incoming(
-                    address, vm.config, self._config.own_address
+                    peer, vm.config, self._config.own_address
                 )
             except BaseException:
                 self._outgoing.discard(vm_id)
                 raise
             if not self._registry.is_current(vm) or vm.state != VmState.RUNNING:
                 self._outgoing.discard(vm_id)
-                await self._tell_destination(address, vm_id)
+                await self._tell_destination(peer, vm_id)
                 raise VmStateConflict(Verb.MIGRATE.value, vm_id, vm.state.name)
-            record = Migration(vm_id, MigrationDirection.OUTGOING, address, destination=destination)
+            record = Migration(
+                vm_id, MigrationDirection.OUTGOING, address, peer.host_id, destination=destination
+            )
             self._keep(record)
             target = MigrationTarget(
-                hypervisor_uri=destination.hypervisor_uri,
+                hypervisor_uri=hypervisor_uri,
                 migration_uri=destination.migration_uri,
                 channel_socket=destination.channel_socket_path,
                 console_log=destination.console_log_path,
@@ -229,7 +238,7 @@ class Migrations:
         message = f"migration to {record.peer_address} {outcome}"
         record.end(phase, message)
         self._publish(record)
-        await self._tell_destination(record.peer_address, vm.vm_id)
+        await self._tell_destination(PeerHost(record.peer_address, record.peer_host_id), vm.vm_id)
         domain = next((d for d in await self._list() if d.uuid == vm.vm_id and d.active), None)
         if not self._registry.is_current(vm) or vm.state != VmState.MIGRATING_FROM:
             return
@@ -240,12 +249,12 @@ class Migrations:
             vm, VmState.PAUSED if paused else VmState.RUNNING, message=message
         )
 
-    async def _tell_destination(self, address: str, vm_id: str) -> None:
+    async def _tell_destination(self, peer: PeerHost, vm_id: str) -> None:
         try:
-            await self._peers.cancel_incoming(address, vm_id)
+            await self._peers.cancel_incoming(peer, vm_id)
         except VirtplaneError as exc:
             # It also gives up by itself when nothing arrives.
-            log.info("VM %s: the destination %s was not told: %s", vm_id, address, exc)
+            log.info("VM %s: the destination %s was not told: %s", vm_id, peer.address, exc)
 
     async def _poll(self, vm: Vm, record: Migration) -> None:
         while not record.over:
@@ -299,7 +308,6 @@ class Migrations:
         layout = settings.layout
         address = self._config.address
         destination = MigrationDestination(
-            hypervisor_uri=self._config.hypervisor_uri,
             migration_uri=f"tcp://{address}:{_free_port(address)}",
             channel_socket_path=str(layout.channel_socket(vm.vm_id)),
             console_log_path=str(layout.console_log(vm.vm_id)),

@@ -210,10 +210,20 @@ class VmStatus:
 
 
 @dataclass(frozen=True)
-class MigrationDestination:
-    """What the source host needs to send a VM to this host."""
+class PeerHost:
+    """Another host, as a migration's source reaches it: its hostd's address
+    and the host id its certificate must name (empty only in plaintext dev)."""
 
-    hypervisor_uri: str
+    address: str
+    host_id: str = ""
+
+
+@dataclass(frozen=True)
+class MigrationDestination:
+    """What the source host needs to send a VM to this host. How the source's
+    libvirt reaches this host's is the source's to derive, never this reply's
+    (MigrationConfig.peer_hypervisor_uri)."""
+
     migration_uri: str
     channel_socket_path: str
     console_log_path: str

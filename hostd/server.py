@@ -1,20 +1,32 @@
-"""hostd assembled: state directories, libvirt, the VM registry and the gRPC server."""
+"""hostd assembled: state directories, its identity, libvirt, the VM registry
+and the gRPC server.
+
+The server speaks mutual TLS only, with the host's identity (hostd.identity,
+got by enrollment when a token is given: hostd.enrollment), and every call
+passes hostd.peer_auth. --insecure-plaintext-dev serves plaintext and checks
+nobody, with a loud warning."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 import grpc
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
 from hostd.config import HostdConfig, MigrationConfig
+from hostd.enrollment import enroll
 from hostd.hooks import HookSettings
+from hostd.identity import HostIdentity
 from hostd.journal import Journal
 from hostd.layout import StateLayout
 from hostd.libvirt_driver import LibvirtHypervisor
+from hostd.peer_auth import PeerAuthInterceptor
+from hostd.peers import GrpcPeers, check_template
 from hostd.servicer import HostAgentServicer
+from hostd.servicer_identity import add_identity_service
 from hostd.validation import Admission
 from hostd.virt_type import VirtType, detect_virt_type
 from hostd.vms import RunnerSettings, VmService
@@ -31,6 +43,10 @@ _SERVER_OPTIONS = (
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_ping_strikes", 0),
 )
+INSECURE_WARNING = (
+    "INSECURE: --insecure-plaintext-dev: hostd serves PLAINTEXT on %s and checks NO caller; "
+    "anyone who reaches it can run, destroy and migrate VMs on this host. Development only."
+)
 
 
 class Hostd:
@@ -41,6 +57,9 @@ class Hostd:
         self.layout = StateLayout(config.state_dir)
         self.journal = Journal(config.journal_size)
         self.admission = Admission.of(config)  # a bad allowlist fails here, at start
+        check_template(config.migration.peer_hypervisor_uri)
+        self.identity: HostIdentity | None = None
+        """This host's identity; None in plaintext development."""
         self._hypervisor: LibvirtHypervisor | None = None
         self._vms: VmService | None = None
         self._server: grpc.aio.Server | None = None
@@ -64,27 +83,32 @@ class Hostd:
                 self.layout.root,
                 ", ".join(map(str, unreachable)),
             )
+        self.identity = await self._identity()
         self.virt_type = detect_virt_type(self.config.virt_type)
         self._hypervisor = await LibvirtHypervisor.open(
             self.config.libvirt_uri,
             event_queue_size=self.config.event_queue_size,
             reconnect_max_seconds=self.config.reconnect_max_seconds,
         )
-        server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=_SERVER_OPTIONS)
-        port = server.add_insecure_port(self.config.listen)
-        if port == 0:
-            raise OSError(f"cannot listen on {self.config.listen}")
+        server, port = self._server_on_port()
         hooks = HookSettings(self.config.hooks_dir, self.config.hook_timeout_seconds)
         settings = RunnerSettings(
             self.virt_type, self.layout, self.config.channel, hooks=hooks, admission=self.admission
         )
         self._vms = VmService(
-            self._hypervisor, self.journal, settings, self._migration_config(port)
+            self._hypervisor,
+            self.journal,
+            settings,
+            self._migration_config(port),
+            GrpcPeers(self.identity),
         )
         await self._vms.start()
         servicer = HostAgentServicer(self._vms, self.journal, self._hypervisor, self.virt_type)
         pb_grpc.add_HostAgentServiceServicer_to_server(servicer, server)
-        self._probes = Probes(server, service_names(pb.DESCRIPTOR))
+        services = [pb.DESCRIPTOR]
+        if self.identity is not None:
+            services.append(add_identity_service(server, self.identity))
+        self._probes = Probes(server, service_names(*services))
         await self._probes.starting()
         await server.start()
         await self._probes.serving()
@@ -93,14 +117,42 @@ class Hostd:
         log.info("hostd epoch %s, virt type %s", self.journal.epoch, self.virt_type)
         return port
 
+    async def _identity(self) -> HostIdentity | None:
+        """The host's identity, enrolled first when a token is given; None in
+        plaintext development."""
+        if self.config.insecure_plaintext_dev:
+            log.warning(INSECURE_WARNING, self.config.listen)
+            return None
+        if self.config.enrollment.token:
+            await enroll(self.config.state_dir, self.config.enrollment)
+        identity = HostIdentity.load(self.config.state_dir)
+        log.info("this is host %s", identity.host_id)
+        return identity
+
+    def _server_on_port(self) -> tuple[grpc.aio.Server, int]:
+        """The server, its interceptors installed, bound to --listen (mutual TLS
+        unless plaintext development)."""
+        interceptors: list[Any] = [ErrorInterceptor()]
+        if self.identity is not None:
+            interceptors.append(PeerAuthInterceptor(self.identity.revocations))
+        server = grpc.aio.server(interceptors=interceptors, options=_SERVER_OPTIONS)
+        if self.identity is None:
+            port = server.add_insecure_port(self.config.listen)
+        else:
+            credentials = self.identity.serving.credentials(require_client_auth=True)
+            port = server.add_secure_port(self.config.listen, credentials)
+        if port == 0:
+            raise OSError(f"cannot listen on {self.config.listen}")
+        return server, port
+
     def _migration_config(self, port: int) -> MigrationConfig:
         """The migration settings, with what only the running hostd knows filled in."""
         config = self.config.migration
         host = self.config.listen.rpartition(":")[0]
         return dataclasses.replace(
             config,
-            hypervisor_uri=config.hypervisor_uri or self.config.libvirt_uri,
             own_address=config.own_address or f"{host}:{port}",
+            require_peer_id=config.require_peer_id and not self.config.insecure_plaintext_dev,
         )
 
     async def _hypervisor_reachable(self, reachable: bool, reason: str) -> None:

@@ -22,7 +22,7 @@ from hostd import convert
 from hostd.guest_info import timestamp
 from hostd.hypervisor import DomainStats, Hypervisor
 from hostd.journal import Journal
-from hostd.model import VmStatus
+from hostd.model import PeerHost, VmStatus
 from hostd.virt_type import VirtType
 from hostd.vms import VmService
 
@@ -97,8 +97,9 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
     async def MigrateVm(
         self, request: pb.HostAgentServiceMigrateVmRequest, context: Context
     ) -> pb.HostAgentServiceMigrateVmResponse:
+        destination = PeerHost(request.destination_address, request.destination_host_id)
         vm = await self._vms.migrate(
-            request.vm_id, request.destination_address, request.max_bandwidth_mib_per_second
+            request.vm_id, destination, request.max_bandwidth_mib_per_second
         )
         return pb.HostAgentServiceMigrateVmResponse(vm=convert.status_to_proto(vm))
 

@@ -24,6 +24,7 @@ the event pump follows libvirt.
 from __future__ import annotations
 
 import logging
+import re
 
 from hostd import consoles
 from hostd.config import MigrationConfig
@@ -40,6 +41,7 @@ from hostd.model import (
     ConsoleKind,
     MigrationDestination,
     MigrationProgress,
+    PeerHost,
     RecoveryReport,
     VmConfig,
     VmState,
@@ -57,6 +59,9 @@ from hostd.validation import validate_config, validate_vm_id
 from virtplane_common.errors import FailedPrecondition, InvalidArgument
 
 log = logging.getLogger(__name__)
+
+_HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
+"""A host id: one DNS label (it becomes part of the name TLS checks)."""
 
 
 __all__ = ["RunnerSettings", "VmService"]
@@ -83,9 +88,8 @@ class VmService:
         self._power = PowerVerbs(parts, self._hibernator)
         self._recovery = Recovery(parts, saved, self._hibernator)
         self._pump = EventPump(parts, self._power, self._recovery.adopt)
-        self._migrations = Migrations(
-            parts, journal, migration or MigrationConfig(), peers or GrpcPeers()
-        )
+        self._migration_config = migration = migration or MigrationConfig()
+        self._migrations = Migrations(parts, journal, migration, peers or GrpcPeers())
         self.guest_agent = GuestAgentQueries(registry)
         self.consoles: tuple[ConsoleKind, ...] = consoles.BUILDABLE
         """The consoles this host offers; known once started."""
@@ -212,12 +216,23 @@ class VmService:
         consoles.check_console(filled, self.consoles)
         return await self._migrations.receive(Vm(config=filled), source_address)
 
-    async def migrate(self, vm_id: str, address: str, max_bandwidth_mib: int = 0) -> VmStatus:
-        if not address.strip():
+    async def migrate(
+        self, vm_id: str, destination: PeerHost, max_bandwidth_mib: int = 0
+    ) -> VmStatus:
+        address, host_id = destination.address.strip(), destination.host_id.strip()
+        if not address:
             raise InvalidArgument(
                 "destination_address", "required: the destination hostd's host:port"
             )
-        return await self._migrations.migrate(vm_id, address.strip(), max_bandwidth_mib)
+        if host_id and not _HOST_ID.fullmatch(host_id):
+            raise InvalidArgument("destination_host_id", f"{host_id!r} is not a host id")
+        if not host_id and self._migration_config.require_peer_id:
+            raise InvalidArgument(
+                "destination_host_id",
+                "required: the id of the destination host, which its certificate must name",
+            )
+        peer = PeerHost(address, host_id)
+        return await self._migrations.migrate(vm_id, peer, max_bandwidth_mib)
 
     async def cancel_migration(self, vm_id: str) -> VmStatus:
         return await self._migrations.cancel(vm_id)

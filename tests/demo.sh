@@ -34,11 +34,12 @@ import json,sys; d=json.load(open(sys.argv[1])); print(d["kernel"], d["initrd"],
     "$IMAGE/image.json")
 
 say "logs and state in $WORK"
-"$BIN/virtplane-hostd" --listen "$HOSTD" --state-dir "$WORK/hostd" --image-root "$IMAGE" \
-    >"$WORK/hostd.log" 2>&1 &
-pids+=($!)
-# hostd has no identity of its own yet: the controller reaches it in plaintext
+# hostd has no identity in this demo yet (enrollment gives it one): it serves
+# plaintext (--insecure-plaintext-dev) and the controller reaches it so
 # (--plaintext-hosts-dev); clients reach the controller over TLS only.
+"$BIN/virtplane-hostd" --listen "$HOSTD" --state-dir "$WORK/hostd" --image-root "$IMAGE" \
+    --insecure-plaintext-dev >"$WORK/hostd.log" 2>&1 &
+pids+=($!)
 "$BIN/virtplane-controller" --listen "$CONTROLLER" --database "sqlite:///$WORK/controller.db" \
     --state-dir "$STATE" --plaintext-hosts-dev >"$WORK/controller.log" 2>&1 &
 pids+=($!)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import shutil
 import socket
 import ssl
 import stat
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from controller.pki.ca import CertificateAuthority
 from controller.tls import server_names
 from tests.support.controller_rig import Rig, boot_source, close_rig, config, open_rig, spec
 from tests.support.pki import TestPki
+from tests.support.stack import start_hostd
 from virtplane_common.tls.credentials import ServingCertificate
 from virtplane_common.tls.files import write_private, write_public
 from virtplane_common.tls.names import Identity, Role, peer_identity
@@ -262,3 +265,24 @@ def test_the_command_line_defaults_to_tls_and_authentication() -> None:
     off, _ = parse(["--no-require-auth"])
     assert not off.auth_required
     assert server_names(cfg) == ("localhost", "127.0.0.1", "::1", "10.1.2.3")
+
+
+async def test_the_controller_reaches_a_real_hostd_over_mutual_tls(tmp_path: Path) -> None:
+    ctl = Controller(config(_sqlite(tmp_path), state_dir=tmp_path / "s"))
+    assert ctl.tls is not None
+    pki = TestPki.of(ctl.tls.ca, tmp_path / "pki")
+    workdir = Path(tempfile.mkdtemp(prefix="vp-"))  # short: socket paths must fit
+    hostd = await asyncio.to_thread(
+        start_hostd, workdir, "test:///default", pki=pki, host_id="h-real"
+    )
+    clients = HostClients(10.0, ctl.tls.host_credentials())
+    try:
+        caps = await clients.get("h-real", "real", hostd.address).capabilities()
+        assert caps.cpus > 0
+        with pytest.raises(HostUnreachable):
+            await clients.get("h-other", "other", hostd.address).capabilities()
+    finally:
+        await clients.close()
+        hostd.stop()
+        ctl.db.close()
+        shutil.rmtree(workdir, ignore_errors=True)

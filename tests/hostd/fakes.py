@@ -86,6 +86,8 @@ class FakeHypervisor:
     """list_domains fails HypervisorUnavailable, as while libvirtd is away."""
     domains: dict[str, FakeDomain] = field(default_factory=dict)
     started_xml: list[str] = field(default_factory=list)
+    migration_targets: list[MigrationTarget] = field(default_factory=list)
+    """Where each migration asked of the fake was to go."""
     _queue: asyncio.Queue[HypervisorEvent] = field(default_factory=asyncio.Queue)
     _jobs: dict[str, asyncio.Event] = field(default_factory=dict)
     """Migrations under way, each with its abort."""
@@ -244,6 +246,7 @@ class FakeHypervisor:
 
     async def migrate(self, uuid: str, target: MigrationTarget) -> JobProgress:
         self._active(uuid)
+        self.migration_targets.append(target)
         if self.migrate_gate is not None:
             self._jobs[uuid] = aborted = asyncio.Event()
             try:

@@ -17,7 +17,10 @@ from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from hostd.config import HostdConfig
 from hostd.main import parse_args
 from hostd.server import Hostd
+from tests.support.connect import TEST_HOST_ID, give_identity, hostd_channel
+from tests.support.pki import TestPki
 from tests.support.waiting import TIMEOUT
+from virtplane_common.tls.names import Role
 
 HOSTD = Path(sys.executable).parent / "virtplane-hostd"
 
@@ -62,6 +65,8 @@ async def _line_matching(stream: asyncio.StreamReader, pattern: str) -> re.Match
 
 
 async def test_serves_and_stops_on_sigterm(short_tmp: Path) -> None:
+    pki = TestPki(short_tmp / "pki")
+    give_identity(pki, short_tmp / "state")
     process = await asyncio.create_subprocess_exec(
         str(HOSTD),
         *("--listen", "127.0.0.1:0", "--libvirt-uri", "test:///default"),
@@ -73,7 +78,7 @@ async def test_serves_and_stops_on_sigterm(short_tmp: Path) -> None:
         match = await asyncio.wait_for(
             _line_matching(process.stderr, r"hostd listening on (\S+)"), TIMEOUT
         )
-        async with grpc.aio.insecure_channel(match.group(1)) as channel:
+        async with hostd_channel(match.group(1), pki, TEST_HOST_ID) as channel:
             stub = pb_grpc.HostAgentServiceStub(channel)
             caps = await stub.GetHostCapabilities(pb.GetHostCapabilitiesRequest())
             assert caps.hypervisor_type == "qemu"
@@ -88,6 +93,7 @@ async def test_serves_and_stops_on_sigterm(short_tmp: Path) -> None:
 
 
 async def test_an_unreachable_libvirt_fails_cleanly(short_tmp: Path) -> None:
+    give_identity(TestPki(short_tmp / "pki"), short_tmp / "state")
     process = await asyncio.create_subprocess_exec(
         str(HOSTD),
         *("--listen", "127.0.0.1:0", "--state-dir", str(short_tmp / "state")),
@@ -97,6 +103,7 @@ async def test_an_unreachable_libvirt_fails_cleanly(short_tmp: Path) -> None:
     _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
     assert process.returncode == 1
     assert b"hostd cannot run" in err
+    assert b"libvirt" in err
     assert b"Traceback" not in err
 
 
@@ -104,10 +111,14 @@ async def test_hostd_serves_health_and_reflection(short_tmp: Path) -> None:
     config = HostdConfig(
         listen="127.0.0.1:0", libvirt_uri="test:///default", state_dir=short_tmp / "s"
     )
+    pki = TestPki(short_tmp / "pki")
+    give_identity(pki, config.state_dir)
     hostd = Hostd(config)
     port = await hostd.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        # Open to any peer with a certificate of the CA, whatever its role.
+        user = pki.pair(Role.USER, "alice")
+        async with hostd_channel(f"127.0.0.1:{port}", pki, TEST_HOST_ID, user) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             for service in ("", "virtplane.v1.HostAgentService"):
                 reply = await stub.Check(health_pb2.HealthCheckRequest(service=service))
@@ -122,3 +133,54 @@ def test_hook_arguments() -> None:
     config, _ = parse_args(["--hooks-dir", "hooks", "--hook-timeout", "2.5"])
     assert config.hooks_dir is not None and config.hooks_dir.is_absolute()
     assert (config.hooks_dir.name, config.hook_timeout_seconds) == ("hooks", 2.5)
+
+
+def test_identity_arguments(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config, _ = parse_args([])
+    assert config.migration.peer_hypervisor_uri == "qemu+tls://{address_host}/system"
+    assert not config.insecure_plaintext_dev
+    assert config.enrollment.token == ""
+    monkeypatch.setenv("VIRTPLANE_ENROLL_TOKEN", "vpe_from-env")
+    token_file = tmp_path / "token"
+    token_file.write_text("vpe_from-file\n")
+    config, _ = parse_args(
+        [
+            *("--controller", "ctl:7443", "--controller-ca", "ca.pem"),
+            *("--peer-hypervisor-uri", "qemu+tls://{host_id}.lan/system"),
+            "--insecure-plaintext-dev",
+        ]
+    )
+    assert config.enrollment.token == "vpe_from-env"
+    assert config.enrollment.controller == "ctl:7443"
+    assert config.enrollment.controller_ca == Path("ca.pem").absolute()
+    assert config.migration.peer_hypervisor_uri == "qemu+tls://{host_id}.lan/system"
+    assert config.insecure_plaintext_dev
+    assert "vpe_" not in repr(config), "the token is never in the configuration's repr"
+    config, _ = parse_args(["--enroll-token-file", str(token_file)])
+    assert config.enrollment.token == "vpe_from-file"
+
+
+async def test_plaintext_dev_warns_loudly(short_tmp: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        str(HOSTD),
+        *("--listen", "127.0.0.1:0", "--libvirt-uri", "test:///default"),
+        *("--state-dir", str(short_tmp / "state"), "--virt-type", "qemu"),
+        "--insecure-plaintext-dev",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    try:
+        match = await asyncio.wait_for(
+            _line_matching(process.stderr, r"WARNING .*INSECURE.*PLAINTEXT"), TIMEOUT
+        )
+        assert "checks NO caller" in match.string
+        match = await asyncio.wait_for(
+            _line_matching(process.stderr, r"hostd listening on (\S+)"), TIMEOUT
+        )
+        async with grpc.aio.insecure_channel(match.group(1)) as channel:
+            stub = pb_grpc.HostAgentServiceStub(channel)
+            caps = await stub.GetHostCapabilities(pb.GetHostCapabilitiesRequest())
+            assert caps.hypervisor_type == "qemu"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), TIMEOUT)

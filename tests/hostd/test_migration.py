@@ -33,6 +33,7 @@ from hostd.model import (
     MigrationDestination,
     MigrationDirection,
     MigrationPhase,
+    PeerHost,
     VmConfig,
     VmState,
     VmStatus,
@@ -44,6 +45,7 @@ from tests.support.waiting import until
 from virtplane_common.errors import InvalidArgument, NotFound
 
 A, B = "host-a:7070", "host-b:7070"
+TO_B = PeerHost(B, "b")
 
 
 @dataclass
@@ -57,8 +59,9 @@ class LocalPeers:
     told: list[tuple[str, str]] = field(default_factory=list)
 
     async def prepare_incoming(
-        self, address: str, config: VmConfig, source_address: str
+        self, peer: PeerHost, config: VmConfig, source_address: str
     ) -> MigrationDestination:
+        address = peer.address
         if self.gate is not None:
             self.waiting += 1
             await self.gate.wait()
@@ -67,9 +70,9 @@ class LocalPeers:
             raise PeerUnavailable(f"the destination hostd at {address} cannot be reached")
         return await host.prepare_incoming(config, source_address)
 
-    async def cancel_incoming(self, address: str, vm_id: str) -> None:
-        self.told.append((address, vm_id))
-        await self.hosts[address].cancel_migration(vm_id)
+    async def cancel_incoming(self, peer: PeerHost, vm_id: str) -> None:
+        self.told.append((peer.address, vm_id))
+        await self.hosts[peer.address].cancel_migration(vm_id)
 
 
 @dataclass
@@ -106,7 +109,7 @@ async def _side(root: Path, name: str, peers: LocalPeers, max_outgoing: int) -> 
     layout.channels_dir.mkdir()
     config = MigrationConfig(
         max_outgoing=max_outgoing,
-        hypervisor_uri=f"fake:///{name}",
+        peer_hypervisor_uri="fake:///{host_id}?at={address_host}",
         own_address=f"host-{name}:7070",
         incoming_timeout_seconds=0.3,
         progress_interval_seconds=0.01,
@@ -132,7 +135,6 @@ async def test_the_destination_is_prepared_once(pair: Pair, tmp_path: Path) -> N
     config = domain_config(pair.kernel)
     vm_id = config.vm_id
     destination = await pair.b.vms.prepare_incoming(config, A)
-    assert destination.hypervisor_uri == "fake:///b"
     assert destination.migration_uri.startswith("tcp://127.0.0.1:")
     assert destination.channel_socket_path == str(tmp_path / "b" / "channels" / f"{vm_id}.sock")
     assert destination.console_log_path == str(tmp_path / "b" / "consoles" / f"{vm_id}.log")
@@ -178,7 +180,7 @@ async def test_a_failed_migration_leaves_the_vm_running_and_the_destination_clea
 ) -> None:
     config = await pair.running_on_a()
     vm_id = config.vm_id
-    moving = await pair.a.vms.migrate(vm_id, B)
+    moving = await pair.a.vms.migrate(vm_id, TO_B)
     assert moving.state == VmState.MIGRATING_FROM
     back = await pair.a.wait_for(vm_id, VmState.RUNNING)
     assert back.message.startswith(f"migration to {B} failed: the hypervisor cannot do this")
@@ -187,6 +189,8 @@ async def test_a_failed_migration_leaves_the_vm_running_and_the_destination_clea
     assert pair.a.vms.migration_progress(vm_id).phase == MigrationPhase.FAILED
     assert pair.b.vms.migration_progress(vm_id).phase == MigrationPhase.CANCELLED
     assert vm_id in pair.a.fake.domains
+    # The destination's libvirt is the source's own template's, never the answer's.
+    assert [t.hypervisor_uri for t in pair.a.fake.migration_targets] == ["fake:///b?at=host-b"]
 
 
 async def test_refusals_change_nothing(pair: Pair) -> None:
@@ -195,15 +199,19 @@ async def test_refusals_change_nothing(pair: Pair) -> None:
     with pytest.raises(NotFound, match=f"migration of VM '{vm_id}' not found"):
         pair.a.vms.migration_progress(vm_id)
     with pytest.raises(InvalidArgument, match="destination_address: required"):
-        await pair.a.vms.migrate(vm_id, " ")
+        await pair.a.vms.migrate(vm_id, PeerHost(" ", "b"))
+    with pytest.raises(InvalidArgument, match="destination_host_id: required"):
+        await pair.a.vms.migrate(vm_id, PeerHost(B, " "))
+    with pytest.raises(InvalidArgument, match=r"destination_host_id: 'b/\.\./x' is not a host id"):
+        await pair.a.vms.migrate(vm_id, PeerHost(B, "b/../x"))
     with pytest.raises(VmNotFound):
-        await pair.a.vms.migrate("6f1c9a52-3d0e-4b7a-9a51-0c2d8e4f7b13", B)
+        await pair.a.vms.migrate("6f1c9a52-3d0e-4b7a-9a51-0c2d8e4f7b13", TO_B)
     with pytest.raises(PeerUnavailable, match="host-c:1 cannot be reached"):
-        await pair.a.vms.migrate(vm_id, "host-c:1")
+        await pair.a.vms.migrate(vm_id, PeerHost("host-c:1", "c"))
     assert pair.a.state(vm_id) == VmState.RUNNING
     await pair.a.vms.pause(vm_id)
     with pytest.raises(VmStateConflict, match="it is PAUSED"):
-        await pair.a.vms.migrate(vm_id, B)
+        await pair.a.vms.migrate(vm_id, TO_B)
     with pytest.raises(VmStateConflict, match=r"cannot cancel the migration of .* it is PAUSED"):
         await pair.a.vms.cancel_migration(vm_id)
 
@@ -221,7 +229,7 @@ async def test_a_destination_without_the_disk_image_refuses_the_migration(
         InvalidArgument,
         match=r"^config\.spec\.disks\[0\]\.path: is not an image file under hostd's image roots$",
     ):
-        await pair.a.vms.migrate(config.vm_id, B)
+        await pair.a.vms.migrate(config.vm_id, TO_B)
     assert pair.a.state(config.vm_id) == VmState.RUNNING
     assert pair.b.state(config.vm_id) == VmState.DOWN
 
@@ -229,24 +237,24 @@ async def test_a_destination_without_the_disk_image_refuses_the_migration(
 async def test_outgoing_migrations_are_capped(pair: Pair) -> None:
     first, second, third = [await pair.running_on_a() for _ in range(3)]
     pair.peers.gate = asyncio.Event()
-    moving = [asyncio.create_task(pair.a.vms.migrate(c.vm_id, B)) for c in (first, second)]
+    moving = [asyncio.create_task(pair.a.vms.migrate(c.vm_id, TO_B)) for c in (first, second)]
     await until(lambda: pair.peers.waiting == 2, what="two migrations under way")
     with pytest.raises(TooManyMigrations, match="already runs 2 outgoing migrations, its cap"):
-        await pair.a.vms.migrate(third.vm_id, B)
+        await pair.a.vms.migrate(third.vm_id, TO_B)
     assert pair.a.state(third.vm_id) == VmState.RUNNING
     pair.peers.gate.set()
     await asyncio.gather(*moving)
     for config in (first, second):
         await pair.a.wait_for(config.vm_id, VmState.RUNNING)  # the fake cannot migrate
     pair.peers.gate = None
-    assert (await pair.a.vms.migrate(third.vm_id, B)).state == VmState.MIGRATING_FROM
+    assert (await pair.a.vms.migrate(third.vm_id, TO_B)).state == VmState.MIGRATING_FROM
 
 
 async def test_a_cancelled_migration_runs_on_and_reports_its_progress(pair: Pair) -> None:
     config = await pair.running_on_a()
     vm_id = config.vm_id
     pair.a.fake.migrate_gate = asyncio.Event()
-    await pair.a.vms.migrate(vm_id, B)
+    await pair.a.vms.migrate(vm_id, TO_B)
     await until(
         lambda: pair.a.vms.migration_progress(vm_id).job.data_processed > 0, what="progress"
     )
@@ -263,7 +271,7 @@ async def test_destroying_a_migrating_vm_cancels_its_migration_first(pair: Pair)
     config = await pair.running_on_a()
     vm_id = config.vm_id
     pair.a.fake.migrate_gate = asyncio.Event()
-    await pair.a.vms.migrate(vm_id, B)
+    await pair.a.vms.migrate(vm_id, TO_B)
     await until(lambda: pair.a.fake.migrating(vm_id), what="the transfer to begin")
     await asyncio.wait_for(pair.a.vms.destroy(vm_id), 5)
     assert pair.a.state(vm_id) == VmState.DOWN
@@ -287,13 +295,13 @@ async def test_a_failing_source_hook_refuses_the_migration_before_the_destinatio
     with pytest.raises(
         HookFailed, match=r"before_vm_migrate_source/10-no failed .*storage not shared"
     ):
-        await pair.a.vms.migrate(config.vm_id, B)
+        await pair.a.vms.migrate(config.vm_id, TO_B)
     assert seen.read_text().split() == [config.vm_id, "before_vm_migrate_source"]
     assert pair.a.state(config.vm_id) == VmState.RUNNING
     assert pair.b.state(config.vm_id) == VmState.DOWN, "the destination was never asked"
     # The slot is free again: with the hook gone, the migration goes ahead.
     (tmp_path / "hooks-a" / "before_vm_migrate_source" / "10-no").unlink()
-    assert (await pair.a.vms.migrate(config.vm_id, B)).state == VmState.MIGRATING_FROM
+    assert (await pair.a.vms.migrate(config.vm_id, TO_B)).state == VmState.MIGRATING_FROM
 
 
 async def test_a_failing_destination_hook_refuses_the_migration(pair: Pair, tmp_path: Path) -> None:
@@ -305,6 +313,6 @@ async def test_a_failing_destination_hook_refuses_the_migration(pair: Pair, tmp_
         'grep -q "$VIRTPLANE_VM_ID" "$_hook_domxml" || exit 3\necho "no room here" >&2\nexit 1\n',
     )
     with pytest.raises(HookFailed, match=r"before_vm_migrate_destination/10-full .*no room here"):
-        await pair.a.vms.migrate(config.vm_id, B)
+        await pair.a.vms.migrate(config.vm_id, TO_B)
     assert pair.a.state(config.vm_id) == VmState.RUNNING
     assert pair.b.state(config.vm_id) == VmState.DOWN

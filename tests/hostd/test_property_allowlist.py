@@ -20,6 +20,7 @@ from hostd.hooks import HookPoint
 from hostd.main import parse_args
 from hostd.server import Hostd
 from tests.support.hostd_rig import boot_files, hook_script, vm_config
+from tests.support.pki import TestPki
 from tests.support.stack import BIN, Daemon, start_hostd
 from tests.support.waiting import until
 from virtplane_common.properties import BadPropertyRule
@@ -59,6 +60,7 @@ def hostd(state_root: Path) -> Iterator[tuple[Daemon, Path, Path]]:
         "test:///default",
         extra=("--hooks-dir", str(hooks), *rules),
         env=dict([SECRET]),
+        pki=TestPki(state_root / "pki"),
     )
     yield daemon, seen, state_root
     daemon.stop()
@@ -67,7 +69,7 @@ def hostd(state_root: Path) -> Iterator[tuple[Daemon, Path, Path]]:
 @pytest.fixture
 async def host(hostd: tuple[Daemon, Path, Path], tmp_path: Path) -> AsyncIterator[Host]:
     daemon, seen, _ = hostd
-    async with grpc.aio.insecure_channel(daemon.address) as channel:
+    async with daemon.channel() as channel:
         stub = pb_grpc.HostAgentServiceStub(channel)
         yield Host(daemon, stub, boot_files(tmp_path)[0], seen)
         for vm in (await stub.ListVms(pb.HostAgentServiceListVmsRequest())).vms:

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import libvirt
 import pytest
 from virtplane.v1 import host_agent_service_pb2 as pb
@@ -26,7 +25,9 @@ from virtplane.v1 import vm_pb2
 
 from hostd.config import HostdConfig
 from hostd.server import Hostd
+from tests.support.connect import TEST_HOST_ID, give_identity, hostd_channel
 from tests.support.hostd_rig import vm_config
+from tests.support.pki import TestPki
 from tests.support.real import IMAGE_ROOTS, GuestImage
 from tests.support.virt import domain_exists, remove_domains
 from tests.support.waiting import until
@@ -128,6 +129,8 @@ async def hooked(
     for point in ("after_vm_start", "before_vm_destroy", "after_vm_destroy"):
         _script(hooks / point, out, AFTER)
     os.environ[SECRET[0]] = SECRET[1]
+    pki = TestPki(state_root / "pki")
+    give_identity(pki, state_root / "s")
     hostd = Hostd(
         HostdConfig(
             listen="127.0.0.1:0",
@@ -140,7 +143,7 @@ async def hooked(
         )
     )
     port = await hostd.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = hostd_channel(f"127.0.0.1:{port}", pki, TEST_HOST_ID)
     host = HookedHost(
         hostd, pb_grpc.HostAgentServiceStub(channel), out, system_libvirt, guest_image, []
     )

@@ -38,6 +38,7 @@ from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
 from tests.hostd.guest_configs import guest_config
+from tests.support.pki import TestPki
 from tests.support.real import GuestImage
 from tests.support.stack import Daemon, start_hostd
 from tests.support.virt import remove_domains
@@ -76,14 +77,14 @@ def _rss_kib(pid: int) -> int:
 @pytest.fixture(scope="module")
 def hostd(system_libvirt: str, state_root: Path) -> Iterator[Daemon]:
     state_root.chmod(0o755)
-    daemon = start_hostd(state_root, system_libvirt)
+    daemon = start_hostd(state_root, system_libvirt, pki=TestPki(state_root / "pki"))
     yield daemon
     daemon.stop()
 
 
 @pytest.fixture(scope="module")
 async def host(hostd: Daemon, guest_image: GuestImage, system_libvirt: str) -> AsyncIterator[Host]:
-    channel = grpc.aio.insecure_channel(hostd.address)
+    channel = hostd.channel()
     host = Host(
         hostd,
         pb_grpc.HostAgentServiceStub(channel),

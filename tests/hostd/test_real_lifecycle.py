@@ -25,7 +25,9 @@ from virtplane.v1 import vm_pb2
 from hostd.config import HostdConfig
 from hostd.server import Hostd
 from tests.hostd.guest_configs import guest_config
+from tests.support.connect import TEST_HOST_ID, give_identity, hostd_channel
 from tests.support.events import HostEvents
+from tests.support.pki import TestPki
 from tests.support.real import IMAGE_ROOTS, GuestImage
 from tests.support.virt import disk_image, disks_of, live_xml, remove_domains
 
@@ -80,11 +82,13 @@ def images(state_root: Path) -> dict[str, str]:
 async def host(
     system_libvirt: str, guest_image: GuestImage, state_root: Path, images: dict[str, str]
 ) -> AsyncIterator[Host]:
+    pki = TestPki(state_root / "pki")
+    give_identity(pki, state_root / "s")
     hostd = Hostd(
         HostdConfig("127.0.0.1:0", system_libvirt, state_root / "s", image_roots=IMAGE_ROOTS)
     )
     port = await hostd.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = hostd_channel(f"127.0.0.1:{port}", pki, TEST_HOST_ID)
     host = Host(
         hostd,
         pb_grpc.HostAgentServiceStub(channel),

@@ -32,9 +32,16 @@ from virtplane.v1 import vm_pb2
 from hostd.domxml import METADATA_NAMESPACE, parse_metadata
 from tests.hostd.guest_configs import guest_config
 from tests.support.events import HostEvents
+from tests.support.pki import TestPki
 from tests.support.real import GuestImage
 from tests.support.stack import Daemon, free_port, start_hostd
-from tests.support.virt import disk_image, disks_of, domain_exists, remove_domains
+from tests.support.virt import (
+    disk_image,
+    disks_of,
+    domain_exists,
+    peer_uri_template,
+    remove_domains,
+)
 
 S = pb.HostVm
 P = pb.MigrationProgress
@@ -42,6 +49,9 @@ TIMEOUT = 240.0
 """Generous: a TCG guest reports in ~5-8 s alone; the machine is shared."""
 
 pytestmark = pytest.mark.guest
+
+_PKI: dict[Path, TestPki] = {}
+"""The CA of each module's hosts, by its workdir."""
 
 
 @dataclass
@@ -57,6 +67,10 @@ class Host:
     @property
     def address(self) -> str:
         return self.daemon.address
+
+    @property
+    def host_id(self) -> str:
+        return self.daemon.host_id
 
 
 @dataclass
@@ -107,13 +121,30 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _template(workdir: Path, system_libvirt: str, second_libvirt: str) -> str:
+    """How each host's libvirt reaches the other's: derived by the source from
+    the destination's host id, never taken from its answer."""
+    uris = {"host-a": system_libvirt, "host-b": second_libvirt}
+    return peer_uri_template(workdir / "peers", uris)
+
+
 async def _host(name: str, uri: str, workdir: Path) -> Host:
-    """A hostd in workdir/name; again on the same state directory when it exists."""
+    """A hostd in workdir/name, host id host-<name>, serving mutual TLS with
+    an identity of the module's CA; again on the same state directory (and
+    identity) when it exists."""
     folder = workdir / name
     folder.mkdir(exist_ok=True)
     folder.chmod(0o755)
-    daemon = await asyncio.to_thread(start_hostd, folder, uri)
-    channel = grpc.aio.insecure_channel(daemon.address)
+    template = (workdir / "peer-template").read_text()
+    daemon = await asyncio.to_thread(
+        start_hostd,
+        folder,
+        uri,
+        extra=("--peer-hypervisor-uri", template),
+        pki=_PKI[workdir],
+        host_id=f"host-{name}",
+    )
+    channel = daemon.channel()
     stub = pb_grpc.HostAgentServiceStub(channel)
     return Host(
         name, uri, daemon, channel, stub, HostEvents.of_stub(stub, TIMEOUT), folder / "hostd"
@@ -124,6 +155,8 @@ async def _host(name: str, uri: str, workdir: Path) -> Host:
 async def hosts(
     system_libvirt: str, second_libvirt: str, guest_image: GuestImage, workdir: Path
 ) -> AsyncIterator[Hosts]:
+    _PKI[workdir] = TestPki(workdir / "pki")
+    (workdir / "peer-template").write_text(_template(workdir, system_libvirt, second_libvirt))
     a, b = await asyncio.gather(
         _host("a", system_libvirt, workdir), _host("b", second_libvirt, workdir)
     )
@@ -176,7 +209,9 @@ async def test_a_live_migration_moves_the_guest_and_its_reports(hosts: Hosts) ->
     since_a, since_b = a.watch.mark(), b.watch.mark()
     started = time.monotonic()
     moving = await a.stub.MigrateVm(
-        pb.HostAgentServiceMigrateVmRequest(vm_id=vm_id, destination_address=b.address)
+        pb.HostAgentServiceMigrateVmRequest(
+            vm_id=vm_id, destination_address=b.address, destination_host_id=b.host_id
+        )
     )
     assert moving.vm.state == S.STATE_MIGRATING_FROM
 
@@ -237,7 +272,9 @@ async def test_refusals_leave_the_vm_running(hosts: Hosts) -> None:
     unknown = str(uuid.uuid4())
     details = await _status(
         a.stub.MigrateVm(
-            pb.HostAgentServiceMigrateVmRequest(vm_id=unknown, destination_address=b.address)
+            pb.HostAgentServiceMigrateVmRequest(
+                vm_id=unknown, destination_address=b.address, destination_host_id=b.host_id
+            )
         ),
         grpc.StatusCode.NOT_FOUND,
     )
@@ -255,7 +292,9 @@ async def test_refusals_leave_the_vm_running(hosts: Hosts) -> None:
     await a.stub.PauseVm(pb.HostAgentServicePauseVmRequest(vm_id=vm_id))
     details = await _status(
         a.stub.MigrateVm(
-            pb.HostAgentServiceMigrateVmRequest(vm_id=vm_id, destination_address=b.address)
+            pb.HostAgentServiceMigrateVmRequest(
+                vm_id=vm_id, destination_address=b.address, destination_host_id=b.host_id
+            )
         ),
         grpc.StatusCode.FAILED_PRECONDITION,
     )
@@ -266,11 +305,30 @@ async def test_refusals_leave_the_vm_running(hosts: Hosts) -> None:
     since = a.watch.mark()
     details = await _status(
         a.stub.MigrateVm(
-            pb.HostAgentServiceMigrateVmRequest(vm_id=vm_id, destination_address=nobody)
+            pb.HostAgentServiceMigrateVmRequest(
+                vm_id=vm_id, destination_address=nobody, destination_host_id=b.host_id
+            )
         ),
         grpc.StatusCode.UNAVAILABLE,
     )
     assert f"the destination hostd at {nobody} cannot be reached" in details
+    # A destination not named: its certificate names host-b, not host-c.
+    details = await _status(
+        a.stub.MigrateVm(
+            pb.HostAgentServiceMigrateVmRequest(
+                vm_id=vm_id, destination_address=b.address, destination_host_id="host-c"
+            )
+        ),
+        grpc.StatusCode.UNAVAILABLE,
+    )
+    assert f"the destination hostd at {b.address} cannot be reached (as host host-c" in details
+    details = await _status(
+        a.stub.MigrateVm(
+            pb.HostAgentServiceMigrateVmRequest(vm_id=vm_id, destination_address=b.address)
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert details.startswith("destination_host_id: required")
     assert a.watch.states(vm_id, since) == [], "the VM never left RUNNING"
     listed = await a.stub.ListVms(pb.HostAgentServiceListVmsRequest())
     assert [vm.state for vm in listed.vms if vm.vm_id == vm_id] == [S.STATE_RUNNING]
@@ -292,7 +350,9 @@ async def test_a_writable_disk_off_shared_storage_is_not_migrated(
     await a.watch.state(vm_id, S.STATE_RUNNING, since_a)  # libvirt refuses before any transfer:
     since_a = a.watch.mark()  # the guest need not have booted
     moving = await a.stub.MigrateVm(
-        pb.HostAgentServiceMigrateVmRequest(vm_id=vm_id, destination_address=b.address)
+        pb.HostAgentServiceMigrateVmRequest(
+            vm_id=vm_id, destination_address=b.address, destination_host_id=b.host_id
+        )
     )
     assert moving.vm.state == S.STATE_MIGRATING_FROM
     states = await a.watch.state(vm_id, S.STATE_RUNNING, since_a)
@@ -312,7 +372,10 @@ async def test_a_cancelled_migration_leaves_the_vm_on_its_source(hosts: Hosts) -
     since_a, since_b = a.watch.mark(), b.watch.mark()
     moving = await a.stub.MigrateVm(
         pb.HostAgentServiceMigrateVmRequest(
-            vm_id=vm_id, destination_address=b.address, max_bandwidth_mib_per_second=1
+            vm_id=vm_id,
+            destination_address=b.address,
+            destination_host_id=b.host_id,
+            max_bandwidth_mib_per_second=1,
         )
     )
     assert moving.vm.state == S.STATE_MIGRATING_FROM
@@ -357,7 +420,10 @@ async def test_a_source_hostd_killed_mid_migration_leaves_the_vm_on_its_source(
     since_a, since_b = a.watch.mark(), b.watch.mark()
     await a.stub.MigrateVm(
         pb.HostAgentServiceMigrateVmRequest(
-            vm_id=vm_id, destination_address=b.address, max_bandwidth_mib_per_second=1
+            vm_id=vm_id,
+            destination_address=b.address,
+            destination_host_id=b.host_id,
+            max_bandwidth_mib_per_second=1,
         )
     )
     await a.watch.until(

@@ -30,6 +30,8 @@ from hostd.builder import domain_name
 from hostd.config import HostdConfig
 from hostd.server import Hostd
 from tests.hostd.guest_configs import guest_config
+from tests.support.connect import TEST_HOST_ID, give_identity, hostd_channel
+from tests.support.pki import TestPki
 from tests.support.private_libvirtd import PrivateLibvirtd
 from tests.support.real import IMAGE_ROOTS, GuestImage
 from tests.support.waiting import until
@@ -75,6 +77,8 @@ async def rig(guest_image: GuestImage, state_root: Path) -> AsyncIterator[Rig]:
         pytest.skip(why)
     libvirtd = PrivateLibvirtd(state_root / "lv")
     await asyncio.to_thread(libvirtd.start)
+    pki = TestPki(state_root / "pki")
+    give_identity(pki, state_root / "s")
     hostd = Hostd(
         HostdConfig(
             listen="127.0.0.1:0",
@@ -87,7 +91,7 @@ async def rig(guest_image: GuestImage, state_root: Path) -> AsyncIterator[Rig]:
     channel: grpc.aio.Channel | None = None
     try:
         port = await hostd.start()
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        channel = hostd_channel(f"127.0.0.1:{port}", pki, TEST_HOST_ID)
         rig = Rig(
             hostd,
             pb_grpc.HostAgentServiceStub(channel),

@@ -34,9 +34,12 @@ from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from hostd import convert, domxml
 from hostd.builder import build_domain
 from hostd.defaults import with_defaults
+from hostd.identity import tls_files
 from hostd.layout import StateLayout
 from hostd.virt_type import detect_virt_type
 from tests.hostd.guest_configs import guest_config
+from tests.support.connect import TEST_HOST_ID, give_identity, hostd_channel
+from tests.support.pki import TestPki
 from tests.support.real import IMAGE_ROOTS, REPO, GuestImage
 from tests.support.virt import domain_exists, remove_domains
 from tests.support.waiting import until
@@ -69,8 +72,10 @@ def _saving(uri: str, vm_id: str) -> bool:
 class HostdProcess:
     """virtplane-hostd as its own process, as in production."""
 
-    def __init__(self, uri: str, state_dir: Path) -> None:
-        self.uri, self.state_dir = uri, state_dir
+    def __init__(self, uri: str, state_dir: Path, pki: TestPki) -> None:
+        self.uri, self.state_dir, self.pki = uri, state_dir, pki
+        if not tls_files(state_dir).complete():
+            give_identity(pki, state_dir)
         self.log: list[str] = []
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -91,7 +96,7 @@ class HostdProcess:
         )
         self._reader = asyncio.create_task(self._read_log())
         await until(lambda: self._port, what="hostd to listen", within=TIMEOUT, every=0.05)
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self._port}")
+        self.channel = hostd_channel(f"127.0.0.1:{self._port}", self.pki, TEST_HOST_ID)
         return pb_grpc.HostAgentServiceStub(self.channel)
 
     async def _read_log(self) -> None:
@@ -226,8 +231,9 @@ async def recovered(
     defined.persistence = pb.VmConfig.PERSISTENCE_PERSISTENT
     external_name = f"vp-external-{os.getpid()}"
     external_id = await asyncio.to_thread(_start_external, uri, guest_image, external_name)
-    first = HostdProcess(uri, state_dir)
-    second = HostdProcess(uri, state_dir)
+    pki = TestPki(state_root / "pki")
+    first = HostdProcess(uri, state_dir, pki)
+    second = HostdProcess(uri, state_dir, pki)
     try:
         stub = await first.start()
         watch = stub.WatchEvents(pb.WatchEventsRequest())

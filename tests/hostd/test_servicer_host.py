@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import grpc
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
 from hostd.model import VmState
 from hostd.server import Hostd
 from tests.support import served as serving
+from tests.support.connect import hostd_channel
 from tests.support.hostd_rig import vm_config
 from tests.support.waiting import next_item
 
@@ -72,7 +72,7 @@ async def test_the_recovery_report_lists_adopted_and_external(
         await next_item(served.hostd.journal.follow(served.hostd.journal.last_sequence), "RUNNING")
     second = Hostd(served.hostd.config)  # the same libvirt (test:///default is shared)
     port = await second.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = hostd_channel(f"127.0.0.1:{port}", served.pki, served.host_id)
     try:
         stub = pb_grpc.HostAgentServiceStub(channel)
         report = (

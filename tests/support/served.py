@@ -1,6 +1,8 @@
 """A hostd served over gRPC on libvirt's test driver, and the helpers of the servicer tests.
 
-The fixtures served and small_journal (tests/hostd/conftest.py) are built on serve().
+The hostd serves mutual TLS with an identity from a TestPki of its own; the
+stub is a controller's (tests.support.connect). The fixtures served and
+small_journal (tests/hostd/conftest.py) are built on serve().
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from virtplane.v1 import vm_pb2
 
 from hostd.config import ChannelLimits, HostdConfig
 from hostd.server import Hostd
+from tests.support.connect import TEST_HOST_ID, give_identity, hostd_channel
 from tests.support.hostd_rig import vm_config
+from tests.support.pki import TestPki
 from tests.support.real import IMAGE_ROOTS
 from tests.support.waiting import next_item
 
@@ -32,6 +36,12 @@ S = pb.HostVm
 class Served:
     hostd: Hostd
     stub: pb_grpc.HostAgentServiceAsyncStub
+    pki: TestPki
+    """The CA of the hostd's identity; hostd_channel(address, pki, host_id) reaches it."""
+    address: str
+    channel: grpc.aio.Channel
+    """The controller's channel the stub is on."""
+    host_id: str = TEST_HOST_ID
 
 
 @contextlib.asynccontextmanager
@@ -39,10 +49,17 @@ async def serve(
     state_dir: Path,
     channel: ChannelLimits,
     journal_size: int = HostdConfig.journal_size,
+    *,
+    pki: TestPki | None = None,
+    host_id: str = TEST_HOST_ID,
     **settings: Any,
 ) -> AsyncIterator[Served]:
-    """A started hostd and a stub on it; its VMs are destroyed after.
-    settings: other HostdConfig fields (by default the test image roots)."""
+    """A started hostd (mutual TLS as host_id, its identity from pki, by
+    default a new TestPki) and a controller's stub on it; its VMs are
+    destroyed after. settings: other HostdConfig fields (by default the test
+    image roots)."""
+    pki = pki or TestPki(state_dir.parent / "pki")
+    give_identity(pki, state_dir, host_id)
     config = HostdConfig(
         listen="127.0.0.1:0",
         libvirt_uri="test:///default",
@@ -54,9 +71,11 @@ async def serve(
     )
     hostd = Hostd(dataclasses.replace(config, **settings))
     port = await hostd.start()
-    grpc_channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    address = f"127.0.0.1:{port}"
+    grpc_channel = hostd_channel(address, pki, host_id)
     try:
-        yield Served(hostd, pb_grpc.HostAgentServiceStub(grpc_channel))
+        stub = pb_grpc.HostAgentServiceStub(grpc_channel)
+        yield Served(hostd, stub, pki, address, grpc_channel, host_id)
     finally:
         for vm in hostd.vms.list():  # never leave domains behind
             await hostd.vms.destroy(vm.vm_id)

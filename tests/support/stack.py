@@ -11,7 +11,6 @@ plaintext to hosts while hostd serves plaintext (plaintext_hosts).
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import signal
 import socket
@@ -26,17 +25,13 @@ import grpc
 
 import virtplane_client as vp
 from controller.auth.principals import ADMIN_TOKEN_FILE
-from controller.pki.ca import Names
 from controller.pki.store import PkiSettings, open_ca
+from tests.support.connect import TEST_HOST_ID, give_identity, hostd_channel, hostd_sync_channel
+from tests.support.pki import TestPki
 from tests.support.real import IMAGE_ROOTS
 from tests.support.waiting import until_sync
-from virtplane_common.tls.files import TlsFiles
-from virtplane_common.tls.names import Role
 
 BIN = Path(sys.executable).parent
-HOSTD_MTLS = False
-"""Whether the stack's hostd serves mutual TLS (else the controller speaks
-plaintext to it, --plaintext-hosts-dev)."""
 
 
 def free_port() -> int:
@@ -54,6 +49,15 @@ class Daemon:
     process: subprocess.Popen[bytes]
     state_dir: Path | None = None
     """A controller's --state-dir (its CA, the admin's token); None: plaintext."""
+    pki: TestPki | None = None
+    """A hostd's CA when it serves mutual TLS (a controller's pair of it reaches it)."""
+    host_id: str = ""
+
+    def channel(self) -> grpc.aio.Channel:
+        """An aio channel to the daemon: as the controller, to a hostd with an identity."""
+        if self.pki is None:
+            return grpc.aio.insecure_channel(self.address)
+        return hostd_channel(self.address, self.pki, self.host_id)
 
     @property
     def ca_file(self) -> Path:
@@ -80,6 +84,8 @@ class Daemon:
         return {**env, "VIRTPLANE_CA": str(self.ca_file), "VIRTPLANE_TOKEN": token}
 
     def _sync_channel(self) -> grpc.Channel:
+        if self.pki is not None:
+            return hostd_sync_channel(self.address, self.pki, self.host_id)
         if self.state_dir is None:
             return grpc.insecure_channel(self.address)
         until_sync(
@@ -140,13 +146,20 @@ class Daemon:
 
 
 def _spawn(
-    name: str, argv: list[str], log_path: Path, address: str, env: Mapping[str, str] | None = None
+    name: str,
+    argv: list[str],
+    log_path: Path,
+    address: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    pki: TestPki | None = None,
+    host_id: str = "",
 ) -> Daemon:
     log = log_path.open("ab")
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     log.close()
-    return Daemon(name, address, log_path, process)
+    return Daemon(name, address, log_path, process, pki=pki, host_id=host_id)
 
 
 def start_hostd(
@@ -155,20 +168,33 @@ def start_hostd(
     port: int | None = None,
     extra: tuple[str, ...] = (),
     env: Mapping[str, str] | None = None,
+    *,
+    pki: TestPki | None = None,
+    host_id: str = TEST_HOST_ID,
 ) -> Daemon:
     """A hostd process on the test image roots (tests.support.real.IMAGE_ROOTS);
-    extra: more arguments; env: more environment variables."""
+    extra: more arguments; env: more environment variables.
+
+    With pki, it serves mutual TLS as host host_id, its identity written by
+    pki into its state folder (kept when one is there: a restart); without,
+    it runs with --insecure-plaintext-dev."""
     address = f"127.0.0.1:{port or free_port()}"
     state = workdir / "hostd"
+    if pki is not None and not (state / "tls" / "cert.pem").exists():
+        give_identity(pki, state, host_id)
+    security = () if pki is not None else ("--insecure-plaintext-dev",)
     argv = [
         str(BIN / "virtplane-hostd"),
         "--listen", address,
         "--libvirt-uri", libvirt_uri,
         "--state-dir", str(state),
         *(arg for root in IMAGE_ROOTS for arg in ("--image-root", str(root))),
+        *security,
         *extra,
     ]  # fmt: skip
-    daemon = _spawn("hostd", argv, workdir / "hostd.log", address, env)
+    daemon = _spawn(
+        "hostd", argv, workdir / "hostd.log", address, env, pki=pki, host_id=host_id if pki else ""
+    )
     daemon.wait_ready()
     return daemon
 
@@ -178,11 +204,13 @@ def start_controller(
     database_url: str | None = None,
     *,
     state_dir: Path | None = None,
-    plaintext_hosts: bool = not HOSTD_MTLS,
+    plaintext_hosts: bool = True,
     extra: tuple[str, ...] = (),
 ) -> Daemon:
     """A controller serving TLS with authentication on; state_dir (default
-    workdir/controller-state) holds its CA and the admin's token."""
+    workdir/controller-state) holds its CA and the admin's token. It speaks
+    plaintext to hosts (hostds started without an identity) unless
+    plaintext_hosts is False (hosts started with start_host)."""
     address = f"127.0.0.1:{free_port()}"
     url = database_url or f"sqlite:///{workdir / 'controller.db'}"
     state = state_dir or workdir / "controller-state"
@@ -201,19 +229,34 @@ def start_controller(
     return daemon
 
 
-def give_identity(controller: Daemon, hostd_state: Path, host_id: str, days: float = 1.0) -> None:
-    """Writes hostd's ``tls/`` (its CA, key and certificate) with a pair the
-    controller's CA issues for host_id: a host identity without enrollment."""
+def controller_pki(controller: Daemon, folder: Path) -> TestPki:
+    """A TestPki on the controller's own CA (read from its state folder):
+    hostds given identities from it are ones the controller trusts."""
     assert controller.state_dir is not None, "a plaintext controller has no CA"
-    ca = open_ca(PkiSettings(controller.state_dir / "pki"))
-    local = Names(dns=("localhost",), ips=("127.0.0.1",))
-    pair = ca.issue(Role.HOST, host_id, dt.timedelta(days=days), local)
-    pair.write(TlsFiles(hostd_state / "tls"))
+    return TestPki.of(open_ca(PkiSettings(controller.state_dir / "pki")), folder)
+
+
+def start_host(
+    controller: Daemon,
+    workdir: Path,
+    name: str,
+    libvirt_uri: str = "qemu:///system",
+    extra: tuple[str, ...] = (),
+) -> Daemon:
+    """A hostd added to controller as host name, serving mutual TLS with a
+    pair the controller's CA issued for its host id, written into its state
+    folder before it starts (where enrollment would write it)."""
+    port = free_port()
+    with vp.Client(controller.address, credentials=controller.credentials()) as client:
+        host = client.hosts.add(name, f"127.0.0.1:{port}")
+    pki = controller_pki(controller, workdir / "pki")
+    return start_hostd(workdir, libvirt_uri, port, extra, pki=pki, host_id=host.id)
 
 
 @dataclass
 class Stack:
-    """A controller and one hostd, with the hostd registered as a host."""
+    """A controller and one hostd, added to it as host "local" (mutual TLS,
+    the hostd's identity from the controller's CA)."""
 
     workdir: Path
     controller: Daemon
@@ -231,11 +274,11 @@ def workdir_db(stack: Stack) -> Path:
 
 
 def start_stack(workdir: Path, libvirt_uri: str) -> Stack:
-    """A hostd on libvirt_uri and a controller (on SQLite), both in workdir."""
-    hostd = start_hostd(workdir, libvirt_uri)
+    """A controller (on SQLite) and a hostd on libvirt_uri, both in workdir."""
+    controller = start_controller(workdir, plaintext_hosts=False)
     try:
-        controller = start_controller(workdir)
+        hostd = start_host(controller, workdir, "local", libvirt_uri)
     except Exception:
-        hostd.stop()
+        controller.stop()
         raise
     return Stack(workdir, controller, hostd)

@@ -153,3 +153,29 @@ def _script(verb: str, directory: Path) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+
+
+SYSTEM_SOCKETS = (Path("/run/libvirt/virtqemud-sock"), Path("/run/libvirt/libvirt-sock"))
+"""Where qemu:///system answers: the modular daemon's socket, or libvirtd's."""
+
+
+def libvirt_socket(uri: str) -> Path:
+    """The unix socket a local libvirt URI connects to."""
+    if "?socket=" in uri:
+        return Path(uri.split("?socket=", 1)[1].split("&", 1)[0])
+    found = next((path for path in SYSTEM_SOCKETS if path.exists()), None)
+    if found is None:
+        raise FileNotFoundError(f"no socket of {uri} in {', '.join(map(str, SYSTEM_SOCKETS))}")
+    return found
+
+
+def peer_uri_template(folder: Path, uris: dict[str, str]) -> str:
+    """A --peer-hypervisor-uri for hosts on one machine: each host id's
+    libvirt (uris: host id -> its local URI) answers at folder/<id>.sock, a
+    link to its socket, and the template names that path by {host_id}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for host_id, uri in uris.items():
+        link = folder / f"{host_id}.sock"
+        link.unlink(missing_ok=True)
+        link.symlink_to(libvirt_socket(uri))
+    return f"qemu+unix:///system?socket={folder}/{{host_id}}.sock"
