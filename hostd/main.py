@@ -28,24 +28,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
     parser.add_argument("--state-dir", type=Path, default=defaults.state_dir)
     parser.add_argument("--virt-type", choices=VIRT_TYPE_SETTINGS, default=defaults.virt_type)
     parser.add_argument("--journal-size", type=int, default=defaults.journal_size)
-    parser.add_argument(
-        "--max-outgoing-migrations",
-        type=int,
-        default=defaults.migration.max_outgoing,
-        help="outgoing live migrations at once; more are refused (RESOURCE_EXHAUSTED)",
-    )
-    parser.add_argument(
-        "--migration-address",
-        default=defaults.migration.address,
-        help="the address this host receives migrated VMs on",
-    )
-    parser.add_argument(
-        "--peer-hypervisor-uri",
-        metavar="TEMPLATE",
-        default=defaults.migration.peer_hypervisor_uri,
-        help="how this host's libvirt reaches a migration's destination: {host_id} and"
-        " {address_host} (of its address) are filled in (default: %(default)s)",
-    )
+    _migration_arguments(parser, defaults.migration)
     parser.add_argument(
         "--hooks-dir",
         type=Path,
@@ -91,6 +74,27 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
         ),
     )
     return config, args.log_level
+
+
+def _migration_arguments(parser: argparse.ArgumentParser, defaults: MigrationConfig) -> None:
+    parser.add_argument(
+        "--max-outgoing-migrations",
+        type=int,
+        default=defaults.max_outgoing,
+        help="outgoing live migrations at once; more are refused (RESOURCE_EXHAUSTED)",
+    )
+    parser.add_argument(
+        "--migration-address",
+        default=defaults.address,
+        help="the address this host receives migrated VMs on",
+    )
+    parser.add_argument(
+        "--peer-hypervisor-uri",
+        metavar="TEMPLATE",
+        default=defaults.peer_hypervisor_uri,
+        help="how this host's libvirt reaches a migration's destination: {host_id} and"
+        " {address_host} (of its address) are filled in (default: %(default)s)",
+    )
 
 
 def _identity_arguments(parser: argparse.ArgumentParser) -> None:

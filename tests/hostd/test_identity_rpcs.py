@@ -21,12 +21,19 @@ from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import host_identity_service_pb2 as idp
 from virtplane.v1 import host_identity_service_pb2_grpc as idp_grpc
 
-from hostd.identity import HostIdentity, tls_files
+from hostd.identity import HostIdentity, IdentityError, tls_files
 from tests.support import served as serving
-from tests.support.connect import hostd_channel, renew, served_certificate
+from tests.support.connect import hostd_channel, new_identity, renew, served_certificate
 from tests.support.hostd_rig import vm_config
 from tests.support.pki import TestPki
-from virtplane_common.tls.keys import cert_pem, load_key, new_key, same_key, signing_request
+from virtplane_common.tls.keys import (
+    cert_pem,
+    key_pem,
+    load_key,
+    new_key,
+    same_key,
+    signing_request,
+)
 from virtplane_common.tls.names import Role
 
 HOUR = dt.timedelta(hours=1)
@@ -173,3 +180,29 @@ async def test_the_revocation_list_is_kept_and_an_older_one_ignored(
     assert files.crl.read_bytes() == second
     # A restarted hostd holds it still.
     assert HostIdentity.load(served.hostd.config.state_dir).revocations.revoked(serial)
+
+
+def test_an_install_stopped_halfway_is_finished_at_the_next_start(tmp_path: Path) -> None:
+    pki = new_identity(tmp_path / "state")
+    identity = HostIdentity.load(tmp_path / "state")
+    csr = identity.prepare_renewal()
+    renewed = pki.ca.sign(csr, Role.HOST, identity.host_id, HOUR)
+    files = identity.files
+    files.cert.write_bytes(cert_pem(renewed))  # the certificate written, not yet the key
+    restarted = HostIdentity.load(tmp_path / "state")
+    assert restarted.pair.cert == cert_pem(renewed)
+    assert same_key(renewed, load_key(files.key.read_bytes()))
+    assert not identity.pending_key_path.exists()
+
+
+def test_an_identity_that_does_not_hang_together_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(IdentityError, match="hostd has no identity: start it once with"):
+        HostIdentity.load(tmp_path / "nothing")
+    pki = new_identity(tmp_path / "state")
+    files = tls_files(tmp_path / "state")
+    files.key.write_bytes(key_pem(new_key()))
+    with pytest.raises(IdentityError, match=r"cert.pem is not the certificate of .*key.pem"):
+        HostIdentity.load(tmp_path / "state")
+    pki.pair(Role.CONTROLLER).write(files)
+    with pytest.raises(IdentityError, match="is not a host's certificate"):
+        HostIdentity.load(tmp_path / "state")

@@ -25,13 +25,16 @@ from virtplane.v1 import host_identity_service_pb2_grpc as idp_grpc
 
 from hostd.config import ChannelLimits, MigrationConfig
 from hostd.identity import tls_files
+from hostd.peer_auth import authorize
 from tests.support import served as serving
 from tests.support.connect import controller_pair, hostd_channel, renew
 from tests.support.hostd_rig import vm_config
 from tests.support.pki import TestPki
 from tests.support.waiting import until
+from virtplane_common.errors import Unauthenticated
 from virtplane_common.tls.files import KeyPair
 from virtplane_common.tls.names import Role
+from virtplane_common.tls.revocation import Revocations
 
 S = pb.HostVm
 CAPS = pb.GetHostCapabilitiesRequest()
@@ -266,3 +269,17 @@ async def test_a_source_dials_with_its_renewed_pair(
     moving = await source.stub.MigrateVm(request)
     assert moving.vm.state == S.STATE_MIGRATING_FROM
     await until(lambda: source.hostd.vms.get(config.vm_id).state.name == "RUNNING", what="back")
+
+
+class _NoCertificate:
+    """A call's context whose peer presented no certificate TLS knows of."""
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {"transport_security_type": [b"ssl"]}
+
+
+def test_a_peer_without_an_identity_is_unauthenticated(tmp_path: Path) -> None:
+    revocations = Revocations(TestPki(tmp_path).ca_pem)
+    method = "/virtplane.v1.HostAgentService/ListVms"
+    with pytest.raises(Unauthenticated, match="a client certificate naming a virtplane identity"):
+        authorize(revocations, method, _NoCertificate())  # type: ignore[arg-type]

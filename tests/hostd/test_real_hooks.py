@@ -25,9 +25,8 @@ from virtplane.v1 import vm_pb2
 
 from hostd.config import HostdConfig
 from hostd.server import Hostd
-from tests.support.connect import TEST_HOST_ID, give_identity, hostd_channel
+from tests.support.connect import TEST_HOST_ID, hostd_channel, new_identity
 from tests.support.hostd_rig import vm_config
-from tests.support.pki import TestPki
 from tests.support.real import IMAGE_ROOTS, GuestImage
 from tests.support.virt import domain_exists, remove_domains
 from tests.support.waiting import until
@@ -129,8 +128,7 @@ async def hooked(
     for point in ("after_vm_start", "before_vm_destroy", "after_vm_destroy"):
         _script(hooks / point, out, AFTER)
     os.environ[SECRET[0]] = SECRET[1]
-    pki = TestPki(state_root / "pki")
-    give_identity(pki, state_root / "s")
+    pki = new_identity(state_root / "s")
     hostd = Hostd(
         HostdConfig(
             listen="127.0.0.1:0",

@@ -25,9 +25,8 @@ from virtplane.v1 import vm_pb2
 from hostd.config import HostdConfig
 from hostd.server import Hostd
 from tests.hostd.guest_configs import guest_config
-from tests.support.connect import TEST_HOST_ID, give_identity, hostd_channel
+from tests.support.connect import TEST_HOST_ID, hostd_channel, new_identity
 from tests.support.events import HostEvents
-from tests.support.pki import TestPki
 from tests.support.real import IMAGE_ROOTS, GuestImage
 from tests.support.virt import disk_image, disks_of, live_xml, remove_domains
 
@@ -82,8 +81,7 @@ def images(state_root: Path) -> dict[str, str]:
 async def host(
     system_libvirt: str, guest_image: GuestImage, state_root: Path, images: dict[str, str]
 ) -> AsyncIterator[Host]:
-    pki = TestPki(state_root / "pki")
-    give_identity(pki, state_root / "s")
+    pki = new_identity(state_root / "s")
     hostd = Hostd(
         HostdConfig("127.0.0.1:0", system_libvirt, state_root / "s", image_roots=IMAGE_ROOTS)
     )

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import libvirt
@@ -195,6 +196,12 @@ async def hosts(
             await asyncio.to_thread(remove_domains, uri, vm_ids)
 
 
+def _to(b: Host, vm_id: str, **fields: Any) -> pb.HostAgentServiceMigrateVmRequest:
+    """MigrateVm of vm_id to host b, named as the controller names it (fields change it)."""
+    named = {"destination_address": b.address, "destination_host_id": b.host_id, **fields}
+    return pb.HostAgentServiceMigrateVmRequest(vm_id=vm_id, **named)
+
+
 async def _status(call: object, code: grpc.StatusCode) -> str:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call  # type: ignore[misc]
@@ -208,11 +215,7 @@ async def test_a_live_migration_moves_the_guest_and_its_reports(hosts: Hosts) ->
     before = a.watch.up_reports(vm_id)[-1]
     since_a, since_b = a.watch.mark(), b.watch.mark()
     started = time.monotonic()
-    moving = await a.stub.MigrateVm(
-        pb.HostAgentServiceMigrateVmRequest(
-            vm_id=vm_id, destination_address=b.address, destination_host_id=b.host_id
-        )
-    )
+    moving = await a.stub.MigrateVm(_to(b, vm_id))
     assert moving.vm.state == S.STATE_MIGRATING_FROM
 
     arriving = await b.watch.state(vm_id, S.STATE_RUNNING, since_b)
@@ -271,11 +274,7 @@ async def test_refusals_leave_the_vm_running(hosts: Hosts) -> None:
     vm_id = hosts.guests["stays"].vm_id
     unknown = str(uuid.uuid4())
     details = await _status(
-        a.stub.MigrateVm(
-            pb.HostAgentServiceMigrateVmRequest(
-                vm_id=unknown, destination_address=b.address, destination_host_id=b.host_id
-            )
-        ),
+        a.stub.MigrateVm(_to(b, unknown)),
         grpc.StatusCode.NOT_FOUND,
     )
     assert unknown in details
@@ -291,11 +290,7 @@ async def test_refusals_leave_the_vm_running(hosts: Hosts) -> None:
 
     await a.stub.PauseVm(pb.HostAgentServicePauseVmRequest(vm_id=vm_id))
     details = await _status(
-        a.stub.MigrateVm(
-            pb.HostAgentServiceMigrateVmRequest(
-                vm_id=vm_id, destination_address=b.address, destination_host_id=b.host_id
-            )
-        ),
+        a.stub.MigrateVm(_to(b, vm_id)),
         grpc.StatusCode.FAILED_PRECONDITION,
     )
     assert details == f"cannot migrate VM {vm_id}: it is PAUSED"
@@ -304,28 +299,18 @@ async def test_refusals_leave_the_vm_running(hosts: Hosts) -> None:
     nobody = f"127.0.0.1:{free_port()}"
     since = a.watch.mark()
     details = await _status(
-        a.stub.MigrateVm(
-            pb.HostAgentServiceMigrateVmRequest(
-                vm_id=vm_id, destination_address=nobody, destination_host_id=b.host_id
-            )
-        ),
+        a.stub.MigrateVm(_to(b, vm_id, destination_address=nobody)),
         grpc.StatusCode.UNAVAILABLE,
     )
     assert f"the destination hostd at {nobody} cannot be reached" in details
     # A destination not named: its certificate names host-b, not host-c.
     details = await _status(
-        a.stub.MigrateVm(
-            pb.HostAgentServiceMigrateVmRequest(
-                vm_id=vm_id, destination_address=b.address, destination_host_id="host-c"
-            )
-        ),
+        a.stub.MigrateVm(_to(b, vm_id, destination_host_id="host-c")),
         grpc.StatusCode.UNAVAILABLE,
     )
     assert f"the destination hostd at {b.address} cannot be reached (as host host-c" in details
     details = await _status(
-        a.stub.MigrateVm(
-            pb.HostAgentServiceMigrateVmRequest(vm_id=vm_id, destination_address=b.address)
-        ),
+        a.stub.MigrateVm(_to(b, vm_id, destination_host_id="")),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert details.startswith("destination_host_id: required")
@@ -349,11 +334,7 @@ async def test_a_writable_disk_off_shared_storage_is_not_migrated(
     await a.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
     await a.watch.state(vm_id, S.STATE_RUNNING, since_a)  # libvirt refuses before any transfer:
     since_a = a.watch.mark()  # the guest need not have booted
-    moving = await a.stub.MigrateVm(
-        pb.HostAgentServiceMigrateVmRequest(
-            vm_id=vm_id, destination_address=b.address, destination_host_id=b.host_id
-        )
-    )
+    moving = await a.stub.MigrateVm(_to(b, vm_id))
     assert moving.vm.state == S.STATE_MIGRATING_FROM
     states = await a.watch.state(vm_id, S.STATE_RUNNING, since_a)
     assert _names(states) == ["MIGRATING_FROM", "RUNNING"]
@@ -370,14 +351,7 @@ async def test_a_cancelled_migration_leaves_the_vm_on_its_source(hosts: Hosts) -
     a, b = hosts.a, hosts.b
     vm_id = hosts.guests["stays"].vm_id
     since_a, since_b = a.watch.mark(), b.watch.mark()
-    moving = await a.stub.MigrateVm(
-        pb.HostAgentServiceMigrateVmRequest(
-            vm_id=vm_id,
-            destination_address=b.address,
-            destination_host_id=b.host_id,
-            max_bandwidth_mib_per_second=1,
-        )
-    )
+    moving = await a.stub.MigrateVm(_to(b, vm_id, max_bandwidth_mib_per_second=1))
     assert moving.vm.state == S.STATE_MIGRATING_FROM
     # At 1 MiB/s the transfer takes minutes: cancel it once it is under way.
     await a.watch.until(
@@ -418,14 +392,7 @@ async def test_a_source_hostd_killed_mid_migration_leaves_the_vm_on_its_source(
     a, b = hosts.a, hosts.b
     vm_id = hosts.guests["orphaned"].vm_id
     since_a, since_b = a.watch.mark(), b.watch.mark()
-    await a.stub.MigrateVm(
-        pb.HostAgentServiceMigrateVmRequest(
-            vm_id=vm_id,
-            destination_address=b.address,
-            destination_host_id=b.host_id,
-            max_bandwidth_mib_per_second=1,
-        )
-    )
+    await a.stub.MigrateVm(_to(b, vm_id, max_bandwidth_mib_per_second=1))
     await a.watch.until(
         "the transfer to begin",
         lambda: any(m.data_processed_bytes for m in a.watch.migrations(vm_id, since_a)),

@@ -30,8 +30,7 @@ from hostd.builder import domain_name
 from hostd.config import HostdConfig
 from hostd.server import Hostd
 from tests.hostd.guest_configs import guest_config
-from tests.support.connect import TEST_HOST_ID, give_identity, hostd_channel
-from tests.support.pki import TestPki
+from tests.support.connect import TEST_HOST_ID, hostd_channel, new_identity
 from tests.support.private_libvirtd import PrivateLibvirtd
 from tests.support.real import IMAGE_ROOTS, GuestImage
 from tests.support.waiting import until
@@ -77,8 +76,7 @@ async def rig(guest_image: GuestImage, state_root: Path) -> AsyncIterator[Rig]:
         pytest.skip(why)
     libvirtd = PrivateLibvirtd(state_root / "lv")
     await asyncio.to_thread(libvirtd.start)
-    pki = TestPki(state_root / "pki")
-    give_identity(pki, state_root / "s")
+    pki = new_identity(state_root / "s")
     hostd = Hostd(
         HostdConfig(
             listen="127.0.0.1:0",

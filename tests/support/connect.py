@@ -40,6 +40,13 @@ def give_identity(pki: TestPki, state_dir: Path, host_id: str = TEST_HOST_ID) ->
     return pair
 
 
+def new_identity(state_dir: Path, host_id: str = TEST_HOST_ID) -> TestPki:
+    """A new TestPki (beside state_dir) and a host identity of it in state_dir."""
+    pki = TestPki(state_dir.parent / f"{state_dir.name}-pki")
+    give_identity(pki, state_dir, host_id)
+    return pki
+
+
 _CONTROLLERS: weakref.WeakKeyDictionary[TestPki, KeyPair] = weakref.WeakKeyDictionary()
 
 
