@@ -90,7 +90,7 @@ def domains_of(uri: str, vm_id: str) -> int:
 
 async def running_on(daemon: Daemon, vm_id: str) -> int:
     """How many running VMs of this id a hostd reports."""
-    async with grpc.aio.insecure_channel(daemon.address) as channel:
+    async with daemon.channel() as channel:
         agent = agent_grpc.HostAgentServiceStub(channel)
         listed = await agent.ListVms(agent_pb2.HostAgentServiceListVmsRequest())
     down = (agent_pb2.HostVm.STATE_DOWN, agent_pb2.HostVm.STATE_SUSPENDED)
@@ -341,7 +341,7 @@ async def test_a_real_vm_unknown_to_the_database_is_recorded_with_its_size(
             vm_config = agent_pb2.VmConfig(
                 vm_id=stranger, name=f"stranger-{_RUN}", spec=vm_spec(guest_image)
             )
-            async with grpc.aio.insecure_channel(hosts[0].address) as channel:
+            async with hosts[0].channel() as channel:
                 agent = agent_grpc.HostAgentServiceStub(channel)
                 await agent.CreateVm(agent_pb2.HostAgentServiceCreateVmRequest(config=vm_config))
             found = await _vm_until(
@@ -371,7 +371,7 @@ async def _record_states(client: vp.AsyncClient, vm_id: str, seen: list[tuple[S,
 
 async def _migrate(source: Daemon, vm_id: str, destination: Daemon) -> None:
     """MigrateVm on the source hostd, as an operator or a later controller verb would."""
-    async with grpc.aio.insecure_channel(source.address) as channel:
+    async with source.channel() as channel:
         agent = agent_grpc.HostAgentServiceStub(channel)
         await agent.MigrateVm(
             agent_pb2.HostAgentServiceMigrateVmRequest(
