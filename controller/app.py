@@ -41,6 +41,7 @@ from controller.servicers import (
     OperationServicer,
     VmServicer,
 )
+from controller.tls import ControllerTls, warn_insecure
 from controller.vm_store import VmStore
 from controller.watch import WatchHub
 from controller.watch_stream import WatchStream
@@ -51,6 +52,18 @@ from virtplane_common.properties import AllowedProperties
 from virtplane_common.status import ErrorInterceptor
 
 log = logging.getLogger(__name__)
+
+
+def _open_tls(config: ControllerConfig, ca: CertificateAuthority | None) -> ControllerTls | None:
+    """The controller's TLS; None (with a loud warning) in insecure development."""
+    if config.insecure_plaintext_dev:
+        warn_insecure()
+        return None
+    if not config.auth_required:
+        log.warning("INSECURE: clients are not authenticated (require_auth off)")
+    if config.plaintext_hosts:
+        log.warning("INSECURE: hosts are spoken to in PLAINTEXT (development only)")
+    return ControllerTls.open(config, ca)
 
 
 class Controller:
@@ -68,8 +81,10 @@ class Controller:
         self.db = Database(config.database_url)
         migrate.upgrade(self.db.engine)
         self.store = VmStore(self.db, WatchHub(config.watch_queue_size))
+        self.tls = _open_tls(config, ca)
+        ca = self.tls.ca if self.tls is not None else ca
         self.identity = HostIdentity(self.db, config, ca)  # enrollment, revocation, renewal
-        self.clients = HostClients(config.host_call_timeout)
+        self.clients = HostClients(config.host_call_timeout, self._host_credentials())
         self.starter = Starter(self.store, self.clients, config.scheduling_policy)
         self.vms = VmService(self.store, self.clients, self.starter)
         self.hosts = HostService(
@@ -113,9 +128,26 @@ class Controller:
             ),
         )
         self._pruning: asyncio.Task[None] | None = None
-        self.port = self.server.add_insecure_port(config.listen)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {config.listen}")
+        self._renewal: asyncio.Task[None] | None = None
+        self.port, self.mtls_port = self._add_ports()
+
+    def _host_credentials(self) -> grpc.ChannelCredentials | None:
+        if self.tls is None or self.config.plaintext_hosts:
+            return None
+        return self.tls.host_credentials()
+
+    def _add_ports(self) -> tuple[int, int]:
+        """--listen's port and --listen-mtls's (0 if none)."""
+        if self.tls is not None:
+            return self.tls.add_ports(self.server, self.config)
+        port = self.server.add_insecure_port(self.config.listen)
+        if port == 0:
+            raise OSError(f"cannot listen on {self.config.listen}")
+        return port, 0
+
+    def _renewed(self, credentials: grpc.ChannelCredentials) -> None:
+        if not self.config.plaintext_hosts:
+            self.clients.renew(credentials)
 
     async def start(self) -> None:
         await self.probes.starting()
@@ -133,8 +165,15 @@ class Controller:
         # once the monitors had their first look at the hosts.
         self._resend = asyncio.create_task(self._resend_starts(), name="resend-starts")
         self.restarter.start()
+        if self.tls is not None:
+            renewal = self.tls.keep_renewed(self._renewed)
+            self._renewal = asyncio.create_task(renewal, name="certificate-renewal")
         await self.probes.serving()
-        log.info("controller listening on %s", self.config.listen)
+        log.info(
+            "controller listening on %s (%s)",
+            self.config.listen,
+            "PLAINTEXT" if self.tls is None else "TLS",
+        )
 
     async def _resend_starts(self) -> int:
         await asyncio.sleep(self.config.host_retry_seconds)
@@ -147,7 +186,7 @@ class Controller:
         await self.probes.stopping()
         await self.server.stop(grace)
         await self.restarter.stop()
-        for task in (self._pruning, self._resend):
+        for task in (self._pruning, self._resend, self._renewal):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

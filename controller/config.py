@@ -35,17 +35,36 @@ class ControllerConfig:
     # The custom properties VMs may have: key -> regex the value must fully
     # match (virtplane_common.properties). Empty: none.
     vm_properties: Mapping[str, str] = field(default_factory=dict)
-    # Clients' authentication and roles (controller.auth). Off only until
-    # every client is given credentials.
-    require_auth: bool = False
-    # Where the bootstrap admin's token (admin.token) is written at first start.
+    # Clients' authentication and roles (controller.auth). None: on, unless
+    # insecure_plaintext_dev; False turns it off on a TLS controller, for
+    # development only.
+    require_auth: bool | None = None
+    # Where the bootstrap admin's token (admin.token) and the CA and the
+    # controller's own key pair (pki/) are kept.
     state_dir: Path = Path(".")
-    token_ttl_days: float = 90.0
-    client_cert_days: float = 398.0
-    # Host identity (controller.enrollment): the operator's own CA (both or
-    # neither; default: <state_dir>/pki), the hosts' certificate lifetime
-    # (renewed after two thirds of it) and how long an enrollment token lasts.
+    # Mutual TLS for clients presenting a certificate: "" for none.
+    listen_mtls: str = ""
+    # The operator's own CA (certificate and key files); None: the
+    # controller's own, made at first start in <state_dir>/pki.
     ca_cert: Path | None = None
     ca_key: Path | None = None
+    # DNS names and IP addresses in the controller's certificate; empty:
+    # localhost, 127.0.0.1, ::1 and the host of listen.
+    server_names: tuple[str, ...] = ()
+    controller_cert_days: float = 398.0
     host_cert_days: float = 398.0
     enrollment_token_minutes: float = 60.0
+    # Plaintext to clients and to hosts, no authentication: development only.
+    insecure_plaintext_dev: bool = False
+    # Plaintext to hosts while clients get TLS: for hosts without an
+    # identity yet (development and tests only).
+    plaintext_hosts: bool = False
+    token_ttl_days: float = 90.0
+    client_cert_days: float = 398.0
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether clients must authenticate: by default whenever TLS is on."""
+        if self.require_auth is None:
+            return not self.insecure_plaintext_dev
+        return self.require_auth

@@ -14,6 +14,7 @@ from virtplane.v1 import host_identity_service_pb2_grpc as identity_grpc
 
 from controller.errors import CreateRefused, HostUnreachable, VmNotFound
 from virtplane_common.errors import FailedPrecondition, InvalidArgument, VirtplaneError
+from virtplane_common.tls.credentials import host_options
 
 _R = TypeVar("_R")
 
@@ -43,19 +44,51 @@ def translate(host: str, exc: grpc.aio.AioRpcError, vm_id: str = "") -> Virtplan
     return FailedPrecondition(f"host {host!r} refused: {code.name}: {detail}")
 
 
-class HostClient:
-    """One hostd, reached over one channel."""
+def open_channel(
+    address: str, host_id: str, credentials: grpc.ChannelCredentials | None
+) -> grpc.aio.Channel:
+    """A channel to the hostd of host_id: mutual TLS that completes only with
+    the host whose certificate names host_id; plaintext when credentials is
+    None (development only)."""
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+    options = [*_CHANNEL_OPTIONS, *host_options(host_id)]
+    return grpc.aio.secure_channel(address, credentials, options=options)
 
-    def __init__(self, name: str, address: str, timeout: float) -> None:
+
+class HostClient:
+    """One hostd, reached over one channel (a new one when the controller's
+    certificate is renewed: calls already running finish on the old one)."""
+
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        timeout: float,
+        *,
+        host_id: str = "",
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.name = name
         self.address = address
+        self.host_id = host_id
         self._timeout = timeout
-        self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._channel = open_channel(address, host_id, credentials)
+        self._stub = pb_grpc.HostAgentServiceStub(self._channel)
+        self._retired: list[grpc.aio.Channel] = []
+
+    def reconnect(self, credentials: grpc.ChannelCredentials | None) -> None:
+        """New calls go over a new channel with credentials; the old one is
+        kept open (for streams on it) until close()."""
+        self._retired.append(self._channel)
+        self._channel = open_channel(self.address, self.host_id, credentials)
         self._stub = pb_grpc.HostAgentServiceStub(self._channel)
         self._identity = identity_grpc.HostIdentityServiceStub(self._channel)
 
     async def close(self) -> None:
-        await self._channel.close(None)
+        for channel in (*self._retired, self._channel):
+            await channel.close(None)
+        self._retired.clear()
 
     async def capabilities(self) -> pb.GetHostCapabilitiesResponse:
         try:

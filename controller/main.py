@@ -16,7 +16,14 @@ from virtplane_common.properties import add_rule_argument
 def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
     defaults = ControllerConfig()
     parser = argparse.ArgumentParser(prog="virtplane-controller", description=__doc__)
-    parser.add_argument("--listen", default=defaults.listen, help="gRPC address, host:port")
+    parser.add_argument(
+        "--listen", default=defaults.listen, help="gRPC address, host:port (TLS; tokens)"
+    )
+    parser.add_argument(
+        "--listen-mtls",
+        default="",
+        help="address for mutual TLS (clients present a certificate the CA signed)",
+    )
     parser.add_argument(
         "--database",
         default=defaults.database_url,
@@ -24,42 +31,68 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
     )
     add_rule_argument(parser)
     parser.add_argument("--log-level", default="INFO")
-    # Clients' authentication (controller.auth).
-    parser.add_argument(
-        "--require-auth",
-        action="store_true",
-        help="every call needs a token or a client certificate (SECURITY.md)",
-    )
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=defaults.state_dir,
-        help="where the first start writes the admin's token (admin.token)",
-    )
-    # Host identity (controller.enrollment).
-    parser.add_argument("--ca-cert", type=Path, help="the operator's CA certificate (PEM)")
-    parser.add_argument("--ca-key", type=Path, help="the operator's CA key (PEM)")
-    parser.add_argument(
-        "--host-cert-days", type=float, default=defaults.host_cert_days,
-        help="hosts' certificate lifetime in days (default %(default)s)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--enrollment-token-minutes", type=float, default=defaults.enrollment_token_minutes,
-        help="how long an enrollment token is valid (default %(default)s)",
-    )  # fmt: skip
+    _add_security_arguments(parser, defaults)
     args = parser.parse_args(argv)
     config = ControllerConfig(
         listen=args.listen,
+        listen_mtls=args.listen_mtls,
         database_url=args.database,
         vm_properties=dict(args.vm_property or ()),
         require_auth=args.require_auth,
         state_dir=args.state_dir,
         ca_cert=args.ca_cert,
         ca_key=args.ca_key,
+        server_names=tuple(args.server_name or ()),
+        controller_cert_days=args.controller_cert_days,
         host_cert_days=args.host_cert_days,
         enrollment_token_minutes=args.enrollment_token_minutes,
+        insecure_plaintext_dev=args.insecure_plaintext_dev,
+        plaintext_hosts=args.plaintext_hosts_dev,
     )
     return config, args.log_level
+
+
+def _add_security_arguments(parser: argparse.ArgumentParser, defaults: ControllerConfig) -> None:
+    """TLS, the CA and clients' authentication (SECURITY.md)."""
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=defaults.state_dir,
+        help="where the CA, the controller's key pair (pki/) and the admin's token live",
+    )
+    parser.add_argument(
+        "--require-auth",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="every call needs a token or a client certificate (default: on, unless"
+        " --insecure-plaintext-dev; --no-require-auth: development only)",
+    )
+    parser.add_argument("--ca-cert", type=Path, default=None, help="your own CA's certificate")
+    parser.add_argument("--ca-key", type=Path, default=None, help="your own CA's key")
+    parser.add_argument(
+        "--server-name",
+        action="append",
+        help="a DNS name or IP address of the controller's certificate (repeatable;"
+        " default localhost, 127.0.0.1, ::1 and the --listen host)",
+    )
+    for flag, default in (
+        ("--controller-cert-days", defaults.controller_cert_days),
+        ("--host-cert-days", defaults.host_cert_days),
+    ):
+        parser.add_argument(flag, type=float, default=default, help="lifetime (days)")
+    parser.add_argument(
+        "--enrollment-token-minutes", type=float, default=defaults.enrollment_token_minutes
+    )
+    parser.add_argument(
+        "--insecure-plaintext-dev",
+        action="store_true",
+        help="DEVELOPMENT ONLY: plaintext to clients and hosts, no authentication",
+    )
+    parser.add_argument(
+        "--plaintext-hosts-dev",
+        action="store_true",
+        help="DEVELOPMENT ONLY: plaintext to hosts that have no identity yet",
+    )
 
 
 async def serve(config: ControllerConfig) -> None:

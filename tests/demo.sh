@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make demo`: starts a controller and a hostd, registers this machine as a
-# host, creates a VM from the test guest image, starts it, and shows the watch
-# stream until the guest agent has reported; then stops everything.
+# `make demo`: starts a controller (TLS, authentication on: its CA and the
+# bootstrap admin's token are made at its first start) and a hostd, logs the
+# CLI in, registers this machine as a host, creates a VM from the test guest
+# image, starts it, and shows the watch stream until the guest agent has
+# reported; then stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -11,7 +13,10 @@ chmod 755 "$WORK"
 port() { "$BIN/python" -c 'from tests.support.stack import free_port; print(free_port())'; }
 HOSTD=127.0.0.1:$(port)
 CONTROLLER=127.0.0.1:$(port)
-export VIRTPLANE_CONTROLLER=$CONTROLLER
+STATE=$WORK/controller
+# The CLI's settings of this demo only (virtplane login writes them).
+export VIRTPLANE_CONFIG=$WORK/virtplane.toml
+unset VIRTPLANE_CONTROLLER VIRTPLANE_ADDRESS VIRTPLANE_CA VIRTPLANE_TOKEN VIRTPLANE_INSECURE_DEV
 vp() { "$BIN/virtplane" --timeout 60 "$@"; }
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -29,19 +34,34 @@ import json,sys; d=json.load(open(sys.argv[1])); print(d["kernel"], d["initrd"],
     "$IMAGE/image.json")
 
 say "logs and state in $WORK"
+# hostd has no identity in this demo yet (enrollment gives it one): it serves
+# plaintext (--insecure-plaintext-dev) and the controller reaches it so
+# (--plaintext-hosts-dev); clients reach the controller over TLS only.
 "$BIN/virtplane-hostd" --listen "$HOSTD" --state-dir "$WORK/hostd" --image-root "$IMAGE" \
-    >"$WORK/hostd.log" 2>&1 &
+    --insecure-plaintext-dev >"$WORK/hostd.log" 2>&1 &
 pids+=($!)
 "$BIN/virtplane-controller" --listen "$CONTROLLER" --database "sqlite:///$WORK/controller.db" \
-    >"$WORK/controller.log" 2>&1 &
+    --state-dir "$STATE" --plaintext-hosts-dev >"$WORK/controller.log" 2>&1 &
 pids+=($!)
-"$BIN/python" - "$HOSTD" "$CONTROLLER" <<'PY'
-import sys, grpc
-for address in sys.argv[1:]:
-    with grpc.insecure_channel(address) as ch:
-        grpc.channel_ready_future(ch).result(timeout=30)
+"$BIN/python" - "$HOSTD" "$CONTROLLER" "$STATE" <<'PY'
+import pathlib, sys, time, grpc
+hostd, controller, state = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
+deadline = time.monotonic() + 30
+while not ((state / "pki/ca.pem").is_file() and (state / "admin.token").is_file()):
+    if time.monotonic() > deadline:
+        sys.exit("the controller wrote no CA and admin token in 30 s")
+    time.sleep(0.1)
+with grpc.insecure_channel(hostd) as ch:
+    grpc.channel_ready_future(ch).result(timeout=30)
+creds = grpc.ssl_channel_credentials((state / "pki/ca.pem").read_bytes())
+with grpc.secure_channel(controller, creds) as ch:
+    grpc.channel_ready_future(ch).result(timeout=30)
 PY
-echo "hostd on $HOSTD, controller on $CONTROLLER"
+echo "hostd on $HOSTD, controller on $CONTROLLER (TLS, authentication on)"
+
+say "virtplane login --address $CONTROLLER --ca $STATE/pki/ca.pem --token-file $STATE/admin.token"
+"$BIN/virtplane" login --address "$CONTROLLER" --ca "$STATE/pki/ca.pem" \
+    --token-file "$STATE/admin.token"
 
 say "virtplane host add local $HOSTD"
 vp host add local "$HOSTD"

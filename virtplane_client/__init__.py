@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from virtplane_client.aio import AsyncClient as AsyncClient
 from virtplane_client.client import Client as Client
+from virtplane_client.credentials import INSECURE_DEVELOPMENT as INSECURE_DEVELOPMENT
 from virtplane_client.credentials import Credentials as Credentials
 from virtplane_client.errors import ClientError as ClientError
 from virtplane_client.errors import OperationFailed as OperationFailed

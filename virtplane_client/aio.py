@@ -10,7 +10,7 @@ from types import TracebackType
 
 import grpc
 
-from virtplane_client.credentials import INSECURE_DEVELOPMENT, Credentials, open_channel
+from virtplane_client.credentials import TLS_DEFAULT, Credentials, open_channel
 from virtplane_client.fleet import AsyncAffinityGroups, AsyncHosts
 from virtplane_client.operations import AsyncOperations
 from virtplane_client.principals import AsyncPrincipals
@@ -37,15 +37,16 @@ class AsyncClient:
 
     credentials (virtplane_client.credentials) name the CA and the token or
     key pair: ``AsyncClient(addr, credentials=Credentials(ca="ca.pem",
-    token=secret))``; without them the channel is plaintext, for a
-    development controller only (INSECURE_DEVELOPMENT). Pass channel to use
+    token=secret))``; without them the channel is still TLS (trusting the
+    system's roots); plaintext only with credentials=INSECURE_DEVELOPMENT, for
+    a development controller (--insecure-plaintext-dev). Pass channel to use
     one of your own (interceptors); the client then leaves closing it to you."""
 
     def __init__(
         self,
         target: str = "127.0.0.1:7000",
         *,
-        credentials: Credentials = INSECURE_DEVELOPMENT,
+        credentials: Credentials = TLS_DEFAULT,
         channel: grpc.aio.Channel | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
     ) -> None:

@@ -8,7 +8,7 @@ from types import TracebackType
 
 from virtplane_client._loop import Blocking, BlockingIter, LoopThread, Synced
 from virtplane_client.aio import AsyncClient
-from virtplane_client.credentials import INSECURE_DEVELOPMENT, Credentials
+from virtplane_client.credentials import TLS_DEFAULT, Credentials
 from virtplane_client.fleet import AsyncAffinityGroups, AsyncHosts
 from virtplane_client.operations import AsyncOperations
 from virtplane_client.principals import AsyncPrincipals
@@ -101,7 +101,7 @@ class Client:
         self,
         target: str = "127.0.0.1:7000",
         *,
-        credentials: Credentials = INSECURE_DEVELOPMENT,
+        credentials: Credentials = TLS_DEFAULT,
         backoff: Backoff = DEFAULT_BACKOFF,
     ) -> None:
         self._loop = LoopThread()

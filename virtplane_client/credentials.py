@@ -65,6 +65,8 @@ class Credentials:
 
 
 INSECURE_DEVELOPMENT = Credentials(insecure_development=True)
+TLS_DEFAULT = Credentials()
+"""TLS trusting the system's roots, sending nothing: a client's default."""
 
 
 def open_channel(

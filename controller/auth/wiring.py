@@ -52,7 +52,7 @@ def authenticator(db: Database, revoked: Revoked | None) -> Authenticator:
 
 def interceptors(config: ControllerConfig, auth: Authenticator) -> list[AuthInterceptor]:
     """The interceptor, when config requires authentication."""
-    return [AuthInterceptor(auth)] if config.require_auth else []
+    return [AuthInterceptor(auth)] if config.auth_required else []
 
 
 def install(
@@ -73,5 +73,5 @@ def install(
         db, auth.forget, ca, settings.token_ttl, settings.client_cert_lifetime
     )
     principal_service_pb2_grpc.add_PrincipalServiceServicer_to_server(servicer, server)
-    if config.require_auth:
+    if config.auth_required:
         principals.bootstrap(db, settings.state_dir, settings.admin_token_ttl)

@@ -29,7 +29,7 @@ class HostIdentity:
 
     def __init__(self, db: Database, config: ControllerConfig, ca: CertificateAuthority | None):
         self.authority = Authority(pki_settings(config), ca)
-        if config.require_auth or config.ca_cert or config.ca_key:
+        if config.auth_required or config.ca_cert or config.ca_key:
             self.authority.get()  # at start: a CA brought that does not load fails here
         self.revocations = RevocationList(db, self.authority)
         lifetime = dt.timedelta(days=config.host_cert_days)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from controller.pki.ca import CertificateAuthority, Names
+from controller.pki.ca import CLOCK_SKEW, CertificateAuthority, Names
 from virtplane_common.tls.files import KeyPair, TlsFiles, write_private, write_public
 from virtplane_common.tls.names import Role
 
@@ -72,11 +72,18 @@ def open_ca(settings: PkiSettings) -> CertificateAuthority:
     return ca
 
 
+def renewal_time(cert: x509.Certificate) -> dt.datetime:
+    """When cert is to be renewed: after RENEW_AFTER of the lifetime it was
+    issued for (its notBefore lies CLOCK_SKEW before it was issued, which
+    would make a short lifetime due at once)."""
+    end = cert.not_valid_after_utc
+    start = min(cert.not_valid_before_utc + CLOCK_SKEW, end)
+    return start + (end - start) * RENEW_AFTER
+
+
 def due(cert: x509.Certificate, now: dt.datetime | None = None) -> bool:
     """Whether cert has passed the share of its lifetime after which it is renewed."""
-    now = now or dt.datetime.now(dt.UTC)
-    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
-    return now >= start + (end - start) * RENEW_AFTER
+    return (now or dt.datetime.now(dt.UTC)) >= renewal_time(cert)
 
 
 def controller_pair(ca: CertificateAuthority, settings: PkiSettings) -> KeyPair:

@@ -24,7 +24,6 @@ import time
 import uuid
 from pathlib import Path
 
-import grpc
 from virtplane.v1 import guest_channel_pb2 as gc
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
@@ -89,7 +88,7 @@ async def _real_guests(
     hostd = start_hostd(workdir / "real", URI)
     results: dict[str, float] = {}
     try:
-        async with grpc.aio.insecure_channel(hostd.address) as channel:
+        async with hostd.channel() as channel:
             stub = pb_grpc.HostAgentServiceStub(channel)
             boots: list[float] = []
             for n in range(rounds):
@@ -227,7 +226,7 @@ async def hostd_cpu(workdir: Path, window: float) -> dict[str, float]:
     layout = StateLayout(state / "hostd")
     agents: list[FakeAgent] = []
     try:
-        async with grpc.aio.insecure_channel(hostd.address) as channel:
+        async with hostd.channel() as channel:
             stub = pb_grpc.HostAgentServiceStub(channel)
             configs = []
             for n in range(FAKE_VMS):

@@ -122,7 +122,7 @@ def _config(image: GuestImage) -> pb.VmConfig:
 async def _rounds(
     daemons: tuple[Daemon, Daemon], ids: tuple[str, str], image: GuestImage, rounds: int
 ) -> list[tuple[float, float, float, float, float]]:
-    channels = [grpc.aio.insecure_channel(d.address) for d in daemons]
+    channels = [d.channel() for d in daemons]
     stubs = [pb_grpc.HostAgentServiceStub(c) for c in channels]
     events = [_Events(stub) for stub in stubs]
     config = _config(image)

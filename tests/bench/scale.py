@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support import postgres
-from tests.support.stack import start_controller
+from tests.support.stack import Daemon, start_controller
 from virtplane_client import AsyncClient, BootSource, ChangeKind, VmSpec, VmState
 
 RUNNING = (VmState.POWERING_UP, VmState.UP)
@@ -164,9 +164,9 @@ async def _populate(client: AsyncClient, hosts: list[str], vms: int, kernel: str
     return ids
 
 
-async def _drive(address: str, hosts: list[str], *, vms: int, concurrency: int,
+async def _drive(controller: Daemon, hosts: list[str], *, vms: int, concurrency: int,
                  subscribers: int, kernel: str) -> dict[str, float]:  # fmt: skip
-    async with AsyncClient(address) as client:
+    async with controller.client() as client:
         ids = await _populate(client, hosts, vms, kernel)
         watcher = Watcher(client, keep_latency=False)
         await watcher.snapshot_done.wait()
@@ -242,7 +242,7 @@ def _one(run_dir: Path, url: str | None, addresses: list[str], *, vms: int, conc
     try:
         return asyncio.run(
             _drive(
-                controller.address, addresses, vms=vms, concurrency=concurrency,
+                controller, addresses, vms=vms, concurrency=concurrency,
                 subscribers=subscribers, kernel=str(kernel),
             )
         )  # fmt: skip

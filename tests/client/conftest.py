@@ -25,7 +25,7 @@ QUICK = Backoff(initial=0.05, maximum=0.5)
 @pytest.fixture
 async def client(rig: Rig) -> AsyncIterator[AsyncClient]:
     """An AsyncClient of the rig's controller."""
-    async with AsyncClient(rig.address, backoff=QUICK) as opened:
+    async with AsyncClient(rig.address, credentials=rig.credentials, backoff=QUICK) as opened:
         yield opened
 
 

@@ -59,7 +59,11 @@ async def test_login_round_trip(
     assert (config.load().address, config.load().token) == ("other:7000", "vp_other")
 
 
-def test_no_config_is_plaintext_development(config_file: Path) -> None:
+def test_no_config_is_tls_and_plaintext_only_when_asked(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not config.load().credentials().insecure_development
+    monkeypatch.setenv("VIRTPLANE_INSECURE_DEV", "1")
     assert config.load().credentials().insecure_development
     with pytest.raises(ValueError, match="needs its key"):
         Credentials(ca=b"x", cert=b"y")

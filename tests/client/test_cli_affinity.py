@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from unittest import mock
+
 import pytest
 from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
@@ -11,7 +14,8 @@ from virtplane_client.cli.main import parser, run_command
 
 
 async def _cli(rig: Rig, capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    await run_command(parser().parse_args(["--controller", rig.address, *argv]))
+    with mock.patch.dict(os.environ, rig.environment()):
+        await run_command(parser().parse_args(["--controller", rig.address, *argv]))
     return capsys.readouterr().out
 
 

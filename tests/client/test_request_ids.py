@@ -59,7 +59,7 @@ async def test_the_blocking_client_repeats_with_its_key(
     rig: Rig, vm_spec: VmSpec, name: str
 ) -> None:
     def run() -> tuple[str, str, str]:
-        with Client(rig.address) as client:
+        with Client(rig.address, credentials=rig.credentials) as client:
             a = client.vms.create(name, vm_spec, request_id="k")
             b = client.vms.create(name, vm_spec, request_id="k")
             try:

@@ -90,7 +90,7 @@ async def test_the_blocking_client_awaits_an_operation(
     rig: Rig, test_hostd: Daemon, vm_spec: VmSpec, name: str
 ) -> None:
     def run() -> tuple[VmState, OperationState]:
-        with Client(rig.address) as client:
+        with Client(rig.address, credentials=rig.credentials) as client:
             client.hosts.add("h1", test_hostd.address)
             client.vms.create(name, vm_spec)
             client.vms.start(name)

@@ -47,7 +47,7 @@ async def test_a_watch_resumes_from_its_revision_after_a_controller_restart(
 ) -> None:
     cfg = dataclasses.replace(config(database_url), listen=f"127.0.0.1:{free_port()}")
     first = await open_rig(cfg)
-    client = AsyncClient(first.address, backoff=QUICK)
+    client = AsyncClient(first.address, credentials=first.credentials, backoff=QUICK)
     changes = client.vms.watch()
     try:
         vm = await client.vms.create("a", vm_spec)
@@ -85,7 +85,7 @@ async def test_a_watch_cut_off_as_too_slow_resumes_and_misses_nothing(
     rig = await open_rig(config(database_url, watch_queue_size=8))
     # A channel that takes no more than HTTP/2's initial window: a reader that
     # pauses is soon cut off with RESOURCE_EXHAUSTED.
-    channel = grpc.aio.insecure_channel(rig.address, options=[("grpc.http2.bdp_probe", 0)])
+    channel = rig.open_channel(options=[("grpc.http2.bdp_probe", 0)])
     client = AsyncClient(channel=channel, backoff=QUICK)
     changes = client.vms.watch()
     try:
@@ -125,7 +125,7 @@ async def test_a_watch_that_never_opened_raises_at_once(free_address: str) -> No
 async def test_the_blocking_client_watches_with_an_iterator(rig: Rig, vm_spec: VmSpec) -> None:
     def snapshot() -> list[VmChange]:
         seen = []
-        with Client(rig.address) as client:
+        with Client(rig.address, credentials=rig.credentials) as client:
             client.vms.create("a", vm_spec)
             for change in client.vms.watch():  # closed when the loop ends
                 seen.append(change)

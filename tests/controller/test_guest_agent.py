@@ -32,9 +32,9 @@ from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 import virtplane_client as vp
 from controller import convert
 from controller.app import Controller
-from controller.config import ControllerConfig
 from db.models import Vm
 from hostd.layout import StateLayout
+from tests.support.controller_rig import admin_channel, config
 from tests.support.events import vm_until
 from tests.support.fake_guest import FakeGuest
 from tests.support.stack import Daemon, start_hostd
@@ -55,12 +55,9 @@ class Rig:
     client: vp.AsyncClient | None = None
 
     async def start_controller(self) -> vm_grpc.VmServiceAsyncStub:
-        config = ControllerConfig(
-            listen="127.0.0.1:0", database_url=self.database_url, host_retry_seconds=0.1
-        )
-        self.controller = Controller(config)
+        self.controller = Controller(config(self.database_url))
         await self.controller.start()
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.controller.port}")
+        self.channel = admin_channel(self.controller)
         self.vms = vm_grpc.VmServiceStub(self.channel)
         self.client = vp.AsyncClient(channel=self.channel)  # closed with the channel
         return self.vms

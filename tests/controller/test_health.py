@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from controller.app import Controller
-from controller.config import ControllerConfig
+from tests.support.controller_rig import admin_channel, config
 
 WAIT = 30.0  # only reached when something is broken
 SERVICES = ("virtplane.v1.VmService", "virtplane.v1.HostService")
@@ -24,15 +24,14 @@ H = health_pb2.HealthCheckResponse
 
 @pytest.fixture
 async def controller(tmp_path: Path) -> AsyncIterator[Controller]:
-    config = ControllerConfig(listen="127.0.0.1:0", database_url=f"sqlite:///{tmp_path}/c.db")
-    ctl = Controller(config)
+    ctl = Controller(config(f"sqlite:///{tmp_path}/c.db"))
     await ctl.start()
     yield ctl
     await ctl.stop(grace=0)
 
 
 def _channel(ctl: Controller) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(f"127.0.0.1:{ctl.port}")
+    return admin_channel(ctl)
 
 
 async def test_health_is_serving_for_the_server_and_each_service(controller: Controller) -> None:
@@ -73,8 +72,7 @@ async def test_reflection_lists_and_describes_the_services(controller: Controlle
 
 
 async def test_health_turns_not_serving_when_the_controller_stops(tmp_path: Path) -> None:
-    config = ControllerConfig(listen="127.0.0.1:0", database_url=f"sqlite:///{tmp_path}/c.db")
-    ctl = Controller(config)
+    ctl = Controller(config(f"sqlite:///{tmp_path}/c.db"))
     await ctl.start()
     async with _channel(ctl) as channel:
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())

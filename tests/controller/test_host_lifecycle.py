@@ -6,6 +6,7 @@ started VM stays POWERING_UP there: nothing boots)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -22,9 +23,8 @@ from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
 import virtplane_client as vp
 from controller.app import Controller
-from controller.config import ControllerConfig
 from db.enums import HostState
-from tests.support.controller_rig import error
+from tests.support.controller_rig import admin_channel, config, environment_of, error
 from tests.support.stack import BIN, Daemon, free_port, start_hostd
 from tests.support.waiting import TIMEOUT, until
 
@@ -47,13 +47,10 @@ class Api:
 
 @pytest.fixture
 async def api(database_url: str) -> AsyncIterator[Api]:
-    config = ControllerConfig(
-        listen="127.0.0.1:0", database_url=database_url, host_retry_seconds=0.1
-    )
-    ctl = Controller(config)
+    ctl = Controller(config(database_url))
     await ctl.start()
     address = f"127.0.0.1:{ctl.port}"
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with admin_channel(ctl) as channel:
         yield Api(
             ctl,
             host_grpc.HostServiceStub(channel),
@@ -137,14 +134,15 @@ async def test_a_non_responsive_host_confirmed_down_frees_its_vms(
         hostd.stop()
 
 
-async def _cli(address: str, *argv: str) -> str:
+async def _cli(api: Api, *argv: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         str(BIN / "virtplane"),
         "--controller",
-        address,
+        api.address,
         *argv,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        env=dict(os.environ, **environment_of(api.controller)),
     )
     out, _ = await asyncio.wait_for(proc.communicate(), WAIT)
     assert proc.returncode == 0, out.decode()
@@ -188,7 +186,7 @@ async def test_maintenance_activate_and_remove(
     assert "v1" in why
     await api.vms.StopVm(vm_api.StopVmRequest(vm="v1"))
 
-    assert "h1" in await _cli(api.address, "host", "maintenance", "h1")
+    assert "h1" in await _cli(api, "host", "maintenance", "h1")
     assert (await api.client.hosts.get("h1")).status.state == vp.HostState.MAINTENANCE
     assert not api.controller.hosts.watched(host.id)
     code, why = await error(api.vms.StartVm(vm_api.StartVmRequest(vm="v2")))
@@ -217,9 +215,9 @@ async def test_maintenance_activate_and_remove(
     assert "it is UP" in why
 
     await _placed_on_h1(api, host, up)
-    assert "chosen: h1" in await _cli(api.address, "vm", "explain", "v2")
+    assert "chosen: h1" in await _cli(api, "vm", "explain", "v2")
 
-    assert "removed" in await _cli(api.address, "host", "remove", "h1")
+    assert "removed" in await _cli(api, "host", "remove", "h1")
     assert list((await api.hosts.ListHosts(host_api.ListHostsRequest())).hosts) == []
     assert not api.controller.hosts.watched(host.id)
     code, _ = await error(api.hosts.GetHost(host_api.GetHostRequest(host="h1")))
@@ -231,10 +229,8 @@ async def test_maintenance_activate_and_remove(
 async def test_a_host_in_maintenance_stays_unwatched_across_a_controller_restart(
     database_url: str, hostd: Daemon
 ) -> None:
-    config = ControllerConfig(
-        listen="127.0.0.1:0", database_url=database_url, host_retry_seconds=0.1
-    )
-    first = Controller(config)
+    settings = config(database_url)
+    first = Controller(settings)
     await first.start()
     try:
         host = await first.hosts.add("h1", hostd.address)
@@ -242,7 +238,7 @@ async def test_a_host_in_maintenance_stays_unwatched_across_a_controller_restart
     finally:
         await first.stop(grace=0)
 
-    second = Controller(config)
+    second = Controller(settings)
     await second.start()
     try:
         assert (await second.hosts.get("h1")).row.state == HostState.MAINTENANCE

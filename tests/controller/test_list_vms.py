@@ -16,10 +16,10 @@ from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
 from controller.app import Controller
-from controller.config import ControllerConfig
 from db import repositories as repo
 from db.enums import HostState, VmState
 from db.models import Host
+from tests.support.controller_rig import admin_channel, config
 
 S = vm_pb2.Vm
 NAMES = [f"web-{i:02d}" for i in range(7)] + ["db-1", "db-2"]
@@ -28,9 +28,9 @@ NAMES = [f"web-{i:02d}" for i in range(7)] + ["db-1", "db-2"]
 @pytest.fixture
 async def vms(database_url: str, tmp_path: Path) -> AsyncIterator[vm_grpc.VmServiceAsyncStub]:
     """A controller with NAMES defined; web-00..02 are UP on host h1, the rest DOWN."""
-    ctl = Controller(ControllerConfig(listen="127.0.0.1:0", database_url=database_url))
+    ctl = Controller(config(database_url))
     await ctl.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{ctl.port}") as channel:
+    async with admin_channel(ctl) as channel:
         stub = vm_grpc.VmServiceStub(channel)
         spec = vm_pb2.VmSpec(
             vcpus=1, memory_mib=64, boot=vm_pb2.BootSource(kernel_path=str(tmp_path / "k"))

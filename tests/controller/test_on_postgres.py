@@ -27,6 +27,7 @@ from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 from tests.support.controller_rig import error, spec
 from tests.support.events import VmEvents
 from tests.support.stack import Daemon, start_controller, start_hostd
+from virtplane_client.credentials import open_channel
 
 S = vm_pb2.Vm
 K = vm_api.WatchVmsResponse
@@ -53,8 +54,8 @@ def boot_files(tmp_path: Path) -> vm_pb2.BootSource:
 class Api:
     """A gRPC client of one controller, with one WatchVms stream kept."""
 
-    def __init__(self, address: str) -> None:
-        self.channel = grpc.aio.insecure_channel(address)
+    def __init__(self, daemon: Daemon) -> None:
+        self.channel = open_channel(daemon.address, daemon.credentials(), ())
         self.vms = vm_grpc.VmServiceStub(self.channel)
         self.hosts = host_grpc.HostServiceStub(self.channel)
         self.watch = VmEvents.of_stub(self.vms, WAIT)
@@ -91,9 +92,9 @@ def _stored(url: str, sql: str) -> object:
         engine.dispose()
 
 
-async def _second_watcher_sees(address: str, created: vm_pb2.Vm) -> None:
+async def _second_watcher_sees(daemon: Daemon, created: vm_pb2.Vm) -> None:
     """A second watcher gets the VM in its snapshot, at its revision."""
-    snapshot = Api(address)
+    snapshot = Api(daemon)
     try:
         done = await snapshot.watched(lambda m: m.kind == K.KIND_SNAPSHOT_COMPLETE)
         assert [(m.kind, m.vm.id, m.revision) for m in snapshot.seen] == [
@@ -109,7 +110,7 @@ async def test_vm_lifecycle_through_the_api(
     controller: tuple[Daemon, str], hostd: Daemon, boot_files: vm_pb2.BootSource
 ) -> None:
     daemon, url = controller
-    api = Api(daemon.address)
+    api = Api(daemon)
     try:
         host = (
             await api.hosts.AddHost(host_api.AddHostRequest(name="t1", address=hostd.address))
@@ -135,7 +136,7 @@ async def test_vm_lifecycle_through_the_api(
         )
         assert code is grpc.StatusCode.ALREADY_EXISTS
 
-        await _second_watcher_sees(daemon.address, created)
+        await _second_watcher_sees(daemon, created)
 
         started = (await api.vms.StartVm(vm_api.StartVmRequest(vm="v1"))).vm
         assert started.status.host_id == host.id
@@ -171,7 +172,7 @@ async def test_a_restarted_controller_keeps_its_vms_and_counts_on(
 ) -> None:
     first = start_controller(tmp_path, database_url)
     try:
-        api = Api(first.address)
+        api = Api(first)
         await api.hosts.AddHost(host_api.AddHostRequest(name="t1", address=hostd.address))
         before = (
             await api.vms.CreateVm(vm_api.CreateVmRequest(name="kept", spec=spec(boot_files)))
@@ -182,7 +183,7 @@ async def test_a_restarted_controller_keeps_its_vms_and_counts_on(
 
     second = start_controller(tmp_path, database_url)  # alembic upgrade head: nothing to do
     try:
-        api = Api(second.address)
+        api = Api(second)
         try:
             kept = (await api.vms.GetVm(vm_api.GetVmRequest(vm="kept"))).vm
             assert kept == before

@@ -7,6 +7,7 @@ started VM stops at POWERING_UP there, as nothing boots)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import tempfile
@@ -29,13 +30,13 @@ from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
 import virtplane_client as vp
 from controller.app import Controller
-from controller.config import ControllerConfig
 from controller.ha import HaPolicy
 from controller.lifecycle.placement import book_fresh
 from controller.lifecycle.target import HostTarget
 from controller.scheduler import Policy
 from db import repositories as repo
 from db.session import Database
+from tests.support.controller_rig import admin_channel, config, environment_of
 from tests.support.events import vm_until
 from tests.support.stack import BIN, Daemon, start_hostd
 from tests.support.virt import node_xml
@@ -72,18 +73,11 @@ async def _running(api: Api, ref: str) -> vp.Vm:
 
 @asynccontextmanager
 async def running(database_url: str, **overrides: object) -> AsyncIterator[Api]:
-    settings: dict[str, object] = {
-        "listen": "127.0.0.1:0",
-        "database_url": database_url,
-        "host_retry_seconds": 0.1,
-        "reconcile_seconds": 0.3,
-        "ha": FAST_HA,
-    }
-    settings.update(overrides)
-    ctl = Controller(ControllerConfig(**settings))  # type: ignore[arg-type]
+    settings: dict[str, object] = {"reconcile_seconds": 0.3, "ha": FAST_HA, **overrides}
+    ctl = Controller(config(database_url, **settings))
     await ctl.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{ctl.port}") as channel:
+        async with admin_channel(ctl) as channel:
             yield Api(ctl, channel)
     finally:
         await ctl.stop(grace=0)
@@ -137,6 +131,7 @@ async def cli(api: Api, *argv: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         str(BIN / "virtplane"), "--controller", f"127.0.0.1:{api.controller.port}", *argv,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env=dict(os.environ, **environment_of(api.controller)),
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), WAIT)
     assert proc.returncode == 0, out.decode()

@@ -167,7 +167,7 @@ async def test_a_client_that_does_not_read_is_cut_off_and_others_are_not_slowed(
 ) -> None:
     rig = await open_rig(config(database_url, watch_queue_size=8))
     # A client channel that takes no more than HTTP/2's initial window.
-    slow_channel = grpc.aio.insecure_channel(rig.address, options=[("grpc.http2.bdp_probe", 0)])
+    slow_channel = rig.open_channel(options=[("grpc.http2.bdp_probe", 0)])
     try:
         await _create(rig, "a", boot)
         slow = _Reader(vm_grpc.VmServiceStub(slow_channel), vm_api.WatchVmsRequest())

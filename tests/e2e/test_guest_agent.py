@@ -84,7 +84,7 @@ async def _cli_guest_raw(stack: Stack, vm_id: str) -> subprocess.CompletedProces
     return await asyncio.to_thread(
         subprocess.run,
         [str(Path(sys.executable).parent / "virtplane"), "vm", "guest", vm_id, "--raw"],
-        env=dict(os.environ, VIRTPLANE_CONTROLLER=stack.controller.address),
+        env=dict(os.environ, **stack.controller.environment()),
         capture_output=True,
         text=True,
         timeout=60,

@@ -5,6 +5,7 @@ its guest still running (its uptime goes on)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
@@ -16,7 +17,7 @@ import pytest
 import virtplane_client as vp
 from tests.support.guests import WAIT, Api, guest_reported, guest_spec
 from tests.support.real import GuestImage
-from tests.support.stack import Stack, start_controller
+from tests.support.stack import Stack, start_controller, start_host
 from tests.support.virt import domain_exists
 from virtplane_client.cli import format as fmt
 
@@ -29,14 +30,15 @@ PHASES = [field for _label, field in fmt.PHASES]
 async def test_start_phases_reach_up_across_a_controller_restart(
     stack: Stack, guest_image: GuestImage, system_libvirt: str, tmp_path: Path
 ) -> None:
-    # A controller of this test's own, on the shared hostd, so that it can be killed.
+    # A controller of this test's own, so that it can be killed, with a hostd
+    # of its own (a hostd's identity names the host id of one controller).
     workdir = tmp_path / "ctl"
     workdir.mkdir()
-    controller = start_controller(workdir)
+    controller = start_controller(workdir, plaintext_hosts=False)
+    hostd = await asyncio.to_thread(start_host, controller, workdir, "h", system_libvirt)
     vm_id = ""
     try:
-        async with vp.AsyncClient(controller.address) as client:
-            await client.hosts.add("h", stack.hostd.address)
+        async with controller.client() as client:
             created = await client.vms.create(f"phases-{os.getpid()}", guest_spec(guest_image))
             vm_id = created.id
             started = await client.vms.start(vm_id, request_id="start-1")
@@ -44,8 +46,8 @@ async def test_start_phases_reach_up_across_a_controller_restart(
         assert started.operation.phases.accepted_time is not None
         controller.kill()  # mid-start: the guest has not reported yet
 
-        controller = start_controller(workdir)
-        async with vp.AsyncClient(controller.address) as client:
+        controller = start_controller(workdir, plaintext_hosts=False)
+        async with controller.client() as client:
             op = await client.operations.result(started.operation, WAIT)
             assert op.state == Op.SUCCEEDED, op.error
             times = [getattr(op.phases, p) for p in PHASES]
@@ -60,6 +62,7 @@ async def test_start_phases_reach_up_across_a_controller_restart(
             await client.vms.delete(vm_id)
     finally:
         controller.stop()
+        hostd.stop()
     assert not domain_exists(system_libvirt, vm_id)
 
 

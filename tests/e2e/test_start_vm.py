@@ -92,7 +92,7 @@ async def test_the_shared_vm_runs_with_its_disk(
     assert [(d.name, d.path) for d in vm.spec.disks] == [("data0", shared_disk)]
     live = await asyncio.to_thread(live_xml, system_libvirt, up_vm.id)
     assert disks_of(live) == [("qcow2", shared_disk, "vda", False)]
-    async with grpc.aio.insecure_channel(stack.hostd.address) as channel:
+    async with stack.hostd.channel() as channel:
         host = agent_grpc.HostAgentServiceStub(channel)
         reply = await host.GetVmStats(agent_api.HostAgentServiceGetVmStatsRequest(vm_id=up_vm.id))
     [disk] = reply.stats.disks

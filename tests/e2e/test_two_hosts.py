@@ -27,9 +27,9 @@ from virtplane.v1 import host_agent_service_pb2_grpc as agent_grpc
 
 import virtplane_client as vp
 from controller.app import Controller
-from controller.config import ControllerConfig
 from controller.ha import HaPolicy
 from hostd.builder import DOMAIN_NAME_PREFIX
+from tests.support.controller_rig import config, credentials_of
 from tests.support.events import vm_until
 from tests.support.guests import guest_reported, guest_spec, vm_spec
 from tests.support.migration_rig import identity
@@ -93,7 +93,7 @@ def domains_of(uri: str, vm_id: str) -> int:
 
 async def running_on(daemon: Daemon, vm_id: str) -> int:
     """How many running VMs of this id a hostd reports."""
-    async with grpc.aio.insecure_channel(daemon.address) as channel:
+    async with daemon.channel() as channel:
         agent = agent_grpc.HostAgentServiceStub(channel)
         listed = await agent.ListVms(agent_pb2.HostAgentServiceListVmsRequest())
     down = (agent_pb2.HostVm.STATE_DOWN, agent_pb2.HostVm.STATE_SUSPENDED)
@@ -119,15 +119,9 @@ async def in_process_controller(
 ) -> AsyncIterator[vp.AsyncClient]:
     """A controller in this process (fast host retries, and settings), and a
     client on it; both closed at the end."""
-    config = ControllerConfig(
-        listen="127.0.0.1:0",
-        database_url=database_url,
-        host_retry_seconds=0.2,
-        **settings,  # type: ignore[arg-type]
-    )
-    ctl = Controller(config)
+    ctl = Controller(config(database_url, **{"host_retry_seconds": 0.2, **settings}))
     await ctl.start()
-    client = vp.AsyncClient(f"127.0.0.1:{ctl.port}")
+    client = vp.AsyncClient(f"127.0.0.1:{ctl.port}", credentials=credentials_of(ctl))
     try:
         yield client
     finally:
@@ -154,10 +148,11 @@ async def test_fifty_concurrent_starts_of_one_vm_from_two_controllers_make_one_d
 ) -> None:
     for name in ("a", "b"):
         (workdir / name).mkdir()
-    ctl_a = start_controller(workdir / "a", database_url)
-    ctl_b = start_controller(workdir / "b", database_url)
+    # One database, one state folder: one CA and one admin for both.
+    ctl_a = start_controller(workdir / "a", database_url, state_dir=workdir / "state")
+    ctl_b = start_controller(workdir / "b", database_url, state_dir=workdir / "state")
     try:
-        a, b = vp.AsyncClient(ctl_a.address), vp.AsyncClient(ctl_b.address)
+        a, b = ctl_a.client(), ctl_b.client()
         clients.extend([a, b])
         for name, daemon in zip(("h1", "h2"), hosts, strict=True):
             await a.hosts.add(name, daemon.address)
@@ -198,7 +193,7 @@ async def test_a_controller_killed_mid_start_and_restarted_ends_with_one_vm(
     delay: float,
 ) -> None:
     controller = start_controller(workdir, database_url)
-    client = vp.AsyncClient(controller.address)
+    client = controller.client()
     clients.append(client)
     for name, daemon in zip(("h1", "h2"), hosts, strict=True):
         await client.hosts.add(name, daemon.address)
@@ -211,7 +206,7 @@ async def test_a_controller_killed_mid_start_and_restarted_ends_with_one_vm(
             await start
 
         controller = start_controller(workdir, database_url)
-        client = vp.AsyncClient(controller.address)
+        client = controller.client()
         clients.append(client)
         # The start either never began (DOWN, as before), or it ends with
         # the VM running once; a DOWN after a start carries its reason.
@@ -349,7 +344,7 @@ async def test_a_real_vm_unknown_to_the_database_is_recorded_with_its_size(
             vm_config = agent_pb2.VmConfig(
                 vm_id=stranger, name=f"stranger-{_RUN}", spec=vm_spec(guest_image)
             )
-            async with grpc.aio.insecure_channel(hosts[0].address) as channel:
+            async with hosts[0].channel() as channel:
                 agent = agent_grpc.HostAgentServiceStub(channel)
                 await agent.CreateVm(agent_pb2.HostAgentServiceCreateVmRequest(config=vm_config))
             found = await _vm_until(
@@ -379,7 +374,7 @@ async def _record_states(client: vp.AsyncClient, vm_id: str, seen: list[tuple[S,
 
 async def _migrate(source: Daemon, vm_id: str, destination: Daemon, host_id: str) -> None:
     """MigrateVm on the source hostd, as an operator or a later controller verb would."""
-    async with grpc.aio.insecure_channel(source.address) as channel:
+    async with source.channel() as channel:
         agent = agent_grpc.HostAgentServiceStub(channel)
         await agent.MigrateVm(
             agent_pb2.HostAgentServiceMigrateVmRequest(

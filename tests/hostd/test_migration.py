@@ -114,7 +114,7 @@ async def _side(
     layout.channels_dir.mkdir()
     config = MigrationConfig(
         max_outgoing=max_outgoing,
-        peer_hypervisor_uri="fake:///{host_id}?at={address_host}",
+        peer_hypervisor_uri=f"fake:///{'{host_id}' if tls else 'any'}?at={{address_host}}",
         own_address=f"host-{name}:7070",
         incoming_timeout_seconds=0.3,
         progress_interval_seconds=0.01,

@@ -1,7 +1,7 @@
-"""A controller with authentication on, serving TLS from a test CA: a port
-for token clients (server-auth TLS) and one for client certificates (mutual
-TLS), each a grpc.aio port added to the controller's own server; channels
-carrying a bearer token or a client key pair; principals of each role."""
+"""A controller with authentication on, serving TLS from a test CA: its
+--listen port for token clients (server-auth TLS) and its --listen-mtls port
+for client certificates (mutual TLS); channels carrying a bearer token or a
+client key pair; principals of each role."""
 
 from __future__ import annotations
 
@@ -33,10 +33,9 @@ from controller.app import Controller
 from controller.auth.principals import ADMIN_TOKEN_FILE
 from tests.support.controller_rig import config
 from tests.support.pki import TestPki
-from virtplane_common.tls.credentials import ServingCertificate, channel_credentials
+from virtplane_common.tls.credentials import channel_credentials
 from virtplane_common.tls.files import KeyPair
 from virtplane_common.tls.keys import key_pem, new_key
-from virtplane_common.tls.names import Role
 
 SERVICE_FILES: list[FileDescriptor] = [
     vm_service_pb2.DESCRIPTOR,
@@ -165,14 +164,12 @@ async def open_auth_rig(database_url: str, folder: Path) -> AuthRig:
     pki = TestPki(folder / "pki")
     state_dir = folder / "state"
     revoked: set[int] = set()
-    cfg = config(database_url, require_auth=True, state_dir=state_dir)
+    cfg = config(database_url, state_dir=state_dir, listen_mtls="127.0.0.1:0")
     ctl = Controller(cfg, ca=pki.ca, revoked=revoked.__contains__)
-    serving = ServingCertificate(pki.pair(Role.CONTROLLER))
-    tls = ctl.server.add_secure_port("127.0.0.1:0", serving.credentials(require_client_auth=False))
-    mtls = ctl.server.add_secure_port("127.0.0.1:0", serving.credentials(require_client_auth=True))
     await ctl.start()
     token = (state_dir / ADMIN_TOKEN_FILE).read_text().strip()
-    return AuthRig(ctl, pki, state_dir, f"127.0.0.1:{tls}", f"127.0.0.1:{mtls}", token, revoked)
+    tls, mtls = f"127.0.0.1:{ctl.port}", f"127.0.0.1:{ctl.mtls_port}"
+    return AuthRig(ctl, pki, state_dir, tls, mtls, token, revoked)
 
 
 async def close_auth_rig(rig: AuthRig) -> None:

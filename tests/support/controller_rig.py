@@ -5,11 +5,23 @@ nothing boots, so a started VM stays POWERING_UP), with raw gRPC stubs on it
 (the controller's tests are about its API on the wire: exact messages, status
 codes) and a virtplane_client on the same channel for waiting on a VM's state
 (`rig.client.vms.wait_for(vm, state, timeout=WAIT)`); and the VM specs and
-error checks its tests share."""
+error checks its tests share.
+
+The controller serves TLS with authentication on, as a deployed one does:
+its CA and pair are made in a state folder of its database's own (a restart
+on the same database finds them and the bootstrap admin's token again), and
+the rig's channels trust that CA and send that token. It speaks plaintext to
+hosts (plaintext_hosts): the shared test hostd of a module is added anew by
+each test, under a new host id, so it can hold no host identity.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import atexit
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +34,10 @@ from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
 import virtplane_client as vp
 from controller.app import Controller
+from controller.auth.principals import ADMIN_TOKEN_FILE
 from controller.config import ControllerConfig
 from tests.support.waiting import TIMEOUT
+from virtplane_client.credentials import open_channel
 
 WAIT = TIMEOUT
 """How long a test waits for a VM's state, in seconds."""
@@ -40,22 +54,69 @@ class Rig:
     ops: op_grpc.OperationServiceAsyncStub
     address: str
     client: vp.AsyncClient
+    credentials: vp.Credentials
+    """The controller's CA and the bootstrap admin's token."""
+
+    def open_channel(self, options: Sequence[tuple[str, int]] = ()) -> grpc.aio.Channel:
+        """A new channel to the controller, as the admin (the caller closes it)."""
+        return open_channel(self.address, self.credentials, options)
+
+    def environment(self) -> dict[str, str]:
+        """The CLI's environment for this controller, as the admin."""
+        return environment_of(self.controller)
+
+
+_STATE_ROOT = Path(tempfile.mkdtemp(prefix="vp-ctl-state-"))
+atexit.register(shutil.rmtree, _STATE_ROOT, ignore_errors=True)
+
+
+def state_dir_of(database_url: str) -> Path:
+    """The state folder of the rig's controllers on database_url."""
+    return _STATE_ROOT / hashlib.sha256(database_url.encode()).hexdigest()[:16]
 
 
 def config(database_url: str, **overrides: object) -> ControllerConfig:
-    return ControllerConfig(
-        listen="127.0.0.1:0",
-        database_url=database_url,
-        host_retry_seconds=0.1,
-        **overrides,  # type: ignore[arg-type]
-    )
+    settings: dict[str, object] = {
+        "listen": "127.0.0.1:0",
+        "host_retry_seconds": 0.1,
+        "state_dir": state_dir_of(database_url),
+        "plaintext_hosts": True,
+        **overrides,
+    }
+    return ControllerConfig(database_url=database_url, **settings)  # type: ignore[arg-type]
+
+
+def credentials_of(ctl: Controller) -> vp.Credentials:
+    """What a client of ctl needs: its CA and the admin's token; plaintext
+    for an insecure development controller."""
+    if ctl.tls is None:
+        return vp.INSECURE_DEVELOPMENT
+    token = (ctl.config.state_dir / ADMIN_TOKEN_FILE).read_text().strip()
+    return vp.Credentials(ca=ctl.tls.ca.cert_pem, token=token)
+
+
+def admin_channel(ctl: Controller, options: Sequence[tuple[str, int]] = ()) -> grpc.aio.Channel:
+    """A new channel to ctl's --listen port, as the bootstrap admin."""
+    return open_channel(f"127.0.0.1:{ctl.port}", credentials_of(ctl), options)
+
+
+def environment_of(ctl: Controller) -> dict[str, str]:
+    """The CLI's environment for ctl (its --listen port), as the admin."""
+    address = f"127.0.0.1:{ctl.port}"
+    if ctl.tls is None:
+        return {"VIRTPLANE_ADDRESS": address, "VIRTPLANE_INSECURE_DEV": "1"}
+    ca = ctl.config.state_dir / "cli-ca.pem"
+    ca.write_bytes(ctl.tls.ca.cert_pem)
+    token = str(credentials_of(ctl).token)
+    return {"VIRTPLANE_ADDRESS": address, "VIRTPLANE_CA": str(ca), "VIRTPLANE_TOKEN": token}
 
 
 async def open_rig(cfg: ControllerConfig) -> Rig:
     ctl = Controller(cfg)
     await ctl.start()
     address = f"127.0.0.1:{ctl.port}"
-    channel = grpc.aio.insecure_channel(address)
+    credentials = credentials_of(ctl)
+    channel = open_channel(address, credentials, ())
     return Rig(
         ctl,
         channel,
@@ -64,6 +125,7 @@ async def open_rig(cfg: ControllerConfig) -> Rig:
         op_grpc.OperationServiceStub(channel),
         address,
         vp.AsyncClient(channel=channel),  # closed with the channel
+        credentials,
     )
 
 

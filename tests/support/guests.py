@@ -27,9 +27,9 @@ class Api:
 
     @classmethod
     async def open(cls, stack: Stack) -> Api:
-        """Connects to the stack's controller and adds its hostd as host "local"."""
-        client = vp.AsyncClient(stack.controller.address)
-        host = await client.hosts.add("local", stack.hostd.address)
+        """Connects to the stack's controller, whose hostd is host "local"."""
+        client = stack.controller.client()
+        host = await client.hosts.get("local")
         return cls(client, host.id, VmChanges.of_client(client, WAIT))
 
     async def close(self) -> None:

@@ -24,10 +24,20 @@ LOCAL = Names(dns=("localhost",), ips=("127.0.0.1",))
 class TestPki:
     __test__ = False  # not a test class, whatever pytest thinks of its name
 
-    def __init__(self, folder: Path, common_name: str = "virtplane test CA") -> None:
+    def __init__(
+        self,
+        folder: Path,
+        common_name: str = "virtplane test CA",
+        ca: CertificateAuthority | None = None,
+    ) -> None:
         self.folder = folder
-        self.ca = CertificateAuthority.create(common_name, dt.timedelta(days=30))
+        self.ca = ca or CertificateAuthority.create(common_name, dt.timedelta(days=30))
         self._revoked: list[tuple[int, dt.datetime]] = []
+
+    @classmethod
+    def of(cls, ca: CertificateAuthority, folder: Path) -> TestPki:
+        """A TestPki issuing from an existing CA (a controller's)."""
+        return cls(folder, ca=ca)
 
     @property
     def ca_pem(self) -> bytes:

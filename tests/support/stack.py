@@ -1,6 +1,13 @@
 """Running the real daemons (controller, hostd) as processes on loopback, for
 the end-to-end tests, the demo and the benchmarks: start one, wait until it
-answers, read its log, stop it."""
+answers, read its log, stop it.
+
+A controller serves TLS with authentication on, as deployed: its CA and the
+bootstrap admin's token are in its --state-dir, and Daemon.credentials() is
+what a client of it needs (the CLI: Daemon.environment()). Controllers
+sharing a database share a state folder (one CA, one admin). It speaks
+plaintext to hosts while hostd serves plaintext (plaintext_hosts).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +19,13 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
+import virtplane_client as vp
+from controller.auth.principals import ADMIN_TOKEN_FILE
+from controller.pki.store import PkiSettings, open_ca
 from tests.support.connect import TEST_HOST_ID, give_identity, hostd_channel, hostd_sync_channel
 from tests.support.pki import TestPki
 from tests.support.real import IMAGE_ROOTS
@@ -36,6 +47,8 @@ class Daemon:
     address: str
     log_path: Path
     process: subprocess.Popen[bytes]
+    state_dir: Path | None = None
+    """A controller's --state-dir (its CA, the admin's token); None: plaintext."""
     pki: TestPki | None = None
     """A hostd's CA when it serves mutual TLS (a controller's pair of it reaches it)."""
     host_id: str = ""
@@ -46,10 +59,48 @@ class Daemon:
             return grpc.aio.insecure_channel(self.address)
         return hostd_channel(self.address, self.pki, self.host_id)
 
+    @property
+    def ca_file(self) -> Path:
+        assert self.state_dir is not None, f"{self.name} serves plaintext"
+        return self.state_dir / "pki" / "ca.pem"
+
+    def credentials(self) -> vp.Credentials:
+        """The CA and the bootstrap admin's token (plaintext without a state_dir)."""
+        if self.state_dir is None:
+            return vp.INSECURE_DEVELOPMENT
+        token = (self.state_dir / ADMIN_TOKEN_FILE).read_text().strip()
+        return vp.Credentials(ca=self.ca_file, token=token)
+
+    def client(self, **options: Any) -> vp.AsyncClient:
+        """An AsyncClient of this controller, as the admin."""
+        return vp.AsyncClient(self.address, credentials=self.credentials(), **options)
+
+    def environment(self) -> dict[str, str]:
+        """The CLI's environment for this controller, as the admin."""
+        env = {"VIRTPLANE_ADDRESS": self.address, "VIRTPLANE_CONTROLLER": self.address}
+        if self.state_dir is None:
+            return {**env, "VIRTPLANE_INSECURE_DEV": "1"}
+        token = str(self.credentials().token)
+        return {**env, "VIRTPLANE_CA": str(self.ca_file), "VIRTPLANE_TOKEN": token}
+
     def _sync_channel(self) -> grpc.Channel:
-        if self.pki is None:
+        if self.pki is not None:
+            return hostd_sync_channel(self.address, self.pki, self.host_id)
+        if self.state_dir is None:
             return grpc.insecure_channel(self.address)
-        return hostd_sync_channel(self.address, self.pki, self.host_id)
+        until_sync(
+            self._written,
+            what=f"{self.name} to write its CA and token in {self.state_dir}",
+            every=0.05,
+        )
+        creds = grpc.ssl_channel_credentials(self.ca_file.read_bytes())
+        return grpc.secure_channel(self.address, creds)
+
+    def _written(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
+        assert self.state_dir is not None
+        return self.ca_file.is_file() and (self.state_dir / ADMIN_TOKEN_FILE).is_file()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Waits until the daemon's gRPC port answers; fails with the end of its
@@ -108,7 +159,7 @@ def _spawn(
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     log.close()
-    return Daemon(name, address, log_path, process, pki, host_id)
+    return Daemon(name, address, log_path, process, pki=pki, host_id=host_id)
 
 
 def start_hostd(
@@ -150,18 +201,64 @@ def start_hostd(
     return daemon
 
 
-def start_controller(workdir: Path, database_url: str | None = None) -> Daemon:
+def start_controller(
+    workdir: Path,
+    database_url: str | None = None,
+    *,
+    state_dir: Path | None = None,
+    plaintext_hosts: bool = True,
+    extra: tuple[str, ...] = (),
+) -> Daemon:
+    """A controller serving TLS with authentication on; state_dir (default
+    workdir/controller-state) holds its CA and the admin's token. It speaks
+    plaintext to hosts (hostds started without an identity) unless
+    plaintext_hosts is False (hosts started with start_host)."""
     address = f"127.0.0.1:{free_port()}"
     url = database_url or f"sqlite:///{workdir / 'controller.db'}"
-    argv = [str(BIN / "virtplane-controller"), "--listen", address, "--database", url]
+    state = state_dir or workdir / "controller-state"
+    argv = [
+        str(BIN / "virtplane-controller"),
+        "--listen", address,
+        "--database", url,
+        "--state-dir", str(state),
+        *(["--plaintext-hosts-dev"] if plaintext_hosts else []),
+        *extra,
+    ]  # fmt: skip
     daemon = _spawn("controller", argv, workdir / "controller.log", address)
+    if "--insecure-plaintext-dev" not in extra:
+        daemon.state_dir = state
     daemon.wait_ready()
     return daemon
 
 
+def controller_pki(controller: Daemon, folder: Path) -> TestPki:
+    """A TestPki on the controller's own CA (read from its state folder):
+    hostds given identities from it are ones the controller trusts."""
+    assert controller.state_dir is not None, "a plaintext controller has no CA"
+    return TestPki.of(open_ca(PkiSettings(controller.state_dir / "pki")), folder)
+
+
+def start_host(
+    controller: Daemon,
+    workdir: Path,
+    name: str,
+    libvirt_uri: str = "qemu:///system",
+    extra: tuple[str, ...] = (),
+) -> Daemon:
+    """A hostd added to controller as host name, serving mutual TLS with a
+    pair the controller's CA issued for its host id, written into its state
+    folder before it starts (where enrollment would write it)."""
+    port = free_port()
+    with vp.Client(controller.address, credentials=controller.credentials()) as client:
+        host = client.hosts.add(name, f"127.0.0.1:{port}")
+    pki = controller_pki(controller, workdir / "pki")
+    return start_hostd(workdir, libvirt_uri, port, extra, pki=pki, host_id=host.id)
+
+
 @dataclass
 class Stack:
-    """A controller and one hostd, with the hostd registered as a host."""
+    """A controller and one hostd, added to it as host "local" (mutual TLS,
+    the hostd's identity from the controller's CA)."""
 
     workdir: Path
     controller: Daemon
@@ -179,11 +276,11 @@ def workdir_db(stack: Stack) -> Path:
 
 
 def start_stack(workdir: Path, libvirt_uri: str) -> Stack:
-    """A hostd on libvirt_uri and a controller (on SQLite), both in workdir."""
-    hostd = start_hostd(workdir, libvirt_uri)
+    """A controller (on SQLite) and a hostd on libvirt_uri, both in workdir."""
+    controller = start_controller(workdir, plaintext_hosts=False)
     try:
-        controller = start_controller(workdir)
+        hostd = start_host(controller, workdir, "local", libvirt_uri)
     except Exception:
-        hostd.stop()
+        controller.stop()
         raise
     return Stack(workdir, controller, hostd)

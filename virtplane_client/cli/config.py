@@ -11,8 +11,10 @@ The file is ``$VIRTPLANE_CONFIG``, else ``$XDG_CONFIG_HOME/virtplane/config.toml
 
 VIRTPLANE_ADDRESS (or the older VIRTPLANE_CONTROLLER), VIRTPLANE_CA and
 VIRTPLANE_TOKEN override the file's values; --controller overrides the
-address. With neither a CA, a token nor a key pair, the CLI speaks plaintext
-to a development controller, as it did before.
+address. The CLI always speaks TLS (trusting the system's roots when no CA is
+named), except to a development controller started with
+--insecure-plaintext-dev: ``insecure_development = "1"`` in the file,
+VIRTPLANE_INSECURE_DEV=1 or ``virtplane --insecure-plaintext-dev``.
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ from pathlib import Path
 from virtplane_client.credentials import INSECURE_DEVELOPMENT, Credentials
 
 DEFAULT_ADDRESS = "127.0.0.1:7000"
-KEYS = ("address", "ca", "token", "cert", "key")
+KEYS = ("address", "ca", "token", "cert", "key", "insecure_development")
 ENVIRONMENT = {
     "VIRTPLANE_CONTROLLER": "address",
     "VIRTPLANE_ADDRESS": "address",
     "VIRTPLANE_CA": "ca",
     "VIRTPLANE_TOKEN": "token",
+    "VIRTPLANE_INSECURE_DEV": "insecure_development",
 }
 """Overrides, in order: a later one wins (VIRTPLANE_ADDRESS over the older name)."""
 
@@ -47,9 +50,11 @@ class Settings:
     cert: str = ""
     key: str = ""
     """The paths of a client certificate and its key."""
+    insecure_development: str = ""
+    """"1": plaintext to a development controller (no credentials sent)."""
 
     def credentials(self) -> Credentials:
-        if not (self.ca or self.token or self.cert):
+        if self.insecure_development not in ("", "0", "false"):
             return INSECURE_DEVELOPMENT
         return Credentials(
             ca=Path(self.ca) if self.ca else None,

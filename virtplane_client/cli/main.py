@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -23,6 +24,11 @@ def parser() -> argparse.ArgumentParser:
         help="controller address (default: $VIRTPLANE_ADDRESS, else the config file's"
         f" (virtplane login), else {config.DEFAULT_ADDRESS})",
     )
+    p.add_argument(
+        "--insecure-plaintext-dev",
+        action="store_true",
+        help="plaintext to a development controller (--insecure-plaintext-dev); no credentials",
+    )
     p.add_argument("--timeout", type=float, default=None, help="seconds before giving up")
     groups = p.add_subparsers(dest="group", required=True)
     hosts.add_parsers(groups)
@@ -39,6 +45,9 @@ async def run_command(args: argparse.Namespace) -> None:
         principals.login(args)
         return
     settings = config.load()
+    if args.insecure_plaintext_dev:
+        settings = dataclasses.replace(settings, ca="", token="", cert="", key="")
+        settings = dataclasses.replace(settings, insecure_development="1")
     address = args.controller or settings.address
     async with AsyncClient(address, credentials=settings.credentials()) as client:
         await asyncio.wait_for(run(args, client), args.timeout)
