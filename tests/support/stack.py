@@ -30,6 +30,7 @@ from tests.support.connect import TEST_HOST_ID, give_identity, hostd_channel, ho
 from tests.support.pki import TestPki
 from tests.support.real import IMAGE_ROOTS
 from tests.support.waiting import until_sync
+from virtplane_common.tls.files import write_private
 
 BIN = Path(sys.executable).parent
 
@@ -176,11 +177,13 @@ def start_hostd(
     extra: more arguments; env: more environment variables.
 
     With pki, it serves mutual TLS as host host_id, its identity written by
-    pki into its state folder (kept when one is there: a restart); without,
-    it runs with --insecure-plaintext-dev."""
+    pki into its state folder (kept when one is there: a restart) unless extra
+    enrolls it (--enroll-token-file); without, it runs with
+    --insecure-plaintext-dev."""
     address = f"127.0.0.1:{port or free_port()}"
     state = workdir / "hostd"
-    if pki is not None and not (state / "tls" / "cert.pem").exists():
+    enrolling = "--enroll-token-file" in extra
+    if pki is not None and not enrolling and not (state / "tls" / "cert.pem").exists():
         give_identity(pki, state, host_id)
     security = () if pki is not None else ("--insecure-plaintext-dev",)
     if "--qemu-tls-dir" not in extra:  # the machine's libvirtd's folder only when asked
@@ -245,14 +248,25 @@ def start_host(
     libvirt_uri: str = "qemu:///system",
     extra: tuple[str, ...] = (),
 ) -> Daemon:
-    """A hostd added to controller as host name, serving mutual TLS with a
-    pair the controller's CA issued for its host id, written into its state
-    folder before it starts (where enrollment would write it)."""
+    """A hostd added to controller as host name and enrolled as an operator
+    enrolls one: AddHost's one-time token in a file, hostd started with the
+    controller's address and CA. The returned Daemon's channel() reaches it as
+    the controller (a controller pair from the controller's CA)."""
     port = free_port()
     with vp.Client(controller.address, credentials=controller.credentials()) as client:
-        host = client.hosts.add(name, f"127.0.0.1:{port}")
+        added = client.hosts.register(name, f"127.0.0.1:{port}")
+    assert added.token is not None, "AddHost returned no enrollment token"
+    token_file = workdir / f"{name}.token"
+    write_private(token_file, added.token.secret.encode())
+    enroll = (
+        "--controller", controller.address,
+        "--controller-ca", str(controller.ca_file),
+        "--enroll-token-file", str(token_file),
+    )  # fmt: skip
     pki = controller_pki(controller, workdir / "pki")
-    return start_hostd(workdir, libvirt_uri, port, extra, pki=pki, host_id=host.id)
+    return start_hostd(
+        workdir, libvirt_uri, port, (*enroll, *extra), pki=pki, host_id=added.host.id
+    )
 
 
 @dataclass
