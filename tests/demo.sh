@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make demo`: starts a controller (TLS, authentication on: its CA and the
-# bootstrap admin's token are made at its first start) and a hostd, logs the
-# CLI in, registers this machine as a host, creates a VM from the test guest
-# image, starts it, and shows the watch stream until the guest agent has
-# reported; then stops everything.
+# bootstrap admin's token are made at its first start), logs the CLI in,
+# adds this machine as a host and starts its hostd, which enrolls with the
+# one-time token AddHost returned and then serves mutual TLS only; creates a
+# VM from the test guest image, starts it, and shows the watch stream until
+# the guest agent has reported; then stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -34,37 +35,43 @@ import json,sys; d=json.load(open(sys.argv[1])); print(d["kernel"], d["initrd"],
     "$IMAGE/image.json")
 
 say "logs and state in $WORK"
-# hostd has no identity in this demo yet (enrollment gives it one): it serves
-# plaintext (--insecure-plaintext-dev) and the controller reaches it so
-# (--plaintext-hosts-dev); clients reach the controller over TLS only.
-"$BIN/virtplane-hostd" --listen "$HOSTD" --state-dir "$WORK/hostd" --image-root "$IMAGE" \
-    --insecure-plaintext-dev >"$WORK/hostd.log" 2>&1 &
-pids+=($!)
 "$BIN/virtplane-controller" --listen "$CONTROLLER" --database "sqlite:///$WORK/controller.db" \
-    --state-dir "$STATE" --plaintext-hosts-dev >"$WORK/controller.log" 2>&1 &
+    --state-dir "$STATE" >"$WORK/controller.log" 2>&1 &
 pids+=($!)
-"$BIN/python" - "$HOSTD" "$CONTROLLER" "$STATE" <<'PY'
+"$BIN/python" - "$CONTROLLER" "$STATE" <<'PY'
 import pathlib, sys, time, grpc
-hostd, controller, state = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
+controller, state = sys.argv[1], pathlib.Path(sys.argv[2])
 deadline = time.monotonic() + 30
 while not ((state / "pki/ca.pem").is_file() and (state / "admin.token").is_file()):
     if time.monotonic() > deadline:
         sys.exit("the controller wrote no CA and admin token in 30 s")
     time.sleep(0.1)
-with grpc.insecure_channel(hostd) as ch:
-    grpc.channel_ready_future(ch).result(timeout=30)
 creds = grpc.ssl_channel_credentials((state / "pki/ca.pem").read_bytes())
 with grpc.secure_channel(controller, creds) as ch:
     grpc.channel_ready_future(ch).result(timeout=30)
 PY
-echo "hostd on $HOSTD, controller on $CONTROLLER (TLS, authentication on)"
+echo "controller on $CONTROLLER (TLS, authentication on; its CA and the admin's token in $STATE)"
 
 say "virtplane login --address $CONTROLLER --ca $STATE/pki/ca.pem --token-file $STATE/admin.token"
 "$BIN/virtplane" login --address "$CONTROLLER" --ca "$STATE/pki/ca.pem" \
     --token-file "$STATE/admin.token"
 
-say "virtplane host add local $HOSTD"
-vp host add local "$HOSTD"
+say "virtplane host add local $HOSTD --token-file $WORK/enroll.token"
+vp host add local "$HOSTD" --token-file "$WORK/enroll.token"
+
+say "virtplane-hostd … --controller $CONTROLLER --controller-ca $STATE/pki/ca.pem --enroll-token-file $WORK/enroll.token"
+"$BIN/virtplane-hostd" --listen "$HOSTD" --state-dir "$WORK/hostd" --image-root "$IMAGE" \
+    --qemu-tls-dir "$WORK/hostd/qemu-tls" \
+    --controller "$CONTROLLER" --controller-ca "$STATE/pki/ca.pem" \
+    --enroll-token-file "$WORK/enroll.token" >"$WORK/hostd.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 300); do
+    vp host list 2>/dev/null | grep -q " UP " && break
+    kill -0 "${pids[-1]}" 2>/dev/null || { tail -5 "$WORK/hostd.log"; exit 1; }
+    sleep 0.1
+done
+grep -h "enrolled as host" "$WORK/hostd.log" | sed 's/^[^:]*: //'
+vp host list
 
 say "virtplane vm create demo (1 vCPU, 256 MiB, the test guest image)"
 vp vm create demo --vcpus 1 --memory 256 --kernel "$KERNEL" --initrd "$INITRD" \

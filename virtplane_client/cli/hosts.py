@@ -4,31 +4,52 @@ once, so it carries no request_id (NO_KEY), as it always did."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from virtplane_client.aio import AsyncClient
 from virtplane_client.cli import config
 from virtplane_client.cli import format as fmt
 from virtplane_client.fleet import EnrollmentToken
+from virtplane_common.tls.files import write_private
 
 NO_KEY = ""
 TOKEN_FILE = "/etc/virtplane/enroll.token"
 
 
 def enrollment_text(args: argparse.Namespace, name: str, token: EnrollmentToken) -> str:
-    """The token, and the hostd command line that enrolls with it."""
+    """The token, and the hostd command line that enrolls with it. With
+    --token-file, the token is written there (0600) instead of shown."""
+    if args.token_file is not None:
+        write_private(args.token_file, token.secret.encode())
+        return _command_text(args, name, token, args.token_file)
+    return _command_text(args, name, token, None)
+
+
+def _command_text(
+    args: argparse.Namespace, name: str, token: EnrollmentToken, written: Path | None
+) -> str:
     settings = config.load()
     address = args.controller or settings.address
     ca = settings.ca or "CA.pem"
     until = token.expires_at.isoformat(timespec="seconds") if token.expires_at else "?"
-    return "\n".join(
-        [
+    if written is not None:
+        where = [f"enrollment token for host {name!r} (works once, until {until}) in {written}"]
+        token_file = str(written)
+    else:
+        where = [
             f"enrollment token for host {name!r} (works once, until {until}):",
             f"  {token.secret}",
-            f"on the host, put it in a file only root reads ({TOKEN_FILE}), copy the",
-            f"controller's CA certificate ({ca}) and start hostd once with its usual flags and:",
+            f"on the host, put it in a file only root reads ({TOKEN_FILE}), and",
+        ]
+        token_file = TOKEN_FILE
+    return "\n".join(
+        [
+            *where,
+            f"with the controller's CA certificate ({ca}), start hostd once with its usual"
+            " flags and:",
             f"  virtplane-hostd --controller {address} --controller-ca {ca}"
-            f" --enroll-token-file {TOKEN_FILE}",
+            f" --enroll-token-file {token_file}",
         ]
     )
 
@@ -68,11 +89,20 @@ async def host_confirm_down(args: argparse.Namespace, client: AsyncClient) -> No
     print(f"VMs now DOWN: {', '.join(fenced.vm_ids) or 'none'}")
 
 
+def _token_file_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        help="write the enrollment token to this file (mode 0600) instead of showing it",
+    )
+
+
 def add_parsers(groups: Any) -> None:
     host = groups.add_parser("host", help="hosts").add_subparsers(dest="verb", required=True)
     add = host.add_parser("add", help="register a hostd")
     add.add_argument("name")
     add.add_argument("address", help="hostd address, host:port")
+    _token_file_argument(add)
     add.set_defaults(run=host_add)
     host.add_parser("list", help="list hosts").set_defaults(run=host_list)
     token = host.add_parser(
@@ -82,6 +112,7 @@ def add_parsers(groups: Any) -> None:
     token.add_argument(
         "--ttl-seconds", type=int, default=0, help="how long it lasts (default: the controller's)"
     )
+    _token_file_argument(token)
     token.set_defaults(run=host_enroll_token)
     for verb, run, what in (
         ("remove", host_remove, "forget a host no VM is placed on"),
