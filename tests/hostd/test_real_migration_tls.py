@@ -9,9 +9,10 @@ its pair from one test CA in the folder its libvirtd's qemu.conf names
   migration parameters (query-migrate-parameters, through libvirt-qemu's
   monitor passthrough) name TLS credentials and B's DNS name, not our flag.
   Then its bandwidth is lifted and it lands on B.
-- "refused" is sent to B as another host id (QEMU's check of the name fails),
-  then with B's folder holding another CA's pair (the chain check fails): each
-  time the VM runs on on A, its agent still reporting there.
+- "refused" is sent to B as another host id (the source's mutual TLS to B
+  refuses it before anything moves), then with B's folder holding another
+  CA's pair (QEMU's chain check fails): each time the VM runs on on A, its
+  agent still reporting there.
 """
 
 from __future__ import annotations
@@ -172,13 +173,18 @@ async def test_the_memory_goes_to_no_other_host(hosts: Hosts) -> None:
     vm_id = hosts.guests["refused"].vm_id
     b = hosts.b
 
-    # B's certificate does not name the host the migration is meant for.
+    # B's certificate does not name the host the migration is meant for: the
+    # source's mutual TLS to B refuses it before anything is sent.
     other = str(uuid.uuid4())
-    message = await _refused(hosts, vm_id, other)
-    print(f"\nanother host id: {message}")
-    assert _refused_by_tls(
-        message, f"Certificate does not match the hostname {host_dns_name(other)}"
-    ), message
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await hosts.a.stub.MigrateVm(b.migrate_request(vm_id, host_id=other))
+    print(f"\nanother host id: {refused.value.details()}")
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert f"(as host {other}; " in str(refused.value.details())
+    assert "Hostname Verification Check failed" in str(refused.value.details())
+    listed = await hosts.a.stub.ListVms(pb.HostAgentServiceListVmsRequest())
+    assert [vm.state for vm in listed.vms if vm.vm_id == vm_id] == [S.STATE_RUNNING]
+    assert not domain_exists(b.uri, vm_id)
 
     # B's folder holds a pair of another CA, for B's own id.
     another_ca = TestPki(hosts.pki.folder / "other", "another CA")
