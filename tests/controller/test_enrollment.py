@@ -43,7 +43,14 @@ from tests.support.auth_rig import AuthRig, auth, csr_for
 from tests.support.controller_rig import error
 from virtplane_client.cli.hosts import TOKEN_FILE
 from virtplane_client.cli.main import parser, run_command
-from virtplane_common.tls.keys import PrivateKey, cert_pem, new_key, same_key, signing_request
+from virtplane_common.tls.keys import (
+    PrivateKey,
+    cert_pem,
+    key_pem,
+    new_key,
+    same_key,
+    signing_request,
+)
 from virtplane_common.tls.names import Role, host_dns_name, identity_uri
 
 __all__ = ["auth"]  # the fixture
@@ -398,7 +405,7 @@ async def test_a_monitor_connecting_pushes_the_crl_and_remove_host_pushes_the_ne
     address = f"127.0.0.1:{free_port()}"
     added = await hosts(auth).AddHost(host_api.AddHostRequest(name="h1", address=address))
     identity = IdentityDouble()
-    await enroll(auth, added.enrollment_token, identity.csr())
+    enrolled = await enroll(auth, added.enrollment_token, identity.csr())
     other = await add(auth, "h2")
     reply = await enroll(auth, other.enrollment_token, csr_for("h2")[1])
     h2_serial = x509.load_pem_x509_certificate(reply.certificate_pem.encode()).serial_number
@@ -406,7 +413,14 @@ async def test_a_monitor_connecting_pushes_the_crl_and_remove_host_pushes_the_ne
     server = grpc.aio.server()
     hid_grpc.add_HostIdentityServiceServicer_to_server(identity, server)
     agent_grpc.add_HostAgentServiceServicer_to_server(AgentDouble(), server)  # type: ignore[abstract]
-    server.add_insecure_port(address)
+    # It serves mutual TLS with the certificate its enrollment got.
+    served = [(key_pem(identity.key), enrolled.certificate_pem.encode())]
+    server.add_secure_port(
+        address,
+        grpc.ssl_server_credentials(
+            served, root_certificates=auth.pki.ca_pem, require_client_auth=True
+        ),
+    )
     await server.start()
     try:
         await asyncio.wait_for(auth.controller.hosts.monitor(added.host.id).connected.wait(), 10)
