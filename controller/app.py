@@ -101,19 +101,7 @@ class Controller:
             interceptors=[ErrorInterceptor(), *wiring.interceptors(config, self.auth)]
         )
         self.verbs = VmVerbs(self.store, self.clients, self.starter)
-        vm_service_pb2_grpc.add_VmServiceServicer_to_server(
-            VmServicer(self.vms, self.verbs, WatchStream(self.store), self.properties),
-            self.server,
-        )
-        operation_service_pb2_grpc.add_OperationServiceServicer_to_server(
-            OperationServicer(OperationService(self.db, self.store.hub)), self.server
-        )
-        host_service_pb2_grpc.add_HostServiceServicer_to_server(
-            HostServicer(self.hosts), self.server
-        )
-        affinity_group_service_pb2_grpc.add_AffinityGroupServiceServicer_to_server(
-            AffinityGroupServicer(AffinityGroups(self.db)), self.server
-        )
+        self._add_services()
         wiring.install(self.server, self.db, self.auth, ca, config)
         self.identity.install(self.server)
         self.probes = Probes(
@@ -130,6 +118,22 @@ class Controller:
         self._pruning: asyncio.Task[None] | None = None
         self._renewal: asyncio.Task[None] | None = None
         self.port, self.mtls_port = self._add_ports()
+
+    def _add_services(self) -> None:
+        """The VM, operation, host and affinity group services on the server."""
+        vm_service_pb2_grpc.add_VmServiceServicer_to_server(
+            VmServicer(self.vms, self.verbs, WatchStream(self.store), self.properties),
+            self.server,
+        )
+        operation_service_pb2_grpc.add_OperationServiceServicer_to_server(
+            OperationServicer(OperationService(self.db, self.store.hub)), self.server
+        )
+        host_service_pb2_grpc.add_HostServiceServicer_to_server(
+            HostServicer(self.hosts), self.server
+        )
+        affinity_group_service_pb2_grpc.add_AffinityGroupServiceServicer_to_server(
+            AffinityGroupServicer(AffinityGroups(self.db)), self.server
+        )
 
     def _host_credentials(self) -> grpc.ChannelCredentials | None:
         if self.tls is None or self.config.plaintext_hosts:
