@@ -75,6 +75,7 @@ class HostClient:
         self._timeout = timeout
         self._channel = open_channel(address, host_id, credentials)
         self._stub = pb_grpc.HostAgentServiceStub(self._channel)
+        self._identity = identity_grpc.HostIdentityServiceStub(self._channel)
         self._retired: list[grpc.aio.Channel] = []
 
     def reconnect(self, credentials: grpc.ChannelCredentials | None) -> None:
