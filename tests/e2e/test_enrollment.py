@@ -38,8 +38,10 @@ from tests.support.enrolled import (
     TEST_URI,
     certificate,
     enroll_once,
+    host_cert_lifetime,
     host_state,
     named_host,
+    renewed_while,
     revoked_serials,
     served_serial,
     state_dir,
@@ -347,8 +349,8 @@ def renewing_controller(root: Path) -> Iterator[Daemon]:
     """A controller giving hosts certificates of RENEWAL_LIFETIME seconds."""
     workdir = root / "controller"
     workdir.mkdir()
-    days = ("--host-cert-days", repr(RENEWAL_LIFETIME / 86400))
-    daemon = start_controller(workdir, plaintext_hosts=False, extra=days)
+    lifetime = host_cert_lifetime(RENEWAL_LIFETIME)
+    daemon = start_controller(workdir, plaintext_hosts=False, extra=lifetime)
     yield daemon
     daemon.stop()
 
@@ -367,7 +369,11 @@ async def test_a_host_certificate_is_renewed_while_the_host_runs(
         assert await served_serial(h) == first.serial_number
         watch = VmEvents.of_stub(vm_grpc.VmServiceStub(client.channel), within=30)
         try:
-            await renewed_while_up(client, "h", h, first.serial_number)
+
+            async def steady() -> None:
+                assert await host_state(client, "h") == H.UP
+
+            await renewed_while(h, first.serial_number, steady, RENEWED_WITHIN)
             assert certificate(h).serial_number != first.serial_number
             assert named_host(h) == h.host_id
 
@@ -388,19 +394,3 @@ async def test_a_host_certificate_is_renewed_while_the_host_runs(
             await client.vms.stop(vm.id)
         finally:
             await watch.close()
-
-
-async def renewed_while_up(client: vp.AsyncClient, name: str, hostd: Daemon, serial: int) -> int:
-    """Waits until hostd serves a certificate other than serial, checking all
-    the while that the controller sees the host UP; returns the new serial."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + RENEWED_WITHIN
-    while loop.time() < deadline:
-        assert await host_state(client, name) == H.UP
-        served = await served_serial(hostd)
-        if served != serial:
-            await asyncio.sleep(1)
-            assert await host_state(client, name) == H.UP
-            return served
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"serial {serial} still served after {RENEWED_WITHIN} s")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,3 +94,28 @@ async def host_states(client: vp.AsyncClient) -> dict[str, vp.HostState]:
 
 async def host_state(client: vp.AsyncClient, name: str) -> vp.HostState:
     return (await client.hosts.get(name)).status.state
+
+
+def host_cert_lifetime(seconds: float) -> tuple[str, ...]:
+    """The controller's arguments that give hosts certificates of `seconds`
+    (renewed after 2/3 of it: controller.enrollment.records.renew_at)."""
+    return ("--host-cert-days", repr(seconds / 86400))
+
+
+async def renewed_while(
+    hostd: Daemon, serial: int, steady: Callable[[], Awaitable[None]], within: float = 60.0
+) -> int:
+    """Waits until hostd serves a certificate other than serial, awaiting
+    steady() (which asserts what must hold meanwhile) every half second, and
+    once more a second after the change; returns the new serial."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        await steady()
+        served = await served_serial(hostd)
+        if served != serial:
+            await asyncio.sleep(1)
+            await steady()
+            return served
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{hostd.address} still serves serial {serial} after {within} s")
