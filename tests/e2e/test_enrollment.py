@@ -13,6 +13,8 @@ certificate is renewed while it runs, without dropping it or any stream.
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import secrets
 import shutil
 import stat
@@ -37,6 +39,7 @@ from tests.support.connect import hostd_channel
 from tests.support.enrolled import (
     TEST_URI,
     certificate,
+    controller_serial,
     enroll_once,
     host_cert_lifetime,
     host_state,
@@ -344,21 +347,39 @@ async def test_a_removed_host_is_revoked(
     assert await host_state(client, "stays") == H.UP
 
 
-@pytest.fixture
-def renewing_controller(root: Path) -> Iterator[Daemon]:
-    """A controller giving hosts certificates of RENEWAL_LIFETIME seconds."""
+def short_lived(root: Path, *lifetime: str) -> Daemon:
+    """A controller of root/controller with lifetime's arguments."""
     workdir = root / "controller"
     workdir.mkdir()
-    lifetime = host_cert_lifetime(RENEWAL_LIFETIME)
-    daemon = start_controller(workdir, plaintext_hosts=False, extra=lifetime)
-    yield daemon
-    daemon.stop()
+    return start_controller(workdir, plaintext_hosts=False, extra=lifetime)
 
 
-async def test_a_host_certificate_is_renewed_while_the_host_runs(
-    renewing_controller: Daemon, hosts: Hosts, root: Path
+async def started_on_old_stream(
+    client: vp.AsyncClient, watch: VmEvents, hostd: Daemon, name: str
 ) -> None:
-    controller = renewing_controller
+    """A VM started on hostd now is seen on watch (a stream opened earlier)."""
+    kernel = Path(tempfile.gettempdir()) / f"vmlinuz-{name}-{os.getpid()}"
+    kernel.write_bytes(b"")
+    try:
+        spec = vp.VmSpec(vcpus=1, memory_mib=64, boot=vp.BootSource(str(kernel)))
+        vm = await client.vms.create(name, spec)
+        await client.vms.start(vm.id)
+        await watch.next_vm(
+            vm.id,
+            lambda v: (
+                v.status.state == vm_pb2.Vm.STATE_POWERING_UP and v.status.host_id == hostd.host_id
+            ),
+            f"VM {name} started on {hostd.address}, on the stream opened before",
+        )
+        assert not watch._task.done(), "the watch stream ended"
+        await client.vms.stop(vm.id)
+    finally:
+        kernel.unlink()
+
+
+async def test_a_host_certificate_is_renewed_while_the_host_runs(hosts: Hosts, root: Path) -> None:
+    controller = short_lived(root, *host_cert_lifetime(RENEWAL_LIFETIME))
+    hosts.daemons.append(controller)
     h = await asyncio.to_thread(hosts.enrolled, controller, "h")
     async with controller.client() as client:
         await up(client, "h")
@@ -368,29 +389,45 @@ async def test_a_host_certificate_is_renewed_while_the_host_runs(
         assert lifetime.total_seconds() <= RENEWAL_LIFETIME + 1
         assert await served_serial(h) == first.serial_number
         watch = VmEvents.of_stub(vm_grpc.VmServiceStub(client.channel), within=30)
+
+        async def steady() -> None:
+            assert await host_state(client, "h") == H.UP
+
         try:
-
-            async def steady() -> None:
-                assert await host_state(client, "h") == H.UP
-
-            await renewed_while(h, first.serial_number, steady, RENEWED_WITHIN)
+            serving = functools.partial(served_serial, h)
+            await renewed_while(serving, first.serial_number, steady, RENEWED_WITHIN)
             assert certificate(h).serial_number != first.serial_number
             assert named_host(h) == h.host_id
-
-            # The stream opened before the renewal still delivers.
-            kernel = root / "vmlinuz"
-            kernel.write_bytes(b"")
-            spec = vp.VmSpec(vcpus=1, memory_mib=64, boot=vp.BootSource(str(kernel)))
-            vm = await client.vms.create("after-renewal", spec)
-            await client.vms.start(vm.id)
-            await watch.next_vm(
-                vm.id,
-                lambda v: (
-                    v.status.state == vm_pb2.Vm.STATE_POWERING_UP and v.status.host_id == h.host_id
-                ),
-                "the VM started after the renewal, on the stream opened before it",
-            )
-            assert not watch._task.done(), "the watch stream ended"
-            await client.vms.stop(vm.id)
+            await started_on_old_stream(client, watch, h, "after-renewal")
         finally:
             await watch.close()
+
+
+async def test_the_controller_certificate_is_renewed_while_it_serves(
+    hosts: Hosts, root: Path
+) -> None:
+    # The controller's own pair: what clients see on --listen, and what it
+    # presents to hosts (new channels to them after the renewal).
+    controller = short_lived(root, "--controller-cert-days", repr(RENEWAL_LIFETIME / 86400))
+    hosts.daemons.append(controller)
+    h = await asyncio.to_thread(hosts.enrolled, controller, "h")
+    async with controller.client() as client:
+        await up(client, "h")
+
+        async def serving() -> int:
+            return await asyncio.to_thread(controller_serial, controller)
+
+        first = await serving()
+        watch = VmEvents.of_stub(vm_grpc.VmServiceStub(client.channel), within=30)
+
+        async def steady() -> None:
+            assert await host_state(client, "h") == H.UP
+
+        try:
+            await renewed_while(serving, first, steady, RENEWED_WITHIN)
+            await started_on_old_stream(client, watch, h, "after-controller-renewal")
+        finally:
+            await watch.close()
+        # A new client trusts the new certificate as it did the first.
+        async with controller.client() as fresh:
+            assert await host_state(fresh, "h") == H.UP

@@ -9,6 +9,8 @@ another URI: enrollment, identity and revocation need no guest.
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -103,19 +105,38 @@ def host_cert_lifetime(seconds: float) -> tuple[str, ...]:
 
 
 async def renewed_while(
-    hostd: Daemon, serial: int, steady: Callable[[], Awaitable[None]], within: float = 60.0
+    serving: Callable[[], Awaitable[int]],
+    serial: int,
+    steady: Callable[[], Awaitable[None]],
+    within: float = 60.0,
 ) -> int:
-    """Waits until hostd serves a certificate other than serial, awaiting
-    steady() (which asserts what must hold meanwhile) every half second, and
-    once more a second after the change; returns the new serial."""
+    """Waits until serving() (the serial a daemon serves now) is other than
+    serial, awaiting steady() (which asserts what must hold meanwhile) every
+    half second, and once more a second after the change; returns the new
+    serial."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while loop.time() < deadline:
         await steady()
-        served = await served_serial(hostd)
+        served = await serving()
         if served != serial:
             await asyncio.sleep(1)
             await steady()
             return served
         await asyncio.sleep(0.5)
-    raise AssertionError(f"{hostd.address} still serves serial {serial} after {within} s")
+    raise AssertionError(f"serial {serial} still served after {within} s")
+
+
+def controller_serial(controller: Daemon) -> int:
+    """The serial of the certificate the controller presents on --listen now
+    (a TLS handshake of its own; blocking: call it in a thread)."""
+    context = ssl.create_default_context(cafile=str(controller.ca_file))
+    context.set_alpn_protocols(["h2"])
+    host, _, port = controller.address.rpartition(":")
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
