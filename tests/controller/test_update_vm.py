@@ -19,9 +19,8 @@ from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
 from tests.support.controller_rig import WAIT, Rig, close_rig, config, error, open_rig, spec
-from tests.support.rig_hosts import add_test_host
+from tests.support.rig_hosts import add_daemon, add_test_host, start_test_hostd
 from tests.support.served import Served
-from tests.support.stack import start_hostd
 from virtplane_client import ExitReason, VmState
 
 S = vm_pb2.Vm
@@ -238,11 +237,9 @@ async def test_custom_properties_reach_the_hosts_hooks_and_changes_wait_for_a_re
     script.write_text(f'#!/bin/sh\necho "$VIRTPLANE_PROPERTY_tier" >> {seen}\n')
     script.chmod(0o755)
     workdir = Path(tempfile.mkdtemp(prefix="vp-"))  # short: socket paths must fit
-    hostd = start_hostd(
-        workdir, "test:///default", extra=("--hooks-dir", str(hooks), "--vm-property", TIER)
-    )
+    hostd = start_test_hostd(workdir, extra=("--hooks-dir", str(hooks), "--vm-property", TIER))
     try:
-        await rig.client.hosts.add("h1", hostd.address)
+        await add_daemon(rig.client, "h1", hostd)
         bad = spec(boot)
         bad.custom_properties["2tier"] = "x"
         code, why = await error(rig.vms.CreateVm(vm_api.CreateVmRequest(name="p", spec=bad)))

@@ -23,6 +23,7 @@ from controller import host_service
 from hostd.config import ChannelLimits
 from tests.support.controller_rig import RIG_PKI, Rig
 from tests.support.served import Served, serve
+from tests.support.stack import Daemon, start_hostd
 from virtplane_common.tls.names import Role
 
 
@@ -66,4 +67,28 @@ async def add_test_host(
     with next_host_id(host_id):
         added = await rig.client.hosts.add(name, hostd.address, request_id=request_id)
     assert added.id == host_id, f"AddHost of {name} answered host {added.id}, a repeat"
+    return added
+
+
+def start_test_hostd(
+    workdir: Path,
+    libvirt_uri: str = "test:///default",
+    port: int | None = None,
+    extra: tuple[str, ...] = (),
+    *,
+    host_id: str = "",
+) -> Daemon:
+    """A hostd process (tests.support.stack.start_hostd) serving mutual TLS
+    as host_id (by default a new id: add it with add_daemon, or AddHost
+    under next_host_id(daemon.host_id)), its identity from the rig's CA."""
+    host_id = host_id or str(uuid.uuid4())
+    return start_hostd(workdir, libvirt_uri, port, extra, pki=RIG_PKI, host_id=host_id)
+
+
+async def add_daemon(client: vp.AsyncClient, name: str, daemon: Daemon) -> vp.Host:
+    """Adds the hostd process daemon (start_test_hostd) to the in-process
+    controller client speaks to, as host name under the daemon's host id."""
+    with next_host_id(daemon.host_id):
+        added = await client.hosts.add(name, daemon.address)
+    assert added.id == daemon.host_id, f"AddHost of {name} answered host {added.id}, a repeat"
     return added
