@@ -94,14 +94,16 @@ def state_dir_of(database_url: str) -> Path:
 
 def config(database_url: str, **overrides: object) -> ControllerConfig:
     """The rig's controller on database_url: TLS everywhere, the rig's CA in
-    its state folder; overrides: other ControllerConfig fields."""
+    its state folder unless it brings its own (ca_cert, ca_key); overrides:
+    other ControllerConfig fields."""
     settings: dict[str, object] = {
         "listen": "127.0.0.1:0",
         "host_retry_seconds": 0.1,
         "state_dir": state_dir_of(database_url),
         **overrides,
     }
-    seed_ca(Path(str(settings["state_dir"])))
+    if settings.get("ca_cert") is None and settings.get("ca_key") is None:  # not the operator's
+        seed_ca(Path(str(settings["state_dir"])))
     return ControllerConfig(database_url=database_url, **settings)  # type: ignore[arg-type]
 
 
