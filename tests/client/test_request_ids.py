@@ -10,16 +10,17 @@ import uuid
 import pytest
 
 from tests.support.controller_rig import Rig
-from tests.support.stack import Daemon
+from tests.support.rig_hosts import add_test_host
+from tests.support.served import Served
 from virtplane_client import AsyncClient, Client, VmSpec, VmState, VmUpdate, errors
 
 WAIT = 30.0
 
 
 async def test_a_mutation_gets_a_fresh_request_id_unless_given_one(
-    client: AsyncClient, test_hostd: Daemon, vm_spec: VmSpec, name: str
+    rig: Rig, client: AsyncClient, test_hostd: Served, vm_spec: VmSpec, name: str
 ) -> None:
-    await client.hosts.add("h1", test_hostd.address)
+    await add_test_host(rig, "h1", test_hostd)
     vm = await client.vms.create(name, vm_spec)
     first = await client.vms.start(name)
     await client.vms.wait_for(name, VmState.POWERING_UP, WAIT)
@@ -36,9 +37,9 @@ async def test_a_mutation_gets_a_fresh_request_id_unless_given_one(
 
 
 async def test_a_repeat_with_the_same_request_id_acts_once(
-    client: AsyncClient, test_hostd: Daemon, vm_spec: VmSpec, name: str
+    rig: Rig, client: AsyncClient, test_hostd: Served, vm_spec: VmSpec, name: str
 ) -> None:
-    await client.hosts.add("h1", test_hostd.address)
+    await add_test_host(rig, "h1", test_hostd)
     vm = await client.vms.create(name, vm_spec, request_id=f"create-{name}")
     assert (await client.vms.create(name, vm_spec, request_id=f"create-{name}")).id == vm.id
     with pytest.raises(errors.AlreadyExists) as reused:  # the same key, another request

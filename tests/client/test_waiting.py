@@ -9,7 +9,8 @@ import asyncio
 import pytest
 
 from tests.support.controller_rig import Rig
-from tests.support.stack import Daemon
+from tests.support.rig_hosts import add_test_host
+from tests.support.served import Served
 from virtplane_client import (
     AsyncClient,
     Client,
@@ -24,9 +25,9 @@ WAIT = 30.0
 
 
 async def test_wait_for_returns_the_vm_once_it_is_in_the_state(
-    client: AsyncClient, test_hostd: Daemon, vm_spec: VmSpec, name: str
+    rig: Rig, client: AsyncClient, test_hostd: Served, vm_spec: VmSpec, name: str
 ) -> None:
-    await client.hosts.add("h1", test_hostd.address)
+    await add_test_host(rig, "h1", test_hostd)
     await client.vms.create(name, vm_spec)
     waiting = asyncio.create_task(client.vms.wait_for(name, VmState.POWERING_UP, WAIT))
     await asyncio.sleep(0.1)
@@ -57,9 +58,9 @@ async def test_wait_for_a_deleted_vm_is_not_found(
 
 
 async def test_an_operation_is_awaited_to_its_end(
-    client: AsyncClient, test_hostd: Daemon, vm_spec: VmSpec, name: str
+    rig: Rig, client: AsyncClient, test_hostd: Served, vm_spec: VmSpec, name: str
 ) -> None:
-    await client.hosts.add("h1", test_hostd.address)
+    await add_test_host(rig, "h1", test_hostd)
     await client.vms.create(name, vm_spec)
     started = await client.vms.start(name)
     assert started.operation.kind is OperationKind.START_VM
@@ -87,11 +88,12 @@ async def test_an_operation_is_awaited_to_its_end(
 
 
 async def test_the_blocking_client_awaits_an_operation(
-    rig: Rig, test_hostd: Daemon, vm_spec: VmSpec, name: str
+    rig: Rig, test_hostd: Served, vm_spec: VmSpec, name: str
 ) -> None:
+    await add_test_host(rig, "h1", test_hostd)
+
     def run() -> tuple[VmState, OperationState]:
         with Client(rig.address, credentials=rig.credentials) as client:
-            client.hosts.add("h1", test_hostd.address)
             client.vms.create(name, vm_spec)
             client.vms.start(name)
             vm = client.vms.wait_for(name, VmState.POWERING_UP, WAIT)

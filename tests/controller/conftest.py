@@ -5,23 +5,24 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from virtplane.v1 import vm_pb2
 
 from tests.support.controller_rig import Rig, boot_source, close_rig, config, open_rig
-from tests.support.stack import Daemon, start_hostd
+from tests.support.rig_hosts import shared_hostd
+from tests.support.served import Served
 
 
 @pytest.fixture(scope="module")
-def test_hostd() -> Iterator[Daemon]:
-    """A hostd on libvirt's test driver, shared by a module's tests."""
+async def test_hostd() -> AsyncIterator[Served]:
+    """A hostd on libvirt's test driver in this process, shared by a module's
+    tests; a test adds it with tests.support.rig_hosts.add_test_host."""
     workdir = Path(tempfile.mkdtemp(prefix="vp-"))  # short: socket paths must fit
-    daemon = start_hostd(workdir, "test:///default")
-    yield daemon
-    daemon.stop()
+    async with shared_hostd(workdir) as served:
+        yield served
     shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import socket
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from tests.support.auth_rig import AuthRig, auth, csr_for
 from tests.support.controller_rig import error
 from virtplane_client.cli.hosts import TOKEN_FILE
 from virtplane_client.cli.main import parser, run_command
+from virtplane_common.tls.credentials import ServingCertificate
 from virtplane_common.tls.keys import (
     PrivateKey,
     cert_pem,
@@ -269,16 +270,35 @@ class IdentityDouble(hid_grpc.HostIdentityServiceServicer):
         return hid.SetRevocationListResponse()
 
 
+Connect = Callable[[str], HostClient]
+"""The controller's client of the stand-in as a host id (its certificate then names it)."""
+
+
 @pytest.fixture
-async def double() -> AsyncIterator[tuple[IdentityDouble, HostClient]]:
+async def double(auth: AuthRig) -> AsyncIterator[tuple[IdentityDouble, Connect]]:
+    """The stand-in, serving mutual TLS with a host pair of the rig's CA."""
+    serving = ServingCertificate(auth.pki.pair(Role.HOST, "double"))
     server = grpc.aio.server()
     servicer = IdentityDouble()
     hid_grpc.add_HostIdentityServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_secure_port("127.0.0.1:0", serving.credentials(require_client_auth=True))
     await server.start()
-    client = HostClient("h1", f"127.0.0.1:{port}", 10.0)
-    yield servicer, client
-    await client.close()
+    tls = auth.controller.tls
+    assert tls is not None
+    clients: list[HostClient] = []
+
+    def connect(host_id: str) -> HostClient:
+        serving.replace(auth.pki.pair(Role.HOST, host_id))
+        credentials = tls.host_credentials()
+        client = HostClient(
+            "h1", f"127.0.0.1:{port}", 10.0, host_id=host_id, credentials=credentials
+        )
+        clients.append(client)
+        return client
+
+    yield servicer, connect
+    for client in clients:
+        await client.close()
     await server.stop(0)
 
 
@@ -288,13 +308,14 @@ async def _host_serial(auth: AuthRig, host_id: str) -> str | None:
 
 
 async def test_renewal_installs_and_records_a_new_certificate(
-    auth: AuthRig, double: tuple[IdentityDouble, HostClient]
+    auth: AuthRig, double: tuple[IdentityDouble, Connect]
 ) -> None:
-    servicer, client = double
+    servicer, connect = double
     added = await add(auth, "h1")
     enrolled = await enroll(auth, added.enrollment_token, servicer.csr())
     first = x509.load_pem_x509_certificate(enrolled.certificate_pem.encode()).serial_number
     host_id = added.host.id
+    client = connect(host_id)
     cert = await auth.controller.identity.renewal.renew(host_id, client)
     assert servicer.installed == [cert]
     assert await _host_serial(auth, host_id) == str(cert.serial_number)
@@ -317,15 +338,15 @@ async def test_renewal_installs_and_records_a_new_certificate(
 
 
 async def test_the_keeper_pushes_the_crl_and_renews_when_due(
-    auth: AuthRig, double: tuple[IdentityDouble, HostClient]
+    auth: AuthRig, double: tuple[IdentityDouble, Connect]
 ) -> None:
-    servicer, client = double
+    servicer, connect = double
     short = dataclasses.replace(auth.controller.config, host_cert_days=3 / 86400)
     identity = HostIdentity(auth.controller.db, short, auth.pki.ca)
     added = await add(auth, "h1")
     enrolled = await identity.enrollment.enroll(added.enrollment_token, servicer.csr())
     first = x509.load_pem_x509_certificate(enrolled.cert_pem)
-    keeping = asyncio.create_task(identity.keep(added.host.id, client))
+    keeping = asyncio.create_task(identity.keep(added.host.id, connect(added.host.id)))
     try:
         for _ in range(100):
             if len(servicer.installed) >= 2:

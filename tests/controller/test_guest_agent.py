@@ -37,7 +37,8 @@ from hostd.layout import StateLayout
 from tests.support.controller_rig import admin_channel, config
 from tests.support.events import vm_until
 from tests.support.fake_guest import FakeGuest
-from tests.support.stack import Daemon, start_hostd
+from tests.support.rig_hosts import next_host_id, start_test_hostd
+from tests.support.stack import Daemon
 from tests.support.waiting import TIMEOUT, until
 from virtplane_common.framing import encode
 
@@ -100,13 +101,14 @@ def workdir() -> Iterator[Path]:
 @pytest.fixture
 async def rig(workdir: Path, database_url: str) -> AsyncIterator[Rig]:
     (workdir / "vmlinuz").write_bytes(b"")  # the test driver boots nothing
-    hostd = start_hostd(workdir, "test:///default")
+    hostd = start_test_hostd(workdir)
     rig = Rig(workdir, database_url, hostd, FakeGuest(Path()), "")
     try:
         vms = await rig.start_controller()
         assert rig.channel is not None
         hosts = host_grpc.HostServiceStub(rig.channel)
-        await hosts.AddHost(host_api.AddHostRequest(name="h1", address=hostd.address))
+        with next_host_id(hostd.host_id):
+            await hosts.AddHost(host_api.AddHostRequest(name="h1", address=hostd.address))
         spec = vm_pb2.VmSpec(
             vcpus=1, memory_mib=128, boot=vm_pb2.BootSource(kernel_path=str(workdir / "vmlinuz"))
         )

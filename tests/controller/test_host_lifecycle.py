@@ -25,7 +25,8 @@ import virtplane_client as vp
 from controller.app import Controller
 from db.enums import HostState
 from tests.support.controller_rig import admin_channel, config, environment_of, error
-from tests.support.stack import BIN, Daemon, free_port, start_hostd
+from tests.support.rig_hosts import next_host_id, start_test_hostd
+from tests.support.stack import BIN, Daemon, free_port
 from tests.support.waiting import TIMEOUT, until
 
 H = host_pb2.Host
@@ -87,11 +88,12 @@ async def test_a_non_responsive_host_confirmed_down_frees_its_vms(
     port = free_port()
     for name in ("h1", "h1-again"):
         (workdir / name).mkdir()
-    hostd = start_hostd(workdir / "h1", "test:///default", port)
+    hostd = start_test_hostd(workdir / "h1", port=port)
     try:
-        host = (
-            await api.hosts.AddHost(host_api.AddHostRequest(name="h1", address=hostd.address))
-        ).host
+        with next_host_id(hostd.host_id):
+            host = (
+                await api.hosts.AddHost(host_api.AddHostRequest(name="h1", address=hostd.address))
+            ).host
         vm = await _started_vm(api, "v1", boot)
         assert vm.status.host_id == host.id
 
@@ -126,7 +128,7 @@ async def test_a_non_responsive_host_confirmed_down_frees_its_vms(
         assert "it is DOWN" in why
 
         # The rebooted host's hostd answers again: the host is UP and takes VMs.
-        hostd = start_hostd(workdir / "h1-again", "test:///default", port)
+        hostd = start_test_hostd(workdir / "h1-again", port=port, host_id=host.id)
         await _host_in(api, vp.HostState.UP)
         again = (await api.vms.StartVm(vm_api.StartVmRequest(vm="v1"))).vm
         assert again.status.host_id == host.id
@@ -151,7 +153,7 @@ async def _cli(api: Api, *argv: str) -> str:
 
 @pytest.fixture
 def hostd(workdir: Path) -> Iterator[Daemon]:
-    daemon = start_hostd(workdir, "test:///default")
+    daemon = start_test_hostd(workdir)
     yield daemon
     daemon.stop()
 
@@ -170,7 +172,9 @@ async def _placed_on_h1(api: Api, host: host_pb2.Host, up: vp.Host) -> None:
 async def test_maintenance_activate_and_remove(
     api: Api, hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
-    host = (await api.hosts.AddHost(host_api.AddHostRequest(name="h1", address=hostd.address))).host
+    with next_host_id(hostd.host_id):
+        request = host_api.AddHostRequest(name="h1", address=hostd.address)
+        host = (await api.hosts.AddHost(request)).host
     await _started_vm(api, "v1", boot)
     await api.vms.CreateVm(
         vm_api.CreateVmRequest(name="v2", spec=vm_pb2.VmSpec(vcpus=1, memory_mib=64, boot=boot))
@@ -233,7 +237,8 @@ async def test_a_host_in_maintenance_stays_unwatched_across_a_controller_restart
     first = Controller(settings)
     await first.start()
     try:
-        host = await first.hosts.add("h1", hostd.address)
+        with next_host_id(hostd.host_id):
+            host = await first.hosts.add("h1", hostd.address)
         await first.hosts.set_maintenance("h1")
     finally:
         await first.stop(grace=0)

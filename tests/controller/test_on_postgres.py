@@ -1,8 +1,9 @@
 """The controller as a real process, through its gRPC API, on PostgreSQL —
 and on SQLite beside it, as the reference.
 
-hostd runs on libvirt's test driver (test:///default): domains are created
-and destroyed but nothing boots, so a started VM stops at POWERING_UP (no
+hostd runs on libvirt's test driver (test:///default), enrolled with the
+controller as an operator enrolls one (mutual TLS between them); domains are
+created and destroyed but nothing boots, so a started VM stops at POWERING_UP (no
 guest agent ever reports). That is enough to exercise every table and the
 revision counter through AddHost, CreateVm, ListVms, GetVm, StartVm, StopVm,
 DeleteVm and WatchVms.
@@ -11,6 +12,9 @@ DeleteVm and WatchVms.
 from __future__ import annotations
 
 # Raw stubs: this module checks WatchVms' messages, kinds and revisions as sent.
+import contextlib
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -26,7 +30,8 @@ from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
 from tests.support.controller_rig import error, spec
 from tests.support.events import VmEvents
-from tests.support.stack import Daemon, start_controller, start_hostd
+from tests.support.stack import Daemon, start_controller, start_host
+from tests.support.waiting import until
 from virtplane_client.credentials import open_channel
 
 S = vm_pb2.Vm
@@ -34,11 +39,28 @@ K = vm_api.WatchVmsResponse
 WAIT = 30.0  # only reached when something is broken
 
 
-@pytest.fixture(scope="module")
-def hostd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    daemon = start_hostd(tmp_path_factory.mktemp("hostd"), "test:///default")
-    yield daemon
-    daemon.stop()
+@contextlib.contextmanager
+def enrolled(controller: Daemon) -> Iterator[Daemon]:
+    """A hostd on the test driver, added to controller as host t1 and enrolled."""
+    folder = Path(tempfile.mkdtemp(prefix="vp-"))  # short: socket paths must fit
+    try:
+        hostd = start_host(controller, folder, "t1", "test:///default")
+        try:
+            yield hostd
+        finally:
+            hostd.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def host_up(api: Api) -> host_pb2.Host:
+    """Host t1 once the controller reaches it (after its enrollment)."""
+    reply = await until(
+        lambda: api.hosts.GetHost(host_api.GetHostRequest(host="t1")),
+        lambda r: r.host.status.state == host_pb2.Host.STATE_UP,
+        what="host t1 to be UP",
+    )
+    return reply.host
 
 
 @pytest.fixture
@@ -76,8 +98,14 @@ class Api:
 
 
 @pytest.fixture
+def hostd(controller: tuple[Daemon, str]) -> Iterator[Daemon]:
+    with enrolled(controller[0]) as daemon:
+        yield daemon
+
+
+@pytest.fixture
 async def controller(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[Daemon, str]]:
-    daemon = start_controller(tmp_path, database_url)
+    daemon = start_controller(tmp_path, database_url, plaintext_hosts=False)
     yield daemon, database_url
     daemon.stop()
 
@@ -112,10 +140,7 @@ async def test_vm_lifecycle_through_the_api(
     daemon, url = controller
     api = Api(daemon)
     try:
-        host = (
-            await api.hosts.AddHost(host_api.AddHostRequest(name="t1", address=hostd.address))
-        ).host
-        assert host.status.state == host_pb2.Host.STATE_UP
+        host = await host_up(api)
         listed = (await api.hosts.ListHosts(host_api.ListHostsRequest())).hosts
         assert [h.name for h in listed] == ["t1"]
 
@@ -167,30 +192,39 @@ async def test_vm_lifecycle_through_the_api(
     assert _stored(url, "SELECT count(*) FROM vms") == 0
 
 
-async def test_a_restarted_controller_keeps_its_vms_and_counts_on(
-    database_url: str, tmp_path: Path, hostd: Daemon, boot_files: vm_pb2.BootSource
-) -> None:
-    first = start_controller(tmp_path, database_url)
+async def _created_on(controller: Daemon, boot_files: vm_pb2.BootSource) -> vm_pb2.Vm:
+    api = Api(controller)
     try:
-        api = Api(first)
-        await api.hosts.AddHost(host_api.AddHostRequest(name="t1", address=hostd.address))
-        before = (
-            await api.vms.CreateVm(vm_api.CreateVmRequest(name="kept", spec=spec(boot_files)))
-        ).vm
+        await host_up(api)
+        request = vm_api.CreateVmRequest(name="kept", spec=spec(boot_files))
+        return (await api.vms.CreateVm(request)).vm
+    finally:
         await api.close()
-    finally:
-        first.stop()
 
-    second = start_controller(tmp_path, database_url)  # alembic upgrade head: nothing to do
+
+async def _kept_on(controller: Daemon, before: vm_pb2.Vm) -> None:
+    api = Api(controller)
     try:
-        api = Api(second)
-        try:
-            kept = (await api.vms.GetVm(vm_api.GetVmRequest(vm="kept"))).vm
-            assert kept == before
-            started = (await api.vms.StartVm(vm_api.StartVmRequest(vm="kept"))).vm
-            assert started.status.revision > before.status.revision
-            await api.vms.StopVm(vm_api.StopVmRequest(vm="kept"))
-        finally:
-            await api.close()
+        kept = (await api.vms.GetVm(vm_api.GetVmRequest(vm="kept"))).vm
+        assert kept == before
+        await host_up(api)
+        started = (await api.vms.StartVm(vm_api.StartVmRequest(vm="kept"))).vm
+        assert started.status.revision > before.status.revision
+        await api.vms.StopVm(vm_api.StopVmRequest(vm="kept"))
     finally:
-        second.stop()
+        await api.close()
+
+
+async def test_a_restarted_controller_keeps_its_vms_and_counts_on(
+    database_url: str, tmp_path: Path, boot_files: vm_pb2.BootSource
+) -> None:
+    first = start_controller(tmp_path, database_url, plaintext_hosts=False)
+    with contextlib.ExitStack() as running:
+        running.callback(first.stop)
+        running.enter_context(enrolled(first))
+        before = await _created_on(first, boot_files)
+        first.stop()
+        # The same state folder (its CA) and database: the host is trusted still.
+        second = start_controller(tmp_path, database_url, plaintext_hosts=False)
+        running.callback(second.stop)  # alembic upgrade head: nothing to do
+        await _kept_on(second, before)

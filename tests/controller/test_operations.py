@@ -19,7 +19,8 @@ from controller.requests import Call
 from db import repositories as repo
 from db.enums import OperationKind
 from tests.support.controller_rig import WAIT, Rig, close_rig, config, error, open_rig, spec
-from tests.support.stack import Daemon
+from tests.support.rig_hosts import add_test_host
+from tests.support.served import Served
 from tests.support.waiting import until
 from virtplane_client import VmState
 
@@ -37,10 +38,10 @@ async def _op(rig: Rig, op_id: str) -> operation_pb2.Operation:
 
 
 async def test_start_returns_an_operation_that_follows_the_vm(
-    rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
+    rig: Rig, test_hostd: Served, boot: vm_pb2.BootSource
 ) -> None:
     name = _name()
-    host_id = (await rig.client.hosts.add("h1", test_hostd.address)).id
+    host_id = (await add_test_host(rig, "h1", test_hostd)).id
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     started = await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     op = started.operation
@@ -82,10 +83,10 @@ async def test_an_unknown_operation_is_not_found(rig: Rig) -> None:
 
 
 async def test_an_instant_verb_succeeds_and_a_refused_one_leaves_no_operation(
-    rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
+    rig: Rig, test_hostd: Served, boot: vm_pb2.BootSource
 ) -> None:
     name = _name()
-    await rig.client.hosts.add("h1", test_hostd.address)
+    await add_test_host(rig, "h1", test_hostd)
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
@@ -102,10 +103,10 @@ async def test_an_instant_verb_succeeds_and_a_refused_one_leaves_no_operation(
 
 
 async def test_start_of_a_paused_vm_resumes_it_in_place(
-    rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
+    rig: Rig, test_hostd: Served, boot: vm_pb2.BootSource
 ) -> None:
     name = _name()
-    host_id = (await rig.client.hosts.add("h1", test_hostd.address)).id
+    host_id = (await add_test_host(rig, "h1", test_hostd)).id
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
     await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
@@ -118,10 +119,10 @@ async def test_start_of_a_paused_vm_resumes_it_in_place(
 
 
 async def test_hibernate_then_start_restores_on_the_same_host(
-    rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
+    rig: Rig, test_hostd: Served, boot: vm_pb2.BootSource
 ) -> None:
     name = _name()
-    host_id = (await rig.client.hosts.add("h1", test_hostd.address)).id
+    host_id = (await add_test_host(rig, "h1", test_hostd)).id
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     first = (await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))).operation
     await rig.client.vms.wait_for(name, VmState.POWERING_UP, timeout=WAIT)
@@ -163,12 +164,12 @@ async def test_hibernate_then_start_restores_on_the_same_host(
 
 
 async def test_after_a_restart_accepted_operations_resume_and_others_fail(
-    database_url: str, test_hostd: Daemon, boot: vm_pb2.BootSource
+    database_url: str, test_hostd: Served, boot: vm_pb2.BootSource
 ) -> None:
     name = _name()
     first = await open_rig(config(database_url))
     try:
-        await first.client.hosts.add("h1", test_hostd.address)
+        await add_test_host(first, "h1", test_hostd)
         await first.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
         started = (await first.vms.StartVm(vm_api.StartVmRequest(vm=name))).operation
 

@@ -14,7 +14,8 @@ from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
 from tests.support.controller_rig import WAIT, Rig, close_rig, config, error, open_rig, spec
-from tests.support.stack import Daemon
+from tests.support.rig_hosts import add_test_host
+from tests.support.served import Served
 from tests.support.waiting import until
 from virtplane_client import VmState
 
@@ -60,9 +61,9 @@ async def test_a_request_id_is_checked(rig: Rig, boot: vm_pb2.BootSource) -> Non
 
 
 async def test_concurrent_starts_with_one_request_id_start_once(
-    rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
+    rig: Rig, test_hostd: Served, boot: vm_pb2.BootSource
 ) -> None:
-    await rig.hosts.AddHost(host_api.AddHostRequest(name="h1", address=test_hostd.address))
+    await add_test_host(rig, "h1", test_hostd)
     vm = (await rig.vms.CreateVm(vm_api.CreateVmRequest(name="once", spec=spec(boot)))).vm
     request = vm_api.StartVmRequest(vm="once", request_id="start-once")
     replies = await asyncio.gather(*[rig.vms.StartVm(request) for _ in range(20)])
@@ -82,11 +83,11 @@ async def test_concurrent_starts_with_one_request_id_start_once(
 
 
 async def test_a_repeat_after_a_controller_restart_returns_the_first_result(
-    database_url: str, test_hostd: Daemon, boot: vm_pb2.BootSource
+    database_url: str, test_hostd: Served, boot: vm_pb2.BootSource
 ) -> None:
     first = await open_rig(config(database_url))
     try:
-        await first.hosts.AddHost(host_api.AddHostRequest(name="h1", address=test_hostd.address))
+        await add_test_host(first, "h1", test_hostd)
         await first.vms.CreateVm(vm_api.CreateVmRequest(name="r", spec=spec(boot)))
         started = await first.vms.StartVm(vm_api.StartVmRequest(vm="r", request_id="start-r"))
     finally:
@@ -108,17 +109,17 @@ async def test_a_repeat_after_a_controller_restart_returns_the_first_result(
 
 
 async def test_host_verbs_repeat_their_first_result(
-    rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
+    rig: Rig, test_hostd: Served, boot: vm_pb2.BootSource
 ) -> None:
+    first = await add_test_host(rig, "h1", test_hostd, request_id="add-h1")
     add = host_api.AddHostRequest(name="h1", address=test_hostd.address, request_id="add-h1")
-    first = await rig.hosts.AddHost(add)
     again = await rig.hosts.AddHost(add)
-    assert again.host.id == first.host.id
+    assert again.host.id == first.id
     listed = await rig.hosts.ListHosts(host_api.ListHostsRequest())
     assert [h.name for h in listed.hosts] == ["h1"]
     maintain = host_api.SetHostMaintenanceRequest(host="h1", request_id="m1")
-    assert (await rig.hosts.SetHostMaintenance(maintain)).host.id == first.host.id
-    assert (await rig.hosts.SetHostMaintenance(maintain)).host.id == first.host.id  # not refused
+    assert (await rig.hosts.SetHostMaintenance(maintain)).host.id == first.id
+    assert (await rig.hosts.SetHostMaintenance(maintain)).host.id == first.id  # not refused
     activate = host_api.ActivateHostRequest(host="h1", request_id="a1")
     await rig.hosts.ActivateHost(activate)
     await rig.hosts.ActivateHost(activate)
@@ -134,11 +135,9 @@ async def test_host_verbs_repeat_their_first_result(
 
 
 async def test_a_repeated_shutdown_is_one_shutdown(
-    rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
+    rig: Rig, test_hostd: Served, boot: vm_pb2.BootSource
 ) -> None:
-    host_id = (
-        await rig.hosts.AddHost(host_api.AddHostRequest(name="h1", address=test_hostd.address))
-    ).host.id
+    host_id = (await add_test_host(rig, "h1", test_hostd)).id
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name="sd", spec=spec(boot)))
     await rig.vms.StartVm(vm_api.StartVmRequest(vm="sd"))
     await rig.client.vms.wait_for("sd", VmState.POWERING_UP, timeout=WAIT)
@@ -159,11 +158,9 @@ async def test_a_repeated_shutdown_is_one_shutdown(
 
 
 async def test_the_audit_log_records_mutations_and_state_changes(
-    rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
+    rig: Rig, test_hostd: Served, boot: vm_pb2.BootSource
 ) -> None:
-    host_id = (
-        await rig.hosts.AddHost(host_api.AddHostRequest(name="h1", address=test_hostd.address))
-    ).host.id
+    host_id = (await add_test_host(rig, "h1", test_hostd, request_id="")).id
     vm = (await rig.vms.CreateVm(vm_api.CreateVmRequest(name="logged", spec=spec(boot)))).vm
     await rig.hosts.SetHostMaintenance(
         host_api.SetHostMaintenanceRequest(host="h1", request_id="m-1")

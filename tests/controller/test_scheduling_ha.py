@@ -38,7 +38,8 @@ from db import repositories as repo
 from db.session import Database
 from tests.support.controller_rig import admin_channel, config, environment_of
 from tests.support.events import vm_until
-from tests.support.stack import BIN, Daemon, start_hostd
+from tests.support.rig_hosts import add_daemon, start_test_hostd
+from tests.support.stack import BIN, Daemon
 from tests.support.virt import node_xml
 from tests.support.waiting import TIMEOUT, until
 
@@ -108,7 +109,7 @@ class Hosts:
         folder = self._workdir / name
         folder.mkdir()
         uri = node_xml(folder / "node.xml", **node)  # type: ignore[arg-type]
-        daemon = start_hostd(folder, uri)
+        daemon = start_test_hostd(folder, uri)
         self.daemons.append(daemon)
         return daemon
 
@@ -143,8 +144,8 @@ async def test_a_start_that_fails_on_its_host_is_retried_on_another(
 ) -> None:
     # "bad" has the most free memory, so the scheduler picks it first; a
     # domain of the VM's name is defined there, so libvirt refuses the start.
-    bad = await api.client.hosts.add("bad", hostds.start("bad", memory_mib=8192, clash="v").address)
-    good = await api.client.hosts.add("good", hostds.start("good", memory_mib=4096).address)
+    bad = await add_daemon(api.client, "bad", hostds.start("bad", memory_mib=8192, clash="v"))
+    good = await add_daemon(api.client, "good", hostds.start("good", memory_mib=4096))
     vm = await create(api, "v", boot)
     started = (await api.vms.StartVm(vm_api.StartVmRequest(vm="v"))).vm
     assert started.status.host_id in (bad.id, good.id)
@@ -167,7 +168,7 @@ async def test_a_start_failing_on_every_host_lists_each_try(
     api: Api, hostds: Hosts, boot: vm_pb2.BootSource
 ) -> None:
     for name, memory in (("bad1", 8192), ("bad2", 6144)):
-        await api.client.hosts.add(name, hostds.start(name, memory_mib=memory, clash="v").address)
+        await add_daemon(api.client, name, hostds.start(name, memory_mib=memory, clash="v"))
     await create(api, "v", boot)
     await api.vms.StartVm(vm_api.StartVmRequest(vm="v"))
 
@@ -183,7 +184,7 @@ async def test_a_start_failing_on_every_host_lists_each_try(
     # Three tries at most, never the same host twice: the three hosts with
     # the most memory refuse w; the others (bad1, bad2) could run it.
     for name, memory in (("bad3", 16384), ("bad4", 15360), ("bad5", 14336)):
-        await api.client.hosts.add(name, hostds.start(name, memory_mib=memory, clash="w").address)
+        await add_daemon(api.client, name, hostds.start(name, memory_mib=memory, clash="w"))
     await create(api, "w", boot)
     await api.vms.StartVm(vm_api.StartVmRequest(vm="w"))
     failed = await vm_until(api.client, "w", _failed, TIMEOUT)
@@ -194,8 +195,8 @@ async def test_a_start_failing_on_every_host_lists_each_try(
 async def test_a_placement_error_names_each_hosts_rejecting_filter(
     api: Api, hostds: Hosts, boot: vm_pb2.BootSource
 ) -> None:
-    await api.client.hosts.add("small", hostds.start("small", memory_mib=256).address)
-    await api.client.hosts.add("narrow", hostds.start("narrow", cpus=1).address)
+    await add_daemon(api.client, "small", hostds.start("small", memory_mib=256))
+    await add_daemon(api.client, "narrow", hostds.start("narrow", cpus=1))
     await create(api, "big", boot, vcpus=2, memory_mib=512)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await api.vms.StartVm(vm_api.StartVmRequest(vm="big"))
@@ -209,8 +210,8 @@ async def test_a_placement_error_names_each_hosts_rejecting_filter(
 async def test_affinity_groups_keep_vms_apart_or_together(
     api: Api, hostds: Hosts, boot: vm_pb2.BootSource
 ) -> None:
-    h1 = await api.client.hosts.add("h1", hostds.start("h1").address)
-    h2 = await api.client.hosts.add("h2", hostds.start("h2").address)
+    h1 = await add_daemon(api.client, "h1", hostds.start("h1"))
+    h2 = await add_daemon(api.client, "h2", hostds.start("h2"))
     for name in ("a", "b", "c"):
         await create(api, name, boot)
     negative, positive = (
@@ -250,8 +251,8 @@ async def test_power_saving_packs_vms_onto_one_host(
     database_url: str, hostds: Hosts, boot: vm_pb2.BootSource
 ) -> None:
     async with running(database_url, scheduling_policy=Policy.POWER_SAVING) as api:
-        await api.client.hosts.add("h1", hostds.start("h1", memory_mib=4096).address)
-        await api.client.hosts.add("h2", hostds.start("h2", memory_mib=4096).address)
+        await add_daemon(api.client, "h1", hostds.start("h1", memory_mib=4096))
+        await add_daemon(api.client, "h2", hostds.start("h2", memory_mib=4096))
         placed = []
         for name in ("a", "b", "c"):
             await create(api, name, boot)
@@ -270,13 +271,13 @@ async def test_a_vm_unknown_to_the_database_is_recorded_as_external(
     api: Api, hostds: Hosts, boot: vm_pb2.BootSource
 ) -> None:
     daemon = hostds.start("h1")
-    host = await api.client.hosts.add("h1", daemon.address)
+    host = await add_daemon(api.client, "h1", daemon)
     # Another controller (or a lost database) started a VM on the host.
     stranger = str(uuid.uuid4())
     config = agent_pb2.VmConfig(
         vm_id=stranger, name="stranger", spec=vm_pb2.VmSpec(vcpus=1, memory_mib=64, boot=boot)
     )
-    async with grpc.aio.insecure_channel(daemon.address) as channel:
+    async with daemon.channel() as channel:
         agent = agent_grpc.HostAgentServiceStub(channel)
         await agent.CreateVm(agent_pb2.HostAgentServiceCreateVmRequest(config=config))
 
@@ -309,14 +310,14 @@ async def test_ha_vm_restarts_elsewhere_only_once_its_host_is_confirmed_down(
     slow = HaPolicy(fast_interval=0.5, fast_tries=2, slow_interval=1.0, poll_interval=3600)
     async with running(database_url, ha=slow) as api:
         first = hostds.start("h1", memory_mib=8192)
-        h1 = await api.client.hosts.add("h1", first.address)
+        h1 = await add_daemon(api.client, "h1", first)
         await create(api, "ha", boot, highly_available=True)
         await create(api, "plain", boot)
         for name in ("ha", "plain"):
             await api.vms.StartVm(vm_api.StartVmRequest(vm=name))
             vm = await _running(api, name)
             assert vm.status.host_id == h1.id
-        h2 = await api.client.hosts.add("h2", hostds.start("h2", memory_mib=4096).address)
+        h2 = await add_daemon(api.client, "h2", hostds.start("h2", memory_mib=4096))
 
         first.kill()
         await _host_in(api, "h1", vp.HostState.NON_RESPONSIVE)
@@ -343,7 +344,7 @@ async def test_ha_vm_restarts_elsewhere_only_once_its_host_is_confirmed_down(
 async def test_a_stopped_ha_vm_is_not_restarted(
     api: Api, hostds: Hosts, boot: vm_pb2.BootSource
 ) -> None:
-    await api.client.hosts.add("h1", hostds.start("h1").address)
+    await add_daemon(api.client, "h1", hostds.start("h1"))
     await create(api, "ha", boot, highly_available=True)
     await api.vms.StartVm(vm_api.StartVmRequest(vm="ha"))
     await _running(api, "ha")
@@ -373,10 +374,10 @@ async def test_a_start_booked_by_a_dead_controller_is_resumed_once(
 ) -> None:
     daemon = hostds.start("h1")
     async with running(database_url) as api:
-        host = await api.client.hosts.add("h1", daemon.address)
+        host = await add_daemon(api.client, "h1", daemon)
         await create(api, "v", boot)
     dispatch = _book(database_url, "v")
-    async with grpc.aio.insecure_channel(daemon.address) as channel:
+    async with daemon.channel() as channel:
         agent = agent_grpc.HostAgentServiceStub(channel)
         if sent:  # the create reached the host; its answer was lost
             await agent.CreateVm(
@@ -396,7 +397,7 @@ async def test_a_host_that_stops_answering_is_non_responsive_then_says_what_is_t
 ) -> None:
     daemon = hostds.start("h1")
     async with running(database_url, host_call_timeout=2.0) as api:
-        host = await api.client.hosts.add("h1", daemon.address)
+        host = await add_daemon(api.client, "h1", daemon)
         await create(api, "v", boot)
         await api.vms.StartVm(vm_api.StartVmRequest(vm="v"))
         await _running(api, "v")

@@ -19,7 +19,8 @@ from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
 from tests.support.controller_rig import WAIT, Rig, close_rig, config, error, open_rig, spec
-from tests.support.stack import Daemon, start_hostd
+from tests.support.rig_hosts import add_daemon, add_test_host, start_test_hostd
+from tests.support.served import Served
 from virtplane_client import ExitReason, VmState
 
 S = vm_pb2.Vm
@@ -90,9 +91,9 @@ async def test_a_stale_version_is_aborted_and_no_update_is_lost(
 
 
 async def test_changes_to_a_running_vm_wait_for_its_next_start(
-    rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
+    rig: Rig, test_hostd: Served, boot: vm_pb2.BootSource
 ) -> None:
-    await rig.client.hosts.add("h1", test_hostd.address)
+    await add_test_host(rig, "h1", test_hostd)
     name = f"u-{uuid.uuid4().hex[:8]}"
     created = (await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))).vm
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
@@ -131,9 +132,9 @@ async def test_changes_to_a_running_vm_wait_for_its_next_start(
 
 
 async def test_a_vm_starts_with_its_disks(
-    rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource, tmp_path: Path
+    rig: Rig, test_hostd: Served, boot: vm_pb2.BootSource, tmp_path: Path
 ) -> None:
-    await rig.client.hosts.add("h1", test_hostd.address)
+    await add_test_host(rig, "h1", test_hostd)
     name = f"d-{uuid.uuid4().hex[:8]}"
     image = tmp_path / "data0.qcow2"
     with_disk = spec(boot)
@@ -165,9 +166,9 @@ async def test_a_vm_starts_with_its_disks(
 
 
 async def test_availability_pinning_and_start_paused_apply_at_once_even_while_running(
-    rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
+    rig: Rig, test_hostd: Served, boot: vm_pb2.BootSource
 ) -> None:
-    host_id = (await rig.client.hosts.add("h1", test_hostd.address)).id
+    host_id = (await add_test_host(rig, "h1", test_hostd)).id
     name = f"p-{uuid.uuid4().hex[:8]}"
     await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
     await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
@@ -236,11 +237,9 @@ async def test_custom_properties_reach_the_hosts_hooks_and_changes_wait_for_a_re
     script.write_text(f'#!/bin/sh\necho "$VIRTPLANE_PROPERTY_tier" >> {seen}\n')
     script.chmod(0o755)
     workdir = Path(tempfile.mkdtemp(prefix="vp-"))  # short: socket paths must fit
-    hostd = start_hostd(
-        workdir, "test:///default", extra=("--hooks-dir", str(hooks), "--vm-property", TIER)
-    )
+    hostd = start_test_hostd(workdir, extra=("--hooks-dir", str(hooks), "--vm-property", TIER))
     try:
-        await rig.client.hosts.add("h1", hostd.address)
+        await add_daemon(rig.client, "h1", hostd)
         bad = spec(boot)
         bad.custom_properties["2tier"] = "x"
         code, why = await error(rig.vms.CreateVm(vm_api.CreateVmRequest(name="p", spec=bad)))

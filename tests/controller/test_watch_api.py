@@ -19,7 +19,8 @@ from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
 from tests.support.controller_rig import WAIT as STATE_WAIT
 from tests.support.controller_rig import Rig, close_rig, config, open_rig, spec
-from tests.support.stack import Daemon
+from tests.support.rig_hosts import add_test_host
+from tests.support.served import Served
 from virtplane_client import VmState
 
 K = vm_api.WatchVmsResponse
@@ -87,9 +88,9 @@ async def test_a_watch_of_some_vms_sees_only_them(rig: Rig, boot: vm_pb2.BootSou
 
 
 async def test_a_watch_of_a_host_sees_a_vm_leave_it(
-    rig: Rig, test_hostd: Daemon, boot: vm_pb2.BootSource
+    rig: Rig, test_hostd: Served, boot: vm_pb2.BootSource
 ) -> None:
-    await rig.client.hosts.add("h1", test_hostd.address)
+    await add_test_host(rig, "h1", test_hostd)
     name = f"w-{uuid.uuid4().hex[:8]}"
     vm = await _create(rig, name, boot)
     await _create(rig, "elsewhere", boot)

@@ -164,9 +164,7 @@ async def open_auth_rig(database_url: str, folder: Path) -> AuthRig:
     pki = TestPki(folder / "pki")
     state_dir = folder / "state"
     revoked: set[int] = set()
-    cfg = config(
-        database_url, state_dir=state_dir, listen_mtls="127.0.0.1:0", plaintext_hosts=False
-    )
+    cfg = config(database_url, state_dir=state_dir, listen_mtls="127.0.0.1:0")
     ctl = Controller(cfg, ca=pki.ca, revoked=revoked.__contains__)
     await ctl.start()
     token = (state_dir / ADMIN_TOKEN_FILE).read_text().strip()

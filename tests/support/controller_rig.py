@@ -10,9 +10,10 @@ error checks its tests share.
 The controller serves TLS with authentication on, as a deployed one does:
 its CA and pair are made in a state folder of its database's own (a restart
 on the same database finds them and the bootstrap admin's token again), and
-the rig's channels trust that CA and send that token. It speaks plaintext to
-hosts (plaintext_hosts): the shared test hostd of a module is added anew by
-each test, under a new host id, so it can hold no host identity.
+the rig's channels trust that CA and send that token. That CA is the rig's
+own (RIG_PKI, seeded into the state folder, which the controller then opens
+as the CA it made before), so the test hostds it adds get their identities
+from it: the controller speaks mutual TLS to them (tests.support.rig_hosts).
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ import virtplane_client as vp
 from controller.app import Controller
 from controller.auth.principals import ADMIN_TOKEN_FILE
 from controller.config import ControllerConfig
+from tests.support.pki import TestPki
 from tests.support.waiting import TIMEOUT
 from virtplane_client.credentials import open_channel
+from virtplane_common.tls.files import write_private, write_public
 
 WAIT = TIMEOUT
 """How long a test waits for a VM's state, in seconds."""
@@ -69,6 +72,20 @@ class Rig:
 _STATE_ROOT = Path(tempfile.mkdtemp(prefix="vp-ctl-state-"))
 atexit.register(shutil.rmtree, _STATE_ROOT, ignore_errors=True)
 
+RIG_PKI = TestPki(_STATE_ROOT / "rig-pki", "virtplane rig CA")
+"""The CA of every rig's controller (config seeds it into the state folder)
+and of the test hostds added to one."""
+
+
+def seed_ca(state_dir: Path) -> None:
+    """Gives state_dir the rig's CA unless it holds a CA already: the
+    controller opens it as the one it made before."""
+    folder = state_dir / "pki"
+    if (folder / "ca.pem").exists():
+        return
+    write_private(folder / "ca.key", RIG_PKI.ca.key_pem)
+    write_public(folder / "ca.pem", RIG_PKI.ca.cert_pem)
+
 
 def state_dir_of(database_url: str) -> Path:
     """The state folder of the rig's controllers on database_url."""
@@ -76,13 +93,17 @@ def state_dir_of(database_url: str) -> Path:
 
 
 def config(database_url: str, **overrides: object) -> ControllerConfig:
+    """The rig's controller on database_url: TLS everywhere, the rig's CA in
+    its state folder unless it brings its own (ca_cert, ca_key); overrides:
+    other ControllerConfig fields."""
     settings: dict[str, object] = {
         "listen": "127.0.0.1:0",
         "host_retry_seconds": 0.1,
         "state_dir": state_dir_of(database_url),
-        "plaintext_hosts": True,
         **overrides,
     }
+    if settings.get("ca_cert") is None and settings.get("ca_key") is None:  # not the operator's
+        seed_ca(Path(str(settings["state_dir"])))
     return ControllerConfig(database_url=database_url, **settings)  # type: ignore[arg-type]
 
 
