@@ -66,3 +66,13 @@ async def up_vm(api: Api, guest_image: GuestImage, shared_disk: str) -> AsyncIte
     yield vm
     with contextlib.suppress(vp.ClientError):
         await api.client.vms.stop(vm.id)
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A new folder with a short path (hostd's unix sockets live under its
+    state folder), traversable by QEMU; removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="vp-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -28,12 +28,12 @@ PHASES = [field for _label, field in fmt.PHASES]
 
 
 async def test_start_phases_reach_up_across_a_controller_restart(
-    stack: Stack, guest_image: GuestImage, system_libvirt: str, tmp_path: Path
+    stack: Stack, guest_image: GuestImage, system_libvirt: str, short_tmp: Path
 ) -> None:
     # A controller of this test's own, so that it can be killed, with a hostd
-    # of its own (a hostd's identity names the host id of one controller).
-    workdir = tmp_path / "ctl"
-    workdir.mkdir()
+    # of its own (a hostd's identity names the host id of one controller);
+    # a short folder, for hostd's unix sockets.
+    workdir = short_tmp
     controller = start_controller(workdir, plaintext_hosts=False)
     hostd = await asyncio.to_thread(start_host, controller, workdir, "h", system_libvirt)
     vm_id = ""

@@ -32,11 +32,10 @@ from hostd.builder import DOMAIN_NAME_PREFIX
 from tests.support.controller_rig import config, credentials_of
 from tests.support.events import vm_until
 from tests.support.guests import guest_reported, guest_spec, vm_spec
-from tests.support.migration_rig import identity
-from tests.support.pki import TestPki
 from tests.support.real import GuestImage
+from tests.support.rig_hosts import add_daemon, start_test_hostd
 from tests.support.stack import Daemon, start_controller, start_hostd
-from tests.support.virt import qemu_tls_dir, remove_domains
+from tests.support.virt import peer_uri_template, qemu_tls_dir, remove_domains
 from tests.support.waiting import until
 
 S = vp.VmState
@@ -57,20 +56,47 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def hosts(workdir: Path, system_libvirt: str, second_libvirt: str) -> Iterator[list[Daemon]]:
+def _start_hosts(
+    workdir: Path, uris: tuple[str, str], *, identities: bool
+) -> Iterator[list[Daemon]]:
+    """hostd h1 on the machine's libvirtd, h2 on the second one. With
+    identities, each serves mutual TLS as a host id of its own from the rig's
+    CA (added with add_daemon), hands QEMU its pair for TLS migration and
+    reaches the other's libvirt by its id; without, plaintext development."""
     daemons: list[Daemon] = []
+    ids = [str(uuid.uuid4()) for _ in uris]
+    template = peer_uri_template(workdir / "peers", dict(zip(ids, uris, strict=True)))
     try:
-        for name, uri in (("h1", system_libvirt), ("h2", second_libvirt)):
+        for name, uri, host_id in zip(("h1", "h2"), uris, ids, strict=True):
             (workdir / name).mkdir()
             (workdir / name).chmod(0o755)
-            tls_dir = ("--qemu-tls-dir", str(qemu_tls_dir(uri)))
-            daemons.append(start_hostd(workdir / name, uri, extra=tls_dir))
+            if identities:
+                extra = (
+                    "--qemu-tls-dir", str(qemu_tls_dir(uri)),
+                    "--peer-hypervisor-uri", template,
+                )  # fmt: skip
+                daemons.append(start_test_hostd(workdir / name, uri, extra=extra, host_id=host_id))
+            else:
+                daemons.append(start_hostd(workdir / name, uri))
         yield daemons
     finally:
         for daemon in daemons:
             daemon.stop()
-        _destroy_all(second_libvirt)  # whatever a test left on the second host
+        _destroy_all(uris[1])  # whatever a test left on the second host
+
+
+@pytest.fixture
+def hosts(workdir: Path, system_libvirt: str, second_libvirt: str) -> Iterator[list[Daemon]]:
+    """Two hosts for the in-process controller, over mutual TLS."""
+    yield from _start_hosts(workdir, (system_libvirt, second_libvirt), identities=True)
+
+
+@pytest.fixture
+def dev_hosts(workdir: Path, system_libvirt: str, second_libvirt: str) -> Iterator[list[Daemon]]:
+    """Two hosts for controller processes, which make their own host ids at
+    AddHost (a hostd's certificate cannot name them in advance): plaintext
+    development hostds, spoken to with --plaintext-hosts-dev."""
+    yield from _start_hosts(workdir, (system_libvirt, second_libvirt), identities=False)
 
 
 def _destroy_all(uri: str) -> None:
@@ -140,7 +166,7 @@ def _running(vm: vp.Vm) -> bool:
 async def test_fifty_concurrent_starts_of_one_vm_from_two_controllers_make_one_domain(
     *,
     workdir: Path,
-    hosts: list[Daemon],
+    dev_hosts: list[Daemon],
     clients: list[vp.AsyncClient],
     database_url: str,
     guest_image: GuestImage,
@@ -154,7 +180,7 @@ async def test_fifty_concurrent_starts_of_one_vm_from_two_controllers_make_one_d
     try:
         a, b = ctl_a.client(), ctl_b.client()
         clients.extend([a, b])
-        for name, daemon in zip(("h1", "h2"), hosts, strict=True):
+        for name, daemon in zip(("h1", "h2"), dev_hosts, strict=True):
             await a.hosts.add(name, daemon.address)
         vm = await a.vms.create(RACER, guest_spec(guest_image))
         try:
@@ -168,10 +194,10 @@ async def test_fifty_concurrent_starts_of_one_vm_from_two_controllers_make_one_d
                 for r in lost
             ), lost[:3]
             running = await a.vms.wait_for(RACER, RUNNING, timeout=WAIT)
-            assert domains_of(system_libvirt, vm.id) + await running_on(hosts[1], vm.id) == 1
+            assert domains_of(system_libvirt, vm.id) + await running_on(dev_hosts[1], vm.id) == 1
             on_h1 = running.status.host_id == (await a.hosts.get("h1")).id
             assert domains_of(system_libvirt, vm.id) == on_h1
-            assert await running_on(hosts[1], vm.id) == (not on_h1)
+            assert await running_on(dev_hosts[1], vm.id) == (not on_h1)
         finally:
             with contextlib.suppress(vp.ClientError):
                 await a.vms.stop(RACER)
@@ -185,7 +211,7 @@ async def test_fifty_concurrent_starts_of_one_vm_from_two_controllers_make_one_d
 async def test_a_controller_killed_mid_start_and_restarted_ends_with_one_vm(
     *,
     workdir: Path,
-    hosts: list[Daemon],
+    dev_hosts: list[Daemon],
     clients: list[vp.AsyncClient],
     database_url: str,
     guest_image: GuestImage,
@@ -195,7 +221,7 @@ async def test_a_controller_killed_mid_start_and_restarted_ends_with_one_vm(
     controller = start_controller(workdir, database_url)
     client = controller.client()
     clients.append(client)
-    for name, daemon in zip(("h1", "h2"), hosts, strict=True):
+    for name, daemon in zip(("h1", "h2"), dev_hosts, strict=True):
         await client.hosts.add(name, daemon.address)
     vm = await client.vms.create(KILLED, guest_spec(guest_image))
     try:
@@ -215,14 +241,14 @@ async def test_a_controller_killed_mid_start_and_restarted_ends_with_one_vm(
             await asyncio.sleep(3)  # a resumed start would have begun by now
             settled = await client.vms.get(KILLED)
         if settled.status.state == S.DOWN:
-            assert domains_of(system_libvirt, vm.id) + await running_on(hosts[1], vm.id) == 0
+            assert domains_of(system_libvirt, vm.id) + await running_on(dev_hosts[1], vm.id) == 0
             if settled.status.exit_reason != vp.ExitReason.UNSPECIFIED:
                 assert settled.status.message
         else:
             if settled.status.host_id == (await client.hosts.get("h1")).id:
                 settled = await _vm_until(client, KILLED, guest_reported)
                 assert settled.status.state == S.UP
-            assert domains_of(system_libvirt, vm.id) + await running_on(hosts[1], vm.id) == 1
+            assert domains_of(system_libvirt, vm.id) + await running_on(dev_hosts[1], vm.id) == 1
     finally:
         with contextlib.suppress(vp.ClientError):
             await client.vms.stop(KILLED)
@@ -240,13 +266,13 @@ async def test_hostd_killed_then_confirmed_down_restarts_an_ha_vm_on_the_other_h
     vm_id = ""
     async with in_process_controller(database_url, ha=FAST_HA) as client:
         try:
-            h1 = await client.hosts.add("h1", h1_daemon.address)
+            h1 = await add_daemon(client, "h1", h1_daemon)
             spec = dataclasses.replace(guest_spec(guest_image), highly_available=True)
             vm_id = (await client.vms.create(HA, spec)).id
             await client.vms.start(HA)
             first = await client.vms.wait_for(HA, RUNNING, timeout=WAIT)
             assert first.status.host_id == h1.id
-            h2 = await client.hosts.add("h2", h2_daemon.address)
+            h2 = await add_daemon(client, "h2", h2_daemon)
 
             h1_daemon.kill()
             await _host_state(client, "h1", vp.HostState.NON_RESPONSIVE)
@@ -306,7 +332,7 @@ async def test_an_ha_vm_whose_emulator_crashes_is_restarted(
     vm_id = ""
     async with in_process_controller(database_url, ha=FAST_HA) as client:
         try:
-            h1 = await client.hosts.add("h1", hosts[0].address)
+            h1 = await add_daemon(client, "h1", hosts[0])
             spec = dataclasses.replace(
                 guest_spec(guest_image),
                 highly_available=True,
@@ -340,7 +366,7 @@ async def test_a_real_vm_unknown_to_the_database_is_recorded_with_its_size(
     stranger = str(uuid.uuid4())
     async with in_process_controller(database_url, reconcile_seconds=0.5) as client:
         try:
-            h1 = await client.hosts.add("h1", hosts[0].address)
+            h1 = await add_daemon(client, "h1", hosts[0])
             vm_config = agent_pb2.VmConfig(
                 vm_id=stranger, name=f"stranger-{_RUN}", spec=vm_spec(guest_image)
             )
@@ -399,13 +425,8 @@ async def test_a_vm_its_hosts_migrate_follows_to_the_destination_and_never_goes_
     async with in_process_controller(database_url) as client:
         try:
             ids = {}
-            pki = TestPki(Path(tempfile.gettempdir()))  # each host's pair, for QEMU's TLS
-            for name, daemon, uri in zip(
-                ("h1", "h2"), hosts, (system_libvirt, second_libvirt), strict=True
-            ):
-                host_id = (await client.hosts.add(name, daemon.address)).id
-                ids[host_id] = daemon
-                identity(pki, uri, host_id)
+            for name, daemon in zip(("h1", "h2"), hosts, strict=True):
+                ids[(await add_daemon(client, name, daemon)).id] = daemon
             vm_id = (await client.vms.create(MIGRATED, guest_spec(guest_image))).id
             watching = asyncio.create_task(_record_states(client, vm_id, seen))
             await client.vms.start(MIGRATED)

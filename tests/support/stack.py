@@ -250,8 +250,9 @@ def start_host(
 ) -> Daemon:
     """A hostd added to controller as host name and enrolled as an operator
     enrolls one: AddHost's one-time token in a file, hostd started with the
-    controller's address and CA. The returned Daemon's channel() reaches it as
-    the controller (a controller pair from the controller's CA)."""
+    controller's address and CA; returns once the controller has it UP. The
+    returned Daemon's channel() reaches it as the controller (a controller pair
+    from the controller's CA)."""
     port = free_port()
     with vp.Client(controller.address, credentials=controller.credentials()) as client:
         added = client.hosts.register(name, f"127.0.0.1:{port}")
@@ -264,9 +265,16 @@ def start_host(
         "--enroll-token-file", str(token_file),
     )  # fmt: skip
     pki = controller_pki(controller, workdir / "pki")
-    return start_hostd(
+    hostd = start_hostd(
         workdir, libvirt_uri, port, (*enroll, *extra), pki=pki, host_id=added.host.id
     )
+    with vp.Client(controller.address, credentials=controller.credentials()) as client:
+        until_sync(
+            lambda: client.hosts.get(added.host.id).status.state,
+            lambda state: state == vp.HostState.UP,
+            what=f"host {name} to be UP once enrolled",
+        )
+    return hostd
 
 
 @dataclass
