@@ -238,7 +238,7 @@ def _one(run_dir: Path, url: str | None, addresses: list[str], *, vms: int, conc
     # The test driver boots nothing; hostd checks the file is under its image roots.
     kernel = run_dir / "vmlinux"
     kernel.write_bytes(b"never booted by the test driver")
-    controller = start_controller(run_dir, url)
+    controller = start_controller(run_dir, url, plaintext_hosts=True)
     try:
         return asyncio.run(
             _drive(

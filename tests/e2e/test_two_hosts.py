@@ -34,7 +34,7 @@ from tests.support.events import vm_until
 from tests.support.guests import guest_reported, guest_spec, vm_spec
 from tests.support.real import GuestImage
 from tests.support.rig_hosts import add_daemon, start_test_hostd
-from tests.support.stack import Daemon, start_controller, start_hostd
+from tests.support.stack import Daemon, start_controller, start_host
 from tests.support.virt import peer_uri_template, qemu_tls_dir, remove_domains
 from tests.support.waiting import until
 
@@ -56,13 +56,11 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _start_hosts(
-    workdir: Path, uris: tuple[str, str], *, identities: bool
-) -> Iterator[list[Daemon]]:
-    """hostd h1 on the machine's libvirtd, h2 on the second one. With
-    identities, each serves mutual TLS as a host id of its own from the rig's
-    CA (added with add_daemon), hands QEMU its pair for TLS migration and
-    reaches the other's libvirt by its id; without, plaintext development."""
+def _start_hosts(workdir: Path, uris: tuple[str, str]) -> Iterator[list[Daemon]]:
+    """hostd h1 on the machine's libvirtd, h2 on the second one, each serving
+    mutual TLS as a host id of its own from the rig's CA (added with
+    add_daemon), handing QEMU its pair for TLS migration and reaching the
+    other's libvirt by its id."""
     daemons: list[Daemon] = []
     ids = [str(uuid.uuid4()) for _ in uris]
     template = peer_uri_template(workdir / "peers", dict(zip(ids, uris, strict=True)))
@@ -70,14 +68,11 @@ def _start_hosts(
         for name, uri, host_id in zip(("h1", "h2"), uris, ids, strict=True):
             (workdir / name).mkdir()
             (workdir / name).chmod(0o755)
-            if identities:
-                extra = (
-                    "--qemu-tls-dir", str(qemu_tls_dir(uri)),
-                    "--peer-hypervisor-uri", template,
-                )  # fmt: skip
-                daemons.append(start_test_hostd(workdir / name, uri, extra=extra, host_id=host_id))
-            else:
-                daemons.append(start_hostd(workdir / name, uri))
+            extra = (
+                "--qemu-tls-dir", str(qemu_tls_dir(uri)),
+                "--peer-hypervisor-uri", template,
+            )  # fmt: skip
+            daemons.append(start_test_hostd(workdir / name, uri, extra=extra, host_id=host_id))
         yield daemons
     finally:
         for daemon in daemons:
@@ -88,15 +83,33 @@ def _start_hosts(
 @pytest.fixture
 def hosts(workdir: Path, system_libvirt: str, second_libvirt: str) -> Iterator[list[Daemon]]:
     """Two hosts for the in-process controller, over mutual TLS."""
-    yield from _start_hosts(workdir, (system_libvirt, second_libvirt), identities=True)
+    yield from _start_hosts(workdir, (system_libvirt, second_libvirt))
 
 
 @pytest.fixture
-def dev_hosts(workdir: Path, system_libvirt: str, second_libvirt: str) -> Iterator[list[Daemon]]:
-    """Two hosts for controller processes, which make their own host ids at
-    AddHost (a hostd's certificate cannot name them in advance): plaintext
-    development hostds, spoken to with --plaintext-hosts-dev."""
-    yield from _start_hosts(workdir, (system_libvirt, second_libvirt), identities=False)
+def enrolled(second_libvirt: str) -> Iterator[list[Daemon]]:
+    """The hostds a test enrolls with its controller processes
+    (_enroll_two); stopped at the end."""
+    daemons: list[Daemon] = []
+    try:
+        yield daemons
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        _destroy_all(second_libvirt)
+
+
+async def _enroll_two(
+    controller: Daemon, workdir: Path, uris: tuple[str, str], into: list[Daemon]
+) -> list[Daemon]:
+    """hostd h1 on uris[0] and h2 on uris[1], added to controller and
+    enrolled with AddHost's tokens (tests.support.stack.start_host)."""
+    for name, uri in zip(("h1", "h2"), uris, strict=True):
+        folder = workdir / name
+        folder.mkdir()
+        folder.chmod(0o755)
+        into.append(await asyncio.to_thread(start_host, controller, folder, name, uri))
+    return into
 
 
 def _destroy_all(uri: str) -> None:
@@ -166,7 +179,8 @@ def _running(vm: vp.Vm) -> bool:
 async def test_fifty_concurrent_starts_of_one_vm_from_two_controllers_make_one_domain(
     *,
     workdir: Path,
-    dev_hosts: list[Daemon],
+    enrolled: list[Daemon],
+    second_libvirt: str,
     clients: list[vp.AsyncClient],
     database_url: str,
     guest_image: GuestImage,
@@ -175,13 +189,17 @@ async def test_fifty_concurrent_starts_of_one_vm_from_two_controllers_make_one_d
     for name in ("a", "b"):
         (workdir / name).mkdir()
     # One database, one state folder: one CA and one admin for both.
-    ctl_a = start_controller(workdir / "a", database_url, state_dir=workdir / "state")
-    ctl_b = start_controller(workdir / "b", database_url, state_dir=workdir / "state")
+    ctl_a = start_controller(
+        workdir / "a", database_url, state_dir=workdir / "state", plaintext_hosts=False
+    )
+    ctl_b = start_controller(
+        workdir / "b", database_url, state_dir=workdir / "state", plaintext_hosts=False
+    )
     try:
         a, b = ctl_a.client(), ctl_b.client()
         clients.extend([a, b])
-        for name, daemon in zip(("h1", "h2"), dev_hosts, strict=True):
-            await a.hosts.add(name, daemon.address)
+        uris = (system_libvirt, second_libvirt)
+        hosts = await _enroll_two(ctl_a, workdir, uris, enrolled)
         vm = await a.vms.create(RACER, guest_spec(guest_image))
         try:
             calls = [c.vms.start(RACER) for c in (a, b) * 25]
@@ -194,10 +212,10 @@ async def test_fifty_concurrent_starts_of_one_vm_from_two_controllers_make_one_d
                 for r in lost
             ), lost[:3]
             running = await a.vms.wait_for(RACER, RUNNING, timeout=WAIT)
-            assert domains_of(system_libvirt, vm.id) + await running_on(dev_hosts[1], vm.id) == 1
+            assert domains_of(system_libvirt, vm.id) + await running_on(hosts[1], vm.id) == 1
             on_h1 = running.status.host_id == (await a.hosts.get("h1")).id
             assert domains_of(system_libvirt, vm.id) == on_h1
-            assert await running_on(dev_hosts[1], vm.id) == (not on_h1)
+            assert await running_on(hosts[1], vm.id) == (not on_h1)
         finally:
             with contextlib.suppress(vp.ClientError):
                 await a.vms.stop(RACER)
@@ -211,18 +229,18 @@ async def test_fifty_concurrent_starts_of_one_vm_from_two_controllers_make_one_d
 async def test_a_controller_killed_mid_start_and_restarted_ends_with_one_vm(
     *,
     workdir: Path,
-    dev_hosts: list[Daemon],
+    enrolled: list[Daemon],
+    second_libvirt: str,
     clients: list[vp.AsyncClient],
     database_url: str,
     guest_image: GuestImage,
     system_libvirt: str,
     delay: float,
 ) -> None:
-    controller = start_controller(workdir, database_url)
+    controller = start_controller(workdir, database_url, plaintext_hosts=False)
     client = controller.client()
     clients.append(client)
-    for name, daemon in zip(("h1", "h2"), dev_hosts, strict=True):
-        await client.hosts.add(name, daemon.address)
+    hosts = await _enroll_two(controller, workdir, (system_libvirt, second_libvirt), enrolled)
     vm = await client.vms.create(KILLED, guest_spec(guest_image))
     try:
         start = asyncio.ensure_future(client.vms.start(KILLED))
@@ -231,7 +249,7 @@ async def test_a_controller_killed_mid_start_and_restarted_ends_with_one_vm(
         with contextlib.suppress(vp.ClientError):
             await start
 
-        controller = start_controller(workdir, database_url)
+        controller = start_controller(workdir, database_url, plaintext_hosts=False)
         client = controller.client()
         clients.append(client)
         # The start either never began (DOWN, as before), or it ends with
@@ -241,14 +259,14 @@ async def test_a_controller_killed_mid_start_and_restarted_ends_with_one_vm(
             await asyncio.sleep(3)  # a resumed start would have begun by now
             settled = await client.vms.get(KILLED)
         if settled.status.state == S.DOWN:
-            assert domains_of(system_libvirt, vm.id) + await running_on(dev_hosts[1], vm.id) == 0
+            assert domains_of(system_libvirt, vm.id) + await running_on(hosts[1], vm.id) == 0
             if settled.status.exit_reason != vp.ExitReason.UNSPECIFIED:
                 assert settled.status.message
         else:
             if settled.status.host_id == (await client.hosts.get("h1")).id:
                 settled = await _vm_until(client, KILLED, guest_reported)
                 assert settled.status.state == S.UP
-            assert domains_of(system_libvirt, vm.id) + await running_on(dev_hosts[1], vm.id) == 1
+            assert domains_of(system_libvirt, vm.id) + await running_on(hosts[1], vm.id) == 1
     finally:
         with contextlib.suppress(vp.ClientError):
             await client.vms.stop(KILLED)

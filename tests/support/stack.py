@@ -209,13 +209,14 @@ def start_controller(
     database_url: str | None = None,
     *,
     state_dir: Path | None = None,
-    plaintext_hosts: bool = True,
+    plaintext_hosts: bool = False,
     extra: tuple[str, ...] = (),
 ) -> Daemon:
     """A controller serving TLS with authentication on; state_dir (default
     workdir/controller-state) holds its CA and the admin's token. It speaks
-    plaintext to hosts (hostds started without an identity) unless
-    plaintext_hosts is False (hosts started with start_host)."""
+    mutual TLS to hosts (added with start_host); with plaintext_hosts,
+    plaintext to development hostds without an identity (the scale
+    benchmark's simulated hosts)."""
     address = f"127.0.0.1:{free_port()}"
     url = database_url or f"sqlite:///{workdir / 'controller.db'}"
     state = state_dir or workdir / "controller-state"
