@@ -119,9 +119,11 @@ class Daemon:
         """'ready', or the end of the log of a daemon not answering yet."""
         if self.process.poll() is not None:
             raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
+        ready = grpc.channel_ready_future(channel)
         try:
-            grpc.channel_ready_future(channel).result(timeout=0.5)
+            ready.result(timeout=0.5)
         except grpc.FutureTimeoutError:
+            ready.cancel()  # its polling thread stops before the channel closes
             return self.log_tail()
         return "ready"
 
