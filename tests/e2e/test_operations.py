@@ -17,7 +17,7 @@ import pytest
 import virtplane_client as vp
 from tests.support.guests import WAIT, Api, guest_reported, guest_spec
 from tests.support.real import GuestImage
-from tests.support.stack import Stack, start_controller, start_host
+from tests.support.stack import Daemon, Stack, start_controller, start_host
 from tests.support.virt import domain_exists
 from virtplane_client.cli import format as fmt
 
@@ -35,9 +35,10 @@ async def test_start_phases_reach_up_across_a_controller_restart(
     # a short folder, for hostd's unix sockets.
     workdir = short_tmp
     controller = start_controller(workdir, plaintext_hosts=False)
-    hostd = await asyncio.to_thread(start_host, controller, workdir, "h", system_libvirt)
+    hostd: Daemon | None = None
     vm_id = ""
     try:
+        hostd = await asyncio.to_thread(start_host, controller, workdir, "h", system_libvirt)
         async with controller.client() as client:
             created = await client.vms.create(f"phases-{os.getpid()}", guest_spec(guest_image))
             vm_id = created.id
@@ -62,7 +63,8 @@ async def test_start_phases_reach_up_across_a_controller_restart(
             await client.vms.delete(vm_id)
     finally:
         controller.stop()
-        hostd.stop()
+        if hostd is not None:
+            hostd.stop()
     assert not domain_exists(system_libvirt, vm_id)
 
 
