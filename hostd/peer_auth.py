@@ -20,13 +20,9 @@ come before this interceptor in the server's list (it wraps what this returns).
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
-
-import grpc
-
 from virtplane_common.errors import PermissionDenied, Unauthenticated
+from virtplane_common.guard import Context as _Context
+from virtplane_common.guard import GuardInterceptor
 from virtplane_common.tls.names import Identity, Role, peer_identity
 from virtplane_common.tls.revocation import Revocations
 
@@ -37,27 +33,8 @@ MIGRATION_PERMISSION = "host.migrate.peer"
 _AGENT = "/virtplane.v1.HostAgentService/"
 PEER_METHODS = frozenset({_AGENT + "PrepareIncomingMigration", _AGENT + "CancelMigration"})
 """The methods another host (role host) may call."""
-OPEN_SERVICES = frozenset(
-    {
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1alpha.ServerReflection",
-        "grpc.reflection.v1.ServerReflection",
-    }
-)
 NOT_AUTHENTICATED = "not authenticated: a client certificate naming a virtplane identity is needed"
 REVOKED = "certificate revoked"
-
-if TYPE_CHECKING:
-    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
-    _Context = grpc.aio.ServicerContext[Any, Any]
-else:  # grpc's classes are generic only in their type stubs
-    _ServerInterceptor = grpc.aio.ServerInterceptor
-    _Context = grpc.aio.ServicerContext
-
-
-def service_of(method: str) -> str:
-    """The service of a full method name (/package.Service/Method)."""
-    return method.strip("/").partition("/")[0]
 
 
 def permission_of(method: str) -> str:
@@ -82,51 +59,12 @@ def authorize(revocations: Revocations, method: str, context: _Context) -> Ident
     return identity
 
 
-def _unary(revocations: Revocations, behavior: Any, method: str) -> Any:
-    async def call(request: Any, context: _Context) -> Any:
-        authorize(revocations, method, context)
-        return await behavior(request, context)
-
-    return call
-
-
-def _stream(revocations: Revocations, behavior: Any, method: str) -> Any:
-    if not inspect.isasyncgenfunction(behavior):
-        return _unary(revocations, behavior, method)
-
-    async def call(request: Any, context: _Context) -> AsyncIterator[Any]:
-        authorize(revocations, method, context)
-        async for item in behavior(request, context):
-            yield item
-
-    return call
-
-
-class PeerAuthInterceptor(_ServerInterceptor):
-    """Checks the peer of every call but the health service's."""
+class PeerAuthInterceptor(GuardInterceptor):
+    """Checks the peer of every call but those of OPEN_SERVICES."""
 
     def __init__(self, revocations: Revocations) -> None:
         self._revocations = revocations
+        super().__init__(self._check)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler: Any = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or service_of(method) in OPEN_SERVICES:
-            return handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _unary(self._revocations, handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _stream(self._revocations, handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return None  # no other kind of call is served: UNIMPLEMENTED, never unchecked
+    async def _check(self, method: str, context: _Context) -> None:
+        authorize(self._revocations, method, context)

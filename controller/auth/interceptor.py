@@ -12,23 +12,21 @@ names no client principal, and a revoked certificate is refused. Then:
   naming the permission;
 - a method missing from the table: PERMISSION_DENIED (never open by mistake).
 
-The gRPC health service stays open (permissions.OPEN_SERVICES), so that
+The gRPC health service stays open (virtplane_common.guard.OPEN_SERVICES), so that
 probes need no credential. Unary and streaming calls (WatchVms) alike.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
-
-import grpc
+from collections.abc import Callable, Mapping
 
 from controller.auth import caller
 from controller.auth.caller import Principal
-from controller.auth.permissions import METHODS, OPEN_SERVICES, Permission, allows, service_of
+from controller.auth.permissions import METHODS, Permission, allows
 from controller.auth.tokens import TokenCache
 from virtplane_common.errors import PermissionDenied, Unauthenticated
+from virtplane_common.guard import Context as _Context
+from virtplane_common.guard import GuardInterceptor
 from virtplane_common.status import status_code
 from virtplane_common.tls.names import Role as CertRole
 from virtplane_common.tls.names import peer_identity
@@ -39,13 +37,6 @@ NOT_AUTHENTICATED = (
 
 Revoked = Callable[[int], bool]
 """Whether the certificate with this serial number was revoked."""
-
-if TYPE_CHECKING:
-    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
-    _Context = grpc.aio.ServicerContext[Any, Any]
-else:  # grpc's classes are generic only in their type stubs
-    _ServerInterceptor = grpc.aio.ServerInterceptor
-    _Context = grpc.aio.ServicerContext
 
 
 def _bearer(metadata: Mapping[str, str | bytes]) -> str | None:
@@ -104,59 +95,17 @@ async def _refuse(context: _Context, exc: Unauthenticated | PermissionDenied) ->
     await context.abort(status_code(exc), str(exc))
 
 
-def _unary(auth: Authenticator, behavior: Any, method: str) -> Any:
-    async def call(request: Any, context: _Context) -> Any:
-        try:
-            principal = await authorize(auth, method, context)
-        except (Unauthenticated, PermissionDenied) as exc:
-            await _refuse(context, exc)
-        caller.current.set(principal)
-        return await behavior(request, context)
-
-    return call
-
-
-def _stream(auth: Authenticator, behavior: Any, method: str) -> Any:
-    if not inspect.isasyncgenfunction(behavior):
-        return _unary(auth, behavior, method)
-
-    async def call(request: Any, context: _Context) -> AsyncIterator[Any]:
-        try:
-            principal = await authorize(auth, method, context)
-        except (Unauthenticated, PermissionDenied) as exc:
-            await _refuse(context, exc)
-        caller.current.set(principal)
-        async for item in behavior(request, context):
-            yield item
-
-    return call
-
-
-class AuthInterceptor(_ServerInterceptor):
-    """Authenticates and authorizes every call but the health service's."""
+class AuthInterceptor(GuardInterceptor):
+    """Authenticates and authorizes every call but those of OPEN_SERVICES;
+    the principal is the call's caller.current."""
 
     def __init__(self, auth: Authenticator) -> None:
         self.auth = auth
+        super().__init__(self._check)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler: Any = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or service_of(method) in OPEN_SERVICES:
-            return handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _unary(self.auth, handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _stream(self.auth, handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return None  # no other kind of call is served: UNIMPLEMENTED, never unchecked
+    async def _check(self, method: str, context: _Context) -> None:
+        try:
+            principal = await authorize(self.auth, method, context)
+        except (Unauthenticated, PermissionDenied) as exc:
+            await _refuse(context, exc)
+        caller.current.set(principal)

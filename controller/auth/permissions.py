@@ -92,22 +92,6 @@ METHODS: dict[str, Permission] = {
     _EN + "CreateEnrollmentToken": _P.HOSTS,
 }
 
-OPEN_SERVICES = frozenset(
-    {
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1alpha.ServerReflection",
-        "grpc.reflection.v1.ServerReflection",
-    }
-)
-"""Services open to anyone: the health service answers probes (load
-balancers, orchestrators) that hold no credential, and tells nothing but
-whether a service is serving; reflection describes the public protos."""
-
 
 def allows(role: Role, permission: Permission) -> bool:
     return permission in ROLE_PERMISSIONS[role]
-
-
-def service_of(method: str) -> str:
-    """The service of a full method name (/package.Service/Method)."""
-    return method.strip("/").partition("/")[0]
