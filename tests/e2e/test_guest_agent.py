@@ -62,17 +62,22 @@ async def chaos_vm(api: Api, guest_image: GuestImage) -> AsyncIterator[str]:
 
 async def _full_report_since(api: Api, vm_id: str, asked: float) -> vp.GuestReport:
     """The VM's guest report (with the raw one) once it holds a full report
-    received at asked or later."""
+    received at asked or later, at hostd and at the controller."""
     latest: list[vp.GuestReport] = []
 
     async def refreshed() -> bool:
         reply = await api.client.vms.guest_report(vm_id, raw=True)
         latest[:] = [reply]
         raw = reply.raw_report
+        # The raw report is hostd's; the facts are what the controller stored
+        # from hostd's event of it, which may follow a moment later.
+        facts = {f.name: f for f in reply.facts}
         return (
             raw is not None
             and _at(raw.received_time) >= asked
             and bool(json.loads(raw.report_json)["report"].get("full"))
+            and "hostname" in facts
+            and _at(facts["hostname"].received_time) >= asked
         )
 
     await until(refreshed, what="a full report after the refresh", within=WAIT, every=0.2)
