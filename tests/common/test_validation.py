@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import String
 
 from db import models
 from virtplane_common import limits
@@ -37,7 +38,7 @@ def test_good_names_pass(name: str) -> None:
     "mac", ["52:54:00:00:00:01\n", "52:54:00:00:00", "01:00:5e:00:00:01", "52-54-00-00-00-01"]
 )
 def test_bad_macs_are_refused(mac: str) -> None:
-    with pytest.raises(InvalidArgument, match="^nic.mac_address: "):
+    with pytest.raises(InvalidArgument, match=r"^nic\.mac_address: "):
         check_mac("nic.mac_address", mac)
 
 
@@ -55,19 +56,19 @@ def test_one_mac_on_two_nics_names_the_second() -> None:
 
 @pytest.mark.parametrize("network", ["default\n", "n" * 65, "a b", "", "net\x00"])
 def test_bad_network_names_are_refused(network: str) -> None:
-    with pytest.raises(InvalidArgument, match="^n.network: "):
+    with pytest.raises(InvalidArgument, match=r"^n\.network: "):
         check_network("n.network", network)
 
 
 @pytest.mark.parametrize("cmdline", ["quiet\x00", "quiet\n", "x" * (limits.MAX_CMDLINE + 1)])
 def test_bad_cmdlines_are_refused(cmdline: str) -> None:
-    with pytest.raises(InvalidArgument, match="^boot.cmdline: "):
+    with pytest.raises(InvalidArgument, match=r"^boot\.cmdline: "):
         check_cmdline("boot.cmdline", cmdline)
 
 
 @pytest.mark.parametrize("path", ["/boot/vm\x00linux", "/boot/\n", "boot/vmlinux", "/" * 4097])
 def test_bad_paths_are_refused(path: str) -> None:
-    with pytest.raises(InvalidArgument, match="^boot.kernel_path: "):
+    with pytest.raises(InvalidArgument, match=r"^boot\.kernel_path: "):
         check_path("boot.kernel_path", path, required=True)
 
 
@@ -100,7 +101,7 @@ def test_good_addresses_pass(address: str) -> None:
     ],
 )
 def test_bad_addresses_are_refused(address: str) -> None:
-    with pytest.raises(InvalidArgument, match="^address: "):
+    with pytest.raises(InvalidArgument, match=r"^address: "):
         check_address("address", address)
 
 
@@ -125,5 +126,6 @@ def test_the_limits_fit_the_columns_they_are_stored_in() -> None:
         (models.Vm, "guest_agent_version"): limits.MAX_AGENT_VERSION,
     }
     for (model, column), longest in columns.items():
-        width = model.__table__.c[column].type.length
-        assert longest <= width, f"{model.__name__}.{column}"
+        kind = model.__table__.c[column].type
+        assert isinstance(kind, String) and kind.length is not None
+        assert longest <= kind.length, f"{model.__name__}.{column}"

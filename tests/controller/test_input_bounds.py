@@ -87,9 +87,7 @@ BAD_SPEC_CASES = sorted(_bad_specs(vm_pb2.BootSource(kernel_path="/k")))
 
 
 @pytest.mark.parametrize("case", BAD_SPEC_CASES)
-async def test_a_bad_spec_names_its_field(
-    rig: Rig, boot: vm_pb2.BootSource, case: str
-) -> None:
+async def test_a_bad_spec_names_its_field(rig: Rig, boot: vm_pb2.BootSource, case: str) -> None:
     body, field = _bad_specs(boot)[case]
     code, details = await error(rig.vms.CreateVm(_create("web", body)))
     assert (code, field in details) == (INVALID, True), details
@@ -162,9 +160,7 @@ async def _outcomes(calls: list[object]) -> tuple[int, list[tuple[grpc.StatusCod
 
 
 async def test_concurrent_creates_of_one_vm_name(rig: Rig, boot: vm_pb2.BootSource) -> None:
-    calls: list[object] = [
-        rig.vms.CreateVm(_create("web", spec(boot))) for _ in range(CONCURRENT)
-    ]
+    calls: list[object] = [rig.vms.CreateVm(_create("web", spec(boot))) for _ in range(CONCURRENT)]
     created, failures = await _outcomes(calls)
     assert created == 1
     for code, details in failures:
