@@ -7,14 +7,23 @@ from __future__ import annotations
 # Raw stubs: this module checks status codes and details as sent.
 import asyncio
 import base64
+from pathlib import Path
 
 import grpc
 import pytest
+from sqlalchemy.orm import Session
+from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 from virtplane.v1 import host_service_pb2 as host_api
 from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
+from controller import convert
+from db import repositories as repo
+from hostd import convert as hostd_convert
+from hostd.validation import Admission, validate_config
 from tests.support.controller_rig import Rig, error, spec
+from virtplane_common.limits import AGENT_VERSION_COLUMN
+from virtplane_common.validation import clean_agent_version
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 CONCURRENT = 8
@@ -199,3 +208,33 @@ async def test_concurrent_adds_of_one_host_name(rig: Rig) -> None:
             grpc.StatusCode.ALREADY_EXISTS,
             "a host named 'h1' exists already",
         )
+
+
+# The worst agent versions a VM's row may hold: the longest the guest can
+# make hostd keep (every character printable but unusual), and a raw one an
+# older controller may have stored before the one rule.
+STORED_AGENT_VERSIONS = [
+    clean_agent_version("\U0001f600\u00e9\u4e2d" * 200 + "\n"),
+    "1.0\n\x1b[31m\x7f",
+]
+
+
+@pytest.mark.parametrize("stored", STORED_AGENT_VERSIONS)
+async def test_a_stored_agent_version_never_fails_a_start(
+    rig: Rig, boot: vm_pb2.BootSource, tmp_path: Path, stored: str
+) -> None:
+    """What the controller sends hostd for a VM whose row carries the agent
+    version passes hostd's checks."""
+    created = (await rig.vms.CreateVm(_create("web", spec(boot)))).vm
+
+    def store(session: Session) -> agent_pb2.VmConfig:
+        vm = repo.find_vm(session, created.id)
+        assert vm is not None
+        vm.guest_agent_version = stored[:AGENT_VERSION_COLUMN]
+        session.flush()
+        return convert.vm_config(vm)
+
+    sent = await rig.controller.db.run(store)
+    config = hostd_convert.config_from_proto(sent)
+    validate_config(config, Admission((tmp_path,)))
+    assert config.guest_agent_version == clean_agent_version(stored)
