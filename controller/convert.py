@@ -18,6 +18,7 @@ from controller.requests import StoredAnswer
 from controller.scheduler import Placement
 from db import models
 from db.enums import DiskFormat, ExitReason, HostState, NicKind, OperationState, VmState
+from virtplane_common.validation import clean_agent_version
 
 if TYPE_CHECKING:
     from controller.host_service import FencedHost, HostView
@@ -89,7 +90,7 @@ def vm_config(vm: models.Vm) -> agent_pb2.VmConfig:
         vm_id=vm.id,
         name=vm.name,
         spec=vm_spec(vm),
-        guest_agent_version=vm.guest_agent_version or "",
+        guest_agent_version=clean_agent_version(vm.guest_agent_version or ""),
         custom_properties=vm.custom_properties or {},
     )
 

@@ -12,12 +12,30 @@ from virtplane.v1 import vm_pb2, vm_service_pb2
 
 from db.enums import DiskFormat, NicKind, VmState
 from virtplane_common.errors import InvalidArgument
-from virtplane_common.limits import MIN_MEMORY_MIB, NAME
+from virtplane_common.limits import MIN_MEMORY_MIB, NAME_COLUMN
 from virtplane_common.properties import AllowedProperties, check_properties
-from virtplane_common.spec_checks import check_disk_count, check_mac, check_memory, check_vcpus
+from virtplane_common.validation import (
+    check_address,
+    check_cmdline,
+    check_disk_count,
+    check_disk_name,
+    check_mac,
+    check_memory,
+    check_name,
+    check_network,
+    check_nic_count,
+    check_nic_name,
+    check_path,
+    check_printable,
+    check_unique_macs,
+    check_vcpus,
+)
+
+__all__ = ["check_address", "check_create", "check_list", "check_name", "check_spec"]
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+MAX_PAGE_TOKEN = 16384
 
 
 @dataclass(frozen=True)
@@ -54,35 +72,6 @@ class VmSpec:
     pinned_host: str = ""  # a host's id or name; empty: any
 
 
-def check_name(field: str, name: str) -> str:
-    if not name:
-        raise InvalidArgument(field, "is required")
-    if not NAME.fullmatch(name):
-        raise InvalidArgument(
-            field, "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
-    return name
-
-
-def check_address(field: str, address: str) -> str:
-    host, sep, port = address.rpartition(":")
-    if not address:
-        raise InvalidArgument(field, "is required")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise InvalidArgument(field, f"must be host:port, got {address!r}")
-    return address
-
-
-def _check_path(field: str, path: str, required: bool) -> str:
-    if not path:
-        if required:
-            raise InvalidArgument(field, "is required")
-        return ""
-    if not path.startswith("/"):
-        raise InvalidArgument(field, f"must be an absolute path on the host, got {path!r}")
-    return path
-
-
 _NIC_KINDS = {vm_pb2.Nic.KIND_USER: NicKind.USER, vm_pb2.Nic.KIND_NETWORK: NicKind.NETWORK}
 
 
@@ -91,11 +80,12 @@ def _check_nic(prefix: str, index: int, nic: vm_pb2.Nic) -> NicSpec:
     kind = _NIC_KINDS.get(nic.kind)
     if kind is None:
         raise InvalidArgument(f"{field}.kind", "must be KIND_USER or KIND_NETWORK")
-    if kind is NicKind.NETWORK and not nic.network:
-        raise InvalidArgument(f"{field}.network", "is required for KIND_NETWORK")
+    network = ""
+    if kind is NicKind.NETWORK or nic.network:
+        network = check_network(f"{field}.network", nic.network)
     mac = check_mac(f"{field}.mac_address", nic.mac_address) if nic.mac_address else ""
-    name = check_name(f"{field}.name", nic.name or f"nic{index}")
-    return NicSpec(name=name, kind=kind, network=nic.network, mac_address=mac)
+    name = check_nic_name(f"{field}.name", nic.name or f"nic{index}")
+    return NicSpec(name=name, kind=kind, network=network, mac_address=mac)
 
 
 _DISK_FORMATS = {
@@ -111,8 +101,8 @@ def _check_disk(prefix: str, index: int, disk: vm_pb2.Disk) -> DiskSpec:
     if fmt is None:
         raise InvalidArgument(f"{field}.format", "must be FORMAT_RAW or FORMAT_QCOW2")
     return DiskSpec(
-        name=check_name(f"{field}.name", disk.name or f"disk{index}"),
-        path=_check_path(f"{field}.path", disk.path, required=True),
+        name=check_disk_name(f"{field}.name", disk.name or f"disk{index}"),
+        path=check_path(f"{field}.path", disk.path, required=True),
         format=fmt,
         read_only=disk.read_only,
     )
@@ -129,9 +119,11 @@ def check_spec(name: str, spec: vm_pb2.VmSpec, prefix: str = "spec") -> VmSpec:
     if spec.memory_mib == 0:
         raise InvalidArgument(f"{prefix}.memory_mib", f"is required (at least {MIN_MEMORY_MIB})")
     check_memory(f"{prefix}.memory_mib", spec.memory_mib)
+    check_nic_count(f"{prefix}.nics", len(spec.nics))
     nics = tuple(_check_nic(prefix, i, nic) for i, nic in enumerate(spec.nics))
     if len({n.name for n in nics}) != len(nics):
         raise InvalidArgument(f"{prefix}.nics", "NIC names must be unique")
+    check_unique_macs(f"{prefix}.nics", (n.mac_address for n in nics))
     check_disk_count(f"{prefix}.disks", len(spec.disks))
     disks = tuple(_check_disk(prefix, i, disk) for i, disk in enumerate(spec.disks))
     if len({d.name for d in disks}) != len(disks):
@@ -141,14 +133,14 @@ def check_spec(name: str, spec: vm_pb2.VmSpec, prefix: str = "spec") -> VmSpec:
         name=name,
         vcpus=spec.vcpus,
         memory_mib=spec.memory_mib,
-        kernel_path=_check_path(f"{boot}.kernel_path", spec.boot.kernel_path, required=True),
-        initrd_path=_check_path(f"{boot}.initrd_path", spec.boot.initrd_path, required=False),
-        cmdline=spec.boot.cmdline,
+        kernel_path=check_path(f"{boot}.kernel_path", spec.boot.kernel_path, required=True),
+        initrd_path=check_path(f"{boot}.initrd_path", spec.boot.initrd_path, required=False),
+        cmdline=check_cmdline(f"{boot}.cmdline", spec.boot.cmdline),
         nics=nics,
         disks=disks,
         highly_available=spec.highly_available,
         start_paused=spec.start_paused,
-        pinned_host=spec.pinned_host,
+        pinned_host=check_printable(f"{prefix}.pinned_host", spec.pinned_host, NAME_COLUMN),
         custom_properties=tuple(sorted(spec.custom_properties.items())),
     )
 
@@ -207,18 +199,14 @@ def check_list(request: vm_service_pb2.ListVmsRequest) -> VmQuery:
         raise InvalidArgument("page_size", "must not be negative")
     query = VmQuery(
         states=frozenset(states),
-        host=request.host,
-        name_contains=request.name_contains,
+        host=check_printable("host", request.host, NAME_COLUMN),
+        name_contains=check_printable("name_contains", request.name_contains, NAME_COLUMN),
         page_size=min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
         after_name="",
     )
     if not request.page_token:
         return query
-    try:
-        token = json.loads(base64.urlsafe_b64decode(request.page_token.encode()))
-        after, filters = str(token["after"]), token["filters"]
-    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
-        raise InvalidArgument("page_token", "is not a token ListVms gave") from exc
+    after, filters = _read_page_token(request.page_token)
     if filters != query.filters():
         raise InvalidArgument("page_token", "was given for other filters; ask with the same ones")
     return VmQuery(
@@ -228,3 +216,19 @@ def check_list(request: vm_service_pb2.ListVmsRequest) -> VmQuery:
         page_size=query.page_size,
         after_name=after,
     )
+
+
+def _read_page_token(page_token: str) -> tuple[str, object]:
+    """The last name and the filters a ListVms token carries; InvalidArgument
+    for anything ListVms did not give (malformed, too deep, too long)."""
+    bad = InvalidArgument("page_token", "is not a token ListVms gave")
+    if len(page_token) > MAX_PAGE_TOKEN or not page_token.isascii():
+        raise bad
+    try:
+        token = json.loads(base64.urlsafe_b64decode(page_token.encode()))
+        after, filters = token["after"], token["filters"]
+    except (binascii.Error, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise bad from exc
+    if not isinstance(after, str) or len(after) > NAME_COLUMN or not after.isprintable():
+        raise bad
+    return after, filters

@@ -15,7 +15,10 @@ INI = Path(__file__).with_name("alembic.ini")
 def alembic_config(engine: Engine) -> Config:
     """An alembic Config that works on engine's database."""
     cfg = Config(str(INI))
-    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    # The options go through ConfigParser, where % starts an interpolation: a
+    # URL's percent-encoded characters (a password's "%40") must be doubled.
+    url = engine.url.render_as_string(hide_password=False)
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 

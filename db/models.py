@@ -33,6 +33,14 @@ from db.enums import (
     VmOrigin,
     VmState,
 )
+from virtplane_common.limits import (
+    ADDRESS_COLUMN,
+    AGENT_VERSION_COLUMN,
+    DEVICE_NAME_COLUMN,
+    MAC_COLUMN,
+    NAME_COLUMN,
+    NETWORK_COLUMN,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -68,7 +76,7 @@ class Cluster(Base):
     __tablename__ = "clusters"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_COLUMN), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -88,8 +96,8 @@ class Host(Base):
     __tablename__ = "hosts"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
-    address: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(NAME_COLUMN), unique=True)
+    address: Mapped[str] = mapped_column(String(ADDRESS_COLUMN))
     state: Mapped[HostState] = mapped_column(_enum(HostState))
     state_message: Mapped[str] = mapped_column(Text, default="")
     hostname: Mapped[str] = mapped_column(String(255), default="")
@@ -123,7 +131,7 @@ class Vm(Base):
     __tablename__ = "vms"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_COLUMN), unique=True)
     # spec
     vcpus: Mapped[int]
     memory_mib: Mapped[int] = mapped_column(BigInteger)
@@ -152,7 +160,9 @@ class Vm(Base):
     start_paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The guest agent version last reported by this VM's agent, kept across
     # starts (guest facts are not): its host then awaits an agent.
-    guest_agent_version: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    guest_agent_version: Mapped[str] = mapped_column(
+        String(AGENT_VERSION_COLUMN), default="", server_default=""
+    )
     # Settings for the host's hook scripts (VmSpec.custom_properties); None: none.
     custom_properties: Mapped[dict[str, str] | None] = mapped_column(JSON)
     # The host the VM may only run on; None: any host.
@@ -192,10 +202,10 @@ class Nic(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     vm_id: Mapped[str] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), index=True)
     position: Mapped[int]
-    name: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(DEVICE_NAME_COLUMN))
     kind: Mapped[NicKind] = mapped_column(_enum(NicKind))
-    network: Mapped[str] = mapped_column(String(255), default="")
-    mac_address: Mapped[str] = mapped_column(String(17), unique=True)
+    network: Mapped[str] = mapped_column(String(NETWORK_COLUMN), default="")
+    mac_address: Mapped[str] = mapped_column(String(MAC_COLUMN), unique=True)
 
     vm: Mapped[Vm] = relationship(back_populates="nics")
 
@@ -209,7 +219,7 @@ class Disk(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     vm_id: Mapped[str] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), index=True)
     position: Mapped[int]
-    name: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(DEVICE_NAME_COLUMN))
     path: Mapped[str] = mapped_column(Text)
     format: Mapped[DiskFormat] = mapped_column(_enum(DiskFormat))
     read_only: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -323,7 +333,7 @@ class AffinityGroup(Base):
     __tablename__ = "affinity_groups"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_COLUMN), unique=True)
     positive: Mapped[bool] = mapped_column(Boolean)
     enforcing: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -9,6 +9,12 @@ Two engines are supported (see db/README.md):
   interleave; what must not is guarded by row locks (the revision counter,
   host placement) and by the version_id column of rows several writers
   touch. A transaction that loses such a race is run again from the start.
+
+A unique constraint a concurrent transaction violated first (two creates of
+one name, one MAC) is such a race too: the unit of work is run again, and
+its own check then names the row that won (ALREADY_EXISTS). If running
+again does not help, the violation is translated here, once, into
+DuplicateRow (ALREADY_EXISTS), never left to become INTERNAL.
 """
 
 from __future__ import annotations
@@ -21,9 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
+
+from virtplane_common.errors import AlreadyExists
 
 T = TypeVar("T")
 
@@ -32,6 +40,37 @@ log = logging.getLogger(__name__)
 # PostgreSQL's SQLSTATEs for "run the transaction again": serialization
 # failure and deadlock detected.
 _RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+_UNIQUE_VIOLATION = "23505"
+
+
+class DuplicateRow(AlreadyExists):
+    """A unique column's value is taken by another row (and running the unit
+    of work again did not find it first)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} exists already")
+        self.what = what
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    """Whether exc is a unique (or primary key) constraint's violation."""
+    if not isinstance(exc, IntegrityError):
+        return False
+    if getattr(exc.orig, "sqlstate", None) == _UNIQUE_VIOLATION:
+        return True
+    return str(exc.orig).startswith("UNIQUE constraint failed")
+
+
+def duplicate_row(exc: IntegrityError) -> DuplicateRow:
+    """The DuplicateRow exc means, naming the row's table and the value where
+    the engine says (PostgreSQL's detail: "Key (name)=(web-1) already exists.")."""
+    diag = getattr(exc.orig, "diag", None)
+    detail = getattr(diag, "message_detail", None)
+    table = getattr(diag, "table_name", None)
+    if table and detail:
+        return DuplicateRow(f"a {table} row with {detail.removesuffix(' already exists.')}")
+    message = str(exc.orig).removeprefix("UNIQUE constraint failed: ").splitlines()[0]
+    return DuplicateRow(f"a row with the same {message}")
 
 
 def is_sqlite(url: str) -> bool:
@@ -68,7 +107,7 @@ def _sqlite_begin(conn: Connection) -> None:
 def is_conflict(exc: BaseException) -> bool:
     """Whether exc means that a concurrent transaction got there first, so
     that running the unit of work again can succeed."""
-    if isinstance(exc, StaleDataError):
+    if isinstance(exc, StaleDataError) or is_unique_violation(exc):
         return True
     if isinstance(exc, DBAPIError):
         return getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
@@ -108,6 +147,8 @@ class Database:
                     return work(session)
             except (StaleDataError, DBAPIError) as exc:
                 if attempt >= self.attempts or not is_conflict(exc):
+                    if isinstance(exc, IntegrityError) and is_unique_violation(exc):
+                        raise duplicate_row(exc) from exc
                     raise
                 log.debug("transaction conflict (attempt %d), running it again: %s", attempt, exc)
                 attempt += 1

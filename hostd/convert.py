@@ -21,6 +21,7 @@ from virtplane.v1 import vm_pb2
 from hostd import model
 from hostd.guest_info import timestamp
 from virtplane_common.errors import InvalidArgument
+from virtplane_common.validation import clean_agent_version
 
 E = TypeVar("E", bound=model.ApiEnum)
 
@@ -45,7 +46,8 @@ def config_from_proto(config: pb.VmConfig) -> model.VmConfig:
         persistence=_enum(model.Persistence, config.persistence, "config.persistence"),
         console=_enum(model.ConsoleKind, config.console.kind, "config.console.kind"),
         custom_properties=dict(config.custom_properties),
-        guest_agent_version=config.guest_agent_version,
+        # The guest's own word, echoed back: cleaned, never refused.
+        guest_agent_version=clean_agent_version(config.guest_agent_version),
     )
 
 

@@ -6,8 +6,8 @@ Hand-written, beside (never inside) the generated code of protos/:
 - status      the one interceptor that turns them into status codes
 - health      gRPC health and reflection on a daemon's server
 - properties  the rules for a VM's custom properties
-- limits      the bounds of a VM spec, one table for every side
-- spec_checks the checks of a VM spec's fields both sides make alike, worded once
+- limits      the bounds of what is stored and run, one table for every side
+- validation  the checks of names, addresses, paths and spec fields, for both sides
 - framing     the guest channel's frames (the guest wheel bundles it, Python 3.9)
 - tls         identities in certificates, keys, their files, gRPC credentials and
               revocation lists (the CA itself is controller.pki)

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 from virtplane.v1 import guest_channel_pb2 as gc
 
-from hostd import guest_info
 from hostd.config import ChannelLimits
 from hostd.guest_channel.budget import ChannelCounters
 from hostd.guest_channel.facts import GuestFacts
 from hostd.guest_channel.liveness import Liveness
+from virtplane_common.validation import clean_agent_version
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +129,7 @@ class GuestProtocol:
 
     def _on_hello(self, message: gc.GuestMessage, received: int) -> None:
         hello = message.hello
-        self._facts.current.agent_version = guest_info.clean_text(
-            hello.agent_version, self._limits.max_string
-        )
+        self._facts.current.agent_version = clean_agent_version(hello.agent_version)
         low, high = (
             max(hello.min_version, HOST_MIN_VERSION),
             min(hello.max_version, HOST_MAX_VERSION),

@@ -3,13 +3,12 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db import repositories as repo
 from db.enums import NicKind, VmState
 from db.models import Host, Nic, Vm
-from db.session import Database
+from db.session import Database, DuplicateRow
 from tests.support.db_rig import host_row, vm_row
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -89,6 +88,6 @@ def test_mac_addresses_are_unique(database: Database) -> None:
             s.add(vm)
         s.flush()
 
-    with pytest.raises(IntegrityError):
+    with pytest.raises(DuplicateRow, match="mac_address"):
         database.transaction(work)
     assert not database.transaction(lambda s: repo.mac_in_use(s, "52:54:00:00:00:01"))

@@ -12,7 +12,8 @@ from hostd.validation import Admission, validate_config
 from tests.support.hostd_rig import vm_config
 from tests.support.real import IMAGE_ROOTS
 from virtplane_common.errors import InvalidArgument
-from virtplane_common.limits import MAX_DISKS
+from virtplane_common.limits import AGENT_VERSION_COLUMN, MAX_DISKS
+from virtplane_common.validation import clean_agent_version
 
 
 def check(config: pb.VmConfig) -> None:
@@ -71,6 +72,13 @@ def _many_disks(config: pb.VmConfig) -> None:
     config.spec.disks.extend(vm_pb2.Disk(name=f"d{i}", path=image) for i in range(MAX_DISKS + 1))
 
 
+def _two_nics_of_one_mac(config: pb.VmConfig) -> None:
+    config.spec.nics.extend(
+        vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER, name=f"n{i}", mac_address=mac)
+        for i, mac in enumerate(("52:54:00:00:00:01", "52:54:00:00:00:01".upper()))
+    )
+
+
 CASES: dict[str, tuple[Mutation, str]] = {
     "no id": (lambda c: setattr(c, "vm_id", ""), "config.vm_id"),
     "id not a uuid": (lambda c: setattr(c, "vm_id", "vm-1"), "config.vm_id"),
@@ -122,14 +130,21 @@ CASES: dict[str, tuple[Mutation, str]] = {
     "too many disks": (_many_disks, "config.spec.disks"),
     "unknown persistence": (lambda c: setattr(c, "persistence", 7), "config.persistence"),
     "unknown console": (lambda c: setattr(c.console, "kind", 9), "config.console.kind"),
-    "agent version too long": (
-        lambda c: setattr(c, "guest_agent_version", "1" * 257),
-        "config.guest_agent_version",
+    "name with a trailing newline": (lambda c: setattr(c, "name", "web\n"), "config.name"),
+    "NUL in the cmdline": (_set_boot(cmdline="quiet\x00"), "config.spec.boot.cmdline"),
+    "NUL in the kernel path": (
+        _set_boot(kernel_path="/boot/vmlinux\x00"),
+        "config.spec.boot.kernel_path",
     ),
-    "agent version with a newline": (
-        lambda c: setattr(c, "guest_agent_version", "1.0\n"),
-        "config.guest_agent_version",
+    "network name too long": (
+        _add_nic(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_NETWORK, network="n" * 65)),
+        "config.spec.nics[1].network",
     ),
+    "mac with a trailing newline": (
+        _add_nic(vm_pb2.Nic(kind=vm_pb2.Nic.KIND_USER, mac_address="52:54:00:00:00:01\n")),
+        "config.spec.nics[1].mac_address",
+    ),
+    "two nics of one mac": (_two_nics_of_one_mac, "config.spec.nics[1].mac_address"),
 }
 
 
@@ -197,3 +212,29 @@ def test_one_image_under_two_paths_is_one_disk(tmp_path: Path, boot_files: tuple
     assert str(caught.value) == (
         f"config.spec.disks[1].path: {tmp_path / 'link.img'} is already disks[0]"
     )
+
+
+# What a guest sends as its agent version, at its worst: longer than any
+# column, with every kind of character a printable check might disagree on.
+HOSTILE_AGENT_VERSIONS = [
+    "1" * 100_000,
+    "1.0\n",
+    "\x00\x01\x1b[31m1.0\x7f",
+    " \u00a0\u2028\u2029\u200b\ufeff1.0\u00a0 ",
+    "\U0001f600" * 300,
+]
+
+
+@pytest.mark.parametrize("sent", HOSTILE_AGENT_VERSIONS)
+def test_an_agent_version_from_the_guest_never_fails_a_start(
+    sent: str, boot_files: tuple[str, str]
+) -> None:
+    """Whatever the guest sent comes back in VmConfig, as the controller stored
+    it after hostd cleaned it or raw: either way the config passes."""
+    for echoed in (clean_agent_version(sent), sent):
+        config = vm_config(boot_files[0], initrd=boot_files[1])
+        config.guest_agent_version = echoed
+        check(config)
+        kept = convert.config_from_proto(config).guest_agent_version
+        assert kept == clean_agent_version(sent)
+        assert len(kept) <= AGENT_VERSION_COLUMN and kept.isprintable()
