@@ -57,7 +57,7 @@ class Hostd:
     def __init__(self, config: HostdConfig) -> None:
         self.config = config
         self.layout = StateLayout(config.state_dir)
-        self.journal = Journal(config.journal_size)
+        self.journal = Journal(config.journal_size, max_bytes=config.journal_max_bytes)
         self.admission = Admission.of(config)  # a bad allowlist fails here, at start
         check_template(config.migration.peer_hypervisor_uri)
         self.identity: HostIdentity | None = None
