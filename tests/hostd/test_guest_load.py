@@ -7,12 +7,19 @@ from pathlib import Path
 
 import pytest
 from virtplane.v1 import guest_channel_pb2 as gc
+from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
 from hostd.config import ChannelLimits
 from hostd.guest_channel import GuestChannel
 from hostd.guest_channel.size_cap import cap_guest_info
 from hostd.journal import Journal
+from hostd.listing import GUEST_BUDGET_BYTES, listed_vms
+from hostd.model import VmState, VmStatus
+from tests.support import served as serving
+from tests.support.fake_guest import FakeGuest
+from tests.support.hostd_rig import vm_config
+from tests.support.waiting import next_item, until
 from virtplane_common.framing import encode
 
 NOW = 1_700_000_000 * 10**9
@@ -118,3 +125,66 @@ def test_a_guest_info_under_its_cap_is_untouched() -> None:
     copy.CopyFrom(info)
     assert cap_guest_info(info, 1 << 20) == 0
     assert info == copy
+
+
+def _large_report(tag: int) -> gc.GuestMessage:
+    apps = [f"{tag}-application-{i}-" + "z" * 30 for i in range(4096)]  # about 210 KiB
+    report = gc.GuestReport(
+        full=True,
+        system=gc.SystemSection(hostname=f"g{tag}"),
+        applications=gc.ApplicationsSection(applications=apps),
+    )
+    return gc.GuestMessage(report=report)
+
+
+async def test_list_vms_stays_small_whatever_the_guests_report(
+    served: serving.Served, boot_files: tuple[str, str]
+) -> None:
+    # Two dozen guests near the GuestInfo cap: over 4 MiB of guest facts, more than
+    # gRPC's default message limit (that of the test's own channel).
+    count = 24
+    guests: list[FakeGuest] = []
+    try:
+        for tag in range(count):
+            config = vm_config(boot_files[0])
+            guest = FakeGuest(served.hostd.layout.channel_socket(config.vm_id))
+            await guest.start()
+            guests.append(guest)
+            await served.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
+            await guest.next_message("HostHello")
+            await guest.send(gc.GuestMessage(hello=gc.GuestHello(min_version=1, max_version=1)))
+            await guest.next_message("VersionChoice")
+            await guest.send(_large_report(tag))
+
+        def reported() -> int:
+            return sum(1 for vm in served.hostd.vms.list() if vm.guest and vm.guest.hostname)
+
+        await until(reported, lambda n: n == count)
+        total = sum(vm.guest.ByteSize() for vm in served.hostd.vms.list() if vm.guest)
+        assert total > 4 * 1024 * 1024
+        listed = await served.stub.ListVms(pb.HostAgentServiceListVmsRequest())
+        assert len(listed.vms) == count
+        assert listed.ByteSize() < GUEST_BUDGET_BYTES + 64 * 1024
+        with_guest = [vm for vm in listed.vms if vm.HasField("guest")]
+        assert 0 < len(with_guest) < count  # the rest come with their next report
+        watch = served.stub.WatchEvents(pb.WatchEventsRequest(host_epoch="another"))
+        try:
+            first = await next_item(watch.__aiter__(), "the snapshot")
+            assert len(first.snapshot.vms) == count
+            assert first.ByteSize() < GUEST_BUDGET_BYTES + 64 * 1024
+        finally:
+            watch.cancel()
+    finally:
+        for guest in guests:
+            await guest.close()
+
+
+def test_listing_leaves_out_guest_facts_past_its_budget() -> None:
+    statuses = [
+        VmStatus(str(i), VmState.RUNNING, guest=vm_pb2.GuestInfo(hostname="h" * 1000))
+        for i in range(10)
+    ]
+    vms, left_out = listed_vms(statuses, budget=3500)
+    assert [vm.vm_id for vm in vms] == [str(i) for i in range(10)]
+    assert [vm.HasField("guest") for vm in vms] == [True] * 3 + [False] * 7
+    assert left_out == 7
