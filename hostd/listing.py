@@ -17,7 +17,6 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd import convert
 from hostd.model import VmStatus
-from virtplane_common.grpc_limits import MAX_MESSAGE_BYTES
 
 GUEST_BUDGET_BYTES = 2 * 1024 * 1024
 """The most the guest facts of one list may weigh, serialised."""
