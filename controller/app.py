@@ -47,6 +47,7 @@ from controller.watch import WatchHub
 from controller.watch_stream import WatchStream
 from db import migrate
 from db.session import Database
+from virtplane_common.grpc_limits import MESSAGE_SIZE_OPTIONS
 from virtplane_common.health import Probes, service_names
 from virtplane_common.properties import AllowedProperties
 from virtplane_common.status import ErrorInterceptor
@@ -98,7 +99,8 @@ class Controller:
         self._resend: asyncio.Task[int] | None = None
         self.auth = wiring.authenticator(self.db, self.identity.revoked(revoked))
         self.server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(), *wiring.interceptors(config, self.auth)]
+            interceptors=[ErrorInterceptor(), *wiring.interceptors(config, self.auth)],
+            options=MESSAGE_SIZE_OPTIONS,
         )
         self.verbs = VmVerbs(self.store, self.clients, self.starter)
         self._add_services()

@@ -14,6 +14,7 @@ from virtplane.v1 import host_identity_service_pb2_grpc as identity_grpc
 
 from controller.errors import CreateRefused, HostUnreachable, VmNotFound
 from virtplane_common.errors import FailedPrecondition, InvalidArgument, VirtplaneError
+from virtplane_common.grpc_limits import MESSAGE_SIZE_OPTIONS
 from virtplane_common.tls.credentials import host_options
 
 _R = TypeVar("_R")
@@ -23,6 +24,7 @@ _R = TypeVar("_R")
 # it). gRPC otherwise spaces pings on a stream without data 5 min apart,
 # and waits a minute for an answer.
 _CHANNEL_OPTIONS = (
+    *MESSAGE_SIZE_OPTIONS,
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),

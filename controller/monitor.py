@@ -29,6 +29,7 @@ from virtplane.v1 import vm_pb2
 
 from controller import convert
 from controller.audit import Seen, seen
+from controller.guest_reports import DEFAULT_INTERVAL, GuestReportCoalescer
 from controller.host_client import HostClient
 from controller.host_state import HELD_STATES, set_host_state
 from controller.lifecycle import transitions
@@ -59,6 +60,9 @@ class MonitorSettings:
     retry: float = 2.0
     # Seconds between reconciliations against the host's full list.
     reconcile_every: float = 60.0
+    # The least time between two writes of one VM's guest reports (the
+    # latest wins; controller.guest_reports).
+    guest_report_interval: float = DEFAULT_INTERVAL
 
 
 _NOT_RUNNING = (agent_pb2.HostVm.STATE_DOWN, agent_pb2.HostVm.STATE_SUSPENDED)
@@ -102,6 +106,9 @@ class HostMonitor:
         self._cursor = _Cursor()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # events and periodic reconciliation take turns
+        self.guest_reports = GuestReportCoalescer(
+            self._store_guest_report, self._lock, settings.guest_report_interval
+        )
         self._retries: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
         self.reconciliations = 0
@@ -114,6 +121,7 @@ class HostMonitor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.guest_reports.close()
 
     async def _run(self) -> None:
         while True:
@@ -323,9 +331,10 @@ class HostMonitor:
     async def _apply(self, event: agent_pb2.HostEvent) -> None:
         which = event.WhichOneof("payload")
         if which == "vm_state":
+            await self.guest_reports.flush(event.vm_state.vm_id)  # writes keep the events' order
             await self._on_vm_state(event.vm_state)
         elif which == "guest_report":
-            await self._on_guest_report(event.guest_report)
+            await self.guest_reports.offer(event.guest_report, utcnow())
 
     async def _on_vm_state(self, report: agent_pb2.HostVm) -> None:
         def mutate(session: Session, vm: Vm) -> Outcome[HostTarget | None]:
@@ -342,13 +351,15 @@ class HostMonitor:
         if nxt is not None:
             self._dispatch_retry(nxt)
 
-    async def _on_guest_report(self, report: agent_pb2.GuestReportEvent) -> None:
-        now = utcnow()
+    async def _store_guest_report(
+        self, report: agent_pb2.GuestReportEvent, received: dt.datetime
+    ) -> None:
+        """Writes one guest report (GuestReportCoalescer decides when)."""
 
         def mutate(session: Session, vm: Vm) -> Outcome[HostTarget | None]:
             if vm.host_id != self.host_id:
                 return Outcome(False, None)
-            self._store_guest(session, vm, report.guest, now)
+            self._store_guest(session, vm, report.guest, received)
             return Outcome(True, None)
 
         await self._update_known(report.vm_id, mutate)

@@ -54,6 +54,8 @@ Modules, one job each:
 - events        the event pump: hypervisor events applied in order; resync, also
                 after libvirtd was lost and found again
 - vms           VmService: the create path, and the verbs for the servicer
+- listing       the VM list handed out (ListVms, snapshots): guest facts past a size
+                budget left out
 - servicer      HostAgentService over gRPC, thin
 - servicer_identity  HostIdentityService over gRPC (renewal, revocation list), thin
 - server        everything assembled (Hostd.start/stop): mutual TLS, or plaintext

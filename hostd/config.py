@@ -52,6 +52,9 @@ class ChannelLimits:
     max_applications: int = 4096
     max_users: int = 256
     max_filesystems: int = 256
+    max_guest_info_bytes: int = 256 * 1024
+    """Largest merged GuestInfo kept for one VM, serialised: what is over it is
+    dropped from the end of its lists (applications first), and counted."""
     max_clock_skew_seconds: float = 300.0
     """A guest timestamp further than this from hostd's clock is not believed."""
     connect_timeout_seconds: float = 10.0
@@ -113,6 +116,8 @@ class HostdConfig:
     virt_type: VirtTypeSetting = "auto"
     journal_size: int = 10_000
     """Events kept for WatchEvents resumption."""
+    journal_max_bytes: int = 64 * 1024 * 1024
+    """The most those events may weigh, serialised: older ones go first."""
     event_queue_size: int = 1_024
     """Hypervisor events buffered between libvirt's callback and hostd."""
     shutdown_grace_seconds: float = 5.0

@@ -25,6 +25,7 @@ from virtplane.v1 import enrollment_service_pb2_grpc as api_grpc
 
 from hostd.config import EnrollmentConfig
 from hostd.identity import PENDING_KEY, IdentityError, host_id_of, signed_by, tls_files
+from virtplane_common.grpc_limits import MESSAGE_SIZE_OPTIONS
 from virtplane_common.tls.credentials import channel_credentials
 from virtplane_common.tls.files import TlsFiles, write_private, write_public
 from virtplane_common.tls.keys import (
@@ -82,7 +83,9 @@ def _controller_ca(settings: EnrollmentConfig) -> bytes:
 async def _ask(settings: EnrollmentConfig, ca: bytes, csr: bytes) -> api.EnrollHostResponse:
     request = api.EnrollHostRequest(token=settings.token, csr_pem=csr.decode())
     address = settings.controller
-    async with grpc.aio.secure_channel(address, channel_credentials(ca)) as channel:
+    async with grpc.aio.secure_channel(
+        address, channel_credentials(ca), options=MESSAGE_SIZE_OPTIONS
+    ) as channel:
         stub = api_grpc.EnrollmentServiceStub(channel)
         try:
             return await stub.EnrollHost(request, timeout=settings.timeout_seconds)

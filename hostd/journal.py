@@ -5,10 +5,12 @@ buffer, an edge): a VM's state and a migration's progress arrive as domain
 values and are converted here.
 
 Every event gets the process's host_epoch and the next sequence number,
-from 1. The last `size` events are kept so that a watcher can resume after
-a disconnect. A watcher asking from before the oldest kept event, or from
-another epoch, cannot be given what it missed: it needs a snapshot first
-(needs_snapshot; the servicer sends one, then follows from its position).
+from 1. The last `size` events, and no more than `max_bytes` of them
+(serialised), are kept so that a watcher can resume after a disconnect: a
+chatty guest's large reports push out old events, never grow hostd. A
+watcher asking from before the oldest kept event, or from another epoch,
+cannot be given what it missed: it needs a snapshot first (needs_snapshot;
+the servicer sends one, then follows from its position).
 """
 
 from __future__ import annotations
@@ -26,20 +28,29 @@ from virtplane.v1 import vm_pb2
 
 from hostd import convert, model
 
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+"""The most the kept events may weigh, serialised."""
+
 
 class Journal:
     def __init__(
         self,
         size: int,
         *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         epoch: str | None = None,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         if size < 1:
             raise ValueError(f"journal size must be at least 1, not {size}")
+        if max_bytes < 1:
+            raise ValueError(f"journal max_bytes must be at least 1, not {max_bytes}")
+        self._size = size
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self.epoch = epoch or secrets.token_hex(8)
         self._clock = clock
-        self._events: deque[pb.HostEvent] = deque(maxlen=size)
+        self._events: deque[tuple[pb.HostEvent, int]] = deque()
         self._last = 0
         self._changed = asyncio.Event()
         self._closed = False
@@ -47,6 +58,11 @@ class Journal:
     @property
     def last_sequence(self) -> int:
         return self._last
+
+    @property
+    def kept_bytes(self) -> int:
+        """The serialised size of the events kept."""
+        return self._bytes
 
     def append_vm_state(self, vm: model.VmStatus) -> pb.HostEvent:
         event = self._next()
@@ -80,8 +96,7 @@ class Journal:
         """
         if (epoch and epoch != self.epoch) or after_sequence > self._last:
             return True
-        oldest = self._events[0].sequence if self._events else self._last + 1
-        return after_sequence + 1 < oldest
+        return after_sequence + 1 < self._oldest()
 
     def after(self, sequence: int) -> list[pb.HostEvent]:
         """The kept events after sequence, oldest first.
@@ -91,9 +106,11 @@ class Journal:
         """
         if sequence > self._last:
             sequence = 0
-        oldest = self._events[0].sequence if self._events else self._last + 1
-        start = max(0, sequence + 1 - oldest)
-        return list(itertools.islice(self._events, start, None))
+        start = max(0, sequence + 1 - self._oldest())
+        return [event for event, _ in itertools.islice(self._events, start, None)]
+
+    def _oldest(self) -> int:
+        return self._events[0][0].sequence if self._events else self._last + 1
 
     async def follow(self, after_sequence: int) -> AsyncIterator[pb.HostEvent]:
         """Yields the kept events after after_sequence, then each new one, until close()."""
@@ -119,7 +136,12 @@ class Journal:
         return pb.HostEvent(host_epoch=self.epoch, sequence=self._last, time=time_)
 
     def _keep(self, event: pb.HostEvent) -> pb.HostEvent:
-        self._events.append(event)
+        size = event.ByteSize()
+        self._events.append((event, size))
+        self._bytes += size
+        events = self._events
+        while len(events) > self._size or (self._bytes > self._max_bytes and len(events) > 1):
+            self._bytes -= events.popleft()[1]
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
         return event

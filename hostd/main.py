@@ -28,6 +28,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
     parser.add_argument("--state-dir", type=Path, default=defaults.state_dir)
     parser.add_argument("--virt-type", choices=VIRT_TYPE_SETTINGS, default=defaults.virt_type)
     parser.add_argument("--journal-size", type=int, default=defaults.journal_size)
+    parser.add_argument("--journal-max-bytes", type=int, default=defaults.journal_max_bytes)
     _migration_arguments(parser, defaults.migration)
     parser.add_argument(
         "--hooks-dir",
@@ -57,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
         state_dir=args.state_dir.absolute(),
         virt_type=args.virt_type,
         journal_size=args.journal_size,
+        journal_max_bytes=args.journal_max_bytes,
         migration=MigrationConfig(
             max_outgoing=args.max_outgoing_migrations,
             address=args.migration_address,

@@ -35,6 +35,7 @@ from virtplane_common.errors import (
     ResourceExhausted,
     VirtplaneError,
 )
+from virtplane_common.grpc_limits import MESSAGE_SIZE_OPTIONS
 from virtplane_common.tls.credentials import channel_credentials, host_options
 
 CALL_TIMEOUT_SECONDS = 15.0
@@ -64,12 +65,14 @@ class GrpcPeers:
 
     def _channel(self, peer: PeerHost) -> grpc.aio.Channel:
         if self._identity is None:
-            return grpc.aio.insecure_channel(peer.address)
+            return grpc.aio.insecure_channel(peer.address, options=MESSAGE_SIZE_OPTIONS)
         if not peer.host_id:
             raise InvalidArgument("destination_host_id", "required: the destination's host id")
         pair = self._identity.pair
         return grpc.aio.secure_channel(
-            peer.address, channel_credentials(pair.ca, pair), options=host_options(peer.host_id)
+            peer.address,
+            channel_credentials(pair.ca, pair),
+            options=[*MESSAGE_SIZE_OPTIONS, *host_options(peer.host_id)],
         )
 
     async def prepare_incoming(

@@ -31,6 +31,7 @@ from hostd.servicer_identity import add_identity_service
 from hostd.validation import Admission
 from hostd.virt_type import VirtType, detect_virt_type
 from hostd.vms import RunnerSettings, VmService
+from virtplane_common.grpc_limits import MESSAGE_SIZE_OPTIONS
 from virtplane_common.health import Probes, service_names
 from virtplane_common.status import ErrorInterceptor
 from virtplane_common.tls.files import KeyPair
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 # dead one; without these, gRPC answers such pings with GOAWAY
 # ("too_many_pings") and the controller sees the host drop.
 _SERVER_OPTIONS = (
+    *MESSAGE_SIZE_OPTIONS,
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_ping_strikes", 0),
@@ -57,7 +59,7 @@ class Hostd:
     def __init__(self, config: HostdConfig) -> None:
         self.config = config
         self.layout = StateLayout(config.state_dir)
-        self.journal = Journal(config.journal_size)
+        self.journal = Journal(config.journal_size, max_bytes=config.journal_max_bytes)
         self.admission = Admission.of(config)  # a bad allowlist fails here, at start
         check_template(config.migration.peer_hypervisor_uri)
         self.identity: HostIdentity | None = None

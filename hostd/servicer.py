@@ -22,6 +22,7 @@ from hostd import convert
 from hostd.guest_info import timestamp
 from hostd.hypervisor import DomainStats, Hypervisor
 from hostd.journal import Journal
+from hostd.listing import listed_vms
 from hostd.model import PeerHost, VmStatus
 from hostd.virt_type import VirtType
 from hostd.vms import VmService
@@ -133,8 +134,9 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
     async def ListVms(
         self, request: pb.HostAgentServiceListVmsRequest, context: Context
     ) -> pb.HostAgentServiceListVmsResponse:
+        vms, _ = listed_vms(self._vms.list())
         return pb.HostAgentServiceListVmsResponse(
-            vms=[convert.status_to_proto(vm) for vm in self._vms.list()],
+            vms=vms,
             host_epoch=self._journal.epoch,
             sequence=self._journal.last_sequence,
         )
@@ -201,7 +203,7 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
                 host_epoch=self._journal.epoch,
                 sequence=self._journal.last_sequence,
                 time=_now(),
-                vms=[convert.status_to_proto(vm) for vm in self._vms.list()],
+                vms=listed_vms(self._vms.list())[0],
             )
             yield pb.WatchEventsResponse(snapshot=snapshot)
             after = snapshot.sequence

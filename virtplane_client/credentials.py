@@ -17,6 +17,8 @@ from pathlib import Path
 
 import grpc
 
+from virtplane_common.grpc_limits import MESSAGE_SIZE_OPTIONS
+
 Pem = bytes | str | Path
 """PEM text (bytes, or str starting with -----BEGIN), or a file's path."""
 
@@ -74,5 +76,7 @@ def open_channel(
 ) -> grpc.aio.Channel:
     """A channel to target with credentials."""
     if credentials.insecure_development:
-        return grpc.aio.insecure_channel(target, options=list(options))
-    return grpc.aio.secure_channel(target, credentials.channel_credentials(), list(options))
+        return grpc.aio.insecure_channel(target, options=[*MESSAGE_SIZE_OPTIONS, *options])
+    return grpc.aio.secure_channel(
+        target, credentials.channel_credentials(), [*MESSAGE_SIZE_OPTIONS, *options]
+    )

@@ -9,6 +9,7 @@ Hand-written, beside (never inside) the generated code of protos/:
 - limits      the bounds of what is stored and run, one table for every side
 - validation  the checks of names, addresses, paths and spec fields, for both sides
 - framing     the guest channel's frames (the guest wheel bundles it, Python 3.9)
+- grpc_limits the message sizes every gRPC server and channel sets
 - tls         identities in certificates, keys, their files, gRPC credentials and
               revocation lists (the CA itself is controller.pki)
 """

@@ -9,6 +9,14 @@ length at once instead of waiting for bytes that never come; the payload
 checksum rejects a corrupt body. After garbage, a partial frame or a
 reconnect, the reader drops bytes up to the next valid header and goes on.
 
+Resynchronising is linear in the bytes fed: the search for the magic looks
+at every byte once, and payload checksums are paid from a credit that each
+byte consumed earns back (at most two frames' worth ahead). A frame cut short
+is followed by the next one as before; crafted headers nested in a payload,
+each claiming a payload whose checksum fails, cannot make one byte cost a
+whole payload's checksum: once the credit is spent, such headers are taken
+for garbage unchecked until the bytes read have paid for the next check.
+
 This module runs inside guests too: standard library only, Python >= 3.9.
 """
 
@@ -49,8 +57,20 @@ class FrameDecoder:
         self.rejected_bytes = 0
         """Payload bytes checked in vain: frames whose header was sound but whose
         payload failed its checksum. Crafted headers nested in a payload can make
-        one byte read cost a whole payload's checksum; a reader that charges
-        these bytes to the sender's budget keeps that work bounded."""
+        one byte read cost a whole payload's checksum; the decoder's checksum
+        credit keeps all checksum work below the bytes fed plus two frames."""
+        self.header_checks = 0
+        """Candidate headers checked: at most one per byte fed."""
+        self.checked_bytes = 0
+        """Payload bytes checksummed, good frames and bad."""
+        self.unchecked_frames = 0
+        """Headers taken for garbage without checking their payload: the
+        checksum credit was spent (see _credit)."""
+        self._credit_cap = 2 * (HEADER_SIZE + max_payload)
+        self._credit = self._credit_cap
+        """Payload bytes that may still be checksummed: each check spends its
+        length, each byte consumed (a frame or garbage) earns one back, up
+        to the cap. Checksum work thus stays below the cap plus the bytes fed."""
 
     def feed(self, data: bytes) -> list[bytes]:
         """Adds data read from the stream; returns the payloads completed."""
@@ -70,6 +90,10 @@ class FrameDecoder:
     def _drop(self, n: int) -> None:
         del self._buf[:n]
         self.discarded_bytes += n
+        self._earn(n)
+
+    def _earn(self, consumed: int) -> None:
+        self._credit = min(self._credit_cap, self._credit + consumed)
 
     def _next(self) -> bytes | None:
         buf = self._buf
@@ -83,6 +107,7 @@ class FrameDecoder:
                 self._drop(start)
             if len(buf) < HEADER_SIZE:
                 return None
+            self.header_checks += 1
             _, length, payload_crc, header_crc = HEADER.unpack_from(buf)
             if zlib.crc32(bytes(buf[:12])) != header_crc or length > self._max_payload:
                 self._drop(1)
@@ -90,10 +115,19 @@ class FrameDecoder:
             end = HEADER_SIZE + length
             if len(buf) < end:
                 return None
+            if length > self._credit:
+                # Checksums were spent in vain on more than the bytes read
+                # since: this header is taken for garbage, unchecked.
+                self.unchecked_frames += 1
+                self._drop(1)
+                continue
+            self._credit -= length
+            self.checked_bytes += length
             payload = bytes(buf[HEADER_SIZE:end])
             if zlib.crc32(payload) != payload_crc:
                 self.rejected_bytes += length
                 self._drop(1)
                 continue
             del buf[:end]
+            self._earn(end)
             return payload

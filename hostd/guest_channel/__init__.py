@@ -24,6 +24,7 @@ Modules, one job each:
 - liveness     heartbeats and the awaited agent: RESPONDING, NOT_RESPONDING
 - facts        the GuestInfo kept (reports merged, heartbeats), the last report
                as it arrived, and the sink told of each change
+- size_cap     one VM's GuestInfo kept under a byte limit (list items dropped)
 - commands     refresh, ping, shutdown and reboot, and the agent's answers
 """
 

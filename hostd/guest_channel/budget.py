@@ -3,10 +3,11 @@
 Past the byte budget hostd stops reading for as long as the excess is worth
 (the guest's writes block and hostd holds nothing more); past the message
 budget the excess is dropped unread. A flooding guest thus costs bounded CPU
-and memory and cannot delay another VM's channel. Payload bytes checksummed
-in vain (crafted headers nested in a payload) count against the byte budget
-too. A channel over either budget is THROTTLED (the sink is told, with why)
-until it has kept within both for calm_seconds.
+and memory and cannot delay another VM's channel. Bytes are charged before
+they are decoded (decoding is linear in them, see virtplane_common.framing),
+and payload bytes checksummed in vain count against the byte budget too. A
+channel over either budget is THROTTLED (the sink is told, with why) until it
+has kept within both for calm_seconds.
 """
 
 from __future__ import annotations
@@ -82,9 +83,12 @@ class ChannelBudget:
         within the byte budget."""
         counters = self._counters
         counters.bytes_received += len(data)
+        # Charged before the work: decoding costs time linear in the bytes fed.
+        pause = self._bytes.take(len(data))
         rejected = self._decoder.rejected_bytes
         payloads = self._decoder.feed(data)
-        pause = self._bytes.take(len(data) + self._decoder.rejected_bytes - rejected)
+        if self._decoder.rejected_bytes > rejected:
+            pause = max(pause, self._bytes.take(self._decoder.rejected_bytes - rejected))
         dropped = counters.dropped_messages
         for payload in payloads:
             counters.messages_received += 1

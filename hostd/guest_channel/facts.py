@@ -1,7 +1,9 @@
 """What hostd knows of the guest: the GuestInfo kept, and the sink told of each change.
 
-Reports are merged into the GuestInfo (hostd.guest_info sanitises them) and
-each one is handed to the sink; heartbeats only refresh what is kept. The
+Reports are merged into the GuestInfo (hostd.guest_info sanitises them), the
+result cut to limits.max_guest_info_bytes (hostd.guest_channel.size_cap;
+counted in truncated_reports and truncated_items) and each one is handed to
+the sink; heartbeats only refresh what is kept. The
 last report is kept as it arrived (one message, at most max_payload bytes),
 for debugging. The other parts of the channel set their own states in the
 same GuestInfo (liveness the agent's, budget the channel's) and publish.
@@ -9,6 +11,7 @@ same GuestInfo (liveness the agent's, budget the channel's) and publish.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from google.protobuf import json_format
@@ -17,6 +20,9 @@ from virtplane.v1 import vm_pb2
 
 from hostd import guest_info
 from hostd.config import ChannelLimits
+from hostd.guest_channel.size_cap import cap_guest_info
+
+log = logging.getLogger(__name__)
 
 REPORT_JSON_CAP = 512 * 1024
 """Longest JSON rendering of the last report handed out, in characters."""
@@ -45,6 +51,10 @@ class GuestFacts:
         self._throttle_reason = throttle_reason
         self._last_report: gc.GuestMessage | None = None
         self._last_report_received = 0
+        self.truncated_reports = 0
+        """Reports whose merged GuestInfo was over limits.max_guest_info_bytes."""
+        self.truncated_items = 0
+        """List items (applications, users, ...) dropped to keep under it."""
 
     def snapshot(self) -> vm_pb2.GuestInfo:
         """A copy of what the agent has reported so far, with the channel's state."""
@@ -77,9 +87,21 @@ class GuestFacts:
         )
         merged.observed_time.CopyFrom(guest_info.timestamp(observed))
         merged.channel_state = self.current.channel_state
+        self._cap(merged)
         self.current = merged
         self._last_report, self._last_report_received = message, received
         self.publish()
+
+    def _cap(self, merged: vm_pb2.GuestInfo) -> None:
+        dropped = cap_guest_info(merged, self._limits.max_guest_info_bytes)
+        if dropped:
+            if not self.truncated_reports:
+                log.warning(
+                    "guest of VM %s reports more than %d bytes: %d list items dropped",
+                    self.vm_id, self._limits.max_guest_info_bytes, dropped,
+                )  # fmt: skip
+            self.truncated_reports += 1
+            self.truncated_items += dropped
 
     def last_report(self) -> tuple[str, bool, int]:
         """The last report message as JSON (cut at REPORT_JSON_CAP characters),

@@ -95,3 +95,64 @@ def test_discarded_bytes_accounting():
     decoder.reset()
     assert decoder.discarded_bytes == 18
     assert decoder.feed(encode(b"fresh")) == [b"fresh"]
+
+
+def _crafted(size: int) -> bytes:
+    """A header at every 16 bytes, each claiming a payload up to the end whose
+    checksum fails: a decoder re-checking nested headers costs size**2 / 32."""
+    out = bytearray()
+    count = size // HEADER_SIZE
+    for i in range(count):
+        length = (count - i - 1) * HEADER_SIZE
+        head = struct.pack(">4sII", MAGIC, length, 1)  # no payload has this checksum
+        out += head + struct.pack(">I", zlib.crc32(head))
+    return bytes(out)
+
+
+CREDIT = 2 * (HEADER_SIZE + DEFAULT_MAX_PAYLOAD)
+
+
+@pytest.mark.parametrize("size", [64 * 1024, DEFAULT_MAX_PAYLOAD])
+def test_resync_after_a_crafted_frame_is_linear(size: int) -> None:
+    decoder = FrameDecoder()
+    crafted = _crafted(size)
+    decoder.feed(crafted)
+    # Each byte starts at most one header check, and checksum work stays under
+    # the bytes fed plus the decoder's credit: no byte costs a payload's
+    # checksum (re-checking every nested header would cost size**2 / 32).
+    assert decoder.header_checks <= len(crafted)
+    assert decoder.checked_bytes <= len(crafted) + CREDIT
+    assert decoder.checked_bytes < size * size // 32 // 8
+
+
+def test_resync_work_grows_linearly_with_the_crafted_size() -> None:
+    sizes = [DEFAULT_MAX_PAYLOAD * k for k in (1, 4, 16)]
+    work = []
+    for size in sizes:
+        decoder = FrameDecoder()
+        decoder.feed(_crafted(size))
+        work.append(decoder.checked_bytes - CREDIT)
+    # Beyond the credit, the work per byte fed is bounded by one.
+    for size, spent in zip(sizes, work, strict=True):
+        assert spent <= size
+
+
+def test_a_good_frame_after_a_crafted_frame_comes_through() -> None:
+    decoder = FrameDecoder()
+    crafted = _crafted(64 * 1024)
+    assert decoder.feed(crafted + b"\x00" * 64 * 1024 + encode(b"after")) == [b"after"]
+
+
+def test_crafted_frame_fed_byte_by_byte_still_resyncs() -> None:
+    decoder = FrameDecoder()
+    stream = _crafted(4096) + encode(b"after")
+    out = [p for i in range(len(stream)) for p in decoder.feed(stream[i : i + 1])]
+    assert out == [b"after"]
+
+
+def test_frames_cut_short_one_after_another_then_a_good_one() -> None:
+    first = encode(b"a" * 100)[:-60]
+    second = encode(b"b" * 100)[:-60]
+    decoder = FrameDecoder()
+    later = encode(b"n" * 64)
+    assert decoder.feed(first + second + encode(b"good") + later) == [b"good", b"n" * 64]

@@ -107,17 +107,21 @@ def test_bytes_over_the_budget_pause_reading() -> None:
     assert channel.feed(b"\x00" * 500) == pytest.approx(0.5)
 
 
-def test_checksums_done_in_vain_count_against_the_byte_budget() -> None:
+def test_nested_headers_cost_linear_work_charged_before_decoding() -> None:
     # Headers nested in a payload, each claiming a whole payload whose checksum
-    # fails: every 16 bytes read would cost a 256 KiB checksum if not charged.
+    # fails: a decoder re-checking each would spend a 256 KiB checksum per 16
+    # bytes read. It checks at most the bytes read plus a credit, and all is charged.
     length = 256 * 1024 - 64
     head = struct.pack(">4sII", MAGIC, length, 0)
     nested = (head + struct.pack(">I", zlib.crc32(head))) * (300 * 1024 // HEADER_SIZE)
-    limits = ChannelLimits(max_bytes_per_second=256 * 1024, max_bytes_burst=1024 * 1024)
+    limits = ChannelLimits(max_bytes_per_second=256 * 1024, max_bytes_burst=256 * 1024)
     channel, sink, _ = _channel(limits)
-    pause = sum(channel.feed(nested[i : i + 65536]) for i in range(0, len(nested), 65536))
-    wasted_checks = (len(nested) - length) // HEADER_SIZE
-    assert pause > wasted_checks * 0.9  # about a second per payload checked in vain
+    decoder = channel._decoder
+    pauses = [channel.feed(nested[i : i + 65536]) for i in range(0, len(nested), 65536)]
+    assert decoder.checked_bytes <= len(nested) + 2 * (HEADER_SIZE + limits.max_payload)
+    charged = len(nested) + decoder.rejected_bytes
+    # The clock stands still: the last pause repays all that was charged.
+    assert pauses[-1] == pytest.approx((charged - 256 * 1024) / (256 * 1024), rel=0.01)
     assert [i.channel_state for i in sink.infos] == [ChannelState.CHANNEL_STATE_THROTTLED]
 
 
