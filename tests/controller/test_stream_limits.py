@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -27,10 +28,10 @@ async def limited(database_url: str) -> AsyncIterator[Rig]:
     await close_rig(opened)
 
 
-async def _watching(rig: Rig) -> grpc.aio.UnaryStreamCall[object, object]:
-    stream = rig.vms.WatchVms(vm_api.WatchVmsRequest())
-    assert (await stream.read()).kind == SNAPSHOT_DONE  # type: ignore[union-attr]
-    return stream  # type: ignore[return-value]
+async def _watching(rig: Rig) -> Any:
+    stream: Any = rig.vms.WatchVms(vm_api.WatchVmsRequest())
+    assert (await stream.read()).kind == SNAPSHOT_DONE
+    return stream
 
 
 async def test_watches_over_the_limit_are_refused_until_one_ends(limited: Rig) -> None:
