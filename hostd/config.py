@@ -94,7 +94,11 @@ class MigrationConfig:
     progress_interval_seconds: float = 1.0
     """How often an outgoing migration's progress is read and published."""
     incoming_timeout_seconds: float = 60.0
-    """How long a prepared incoming VM waits for its migration to begin."""
+    """How long a prepared incoming VM waits for its migration to begin (then
+    it is dropped: DOWN, MIGRATION_FAILED)."""
+    max_incoming_pending: int = 8
+    """Prepared incoming VMs whose migration has not ended; another
+    PrepareIncomingMigration beyond it is RESOURCE_EXHAUSTED."""
     tls: bool = True
     """The memory goes over QEMU's native TLS (VIR_MIGRATE_TLS), the destination's
     certificate checked for its host id's DNS name; off only in development."""

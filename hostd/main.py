@@ -59,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
         journal_size=args.journal_size,
         migration=MigrationConfig(
             max_outgoing=args.max_outgoing_migrations,
+            max_incoming_pending=args.max_incoming_migrations,
             address=args.migration_address,
             peer_hypervisor_uri=args.peer_hypervisor_uri,
             tls=not args.insecure_plaintext_dev,
@@ -84,6 +85,12 @@ def _migration_arguments(parser: argparse.ArgumentParser, defaults: MigrationCon
         type=int,
         default=defaults.max_outgoing,
         help="outgoing live migrations at once; more are refused (RESOURCE_EXHAUSTED)",
+    )
+    parser.add_argument(
+        "--max-incoming-migrations",
+        type=int,
+        default=defaults.max_incoming_pending,
+        help="prepared incoming migrations at once; more are refused (RESOURCE_EXHAUSTED)",
     )
     parser.add_argument(
         "--migration-address",
