@@ -127,6 +127,11 @@ class HostdConfig:
     """How long one hook script may run before it is killed."""
     reconnect_max_seconds: float = 5.0
     """The longest wait between two attempts to reach libvirtd again."""
+    libvirt_threads: int = 8
+    """Threads blocking libvirt calls run on (hostd.libvirt_driver.calls)."""
+    libvirt_call_timeout_seconds: float = 60.0
+    """How long one libvirt call may take before it fails UNAVAILABLE (not
+    migrate, save and restore: they run as long as their job)."""
     channel: ChannelLimits = field(default_factory=ChannelLimits)
     migration: MigrationConfig = field(default_factory=MigrationConfig)
     insecure_plaintext_dev: bool = False

@@ -41,6 +41,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
         default=defaults.hook_timeout_seconds,
         help="seconds a hook script may run before it is killed",
     )
+    parser.add_argument(
+        "--libvirt-call-timeout",
+        type=float,
+        default=defaults.libvirt_call_timeout_seconds,
+        help="seconds one libvirt call may take before it fails UNAVAILABLE",
+    )
+    parser.add_argument(
+        "--libvirt-threads",
+        type=int,
+        default=defaults.libvirt_threads,
+        help="threads blocking libvirt calls run on",
+    )
     _admission_arguments(parser)
     _identity_arguments(parser)
     parser.add_argument(
@@ -67,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
         ),
         hooks_dir=args.hooks_dir.absolute() if args.hooks_dir else None,
         hook_timeout_seconds=args.hook_timeout,
+        libvirt_call_timeout_seconds=args.libvirt_call_timeout,
+        libvirt_threads=args.libvirt_threads,
         image_roots=tuple(r.absolute() for r in args.image_root or defaults.image_roots),
         vm_properties=dict(args.vm_property or ()),
         insecure_plaintext_dev=args.insecure_plaintext_dev,

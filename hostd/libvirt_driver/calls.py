@@ -39,8 +39,8 @@ class LibvirtCalls:
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="libvirt")
 
     def shutdown(self) -> None:
-        """Stops taking calls; calls still blocked in libvirt are not waited for."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Takes no new calls; those queued or running still finish."""
+        self._pool.shutdown(wait=False)
 
     async def run(
         self,
