@@ -41,6 +41,7 @@ from controller.servicers import (
     OperationServicer,
     VmServicer,
 )
+from controller.stream_slots import StreamSlots
 from controller.tls import ControllerTls, warn_insecure
 from controller.vm_store import VmStore
 from controller.watch import WatchHub
@@ -122,13 +123,15 @@ class Controller:
         self.port, self.mtls_port = self._add_ports()
 
     def _add_services(self) -> None:
-        """The VM, operation, host and affinity group services on the server."""
+        """The VM, operation, host and affinity group services on the server;
+        WatchVms and WaitOperation share one per-client limit."""
+        slots = StreamSlots(self.config.max_streams_per_client)
         vm_service_pb2_grpc.add_VmServiceServicer_to_server(
-            VmServicer(self.vms, self.verbs, WatchStream(self.store), self.properties),
+            VmServicer(self.vms, self.verbs, WatchStream(self.store), self.properties, slots),
             self.server,
         )
         operation_service_pb2_grpc.add_OperationServiceServicer_to_server(
-            OperationServicer(OperationService(self.db, self.store.hub)), self.server
+            OperationServicer(OperationService(self.db, self.store.hub), slots), self.server
         )
         host_service_pb2_grpc.add_HostServiceServicer_to_server(
             HostServicer(self.hosts), self.server

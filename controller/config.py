@@ -22,6 +22,9 @@ class ControllerConfig:
     host_call_timeout: float = 30.0
     # Changes queued for one WatchVms client before it is cut off.
     watch_queue_size: int = 1000
+    # WatchVms and WaitOperation calls one client (its principal; its peer's
+    # address without authentication) may have open at once.
+    max_streams_per_client: int = 32
     # How long request ids are remembered, and the audit log and ended
     # operations kept (controller.retention).
     request_id_retention_hours: float = 24.0

@@ -208,9 +208,29 @@ class HostService:
         host_id = str(uuid.uuid4())
         client = self._clients.get(host_id, name, address)
         try:
-            caps: GetHostCapabilitiesResponse | None = await client.capabilities()
-        except HostUnreachable:
-            caps = None
+            try:
+                caps: GetHostCapabilitiesResponse | None = await client.capabilities()
+            except HostUnreachable:
+                caps = None
+            answer = await self._insert(host_id, name, address, caps, call)
+        except BaseException:  # refused, exists, cancelled: the probe's channel goes
+            await self._clients.drop(host_id)
+            raise
+        if isinstance(answer, StoredAnswer):  # a concurrent call with the same key added it
+            await self._clients.drop(host_id)
+            return answer
+        self._watch(host_id, name, address)
+        return answer
+
+    async def _insert(
+        self,
+        host_id: str,
+        name: str,
+        address: str,
+        caps: GetHostCapabilitiesResponse | None,
+        call: Call,
+    ) -> HostAnswer:
+        """Stores the new host (once per request id)."""
 
         def insert(session: Session) -> requests.Done[HostAnswer]:
             if repo.host_by_name(session, name) is not None:
@@ -228,12 +248,7 @@ class HostService:
                 )
             return requests.Done(view, host_id, reply)
 
-        answer = await requests.run_once(self._db, call, insert, _replay)
-        if isinstance(answer, StoredAnswer):  # a concurrent call with the same key added it
-            await self._clients.drop(host_id)
-            return answer
-        self._watch(host_id, name, address)
-        return answer
+        return await requests.run_once(self._db, call, insert, _replay)
 
     async def get(self, host_ref: str) -> HostView:
         def work(session: Session) -> HostView:

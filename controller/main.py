@@ -29,6 +29,12 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
         default=defaults.database_url,
         help="SQLAlchemy URL (default %(default)s; PostgreSQL: postgresql+psycopg://…)",
     )
+    parser.add_argument(
+        "--max-streams-per-client",
+        type=int,
+        default=defaults.max_streams_per_client,
+        help="WatchVms and WaitOperation calls one client may have open (default %(default)s)",
+    )
     add_rule_argument(parser)
     parser.add_argument("--log-level", default="INFO")
     _add_security_arguments(parser, defaults)
@@ -37,6 +43,7 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
         listen=args.listen,
         listen_mtls=args.listen_mtls,
         database_url=args.database,
+        max_streams_per_client=args.max_streams_per_client,
         vm_properties=dict(args.vm_property or ()),
         require_auth=args.require_auth,
         state_dir=args.state_dir,

@@ -25,6 +25,7 @@ from controller.lifecycle.power import VmVerbs
 from controller.lifecycle.updates import check_update
 from controller.operation_service import OperationService
 from controller.requests import call_of
+from controller.stream_slots import StreamSlots, client_of
 from controller.validation import (
     check_address,
     check_create,
@@ -57,9 +58,15 @@ def _created(created: Created) -> vm_pb2.Vm:
 
 class VmServicer(vm_grpc.VmServiceServicer):
     def __init__(
-        self, vms: VmService, verbs: VmVerbs, watch: WatchStream, properties: AllowedProperties
+        self,
+        vms: VmService,
+        verbs: VmVerbs,
+        watch: WatchStream,
+        properties: AllowedProperties,
+        slots: StreamSlots,
     ) -> None:
         self._vms = vms
+        self._slots = slots
         self._verbs = verbs
         self._watch = watch
         self._properties = properties
@@ -178,12 +185,14 @@ class VmServicer(vm_grpc.VmServiceServicer):
     async def WatchVms(  # type: ignore[override]  # writes to its context (virtplane_common.status)
         self, request: vm_api.WatchVmsRequest, context: Context
     ) -> None:
-        await self._watch.serve(request, context)
+        with self._slots.hold(client_of(context), "WatchVms"):
+            await self._watch.serve(request, context)
 
 
 class OperationServicer(op_grpc.OperationServiceServicer):
-    def __init__(self, operations: OperationService) -> None:
+    def __init__(self, operations: OperationService, slots: StreamSlots) -> None:
         self._ops = operations
+        self._slots = slots
 
     async def GetOperation(
         self, request: op_api.GetOperationRequest, context: Context
@@ -203,7 +212,8 @@ class OperationServicer(op_grpc.OperationServiceServicer):
     async def WaitOperation(
         self, request: op_api.WaitOperationRequest, context: Context
     ) -> op_api.WaitOperationResponse:
-        op = await self._ops.wait(_ref("id", request.id), request.timeout_seconds)
+        with self._slots.hold(client_of(context), "WaitOperation"):
+            op = await self._ops.wait(_ref("id", request.id), request.timeout_seconds)
         return op_api.WaitOperationResponse(operation=convert.operation(op))
 
     async def ListEvents(

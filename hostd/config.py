@@ -97,7 +97,11 @@ class MigrationConfig:
     progress_interval_seconds: float = 1.0
     """How often an outgoing migration's progress is read and published."""
     incoming_timeout_seconds: float = 60.0
-    """How long a prepared incoming VM waits for its migration to begin."""
+    """How long a prepared incoming VM waits for its migration to begin (then
+    it is dropped: DOWN, MIGRATION_FAILED)."""
+    max_incoming_pending: int = 8
+    """Prepared incoming VMs whose migration has not ended; another
+    PrepareIncomingMigration beyond it is RESOURCE_EXHAUSTED."""
     tls: bool = True
     """The memory goes over QEMU's native TLS (VIR_MIGRATE_TLS), the destination's
     certificate checked for its host id's DNS name; off only in development."""
@@ -128,6 +132,11 @@ class HostdConfig:
     """How long one hook script may run before it is killed."""
     reconnect_max_seconds: float = 5.0
     """The longest wait between two attempts to reach libvirtd again."""
+    libvirt_threads: int = 8
+    """Threads blocking libvirt calls run on (hostd.libvirt_driver.calls)."""
+    libvirt_call_timeout_seconds: float = 60.0
+    """How long one libvirt call may take before it fails UNAVAILABLE (not
+    migrate, save and restore: they run as long as their job)."""
     channel: ChannelLimits = field(default_factory=ChannelLimits)
     migration: MigrationConfig = field(default_factory=MigrationConfig)
     insecure_plaintext_dev: bool = False

@@ -120,7 +120,8 @@ class JobAborted(HypervisorError):
 
 
 class TooManyMigrations(ResourceExhausted):
-    """This host already runs its cap of outgoing migrations."""
+    """This host already runs its cap of outgoing migrations, or holds its
+    cap of prepared incoming ones."""
 
 
 class PeerUnavailable(Unavailable):

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_SECONDS = 30.0
 STDERR_TAIL = 2000
 """Characters kept from the end of a failed script's stderr."""
+STDERR_CAP = 64 * 1024
+"""Bytes of a script's stderr held while it runs (its last ones); the rest is
+read and dropped, and the failure says how much."""
 PROPERTY_PREFIX = "VIRTPLANE_PROPERTY_"
 BASE_ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 """All a script gets besides the variables that describe the VM and the hook."""
@@ -188,8 +191,9 @@ class Hooks:
             )
         except OSError as exc:
             return f"could not be run: {exc.strerror or exc}"
+        assert process.stderr is not None  # PIPE above
         try:
-            _, stderr = await asyncio.wait_for(process.communicate(), timeout)
+            stderr, dropped = await asyncio.wait_for(_read_capped(process.stderr), timeout)
         except TimeoutError:
             _kill_group(process.pid)
             await process.wait()
@@ -202,7 +206,21 @@ class Hooks:
             return None
         tail = stderr.decode(errors="replace").strip()[-STDERR_TAIL:]
         how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+        if dropped:
+            how += f"; {dropped} earlier bytes of its stderr dropped"
         return f"failed ({how})" + (f": {tail}" if tail else "")
+
+
+async def _read_capped(stream: asyncio.StreamReader) -> tuple[bytes, int]:
+    """The last STDERR_CAP bytes of stream up to its end, and how many were dropped."""
+    kept = bytearray()
+    dropped = 0
+    while chunk := await stream.read(65536):
+        kept += chunk
+        if len(kept) > STDERR_CAP:
+            dropped += len(kept) - STDERR_CAP
+            del kept[: len(kept) - STDERR_CAP]
+    return bytes(kept), dropped
 
 
 def domain_problem(xml: str, vm_id: str) -> str | None:

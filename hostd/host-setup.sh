@@ -50,6 +50,32 @@ elif [[ $named != "$qemu_tls_dir" ]]; then
     echo "host-setup: $qemu_conf names $named for TLS migration: run hostd with --qemu-tls-dir $named"
 fi
 
+# Console logs (a VM's serial port, a file chardev) are written through
+# virtlogd, which rotates them: qemu.conf's stdio_handler stays "logd" (its
+# default), and virtlogd.conf sets the size of a log and how many old ones are
+# kept. A guest printing without end then costs at most
+# (1 + max_backups) x max_size on disk.
+stdio=$(sed -nE 's/^[[:space:]]*stdio_handler[[:space:]]*=[[:space:]]*"([^"]*)".*/\1/p' "$qemu_conf")
+if [[ -n $stdio && $stdio != logd ]]; then
+    echo "host-setup: $qemu_conf: stdio_handler = \"logd\" (console logs rotated by virtlogd)"
+    sed -i -E 's/^([[:space:]]*stdio_handler[[:space:]]*=)/# virtplane: was \1/' "$qemu_conf"
+    printf '\n# virtplane: console logs through virtlogd (rotated)\nstdio_handler = "logd"\n' >>"$qemu_conf"
+    restart_libvirtd=1
+fi
+virtlogd_conf=/etc/libvirt/virtlogd.conf
+restart_virtlogd=0
+for setting in "max_size = 2097152" "max_backups = 3"; do
+    key=${setting%% *}
+    if [[ -f $virtlogd_conf ]] && ! grep -qE "^[[:space:]]*$key[[:space:]]*=" "$virtlogd_conf"; then
+        echo "host-setup: $virtlogd_conf: $setting"
+        printf '# virtplane: console logs rotated\n%s\n' "$setting" >>"$virtlogd_conf"
+        restart_virtlogd=1
+    fi
+done
+if ((restart_virtlogd)) && [[ -s /run/virtlogd.pid ]] && kill -0 "$(cat /run/virtlogd.pid)" 2>/dev/null; then
+    echo "host-setup: virtlogd re-reads its settings"
+    kill -USR1 "$(cat /run/virtlogd.pid)"  # it re-executes itself, keeping its open logs
+fi
 if ! pgrep -x virtlogd >/dev/null; then
     echo "host-setup: starting virtlogd"
     virtlogd -d

@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
         default=defaults.hook_timeout_seconds,
         help="seconds a hook script may run before it is killed",
     )
+    _libvirt_call_arguments(parser, defaults)
     _admission_arguments(parser)
     _identity_arguments(parser)
     parser.add_argument(
@@ -59,15 +60,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
         virt_type=args.virt_type,
         journal_size=args.journal_size,
         journal_max_bytes=args.journal_max_bytes,
-        migration=MigrationConfig(
-            max_outgoing=args.max_outgoing_migrations,
-            address=args.migration_address,
-            peer_hypervisor_uri=args.peer_hypervisor_uri,
-            tls=not args.insecure_plaintext_dev,
-            qemu_tls_dir=args.qemu_tls_dir.absolute(),
-        ),
+        migration=_migration_config(args),
         hooks_dir=args.hooks_dir.absolute() if args.hooks_dir else None,
         hook_timeout_seconds=args.hook_timeout,
+        libvirt_call_timeout_seconds=args.libvirt_call_timeout,
+        libvirt_threads=args.libvirt_threads,
         image_roots=tuple(r.absolute() for r in args.image_root or defaults.image_roots),
         vm_properties=dict(args.vm_property or ()),
         insecure_plaintext_dev=args.insecure_plaintext_dev,
@@ -80,12 +77,44 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
     return config, args.log_level
 
 
+def _migration_config(args: argparse.Namespace) -> MigrationConfig:
+    return MigrationConfig(
+        max_outgoing=args.max_outgoing_migrations,
+        max_incoming_pending=args.max_incoming_migrations,
+        address=args.migration_address,
+        peer_hypervisor_uri=args.peer_hypervisor_uri,
+        tls=not args.insecure_plaintext_dev,
+        qemu_tls_dir=args.qemu_tls_dir.absolute(),
+    )
+
+
+def _libvirt_call_arguments(parser: argparse.ArgumentParser, defaults: HostdConfig) -> None:
+    parser.add_argument(
+        "--libvirt-call-timeout",
+        type=float,
+        default=defaults.libvirt_call_timeout_seconds,
+        help="seconds one libvirt call may take before it fails UNAVAILABLE",
+    )
+    parser.add_argument(
+        "--libvirt-threads",
+        type=int,
+        default=defaults.libvirt_threads,
+        help="threads blocking libvirt calls run on",
+    )
+
+
 def _migration_arguments(parser: argparse.ArgumentParser, defaults: MigrationConfig) -> None:
     parser.add_argument(
         "--max-outgoing-migrations",
         type=int,
         default=defaults.max_outgoing,
         help="outgoing live migrations at once; more are refused (RESOURCE_EXHAUSTED)",
+    )
+    parser.add_argument(
+        "--max-incoming-migrations",
+        type=int,
+        default=defaults.max_incoming_pending,
+        help="prepared incoming migrations at once; more are refused (RESOURCE_EXHAUSTED)",
     )
     parser.add_argument(
         "--migration-address",

@@ -324,6 +324,7 @@ class Migrations:
     async def receive(self, vm: Vm, source_address: str) -> MigrationDestination:
         """Registers a VM (validated, with its defaults) as MIGRATING_TO and waits for it
         in the background; returns where its source sends it."""
+        self._check_incoming_room(vm.vm_id)
         settings = self._registry.settings
         if self._hooks.hooks.scripts(HookPoint.BEFORE_VM_MIGRATE_DESTINATION):
             domain = build_domain(vm.config, settings.virt_type, settings.layout)
@@ -350,6 +351,18 @@ class Migrations:
         self._publish(record)
         self._tasks.spawn(self._await_landing(vm, record), f"incoming {vm.vm_id}")
         return destination
+
+    def _check_incoming_room(self, vm_id: str) -> None:
+        pending = sum(
+            1
+            for r in self._records.values()
+            if r.direction == MigrationDirection.INCOMING and not r.over
+        )
+        if pending >= self._config.max_incoming_pending:
+            raise TooManyMigrations(
+                f"cannot receive VM {vm_id}: this host already waits for {pending} "
+                "incoming migrations, its cap; try again when one has ended"
+            )
 
     def prepared(self, vm_id: str) -> MigrationDestination | None:
         """The destination already prepared for an incoming VM (a repeated prepare)."""

@@ -23,7 +23,7 @@ from hostd.hooks import HookSettings
 from hostd.identity import HostIdentity
 from hostd.journal import Journal
 from hostd.layout import StateLayout
-from hostd.libvirt_driver import LibvirtHypervisor
+from hostd.libvirt_driver import LibvirtHypervisor, calls
 from hostd.peer_auth import PeerAuthInterceptor
 from hostd.peers import GrpcPeers, check_template
 from hostd.servicer import HostAgentServicer
@@ -89,6 +89,7 @@ class Hostd:
             )
         self.identity = await self._identity()
         self.virt_type = detect_virt_type(self.config.virt_type)
+        calls.configure(self.config.libvirt_threads, self.config.libvirt_call_timeout_seconds)
         self._hypervisor = await LibvirtHypervisor.open(
             self.config.libvirt_uri,
             event_queue_size=self.config.event_queue_size,

@@ -19,6 +19,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
 from hostd import convert
+from hostd import request_bounds as bounds
 from hostd.guest_info import timestamp
 from hostd.hypervisor import DomainStats, Hypervisor
 from hostd.journal import Journal
@@ -44,7 +45,7 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
     ) -> pb.HostAgentServiceCreateVmResponse:
         vm = await self._vms.create(
             convert.config_from_proto(request.config),
-            request_id=request.request_id,
+            request_id=bounds.request_id(request.request_id),
             start_paused=request.start_paused,
         )
         return pb.HostAgentServiceCreateVmResponse(vm=convert.status_to_proto(vm))
@@ -98,7 +99,10 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
     async def MigrateVm(
         self, request: pb.HostAgentServiceMigrateVmRequest, context: Context
     ) -> pb.HostAgentServiceMigrateVmResponse:
-        destination = PeerHost(request.destination_address, request.destination_host_id)
+        destination = PeerHost(
+            bounds.address("destination_address", request.destination_address),
+            bounds.host_id("destination_host_id", request.destination_host_id),
+        )
         vm = await self._vms.migrate(
             request.vm_id, destination, request.max_bandwidth_mib_per_second
         )
@@ -119,8 +123,9 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
     async def PrepareIncomingMigration(
         self, request: pb.HostAgentServicePrepareIncomingMigrationRequest, context: Context
     ) -> pb.HostAgentServicePrepareIncomingMigrationResponse:
+        source = bounds.address("source_address", request.source_address)
         config = convert.config_from_proto(request.config)
-        destination = await self._vms.prepare_incoming(config, request.source_address)
+        destination = await self._vms.prepare_incoming(config, source)
         return pb.HostAgentServicePrepareIncomingMigrationResponse(
             destination=convert.destination_to_proto(destination)
         )

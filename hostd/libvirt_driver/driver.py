@@ -26,8 +26,9 @@ from hostd.hypervisor import (
     JobProgress,
     MigrationTarget,
 )
+from hostd.libvirt_driver.calls import NO_TIMEOUT, blocking
 from hostd.libvirt_driver.guest import LibvirtGuest
-from hostd.libvirt_driver.host import LibvirtHost, blocking
+from hostd.libvirt_driver.host import LibvirtHost
 from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,11 @@ class LibvirtHypervisor:
     async def start(self, xml: str, *, persistent: bool, paused: bool) -> str:
         flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
         if not persistent:
-            return await blocking(lambda: str(self._host.conn.createXML(xml, flags).UUIDString()))
-        return await blocking(lambda: self._define_and_start(xml, flags))
+            return await blocking(
+                lambda: str(self._host.conn.createXML(xml, flags).UUIDString()),
+                operation="start",
+            )
+        return await blocking(lambda: self._define_and_start(xml, flags), operation="start")
 
     def _define_and_start(self, xml: str, flags: int) -> str:
         uuid = ET.fromstring(xml).findtext("uuid", "")
@@ -90,10 +94,12 @@ class LibvirtHypervisor:
         return str(dom.UUIDString())
 
     async def act(self, uuid: str, action: DomainAction) -> None:
-        await blocking(lambda: self._guest(uuid).act(action), uuid)
+        await blocking(lambda: self._guest(uuid).act(action), uuid, operation=action.name.lower())
 
     async def save(self, uuid: str, path: str) -> None:
-        await blocking(lambda: self._guest(uuid).save(path), uuid)
+        await blocking(
+            lambda: self._guest(uuid).save(path), uuid, operation="save", timed=NO_TIMEOUT
+        )
 
     async def restore(self, path: str, *, paused: bool, persistent: bool) -> str:
         flags = libvirt.VIR_DOMAIN_SAVE_PAUSED if paused else 0
@@ -106,11 +112,14 @@ class LibvirtHypervisor:
                 LibvirtGuest.lookup(conn, uuid).define(conn)
             return uuid
 
-        return await blocking(run)
+        return await blocking(run, operation="restore", timed=NO_TIMEOUT)
 
     async def read_saved(self, path: str) -> domxml.HostdMetadata | None:
         try:
-            text = await blocking(lambda: str(self._host.conn.saveImageGetXMLDesc(path, 0)))
+            text = await blocking(
+                lambda: str(self._host.conn.saveImageGetXMLDesc(path, 0)),
+                operation="read_saved",
+            )
         except VirtplaneError as exc:  # incomplete ("mismatched header", "incomplete"), absent
             log.info("saved image %s is not usable: %s", path, exc)
             return None
@@ -119,25 +128,31 @@ class LibvirtHypervisor:
     # -- migrating
 
     async def migrate(self, uuid: str, target: MigrationTarget) -> JobProgress:
-        return await blocking(lambda: self._guest(uuid).migrate(target), uuid)
+        return await blocking(
+            lambda: self._guest(uuid).migrate(target), uuid, operation="migrate", timed=NO_TIMEOUT
+        )
 
     async def job_progress(self, uuid: str, *, completed: bool = False) -> JobProgress | None:
-        return await blocking(lambda: self._guest(uuid).job_progress(completed=completed), uuid)
+        return await blocking(
+            lambda: self._guest(uuid).job_progress(completed=completed),
+            uuid,
+            operation="job_progress",
+        )
 
     # -- looking
 
     async def domain_xml(self, uuid: str) -> str:
-        return await blocking(lambda: self._guest(uuid).xml(), uuid)
+        return await blocking(lambda: self._guest(uuid).xml(), uuid, operation="domain_xml")
 
     async def domain_stats(self, uuid: str) -> DomainStats:
         def read() -> DomainStats:
             conn = self._host.conn
             return LibvirtGuest.lookup(conn, uuid).stats(conn)
 
-        return await blocking(read, uuid)
+        return await blocking(read, uuid, operation="domain_stats")
 
     async def list_domains(self) -> list[DomainInfo]:
-        return await blocking(self._list_domains)
+        return await blocking(self._list_domains, operation="list_domains")
 
     def _list_domains(self) -> list[DomainInfo]:
         found: list[DomainInfo] = []
@@ -151,7 +166,7 @@ class LibvirtHypervisor:
         return found
 
     async def host_info(self) -> HostInfo:
-        return await blocking(self._host.host_info)
+        return await blocking(self._host.host_info, operation="host_info")
 
     def events(self) -> AsyncIterator[HypervisorEvent]:
         return self._host.queue.events()

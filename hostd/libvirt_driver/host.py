@@ -9,8 +9,9 @@
   value and hand it to the asyncio loop, where it goes into a bounded queue;
   when the queue is full the event is dropped and the consumer later gets
   EventsLost.
-- Blocking calls run in asyncio.to_thread (blocking()); libvirt errors become
-  hostd.errors there, once (hostd.libvirt_driver.translate holds the tables).
+- Blocking calls run on a bounded pool with a timeout each
+  (hostd.libvirt_driver.calls.blocking()); libvirt errors become hostd.errors
+  there, once (hostd.libvirt_driver.translate holds the tables).
 - When libvirtd goes away (its socket closes: it stopped, restarted or
   died), libvirt's close callback says so: every call fails with
   HypervisorUnavailable, a ConnectionLost event is queued, and a task opens
@@ -27,7 +28,7 @@ import logging
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import libvirt
@@ -42,7 +43,8 @@ from hostd.hypervisor import (
     LifecycleKind,
     Reconnected,
 )
-from hostd.libvirt_driver.translate import translate_error, translate_lifecycle
+from hostd.libvirt_driver.calls import blocking
+from hostd.libvirt_driver.translate import translate_lifecycle
 from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
@@ -55,14 +57,6 @@ _CLOSE_REASONS = {
     libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "libvirtd stopped answering",
 }
 RECONNECT_FIRST_SECONDS = 0.2
-
-
-async def blocking(call: Callable[[], T], uuid: str = "") -> T:
-    """Runs a blocking libvirt call off the event loop, translating its errors."""
-    try:
-        return await asyncio.to_thread(call)
-    except libvirt.libvirtError as exc:
-        raise translate_error(exc, uuid) from exc
 
 
 class _EventLoopThread:
@@ -169,7 +163,7 @@ class LibvirtHost:
         return conn
 
     async def _connect(self) -> None:
-        conn = await blocking(lambda: libvirt.open(self.uri))
+        conn = await blocking(lambda: libvirt.open(self.uri), operation="connect")
         callback_ids: list[int] = []
         try:
             for event_id, callback in (
@@ -179,7 +173,7 @@ class LibvirtHost:
                 register = functools.partial(
                     conn.domainEventRegisterAny, None, event_id, callback, None
                 )
-                callback_ids.append(int(await blocking(register)))
+                callback_ids.append(int(await blocking(register, operation="register events")))
             # No keepalive probes of hostd's own: on a busy host libvirtd is slow to
             # answer at times, and a probe would take it for gone.
             await blocking(functools.partial(conn.registerCloseCallback, self._on_close, None))

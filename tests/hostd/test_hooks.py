@@ -16,7 +16,15 @@ import pytest
 from virtplane.v1 import host_agent_service_pb2 as pb
 
 from hostd import convert
-from hostd.hooks import HookFailed, HookPoint, Hooks, HookSettings, HookVm
+from hostd.hooks import (
+    STDERR_CAP,
+    STDERR_TAIL,
+    HookFailed,
+    HookPoint,
+    Hooks,
+    HookSettings,
+    HookVm,
+)
 from hostd.model import VmState
 from hostd.validation import Admission, validate_config
 from tests.hostd.fakes import FakeHypervisor
@@ -119,6 +127,20 @@ async def test_a_failing_before_hook_stops_the_run_with_its_stderr(tmp_path: Pat
         "hook before_vm_start/10-check failed (exit status 3): no licence for this VM"
     )
     assert not later.exists()
+
+
+async def test_a_flood_of_stderr_is_capped_and_said_so(tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks"
+    point = HookPoint.BEFORE_VM_START
+    flood = "head -c 5000000 /dev/zero | tr '\\0' x >&2\necho 'the last words' >&2\nexit 1\n"
+    hook_script(hooks, point, "10-flood", flood)
+    with pytest.raises(HookFailed) as caught:
+        await _hooks(hooks).check(point, HookVm(VM_ID), XML.format(uuid=VM_ID))
+    message = str(caught.value)
+    dropped = 5_000_000 + len("the last words\n") - STDERR_CAP
+    assert f"exit status 1; {dropped} earlier bytes of its stderr dropped" in message
+    assert message.endswith("the last words")
+    assert len(message) < STDERR_TAIL + 200
 
 
 async def test_after_hooks_all_run_and_their_failures_are_returned(tmp_path: Path) -> None:

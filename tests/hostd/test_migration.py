@@ -106,7 +106,13 @@ class Pair:
 
 
 async def _side(
-    root: Path, name: str, peers: LocalPeers, max_outgoing: int, tls: bool = True
+    root: Path,
+    name: str,
+    peers: LocalPeers,
+    max_outgoing: int,
+    *,
+    tls: bool = True,
+    max_incoming: int = 8,
 ) -> Side:
     fake = FakeHypervisor()
     layout = StateLayout(root / name)
@@ -114,6 +120,7 @@ async def _side(
     layout.channels_dir.mkdir()
     config = MigrationConfig(
         max_outgoing=max_outgoing,
+        max_incoming_pending=max_incoming,
         peer_hypervisor_uri=f"fake:///{'{host_id}' if tls else 'any'}?at={{address_host}}",
         own_address=f"host-{name}:7070",
         incoming_timeout_seconds=0.3,
@@ -164,6 +171,26 @@ async def test_a_vm_that_never_arrives_is_dropped(pair: Pair) -> None:
     down = await pair.b.wait_for(config.vm_id, VmState.DOWN)
     assert pair.b.vms.migration_progress(config.vm_id).phase == MigrationPhase.FAILED
     assert down.state == VmState.DOWN
+
+
+async def test_prepared_incoming_vms_are_capped_until_one_ends(
+    tmp_path: Path, boot_files: tuple[str, str]
+) -> None:
+    side = await _side(tmp_path, "c", LocalPeers(), max_outgoing=2, max_incoming=2)
+    try:
+        first, second, third = (domain_config(boot_files[0]) for _ in range(3))
+        await side.vms.prepare_incoming(first, A)
+        await side.vms.prepare_incoming(second, A)
+        with pytest.raises(TooManyMigrations, match="2 incoming migrations, its cap"):
+            await side.vms.prepare_incoming(third, A)
+        with pytest.raises(VmNotFound):  # nothing of the refused one is kept
+            side.vms.get(third.vm_id)
+        assert await side.vms.prepare_incoming(first, A), "a repeat is no new one"
+        await side.wait_for(first.vm_id, VmState.DOWN)  # never followed by a migration
+        await side.vms.prepare_incoming(third, A)
+        assert side.state(third.vm_id) == VmState.MIGRATING_TO
+    finally:
+        await side.vms.stop()
 
 
 async def test_an_incoming_vm_that_lands_runs(pair: Pair) -> None:

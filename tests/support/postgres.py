@@ -16,6 +16,13 @@ from sqlalchemy.pool import NullPool
 from tests.support.real import POSTGRES_URL, skip_or_fail
 
 TEST_DB_PREFIX = "virtplane_test_"
+# Dropping a test database WITH (FORCE) ends every session in it, autovacuum
+# workers included; ending another role's session takes pg_signal_backend
+# (db/pg-setup.sh grants it), checked up front rather than at a teardown.
+_MAY_END_SESSIONS = text(
+    "SELECT rolsuper OR pg_has_role(current_user, 'pg_signal_backend', 'MEMBER')"
+    " FROM pg_roles WHERE rolname = current_user"
+)
 
 
 def admin_engine(url: str = POSTGRES_URL) -> Engine:
@@ -34,11 +41,18 @@ def usable_admin(url: str = POSTGRES_URL) -> Engine:
             can_create = conn.scalar(
                 text("SELECT rolcreatedb FROM pg_roles WHERE rolname = current_user")
             )
+            can_end = conn.scalar(_MAY_END_SESSIONS)
     except (SQLAlchemyError, ImportError) as exc:
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         skip_or_fail(f"PostgreSQL at {make_url(url)} is not reachable ({first}); run `make setup`")
     if not can_create:
         skip_or_fail(f"the role at {make_url(url)} may not create databases; run `make setup`")
+    if not can_end:
+        skip_or_fail(
+            f"the role at {make_url(url)} may not end other roles' sessions (autovacuum's)"
+            " in its test databases, so DROP DATABASE ... WITH (FORCE) can be refused;"
+            " run `make postgres` (it grants pg_signal_backend)"
+        )
     drop_leftovers(admin)
     return admin
 
