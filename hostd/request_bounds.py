@@ -4,7 +4,7 @@ everything else in a request is hostd.validation's."""
 
 from __future__ import annotations
 
-from virtplane_common.errors import InvalidArgument
+from virtplane_common.validation import check_printable
 
 # As the controller's (controller.requests.MAX_REQUEST_ID).
 MAX_REQUEST_ID = 128
@@ -13,21 +13,13 @@ MAX_ADDRESS = 260
 MAX_HOST_ID = 64
 
 
-def _bounded(field: str, value: str, limit: int) -> str:
-    if len(value) > limit:
-        raise InvalidArgument(field, f"must be at most {limit} characters, got {len(value)}")
-    if not value.isprintable():
-        raise InvalidArgument(field, "must be printable text")
-    return value
-
-
 def request_id(value: str) -> str:
-    return _bounded("request_id", value, MAX_REQUEST_ID)
+    return check_printable("request_id", value, MAX_REQUEST_ID)
 
 
 def address(field: str, value: str) -> str:
-    return _bounded(field, value, MAX_ADDRESS)
+    return check_printable(field, value, MAX_ADDRESS)
 
 
 def host_id(field: str, value: str) -> str:
-    return _bounded(field, value, MAX_HOST_ID)
+    return check_printable(field, value, MAX_HOST_ID)
