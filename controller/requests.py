@@ -5,8 +5,8 @@ A mutation carried out under a client's request_id is remembered with it
 write: a repeat finds the key and returns the first result instead of
 acting again, also after a controller restart. Two concurrent calls with
 one key: the second INSERT of the key waits for the first transaction and
-then fails on the primary key; once() runs the unit of work again, which
-now finds the key. The same key with a different request (another method,
+then fails on the primary key; the transaction is run again
+(db.session.Database), and now finds the key. The same key with a different request (another method,
 or other fields) fails with ALREADY_EXISTS.
 
 A call that fails leaves no key behind (its transaction rolls back, or the
@@ -20,12 +20,11 @@ controller.lifecycle.runner.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from controller.auth import caller
@@ -163,21 +162,6 @@ def forget(session: Session, call: Call) -> None:
         session.delete(row)
 
 
-def _is_duplicate_key(exc: IntegrityError) -> bool:
-    return "api_requests" in str(exc.orig)
-
-
-async def once(run: Callable[[], Awaitable[T]]) -> T:
-    """run(), run again when a concurrent call with the same key won the
-    race to claim it: the second run finds the key and replays."""
-    try:
-        return await run()
-    except IntegrityError as exc:
-        if not _is_duplicate_key(exc):
-            raise
-        return await run()
-
-
 @dataclass(frozen=True)
 class Done(Generic[R]):
     """What a first call did: its value for the caller, the id of what it
@@ -210,6 +194,6 @@ async def run_once(
     work: Callable[[Session], Done[R]],
     replay: Callable[[Session, Prior], R],
 ) -> R:
-    """claimed() in a transaction of its own, run again when a concurrent
-    call with the same key won the race (once())."""
-    return await once(lambda: db.run(lambda s: claimed(s, call, work, replay)))
+    """claimed() in a transaction of its own (run again by db.run when a
+    concurrent call with the same key won the race)."""
+    return await db.run(lambda s: claimed(s, call, work, replay))

@@ -11,7 +11,6 @@ import datetime as dt
 from dataclasses import dataclass
 
 from cryptography import x509
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from controller import audit
@@ -58,10 +57,6 @@ def _request(csr_pem: bytes) -> x509.CertificateSigningRequest:
         raise InvalidArgument("csr_pem", "not a PEM certificate signing request") from exc
 
 
-def _key_fingerprint_clash(exc: IntegrityError) -> bool:
-    return "key_fingerprint" in str(exc.orig)
-
-
 class Enrollment:
     def __init__(
         self,
@@ -100,13 +95,9 @@ class Enrollment:
 
     async def enroll(self, secret: str, csr_pem: bytes) -> Enrolled:
         """Redeems the token and certifies the request's key as its host."""
-        try:
-            return await self._db.run(lambda s: self._enroll(s, secret, csr_pem))
-        except IntegrityError as exc:
-            # A concurrent enrollment took the key first: run again to name it.
-            if not _key_fingerprint_clash(exc):
-                raise
-            return await self._db.run(lambda s: self._enroll(s, secret, csr_pem))
+        # A concurrent enrollment that took the key first makes db.run run
+        # this again, and check_key_free then names the host that has it.
+        return await self._db.run(lambda s: self._enroll(s, secret, csr_pem))
 
     def _enroll(self, session: Session, secret: str, csr_pem: bytes) -> Enrolled:
         now = utcnow()

@@ -105,8 +105,8 @@ class VerbRunner:
             prior = await self._store.db.run(lambda s: requests.lookup(s, call))
             if prior is not None:
                 return await self._answer(prior.result_id)
-        vm, begun = await requests.once(
-            lambda: self._store.update(vm_ref, lambda s, v: self._begin(s, v, call, steps), call)
+        vm, begun = await self._store.update(
+            vm_ref, lambda s, v: self._begin(s, v, call, steps), call
         )
         target = begun.target
         if target is None:

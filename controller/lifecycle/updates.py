@@ -226,4 +226,4 @@ async def update(store: VmStore, vm_ref: str, update: Update, call: Call) -> Vm:
         prior = await store.db.run(lambda s: requests.lookup(s, call))
         if prior is not None:
             vm_ref = prior.result_id  # the VM's id: found even if renamed since
-    return (await requests.once(lambda: store.update(vm_ref, mutate, call))).vm
+    return (await store.update(vm_ref, mutate, call)).vm
