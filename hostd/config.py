@@ -122,6 +122,8 @@ class HostdConfig:
     """Events kept for WatchEvents resumption."""
     journal_max_bytes: int = 64 * 1024 * 1024
     """The most those events may weigh, serialised: older ones go first."""
+    list_guest_budget_bytes: int = 2 * 1024 * 1024
+    """The most the guest facts of one ListVms or snapshot may weigh (hostd.listing)."""
     event_queue_size: int = 1_024
     """Hypervisor events buffered between libvirt's callback and hostd."""
     shutdown_grace_seconds: float = 5.0

@@ -27,8 +27,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
     parser.add_argument("--libvirt-uri", default=defaults.libvirt_uri)
     parser.add_argument("--state-dir", type=Path, default=defaults.state_dir)
     parser.add_argument("--virt-type", choices=VIRT_TYPE_SETTINGS, default=defaults.virt_type)
-    parser.add_argument("--journal-size", type=int, default=defaults.journal_size)
-    parser.add_argument("--journal-max-bytes", type=int, default=defaults.journal_max_bytes)
+    _size_arguments(parser, defaults)
     _migration_arguments(parser, defaults.migration)
     parser.add_argument(
         "--hooks-dir",
@@ -60,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
         virt_type=args.virt_type,
         journal_size=args.journal_size,
         journal_max_bytes=args.journal_max_bytes,
+        list_guest_budget_bytes=args.list_guest_budget_bytes,
         migration=_migration_config(args),
         hooks_dir=args.hooks_dir.absolute() if args.hooks_dir else None,
         hook_timeout_seconds=args.hook_timeout,
@@ -157,6 +157,18 @@ def _identity_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="serve plaintext, check no caller and migrate memory in clear:"
         " development only, never on a network",
+    )
+
+
+def _size_arguments(parser: argparse.ArgumentParser, defaults: HostdConfig) -> None:
+    """How much hostd keeps of its events and hands out of its guests' facts."""
+    parser.add_argument("--journal-size", type=int, default=defaults.journal_size)
+    parser.add_argument("--journal-max-bytes", type=int, default=defaults.journal_max_bytes)
+    parser.add_argument(
+        "--list-guest-budget-bytes",
+        type=int,
+        default=defaults.list_guest_budget_bytes,
+        help="the most the guest facts of one VM list may weigh; past it VMs are listed without",
     )
 
 

@@ -108,7 +108,13 @@ class Hostd:
             GrpcPeers(self.identity),
         )
         await self._vms.start()
-        servicer = HostAgentServicer(self._vms, self.journal, self._hypervisor, self.virt_type)
+        servicer = HostAgentServicer(
+            self._vms,
+            self.journal,
+            self._hypervisor,
+            self.virt_type,
+            list_budget=self.config.list_guest_budget_bytes,
+        )
         pb_grpc.add_HostAgentServiceServicer_to_server(servicer, server)
         services = [pb.DESCRIPTOR]
         if self.identity is not None:

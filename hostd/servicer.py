@@ -23,7 +23,7 @@ from hostd import request_bounds as bounds
 from hostd.guest_info import timestamp
 from hostd.hypervisor import DomainStats, Hypervisor
 from hostd.journal import Journal
-from hostd.listing import listed_vms
+from hostd.listing import GUEST_BUDGET_BYTES, listed_vms
 from hostd.model import PeerHost, VmStatus
 from hostd.virt_type import VirtType
 from hostd.vms import VmService
@@ -33,9 +33,16 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
     def __init__(
-        self, vms: VmService, journal: Journal, hypervisor: Hypervisor, virt_type: VirtType
+        self,
+        vms: VmService,
+        journal: Journal,
+        hypervisor: Hypervisor,
+        virt_type: VirtType,
+        list_budget: int = GUEST_BUDGET_BYTES,
     ) -> None:
+        """list_budget: the most the guest facts of one VM list may weigh."""
         self._vms = vms
+        self._list_budget = list_budget
         self._journal = journal
         self._hypervisor = hypervisor
         self._virt_type = virt_type
@@ -139,7 +146,7 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
     async def ListVms(
         self, request: pb.HostAgentServiceListVmsRequest, context: Context
     ) -> pb.HostAgentServiceListVmsResponse:
-        vms, _ = listed_vms(self._vms.list())
+        vms, _ = listed_vms(self._vms.list(), self._list_budget)
         return pb.HostAgentServiceListVmsResponse(
             vms=vms,
             host_epoch=self._journal.epoch,
@@ -208,7 +215,7 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
                 host_epoch=self._journal.epoch,
                 sequence=self._journal.last_sequence,
                 time=_now(),
-                vms=listed_vms(self._vms.list())[0],
+                vms=listed_vms(self._vms.list(), self._list_budget)[0],
             )
             yield pb.WatchEventsResponse(snapshot=snapshot)
             after = snapshot.sequence

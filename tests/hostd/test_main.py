@@ -15,6 +15,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
 from hostd.config import HostdConfig
+from hostd.listing import GUEST_BUDGET_BYTES
 from hostd.main import parse_args
 from hostd.server import Hostd
 from tests.support.connect import TEST_HOST_ID, give_identity, hostd_channel
@@ -31,7 +32,13 @@ def test_defaults() -> None:
     assert config.libvirt_uri == "qemu:///system"
     assert config.state_dir == Path("/var/lib/virtplane/hostd")
     assert config.virt_type == "auto"
+    assert config.list_guest_budget_bytes == GUEST_BUDGET_BYTES
     assert level == "INFO"
+
+
+def test_list_budget_argument() -> None:
+    config, _ = parse_args(["--list-guest-budget-bytes", "131072"])
+    assert config.list_guest_budget_bytes == 131072
 
 
 def test_arguments() -> None:
