@@ -59,7 +59,9 @@ async def _seed(rig: Rig, hostd: Served, boot: vm_pb2.BootSource) -> Pool:
         boot.kernel_path,
         str(Path(boot.kernel_path).parent),
     )
-    return Pool(strings=strings, numbers=(1, 2, 64, 128, web.spec_version))
+    nic = vm_pb2.Nic(name="nic0", kind=vm_pb2.Nic.KIND_USER)
+    valid = (spec(boot), boot, nic, vm_pb2.Vm(name="web2", spec=spec(boot)))
+    return Pool(strings=strings, numbers=(1, 2, 64, 128, web.spec_version), messages=valid)
 
 
 async def test_generated_requests_keep_the_api_and_the_database_sound(

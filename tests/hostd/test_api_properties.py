@@ -34,6 +34,7 @@ async def test_generated_requests_keep_hostd_sound(
     pool = Pool(
         strings=(config.vm_id, "web", kernel, initrd, served.host_id, UNREACHABLE, "nic0"),
         numbers=(1, 2, 64, 128),
+        messages=(vm_config(kernel, initrd=initrd), config.spec),
     )
     tally = Tally()
 

@@ -59,9 +59,12 @@ class Tally:
         return sum(self.codes.values())
 
     def summary(self) -> str:
-        ok = sum(n for (_, code), n in self.codes.items() if code == "OK")
+        by_code: Counter[str] = Counter()
+        for (_, code), n in self.codes.items():
+            by_code[code] += n
         rpcs = len({rpc for rpc, _ in self.codes})
-        return f"{self.cases} cases over {rpcs} RPCs, {ok} succeeded"
+        codes = ", ".join(f"{code} {n}" for code, n in by_code.most_common())
+        return f"{self.cases} cases over {rpcs} RPCs ({codes})"
 
 
 async def call(

@@ -57,11 +57,16 @@ _INT_RANGES = {
 
 @dataclass(frozen=True)
 class Pool:
-    """Valid values to mix in: strings (names, ids, paths that exist) and
-    numbers (sizes a VM may have)."""
+    """Valid values to mix in: strings (names, ids, paths that exist),
+    numbers (sizes a VM may have) and whole messages (a VM's spec that
+    starts), each drawn in place of a generated one of its type."""
 
     strings: tuple[str, ...] = ()
     numbers: tuple[int, ...] = (1, 2, 64, 128)
+    messages: tuple[Message, ...] = ()
+
+    def valid(self, descriptor: Descriptor) -> list[Message]:
+        return [m for m in self.messages if m.DESCRIPTOR.full_name == descriptor.full_name]
 
 
 def requests(descriptor: Descriptor, pool: Pool) -> st.SearchStrategy[Message]:
@@ -80,9 +85,9 @@ def _message(
     if depth > MAX_DEPTH:
         return st.just(cls())
     optional = {f.name: _field(f, pool, depth, paths) for f in descriptor.fields}
-    return st.fixed_dictionaries({}, optional=optional).map(
-        lambda values: _build(cls, descriptor, values)
-    )
+    built = st.fixed_dictionaries({}, optional=optional).map(lambda v: _build(cls, descriptor, v))
+    valid = pool.valid(descriptor)
+    return st.one_of(built, st.sampled_from(valid)) if valid else built
 
 
 def _mask(cls: Callable[[], Message], paths: list[str]) -> Message:
