@@ -27,6 +27,8 @@ from db.enums import OperationState
 from db.models import Event, Operation
 from db.session import Database
 from virtplane_common.errors import InvalidArgument
+from virtplane_common.limits import NAME_COLUMN
+from virtplane_common.validation import check_printable, check_reference
 
 DEFAULT_WAIT = 60
 MAX_WAIT = 600
@@ -96,13 +98,17 @@ class OperationService:
             if value not in _STATES:
                 raise InvalidArgument(f"states[{i}]", f"is not an operation state: {value}")
             states.append(_STATES[value])
-        filters = {"vm": request.vm, "states": sorted(s.value for s in states)}
+        vm_ref = check_reference("vm", request.vm) if request.vm else ""
+        filters = {"vm": vm_ref, "states": sorted(s.value for s in states)}
         after: tuple[dt.datetime, str] | None = None
         if request.page_token:
             try:
                 token = json.loads(base64.urlsafe_b64decode(request.page_token.encode()))
                 after = (dt.datetime.fromisoformat(token["created"]), str(token["id"]))
+                check_printable("page_token", after[1], NAME_COLUMN)
                 same = token["filters"] == filters
+            except InvalidArgument:
+                raise
             except (binascii.Error, ValueError, KeyError, TypeError) as exc:
                 raise InvalidArgument("page_token", "is not a token ListOperations gave") from exc
             if not same:
@@ -110,10 +116,10 @@ class OperationService:
 
         def work(session: Session) -> tuple[list[Operation], str]:
             query = select(Operation).order_by(Operation.created_at.desc(), Operation.id.desc())
-            if request.vm:
-                vm = repo.find_vm(session, request.vm)
+            if vm_ref:
+                vm = repo.find_vm(session, vm_ref)
                 if vm is None:
-                    raise VmNotFound(request.vm)
+                    raise VmNotFound(vm_ref)
                 query = query.where(Operation.vm_id == vm.id)
             if states:
                 query = query.where(Operation.state.in_(states))
@@ -134,4 +140,6 @@ class OperationService:
     async def events(self, request: op_api.ListEventsRequest) -> list[Event]:
         if request.page_size < 0:
             raise InvalidArgument("page_size", "must not be negative")
+        for field in ("vm_id", "host_id"):
+            check_printable(field, getattr(request, field), NAME_COLUMN)
         return await self._db.run(lambda s: audit.list_events(s, request))

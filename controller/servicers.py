@@ -37,14 +37,13 @@ from controller.vm_store import Created
 from controller.watch_stream import WatchStream
 from virtplane_common.errors import InvalidArgument
 from virtplane_common.properties import AllowedProperties
+from virtplane_common.validation import check_reference
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def _ref(field: str, value: str) -> str:
-    if not value:
-        raise InvalidArgument(field, "is required (an id or a name)")
-    return value
+    return check_reference(field, value)
 
 
 def _created(created: Created) -> vm_pb2.Vm:
@@ -198,7 +197,7 @@ class OperationServicer(op_grpc.OperationServiceServicer):
         self, request: op_api.GetOperationRequest, context: Context
     ) -> op_api.GetOperationResponse:
         return op_api.GetOperationResponse(
-            operation=convert.operation(await self._ops.get(request.id))
+            operation=convert.operation(await self._ops.get(_ref("id", request.id)))
         )
 
     async def ListOperations(
@@ -296,17 +295,16 @@ class AffinityGroupServicer(affinity_grpc.AffinityGroupServiceServicer):
         name = check_name("name", request.name)
         if request.polarity not in _POLARITY:
             raise InvalidArgument("polarity", "must be POLARITY_POSITIVE or POLARITY_NEGATIVE")
+        members = [_ref(f"vms[{i}]", vm) for i, vm in enumerate(request.vms)]
         group = await self._groups.create(
-            name, _POLARITY[request.polarity], request.enforcing, list(request.vms)
+            name, _POLARITY[request.polarity], request.enforcing, members
         )
         return affinity_api.CreateAffinityGroupResponse(group=convert.affinity_group(group))
 
     async def GetAffinityGroup(
         self, request: affinity_api.GetAffinityGroupRequest, context: Context
     ) -> affinity_api.GetAffinityGroupResponse:
-        if not request.group:
-            raise InvalidArgument("group", "is required (an id or a name)")
-        group = await self._groups.get(request.group)
+        group = await self._groups.get(_ref("group", request.group))
         return affinity_api.GetAffinityGroupResponse(group=convert.affinity_group(group))
 
     async def ListAffinityGroups(
@@ -320,7 +318,5 @@ class AffinityGroupServicer(affinity_grpc.AffinityGroupServiceServicer):
     async def DeleteAffinityGroup(
         self, request: affinity_api.DeleteAffinityGroupRequest, context: Context
     ) -> affinity_api.DeleteAffinityGroupResponse:
-        if not request.group:
-            raise InvalidArgument("group", "is required (an id or a name)")
-        await self._groups.delete(request.group)
+        await self._groups.delete(_ref("group", request.group))
         return affinity_api.DeleteAffinityGroupResponse()

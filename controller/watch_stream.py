@@ -29,6 +29,7 @@ from controller.errors import HostNotFound
 from controller.vm_store import VmStore
 from controller.watch import Kind, Subscription, TooSlow
 from db import repositories as repo
+from virtplane_common.validation import check_reference
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -120,16 +121,18 @@ class WatchStream:
 
     async def _filter(self, request: vm_api.WatchVmsRequest) -> _Filter:
         host_id = ""
+        vm_ids = frozenset(check_reference(f"vm_ids[{i}]", v) for i, v in enumerate(request.vm_ids))
         if request.host:
+            host_ref = check_reference("host", request.host)
 
             def find(session: Session) -> str:
-                host = repo.find_host(session, request.host)
+                host = repo.find_host(session, host_ref)
                 if host is None:
-                    raise HostNotFound(request.host)
+                    raise HostNotFound(host_ref)
                 return host.id
 
             host_id = await self._store.db.run(find)
-        return _Filter(frozenset(request.vm_ids), host_id)
+        return _Filter(vm_ids, host_id)
 
     async def serve(self, request: vm_api.WatchVmsRequest, context: Context) -> None:
         where = await self._filter(request)

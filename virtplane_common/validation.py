@@ -32,6 +32,7 @@ from virtplane_common.limits import (
     MAX_VCPUS,
     MIN_MEMORY_MIB,
     NAME,
+    NAME_COLUMN,
     NETWORK,
     NIC_NAME,
 )
@@ -48,6 +49,14 @@ def check_printable(field: str, value: str, limit: int) -> str:
     if not value.isprintable():
         raise InvalidArgument(field, "must be printable text (no NUL or control characters)")
     return value
+
+
+def check_reference(field: str, value: str) -> str:
+    """An object's id or name as a lookup takes it: required, printable (a
+    NUL is refused here, not by PostgreSQL), at most a name column long."""
+    if not value:
+        raise InvalidArgument(field, "is required (an id or a name)")
+    return check_printable(field, value, NAME_COLUMN)
 
 
 def _check_pattern(field: str, value: str, pattern: re.Pattern[str], limit: int) -> str:

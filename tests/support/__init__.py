@@ -30,4 +30,11 @@ Module map:
 - `db_rig`: rows and held transactions for the database's concurrency
   tests.
 - `fake_guest`: the guest end of a guest channel (`FakeGuest`).
+- `proto_strategies`: hypothesis strategies for any request message, drawn
+  from its Descriptor and biased to edge values (`requests`, `Pool`).
+- `api_calls`: any RPC called by its descriptor over a real channel and
+  checked (never INTERNAL or UNKNOWN, well-formed answers), and `drive` /
+  `drive_async` to run hypothesis cases reproducibly on the event loop.
+- `consistency`: the controller database's invariants (`problems`), checked
+  after each case of the API's property test.
 """
