@@ -36,6 +36,8 @@ def _running_state(vm: Vm) -> VmState:
     # UP once the guest agent has reported since this start.
     if vm.state in (VmState.UP, VmState.POWERING_DOWN):
         return vm.state
+    if vm.state is VmState.MIGRATING_FROM:  # its migration failed or was cancelled
+        return VmState.UP
     if vm.state in (VmState.PAUSED, VmState.UNKNOWN) and vm.guest_facts:
         return VmState.UP
     return VmState.POWERING_UP
