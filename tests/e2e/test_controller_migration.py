@@ -64,6 +64,44 @@ async def _migrated(
     return moved
 
 
+def _uptime(vm: vp.Vm) -> float:
+    return vm.status.guest.uptime_seconds if vm.status.guest is not None else -1
+
+
+async def _create_two(client: vp.AsyncClient, image: GuestImage, folder: Path) -> list[str]:
+    """MOVED, and STUCK with a writable disk on local storage; their ids."""
+    local = vp.Disk(
+        name="data", path=disk_image(folder / "local.img", "raw"), format=vp.DiskFormat.RAW
+    )
+    stuck_spec = dataclasses.replace(guest_spec(image), disks=(local,))
+    return [
+        (await client.vms.create(MOVED, guest_spec(image))).id,
+        (await client.vms.create(STUCK, stuck_spec)).id,
+    ]
+
+
+async def _refusals(client: vp.AsyncClient, source: str) -> None:
+    """The VM's own host and an unknown one are refused; it stays UP there."""
+    with pytest.raises(vp.errors.FailedPrecondition, match="it is the VM's own host"):
+        await client.vms.migrate(MOVED, to=source)
+    with pytest.raises(vp.errors.NotFound):
+        await client.vms.migrate(MOVED, to="no-such-host")
+    assert (await client.vms.get(MOVED)).status.state is S.UP
+
+
+async def _refused_by_libvirt(client: vp.AsyncClient, daemons: dict[str, Daemon]) -> None:
+    """libvirt refuses to move a writable disk off shared storage: the VM
+    runs on at its source, the operation FAILED with the reason."""
+    stuck = await vm_until(client, STUCK, guest_reported, WAIT)
+    begun = await client.vms.migrate(STUCK)
+    failed = await client.operations.wait(begun.operation, WAIT)
+    assert failed.state is vp.OperationState.FAILED and failed.error is not None
+    assert "Migration without shared storage is unsafe" in failed.error.message
+    after = await client.vms.get(STUCK)
+    assert (after.status.state, after.status.host_id) == (S.UP, stuck.status.host_id)
+    assert await running_on(daemons[stuck.status.host_id], stuck.id) == 1
+
+
 async def test_migrate_vm_moves_a_guest_and_refuses_what_cannot_work(
     hosts: list[Daemon],  # noqa: F811
     guest_image: GuestImage,
@@ -81,11 +119,7 @@ async def test_migrate_vm_moves_a_guest_and_refuses_what_cannot_work(
             daemons: dict[str, Daemon] = {}
             for name, daemon in zip(("h1", "h2"), hosts, strict=True):
                 daemons[(await add_daemon(client, name, daemon)).id] = daemon
-            image = disk_image(workdir / "local.img", "raw")
-            disk = vp.Disk(name="data", path=image, format=vp.DiskFormat.RAW)
-            stuck_spec = dataclasses.replace(guest_spec(guest_image), disks=(disk,))
-            made.append((await client.vms.create(MOVED, guest_spec(guest_image))).id)
-            made.append((await client.vms.create(STUCK, stuck_spec)).id)
+            made += await _create_two(client, guest_image, workdir)
             watching = asyncio.create_task(_record_states(client, made[0], seen))
             await client.vms.start(MOVED)
             await client.vms.start(STUCK)
@@ -95,11 +129,7 @@ async def test_migrate_vm_moves_a_guest_and_refuses_what_cannot_work(
             dest_id = next(i for i in daemons if i != source_id)
             names = await client.hosts.names()
 
-            # Refusals: the VM stays UP where it is.
-            with pytest.raises(vp.errors.FailedPrecondition, match="it is the VM's own host"):
-                await client.vms.migrate(MOVED, to=names[source_id])
-            with pytest.raises(vp.errors.NotFound):
-                await client.vms.migrate(MOVED, to="no-such-host")
+            await _refusals(client, names[source_id])
 
             # To a named host, then back to the scheduler's pick (the only other).
             there = await _migrated(client, MOVED, names[dest_id], "move-1", dest_id)
@@ -108,30 +138,14 @@ async def test_migrate_vm_moves_a_guest_and_refuses_what_cannot_work(
             assert there.status.guest is not None
             back = await _migrated(client, MOVED, "", "move-2", source_id)
             # The guest reports on from the same boot: its uptime keeps counting.
-            later = await vm_until(
-                client,
-                MOVED,
-                lambda v: (
-                    v.status.guest is not None
-                    and v.status.guest.uptime_seconds > up.status.guest.uptime_seconds  # type: ignore[union-attr]
-                ),
-                WAIT,
-            )
+            uptime = up.status.guest.uptime_seconds
+            later = await vm_until(client, MOVED, lambda v: _uptime(v) > uptime, WAIT)
             assert later.status.host_id == back.status.host_id == source_id
             states = [state for state, _host in seen]
             assert S.DOWN not in states[states.index(S.UP) :], states
             assert (S.MIGRATING_FROM, source_id) in seen and (S.MIGRATING_FROM, dest_id) in seen
 
-            # libvirt refuses to move a writable disk off shared storage: the
-            # VM runs on at its source, the operation FAILED with the reason.
-            stuck = await vm_until(client, STUCK, guest_reported, WAIT)
-            begun = await client.vms.migrate(STUCK)
-            failed = await client.operations.wait(begun.operation, WAIT)
-            assert failed.state is vp.OperationState.FAILED and failed.error is not None
-            assert "Migration without shared storage is unsafe" in failed.error.message
-            after = await client.vms.get(STUCK)
-            assert (after.status.state, after.status.host_id) == (S.UP, stuck.status.host_id)
-            assert await running_on(daemons[stuck.status.host_id], stuck.id) == 1
+            await _refused_by_libvirt(client, daemons)
         finally:
             if watching is not None:
                 watching.cancel()
