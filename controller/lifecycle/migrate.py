@@ -85,6 +85,8 @@ class MigrateSteps:
 
     destination_ref: str
     policy: Policy
+    # The transfer's cap, MiB/s; 0: none.
+    max_bandwidth_mib: int = 0
     verb: Verb = verbs.MIGRATE
 
     def begin(self, session: Session, vm: Vm, host: Host | None) -> Outcome[HostTarget]:
@@ -99,7 +101,9 @@ class MigrateSteps:
         return Outcome(True, target)
 
     async def call_host(self, client: HostClient, target: HostTarget, op_id: str) -> Answer:
-        await client.migrate_vm(target.vm_id, target.destination_id, target.destination_address)
+        await client.migrate_vm(
+            target.vm_id, target.destination_id, target.destination_address, self.max_bandwidth_mib
+        )
         # Its answer (MIGRATING_FROM) is what begin() set; the events that
         # follow may have moved the VM on already.
         return None

@@ -108,10 +108,13 @@ class StopSteps:
 class VmVerbs:
     """StartVm, StopVm and the power verbs, each through the runner."""
 
-    def __init__(self, store: VmStore, clients: HostClients, starter: Starter) -> None:
+    def __init__(
+        self, store: VmStore, clients: HostClients, starter: Starter, migration_mib_s: int = 0
+    ) -> None:
         self._runner = VerbRunner(store, clients)
         self._start = StartSteps(starter)
         self._starter = starter
+        self._migration_mib_s = migration_mib_s
         self._migrations = Migrations(store, clients)
 
     async def start(self, vm_ref: str, call: Call) -> VmAndOperation:
@@ -153,7 +156,7 @@ class VmVerbs:
     async def migrate(self, vm_ref: str, destination: str, call: Call) -> VmAndOperation:
         """Moves an UP VM live to destination (a host id or name), or to the
         host the scheduler picks (controller.lifecycle.migrate)."""
-        steps = MigrateSteps(destination, self._starter.policy)
+        steps = MigrateSteps(destination, self._starter.policy, self._migration_mib_s)
         return await self._runner.run(vm_ref, call, steps)
 
     async def cancel_migration(self, vm_ref: str, call: Call) -> VmAndOperation:

@@ -6,9 +6,10 @@ the refusals of a destination; a migration libvirt refuses (a writable disk
 off shared storage) leaving the VM UP on its source and the operation
 FAILED with the reason. Two guests boot together at the start.
 
-Not here yet: CancelMigration of a real transfer (the controller sets no
-bandwidth cap, so a small guest's transfer is over before a cancel lands);
-its refusal of a VM not migrating: tests/controller/test_migrate_api.py.
+And CancelMigration of a transfer slowed to 1 MiB/s (the controller's
+migration_max_bandwidth_mib): the VM UP on its source, the operation FAILED
+(CANCELLED). Its refusal of a VM not migrating:
+tests/controller/test_migrate_api.py.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ S = vp.VmState
 pytestmark = pytest.mark.guest
 WAIT = 180.0  # guests may take 40 s to boot on a loaded machine
 _RUN = os.getpid()
-MOVED, STUCK = f"mig-moved-{_RUN}", f"mig-stuck-{_RUN}"
+MOVED, STUCK, SLOW = (f"mig-{n}-{_RUN}" for n in ("moved", "stuck", "slow"))
 
 
 async def _migrated(
@@ -153,5 +154,47 @@ async def test_migrate_vm_moves_a_guest_and_refuses_what_cannot_work(
                 with contextlib.suppress(vp.ClientError):
                     await client.vms.stop(vm)
             for vm_id in made:
+                destroy_domain(system_libvirt, vm_id)
+                destroy_domain(second_libvirt, vm_id)
+
+
+async def test_a_cancelled_migration_leaves_the_vm_up_on_its_source(
+    hosts: list[Daemon],  # noqa: F811
+    guest_image: GuestImage,
+    *,
+    system_libvirt: str,
+    second_libvirt: str,
+    database_url: str,
+) -> None:
+    vm_id = ""
+    async with in_process_controller(database_url, migration_max_bandwidth_mib=1) as client:
+        try:
+            daemons: dict[str, Daemon] = {}
+            for name, daemon in zip(("h1", "h2"), hosts, strict=True):
+                daemons[(await add_daemon(client, name, daemon)).id] = daemon
+            vm_id = (await client.vms.create(SLOW, guest_spec(guest_image))).id
+            await client.vms.start(SLOW)
+            up = await vm_until(client, SLOW, guest_reported, WAIT)
+            begun = await client.vms.migrate(SLOW, request_id="slow-1")
+            assert begun.vm.status.state is S.MIGRATING_FROM
+            dest = daemons[begun.operation.host_id]
+
+            cancelled = await client.vms.cancel_migration(SLOW, request_id="cancel-1")
+            assert cancelled.operation.id == begun.operation.id
+            op = cancelled.operation
+            assert op.state is vp.OperationState.FAILED and op.error is not None
+            assert (op.error.code, op.error.message) == ("CANCELLED", "the migration was cancelled")
+            again = await client.vms.cancel_migration(SLOW, request_id="cancel-1")
+            assert again.operation.id == op.id
+            back = await vm_until(client, SLOW, lambda v: v.status.state is S.UP, WAIT)
+            assert back.status.host_id == up.status.host_id
+            assert await running_on(daemons[up.status.host_id], vm_id) == 1
+            await _gone_from(dest, vm_id)
+            with pytest.raises(vp.errors.FailedPrecondition, match="it is UP"):
+                await client.vms.cancel_migration(SLOW)
+        finally:
+            with contextlib.suppress(vp.ClientError):
+                await client.vms.stop(SLOW)
+            if vm_id:
                 destroy_domain(system_libvirt, vm_id)
                 destroy_domain(second_libvirt, vm_id)
