@@ -43,6 +43,7 @@ from virtplane_common.errors import NotFound
 
 Kind = OperationKind
 
+CANCELLED = "CANCELLED"
 RESTARTED = "the controller restarted before the host accepted the request"
 
 
@@ -135,10 +136,27 @@ def _settle_move(session: Session, op: Operation, vm: Vm) -> None:
     if landed and vm.state in BY_KIND[op.kind].succeeds_in:
         _finish(session, op, OperationState.SUCCEEDED, "", "")
     elif not landed and vm.state is not VmState.MIGRATING_FROM:
+        if op.error_code:  # cancelled (mark_cancelled): that is why
+            _finish(session, op, OperationState.FAILED, op.error_code, op.error_message)
+            return
         why = f"the migration did not complete; the VM is {vm.state.value} on its host"
         if vm.status_message:
             why += f": {vm.status_message}"
         _finish(session, op, OperationState.FAILED, "ABORTED", why)
+
+
+def mark_cancelled(session: Session, op_id: str, why: str) -> None:
+    """A running migration is being cancelled: however it ends on its source,
+    it ends FAILED (CANCELLED) with why. unmark_cancelled() takes it back."""
+    op = session.get(Operation, op_id)
+    if op is not None and op.state is OperationState.RUNNING:
+        op.error_code, op.error_message = CANCELLED, why
+
+
+def unmark_cancelled(session: Session, op_id: str) -> None:
+    op = session.get(Operation, op_id)
+    if op is not None and op.state is OperationState.RUNNING:
+        op.error_code, op.error_message = "", ""
 
 
 def lock_vm(session: Session, vm: Vm) -> None:

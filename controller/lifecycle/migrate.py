@@ -14,9 +14,11 @@ operation SUCCEEDED; UP (or DOWN) on the source ends it FAILED
 (controller.operations). When the source refuses, the VM is UP again
 and the operation FAILED with the refusal.
 
-CancelMigration asks the source to abort the transfer; the operation ends
-FAILED (CANCELLED) at once, which releases the booking, and the VM is UP on
-its source as the source reports it.
+CancelMigration marks the operation cancelled (so that it ends CANCELLED
+however the source's report and the answer interleave) and asks the source
+to abort the transfer; the operation ends FAILED (CANCELLED) at once,
+which releases the booking, and the VM is UP on its source as the source
+reports it.
 """
 
 from __future__ import annotations
@@ -150,6 +152,7 @@ def _begin_cancel(session: Session, vm: Vm, call: Call) -> Outcome[_Cancel | str
         source = repo.find_host(session, vm.host_id) if vm.host_id else None
         if vm.state is not VmState.MIGRATING_FROM or op is None or source is None:
             raise IllegalVmState(vm.name, vm.state.value, "cancel the migration of", "migrating")
+        operations.mark_cancelled(session, op.id, CANCELLED)
         return requests.Done(
             Outcome(False, _Cancel(vm.id, HostTarget.of(vm, source), op.id)), op.id
         )
@@ -182,12 +185,17 @@ class Migrations:
         try:
             answer = await client.cancel_migration(source.vm_id)
         except VirtplaneError:
-            await self._store.db.run(lambda s: requests.forget(s, call))
+
+            def refused(session: Session) -> None:
+                operations.unmark_cancelled(session, begun.op_id)
+                requests.forget(session, call)
+
+            await self._store.db.run(refused)
             raise
 
         def cancelled(session: Session, vm: Vm) -> Outcome[None]:
             operations.lock_vm(session, vm)
-            operations.failed(session, begun.op_id, "CANCELLED", CANCELLED)
+            operations.failed(session, begun.op_id, operations.CANCELLED, CANCELLED)
             return Outcome(apply_host_vm(vm, source.host_id, answer), None)
 
         await self._store.update(vm.id, cancelled)

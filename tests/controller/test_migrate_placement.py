@@ -158,3 +158,23 @@ def test_a_migration_whose_vm_runs_on_at_its_source_fails_and_frees_the_destinat
     assert "the migration did not complete; the VM is UP on its host" in op.error_message
     held = three_hosts.transaction(repo.host_usage)
     assert "id-h3" not in held
+
+
+def test_a_cancelled_migration_ends_cancelled_whenever_the_source_reports(
+    three_hosts: Database,
+) -> None:
+    _target, op_id = _begin(three_hosts, "h2")
+
+    def cancelled_then_back(s: Session) -> Operation:
+        vm = _vm(s)
+        operations.accepted(s, op_id, vm.state_changed_at, vm)
+        operations.mark_cancelled(s, op_id, "the migration was cancelled")
+        set_state(vm, VmState.UP, message="migration cancelled")  # before the cancel's answer
+        operations.progress(s, [vm])
+        op = s.get(Operation, op_id)
+        assert op is not None
+        return op
+
+    op = three_hosts.transaction(cancelled_then_back)
+    assert (op.state, op.error_code) == (OperationState.FAILED, "CANCELLED")
+    assert op.error_message == "the migration was cancelled"
