@@ -39,6 +39,7 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
         "--migration-max-bandwidth",
         type=int,
         default=defaults.migration_max_bandwidth_mib,
+        metavar="MIB",
         help="caps each live migration's transfer, MiB/s (default %(default)s: no cap)",
     )
     add_rule_argument(parser)

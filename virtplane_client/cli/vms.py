@@ -315,7 +315,9 @@ def add_parsers(groups: Any) -> None:
         sub.set_defaults(run=vm_verb)
     migrate = vm.add_parser("migrate", help="move an UP VM live to another host")
     migrate.add_argument("vm", help="id or name")
-    migrate.add_argument("--to", default="", help="the destination host (default: the scheduler's)")
+    migrate.add_argument(
+        "--to", default="", metavar="HOST", help="the destination host (default: the scheduler's)"
+    )
     ops.request_id_option(migrate)
     ops.wait_options(migrate, wait=True)
     migrate.set_defaults(run=vm_migrate)
