@@ -103,7 +103,9 @@ class Controller:
             interceptors=[ErrorInterceptor(), *wiring.interceptors(config, self.auth)],
             options=MESSAGE_SIZE_OPTIONS,
         )
-        self.verbs = VmVerbs(self.store, self.clients, self.starter)
+        self.verbs = VmVerbs(
+            self.store, self.clients, self.starter, config.migration_max_bandwidth_mib
+        )
         self._add_services()
         wiring.install(self.server, self.db, self.auth, ca, config)
         self.identity.install(self.server)

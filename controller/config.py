@@ -31,6 +31,9 @@ class ControllerConfig:
     history_retention_days: float = 7.0
     # How the scheduler ranks the hosts that fit: even_spread or power_saving.
     scheduling_policy: Policy = Policy.EVEN_SPREAD
+    # Caps each live migration's memory transfer, in MiB/s; 0: as fast as
+    # the network goes.
+    migration_max_bandwidth_mib: int = 0
     # Seconds between reconciliations of a connected host against its full list.
     reconcile_seconds: float = 60.0
     # When highly available VMs are restarted.

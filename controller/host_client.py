@@ -152,6 +152,24 @@ class HostClient:
         request = pb.HostAgentServiceHibernateVmRequest(vm_id=vm_id)
         return (await self._verb(self._stub.HibernateVm, request, vm_id)).vm
 
+    async def migrate_vm(
+        self, vm_id: str, destination_id: str, destination_address: str, max_mib_s: int = 0
+    ) -> pb.HostVm:
+        """Asks this host (the source) to move the VM live to the destination
+        (at most max_mib_s MiB/s; 0: no cap); it prepares the destination
+        and answers with the VM MIGRATING_FROM."""
+        request = pb.HostAgentServiceMigrateVmRequest(
+            vm_id=vm_id,
+            destination_address=destination_address,
+            destination_host_id=destination_id,
+            max_bandwidth_mib_per_second=max_mib_s,
+        )
+        return (await self._verb(self._stub.MigrateVm, request, vm_id)).vm
+
+    async def cancel_migration(self, vm_id: str) -> pb.HostVm:
+        request = pb.HostAgentServiceCancelMigrationRequest(vm_id=vm_id)
+        return (await self._verb(self._stub.CancelMigration, request, vm_id)).vm
+
     async def _verb(self, rpc: Callable[..., Awaitable[_R]], request: object, vm_id: str) -> _R:
         try:
             return await rpc(request, timeout=self._timeout)

@@ -35,6 +35,13 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
         default=defaults.max_streams_per_client,
         help="WatchVms and WaitOperation calls one client may have open (default %(default)s)",
     )
+    parser.add_argument(
+        "--migration-max-bandwidth",
+        type=int,
+        default=defaults.migration_max_bandwidth_mib,
+        metavar="MIB",
+        help="caps each live migration's transfer, MiB/s (default %(default)s: no cap)",
+    )
     add_rule_argument(parser)
     parser.add_argument("--log-level", default="INFO")
     _add_security_arguments(parser, defaults)
@@ -44,6 +51,7 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
         listen_mtls=args.listen_mtls,
         database_url=args.database,
         max_streams_per_client=args.max_streams_per_client,
+        migration_max_bandwidth_mib=args.migration_max_bandwidth,
         vm_properties=dict(args.vm_property or ()),
         require_auth=args.require_auth,
         state_dir=args.state_dir,

@@ -43,6 +43,7 @@ from virtplane_common.errors import NotFound
 
 Kind = OperationKind
 
+CANCELLED = "CANCELLED"
 RESTARTED = "the controller restarted before the host accepted the request"
 
 
@@ -99,8 +100,11 @@ def _finish(session: Session, op: Operation, state: OperationState, code: str, w
 
 def _settle(session: Session, op: Operation, vm: Vm) -> None:
     """Ends op when vm's state decides it; records the boot phases."""
-    now = utcnow()
     verb = BY_KIND[op.kind]
+    if verb.moves:
+        _settle_move(session, op, vm)
+        return
+    now = utcnow()
     if op.kind is Kind.START_VM and vm.host_id is not None and op.state is OperationState.RUNNING:
         op.host_id = vm.host_id  # a retry may have moved the start to another host
     if verb.boots:
@@ -118,6 +122,41 @@ def _settle(session: Session, op: Operation, vm: Vm) -> None:
         if vm.status_message:
             why += f": {vm.status_message}"
         _finish(session, op, OperationState.FAILED, "ABORTED", why)
+
+
+def _settle_move(session: Session, op: Operation, vm: Vm) -> None:
+    """A migration: ends when the VM runs on the destination (op.host_id),
+    or anywhere but MIGRATING_FROM elsewhere (it failed, was cancelled, or
+    the VM went DOWN)."""
+    landed = vm.host_id is not None and vm.host_id == op.host_id
+    if landed and vm.state is VmState.UP and op.up_at is None:
+        op.up_at = utcnow()
+    if op.state is not OperationState.RUNNING or op.accepted_at is None:
+        return
+    if landed and vm.state in BY_KIND[op.kind].succeeds_in:
+        _finish(session, op, OperationState.SUCCEEDED, "", "")
+    elif not landed and vm.state is not VmState.MIGRATING_FROM:
+        if op.error_code:  # cancelled (mark_cancelled): that is why
+            _finish(session, op, OperationState.FAILED, op.error_code, op.error_message)
+            return
+        why = f"the migration did not complete; the VM is {vm.state.value} on its host"
+        if vm.status_message:
+            why += f": {vm.status_message}"
+        _finish(session, op, OperationState.FAILED, "ABORTED", why)
+
+
+def mark_cancelled(session: Session, op_id: str, why: str) -> None:
+    """A running migration is being cancelled: however it ends on its source,
+    it ends FAILED (CANCELLED) with why. unmark_cancelled() takes it back."""
+    op = session.get(Operation, op_id)
+    if op is not None and op.state is OperationState.RUNNING:
+        op.error_code, op.error_message = CANCELLED, why
+
+
+def unmark_cancelled(session: Session, op_id: str) -> None:
+    op = session.get(Operation, op_id)
+    if op is not None and op.state is OperationState.RUNNING:
+        op.error_code, op.error_message = "", ""
 
 
 def lock_vm(session: Session, vm: Vm) -> None:
@@ -162,7 +201,7 @@ def start_accepted(session: Session, vm: Vm, dispatched_at: dt.datetime) -> None
 
 
 def failed(session: Session, op_id: str, code: str, why: str) -> None:
-    """The verb failed before the host accepted it."""
+    """The verb failed before the host accepted it (or was cancelled)."""
     op = session.get(Operation, op_id)
     if op is not None and op.state is OperationState.RUNNING:
         _finish(session, op, OperationState.FAILED, code, why)

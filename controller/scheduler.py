@@ -3,8 +3,8 @@
 Pure functions over a snapshot of the hosts; the caller books the chosen
 host in the same transaction, so concurrent starts cannot over-book it.
 
-Filters, in order: a host this start tried already (never the same host
-twice), maintenance, host up, pinned host, free memory, vCPUs, and the
+Filters, in order: a migration's source, a host this start tried already
+(never the same host twice), maintenance, host up, pinned host, free memory, vCPUs, and the
 enforcing affinity groups. Weights depend on the policy: even spread
 (prefer the host with the most memory and vCPUs left free) or power saving
 (prefer the fullest host that fits, so that others can be emptied and
@@ -63,10 +63,18 @@ class Demand:
     affinity: tuple[AffinityRule, ...] = ()
     # Hosts this start tried already, by id, with why each failed.
     tried: Mapping[str, str] = field(default_factory=dict)
+    # A migration's source: the host the VM runs on.
+    source_host_id: str | None = None
 
 
 # A filter returns None to accept the host, or why it rejects it.
 Filter = Callable[[HostCapacity, Demand], str | None]
+
+
+def not_source(host: HostCapacity, demand: Demand) -> str | None:
+    if host.id == demand.source_host_id:
+        return "the VM runs there (the migration's source)"
+    return None
 
 
 def not_tried(host: HostCapacity, demand: Demand) -> str | None:
@@ -115,6 +123,7 @@ def affinity(host: HostCapacity, demand: Demand) -> str | None:
 
 
 FILTERS: tuple[tuple[str, Filter], ...] = (
+    ("source", not_source),
     ("tried", not_tried),
     ("maintenance", not_in_maintenance),
     ("host-up", host_is_up),

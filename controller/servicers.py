@@ -112,6 +112,20 @@ class VmServicer(vm_grpc.VmServiceServicer):
         vm, op = await self._verbs.hibernate(vm_ref, call)
         return vm_api.HibernateVmResponse(vm=convert.vm(vm), operation=convert.operation(op))
 
+    async def MigrateVm(
+        self, request: vm_api.MigrateVmRequest, context: Context
+    ) -> vm_api.MigrateVmResponse:
+        vm_ref, call = _ref("vm", request.vm), call_of("MigrateVm", request)
+        vm, op = await self._verbs.migrate(vm_ref, request.destination_host, call)
+        return vm_api.MigrateVmResponse(vm=convert.vm(vm), operation=convert.operation(op))
+
+    async def CancelMigration(
+        self, request: vm_api.CancelMigrationRequest, context: Context
+    ) -> vm_api.CancelMigrationResponse:
+        vm_ref, call = _ref("vm", request.vm), call_of("CancelMigration", request)
+        vm, op = await self._verbs.cancel_migration(vm_ref, call)
+        return vm_api.CancelMigrationResponse(vm=convert.vm(vm), operation=convert.operation(op))
+
     async def CreateVm(
         self, request: vm_api.CreateVmRequest, context: Context
     ) -> vm_api.CreateVmResponse:

@@ -63,6 +63,7 @@ class OperationKind(enum.Enum):
     PAUSE_VM = "PAUSE_VM"
     RESUME_VM = "RESUME_VM"
     HIBERNATE_VM = "HIBERNATE_VM"
+    MIGRATE_VM = "MIGRATE_VM"
 
 
 class OperationState(enum.Enum):

@@ -10,7 +10,15 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.enums import ACTIVE_VM_STATES, PENDING_VM_STATES, HostState, VmOrigin, VmState
+from db.enums import (
+    ACTIVE_VM_STATES,
+    PENDING_VM_STATES,
+    HostState,
+    OperationKind,
+    OperationState,
+    VmOrigin,
+    VmState,
+)
 from db.models import (
     AffinityGroup,
     AffinityMember,
@@ -18,6 +26,7 @@ from db.models import (
     GuestFact,
     Host,
     Nic,
+    Operation,
     RevisionCounter,
     Vm,
 )
@@ -77,13 +86,29 @@ def lock_host(session: Session, id_or_name: str) -> Host | None:
 
 def host_usage(session: Session) -> dict[str, tuple[int, int, int]]:
     """For each host id: (memory MiB, vCPUs, VMs) held by the VMs placed on it,
-    pending starts included."""
+    pending starts included, and by the VMs migrating to it (booked there
+    until their migration ends)."""
     rows = session.execute(
         select(Vm.host_id, func.sum(Vm.memory_mib), func.sum(Vm.vcpus), func.count(Vm.id))
         .where(Vm.host_id.is_not(None), Vm.state.in_(ACTIVE_VM_STATES))
         .group_by(Vm.host_id)
     ).all()
-    return {str(h): (int(m or 0), int(c or 0), int(n)) for h, m, c, n in rows}
+    usage = {str(h): (int(m or 0), int(c or 0), int(n)) for h, m, c, n in rows}
+    incoming = session.execute(
+        select(Operation.host_id, func.sum(Vm.memory_mib), func.sum(Vm.vcpus), func.count(Vm.id))
+        .join(Vm, Vm.id == Operation.vm_id)
+        .where(
+            Operation.kind == OperationKind.MIGRATE_VM,
+            Operation.state == OperationState.RUNNING,
+            Operation.host_id.is_not(None),
+            Vm.host_id != Operation.host_id,
+        )
+        .group_by(Operation.host_id)
+    ).all()
+    for h, m, c, n in incoming:
+        held = usage.get(str(h), (0, 0, 0))
+        usage[str(h)] = (held[0] + int(m or 0), held[1] + int(c or 0), held[2] + int(n))
+    return usage
 
 
 def find_vm(session: Session, id_or_name: str) -> Vm | None:

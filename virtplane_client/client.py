@@ -32,6 +32,8 @@ class Vms(Synced[AsyncVms]):
     pause = Blocking(AsyncVms.pause)
     resume = Blocking(AsyncVms.resume)
     hibernate = Blocking(AsyncVms.hibernate)
+    migrate = Blocking(AsyncVms.migrate)
+    cancel_migration = Blocking(AsyncVms.cancel_migration)
     guest_report = Blocking(AsyncVms.guest_report)
     refresh_guest_report = Blocking(AsyncVms.refresh_guest_report)
     explain_placement = Blocking(AsyncVms.explain_placement)

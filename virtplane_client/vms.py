@@ -143,6 +143,22 @@ class AsyncVms:
         request = vm_api.HibernateVmRequest(vm=vm, request_id=idempotency_key(request_id))
         return await _verb(self._stub.HibernateVm, request)
 
+    async def migrate(self, vm: str, *, to: str = "", request_id: str | None = None) -> VerbResult:
+        """Moves an UP VM live to host to (an id or a name), or to the host the
+        scheduler picks; returns once its host has begun (MIGRATING_FROM).
+        The operation ends when the VM is UP on the destination, or FAILED
+        with the VM UP on its host."""
+        request = vm_api.MigrateVmRequest(
+            vm=vm, destination_host=to, request_id=idempotency_key(request_id)
+        )
+        return await _verb(self._stub.MigrateVm, request)
+
+    async def cancel_migration(self, vm: str, *, request_id: str | None = None) -> VerbResult:
+        """Cancels the VM's migration: it runs on at its host; returns the
+        migration's operation, FAILED (CANCELLED)."""
+        request = vm_api.CancelMigrationRequest(vm=vm, request_id=idempotency_key(request_id))
+        return await _verb(self._stub.CancelMigration, request)
+
     async def guest_report(self, vm: str, *, raw: bool = False) -> GuestReport:
         """What the guest agent reported; with raw, also its last report as sent."""
         request = vm_api.GetVmGuestInfoRequest(vm=vm, include_raw_report=raw)

@@ -15,7 +15,8 @@ class Permission(enum.StrEnum):
     READ = "read"
     """Reads and watches of VMs, hosts, operations, affinity groups."""
     VM_VERBS = "vm.verbs"
-    """Start, stop, shutdown, reboot, reset, pause, resume, hibernate."""
+    """Start, stop, shutdown, reboot, reset, pause, resume, hibernate,
+    migrate, cancel a migration."""
     VM_CHANGE = "vm.change"
     """Create, update, delete VMs and affinity groups; refresh guest info."""
     HOSTS = "hosts"
@@ -62,6 +63,8 @@ METHODS: dict[str, Permission] = {
     _VM + "PauseVm": _P.VM_VERBS,
     _VM + "ResumeVm": _P.VM_VERBS,
     _VM + "HibernateVm": _P.VM_VERBS,
+    _VM + "MigrateVm": _P.VM_VERBS,
+    _VM + "CancelMigration": _P.VM_VERBS,
     _VM + "WatchVms": _P.READ,
     _VM + "GetVmGuestInfo": _P.READ,
     _VM + "RefreshVmGuestInfo": _P.VM_CHANGE,

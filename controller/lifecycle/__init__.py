@@ -17,6 +17,8 @@ Modules, one job each:
 - placement    booking a DOWN VM on the host the scheduler picks, CreateVm,
                retries on other hosts, starts resent after a restart
 - restore      a SUSPENDED VM back on the host holding its saved state
+- migrate      MigrateVm's steps (the destination chosen, booked, checked)
+               and CancelMigration
 - transitions  how what a host reports moves a VM's state: pure rules
 - crud         VmService: create, get, list, guest facts, placement
                explained, update, delete

@@ -49,12 +49,19 @@ MAX_TRIES = 3
 
 
 def placement(
-    session: Session, vm: Vm, policy: Policy, *, lock: bool, retrying: bool = False
+    session: Session,
+    vm: Vm,
+    policy: Policy,
+    *,
+    lock: bool,
+    retrying: bool = False,
+    source_host_id: str | None = None,
 ) -> tuple[Sequence[Host], Placement]:
-    """The scheduler's judgement of every host for vm, pending starts
-    counted. With lock, the hosts stay locked until the transaction ends.
-    Retrying, the hosts the current start tried are excluded; otherwise
-    (a fresh start, ExplainPlacement) no host is."""
+    """The scheduler's judgement of every host for vm, pending starts and
+    migrations counted. With lock, the hosts stay locked until the
+    transaction ends. Retrying, the hosts the current start tried are
+    excluded; otherwise (a fresh start, ExplainPlacement) no host is. A
+    migration excludes its source_host_id."""
     hosts = repo.lock_hosts(session) if lock else repo.list_hosts(session)
     usage = repo.host_usage(session)
     candidates = [
@@ -78,6 +85,7 @@ def placement(
             for name, positive, enforcing, peers in repo.affinity_of(session, vm.id)
         ),
         tried={t["host_id"]: t["error"] for t in vm.start_tries or []} if retrying else {},
+        source_host_id=source_host_id,
     )
     return hosts, place(candidates, demand, policy)
 

@@ -23,6 +23,7 @@ from controller.errors import VmNotFound
 from controller.host_client import HostClient
 from controller.hosts import HostClients
 from controller.lifecycle import verbs
+from controller.lifecycle.migrate import MigrateSteps, Migrations
 from controller.lifecycle.placement import Starter
 from controller.lifecycle.runner import Answer, VerbRunner
 from controller.lifecycle.start import StartSteps
@@ -107,9 +108,14 @@ class StopSteps:
 class VmVerbs:
     """StartVm, StopVm and the power verbs, each through the runner."""
 
-    def __init__(self, store: VmStore, clients: HostClients, starter: Starter) -> None:
+    def __init__(
+        self, store: VmStore, clients: HostClients, starter: Starter, migration_mib_s: int = 0
+    ) -> None:
         self._runner = VerbRunner(store, clients)
         self._start = StartSteps(starter)
+        self._starter = starter
+        self._migration_mib_s = migration_mib_s
+        self._migrations = Migrations(store, clients)
 
     async def start(self, vm_ref: str, call: Call) -> VmAndOperation:
         """Places a DOWN VM on a host, books its resources there, and asks
@@ -146,6 +152,15 @@ class VmVerbs:
         """Saves the VM's memory to a file on its host: SAVING_STATE, then
         SUSPENDED. The VM keeps its host, where StartVm restores it."""
         return await self._runner.run(vm_ref, call, OnHostSteps(verbs.HIBERNATE, _hibernate))
+
+    async def migrate(self, vm_ref: str, destination: str, call: Call) -> VmAndOperation:
+        """Moves an UP VM live to destination (a host id or name), or to the
+        host the scheduler picks (controller.lifecycle.migrate)."""
+        steps = MigrateSteps(destination, self._starter.policy, self._migration_mib_s)
+        return await self._runner.run(vm_ref, call, steps)
+
+    async def cancel_migration(self, vm_ref: str, call: Call) -> VmAndOperation:
+        return await self._migrations.cancel(vm_ref, call)
 
 
 async def _reset(client: HostClient, vm_id: str) -> agent_pb2.HostVm:

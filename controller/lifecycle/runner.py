@@ -147,7 +147,12 @@ def _begin_new(session: Session, vm: Vm, call: Call, steps: Steps) -> requests.D
     prepared = steps.begin(session, vm, host)
     target = prepared.value
     op = operations.begin(
-        session, verb.kind, vm, call, host_id=target.host_id, scheduled=target.placed
+        session,
+        verb.kind,
+        vm,
+        call,
+        host_id=target.destination_id or target.host_id,
+        scheduled=target.placed or bool(target.destination_id),
     )
     return requests.Done(Outcome(prepared.changed, Begun(op.id, target)), op.id)
 

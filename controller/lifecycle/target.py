@@ -28,6 +28,9 @@ class HostTarget:
     placed: bool = False
     # The VM's state before the verb, put back when the host refuses (stop).
     previous: VmState | None = None
+    # A migration's destination, which the host is asked to send the VM to.
+    destination_id: str = ""
+    destination_address: str = ""
 
     @classmethod
     def of(

@@ -66,7 +66,11 @@ def apply_host_vm(vm: Vm, host_id: str, report: agent_pb2.HostVm) -> bool:
             vm, VmState.MIGRATING_FROM, message="migrated off its host; awaiting the destination"
         )
         return before != (vm.state, vm.host_id, vm.exit_reason, vm.status_message)
-    if state == HostVm.STATE_RUNNING:
+    if state == HostVm.STATE_RUNNING and vm.state is VmState.MIGRATING_FROM:
+        # Its migration failed or was cancelled: it runs on here; the
+        # host's message says why.
+        set_state(vm, VmState.UP, message=report.message)
+    elif state == HostVm.STATE_RUNNING:
         set_state(vm, _running_state(vm))
     elif state == HostVm.STATE_PAUSED:
         set_state(vm, VmState.PAUSED)

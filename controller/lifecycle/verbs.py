@@ -16,6 +16,9 @@ A verb's operation ends, once the host has accepted the request::
                again (the save failed) or goes DOWN
     reset, pause,
     resume     SUCCEEDED when the host accepts the verb
+    migrate    SUCCEEDED when the VM is UP (or PAUSED) on the destination;
+               FAILED when it is anything but MIGRATING_FROM on its source
+               (the migration failed or was cancelled)
 
 "resume" un-pauses a PAUSED VM. Restoring a SUSPENDED one is part of start
 (controller.lifecycle.restore).
@@ -55,6 +58,10 @@ class Verb:
     # nor GUEST_SHUTDOWN is among states.HA_EXIT_REASONS: a VM stopped by a
     # verb is not restarted.
     exit_reason: ExitReason = ExitReason.NONE
+    # The VM moves to the operation's host (a migration): the operation
+    # succeeds when the VM is in succeeds_in there, and fails when it is
+    # anything but MIGRATING_FROM elsewhere.
+    moves: bool = False
 
 
 START = Verb(
@@ -112,5 +119,14 @@ HIBERNATE = Verb(
     fails_in=frozenset({S.DOWN, S.POWERING_UP, S.UP}),
 )
 
-VERBS = (START, STOP, SHUTDOWN, REBOOT, RESET, PAUSE, RESUME, HIBERNATE)
+MIGRATE = Verb(
+    "migrate",
+    frozenset({S.UP}),
+    "UP",
+    OperationKind.MIGRATE_VM,
+    succeeds_in=frozenset({S.UP, S.PAUSED}),
+    moves=True,
+)
+
+VERBS = (START, STOP, SHUTDOWN, REBOOT, RESET, PAUSE, RESUME, HIBERNATE, MIGRATE)
 BY_KIND = {verb.kind: verb for verb in VERBS}

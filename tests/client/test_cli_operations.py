@@ -77,6 +77,15 @@ def test_the_verbs_take_a_request_id_and_start_can_wait() -> None:
     assert args.state == ["FAILED"]
 
 
+def test_migrate_takes_a_destination_and_can_wait() -> None:
+    args = parser().parse_args(["vm", "migrate", "web", "--to", "h2", "--wait"])
+    assert (args.vm, args.to, args.wait, args.request_id) == ("web", "h2", True, "")
+    args = parser().parse_args(["vm", "migrate", "web"])
+    assert (args.to, args.wait) == ("", False)
+    args = parser().parse_args(["vm", "cancel-migration", "web", "--request-id", "k"])
+    assert (args.vm, args.request_id) == ("web", "k")
+
+
 def test_disks_are_given_as_path_format_and_read_only() -> None:
     args = parser().parse_args(
         [

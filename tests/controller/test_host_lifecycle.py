@@ -201,6 +201,7 @@ async def test_maintenance_activate_and_remove(
     [judged] = explained.hosts
     assert not judged.eligible
     assert [(f.filter, f.passed) for f in judged.filters] == [
+        ("source", True),
         ("tried", True),
         ("maintenance", False),
         ("host-up", False),

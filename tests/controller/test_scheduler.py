@@ -48,6 +48,7 @@ def test_every_host_is_judged_by_every_filter_and_the_eligible_ones_weighed() ->
     placement = place(hosts, Demand(vcpus=2, memory_mib=512))
     maint, small, fits = placement.judgements
     assert [(v.filter, v.passed) for v in maint.verdicts] == [
+        ("source", True),
         ("tried", True),
         ("maintenance", False),
         ("host-up", False),

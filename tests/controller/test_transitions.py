@@ -132,6 +132,14 @@ def test_a_vm_migrated_by_its_hosts_moves_to_the_destination_never_down() -> Non
     assert (vm.state, vm.host_id) == (VmState.UP, "h2")
 
 
+def test_a_vm_whose_migration_failed_is_up_on_its_source_with_the_reason() -> None:
+    vm = _vm(VmState.UP)
+    assert transitions.apply_host_vm(vm, "h1", _report(HostVm.STATE_MIGRATING_FROM))
+    why = "migration to h2:7070 failed: Migration without shared storage is unsafe"
+    assert transitions.apply_host_vm(vm, "h1", _report(HostVm.STATE_RUNNING, message=why))
+    assert (vm.state, vm.host_id, vm.status_message) == (VmState.UP, "h1", why)
+
+
 def test_a_running_report_from_another_host_moves_only_a_migrating_vm() -> None:
     vm = _vm(VmState.UP)
     assert not transitions.apply_host_vm(vm, "h2", _report(HostVm.STATE_RUNNING))

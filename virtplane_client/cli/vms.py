@@ -147,6 +147,18 @@ async def vm_verb(args: argparse.Namespace, client: AsyncClient) -> None:
     await ops.show_operation(args, client, done.operation)
 
 
+async def vm_migrate(args: argparse.Namespace, client: AsyncClient) -> None:
+    """migrate, or cancel-migration."""
+    if args.verb == "cancel-migration":
+        done = await client.vms.cancel_migration(args.vm, request_id=ops.request_id(args))
+    else:
+        done = await client.vms.migrate(args.vm, to=args.to, request_id=ops.request_id(args))
+    names = await client.hosts.names()
+    to = names.get(done.operation.host_id, done.operation.host_id)
+    print(f"{done.vm.name}: {fmt.vm_state(done.vm.status.state)}, to host {to}")
+    await ops.show_operation(args, client, done.operation)
+
+
 async def vm_delete(args: argparse.Namespace, client: AsyncClient) -> None:
     await client.vms.delete(args.vm, request_id=ops.request_id(args))
     print(f"{args.vm}: deleted")
@@ -301,6 +313,18 @@ def add_parsers(groups: Any) -> None:
         ops.request_id_option(sub)
         ops.wait_options(sub, wait=True)
         sub.set_defaults(run=vm_verb)
+    migrate = vm.add_parser("migrate", help="move an UP VM live to another host")
+    migrate.add_argument("vm", help="id or name")
+    migrate.add_argument(
+        "--to", default="", metavar="HOST", help="the destination host (default: the scheduler's)"
+    )
+    ops.request_id_option(migrate)
+    ops.wait_options(migrate, wait=True)
+    migrate.set_defaults(run=vm_migrate)
+    cancel = vm.add_parser("cancel-migration", help="cancel a VM's migration under way")
+    cancel.add_argument("vm", help="id or name")
+    ops.request_id_option(cancel)
+    cancel.set_defaults(run=vm_migrate)
     _info_parsers(vm)
     delete = vm.add_parser("delete", help="delete a DOWN VM")
     delete.add_argument("vm", help="id or name")

@@ -118,6 +118,7 @@ class OperationKind(ProtoEnum):
     PAUSE_VM = 6
     RESUME_VM = 7
     HIBERNATE_VM = 8
+    MIGRATE_VM = 9
 
 
 class OperationState(ProtoEnum):

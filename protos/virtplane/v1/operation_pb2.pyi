@@ -43,6 +43,12 @@ class Operation(_message.Message):
         KIND_PAUSE_VM: Operation._Kind.ValueType  # 6
         KIND_RESUME_VM: Operation._Kind.ValueType  # 7
         KIND_HIBERNATE_VM: Operation._Kind.ValueType  # 8
+        KIND_MIGRATE_VM: Operation._Kind.ValueType  # 9
+        """A live migration: host_id is the destination; scheduled_time is when
+        the destination was chosen and booked, accepted_time when the VM's
+        host had prepared the destination and begun the transfer, up_time
+        when the VM ran on the destination.
+        """
 
     class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
     KIND_UNSPECIFIED: Operation.Kind.ValueType  # 0
@@ -54,6 +60,12 @@ class Operation(_message.Message):
     KIND_PAUSE_VM: Operation.Kind.ValueType  # 6
     KIND_RESUME_VM: Operation.Kind.ValueType  # 7
     KIND_HIBERNATE_VM: Operation.Kind.ValueType  # 8
+    KIND_MIGRATE_VM: Operation.Kind.ValueType  # 9
+    """A live migration: host_id is the destination; scheduled_time is when
+    the destination was chosen and booked, accepted_time when the VM's
+    host had prepared the destination and begun the transfer, up_time
+    when the VM ran on the destination.
+    """
 
     class _State:
         ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -95,7 +107,9 @@ class Operation(_message.Message):
     vm_id: _builtins.str
     """The VM the verb acts on."""
     host_id: _builtins.str
-    """The host the verb was sent to; empty until one is chosen."""
+    """The host the verb was sent to (a migration's destination); empty until
+    one is chosen.
+    """
     state: Global___Operation.State.ValueType
     done: _builtins.bool
     """Whether the operation has ended (SUCCEEDED or FAILED)."""

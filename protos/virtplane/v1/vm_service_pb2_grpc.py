@@ -111,6 +111,16 @@ class VmServiceStub:
                 request_serializer=virtplane_dot_v1_dot_vm__service__pb2.HibernateVmRequest.SerializeToString,
                 response_deserializer=virtplane_dot_v1_dot_vm__service__pb2.HibernateVmResponse.FromString,
                 _registered_method=True)
+        self.MigrateVm = channel.unary_unary(
+                '/virtplane.v1.VmService/MigrateVm',
+                request_serializer=virtplane_dot_v1_dot_vm__service__pb2.MigrateVmRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_vm__service__pb2.MigrateVmResponse.FromString,
+                _registered_method=True)
+        self.CancelMigration = channel.unary_unary(
+                '/virtplane.v1.VmService/CancelMigration',
+                request_serializer=virtplane_dot_v1_dot_vm__service__pb2.CancelMigrationRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_vm__service__pb2.CancelMigrationResponse.FromString,
+                _registered_method=True)
         self.WatchVms = channel.unary_stream(
                 '/virtplane.v1.VmService/WatchVms',
                 request_serializer=virtplane_dot_v1_dot_vm__service__pb2.WatchVmsRequest.SerializeToString,
@@ -245,6 +255,31 @@ class VmServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MigrateVm(self, request, context):
+        """Moves an UP VM live to another host: destination_host, or, without one,
+        the host the scheduler picks as for a start (the VM's own host
+        excluded). The destination is booked from here until the VM runs there
+        or the migration ends. Returns once the VM's host has begun the
+        migration (MIGRATING_FROM); WatchVms shows it UP on the destination, never
+        DOWN in between. A migration that fails leaves the VM UP on its host and
+        the operation FAILED with the reason. FAILED_PRECONDITION when the VM is
+        not UP, when the destination is its own host, or when a filter refuses
+        the destination (the message names the filter); NOT_FOUND for an
+        unknown destination_host.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelMigration(self, request, context):
+        """Cancels the VM's migration under way: the VM runs on at its host, UP,
+        the destination's booking is released, and the MigrateVm operation ends
+        FAILED (CANCELLED). FAILED_PRECONDITION when the VM is not migrating.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchVms(self, request, context):
         """Streams every VM, then every change; or, from after_revision, only what
         changed since.
@@ -346,6 +381,16 @@ def add_VmServiceServicer_to_server(servicer, server):
                     servicer.HibernateVm,
                     request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.HibernateVmRequest.FromString,
                     response_serializer=virtplane_dot_v1_dot_vm__service__pb2.HibernateVmResponse.SerializeToString,
+            ),
+            'MigrateVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrateVm,
+                    request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.MigrateVmRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_vm__service__pb2.MigrateVmResponse.SerializeToString,
+            ),
+            'CancelMigration': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelMigration,
+                    request_deserializer=virtplane_dot_v1_dot_vm__service__pb2.CancelMigrationRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_vm__service__pb2.CancelMigrationResponse.SerializeToString,
             ),
             'WatchVms': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchVms,
@@ -731,6 +776,60 @@ class VmService:
             '/virtplane.v1.VmService/HibernateVm',
             virtplane_dot_v1_dot_vm__service__pb2.HibernateVmRequest.SerializeToString,
             virtplane_dot_v1_dot_vm__service__pb2.HibernateVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrateVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.VmService/MigrateVm',
+            virtplane_dot_v1_dot_vm__service__pb2.MigrateVmRequest.SerializeToString,
+            virtplane_dot_v1_dot_vm__service__pb2.MigrateVmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelMigration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.VmService/CancelMigration',
+            virtplane_dot_v1_dot_vm__service__pb2.CancelMigrationRequest.SerializeToString,
+            virtplane_dot_v1_dot_vm__service__pb2.CancelMigrationResponse.FromString,
             options,
             channel_credentials,
             insecure,

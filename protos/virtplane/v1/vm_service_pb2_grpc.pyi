@@ -82,6 +82,23 @@ class VmServiceStub:
     """Saves a running or paused VM's memory to a file on its host and stops
     it: SAVING_STATE, then SUSPENDED. StartVm restores it on that host.
     """
+    MigrateVm: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.MigrateVmRequest, _vm_service_pb2.MigrateVmResponse]
+    """Moves an UP VM live to another host: destination_host, or, without one,
+    the host the scheduler picks as for a start (the VM's own host
+    excluded). The destination is booked from here until the VM runs there
+    or the migration ends. Returns once the VM's host has begun the
+    migration (MIGRATING_FROM); WatchVms shows it UP on the destination, never
+    DOWN in between. A migration that fails leaves the VM UP on its host and
+    the operation FAILED with the reason. FAILED_PRECONDITION when the VM is
+    not UP, when the destination is its own host, or when a filter refuses
+    the destination (the message names the filter); NOT_FOUND for an
+    unknown destination_host.
+    """
+    CancelMigration: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.CancelMigrationRequest, _vm_service_pb2.CancelMigrationResponse]
+    """Cancels the VM's migration under way: the VM runs on at its host, UP,
+    the destination's booking is released, and the MigrateVm operation ends
+    FAILED (CANCELLED). FAILED_PRECONDITION when the VM is not migrating.
+    """
     WatchVms: _grpc.UnaryStreamMultiCallable[_vm_service_pb2.WatchVmsRequest, _vm_service_pb2.WatchVmsResponse]
     """Streams every VM, then every change; or, from after_revision, only what
     changed since.
@@ -154,6 +171,23 @@ class VmServiceAsyncStub(VmServiceStub):
     HibernateVm: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.HibernateVmRequest, _vm_service_pb2.HibernateVmResponse]  # type: ignore[assignment]
     """Saves a running or paused VM's memory to a file on its host and stops
     it: SAVING_STATE, then SUSPENDED. StartVm restores it on that host.
+    """
+    MigrateVm: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.MigrateVmRequest, _vm_service_pb2.MigrateVmResponse]  # type: ignore[assignment]
+    """Moves an UP VM live to another host: destination_host, or, without one,
+    the host the scheduler picks as for a start (the VM's own host
+    excluded). The destination is booked from here until the VM runs there
+    or the migration ends. Returns once the VM's host has begun the
+    migration (MIGRATING_FROM); WatchVms shows it UP on the destination, never
+    DOWN in between. A migration that fails leaves the VM UP on its host and
+    the operation FAILED with the reason. FAILED_PRECONDITION when the VM is
+    not UP, when the destination is its own host, or when a filter refuses
+    the destination (the message names the filter); NOT_FOUND for an
+    unknown destination_host.
+    """
+    CancelMigration: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.CancelMigrationRequest, _vm_service_pb2.CancelMigrationResponse]  # type: ignore[assignment]
+    """Cancels the VM's migration under way: the VM runs on at its host, UP,
+    the destination's booking is released, and the MigrateVm operation ends
+    FAILED (CANCELLED). FAILED_PRECONDITION when the VM is not migrating.
     """
     WatchVms: _aio.UnaryStreamMultiCallable[_vm_service_pb2.WatchVmsRequest, _vm_service_pb2.WatchVmsResponse]  # type: ignore[assignment]
     """Streams every VM, then every change; or, from after_revision, only what
@@ -302,6 +336,35 @@ class VmServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_vm_service_pb2.HibernateVmResponse, _abc.Awaitable[_vm_service_pb2.HibernateVmResponse]]:
         """Saves a running or paused VM's memory to a file on its host and stops
         it: SAVING_STATE, then SUSPENDED. StartVm restores it on that host.
+        """
+
+    @_abc_1.abstractmethod
+    def MigrateVm(
+        self,
+        request: _vm_service_pb2.MigrateVmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vm_service_pb2.MigrateVmResponse, _abc.Awaitable[_vm_service_pb2.MigrateVmResponse]]:
+        """Moves an UP VM live to another host: destination_host, or, without one,
+        the host the scheduler picks as for a start (the VM's own host
+        excluded). The destination is booked from here until the VM runs there
+        or the migration ends. Returns once the VM's host has begun the
+        migration (MIGRATING_FROM); WatchVms shows it UP on the destination, never
+        DOWN in between. A migration that fails leaves the VM UP on its host and
+        the operation FAILED with the reason. FAILED_PRECONDITION when the VM is
+        not UP, when the destination is its own host, or when a filter refuses
+        the destination (the message names the filter); NOT_FOUND for an
+        unknown destination_host.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelMigration(
+        self,
+        request: _vm_service_pb2.CancelMigrationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vm_service_pb2.CancelMigrationResponse, _abc.Awaitable[_vm_service_pb2.CancelMigrationResponse]]:
+        """Cancels the VM's migration under way: the VM runs on at its host, UP,
+        the destination's booking is released, and the MigrateVm operation ends
+        FAILED (CANCELLED). FAILED_PRECONDITION when the VM is not migrating.
         """
 
     @_abc_1.abstractmethod
