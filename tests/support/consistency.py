@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.enums import ACTIVE_VM_STATES, OperationState, VmState
+from db.enums import ACTIVE_VM_STATES, OperationState, VmOrigin, VmState
 from db.models import (
     AffinityGroup,
     AffinityMember,
@@ -64,7 +64,10 @@ def _vm_problems(vm: Vm, hosts: dict[str, Host], top_revision: int) -> list[str]
         found.append(f"VM {vm.name} is {vm.state.value} on no host")
     if vm.revision > top_revision:
         found.append(f"VM {vm.name} has revision {vm.revision} above the counter {top_revision}")
-    if vm.vcpus < 1 or vm.memory_mib < 1:
+    # An external VM whose size its host could not measure yet is recorded
+    # as 0 vCPUs and 0 MiB (controller.monitor); any other has a size.
+    unsized_external = vm.origin is VmOrigin.EXTERNAL and vm.vcpus == 0 and vm.memory_mib == 0
+    if (vm.vcpus < 1 or vm.memory_mib < 1) and not unsized_external:
         found.append(f"VM {vm.name} has {vm.vcpus} vCPUs and {vm.memory_mib} MiB")
     return found
 
