@@ -30,7 +30,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
 from virtplane.v1 import host_agent_service_pb2 as pb
@@ -40,6 +39,7 @@ from virtplane.v1 import vm_pb2
 import virtplane_client as vp
 from tests.support.events import HostEvents
 from tests.support.guests import WAIT, Api, guest_spec
+from tests.support.procfs import rss_kib
 from tests.support.real import GuestImage
 from tests.support.stack import Stack, start_controller, start_host
 from virtplane_common.limits import MAX_AGENT_VERSION
@@ -68,13 +68,6 @@ class Hostile:
     reports: str
     frames: str
     version: str
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +182,7 @@ async def test_maximal_reports_keep_hostd_and_the_controller_bounded(hostile: Ho
     h = hostile
     await h.api.watch.wait_for(h.reports, _reported, WAIT)
     pid = h.stack.hostd.process.pid
-    rss_before = rss_max = _rss_kib(pid)
+    rss_before = rss_max = rss_kib(pid)
     before = await h.hostd.GetVmGuestReport(
         pb.HostAgentServiceGetVmGuestReportRequest(vm_id=h.reports)
     )
@@ -197,7 +190,7 @@ async def test_maximal_reports_keep_hostd_and_the_controller_bounded(hostile: Ho
     events = HostEvents.of_stub(h.hostd, WAIT)
     end = time.monotonic() + WINDOW
     while time.monotonic() < end:
-        rss_max = max(rss_max, _rss_kib(pid))
+        rss_max = max(rss_max, rss_kib(pid))
         await asyncio.sleep(0.2)
     await events.close()
     writes = [c for c in h.api.watch.events[mark:] if c.vm is not None and c.vm.id == h.reports]

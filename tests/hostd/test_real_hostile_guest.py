@@ -39,6 +39,7 @@ from virtplane.v1 import vm_pb2
 
 from tests.hostd.guest_configs import guest_config
 from tests.support.pki import TestPki
+from tests.support.procfs import rss_kib
 from tests.support.real import GuestImage
 from tests.support.stack import Daemon, start_hostd
 from tests.support.virt import remove_domains
@@ -65,13 +66,6 @@ class Host:
     stub: pb_grpc.HostAgentServiceAsyncStub
     normal: pb.VmConfig
     hostile: pb.VmConfig
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +142,7 @@ class _Watched:
 
 
 async def _watch_the_normal_agent(host: Host, normal: str) -> _Watched:
-    rss = _rss_kib(host.daemon.process.pid)
+    rss = rss_kib(host.daemon.process.pid)
     watched = _Watched(rss_before=rss, rss_max=rss)
     end = time.monotonic() + WINDOW
     while time.monotonic() < end:
@@ -160,7 +154,7 @@ async def _watch_the_normal_agent(host: Host, normal: str) -> _Watched:
         stamp = info.last_heard_time.ToNanoseconds() / 1e9
         if not watched.heard or stamp != watched.heard[-1]:
             watched.heard.append(stamp)
-        watched.rss_max = max(watched.rss_max, _rss_kib(host.daemon.process.pid))
+        watched.rss_max = max(watched.rss_max, rss_kib(host.daemon.process.pid))
         await asyncio.sleep(0.1)
     return watched
 
