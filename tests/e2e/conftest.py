@@ -1,6 +1,8 @@
 """Fixtures of the end-to-end tests: the whole stack as real processes (a
 controller, a hostd on qemu:///system) and real guests booted from the test
-image. Their building blocks are in tests.support (stack, guests)."""
+image; and two real hosts for an in-process controller (hosts: a hostd on
+qemu:///system and one on the second libvirtd). Their building blocks are in
+tests.support (stack, guests, two_hosts)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ import pytest
 import virtplane_client as vp
 from tests.support.guests import Api, guest_reported, guest_spec
 from tests.support.real import GuestImage
-from tests.support.stack import Stack, start_stack
+from tests.support.stack import Daemon, Stack, start_stack
+from tests.support.two_hosts import start_hosts
 from tests.support.virt import disk_image
 
 
@@ -76,3 +79,19 @@ def short_tmp() -> Iterator[Path]:
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """Short paths (unix sockets), traversable by QEMU."""
+    path = Path(tempfile.mkdtemp(prefix="vp-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def hosts(workdir: Path, system_libvirt: str, second_libvirt: str) -> Iterator[list[Daemon]]:
+    """Two hosts for an in-process controller, over mutual TLS; a test may
+    replace a daemon in the list (a restart), which is then the one stopped."""
+    yield from start_hosts(workdir, (system_libvirt, second_libvirt))

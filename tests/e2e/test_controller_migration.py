@@ -1,6 +1,6 @@
 """MigrateVm through the controller, with real guests on two real hosts (a
-hostd on qemu:///system and one on the second libvirtd; the fixtures of
-tests/e2e/test_two_hosts.py): to a named host and to the scheduler's pick,
+hostd on qemu:///system and one on the second libvirtd; the hosts fixture of
+tests/e2e/conftest.py): to a named host and to the scheduler's pick,
 the guest reporting on from the same boot and WatchVms never showing DOWN;
 the refusals of a destination; a migration libvirt refuses (a writable disk
 off shared storage) leaving the VM UP on its source and the operation
@@ -23,20 +23,18 @@ from pathlib import Path
 import pytest
 
 import virtplane_client as vp
-from tests.e2e.test_two_hosts import (  # noqa: F401 (fixtures)
-    _gone_from,
-    _record_states,
-    destroy_domain,
-    hosts,
-    in_process_controller,
-    running_on,
-    workdir,
-)
 from tests.support.events import vm_until
 from tests.support.guests import guest_reported, guest_spec
 from tests.support.real import GuestImage
 from tests.support.rig_hosts import add_daemon
 from tests.support.stack import Daemon
+from tests.support.two_hosts import (
+    destroy_domain,
+    gone_from,
+    in_process_controller,
+    record_states,
+    running_on,
+)
 from tests.support.virt import disk_image
 
 S = vp.VmState
@@ -104,13 +102,13 @@ async def _refused_by_libvirt(client: vp.AsyncClient, daemons: dict[str, Daemon]
 
 
 async def test_migrate_vm_moves_a_guest_and_refuses_what_cannot_work(
-    hosts: list[Daemon],  # noqa: F811
+    hosts: list[Daemon],
     guest_image: GuestImage,
     *,
     system_libvirt: str,
     second_libvirt: str,
     database_url: str,
-    workdir: Path,  # noqa: F811
+    workdir: Path,
 ) -> None:
     seen: list[tuple[S, str]] = []
     watching: asyncio.Task[None] | None = None
@@ -121,7 +119,7 @@ async def test_migrate_vm_moves_a_guest_and_refuses_what_cannot_work(
             for name, daemon in zip(("h1", "h2"), hosts, strict=True):
                 daemons[(await add_daemon(client, name, daemon)).id] = daemon
             made += await _create_two(client, guest_image, workdir)
-            watching = asyncio.create_task(_record_states(client, made[0], seen))
+            watching = asyncio.create_task(record_states(client, made[0], seen))
             await client.vms.start(MOVED)
             await client.vms.start(STUCK)
             up = await vm_until(client, MOVED, guest_reported, WAIT)
@@ -135,7 +133,7 @@ async def test_migrate_vm_moves_a_guest_and_refuses_what_cannot_work(
             # To a named host, then back to the scheduler's pick (the only other).
             there = await _migrated(client, MOVED, names[dest_id], "move-1", dest_id)
             assert await running_on(daemons[dest_id], up.id) == 1
-            await _gone_from(daemons[source_id], up.id)
+            await gone_from(daemons[source_id], up.id)
             assert there.status.guest is not None
             back = await _migrated(client, MOVED, "", "move-2", source_id)
             # The guest reports on from the same boot: its uptime keeps counting.
@@ -159,7 +157,7 @@ async def test_migrate_vm_moves_a_guest_and_refuses_what_cannot_work(
 
 
 async def test_a_cancelled_migration_leaves_the_vm_up_on_its_source(
-    hosts: list[Daemon],  # noqa: F811
+    hosts: list[Daemon],
     guest_image: GuestImage,
     *,
     system_libvirt: str,
@@ -189,7 +187,7 @@ async def test_a_cancelled_migration_leaves_the_vm_up_on_its_source(
             back = await vm_until(client, SLOW, lambda v: v.status.state is S.UP, WAIT)
             assert back.status.host_id == up.status.host_id
             assert await running_on(daemons[up.status.host_id], vm_id) == 1
-            await _gone_from(dest, vm_id)
+            await gone_from(dest, vm_id)
             with pytest.raises(vp.errors.FailedPrecondition, match="it is UP"):
                 await client.vms.cancel_migration(SLOW)
         finally:

@@ -12,30 +12,33 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import shutil
 import signal
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import grpc
-import libvirt
 import pytest
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 from virtplane.v1 import host_agent_service_pb2_grpc as agent_grpc
 
 import virtplane_client as vp
-from controller.app import Controller
 from controller.ha import HaPolicy
 from hostd.builder import DOMAIN_NAME_PREFIX
-from tests.support.controller_rig import config, credentials_of
 from tests.support.events import vm_until
 from tests.support.guests import guest_reported, guest_spec, vm_spec
 from tests.support.real import GuestImage
-from tests.support.rig_hosts import add_daemon, start_test_hostd
+from tests.support.rig_hosts import add_daemon
 from tests.support.stack import Daemon, start_controller, start_host
-from tests.support.virt import peer_uri_template, qemu_tls_dir, remove_domains
+from tests.support.two_hosts import (
+    destroy_all,
+    destroy_domain,
+    domains_of,
+    gone_from,
+    in_process_controller,
+    record_states,
+    running_on,
+)
 from tests.support.waiting import until
 
 S = vp.VmState
@@ -48,45 +51,6 @@ RACER, KILLED, HA, CRASHY = (f"{n}-{_RUN}" for n in ("racer", "killed", "ha", "c
 
 
 @pytest.fixture
-def workdir() -> Iterator[Path]:
-    """Short paths (unix sockets), traversable by QEMU."""
-    path = Path(tempfile.mkdtemp(prefix="vp-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _start_hosts(workdir: Path, uris: tuple[str, str]) -> Iterator[list[Daemon]]:
-    """hostd h1 on the machine's libvirtd, h2 on the second one, each serving
-    mutual TLS as a host id of its own from the rig's CA (added with
-    add_daemon), handing QEMU its pair for TLS migration and reaching the
-    other's libvirt by its id."""
-    daemons: list[Daemon] = []
-    ids = [str(uuid.uuid4()) for _ in uris]
-    template = peer_uri_template(workdir / "peers", dict(zip(ids, uris, strict=True)))
-    try:
-        for name, uri, host_id in zip(("h1", "h2"), uris, ids, strict=True):
-            (workdir / name).mkdir()
-            (workdir / name).chmod(0o755)
-            extra = (
-                "--qemu-tls-dir", str(qemu_tls_dir(uri)),
-                "--peer-hypervisor-uri", template,
-            )  # fmt: skip
-            daemons.append(start_test_hostd(workdir / name, uri, extra=extra, host_id=host_id))
-        yield daemons
-    finally:
-        for daemon in daemons:
-            daemon.stop()
-        _destroy_all(uris[1])  # whatever a test left on the second host
-
-
-@pytest.fixture
-def hosts(workdir: Path, system_libvirt: str, second_libvirt: str) -> Iterator[list[Daemon]]:
-    """Two hosts for the in-process controller, over mutual TLS."""
-    yield from _start_hosts(workdir, (system_libvirt, second_libvirt))
-
-
-@pytest.fixture
 def enrolled(second_libvirt: str) -> Iterator[list[Daemon]]:
     """The hostds a test enrolls with its controller processes
     (_enroll_two); stopped at the end."""
@@ -96,7 +60,7 @@ def enrolled(second_libvirt: str) -> Iterator[list[Daemon]]:
     finally:
         for daemon in daemons:
             daemon.stop()
-        _destroy_all(second_libvirt)
+        destroy_all(second_libvirt)
 
 
 async def _enroll_two(
@@ -112,60 +76,12 @@ async def _enroll_two(
     return into
 
 
-def _destroy_all(uri: str) -> None:
-    conn = libvirt.open(uri)
-    try:
-        vm_ids = [dom.UUIDString() for dom in conn.listAllDomains()]
-    finally:
-        conn.close()
-    remove_domains(uri, vm_ids)
-
-
-def domains_of(uri: str, vm_id: str) -> int:
-    """How many domains libvirt at uri has for the VM (running or not)."""
-    conn = libvirt.open(uri)
-    try:
-        return sum(1 for d in conn.listAllDomains() if d.UUIDString() == vm_id)
-    finally:
-        conn.close()
-
-
-async def running_on(daemon: Daemon, vm_id: str) -> int:
-    """How many running VMs of this id a hostd reports."""
-    async with daemon.channel() as channel:
-        agent = agent_grpc.HostAgentServiceStub(channel)
-        listed = await agent.ListVms(agent_pb2.HostAgentServiceListVmsRequest())
-    down = (agent_pb2.HostVm.STATE_DOWN, agent_pb2.HostVm.STATE_SUSPENDED)
-    return sum(1 for v in listed.vms if v.vm_id == vm_id and v.state not in down)
-
-
-def destroy_domain(uri: str, vm_id: str) -> None:
-    """Destroys this test's domain, as fencing its host would."""
-    remove_domains(uri, [vm_id], undefine=False)
-
-
 @pytest.fixture
 async def clients() -> AsyncIterator[list[vp.AsyncClient]]:
     made: list[vp.AsyncClient] = []
     yield made
     for client in made:
         await client.close()
-
-
-@contextlib.asynccontextmanager
-async def in_process_controller(
-    database_url: str, **settings: object
-) -> AsyncIterator[vp.AsyncClient]:
-    """A controller in this process (fast host retries, and settings), and a
-    client on it; both closed at the end."""
-    ctl = Controller(config(database_url, **{"host_retry_seconds": 0.2, **settings}))
-    await ctl.start()
-    client = vp.AsyncClient(f"127.0.0.1:{ctl.port}", credentials=credentials_of(ctl))
-    try:
-        yield client
-    finally:
-        await client.close()
-        await ctl.stop(grace=0)
 
 
 async def _vm_until(client: vp.AsyncClient, ref: str, check: Callable[[vp.Vm], object]) -> vp.Vm:
@@ -314,16 +230,6 @@ async def test_hostd_killed_then_confirmed_down_restarts_an_ha_vm_on_the_other_h
                 destroy_domain(system_libvirt, vm_id)
 
 
-async def _gone_from(daemon: Daemon, vm_id: str) -> None:
-    await until(
-        lambda: running_on(daemon, vm_id),
-        lambda count: not count,
-        what=f"VM {vm_id} to leave {daemon.name}",
-        within=WAIT,
-        every=0.1,
-    )
-
-
 async def _host_state(client: vp.AsyncClient, ref: str, state: vp.HostState) -> None:
     # Hosts have no watch: their state is polled.
     await until(
@@ -409,13 +315,6 @@ async def test_a_real_vm_unknown_to_the_database_is_recorded_with_its_size(
 MIGRATED = f"migrated-{_RUN}"
 
 
-async def _record_states(client: vp.AsyncClient, vm_id: str, seen: list[tuple[S, str]]) -> None:
-    """Appends the VM's (state, host id) for every change the watch shows."""
-    async for change in client.vms.watch(vm_ids=[vm_id]):
-        if change.vm is not None and change.vm.id == vm_id:
-            seen.append((change.vm.status.state, change.vm.status.host_id))
-
-
 async def _migrate(source: Daemon, vm_id: str, destination: Daemon, host_id: str) -> None:
     """MigrateVm on the source hostd, as an operator or a later controller verb would."""
     async with source.channel() as channel:
@@ -446,7 +345,7 @@ async def test_a_vm_its_hosts_migrate_follows_to_the_destination_and_never_goes_
             for name, daemon in zip(("h1", "h2"), hosts, strict=True):
                 ids[(await add_daemon(client, name, daemon)).id] = daemon
             vm_id = (await client.vms.create(MIGRATED, guest_spec(guest_image))).id
-            watching = asyncio.create_task(_record_states(client, vm_id, seen))
+            watching = asyncio.create_task(record_states(client, vm_id, seen))
             await client.vms.start(MIGRATED)
             up = await _vm_until(client, MIGRATED, guest_reported)
             assert up.status.guest is not None
@@ -461,7 +360,7 @@ async def test_a_vm_its_hosts_migrate_follows_to_the_destination_and_never_goes_
             assert moved.status.exit_reason == vp.ExitReason.UNSPECIFIED
             assert await running_on(destination, vm_id) == 1
             # The source lets go of it once the hypervisor's job has ended there.
-            await _gone_from(source, vm_id)
+            await gone_from(source, vm_id)
             # The guest goes on reporting from the destination, from the same boot.
             later = await _vm_until(
                 client,

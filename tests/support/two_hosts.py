@@ -1,0 +1,123 @@
+"""Helpers of the end-to-end tests on two real hosts (the hosts fixture of
+tests/e2e/conftest.py: a hostd on qemu:///system and one on the second
+libvirtd): an in-process controller on them, and what each libvirt and
+each hostd runs."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import libvirt
+from virtplane.v1 import host_agent_service_pb2 as agent_pb2
+from virtplane.v1 import host_agent_service_pb2_grpc as agent_grpc
+
+import virtplane_client as vp
+from controller.app import Controller
+from tests.support.controller_rig import config, credentials_of
+from tests.support.rig_hosts import start_test_hostd
+from tests.support.stack import Daemon
+from tests.support.virt import peer_uri_template, qemu_tls_dir, remove_domains
+from tests.support.waiting import until
+
+S = vp.VmState
+WAIT = 180.0  # guests may take 40 s to boot on a loaded machine
+
+
+def start_hosts(
+    workdir: Path, uris: tuple[str, str], extra: tuple[tuple[str, ...], ...] = ((), ())
+) -> Iterator[list[Daemon]]:
+    """hostd h1 on the machine's libvirtd, h2 on the second one, each serving
+    mutual TLS as a host id of its own from the rig's CA (added with
+    tests.support.rig_hosts.add_daemon), handing QEMU its pair for TLS
+    migration and reaching the other's libvirt by its id; extra: more
+    arguments of each. Stops the daemons in the list it yields (a test may
+    put a restarted one in its place), then removes every domain of the
+    second libvirtd."""
+    daemons: list[Daemon] = []
+    ids = [str(uuid.uuid4()) for _ in uris]
+    template = peer_uri_template(workdir / "peers", dict(zip(ids, uris, strict=True)))
+    try:
+        for name, uri, host_id, more in zip(("h1", "h2"), uris, ids, extra, strict=True):
+            (workdir / name).mkdir()
+            (workdir / name).chmod(0o755)
+            args = (
+                "--qemu-tls-dir", str(qemu_tls_dir(uri)),
+                "--peer-hypervisor-uri", template,
+                *more,
+            )  # fmt: skip
+            daemons.append(start_test_hostd(workdir / name, uri, extra=args, host_id=host_id))
+        yield daemons
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        destroy_all(uris[1])  # whatever a test left on the second host
+
+
+def destroy_all(uri: str) -> None:
+    """Removes every domain libvirt at uri has (the second libvirtd's, after a test)."""
+    conn = libvirt.open(uri)
+    try:
+        vm_ids = [dom.UUIDString() for dom in conn.listAllDomains()]
+    finally:
+        conn.close()
+    remove_domains(uri, vm_ids)
+
+
+def domains_of(uri: str, vm_id: str) -> int:
+    """How many domains libvirt at uri has for the VM (running or not)."""
+    conn = libvirt.open(uri)
+    try:
+        return sum(1 for d in conn.listAllDomains() if d.UUIDString() == vm_id)
+    finally:
+        conn.close()
+
+
+async def running_on(daemon: Daemon, vm_id: str) -> int:
+    """How many running VMs of this id a hostd reports."""
+    async with daemon.channel() as channel:
+        agent = agent_grpc.HostAgentServiceStub(channel)
+        listed = await agent.ListVms(agent_pb2.HostAgentServiceListVmsRequest())
+    down = (agent_pb2.HostVm.STATE_DOWN, agent_pb2.HostVm.STATE_SUSPENDED)
+    return sum(1 for v in listed.vms if v.vm_id == vm_id and v.state not in down)
+
+
+def destroy_domain(uri: str, vm_id: str) -> None:
+    """Destroys this test's domain, as fencing its host would."""
+    remove_domains(uri, [vm_id], undefine=False)
+
+
+@contextlib.asynccontextmanager
+async def in_process_controller(
+    database_url: str, **settings: object
+) -> AsyncIterator[vp.AsyncClient]:
+    """A controller in this process (fast host retries, and settings), and a
+    client on it; both closed at the end."""
+    ctl = Controller(config(database_url, **{"host_retry_seconds": 0.2, **settings}))
+    await ctl.start()
+    client = vp.AsyncClient(f"127.0.0.1:{ctl.port}", credentials=credentials_of(ctl))
+    try:
+        yield client
+    finally:
+        await client.close()
+        await ctl.stop(grace=0)
+
+
+async def gone_from(daemon: Daemon, vm_id: str) -> None:
+    """Waits until the hostd runs the VM no more."""
+    await until(
+        lambda: running_on(daemon, vm_id),
+        lambda count: not count,
+        what=f"VM {vm_id} to leave {daemon.name}",
+        within=WAIT,
+        every=0.1,
+    )
+
+
+async def record_states(client: vp.AsyncClient, vm_id: str, seen: list[tuple[S, str]]) -> None:
+    """Appends the VM's (state, host id) for every change the watch shows."""
+    async for change in client.vms.watch(vm_ids=[vm_id]):
+        if change.vm is not None and change.vm.id == vm_id:
+            seen.append((change.vm.status.state, change.vm.status.host_id))
