@@ -42,6 +42,7 @@ from controller.host_state import set_host_state
 from controller.hosts import HostClients
 from controller.lifecycle.placement import Starter
 from controller.lifecycle.states import set_state
+from controller.lifecycle.stranded import StrandedMigrations
 from controller.monitor import HostMonitor, MonitorSettings
 from controller.requests import Call, StoredAnswer
 from controller.vm_store import VmStore
@@ -184,6 +185,7 @@ class HostService:
         self._starter = starter
         self._settings = settings
         self._monitors: dict[str, HostMonitor] = {}
+        self._stranded = StrandedMigrations(store, clients)
 
     @overload
     async def add(self, name: str, address: str) -> HostView: ...
@@ -400,7 +402,13 @@ class HostService:
         client = self._clients.get(host_id, name, address)
         keep = self._identity.keep if self._identity else None
         monitor = HostMonitor(
-            host_id, client, self._store, self._starter, self._settings, keep=keep
+            host_id,
+            client,
+            self._store,
+            self._starter,
+            self._settings,
+            keep=keep,
+            lost=self._stranded.destination_lost,
         )
         self._monitors[host_id] = monitor
         monitor.start()

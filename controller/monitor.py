@@ -12,7 +12,8 @@ A VM the host runs that the database does not know is recorded as external
 kills it. A start the host reports as failed (START_FAILED) is booked again
 on another host (controller.lifecycle.placement).
 States an operator set (maintenance, confirmed down) are left to the
-operator's verbs (controller.host_service).
+operator's verbs (controller.host_service). The migrations to a host that
+cannot be reached are cancelled on their sources (controller.lifecycle.stranded).
 """
 
 from __future__ import annotations
@@ -92,11 +93,15 @@ class HostMonitor:
         settings: MonitorSettings,
         *,
         keep: Callable[[str, HostClient], Coroutine[None, None, None]] | None = None,
+        lost: Callable[[str, str], Coroutine[None, None, None]] | None = None,
     ) -> None:
         self.host_id = host_id
         # Runs while connected: the host's CRL and certificate renewals
         # (controller.enrollment.keeper).
         self._keep = keep
+        # Told (host id, why) each time the host cannot be reached: the
+        # migrations to it are cancelled (controller.lifecycle.stranded).
+        self._lost = lost
         self._client = client
         self._store = store
         self._db = store.db
@@ -430,3 +435,5 @@ class HostMonitor:
             return self._store.stamp(session, lost, found)
 
         self._store.publish(await self._db.run(work))
+        if self._lost is not None:
+            await self._lost(self.host_id, why)

@@ -145,12 +145,12 @@ def _settle_move(session: Session, op: Operation, vm: Vm) -> None:
         _finish(session, op, OperationState.FAILED, "ABORTED", why)
 
 
-def mark_cancelled(session: Session, op_id: str, why: str) -> None:
+def mark_cancelled(session: Session, op_id: str, why: str, code: str = CANCELLED) -> None:
     """A running migration is being cancelled: however it ends on its source,
-    it ends FAILED (CANCELLED) with why. unmark_cancelled() takes it back."""
+    it ends FAILED (code) with why. unmark_cancelled() takes it back."""
     op = session.get(Operation, op_id)
     if op is not None and op.state is OperationState.RUNNING:
-        op.error_code, op.error_message = CANCELLED, why
+        op.error_code, op.error_message = code, why
 
 
 def unmark_cancelled(session: Session, op_id: str) -> None:

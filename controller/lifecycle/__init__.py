@@ -19,6 +19,8 @@ Modules, one job each:
 - restore      a SUSPENDED VM back on the host holding its saved state
 - migrate      MigrateVm's steps (the destination chosen, booked, checked)
                and CancelMigration
+- stranded     the migrations to a host that cannot be reached, cancelled
+               on their sources
 - transitions  how what a host reports moves a VM's state: pure rules
 - crud         VmService: create, get, list, guest facts, placement
                explained, update, delete
