@@ -30,6 +30,8 @@ from pathlib import Path
 
 import libvirt
 import pytest
+from virtplane.v1 import host_agent_service_pb2 as agent_pb2
+from virtplane.v1 import host_agent_service_pb2_grpc as agent_grpc
 
 import virtplane_client as vp
 from tests.support.events import vm_until
@@ -40,16 +42,21 @@ from tests.support.stack import Daemon
 from tests.support.two_hosts import (
     destroy_domain,
     in_process_controller,
+    restart,
+    running_on,
     start_hosts,
 )
 from tests.support.virt import disk_image
+from tests.support.waiting import until
 
 S = vp.VmState
 OpState = vp.OperationState
 pytestmark = pytest.mark.guest
 WAIT = 180.0  # guests may take 40 s to boot on a loaded machine
 _RUN = os.getpid()
-HOOKED, BARE = (f"fault-{n}-{_RUN}" for n in ("hooked", "bare"))
+HOOKED, BARE, LOST_DEST, LOST_SOURCE, LOST_CTL = (
+    f"fault-{n}-{_RUN}" for n in ("hooked", "bare", "dest", "source", "ctl")
+)
 REFUSAL = "migrations to this host are closed for the night"
 HOOK = f'#!/bin/sh\necho "{REFUSAL}" >&2\nexit 1\n'
 
@@ -151,5 +158,146 @@ async def test_a_destination_that_refuses_leaves_the_vm_up_on_its_source(
                 with contextlib.suppress(vp.ClientError):
                     await client.vms.stop(vm)
             for vm_id in made:
+                destroy_domain(system_libvirt, vm_id)
+                destroy_domain(second_libvirt, vm_id)
+
+
+async def _up_on_h1(
+    client: vp.AsyncClient, hosts: list[Daemon], vm: str, image: GuestImage
+) -> tuple[vp.Host, str]:
+    """h1 and h2 added, vm created and UP on h1 (the only host until its
+    guest reports); h1 and the VM's id."""
+    h1 = await add_daemon(client, "h1", hosts[0])
+    vm_id = (await client.vms.create(vm, guest_spec(image))).id
+    await client.vms.start(vm)
+    up = await vm_until(client, vm, guest_reported, WAIT)
+    assert up.status.host_id == h1.id
+    await add_daemon(client, "h2", hosts[1])
+    return h1, vm_id
+
+
+async def _transferring(source: Daemon, vm_id: str) -> agent_pb2.MigrationProgress:
+    """Waits until the source's hypervisor is sending the VM's memory."""
+
+    async def progress() -> agent_pb2.MigrationProgress:
+        async with source.channel() as channel:
+            agent = agent_grpc.HostAgentServiceStub(channel)
+            request = agent_pb2.HostAgentServiceGetMigrationProgressRequest(vm_id=vm_id)
+            return (await agent.GetMigrationProgress(request)).progress
+
+    return await until(
+        progress,
+        lambda p: p.data_processed_bytes > 0,
+        what=f"the transfer of VM {vm_id} to begin",
+        within=WAIT,
+        every=0.1,
+    )
+
+
+async def _settled(client: vp.AsyncClient, vm: str, uris: tuple[str, str]) -> tuple[str, vp.Vm]:
+    """Waits until exactly one of the two libvirt daemons runs the VM and the
+    controller shows it UP on that host, which holds the only booking;
+    returns that libvirt URI and the VM."""
+    names = {v: k for k, v in (await client.hosts.names()).items()}
+    by_uri = dict(zip(uris, ("h1", "h2"), strict=True))
+
+    async def look() -> tuple[list[str], vp.Vm]:
+        return await asyncio.to_thread(running_domains, uris, vm_id), await client.vms.get(vm)
+
+    vm_id = (await client.vms.get(vm)).id
+    found, settled = await until(
+        look,
+        lambda seen: (
+            len(seen[0]) == 1
+            and seen[1].status.state is S.UP
+            and seen[1].status.host_id == names[by_uri[seen[0][0]]]
+        ),
+        what=f"VM {vm} running on one host, and UP there",
+        within=WAIT,
+        every=0.2,
+    )
+    other = next(name for uri, name in by_uri.items() if uri != found[0])
+    assert await _booked(client, other) == 0
+    assert await _booked(client, by_uri[found[0]]) == 1
+    return found[0], settled
+
+
+def _ended(op: vp.Operation, landed: bool) -> None:
+    """The migration's operation ended: SUCCEEDED if the VM landed on the
+    destination, else FAILED with a reason."""
+    assert op.done, op
+    if landed:
+        assert op.state is OpState.SUCCEEDED, op.error
+    else:
+        assert op.state is OpState.FAILED and op.error is not None and op.error.message, op
+
+
+async def test_the_destination_hostd_killed_mid_transfer_leaves_the_vm_up_on_its_source(
+    hosts: list[Daemon],
+    guest_image: GuestImage,
+    *,
+    system_libvirt: str,
+    second_libvirt: str,
+    database_url: str,
+) -> None:
+    uris = (system_libvirt, second_libvirt)
+    vm_id = ""
+    async with in_process_controller(database_url, migration_max_bandwidth_mib=1) as client:
+        try:
+            h1, vm_id = await _up_on_h1(client, hosts, LOST_DEST, guest_image)
+            begun = await client.vms.migrate(LOST_DEST, to="h2")
+            sent = await _transferring(hosts[0], vm_id)
+            print(f"transferring: {sent.data_processed_bytes} of {sent.data_total_bytes} bytes")
+            await asyncio.to_thread(hosts[1].kill)
+
+            done = await client.operations.wait(begun.operation, WAIT)
+            _ended(done, landed=False)
+            assert done.error is not None
+            assert done.error.message.startswith("the destination host 'h2' cannot be reached")
+            assert (await _settled(client, LOST_DEST, uris))[0] == system_libvirt
+            # The destination started again has nothing of it.
+            hosts[1] = await asyncio.to_thread(restart, hosts[1])
+            await until(
+                lambda: client.hosts.get("h2"),
+                lambda h: h.status.state is vp.HostState.UP,
+                what="h2 UP again",
+                within=WAIT,
+            )
+            assert await running_on(hosts[1], vm_id) == 0
+            assert (await _settled(client, LOST_DEST, uris))[1].status.host_id == h1.id
+        finally:
+            with contextlib.suppress(vp.ClientError):
+                await client.vms.stop(LOST_DEST)
+            if vm_id:
+                destroy_domain(system_libvirt, vm_id)
+                destroy_domain(second_libvirt, vm_id)
+
+
+async def test_the_source_hostd_killed_mid_transfer_and_restarted_ends_with_one_vm(
+    hosts: list[Daemon],
+    guest_image: GuestImage,
+    *,
+    system_libvirt: str,
+    second_libvirt: str,
+    database_url: str,
+) -> None:
+    uris = (system_libvirt, second_libvirt)
+    vm_id = ""
+    async with in_process_controller(database_url, migration_max_bandwidth_mib=1) as client:
+        try:
+            _h1, vm_id = await _up_on_h1(client, hosts, LOST_SOURCE, guest_image)
+            begun = await client.vms.migrate(LOST_SOURCE, to="h2")
+            await _transferring(hosts[0], vm_id)
+            await asyncio.to_thread(hosts[0].kill)
+            hosts[0] = await asyncio.to_thread(restart, hosts[0])
+
+            uri, _vm = await _settled(client, LOST_SOURCE, uris)
+            done = await client.operations.wait(begun.operation, WAIT)
+            _ended(done, landed=uri == second_libvirt)
+            print(f"ended on {uri}: {done.state.name} {done.error}")
+        finally:
+            with contextlib.suppress(vp.ClientError):
+                await client.vms.stop(LOST_SOURCE)
+            if vm_id:
                 destroy_domain(system_libvirt, vm_id)
                 destroy_domain(second_libvirt, vm_id)

@@ -6,6 +6,9 @@ each hostd runs."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -121,3 +124,15 @@ async def record_states(client: vp.AsyncClient, vm_id: str, seen: list[tuple[S, 
     async for change in client.vms.watch(vm_ids=[vm_id]):
         if change.vm is not None and change.vm.id == vm_id:
             seen.append((change.vm.status.state, change.vm.status.host_id))
+
+
+def restart(daemon: Daemon) -> Daemon:
+    """The daemon started again as it was (its arguments: its port and state
+    folder), after a kill; the same Daemon with the new process, ready."""
+    log = daemon.log_path.open("ab")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(daemon.process.args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    log.close()
+    again = dataclasses.replace(daemon, process=process)
+    again.wait_ready()
+    return again
