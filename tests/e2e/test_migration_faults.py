@@ -6,8 +6,9 @@ on the second libvirtd; tests.support.two_hosts):
   disk is not under its image roots (a disk it does not have);
 - the destination's hostd is killed (SIGKILL) mid-transfer;
 - the source's hostd is killed mid-transfer, then started again;
-- the controller is killed mid-transfer, then started again on the same
-  database.
+- the controller (its app object) is stopped at once mid-transfer, then
+  another started on the same database: the hosts carry the migration
+  through.
 
 Each ends with exactly one running domain across the two libvirt daemons
 (asked directly), the controller showing the VM UP on that host, the
@@ -34,6 +35,8 @@ from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 from virtplane.v1 import host_agent_service_pb2_grpc as agent_grpc
 
 import virtplane_client as vp
+from controller.app import Controller
+from tests.support.controller_rig import config, credentials_of
 from tests.support.events import vm_until
 from tests.support.guests import guest_reported, guest_spec
 from tests.support.real import GuestImage
@@ -176,17 +179,18 @@ async def _up_on_h1(
     return h1, vm_id
 
 
+async def _progress(source: Daemon, vm_id: str) -> agent_pb2.MigrationProgress:
+    """The VM's migration as its source hostd reports it."""
+    async with source.channel() as channel:
+        agent = agent_grpc.HostAgentServiceStub(channel)
+        request = agent_pb2.HostAgentServiceGetMigrationProgressRequest(vm_id=vm_id)
+        return (await agent.GetMigrationProgress(request)).progress
+
+
 async def _transferring(source: Daemon, vm_id: str) -> agent_pb2.MigrationProgress:
     """Waits until the source's hypervisor is sending the VM's memory."""
-
-    async def progress() -> agent_pb2.MigrationProgress:
-        async with source.channel() as channel:
-            agent = agent_grpc.HostAgentServiceStub(channel)
-            request = agent_pb2.HostAgentServiceGetMigrationProgressRequest(vm_id=vm_id)
-            return (await agent.GetMigrationProgress(request)).progress
-
     return await until(
-        progress,
+        lambda: _progress(source, vm_id),
         lambda p: p.data_processed_bytes > 0,
         what=f"the transfer of VM {vm_id} to begin",
         within=WAIT,
@@ -301,3 +305,54 @@ async def test_the_source_hostd_killed_mid_transfer_and_restarted_ends_with_one_
             if vm_id:
                 destroy_domain(system_libvirt, vm_id)
                 destroy_domain(second_libvirt, vm_id)
+
+
+CONTROLLER_BANDWIDTH_MIB = 4
+"""The transfer's cap when the controller is stopped mid-way: slow enough to
+stop it mid-transfer, fast enough to land soon after (a few seconds)."""
+
+
+async def test_the_controller_stopped_mid_transfer_and_started_again_ends_with_one_vm(
+    hosts: list[Daemon],
+    guest_image: GuestImage,
+    *,
+    system_libvirt: str,
+    second_libvirt: str,
+    database_url: str,
+) -> None:
+    """The controller (its app object) is stopped at once mid-transfer: no
+    request finishes and no monitor writes after it, as if killed; another
+    starts on the same database while the hosts carry on."""
+    uris = (system_libvirt, second_libvirt)
+    settings = config(
+        database_url, host_retry_seconds=0.2, migration_max_bandwidth_mib=CONTROLLER_BANDWIDTH_MIB
+    )
+    ctl = Controller(settings)
+    await ctl.start()
+    client = vp.AsyncClient(f"127.0.0.1:{ctl.port}", credentials=credentials_of(ctl))
+    vm_id = ""
+    try:
+        _h1, vm_id = await _up_on_h1(client, hosts, LOST_CTL, guest_image)
+        begun = await client.vms.migrate(LOST_CTL, to="h2")
+        await _transferring(hosts[0], vm_id)
+        await client.close()
+        await ctl.stop(grace=0)
+        sent = await _progress(hosts[0], vm_id)
+        assert sent.phase == agent_pb2.MigrationProgress.PHASE_TRANSFERRING, sent
+
+        ctl = Controller(settings)
+        await ctl.start()
+        client = vp.AsyncClient(f"127.0.0.1:{ctl.port}", credentials=credentials_of(ctl))
+        uri, _vm = await _settled(client, LOST_CTL, uris)
+        done = await client.operations.wait(begun.operation, WAIT)
+        # The hosts carried the migration through without the controller.
+        assert uri == second_libvirt
+        _ended(done, landed=True)
+    finally:
+        with contextlib.suppress(vp.ClientError):
+            await client.vms.stop(LOST_CTL)
+        await client.close()
+        await ctl.stop(grace=0)
+        if vm_id:
+            destroy_domain(system_libvirt, vm_id)
+            destroy_domain(second_libvirt, vm_id)
