@@ -15,7 +15,7 @@ from virtplane.v1 import operation_pb2, vm_pb2
 from db.enums import OperationState as Ended
 from db.models import Operation as OperationRow
 from tests.support.controller_rig import Rig
-from tests.support.migration_rig import Pb, migrating
+from tests.support.migration_operation import Pb, migrating
 from tests.support.served import Served
 from tests.support.waiting import until
 from virtplane_client import (

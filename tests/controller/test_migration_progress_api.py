@@ -15,7 +15,7 @@ from virtplane.v1 import operation_service_pb2 as op_api
 from virtplane.v1 import vm_service_pb2 as vm_api
 
 from tests.support.controller_rig import Rig, error
-from tests.support.migration_rig import migrating, powering_up_on
+from tests.support.migration_operation import migrating, powering_up_on
 from tests.support.served import Served
 from tests.support.waiting import until
 

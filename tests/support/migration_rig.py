@@ -1,84 +1,116 @@
-"""A migration's operation on the controller rig where nothing migrates (a
-hostd on libvirt's test driver): a VM started on a test host, a second host
-as a row only, the VM's MIGRATE_VM operation begun as MigrateVm begins it,
-and the source's migration events fed to its monitor as its event stream
-would."""
+"""Two hosts to migrate between, with real libvirt: each a hostd on its own
+libvirtd (the machine's, and a second one: tests.support.virt), with a host id
+and that host's pair from one test CA where its QEMU reads it for TLS
+migration (hostd.qemu_tls into the libvirtd's migrate_tls_x509_cert_dir).
+
+Used by the real migration tests (tests/hostd/test_real_migration*.py) and the
+migration benchmark (tests.bench.migration).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
-from sqlalchemy.orm import Session
-from virtplane.v1 import host_agent_service_pb2 as agent_pb2
-from virtplane.v1 import vm_pb2
-from virtplane.v1 import vm_service_pb2 as vm_api
+import grpc
+from virtplane.v1 import host_agent_service_pb2 as pb
+from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
-from controller import operations
-from controller.lifecycle import verbs
-from controller.requests import Call
-from db import repositories as repo
-from tests.support.controller_rig import Rig, spec
-from tests.support.db_rig import host_row
-from tests.support.rig_hosts import add_test_host
-from tests.support.served import Served
-from tests.support.waiting import until
-
-Pb = agent_pb2.MigrationProgress
-DESTINATION = "id-h2"
-"""The id of the second host, h2 (a row: no hostd behind it)."""
-
-
-async def powering_up_on(rig: Rig, hostd: Served, boot: vm_pb2.BootSource) -> tuple[str, str]:
-    """A VM started on the test host h1 (POWERING_UP), and a host h2 with
-    room; the VM's name and h1's id."""
-    host_id = (await add_test_host(rig, "h1", hostd)).id
-    name = f"v-{uuid.uuid4().hex[:8]}"  # the test driver's domains outlive a test's database
-    await rig.vms.CreateVm(vm_api.CreateVmRequest(name=name, spec=spec(boot)))
-    await rig.vms.StartVm(vm_api.StartVmRequest(vm=name))
-    await until(
-        lambda: rig.vms.GetVm(vm_api.GetVmRequest(vm=name)),
-        lambda r: r.vm.status.state == vm_pb2.Vm.STATE_POWERING_UP,
-    )
-    rig.controller.db.transaction(lambda s: s.add(host_row("h2", 1 << 20, cpus=64)))
-    return name, host_id
+from controller.pki.ca import Names
+from hostd import qemu_tls
+from tests.support.events import HostEvents
+from tests.support.pki import TestPki
+from tests.support.stack import Daemon, start_hostd
+from tests.support.virt import peer_uri_template, qemu_tls_dir
+from virtplane_common.tls.files import KeyPair
+from virtplane_common.tls.names import Role
 
 
 @dataclass(frozen=True)
-class Migrating:
-    """A VM's migration from host_id to h2, as far as the rows go."""
+class Identity:
+    """A host's id and where its QEMU reads its pair."""
 
-    rig: Rig
-    name: str
-    vm_id: str
     host_id: str
-    op_id: str
+    uri: str
+    tls_dir: Path
+    pki: TestPki
+    peer_uri_template: str
+    """--peer-hypervisor-uri: every host of pki reaches another's libvirt by its id."""
 
-    async def report(self, phase: int, remaining: int, **fields: int) -> None:
-        """The source's migration event (data_total_bytes 1000), applied by
-        its monitor."""
-        progress = Pb(
-            vm_id=self.vm_id,
-            direction=Pb.DIRECTION_OUTGOING,
-            phase=phase,  # type: ignore[arg-type]
-            data_total_bytes=1000,
-            data_remaining_bytes=remaining,
-            **fields,  # type: ignore[arg-type]
+
+def identity(pki: TestPki, uri: str, host_id: str = "") -> Identity:
+    """A host id for the hostd on uri, its pair written for its QEMU. The
+    certificate names the host by id only (no address): QEMU checks the
+    destination's <id>.hosts.virtplane."""
+    host_id = host_id or str(uuid.uuid4())
+    template = peer_uri_template(pki.folder / "peers", {host_id: uri})
+    found = Identity(host_id, uri, qemu_tls_dir(uri), pki, template)
+    install(found, pki.pair(Role.HOST, found.host_id, names=Names()))
+    return found
+
+
+def install(host: Identity, pair: KeyPair) -> None:
+    """Puts pair where host's QEMU reads it (a test may put another CA's there)."""
+    qemu_tls.install(pair, host.tls_dir)
+
+
+def start_hostd_for(host: Identity, folder: Path) -> Daemon:
+    """A hostd on host's libvirtd, in folder, serving mutual TLS as host.host_id,
+    with migration over TLS."""
+    extra = ("--qemu-tls-dir", str(host.tls_dir), "--peer-hypervisor-uri", host.peer_uri_template)
+    return start_hostd(folder, host.uri, extra=extra, pki=host.pki, host_id=host.host_id)
+
+
+@dataclass
+class Host:
+    name: str
+    identity: Identity
+    daemon: Daemon
+    channel: grpc.aio.Channel
+    stub: pb_grpc.HostAgentServiceAsyncStub
+    watch: HostEvents
+    state_dir: Path
+
+    @property
+    def address(self) -> str:
+        return self.daemon.address
+
+    @property
+    def uri(self) -> str:
+        return self.identity.uri
+
+    @property
+    def host_id(self) -> str:
+        return self.identity.host_id
+
+    def migrate_request(
+        self, vm_id: str, max_bandwidth_mib: int = 0, host_id: str = ""
+    ) -> pb.HostAgentServiceMigrateVmRequest:
+        """MigrateVm of vm_id to this host (as host_id, by default its own)."""
+        return pb.HostAgentServiceMigrateVmRequest(
+            vm_id=vm_id,
+            destination_address=self.address,
+            destination_host_id=host_id or self.host_id,
+            max_bandwidth_mib_per_second=max_bandwidth_mib,
         )
-        monitor = self.rig.controller.hosts.monitor(self.host_id)
-        async with monitor._lock:
-            await monitor._apply(agent_pb2.HostEvent(migration=progress))
+
+    async def stop(self) -> None:
+        self.watch.stop()
+        await self.channel.close(None)
+        await asyncio.to_thread(self.daemon.stop)
 
 
-async def migrating(rig: Rig, hostd: Served, boot: vm_pb2.BootSource) -> Migrating:
-    """A VM on h1 whose MIGRATE_VM operation to h2 runs (nothing moves)."""
-    name, host_id = await powering_up_on(rig, hostd, boot)
-
-    def begin(s: Session) -> tuple[str, str]:
-        vm = repo.find_vm(s, name)
-        assert vm is not None
-        op = operations.begin(s, verbs.MIGRATE.kind, vm, Call("MigrateVm"), host_id=DESTINATION)
-        return vm.id, op.id
-
-    vm_id, op_id = rig.controller.db.transaction(begin)
-    return Migrating(rig, name, vm_id, host_id, op_id)
+async def start_host(name: str, host: Identity, workdir: Path, within: float) -> Host:
+    """A hostd in workdir/name (again on the same state directory when it exists),
+    followed through WatchEvents."""
+    folder = workdir / name
+    folder.mkdir(exist_ok=True)
+    folder.chmod(0o755)
+    daemon = await asyncio.to_thread(start_hostd_for, host, folder)
+    channel = daemon.channel()
+    stub = pb_grpc.HostAgentServiceStub(channel)
+    return Host(
+        name, host, daemon, channel, stub, HostEvents.of_stub(stub, within), folder / "hostd"
+    )
