@@ -2,9 +2,10 @@
 hostd on qemu:///system and one on the second libvirtd; the fixtures of
 tests/e2e/test_two_hosts.py): to a named host and to the scheduler's pick,
 the guest reporting on from the same boot and WatchVms never showing DOWN;
-the refusals of a destination; a migration libvirt refuses (a writable disk
-off shared storage) leaving the VM UP on its source and the operation
-FAILED with the reason. Two guests boot together at the start.
+the operation's transfer followed as the CLI does, to the switch-over with
+its measured downtime; the refusals of a destination; a migration libvirt
+refuses (a writable disk off shared storage) leaving the VM UP on its
+source and the operation FAILED with the reason. Two guests boot together at the start.
 
 And CancelMigration of a transfer slowed to 1 MiB/s (the controller's
 migration_max_bandwidth_mib): the VM UP on its source, the operation FAILED
@@ -38,6 +39,7 @@ from tests.support.real import GuestImage
 from tests.support.rig_hosts import add_daemon
 from tests.support.stack import Daemon
 from tests.support.virt import disk_image
+from virtplane_client.cli import migration
 
 S = vp.VmState
 pytestmark = pytest.mark.guest
@@ -57,9 +59,19 @@ async def _migrated(
     assert begun.vm.status.state is S.MIGRATING_FROM
     again = await client.vms.migrate(vm, to=to, request_id=request_id)
     assert again.operation.id == begun.operation.id
-    done = await client.operations.wait(begun.operation, WAIT)
+    shown: list[str] = []  # as `virtplane vm migrate --wait` prints them
+    done = await migration.follow(client, begun.operation, WAIT, shown.append)
     assert done.state is vp.OperationState.SUCCEEDED, done.error
     assert done.phases.scheduled_time is not None and done.phases.up_time is not None
+    # The transfer as the source measured it, to the switch-over.
+    transfer = done.migration
+    assert transfer is not None and transfer.phase is vp.MigrationPhase.SWITCHED_OVER, shown
+    assert transfer.downtime_ms > 0 and transfer.iterations >= 1 and transfer.percent == 100
+    assert done.phases.transferring_time is not None
+    assert done.phases.switched_over_time is not None
+    assert shown[-1].startswith("switched over after") and shown[-1].endswith(
+        f"downtime {transfer.downtime_ms} ms"
+    )
     moved = await client.vms.get(vm)
     assert (moved.status.state, moved.status.host_id) == (S.UP, destination_id)
     return moved
