@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.orm import Session
 from virtplane.v1 import operation_pb2, vm_pb2
 
+from controller import operations
 from db.enums import OperationState as Ended
 from db.models import Operation as OperationRow
 from tests.support.controller_rig import Rig
@@ -126,4 +127,27 @@ async def test_follow_shows_the_progress_until_the_switch_over_is_reported(
     assert op.state is OperationState.SUCCEEDED and op.migration is not None
     assert op.migration.downtime_ms == 12
     assert shown[-1] == "switched over after 2 iterations, 900 ms; downtime 12 ms"
+    await client.vms.stop(moving.name)
+
+
+async def test_follow_waits_for_how_a_transfer_the_operation_outlived_ended(
+    rig: Rig, client: AsyncClient, test_hostd: Served, boot: vm_pb2.BootSource
+) -> None:
+    moving = await migrating(rig, test_hostd, boot)
+    await moving.report(Pb.PHASE_TRANSFERRING, 600, iterations=1)
+    why = "the migration was cancelled"
+    rig.controller.db.transaction(lambda s: operations.failed(s, moving.op_id, "CANCELLED", why))
+    ended = await client.operations.get(moving.op_id)
+    assert ended.done and ended.migration is not None
+    shown: list[str] = []
+    following = asyncio.create_task(migration.follow(client, ended, 120, shown.append, 0.05))
+    await until(lambda: list(shown), lambda s: len(s) == 1)
+    assert not following.done()  # the transfer's end is not reported yet
+    await moving.report(Pb.PHASE_CANCELLED, 600, "migration to h2 cancelled", iterations=1)
+    op = await asyncio.wait_for(following, 60)
+    assert op.migration is not None and op.migration.phase is MigrationPhase.CANCELLED
+    assert shown == [
+        "transferring 40%, 600 B of 1000 B left, iteration 1, 0 B/s",
+        "cancelled at 40%: migration to h2 cancelled",
+    ]
     await client.vms.stop(moving.name)

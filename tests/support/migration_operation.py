@@ -54,7 +54,7 @@ class Migrating:
     host_id: str
     op_id: str
 
-    async def report(self, phase: int, remaining: int, **fields: int) -> None:
+    async def report(self, phase: int, remaining: int, message: str = "", **fields: int) -> None:
         """The source's migration event (data_total_bytes 1000), applied by
         its monitor."""
         progress = Pb(
@@ -63,6 +63,7 @@ class Migrating:
             phase=phase,  # type: ignore[arg-type]
             data_total_bytes=1000,
             data_remaining_bytes=remaining,
+            message=message,
             **fields,  # type: ignore[arg-type]
         )
         monitor = self.rig.controller.hosts.monitor(self.host_id)

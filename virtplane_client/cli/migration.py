@@ -4,9 +4,10 @@ The controller records the transfer as the source host reports it, at most
 once a second (MigrationTransfer in the Operation); follow() looks as often,
 through WaitOperation (which answers at once when the operation ends), and
 prints each new state of the transfer on a line of its own. The VM can run
-on its destination (the operation SUCCEEDED) a moment before the source's
-report of the switch-over reaches the controller: follow() then waits for
-that report, the downtime, a little longer.
+on its destination (the operation SUCCEEDED), or back on its source, a
+moment before the source's report of how the transfer ended reaches the
+controller: follow() then waits for that report (the downtime, or why it
+failed) a little longer.
 """
 
 from __future__ import annotations
@@ -21,18 +22,21 @@ from virtplane_client.models import MigrationPhase, Operation, OperationState
 EVERY = 1.0
 """Seconds between two looks at the operation."""
 
-SWITCHOVER_GRACE = 10.0
-"""Seconds to wait, after the operation SUCCEEDED, for the switch-over's report."""
+END_GRACE = 10.0
+"""Seconds to wait, after the operation ended, for the report of the transfer's end."""
 
 
 def _print(line: str) -> None:
     print(line, flush=True)
 
 
-def _landed_unreported(op: Operation) -> bool:
+def _end_unreported(op: Operation) -> bool:
+    """op ended, but not its transfer as the controller has it yet: the VM
+    landed (SUCCEEDED) or fell back during a transfer."""
     transfer = op.migration
-    switched = transfer is not None and transfer.phase is MigrationPhase.SWITCHED_OVER
-    return op.state is OperationState.SUCCEEDED and not switched
+    if transfer is None:
+        return op.state is OperationState.SUCCEEDED
+    return transfer.phase is MigrationPhase.TRANSFERRING
 
 
 async def follow(
@@ -42,9 +46,9 @@ async def follow(
     show: Callable[[str], None] = _print,
     every: float = EVERY,
 ) -> Operation:
-    """Shows each new state of op's transfer until op is done (and its
-    switch-over reported) or seconds have passed; returns op as it was last
-    read."""
+    """Shows each new state of op's transfer until op is done (and the
+    transfer's end reported) or seconds have passed; returns op as it was
+    last read."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     grace_until: float | None = None
@@ -55,10 +59,10 @@ async def follow(
             show(line)
             shown = line
         now = loop.time()
-        if now >= deadline or (op.done and not _landed_unreported(op)):
+        if now >= deadline or (op.done and not _end_unreported(op)):
             return op
         if op.done:
-            grace_until = now + SWITCHOVER_GRACE if grace_until is None else grace_until
+            grace_until = now + END_GRACE if grace_until is None else grace_until
             if now >= grace_until:
                 return op
             await asyncio.sleep(every)
