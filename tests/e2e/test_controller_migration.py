@@ -9,7 +9,8 @@ source and the operation FAILED with the reason. Two guests boot together at the
 
 And CancelMigration of a transfer slowed to 1 MiB/s (the controller's
 migration_max_bandwidth_mib): the VM UP on its source, the operation FAILED
-(CANCELLED). Its refusal of a VM not migrating:
+(CANCELLED), its transfer shown under way before and CANCELLED after. Its
+refusal of a VM not migrating:
 tests/controller/test_migrate_api.py.
 """
 
@@ -39,6 +40,7 @@ from tests.support.real import GuestImage
 from tests.support.rig_hosts import add_daemon
 from tests.support.stack import Daemon
 from tests.support.virt import disk_image
+from tests.support.waiting import until
 from virtplane_client.cli import migration
 
 S = vp.VmState
@@ -190,6 +192,17 @@ async def test_a_cancelled_migration_leaves_the_vm_up_on_its_source(
             begun = await client.vms.migrate(SLOW, request_id="slow-1")
             assert begun.vm.status.state is S.MIGRATING_FROM
             dest = daemons[begun.operation.host_id]
+            # The operation shows the transfer under way, as its source reports it.
+            under_way = await until(
+                lambda: client.operations.get(begun.operation),
+                lambda o: o.migration is not None and o.migration.data_processed_bytes > 0,
+                within=WAIT,
+            )
+            assert under_way.migration is not None
+            assert under_way.migration.phase is vp.MigrationPhase.TRANSFERRING
+            assert under_way.migration.data_remaining_bytes > 0
+            assert under_way.migration.percent < 100
+            assert under_way.phases.transferring_time is not None
 
             cancelled = await client.vms.cancel_migration(SLOW, request_id="cancel-1")
             assert cancelled.operation.id == begun.operation.id
@@ -200,6 +213,16 @@ async def test_a_cancelled_migration_leaves_the_vm_up_on_its_source(
             assert again.operation.id == op.id
             back = await vm_until(client, SLOW, lambda v: v.status.state is S.UP, WAIT)
             assert back.status.host_id == up.status.host_id
+            ended = await until(
+                lambda: client.operations.get(op),
+                lambda o: (
+                    o.migration is not None
+                    and o.migration.phase is not vp.MigrationPhase.TRANSFERRING
+                ),
+                within=WAIT,
+            )
+            assert ended.migration is not None
+            assert ended.migration.phase is vp.MigrationPhase.CANCELLED, ended.migration
             assert await running_on(daemons[up.status.host_id], vm_id) == 1
             await _gone_from(dest, vm_id)
             with pytest.raises(vp.errors.FailedPrecondition, match="it is UP"):
