@@ -172,6 +172,20 @@ async def test_migrate_vm_moves_a_guest_and_refuses_what_cannot_work(
                 destroy_domain(second_libvirt, vm_id)
 
 
+async def _under_way(client: vp.AsyncClient, op: vp.Operation) -> None:
+    """The operation shows the transfer under way, as its source reports it."""
+    under_way = await until(
+        lambda: client.operations.get(op),
+        lambda o: o.migration is not None and o.migration.data_processed_bytes > 0,
+        within=WAIT,
+    )
+    assert under_way.migration is not None
+    assert under_way.migration.phase is vp.MigrationPhase.TRANSFERRING
+    assert under_way.migration.data_remaining_bytes > 0
+    assert under_way.migration.percent < 100
+    assert under_way.phases.transferring_time is not None
+
+
 async def test_a_cancelled_migration_leaves_the_vm_up_on_its_source(
     hosts: list[Daemon],  # noqa: F811
     guest_image: GuestImage,
@@ -192,17 +206,7 @@ async def test_a_cancelled_migration_leaves_the_vm_up_on_its_source(
             begun = await client.vms.migrate(SLOW, request_id="slow-1")
             assert begun.vm.status.state is S.MIGRATING_FROM
             dest = daemons[begun.operation.host_id]
-            # The operation shows the transfer under way, as its source reports it.
-            under_way = await until(
-                lambda: client.operations.get(begun.operation),
-                lambda o: o.migration is not None and o.migration.data_processed_bytes > 0,
-                within=WAIT,
-            )
-            assert under_way.migration is not None
-            assert under_way.migration.phase is vp.MigrationPhase.TRANSFERRING
-            assert under_way.migration.data_remaining_bytes > 0
-            assert under_way.migration.percent < 100
-            assert under_way.phases.transferring_time is not None
+            await _under_way(client, begun.operation)
 
             cancelled = await client.vms.cancel_migration(SLOW, request_id="cancel-1")
             assert cancelled.operation.id == begun.operation.id
