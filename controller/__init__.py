@@ -22,7 +22,8 @@ Modules, one job each:
 - hosts         the registry of hostd clients
 - host_state    set_host_state(): a host's state written and logged
 - monitor       one event watch per host keeps VM and host state true
-- guest_reports a VM's guest reports coalesced: one database write a second at most
+- coalescer     a VM's reports coalesced: one database write a second at most
+- migration_progress  a migration's transfer, as its source reports it, in its operation
 - host_service  host registration and verbs (maintenance, activate, confirm down)
 - enrollment/   host identity: enrollment tokens, EnrollHost, revocation and the
                 CRL, certificate renewal (see enrollment/__init__.py)

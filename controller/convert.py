@@ -14,6 +14,7 @@ from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 from virtplane.v1 import host_pb2, operation_pb2, operation_service_pb2, vm_pb2, vm_service_pb2
 from virtplane.v1 import host_service_pb2 as host_api
 
+from controller.migration_progress import percent
 from controller.requests import StoredAnswer
 from controller.scheduler import Placement
 from db import models
@@ -379,7 +380,31 @@ def operation(op: models.Operation) -> operation_pb2.Operation:
             powering_up_time=timestamp(op.powering_up_at),
             up_time=timestamp(op.up_at),
             done_time=timestamp(op.done_at),
+            transferring_time=timestamp(op.transferring_at),
+            switched_over_time=timestamp(op.switched_over_at),
         ),
+        migration=migration_transfer(op),
+    )
+
+
+def migration_transfer(op: models.Operation) -> operation_pb2.MigrationTransfer | None:
+    """A migration's transfer as its source last reported it; None before."""
+    phase = op.migration_phase
+    if phase is None:
+        return None
+    transfer = operation_pb2.MigrationTransfer
+    return transfer(
+        phase=transfer.Phase.Value(f"PHASE_{phase.value}"),
+        percent=percent(phase, op.migration_total_bytes, op.migration_remaining_bytes),
+        data_total_bytes=op.migration_total_bytes,
+        data_processed_bytes=op.migration_processed_bytes,
+        data_remaining_bytes=op.migration_remaining_bytes,
+        bytes_per_second=op.migration_bytes_per_second,
+        iterations=op.migration_iterations,
+        elapsed_ms=op.migration_elapsed_ms,
+        downtime_ms=op.migration_downtime_ms,
+        message=op.migration_message,
+        update_time=timestamp(op.migration_updated_at),
     )
 
 

@@ -7,6 +7,9 @@ a safety net, whenever the list reflects exactly the events applied. When
 the host cannot be reached it is NON_RESPONSIVE and its VMs are UNKNOWN —
 never DOWN — until the host answers again and says what is true.
 
+A migration's progress, as its source reports it, goes into the
+migration's operation (controller.migration_progress).
+
 A VM the host runs that the database does not know is recorded as external
 (origin EXTERNAL): it shows in ListVms and counts on its host, and nothing
 kills it. A start the host reports as failed (START_FAILED) is booked again
@@ -30,12 +33,13 @@ from virtplane.v1 import vm_pb2
 
 from controller import convert
 from controller.audit import Seen, seen
-from controller.guest_reports import DEFAULT_INTERVAL, GuestReportCoalescer
+from controller.coalescer import DEFAULT_INTERVAL, Coalescer
 from controller.host_client import HostClient
 from controller.host_state import HELD_STATES, set_host_state
 from controller.lifecycle import transitions
 from controller.lifecycle.placement import Starter, rebook
 from controller.lifecycle.target import HostTarget
+from controller.migration_progress import MigrationFeed
 from controller.vm_store import Mutation, Outcome, VmStore
 from db import repositories as repo
 from db.enums import ExitReason, HostState, VmOrigin, VmState
@@ -62,8 +66,10 @@ class MonitorSettings:
     # Seconds between reconciliations against the host's full list.
     reconcile_every: float = 60.0
     # The least time between two writes of one VM's guest reports (the
-    # latest wins; controller.guest_reports).
+    # latest wins; controller.coalescer).
     guest_report_interval: float = DEFAULT_INTERVAL
+    # The same for a migration's progress (controller.migration_progress).
+    migration_progress_interval: float = DEFAULT_INTERVAL
 
 
 _NOT_RUNNING = (agent_pb2.HostVm.STATE_DOWN, agent_pb2.HostVm.STATE_SUSPENDED)
@@ -111,8 +117,11 @@ class HostMonitor:
         self._cursor = _Cursor()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # events and periodic reconciliation take turns
-        self.guest_reports = GuestReportCoalescer(
+        self.guest_reports: Coalescer[agent_pb2.GuestReportEvent] = Coalescer(
             self._store_guest_report, self._lock, settings.guest_report_interval
+        )
+        self.migrations = MigrationFeed(
+            host_id, self._db, self._lock, settings.migration_progress_interval
         )
         self._retries: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
@@ -127,6 +136,7 @@ class HostMonitor:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.guest_reports.close()
+        await self.migrations.close()
 
     async def _run(self) -> None:
         while True:
@@ -340,6 +350,8 @@ class HostMonitor:
             await self._on_vm_state(event.vm_state)
         elif which == "guest_report":
             await self.guest_reports.offer(event.guest_report, utcnow())
+        elif which == "migration":
+            await self.migrations.offer(event.migration, utcnow())
 
     async def _on_vm_state(self, report: agent_pb2.HostVm) -> None:
         def mutate(session: Session, vm: Vm) -> Outcome[HostTarget | None]:
@@ -359,7 +371,7 @@ class HostMonitor:
     async def _store_guest_report(
         self, report: agent_pb2.GuestReportEvent, received: dt.datetime
     ) -> None:
-        """Writes one guest report (GuestReportCoalescer decides when)."""
+        """Writes one guest report (the guest_reports Coalescer decides when)."""
 
         def mutate(session: Session, vm: Vm) -> Outcome[HostTarget | None]:
             if vm.host_id != self.host_id:

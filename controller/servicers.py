@@ -193,7 +193,10 @@ class VmServicer(vm_grpc.VmServiceServicer):
     async def ExplainPlacement(
         self, request: vm_api.ExplainPlacementRequest, context: Context
     ) -> vm_api.ExplainPlacementResponse:
-        return convert.placement(await self._vms.explain_placement(_ref("vm", request.vm)))
+        explained = await self._vms.explain_placement(
+            _ref("vm", request.vm), for_migration=request.for_migration
+        )
+        return convert.placement(explained)
 
     async def WatchVms(  # type: ignore[override]  # writes to its context (virtplane_common.status)
         self, request: vm_api.WatchVmsRequest, context: Context

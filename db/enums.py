@@ -72,6 +72,15 @@ class OperationState(enum.Enum):
     FAILED = "FAILED"
 
 
+class MigrationPhase(enum.Enum):
+    """Where a migration's transfer stands, as its source host reports it."""
+
+    TRANSFERRING = "TRANSFERRING"
+    SWITCHED_OVER = "SWITCHED_OVER"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
 class VmOrigin(enum.Enum):
     # Created through the API.
     MANAGED = "MANAGED"

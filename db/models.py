@@ -27,6 +27,7 @@ from db.enums import (
     DiskFormat,
     ExitReason,
     HostState,
+    MigrationPhase,
     NicKind,
     OperationKind,
     OperationState,
@@ -304,6 +305,26 @@ class Operation(Base):
     powering_up_at: Mapped[dt.datetime | None]
     up_at: Mapped[dt.datetime | None]
     done_at: Mapped[dt.datetime | None]
+    # A migration's transfer, as its source host last reported it
+    # (controller.migration_progress); the phase is None until it reports.
+    transferring_at: Mapped[dt.datetime | None]
+    switched_over_at: Mapped[dt.datetime | None]
+    migration_phase: Mapped[MigrationPhase | None] = mapped_column(_enum(MigrationPhase))
+    migration_total_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    migration_processed_bytes: Mapped[int] = mapped_column(
+        BigInteger, default=0, server_default="0"
+    )
+    migration_remaining_bytes: Mapped[int] = mapped_column(
+        BigInteger, default=0, server_default="0"
+    )
+    migration_bytes_per_second: Mapped[int] = mapped_column(
+        BigInteger, default=0, server_default="0"
+    )
+    migration_iterations: Mapped[int] = mapped_column(default=0, server_default="0")
+    migration_elapsed_ms: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    migration_downtime_ms: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    migration_message: Mapped[str] = mapped_column(Text, default="", server_default="")
+    migration_updated_at: Mapped[dt.datetime | None]
     version_id: Mapped[int] = mapped_column(default=1)
 
     __mapper_args__ = {"version_id_col": version_id}

@@ -135,6 +135,23 @@ def operation(pb: operation_pb2.Operation) -> m.Operation:
         phases=m.OperationPhases(
             *(time(p, name) for name in m.OperationPhases.__dataclass_fields__)
         ),
+        migration=migration_transfer(pb.migration) if pb.HasField("migration") else None,
+    )
+
+
+def migration_transfer(pb: operation_pb2.MigrationTransfer) -> m.MigrationTransfer:
+    return m.MigrationTransfer(
+        phase=m.MigrationPhase(pb.phase),
+        percent=pb.percent,
+        data_total_bytes=pb.data_total_bytes,
+        data_processed_bytes=pb.data_processed_bytes,
+        data_remaining_bytes=pb.data_remaining_bytes,
+        bytes_per_second=pb.bytes_per_second,
+        iterations=pb.iterations,
+        elapsed_ms=pb.elapsed_ms,
+        downtime_ms=pb.downtime_ms,
+        message=pb.message,
+        update_time=time(pb, "update_time"),
     )
 
 

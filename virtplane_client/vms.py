@@ -168,9 +168,10 @@ class AsyncVms:
         """Asks the guest agent of a running VM for a full report now."""
         await call(self._stub.RefreshVmGuestInfo, vm_api.RefreshVmGuestInfoRequest(vm=vm))
 
-    async def explain_placement(self, vm: str) -> Placement:
-        """Where StartVm would place the VM now, and every host's verdicts."""
-        request = vm_api.ExplainPlacementRequest(vm=vm)
+    async def explain_placement(self, vm: str, *, for_migration: bool = False) -> Placement:
+        """Where StartVm would place the VM now (for_migration: where
+        MigrateVm would move it), and every host's verdicts."""
+        request = vm_api.ExplainPlacementRequest(vm=vm, for_migration=for_migration)
         return convert.placement(await call(self._stub.ExplainPlacement, request))
 
     def watch(

@@ -23,7 +23,7 @@ from controller.scheduler import Placement
 from controller.validation import VmQuery, VmSpec
 from controller.vm_store import Created, VmStore
 from db import repositories as repo
-from db.enums import ExitReason, VmOrigin, VmState
+from db.enums import ACTIVE_VM_STATES, ExitReason, VmOrigin, VmState
 from db.models import GuestFact, Nic, Vm
 
 
@@ -108,14 +108,23 @@ class VmService:
             return GuestFacts(facts)
         return GuestFacts(facts, await self.guest_agent.raw_report(vm_ref))
 
-    async def explain_placement(self, vm_ref: str) -> Placement:
+    async def explain_placement(self, vm_ref: str, *, for_migration: bool = False) -> Placement:
         """What StartVm's placement would decide for the VM now, host by
         host; nothing is booked or locked. A VM that runs already counts
-        as used on its host."""
+        as used on its host. for_migration: what MigrateVm's would (the
+        VM's host judged too, refused as the source); the VM must run on a
+        host."""
 
         def work(session: Session) -> Placement:
-            _hosts, judged = placement(session, _find(session, vm_ref), self._starter.policy,
-                                       lock=False)  # fmt: skip
+            vm = _find(session, vm_ref)
+            source = None
+            if for_migration:
+                if vm.host_id is None or vm.state not in ACTIVE_VM_STATES:
+                    raise IllegalVmState(vm.name, vm.state.value, "migrate", "on a host")
+                source = vm.host_id
+            _hosts, judged = placement(
+                session, vm, self._starter.policy, lock=False, source_host_id=source
+            )
             return judged
 
         return await self._db.run(work)

@@ -29,6 +29,7 @@ from virtplane_client.models.enums import ProtoEnum
         (models.HostState, host_pb2.Host.State, "STATE_"),
         (models.OperationKind, operation_pb2.Operation.Kind, "KIND_"),
         (models.OperationState, operation_pb2.Operation.State, "STATE_"),
+        (models.MigrationPhase, operation_pb2.MigrationTransfer.Phase, "PHASE_"),
         (models.Polarity, aff_api.AffinityGroup.Polarity, "POLARITY_"),
         (models.ChangeKind, vm_api.WatchVmsResponse.Kind, "KIND_"),
     ],

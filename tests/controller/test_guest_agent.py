@@ -190,7 +190,7 @@ async def test_a_flooding_agent_is_throttled_and_a_silent_one_goes_stale(rig: Ri
     assert calm.status.guest is not None and calm.status.guest.channel_message == ""
     await rig.guest.send(_report("back"))
     # The agent keeps beating: a VM's reports are written at most once a
-    # second, the latest winning (controller.guest_reports), so a silent
+    # second, the latest winning (controller.coalescer), so a silent
     # agent's moment of RESPONDING could be replaced before it is stored.
     beating = asyncio.create_task(_beat(rig.guest, beat))
     try:

@@ -16,7 +16,7 @@ from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 
-from controller.guest_reports import GuestReportCoalescer
+from controller.coalescer import Coalescer
 from db.models import Vm
 from tests.support.controller_rig import Rig, spec
 from tests.support.rig_hosts import add_test_host
@@ -85,7 +85,7 @@ async def test_the_coalescer_writes_the_latest_once_per_interval() -> None:
         written.append(report.guest.hostname)
 
     clock = _Clock()
-    coalescer = GuestReportCoalescer(write, asyncio.Lock(), interval=0.05, monotonic=clock)
+    coalescer = Coalescer(write, asyncio.Lock(), interval=0.05, monotonic=clock)
     await coalescer.offer(_report("a", "a0"), RECEIVED)
     await coalescer.offer(_report("b", "b0"), RECEIVED)  # another VM: its own interval
     for i in range(1, 20):
@@ -103,7 +103,7 @@ async def test_a_waiting_report_is_written_before_a_state_change_and_at_close() 
     async def write(report: agent_pb2.GuestReportEvent, _received: dt.datetime) -> None:
         written.append(report.guest.hostname)
 
-    coalescer = GuestReportCoalescer(write, asyncio.Lock(), interval=3600)
+    coalescer = Coalescer(write, asyncio.Lock(), interval=3600)
     await coalescer.offer(_report("a", "first"), RECEIVED)
     await coalescer.offer(_report("a", "second"), RECEIVED)
     await coalescer.flush("a")  # the monitor does so before the VM's state event

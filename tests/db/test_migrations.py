@@ -74,3 +74,24 @@ def test_existing_vms_and_hosts_join_the_default_cluster(database: Database) -> 
 def test_an_empty_database_starts_at_revision_zero(database: Database) -> None:
     assert database.transaction(repo.current_revision) == 0
     assert database.transaction(lambda s: repo.allocate_revisions(s, 3)) == 3
+
+
+def test_operations_from_before_migration_progress_have_none(database: Database) -> None:
+    migrate.downgrade(database.engine, "0007")
+    with database.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO operations (id, kind, state, vm_id, error_code, error_message,"
+                " created_at, version_id) VALUES ('op', 'MIGRATE_VM', 'SUCCEEDED', 'vm', '', '',"
+                " CURRENT_TIMESTAMP, 1)"
+            )
+        )
+    migrate.upgrade(database.engine)
+    with database.engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT migration_phase, migration_downtime_ms, migration_iterations,"
+                " migration_message, transferring_at FROM operations"
+            )
+        ).one()
+    assert tuple(row) == (None, 0, 0, "", None)

@@ -2,13 +2,15 @@
 hostd on qemu:///system and one on the second libvirtd; the hosts fixture of
 tests/e2e/conftest.py): to a named host and to the scheduler's pick,
 the guest reporting on from the same boot and WatchVms never showing DOWN;
-the refusals of a destination; a migration libvirt refuses (a writable disk
-off shared storage) leaving the VM UP on its source and the operation
-FAILED with the reason. Two guests boot together at the start.
+the operation's transfer followed as the CLI does, to the switch-over with
+its measured downtime; the refusals of a destination; a migration libvirt
+refuses (a writable disk off shared storage) leaving the VM UP on its
+source and the operation FAILED with the reason. Two guests boot together at the start.
 
 And CancelMigration of a transfer slowed to 1 MiB/s (the controller's
 migration_max_bandwidth_mib): the VM UP on its source, the operation FAILED
-(CANCELLED). Its refusal of a VM not migrating:
+(CANCELLED), its transfer shown under way before and CANCELLED after. Its
+refusal of a VM not migrating:
 tests/controller/test_migrate_api.py.
 """
 
@@ -36,6 +38,8 @@ from tests.support.two_hosts import (
     running_on,
 )
 from tests.support.virt import disk_image
+from tests.support.waiting import until
+from virtplane_client.cli import migration
 
 S = vp.VmState
 pytestmark = pytest.mark.guest
@@ -55,9 +59,19 @@ async def _migrated(
     assert begun.vm.status.state is S.MIGRATING_FROM
     again = await client.vms.migrate(vm, to=to, request_id=request_id)
     assert again.operation.id == begun.operation.id
-    done = await client.operations.wait(begun.operation, WAIT)
+    shown: list[str] = []  # as `virtplane vm migrate --wait` prints them
+    done = await migration.follow(client, begun.operation, WAIT, shown.append)
     assert done.state is vp.OperationState.SUCCEEDED, done.error
     assert done.phases.scheduled_time is not None and done.phases.up_time is not None
+    # The transfer as the source measured it, to the switch-over.
+    transfer = done.migration
+    assert transfer is not None and transfer.phase is vp.MigrationPhase.SWITCHED_OVER, shown
+    assert transfer.downtime_ms > 0 and transfer.iterations >= 1 and transfer.percent == 100
+    assert done.phases.transferring_time is not None
+    assert done.phases.switched_over_time is not None
+    assert shown[-1].startswith("switched over after") and shown[-1].endswith(
+        f"downtime {transfer.downtime_ms} ms"
+    )
     moved = await client.vms.get(vm)
     assert (moved.status.state, moved.status.host_id) == (S.UP, destination_id)
     return moved
@@ -156,6 +170,20 @@ async def test_migrate_vm_moves_a_guest_and_refuses_what_cannot_work(
                 destroy_domain(second_libvirt, vm_id)
 
 
+async def _under_way(client: vp.AsyncClient, op: vp.Operation) -> None:
+    """The operation shows the transfer under way, as its source reports it."""
+    under_way = await until(
+        lambda: client.operations.get(op),
+        lambda o: o.migration is not None and o.migration.data_processed_bytes > 0,
+        within=WAIT,
+    )
+    assert under_way.migration is not None
+    assert under_way.migration.phase is vp.MigrationPhase.TRANSFERRING
+    assert under_way.migration.data_remaining_bytes > 0
+    assert under_way.migration.percent < 100
+    assert under_way.phases.transferring_time is not None
+
+
 async def test_a_cancelled_migration_leaves_the_vm_up_on_its_source(
     hosts: list[Daemon],
     guest_image: GuestImage,
@@ -176,6 +204,7 @@ async def test_a_cancelled_migration_leaves_the_vm_up_on_its_source(
             begun = await client.vms.migrate(SLOW, request_id="slow-1")
             assert begun.vm.status.state is S.MIGRATING_FROM
             dest = daemons[begun.operation.host_id]
+            await _under_way(client, begun.operation)
 
             cancelled = await client.vms.cancel_migration(SLOW, request_id="cancel-1")
             assert cancelled.operation.id == begun.operation.id
@@ -186,6 +215,16 @@ async def test_a_cancelled_migration_leaves_the_vm_up_on_its_source(
             assert again.operation.id == op.id
             back = await vm_until(client, SLOW, lambda v: v.status.state is S.UP, WAIT)
             assert back.status.host_id == up.status.host_id
+            ended = await until(
+                lambda: client.operations.get(op),
+                lambda o: (
+                    o.migration is not None
+                    and o.migration.phase is not vp.MigrationPhase.TRANSFERRING
+                ),
+                within=WAIT,
+            )
+            assert ended.migration is not None
+            assert ended.migration.phase is vp.MigrationPhase.CANCELLED, ended.migration
             assert await running_on(daemons[up.status.host_id], vm_id) == 1
             await gone_from(dest, vm_id)
             with pytest.raises(vp.errors.FailedPrecondition, match="it is UP"):

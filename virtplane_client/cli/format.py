@@ -13,6 +13,8 @@ from virtplane_client.models import (
     GuestInfo,
     Host,
     HostState,
+    MigrationPhase,
+    MigrationTransfer,
     Operation,
     OperationKind,
     OperationState,
@@ -186,6 +188,8 @@ Phase = Literal[
     "scheduled_time",
     "dispatched_time",
     "accepted_time",
+    "transferring_time",
+    "switched_over_time",
     "powering_up_time",
     "up_time",
     "done_time",
@@ -196,6 +200,8 @@ PHASES: tuple[tuple[str, Phase], ...] = (
     ("scheduled", "scheduled_time"),
     ("dispatched", "dispatched_time"),
     ("accepted", "accepted_time"),
+    ("transferring", "transferring_time"),
+    ("switchover", "switched_over_time"),
     ("powering-up", "powering_up_time"),
     ("up", "up_time"),
     ("done", "done_time"),
@@ -221,6 +227,8 @@ def operation(op: Operation) -> str:
     if op.state is OperationState.FAILED:
         code, message = (op.error.code, op.error.message) if op.error else ("", "")
         lines.append(f"error:     {code}: {message}")
+    if op.migration is not None:
+        lines.append(f"transfer:  {transfer(op.migration)}")
     start = utc(op.phases.create_time)
     for label, field in PHASES:
         reached: dt.datetime | None = getattr(op.phases, field)
@@ -229,6 +237,30 @@ def operation(op: Operation) -> str:
             offset = (at - start).total_seconds()
             lines.append(f"  {label:<12} {at.isoformat(timespec='milliseconds')}Z  +{offset:.3f}s")
     return "\n".join(lines)
+
+
+def size(count: int) -> str:
+    """A number of bytes in binary units, e.g. 1.5 GiB."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def transfer(t: MigrationTransfer) -> str:
+    """A migration's transfer in one line: its progress, or how it ended."""
+    passes = f"{t.iterations} iteration{'' if t.iterations == 1 else 's'}"
+    if t.phase is MigrationPhase.SWITCHED_OVER:
+        return f"switched over after {passes}, {t.elapsed_ms} ms; downtime {t.downtime_ms} ms"
+    progress = (
+        f"{t.percent}%, {size(t.data_remaining_bytes)} of {size(t.data_total_bytes)} left, "
+        f"iteration {t.iterations}, {size(t.bytes_per_second)}/s"
+    )
+    if t.phase is MigrationPhase.TRANSFERRING:
+        return f"transferring {progress}"
+    return f"{t.phase.name.lower()} at {t.percent}%: {t.message}"
 
 
 def operations(items: Sequence[Operation]) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from virtplane_client.aio import AsyncClient
 from virtplane_client.cli import format as fmt
-from virtplane_client.cli import ops
+from virtplane_client.cli import migration, ops
 from virtplane_client.models import (
     BootSource,
     Disk,
@@ -136,7 +136,8 @@ async def vm_update(args: argparse.Namespace, client: AsyncClient) -> None:
 
 
 async def vm_explain(args: argparse.Namespace, client: AsyncClient) -> None:
-    print(fmt.placement(await client.vms.explain_placement(args.vm)))
+    explained = await client.vms.explain_placement(args.vm, for_migration=args.migration)
+    print(fmt.placement(explained))
 
 
 async def vm_verb(args: argparse.Namespace, client: AsyncClient) -> None:
@@ -156,6 +157,9 @@ async def vm_migrate(args: argparse.Namespace, client: AsyncClient) -> None:
     names = await client.hosts.names()
     to = names.get(done.operation.host_id, done.operation.host_id)
     print(f"{done.vm.name}: {fmt.vm_state(done.vm.status.state)}, to host {to}")
+    if args.verb == "migrate" and args.wait:
+        print(fmt.operation(await migration.follow(client, done.operation, args.wait_seconds)))
+        return
     await ops.show_operation(args, client, done.operation)
 
 
@@ -196,8 +200,13 @@ async def vm_watch(args: argparse.Namespace, client: AsyncClient) -> None:
 
 
 def _info_parsers(vm: Any) -> None:
-    explain = vm.add_parser("explain", help="where StartVm would place a VM, and why")
+    explain = vm.add_parser(
+        "explain", help="where StartVm (or MigrateVm) would place a VM, and why"
+    )
     explain.add_argument("vm", help="id or name")
+    explain.add_argument(
+        "--migration", action="store_true", help="where MigrateVm would move the VM instead"
+    )
     explain.set_defaults(run=vm_explain)
     guest = vm.add_parser("guest", help="what the guest agent reported, fact by fact")
     guest.add_argument("vm", help="id or name")

@@ -4,7 +4,7 @@ protobuf messages (virtplane_client.convert makes them from the protos).
 - enums      VmState, HostState, OperationState… (values are the wire numbers)
 - vm         Vm, VmSpec, VmStatus, Nic, Disk, BootSource, VmUpdate, VerbResult, VmChange
 - guest      GuestInfo and its parts, GuestFact, GuestRawReport, GuestReport
-- operation  Operation, its phases and error; Event (the audit log)
+- operation  Operation, its phases, error and migration transfer; Event (the audit log)
 - fleet      Host, HostStatus, FencedHost, AffinityGroup, Placement
 """
 
@@ -17,6 +17,7 @@ from virtplane_client.models.enums import (
     DiskFormat,
     ExitReason,
     HostState,
+    MigrationPhase,
     NicKind,
     OperationKind,
     OperationState,
@@ -43,7 +44,13 @@ from virtplane_client.models.guest import (
     GuestReport,
     GuestUser,
 )
-from virtplane_client.models.operation import Event, Operation, OperationError, OperationPhases
+from virtplane_client.models.operation import (
+    Event,
+    MigrationTransfer,
+    Operation,
+    OperationError,
+    OperationPhases,
+)
 from virtplane_client.models.vm import (
     BootSource,
     Disk,
@@ -80,6 +87,8 @@ __all__ = [
     "HostPlacement",
     "HostState",
     "HostStatus",
+    "MigrationPhase",
+    "MigrationTransfer",
     "Nic",
     "NicKind",
     "Operation",

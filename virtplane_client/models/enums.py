@@ -130,6 +130,16 @@ class OperationState(ProtoEnum):
     FAILED = 3
 
 
+class MigrationPhase(ProtoEnum):
+    """Where a migration's transfer stands (MigrationTransfer.Phase)."""
+
+    UNSPECIFIED = 0
+    TRANSFERRING = 1
+    SWITCHED_OVER = 2
+    FAILED = 3
+    CANCELLED = 4
+
+
 class Polarity(ProtoEnum):
     """Whether an affinity group's VMs run together (POSITIVE) or apart."""
 

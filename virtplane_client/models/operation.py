@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from virtplane_client.models.enums import OperationKind, OperationState
+from virtplane_client.models.enums import MigrationPhase, OperationKind, OperationState
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,26 @@ class OperationPhases:
     powering_up_time: dt.datetime | None = None
     up_time: dt.datetime | None = None
     done_time: dt.datetime | None = None
+    # A migration: its transfer reported under way; the VM ran on the destination.
+    transferring_time: dt.datetime | None = None
+    switched_over_time: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class MigrationTransfer:
+    """A migration's transfer as its source host last reported it."""
+
+    phase: MigrationPhase
+    percent: int = 0  # of the data sent: (total - remaining) / total; 100 once switched over
+    data_total_bytes: int = 0
+    data_processed_bytes: int = 0
+    data_remaining_bytes: int = 0
+    bytes_per_second: int = 0
+    iterations: int = 0  # passes over the guest's memory
+    elapsed_ms: int = 0
+    downtime_ms: int = 0  # once SWITCHED_OVER
+    message: str = ""  # why it failed or was cancelled
+    update_time: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +62,7 @@ class Operation:
     error: OperationError | None = None  # set when FAILED
     request_id: str = ""
     phases: OperationPhases = field(default_factory=OperationPhases)
+    migration: MigrationTransfer | None = None  # a migration's, once its source reported
 
     @property
     def failed(self) -> bool:

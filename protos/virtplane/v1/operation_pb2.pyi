@@ -46,8 +46,11 @@ class Operation(_message.Message):
         KIND_MIGRATE_VM: Operation._Kind.ValueType  # 9
         """A live migration: host_id is the destination; scheduled_time is when
         the destination was chosen and booked, accepted_time when the VM's
-        host had prepared the destination and begun the transfer, up_time
-        when the VM ran on the destination.
+        host had prepared the destination and begun the transfer,
+        transferring_time when it first reported the transfer's progress,
+        switched_over_time when the VM ran on the destination as its source
+        measured it (migration.downtime_ms), up_time when the controller saw
+        the VM UP on the destination. migration holds the transfer's progress.
         """
 
     class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
@@ -63,8 +66,11 @@ class Operation(_message.Message):
     KIND_MIGRATE_VM: Operation.Kind.ValueType  # 9
     """A live migration: host_id is the destination; scheduled_time is when
     the destination was chosen and booked, accepted_time when the VM's
-    host had prepared the destination and begun the transfer, up_time
-    when the VM ran on the destination.
+    host had prepared the destination and begun the transfer,
+    transferring_time when it first reported the transfer's progress,
+    switched_over_time when the VM ran on the destination as its source
+    measured it (migration.downtime_ms), up_time when the controller saw
+    the VM UP on the destination. migration holds the transfer's progress.
     """
 
     class _State:
@@ -101,6 +107,7 @@ class Operation(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     PHASES_FIELD_NUMBER: _builtins.int
+    MIGRATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Assigned by the controller (a UUID)."""
     kind: Global___Operation.Kind.ValueType
@@ -121,6 +128,13 @@ class Operation(_message.Message):
 
     @_builtins.property
     def phases(self) -> Global___OperationPhases: ...
+    @_builtins.property
+    def migration(self) -> Global___MigrationTransfer:
+        """A migration's transfer as its source host measures it (about once a
+        second while it runs, and as it ended); unset for the other kinds, and
+        until the source first reports.
+        """
+
     def __init__(
         self,
         *,
@@ -133,14 +147,104 @@ class Operation(_message.Message):
         error: Global___OperationError | None = ...,
         request_id: _builtins.str = ...,
         phases: Global___OperationPhases | None = ...,
+        migration: Global___MigrationTransfer | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "phases", b"phases"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "migration", b"migration", "phases", b"phases"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "error", b"error", "host_id", b"host_id", "id", b"id", "kind", b"kind", "phases", b"phases", "request_id", b"request_id", "state", b"state", "vm_id", b"vm_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "error", b"error", "host_id", b"host_id", "id", b"id", "kind", b"kind", "migration", b"migration", "phases", b"phases", "request_id", b"request_id", "state", b"state", "vm_id", b"vm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Operation: _TypeAlias = Operation  # noqa: Y015
+
+@_typing.final
+class MigrationTransfer(_message.Message):
+    """How a migration's transfer of memory and device state goes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Phase:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _PhaseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[MigrationTransfer._Phase.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        PHASE_UNSPECIFIED: MigrationTransfer._Phase.ValueType  # 0
+        PHASE_TRANSFERRING: MigrationTransfer._Phase.ValueType  # 1
+        """The destination is prepared and the memory is being copied."""
+        PHASE_SWITCHED_OVER: MigrationTransfer._Phase.ValueType  # 2
+        """The VM runs on the destination; downtime_ms is measured."""
+        PHASE_FAILED: MigrationTransfer._Phase.ValueType  # 3
+        """The VM runs on at its source; message says why."""
+        PHASE_CANCELLED: MigrationTransfer._Phase.ValueType  # 4
+
+    class Phase(_Phase, metaclass=_PhaseEnumTypeWrapper): ...
+    PHASE_UNSPECIFIED: MigrationTransfer.Phase.ValueType  # 0
+    PHASE_TRANSFERRING: MigrationTransfer.Phase.ValueType  # 1
+    """The destination is prepared and the memory is being copied."""
+    PHASE_SWITCHED_OVER: MigrationTransfer.Phase.ValueType  # 2
+    """The VM runs on the destination; downtime_ms is measured."""
+    PHASE_FAILED: MigrationTransfer.Phase.ValueType  # 3
+    """The VM runs on at its source; message says why."""
+    PHASE_CANCELLED: MigrationTransfer.Phase.ValueType  # 4
+
+    PHASE_FIELD_NUMBER: _builtins.int
+    PERCENT_FIELD_NUMBER: _builtins.int
+    DATA_TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    DATA_PROCESSED_BYTES_FIELD_NUMBER: _builtins.int
+    DATA_REMAINING_BYTES_FIELD_NUMBER: _builtins.int
+    BYTES_PER_SECOND_FIELD_NUMBER: _builtins.int
+    ITERATIONS_FIELD_NUMBER: _builtins.int
+    ELAPSED_MS_FIELD_NUMBER: _builtins.int
+    DOWNTIME_MS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    phase: Global___MigrationTransfer.Phase.ValueType
+    percent: _builtins.int
+    """How much of the data has been sent, 0 to 100: (total - remaining) /
+    total; 100 once switched over. It can stall, even fall, while the
+    guest dirties memory faster than it is sent.
+    """
+    data_total_bytes: _builtins.int
+    data_processed_bytes: _builtins.int
+    data_remaining_bytes: _builtins.int
+    bytes_per_second: _builtins.int
+    iterations: _builtins.int
+    """Passes over the guest's memory so far."""
+    elapsed_ms: _builtins.int
+    """Time the transfer has taken so far, in milliseconds."""
+    downtime_ms: _builtins.int
+    """How long the guest was stopped at the switch-over; set once
+    SWITCHED_OVER.
+    """
+    message: _builtins.str
+    """Why it failed or was cancelled."""
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the controller last recorded the source's report."""
+
+    def __init__(
+        self,
+        *,
+        phase: Global___MigrationTransfer.Phase.ValueType = ...,
+        percent: _builtins.int = ...,
+        data_total_bytes: _builtins.int = ...,
+        data_processed_bytes: _builtins.int = ...,
+        data_remaining_bytes: _builtins.int = ...,
+        bytes_per_second: _builtins.int = ...,
+        iterations: _builtins.int = ...,
+        elapsed_ms: _builtins.int = ...,
+        downtime_ms: _builtins.int = ...,
+        message: _builtins.str = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_per_second", b"bytes_per_second", "data_processed_bytes", b"data_processed_bytes", "data_remaining_bytes", b"data_remaining_bytes", "data_total_bytes", b"data_total_bytes", "downtime_ms", b"downtime_ms", "elapsed_ms", b"elapsed_ms", "iterations", b"iterations", "message", b"message", "percent", b"percent", "phase", b"phase", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationTransfer: _TypeAlias = MigrationTransfer  # noqa: Y015
 
 @_typing.final
 class OperationError(_message.Message):
@@ -183,6 +287,8 @@ class OperationPhases(_message.Message):
     POWERING_UP_TIME_FIELD_NUMBER: _builtins.int
     UP_TIME_FIELD_NUMBER: _builtins.int
     DONE_TIME_FIELD_NUMBER: _builtins.int
+    TRANSFERRING_TIME_FIELD_NUMBER: _builtins.int
+    SWITCHED_OVER_TIME_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """The controller accepted the request."""
@@ -213,6 +319,14 @@ class OperationPhases(_message.Message):
     def done_time(self) -> _timestamp_pb2.Timestamp:
         """The operation ended."""
 
+    @_builtins.property
+    def transferring_time(self) -> _timestamp_pb2.Timestamp:
+        """A migration: its source first reported the transfer under way."""
+
+    @_builtins.property
+    def switched_over_time(self) -> _timestamp_pb2.Timestamp:
+        """A migration: the VM ran on the destination, by its source's clock."""
+
     def __init__(
         self,
         *,
@@ -223,10 +337,12 @@ class OperationPhases(_message.Message):
         powering_up_time: _timestamp_pb2.Timestamp | None = ...,
         up_time: _timestamp_pb2.Timestamp | None = ...,
         done_time: _timestamp_pb2.Timestamp | None = ...,
+        transferring_time: _timestamp_pb2.Timestamp | None = ...,
+        switched_over_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_time", b"accepted_time", "create_time", b"create_time", "dispatched_time", b"dispatched_time", "done_time", b"done_time", "powering_up_time", b"powering_up_time", "scheduled_time", b"scheduled_time", "up_time", b"up_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_time", b"accepted_time", "create_time", b"create_time", "dispatched_time", b"dispatched_time", "done_time", b"done_time", "powering_up_time", b"powering_up_time", "scheduled_time", b"scheduled_time", "switched_over_time", b"switched_over_time", "transferring_time", b"transferring_time", "up_time", b"up_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_time", b"accepted_time", "create_time", b"create_time", "dispatched_time", b"dispatched_time", "done_time", b"done_time", "powering_up_time", b"powering_up_time", "scheduled_time", b"scheduled_time", "up_time", b"up_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_time", b"accepted_time", "create_time", b"create_time", "dispatched_time", b"dispatched_time", "done_time", b"done_time", "powering_up_time", b"powering_up_time", "scheduled_time", b"scheduled_time", "switched_over_time", b"switched_over_time", "transferring_time", b"transferring_time", "up_time", b"up_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

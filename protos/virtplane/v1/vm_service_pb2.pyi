@@ -1093,16 +1093,23 @@ class ExplainPlacementRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VM_FIELD_NUMBER: _builtins.int
+    FOR_MIGRATION_FIELD_NUMBER: _builtins.int
     vm: _builtins.str
     """The VM's id or name."""
+    for_migration: _builtins.bool
+    """Where MigrateVm would move the VM (it must run on a host), rather than
+    where StartVm would place it: its own host is judged too, refused by
+    the "source" filter. FAILED_PRECONDITION when the VM runs nowhere.
+    """
     def __init__(
         self,
         *,
         vm: _builtins.str = ...,
+        for_migration: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["for_migration", b"for_migration", "vm", b"vm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1116,7 +1123,9 @@ class ExplainPlacementResponse(_message.Message):
     CHOSEN_HOST_ID_FIELD_NUMBER: _builtins.int
     CHOSEN_HOST_NAME_FIELD_NUMBER: _builtins.int
     chosen_host_id: _builtins.str
-    """The host StartVm would choose now; empty when no host fits."""
+    """The host StartVm (for_migration: MigrateVm without a destination)
+    would choose now; empty when no host fits.
+    """
     chosen_host_name: _builtins.str
     @_builtins.property
     def hosts(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostPlacement]:

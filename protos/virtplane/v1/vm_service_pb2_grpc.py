@@ -306,9 +306,10 @@ class VmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExplainPlacement(self, request, context):
-        """A dry run of StartVm's placement: for every host, each filter's verdict
-        and, for the hosts every filter accepts, each weight's score; and the
-        host StartVm would choose now. Changes nothing.
+        """A dry run of StartVm's placement, or with for_migration of MigrateVm's:
+        for every host, each filter's verdict and, for the hosts every filter
+        accepts, each weight's score; and the host the verb would choose now.
+        Changes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

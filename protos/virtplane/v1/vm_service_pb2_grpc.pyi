@@ -113,9 +113,10 @@ class VmServiceStub:
     not run or its agent is not connected.
     """
     ExplainPlacement: _grpc.UnaryUnaryMultiCallable[_vm_service_pb2.ExplainPlacementRequest, _vm_service_pb2.ExplainPlacementResponse]
-    """A dry run of StartVm's placement: for every host, each filter's verdict
-    and, for the hosts every filter accepts, each weight's score; and the
-    host StartVm would choose now. Changes nothing.
+    """A dry run of StartVm's placement, or with for_migration of MigrateVm's:
+    for every host, each filter's verdict and, for the hosts every filter
+    accepts, each weight's score; and the host the verb would choose now.
+    Changes nothing.
     """
 
 @_typing.type_check_only
@@ -203,9 +204,10 @@ class VmServiceAsyncStub(VmServiceStub):
     not run or its agent is not connected.
     """
     ExplainPlacement: _aio.UnaryUnaryMultiCallable[_vm_service_pb2.ExplainPlacementRequest, _vm_service_pb2.ExplainPlacementResponse]  # type: ignore[assignment]
-    """A dry run of StartVm's placement: for every host, each filter's verdict
-    and, for the hosts every filter accepts, each weight's score; and the
-    host StartVm would choose now. Changes nothing.
+    """A dry run of StartVm's placement, or with for_migration of MigrateVm's:
+    for every host, each filter's verdict and, for the hosts every filter
+    accepts, each weight's score; and the host the verb would choose now.
+    Changes nothing.
     """
 
 class VmServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -404,9 +406,10 @@ class VmServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _vm_service_pb2.ExplainPlacementRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_vm_service_pb2.ExplainPlacementResponse, _abc.Awaitable[_vm_service_pb2.ExplainPlacementResponse]]:
-        """A dry run of StartVm's placement: for every host, each filter's verdict
-        and, for the hosts every filter accepts, each weight's score; and the
-        host StartVm would choose now. Changes nothing.
+        """A dry run of StartVm's placement, or with for_migration of MigrateVm's:
+        for every host, each filter's verdict and, for the hosts every filter
+        accepts, each weight's score; and the host the verb would choose now.
+        Changes nothing.
         """
 
 def add_VmServiceServicer_to_server(servicer: VmServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,7 +1,10 @@
-"""Coalescing a VM's guest reports: at most one database write per VM per interval.
+"""Coalescing a VM's reports: at most one database write per VM per interval.
 
-A guest may report many times a second (hostd lets 20 messages/s through);
-each report is the whole merged GuestInfo, so only the latest matters. The
+A guest may report many times a second (hostd lets 20 messages/s through),
+a migration's source about once a second; each report is whole (the merged
+GuestInfo, the transfer's statistics so far), so only the latest matters.
+The monitor keeps one Coalescer per kind of report
+(guest reports, and migrations' progress: controller.migration_progress). The
 first report of a quiet VM is written at once; one arriving within interval
 of the VM's last write waits, replaced by any later one, and is written when
 the interval is up. The last report is thus always written, at most interval
@@ -16,36 +19,42 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
-
-from virtplane.v1 import host_agent_service_pb2 as agent_pb2
+from typing import Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
-Report = agent_pb2.GuestReportEvent
-Write = Callable[[Report, dt.datetime], Awaitable[None]]
-"""Stores one report, received at the given time."""
+
+class Report(Protocol):
+    """A report about one VM."""
+
+    @property
+    def vm_id(self) -> str: ...
+
+
+R = TypeVar("R", bound=Report)
 
 DEFAULT_INTERVAL = 1.0
 
 
-class GuestReportCoalescer:
-    """One host's guest reports on their way to the database."""
+class Coalescer(Generic[R]):
+    """One host's reports of one kind on their way to the database."""
 
     def __init__(
         self,
-        write: Write,
+        write: Callable[[R, dt.datetime], Awaitable[None]],
         lock: asyncio.Lock,
         interval: float = DEFAULT_INTERVAL,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """lock: held around every write made on a timer (the monitor's lock,
-        which offer() and flush() are called under)."""
+        """write: stores one report, received at the given time. lock: held
+        around every write made on a timer (the monitor's lock, which offer()
+        and flush() are called under)."""
         self._write = write
         self._lock = lock
         self._interval = interval
         self._monotonic = monotonic
         self._last_write: dict[str, float] = {}
-        self._pending: dict[str, tuple[Report, dt.datetime]] = {}
+        self._pending: dict[str, tuple[R, dt.datetime]] = {}
         self._timers: dict[str, asyncio.Task[None]] = {}
         self._pruned = monotonic()
         self.writes = 0
@@ -53,7 +62,7 @@ class GuestReportCoalescer:
         self.coalesced = 0
         """Reports replaced by a later one before they were written."""
 
-    async def offer(self, report: Report, received: dt.datetime) -> None:
+    async def offer(self, report: R, received: dt.datetime) -> None:
         """A report arrived: written now, or when the VM's interval is up."""
         vm_id = report.vm_id
         now = self._monotonic()
@@ -96,7 +105,7 @@ class GuestReportCoalescer:
             if self._timers.get(vm_id) is asyncio.current_task():
                 await self.flush(vm_id)
 
-    async def _store(self, vm_id: str, report: Report, received: dt.datetime) -> None:
+    async def _store(self, vm_id: str, report: R, received: dt.datetime) -> None:
         now = self._monotonic()
         if now - self._pruned >= self._interval:  # forget VMs quiet for an interval
             self._pruned = now
