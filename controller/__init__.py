@@ -24,6 +24,8 @@ Modules, one job each:
 - monitor       one event watch per host keeps VM and host state true
 - guest_reports a VM's guest reports coalesced: one database write a second at most
 - host_service  host registration and verbs (maintenance, activate, confirm down)
+- maintenance   a host's evacuation before maintenance: PREPARING_FOR_MAINTENANCE,
+                its VMs migrated away, MAINTENANCE once it runs nothing
 - enrollment/   host identity: enrollment tokens, EnrollHost, revocation and the
                 CRL, certificate renewal (see enrollment/__init__.py)
 - guest_agent   a VM's guest agent through its host: refresh, raw report

@@ -33,6 +33,7 @@ from controller.lifecycle.crud import VmService
 from controller.lifecycle.migration_queue import MigrationQueue
 from controller.lifecycle.placement import Starter
 from controller.lifecycle.power import VmVerbs
+from controller.maintenance import Evacuator
 from controller.monitor import MonitorSettings
 from controller.operation_service import OperationService
 from controller.pki.ca import CertificateAuthority
@@ -108,6 +109,9 @@ class Controller:
         self.verbs = VmVerbs(self.store, self.clients, self.starter, mib_s, limits)
         policy = config.scheduling_policy
         self.migrations = MigrationQueue(self.store, self.clients, policy, limits, mib_s)
+        self.evacuator = Evacuator(
+            self.db, self.verbs, policy, self.hosts.unwatch, config.evacuation_poll_seconds
+        )
         self._add_services()
         wiring.install(self.server, self.db, self.auth, ca, config)
         self.identity.install(self.server)
@@ -179,6 +183,7 @@ class Controller:
         self._resend = asyncio.create_task(self._resend_starts(), name="resend-starts")
         self.restarter.start()
         self.migrations.start()
+        self.evacuator.start()
         if self.tls is not None:
             renewal = self.tls.keep_renewed(self._renewed)
             self._renewal = asyncio.create_task(renewal, name="certificate-renewal")
@@ -200,6 +205,7 @@ class Controller:
         await self.probes.stopping()
         await self.server.stop(grace)
         await self.restarter.stop()
+        await self.evacuator.stop()
         await self.migrations.stop()
         for task in (self._pruning, self._resend, self._renewal):
             if task is not None:

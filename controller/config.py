@@ -38,6 +38,8 @@ class ControllerConfig:
     # How many live migrations run at once, per host and in the cluster;
     # more wait their turn (controller.lifecycle.migration_limits).
     migration_limits: MigrationLimits = field(default_factory=MigrationLimits)
+    # Seconds between the looks of a host's evacuation (controller.maintenance).
+    evacuation_poll_seconds: float = 2.0
     # Seconds between reconciliations of a connected host against its full list.
     reconcile_seconds: float = 60.0
     # When highly available VMs are restarted.

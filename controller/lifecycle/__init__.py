@@ -19,6 +19,9 @@ Modules, one job each:
 - restore      a SUSPENDED VM back on the host holding its saved state
 - migrate      MigrateVm's steps (the destination chosen, booked, checked)
                and CancelMigration
+- migration_limits  how many migrations run at once, per host and in the
+               cluster, and why one must wait
+- migration_queue   the waiting migrations started in order as slots free
 - transitions  how what a host reports moves a VM's state: pure rules
 - crud         VmService: create, get, list, guest facts, placement
                explained, update, delete
