@@ -135,6 +135,7 @@ def operation(pb: operation_pb2.Operation) -> m.Operation:
         phases=m.OperationPhases(
             *(time(p, name) for name in m.OperationPhases.__dataclass_fields__)
         ),
+        message=pb.message,
     )
 
 

@@ -179,9 +179,11 @@ async def _prepared_then_activated(api: Api, host: host_pb2.Host) -> None:
     named = await until(
         lambda: api.client.hosts.get("h1"), lambda h: "cannot move" in h.status.message
     )
-    assert named.status.message == (
-        "evacuating: 0 VMs moving; cannot move: v1 (it is POWERING_UP; only an UP VM migrates)"
-    )
+    stuck = "evacuating: 0 VMs moving; cannot move: v1 (it is POWERING_UP; only an UP VM migrates)"
+    assert named.status.message == stuck
+    # The CLI shows the evacuation until only VMs that cannot move are left.
+    shown = await _cli(api, "host", "maintenance", "h1")
+    assert f"h1: stays PREPARING_FOR_MAINTENANCE: {stuck}" in shown
     code, why = await error(api.vms.StartVm(vm_api.StartVmRequest(vm="v2")))
     assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "h1: maintenance: host is in maintenance" in why

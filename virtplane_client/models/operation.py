@@ -42,6 +42,8 @@ class Operation:
     error: OperationError | None = None  # set when FAILED
     request_id: str = ""
     phases: OperationPhases = field(default_factory=OperationPhases)
+    # What a running operation waits for ("waiting: host h1 has 2 outgoing").
+    message: str = ""
 
     @property
     def failed(self) -> bool:
