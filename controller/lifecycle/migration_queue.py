@@ -59,6 +59,9 @@ def admit(
 ) -> tuple[list[Admitted], list[Vm]]:
     """The waiting migrations that may start now, booked (see the module's
     docstring), and the VMs that changed."""
+    # The hosts first, as MigrateVm locks them before it counts: the count
+    # then includes every migration booked before.
+    repo.lock_hosts(session)
     counts = in_flight(session)
     admitted: list[Admitted] = []
     moved: list[Vm] = []
@@ -135,6 +138,7 @@ class MigrationQueue:
         return [one.op_id for one in admitted]
 
     def _admit(self, session: Session) -> tuple[list[Admitted], list[vm_pb2.Vm]]:
+        repo.lock_hosts(session)  # before the operations, as admit() takes them
         vms = [session.get(Vm, op.vm_id) for op in waiting_migrations(session)]
         found = seen([vm for vm in vms if vm is not None])
         admitted, moved = admit(session, self._policy, self._limits)
