@@ -13,9 +13,11 @@ The host's states::
 
 The Evacuator looks at every host preparing for maintenance each
 poll_interval seconds (look()): a VM that cannot move (pinned to the host,
-not UP, no destination fits) is named in the host's message with why, and
-keeps the host preparing; every other VM is asked to migrate, unless its
-migration is under way or waits its turn. A host that runs nothing any
+not UP, no destination fits, its evacuation's migration failed) is named in
+the host's message with why, and keeps the host preparing (a new
+SetHostMaintenance after ActivateHost tries the failed ones again); every
+other VM is asked to migrate, unless its migration is under way or waits
+its turn. A host that runs nothing any
 more goes MAINTENANCE and is no longer watched. Everything is in the
 database, so a restarted controller carries on.
 
@@ -68,12 +70,32 @@ def prepare(session: Session, host: Host, request_id: str = "") -> bool:
     is preparing. Otherwise the caller moves it to MAINTENANCE or refuses."""
     if host.state is HostState.PREPARING_FOR_MAINTENANCE:
         return True
-    if host.state is not HostState.UP or not _active(session, host):
+    vms = _active(session, host)
+    if host.state is not HostState.UP or not vms:
         return False
+    # A new evacuation tries again the VMs an earlier one failed to move.
+    for op in _failed_evacuations(session, [vm.id for vm in vms]):
+        op.cause = ""
     set_host_state(
         session, host, HostState.PREPARING_FOR_MAINTENANCE, "evacuating its VMs", request_id
     )
     return True
+
+
+def _failed_evacuations(session: Session, vm_ids: list[str]) -> list[Operation]:
+    """The migrations of the evacuation under way that failed (not
+    cancelled), of the VMs vm_ids."""
+    return list(
+        session.scalars(
+            select(Operation).where(
+                Operation.vm_id.in_(vm_ids),
+                Operation.kind == OperationKind.MIGRATE_VM,
+                Operation.state == OperationState.FAILED,
+                Operation.cause == CAUSE,
+                Operation.error_code != operations.CANCELLED,
+            )
+        ).all()
+    )
 
 
 def _waiting_evacuations(session: Session, host: Host) -> list[Operation]:
@@ -170,11 +192,15 @@ def look(session: Session, host_id: str, policy: Policy) -> Look | None:
     found = Look(host.id)
     vms = _active(session, host)
     migrating = _migrating(session, [vm.id for vm in vms])
+    failed = {
+        op.vm_id: op.error_message for op in _failed_evacuations(session, [v.id for v in vms])
+    }
     for vm in vms:
         if vm.id in migrating:
             found.moving.append(vm.name)
             continue
-        why = _why_stuck(session, vm, host, policy)
+        why = f"its migration failed: {failed[vm.id]}" if vm.id in failed else ""
+        why = why or _why_stuck(session, vm, host, policy)
         if why:
             found.stuck.append(Stuck(vm.name, why))
         else:

@@ -22,7 +22,7 @@ from controller.lifecycle.placement import Starter
 from controller.lifecycle.power import VmVerbs
 from controller.lifecycle.states import set_state
 from controller.lifecycle.transitions import apply_host_vm, missing_on_host
-from controller.maintenance import Evacuator, Look
+from controller.maintenance import Evacuator, Look, Stuck
 from controller.requests import Call
 from controller.scheduler import Demand, HostCapacity, Policy, not_in_maintenance
 from controller.vm_store import VmStore
@@ -215,3 +215,29 @@ def test_ha_leaves_a_vm_being_migrated_alone() -> None:
     apply_host_vm(vm, "id-h1", left)
     assert not missing_on_host(vm)
     assert (vm.state, vm.host_id, vm.ha_restart_at) == (VmState.MIGRATING_FROM, "id-h1", None)
+
+
+def test_a_vm_whose_evacuation_failed_is_named_until_a_new_evacuation(hosts: Database) -> None:
+    _prepare(hosts, "h1")
+
+    def failed(s: Session) -> None:
+        vm = repo.find_vm(s, "a")
+        assert vm is not None
+        op = operations.begin(s, verbs.MIGRATE.kind, vm, Call("SetHostMaintenance"))
+        op.cause = maintenance.CAUSE
+        operations.failed(s, op.id, "ABORTED", "unsafe disk")
+
+    hosts.transaction(failed)
+    found = _look(hosts)
+    assert found is not None and found.to_move == ["id-b"]
+    assert Stuck("a", "its migration failed: unsafe disk") in found.stuck
+
+    def activated(s: Session) -> None:
+        host = repo.lock_host(s, "h1")
+        assert host is not None
+        maintenance.cancel(s, host)
+
+    hosts.transaction(activated)
+    _prepare(hosts, "h1")
+    again = _look(hosts)
+    assert again is not None and sorted(again.to_move) == ["id-a", "id-b"]
