@@ -25,6 +25,8 @@ Modules, one job each:
 - coalescer     a VM's reports coalesced: one database write a second at most
 - migration_progress  a migration's transfer, as its source reports it, in its operation
 - host_service  host registration and verbs (maintenance, activate, confirm down)
+- maintenance   a host's evacuation before maintenance: PREPARING_FOR_MAINTENANCE,
+                its VMs migrated away, MAINTENANCE once it runs nothing
 - enrollment/   host identity: enrollment tokens, EnrollHost, revocation and the
                 CRL, certificate renewal (see enrollment/__init__.py)
 - guest_agent   a VM's guest agent through its host: refresh, raw report

@@ -30,8 +30,10 @@ from controller.ha import HaRestarter
 from controller.host_service import HostService
 from controller.hosts import HostClients
 from controller.lifecycle.crud import VmService
+from controller.lifecycle.migration_queue import MigrationQueue
 from controller.lifecycle.placement import Starter
 from controller.lifecycle.power import VmVerbs
+from controller.maintenance import Evacuator
 from controller.monitor import MonitorSettings
 from controller.operation_service import OperationService
 from controller.pki.ca import CertificateAuthority
@@ -103,8 +105,12 @@ class Controller:
             interceptors=[ErrorInterceptor(), *wiring.interceptors(config, self.auth)],
             options=MESSAGE_SIZE_OPTIONS,
         )
-        self.verbs = VmVerbs(
-            self.store, self.clients, self.starter, config.migration_max_bandwidth_mib
+        mib_s, limits = config.migration_max_bandwidth_mib, config.migration_limits
+        self.verbs = VmVerbs(self.store, self.clients, self.starter, mib_s, limits)
+        policy = config.scheduling_policy
+        self.migrations = MigrationQueue(self.store, self.clients, policy, limits, mib_s)
+        self.evacuator = Evacuator(
+            self.db, self.verbs, policy, self.hosts.unwatch, config.evacuation_poll_seconds
         )
         self._add_services()
         wiring.install(self.server, self.db, self.auth, ca, config)
@@ -176,6 +182,8 @@ class Controller:
         # once the monitors had their first look at the hosts.
         self._resend = asyncio.create_task(self._resend_starts(), name="resend-starts")
         self.restarter.start()
+        self.migrations.start()
+        self.evacuator.start()
         if self.tls is not None:
             renewal = self.tls.keep_renewed(self._renewed)
             self._renewal = asyncio.create_task(renewal, name="certificate-renewal")
@@ -197,6 +205,8 @@ class Controller:
         await self.probes.stopping()
         await self.server.stop(grace)
         await self.restarter.stop()
+        await self.evacuator.stop()
+        await self.migrations.stop()
         for task in (self._pruning, self._resend, self._renewal):
             if task is not None:
                 task.cancel()

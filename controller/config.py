@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.ha import HaPolicy
+from controller.lifecycle.migration_limits import MigrationLimits
 from controller.scheduler import Policy
 
 
@@ -34,6 +35,11 @@ class ControllerConfig:
     # Caps each live migration's memory transfer, in MiB/s; 0: as fast as
     # the network goes.
     migration_max_bandwidth_mib: int = 0
+    # How many live migrations run at once, per host and in the cluster;
+    # more wait their turn (controller.lifecycle.migration_limits).
+    migration_limits: MigrationLimits = field(default_factory=MigrationLimits)
+    # Seconds between the looks of a host's evacuation (controller.maintenance).
+    evacuation_poll_seconds: float = 2.0
     # Seconds between reconciliations of a connected host against its full list.
     reconcile_seconds: float = 60.0
     # When highly available VMs are restarted.

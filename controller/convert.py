@@ -372,6 +372,7 @@ def operation(op: models.Operation) -> operation_pb2.Operation:
         done=op.state is not OperationState.RUNNING,
         error=error,
         request_id=op.request_id or "",
+        message=op.message if op.state is OperationState.RUNNING else "",
         phases=operation_pb2.OperationPhases(
             create_time=timestamp(op.created_at),
             scheduled_time=timestamp(op.scheduled_at),

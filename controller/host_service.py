@@ -8,13 +8,16 @@ A host's states, and what moves it::
     NON_RESPONSIVE → DOWN          ConfirmHostDown: the operator fenced it; its
                                    VMs become DOWN (HOST_FENCED)
     DOWN → UP                      the monitor: hostd answers again
+    UP → PREPARING_FOR_MAINTENANCE SetHostMaintenance while VMs run there: they
+    → MAINTENANCE                  are migrated away (controller.maintenance)
+    PREPARING_FOR_MAINTENANCE → UP ActivateHost: the evacuation is cancelled
     UP, NON_RESPONSIVE, DOWN,      SetHostMaintenance, refused while VMs run
-    NON_OPERATIONAL → MAINTENANCE  there
+    NON_OPERATIONAL → MAINTENANCE  on a host that is not UP
     MAINTENANCE, NON_OPERATIONAL   ActivateHost, then the monitor once hostd
     → CONNECTING → UP              answers
 
-A host in MAINTENANCE is not monitored and takes no VMs; RemoveHost and
-SetHostMaintenance are refused while VMs are on the host.
+A host in MAINTENANCE is not monitored; neither it nor one preparing for
+maintenance takes VMs. RemoveHost is refused while VMs are on the host.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from sqlalchemy.orm import Session
 from virtplane.v1 import host_service_pb2, vm_pb2
 from virtplane.v1.host_agent_service_pb2 import GetHostCapabilitiesResponse
 
-from controller import audit, convert, requests
+from controller import audit, convert, maintenance, requests
 from controller.audit import seen
 from controller.enrollment.tokens import IssuedToken
 from controller.enrollment.wiring import HostIdentity
@@ -54,7 +57,9 @@ from db.models import Host, utcnow
 _MAINTAINABLE = frozenset(
     {HostState.UP, HostState.NON_RESPONSIVE, HostState.NON_OPERATIONAL, HostState.DOWN}
 )
-_ACTIVATABLE = frozenset({HostState.MAINTENANCE, HostState.NON_OPERATIONAL})
+_ACTIVATABLE = frozenset(
+    {HostState.MAINTENANCE, HostState.NON_OPERATIONAL, HostState.PREPARING_FOR_MAINTENANCE}
+)
 _WAITING = "added; waiting for hostd to enroll and answer"
 
 # The calls of a verb asked without a request id (e.g. not through the API).
@@ -299,17 +304,23 @@ class HostService:
             await self._identity.revoked_now(removed[1])
 
     async def set_maintenance(self, host_ref: str, call: Call = _MAINTAIN) -> HostAnswer:
-        """Takes a host without running VMs out of service: MAINTENANCE, no
-        VM is placed on it and it is no longer watched."""
+        """Takes a host out of service: MAINTENANCE, no VM is placed on it
+        and it is no longer watched. An UP host running VMs is
+        PREPARING_FOR_MAINTENANCE first, while they are migrated away
+        (controller.maintenance)."""
 
         def work(session: Session) -> requests.Done[HostAnswer]:
-            view = _view(session, enter_maintenance(session, host_ref, call))
+            host = _locked(session, host_ref)
+            if not maintenance.prepare(session, host, call.request_id):
+                host = enter_maintenance(session, host_ref, call)
+            session.flush()
+            view = _view(session, host)
             reply = convert.host_reply(host_service_pb2.SetHostMaintenanceResponse, view)
             audit.mutation(session, call, view.row.name, host_id=view.row.id)
             return requests.Done(view, view.row.id, reply)
 
         answer = await requests.run_once(self._db, call, work, _replay)
-        if isinstance(answer, HostView):  # not a repeat
+        if isinstance(answer, HostView) and answer.row.state is HostState.MAINTENANCE:
             await self._unwatch(answer.row.id)
         return answer
 
@@ -321,13 +332,16 @@ class HostService:
             if host.state not in _ACTIVATABLE:
                 allowed = " or ".join(sorted(s.value for s in _ACTIVATABLE))
                 raise IllegalHostState(host.name, host.state.value, "activate", allowed)
-            set_host_state(
-                session,
-                host,
-                HostState.CONNECTING,
-                "activated; waiting for hostd to answer",
-                call.request_id,
-            )
+            if host.state is HostState.PREPARING_FOR_MAINTENANCE:
+                maintenance.cancel(session, host, call.request_id)  # still watched
+            else:
+                set_host_state(
+                    session,
+                    host,
+                    HostState.CONNECTING,
+                    "activated; waiting for hostd to answer",
+                    call.request_id,
+                )
             session.flush()
             view = _view(session, host)
             reply = convert.host_reply(host_service_pb2.ActivateHostResponse, view)
@@ -335,8 +349,8 @@ class HostService:
             return requests.Done(view, host.id, reply)
 
         answer = await requests.run_once(self._db, call, work, _replay)
-        if isinstance(answer, StoredAnswer):  # a repeat
-            return answer
+        if isinstance(answer, StoredAnswer) or answer.row.state is HostState.UP:
+            return answer  # a repeat, or an evacuation cancelled
         # A fresh monitor: it reconciles on connecting, which makes the host UP.
         host = answer.row
         await self._unwatch(host.id)
@@ -417,6 +431,10 @@ class HostService:
         monitor = self._monitors.pop(host_id, None)
         if monitor is not None:
             await monitor.stop()
+
+    async def unwatch(self, host_id: str) -> None:
+        """Stops watching a host (it went MAINTENANCE: controller.maintenance)."""
+        await self._unwatch(host_id)
 
     def watched(self, host_id: str) -> bool:
         return host_id in self._monitors

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from controller.app import Controller
 from controller.config import ControllerConfig
+from controller.lifecycle.migration_limits import MigrationLimits
 from virtplane_common.properties import add_rule_argument
 
 
@@ -42,6 +43,7 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
         metavar="MIB",
         help="caps each live migration's transfer, MiB/s (default %(default)s: no cap)",
     )
+    _add_migration_limits(parser, defaults.migration_limits)
     add_rule_argument(parser)
     parser.add_argument("--log-level", default="INFO")
     _add_security_arguments(parser, defaults)
@@ -52,6 +54,9 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
         database_url=args.database,
         max_streams_per_client=args.max_streams_per_client,
         migration_max_bandwidth_mib=args.migration_max_bandwidth,
+        migration_limits=MigrationLimits(
+            args.migrations_out_per_host, args.migrations_in_per_host, args.migrations_per_cluster
+        ),
         vm_properties=dict(args.vm_property or ()),
         require_auth=args.require_auth,
         state_dir=args.state_dir,
@@ -65,6 +70,22 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
         plaintext_hosts=args.plaintext_hosts_dev,
     )
     return config, args.log_level
+
+
+def _add_migration_limits(parser: argparse.ArgumentParser, defaults: MigrationLimits) -> None:
+    """How many live migrations run at once; more wait their turn."""
+    for flag, default, what in (
+        ("--migrations-out-per-host", defaults.outgoing_per_host, "from one host"),
+        ("--migrations-in-per-host", defaults.incoming_per_host, "to one host"),
+        ("--migrations-per-cluster", defaults.cluster, "in the cluster"),
+    ):
+        parser.add_argument(
+            flag,
+            type=int,
+            default=default,
+            metavar="N",
+            help=f"live migrations at once {what} (default %(default)s)",
+        )
 
 
 def _add_security_arguments(parser: argparse.ArgumentParser, defaults: ControllerConfig) -> None:

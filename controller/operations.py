@@ -15,6 +15,9 @@ What ends an operation is its verb's row in the table of verbs
 Success and failure count only once the host has accepted the request;
 before that, the verb itself ends the operation when the host refuses.
 
+A migration over the migration limits waits its turn (queue(); started by
+controller.lifecycle.migration_queue).
+
 After a controller restart (recover()): an operation the host had accepted
 goes on — it ends as above, as the monitor learns the VM's state from the
 host; so does a start booked on a host, which the starter sends again with
@@ -34,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from controller import audit
 from controller.errors import VmNotFound
+from controller.lifecycle.target import Queued
 from controller.lifecycle.verbs import BY_KIND
 from controller.requests import Call
 from db import repositories as repo
@@ -82,8 +86,20 @@ def begin(
     return op
 
 
+def queue(op: Operation, queued: Queued) -> None:
+    """op waits its turn (controller.lifecycle.migration_queue): nothing is
+    booked for it, and a controller restart keeps it waiting."""
+    op.waiting = True
+    op.host_id = None
+    op.scheduled_at = None
+    op.message = queued.message
+    op.destination_ref = queued.destination_ref
+    op.cause = queued.cause
+
+
 def _finish(session: Session, op: Operation, state: OperationState, code: str, why: str) -> None:
     op.state = state
+    op.waiting = False
     op.done_at = utcnow()
     op.error_code = code
     op.error_message = why
@@ -235,7 +251,9 @@ def recover(session: Session) -> int:
     the others go on. Returns how many failed."""
     stale = session.scalars(
         select(Operation).where(
-            Operation.state == OperationState.RUNNING, Operation.accepted_at.is_(None)
+            Operation.state == OperationState.RUNNING,
+            Operation.accepted_at.is_(None),
+            Operation.waiting.is_(False),  # a waiting migration waits on
         )
     ).all()
     for op in stale:

@@ -136,6 +136,7 @@ def operation(pb: operation_pb2.Operation) -> m.Operation:
             *(time(p, name) for name in m.OperationPhases.__dataclass_fields__)
         ),
         migration=migration_transfer(pb.migration) if pb.HasField("migration") else None,
+        message=pb.message,
     )
 
 

@@ -21,6 +21,9 @@ Modules, one job each:
                and CancelMigration
 - stranded     the migrations to a host that cannot be reached, cancelled
                on their sources
+- migration_limits  how many migrations run at once, per host and in the
+               cluster, and why one must wait
+- migration_queue   the waiting migrations started in order as slots free
 - transitions  how what a host reports moves a VM's state: pure rules
 - crud         VmService: create, get, list, guest facts, placement
                explained, update, delete

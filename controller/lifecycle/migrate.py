@@ -14,6 +14,11 @@ operation SUCCEEDED; UP (or DOWN) on the source ends it FAILED
 (controller.operations). When the source refuses, the VM is UP again
 and the operation FAILED with the refusal.
 
+Over the migration limits (controller.lifecycle.migration_limits) the
+migration waits its turn: the VM stays UP, its operation RUNNING and
+waiting, until controller.lifecycle.migration_queue starts it; cancelling
+it then only ends its operation.
+
 CancelMigration marks the operation cancelled (so that it ends CANCELLED
 however the source's report and the answer interleave) and asks the source
 to abort the transfer; the operation ends FAILED (CANCELLED) at once,
@@ -34,10 +39,17 @@ from controller.errors import HostNotFound, IllegalVmState, NoHostAvailable
 from controller.host_client import HostClient
 from controller.hosts import HostClients
 from controller.lifecycle import verbs
+from controller.lifecycle.migration_limits import (
+    MigrationLimits,
+    anyone_waiting,
+    held_back,
+    in_flight,
+    waiting_of,
+)
 from controller.lifecycle.placement import placement
 from controller.lifecycle.runner import Answer
 from controller.lifecycle.states import set_state
-from controller.lifecycle.target import HostTarget
+from controller.lifecycle.target import HostTarget, Queued
 from controller.lifecycle.transitions import apply_host_vm
 from controller.lifecycle.verbs import Verb
 from controller.operations import VmAndOperation
@@ -81,6 +93,22 @@ def choose_destination(
     return next(h for h in hosts if h.id == judged.host.id)
 
 
+def booked(vm: Vm, source: Host, destination: Host) -> HostTarget:
+    """The migration of vm from source to destination begins: the VM goes
+    MIGRATING_FROM; its operation's host (the destination) books it there."""
+    set_state(vm, VmState.MIGRATING_FROM, message=f"migrating to host {destination.name!r}")
+    return dataclasses.replace(
+        HostTarget.of(vm, source),
+        destination_id=destination.id,
+        destination_address=destination.address,
+    )
+
+
+class MigrationWaiting(FailedPrecondition):
+    def __init__(self, vm: str) -> None:
+        super().__init__(f"cannot migrate VM {vm!r}: its migration waits its turn already")
+
+
 @dataclass(frozen=True)
 class MigrateSteps:
     """The migration as runner steps."""
@@ -90,17 +118,29 @@ class MigrateSteps:
     # The transfer's cap, MiB/s; 0: none.
     max_bandwidth_mib: int = 0
     verb: Verb = verbs.MIGRATE
+    # None: no limits; else a migration over them waits its turn.
+    limits: MigrationLimits | None = None
+    # "maintenance" for a host's evacuation (controller.maintenance).
+    cause: str = ""
 
     def begin(self, session: Session, vm: Vm, host: Host | None) -> Outcome[HostTarget]:
         assert host is not None
+        if waiting_of(session, vm.id) is not None:
+            raise MigrationWaiting(vm.name)
         destination = choose_destination(session, vm, host, self.destination_ref, self.policy)
-        set_state(vm, VmState.MIGRATING_FROM, message=f"migrating to host {destination.name!r}")
-        target = dataclasses.replace(
-            HostTarget.of(vm, host),
-            destination_id=destination.id,
-            destination_address=destination.address,
-        )
-        return Outcome(True, target)
+        why = self._held_back(session, host, destination)
+        if why:
+            queued = Queued(why, self.destination_ref, self.cause)
+            return Outcome(False, dataclasses.replace(HostTarget.of(vm, host), queued=queued))
+        return Outcome(True, booked(vm, host, destination))
+
+    def _held_back(self, session: Session, source: Host, destination: Host) -> str:
+        if self.limits is None:
+            return ""
+        why = held_back(self.limits, in_flight(session), source, destination)
+        if not why and anyone_waiting(session):  # first come, first served
+            return "waiting: earlier migrations wait their turn"
+        return why
 
     async def call_host(self, client: HostClient, target: HostTarget, op_id: str) -> Answer:
         await client.migrate_vm(
@@ -149,6 +189,9 @@ def _begin_cancel(session: Session, vm: Vm, call: Call) -> Outcome[_Cancel | str
 
     def work(session: Session) -> requests.Done[Outcome[_Cancel | str]]:
         op = _running_migration(session, vm)
+        if op is not None and op.waiting:  # nothing to tell a host
+            operations.failed(session, op.id, operations.CANCELLED, CANCELLED)
+            return requests.Done(Outcome(False, op.id), op.id)
         source = repo.find_host(session, vm.host_id) if vm.host_id else None
         if vm.state is not VmState.MIGRATING_FROM or op is None or source is None:
             raise IllegalVmState(vm.name, vm.state.value, "cancel the migration of", "migrating")

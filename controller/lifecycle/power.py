@@ -24,6 +24,7 @@ from controller.host_client import HostClient
 from controller.hosts import HostClients
 from controller.lifecycle import verbs
 from controller.lifecycle.migrate import MigrateSteps, Migrations
+from controller.lifecycle.migration_limits import MigrationLimits
 from controller.lifecycle.placement import Starter
 from controller.lifecycle.runner import Answer, VerbRunner
 from controller.lifecycle.start import StartSteps
@@ -109,12 +110,18 @@ class VmVerbs:
     """StartVm, StopVm and the power verbs, each through the runner."""
 
     def __init__(
-        self, store: VmStore, clients: HostClients, starter: Starter, migration_mib_s: int = 0
+        self,
+        store: VmStore,
+        clients: HostClients,
+        starter: Starter,
+        migration_mib_s: int = 0,
+        limits: MigrationLimits | None = None,
     ) -> None:
         self._runner = VerbRunner(store, clients)
         self._start = StartSteps(starter)
         self._starter = starter
         self._migration_mib_s = migration_mib_s
+        self._limits = limits
         self._migrations = Migrations(store, clients)
 
     async def start(self, vm_ref: str, call: Call) -> VmAndOperation:
@@ -153,10 +160,20 @@ class VmVerbs:
         SUSPENDED. The VM keeps its host, where StartVm restores it."""
         return await self._runner.run(vm_ref, call, OnHostSteps(verbs.HIBERNATE, _hibernate))
 
-    async def migrate(self, vm_ref: str, destination: str, call: Call) -> VmAndOperation:
+    async def migrate(
+        self, vm_ref: str, destination: str, call: Call, cause: str = ""
+    ) -> VmAndOperation:
         """Moves an UP VM live to destination (a host id or name), or to the
-        host the scheduler picks (controller.lifecycle.migrate)."""
-        steps = MigrateSteps(destination, self._starter.policy, self._migration_mib_s)
+        host the scheduler picks (controller.lifecycle.migrate); over the
+        migration limits it waits its turn. cause: who asked, if not a
+        client ("maintenance")."""
+        steps = MigrateSteps(
+            destination,
+            self._starter.policy,
+            self._migration_mib_s,
+            limits=self._limits,
+            cause=cause,
+        )
         return await self._runner.run(vm_ref, call, steps)
 
     async def cancel_migration(self, vm_ref: str, call: Call) -> VmAndOperation:

@@ -11,6 +11,17 @@ from db.models import Host, Vm
 
 
 @dataclass(frozen=True)
+class Queued:
+    """A verb that waits its turn instead of calling the host now (a
+    migration over the migration limits): what it waits for, the host asked
+    for, and who asked ("maintenance": a host's evacuation)."""
+
+    message: str
+    destination_ref: str = ""
+    cause: str = ""
+
+
+@dataclass(frozen=True)
 class HostTarget:
     """A VM and the host to call about it."""
 
@@ -31,6 +42,9 @@ class HostTarget:
     # A migration's destination, which the host is asked to send the VM to.
     destination_id: str = ""
     destination_address: str = ""
+    # Set when the verb waits its turn: the runner begins its operation,
+    # waiting, and does not call the host.
+    queued: Queued | None = None
 
     @classmethod
     def of(

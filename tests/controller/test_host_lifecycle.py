@@ -169,6 +169,29 @@ async def _placed_on_h1(api: Api, host: host_pb2.Host, up: vp.Host) -> None:
     assert judged.weights[0].score == pytest.approx(free_after / up.status.memory_total_mib)
 
 
+async def _prepared_then_activated(api: Api, host: host_pb2.Host) -> None:
+    """v1 runs on h1: the host prepares for maintenance and says v1 cannot
+    move (the test driver's VM never comes UP); ActivateHost cancels that."""
+    maintain = host_api.SetHostMaintenanceRequest(host="h1")
+    preparing = (await api.hosts.SetHostMaintenance(maintain)).host
+    assert preparing.status.state == H.STATE_PREPARING_FOR_MAINTENANCE
+    assert api.controller.hosts.watched(host.id)
+    named = await until(
+        lambda: api.client.hosts.get("h1"), lambda h: "cannot move" in h.status.message
+    )
+    stuck = "evacuating: 0 VMs moving; cannot move: v1 (it is POWERING_UP; only an UP VM migrates)"
+    assert named.status.message == stuck
+    # The CLI shows the evacuation until only VMs that cannot move are left.
+    shown = await _cli(api, "host", "maintenance", "h1")
+    assert f"h1: stays PREPARING_FOR_MAINTENANCE: {stuck}" in shown
+    code, why = await error(api.vms.StartVm(vm_api.StartVmRequest(vm="v2")))
+    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "h1: maintenance: host is in maintenance" in why
+    activated = (await api.hosts.ActivateHost(host_api.ActivateHostRequest(host="h1"))).host
+    assert activated.status.state == H.STATE_UP
+    assert activated.status.message == "activated; the evacuation was cancelled"
+
+
 async def test_maintenance_activate_and_remove(
     api: Api, hostd: Daemon, boot: vm_pb2.BootSource
 ) -> None:
@@ -180,11 +203,7 @@ async def test_maintenance_activate_and_remove(
         vm_api.CreateVmRequest(name="v2", spec=vm_pb2.VmSpec(vcpus=1, memory_mib=64, boot=boot))
     )
 
-    code, why = await error(
-        api.hosts.SetHostMaintenance(host_api.SetHostMaintenanceRequest(host="h1"))
-    )
-    assert code is grpc.StatusCode.FAILED_PRECONDITION
-    assert "v1" in why
+    await _prepared_then_activated(api, host)
     code, why = await error(api.hosts.RemoveHost(host_api.RemoveHostRequest(host="h1")))
     assert code is grpc.StatusCode.FAILED_PRECONDITION
     assert "v1" in why

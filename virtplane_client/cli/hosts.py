@@ -4,6 +4,7 @@ once, so it carries no request_id (NO_KEY), as it always did."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,13 @@ from virtplane_client.aio import AsyncClient
 from virtplane_client.cli import config
 from virtplane_client.cli import format as fmt
 from virtplane_client.fleet import EnrollmentToken
+from virtplane_client.models import HostState
 from virtplane_common.tls.files import write_private
 
 NO_KEY = ""
 TOKEN_FILE = "/etc/virtplane/enroll.token"
+# How often `host maintenance` looks at an evacuating host.
+EVACUATION_POLL_SECONDS = 1.0
 
 
 def enrollment_text(args: argparse.Namespace, name: str, token: EnrollmentToken) -> str:
@@ -75,8 +79,28 @@ async def host_remove(args: argparse.Namespace, client: AsyncClient) -> None:
     print(f"{args.host}: removed")
 
 
+def _stuck(message: str) -> bool:
+    """Whether an evacuation's message says nothing moves any more and some
+    VMs cannot ("evacuating: 0 VMs moving; cannot move: …")."""
+    return message.startswith("evacuating: 0 VMs moving") and "cannot move" in message
+
+
 async def host_maintenance(args: argparse.Namespace, client: AsyncClient) -> None:
-    print(fmt.hosts([await client.hosts.set_maintenance(args.host, request_id=NO_KEY)]))
+    """Takes the host out of service; while it evacuates its VMs, shows each
+    change of the evacuation until the host is empty (MAINTENANCE), is
+    activated again, or only VMs that cannot move are left (named)."""
+    host = await client.hosts.set_maintenance(args.host, request_id=NO_KEY)
+    print(fmt.hosts([host]))
+    shown = host.status.message
+    while host.status.state is HostState.PREPARING_FOR_MAINTENANCE and not args.no_wait:
+        if _stuck(host.status.message):
+            print(f"{host.name}: stays PREPARING_FOR_MAINTENANCE: {host.status.message}")
+            return
+        await asyncio.sleep(EVACUATION_POLL_SECONDS)
+        host = await client.hosts.get(args.host)
+        if host.status.message != shown:
+            shown = host.status.message
+            print(f"{host.name}: {fmt.host_state(host.status.state)}: {shown}")
 
 
 async def host_activate(args: argparse.Namespace, client: AsyncClient) -> None:
@@ -114,9 +138,16 @@ def add_parsers(groups: Any) -> None:
     )
     _token_file_argument(token)
     token.set_defaults(run=host_enroll_token)
+    maintenance = host.add_parser(
+        "maintenance", help="take a host out of service, migrating its VMs away first"
+    )
+    maintenance.add_argument("host", help="id or name")
+    maintenance.add_argument(
+        "--no-wait", action="store_true", help="answer at once; do not show the evacuation"
+    )
+    maintenance.set_defaults(run=host_maintenance)
     for verb, run, what in (
         ("remove", host_remove, "forget a host no VM is placed on"),
-        ("maintenance", host_maintenance, "take a host without running VMs out of service"),
         ("activate", host_activate, "bring a host back from maintenance"),
         ("confirm-down", host_confirm_down, "fence: confirm a NON_RESPONSIVE host is off"),
     ):

@@ -63,6 +63,8 @@ class Operation:
     request_id: str = ""
     phases: OperationPhases = field(default_factory=OperationPhases)
     migration: MigrationTransfer | None = None  # a migration's, once its source reported
+    # What a running operation waits for ("waiting: host h1 has 2 outgoing").
+    message: str = ""
 
     @property
     def failed(self) -> bool:

@@ -109,8 +109,12 @@ class HostServiceServicer:
 
     def SetHostMaintenance(self, request, context):
         """Takes a host out of service: MAINTENANCE, where no VM is placed and the
-        controller stops monitoring it. FAILED_PRECONDITION while VMs run on it
-        (the error names them).
+        controller stops monitoring it. An UP host running VMs is
+        PREPARING_FOR_MAINTENANCE first: each VM is migrated away (placed by the
+        scheduler, within the migration limits) and the host is MAINTENANCE once
+        it runs nothing; its status message names each VM that cannot move and
+        why. FAILED_PRECONDITION while VMs run on a host that is not UP (the
+        error names them).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -118,7 +122,9 @@ class HostServiceServicer:
 
     def ActivateHost(self, request, context):
         """Brings a host in MAINTENANCE or NON_OPERATIONAL back into service: it is
-        CONNECTING until hostd answers, then UP.
+        CONNECTING until hostd answers, then UP. A host PREPARING_FOR_MAINTENANCE
+        is UP at once: its evacuation is cancelled (migrations that wait their
+        turn end; those under way may finish).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -48,12 +48,18 @@ class HostServiceStub:
     """
     SetHostMaintenance: _grpc.UnaryUnaryMultiCallable[_host_service_pb2.SetHostMaintenanceRequest, _host_service_pb2.SetHostMaintenanceResponse]
     """Takes a host out of service: MAINTENANCE, where no VM is placed and the
-    controller stops monitoring it. FAILED_PRECONDITION while VMs run on it
-    (the error names them).
+    controller stops monitoring it. An UP host running VMs is
+    PREPARING_FOR_MAINTENANCE first: each VM is migrated away (placed by the
+    scheduler, within the migration limits) and the host is MAINTENANCE once
+    it runs nothing; its status message names each VM that cannot move and
+    why. FAILED_PRECONDITION while VMs run on a host that is not UP (the
+    error names them).
     """
     ActivateHost: _grpc.UnaryUnaryMultiCallable[_host_service_pb2.ActivateHostRequest, _host_service_pb2.ActivateHostResponse]
     """Brings a host in MAINTENANCE or NON_OPERATIONAL back into service: it is
-    CONNECTING until hostd answers, then UP.
+    CONNECTING until hostd answers, then UP. A host PREPARING_FOR_MAINTENANCE
+    is UP at once: its evacuation is cancelled (migrations that wait their
+    turn end; those under way may finish).
     """
     ConfirmHostDown: _grpc.UnaryUnaryMultiCallable[_host_service_pb2.ConfirmHostDownRequest, _host_service_pb2.ConfirmHostDownResponse]
     """Manual fencing: the operator confirms that a NON_RESPONSIVE host was
@@ -82,12 +88,18 @@ class HostServiceAsyncStub(HostServiceStub):
     """
     SetHostMaintenance: _aio.UnaryUnaryMultiCallable[_host_service_pb2.SetHostMaintenanceRequest, _host_service_pb2.SetHostMaintenanceResponse]  # type: ignore[assignment]
     """Takes a host out of service: MAINTENANCE, where no VM is placed and the
-    controller stops monitoring it. FAILED_PRECONDITION while VMs run on it
-    (the error names them).
+    controller stops monitoring it. An UP host running VMs is
+    PREPARING_FOR_MAINTENANCE first: each VM is migrated away (placed by the
+    scheduler, within the migration limits) and the host is MAINTENANCE once
+    it runs nothing; its status message names each VM that cannot move and
+    why. FAILED_PRECONDITION while VMs run on a host that is not UP (the
+    error names them).
     """
     ActivateHost: _aio.UnaryUnaryMultiCallable[_host_service_pb2.ActivateHostRequest, _host_service_pb2.ActivateHostResponse]  # type: ignore[assignment]
     """Brings a host in MAINTENANCE or NON_OPERATIONAL back into service: it is
-    CONNECTING until hostd answers, then UP.
+    CONNECTING until hostd answers, then UP. A host PREPARING_FOR_MAINTENANCE
+    is UP at once: its evacuation is cancelled (migrations that wait their
+    turn end; those under way may finish).
     """
     ConfirmHostDown: _aio.UnaryUnaryMultiCallable[_host_service_pb2.ConfirmHostDownRequest, _host_service_pb2.ConfirmHostDownResponse]  # type: ignore[assignment]
     """Manual fencing: the operator confirms that a NON_RESPONSIVE host was
@@ -143,8 +155,12 @@ class HostServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_host_service_pb2.SetHostMaintenanceResponse, _abc.Awaitable[_host_service_pb2.SetHostMaintenanceResponse]]:
         """Takes a host out of service: MAINTENANCE, where no VM is placed and the
-        controller stops monitoring it. FAILED_PRECONDITION while VMs run on it
-        (the error names them).
+        controller stops monitoring it. An UP host running VMs is
+        PREPARING_FOR_MAINTENANCE first: each VM is migrated away (placed by the
+        scheduler, within the migration limits) and the host is MAINTENANCE once
+        it runs nothing; its status message names each VM that cannot move and
+        why. FAILED_PRECONDITION while VMs run on a host that is not UP (the
+        error names them).
         """
 
     @_abc_1.abstractmethod
@@ -154,7 +170,9 @@ class HostServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_host_service_pb2.ActivateHostResponse, _abc.Awaitable[_host_service_pb2.ActivateHostResponse]]:
         """Brings a host in MAINTENANCE or NON_OPERATIONAL back into service: it is
-        CONNECTING until hostd answers, then UP.
+        CONNECTING until hostd answers, then UP. A host PREPARING_FOR_MAINTENANCE
+        is UP at once: its evacuation is cancelled (migrations that wait their
+        turn end; those under way may finish).
         """
 
     @_abc_1.abstractmethod

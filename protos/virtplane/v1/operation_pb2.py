@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cvirtplane/v1/operation.proto\x12\x0cvirtplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x04\n\tOperation\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.virtplane.v1.Operation.Kind\x12\r\n\x05vm_id\x18\x03 \x01(\t\x12\x0f\n\x07host_id\x18\x04 \x01(\t\x12,\n\x05state\x18\x05 \x01(\x0e\x32\x1d.virtplane.v1.Operation.State\x12\x0c\n\x04\x64one\x18\x06 \x01(\x08\x12+\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1c.virtplane.v1.OperationError\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12-\n\x06phases\x18\t \x01(\x0b\x32\x1d.virtplane.v1.OperationPhases\x12\x32\n\tmigration\x18\n \x01(\x0b\x32\x1f.virtplane.v1.MigrationTransfer\"\xd1\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rKIND_START_VM\x10\x01\x12\x10\n\x0cKIND_STOP_VM\x10\x02\x12\x14\n\x10KIND_SHUTDOWN_VM\x10\x03\x12\x12\n\x0eKIND_REBOOT_VM\x10\x04\x12\x11\n\rKIND_RESET_VM\x10\x05\x12\x11\n\rKIND_PAUSE_VM\x10\x06\x12\x12\n\x0eKIND_RESUME_VM\x10\x07\x12\x15\n\x11KIND_HIBERNATE_VM\x10\x08\x12\x13\n\x0fKIND_MIGRATE_VM\x10\t\"X\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_RUNNING\x10\x01\x12\x13\n\x0fSTATE_SUCCEEDED\x10\x02\x12\x10\n\x0cSTATE_FAILED\x10\x03\"\xc1\x03\n\x11MigrationTransfer\x12\x34\n\x05phase\x18\x01 \x01(\x0e\x32%.virtplane.v1.MigrationTransfer.Phase\x12\x0f\n\x07percent\x18\x02 \x01(\r\x12\x18\n\x10\x64\x61ta_total_bytes\x18\x03 \x01(\x04\x12\x1c\n\x14\x64\x61ta_processed_bytes\x18\x04 \x01(\x04\x12\x1c\n\x14\x64\x61ta_remaining_bytes\x18\x05 \x01(\x04\x12\x18\n\x10\x62ytes_per_second\x18\x06 \x01(\x04\x12\x12\n\niterations\x18\x07 \x01(\r\x12\x12\n\nelapsed_ms\x18\x08 \x01(\x04\x12\x13\n\x0b\x64owntime_ms\x18\t \x01(\x04\x12\x0f\n\x07message\x18\n \x01(\t\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"v\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x16\n\x12PHASE_TRANSFERRING\x10\x01\x12\x17\n\x13PHASE_SWITCHED_OVER\x10\x02\x12\x10\n\x0cPHASE_FAILED\x10\x03\x12\x13\n\x0fPHASE_CANCELLED\x10\x04\"/\n\x0eOperationError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xdf\x03\n\x0fOperationPhases\x12/\n\x0b\x63reate_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0escheduled_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x64ispatched_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\raccepted_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10powering_up_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07up_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tdone_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11transferring_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12switched_over_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cvirtplane/v1/operation.proto\x12\x0cvirtplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x05\n\tOperation\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.virtplane.v1.Operation.Kind\x12\r\n\x05vm_id\x18\x03 \x01(\t\x12\x0f\n\x07host_id\x18\x04 \x01(\t\x12,\n\x05state\x18\x05 \x01(\x0e\x32\x1d.virtplane.v1.Operation.State\x12\x0c\n\x04\x64one\x18\x06 \x01(\x08\x12+\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1c.virtplane.v1.OperationError\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12-\n\x06phases\x18\t \x01(\x0b\x32\x1d.virtplane.v1.OperationPhases\x12\x32\n\tmigration\x18\n \x01(\x0b\x32\x1f.virtplane.v1.MigrationTransfer\x12\x0f\n\x07message\x18\x0b \x01(\t\"\xd1\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rKIND_START_VM\x10\x01\x12\x10\n\x0cKIND_STOP_VM\x10\x02\x12\x14\n\x10KIND_SHUTDOWN_VM\x10\x03\x12\x12\n\x0eKIND_REBOOT_VM\x10\x04\x12\x11\n\rKIND_RESET_VM\x10\x05\x12\x11\n\rKIND_PAUSE_VM\x10\x06\x12\x12\n\x0eKIND_RESUME_VM\x10\x07\x12\x15\n\x11KIND_HIBERNATE_VM\x10\x08\x12\x13\n\x0fKIND_MIGRATE_VM\x10\t\"X\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_RUNNING\x10\x01\x12\x13\n\x0fSTATE_SUCCEEDED\x10\x02\x12\x10\n\x0cSTATE_FAILED\x10\x03\"\xc1\x03\n\x11MigrationTransfer\x12\x34\n\x05phase\x18\x01 \x01(\x0e\x32%.virtplane.v1.MigrationTransfer.Phase\x12\x0f\n\x07percent\x18\x02 \x01(\r\x12\x18\n\x10\x64\x61ta_total_bytes\x18\x03 \x01(\x04\x12\x1c\n\x14\x64\x61ta_processed_bytes\x18\x04 \x01(\x04\x12\x1c\n\x14\x64\x61ta_remaining_bytes\x18\x05 \x01(\x04\x12\x18\n\x10\x62ytes_per_second\x18\x06 \x01(\x04\x12\x12\n\niterations\x18\x07 \x01(\r\x12\x12\n\nelapsed_ms\x18\x08 \x01(\x04\x12\x13\n\x0b\x64owntime_ms\x18\t \x01(\x04\x12\x0f\n\x07message\x18\n \x01(\t\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"v\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x16\n\x12PHASE_TRANSFERRING\x10\x01\x12\x17\n\x13PHASE_SWITCHED_OVER\x10\x02\x12\x10\n\x0cPHASE_FAILED\x10\x03\x12\x13\n\x0fPHASE_CANCELLED\x10\x04\"/\n\x0eOperationError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xdf\x03\n\x0fOperationPhases\x12/\n\x0b\x63reate_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0escheduled_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x64ispatched_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\raccepted_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10powering_up_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07up_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tdone_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11transferring_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12switched_over_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,17 +33,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'virtplane.v1.operation_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_OPERATION']._serialized_start=80
-  _globals['_OPERATION']._serialized_end=705
-  _globals['_OPERATION_KIND']._serialized_start=406
-  _globals['_OPERATION_KIND']._serialized_end=615
-  _globals['_OPERATION_STATE']._serialized_start=617
-  _globals['_OPERATION_STATE']._serialized_end=705
-  _globals['_MIGRATIONTRANSFER']._serialized_start=708
-  _globals['_MIGRATIONTRANSFER']._serialized_end=1157
-  _globals['_MIGRATIONTRANSFER_PHASE']._serialized_start=1039
-  _globals['_MIGRATIONTRANSFER_PHASE']._serialized_end=1157
-  _globals['_OPERATIONERROR']._serialized_start=1159
-  _globals['_OPERATIONERROR']._serialized_end=1206
-  _globals['_OPERATIONPHASES']._serialized_start=1209
-  _globals['_OPERATIONPHASES']._serialized_end=1688
+  _globals['_OPERATION']._serialized_end=722
+  _globals['_OPERATION_KIND']._serialized_start=423
+  _globals['_OPERATION_KIND']._serialized_end=632
+  _globals['_OPERATION_STATE']._serialized_start=634
+  _globals['_OPERATION_STATE']._serialized_end=722
+  _globals['_MIGRATIONTRANSFER']._serialized_start=725
+  _globals['_MIGRATIONTRANSFER']._serialized_end=1174
+  _globals['_MIGRATIONTRANSFER_PHASE']._serialized_start=1056
+  _globals['_MIGRATIONTRANSFER_PHASE']._serialized_end=1174
+  _globals['_OPERATIONERROR']._serialized_start=1176
+  _globals['_OPERATIONERROR']._serialized_end=1223
+  _globals['_OPERATIONPHASES']._serialized_start=1226
+  _globals['_OPERATIONPHASES']._serialized_end=1705
 # @@protoc_insertion_point(module_scope)

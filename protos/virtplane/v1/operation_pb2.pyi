@@ -108,6 +108,7 @@ class Operation(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     PHASES_FIELD_NUMBER: _builtins.int
     MIGRATION_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Assigned by the controller (a UUID)."""
     kind: Global___Operation.Kind.ValueType
@@ -122,6 +123,10 @@ class Operation(_message.Message):
     """Whether the operation has ended (SUCCEEDED or FAILED)."""
     request_id: _builtins.str
     """The request_id of the call that began it, if it had one."""
+    message: _builtins.str
+    """What a running operation waits for now, e.g. a migration over the
+    migration limits: "waiting: host h1 has 2 outgoing"; empty otherwise.
+    """
     @_builtins.property
     def error(self) -> Global___OperationError:
         """Set when FAILED."""
@@ -148,10 +153,11 @@ class Operation(_message.Message):
         request_id: _builtins.str = ...,
         phases: Global___OperationPhases | None = ...,
         migration: Global___MigrationTransfer | None = ...,
+        message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "migration", b"migration", "phases", b"phases"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "error", b"error", "host_id", b"host_id", "id", b"id", "kind", b"kind", "migration", b"migration", "phases", b"phases", "request_id", b"request_id", "state", b"state", "vm_id", b"vm_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "error", b"error", "host_id", b"host_id", "id", b"id", "kind", b"kind", "message", b"message", "migration", b"migration", "phases", b"phases", "request_id", b"request_id", "state", b"state", "vm_id", b"vm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
