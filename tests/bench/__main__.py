@@ -12,7 +12,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.bench import guest_channel, hostd_paths, migration, scale, start_path
+from tests.bench import (
+    controller_migration,
+    guest_channel,
+    hostd_paths,
+    migration,
+    scale,
+    start_path,
+)
 from tests.support.real import REPO, GuestImage, load_guest_image
 
 Benchmark = Callable[[GuestImage, Path, argparse.Namespace], dict[str, float]]
@@ -35,6 +42,9 @@ BENCHMARKS: dict[str, Benchmark] = {
         image, workdir, args.rounds
     ),
     "migration": lambda image, workdir, args: migration.run(image, workdir, args.rounds),
+    "controller_migration": lambda image, workdir, args: controller_migration.run(
+        image, workdir, args.rounds
+    ),
     "scale": _scale,
     "guest_channel": lambda image, workdir, args: guest_channel.run(
         image, workdir, min(args.rounds, 3), args.idle_window

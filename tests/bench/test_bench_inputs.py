@@ -6,8 +6,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from hostd.layout import StateLayout
-from tests.bench import guest_channel
+from tests.bench import controller_migration, guest_channel
 from tests.bench.start_path import raw_xml
 from tests.support.real import GuestImage
 
@@ -29,3 +31,26 @@ async def test_the_report_rate_bench_drives_a_real_hostd_within_its_budgets() ->
         shutil.rmtree(workdir, ignore_errors=True)
     assert results["reports_per_second"] > 0
     assert results["channels_throttled"] == 0
+
+
+def test_the_controller_migration_figures_are_medians_with_their_spread() -> None:
+    sample = controller_migration.Sample(
+        raw_s=[3.0, 2.0, 4.0, 100.0],
+        raw_resumed_s=[1.0, 0.8, 1.2, 1.0],
+        raw_downtime_ms=[100, 120, 80, 500],
+        stack_s=[1.1, 1.2, 1.0, 9.0],
+        downtime_ms=[90, 130, 110, 100],
+        evacuate_s=[2.0, 3.0],
+    )
+    got = controller_migration.figures(sample, rounds=2)
+    assert (got["raw_migrate3_s"], got["migratevm_to_up_s"]) == (3.5, 1.15)
+    assert got["ratio"] == pytest.approx(1.15 / 3.5)
+    assert got["ratio_to_resumed"] == pytest.approx(1.15 / 1.0)
+    assert (got["raw_downtime_ms"], got["downtime_ms"]) == (110, 105)
+    assert got["downtime_over_raw_ms"] == -5
+    assert (got["raw_downtime_max_ms"], got["downtime_max_ms"]) == (500, 130)
+    assert (got["evacuate_s"], got["evacuate_vms"]) == (2.5, 2)
+    # statistics.quantiles' exclusive method: the quartiles of 2, 3, 4, 100
+    # are 2.25 and 76.
+    assert got["raw_migrate3_iqr_s"] == pytest.approx(76 - 2.25)
+    assert got["moves"] == 4
