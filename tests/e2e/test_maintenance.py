@@ -1,5 +1,5 @@
 """The migration limits and host maintenance with real guests on two real
-hosts (the fixtures of tests/e2e/test_two_hosts.py), two guests booted once:
+hosts (the fixtures of tests/e2e/conftest.py), two guests booted once:
 
 - one outgoing migration per host at a time (the controller's limit) and
   transfers slowed to 8 MiB/s: of two migrations asked together, the second
@@ -24,18 +24,12 @@ import pytest
 
 import virtplane_client as vp
 from controller.lifecycle.migration_limits import MigrationLimits
-from tests.e2e.test_two_hosts import (  # noqa: F401 (fixtures)
-    destroy_domain,
-    hosts,
-    in_process_controller,
-    running_on,
-    workdir,
-)
 from tests.support.events import vm_until
 from tests.support.guests import guest_reported, guest_spec
 from tests.support.real import GuestImage
 from tests.support.rig_hosts import add_daemon
 from tests.support.stack import Daemon
+from tests.support.two_hosts import destroy_domain, in_process_controller, running_on
 from tests.support.waiting import until
 
 S = vp.VmState
@@ -108,13 +102,8 @@ async def _evacuation_leaves_the_pinned_one(
     assert (still.status.state, still.status.host_id) == (S.UP, h2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="twice on 2026-12-05 the second migration, once the queue started it, failed in"
-    " QEMU: 'The certificate hasn't got a known issuer' (cause not found yet)",
-)
 async def test_limits_hold_a_migration_back_and_maintenance_evacuates(
-    hosts: list[Daemon],  # noqa: F811
+    hosts: list[Daemon],
     guest_image: GuestImage,
     *,
     system_libvirt: str,
