@@ -112,6 +112,8 @@ class Controller:
         self.evacuator = Evacuator(
             self.db, self.verbs, policy, self.hosts.unwatch, config.evacuation_poll_seconds
         )
+        self.store.listeners.append(self.evacuator.wakeup.changed)
+        self.hosts.evacuate_now = self.evacuator.wakeup.nudge
         self._add_services()
         wiring.install(self.server, self.db, self.auth, ca, config)
         self.identity.install(self.server)

@@ -23,6 +23,7 @@ maintenance takes VMs. RemoveHost is refused while VMs are on the host.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, TypeAlias, overload
 
@@ -191,6 +192,9 @@ class HostService:
         self._settings = settings
         self._monitors: dict[str, HostMonitor] = {}
         self._stranded = StrandedMigrations(store, clients)
+        # Wakes the evacuation when a host starts preparing for maintenance
+        # (set by the application once the evacuator exists).
+        self.evacuate_now: Callable[[], None] = _nothing
 
     @overload
     async def add(self, name: str, address: str) -> HostView: ...
@@ -322,6 +326,8 @@ class HostService:
         answer = await requests.run_once(self._db, call, work, _replay)
         if isinstance(answer, HostView) and answer.row.state is HostState.MAINTENANCE:
             await self._unwatch(answer.row.id)
+        elif isinstance(answer, HostView):
+            self.evacuate_now()
         return answer
 
     async def activate(self, host_ref: str, call: Call = _ACTIVATE) -> HostAnswer:
@@ -443,3 +449,7 @@ class HostService:
         for monitor in self._monitors.values():
             await monitor.stop()
         self._monitors.clear()
+
+
+def _nothing() -> None:
+    pass

@@ -11,13 +11,14 @@ The host's states::
     PREPARING_FOR_MAINTENANCE ─the last VM gone→ MAINTENANCE
     PREPARING_FOR_MAINTENANCE ─ActivateHost→ UP (cancel())
 
-The Evacuator looks at every host preparing for maintenance each
-poll_interval seconds (look()): a VM that cannot move (pinned to the host,
-not UP, no destination fits, its evacuation's migration failed) is named in
-the host's message with why, and keeps the host preparing (a new
-SetHostMaintenance after ActivateHost tries the failed ones again); every
-other VM is asked to migrate, unless its migration is under way or waits
-its turn. A host that runs nothing any
+The Evacuator looks at every host preparing for maintenance (look()) each
+poll_interval seconds, at once when a host is asked to evacuate, and, while
+one is preparing, as soon as a VM changes (controller.wakeup). A VM that
+cannot move (pinned to the host, not UP, no destination fits, its
+evacuation's migration failed) is named in the host's message with why, and
+keeps the host preparing (a new SetHostMaintenance after ActivateHost tries
+the failed ones again); every other VM is asked to migrate, unless its
+migration is under way or waits its turn. A host that runs nothing any
 more goes MAINTENANCE and is no longer watched. Everything is in the
 database, so a restarted controller carries on.
 
@@ -47,6 +48,7 @@ from controller.lifecycle.placement import placement
 from controller.lifecycle.power import VmVerbs
 from controller.requests import Call
 from controller.scheduler import Policy
+from controller.wakeup import Wakeup
 from db import repositories as repo
 from db.enums import ACTIVE_VM_STATES, HostState, OperationKind, OperationState, VmState
 from db.models import Host, Operation, Vm
@@ -230,6 +232,7 @@ class Evacuator:
         self._emptied = emptied
         self._poll_interval = poll_interval
         self._task: asyncio.Task[None] | None = None
+        self.wakeup = Wakeup()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="evacuator")
@@ -248,7 +251,7 @@ class Evacuator:
                 raise
             except Exception:
                 log.exception("evacuating hosts failed; trying again")
-            await asyncio.sleep(self._poll_interval)
+            await self.wakeup.wait(self._poll_interval)
 
     async def run_once(self) -> list[Look]:
         """One look at every host preparing for maintenance; asks the VMs
@@ -256,6 +259,7 @@ class Evacuator:
         host_ids = await self._db.run(
             lambda s: [h.id for h in repo.list_hosts(s, HostState.PREPARING_FOR_MAINTENANCE)]
         )
+        self.wakeup.busy = bool(host_ids)
         looks: list[Look] = []
         for host_id in host_ids:
             found = await self._db.run(

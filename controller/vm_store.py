@@ -68,6 +68,8 @@ class VmStore:
     def __init__(self, db: Database, hub: WatchHub) -> None:
         self.db = db
         self.hub = hub
+        # Called after each publish() of changes (controller.wakeup).
+        self.listeners: list[Callable[[], None]] = []
 
     async def insert(self, build: Callable[[Session], Vm], call: Call) -> Created:
         """Adds the VM build makes; a repeat of call returns that VM."""
@@ -166,6 +168,9 @@ class VmStore:
         """Tells watchers about rows changed by stamp(), once committed."""
         for proto in vms:
             self.hub.publish(Change(Kind.KIND_CHANGED, proto, proto.status.revision))
+        if vms:
+            for listener in self.listeners:
+                listener()
 
     async def snapshot(self) -> list[vm_pb2.Vm]:
         """Every VM, each with the revision it reflects."""

@@ -2,8 +2,9 @@
 (controller.lifecycle.migration_limits), first come first served.
 
 Everything is in the database (the waiting operations), so a restarted
-controller starts them too. The queue looks every poll_interval seconds
-(a migration's end frees a slot; the next look starts the next one):
+controller starts them too. The queue looks every poll_interval seconds,
+and, while migrations wait or are under way, as soon as a VM changes (a
+migration's end frees a slot; controller.wakeup):
 
 1. in one transaction, admit(): walk the waiting migrations, oldest first.
    One whose VM is no longer UP on a host, or that no host can take now,
@@ -30,6 +31,7 @@ from controller.hosts import HostClients
 from controller.lifecycle.migrate import MigrateSteps, booked, choose_destination
 from controller.lifecycle.migration_limits import (
     MigrationLimits,
+    anyone_waiting,
     held_back,
     in_flight,
     waiting_migrations,
@@ -38,6 +40,7 @@ from controller.lifecycle.runner import status_name
 from controller.lifecycle.target import HostTarget
 from controller.scheduler import Policy
 from controller.vm_store import Outcome, VmStore
+from controller.wakeup import Wakeup
 from db import repositories as repo
 from db.enums import VmState
 from db.models import Vm, utcnow
@@ -108,6 +111,8 @@ class MigrationQueue:
         self._limits = limits
         self._steps = MigrateSteps("", policy, max_bandwidth_mib, limits=limits)
         self._task: asyncio.Task[None] | None = None
+        self.wakeup = Wakeup()
+        store.listeners.append(self.wakeup.changed)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="migration-queue")
@@ -126,23 +131,28 @@ class MigrationQueue:
                 raise
             except Exception:
                 log.exception("starting waiting migrations failed; trying again")
-            await asyncio.sleep(self._limits.poll_interval)
+            await self.wakeup.wait(self._limits.poll_interval)
 
     async def run_once(self) -> list[str]:
         """Starts every waiting migration whose turn came; returns their
         operations' ids."""
-        admitted, published = await self._store.db.run(self._admit)
+        admitted, published, busy = await self._store.db.run(self._admit)
+        self.wakeup.busy = busy
         self._store.publish(published)
         for one in admitted:
             await self._send(one)
         return [one.op_id for one in admitted]
 
-    def _admit(self, session: Session) -> tuple[list[Admitted], list[vm_pb2.Vm]]:
+    def _admit(self, session: Session) -> tuple[list[Admitted], list[vm_pb2.Vm], bool]:
+        """The admitted migrations, the VMs changed, and whether any
+        migration still waits or is under way (the queue is busy)."""
+        if not anyone_waiting(session):  # the common case: no lock taken
+            return [], [], in_flight(session).total > 0
         repo.lock_hosts(session)  # before the operations, as admit() takes them
         vms = [session.get(Vm, op.vm_id) for op in waiting_migrations(session)]
         found = seen([vm for vm in vms if vm is not None])
         admitted, moved = admit(session, self._policy, self._limits)
-        return admitted, self._store.stamp(session, moved, found)
+        return admitted, self._store.stamp(session, moved, found), True
 
     async def _send(self, one: Admitted) -> None:
         target = one.target
