@@ -90,7 +90,8 @@ class AsyncHosts:
         await call(self._stub.RemoveHost, request)
 
     async def set_maintenance(self, host: str, *, request_id: str | None = None) -> Host:
-        """Takes a host without running VMs out of service."""
+        """Takes a host out of service: PREPARING_FOR_MAINTENANCE while its VMs
+        are migrated away, MAINTENANCE once it runs nothing."""
         request = host_api.SetHostMaintenanceRequest(
             host=host, request_id=idempotency_key(request_id)
         )

@@ -38,14 +38,16 @@ gave downtime medians 30 ms apart from run to run, with a 60 ms IQR; twenty
 are the default for that reason (the switch-over's downtime varies by tens
 of ms from move to move under TCG).
 
-evacuate: not host maintenance (SetHostMaintenance does not evacuate on
-main yet). evacuate_vms guests run on one host; MigrateVm is sent for all of
-them at once, to the other host; evacuate_s is the first request sent → the
-last of them UP on the other host as a WatchVms client sees it. evacuate_vms
-is hostd's cap of concurrent outgoing migrations (MigrationConfig
-.max_outgoing, 2): the controller queues nothing yet, and a MigrateVm beyond
-the cap is refused. The median of --rounds evacuations, alternately a→b
-and b→a; the ping-pong guest is one of them.
+evacuate: host maintenance. evacuate_vms guests run on one host;
+SetHostMaintenance of that host makes it PREPARING_FOR_MAINTENANCE and the
+controller's evacuation migrates them to the other host, at most 2 at once
+(the default per-host limit of outgoing migrations; the third waits its
+turn in the controller's queue). evacuate_s is the request sent → the host
+MAINTENANCE (it runs nothing), as a client polling GetHost every 50 ms sees
+it; evacuate_to_up_s is the request → the last guest UP on the other host
+as a WatchVms client sees it. The host is activated again (not timed)
+before the next evacuation, alternately a→b and b→a; the median of --rounds
+evacuations. The ping-pong guest is one of them.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ import asyncio
 import contextlib
 import statistics
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,10 +72,11 @@ from tests.support.real import SYSTEM_URI, GuestImage
 from tests.support.stack import Daemon, start_controller, start_host
 from tests.support.virt import peer_uri_template, qemu_tls_dir, remove_domains, second_libvirtd
 from tests.support.waiting import until
-from virtplane_client import AsyncClient, ChangeKind, ClientError, VmChange, VmState
+from virtplane_client import AsyncClient, ChangeKind, ClientError, HostState, VmChange, VmState
 
 MOVES_PER_ROUND = 4
-EVACUATE_VMS = MigrationConfig().max_outgoing
+EVACUATE_VMS = MigrationConfig().max_outgoing + 1
+"""One more than the host's outgoing migrations: one waits its turn."""
 WAIT = 240.0
 """Generous: a boot or a move that takes this long is broken."""
 NO_KEY = ""
@@ -132,6 +135,7 @@ class Sample:
     stack_s: list[float]
     downtime_ms: list[float]
     evacuate_s: list[float]
+    evacuate_to_up_s: list[float]
 
 
 class Hosts:
@@ -174,6 +178,47 @@ class Hosts:
 async def moved(vp: AsyncClient, vm_ids: Sequence[str], to: str, to_id: str) -> float:
     """MigrateVm of every VM of vm_ids at once, to host to; seconds from the
     first request to the last of them UP there, as a WatchVms client sees it."""
+
+    async def ask() -> None:
+        await asyncio.gather(*(vp.vms.migrate(v, to=to, request_id=NO_KEY) for v in vm_ids))
+
+    t0, landed = await _timed_arrivals(vp, vm_ids, to_id, ask)
+    return landed - t0
+
+
+async def evacuated(vp: AsyncClient, vm_ids: Sequence[str], source: str, to_id: str) -> Evacuation:
+    """SetHostMaintenance of host source, which runs every VM of vm_ids: how
+    long until it is MAINTENANCE, and until the last VM is UP on host to_id;
+    then the host activated again (not timed)."""
+    emptied: list[float] = []
+
+    async def ask() -> None:
+        await vp.hosts.set_maintenance(source, request_id=NO_KEY)
+        await until(
+            lambda: vp.hosts.get(source),
+            lambda h: h.status.state is HostState.MAINTENANCE,
+            what=f"host {source} in maintenance",
+            within=WAIT,
+            every=0.05,
+        )
+        emptied.append(time.perf_counter())
+
+    t0, landed = await _timed_arrivals(vp, vm_ids, to_id, ask)
+    await vp.hosts.activate(source, request_id=NO_KEY)
+    return Evacuation(emptied[0] - t0, landed - t0)
+
+
+@dataclass(frozen=True)
+class Evacuation:
+    to_maintenance_s: float
+    to_up_s: float
+
+
+async def _timed_arrivals(
+    vp: AsyncClient, vm_ids: Sequence[str], to_id: str, ask: Callable[[], Awaitable[None]]
+) -> tuple[float, float]:
+    """When (perf_counter) ask() began, and when the last VM of vm_ids was
+    seen UP on host to_id; ask() returns before or after that."""
     changes = vp.vms.watch(vm_ids=vm_ids)
     async with contextlib.aclosing(changes):
         async for change in changes:
@@ -182,13 +227,13 @@ async def moved(vp: AsyncClient, vm_ids: Sequence[str], to: str, to_id: str) -> 
         arrived = asyncio.create_task(_arrivals(changes, vm_ids, to_id))
         try:
             t0 = time.perf_counter()
-            await asyncio.gather(*(vp.vms.migrate(v, to=to, request_id=NO_KEY) for v in vm_ids))
+            await ask()
             async with asyncio.timeout(WAIT):
                 landed = await arrived
         finally:
             arrived.cancel()
             await asyncio.gather(arrived, return_exceptions=True)
-    return landed - t0
+    return t0, landed
 
 
 async def _arrivals(changes: AsyncIterator[VmChange], vm_ids: Sequence[str], to_id: str) -> float:
@@ -237,7 +282,7 @@ async def _gather(rig: Rig, hosts: Hosts, vp: AsyncClient, vm_ids: list[str], to
 
 
 async def _measure(rig: Rig, raw: RawGuest, image: GuestImage, rounds: int) -> Sample:
-    sample = Sample([], [], [], [], [], [])
+    sample = Sample([], [], [], [], [], [], [])
     hosts = Hosts(rig)
     vp = rig.controller.client()
     vm_ids: list[str] = []
@@ -256,10 +301,12 @@ async def _measure(rig: Rig, raw: RawGuest, image: GuestImage, rounds: int) -> S
             sample.stack_s.append(await moved(vp, [pinged], rig.names[there], rig.ids[there]))
             sample.downtime_ms.append(await hosts.downtime_ms(source, pinged))
             await hosts.let_go(source, [pinged])
-        for evacuation in range(rounds):
-            there = 1 - evacuation % 2
+        for round_ in range(rounds):
+            there = 1 - round_ % 2
             source = rig.ids[1 - there]
-            sample.evacuate_s.append(await moved(vp, vm_ids, rig.names[there], rig.ids[there]))
+            evacuation = await evacuated(vp, vm_ids, rig.names[1 - there], rig.ids[there])
+            sample.evacuate_s.append(evacuation.to_maintenance_s)
+            sample.evacuate_to_up_s.append(evacuation.to_up_s)
             await hosts.let_go(source, vm_ids)
         return sample
     finally:
@@ -298,6 +345,7 @@ def figures(sample: Sample, rounds: int) -> dict[str, float]:
         "downtime_ms": downtime,
         "downtime_over_raw_ms": downtime - raw_downtime,
         "evacuate_s": statistics.median(sample.evacuate_s),
+        "evacuate_to_up_s": statistics.median(sample.evacuate_to_up_s),
         "evacuate_vms": EVACUATE_VMS,
         "raw_migrate3_iqr_s": _iqr(sample.raw_s),
         "raw_migrate3_to_resumed_iqr_s": _iqr(sample.raw_resumed_s),

@@ -41,6 +41,7 @@ def test_the_controller_migration_figures_are_medians_with_their_spread() -> Non
         stack_s=[1.1, 1.2, 1.0, 9.0],
         downtime_ms=[90, 130, 110, 100],
         evacuate_s=[2.0, 3.0],
+        evacuate_to_up_s=[1.5, 2.5],
     )
     got = controller_migration.figures(sample, rounds=2)
     assert (got["raw_migrate3_s"], got["migratevm_to_up_s"]) == (3.5, 1.15)
@@ -49,7 +50,7 @@ def test_the_controller_migration_figures_are_medians_with_their_spread() -> Non
     assert (got["raw_downtime_ms"], got["downtime_ms"]) == (110, 105)
     assert got["downtime_over_raw_ms"] == -5
     assert (got["raw_downtime_max_ms"], got["downtime_max_ms"]) == (500, 130)
-    assert (got["evacuate_s"], got["evacuate_vms"]) == (2.5, 2)
+    assert (got["evacuate_s"], got["evacuate_to_up_s"], got["evacuate_vms"]) == (2.5, 2.0, 3)
     # statistics.quantiles' exclusive method: the quartiles of 2, 3, 4, 100
     # are 2.25 and 76.
     assert got["raw_migrate3_iqr_s"] == pytest.approx(76 - 2.25)
