@@ -40,6 +40,7 @@ from controller.host_client import HostClient
 from controller.hosts import HostClients
 from controller.lifecycle import verbs
 from controller.lifecycle.migration_limits import (
+    InFlight,
     MigrationLimits,
     anyone_waiting,
     held_back,
@@ -72,11 +73,18 @@ class DestinationRefused(FailedPrecondition):
 
 
 def choose_destination(
-    session: Session, vm: Vm, source: Host, destination_ref: str, policy: Policy
+    session: Session,
+    vm: Vm,
+    source: Host,
+    destination_ref: str,
+    policy: Policy,
+    *,
+    full: frozenset[str] = frozenset(),
 ) -> Host:
     """The host vm migrates to: destination_ref (an id or a name) if every
-    filter accepts it, else the scheduler's choice; the hosts stay locked
-    until the transaction ends."""
+    filter accepts it, else the scheduler's choice, passing over the hosts
+    in full (their incoming migrations at the limit) for the best host with
+    room, if one fits; the hosts stay locked until the transaction ends."""
     named = repo.find_host(session, destination_ref) if destination_ref else None
     if destination_ref and named is None:
         raise HostNotFound(destination_ref)
@@ -90,7 +98,17 @@ def choose_destination(
         return named
     if judged.host is None:
         raise NoHostAvailable(vm.name, judged.rejections)
-    return next(h for h in hosts if h.id == judged.host.id)
+    with_room = [j for j in judged.judgements if j.eligible and j.host.id not in full]
+    best = max(with_room, key=lambda j: (j.score, j.host.name), default=None)
+    chosen = judged.host if best is None else best.host
+    return next(h for h in hosts if h.id == chosen.id)
+
+
+def full_destinations(limits: MigrationLimits | None, counts: InFlight) -> frozenset[str]:
+    """The hosts whose incoming migrations are at the limit now."""
+    if limits is None:
+        return frozenset()
+    return frozenset(h for h, n in counts.incoming.items() if n >= limits.incoming_per_host)
 
 
 def booked(vm: Vm, source: Host, destination: Host) -> HostTarget:
@@ -127,17 +145,23 @@ class MigrateSteps:
         assert host is not None
         if waiting_of(session, vm.id) is not None:
             raise MigrationWaiting(vm.name)
-        destination = choose_destination(session, vm, host, self.destination_ref, self.policy)
-        why = self._held_back(session, host, destination)
+        counts = in_flight(session) if self.limits is not None else InFlight()
+        full = full_destinations(self.limits, counts)
+        destination = choose_destination(
+            session, vm, host, self.destination_ref, self.policy, full=full
+        )
+        why = self._held_back(session, counts, host, destination)
         if why:
             queued = Queued(why, self.destination_ref, self.cause)
             return Outcome(False, dataclasses.replace(HostTarget.of(vm, host), queued=queued))
         return Outcome(True, booked(vm, host, destination))
 
-    def _held_back(self, session: Session, source: Host, destination: Host) -> str:
+    def _held_back(
+        self, session: Session, counts: InFlight, source: Host, destination: Host
+    ) -> str:
         if self.limits is None:
             return ""
-        why = held_back(self.limits, in_flight(session), source, destination)
+        why = held_back(self.limits, counts, source, destination)
         if not why and anyone_waiting(session):  # first come, first served
             return "waiting: earlier migrations wait their turn"
         return why

@@ -28,7 +28,12 @@ from virtplane.v1 import vm_pb2
 from controller import operations
 from controller.audit import seen
 from controller.hosts import HostClients
-from controller.lifecycle.migrate import MigrateSteps, booked, choose_destination
+from controller.lifecycle.migrate import (
+    MigrateSteps,
+    booked,
+    choose_destination,
+    full_destinations,
+)
 from controller.lifecycle.migration_limits import (
     MigrationLimits,
     anyone_waiting,
@@ -77,7 +82,10 @@ def admit(
             operations.failed(session, op.id, "FAILED_PRECONDITION", why)
             continue
         try:
-            destination = choose_destination(session, vm, source, op.destination_ref, policy)
+            full = full_destinations(limits, counts)
+            destination = choose_destination(
+                session, vm, source, op.destination_ref, policy, full=full
+            )
         except VirtplaneError as exc:
             operations.failed(session, op.id, status_name(exc), str(exc))
             continue

@@ -32,12 +32,13 @@ def _vm(s: Session, name: str = "v") -> Vm:
     return vm
 
 
-def _choose(database: Database, destination: str) -> str:
+def _choose(database: Database, destination: str, full: frozenset[str] = frozenset()) -> str:
     def work(s: Session) -> str:
         vm = _vm(s)
         source = s.get(Host, vm.host_id)
         assert source is not None
-        return choose_destination(s, vm, source, destination, Policy.EVEN_SPREAD).name
+        policy = Policy.EVEN_SPREAD
+        return choose_destination(s, vm, source, destination, policy, full=full).name
 
     return database.transaction(work)
 
@@ -178,3 +179,17 @@ def test_a_cancelled_migration_ends_cancelled_whenever_the_source_reports(
     op = three_hosts.transaction(cancelled_then_back)
     assert (op.state, op.error_code) == (OperationState.FAILED, "CANCELLED")
     assert op.error_message == "the migration was cancelled"
+
+
+def test_the_scheduler_passes_over_a_host_whose_incoming_migrations_are_full(
+    three_hosts: Database,
+) -> None:
+    # h3 is the best pick; with its incoming slots taken, h2 (room, and
+    # slots) is chosen rather than waiting for h3.
+    assert _choose(three_hosts, "") == "h3"
+    assert _choose(three_hosts, "", full=frozenset({"id-h3"})) == "h2"
+    # Every host that fits is full: the best one, which the migration then
+    # waits for.
+    assert _choose(three_hosts, "", full=frozenset({"id-h2", "id-h3"})) == "h3"
+    # A destination asked for is kept, full or not.
+    assert _choose(three_hosts, "h3", full=frozenset({"id-h3"})) == "h3"
