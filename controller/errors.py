@@ -17,7 +17,9 @@
     │   ├── HostHasVms            VMs on the host forbid the verb
     │   ├── CreateRefused         a host refused to create the VM (a start
     │   │                         tries the next host)
-    │   └── StartFailed           every host a start tried failed
+    │   ├── StartFailed           every host a start tried failed
+    │   └── HostBusy              a host refused for now: one of its caps
+    │                             (e.g. outgoing migrations) is reached
     ├── ResourceExhausted
     │   └── NoHostAvailable       every host was rejected by a filter
     └── Unavailable
@@ -112,6 +114,14 @@ class CreateRefused(FailedPrecondition):
 
     def __init__(self, host: str, detail: str) -> None:
         super().__init__(f"host {host!r} refused the VM: {detail}")
+
+
+class HostBusy(FailedPrecondition):
+    """The host answered RESOURCE_EXHAUSTED: the same call may succeed once
+    what holds its cap has ended."""
+
+    def __init__(self, host: str, detail: str) -> None:
+        super().__init__(f"host {host!r} refused: RESOURCE_EXHAUSTED: {detail}")
 
 
 class StartFailed(FailedPrecondition):

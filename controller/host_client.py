@@ -12,7 +12,7 @@ from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import host_identity_service_pb2 as identity_pb
 from virtplane.v1 import host_identity_service_pb2_grpc as identity_grpc
 
-from controller.errors import CreateRefused, HostUnreachable, VmNotFound
+from controller.errors import CreateRefused, HostBusy, HostUnreachable, VmNotFound
 from virtplane_common.errors import FailedPrecondition, InvalidArgument, VirtplaneError
 from virtplane_common.grpc_limits import MESSAGE_SIZE_OPTIONS
 from virtplane_common.tls.credentials import host_options
@@ -43,6 +43,8 @@ def translate(host: str, exc: grpc.aio.AioRpcError, vm_id: str = "") -> Virtplan
         return VmNotFound(vm_id)
     if code is grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgument("spec", f"host {host!r} rejected the VM: {detail}")
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return HostBusy(host, detail)
     return FailedPrecondition(f"host {host!r} refused: {code.name}: {detail}")
 
 

@@ -12,7 +12,10 @@ answers at once. What follows arrives as the hosts' events
 (controller.lifecycle.transitions): UP on the destination ends the
 operation SUCCEEDED; UP (or DOWN) on the source ends it FAILED
 (controller.operations). When the source refuses, the VM is UP again
-and the operation FAILED with the refusal.
+and the operation FAILED with the refusal; a source whose own cap of
+outgoing migrations is still held by one that just ended (libvirt's confirm
+step outlives the switch-over by about 2 s) is asked again for up to
+BUSY_RETRY_SECONDS first.
 
 Over the migration limits (controller.lifecycle.migration_limits) the
 migration waits its turn: the VM stays UP, its operation RUNNING and
@@ -28,14 +31,16 @@ reports it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller import operations, requests
-from controller.errors import HostNotFound, IllegalVmState, NoHostAvailable
+from controller.errors import HostBusy, HostNotFound, IllegalVmState, NoHostAvailable
 from controller.host_client import HostClient
 from controller.hosts import HostClients
 from controller.lifecycle import verbs
@@ -122,6 +127,11 @@ def booked(vm: Vm, source: Host, destination: Host) -> HostTarget:
     )
 
 
+BUSY_RETRY_SECONDS = 10.0
+"""How long a migration is asked again of a source whose own cap is reached."""
+BUSY_RETRY_EVERY = 0.25
+
+
 class MigrationWaiting(FailedPrecondition):
     def __init__(self, vm: str) -> None:
         super().__init__(f"cannot migrate VM {vm!r}: its migration waits its turn already")
@@ -167,9 +177,25 @@ class MigrateSteps:
         return why
 
     async def call_host(self, client: HostClient, target: HostTarget, op_id: str) -> Answer:
-        await client.migrate_vm(
-            target.vm_id, target.destination_id, target.destination_address, self.max_bandwidth_mib
-        )
+        # The source may still hold a slot of its own cap of outgoing
+        # migrations for one the controller saw end: libvirt's confirm step
+        # on the source (its QEMU gone) ends about 2 s after the VM runs on
+        # the destination. Asked again until that is over.
+        deadline = time.monotonic() + BUSY_RETRY_SECONDS
+        while True:
+            try:
+                await client.migrate_vm(
+                    target.vm_id,
+                    target.destination_id,
+                    target.destination_address,
+                    self.max_bandwidth_mib,
+                )
+            except HostBusy:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(BUSY_RETRY_EVERY)
+            else:
+                break
         # Its answer (MIGRATING_FROM) is what begin() set; the events that
         # follow may have moved the VM on already.
         return None
