@@ -100,8 +100,20 @@ def apply_guest_report(vm: Vm, host_id: str) -> bool:
     return False
 
 
+SOURCE_LOST = "its host cannot be reached; the destination's report will tell where it runs"
+
+
 def host_lost(vm: Vm) -> bool:
-    """The VM's host cannot be reached: the VM's state is UNKNOWN, never DOWN."""
+    """The VM's host cannot be reached: the VM's state is UNKNOWN, never DOWN.
+    A VM migrating away stays MIGRATING_FROM: the transfer may land, and
+    then the destination's report places it there (apply_host_vm), which an
+    UNKNOWN VM's would not; if it does not land, the source's report when it
+    is back (or fencing) says where it is."""
+    if vm.state is VmState.MIGRATING_FROM:
+        if vm.status_message == SOURCE_LOST:
+            return False
+        set_state(vm, VmState.MIGRATING_FROM, message=SOURCE_LOST)
+        return True
     if vm.state in ON_HOST and vm.state is not VmState.UNKNOWN:
         set_state(vm, VmState.UNKNOWN, message="its host cannot be reached")
         return True

@@ -80,6 +80,24 @@ def test_unreachable_host_makes_vms_unknown_never_down() -> None:
     assert not transitions.host_lost(down)
 
 
+def test_a_vm_migrating_off_an_unreachable_host_waits_for_the_destinations_report() -> None:
+    vm = _vm(VmState.MIGRATING_FROM)
+    assert transitions.host_lost(vm)
+    assert (vm.state, vm.host_id) == (VmState.MIGRATING_FROM, "h1")
+    assert vm.status_message == transitions.SOURCE_LOST
+    assert not transitions.host_lost(vm)  # no change the second time
+    # The transfer landed: the destination's report places it there.
+    assert transitions.apply_host_vm(vm, "h2", _report(HostVm.STATE_RUNNING))
+    assert (vm.state, vm.host_id) == (VmState.UP, "h2")
+
+
+def test_a_vm_migrating_off_an_unreachable_host_that_comes_back_running_it_is_up_there() -> None:
+    vm = _vm(VmState.MIGRATING_FROM)
+    transitions.host_lost(vm)
+    assert transitions.apply_host_vm(vm, "h1", _report(HostVm.STATE_RUNNING, message="aborted"))
+    assert (vm.state, vm.host_id, vm.status_message) == (VmState.UP, "h1", "aborted")
+
+
 def test_unknown_vm_found_running_again_is_up_when_its_guest_had_reported() -> None:
     vm = _vm(VmState.UNKNOWN)
     vm.guest_facts.append(GuestFact(name="hostname", value="g"))
