@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
-from hostd.config import HostdConfig
+from hostd.config import HostdConfig, MigrationConfig
 from hostd.listing import GUEST_BUDGET_BYTES
 from hostd.main import parse_args
 from hostd.server import Hostd
@@ -116,7 +116,10 @@ async def test_an_unreachable_libvirt_fails_cleanly(short_tmp: Path) -> None:
 
 async def test_hostd_serves_health_and_reflection(short_tmp: Path) -> None:
     config = HostdConfig(
-        listen="127.0.0.1:0", libvirt_uri="test:///default", state_dir=short_tmp / "s"
+        listen="127.0.0.1:0",
+        libvirt_uri="test:///default",
+        state_dir=short_tmp / "s",
+        migration=MigrationConfig(qemu_tls_dir=short_tmp / "qemu-tls"),
     )
     pki = TestPki(short_tmp / "pki")
     give_identity(pki, config.state_dir)

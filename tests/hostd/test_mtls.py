@@ -194,7 +194,9 @@ async def two_hosts(short_tmp: Path) -> AsyncIterator[TwoHosts]:
     node = short_tmp / "node.xml"
     node.write_text(NODE_XML)
     # The source derives its destination's libvirt URI from its own template.
-    migration = MigrationConfig(peer_hypervisor_uri="test:///default")
+    migration = MigrationConfig(
+        peer_hypervisor_uri="test:///default", qemu_tls_dir=short_tmp / "qemu-tls"
+    )
     async with (
         serving.serve(
             short_tmp / "a", NO_CHANNEL, pki=pki, host_id="a", migration=migration

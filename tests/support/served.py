@@ -21,7 +21,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 from virtplane.v1 import vm_pb2
 
-from hostd.config import ChannelLimits, HostdConfig
+from hostd.config import ChannelLimits, HostdConfig, MigrationConfig
 from hostd.server import Hostd
 from tests.support.connect import TEST_HOST_ID, give_identity, hostd_channel
 from tests.support.hostd_rig import vm_config
@@ -57,7 +57,7 @@ async def serve(
     """A started hostd (mutual TLS as host_id, its identity from pki, by
     default a new TestPki) and a controller's stub on it; its VMs are
     destroyed after. settings: other HostdConfig fields (by default the test
-    image roots)."""
+    image roots, and QEMU's TLS folder in state_dir)."""
     pki = pki or TestPki(state_dir.parent / "pki")
     give_identity(pki, state_dir, host_id)
     config = HostdConfig(
@@ -69,6 +69,9 @@ async def serve(
         channel=channel,
         image_roots=IMAGE_ROOTS,
     )
+    # QEMU's TLS folder of the test's own, never the machine's (which a
+    # migration test running beside it may be using).
+    settings.setdefault("migration", MigrationConfig(qemu_tls_dir=state_dir / "qemu-tls"))
     hostd = Hostd(dataclasses.replace(config, **settings))
     port = await hostd.start()
     address = f"127.0.0.1:{port}"
