@@ -15,7 +15,6 @@ UNKNOWN, not DOWN: it is restarted only once the host is confirmed down.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from virtplane.v1 import vm_pb2
 
 from controller.audit import seen
 from controller.lifecycle.placement import Starter
+from controller.periodic import Periodic
 from controller.vm_store import VmStore
 from db import repositories as repo
 from db.models import utcnow
@@ -54,26 +54,13 @@ class HaRestarter:
         self._store = store
         self._starter = starter
         self._policy = policy
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("ha-restarter", self.run_once, policy.poll_interval)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="ha-restarter")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("HA restarts failed; trying again")
-            await asyncio.sleep(self._policy.poll_interval)
+        await self._loop.stop()
 
     async def run_once(self) -> list[str]:
         """Claims and starts every due restart; returns the ids tried."""

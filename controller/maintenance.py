@@ -33,7 +33,6 @@ only a DOWN VM is restarted (controller.ha).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -46,6 +45,7 @@ from controller import operations
 from controller.host_state import set_host_state
 from controller.lifecycle.placement import placement
 from controller.lifecycle.power import VmVerbs
+from controller.periodic import Periodic
 from controller.requests import Call
 from controller.scheduler import Policy
 from controller.wakeup import Wakeup
@@ -230,28 +230,14 @@ class Evacuator:
         self._verbs = verbs
         self._policy = policy
         self._emptied = emptied
-        self._poll_interval = poll_interval
-        self._task: asyncio.Task[None] | None = None
         self.wakeup = Wakeup()
+        self._loop = Periodic("evacuator", self.run_once, poll_interval, self.wakeup)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="evacuator")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("evacuating hosts failed; trying again")
-            await self.wakeup.wait(self._poll_interval)
+        await self._loop.stop()
 
     async def run_once(self) -> list[Look]:
         """One look at every host preparing for maintenance; asks the VMs

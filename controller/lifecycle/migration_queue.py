@@ -18,7 +18,6 @@ migration's end frees a slot; controller.wakeup):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -43,6 +42,7 @@ from controller.lifecycle.migration_limits import (
 )
 from controller.lifecycle.runner import status_name
 from controller.lifecycle.target import HostTarget
+from controller.periodic import Periodic
 from controller.scheduler import Policy
 from controller.vm_store import Outcome, VmStore
 from controller.wakeup import Wakeup
@@ -118,28 +118,15 @@ class MigrationQueue:
         self._policy = policy
         self._limits = limits
         self._steps = MigrateSteps("", policy, max_bandwidth_mib, limits=limits)
-        self._task: asyncio.Task[None] | None = None
         self.wakeup = Wakeup()
+        self._loop = Periodic("migration-queue", self.run_once, limits.poll_interval, self.wakeup)
         store.listeners.append(self.wakeup.changed)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="migration-queue")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("starting waiting migrations failed; trying again")
-            await self.wakeup.wait(self._limits.poll_interval)
+        await self._loop.stop()
 
     async def run_once(self) -> list[str]:
         """Starts every waiting migration whose turn came; returns their
