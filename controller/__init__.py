@@ -27,6 +27,8 @@ Modules, one job each:
 - host_service  host registration and verbs (maintenance, activate, confirm down)
 - maintenance   a host's evacuation before maintenance: PREPARING_FOR_MAINTENANCE,
                 its VMs migrated away, MAINTENANCE once it runs nothing
+- periodic      a background loop: one step every interval, or when woken
+- wakeup        waking a loop early: on a nudge, or on a VM change while busy
 - enrollment/   host identity: enrollment tokens, EnrollHost, revocation and the
                 CRL, certificate renewal (see enrollment/__init__.py)
 - guest_agent   a VM's guest agent through its host: refresh, raw report
