@@ -55,8 +55,8 @@ lint: $(VENV)/.installed $(BUF)
 guest-image: $(VENV)/.installed
 	@bash tools/guest-image/build.sh $(GUEST)
 
-test: setup guest-image
-	VIRTPLANE_REQUIRE_REAL=1 $(BIN)/pytest $(PYTEST_ARGS)
+test: setup guest-image debian-image
+	VIRTPLANE_REQUIRE_REAL=1 VIRTPLANE_DEBIAN_IMAGE=$(abspath $(DEBIAN_IMAGE_DIR)) $(BIN)/pytest $(PYTEST_ARGS)
 
 demo: setup guest-image
 	@bash tests/demo.sh
