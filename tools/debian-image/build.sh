@@ -9,11 +9,16 @@
 #   disk.img     raw ext4 root file system (made by `mke2fs -d`, no loop mount), sparse
 #   vmlinuz      the image's own kernel, initrd.img its initramfs (direct kernel boot)
 #   image.json   the file names, the kernel command line, the build's figures
-#   inputs.sha256  hash of the inputs (this script, packages.txt, the .deb, the settings)
+#   inputs.sha256  hash of the inputs (this folder's files, the .deb, the settings)
 # Nothing is rebuilt while inputs.sha256 matches; FORCE=1 rebuilds anyway.
 #
+# The files under overlay/ are copied into the root as they are: DHCP on every
+# ethernet interface (systemd-networkd), the ordinary user logged in on the serial
+# console, and a unit for the tests that kills the agent only when the kernel
+# command line asks (virtplane-test-kill-agent.service).
+#
 # Environment: SUITE (bookworm), MIRROR (http://deb.debian.org/debian),
-#   DISK_SIZE (2G), GUEST_USER (virtplane), GUEST_HOSTNAME (virtplane-debian).
+#   DISK_SIZE (2G), GUEST_HOSTNAME (virtplane-debian).
 set -euo pipefail
 umask 022
 export LC_ALL=C
@@ -33,14 +38,15 @@ OUT=$(cd "$2" && pwd)
 SUITE=${SUITE:-bookworm}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 DISK_SIZE=${DISK_SIZE:-2G}
-GUEST_USER=${GUEST_USER:-virtplane}
+GUEST_USER=virtplane # overlay/etc/systemd/system/serial-getty@ttyS0.service.d logs it in
 GUEST_HOSTNAME=${GUEST_HOSTNAME:-virtplane-debian}
 CMDLINE="root=/dev/vda rw console=ttyS0"
 
 PACKAGES=$(grep -v '^#' "$SCRIPT_DIR/packages.txt" | tr -s ' \n' ',' | sed 's/^,//; s/,$//')
 INPUTS=$( {
-	sha256sum "$SCRIPT_DIR/build.sh" "$SCRIPT_DIR/packages.txt" "$DEB" | cut -d' ' -f1
-	printf '%s\n' "$SUITE" "$MIRROR" "$DISK_SIZE" "$GUEST_USER" "$GUEST_HOSTNAME" "$CMDLINE"
+	(cd "$SCRIPT_DIR" && find . -type f -printf '%m %p\n' | sort && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+	sha256sum "$DEB" | cut -d' ' -f1
+	printf '%s\n' "$SUITE" "$MIRROR" "$DISK_SIZE" "$GUEST_HOSTNAME" "$CMDLINE"
 } | sha256sum | cut -d' ' -f1)
 
 if [ "${FORCE:-0}" != 1 ] && [ -f "$OUT/inputs.sha256" ] &&
@@ -68,7 +74,8 @@ DEB_NAME=$(basename "$DEB")
 log "mmdebstrap $SUITE minbase + $PACKAGES, then $DEB_NAME by dpkg"
 # The hooks run outside the root with "$1" the root's path: the agent's .deb is
 # uploaded and installed by dpkg as an image builder would; systemd-firstboot is
-# masked so that the first boot never waits for answers on the console.
+# masked so that the first boot never waits for answers on the console; the
+# overlay's files are copied in and its units enabled.
 mmdebstrap --quiet --variant=minbase --include="$PACKAGES" \
 	--customize-hook="upload '$DEB' /tmp/$DEB_NAME" \
 	--customize-hook="chroot \"\$1\" dpkg -i /tmp/$DEB_NAME" \
@@ -77,6 +84,8 @@ mmdebstrap --quiet --variant=minbase --include="$PACKAGES" \
 	--customize-hook="echo '$GUEST_USER:$GUEST_USER' | chroot \"\$1\" chpasswd" \
 	--customize-hook="chroot \"\$1\" passwd --delete root" \
 	--customize-hook="chroot \"\$1\" systemctl mask systemd-firstboot.service" \
+	--customize-hook="sync-in '$SCRIPT_DIR/overlay' /" \
+	--customize-hook="chroot \"\$1\" systemctl enable systemd-networkd.service virtplane-test-kill-agent.service" \
 	--customize-hook="echo '$GUEST_HOSTNAME' > \"\$1/etc/hostname\"" \
 	--customize-hook="printf '127.0.0.1 localhost\n127.0.1.1 $GUEST_HOSTNAME\n' > \"\$1/etc/hosts\"" \
 	--customize-hook="echo '/dev/vda / ext4 rw,errors=remount-ro 0 1' > \"\$1/etc/fstab\"" \
