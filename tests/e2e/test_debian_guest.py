@@ -1,9 +1,15 @@
 """A real Debian 12 guest (`make debian-image`: systemd, udev, the agent
-installed from its .deb) through the whole stack: udev starts
-virtplane-guestd.service on the host's port, and the VM goes UP with the
-distribution's own name and version, its installed packages, its root file
-system on the virtio disk and its uptime; ShutdownVm then powers it off
-through the agent (systemd's poweroff), DOWN with GUEST_SHUTDOWN.
+installed from its .deb) through the whole stack, in one boot:
+
+- udev starts virtplane-guestd.service on the host's port, and the VM goes UP
+  with the distribution's own name and version, its installed packages, its
+  root file system on the virtio disk, its DHCP address, time zone, the
+  ordinary user logged in on the serial console, and its uptime;
+- the image's test unit (virtplane.test.kill_agent on the kernel command line)
+  kills the agent with SIGKILL: the host marks it NOT_RESPONDING with its facts
+  kept, then RESPONDING again when systemd has restarted it;
+- ShutdownVm powers it off through the agent (systemd's poweroff), DOWN with
+  GUEST_SHUTDOWN.
 
 Prints the figures guestd/README.md quotes: start → first full report, the
 size of a full report, the number of applications.
@@ -15,7 +21,7 @@ import contextlib
 import os
 import time
 import tomllib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -39,6 +45,10 @@ pytestmark = pytest.mark.guest
 BOOT_WAIT = 300.0
 """systemd reaches the login prompt ~32 s after create under TCG; a loaded
 machine may take several times that."""
+KILL_AGENT = " virtplane.test.kill_agent"
+"""The image's virtplane-test-kill-agent.service: SIGKILL to the agent 20 s
+after it started, restarted by systemd 30 s later."""
+Agent = vp.AgentState
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +59,8 @@ def debian_image(system_libvirt: str, images: Path) -> DebianImage:
 
 @pytest.fixture
 async def debian_vm(api: Api, debian_image: DebianImage) -> AsyncIterator[str]:
-    created = await api.client.vms.create(f"debian-{os.getpid()}", debian_spec(debian_image))
+    spec = debian_spec(debian_image, extra_cmdline=KILL_AGENT)
+    created = await api.client.vms.create(f"debian-{os.getpid()}", spec)
     yield created.id
     with contextlib.suppress(vp.ClientError):
         await api.client.vms.stop(created.id)
@@ -57,16 +68,48 @@ async def debian_vm(api: Api, debian_image: DebianImage) -> AsyncIterator[str]:
         await api.client.vms.delete(created.id)
 
 
+def _agent(vm: vp.Vm) -> Agent:
+    return vm.status.guest.agent_state if vm.status.guest else Agent.UNSPECIFIED
+
+
 def _reported(vm: vp.Vm) -> bool:
     g = vm.status.guest
     return bool(g and g.os_name and g.application_count and g.filesystems and g.uptime_seconds)
 
 
-def _console_tail(stack: Stack, vm_id: str) -> str:
+def _settled(vm: vp.Vm) -> bool:
+    """Also the facts that come once the guest is up: DHCP's address, the login."""
+    g = vm.status.guest
+    return bool(_reported(vm) and g and g.ipv4_addresses and g.users)
+
+
+def _observed(vm: vp.Vm) -> float:
+    g = vm.status.guest
+    return g.observed_time.timestamp() if g and g.observed_time else 0.0
+
+
+def _console(stack: Stack, vm_id: str) -> str:
     path = StateLayout(stack.workdir / "hostd").console_log(vm_id)
     with contextlib.suppress(OSError):
-        return path.read_text(errors="replace")[-3000:]
+        return path.read_text(errors="replace")
     return f"(no console log at {path})"
+
+
+def _check_facts(guest: vp.GuestInfo, image: DebianImage) -> None:
+    # the distribution's own os-release, kernel and packages
+    assert (guest.os_name, guest.os_version) == ("Debian GNU/Linux", "12")
+    assert guest.kernel_release.endswith("-amd64") and guest.architecture == "x86_64"
+    assert guest.application_count == image.applications > 100
+    assert guest.hostname == "virtplane-debian" and guest.timezone == "UTC"  # tzdata: Etc/UTC
+    # the agent installed from the .deb
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert guest.agent_version == version
+    root = {f.mount_point: f for f in guest.filesystems}["/"]
+    assert (root.device, root.type) == ("/dev/vda", "ext4")
+    assert 0 < root.used_bytes < root.total_bytes
+    assert guest.uptime_seconds > 0 and guest.cpus == 1
+    assert [(u.name, u.terminal) for u in guest.users] == [(image.user, "ttyS0")]
+    assert guest.ipv4_addresses == ("10.0.2.15",)  # user-mode networking's DHCP
 
 
 async def _full_report_bytes(api: Api, vm_id: str) -> int:
@@ -87,43 +130,43 @@ async def _full_report_bytes(api: Api, vm_id: str) -> int:
     return sizes[0]
 
 
-async def test_a_debian_guest_reports_through_the_stack_and_powers_off(
+async def test_a_debian_guest_reports_survives_a_killed_agent_and_powers_off(
     api: Api, stack: Stack, debian_image: DebianImage, debian_vm: str
 ) -> None:
-    started = time.monotonic()
+    async def next_vm(what: str, check: Callable[[vp.Vm], object], since: int) -> tuple[int, vp.Vm]:
+        try:
+            return await api.watch.next_vm(debian_vm, check, what, since, BOOT_WAIT)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nconsole:\n{_console(stack, debian_vm)[-3000:]}") from exc
+
+    since, started = api.watch.mark(), time.monotonic()
     await api.client.vms.start(debian_vm)
-    try:
-        vm = await api.watch.wait_for(debian_vm, _reported, BOOT_WAIT)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\nconsole:\n{_console_tail(stack, debian_vm)}") from exc
+    first, vm = await next_vm("the first full report", _reported, since)
     first_report_s = time.monotonic() - started
-    guest = vm.status.guest
-    assert vm.status.state == vp.VmState.UP and guest is not None
-    # the distribution's own os-release, kernel and packages
-    assert (guest.os_name, guest.os_version) == ("Debian GNU/Linux", "12")
-    assert guest.kernel_release.endswith("-amd64")
-    assert guest.application_count == debian_image.applications > 100
-    assert guest.hostname == "virtplane-debian"
-    # the agent installed from the .deb
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    assert guest.agent_version == version
-    root = {f.mount_point: f for f in guest.filesystems}["/"]
-    assert (root.device, root.type) == ("/dev/vda", "ext4")
-    assert 0 < root.used_bytes < root.total_bytes
-    assert guest.uptime_seconds > 0 and guest.cpus == 1
-    assert guest.agent_state == vp.AgentState.RESPONDING
+    assert vm.status.state == vp.VmState.UP and _agent(vm) == Agent.RESPONDING
+    _, settled = await next_vm("the address and the login", _settled, first)
+    assert settled.status.guest is not None
+    _check_facts(settled.status.guest, debian_image)
+
+    # kill -9 of the agent: stale, its facts kept; fresh once systemd restarts it
+    at, stale = await next_vm("NOT_RESPONDING", lambda v: _agent(v) == Agent.NOT_RESPONDING, first)
+    assert stale.status.state == vp.VmState.UP and stale.status.guest is not None
+    assert stale.status.guest.os_name == "Debian GNU/Linux"
+    kept = _observed(stale)
+    await next_vm(
+        "RESPONDING again", lambda v: _agent(v) == Agent.RESPONDING and _observed(v) > kept, at
+    )
+    assert "virtplane-test: kill -9 of virtplane-guestd.service" in _console(stack, debian_vm)
 
     report_bytes = await _full_report_bytes(api, debian_vm)
     print(
         f"\ndebian guest: start → first full report {first_report_s:.1f} s, "
-        f"full report {report_bytes} bytes, {guest.application_count} applications"
+        f"full report {report_bytes} bytes, {settled.status.guest.application_count} applications"
     )
 
     # ShutdownVm goes through the agent: systemd powers the guest off
     at = api.watch.mark()
     await api.client.vms.shutdown(debian_vm, timeout_seconds=120)
-    _, down = await api.watch.next_vm(
-        debian_vm, lambda v: v.status.state == vp.VmState.DOWN, "DOWN", at, BOOT_WAIT
-    )
-    assert down.status.exit_reason == vp.ExitReason.GUEST_SHUTDOWN, _console_tail(stack, debian_vm)
-    assert "reboot: Power down" in _console_tail(stack, debian_vm)  # the kernel's last word
+    _, down = await next_vm("DOWN", lambda v: v.status.state == vp.VmState.DOWN, at)
+    assert down.status.exit_reason == vp.ExitReason.GUEST_SHUTDOWN
+    assert "reboot: Power down" in _console(stack, debian_vm)  # the kernel's last word

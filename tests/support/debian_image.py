@@ -73,10 +73,11 @@ def copy_image(image: DebianImage, into: Path) -> DebianImage:
     )
 
 
-def debian_spec(image: DebianImage, memory_mib: int = 512) -> vp.VmSpec:
-    """One vCPU, direct kernel boot of the image's kernel and initrd, its raw
-    disk as the first virtio disk (/dev/vda, the root), one user-mode NIC."""
-    boot = vp.BootSource(str(image.kernel), str(image.initrd), image.cmdline)
+def debian_spec(image: DebianImage, memory_mib: int = 512, extra_cmdline: str = "") -> vp.VmSpec:
+    """One vCPU, direct kernel boot of the image's kernel and initrd (its
+    command line, then extra_cmdline), its raw disk as the first virtio disk
+    (/dev/vda, the root), one user-mode NIC."""
+    boot = vp.BootSource(str(image.kernel), str(image.initrd), image.cmdline + extra_cmdline)
     disk = vp.Disk(name="root", path=str(image.disk), format=vp.DiskFormat.RAW)
     return vp.VmSpec(
         vcpus=1, memory_mib=memory_mib, boot=boot, disks=(disk,), nics=(vp.Nic("nic0"),)
