@@ -8,6 +8,8 @@ installed from its .deb) through the whole stack, in one boot:
 - the image's test unit (virtplane.test.kill_agent on the kernel command line)
   kills the agent with SIGKILL: the host marks it NOT_RESPONDING with its facts
   kept, then RESPONDING again when systemd has restarted it;
+- RebootVm reboots it through the agent: UP again with the new boot's report,
+  never DOWN;
 - ShutdownVm powers it off through the agent (systemd's poweroff), DOWN with
   GUEST_SHUTDOWN.
 
@@ -21,7 +23,7 @@ import contextlib
 import os
 import time
 import tomllib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -47,7 +49,8 @@ BOOT_WAIT = 300.0
 machine may take several times that."""
 KILL_AGENT = " virtplane.test.kill_agent"
 """The image's virtplane-test-kill-agent.service: SIGKILL to the agent 20 s
-after it started, restarted by systemd 30 s later."""
+after it started, restarted by systemd 30 s later; once per disk (not again
+after the reboot)."""
 Agent = vp.AgentState
 
 
@@ -130,7 +133,33 @@ async def _full_report_bytes(api: Api, vm_id: str) -> int:
     return sizes[0]
 
 
-async def test_a_debian_guest_reports_survives_a_killed_agent_and_powers_off(
+NextVm = Callable[[str, Callable[[vp.Vm], object], int], Awaitable[tuple[int, vp.Vm]]]
+
+
+async def _reboot(api: Api, vm_id: str, next_vm: NextVm) -> None:
+    """RebootVm through the agent (systemctl reboot): UP again with a new
+    boot's report, never DOWN."""
+    before = (await api.client.vms.guest_report(vm_id)).guest
+    assert before is not None
+    at = api.watch.mark()
+    rebooting = await api.client.vms.reboot(vm_id, timeout_seconds=120)
+    assert rebooting.vm.status.state == vp.VmState.REBOOT_IN_PROGRESS
+
+    def rebooted(vm: vp.Vm) -> bool:
+        g = vm.status.guest
+        return bool(
+            vm.status.state == vp.VmState.UP
+            and vm.status.revision > rebooting.vm.status.revision
+            and g
+            and 0 < g.uptime_seconds < before.uptime_seconds
+            and _agent(vm) == Agent.RESPONDING
+        )
+
+    await next_vm("UP again after the reboot, with the new boot's report", rebooted, at)
+    assert vp.VmState.DOWN not in api.watch.states(vm_id, at)  # a reboot is not a stop
+
+
+async def test_a_debian_guest_reports_survives_a_killed_agent_reboots_and_powers_off(
     api: Api, stack: Stack, debian_image: DebianImage, debian_vm: str
 ) -> None:
     async def next_vm(what: str, check: Callable[[vp.Vm], object], since: int) -> tuple[int, vp.Vm]:
@@ -163,6 +192,9 @@ async def test_a_debian_guest_reports_survives_a_killed_agent_and_powers_off(
         f"\ndebian guest: start → first full report {first_report_s:.1f} s, "
         f"full report {report_bytes} bytes, {settled.status.guest.application_count} applications"
     )
+
+    await _reboot(api, debian_vm, next_vm)
+    assert _console(stack, debian_vm).count("Linux version ") == 2  # the kernel's banner
 
     # ShutdownVm goes through the agent: systemd powers the guest off
     at = api.watch.mark()
