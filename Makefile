@@ -9,6 +9,7 @@ BUF := $(BUILD)/tools/node_modules/.bin/buf
 NODE_CLIENT := tests/node/node_modules/.package-lock.json
 PROTO_SRC := $(wildcard protos/virtplane/v1/*.proto)
 PYTEST_ARGS ?=
+GUESTD_VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
 .PHONY: setup host postgres proto lint test demo bench guest-image clean
 
@@ -54,8 +55,8 @@ lint: $(VENV)/.installed $(BUF)
 guest-image: $(VENV)/.installed
 	@bash tools/guest-image/build.sh $(GUEST)
 
-test: setup guest-image
-	VIRTPLANE_REQUIRE_REAL=1 $(BIN)/pytest $(PYTEST_ARGS)
+test: setup guest-image debian-image
+	VIRTPLANE_REQUIRE_REAL=1 VIRTPLANE_DEBIAN_IMAGE=$(abspath $(DEBIAN_IMAGE_DIR)) $(BIN)/pytest $(PYTEST_ARGS)
 
 demo: setup guest-image
 	@bash tests/demo.sh
@@ -74,3 +75,11 @@ guestd-wheel: $(VENV)/.installed
 
 guestd-deb: $(VENV)/.installed
 	$(BIN)/python guestd/packaging/build.py deb --out $(BUILD)/guestd
+
+# A Debian 12 guest with systemd and the agent installed from that .deb
+# (tools/debian-image/): raw disk, kernel and initrd in DEBIAN_IMAGE_DIR, rebuilt
+# only when the .deb, the script or its package list change. Root only (mmdebstrap).
+DEBIAN_IMAGE_DIR ?= $(BUILD)/debian
+.PHONY: debian-image
+debian-image: guestd-deb
+	@bash tools/debian-image/build.sh $(BUILD)/guestd/virtplane-guestd_$(GUESTD_VERSION)_all.deb $(DEBIAN_IMAGE_DIR)
