@@ -71,6 +71,12 @@ rm -rf --one-file-system "$ROOT"
 trap 'rm -rf --one-file-system "$ROOT"' EXIT
 
 DEB_NAME=$(basename "$DEB")
+# mmdebstrap mounts /dev, /proc and /sys inside the root while it works. Once
+# (a first build on a development machine) a tmpfs was left over the host's
+# own /dev/shm, hiding PostgreSQL's shared memory from it: fail loudly if the
+# host's mounts of /dev/shm are not the same after the build.
+shm_mounts() { grep -c ' /dev/shm ' /proc/self/mountinfo || true; }
+SHM_BEFORE=$(shm_mounts)
 log "mmdebstrap $SUITE minbase + $PACKAGES, then $DEB_NAME by dpkg"
 # The hooks run outside the root with "$1" the root's path: the agent's .deb is
 # uploaded and installed by dpkg as an image builder would; systemd-firstboot is
@@ -91,6 +97,8 @@ mmdebstrap --quiet --variant=minbase --include="$PACKAGES" \
 	--customize-hook="echo '/dev/vda / ext4 rw,errors=remount-ro 0 1' > \"\$1/etc/fstab\"" \
 	"$SUITE" "$ROOT" "$MIRROR"
 ROOTFS_DONE=$(date +%s.%N)
+[ "$(shm_mounts)" = "$SHM_BEFORE" ] ||
+	die "mmdebstrap left a mount over the host's /dev/shm (see /proc/self/mountinfo); 'umount /dev/shm' once, then restart PostgreSQL"
 
 dpkg --root="$ROOT" -s virtplane-guestd >/dev/null || die "virtplane-guestd is not installed in the image"
 KERNEL=$(find "$ROOT/boot" -maxdepth 1 -name 'vmlinuz-*' | sort | tail -n 1)
