@@ -24,6 +24,7 @@ from controller import operations, retention
 from controller.affinity import AffinityGroups
 from controller.auth import wiring
 from controller.auth.interceptor import Revoked
+from controller.balancing_loop import Balancer
 from controller.config import ControllerConfig
 from controller.enrollment.wiring import HostIdentity
 from controller.ha import HaRestarter
@@ -112,6 +113,7 @@ class Controller:
         self.evacuator = Evacuator(
             self.db, self.verbs, policy, self.hosts.unwatch, config.evacuation_poll_seconds
         )
+        self.balancer = Balancer(self.db, self.verbs, config.balancing, policy)
         self._add_services()
         wiring.install(self.server, self.db, self.auth, ca, config)
         self.identity.install(self.server)
@@ -184,6 +186,7 @@ class Controller:
         self.restarter.start()
         self.migrations.start()
         self.evacuator.start()
+        self.balancer.start()
         if self.tls is not None:
             renewal = self.tls.keep_renewed(self._renewed)
             self._renewal = asyncio.create_task(renewal, name="certificate-renewal")
@@ -206,6 +209,7 @@ class Controller:
         await self.server.stop(grace)
         await self.restarter.stop()
         await self.evacuator.stop()
+        await self.balancer.stop()
         await self.migrations.stop()
         for task in (self._pruning, self._resend, self._renewal):
             if task is not None:

@@ -21,6 +21,7 @@ from controller.hosts import HostClients
 from controller.lifecycle.migration_limits import MigrationLimits
 from controller.lifecycle.placement import Starter
 from controller.lifecycle.power import VmVerbs
+from controller.main import parse
 from controller.scheduler import Policy
 from controller.vm_store import VmStore
 from controller.watch import WatchHub
@@ -197,3 +198,19 @@ async def test_with_the_policy_off_the_dry_run_answers_and_nothing_moves(
     decided = await balancer.run_once()
     assert decided.move is not None and decided.move.vm_name == "c"
     assert _migrations(cluster) == [] and _entries(cluster) == []
+
+
+def test_the_flags_set_the_policy_and_refuse_thresholds_that_make_no_sense() -> None:
+    assert parse([])[0].balancing == BalanceSettings()  # off by default
+    config, _level = parse(
+        [
+            "--balance-policy=evenly-distributed",
+            "--balance-high-percent=70",
+            "--balance-low-percent=30",
+            "--balance-sustained-seconds=120",
+            "--balance-interval-seconds=15",
+        ]
+    )
+    assert config.balancing == BalanceSettings(BalancePolicy.EVENLY_DISTRIBUTED, 70, 30, 120, 15)
+    with pytest.raises(SystemExit):
+        parse(["--balance-high-percent=30"])
