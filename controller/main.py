@@ -50,16 +50,7 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
     parser.add_argument("--log-level", default="INFO")
     _add_security_arguments(parser, defaults)
     args = parser.parse_args(argv)
-    try:
-        balancing = BalanceSettings(
-            BalancePolicy(args.balance_policy),
-            args.balance_high_percent,
-            args.balance_low_percent,
-            args.balance_sustained_seconds,
-            args.balance_interval_seconds,
-        )
-    except ValueError as exc:
-        parser.error(str(exc))
+    balancing = _balancing(parser, args)
     config = ControllerConfig(
         listen=args.listen,
         listen_mtls=args.listen_mtls,
@@ -122,6 +113,20 @@ def _add_balancing(parser: argparse.ArgumentParser, defaults: BalanceSettings) -
             metavar=flag.rsplit("-", 1)[1].upper(),
             help=f"{what} (default %(default)s)",
         )
+
+
+def _balancing(parser: argparse.ArgumentParser, args: argparse.Namespace) -> BalanceSettings:
+    """The --balance-* flags' settings; exits naming thresholds that make no sense."""
+    try:
+        return BalanceSettings(
+            BalancePolicy(args.balance_policy),
+            args.balance_high_percent,
+            args.balance_low_percent,
+            args.balance_sustained_seconds,
+            args.balance_interval_seconds,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def _add_security_arguments(parser: argparse.ArgumentParser, defaults: ControllerConfig) -> None:
