@@ -144,7 +144,7 @@ class Controller:
             OperationServicer(OperationService(self.db, self.store.hub), slots), self.server
         )
         host_service_pb2_grpc.add_HostServiceServicer_to_server(
-            HostServicer(self.hosts), self.server
+            HostServicer(self.hosts, self.balancer), self.server
         )
         affinity_group_service_pb2_grpc.add_AffinityGroupServiceServicer_to_server(
             AffinityGroupServicer(AffinityGroups(self.db)), self.server

@@ -159,7 +159,7 @@ class Move:
 
 
 @dataclass(frozen=True)
-class HostView:
+class LoadView:
     """A host's load as the decision saw it."""
 
     host_id: str
@@ -176,7 +176,7 @@ class Decision:
 
     move: Move | None
     reason: str
-    hosts: tuple[HostView, ...] = ()
+    hosts: tuple[LoadView, ...] = ()
 
 
 def _pct(value: float) -> str:
@@ -231,9 +231,9 @@ def _destination(
 
 def _views(
     hosts: Sequence[HostLoad], since: Mapping[str, dt.datetime], now: dt.datetime
-) -> tuple[HostView, ...]:
+) -> tuple[LoadView, ...]:
     return tuple(
-        HostView(
+        LoadView(
             h.capacity.id,
             h.name,
             round(h.percent(Resource.MEMORY), 1),
