@@ -1,8 +1,10 @@
 """ExplainBalancing on the wire and `virtplane host balance-explain`, on a
 controller of each engine: the policy and thresholds it runs with, the move
 it would make now with its reason, every host's load; a dry run moves
-nothing, with the policy off as on. Who may call it: tests/controller/
-test_auth.py (a read: every role)."""
+nothing, with the policy off as on. With the policy on, the controller's own
+loop asks the migration (it waits its turn under a limit of none at once, so
+no hostd is needed), its operation and audit entry seen through the API.
+Who may call it: tests/controller/test_auth.py (a read: every role)."""
 
 from __future__ import annotations
 
@@ -14,19 +16,24 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from virtplane.v1 import host_service_pb2 as host_api
+from virtplane.v1 import operation_pb2
+from virtplane.v1 import operation_service_pb2 as op_api
 
 from controller.balancing import BalancePolicy, BalanceSettings
+from controller.balancing_loop import BALANCING
+from controller.lifecycle.migration_limits import MigrationLimits
 from db.enums import VmState
 from db.models import Operation
 from tests.support.controller_rig import Rig, close_rig, config, open_rig
 from tests.support.db_rig import host_row, vm_row
+from tests.support.waiting import until
 from virtplane_client.cli.main import parser, run_command
 
 REASON = "h1 memory 91% > 80% for 0 s; h2 at 20% < 40%; moving c (1500 MiB)"
 
 
-async def _rig(database_url: str, settings: BalanceSettings) -> Rig:
-    rig = await open_rig(config(database_url, balancing=settings))
+async def _rig(database_url: str, settings: BalanceSettings, **overrides: object) -> Rig:
+    rig = await open_rig(config(database_url, balancing=settings, **overrides))
 
     def rows(s: Session) -> None:
         s.add_all([host_row("h1", 10000), host_row("h2", 10000)])
@@ -98,5 +105,39 @@ async def test_with_the_policy_on_the_dry_run_still_moves_nothing(database_url: 
         assert not reply.HasField("move")
         assert reply.reason == "h1 memory 91% > 70% for 0 s, not yet 600 s"
         assert _operations(rig) == 0
+    finally:
+        await close_rig(rig)
+
+
+async def test_with_the_policy_on_the_loop_asks_the_migration_and_records_why(
+    database_url: str,
+) -> None:
+    on = BalanceSettings(
+        BalancePolicy.EVENLY_DISTRIBUTED, sustained_seconds=0, interval_seconds=0.1
+    )
+    rig = await _rig(database_url, on, migration_limits=MigrationLimits(outgoing_per_host=0))
+    try:
+
+        async def migrations() -> list[operation_pb2.Operation]:
+            reply = await rig.ops.ListOperations(op_api.ListOperationsRequest())
+            return [
+                o for o in reply.operations if o.kind == operation_pb2.Operation.KIND_MIGRATE_VM
+            ]
+
+        [op] = await until(migrations, what="the balancer's migration")
+        assert op.vm_id == "id-c" and op.message.startswith("waiting: ")
+
+        async def entries() -> list[op_api.Event]:
+            events = await rig.ops.ListEvents(op_api.ListEventsRequest(vm_id="id-c"))
+            return [e for e in events.events if e.kind == BALANCING]
+
+        # Written once the migration was asked, in a transaction of its own.
+        [entry] = await until(entries, what="the balancer's audit entry")
+        # The first look found h1 over: with sustained 0 s, it moved at once.
+        assert (entry.operation_id, entry.message) == (op.id, REASON)
+        # It waits its turn: the loop's next looks ask nothing more.
+        explained = await rig.hosts.ExplainBalancing(host_api.ExplainBalancingRequest())
+        assert explained.reason == "a balancing migration is under way: c"
+        assert len(await migrations()) == 1
     finally:
         await close_rig(rig)
