@@ -27,6 +27,10 @@ Modules, one job each:
 - host_service  host registration and verbs (maintenance, activate, confirm down)
 - maintenance   a host's evacuation before maintenance: PREPARING_FOR_MAINTENANCE,
                 its VMs migrated away, MAINTENANCE once it runs nothing
+- balancing     the evenly-distributed balancer's rules: which host sheds which VM
+                to which host, and why (pure)
+- balancing_loop  the balancer's looks: the loop that asks its migrations, and
+                ExplainBalancing's dry run
 - enrollment/   host identity: enrollment tokens, EnrollHost, revocation and the
                 CRL, certificate renewal (see enrollment/__init__.py)
 - guest_agent   a VM's guest agent through its host: refresh, raw report
