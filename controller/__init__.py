@@ -29,6 +29,10 @@ Modules, one job each:
                 its VMs migrated away, MAINTENANCE once it runs nothing
 - periodic      a background loop: one step every interval, or when woken
 - wakeup        waking a loop early: on a nudge, or on a VM change while busy
+- balancing     the evenly-distributed balancer's rules: which host sheds which VM
+                to which host, and why (pure)
+- balancing_loop  the balancer's looks: the loop that asks its migrations, and
+                ExplainBalancing's dry run
 - enrollment/   host identity: enrollment tokens, EnrollHost, revocation and the
                 CRL, certificate renewal (see enrollment/__init__.py)
 - guest_agent   a VM's guest agent through its host: refresh, raw report

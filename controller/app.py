@@ -24,6 +24,7 @@ from controller import operations, retention
 from controller.affinity import AffinityGroups
 from controller.auth import wiring
 from controller.auth.interceptor import Revoked
+from controller.balancing_loop import Balancer
 from controller.config import ControllerConfig
 from controller.enrollment.wiring import HostIdentity
 from controller.ha import HaRestarter
@@ -114,6 +115,7 @@ class Controller:
         )
         self.store.listeners.append(self.evacuator.wakeup.changed)
         self.hosts.evacuate_now = self.evacuator.wakeup.nudge
+        self.balancer = Balancer(self.db, self.verbs, config.balancing, policy)
         self._add_services()
         wiring.install(self.server, self.db, self.auth, ca, config)
         self.identity.install(self.server)
@@ -144,7 +146,7 @@ class Controller:
             OperationServicer(OperationService(self.db, self.store.hub), slots), self.server
         )
         host_service_pb2_grpc.add_HostServiceServicer_to_server(
-            HostServicer(self.hosts), self.server
+            HostServicer(self.hosts, self.balancer), self.server
         )
         affinity_group_service_pb2_grpc.add_AffinityGroupServiceServicer_to_server(
             AffinityGroupServicer(AffinityGroups(self.db)), self.server
@@ -186,6 +188,7 @@ class Controller:
         self.restarter.start()
         self.migrations.start()
         self.evacuator.start()
+        self.balancer.start()
         if self.tls is not None:
             renewal = self.tls.keep_renewed(self._renewed)
             self._renewal = asyncio.create_task(renewal, name="certificate-renewal")
@@ -208,6 +211,7 @@ class Controller:
         await self.server.stop(grace)
         await self.restarter.stop()
         await self.evacuator.stop()
+        await self.balancer.stop()
         await self.migrations.stop()
         for task in (self._pruning, self._resend, self._renewal):
             if task is not None:

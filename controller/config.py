@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller.balancing import BalanceSettings
 from controller.ha import HaPolicy
 from controller.lifecycle.migration_limits import MigrationLimits
 from controller.scheduler import Policy
@@ -40,6 +41,8 @@ class ControllerConfig:
     migration_limits: MigrationLimits = field(default_factory=MigrationLimits)
     # Seconds between the looks of a host's evacuation (controller.maintenance).
     evacuation_poll_seconds: float = 2.0
+    # The cluster's balancing policy (controller.balancing): off by default.
+    balancing: BalanceSettings = field(default_factory=BalanceSettings)
     # Seconds between reconciliations of a connected host against its full list.
     reconcile_seconds: float = 60.0
     # When highly available VMs are restarted.

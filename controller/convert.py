@@ -14,6 +14,7 @@ from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 from virtplane.v1 import host_pb2, operation_pb2, operation_service_pb2, vm_pb2, vm_service_pb2
 from virtplane.v1 import host_service_pb2 as host_api
 
+from controller.balancing import BalancePolicy, BalanceSettings, Decision
 from controller.migration_progress import percent
 from controller.requests import StoredAnswer
 from controller.scheduler import Placement
@@ -345,6 +346,45 @@ def placement(result: Placement) -> vm_service_pb2.ExplainPlacementResponse:
     if result.host is not None:
         reply.chosen_host_id = result.host.id
         reply.chosen_host_name = result.host.name
+    return reply
+
+
+_BALANCING_POLICY = {
+    BalancePolicy.OFF: host_api.BALANCING_POLICY_OFF,
+    BalancePolicy.EVENLY_DISTRIBUTED: host_api.BALANCING_POLICY_EVENLY_DISTRIBUTED,
+}
+
+
+def balancing(decision: Decision, settings: BalanceSettings) -> host_api.ExplainBalancingResponse:
+    reply = host_api.ExplainBalancingResponse(
+        policy=_BALANCING_POLICY[settings.policy],
+        high_percent=settings.high_percent,
+        low_percent=settings.low_percent,
+        sustained_seconds=settings.sustained_seconds,
+        reason=decision.reason,
+        hosts=[
+            host_api.HostLoad(
+                host_id=h.host_id,
+                host_name=h.host_name,
+                memory_percent=h.memory_percent,
+                cpu_percent=h.cpu_percent,
+                over=h.over_seconds is not None,
+                over_seconds=h.over_seconds or 0.0,
+            )
+            for h in decision.hosts
+        ],
+    )
+    if (move := decision.move) is not None:
+        reply.move.CopyFrom(
+            host_api.BalancingMove(
+                vm_id=move.vm_id,
+                vm_name=move.vm_name,
+                source_host_id=move.source_id,
+                source_host_name=move.source_name,
+                destination_host_id=move.destination_id,
+                destination_host_name=move.destination_name,
+            )
+        )
     return reply
 
 

@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 from controller.app import Controller
+from controller.balancing import BalancePolicy, BalanceSettings
 from controller.config import ControllerConfig
 from controller.lifecycle.migration_limits import MigrationLimits
 from virtplane_common.properties import add_rule_argument
@@ -44,10 +45,12 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
         help="caps each live migration's transfer, MiB/s (default %(default)s: no cap)",
     )
     _add_migration_limits(parser, defaults.migration_limits)
+    _add_balancing(parser, defaults.balancing)
     add_rule_argument(parser)
     parser.add_argument("--log-level", default="INFO")
     _add_security_arguments(parser, defaults)
     args = parser.parse_args(argv)
+    balancing = _balancing(parser, args)
     config = ControllerConfig(
         listen=args.listen,
         listen_mtls=args.listen_mtls,
@@ -57,6 +60,7 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
         migration_limits=MigrationLimits(
             args.migrations_out_per_host, args.migrations_in_per_host, args.migrations_per_cluster
         ),
+        balancing=balancing,
         vm_properties=dict(args.vm_property or ()),
         require_auth=args.require_auth,
         state_dir=args.state_dir,
@@ -86,6 +90,43 @@ def _add_migration_limits(parser: argparse.ArgumentParser, defaults: MigrationLi
             metavar="N",
             help=f"live migrations at once {what} (default %(default)s)",
         )
+
+
+def _add_balancing(parser: argparse.ArgumentParser, defaults: BalanceSettings) -> None:
+    """The cluster's balancing policy (controller.balancing)."""
+    parser.add_argument(
+        "--balance-policy",
+        choices=[p.value for p in BalancePolicy],
+        default=defaults.policy.value,
+        help="move VMs off a host that stays over the high threshold (default %(default)s)",
+    )
+    for flag, kind, default, what in (
+        ("--balance-high-percent", int, defaults.high_percent, "a host over this is loaded"),
+        ("--balance-low-percent", int, defaults.low_percent, "a host under this takes VMs"),
+        ("--balance-sustained-seconds", float, defaults.sustained_seconds, "over for this long"),
+        ("--balance-interval-seconds", float, defaults.interval_seconds, "between looks"),
+    ):
+        parser.add_argument(
+            flag,
+            type=kind,
+            default=default,
+            metavar=flag.rsplit("-", 1)[1].upper(),
+            help=f"{what} (default %(default)s)",
+        )
+
+
+def _balancing(parser: argparse.ArgumentParser, args: argparse.Namespace) -> BalanceSettings:
+    """The --balance-* flags' settings; exits naming thresholds that make no sense."""
+    try:
+        return BalanceSettings(
+            BalancePolicy(args.balance_policy),
+            args.balance_high_percent,
+            args.balance_low_percent,
+            args.balance_sustained_seconds,
+            args.balance_interval_seconds,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def _add_security_arguments(parser: argparse.ArgumentParser, defaults: ControllerConfig) -> None:

@@ -19,6 +19,7 @@ from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
 from controller import convert
 from controller.affinity import AffinityGroups
+from controller.balancing_loop import Balancer
 from controller.host_service import HostService, HostView
 from controller.lifecycle.crud import VmService
 from controller.lifecycle.power import VmVerbs
@@ -240,8 +241,9 @@ class OperationServicer(op_grpc.OperationServiceServicer):
 
 
 class HostServicer(host_grpc.HostServiceServicer):
-    def __init__(self, hosts: HostService) -> None:
+    def __init__(self, hosts: HostService, balancer: Balancer) -> None:
         self._hosts = hosts
+        self._balancer = balancer
 
     async def AddHost(
         self, request: host_api.AddHostRequest, context: Context
@@ -294,6 +296,12 @@ class HostServicer(host_grpc.HostServiceServicer):
     ) -> host_api.ConfirmHostDownResponse:
         call = call_of("ConfirmHostDown", request)
         return convert.fenced_host(await self._hosts.confirm_down(_ref("host", request.host), call))
+
+    async def ExplainBalancing(
+        self, request: host_api.ExplainBalancingRequest, context: Context
+    ) -> host_api.ExplainBalancingResponse:
+        decision = await self._balancer.explain()
+        return convert.balancing(decision, self._balancer.settings)
 
 
 _POLARITY = {

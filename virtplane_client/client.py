@@ -54,6 +54,7 @@ class Hosts(Synced[AsyncHosts]):
     set_maintenance = Blocking(AsyncHosts.set_maintenance)
     activate = Blocking(AsyncHosts.activate)
     confirm_down = Blocking(AsyncHosts.confirm_down)
+    explain_balancing = Blocking(AsyncHosts.explain_balancing)
 
 
 class AffinityGroups(Synced[AsyncAffinityGroups]):

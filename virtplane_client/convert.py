@@ -13,6 +13,7 @@ from typing import Protocol, cast
 from google.protobuf.message import Message
 from virtplane.v1 import affinity_group_service_pb2 as aff_api
 from virtplane.v1 import host_pb2, operation_pb2, operation_service_pb2, vm_pb2
+from virtplane.v1 import host_service_pb2 as host_api
 from virtplane.v1 import vm_service_pb2 as vm_api
 
 from virtplane_client import models as m
@@ -225,6 +226,37 @@ def placement(pb: vm_api.ExplainPlacementResponse) -> m.Placement:
         ),
         chosen_host_id=pb.chosen_host_id,
         chosen_host_name=pb.chosen_host_name,
+    )
+
+
+def balancing(pb: host_api.ExplainBalancingResponse) -> m.Balancing:
+    move = pb.move if pb.HasField("move") else None
+    return m.Balancing(
+        policy=m.BalancingPolicy(pb.policy),
+        high_percent=pb.high_percent,
+        low_percent=pb.low_percent,
+        sustained_seconds=pb.sustained_seconds,
+        move=None
+        if move is None
+        else m.BalancingMove(
+            move.vm_id,
+            move.vm_name,
+            move.source_host_id,
+            move.source_host_name,
+            move.destination_host_id,
+            move.destination_host_name,
+        ),
+        reason=pb.reason,
+        hosts=tuple(
+            m.HostLoad(
+                h.host_id,
+                h.host_name,
+                h.memory_percent,
+                h.cpu_percent,
+                h.over_seconds if h.over else None,
+            )
+            for h in pb.hosts
+        ),
     )
 
 

@@ -17,7 +17,7 @@ from virtplane.v1 import host_service_pb2_grpc as host_grpc
 
 from virtplane_client import convert
 from virtplane_client._rpc import call, idempotency_key
-from virtplane_client.models import AffinityGroup, FencedHost, Host, Polarity
+from virtplane_client.models import AffinityGroup, Balancing, FencedHost, Host, Polarity
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,11 @@ class AsyncHosts:
         request = host_api.ConfirmHostDownRequest(host=host, request_id=idempotency_key(request_id))
         reply = await call(self._stub.ConfirmHostDown, request)
         return FencedHost(convert.host(reply.host), tuple(reply.vm_ids))
+
+    async def explain_balancing(self) -> Balancing:
+        """What the cluster's balancer would do now, and why (a dry run)."""
+        reply = await call(self._stub.ExplainBalancing, host_api.ExplainBalancingRequest())
+        return convert.balancing(reply)
 
 
 class AsyncAffinityGroups:

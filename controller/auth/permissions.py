@@ -76,6 +76,7 @@ METHODS: dict[str, Permission] = {
     _HOST + "SetHostMaintenance": _P.HOSTS,
     _HOST + "ActivateHost": _P.HOSTS,
     _HOST + "ConfirmHostDown": _P.FENCING,
+    _HOST + "ExplainBalancing": _P.READ,
     _OP + "GetOperation": _P.READ,
     _OP + "ListOperations": _P.READ,
     _OP + "WaitOperation": _P.READ,

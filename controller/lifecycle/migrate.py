@@ -148,7 +148,8 @@ class MigrateSteps:
     verb: Verb = verbs.MIGRATE
     # None: no limits; else a migration over them waits its turn.
     limits: MigrationLimits | None = None
-    # "maintenance" for a host's evacuation (controller.maintenance).
+    # "maintenance" for a host's evacuation (controller.maintenance),
+    # "balancing" for the balancer's (controller.balancing_loop).
     cause: str = ""
 
     def begin(self, session: Session, vm: Vm, host: Host | None) -> Outcome[HostTarget]:
@@ -164,7 +165,7 @@ class MigrateSteps:
         if why:
             queued = Queued(why, self.destination_ref, self.cause)
             return Outcome(False, dataclasses.replace(HostTarget.of(vm, host), queued=queued))
-        return Outcome(True, booked(vm, host, destination))
+        return Outcome(True, dataclasses.replace(booked(vm, host, destination), cause=self.cause))
 
     def _held_back(
         self, session: Session, counts: InFlight, source: Host, destination: Host

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from sqlalchemy.orm import Session
 
@@ -63,8 +63,15 @@ def placement(
     excluded; otherwise (a fresh start, ExplainPlacement) no host is. A
     migration excludes its source_host_id."""
     hosts = repo.lock_hosts(session) if lock else repo.list_hosts(session)
+    tried = {t["host_id"]: t["error"] for t in vm.start_tries or []} if retrying else {}
+    demand = demand_of(session, vm, tried=tried, source_host_id=source_host_id)
+    return hosts, place(capacities(session, hosts), demand, policy)
+
+
+def capacities(session: Session, hosts: Sequence[Host]) -> list[HostCapacity]:
+    """hosts as the scheduler sees them, pending starts and migrations counted."""
     usage = repo.host_usage(session)
-    candidates = [
+    return [
         HostCapacity(
             id=h.id,
             name=h.name,
@@ -76,7 +83,17 @@ def placement(
         )
         for h in hosts
     ]
-    demand = Demand(
+
+
+def demand_of(
+    session: Session,
+    vm: Vm,
+    *,
+    tried: Mapping[str, str] | None = None,
+    source_host_id: str | None = None,
+) -> Demand:
+    """What vm asks of a host: its size, pinning and affinity groups."""
+    return Demand(
         vcpus=vm.vcpus,
         memory_mib=vm.memory_mib,
         pinned_host_id=vm.pinned_host_id,
@@ -84,10 +101,9 @@ def placement(
             AffinityRule(name, positive, enforcing, frozenset(peers))
             for name, positive, enforcing, peers in repo.affinity_of(session, vm.id)
         ),
-        tried={t["host_id"]: t["error"] for t in vm.start_tries or []} if retrying else {},
+        tried=tried or {},
         source_host_id=source_host_id,
     )
-    return hosts, place(candidates, demand, policy)
 
 
 def _tries_text(tries: Sequence[dict[str, str]]) -> str:

@@ -154,6 +154,7 @@ def _begin_new(session: Session, vm: Vm, call: Call, steps: Steps) -> requests.D
         host_id=target.destination_id or target.host_id,
         scheduled=target.placed or bool(target.destination_id),
     )
+    op.cause = target.cause
     if target.queued is not None:  # it waits its turn: nobody calls the host now
         operations.queue(op, target.queued)
         return requests.Done(Outcome(prepared.changed, Begun(op.id)), op.id)

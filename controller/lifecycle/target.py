@@ -45,6 +45,9 @@ class HostTarget:
     # Set when the verb waits its turn: the runner begins its operation,
     # waiting, and does not call the host.
     queued: Queued | None = None
+    # Who asked, if not a client: "maintenance", "balancing"; the operation
+    # records it (Operation.cause).
+    cause: str = ""
 
     @classmethod
     def of(

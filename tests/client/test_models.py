@@ -10,6 +10,7 @@ from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.timestamp_pb2 import Timestamp
 from virtplane.v1 import affinity_group_service_pb2 as aff_api
 from virtplane.v1 import host_pb2, operation_pb2, vm_pb2
+from virtplane.v1 import host_service_pb2 as host_api
 from virtplane.v1 import vm_service_pb2 as vm_api
 
 from virtplane_client import convert, models
@@ -31,6 +32,7 @@ from virtplane_client.models.enums import ProtoEnum
         (models.OperationState, operation_pb2.Operation.State, "STATE_"),
         (models.MigrationPhase, operation_pb2.MigrationTransfer.Phase, "PHASE_"),
         (models.Polarity, aff_api.AffinityGroup.Polarity, "POLARITY_"),
+        (models.BalancingPolicy, host_api.BalancingPolicy, "BALANCING_POLICY_"),
         (models.ChangeKind, vm_api.WatchVmsResponse.Kind, "KIND_"),
     ],
 )

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from typing import Literal
 
 from virtplane_client.models import (
+    Balancing,
+    BalancingPolicy,
     Event,
     ExitReason,
     GuestFact,
@@ -181,6 +183,40 @@ def placement(reply: Placement) -> str:
             rows.append([host.host_name, f"weight {w.weight}", f"{w.score:g}", ""])
     chosen = reply.chosen_host_name or "none: no host fits"
     return f"{table(['HOST', 'CHECK', 'VERDICT', 'WHY'], rows)}\nchosen: {chosen}"
+
+
+def balancing(reply: Balancing) -> str:
+    """Every host's load, the policy, and what the balancer would do and why."""
+    rows = [
+        [
+            h.host_name,
+            f"{h.memory_percent:.0f}%",
+            f"{h.cpu_percent:.0f}%",
+            "-" if h.over_seconds is None else f"{h.over_seconds:.0f} s",
+        ]
+        for h in reply.hosts
+    ]
+    off = reply.policy is BalancingPolicy.OFF
+    policy = reply.policy.name.lower().replace("_", "-") + (
+        " (the balancer acts on nothing)" if off else ""
+    )
+    move = reply.move
+    would = (
+        "nothing"
+        if move is None
+        else (
+            f"migrate {move.vm_name} from {move.source_host_name} to {move.destination_host_name}"
+        )
+    )
+    return "\n".join(
+        [
+            table(["HOST", "MEMORY", "CPU", "OVER FOR"], rows),
+            f"policy: {policy}; over {reply.high_percent}% for"
+            f" {reply.sustained_seconds:.0f} s, to hosts under {reply.low_percent}%",
+            f"would: {would}",
+            f"why: {reply.reason}",
+        ]
+    )
 
 
 Phase = Literal[

@@ -103,6 +103,10 @@ async def host_maintenance(args: argparse.Namespace, client: AsyncClient) -> Non
             print(f"{host.name}: {fmt.host_state(host.status.state)}: {shown}")
 
 
+async def host_balance_explain(_args: argparse.Namespace, client: AsyncClient) -> None:
+    print(fmt.balancing(await client.hosts.explain_balancing()))
+
+
 async def host_activate(args: argparse.Namespace, client: AsyncClient) -> None:
     print(fmt.hosts([await client.hosts.activate(args.host, request_id=NO_KEY)]))
 
@@ -146,6 +150,9 @@ def add_parsers(groups: Any) -> None:
         "--no-wait", action="store_true", help="answer at once; do not show the evacuation"
     )
     maintenance.set_defaults(run=host_maintenance)
+    host.add_parser(
+        "balance-explain", help="what the cluster's balancer would migrate now, and why"
+    ).set_defaults(run=host_balance_explain)
     for verb, run, what in (
         ("remove", host_remove, "forget a host no VM is placed on"),
         ("activate", host_activate, "bring a host back from maintenance"),

@@ -5,13 +5,14 @@ protobuf messages (virtplane_client.convert makes them from the protos).
 - vm         Vm, VmSpec, VmStatus, Nic, Disk, BootSource, VmUpdate, VerbResult, VmChange
 - guest      GuestInfo and its parts, GuestFact, GuestRawReport, GuestReport
 - operation  Operation, its phases, error and migration transfer; Event (the audit log)
-- fleet      Host, HostStatus, FencedHost, AffinityGroup, Placement
+- fleet      Host, HostStatus, FencedHost, AffinityGroup, Placement, Balancing
 """
 
 from __future__ import annotations
 
 from virtplane_client.models.enums import (
     AgentState,
+    BalancingPolicy,
     ChangeKind,
     ChannelState,
     DiskFormat,
@@ -27,9 +28,12 @@ from virtplane_client.models.enums import (
 )
 from virtplane_client.models.fleet import (
     AffinityGroup,
+    Balancing,
+    BalancingMove,
     FencedHost,
     FilterVerdict,
     Host,
+    HostLoad,
     HostPlacement,
     HostStatus,
     Placement,
@@ -67,6 +71,9 @@ from virtplane_client.models.vm import (
 __all__ = [
     "AffinityGroup",
     "AgentState",
+    "Balancing",
+    "BalancingMove",
+    "BalancingPolicy",
     "BootSource",
     "ChangeKind",
     "ChannelState",
@@ -84,6 +91,7 @@ __all__ = [
     "GuestReport",
     "GuestUser",
     "Host",
+    "HostLoad",
     "HostPlacement",
     "HostState",
     "HostStatus",

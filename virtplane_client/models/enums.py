@@ -148,6 +148,14 @@ class Polarity(ProtoEnum):
     NEGATIVE = 2
 
 
+class BalancingPolicy(ProtoEnum):
+    """The cluster's balancing policy (ExplainBalancing)."""
+
+    UNSPECIFIED = 0
+    OFF = 1
+    EVENLY_DISTRIBUTED = 2
+
+
 class ChangeKind(ProtoEnum):
     """What a watch message says (WatchVmsResponse.Kind)."""
 

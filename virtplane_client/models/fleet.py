@@ -1,11 +1,12 @@
-"""The hosts VMs run on, affinity groups, and ExplainPlacement's verdicts."""
+"""The hosts VMs run on, affinity groups, ExplainPlacement's verdicts and
+ExplainBalancing's dry run."""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 
-from virtplane_client.models.enums import HostState, Polarity
+from virtplane_client.models.enums import BalancingPolicy, HostState, Polarity
 
 
 @dataclass(frozen=True)
@@ -88,3 +89,41 @@ class Placement:
     hosts: tuple[HostPlacement, ...]
     chosen_host_id: str = ""
     chosen_host_name: str = ""
+
+
+@dataclass(frozen=True)
+class BalancingMove:
+    """The one migration the balancer would ask."""
+
+    vm_id: str
+    vm_name: str
+    source_host_id: str
+    source_host_name: str
+    destination_host_id: str
+    destination_host_name: str
+
+
+@dataclass(frozen=True)
+class HostLoad:
+    """A host's memory and vCPUs in use, in percent; over_seconds: how long
+    it has been over the high threshold (None when it is not)."""
+
+    host_id: str
+    host_name: str
+    memory_percent: float
+    cpu_percent: float
+    over_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Balancing:
+    """ExplainBalancing's answer: the policy and its thresholds, the move
+    the balancer would make now (None: none) and why, every host's load."""
+
+    policy: BalancingPolicy
+    high_percent: int
+    low_percent: int
+    sustained_seconds: float
+    move: BalancingMove | None
+    reason: str
+    hosts: tuple[HostLoad, ...] = ()

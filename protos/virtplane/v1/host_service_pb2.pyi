@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from virtplane.v1 import host_pb2 as _host_pb2
 import builtins as _builtins
 import sys
@@ -19,6 +20,31 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _BalancingPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BalancingPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BalancingPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BALANCING_POLICY_UNSPECIFIED: _BalancingPolicy.ValueType  # 0
+    BALANCING_POLICY_OFF: _BalancingPolicy.ValueType  # 1
+    """No balancing; ExplainBalancing still answers."""
+    BALANCING_POLICY_EVENLY_DISTRIBUTED: _BalancingPolicy.ValueType  # 2
+    """oVirt's evenly-distributed: one migration at a time from a host over
+    the high threshold to one under the low.
+    """
+
+class BalancingPolicy(_BalancingPolicy, metaclass=_BalancingPolicyEnumTypeWrapper): ...
+
+BALANCING_POLICY_UNSPECIFIED: BalancingPolicy.ValueType  # 0
+BALANCING_POLICY_OFF: BalancingPolicy.ValueType  # 1
+"""No balancing; ExplainBalancing still answers."""
+BALANCING_POLICY_EVENLY_DISTRIBUTED: BalancingPolicy.ValueType  # 2
+"""oVirt's evenly-distributed: one migration at a time from a host over
+the high threshold to one under the low.
+"""
+Global___BalancingPolicy: _TypeAlias = BalancingPolicy  # noqa: Y015
 
 @_typing.final
 class AddHostRequest(_message.Message):
@@ -345,3 +371,146 @@ class ConfirmHostDownResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConfirmHostDownResponse: _TypeAlias = ConfirmHostDownResponse  # noqa: Y015
+
+@_typing.final
+class ExplainBalancingRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainBalancingRequest: _TypeAlias = ExplainBalancingRequest  # noqa: Y015
+
+@_typing.final
+class ExplainBalancingResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    HIGH_PERCENT_FIELD_NUMBER: _builtins.int
+    LOW_PERCENT_FIELD_NUMBER: _builtins.int
+    SUSTAINED_SECONDS_FIELD_NUMBER: _builtins.int
+    MOVE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    HOSTS_FIELD_NUMBER: _builtins.int
+    policy: Global___BalancingPolicy.ValueType
+    """The policy the controller runs (--balance-policy)."""
+    high_percent: _builtins.int
+    """A host whose memory or vCPUs in use exceed high_percent of its memory
+    or CPUs for sustained_seconds sheds a VM to a host below low_percent
+    in both.
+    """
+    low_percent: _builtins.int
+    sustained_seconds: _builtins.float
+    reason: _builtins.str
+    """Why, in words: "h1 memory 91% > 80% for 300 s; h2 at 20% < 40%; moving
+    c (1500 MiB)", or why nothing ("no UP host over 80%").
+    """
+    @_builtins.property
+    def move(self) -> Global___BalancingMove:
+        """The migration the balancer would ask now; unset when none."""
+
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostLoad]:
+        """Every host's load as the balancer saw it, by name."""
+
+    def __init__(
+        self,
+        *,
+        policy: Global___BalancingPolicy.ValueType = ...,
+        high_percent: _builtins.int = ...,
+        low_percent: _builtins.int = ...,
+        sustained_seconds: _builtins.float = ...,
+        move: Global___BalancingMove | None = ...,
+        reason: _builtins.str = ...,
+        hosts: _abc.Iterable[Global___HostLoad] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["move", b"move"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["high_percent", b"high_percent", "hosts", b"hosts", "low_percent", b"low_percent", "move", b"move", "policy", b"policy", "reason", b"reason", "sustained_seconds", b"sustained_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainBalancingResponse: _TypeAlias = ExplainBalancingResponse  # noqa: Y015
+
+@_typing.final
+class BalancingMove(_message.Message):
+    """One migration the balancer decides on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_ID_FIELD_NUMBER: _builtins.int
+    VM_NAME_FIELD_NUMBER: _builtins.int
+    SOURCE_HOST_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_HOST_NAME_FIELD_NUMBER: _builtins.int
+    DESTINATION_HOST_ID_FIELD_NUMBER: _builtins.int
+    DESTINATION_HOST_NAME_FIELD_NUMBER: _builtins.int
+    vm_id: _builtins.str
+    vm_name: _builtins.str
+    source_host_id: _builtins.str
+    source_host_name: _builtins.str
+    destination_host_id: _builtins.str
+    destination_host_name: _builtins.str
+    def __init__(
+        self,
+        *,
+        vm_id: _builtins.str = ...,
+        vm_name: _builtins.str = ...,
+        source_host_id: _builtins.str = ...,
+        source_host_name: _builtins.str = ...,
+        destination_host_id: _builtins.str = ...,
+        destination_host_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination_host_id", b"destination_host_id", "destination_host_name", b"destination_host_name", "source_host_id", b"source_host_id", "source_host_name", b"source_host_name", "vm_id", b"vm_id", "vm_name", b"vm_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BalancingMove: _TypeAlias = BalancingMove  # noqa: Y015
+
+@_typing.final
+class HostLoad(_message.Message):
+    """A host's load: what the VMs placed on it (pending starts and incoming
+    migrations counted) use of its memory and CPUs, in percent.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    HOST_NAME_FIELD_NUMBER: _builtins.int
+    MEMORY_PERCENT_FIELD_NUMBER: _builtins.int
+    CPU_PERCENT_FIELD_NUMBER: _builtins.int
+    OVER_FIELD_NUMBER: _builtins.int
+    OVER_SECONDS_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    host_name: _builtins.str
+    memory_percent: _builtins.float
+    cpu_percent: _builtins.float
+    over: _builtins.bool
+    """Whether it is over the high threshold, and for how long (the
+    balancer's looks since the first that found it over).
+    """
+    over_seconds: _builtins.float
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        host_name: _builtins.str = ...,
+        memory_percent: _builtins.float = ...,
+        cpu_percent: _builtins.float = ...,
+        over: _builtins.bool = ...,
+        over_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_percent", b"cpu_percent", "host_id", b"host_id", "host_name", b"host_name", "memory_percent", b"memory_percent", "over", b"over", "over_seconds", b"over_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostLoad: _TypeAlias = HostLoad  # noqa: Y015

@@ -70,6 +70,11 @@ class HostServiceStub:
                 request_serializer=virtplane_dot_v1_dot_host__service__pb2.ConfirmHostDownRequest.SerializeToString,
                 response_deserializer=virtplane_dot_v1_dot_host__service__pb2.ConfirmHostDownResponse.FromString,
                 _registered_method=True)
+        self.ExplainBalancing = channel.unary_unary(
+                '/virtplane.v1.HostService/ExplainBalancing',
+                request_serializer=virtplane_dot_v1_dot_host__service__pb2.ExplainBalancingRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_host__service__pb2.ExplainBalancingResponse.FromString,
+                _registered_method=True)
 
 
 class HostServiceServicer:
@@ -140,6 +145,17 @@ class HostServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainBalancing(self, request, context):
+        """A dry run of the cluster's balancing (like oVirt's evenly-distributed
+        policy): the one migration the balancer would ask now and why, or why
+        none; nothing moves. With the policy off, what it would do with the
+        configured thresholds. Each answer counts as one of the balancer's
+        looks for how long a host has stayed over the high threshold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +193,11 @@ def add_HostServiceServicer_to_server(servicer, server):
                     servicer.ConfirmHostDown,
                     request_deserializer=virtplane_dot_v1_dot_host__service__pb2.ConfirmHostDownRequest.FromString,
                     response_serializer=virtplane_dot_v1_dot_host__service__pb2.ConfirmHostDownResponse.SerializeToString,
+            ),
+            'ExplainBalancing': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainBalancing,
+                    request_deserializer=virtplane_dot_v1_dot_host__service__pb2.ExplainBalancingRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_host__service__pb2.ExplainBalancingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -369,6 +390,33 @@ class HostService:
             '/virtplane.v1.HostService/ConfirmHostDown',
             virtplane_dot_v1_dot_host__service__pb2.ConfirmHostDownRequest.SerializeToString,
             virtplane_dot_v1_dot_host__service__pb2.ConfirmHostDownResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainBalancing(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.HostService/ExplainBalancing',
+            virtplane_dot_v1_dot_host__service__pb2.ExplainBalancingRequest.SerializeToString,
+            virtplane_dot_v1_dot_host__service__pb2.ExplainBalancingResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,6 +67,13 @@ class HostServiceStub:
     HOST_FENCED and the host DOWN; it is UP again once hostd answers.
     FAILED_PRECONDITION for a host in any other state.
     """
+    ExplainBalancing: _grpc.UnaryUnaryMultiCallable[_host_service_pb2.ExplainBalancingRequest, _host_service_pb2.ExplainBalancingResponse]
+    """A dry run of the cluster's balancing (like oVirt's evenly-distributed
+    policy): the one migration the balancer would ask now and why, or why
+    none; nothing moves. With the policy off, what it would do with the
+    configured thresholds. Each answer counts as one of the balancer's
+    looks for how long a host has stayed over the high threshold.
+    """
 
 @_typing.type_check_only
 class HostServiceAsyncStub(HostServiceStub):
@@ -106,6 +113,13 @@ class HostServiceAsyncStub(HostServiceStub):
     rebooted or powered off. Its VMs (UNKNOWN) become DOWN with exit reason
     HOST_FENCED and the host DOWN; it is UP again once hostd answers.
     FAILED_PRECONDITION for a host in any other state.
+    """
+    ExplainBalancing: _aio.UnaryUnaryMultiCallable[_host_service_pb2.ExplainBalancingRequest, _host_service_pb2.ExplainBalancingResponse]  # type: ignore[assignment]
+    """A dry run of the cluster's balancing (like oVirt's evenly-distributed
+    policy): the one migration the balancer would ask now and why, or why
+    none; nothing moves. With the policy off, what it would do with the
+    configured thresholds. Each answer counts as one of the balancer's
+    looks for how long a host has stayed over the high threshold.
     """
 
 class HostServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -185,6 +199,19 @@ class HostServiceServicer(metaclass=_abc_1.ABCMeta):
         rebooted or powered off. Its VMs (UNKNOWN) become DOWN with exit reason
         HOST_FENCED and the host DOWN; it is UP again once hostd answers.
         FAILED_PRECONDITION for a host in any other state.
+        """
+
+    @_abc_1.abstractmethod
+    def ExplainBalancing(
+        self,
+        request: _host_service_pb2.ExplainBalancingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_service_pb2.ExplainBalancingResponse, _abc.Awaitable[_host_service_pb2.ExplainBalancingResponse]]:
+        """A dry run of the cluster's balancing (like oVirt's evenly-distributed
+        policy): the one migration the balancer would ask now and why, or why
+        none; nothing moves. With the policy off, what it would do with the
+        configured thresholds. Each answer counts as one of the balancer's
+        looks for how long a host has stayed over the high threshold.
         """
 
 def add_HostServiceServicer_to_server(servicer: HostServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
