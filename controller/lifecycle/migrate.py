@@ -46,6 +46,7 @@ from controller.lifecycle.migration_limits import (
     in_flight,
     waiting_of,
 )
+from controller.lifecycle.migration_policy import MigrationPolicy
 from controller.lifecycle.placement import placement
 from controller.lifecycle.runner import Answer
 from controller.lifecycle.states import set_state
@@ -122,6 +123,8 @@ class MigrateSteps:
     limits: MigrationLimits | None = None
     # "maintenance" for a host's evacuation (controller.maintenance).
     cause: str = ""
+    # How the transfer converges (controller.lifecycle.migration_policy).
+    convergence: MigrationPolicy = dataclasses.field(default_factory=MigrationPolicy)
 
     def begin(self, session: Session, vm: Vm, host: Host | None) -> Outcome[HostTarget]:
         assert host is not None
@@ -144,7 +147,11 @@ class MigrateSteps:
 
     async def call_host(self, client: HostClient, target: HostTarget, op_id: str) -> Answer:
         await client.migrate_vm(
-            target.vm_id, target.destination_id, target.destination_address, self.max_bandwidth_mib
+            target.vm_id,
+            target.destination_id,
+            target.destination_address,
+            self.max_bandwidth_mib,
+            self.convergence.to_host(),
         )
         # Its answer (MIGRATING_FROM) is what begin() set; the events that
         # follow may have moved the VM on already.

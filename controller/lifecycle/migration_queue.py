@@ -34,6 +34,7 @@ from controller.lifecycle.migration_limits import (
     in_flight,
     waiting_migrations,
 )
+from controller.lifecycle.migration_policy import MigrationPolicy
 from controller.lifecycle.runner import status_name
 from controller.lifecycle.target import HostTarget
 from controller.scheduler import Policy
@@ -101,12 +102,20 @@ class MigrationQueue:
         policy: Policy,
         limits: MigrationLimits,
         max_bandwidth_mib: int = 0,
+        *,
+        convergence: MigrationPolicy | None = None,
     ) -> None:
         self._store = store
         self._clients = clients
         self._policy = policy
         self._limits = limits
-        self._steps = MigrateSteps("", policy, max_bandwidth_mib, limits=limits)
+        self._steps = MigrateSteps(
+            "",
+            policy,
+            max_bandwidth_mib,
+            limits=limits,
+            convergence=convergence or MigrationPolicy(),
+        )
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
