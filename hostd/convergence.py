@@ -96,12 +96,14 @@ class Convergence:
         self._started = started
         self._stall = StallDetector(policy.stall_seconds)
         self.post_copy = False
-        """Switched to post-copy: nothing more to decide, it finishes by itself."""
+        """Switched to post-copy: it finishes by itself."""
+        self.decided = False
+        """A POST_COPY or ABORT verdict was given: every later one is GO_ON."""
         self.reason = ""
         """Why the last POST_COPY or ABORT verdict was given."""
 
     def observe(self, remaining: int, now: float) -> Verdict:
-        if self.post_copy:
+        if self.decided:
             return Verdict.GO_ON
         if self.policy.stall_seconds and self._stall.observe(remaining, now):
             self.reason = (
@@ -117,6 +119,7 @@ class Convergence:
         return Verdict.GO_ON
 
     def _give_up(self) -> Verdict:
+        self.decided = True
         if self.policy.allow_post_copy:
             self.post_copy = True
             return Verdict.POST_COPY

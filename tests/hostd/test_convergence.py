@@ -52,6 +52,8 @@ def test_a_stall_aborts_with_the_lowest_and_the_window() -> None:
     verdicts = [convergence.observe(r * MIB, t) for r, t in ((20, 101), (25, 102), (21, 104))]
     assert verdicts == [Verdict.GO_ON, Verdict.GO_ON, Verdict.ABORT]
     assert convergence.reason == "stalled: data remaining has not shrunk below 20 MiB for 3 s"
+    assert convergence.observe(25 * MIB, 110) is Verdict.GO_ON, "decided once"
+    assert not convergence.post_copy
 
 
 def test_a_stall_switches_to_post_copy_when_allowed_and_then_nothing_more() -> None:
