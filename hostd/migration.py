@@ -121,8 +121,8 @@ class Migration:
     destination: MigrationDestination | None = None
     """Where the VM is sent (outgoing) or is awaited (incoming)."""
     policy: MigrationPolicy = field(default_factory=MigrationPolicy)
-    stalled: str = ""
-    """Why it is being aborted by its policy (hostd.convergence), not cancelled."""
+    gave_up: str = ""
+    """Why its policy (hostd.convergence) has it aborted: a failure, not a cancel."""
 
     @property
     def over(self) -> bool:
@@ -245,8 +245,8 @@ class Migrations:
                 raise JobAborted("cancelled before the transfer began")
             landed = await self._hypervisor.migrate(vm.vm_id, target)
         except JobAborted:
-            if record.stalled:
-                await self._back(vm, record, MigrationPhase.FAILED, f"failed: {record.stalled}")
+            if record.gave_up:
+                await self._back(vm, record, MigrationPhase.FAILED, f"failed: {record.gave_up}")
             else:
                 await self._back(vm, record, MigrationPhase.CANCELLED, "cancelled")
         except VirtplaneError as exc:
@@ -331,7 +331,7 @@ class Migrations:
                 log.info("VM %s: migration %s", vm.vm_id, record.message)
                 return
         log.warning("VM %s: migration to %s aborted: %s", vm.vm_id, record.peer_address, reason)
-        record.stalled = reason
+        record.gave_up = reason
         self._tasks.spawn(self._abort(vm, record), f"abort migration {vm.vm_id}")
 
     async def cancel(self, vm_id: str) -> VmStatus:
