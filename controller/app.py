@@ -106,16 +106,17 @@ class Controller:
             interceptors=[ErrorInterceptor(), *wiring.interceptors(config, self.auth)],
             options=MESSAGE_SIZE_OPTIONS,
         )
-        mib_s, limits = config.migration_max_bandwidth_mib, config.migration_limits
-        self.verbs = VmVerbs(self.store, self.clients, self.starter, mib_s, limits)
-        policy = config.scheduling_policy
-        self.migrations = MigrationQueue(self.store, self.clients, policy, limits, mib_s)
+        self.verbs, self.migrations = self._migration_parts(config)
         self.evacuator = Evacuator(
-            self.db, self.verbs, policy, self.hosts.unwatch, config.evacuation_poll_seconds
+            self.db,
+            self.verbs,
+            config.scheduling_policy,
+            self.hosts.unwatch,
+            config.evacuation_poll_seconds,
         )
         self.store.listeners.append(self.evacuator.wakeup.changed)
         self.hosts.evacuate_now = self.evacuator.wakeup.nudge
-        self.balancer = Balancer(self.db, self.verbs, config.balancing, policy)
+        self.balancer = Balancer(self.db, self.verbs, config.balancing, config.scheduling_policy)
         self._add_services()
         wiring.install(self.server, self.db, self.auth, ca, config)
         self.identity.install(self.server)
@@ -133,6 +134,17 @@ class Controller:
         self._pruning: asyncio.Task[None] | None = None
         self._renewal: asyncio.Task[None] | None = None
         self.port, self.mtls_port = self._add_ports()
+
+    def _migration_parts(self, config: ControllerConfig) -> tuple[VmVerbs, MigrationQueue]:
+        """The verbs (MigrateVm among them) and the queue of waiting migrations,
+        with the migrations' bandwidth cap, limits and convergence policy."""
+        mib_s, limits = config.migration_max_bandwidth_mib, config.migration_limits
+        converge = config.migration_policy
+        verbs = VmVerbs(self.store, self.clients, self.starter, mib_s, limits, convergence=converge)
+        queue = MigrationQueue(
+            self.store, self.clients, config.scheduling_policy, limits, mib_s, convergence=converge
+        )
+        return verbs, queue
 
     def _add_services(self) -> None:
         """The VM, operation, host and affinity group services on the server;

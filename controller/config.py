@@ -9,6 +9,7 @@ from pathlib import Path
 from controller.balancing import BalanceSettings
 from controller.ha import HaPolicy
 from controller.lifecycle.migration_limits import MigrationLimits
+from controller.lifecycle.migration_policy import MigrationPolicy
 from controller.scheduler import Policy
 
 
@@ -36,6 +37,9 @@ class ControllerConfig:
     # Caps each live migration's memory transfer, in MiB/s; 0: as fast as
     # the network goes.
     migration_max_bandwidth_mib: int = 0
+    # How live migrations converge, unless a call says otherwise
+    # (controller.lifecycle.migration_policy).
+    migration_policy: MigrationPolicy = field(default_factory=MigrationPolicy)
     # How many live migrations run at once, per host and in the cluster;
     # more wait their turn (controller.lifecycle.migration_limits).
     migration_limits: MigrationLimits = field(default_factory=MigrationLimits)

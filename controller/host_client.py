@@ -155,16 +155,22 @@ class HostClient:
         return (await self._verb(self._stub.HibernateVm, request, vm_id)).vm
 
     async def migrate_vm(
-        self, vm_id: str, destination_id: str, destination_address: str, max_mib_s: int = 0
+        self,
+        vm_id: str,
+        destination_id: str,
+        destination_address: str,
+        max_mib_s: int = 0,
+        policy: pb.HostMigrationPolicy | None = None,
     ) -> pb.HostVm:
         """Asks this host (the source) to move the VM live to the destination
-        (at most max_mib_s MiB/s; 0: no cap); it prepares the destination
-        and answers with the VM MIGRATING_FROM."""
+        (at most max_mib_s MiB/s; 0: no cap; converging by policy); it
+        prepares the destination and answers with the VM MIGRATING_FROM."""
         request = pb.HostAgentServiceMigrateVmRequest(
             vm_id=vm_id,
             destination_address=destination_address,
             destination_host_id=destination_id,
             max_bandwidth_mib_per_second=max_mib_s,
+            policy=policy,
         )
         return (await self._verb(self._stub.MigrateVm, request, vm_id)).vm
 

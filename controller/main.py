@@ -12,6 +12,7 @@ from controller.app import Controller
 from controller.balancing import BalancePolicy, BalanceSettings
 from controller.config import ControllerConfig
 from controller.lifecycle.migration_limits import MigrationLimits
+from controller.lifecycle.migration_policy import MigrationPolicy
 from virtplane_common.properties import add_rule_argument
 
 
@@ -46,11 +47,11 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
     )
     _add_migration_limits(parser, defaults.migration_limits)
     _add_balancing(parser, defaults.balancing)
+    _add_migration_policy(parser, defaults.migration_policy)
     add_rule_argument(parser)
     parser.add_argument("--log-level", default="INFO")
     _add_security_arguments(parser, defaults)
     args = parser.parse_args(argv)
-    balancing = _balancing(parser, args)
     config = ControllerConfig(
         listen=args.listen,
         listen_mtls=args.listen_mtls,
@@ -60,7 +61,8 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
         migration_limits=MigrationLimits(
             args.migrations_out_per_host, args.migrations_in_per_host, args.migrations_per_cluster
         ),
-        balancing=balancing,
+        balancing=_balancing(parser, args),
+        migration_policy=_migration_policy(parser, args),
         vm_properties=dict(args.vm_property or ()),
         require_auth=args.require_auth,
         state_dir=args.state_dir,
@@ -127,6 +129,46 @@ def _balancing(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Bal
         )
     except ValueError as exc:
         parser.error(str(exc))
+
+
+def _add_migration_policy(parser: argparse.ArgumentParser, defaults: MigrationPolicy) -> None:
+    """How live migrations converge (controller.lifecycle.migration_policy);
+    MigrateVm may override each setting per call."""
+    for flag, default, what in (
+        ("--migration-max-downtime-ms", defaults.max_downtime_ms, "longest switch-over pause"),
+        ("--migration-stall-seconds", defaults.stall_seconds, "abort when the data remaining"
+         " has not shrunk below its lowest for this long"),
+        ("--migration-completion-timeout-seconds", defaults.completion_timeout_seconds,
+         "the backstop: abort when still transferring after this long"),
+    ):  # fmt: skip
+        parser.add_argument(
+            flag,
+            type=int,
+            default=default,
+            metavar="MS" if flag.endswith("-ms") else "S",
+            help=f"{what} (default %(default)s; 0: off)",
+        )
+    for flag, default, what in (
+        ("--migration-auto-converge", defaults.auto_converge, "throttle a guest that dirties"
+         " memory faster than it is sent"),
+        ("--migration-allow-post-copy", defaults.allow_post_copy, "a stalled (or timed out)"
+         " migration switches to post-copy rather than being aborted"),
+    ):  # fmt: skip
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=what)
+
+
+def _migration_policy(parser: argparse.ArgumentParser, args: argparse.Namespace) -> MigrationPolicy:
+    for name in ("max_downtime_ms", "stall_seconds", "completion_timeout_seconds"):
+        value = getattr(args, f"migration_{name}")
+        if value < 0:
+            parser.error(f"--migration-{name.replace('_', '-')}: {value} is negative; 0 is off")
+    return MigrationPolicy(
+        max_downtime_ms=args.migration_max_downtime_ms,
+        auto_converge=args.migration_auto_converge,
+        allow_post_copy=args.migration_allow_post_copy,
+        stall_seconds=args.migration_stall_seconds,
+        completion_timeout_seconds=args.migration_completion_timeout_seconds,
+    )
 
 
 def _add_security_arguments(parser: argparse.ArgumentParser, defaults: ControllerConfig) -> None:

@@ -117,7 +117,8 @@ class VmServicer(vm_grpc.VmServiceServicer):
         self, request: vm_api.MigrateVmRequest, context: Context
     ) -> vm_api.MigrateVmResponse:
         vm_ref, call = _ref("vm", request.vm), call_of("MigrateVm", request)
-        vm, op = await self._verbs.migrate(vm_ref, request.destination_host, call)
+        policy = request.policy if request.HasField("policy") else None
+        vm, op = await self._verbs.migrate(vm_ref, request.destination_host, call, policy=policy)
         return vm_api.MigrateVmResponse(vm=convert.vm(vm), operation=convert.operation(op))
 
     async def CancelMigration(

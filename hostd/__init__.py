@@ -49,6 +49,8 @@ Modules, one job each:
 - recovery      adopting what a previous hostd left, with a report
 - migration     live migration: MigrateVm and cancel (source), the incoming start path
                 (destination), their progress and the cap on outgoing migrations
+- convergence   a migration's policy (downtime, auto-converge, post-copy) and the
+                stall detector judging its progress samples: pure
 - migration_xml the migratable domain XML retargeted to the destination's paths
 - peers         other hosts' hostd, as a migration's source calls its destination
 - events        the event pump: hypervisor events applied in order; resync, also

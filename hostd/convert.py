@@ -19,6 +19,7 @@ from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import vm_pb2
 
 from hostd import model
+from hostd.convergence import MigrationPolicy
 from hostd.guest_info import timestamp
 from virtplane_common.errors import InvalidArgument
 from virtplane_common.validation import clean_agent_version
@@ -156,6 +157,17 @@ def destination_from_proto(destination: pb.MigrationDestination) -> model.Migrat
 
 def destination_to_proto(destination: model.MigrationDestination) -> pb.MigrationDestination:
     return pb.MigrationDestination(**dataclasses.asdict(destination))
+
+
+def policy_from_proto(policy: pb.HostMigrationPolicy) -> MigrationPolicy:
+    """A migration's policy; InvalidArgument naming a field out of range."""
+    return MigrationPolicy(
+        max_downtime_ms=policy.max_downtime_ms,
+        auto_converge=policy.auto_converge,
+        allow_post_copy=policy.allow_post_copy,
+        stall_seconds=policy.stall_seconds,
+        completion_timeout_seconds=policy.completion_timeout_seconds,
+    ).check()
 
 
 def progress_to_proto(progress: model.MigrationProgress) -> pb.MigrationProgress:

@@ -10,7 +10,8 @@ implementation. Errors are hostd.errors. Thirteen methods::
     host_info
     events, close
 
-(A migration is cancelled with act(uuid, DomainAction.ABORT_JOB).)
+(A migration is cancelled with act(uuid, DomainAction.ABORT_JOB), and switched
+to post-copy with act(uuid, DomainAction.START_POST_COPY).)
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class DomainAction(Enum):
     """Removes a persistent domain's definition; a running domain becomes transient."""
     ABORT_JOB = auto()
     """Cancels the domain's running job (a migration); DomainStateConflict when none runs."""
+    START_POST_COPY = auto()
+    """Switches the domain's migration (begun with MigrationTarget.post_copy) to
+    post-copy: it runs on the destination at once, which pulls the memory left."""
 
 
 class LifecycleKind(Enum):
@@ -210,6 +214,12 @@ class MigrationTarget:
     """The DNS name the destination's certificate must carry: the memory goes
     over QEMU's native TLS, both QEMUs checking each other's certificate
     against the CA. Empty: in clear (development only)."""
+    max_downtime_ms: int = 0
+    """The longest the guest may be stopped at the switch-over; 0: the hypervisor's default."""
+    auto_converge: bool = False
+    """Throttle the guest's vCPUs while the transfer does not converge."""
+    post_copy: bool = False
+    """Allow act(START_POST_COPY) during the migration."""
 
 
 @dataclass(frozen=True)

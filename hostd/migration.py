@@ -15,7 +15,10 @@ The flow, source S and destination D (each a hostd with its own libvirt):
    host certificate and accepts only the host id MigrateVm named.
 3. S moves the VM to MIGRATING_FROM, returns, and lets the hypervisor copy
    the memory (the domain XML retargeted to D's paths), reporting progress
-   about once a second as migration events.
+   about once a second as migration events. Each sample is judged by the
+   call's MigrationPolicy (hostd.convergence): a stalled migration switches
+   to post-copy when allowed (the progress' message says so), else it is
+   aborted and fails with why.
 4. It lands: D's domain resumes and D takes the VM over as RUNNING, its
    guest channel connected to the domain's new socket (the guest's reports
    go on there); S sees its domain stop as MIGRATED and the VM goes DOWN
@@ -54,6 +57,7 @@ from dataclasses import dataclass, field
 from hostd import domxml
 from hostd.builder import build_domain
 from hostd.config import MigrationConfig
+from hostd.convergence import Convergence, MigrationPolicy, Verdict
 from hostd.errors import (
     DomainNotFound,
     DomainStateConflict,
@@ -116,6 +120,9 @@ class Migration:
     cancelled: bool = False
     destination: MigrationDestination | None = None
     """Where the VM is sent (outgoing) or is awaited (incoming)."""
+    policy: MigrationPolicy = field(default_factory=MigrationPolicy)
+    gave_up: str = ""
+    """Why its policy (hostd.convergence) has it aborted: a failure, not a cancel."""
 
     @property
     def over(self) -> bool:
@@ -158,10 +165,18 @@ class Migrations:
 
     # -- the source
 
-    async def migrate(self, vm_id: str, peer: PeerHost, max_bandwidth_mib: int = 0) -> VmStatus:
-        """Prepares the destination, then sends the VM in the background; returns it
-        MIGRATING_FROM. With MigrationConfig.tls the memory goes over QEMU's TLS to
-        the host whose certificate names the peer's host id, and nowhere else."""
+    async def migrate(
+        self,
+        vm_id: str,
+        peer: PeerHost,
+        max_bandwidth_mib: int = 0,
+        policy: MigrationPolicy | None = None,
+    ) -> VmStatus:
+        """Prepares the destination, then sends the VM in the background under
+        policy (hostd.convergence); returns it MIGRATING_FROM. With
+        MigrationConfig.tls the memory goes over QEMU's TLS to the host whose
+        certificate names the peer's host id, and nowhere else."""
+        policy = (policy or MigrationPolicy()).check()
         tls_destination = self._tls_destination(peer.host_id)
         address = peer.address
         hypervisor_uri = peer_hypervisor_uri(self._config.peer_hypervisor_uri, peer)
@@ -191,6 +206,7 @@ class Migrations:
             record = Migration(
                 vm_id, MigrationDirection.OUTGOING, address, peer.host_id, destination=destination
             )
+            record.policy = policy
             self._keep(record)
             target = MigrationTarget(
                 hypervisor_uri=hypervisor_uri,
@@ -201,6 +217,9 @@ class Migrations:
                 persistent=vm.persistent,
                 max_bandwidth_mib=max_bandwidth_mib,
                 tls_destination=tls_destination,
+                max_downtime_ms=policy.max_downtime_ms,
+                auto_converge=policy.auto_converge,
+                post_copy=policy.allow_post_copy,
             )
             self._registry.transition(vm, VmState.MIGRATING_FROM, message=f"migrating to {address}")
             self._publish(record)
@@ -226,7 +245,10 @@ class Migrations:
                 raise JobAborted("cancelled before the transfer began")
             landed = await self._hypervisor.migrate(vm.vm_id, target)
         except JobAborted:
-            await self._back(vm, record, MigrationPhase.CANCELLED, "cancelled")
+            if record.gave_up:
+                await self._back(vm, record, MigrationPhase.FAILED, f"failed: {record.gave_up}")
+            else:
+                await self._back(vm, record, MigrationPhase.CANCELLED, "cancelled")
         except VirtplaneError as exc:
             log.warning("VM %s: migration to %s failed: %s", vm.vm_id, record.peer_address, exc)
             await self._back(vm, record, MigrationPhase.FAILED, f"failed: {exc}")
@@ -241,7 +263,7 @@ class Migrations:
 
     async def _sent(self, vm: Vm, record: Migration, landed: JobProgress) -> None:
         record.progress = landed
-        record.end(MigrationPhase.COMPLETED)
+        record.end(MigrationPhase.COMPLETED, record.message)  # post-copy's, if it switched
         self._publish(record)
         log.info(
             "VM %s: migrated to %s in %d ms, downtime %d ms",
@@ -282,6 +304,8 @@ class Migrations:
             log.info("VM %s: the destination %s was not told: %s", vm_id, peer.address, exc)
 
     async def _poll(self, vm: Vm, record: Migration) -> None:
+        clock = asyncio.get_running_loop().time
+        convergence = Convergence(record.policy, clock())
         while not record.over:
             await asyncio.sleep(self._config.progress_interval_seconds)
             try:
@@ -290,7 +314,25 @@ class Migrations:
                 continue
             if progress is not None and not record.over:
                 record.progress = progress
+                verdict = convergence.observe(progress.data_remaining, clock())
+                if verdict is not Verdict.GO_ON:
+                    await self._steer(vm, record, verdict, convergence.reason)
                 self._publish(record)
+
+    async def _steer(self, vm: Vm, record: Migration, verdict: Verdict, reason: str) -> None:
+        """Acts on the policy's verdict: post-copy, or abort (a failure, not a cancel)."""
+        if verdict is Verdict.POST_COPY:
+            try:
+                await self._hypervisor.act(vm.vm_id, DomainAction.START_POST_COPY)
+            except VirtplaneError as exc:
+                reason = f"{reason}; cannot switch to post-copy: {exc}"
+            else:
+                record.message = f"switched to post-copy: {reason}"
+                log.info("VM %s: migration %s", vm.vm_id, record.message)
+                return
+        log.warning("VM %s: migration to %s aborted: %s", vm.vm_id, record.peer_address, reason)
+        record.gave_up = reason
+        self._tasks.spawn(self._abort(vm, record), f"abort migration {vm.vm_id}")
 
     async def cancel(self, vm_id: str) -> VmStatus:
         """Cancels the VM's migration, outgoing or incoming; returns at once."""

@@ -110,8 +110,9 @@ class HostAgentServicer(pb_grpc.HostAgentServiceServicer):
             bounds.address("destination_address", request.destination_address),
             bounds.host_id("destination_host_id", request.destination_host_id),
         )
+        policy = convert.policy_from_proto(request.policy)
         vm = await self._vms.migrate(
-            request.vm_id, destination, request.max_bandwidth_mib_per_second
+            request.vm_id, destination, request.max_bandwidth_mib_per_second, policy
         )
         return pb.HostAgentServiceMigrateVmResponse(vm=convert.status_to_proto(vm))
 

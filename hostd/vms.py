@@ -28,6 +28,7 @@ import re
 
 from hostd import consoles
 from hostd.config import MigrationConfig
+from hostd.convergence import MigrationPolicy
 from hostd.defaults import reboot_timeout, shutdown_timeout, with_defaults
 from hostd.errors import VmAlreadyExists
 from hostd.events import EventPump, ReachabilityListener
@@ -217,7 +218,11 @@ class VmService:
         return await self._migrations.receive(Vm(config=filled), source_address)
 
     async def migrate(
-        self, vm_id: str, destination: PeerHost, max_bandwidth_mib: int = 0
+        self,
+        vm_id: str,
+        destination: PeerHost,
+        max_bandwidth_mib: int = 0,
+        policy: MigrationPolicy | None = None,
     ) -> VmStatus:
         address, host_id = destination.address.strip(), destination.host_id.strip()
         if not address:
@@ -232,7 +237,7 @@ class VmService:
                 "required: the id of the destination host, which its certificate must name",
             )
         peer = PeerHost(address, host_id)
-        return await self._migrations.migrate(vm_id, peer, max_bandwidth_mib)
+        return await self._migrations.migrate(vm_id, peer, max_bandwidth_mib, policy)
 
     async def cancel_migration(self, vm_id: str) -> VmStatus:
         return await self._migrations.cancel(vm_id)

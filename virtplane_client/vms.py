@@ -143,13 +143,35 @@ class AsyncVms:
         request = vm_api.HibernateVmRequest(vm=vm, request_id=idempotency_key(request_id))
         return await _verb(self._stub.HibernateVm, request)
 
-    async def migrate(self, vm: str, *, to: str = "", request_id: str | None = None) -> VerbResult:
+    async def migrate(
+        self,
+        vm: str,
+        *,
+        to: str = "",
+        request_id: str | None = None,
+        max_downtime_ms: int | None = None,
+        auto_converge: bool | None = None,
+        post_copy: bool | None = None,
+        stall_seconds: int | None = None,
+    ) -> VerbResult:
         """Moves an UP VM live to host to (an id or a name), or to the host the
         scheduler picks; returns once its host has begun (MIGRATING_FROM).
         The operation ends when the VM is UP on the destination, or FAILED
-        with the VM UP on its host."""
+        with the VM UP on its host. The convergence settings given override
+        the cluster's for this migration (None: the cluster's): the longest
+        switch-over pause, auto-converge, post-copy when it stalls, and how
+        long the data remaining may stop shrinking before it is aborted."""
+        policy = vm_api.MigrationPolicy(
+            max_downtime_ms=max_downtime_ms,
+            auto_converge=auto_converge,
+            allow_post_copy=post_copy,
+            stall_seconds=stall_seconds,
+        )
         request = vm_api.MigrateVmRequest(
-            vm=vm, destination_host=to, request_id=idempotency_key(request_id)
+            vm=vm,
+            destination_host=to,
+            request_id=idempotency_key(request_id),
+            policy=policy if policy.ListFields() else None,
         )
         return await _verb(self._stub.MigrateVm, request)
 

@@ -23,6 +23,8 @@ Modules, one job each:
                on their sources
 - migration_limits  how many migrations run at once, per host and in the
                cluster, and why one must wait
+- migration_policy  how a migration converges: the cluster's flags, a call's
+                    overrides, sent to the source host
 - migration_queue   the waiting migrations started in order as slots free
 - transitions  how what a host reports moves a VM's state: pure rules
 - crud         VmService: create, get, list, guest facts, placement

@@ -52,6 +52,7 @@ from controller.lifecycle.migration_limits import (
     in_flight,
     waiting_of,
 )
+from controller.lifecycle.migration_policy import MigrationPolicy
 from controller.lifecycle.placement import placement
 from controller.lifecycle.runner import Answer
 from controller.lifecycle.states import set_state
@@ -151,6 +152,8 @@ class MigrateSteps:
     # "maintenance" for a host's evacuation (controller.maintenance),
     # "balancing" for the balancer's (controller.balancing_loop).
     cause: str = ""
+    # How the transfer converges (controller.lifecycle.migration_policy).
+    convergence: MigrationPolicy = dataclasses.field(default_factory=MigrationPolicy)
 
     def begin(self, session: Session, vm: Vm, host: Host | None) -> Outcome[HostTarget]:
         assert host is not None
@@ -190,6 +193,7 @@ class MigrateSteps:
                     target.destination_id,
                     target.destination_address,
                     self.max_bandwidth_mib,
+                    self.convergence.to_host(),
                 )
             except HostBusy:
                 if time.monotonic() >= deadline:

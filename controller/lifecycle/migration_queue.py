@@ -40,6 +40,7 @@ from controller.lifecycle.migration_limits import (
     in_flight,
     waiting_migrations,
 )
+from controller.lifecycle.migration_policy import MigrationPolicy
 from controller.lifecycle.runner import status_name
 from controller.lifecycle.target import HostTarget
 from controller.periodic import Periodic
@@ -112,12 +113,20 @@ class MigrationQueue:
         policy: Policy,
         limits: MigrationLimits,
         max_bandwidth_mib: int = 0,
+        *,
+        convergence: MigrationPolicy | None = None,
     ) -> None:
         self._store = store
         self._clients = clients
         self._policy = policy
         self._limits = limits
-        self._steps = MigrateSteps("", policy, max_bandwidth_mib, limits=limits)
+        self._steps = MigrateSteps(
+            "",
+            policy,
+            max_bandwidth_mib,
+            limits=limits,
+            convergence=convergence or MigrationPolicy(),
+        )
         self.wakeup = Wakeup()
         self._loop = Periodic("migration-queue", self.run_once, limits.poll_interval, self.wakeup)
         store.listeners.append(self.wakeup.changed)

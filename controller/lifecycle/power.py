@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
+from virtplane.v1 import vm_service_pb2 as vm_api
 
 from controller.errors import VmNotFound
 from controller.host_client import HostClient
@@ -25,6 +26,7 @@ from controller.hosts import HostClients
 from controller.lifecycle import verbs
 from controller.lifecycle.migrate import MigrateSteps, Migrations
 from controller.lifecycle.migration_limits import MigrationLimits
+from controller.lifecycle.migration_policy import MigrationPolicy
 from controller.lifecycle.placement import Starter
 from controller.lifecycle.runner import Answer, VerbRunner
 from controller.lifecycle.start import StartSteps
@@ -116,8 +118,11 @@ class VmVerbs:
         starter: Starter,
         migration_mib_s: int = 0,
         limits: MigrationLimits | None = None,
+        *,
+        convergence: MigrationPolicy | None = None,
     ) -> None:
         self._runner = VerbRunner(store, clients)
+        self._convergence = convergence or MigrationPolicy()
         self._start = StartSteps(starter)
         self._starter = starter
         self._migration_mib_s = migration_mib_s
@@ -161,18 +166,25 @@ class VmVerbs:
         return await self._runner.run(vm_ref, call, OnHostSteps(verbs.HIBERNATE, _hibernate))
 
     async def migrate(
-        self, vm_ref: str, destination: str, call: Call, cause: str = ""
+        self,
+        vm_ref: str,
+        destination: str,
+        call: Call,
+        cause: str = "",
+        policy: vm_api.MigrationPolicy | None = None,
     ) -> VmAndOperation:
         """Moves an UP VM live to destination (a host id or name), or to the
         host the scheduler picks (controller.lifecycle.migrate); over the
         migration limits it waits its turn. cause: who asked, if not a
-        client ("maintenance")."""
+        client ("maintenance"); policy: the call's own convergence settings
+        over the cluster's (controller.lifecycle.migration_policy)."""
         steps = MigrateSteps(
             destination,
             self._starter.policy,
             self._migration_mib_s,
             limits=self._limits,
             cause=cause,
+            convergence=self._convergence.overridden(policy),
         )
         return await self._runner.run(vm_ref, call, steps)
 

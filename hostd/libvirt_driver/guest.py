@@ -43,6 +43,7 @@ _ACTIONS: dict[DomainAction, Callable[[Any], object]] = {
     DomainAction.DESTROY: lambda dom: dom.destroy(),
     DomainAction.UNDEFINE: lambda dom: dom.undefine(),
     DomainAction.ABORT_JOB: lambda dom: dom.abortJob(),
+    DomainAction.START_POST_COPY: lambda dom: dom.migrateStartPostCopy(0),
 }
 _KEEP_COMPLETED = (
     libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
@@ -103,6 +104,14 @@ class LibvirtGuest:
         if target.tls_destination:
             flags |= libvirt.VIR_MIGRATE_TLS
             params[libvirt.VIR_MIGRATE_PARAM_TLS_DESTINATION] = target.tls_destination
+        if target.auto_converge:
+            flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+        if target.post_copy:
+            flags |= libvirt.VIR_MIGRATE_POSTCOPY
+        if target.max_downtime_ms:
+            # migrate3 has no parameter for it; QEMU keeps what is set before
+            # the job for the job (its downtime-limit).
+            self._dom.migrateSetMaxDowntime(target.max_downtime_ms, 0)
         try:
             destination = libvirt.open(target.hypervisor_uri)
         except libvirt.libvirtError as exc:

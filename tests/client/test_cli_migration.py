@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.orm import Session
 from virtplane.v1 import operation_pb2, vm_pb2
@@ -25,6 +26,7 @@ from virtplane_client import (
     MigrationTransfer,
     OperationState,
     convert,
+    errors,
 )
 from virtplane_client.cli import format as fmt
 from virtplane_client.cli import migration
@@ -56,6 +58,20 @@ def test_a_transfer_reads_as_its_progress_or_its_end() -> None:
         MigrationPhase.SWITCHED_OVER, percent=100, iterations=1, elapsed_ms=2100, downtime_ms=41
     )
     assert fmt.transfer(done) == "switched over after 1 iteration, 2100 ms; downtime 41 ms"
+    post_copy = MigrationTransfer(
+        MigrationPhase.TRANSFERRING,
+        percent=97,
+        data_total_bytes=GIB,
+        data_remaining_bytes=30 << 20,
+        bytes_per_second=8 << 20,
+        iterations=40,
+        message="switched to post-copy: stalled: data remaining has not shrunk below 28 MiB"
+        " for 30 s",
+    )
+    assert fmt.transfer(post_copy) == (
+        "transferring 97%, 30.0 MiB of 1.0 GiB left, iteration 40, 8.0 MiB/s (switched to"
+        " post-copy: stalled: data remaining has not shrunk below 28 MiB for 30 s)"
+    )
     failed = MigrationTransfer(MigrationPhase.CANCELLED, percent=3, message="cancelled")
     assert fmt.transfer(failed) == "cancelled at 3%: cancelled"
     assert fmt.size(512) == "512 B" and fmt.size(1536) == "1.5 KiB"
@@ -151,3 +167,8 @@ async def test_follow_waits_for_how_a_transfer_the_operation_outlived_ended(
         "cancelled at 40%: migration to h2 cancelled",
     ]
     await client.vms.stop(moving.name)
+
+
+async def test_a_policy_given_reaches_the_controller(client: AsyncClient) -> None:
+    with pytest.raises(errors.InvalidArgument, match=r"policy\.stall_seconds: -2 is negative"):
+        await client.vms.migrate("any", stall_seconds=-2, post_copy=True)

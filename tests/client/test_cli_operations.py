@@ -86,6 +86,31 @@ def test_migrate_takes_a_destination_and_can_wait() -> None:
     assert (args.vm, args.request_id) == ("web", "k")
 
 
+def test_migrate_takes_a_policy_of_its_own_or_leaves_the_clusters() -> None:
+    args = parser().parse_args(
+        [
+            "vm",
+            "migrate",
+            "web",
+            "--max-downtime-ms",
+            "150",
+            "--auto-converge",
+            "--no-post-copy",
+            "--stall-seconds",
+            "30",
+        ]
+    )
+    policy = (args.max_downtime_ms, args.auto_converge, args.post_copy, args.stall_seconds)
+    assert policy == (150, True, False, 30)
+    args = parser().parse_args(["vm", "migrate", "web"])
+    assert (args.max_downtime_ms, args.auto_converge, args.post_copy, args.stall_seconds) == (
+        None,
+        None,
+        None,
+        None,
+    )
+
+
 def test_disks_are_given_as_path_format_and_read_only() -> None:
     args = parser().parse_args(
         [

@@ -88,6 +88,10 @@ class FakeHypervisor:
     started_xml: list[str] = field(default_factory=list)
     migration_targets: list[MigrationTarget] = field(default_factory=list)
     """Where each migration asked of the fake was to go."""
+    job_remaining: int = 0
+    """The data remaining a migration under way reports, sample after sample."""
+    post_copy_started: list[str] = field(default_factory=list)
+    """The domains whose migration was switched to post-copy."""
     _queue: asyncio.Queue[HypervisorEvent] = field(default_factory=asyncio.Queue)
     _jobs: dict[str, asyncio.Event] = field(default_factory=dict)
     """Migrations under way, each with its abort."""
@@ -166,10 +170,13 @@ class FakeHypervisor:
             self._undefine(uuid)
             return
         domain = self._active(uuid)
-        if action is DomainAction.ABORT_JOB:
+        if action in (DomainAction.ABORT_JOB, DomainAction.START_POST_COPY):
             if uuid not in self._jobs:
                 raise DomainStateConflict("no job is active on the domain")
-            self._jobs[uuid].set()
+            if action is DomainAction.ABORT_JOB:
+                self._jobs[uuid].set()
+            else:
+                self.post_copy_started.append(uuid)
             return
         if action is DomainAction.DESTROY:
             self.stop(uuid, StopReason.DESTROYED)
@@ -263,7 +270,9 @@ class FakeHypervisor:
     async def job_progress(self, uuid: str, *, completed: bool = False) -> JobProgress | None:
         self._active(uuid)
         if uuid in self._jobs and not completed:
-            return JobProgress(data_total=64 << 20, data_processed=1 << 20)
+            return JobProgress(
+                data_total=64 << 20, data_processed=1 << 20, data_remaining=self.job_remaining
+            )
         return None
 
     # -- looking

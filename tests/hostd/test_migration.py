@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from hostd.config import MigrationConfig
+from hostd.convergence import MigrationPolicy
 from hostd.errors import (
     PeerUnavailable,
     TooManyMigrations,
@@ -384,3 +385,53 @@ async def test_a_failing_destination_hook_refuses_the_migration(pair: Pair, tmp_
         await pair.a.vms.migrate(config.vm_id, TO_B)
     assert pair.a.state(config.vm_id) == VmState.RUNNING
     assert pair.b.state(config.vm_id) == VmState.DOWN
+
+
+async def test_the_policy_reaches_the_hypervisor(pair: Pair) -> None:
+    config = await pair.running_on_a()
+    policy = MigrationPolicy(max_downtime_ms=150, auto_converge=True, allow_post_copy=True)
+    await pair.a.vms.migrate(config.vm_id, TO_B, 8, policy)
+    await pair.a.wait_for(config.vm_id, VmState.RUNNING)  # the fake cannot migrate
+    (target,) = pair.a.fake.migration_targets
+    assert (target.max_bandwidth_mib, target.max_downtime_ms) == (8, 150)
+    assert target.auto_converge and target.post_copy
+
+
+async def test_a_policy_out_of_range_is_refused_naming_its_field(pair: Pair) -> None:
+    config = await pair.running_on_a()
+    with pytest.raises(InvalidArgument, match=r"policy\.stall_seconds"):
+        await pair.a.vms.migrate(config.vm_id, TO_B, policy=MigrationPolicy(stall_seconds=-1))
+    assert pair.a.state(config.vm_id) == VmState.RUNNING
+    assert pair.b.state(config.vm_id) == VmState.DOWN
+
+
+async def test_a_stalled_migration_is_aborted_and_runs_on_with_why(pair: Pair) -> None:
+    config = await pair.running_on_a()
+    vm_id = config.vm_id
+    pair.a.fake.migrate_gate = asyncio.Event()
+    pair.a.fake.job_remaining = 48 << 20  # never shrinks
+    await pair.a.vms.migrate(vm_id, TO_B, policy=MigrationPolicy(stall_seconds=1))
+    back = await pair.a.wait_for(vm_id, VmState.RUNNING)
+    why = "stalled: data remaining has not shrunk below 48 MiB for 1 s"
+    assert back.message == f"migration to {B} failed: {why}"
+    progress = pair.a.vms.migration_progress(vm_id)
+    assert (progress.phase, progress.message) == (MigrationPhase.FAILED, back.message)
+    assert pair.a.fake.post_copy_started == []
+    await pair.b.wait_for(vm_id, VmState.DOWN)
+
+
+async def test_a_stalled_migration_switches_to_post_copy_when_allowed(pair: Pair) -> None:
+    config = await pair.running_on_a()
+    vm_id = config.vm_id
+    pair.a.fake.migrate_gate = asyncio.Event()
+    pair.a.fake.job_remaining = 3 << 19
+    policy = MigrationPolicy(stall_seconds=1, allow_post_copy=True)
+    await pair.a.vms.migrate(vm_id, TO_B, policy=policy)
+    await until(lambda: pair.a.fake.post_copy_started == [vm_id], what="post-copy")
+    progress = pair.a.vms.migration_progress(vm_id)
+    assert progress.phase == MigrationPhase.TRANSFERRING
+    why = "stalled: data remaining has not shrunk below 1.5 MiB for 1 s"
+    assert progress.message == f"switched to post-copy: {why}"
+    assert pair.a.state(vm_id) == VmState.MIGRATING_FROM, "not aborted"
+    pair.a.fake.migrate_gate.set()  # the fake then fails: it cannot migrate
+    await pair.a.wait_for(vm_id, VmState.RUNNING)

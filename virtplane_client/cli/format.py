@@ -288,14 +288,15 @@ def size(count: int) -> str:
 def transfer(t: MigrationTransfer) -> str:
     """A migration's transfer in one line: its progress, or how it ended."""
     passes = f"{t.iterations} iteration{'' if t.iterations == 1 else 's'}"
+    note = f" ({t.message})" if t.message else ""  # e.g. switched to post-copy, why
     if t.phase is MigrationPhase.SWITCHED_OVER:
-        return f"switched over after {passes}, {t.elapsed_ms} ms; downtime {t.downtime_ms} ms"
+        return f"switched over after {passes}, {t.elapsed_ms} ms; downtime {t.downtime_ms} ms{note}"
     progress = (
         f"{t.percent}%, {size(t.data_remaining_bytes)} of {size(t.data_total_bytes)} left, "
         f"iteration {t.iterations}, {size(t.bytes_per_second)}/s"
     )
     if t.phase is MigrationPhase.TRANSFERRING:
-        return f"transferring {progress}"
+        return f"transferring {progress}{note}"
     return f"{t.phase.name.lower()} at {t.percent}%: {t.message}"
 
 

@@ -153,7 +153,15 @@ async def vm_migrate(args: argparse.Namespace, client: AsyncClient) -> None:
     if args.verb == "cancel-migration":
         done = await client.vms.cancel_migration(args.vm, request_id=ops.request_id(args))
     else:
-        done = await client.vms.migrate(args.vm, to=args.to, request_id=ops.request_id(args))
+        done = await client.vms.migrate(
+            args.vm,
+            to=args.to,
+            request_id=ops.request_id(args),
+            max_downtime_ms=args.max_downtime_ms,
+            auto_converge=args.auto_converge,
+            post_copy=args.post_copy,
+            stall_seconds=args.stall_seconds,
+        )
     names = await client.hosts.names()
     to = names.get(done.operation.host_id, done.operation.host_id)
     print(f"{done.vm.name}: {fmt.vm_state(done.vm.status.state)}, to host {to}")
@@ -161,6 +169,29 @@ async def vm_migrate(args: argparse.Namespace, client: AsyncClient) -> None:
         print(fmt.operation(await migration.follow(client, done.operation, args.wait_seconds)))
         return
     await ops.show_operation(args, client, done.operation)
+
+
+def _convergence_options(parser: argparse.ArgumentParser) -> None:
+    """This migration's policy; each option left out: the cluster's."""
+    parser.add_argument(
+        "--max-downtime-ms", type=int, metavar="MS", help="longest pause at the switch-over"
+    )
+    parser.add_argument(
+        "--auto-converge",
+        action=argparse.BooleanOptionalAction,
+        help="throttle the guest while it dirties memory faster than it is sent",
+    )
+    parser.add_argument(
+        "--post-copy",
+        action=argparse.BooleanOptionalAction,
+        help="switch to post-copy when it stalls, rather than abort",
+    )
+    parser.add_argument(
+        "--stall-seconds",
+        type=int,
+        metavar="S",
+        help="abort (or switch to post-copy) when the data remaining has not shrunk for S s",
+    )
 
 
 async def vm_delete(args: argparse.Namespace, client: AsyncClient) -> None:
@@ -327,6 +358,7 @@ def add_parsers(groups: Any) -> None:
     migrate.add_argument(
         "--to", default="", metavar="HOST", help="the destination host (default: the scheduler's)"
     )
+    _convergence_options(migrate)
     ops.request_id_option(migrate)
     ops.wait_options(migrate, wait=True)
     migrate.set_defaults(run=vm_migrate)

@@ -1349,6 +1349,7 @@ class HostAgentServiceMigrateVmRequest(_message.Message):
     DESTINATION_ADDRESS_FIELD_NUMBER: _builtins.int
     MAX_BANDWIDTH_MIB_PER_SECOND_FIELD_NUMBER: _builtins.int
     DESTINATION_HOST_ID_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
     vm_id: _builtins.str
     destination_address: _builtins.str
     """The destination hostd's gRPC address, host:port."""
@@ -1360,6 +1361,12 @@ class HostAgentServiceMigrateVmRequest(_message.Message):
     libvirt URI and QEMU's TLS name from it (never from the destination's
     reply).
     """
+    @_builtins.property
+    def policy(self) -> Global___HostMigrationPolicy:
+        """How the transfer converges; unset: the hypervisor's defaults, never
+        aborted for lack of progress.
+        """
+
     def __init__(
         self,
         *,
@@ -1367,14 +1374,64 @@ class HostAgentServiceMigrateVmRequest(_message.Message):
         destination_address: _builtins.str = ...,
         max_bandwidth_mib_per_second: _builtins.int = ...,
         destination_host_id: _builtins.str = ...,
+        policy: Global___HostMigrationPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination_address", b"destination_address", "destination_host_id", b"destination_host_id", "max_bandwidth_mib_per_second", b"max_bandwidth_mib_per_second", "vm_id", b"vm_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination_address", b"destination_address", "destination_host_id", b"destination_host_id", "max_bandwidth_mib_per_second", b"max_bandwidth_mib_per_second", "policy", b"policy", "vm_id", b"vm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HostAgentServiceMigrateVmRequest: _TypeAlias = HostAgentServiceMigrateVmRequest  # noqa: Y015
+
+@_typing.final
+class HostMigrationPolicy(_message.Message):
+    """A migration's convergence policy, as the controller resolved it (its
+    cluster defaults and the call's own). Every 0 or false: off.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_DOWNTIME_MS_FIELD_NUMBER: _builtins.int
+    AUTO_CONVERGE_FIELD_NUMBER: _builtins.int
+    ALLOW_POST_COPY_FIELD_NUMBER: _builtins.int
+    STALL_SECONDS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    max_downtime_ms: _builtins.int
+    """The longest the guest may be stopped at the switch-over, in
+    milliseconds; 0: the hypervisor's default.
+    """
+    auto_converge: _builtins.bool
+    """Throttle the guest's vCPUs while the transfer does not converge."""
+    allow_post_copy: _builtins.bool
+    """A stalled migration switches to post-copy (the VM runs on the
+    destination at once) rather than being aborted.
+    """
+    stall_seconds: _builtins.int
+    """Stalled: the data remaining has not gone below its lowest value for
+    this many seconds. Then the migration is aborted (FAILED, the VM runs
+    on its source) or switched to post-copy. 0: never.
+    """
+    completion_timeout_seconds: _builtins.int
+    """The backstop: aborted (or switched to post-copy) when still transferring
+    after this many seconds. 0: never.
+    """
+    def __init__(
+        self,
+        *,
+        max_downtime_ms: _builtins.int = ...,
+        auto_converge: _builtins.bool = ...,
+        allow_post_copy: _builtins.bool = ...,
+        stall_seconds: _builtins.int = ...,
+        completion_timeout_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_post_copy", b"allow_post_copy", "auto_converge", b"auto_converge", "completion_timeout_seconds", b"completion_timeout_seconds", "max_downtime_ms", b"max_downtime_ms", "stall_seconds", b"stall_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostMigrationPolicy: _TypeAlias = HostMigrationPolicy  # noqa: Y015
 
 @_typing.final
 class HostAgentServiceMigrateVmResponse(_message.Message):
@@ -1655,7 +1712,9 @@ class MigrationProgress(_message.Message):
     downtime_ms: _builtins.int
     """How long the guest was stopped at the switch-over, once COMPLETED."""
     message: _builtins.str
-    """Why it failed or was cancelled."""
+    """Why it failed or was cancelled; while it runs (and once it completed),
+    that it switched to post-copy and why.
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property

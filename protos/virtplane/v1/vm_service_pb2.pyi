@@ -684,26 +684,106 @@ class MigrateVmRequest(_message.Message):
     VM_FIELD_NUMBER: _builtins.int
     DESTINATION_HOST_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
     vm: _builtins.str
     """The VM's id or name."""
     destination_host: _builtins.str
     """The host to move it to (an id or a name); empty: the scheduler picks."""
     request_id: _builtins.str
     """Idempotency key (see VmService); at most 128 characters."""
+    @_builtins.property
+    def policy(self) -> Global___MigrationPolicy:
+        """How the transfer converges, for this call: each field set overrides the
+        cluster's policy (the controller's --migration-* flags); unset: the
+        cluster's. A migration that waits its turn starts with the cluster's.
+        """
+
     def __init__(
         self,
         *,
         vm: _builtins.str = ...,
         destination_host: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        policy: Global___MigrationPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination_host", b"destination_host", "request_id", b"request_id", "vm", b"vm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination_host", b"destination_host", "policy", b"policy", "request_id", b"request_id", "vm", b"vm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MigrateVmRequest: _TypeAlias = MigrateVmRequest  # noqa: Y015
+
+@_typing.final
+class MigrationPolicy(_message.Message):
+    """A live migration's convergence policy. Negative numbers are
+    INVALID_ARGUMENT; 0 or false turns a setting off.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_DOWNTIME_MS_FIELD_NUMBER: _builtins.int
+    AUTO_CONVERGE_FIELD_NUMBER: _builtins.int
+    ALLOW_POST_COPY_FIELD_NUMBER: _builtins.int
+    STALL_SECONDS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    max_downtime_ms: _builtins.int
+    """The longest the guest may be stopped at the switch-over, in
+    milliseconds; 0: the hypervisor's default (QEMU's 300).
+    """
+    auto_converge: _builtins.bool
+    """Throttle the guest's vCPUs while it dirties memory faster than the
+    transfer sends it.
+    """
+    allow_post_copy: _builtins.bool
+    """A stalled migration switches to post-copy (the VM runs on the destination
+    at once, which pulls the memory left) rather than being aborted.
+    """
+    stall_seconds: _builtins.int
+    """Stalled: the data remaining has not gone below its lowest value so far
+    for this many seconds. A stalled migration is aborted: the operation
+    ends FAILED ("stalled: data remaining has not shrunk below N MiB for S
+    s"), the VM UP on its source. 0: never.
+    """
+    completion_timeout_seconds: _builtins.int
+    """The backstop: given up on (aborted, or switched to post-copy) when it is
+    still transferring after this many seconds. 0: never.
+    """
+    def __init__(
+        self,
+        *,
+        max_downtime_ms: _builtins.int | None = ...,
+        auto_converge: _builtins.bool | None = ...,
+        allow_post_copy: _builtins.bool | None = ...,
+        stall_seconds: _builtins.int | None = ...,
+        completion_timeout_seconds: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_allow_post_copy", b"_allow_post_copy", "_auto_converge", b"_auto_converge", "_completion_timeout_seconds", b"_completion_timeout_seconds", "_max_downtime_ms", b"_max_downtime_ms", "_stall_seconds", b"_stall_seconds", "allow_post_copy", b"allow_post_copy", "auto_converge", b"auto_converge", "completion_timeout_seconds", b"completion_timeout_seconds", "max_downtime_ms", b"max_downtime_ms", "stall_seconds", b"stall_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_allow_post_copy", b"_allow_post_copy", "_auto_converge", b"_auto_converge", "_completion_timeout_seconds", b"_completion_timeout_seconds", "_max_downtime_ms", b"_max_downtime_ms", "_stall_seconds", b"_stall_seconds", "allow_post_copy", b"allow_post_copy", "auto_converge", b"auto_converge", "completion_timeout_seconds", b"completion_timeout_seconds", "max_downtime_ms", b"max_downtime_ms", "stall_seconds", b"stall_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__allow_post_copy: _TypeAlias = _typing.Literal["allow_post_copy"]  # noqa: Y015
+    _WhichOneofArgType__allow_post_copy: _TypeAlias = _typing.Literal["_allow_post_copy", b"_allow_post_copy"]  # noqa: Y015
+    _WhichOneofReturnType__auto_converge: _TypeAlias = _typing.Literal["auto_converge"]  # noqa: Y015
+    _WhichOneofArgType__auto_converge: _TypeAlias = _typing.Literal["_auto_converge", b"_auto_converge"]  # noqa: Y015
+    _WhichOneofReturnType__completion_timeout_seconds: _TypeAlias = _typing.Literal["completion_timeout_seconds"]  # noqa: Y015
+    _WhichOneofArgType__completion_timeout_seconds: _TypeAlias = _typing.Literal["_completion_timeout_seconds", b"_completion_timeout_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__max_downtime_ms: _TypeAlias = _typing.Literal["max_downtime_ms"]  # noqa: Y015
+    _WhichOneofArgType__max_downtime_ms: _TypeAlias = _typing.Literal["_max_downtime_ms", b"_max_downtime_ms"]  # noqa: Y015
+    _WhichOneofReturnType__stall_seconds: _TypeAlias = _typing.Literal["stall_seconds"]  # noqa: Y015
+    _WhichOneofArgType__stall_seconds: _TypeAlias = _typing.Literal["_stall_seconds", b"_stall_seconds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__allow_post_copy) -> _WhichOneofReturnType__allow_post_copy | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__auto_converge) -> _WhichOneofReturnType__auto_converge | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__completion_timeout_seconds) -> _WhichOneofReturnType__completion_timeout_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_downtime_ms) -> _WhichOneofReturnType__max_downtime_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stall_seconds) -> _WhichOneofReturnType__stall_seconds | None: ...
+
+Global___MigrationPolicy: _TypeAlias = MigrationPolicy  # noqa: Y015
 
 @_typing.final
 class MigrateVmResponse(_message.Message):
