@@ -26,6 +26,17 @@ if [[ -c /dev/kvm ]] && [[ "$(stat -c %G:%a /dev/kvm)" != kvm:660 ]]; then
     chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
 fi
 
+# Post-copy live migration (a migration policy's allow_post_copy): the
+# destination's QEMU, running as libvirt-qemu, needs userfaultfd. Where the
+# kernel keeps it to privileged processes (vm.unprivileged_userfaultfd = 0,
+# Debian's default), QEMU refuses post-copy ("Postcopy is not supported").
+if [[ -e /proc/sys/vm/unprivileged_userfaultfd ]] &&
+    [[ $(cat /proc/sys/vm/unprivileged_userfaultfd) != 1 ]]; then
+    echo "host-setup: vm.unprivileged_userfaultfd = 1 (post-copy migration)"
+    sysctl -q -w vm.unprivileged_userfaultfd=1 ||
+        echo "host-setup: cannot set vm.unprivileged_userfaultfd: post-copy migration will be refused"
+fi
+
 # QEMU's native TLS migration (hostd/qemu_tls.py): libvirtd's qemu.conf names
 # the folder hostd writes this host's pair into (hostd --qemu-tls-dir). libvirtd
 # does not load its QEMU driver while a folder it names is missing: the folder

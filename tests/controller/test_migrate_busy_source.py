@@ -31,7 +31,12 @@ class BusySource:
         self.asked: list[tuple[str, str, str, int]] = []
 
     async def migrate_vm(
-        self, vm_id: str, destination_id: str, destination_address: str, max_mib_s: int = 0
+        self,
+        vm_id: str,
+        destination_id: str,
+        destination_address: str,
+        max_mib_s: int = 0,
+        policy: object = None,
     ) -> None:
         self.asked.append((vm_id, destination_id, destination_address, max_mib_s))
         if len(self.asked) <= self.busy:
