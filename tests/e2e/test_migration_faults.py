@@ -77,6 +77,18 @@ def running_domains(uris: tuple[str, str], vm_id: str) -> list[str]:
     return found
 
 
+async def _clear(client: vp.AsyncClient, uris: tuple[str, str], vms: dict[str, str]) -> None:
+    """The end of a test: each VM (name: id, the id empty if never made)
+    stopped through the controller, and its domain gone from both libvirt
+    daemons whatever the controller managed."""
+    for name in vms:
+        with contextlib.suppress(vp.ClientError):
+            await client.vms.stop(name)
+    for vm_id in filter(None, vms.values()):
+        for uri in uris:
+            destroy_domain(uri, vm_id)
+
+
 @pytest.fixture
 def only_h1() -> Iterator[Path]:
     """A folder of disk images that h1 admits and h2 does not (both admit
@@ -132,7 +144,7 @@ async def test_a_destination_that_refuses_leaves_the_vm_up_on_its_source(
     database_url: str,
 ) -> None:
     uris = (system_libvirt, second_libvirt)
-    made: list[str] = []
+    made = {HOOKED: "", BARE: ""}
     async with in_process_controller(database_url) as client:
         try:
             # Both boot on h1, the only host until they run.
@@ -141,10 +153,8 @@ async def test_a_destination_that_refuses_leaves_the_vm_up_on_its_source(
                 name="seed", path=disk_image(only_h1 / "seed.img", "raw"), read_only=True
             )
             bare_spec = dataclasses.replace(guest_spec(guest_image), disks=(seed,))
-            made += [
-                (await client.vms.create(HOOKED, guest_spec(guest_image))).id,
-                (await client.vms.create(BARE, bare_spec)).id,
-            ]
+            made[HOOKED] = (await client.vms.create(HOOKED, guest_spec(guest_image))).id
+            made[BARE] = (await client.vms.create(BARE, bare_spec)).id
             for vm in (HOOKED, BARE):
                 await client.vms.start(vm)
             await asyncio.gather(*(vm_until(client, vm, guest_reported, WAIT) for vm in made))
@@ -157,12 +167,7 @@ async def test_a_destination_that_refuses_leaves_the_vm_up_on_its_source(
             bare = await _refused(client, BARE, uris, h1)
             assert bare.error is not None and "disks[0].path" in bare.error.message, bare.error
         finally:
-            for vm in (HOOKED, BARE):
-                with contextlib.suppress(vp.ClientError):
-                    await client.vms.stop(vm)
-            for vm_id in made:
-                destroy_domain(system_libvirt, vm_id)
-                destroy_domain(second_libvirt, vm_id)
+            await _clear(client, uris, made)
 
 
 async def _up_on_h1(
@@ -270,11 +275,7 @@ async def test_the_destination_hostd_killed_mid_transfer_leaves_the_vm_up_on_its
             assert await running_on(hosts[1], vm_id) == 0
             assert (await _settled(client, LOST_DEST, uris))[1].status.host_id == h1.id
         finally:
-            with contextlib.suppress(vp.ClientError):
-                await client.vms.stop(LOST_DEST)
-            if vm_id:
-                destroy_domain(system_libvirt, vm_id)
-                destroy_domain(second_libvirt, vm_id)
+            await _clear(client, uris, {LOST_DEST: vm_id})
 
 
 async def test_the_source_hostd_killed_mid_transfer_and_restarted_ends_with_one_vm(
@@ -300,11 +301,7 @@ async def test_the_source_hostd_killed_mid_transfer_and_restarted_ends_with_one_
             _ended(done, landed=uri == second_libvirt)
             print(f"ended on {uri}: {done.state.name} {done.error}")
         finally:
-            with contextlib.suppress(vp.ClientError):
-                await client.vms.stop(LOST_SOURCE)
-            if vm_id:
-                destroy_domain(system_libvirt, vm_id)
-                destroy_domain(second_libvirt, vm_id)
+            await _clear(client, uris, {LOST_SOURCE: vm_id})
 
 
 CONTROLLER_BANDWIDTH_MIB = 4
@@ -349,10 +346,6 @@ async def test_the_controller_stopped_mid_transfer_and_started_again_ends_with_o
         assert uri == second_libvirt
         _ended(done, landed=True)
     finally:
-        with contextlib.suppress(vp.ClientError):
-            await client.vms.stop(LOST_CTL)
+        await _clear(client, uris, {LOST_CTL: vm_id})
         await client.close()
         await ctl.stop(grace=0)
-        if vm_id:
-            destroy_domain(system_libvirt, vm_id)
-            destroy_domain(second_libvirt, vm_id)
