@@ -73,12 +73,23 @@ async def test_qemu_migrates_over_tls_to_the_named_host(hosts: Pair) -> None:
     request.policy.auto_converge = True  # read back from QEMU below
     moving = await a.stub.MigrateVm(request)
     assert moving.vm.state == S.STATE_MIGRATING_FROM
-    await a.watch.until(
-        "the transfer to begin",
-        lambda: any(m.data_processed_bytes for m in a.watch.migrations(vm_id, since_a)),
-    )
+    try:
+        await a.watch.until(
+            "the transfer to begin",
+            lambda: any(m.data_processed_bytes for m in a.watch.migrations(vm_id, since_a)),
+        )
+    except BaseException:
+        print(f"--- hostd a log\n{a.daemon.log_tail(60)}\n--- hostd b log\n{b.daemon.log_tail(60)}")
+        print(f"--- the last progress samples\n{a.watch.migrations(vm_id, since_a)[-3:]}")
+        raise
     capabilities = await asyncio.to_thread(qemu_query, a.uri, vm_id, "query-migrate-capabilities")
     assert {"capability": "auto-converge", "state": True} in capabilities, capabilities
+    await a.watch.until(
+        "five progress samples", lambda: len(a.watch.migrations(vm_id, since_a)) >= 5
+    )
+    # About one a second (hostd.migration's progress interval): migrate3 has
+    # a libvirt connection of its own, so the samples are not held behind it.
+    print(f"samples at ms: {[m.elapsed_ms for m in a.watch.migrations(vm_id, since_a)]}")
 
     parameters = await asyncio.to_thread(qemu_query, a.uri, vm_id, "query-migrate-parameters")
     print(f"\nthe source QEMU's migration parameters: {json.dumps(parameters, sort_keys=True)}")
