@@ -14,7 +14,7 @@ installed from its .deb) through the whole stack, all in one booted guest
   once systemd has (re)started it;
 - HibernateVm, then StartVm restores it: the same boot, its uptime carrying
   on, the agent reconnected;
-- `dpkg -r virtplane-guestd` leaves no unit, rule or running agent, and the
+- `apt-get remove virtplane-guestd` leaves no unit, rule or running agent, and the
   host sees the agent silent; `dpkg -i` of the same .deb brings it back;
 - RebootVm reboots it through the agent: UP again with the new boot's report,
   never DOWN;
@@ -339,7 +339,8 @@ async def test_removing_the_agent_leaves_no_unit_rule_or_agent(
     assert len(unit) == len(rule) == 1, owned
 
     at = api.watch.mark()
-    (await control.run("dpkg", "-r", "virtplane-guestd")).check()
+    # apt, as an administrator removes a package (it runs dpkg -r; no network needed)
+    (await control.run("apt-get", "remove", "--yes", "virtplane-guestd")).check()
     # the host sees the agent go silent
     await _next_vm(api, stack, vm_id, "NOT_RESPONDING once removed", _silent, since=at)
     # no unit, no rule, no process
