@@ -1,0 +1,205 @@
+"""gRPC-Web for the page: sonora's ASGI application serving the controller's
+own servicers, through the same grpc.aio server interceptors as its gRPC port.
+
+sonora does the gRPC-Web protocol (message framing, trailers, the base64
+text mode, deadlines); what it lacks against grpc.aio is adapted here:
+
+- interceptors: sonora looks a method up without any; each call here first
+  runs the grpc.aio interceptor chain (ServerInterceptor.intercept_service,
+  outermost first, as grpc.aio.server(interceptors=...) does), then the
+  handler it returns;
+- the servicer context (WebContext): invocation metadata (the bearer token),
+  abort() raising grpc.aio's AbortError (which sonora also takes as the end
+  of the call, with the code and details set), the peer's address, an empty
+  auth context (the page authenticates with a token, never with a client
+  certificate), and write() for the server streams that write to their
+  context (WatchVms) instead of yielding;
+- a unary call is answered as a stream of its one response (the same bytes
+  on the wire; sonora 0.2.3's unary path writes broken trailers);
+- a server stream is closed when its browser goes away (sonora only stops
+  reading it), so that its servicer ends and frees its stream slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import inspect
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import grpc
+from sonora import asgi, protocol
+
+if TYPE_CHECKING:
+    Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
+else:  # grpc's classes are generic only in their type stubs
+    Interceptor = grpc.aio.ServerInterceptor
+    Handler = grpc.RpcMethodHandler
+
+_END = object()
+"""Put in a context's outbox when its call has returned."""
+
+
+class CallAborted(grpc.aio.AbortError, grpc.RpcError):
+    """What WebContext.abort raises: grpc.aio's AbortError, which the
+    interceptors let through, and a grpc.RpcError, which sonora answers
+    with the context's code and details."""
+
+
+class _CallDetails(NamedTuple):
+    method: str
+    invocation_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+class WebContext(asgi.ServicerContext):  # type: ignore[misc]  # sonora is untyped
+    """A gRPC-Web call's context, as the servicers and interceptors use it."""
+
+    def __init__(
+        self, timeout: float | None, metadata: list[tuple[str, str | bytes]], peer: str
+    ) -> None:
+        super().__init__(timeout, metadata, enable_cors=False)
+        self._peer = peer
+        self.outbox: asyncio.Queue[object] = asyncio.Queue()
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        if code == grpc.StatusCode.OK:
+            raise ValueError("abort needs an error code")
+        self.set_code(code)
+        self.set_details(details)
+        raise CallAborted()
+
+    def peer(self) -> str:
+        return self._peer
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}
+
+    async def write(self, message: object) -> None:
+        """Sends message; returns once sonora has taken it (back-pressure)."""
+        self.outbox.put_nowait(message)
+        await self.outbox.join()
+
+
+def _context_of(scope: dict[str, Any]) -> WebContext:
+    """The context of an ASGI request: its headers as invocation metadata
+    (-bin ones decoded), its grpc-timeout, its client's address. sonora
+    answers in the content type of the accept header, so only a gRPC-Web one
+    is kept (fetch() sends */*)."""
+    timeout = None
+    metadata: list[tuple[str, str | bytes]] = []
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("ascii").lower()
+        if name == "grpc-timeout":
+            timeout = protocol.parse_timeout(raw_value)
+        elif name == "accept" and not raw_value.startswith(b"application/grpc-web"):
+            continue  # a browser's "*/*": sonora would answer with it as the content type
+        elif name.endswith("-bin"):
+            metadata.append((name, base64.b64decode(raw_value)))
+        else:
+            metadata.append((name, raw_value.decode("latin-1")))
+    client = scope.get("client")
+    peer = f"ipv4:{client[0]}:{client[1]}" if client else "unknown"
+    return WebContext(timeout, metadata, peer)
+
+
+async def _written(call: Awaitable[None], context: WebContext) -> AsyncGenerator[Any, None]:
+    """The messages a servicer writes to its context, as an iterator; raises
+    what the servicer raised once it returns."""
+    task = asyncio.ensure_future(call)
+    task.add_done_callback(lambda _: context.outbox.put_nowait(_END))
+    try:
+        while (item := await context.outbox.get()) is not _END:
+            yield item
+            context.outbox.task_done()
+        await task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class GrpcWebApp(asgi.grpcASGI):  # type: ignore[misc]  # sonora is untyped
+    """The controller's services over gRPC-Web; add them with the generated
+    add_*Servicer_to_server functions, as to a grpc.aio.Server."""
+
+    def __init__(self, interceptors: Sequence[Interceptor]) -> None:
+        super().__init__(application=None, enable_cors=False)
+        self._interceptors = tuple(interceptors)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        """Nothing more to do: the generic handlers already route every method."""
+
+    def _create_context(self, scope: dict[str, Any]) -> WebContext:
+        return _context_of(scope)
+
+    async def _intercepted(self, base: Handler, method: str) -> Any:
+        async def innermost(details: grpc.HandlerCallDetails) -> Handler:
+            return base
+
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]] = innermost
+        for interceptor in reversed(self._interceptors):
+            continuation = functools.partial(interceptor.intercept_service, continuation)
+        return await continuation(_CallDetails(method, ()))  # type: ignore[arg-type]
+
+    def _get_rpc_handler(self, path: str) -> Handler | None:
+        base: Handler | None = super()._get_rpc_handler(path)
+        if base is None:
+            return None
+        if base.unary_unary is not None:
+            # Served as a stream of one message, the same bytes on the wire:
+            # sonora 0.2.3's unary path writes its trailers as b'…' reprs.
+            return grpc.unary_stream_rpc_method_handler(
+                self._unary(base, path),
+                request_deserializer=base.request_deserializer,
+                response_serializer=base.response_serializer,
+            )
+        if base.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(base, path),
+                request_deserializer=base.request_deserializer,
+                response_serializer=base.response_serializer,
+            )
+        return None  # client streams: the page has none, and none is served unchecked
+
+    def _unary(self, base: Handler, method: str) -> Any:
+        async def call(request: Any, context: WebContext) -> AsyncIterator[Any]:
+            handler = await self._intercepted(base, method)
+            if handler is None or handler.unary_unary is None:
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served")
+            yield await handler.unary_unary(request, context)
+
+        return call
+
+    def _stream(self, base: Handler, method: str) -> Any:
+        async def call(request: Any, context: WebContext) -> AsyncIterator[Any]:
+            handler = await self._intercepted(base, method)
+            if handler is None or handler.unary_stream is None:
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served")
+            behavior = handler.unary_stream
+            if inspect.isasyncgenfunction(behavior):
+                items = behavior(request, context)
+            else:
+                items = _written(behavior(request, context), context)
+            sent = False
+            try:
+                async for item in items:
+                    sent = True
+                    yield item
+            except CallAborted:
+                if not sent:
+                    raise  # sonora answers with the status alone
+                # Ended after messages: sonora's trailers carry the status.
+            finally:
+                await items.aclose()
+
+        return call
+
+    async def _do_streaming_response(self, *args: Any) -> None:
+        stream = args[-1]
+        try:
+            await super()._do_streaming_response(*args)
+        finally:
+            if stream is not None:
+                await stream.aclose()  # the browser may have gone: end the servicer

@@ -1,0 +1,72 @@
+// The page: sign in, then the views by the location's hash (#/vms,
+// #/hosts, #/new); an error from any call is shown in words with its code.
+import { describe } from "./api";
+import { el } from "./dom";
+import { hostsView } from "./hosts";
+import { newVmView } from "./newvm";
+import { forget, open, saved, signInView, type Session } from "./session";
+import { VmsView } from "./vms";
+import { Role } from "./gen/virtplane/v1/principal_service_pb";
+
+const main = document.getElementById("main")!;
+const nav = document.getElementById("nav")!;
+const who = document.getElementById("who")!;
+const banner = document.getElementById("error")!;
+let session: Session | undefined;
+let vms: VmsView | undefined;
+
+function report(error: unknown): void {
+  banner.textContent = typeof error === "string" ? error : describe(error);
+  banner.hidden = false;
+}
+
+function clearError(): void {
+  banner.hidden = true;
+  banner.textContent = "";
+}
+
+function signedIn(s: Session): void {
+  session = s;
+  nav.hidden = false;
+  for (const link of nav.querySelectorAll<HTMLElement>("[data-needs]")) link.hidden = !s.canChange;
+  const signOut = el("button", { type: "button", onclick: () => { forget(); location.reload(); } }, "Sign out");
+  who.replaceChildren(el("span", { "data-testid": "who" }, `${s.name} (${Role[s.role].toLowerCase()})`), " ", signOut);
+  if (!location.hash || location.hash === "#/") location.hash = "#/vms";
+  else void route();
+}
+
+async function route(): Promise<void> {
+  if (!session) return;
+  clearError();
+  const view = location.hash.replace(/^#\//, "") || "vms";
+  for (const link of nav.querySelectorAll<HTMLElement>("a")) link.classList.toggle("active", link.dataset.view === view);
+  vms?.close();
+  vms = undefined;
+  try {
+    if (view === "hosts") main.replaceChildren(await hostsView(session.api));
+    else if (view === "new" && session.canChange) main.replaceChildren(newVmView(session.api, () => (location.hash = "#/vms")));
+    else {
+      vms = new VmsView(session.api, session, report);
+      main.replaceChildren(vms.element);
+    }
+  } catch (error) {
+    report(error);
+  }
+}
+
+async function start(): Promise<void> {
+  window.addEventListener("hashchange", () => void route());
+  const token = saved();
+  if (token !== null) {
+    try {
+      signedIn(await open(token));
+      return;
+    } catch (error) {
+      forget();
+      report(error);
+    }
+  }
+  main.replaceChildren(signInView(signedIn));
+}
+
+void start();
