@@ -16,8 +16,8 @@ text mode, deadlines); what it lacks against grpc.aio is adapted here:
   context (WatchVms) instead of yielding;
 - a unary call is answered as a stream of its one response (the same bytes
   on the wire; sonora 0.2.3's unary path writes broken trailers);
-- a server stream is closed when its browser goes away (sonora only stops
-  reading it), so that its servicer ends and frees its stream slot.
+- a server stream is closed as soon as its browser goes away (sonora notices
+  only when it next sends), so that its servicer ends and frees its slot.
 """
 
 from __future__ import annotations
@@ -196,10 +196,33 @@ class GrpcWebApp(asgi.grpcASGI):  # type: ignore[misc]  # sonora is untyped
 
         return call
 
-    async def _do_streaming_response(self, *args: Any) -> None:
+    async def _do_streaming_response(self, rpc_method: Handler, receive: Any, *args: Any) -> None:
+        """sonora's response, ended as soon as the browser goes away (sonora
+        itself only looks while it sends, and a quiet WatchVms sends nothing):
+        one task reads the request's disconnect, sonora is handed that."""
         stream = args[-1]
+        gone = asyncio.ensure_future(_disconnect(receive))
+
+        async def next_event() -> dict[str, str]:
+            return await asyncio.shield(gone)
+
+        serving = asyncio.ensure_future(
+            super()._do_streaming_response(rpc_method, next_event, *args)
+        )
         try:
-            await super()._do_streaming_response(*args)
+            await asyncio.wait((gone, serving), return_when=asyncio.FIRST_COMPLETED)
         finally:
+            for task in (serving, gone):
+                task.cancel()
+            results = await asyncio.gather(serving, return_exceptions=True)
             if stream is not None:
-                await stream.aclose()  # the browser may have gone: end the servicer
+                await stream.aclose()  # ends the servicer, freeing its stream slot
+        if isinstance(results[0], Exception):
+            raise results[0]
+
+
+async def _disconnect(receive: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, str]:
+    """Waits for the ASGI disconnect (the request's body was read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    return {"type": "http.disconnect"}

@@ -52,6 +52,7 @@ async def browser(page_built: Path) -> AsyncIterator[Browser]:
 async def page(browser: Browser) -> AsyncIterator[Page]:
     # The test controller's CA is its own, made at its first start.
     context = await browser.new_context(ignore_https_errors=True)
+    context.set_default_timeout(60_000)
     page = await context.new_page()
     yield page
     await context.close()

@@ -28,6 +28,9 @@ class WebStack:
     hostd: Daemon
     web: str
     """host:port of the page."""
+    workdir: Path
+    extra: tuple[str, ...]
+    """The controller's arguments beyond start_controller's."""
 
     @property
     def url(self) -> str:
@@ -52,22 +55,29 @@ class WebStack:
         channel._session = urllib3.PoolManager(ca_certs=str(self.controller.ca_file))
         return channel
 
+    def restart_controller(self) -> None:
+        """Stops the controller and starts it again on the same database,
+        state and page port."""
+        self.controller.stop()
+        self.controller = start_controller(self.workdir, extra=self.extra)
+
     def stop(self) -> None:
         self.hostd.stop()
         self.controller.stop()
 
 
-def start_web_stack(workdir: Path, libvirt_uri: str) -> WebStack:
-    """A controller serving the page on a port of its own, and one hostd
-    (host "local") on libvirt_uri."""
+def start_web_stack(workdir: Path, libvirt_uri: str, extra: tuple[str, ...] = ()) -> WebStack:
+    """A controller serving the page on a port of its own (extra: more of
+    its arguments), and one hostd (host "local") on libvirt_uri."""
     web = f"127.0.0.1:{free_port()}"
-    controller = start_controller(workdir, extra=("--web-listen", web, "--web-root", str(DIST)))
+    extra = ("--web-listen", web, "--web-root", str(DIST), *extra)
+    controller = start_controller(workdir, extra=extra)
     try:
         hostd = start_host(controller, workdir, "local", libvirt_uri)
     except Exception:
         controller.stop()
         raise
-    return WebStack(controller, hostd, web)
+    return WebStack(controller, hostd, web, workdir, extra)
 
 
 async def shot(page: Page, name: str) -> None:

@@ -37,12 +37,19 @@ export class OperationPanel {
   readonly element = el("section", { id: "operation", class: "card", "data-testid": "operation" });
   private op: Operation;
   private vmName: string;
+  private readonly abort = new AbortController();
 
   constructor(private readonly api: Api, op: Operation, vmName: string) {
     this.op = op;
     this.vmName = vmName;
     this.render();
+    void this.refresh(); // the VM's changes since the verb answered came before this panel
     void this.waitForEnd();
+  }
+
+  /** Stops following the operation (its WaitOperation call ends). */
+  close(): void {
+    this.abort.abort();
   }
 
   get vmId(): string {
@@ -51,9 +58,9 @@ export class OperationPanel {
 
   /** The VM changed: the operation may have reached a new phase. */
   async refresh(): Promise<void> {
-    if (this.op.done) return;
+    if (this.op.done || this.abort.signal.aborted) return;
     try {
-      const got = await this.api.operations.getOperation({ id: this.op.id });
+      const got = await this.api.operations.getOperation({ id: this.op.id }, { signal: this.abort.signal });
       if (got.operation) this.show(got.operation);
     } catch (error) {
       this.fail(error);
@@ -61,12 +68,13 @@ export class OperationPanel {
   }
 
   private async waitForEnd(): Promise<void> {
-    while (!this.op.done) {
+    while (!this.op.done && !this.abort.signal.aborted) {
       try {
-        const got = await this.api.operations.waitOperation({ id: this.op.id, timeoutSeconds: 300 });
+        const request = { id: this.op.id, timeoutSeconds: 300 };
+        const got = await this.api.operations.waitOperation(request, { signal: this.abort.signal });
         if (got.operation) this.show(got.operation);
       } catch (error) {
-        this.fail(error);
+        if (!this.abort.signal.aborted) this.fail(error);
         return;
       }
     }

@@ -54,6 +54,7 @@ export class VmsView {
   }
 
   close(): void {
+    this.panel?.close();
     this.watch.stop();
     window.clearInterval(this.ticker);
   }
@@ -130,6 +131,7 @@ export class VmsView {
       else if (verb === "Stop") op = (await this.api.vms.stopVm({ vm: vm.id, requestId })).operation;
       else op = (await this.api.vms.shutdownVm({ vm: vm.id, requestId })).operation;
       if (op) {
+        this.panel?.close();
         this.panel = new OperationPanel(this.api, op, vm.name);
         this.opArea.replaceChildren(this.panel.element);
       }
