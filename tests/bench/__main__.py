@@ -19,6 +19,7 @@ from tests.bench import (
     migration,
     scale,
     start_path,
+    web,
 )
 from tests.support.real import REPO, GuestImage, load_guest_image
 
@@ -49,6 +50,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "guest_channel": lambda image, workdir, args: guest_channel.run(
         image, workdir, min(args.rounds, 3), args.idle_window
     ),
+    "web": lambda image, workdir, args: web.run(image, workdir, args.rounds),
 }
 
 
