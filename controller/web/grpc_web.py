@@ -14,6 +14,8 @@ text mode, deadlines); what it lacks against grpc.aio is adapted here:
   auth context (the page authenticates with a token, never with a client
   certificate), and write() for the server streams that write to their
   context (WatchVms) instead of yielding;
+- a stream whose deadline passes after its first message ends with its
+  status in its trailers (sonora would start a second response);
 - a unary call is answered as a stream of its one response (the same bytes
   on the wire; sonora 0.2.3's unary path writes broken trailers);
 - a server stream is closed as soon as its browser goes away (sonora notices
@@ -28,6 +30,7 @@ import functools
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import quote
 
 import grpc
 from sonora import asgi, protocol
@@ -63,6 +66,8 @@ class WebContext(asgi.ServicerContext):  # type: ignore[misc]  # sonora is untyp
         super().__init__(timeout, metadata, enable_cors=False)
         self._peer = peer
         self.outbox: asyncio.Queue[object] = asyncio.Queue()
+        self.started = False
+        """Whether the response's headers went out (its status then goes in trailers)."""
 
     async def abort(self, code: grpc.StatusCode, details: str) -> None:
         if code == grpc.StatusCode.OK:
@@ -200,14 +205,20 @@ class GrpcWebApp(asgi.grpcASGI):  # type: ignore[misc]  # sonora is untyped
         """sonora's response, ended as soon as the browser goes away (sonora
         itself only looks while it sends, and a quiet WatchVms sends nothing):
         one task reads the request's disconnect, sonora is handed that."""
-        stream = args[-1]
+        send, wrap_message, context, stream = args
         gone = asyncio.ensure_future(_disconnect(receive))
+
+        async def sending(message: dict[str, Any]) -> None:
+            context.started = context.started or message["type"] == "http.response.start"
+            await send(message)
 
         async def next_event() -> dict[str, str]:
             return await asyncio.shield(gone)
 
         serving = asyncio.ensure_future(
-            super()._do_streaming_response(rpc_method, next_event, *args)
+            super()._do_streaming_response(
+                rpc_method, next_event, sending, wrap_message, context, stream
+            )
         )
         try:
             await asyncio.wait((gone, serving), return_when=asyncio.FIRST_COMPLETED)
@@ -219,6 +230,18 @@ class GrpcWebApp(asgi.grpcASGI):  # type: ignore[misc]  # sonora is untyped
                 await stream.aclose()  # ends the servicer, freeing its stream slot
         if isinstance(results[0], Exception):
             raise results[0]
+
+    async def _do_grpc_error(self, send: Any, context: WebContext) -> None:
+        """A stream's error once its headers went out (its deadline passed):
+        the status in its trailers, where sonora would start a second response."""
+        if not context.started:
+            await super()._do_grpc_error(send, context)
+            return
+        trailers = [("grpc-status", str(context.code.value[0]))]
+        if context.details:
+            trailers.append(("grpc-message", quote(context.details)))
+        body = context._wrap_message(True, False, protocol.pack_trailers(trailers))
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def _disconnect(receive: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, str]:

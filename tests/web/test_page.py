@@ -57,6 +57,7 @@ async def test_the_admin_signs_in_and_sees_the_vms_and_hosts(
     await page.click("a[data-view=hosts]")
     host = page.locator("tr[data-host=local]")
     await expect(host.get_by_test_id("host-state")).to_have_text("UP")
+    await expect(host.get_by_test_id("memory")).to_contain_text("free of 8192 MiB")  # node_xml's
     await shot(page, "03-hosts")
 
 
@@ -124,3 +125,20 @@ async def test_a_viewer_sees_no_run_and_the_server_refuses_it(
             start(vm_api.StartVmRequest(vm=vm.id), metadata=[("authorization", f"Bearer {token}")])
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "web-viewer" in str(refused.value.details())
+
+
+def test_a_watch_past_its_deadline_ends_with_deadline_exceeded(web_stack: WebStack) -> None:
+    """Its snapshot first; then, the deadline passed, the status in its trailers."""
+    auth = [("authorization", f"Bearer {web_stack.admin_token}")]
+    kinds = []
+    with web_stack.web_channel() as channel:
+        watch = channel.unary_stream(
+            "/virtplane.v1.VmService/WatchVms",
+            request_serializer=vm_api.WatchVmsRequest.SerializeToString,
+            response_deserializer=vm_api.WatchVmsResponse.FromString,
+        )
+        with pytest.raises(grpc.RpcError) as ended:
+            for message in watch(vm_api.WatchVmsRequest(), timeout=2, metadata=auth):
+                kinds.append(message.kind)
+    assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert vm_api.WatchVmsResponse.KIND_SNAPSHOT_COMPLETE in kinds
