@@ -54,6 +54,10 @@ async def test_the_admin_signs_in_and_sees_the_vms_and_hosts(
     await expect(row.get_by_test_id("state")).to_have_text("DOWN")
     await expect(row.locator("button[data-verb=Run]")).to_be_visible()
     await shot(page, "02-vms")
+    await page.fill("[aria-label=filter]", "no-such-vm")
+    await expect(row).to_have_count(0)
+    await page.fill("[aria-label=filter]", name)
+    await expect(page.locator("tr[data-vm]")).to_have_count(1)
     await page.click("a[data-view=hosts]")
     host = page.locator("tr[data-host=local]")
     await expect(host.get_by_test_id("host-state")).to_have_text("UP")
@@ -142,3 +146,22 @@ def test_a_watch_past_its_deadline_ends_with_deadline_exceeded(web_stack: WebSta
                 kinds.append(message.kind)
     assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert vm_api.WatchVmsResponse.KIND_SNAPSHOT_COMPLETE in kinds
+
+
+async def test_an_admin_puts_the_host_in_maintenance_and_activates_it(
+    web_stack: WebStack, page: Page
+) -> None:
+    operator = web_stack.token_of("web-operator", Role.OPERATOR)
+    await sign_in(page, web_stack, operator)
+    await page.click("a[data-view=hosts]")
+    host = page.locator("tr[data-host=local]")
+    await expect(host.get_by_test_id("host-state")).to_have_text("UP")
+    await expect(host.locator("button[data-verb]")).to_have_count(0)
+    await page.click("text=Sign out")
+    await sign_in(page, web_stack, web_stack.admin_token)
+    await page.click("a[data-view=hosts]")
+    await host.locator("button[data-verb=Maintenance]").click()
+    await expect(host.get_by_test_id("host-state")).to_have_text("MAINTENANCE")
+    await shot(page, "08-host-maintenance")
+    await host.locator("button[data-verb=Activate]").click()
+    await expect(host.get_by_test_id("host-state")).to_have_text("UP")

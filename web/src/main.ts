@@ -2,7 +2,7 @@
 // #/hosts, #/new); an error from any call is shown in words with its code.
 import { describe } from "./api";
 import { el } from "./dom";
-import { hostsView } from "./hosts";
+import { HostsView } from "./hosts";
 import { newVmView } from "./newvm";
 import { forget, open, saved, signInView, type Session } from "./session";
 import { VmsView } from "./vms";
@@ -13,7 +13,7 @@ const nav = document.getElementById("nav")!;
 const who = document.getElementById("who")!;
 const banner = document.getElementById("error")!;
 let session: Session | undefined;
-let vms: VmsView | undefined;
+let shown: { close(): void } | undefined;
 
 function report(error: unknown): void {
   banner.textContent = typeof error === "string" ? error : describe(error);
@@ -40,13 +40,19 @@ async function route(): Promise<void> {
   clearError();
   const view = location.hash.replace(/^#\//, "") || "vms";
   for (const link of nav.querySelectorAll<HTMLElement>("a")) link.classList.toggle("active", link.dataset.view === view);
-  vms?.close();
-  vms = undefined;
+  shown?.close();
+  shown = undefined;
   try {
-    if (view === "hosts") main.replaceChildren(await hostsView(session.api));
-    else if (view === "new" && session.canChange) main.replaceChildren(newVmView(session.api, () => (location.hash = "#/vms")));
-    else {
-      vms = new VmsView(session.api, session, report);
+    if (view === "hosts") {
+      const hosts = new HostsView(session.api, session, report);
+      shown = hosts;
+      await hosts.load();
+      main.replaceChildren(hosts.element);
+    } else if (view === "new" && session.canChange) {
+      main.replaceChildren(newVmView(session.api, () => (location.hash = "#/vms")));
+    } else {
+      const vms = new VmsView(session.api, session, report);
+      shown = vms;
       main.replaceChildren(vms.element);
     }
   } catch (error) {

@@ -16,6 +16,8 @@ export interface Session {
   canOperate: boolean;
   /** New VM: operators and admins. */
   canChange: boolean;
+  /** Host maintenance and activation. */
+  isAdmin: boolean;
 }
 
 export async function open(token: string): Promise<Session> {
@@ -24,7 +26,7 @@ export async function open(token: string): Promise<Session> {
   const role = got.principal?.role ?? Role.UNSPECIFIED;
   const operates = role === Role.OPERATOR || role === Role.ADMIN;
   const name = got.authenticationRequired ? (got.principal?.name ?? "") : "anyone (no authentication)";
-  return { api, name, role, canOperate: operates, canChange: operates };
+  return { api, name, role, canOperate: operates, canChange: operates, isAdmin: role === Role.ADMIN };
 }
 
 export function saved(): string | null {
