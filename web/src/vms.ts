@@ -11,11 +11,36 @@ import { OperationPanel } from "./operation";
 import type { Session } from "./session";
 import { VmWatch } from "./watch";
 
-type Verb = "Run" | "Stop" | "Shutdown";
+type Verb = "Run" | "Stop" | "Shutdown" | "Reboot" | "Reset" | "Pause" | "Resume" | "Hibernate";
+type Call = (api: Api, request: { vm: string; requestId: string }) => Promise<{ operation?: Operation }>;
 
+/** Each verb's call: the VM's verbs in the API, each answering with its Operation. */
+const CALLS: Record<Verb, Call> = {
+  Run: (api, r) => api.vms.startVm(r),
+  Stop: (api, r) => api.vms.stopVm(r),
+  Shutdown: (api, r) => api.vms.shutdownVm(r),
+  Reboot: (api, r) => api.vms.rebootVm(r),
+  Reset: (api, r) => api.vms.resetVm(r),
+  Pause: (api, r) => api.vms.pauseVm(r),
+  Resume: (api, r) => api.vms.resumeVm(r),
+  Hibernate: (api, r) => api.vms.hibernateVm(r),
+};
+
+/** The verbs offered in a state; the controller refuses any other (FAILED_PRECONDITION). */
 function verbsFor(state: Vm_State): Verb[] {
-  if (state === Vm_State.DOWN || state === Vm_State.UNSPECIFIED) return ["Run"];
-  return ["Stop", "Shutdown"];
+  switch (state) {
+    case Vm_State.DOWN:
+    case Vm_State.UNSPECIFIED:
+      return ["Run"];
+    case Vm_State.SUSPENDED:
+      return ["Run", "Stop"]; // Run restores it; Stop deletes its saved state
+    case Vm_State.UP:
+      return ["Stop", "Shutdown", "Reboot", "Reset", "Pause", "Hibernate"];
+    case Vm_State.PAUSED:
+      return ["Resume", "Stop"];
+    default:
+      return ["Stop", "Shutdown"];
+  }
 }
 
 export class VmsView {
@@ -124,12 +149,8 @@ export class VmsView {
   }
 
   private async act(verb: Verb, vm: Vm): Promise<void> {
-    const requestId = crypto.randomUUID();
     try {
-      let op: Operation | undefined;
-      if (verb === "Run") op = (await this.api.vms.startVm({ vm: vm.id, requestId })).operation;
-      else if (verb === "Stop") op = (await this.api.vms.stopVm({ vm: vm.id, requestId })).operation;
-      else op = (await this.api.vms.shutdownVm({ vm: vm.id, requestId })).operation;
+      const { operation: op } = await CALLS[verb](this.api, { vm: vm.id, requestId: crypto.randomUUID() });
       if (op) {
         this.panel?.close();
         this.panel = new OperationPanel(this.api, op, vm.name);
