@@ -1,7 +1,7 @@
 """The whole flow with a real guest (run only under /work/guest.lock): a
 controller serving the page and a hostd on qemu:///system; in the browser,
 the VM is created through the form, Run shows POWERING_UP and then UP with
-the guest's IP and OS as its agent reports them, Pause and Resume go through
+the guest's IP and OS as its agent reports them (in its details too), Pause and Resume go through
 PAUSED back to UP, and Stop brings it DOWN."""
 
 from __future__ import annotations
@@ -59,6 +59,11 @@ async def test_a_guest_created_run_and_stopped_from_the_page(
     await expect(operation.get_by_test_id("operation-state")).to_have_text("SUCCEEDED")
     await expect(operation.locator("li[data-phase='up']")).to_have_count(1)
     await shot(page, "11-guest-up")
+    await row.locator("a[data-action=details]").click()
+    guest = page.get_by_test_id("details").get_by_test_id("guest")
+    await expect(guest).to_contain_text("RESPONDING")
+    await expect(guest).to_contain_text(await row.get_by_test_id("ip").inner_text())
+    await shot(page, "12-guest-details")
     await row.locator("button[data-verb=Pause]").click()
     await expect(row.get_by_test_id("state")).to_have_text("PAUSED")
     await expect(operation).to_contain_text(f"PAUSE_VM {name}")
@@ -69,4 +74,4 @@ async def test_a_guest_created_run_and_stopped_from_the_page(
     await row.locator("button[data-verb=Stop]").click()
     await expect(row.get_by_test_id("state")).to_have_text("DOWN")
     await expect(operation).to_contain_text(f"STOP_VM {name}")
-    await shot(page, "12-guest-stopped")
+    await shot(page, "13-guest-stopped")

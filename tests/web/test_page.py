@@ -165,3 +165,24 @@ async def test_an_admin_puts_the_host_in_maintenance_and_activates_it(
     await shot(page, "08-host-maintenance")
     await host.locator("button[data-verb=Activate]").click()
     await expect(host.get_by_test_id("host-state")).to_have_text("UP")
+
+
+async def test_a_vms_details_and_why_it_would_land_where_it_would(
+    web_stack: WebStack, page: Page, tmp_path: Path
+) -> None:
+    name = unique("details")
+    define(web_stack, name, stand_in_kernel(tmp_path))
+    await sign_in(page, web_stack, web_stack.admin_token)
+    await wait_live(page)
+    await vm_row(page, name).locator("a[data-action=details]").click()
+    details = page.get_by_test_id("details")
+    await expect(details.get_by_test_id("spec")).to_contain_text("64 MiB")
+    await expect(details.get_by_test_id("status")).to_contain_text("DOWN")
+    await expect(details.get_by_test_id("guest")).to_contain_text("no report yet")
+    await expect(details.get_by_test_id("events").locator("tr")).not_to_have_count(0)
+    await details.locator("button[data-action=explain]").click()
+    local = details.locator("tr[data-placement-host=local]")
+    await expect(local).to_contain_text("(chosen)")
+    await expect(local).to_contain_text("eligible")
+    await expect(details.get_by_test_id("placement")).to_contain_text("StartVm would choose local")
+    await shot(page, "09-vm-details")

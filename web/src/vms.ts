@@ -7,6 +7,7 @@ import { badge, el } from "./dom";
 import { duration, guestIp, guestOs, stale, upSince, vmState } from "./format";
 import type { Operation } from "./gen/virtplane/v1/operation_pb";
 import { GuestInfo_AgentState, Vm_State, type Vm } from "./gen/virtplane/v1/vm_pb";
+import { VmDetails } from "./details";
 import { OperationPanel } from "./operation";
 import type { Session } from "./session";
 import { VmWatch } from "./watch";
@@ -52,6 +53,8 @@ export class VmsView {
   private readonly opArea = el("div");
   private readonly hostNames = new Map<string, string>();
   private panel: OperationPanel | undefined;
+  private details: VmDetails | undefined;
+  private readonly detailsArea = el("div");
   private readonly watch: VmWatch;
   private frame = 0;
   private readonly ticker: number;
@@ -72,6 +75,7 @@ export class VmsView {
       el("div", { class: "toolbar" }, el("h2", {}, "VMs"), this.filter, this.live),
       el("table", { "data-testid": "vms" }, el("thead", {}, head), this.tbody),
       this.opArea,
+      this.detailsArea,
     );
     this.ticker = window.setInterval(() => this.tick(), 1000);
     void this.loadHosts();
@@ -99,6 +103,7 @@ export class VmsView {
     if (ids === "all") this.rows.clear();
     else for (const id of ids) this.rows.delete(id);
     if (this.panel && (ids === "all" || ids.includes(this.panel.vmId))) void this.panel.refresh();
+    if (this.details && (ids === "all" || ids.includes(this.details.vmId))) this.showDetails(this.details.vmId);
     this.schedule();
   }
 
@@ -126,9 +131,9 @@ export class VmsView {
     const row = el(
       "tr",
       { "data-vm": vm.name },
-      el("td", {}, vm.name),
+      el("td", {}, el("a", { href: "#/vms", "data-action": "details", onclick: (e: Event) => { e.preventDefault(); this.showDetails(vm.id); } }, vm.name)),
       el("td", {}, badge(vmState(state), "state"), vm.status?.message ? el("span", { class: "muted" }, ` ${vm.status.message}`) : null),
-      el("td", { "data-testid": "host" }, this.hostNames.get(vm.status?.hostId ?? "") ?? vm.status?.hostId ?? ""),
+      el("td", { "data-testid": "host" }, this.hostName(vm)),
       el("td", { "data-testid": "ip" }, guestIp(vm)),
       el("td", {}, guestOs(vm)),
       el("td", { "data-testid": "uptime", "data-since": since ? String(since.getTime()) : undefined }, since ? duration((Date.now() - since.getTime()) / 1000) : ""),
@@ -142,6 +147,25 @@ export class VmsView {
     );
     this.rows.set(vm.id, row);
     return row;
+  }
+
+  private hostName(vm: Vm): string {
+    const id = vm.status?.hostId ?? "";
+    return this.hostNames.get(id) ?? id;
+  }
+
+  private showDetails(id: string): void {
+    const vm = this.watch.vms.get(id);
+    if (!vm) {
+      this.details = undefined;
+      this.detailsArea.replaceChildren();
+      return;
+    }
+    if (this.details?.vmId !== id) {
+      this.details = new VmDetails(this.api, id);
+      this.detailsArea.replaceChildren(this.details.element);
+    }
+    this.details.show(vm, this.hostName(vm));
   }
 
   private button(verb: Verb, vm: Vm): HTMLButtonElement {
