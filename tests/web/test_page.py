@@ -186,3 +186,38 @@ async def test_a_vms_details_and_why_it_would_land_where_it_would(
     await expect(local).to_contain_text("eligible")
     await expect(details.get_by_test_id("placement")).to_contain_text("StartVm would choose local")
     await shot(page, "09-vm-details")
+
+
+async def test_editing_a_running_vm_marks_what_waits_for_its_restart(
+    web_stack: WebStack, page: Page, tmp_path: Path
+) -> None:
+    name = unique("edited")
+    define(web_stack, name, stand_in_kernel(tmp_path))
+    await sign_in(page, web_stack, web_stack.admin_token)
+    await wait_live(page)
+    row = vm_row(page, name)
+    await row.locator("button[data-verb=Run]").click()
+    await expect(row.get_by_test_id("state")).to_have_text("POWERING_UP")
+    await row.locator("a[data-action=details]").click()
+    await page.get_by_test_id("details").locator("a[data-action=edit]").click()
+    form = page.get_by_test_id("edit-vm")
+    memory = form.locator("[data-field='spec.memory_mib']")
+    await expect(memory).to_have_value("64")
+    await memory.fill("8")
+    await form.locator("button[type=submit]").click()
+    await expect(form.locator("[data-error-for='spec.memory_mib']")).to_contain_text(
+        "INVALID_ARGUMENT: must be between"
+    )
+    await memory.fill("128")
+    await form.locator("button[type=submit]").click()
+    await expect(row.get_by_test_id("pending")).to_have_text("restart pending")
+    await row.locator("a[data-action=details]").click()
+    status = page.get_by_test_id("details").get_by_test_id("status")
+    await expect(status).to_contain_text("spec.memory_mib")
+    await page.get_by_test_id("details").locator("a[data-action=edit]").click()
+    await expect(memory).to_have_value("128")  # the spec of its next start
+    await expect(form.locator("[data-pending='spec.memory_mib']")).to_have_text("pending restart")
+    await shot(page, "10-edit-pending-restart")
+    await page.click("a[data-view=vms]")
+    await row.locator("button[data-verb=Stop]").click()
+    await expect(row.get_by_test_id("state")).to_have_text("DOWN")

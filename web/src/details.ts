@@ -93,13 +93,21 @@ export class VmDetails {
   private readonly placement = el("div");
   private readonly events = el("div", { "data-testid": "events" });
 
-  constructor(private readonly api: Api, readonly vmId: string) {}
+  constructor(private readonly api: Api, readonly vmId: string, private readonly canChange: boolean) {}
 
   /** Shows vm (again, as the watch changes it); the events are read anew. */
   show(vm: Vm, hostName: string): void {
     const explain = el("button", { type: "button", "data-action": "explain", onclick: () => void this.explain() }, "Explain placement");
     this.element.replaceChildren(
-      el("h3", {}, vm.name, " ", el("span", { class: "muted" }, vm.id)),
+      el(
+        "h3",
+        {},
+        vm.name,
+        " ",
+        el("span", { class: "muted" }, vm.id),
+        " ",
+        this.canChange ? el("a", { href: `#/edit/${encodeURIComponent(vm.id)}`, "data-action": "edit" }, "Edit") : null,
+      ),
       el("div", { class: "facts-row" }, facts("Spec", specRows(vm), "spec"), facts("Status", statusRows(vm, hostName), "status"), facts("Guest", guestRows(vm), "guest")),
       el("h4", {}, "Placement ", explain),
       this.placement,

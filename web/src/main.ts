@@ -3,7 +3,7 @@
 import { describe } from "./api";
 import { el } from "./dom";
 import { HostsView } from "./hosts";
-import { newVmView } from "./newvm";
+import { vmFormView } from "./vmform";
 import { forget, open, saved, signInView, type Session } from "./session";
 import { VmsView } from "./vms";
 import { Role } from "./gen/virtplane/v1/principal_service_pb";
@@ -49,7 +49,11 @@ async function route(): Promise<void> {
       await hosts.load();
       main.replaceChildren(hosts.element);
     } else if (view === "new" && session.canChange) {
-      main.replaceChildren(newVmView(session.api, () => (location.hash = "#/vms")));
+      main.replaceChildren(vmFormView(session.api, undefined, () => (location.hash = "#/vms")));
+    } else if (view.startsWith("edit/") && session.canChange) {
+      const id = decodeURIComponent(view.slice("edit/".length));
+      const got = await session.api.vms.getVm({ vm: id });
+      main.replaceChildren(vmFormView(session.api, got.vm, () => (location.hash = "#/vms")));
     } else {
       const vms = new VmsView(session.api, session, report);
       shown = vms;

@@ -132,7 +132,13 @@ export class VmsView {
       "tr",
       { "data-vm": vm.name },
       el("td", {}, el("a", { href: "#/vms", "data-action": "details", onclick: (e: Event) => { e.preventDefault(); this.showDetails(vm.id); } }, vm.name)),
-      el("td", {}, badge(vmState(state), "state"), vm.status?.message ? el("span", { class: "muted" }, ` ${vm.status.message}`) : null),
+      el(
+        "td",
+        {},
+        badge(vmState(state), "state"),
+        vm.status?.pendingRestart.length ? el("span", { class: "stale", "data-testid": "pending", title: vm.status.pendingRestart.join(", ") }, "restart pending") : null,
+        vm.status?.message ? el("span", { class: "muted" }, ` ${vm.status.message}`) : null,
+      ),
       el("td", { "data-testid": "host" }, this.hostName(vm)),
       el("td", { "data-testid": "ip" }, guestIp(vm)),
       el("td", {}, guestOs(vm)),
@@ -162,7 +168,7 @@ export class VmsView {
       return;
     }
     if (this.details?.vmId !== id) {
-      this.details = new VmDetails(this.api, id);
+      this.details = new VmDetails(this.api, id, this.session.canChange);
       this.detailsArea.replaceChildren(this.details.element);
     }
     this.details.show(vm, this.hostName(vm));
