@@ -239,7 +239,8 @@ class Controller:
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.probes.stopping()
-        if self.web is not None:
+        if self.web_rpc is not None and self.web is not None:
+            self.web_rpc.stop_streams()
             await self.web.stop()
         await self.server.stop(grace)
         await self.restarter.stop()

@@ -132,6 +132,12 @@ class GrpcWebApp(asgi.grpcASGI):  # type: ignore[misc]  # sonora is untyped
     def __init__(self, interceptors: Sequence[Interceptor]) -> None:
         super().__init__(application=None, enable_cors=False)
         self._interceptors = tuple(interceptors)
+        self._stopping = asyncio.Event()
+
+    def stop_streams(self) -> None:
+        """Ends every open stream with UNAVAILABLE (the controller stops),
+        as grpc.aio's server.stop() does its own; clients resume elsewhere."""
+        self._stopping.set()
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
         """Nothing more to do: the generic handlers already route every method."""
@@ -204,7 +210,8 @@ class GrpcWebApp(asgi.grpcASGI):  # type: ignore[misc]  # sonora is untyped
     async def _do_streaming_response(self, rpc_method: Handler, receive: Any, *args: Any) -> None:
         """sonora's response, ended as soon as the browser goes away (sonora
         itself only looks while it sends, and a quiet WatchVms sends nothing):
-        one task reads the request's disconnect, sonora is handed that."""
+        one task reads the request's disconnect, sonora is handed that. A
+        controller that stops ends it with UNAVAILABLE."""
         send, wrap_message, context, stream = args
         gone = asyncio.ensure_future(_disconnect(receive))
 
@@ -220,16 +227,23 @@ class GrpcWebApp(asgi.grpcASGI):  # type: ignore[misc]  # sonora is untyped
                 rpc_method, next_event, sending, wrap_message, context, stream
             )
         )
+        stopping = asyncio.ensure_future(self._stopping.wait())
         try:
-            await asyncio.wait((gone, serving), return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                (gone, serving, stopping), return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
-            for task in (serving, gone):
+            for task in (serving, gone, stopping):
                 task.cancel()
             results = await asyncio.gather(serving, return_exceptions=True)
             if stream is not None:
                 await stream.aclose()  # ends the servicer, freeing its stream slot
         if isinstance(results[0], Exception):
             raise results[0]
+        if stopping in done and serving not in done:
+            context.set_code(grpc.StatusCode.UNAVAILABLE)
+            context.set_details("the controller is stopping")
+            await self._do_grpc_error(send, context)
 
     async def _do_grpc_error(self, send: Any, context: WebContext) -> None:
         """A stream's error once its headers went out (its deadline passed):

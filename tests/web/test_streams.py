@@ -1,6 +1,7 @@
 """The page's long calls: a WatchVms the page leaves ends on the server at
 once (it holds one of the principal's few stream slots), and the VMs table
-stays right across a controller restart, resuming from its revision."""
+stays right across a controller restart, resuming from its revision after
+the stopping controller ended its watch with UNAVAILABLE."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from tests.web.page import WebStack, shot, sign_in, start_web_stack, unique, vm_
 from tests.web.test_page import define, stand_in_kernel
 
 SLOTS = 2
+RECORD_STATUS = """() => {
+  window.watchStatuses = [];
+  const status = document.querySelector("[data-testid=watch-status]");
+  new MutationObserver(() => window.watchStatuses.push(status.textContent))
+    .observe(status, { childList: true, characterData: true, subtree: true });
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +52,14 @@ async def test_the_table_stays_right_across_a_controller_restart(
     await sign_in(page, small_stack, small_stack.admin_token)
     await wait_live(page)
     await expect(vm_row(page, before)).to_have_count(1)
+    await page.evaluate(RECORD_STATUS)
     small_stack.restart_controller()
     after = unique("after-restart")
     define(small_stack, after, stand_in_kernel(tmp_path))
     await expect(vm_row(page, after).get_by_test_id("state")).to_have_text("DOWN")
     await expect(vm_row(page, before)).to_have_count(1)
     await wait_live(page)
+    seen = await page.evaluate("() => window.watchStatuses")
+    # The stopping controller ended the watch in words, not by a broken stream.
+    assert "reconnecting: UNAVAILABLE: the controller is stopping" in seen
     await shot(page, "07-after-restart")
