@@ -9,7 +9,7 @@ translated to status codes once. Its front end is web/ (TypeScript, built by
 `make web` into web/dist).
 
 - grpc_web   sonora's gRPC-Web application, with the grpc.aio interceptors
-             and a servicer context for the page's calls
+- context    the servicer context of its calls (token, abort, write)
 - assets     the built page's files (index.html, app.js, app.css)
 - server     the HTTP port: uvicorn in the controller's event loop
 """
