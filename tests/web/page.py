@@ -80,6 +80,19 @@ def start_web_stack(workdir: Path, libvirt_uri: str, extra: tuple[str, ...] = ()
     return WebStack(controller, hostd, web, workdir, extra)
 
 
+def stand_in_kernel(tmp_path: Path) -> str:
+    """The test driver boots nothing, but hostd checks the kernel exists."""
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"")
+    return str(kernel)
+
+
+def define(stack: WebStack, name: str, kernel: str) -> vp.Vm:
+    spec = vp.VmSpec(vcpus=1, memory_mib=64, boot=vp.BootSource(kernel))
+    with stack.client() as client:
+        return client.vms.create(name, spec)
+
+
 async def shot(page: Page, name: str) -> None:
     """A screenshot of the page as it is, for a person to look at."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -14,22 +14,17 @@ import pytest
 from playwright.async_api import Page, expect
 from virtplane.v1 import vm_service_pb2 as vm_api
 
-import virtplane_client as vp
-from tests.web.page import WebStack, shot, sign_in, unique, vm_row, wait_live
+from tests.web.page import (
+    WebStack,
+    define,
+    shot,
+    sign_in,
+    stand_in_kernel,
+    unique,
+    vm_row,
+    wait_live,
+)
 from virtplane_client.principals import Role
-
-
-def stand_in_kernel(tmp_path: Path) -> str:
-    """The test driver boots nothing, but hostd checks the kernel exists."""
-    kernel = tmp_path / "vmlinuz"
-    kernel.write_bytes(b"")
-    return str(kernel)
-
-
-def define(stack: WebStack, name: str, kernel: str) -> vp.Vm:
-    spec = vp.VmSpec(vcpus=1, memory_mib=64, boot=vp.BootSource(kernel))
-    with stack.client() as client:
-        return client.vms.create(name, spec)
 
 
 async def test_a_wrong_token_is_refused_in_words(web_stack: WebStack, page: Page) -> None:

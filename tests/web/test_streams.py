@@ -12,8 +12,17 @@ import pytest
 from playwright.async_api import Page, expect
 
 from tests.support.virt import node_xml
-from tests.web.page import WebStack, shot, sign_in, start_web_stack, unique, vm_row, wait_live
-from tests.web.test_page import define, stand_in_kernel
+from tests.web.page import (
+    WebStack,
+    define,
+    shot,
+    sign_in,
+    stand_in_kernel,
+    start_web_stack,
+    unique,
+    vm_row,
+    wait_live,
+)
 
 SLOTS = 2
 RECORD_STATUS = """() => {
