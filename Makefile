@@ -79,8 +79,8 @@ test: setup guest-image debian-image
 demo: setup guest-image
 	@bash tests/demo.sh
 
-bench: setup guest-image
-	$(BIN)/python -m tests.bench
+bench: setup guest-image debian-image
+	VIRTPLANE_DEBIAN_IMAGE=$(abspath $(DEBIAN_IMAGE_DIR)) $(BIN)/python -m tests.bench
 
 clean:
 	rm -rf $(BUILD) .mypy_cache .pytest_cache .ruff_cache

@@ -95,6 +95,7 @@ def queue(op: Operation, queued: Queued) -> None:
     op.message = queued.message
     op.destination_ref = queued.destination_ref
     op.cause = queued.cause
+    op.migration_policy = queued.convergence.to_json()
 
 
 def _finish(session: Session, op: Operation, state: OperationState, code: str, why: str) -> None:

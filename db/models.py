@@ -327,14 +327,18 @@ class Operation(Base):
     migration_updated_at: Mapped[dt.datetime | None]
     version_id: Mapped[int] = mapped_column(default=1)
     # A migration waiting its turn under the migration limits (migration
-    # 0008, controller.lifecycle.migration_queue): no destination is booked
+    # 0009, controller.lifecycle.migration_queue): no destination is booked
     # yet (host_id None); message says what it waits for; destination_ref is
     # the host asked for ("": the scheduler's pick); cause "maintenance" for
     # an evacuation's migration, which ActivateHost cancels while it waits.
+    # migration_policy: the convergence policy the migration was asked
+    # with (migration 0010; JSON of controller.lifecycle.migration_policy's
+    # fields, "": the cluster's when it starts), which it starts with.
     waiting: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     message: Mapped[str] = mapped_column(Text, default="", server_default="")
     destination_ref: Mapped[str] = mapped_column(String(NAME_COLUMN), default="", server_default="")
     cause: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    migration_policy: Mapped[str] = mapped_column(Text, default="", server_default="")
 
     __mapper_args__ = {"version_id_col": version_id}
 

@@ -166,7 +166,7 @@ class MigrateSteps:
         )
         why = self._held_back(session, counts, host, destination)
         if why:
-            queued = Queued(why, self.destination_ref, self.cause)
+            queued = Queued(why, self.destination_ref, self.cause, self.convergence)
             return Outcome(False, dataclasses.replace(HostTarget.of(vm, host), queued=queued))
         return Outcome(True, dataclasses.replace(booked(vm, host, destination), cause=self.cause))
 

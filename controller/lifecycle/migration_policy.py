@@ -12,12 +12,14 @@ for stall_seconds is aborted — the VM UP on its source, the operation FAILED
 saying so — or switched to post-copy when allowed.
 
 A migration that waits its turn under the migration limits
-(controller.lifecycle.migration_queue) starts with the cluster's policy.
+(controller.lifecycle.migration_queue) keeps the policy it was asked with in
+its operation (Operation.migration_policy) and starts with it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
@@ -60,6 +62,18 @@ class MigrationPolicy:
         given = call.ListFields()  # the fields set, optional ones included
         changes = {f.name: value for f, value in given if f.name in _NUMBERS + _FLAGS}
         return dataclasses.replace(self, **changes).check("policy.")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, default: MigrationPolicy) -> MigrationPolicy:
+        """The policy to_json wrote; default for "" (an operation queued
+        before policies were kept)."""
+        if not text:
+            return default
+        fields = json.loads(text)
+        return cls(**{f.name: fields[f.name] for f in dataclasses.fields(cls) if f.name in fields})
 
     def to_host(self) -> agent_pb2.HostMigrationPolicy:
         return agent_pb2.HostMigrationPolicy(

@@ -18,6 +18,7 @@ migration's end frees a slot; controller.wakeup):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -61,6 +62,8 @@ class Admitted:
 
     op_id: str
     target: HostTarget
+    # The convergence policy it was asked with ("": the cluster's).
+    policy_json: str = ""
 
 
 def admit(
@@ -98,7 +101,7 @@ def admit(
         counts.add(source.id, destination.id)
         op.waiting, op.message = False, ""
         op.host_id, op.scheduled_at = destination.id, utcnow()
-        admitted.append(Admitted(op.id, target))
+        admitted.append(Admitted(op.id, target, op.migration_policy))
         moved.append(vm)
     return admitted, moved
 
@@ -162,8 +165,10 @@ class MigrationQueue:
         target = one.target
         client = self._clients.get(target.host_id, target.host_name, target.address)
         dispatched = utcnow()
+        convergence = MigrationPolicy.from_json(one.policy_json, self._steps.convergence)
+        steps = dataclasses.replace(self._steps, convergence=convergence)
         try:
-            await self._steps.call_host(client, target, one.op_id)
+            await steps.call_host(client, target, one.op_id)
         except VirtplaneError as exc:
             log.warning("migration of VM %s refused: %s", target.vm_name, exc)
             code, why = status_name(exc), str(exc)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 
+from controller.lifecycle.migration_policy import MigrationPolicy
 from db.enums import VmState
 from db.models import Host, Vm
 
@@ -14,11 +15,13 @@ from db.models import Host, Vm
 class Queued:
     """A verb that waits its turn instead of calling the host now (a
     migration over the migration limits): what it waits for, the host asked
-    for, and who asked ("maintenance": a host's evacuation)."""
+    for, and who asked ("maintenance": a host's evacuation), and the
+    convergence policy it starts with."""
 
     message: str
     destination_ref: str = ""
     cause: str = ""
+    convergence: MigrationPolicy = field(default_factory=MigrationPolicy)
 
 
 @dataclass(frozen=True)

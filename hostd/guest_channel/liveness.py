@@ -5,9 +5,13 @@ heartbeats (missed_heartbeats intervals of silence) is NOT_RESPONDING: its
 facts are kept as last observed and the sink is told; the next message it
 sends makes it RESPONDING again, except a hello: that is a new agent
 (restarted, or its guest rebooted), whose full report follows; until then
-the facts are the old agent's, still stale. A VM that names the agent version
-last seen in it awaits an agent: one that has not spoken agent_start_seconds
-after the channel opened is NOT_RESPONDING, with that version.
+the facts are the old agent's, still stale. So a hello from another agent
+instance than the one heard last, in a session that never went silent (an
+agent restarted within its heartbeats, as `systemctl restart` does), makes
+the agent NOT_RESPONDING too, until that full report. A VM that names the
+agent version last seen in it awaits an agent: one that has not spoken
+agent_start_seconds after the channel opened is NOT_RESPONDING, with that
+version.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ class Liveness:
         self._expected_agent = expected_agent
         self._opened = monotonic()
         self._last_heard = monotonic()
+        self._instance = ""
+        """The agent_instance of the last message that named one."""
         self.heartbeat_seconds = limits.default_heartbeat_seconds
         """The interval the agent's heartbeats come at (as it said, within bounds)."""
 
@@ -53,15 +59,27 @@ class Liveness:
                 self._limits.max_heartbeat_seconds,
             )
 
-    def heard(self, received: int, body: str, agreed: bool) -> bool:
-        """The agent sent a message of kind body at received (Unix ns), with or
-        without a version agreed; returns whether a silent agent revived, which
-        the caller publishes (a report publishes itself)."""
+    def heard(self, received: int, body: str, agreed: bool, instance: str = "") -> bool:
+        """The agent instance sent a message of kind body at received (Unix
+        ns), with or without a version agreed; returns whether the agent's
+        state changed (a silent agent revived, or a new one said hello in a
+        responding session), which the caller publishes (a report publishes
+        itself)."""
         self._last_heard = self._monotonic()
         current = self._facts.current
         current.last_heard_time.CopyFrom(guest_info.timestamp(received))
+        known, self._instance = self._instance, instance or self._instance
+        if body == "hello":
+            restarted = bool(known and instance and instance != known)
+            if agreed and restarted and current.agent_state == AgentState.AGENT_STATE_RESPONDING:
+                log.info(
+                    "guest agent of VM %s restarted: stale until its report", self._facts.vm_id
+                )
+                current.agent_state = AgentState.AGENT_STATE_NOT_RESPONDING
+                return True
+            return False
         silent = current.agent_state == AgentState.AGENT_STATE_NOT_RESPONDING
-        revived = agreed and silent and body != "hello"
+        revived = agreed and silent
         if revived or (body == "report" and agreed):
             current.agent_state = AgentState.AGENT_STATE_RESPONDING
         return revived

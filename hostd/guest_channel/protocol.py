@@ -108,10 +108,12 @@ class GuestProtocol:
         if handler is None:
             self._counters.ignored_messages += 1
             return
-        revived = self._liveness.heard(received, body, agreed=self.version is not None)
+        changed = self._liveness.heard(
+            received, body, agreed=self.version is not None, instance=message.agent_instance
+        )
         try:
             handler(message, received)
-            if revived and body != "report":  # a report tells the sink itself
+            if changed and body != "report":  # a report tells the sink itself
                 self._facts.publish()
         except Exception:  # one bad message must not end the channel
             vm_id = self._facts.vm_id

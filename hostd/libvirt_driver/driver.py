@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import libvirt
 
@@ -32,6 +33,7 @@ from hostd.libvirt_driver.host import LibvirtHost
 from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class LibvirtHypervisor:
@@ -129,8 +131,22 @@ class LibvirtHypervisor:
 
     async def migrate(self, uuid: str, target: MigrationTarget) -> JobProgress:
         return await blocking(
-            lambda: self._guest(uuid).migrate(target), uuid, operation="migrate", timed=NO_TIMEOUT
+            lambda: self._on_own_connection(uuid, lambda g: g.migrate(target)),
+            uuid,
+            operation="migrate",
+            timed=NO_TIMEOUT,
         )
+
+    def _on_own_connection(self, uuid: str, act: Callable[[LibvirtGuest], T]) -> T:
+        """act on the domain through a connection of its own, for a call that
+        lasts as long as its job: on the shared connection, the other calls
+        (the job's progress among them) were answered only every ~5 s while
+        migrate3 waited on it."""
+        conn = libvirt.open(self._host.uri)
+        try:
+            return act(LibvirtGuest.lookup(conn, uuid))
+        finally:
+            conn.close()
 
     async def job_progress(self, uuid: str, *, completed: bool = False) -> JobProgress | None:
         return await blocking(

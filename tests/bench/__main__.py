@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tests.bench import (
     controller_migration,
+    debian_guest,
     guest_channel,
     hostd_paths,
     migration,
@@ -50,6 +51,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "guest_channel": lambda image, workdir, args: guest_channel.run(
         image, workdir, min(args.rounds, 3), args.idle_window
     ),
+    # the image of `make debian-image` (VIRTPLANE_DEBIAN_IMAGE), not the test image
+    "debian_guest": lambda _image, workdir, args: debian_guest.run(workdir, args.idle_window),
     "web": lambda image, workdir, args: web.run(image, workdir, args.rounds),
 }
 
@@ -75,7 +78,7 @@ def main() -> None:
         "--idle-window",
         type=float,
         default=60.0,
-        help="guest_channel: seconds an idle guest's bytes are counted",
+        help="guest_channel, debian_guest: seconds an idle guest's bytes are counted",
     )
     args = parser.parse_args()
     chosen = [name for name in BENCHMARKS if not args.only or name in args.only]

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy.orm import Session
+from virtplane.v1 import host_agent_service_pb2 as agent
 
 from controller import convert, operations
+from controller.host_client import HostClient
 from controller.hosts import HostClients
 from controller.lifecycle import verbs
 from controller.lifecycle.migrate import MigrateSteps, Migrations, MigrationWaiting
 from controller.lifecycle.migration_limits import InFlight, MigrationLimits, held_back
-from controller.lifecycle.migration_queue import admit
+from controller.lifecycle.migration_policy import MigrationPolicy
+from controller.lifecycle.migration_queue import MigrationQueue, admit
 from controller.lifecycle.runner import VerbRunner
 from controller.lifecycle.states import set_state
 from controller.requests import Call
@@ -27,8 +30,10 @@ from db.models import Host, Operation, Vm
 from db.session import Database
 from tests.support import db_rig
 from tests.support.db_rig import add_rows, host_row, vm_row
+from tests.support.recording_agent import RecordingAgent, source
 
-database = db_rig.database  # the fixture
+database = db_rig.database  # the fixtures
+_ = source
 
 ONE_OUT = MigrationLimits(outgoing_per_host=1, incoming_per_host=2, cluster=10)
 TWO_OUT = MigrationLimits()
@@ -112,9 +117,15 @@ def _vm(database: Database, name: str) -> Vm:
 
 
 async def _ask(
-    runner: VerbRunner, vm: str, limits: MigrationLimits, destination: str = ""
+    runner: VerbRunner,
+    vm: str,
+    limits: MigrationLimits,
+    destination: str = "",
+    convergence: MigrationPolicy | None = None,
 ) -> Operation:
-    steps = MigrateSteps(destination, Policy.EVEN_SPREAD, limits=limits)
+    steps = MigrateSteps(
+        destination, Policy.EVEN_SPREAD, limits=limits, convergence=convergence or MigrationPolicy()
+    )
     return (await runner.run(vm, Call("MigrateVm"), steps)).operation
 
 
@@ -231,6 +242,44 @@ async def test_a_waiting_migration_whose_vm_stopped_or_cannot_go_anywhere_fails(
     assert op_b.error_message == "the VM is DOWN; only an UP VM migrates"
     assert op_c.state is OperationState.FAILED and op_c.error_code == "FAILED_PRECONDITION"
     assert "'h3': memory: needs 256 MiB" in op_c.error_message
+
+
+async def test_a_waiting_migration_starts_with_the_policy_it_was_asked_with(
+    hosts: Database, source: tuple[RecordingAgent, HostClient]
+) -> None:
+    """The call's policy is kept while it waits, not replaced by the
+    cluster's when its turn comes; one queued without a policy of its own
+    starts with the cluster's."""
+    recording, client = source
+
+    def h1_is_the_recording_agent(s: Session) -> None:
+        h1 = s.get(Host, "id-h1")
+        assert h1 is not None
+        h1.address = client.address
+
+    hosts.transaction(h1_is_the_recording_agent)
+    runner, store = _runner(hosts)
+    _under_way(hosts, "a", "h2")
+    asked = MigrationPolicy(max_downtime_ms=40, allow_post_copy=True, stall_seconds=9)
+    cluster = MigrationPolicy(max_downtime_ms=300, auto_converge=True)
+    b = await _ask(runner, "b", ONE_OUT, convergence=asked)
+    c = await _ask(runner, "c", ONE_OUT, convergence=cluster)
+    assert _op(hosts, b.id).waiting and _op(hosts, c.id).waiting
+    assert hosts.transaction(operations.recover) == 0  # kept across a restart
+
+    queue = MigrationQueue(store, HostClients(timeout=5.0), Policy.EVEN_SPREAD, ONE_OUT,
+                           convergence=cluster)  # fmt: skip
+    _landed(hosts, "a", "h2")
+    assert await queue.run_once() == [b.id]
+    _lands(hosts, "b", b.id)
+    assert await queue.run_once() == [c.id]
+    assert [(r.vm_id, r.policy) for r in recording.requests] == [
+        (
+            "id-b",
+            agent.HostMigrationPolicy(max_downtime_ms=40, allow_post_copy=True, stall_seconds=9),
+        ),
+        ("id-c", agent.HostMigrationPolicy(max_downtime_ms=300, auto_converge=True)),
+    ]
 
 
 def test_held_back_names_the_limit_reached() -> None:

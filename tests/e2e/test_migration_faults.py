@@ -6,8 +6,8 @@ on the second libvirtd; tests.support.two_hosts):
   disk is not under its image roots (a disk it does not have);
 - the destination's hostd is killed (SIGKILL) mid-transfer;
 - the source's hostd is killed mid-transfer, then started again;
-- the controller (its app object) is stopped at once mid-transfer, then
-  another started on the same database: the hosts carry the migration
+- the controller's process is killed (SIGKILL) mid-transfer, then
+  started again on the same database: the hosts carry the migration
   through.
 
 Each ends with exactly one running domain across the two libvirt daemons
@@ -35,16 +35,16 @@ from virtplane.v1 import host_agent_service_pb2 as agent_pb2
 from virtplane.v1 import host_agent_service_pb2_grpc as agent_grpc
 
 import virtplane_client as vp
-from controller.app import Controller
-from tests.support.controller_rig import config, credentials_of
 from tests.support.events import vm_until
 from tests.support.guests import guest_reported, guest_spec
 from tests.support.real import GuestImage
 from tests.support.rig_hosts import add_daemon
-from tests.support.stack import Daemon
+from tests.support.stack import Daemon, start_controller
 from tests.support.two_hosts import (
+    destroy_all,
     destroy_domain,
     in_process_controller,
+    register_hosts,
     restart,
     running_on,
     start_hosts,
@@ -75,6 +75,18 @@ def running_domains(uris: tuple[str, str], vm_id: str) -> list[str]:
         finally:
             conn.close()
     return found
+
+
+async def _clear(client: vp.AsyncClient, uris: tuple[str, str], vms: dict[str, str]) -> None:
+    """The end of a test: each VM (name: id, the id empty if never made)
+    stopped through the controller, and its domain gone from both libvirt
+    daemons whatever the controller managed."""
+    for name in vms:
+        with contextlib.suppress(vp.ClientError):
+            await client.vms.stop(name)
+    for vm_id in filter(None, vms.values()):
+        for uri in uris:
+            destroy_domain(uri, vm_id)
 
 
 @pytest.fixture
@@ -132,7 +144,7 @@ async def test_a_destination_that_refuses_leaves_the_vm_up_on_its_source(
     database_url: str,
 ) -> None:
     uris = (system_libvirt, second_libvirt)
-    made: list[str] = []
+    made = {HOOKED: "", BARE: ""}
     async with in_process_controller(database_url) as client:
         try:
             # Both boot on h1, the only host until they run.
@@ -141,10 +153,8 @@ async def test_a_destination_that_refuses_leaves_the_vm_up_on_its_source(
                 name="seed", path=disk_image(only_h1 / "seed.img", "raw"), read_only=True
             )
             bare_spec = dataclasses.replace(guest_spec(guest_image), disks=(seed,))
-            made += [
-                (await client.vms.create(HOOKED, guest_spec(guest_image))).id,
-                (await client.vms.create(BARE, bare_spec)).id,
-            ]
+            made[HOOKED] = (await client.vms.create(HOOKED, guest_spec(guest_image))).id
+            made[BARE] = (await client.vms.create(BARE, bare_spec)).id
             for vm in (HOOKED, BARE):
                 await client.vms.start(vm)
             await asyncio.gather(*(vm_until(client, vm, guest_reported, WAIT) for vm in made))
@@ -157,12 +167,7 @@ async def test_a_destination_that_refuses_leaves_the_vm_up_on_its_source(
             bare = await _refused(client, BARE, uris, h1)
             assert bare.error is not None and "disks[0].path" in bare.error.message, bare.error
         finally:
-            for vm in (HOOKED, BARE):
-                with contextlib.suppress(vp.ClientError):
-                    await client.vms.stop(vm)
-            for vm_id in made:
-                destroy_domain(system_libvirt, vm_id)
-                destroy_domain(second_libvirt, vm_id)
+            await _clear(client, uris, made)
 
 
 async def _up_on_h1(
@@ -270,11 +275,7 @@ async def test_the_destination_hostd_killed_mid_transfer_leaves_the_vm_up_on_its
             assert await running_on(hosts[1], vm_id) == 0
             assert (await _settled(client, LOST_DEST, uris))[1].status.host_id == h1.id
         finally:
-            with contextlib.suppress(vp.ClientError):
-                await client.vms.stop(LOST_DEST)
-            if vm_id:
-                destroy_domain(system_libvirt, vm_id)
-                destroy_domain(second_libvirt, vm_id)
+            await _clear(client, uris, {LOST_DEST: vm_id})
 
 
 async def test_the_source_hostd_killed_mid_transfer_and_restarted_ends_with_one_vm(
@@ -300,59 +301,57 @@ async def test_the_source_hostd_killed_mid_transfer_and_restarted_ends_with_one_
             _ended(done, landed=uri == second_libvirt)
             print(f"ended on {uri}: {done.state.name} {done.error}")
         finally:
-            with contextlib.suppress(vp.ClientError):
-                await client.vms.stop(LOST_SOURCE)
-            if vm_id:
-                destroy_domain(system_libvirt, vm_id)
-                destroy_domain(second_libvirt, vm_id)
+            await _clear(client, uris, {LOST_SOURCE: vm_id})
 
 
 CONTROLLER_BANDWIDTH_MIB = 4
-"""The transfer's cap when the controller is stopped mid-way: slow enough to
-stop it mid-transfer, fast enough to land soon after (a few seconds)."""
+"""The transfer's cap when the controller is killed mid-way: slow enough to
+kill it mid-transfer, fast enough to land soon after (a few seconds)."""
 
 
-async def test_the_controller_stopped_mid_transfer_and_started_again_ends_with_one_vm(
-    hosts: list[Daemon],
+async def test_the_controller_killed_mid_transfer_and_started_again_ends_with_one_vm(
     guest_image: GuestImage,
+    workdir: Path,
     *,
     system_libvirt: str,
     second_libvirt: str,
     database_url: str,
 ) -> None:
-    """The controller (its app object) is stopped at once mid-transfer: no
-    request finishes and no monitor writes after it, as if killed; another
-    starts on the same database while the hosts carry on."""
+    """The controller's process is killed (SIGKILL) mid-transfer, then
+    started again on the same database and state folder while the hosts
+    (enrolled with it) carry on."""
     uris = (system_libvirt, second_libvirt)
-    settings = config(
-        database_url, host_retry_seconds=0.2, migration_max_bandwidth_mib=CONTROLLER_BANDWIDTH_MIB
-    )
-    ctl = Controller(settings)
-    await ctl.start()
-    client = vp.AsyncClient(f"127.0.0.1:{ctl.port}", credentials=credentials_of(ctl))
+    flags = ("--migration-max-bandwidth", str(CONTROLLER_BANDWIDTH_MIB))
+    ctl = await asyncio.to_thread(start_controller, workdir, database_url, extra=flags)
+    client = ctl.client()
+    daemons: list[Daemon] = []
     vm_id = ""
     try:
-        _h1, vm_id = await _up_on_h1(client, hosts, LOST_CTL, guest_image)
+        h1, h2 = await asyncio.to_thread(register_hosts, ctl, workdir, uris)
+        daemons.append(await asyncio.to_thread(h1.start, ctl))  # the only host UP until it runs
+        vm_id = (await client.vms.create(LOST_CTL, guest_spec(guest_image))).id
+        await client.vms.start(LOST_CTL)
+        up = await vm_until(client, LOST_CTL, guest_reported, WAIT)
+        assert up.status.host_id == h1.host.host_id
+        daemons.append(await asyncio.to_thread(h2.start, ctl))
+
         begun = await client.vms.migrate(LOST_CTL, to="h2")
-        await _transferring(hosts[0], vm_id)
+        await _transferring(daemons[0], vm_id)
         await client.close()
-        await ctl.stop(grace=0)
-        sent = await _progress(hosts[0], vm_id)
+        await asyncio.to_thread(ctl.kill)  # SIGKILL: no clean-up of any kind
+        sent = await _progress(daemons[0], vm_id)
         assert sent.phase == agent_pb2.MigrationProgress.PHASE_TRANSFERRING, sent
 
-        ctl = Controller(settings)
-        await ctl.start()
-        client = vp.AsyncClient(f"127.0.0.1:{ctl.port}", credentials=credentials_of(ctl))
+        ctl = await asyncio.to_thread(restart, ctl)
+        client = ctl.client()
         uri, _vm = await _settled(client, LOST_CTL, uris)
         done = await client.operations.wait(begun.operation, WAIT)
         # The hosts carried the migration through without the controller.
         assert uri == second_libvirt
         _ended(done, landed=True)
     finally:
-        with contextlib.suppress(vp.ClientError):
-            await client.vms.stop(LOST_CTL)
+        await _clear(client, uris, {LOST_CTL: vm_id})
         await client.close()
-        await ctl.stop(grace=0)
-        if vm_id:
-            destroy_domain(system_libvirt, vm_id)
-            destroy_domain(second_libvirt, vm_id)
+        for daemon in (*daemons, ctl):
+            await asyncio.to_thread(daemon.stop)
+        await asyncio.to_thread(destroy_all, second_libvirt)

@@ -247,6 +247,34 @@ async def test_a_failing_sink_does_not_end_the_channel(setup: Setup) -> None:
     assert not setup.task.done()
 
 
+async def test_a_restarted_agent_is_stale_until_its_full_report(setup: Setup) -> None:
+    """An agent restarted within its heartbeats (systemctl restart): its hello
+    on the same connection, from another agent instance, makes the old facts
+    stale until the new agent's full report; the same instance's hello does not."""
+    responding = vm_pb2.GuestInfo.AGENT_STATE_RESPONDING
+    await _negotiate(setup)
+    await setup.guest.send(_full_report("old"))
+    await until(lambda: len(setup.reports.received) == 1, what="the first report")
+    assert setup.reports.last.agent_state == responding
+    # heartbeats 5 minutes apart: no silence makes it stale during the test
+    again = gc.GuestHello(min_version=1, max_version=1, heartbeat_interval_ms=300_000)
+    await setup.guest.send(gc.GuestMessage(hello=again))  # the same instance: no change
+    await setup.guest.next_message("VersionChoice for the same agent")
+    assert len(setup.reports.received) == 1
+
+    await setup.guest.send(gc.GuestMessage(agent_instance="restarted", hello=again))
+    await setup.guest.next_message("VersionChoice for the restarted agent")
+    await until(lambda: len(setup.reports.received) == 2, what="the stale facts")
+    stale = setup.reports.last
+    assert stale.agent_state == vm_pb2.GuestInfo.AGENT_STATE_NOT_RESPONDING
+    assert stale.hostname == "old"  # kept as last observed
+    fresh = _full_report("new")
+    fresh.agent_instance = "restarted"
+    await setup.guest.send(fresh)
+    await until(lambda: len(setup.reports.received) == 3, what="the new agent's report")
+    assert (setup.reports.last.agent_state, setup.reports.last.hostname) == (responding, "new")
+
+
 async def test_reconnects_and_renegotiates_after_a_hang_up(setup: Setup) -> None:
     await _negotiate(setup)
     await setup.guest.hang_up()

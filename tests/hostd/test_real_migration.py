@@ -16,13 +16,9 @@ never asserted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -33,11 +29,10 @@ from virtplane.v1 import vm_pb2
 
 from hostd.domxml import METADATA_NAMESPACE, parse_metadata
 from tests.hostd.guest_configs import guest_config
-from tests.support.migration_rig import Host, identity, start_host
-from tests.support.pki import TestPki
+from tests.support.migration_rig import Pair, booted_pair, scratch, start_host, state_names
 from tests.support.real import GuestImage
 from tests.support.stack import free_port
-from tests.support.virt import disk_image, disks_of, domain_exists, remove_domains
+from tests.support.virt import disk_image, disks_of, domain_exists
 
 S = pb.HostVm
 P = pb.MigrationProgress
@@ -45,17 +40,6 @@ TIMEOUT = 240.0
 """Generous: a TCG guest reports in ~5-8 s alone; the machine is shared."""
 
 pytestmark = pytest.mark.guest
-
-
-@dataclass
-class Hosts:
-    a: Host
-    b: Host
-    guests: dict[str, pb.VmConfig]
-
-
-def _names(states: list[S]) -> list[str]:
-    return [S.State.Name(s.state).removeprefix("STATE_") for s in states]
 
 
 def _image(workdir: Path) -> str:
@@ -89,21 +73,14 @@ def _owner(uri: str, vm_id: str) -> str:
 
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="vp-m-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with scratch("vp-m-") as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
 async def hosts(
     system_libvirt: str, second_libvirt: str, guest_image: GuestImage, workdir: Path
-) -> AsyncIterator[Hosts]:
-    pki = TestPki(workdir / "pki")
-    ids = identity(pki, system_libvirt), identity(pki, second_libvirt)
-    a, b = await asyncio.gather(
-        start_host("a", ids[0], workdir, TIMEOUT), start_host("b", ids[1], workdir, TIMEOUT)
-    )
+) -> AsyncIterator[Pair]:
     guests = {
         role: guest_config(guest_image, f"mig-{role}") for role in ("moved", "stays", "orphaned")
     }
@@ -111,30 +88,9 @@ async def hosts(
     guests["moved"].spec.disks.append(
         vm_pb2.Disk(name="seed", path=await asyncio.to_thread(_image, workdir), read_only=True)
     )
-    pair = Hosts(a, b, guests)
-    try:
-        await asyncio.gather(
-            *(
-                a.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=c, request_id="boot"))
-                for c in guests.values()
-            )
-        )
-        try:
-            await asyncio.gather(*(a.watch.report(c.vm_id, 0) for c in guests.values()))
-        except BaseException:
-            print(f"--- hostd a log\n{a.daemon.log_tail(60)}")
-            raise
+    uris = (system_libvirt, second_libvirt)
+    async with booted_pair(uris, workdir, guests, TIMEOUT) as pair:
         yield pair
-    finally:
-        for host in (pair.a, pair.b):  # a test may have restarted one
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                listed = await host.stub.ListVms(pb.HostAgentServiceListVmsRequest())
-                for vm in listed.vms:
-                    await host.stub.DestroyVm(pb.HostAgentServiceDestroyVmRequest(vm_id=vm.vm_id))
-            await host.stop()
-        vm_ids = [c.vm_id for c in guests.values()]
-        for uri in (system_libvirt, second_libvirt):
-            await asyncio.to_thread(remove_domains, uri, vm_ids)
 
 
 async def _status(call: object, code: grpc.StatusCode) -> str:
@@ -144,7 +100,7 @@ async def _status(call: object, code: grpc.StatusCode) -> str:
     return caught.value.details() or ""
 
 
-async def test_a_live_migration_moves_the_guest_and_its_reports(hosts: Hosts) -> None:
+async def test_a_live_migration_moves_the_guest_and_its_reports(hosts: Pair) -> None:
     a, b = hosts.a, hosts.b
     vm_id = hosts.guests["moved"].vm_id
     before = a.watch.up_reports(vm_id)[-1]
@@ -154,9 +110,9 @@ async def test_a_live_migration_moves_the_guest_and_its_reports(hosts: Hosts) ->
     assert moving.vm.state == S.STATE_MIGRATING_FROM
 
     arriving = await b.watch.state(vm_id, S.STATE_RUNNING, since_b)
-    assert _names(arriving) == ["MIGRATING_TO", "RUNNING"]
+    assert state_names(arriving) == ["MIGRATING_TO", "RUNNING"]
     leaving = await a.watch.state(vm_id, S.STATE_DOWN, since_a)
-    assert _names(leaving) == ["MIGRATING_FROM", "DOWN"]
+    assert state_names(leaving) == ["MIGRATING_FROM", "DOWN"]
     assert leaving[-1].exit_reason == S.EXIT_REASON_MIGRATED
     wall = time.monotonic() - started
 
@@ -204,7 +160,7 @@ async def test_a_live_migration_moves_the_guest_and_its_reports(hosts: Hosts) ->
     )
 
 
-async def test_refusals_leave_the_vm_running(hosts: Hosts) -> None:
+async def test_refusals_leave_the_vm_running(hosts: Pair) -> None:
     a, b = hosts.a, hosts.b
     vm_id = hosts.guests["stays"].vm_id
     unknown = str(uuid.uuid4())
@@ -256,7 +212,7 @@ async def test_refusals_leave_the_vm_running(hosts: Hosts) -> None:
 
 
 async def test_a_writable_disk_off_shared_storage_is_not_migrated(
-    hosts: Hosts, guest_image: GuestImage, workdir: Path
+    hosts: Pair, guest_image: GuestImage, workdir: Path
 ) -> None:
     a, b = hosts.a, hosts.b
     config = hosts.guests["unsafe"] = guest_config(
@@ -272,17 +228,17 @@ async def test_a_writable_disk_off_shared_storage_is_not_migrated(
     moving = await a.stub.MigrateVm(b.migrate_request(vm_id))
     assert moving.vm.state == S.STATE_MIGRATING_FROM
     states = await a.watch.state(vm_id, S.STATE_RUNNING, since_a)
-    assert _names(states) == ["MIGRATING_FROM", "RUNNING"]
+    assert state_names(states) == ["MIGRATING_FROM", "RUNNING"]
     assert states[-1].message.startswith(f"migration to {b.address} failed: ")
     assert "Migration without shared storage is unsafe" in states[-1].message
     dropped = await b.watch.state(vm_id, S.STATE_DOWN, since_b)
-    assert _names(dropped) == ["MIGRATING_TO", "DOWN"]
+    assert state_names(dropped) == ["MIGRATING_TO", "DOWN"]
     assert dropped[-1].exit_reason == S.EXIT_REASON_MIGRATION_FAILED
     assert await asyncio.to_thread(_live_disks, a.uri, vm_id) == [("raw", image, "vda", False)]
     await a.stub.DestroyVm(pb.HostAgentServiceDestroyVmRequest(vm_id=vm_id))
 
 
-async def test_a_cancelled_migration_leaves_the_vm_on_its_source(hosts: Hosts) -> None:
+async def test_a_cancelled_migration_leaves_the_vm_on_its_source(hosts: Pair) -> None:
     a, b = hosts.a, hosts.b
     vm_id = hosts.guests["stays"].vm_id
     since_a, since_b = a.watch.mark(), b.watch.mark()
@@ -293,17 +249,17 @@ async def test_a_cancelled_migration_leaves_the_vm_on_its_source(hosts: Hosts) -
         "the transfer to begin",
         lambda: any(m.data_processed_bytes for m in a.watch.migrations(vm_id, since_a)),
     )
-    assert _names(b.watch.states(vm_id, since_b)) == ["MIGRATING_TO"]
+    assert state_names(b.watch.states(vm_id, since_b)) == ["MIGRATING_TO"]
     cancelling = await a.stub.CancelMigration(
         pb.HostAgentServiceCancelMigrationRequest(vm_id=vm_id)
     )
     assert cancelling.vm.state == S.STATE_MIGRATING_FROM
 
     states = await a.watch.state(vm_id, S.STATE_RUNNING, since_a)
-    assert _names(states) == ["MIGRATING_FROM", "RUNNING"]
+    assert state_names(states) == ["MIGRATING_FROM", "RUNNING"]
     assert states[-1].message == f"migration to {b.address} cancelled"
     dropped = await b.watch.state(vm_id, S.STATE_DOWN, since_b)
-    assert _names(dropped) == ["MIGRATING_TO", "DOWN"]
+    assert state_names(dropped) == ["MIGRATING_TO", "DOWN"]
     assert dropped[-1].exit_reason == S.EXIT_REASON_MIGRATION_FAILED
     progress = (
         await a.stub.GetMigrationProgress(
@@ -317,12 +273,12 @@ async def test_a_cancelled_migration_leaves_the_vm_on_its_source(hosts: Hosts) -
     since_a = a.watch.mark()
     await a.stub.ShutdownVm(pb.HostAgentServiceShutdownVmRequest(vm_id=vm_id))
     states = await a.watch.state(vm_id, S.STATE_DOWN, since_a)
-    assert _names(states) == ["POWERING_DOWN", "DOWN"]
+    assert state_names(states) == ["POWERING_DOWN", "DOWN"]
     assert "through the guest agent" in states[0].message
 
 
 async def test_a_source_hostd_killed_mid_migration_leaves_the_vm_on_its_source(
-    hosts: Hosts, workdir: Path
+    hosts: Pair, workdir: Path
 ) -> None:
     a, b = hosts.a, hosts.b
     vm_id = hosts.guests["orphaned"].vm_id
@@ -345,7 +301,7 @@ async def test_a_source_hostd_killed_mid_migration_leaves_the_vm_on_its_source(
     report = await a.stub.GetRecoveryReport(pb.HostAgentServiceGetRecoveryReportRequest())
     assert vm_id in [adopted.vm_id for adopted in report.report.adopted]
     dropped = await b.watch.state(vm_id, S.STATE_DOWN, since_b)
-    assert _names(dropped) == ["MIGRATING_TO", "DOWN"]
+    assert state_names(dropped) == ["MIGRATING_TO", "DOWN"]
     assert dropped[-1].exit_reason == S.EXIT_REASON_MIGRATION_FAILED
     await b.watch.until("the destination to let go", lambda: not domain_exists(b.uri, vm_id))
     assert domain_exists(a.uri, vm_id)

@@ -21,27 +21,19 @@ Waits are on conditions with generous deadlines; durations are printed (-s).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import libvirt
-import libvirt_qemu
 import pytest
 from virtplane.v1 import host_agent_service_pb2 as pb
 
 from tests.hostd.guest_configs import guest_config
-from tests.support.migration_rig import Host, identity, start_host
-from tests.support.pki import TestPki
+from tests.support.migration_rig import Host, Pair, booted_pair, on_domain, qemu_query, scratch
 from tests.support.real import GuestImage
-from tests.support.virt import domain_exists, remove_domains
+from tests.support.virt import domain_exists
 
 S = pb.HostVm
 P = pb.MigrationProgress
@@ -54,62 +46,28 @@ BANDWIDTH_MIB = 4
 pytestmark = pytest.mark.guest
 
 
-@dataclass
-class Hosts:
-    a: Host
-    b: Host
-    guests: dict[str, pb.VmConfig]
-
-
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="vp-mc-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with scratch("vp-mc-") as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
 async def hosts(
     system_libvirt: str, second_libvirt: str, guest_image: GuestImage, workdir: Path
-) -> AsyncIterator[Hosts]:
-    pki = TestPki(workdir / "pki")
-    ids = identity(pki, system_libvirt), identity(pki, second_libvirt)
-    a, b = await asyncio.gather(
-        start_host("a", ids[0], workdir, TIMEOUT), start_host("b", ids[1], workdir, TIMEOUT)
-    )
+) -> AsyncIterator[Pair]:
     guests = {
         role: guest_config(guest_image, f"mc-{role}", DIRTYING) for role in ("stalled", "postcopy")
     }
-    try:
-        for config in guests.values():
-            await a.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
-        await asyncio.gather(*(a.watch.state(c.vm_id, S.STATE_RUNNING, 0) for c in guests.values()))
-        yield Hosts(a, b, guests)
-    finally:
-        for host in (a, b):
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                listed = await host.stub.ListVms(pb.HostAgentServiceListVmsRequest())
-                for vm in listed.vms:
-                    await host.stub.DestroyVm(pb.HostAgentServiceDestroyVmRequest(vm_id=vm.vm_id))
-            await host.stop()
-        for uri in (system_libvirt, second_libvirt):
-            await asyncio.to_thread(remove_domains, uri, [c.vm_id for c in guests.values()])
+    uris = (system_libvirt, second_libvirt)
+    async with booted_pair(uris, workdir, guests, TIMEOUT, until_reported=False) as pair:
+        yield pair
 
 
-def _on_domain(uri: str, vm_id: str, act: Any) -> Any:
-    conn = libvirt.open(uri)
-    try:
-        return act(conn.lookupByUUIDString(vm_id))
-    finally:
-        conn.close()
-
-
-def _capabilities(dom: Any) -> dict[str, bool]:
+def _capabilities(uri: str, vm_id: str) -> dict[str, bool]:
     """QEMU's own migration capabilities of the running domain."""
-    command = json.dumps({"execute": "query-migrate-capabilities"})
-    reply = json.loads(libvirt_qemu.qemuMonitorCommand(dom, command, 0))
-    return {c["capability"]: c["state"] for c in reply["return"]}
+    reply = qemu_query(uri, vm_id, "query-migrate-capabilities")
+    return {c["capability"]: c["state"] for c in reply}
 
 
 def _request(b: Host, vm_id: str, **policy: Any) -> pb.HostAgentServiceMigrateVmRequest:
@@ -122,7 +80,7 @@ def _ended(progress: list[P]) -> P | None:
     return next((p for p in progress if p.phase != P.PHASE_TRANSFERRING), None)
 
 
-async def test_a_migration_that_cannot_converge_is_aborted_as_stalled(hosts: Hosts) -> None:
+async def test_a_migration_that_cannot_converge_is_aborted_as_stalled(hosts: Pair) -> None:
     a, b = hosts.a, hosts.b
     vm_id = hosts.guests["stalled"].vm_id
     since_a, since_b = a.watch.mark(), b.watch.mark()
@@ -136,9 +94,9 @@ async def test_a_migration_that_cannot_converge_is_aborted_as_stalled(hosts: Hos
     )
 
     downtime = await asyncio.to_thread(
-        _on_domain, a.uri, vm_id, lambda d: d.migrateGetMaxDowntime(0)
+        on_domain, a.uri, vm_id, lambda d: d.migrateGetMaxDowntime(0)
     )
-    capabilities = await asyncio.to_thread(_on_domain, a.uri, vm_id, _capabilities)
+    capabilities = await asyncio.to_thread(_capabilities, a.uri, vm_id)
     print(f"\nsource: max downtime {downtime} ms, auto-converge {capabilities['auto-converge']}")
     assert downtime == 1
     assert capabilities["auto-converge"] is False
@@ -158,13 +116,13 @@ async def test_a_migration_that_cannot_converge_is_aborted_as_stalled(hosts: Hos
 
     await b.watch.state(vm_id, S.STATE_DOWN, since_b)
     await b.watch.until("the destination to let go", lambda: not domain_exists(b.uri, vm_id))
-    code, _reason = await asyncio.to_thread(_on_domain, a.uri, vm_id, lambda d: d.state())
+    code, _reason = await asyncio.to_thread(on_domain, a.uri, vm_id, lambda d: d.state())
     assert code == libvirt.VIR_DOMAIN_RUNNING
     listed = await a.stub.ListVms(pb.HostAgentServiceListVmsRequest())
     assert [vm.state for vm in listed.vms if vm.vm_id == vm_id] == [S.STATE_RUNNING]
 
 
-async def test_a_stalled_migration_switches_to_post_copy_and_lands(hosts: Hosts) -> None:
+async def test_a_stalled_migration_switches_to_post_copy_and_lands(hosts: Pair) -> None:
     a, b = hosts.a, hosts.b
     vm_id = hosts.guests["postcopy"].vm_id
     since_a, since_b = a.watch.mark(), b.watch.mark()

@@ -18,28 +18,30 @@ its pair from one test CA in the folder its libvirtd's qemu.conf names
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 import libvirt
-import libvirt_qemu
 import pytest
 from virtplane.v1 import host_agent_service_pb2 as pb
 
 from controller.pki.ca import Names
 from tests.hostd.guest_configs import guest_config
-from tests.support.migration_rig import Host, identity, install, start_host
+from tests.support.migration_rig import (
+    Pair,
+    booted_pair,
+    install,
+    on_domain,
+    qemu_query,
+    scratch,
+    state_names,
+)
 from tests.support.pki import TestPki
 from tests.support.real import GuestImage
-from tests.support.virt import domain_exists, remove_domains
+from tests.support.virt import domain_exists
 from virtplane_common.tls.names import Role, host_dns_name
 
 S = pb.HostVm
@@ -47,88 +49,57 @@ TIMEOUT = 240.0
 pytestmark = pytest.mark.guest
 
 
-@dataclass
-class Hosts:
-    a: Host
-    b: Host
-    pki: TestPki
-    guests: dict[str, pb.VmConfig]
-
-
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="vp-mt-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with scratch("vp-mt-") as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
 async def hosts(
     system_libvirt: str, second_libvirt: str, guest_image: GuestImage, workdir: Path
-) -> AsyncIterator[Hosts]:
-    pki = TestPki(workdir / "pki")
-    ids = identity(pki, system_libvirt), identity(pki, second_libvirt)
-    a, b = await asyncio.gather(
-        start_host("a", ids[0], workdir, TIMEOUT), start_host("b", ids[1], workdir, TIMEOUT)
-    )
+) -> AsyncIterator[Pair]:
     guests = {role: guest_config(guest_image, f"tls-{role}") for role in ("checked", "refused")}
-    try:
-        for config in guests.values():
-            await a.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
-        await asyncio.gather(*(a.watch.report(c.vm_id, 0) for c in guests.values()))
-        yield Hosts(a, b, pki, guests)
-    finally:
-        for host in (a, b):
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                listed = await host.stub.ListVms(pb.HostAgentServiceListVmsRequest())
-                for vm in listed.vms:
-                    await host.stub.DestroyVm(pb.HostAgentServiceDestroyVmRequest(vm_id=vm.vm_id))
-            await host.stop()
-        for uri in (system_libvirt, second_libvirt):
-            await asyncio.to_thread(remove_domains, uri, [c.vm_id for c in guests.values()])
+    uris = (system_libvirt, second_libvirt)
+    async with booted_pair(uris, workdir, guests, TIMEOUT) as pair:
+        yield pair
 
 
-def _names(states: list[S]) -> list[str]:
-    return [S.State.Name(s.state).removeprefix("STATE_") for s in states]
-
-
-def _on_domain(uri: str, vm_id: str, act: Any) -> Any:
-    conn = libvirt.open(uri)
-    try:
-        return act(conn.lookupByUUIDString(vm_id))
-    finally:
-        conn.close()
-
-
-def _migrate_parameters(uri: str, vm_id: str) -> dict[str, Any]:
-    """QEMU's own migration parameters of the running domain vm_id."""
-    command = json.dumps({"execute": "query-migrate-parameters"})
-    reply = _on_domain(uri, vm_id, lambda dom: libvirt_qemu.qemuMonitorCommand(dom, command, 0))
-    parameters: dict[str, Any] = json.loads(reply)["return"]
-    return parameters
-
-
-async def test_qemu_migrates_over_tls_to_the_named_host(hosts: Hosts) -> None:
+async def test_qemu_migrates_over_tls_to_the_named_host(hosts: Pair) -> None:
     a, b = hosts.a, hosts.b
     vm_id = hosts.guests["checked"].vm_id
     since_a, since_b = a.watch.mark(), b.watch.mark()
-    moving = await a.stub.MigrateVm(b.migrate_request(vm_id, max_bandwidth_mib=1))
+    request = b.migrate_request(vm_id, max_bandwidth_mib=1)
+    request.policy.auto_converge = True  # read back from QEMU below
+    moving = await a.stub.MigrateVm(request)
     assert moving.vm.state == S.STATE_MIGRATING_FROM
+    try:
+        await a.watch.until(
+            "the transfer to begin",
+            lambda: any(m.data_processed_bytes for m in a.watch.migrations(vm_id, since_a)),
+        )
+    except BaseException:
+        print(f"--- hostd a log\n{a.daemon.log_tail(60)}\n--- hostd b log\n{b.daemon.log_tail(60)}")
+        print(f"--- the last progress samples\n{a.watch.migrations(vm_id, since_a)[-3:]}")
+        raise
+    capabilities = await asyncio.to_thread(qemu_query, a.uri, vm_id, "query-migrate-capabilities")
+    assert {"capability": "auto-converge", "state": True} in capabilities, capabilities
     await a.watch.until(
-        "the transfer to begin",
-        lambda: any(m.data_processed_bytes for m in a.watch.migrations(vm_id, since_a)),
+        "five progress samples", lambda: len(a.watch.migrations(vm_id, since_a)) >= 5
     )
+    # About one a second (hostd.migration's progress interval): migrate3 has
+    # a libvirt connection of its own, so the samples are not held behind it.
+    print(f"samples at ms: {[m.elapsed_ms for m in a.watch.migrations(vm_id, since_a)]}")
 
-    parameters = await asyncio.to_thread(_migrate_parameters, a.uri, vm_id)
+    parameters = await asyncio.to_thread(qemu_query, a.uri, vm_id, "query-migrate-parameters")
     print(f"\nthe source QEMU's migration parameters: {json.dumps(parameters, sort_keys=True)}")
     assert parameters["tls-creds"], "QEMU migrates with TLS credentials"
     assert parameters["tls-hostname"] == host_dns_name(b.host_id) == f"{b.host_id}.hosts.virtplane"
 
     # Lifted, it lands: the same migration, over TLS to the end.
-    await asyncio.to_thread(_on_domain, a.uri, vm_id, lambda dom: dom.migrateSetMaxSpeed(8192))
+    await asyncio.to_thread(on_domain, a.uri, vm_id, lambda dom: dom.migrateSetMaxSpeed(8192))
     arriving = await b.watch.state(vm_id, S.STATE_RUNNING, since_b)
-    assert _names(arriving) == ["MIGRATING_TO", "RUNNING"]
+    assert state_names(arriving) == ["MIGRATING_TO", "RUNNING"]
     leaving = await a.watch.state(vm_id, S.STATE_DOWN, since_a)
     assert leaving[-1].exit_reason == S.EXIT_REASON_MIGRATED
     landed = b.watch.after(b.watch.when(vm_id, S.STATE_RUNNING, since_b))
@@ -136,21 +107,21 @@ async def test_qemu_migrates_over_tls_to_the_named_host(hosts: Hosts) -> None:
     assert domain_exists(b.uri, vm_id) and not domain_exists(a.uri, vm_id)
 
 
-async def _refused(hosts: Hosts, vm_id: str, host_id: str) -> str:
+async def _refused(hosts: Pair, vm_id: str, host_id: str) -> str:
     """Sends vm_id to B as host_id; returns why it failed, once it runs on A again."""
     a, b = hosts.a, hosts.b
     since_a, since_b = a.watch.mark(), b.watch.mark()
     moving = await a.stub.MigrateVm(b.migrate_request(vm_id, host_id=host_id))
     assert moving.vm.state == S.STATE_MIGRATING_FROM
     states = await a.watch.state(vm_id, S.STATE_RUNNING, since_a)
-    assert _names(states) == ["MIGRATING_FROM", "RUNNING"]
+    assert state_names(states) == ["MIGRATING_FROM", "RUNNING"]
     message = states[-1].message
     assert message.startswith(f"migration to {b.address} failed: "), message
     dropped = await b.watch.state(vm_id, S.STATE_DOWN, since_b)
     assert dropped[-1].exit_reason == S.EXIT_REASON_MIGRATION_FAILED
     await b.watch.until("the destination to let go", lambda: not domain_exists(b.uri, vm_id))
     # The VM runs on on its source: its domain runs and its agent reports.
-    code, _reason = await asyncio.to_thread(_on_domain, a.uri, vm_id, lambda dom: dom.state())
+    code, _reason = await asyncio.to_thread(on_domain, a.uri, vm_id, lambda dom: dom.state())
     assert code == libvirt.VIR_DOMAIN_RUNNING
     asked = a.watch.mark()
     await a.stub.RefreshVmGuestInfo(pb.HostAgentServiceRefreshVmGuestInfoRequest(vm_id=vm_id))
@@ -169,7 +140,7 @@ def _refused_by_tls(message: str, source_says: str) -> bool:
     )
 
 
-async def test_the_memory_goes_to_no_other_host(hosts: Hosts) -> None:
+async def test_the_memory_goes_to_no_other_host(hosts: Pair) -> None:
     vm_id = hosts.guests["refused"].vm_id
     b = hosts.b
 

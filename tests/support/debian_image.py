@@ -9,6 +9,7 @@ root (tests.support.real.IMAGE_ROOTS).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -33,6 +34,12 @@ class DebianImage:
     applications: int
     """How many packages the build found installed in the image."""
     user: str
+    test_package: str
+    """A package the image holds for the tests to install (not installed)."""
+    test_package_deb: str
+    """Its .deb, a path inside the guest."""
+    agent_deb: str
+    """The agent's own .deb (installed at build time), a path inside the guest."""
 
 
 def load_debian_image(directory: Path = DEBIAN_IMAGE_DIR) -> DebianImage:
@@ -44,6 +51,9 @@ def load_debian_image(directory: Path = DEBIAN_IMAGE_DIR) -> DebianImage:
         cmdline=data["cmdline"],
         applications=int(data["applications"]),
         user=data["user"],
+        test_package=data["test_package"],
+        test_package_deb=data["test_package_deb"],
+        agent_deb=data["agent_deb"],
     )
 
 
@@ -63,13 +73,8 @@ def copy_image(image: DebianImage, into: Path) -> DebianImage:
     shutil.copyfile(image.initrd, into / "initrd.img")
     for name in ("disk.img", "vmlinuz", "initrd.img"):
         (into / name).chmod(0o644)
-    return DebianImage(
-        disk=into / "disk.img",
-        kernel=into / "vmlinuz",
-        initrd=into / "initrd.img",
-        cmdline=image.cmdline,
-        applications=image.applications,
-        user=image.user,
+    return dataclasses.replace(
+        image, disk=into / "disk.img", kernel=into / "vmlinuz", initrd=into / "initrd.img"
     )
 
 
@@ -82,3 +87,22 @@ def debian_spec(image: DebianImage, memory_mib: int = 512, extra_cmdline: str = 
     return vp.VmSpec(
         vcpus=1, memory_mib=memory_mib, boot=boot, disks=(disk,), nics=(vp.Nic("nic0"),)
     )
+
+
+def read_journal(disk: Path, into: Path, *args: str) -> str:
+    """The persistent journal on a powered-off guest's disk (the image keeps
+    it in /var/log/journal): copied out by debugfs, no mount needed, and read
+    by the host's journalctl with args (for example -b 0 for the last boot)."""
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["debugfs", "-R", f"rdump /var/log/journal {into}", str(disk)],
+        check=True,
+        capture_output=True,
+    )
+    read = subprocess.run(
+        ["journalctl", f"--directory={into / 'journal'}", "--no-pager", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return read.stdout

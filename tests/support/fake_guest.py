@@ -44,7 +44,7 @@ class FakeGuest:
     async def send(self, message: gc.GuestMessage) -> None:
         self._sequence += 1
         message.sequence = self._sequence
-        message.agent_instance = "fake"
+        message.agent_instance = message.agent_instance or "fake"
         await self.send_raw(encode(message.SerializeToString(), 1 << 24))
 
     async def send_raw(self, data: bytes) -> None:

@@ -10,11 +10,19 @@ migration benchmark (tests.bench.migration).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import shutil
+import tempfile
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
+import libvirt
+import libvirt_qemu
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
@@ -23,7 +31,7 @@ from hostd import qemu_tls
 from tests.support.events import HostEvents
 from tests.support.pki import TestPki
 from tests.support.stack import Daemon, start_hostd
-from tests.support.virt import peer_uri_template, qemu_tls_dir
+from tests.support.virt import peer_uri_template, qemu_tls_dir, remove_domains
 from virtplane_common.tls.files import KeyPair
 from virtplane_common.tls.names import Role
 
@@ -114,3 +122,94 @@ async def start_host(name: str, host: Identity, workdir: Path, within: float) ->
     return Host(
         name, host, daemon, channel, stub, HostEvents.of_stub(stub, within), folder / "hostd"
     )
+
+
+@dataclass
+class Pair:
+    """Hosts a and b of one test CA, and the guests booted on a. A test that
+    restarts a host puts the new one here, so that the end stops it."""
+
+    a: Host
+    b: Host
+    pki: TestPki
+    guests: dict[str, pb.VmConfig]
+
+
+@contextlib.contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """A folder in /tmp that QEMU's user can search, removed at the end."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def booted_pair(
+    uris: tuple[str, str],
+    workdir: Path,
+    guests: dict[str, pb.VmConfig],
+    within: float,
+    *,
+    until_reported: bool = True,
+) -> AsyncIterator[Pair]:
+    """Hosts a (on uris[0]) and b (on uris[1]), each guest created on a and
+    waited for: its guest agent's first report, or (until_reported False)
+    its domain running. At the end every VM either host has is destroyed,
+    both hosts stop, and no domain of the guests is left on either libvirt."""
+    pki = TestPki(workdir / "pki")
+    ids = identity(pki, uris[0]), identity(pki, uris[1])
+    a, b = await asyncio.gather(
+        start_host("a", ids[0], workdir, within), start_host("b", ids[1], workdir, within)
+    )
+    pair = Pair(a, b, pki, guests)
+    try:
+        await asyncio.gather(
+            *(
+                a.stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=c, request_id="boot"))
+                for c in guests.values()
+            )
+        )
+        try:
+            if until_reported:
+                await asyncio.gather(*(a.watch.report(c.vm_id, 0) for c in guests.values()))
+            else:
+                running = pb.HostVm.STATE_RUNNING
+                await asyncio.gather(*(a.watch.state(c.vm_id, running, 0) for c in guests.values()))
+        except BaseException:
+            print(f"--- hostd a log\n{a.daemon.log_tail(60)}")
+            raise
+        yield pair
+    finally:
+        for host in (pair.a, pair.b):
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                listed = await host.stub.ListVms(pb.HostAgentServiceListVmsRequest())
+                for vm in listed.vms:
+                    await host.stub.DestroyVm(pb.HostAgentServiceDestroyVmRequest(vm_id=vm.vm_id))
+            await host.stop()
+        vm_ids = [c.vm_id for c in guests.values()]
+        for uri in uris:
+            await asyncio.to_thread(remove_domains, uri, vm_ids)
+
+
+def state_names(states: list[pb.HostVm]) -> list[str]:
+    """The states' names without their STATE_ prefix."""
+    return [pb.HostVm.State.Name(s.state).removeprefix("STATE_") for s in states]
+
+
+def on_domain(uri: str, vm_id: str, act: Any) -> Any:
+    """act(domain) on uri's domain of vm_id, asked of libvirt directly."""
+    conn = libvirt.open(uri)
+    try:
+        return act(conn.lookupByUUIDString(vm_id))
+    finally:
+        conn.close()
+
+
+def qemu_query(uri: str, vm_id: str, execute: str) -> Any:
+    """The return of a QMP query command on the VM's running QEMU."""
+    command = json.dumps({"execute": execute})
+    reply = on_domain(uri, vm_id, lambda dom: libvirt_qemu.qemuMonitorCommand(dom, command, 0))
+    return json.loads(reply)["return"]

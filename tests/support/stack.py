@@ -256,12 +256,39 @@ def start_host(
     controller's address and CA; returns once the controller has it UP. The
     returned Daemon's channel() reaches it as the controller (a controller pair
     from the controller's CA)."""
+    host = register_host(controller, name)
+    return start_registered(controller, workdir, host, libvirt_uri, extra)
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A host AddHost made (its id and one-time enrollment token), not yet enrolled."""
+
+    name: str
+    host_id: str
+    port: int
+    token: str
+
+
+def register_host(controller: Daemon, name: str) -> Registered:
+    """AddHost of name at a free local port: the host's id and token."""
     port = free_port()
     with vp.Client(controller.address, credentials=controller.credentials()) as client:
         added = client.hosts.register(name, f"127.0.0.1:{port}")
     assert added.token is not None, "AddHost returned no enrollment token"
-    token_file = workdir / f"{name}.token"
-    write_private(token_file, added.token.secret.encode())
+    return Registered(name, added.host.id, port, added.token.secret)
+
+
+def start_registered(
+    controller: Daemon,
+    workdir: Path,
+    host: Registered,
+    libvirt_uri: str = "qemu:///system",
+    extra: tuple[str, ...] = (),
+) -> Daemon:
+    """The hostd of a registered host, enrolled with its token (start_host)."""
+    token_file = workdir / f"{host.name}.token"
+    write_private(token_file, host.token.encode())
     enroll = (
         "--controller", controller.address,
         "--controller-ca", str(controller.ca_file),
@@ -269,13 +296,13 @@ def start_host(
     )  # fmt: skip
     pki = controller_pki(controller, workdir / "pki")
     hostd = start_hostd(
-        workdir, libvirt_uri, port, (*enroll, *extra), pki=pki, host_id=added.host.id
+        workdir, libvirt_uri, host.port, (*enroll, *extra), pki=pki, host_id=host.host_id
     )
     with vp.Client(controller.address, credentials=controller.credentials()) as client:
         until_sync(
-            lambda: client.hosts.get(added.host.id).status.state,
+            lambda: client.hosts.get(host.host_id).status.state,
             lambda state: state == vp.HostState.UP,
-            what=f"host {name} to be UP once enrolled",
+            what=f"host {host.name} to be UP once enrolled",
         )
     return hostd
 

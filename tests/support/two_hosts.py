@@ -11,6 +11,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import libvirt
@@ -21,7 +22,7 @@ import virtplane_client as vp
 from controller.app import Controller
 from tests.support.controller_rig import config, credentials_of
 from tests.support.rig_hosts import start_test_hostd
-from tests.support.stack import Daemon
+from tests.support.stack import Daemon, Registered, register_host, start_registered
 from tests.support.virt import peer_uri_template, qemu_tls_dir, remove_domains
 from tests.support.waiting import until
 
@@ -57,6 +58,38 @@ def start_hosts(
         for daemon in daemons:
             daemon.stop()
         destroy_all(uris[1])  # whatever a test left on the second host
+
+
+@dataclass(frozen=True)
+class Enrolling:
+    """A host registered with a controller process, its hostd not started."""
+
+    host: Registered
+    uri: str
+    folder: Path
+    extra: tuple[str, ...]
+
+    def start(self, controller: Daemon) -> Daemon:
+        """Its hostd, enrolled with its token; returns once the controller has it UP."""
+        return start_registered(controller, self.folder, self.host, self.uri, self.extra)
+
+
+def register_hosts(controller: Daemon, workdir: Path, uris: tuple[str, str]) -> list[Enrolling]:
+    """h1 on uris[0] and h2 on uris[1], registered with the controller
+    process (AddHost: their ids and tokens; tests.support.stack.start_host),
+    each to hand QEMU its pair for TLS migration and to reach the other's
+    libvirt by its id, as start_hosts' do. Start each when the test wants it UP."""
+    registered = [register_host(controller, name) for name in ("h1", "h2")]
+    ids = [host.host_id for host in registered]
+    template = peer_uri_template(workdir / "peers", dict(zip(ids, uris, strict=True)))
+    pending = []
+    for host, uri in zip(registered, uris, strict=True):
+        folder = workdir / host.name
+        folder.mkdir()
+        folder.chmod(0o755)
+        args = ("--qemu-tls-dir", str(qemu_tls_dir(uri)), "--peer-hypervisor-uri", template)
+        pending.append(Enrolling(host, uri, folder, args))
+    return pending
 
 
 def destroy_all(uri: str) -> None:

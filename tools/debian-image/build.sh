@@ -14,8 +14,14 @@
 #
 # The files under overlay/ are copied into the root as they are: DHCP on every
 # ethernet interface (systemd-networkd), the ordinary user logged in on the serial
-# console, and a unit for the tests that kills the agent only when the kernel
-# command line asks (virtplane-test-kill-agent.service).
+# console, the journal kept on the disk, and a unit for the tests that runs the
+# commands a test sends only when the kernel command line names where the test
+# listens (virtplane-test-control.service).
+#
+# For the tests too, $TEST_DIR in the image holds two packages to install by
+# dpkg: a small one made here by dpkg-deb (virtplane-test-hello, a file and
+# no dependencies) and a copy of the agent's own .deb (to install it again
+# after a test removed it).
 #
 # Environment: SUITE (bookworm), MIRROR (http://deb.debian.org/debian),
 #   DISK_SIZE (2G), GUEST_HOSTNAME (virtplane-debian).
@@ -41,12 +47,15 @@ DISK_SIZE=${DISK_SIZE:-2G}
 GUEST_USER=virtplane # overlay/etc/systemd/system/serial-getty@ttyS0.service.d logs it in
 GUEST_HOSTNAME=${GUEST_HOSTNAME:-virtplane-debian}
 CMDLINE="root=/dev/vda rw console=ttyS0"
+TEST_DIR=/usr/local/share/virtplane-test
+TEST_PACKAGE=virtplane-test-hello
+TEST_PACKAGE_VERSION=1.0
 
 PACKAGES=$(grep -v '^#' "$SCRIPT_DIR/packages.txt" | tr -s ' \n' ',' | sed 's/^,//; s/,$//')
 INPUTS=$( {
 	(cd "$SCRIPT_DIR" && find . -type f -printf '%m %p\n' | sort && find . -type f -print0 | sort -z | xargs -0 sha256sum)
 	sha256sum "$DEB" | cut -d' ' -f1
-	printf '%s\n' "$SUITE" "$MIRROR" "$DISK_SIZE" "$GUEST_HOSTNAME" "$CMDLINE"
+	printf '%s\n' "$SUITE" "$MIRROR" "$DISK_SIZE" "$GUEST_HOSTNAME" "$CMDLINE" "$TEST_DIR"
 } | sha256sum | cut -d' ' -f1)
 
 if [ "${FORCE:-0}" != 1 ] && [ -f "$OUT/inputs.sha256" ] &&
@@ -68,7 +77,25 @@ rm -f "$OUT/inputs.sha256" "$OUT/disk.img" "$OUT/vmlinuz" "$OUT/initrd.img" "$OU
 ROOT=$OUT/rootfs
 # --one-file-system: never into a /proc or /dev that a failed run left mounted.
 rm -rf --one-file-system "$ROOT"
-trap 'rm -rf --one-file-system "$ROOT"' EXIT
+WORK=$OUT/work
+rm -rf "$WORK"
+trap 'rm -rf --one-file-system "$ROOT" "$WORK"' EXIT
+
+# The test package: one file, no dependencies, no maintainer scripts.
+TEST_DEB_NAME=${TEST_PACKAGE}_${TEST_PACKAGE_VERSION}_all.deb
+mkdir -p "$WORK/pkg/DEBIAN" "$WORK/pkg/usr/share/doc/$TEST_PACKAGE"
+cat >"$WORK/pkg/DEBIAN/control" <<CONTROL
+Package: $TEST_PACKAGE
+Version: $TEST_PACKAGE_VERSION
+Architecture: all
+Maintainer: virtplane <virtplane@localhost>
+Section: misc
+Priority: optional
+Description: virtplane's tests: a package to install in the Debian guest
+ Installed by the tests to see the guest agent report the change.
+CONTROL
+echo "Installed by virtplane's tests." >"$WORK/pkg/usr/share/doc/$TEST_PACKAGE/README"
+dpkg-deb --root-owner-group --build "$WORK/pkg" "$WORK/$TEST_DEB_NAME" >/dev/null
 
 DEB_NAME=$(basename "$DEB")
 # mmdebstrap mounts /dev, /proc and /sys inside the root while it works. Once
@@ -91,7 +118,10 @@ mmdebstrap --quiet --variant=minbase --include="$PACKAGES" \
 	--customize-hook="chroot \"\$1\" passwd --delete root" \
 	--customize-hook="chroot \"\$1\" systemctl mask systemd-firstboot.service" \
 	--customize-hook="sync-in '$SCRIPT_DIR/overlay' /" \
-	--customize-hook="chroot \"\$1\" systemctl enable systemd-networkd.service virtplane-test-kill-agent.service" \
+	--customize-hook="chroot \"\$1\" systemctl enable systemd-networkd.service virtplane-test-control.service" \
+	--customize-hook="mkdir -p \"\$1$TEST_DIR\"" \
+	--customize-hook="upload '$WORK/$TEST_DEB_NAME' '$TEST_DIR/$TEST_DEB_NAME'" \
+	--customize-hook="upload '$DEB' '$TEST_DIR/$DEB_NAME'" \
 	--customize-hook="echo '$GUEST_HOSTNAME' > \"\$1/etc/hostname\"" \
 	--customize-hook="printf '127.0.0.1 localhost\n127.0.1.1 $GUEST_HOSTNAME\n' > \"\$1/etc/hosts\"" \
 	--customize-hook="echo '/dev/vda / ext4 rw,errors=remount-ro 0 1' > \"\$1/etc/fstab\"" \
@@ -126,6 +156,9 @@ cat >"$OUT/image.json" <<JSON
   "user": "$GUEST_USER",
   "hostname": "$GUEST_HOSTNAME",
   "applications": $APPLICATIONS,
+  "test_package": "$TEST_PACKAGE",
+  "test_package_deb": "$TEST_DIR/$TEST_DEB_NAME",
+  "agent_deb": "$TEST_DIR/$DEB_NAME",
   "rootfs_mb": $ROOT_MB,
   "rootfs_s": $(printf '%.1f' "$(echo "$ROOTFS_DONE - $START" | bc)"),
   "build_s": $(printf '%.1f' "$(echo "$END - $START" | bc)")
