@@ -7,13 +7,15 @@ BUILD := build
 GUEST := $(BUILD)/guest
 BUF := $(BUILD)/tools/node_modules/.bin/buf
 NODE_CLIENT := tests/node/node_modules/.package-lock.json
+WEB_DEPS := web/node_modules/.package-lock.json
+CHROMIUM := /usr/bin/chromium
 PROTO_SRC := $(wildcard protos/virtplane/v1/*.proto)
 PYTEST_ARGS ?=
 GUESTD_VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: setup host postgres proto lint test demo bench guest-image clean
+.PHONY: setup host postgres proto lint test demo bench guest-image clean web
 
-setup: host postgres $(VENV)/.installed $(NODE_CLIENT)
+setup: host postgres $(VENV)/.installed $(NODE_CLIENT) $(CHROMIUM) web
 
 # System packages and daemons (libvirtd, virtlogd); root only.
 host:
@@ -41,6 +43,22 @@ $(NODE_CLIENT): tests/node/package.json tests/node/package-lock.json
 		(apt-get update -q && apt-get install -y -q nodejs npm)
 	cd tests/node && npm ci --no-audit --no-fund --silent
 	@touch $@
+
+# The web page (web/): its npm packages as web/package-lock.json pins them;
+# its client generated from protos/ by buf (protobuf-es), type-checked, and
+# bundled by esbuild into web/dist, which the controller serves (--web-listen).
+$(WEB_DEPS): web/package.json web/package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null || \
+		(apt-get update -q && apt-get install -y -q nodejs npm)
+	cd web && npm ci --no-audit --no-fund --silent
+	@touch $@
+
+web: $(WEB_DEPS)
+	cd web && npx buf generate && npx tsc --noEmit && node build.mjs
+
+# Debian's Chromium, which tests/web drive through Playwright (no browser download).
+$(CHROMIUM):
+	apt-get update -q && apt-get install -y -q chromium
 
 proto: $(VENV)/.installed
 	$(BIN)/python protos/generate.py

@@ -40,6 +40,8 @@ Modules, one job each:
 - watch_stream  WatchVms: snapshot or resume, then every change
 - retention     pruning request ids, the audit log and ended operations
 - servicers     the gRPC servicers, thin: validate, call a service, convert
+- web/          the web page's port: gRPC-Web over the same servicers and
+                interceptors, the built page's files (see web/__init__.py)
 - app           everything assembled (Controller.start/stop)
 - main          the virtplane-controller command
 """

@@ -49,6 +49,9 @@ from controller.tls import ControllerTls, warn_insecure
 from controller.vm_store import VmStore
 from controller.watch import WatchHub
 from controller.watch_stream import WatchStream
+from controller.web.assets import PageApp
+from controller.web.grpc_web import GrpcWebApp
+from controller.web.server import WebServer
 from db import migrate
 from db.session import Database
 from virtplane_common.grpc_limits import MESSAGE_SIZE_OPTIONS
@@ -102,10 +105,9 @@ class Controller:
         self.restarter = HaRestarter(self.store, self.starter, config.ha)
         self._resend: asyncio.Task[int] | None = None
         self.auth = wiring.authenticator(self.db, self.identity.revoked(revoked))
-        self.server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(), *wiring.interceptors(config, self.auth)],
-            options=MESSAGE_SIZE_OPTIONS,
-        )
+        interceptors = [ErrorInterceptor(), *wiring.interceptors(config, self.auth)]
+        self.server = grpc.aio.server(interceptors=interceptors, options=MESSAGE_SIZE_OPTIONS)
+        self.web_rpc = GrpcWebApp(interceptors) if config.web_listen else None  # the page's
         self.verbs, self.migrations = self._migration_parts(config)
         self.evacuator = Evacuator(
             self.db,
@@ -118,7 +120,7 @@ class Controller:
         self.hosts.evacuate_now = self.evacuator.wakeup.nudge
         self.balancer = Balancer(self.db, self.verbs, config.balancing, config.scheduling_policy)
         self._add_services()
-        wiring.install(self.server, self.db, self.auth, ca, config)
+        wiring.install(self._rpc_servers(), self.db, self.auth, ca, config)
         self.identity.install(self.server)
         self.probes = Probes(
             self.server,
@@ -134,6 +136,7 @@ class Controller:
         self._pruning: asyncio.Task[None] | None = None
         self._renewal: asyncio.Task[None] | None = None
         self.port, self.mtls_port = self._add_ports()
+        self.web = self._web_port()
 
     def _migration_parts(self, config: ControllerConfig) -> tuple[VmVerbs, MigrationQueue]:
         """The verbs (MigrateVm among them) and the queue of waiting migrations,
@@ -146,23 +149,34 @@ class Controller:
         )
         return verbs, queue
 
+    def _rpc_servers(self) -> list[grpc.aio.Server]:
+        """Where the clients' services are added: the gRPC server, and the
+        page's gRPC-Web when --web-listen is set."""
+        return [self.server] if self.web_rpc is None else [self.server, self.web_rpc]
+
     def _add_services(self) -> None:
-        """The VM, operation, host and affinity group services on the server;
-        WatchVms and WaitOperation share one per-client limit."""
+        """The VM, operation, host and affinity group services on the server
+        (and the page's); WatchVms and WaitOperation share one per-client limit."""
         slots = StreamSlots(self.config.max_streams_per_client)
-        vm_service_pb2_grpc.add_VmServiceServicer_to_server(
-            VmServicer(self.vms, self.verbs, WatchStream(self.store), self.properties, slots),
-            self.server,
-        )
-        operation_service_pb2_grpc.add_OperationServiceServicer_to_server(
-            OperationServicer(OperationService(self.db, self.store.hub), slots), self.server
-        )
-        host_service_pb2_grpc.add_HostServiceServicer_to_server(
-            HostServicer(self.hosts, self.balancer), self.server
-        )
-        affinity_group_service_pb2_grpc.add_AffinityGroupServiceServicer_to_server(
-            AffinityGroupServicer(AffinityGroups(self.db)), self.server
-        )
+        vm = VmServicer(self.vms, self.verbs, WatchStream(self.store), self.properties, slots)
+        ops = OperationServicer(OperationService(self.db, self.store.hub), slots)
+        host = HostServicer(self.hosts, self.balancer)
+        group = AffinityGroupServicer(AffinityGroups(self.db))
+        for server in self._rpc_servers():
+            vm_service_pb2_grpc.add_VmServiceServicer_to_server(vm, server)
+            operation_service_pb2_grpc.add_OperationServiceServicer_to_server(ops, server)
+            host_service_pb2_grpc.add_HostServiceServicer_to_server(host, server)
+            affinity_group_service_pb2_grpc.add_AffinityGroupServiceServicer_to_server(
+                group, server
+            )
+
+    def _web_port(self) -> WebServer | None:
+        """--web-listen's port: TLS with the controller's certificate, unless plaintext."""
+        if self.web_rpc is None:
+            return None
+        page = PageApp(self.config.web_root, self.web_rpc)
+        files = self.tls.settings.controller_files if self.tls is not None else None
+        return WebServer(page, self.config.web_listen, files)
 
     def _host_credentials(self) -> grpc.ChannelCredentials | None:
         if self.tls is None or self.config.plaintext_hosts:
@@ -179,6 +193,8 @@ class Controller:
         return port, 0
 
     def _renewed(self, credentials: grpc.ChannelCredentials) -> None:
+        if self.web is not None:
+            self.web.renewed()
         if not self.config.plaintext_hosts:
             self.clients.renew(credentials)
 
@@ -188,6 +204,9 @@ class Controller:
         if failed:
             log.info("%d operations the hosts had not accepted ended FAILED", failed)
         await self.server.start()
+        if self.web is not None:
+            self.web.start()
+            log.info("web page at %s://%s", self.web.scheme, self.config.web_listen)
         await self.hosts.watch_all()
         keep = retention.Retention(
             request_ids=dt.timedelta(hours=self.config.request_id_retention_hours),
@@ -220,6 +239,9 @@ class Controller:
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.probes.stopping()
+        if self.web_rpc is not None and self.web is not None:
+            self.web_rpc.stop_streams()
+            await self.web.stop()
         await self.server.stop(grace)
         await self.restarter.stop()
         await self.evacuator.stop()

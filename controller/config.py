@@ -80,6 +80,10 @@ class ControllerConfig:
     plaintext_hosts: bool = False
     token_ttl_days: float = 90.0
     client_cert_days: float = 398.0
+    # The web page's HTTP address, host:port (TLS as listen); "": no page.
+    web_listen: str = ""
+    # The built page (`make web`).
+    web_root: Path = Path(__file__).resolve().parent.parent / "web" / "dist"
 
     @property
     def auth_required(self) -> bool:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 from controller.app import Controller
@@ -75,7 +76,18 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
         insecure_plaintext_dev=args.insecure_plaintext_dev,
         plaintext_hosts=args.plaintext_hosts_dev,
     )
-    return config, args.log_level
+    return replace(config, web_listen=args.web_listen, web_root=args.web_root), args.log_level
+
+
+def _add_web_arguments(parser: argparse.ArgumentParser, defaults: ControllerConfig) -> None:
+    parser.add_argument(
+        "--web-listen",
+        default=defaults.web_listen,
+        help="the web page's address, host:port (TLS as --listen; default: no page)",
+    )
+    parser.add_argument(
+        "--web-root", type=Path, default=defaults.web_root, help="the built page (make web)"
+    )
 
 
 def _add_migration_limits(parser: argparse.ArgumentParser, defaults: MigrationLimits) -> None:
@@ -212,6 +224,7 @@ def _add_security_arguments(parser: argparse.ArgumentParser, defaults: Controlle
         action="store_true",
         help="DEVELOPMENT ONLY: plaintext to hosts that have no identity yet",
     )
+    _add_web_arguments(parser, defaults)  # served as the gRPC port: TLS unless plaintext
 
 
 async def serve(config: ControllerConfig) -> None:

@@ -14,6 +14,7 @@ chmod 755 "$WORK"
 port() { "$BIN/python" -c 'from tests.support.stack import free_port; print(free_port())'; }
 HOSTD=127.0.0.1:$(port)
 CONTROLLER=127.0.0.1:$(port)
+WEB=127.0.0.1:$(port)
 STATE=$WORK/controller
 # The CLI's settings of this demo only (virtplane login writes them).
 export VIRTPLANE_CONFIG=$WORK/virtplane.toml
@@ -36,7 +37,7 @@ import json,sys; d=json.load(open(sys.argv[1])); print(d["kernel"], d["initrd"],
 
 say "logs and state in $WORK"
 "$BIN/virtplane-controller" --listen "$CONTROLLER" --database "sqlite:///$WORK/controller.db" \
-    --state-dir "$STATE" >"$WORK/controller.log" 2>&1 &
+    --state-dir "$STATE" --web-listen "$WEB" >"$WORK/controller.log" 2>&1 &
 pids+=($!)
 "$BIN/python" - "$CONTROLLER" "$STATE" <<'PY'
 import pathlib, sys, time, grpc
@@ -51,6 +52,7 @@ with grpc.secure_channel(controller, creds) as ch:
     grpc.channel_ready_future(ch).result(timeout=30)
 PY
 echo "controller on $CONTROLLER (TLS, authentication on; its CA and the admin's token in $STATE)"
+echo "web page at https://$WEB/ (its certificate from the CA $STATE/pki/ca.pem; sign in with $STATE/admin.token)"
 
 say "virtplane login --address $CONTROLLER --ca $STATE/pki/ca.pem --token-file $STATE/admin.token"
 "$BIN/virtplane" login --address "$CONTROLLER" --ca "$STATE/pki/ca.pem" \

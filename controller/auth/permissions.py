@@ -92,6 +92,7 @@ METHODS: dict[str, Permission] = {
     _PR + "ListTokens": _P.PRINCIPALS,
     _PR + "RevokeToken": _P.PRINCIPALS,
     _PR + "IssueClientCertificate": _P.PRINCIPALS,
+    _PR + "GetCurrentPrincipal": _P.READ,
     _EN + "EnrollHost": _P.OPEN,
     _EN + "CreateEnrollmentToken": _P.HOSTS,
 }

@@ -1,6 +1,7 @@
 """PrincipalService: principals, their tokens and client certificates, on
-the wire. Admin only (controller.auth.permissions); each mutation is in the
-audit log with the principal that asked for it."""
+the wire. Admin only (controller.auth.permissions) but GetCurrentPrincipal,
+which any principal may ask about itself; each mutation is in the audit log
+with the principal that asked for it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from virtplane.v1 import principal_service_pb2 as api
 from virtplane.v1 import principal_service_pb2_grpc as api_grpc
 
 from controller import audit
-from controller.auth import principals
+from controller.auth import caller, principals
 from controller.auth.permissions import Role
 from controller.convert import timestamp
 from controller.pki.ca import CertificateAuthority, InvalidRequest
@@ -63,8 +64,11 @@ class PrincipalServicer(api_grpc.PrincipalServiceServicer):
         ca: CertificateAuthority | None,
         token_ttl: dt.timedelta,
         cert_lifetime: dt.timedelta,
+        *,
+        authenticates: bool = True,
     ) -> None:
         self._db = db
+        self._authenticates = authenticates
         self._forget = forget
         self._ca = ca
         self._token_ttl = token_ttl
@@ -166,4 +170,21 @@ class PrincipalServicer(api_grpc.PrincipalServiceServicer):
         cert = await self._db.run(work)
         return api.IssueClientCertificateResponse(
             certificate_pem=cert_pem(cert).decode(), ca_pem=ca.cert_pem.decode()
+        )
+
+    async def GetCurrentPrincipal(
+        self, request: api.GetCurrentPrincipalRequest, context: Any
+    ) -> api.GetCurrentPrincipalResponse:
+        """The caller's name and role; without authentication, everyone may
+        do everything: an unnamed admin."""
+        if not self._authenticates:
+            return api.GetCurrentPrincipalResponse(
+                principal=api.Principal(role=api.ROLE_ADMIN), authentication_required=False
+            )
+        principal = caller.current.get()
+        if principal is None:  # the interceptor sets it for every authenticated call
+            raise FailedPrecondition("the call has no principal")
+        return api.GetCurrentPrincipalResponse(
+            principal=api.Principal(name=principal.name, role=_ROLE_PROTOS[principal.role]),
+            authentication_required=True,
         )

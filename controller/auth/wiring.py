@@ -4,7 +4,7 @@ PrincipalService, and the bootstrap admin of a first start."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,13 +56,13 @@ def interceptors(config: ControllerConfig, auth: Authenticator) -> list[AuthInte
 
 
 def install(
-    server: grpc.aio.Server,
+    servers: Sequence[grpc.aio.Server],
     db: Database,
     auth: Authenticator,
     ca: CertificateAuthority | None,
     config: ControllerConfig,
 ) -> None:
-    """Adds PrincipalService to server; with authentication required, makes
+    """Adds PrincipalService to the servers; with authentication required, makes
     the bootstrap admin at the first start."""
     settings = AuthSettings(
         config.state_dir,
@@ -70,8 +70,14 @@ def install(
         client_cert_lifetime=dt.timedelta(days=config.client_cert_days),
     )
     servicer = PrincipalServicer(
-        db, auth.forget, ca, settings.token_ttl, settings.client_cert_lifetime
+        db,
+        auth.forget,
+        ca,
+        settings.token_ttl,
+        settings.client_cert_lifetime,
+        authenticates=config.auth_required,
     )
-    principal_service_pb2_grpc.add_PrincipalServiceServicer_to_server(servicer, server)
+    for server in servers:
+        principal_service_pb2_grpc.add_PrincipalServiceServicer_to_server(servicer, server)
     if config.auth_required:
         principals.bootstrap(db, settings.state_dir, settings.admin_token_ttl)

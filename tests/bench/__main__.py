@@ -20,6 +20,7 @@ from tests.bench import (
     migration,
     scale,
     start_path,
+    web,
 )
 from tests.support.real import REPO, GuestImage, load_guest_image
 
@@ -52,6 +53,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     ),
     # the image of `make debian-image` (VIRTPLANE_DEBIAN_IMAGE), not the test image
     "debian_guest": lambda _image, workdir, args: debian_guest.run(workdir, args.idle_window),
+    "web": lambda image, workdir, args: web.run(image, workdir, args.rounds),
 }
 
 

@@ -157,3 +157,10 @@ async def test_tokens_never_reach_the_log_or_errors(
     assert good not in denied[1]
     for secret in (good, bad, auth.admin_token):
         assert secret not in caplog.text
+
+
+async def test_a_principal_is_told_who_it_is(auth: AuthRig) -> None:
+    token = await auth.token_of("looker", "viewer")
+    got = await auth.principals(token).GetCurrentPrincipal(pr.GetCurrentPrincipalRequest())
+    assert (got.principal.name, got.principal.role) == ("looker", pr.ROLE_VIEWER)
+    assert got.authentication_required

@@ -395,3 +395,46 @@ class IssueClientCertificateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IssueClientCertificateResponse: _TypeAlias = IssueClientCertificateResponse  # noqa: Y015
+
+@_typing.final
+class GetCurrentPrincipalRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCurrentPrincipalRequest: _TypeAlias = GetCurrentPrincipalRequest  # noqa: Y015
+
+@_typing.final
+class GetCurrentPrincipalResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    AUTHENTICATION_REQUIRED_FIELD_NUMBER: _builtins.int
+    authentication_required: _builtins.bool
+    """Whether the controller authenticates its clients."""
+    @_builtins.property
+    def principal(self) -> Global___Principal:
+        """name and role only; role ROLE_ADMIN and an empty name when the
+        controller does not authenticate its clients (development only).
+        """
+
+    def __init__(
+        self,
+        *,
+        principal: Global___Principal | None = ...,
+        authentication_required: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["principal", b"principal"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authentication_required", b"authentication_required", "principal", b"principal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCurrentPrincipalResponse: _TypeAlias = GetCurrentPrincipalResponse  # noqa: Y015

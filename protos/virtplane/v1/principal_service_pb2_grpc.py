@@ -71,6 +71,11 @@ class PrincipalServiceStub:
                 request_serializer=virtplane_dot_v1_dot_principal__service__pb2.IssueClientCertificateRequest.SerializeToString,
                 response_deserializer=virtplane_dot_v1_dot_principal__service__pb2.IssueClientCertificateResponse.FromString,
                 _registered_method=True)
+        self.GetCurrentPrincipal = channel.unary_unary(
+                '/virtplane.v1.PrincipalService/GetCurrentPrincipal',
+                request_serializer=virtplane_dot_v1_dot_principal__service__pb2.GetCurrentPrincipalRequest.SerializeToString,
+                response_deserializer=virtplane_dot_v1_dot_principal__service__pb2.GetCurrentPrincipalResponse.FromString,
+                _registered_method=True)
 
 
 class PrincipalServiceServicer:
@@ -122,6 +127,14 @@ class PrincipalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCurrentPrincipal(self, request, context):
+        """The principal the call's own credentials name (any role): lets a client
+        such as the web page show what its role may do.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PrincipalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +172,11 @@ def add_PrincipalServiceServicer_to_server(servicer, server):
                     servicer.IssueClientCertificate,
                     request_deserializer=virtplane_dot_v1_dot_principal__service__pb2.IssueClientCertificateRequest.FromString,
                     response_serializer=virtplane_dot_v1_dot_principal__service__pb2.IssueClientCertificateResponse.SerializeToString,
+            ),
+            'GetCurrentPrincipal': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCurrentPrincipal,
+                    request_deserializer=virtplane_dot_v1_dot_principal__service__pb2.GetCurrentPrincipalRequest.FromString,
+                    response_serializer=virtplane_dot_v1_dot_principal__service__pb2.GetCurrentPrincipalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +370,33 @@ class PrincipalService:
             '/virtplane.v1.PrincipalService/IssueClientCertificate',
             virtplane_dot_v1_dot_principal__service__pb2.IssueClientCertificateRequest.SerializeToString,
             virtplane_dot_v1_dot_principal__service__pb2.IssueClientCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCurrentPrincipal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/virtplane.v1.PrincipalService/GetCurrentPrincipal',
+            virtplane_dot_v1_dot_principal__service__pb2.GetCurrentPrincipalRequest.SerializeToString,
+            virtplane_dot_v1_dot_principal__service__pb2.GetCurrentPrincipalResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,10 @@ class PrincipalServiceStub:
     RevokeToken: _grpc.UnaryUnaryMultiCallable[_principal_service_pb2.RevokeTokenRequest, _principal_service_pb2.RevokeTokenResponse]
     IssueClientCertificate: _grpc.UnaryUnaryMultiCallable[_principal_service_pb2.IssueClientCertificateRequest, _principal_service_pb2.IssueClientCertificateResponse]
     """Signs the key of csr_pem as a user certificate naming the principal."""
+    GetCurrentPrincipal: _grpc.UnaryUnaryMultiCallable[_principal_service_pb2.GetCurrentPrincipalRequest, _principal_service_pb2.GetCurrentPrincipalResponse]
+    """The principal the call's own credentials name (any role): lets a client
+    such as the web page show what its role may do.
+    """
 
 @_typing.type_check_only
 class PrincipalServiceAsyncStub(PrincipalServiceStub):
@@ -61,6 +65,10 @@ class PrincipalServiceAsyncStub(PrincipalServiceStub):
     RevokeToken: _aio.UnaryUnaryMultiCallable[_principal_service_pb2.RevokeTokenRequest, _principal_service_pb2.RevokeTokenResponse]  # type: ignore[assignment]
     IssueClientCertificate: _aio.UnaryUnaryMultiCallable[_principal_service_pb2.IssueClientCertificateRequest, _principal_service_pb2.IssueClientCertificateResponse]  # type: ignore[assignment]
     """Signs the key of csr_pem as a user certificate naming the principal."""
+    GetCurrentPrincipal: _aio.UnaryUnaryMultiCallable[_principal_service_pb2.GetCurrentPrincipalRequest, _principal_service_pb2.GetCurrentPrincipalResponse]  # type: ignore[assignment]
+    """The principal the call's own credentials name (any role): lets a client
+    such as the web page show what its role may do.
+    """
 
 class PrincipalServiceServicer(metaclass=_abc_1.ABCMeta):
     """Principals (users and service accounts), their roles and their API
@@ -117,5 +125,15 @@ class PrincipalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_principal_service_pb2.IssueClientCertificateResponse, _abc.Awaitable[_principal_service_pb2.IssueClientCertificateResponse]]:
         """Signs the key of csr_pem as a user certificate naming the principal."""
+
+    @_abc_1.abstractmethod
+    def GetCurrentPrincipal(
+        self,
+        request: _principal_service_pb2.GetCurrentPrincipalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_principal_service_pb2.GetCurrentPrincipalResponse, _abc.Awaitable[_principal_service_pb2.GetCurrentPrincipalResponse]]:
+        """The principal the call's own credentials name (any role): lets a client
+        such as the web page show what its role may do.
+        """
 
 def add_PrincipalServiceServicer_to_server(servicer: PrincipalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
