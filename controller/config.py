@@ -80,6 +80,9 @@ class ControllerConfig:
     plaintext_hosts: bool = False
     token_ttl_days: float = 90.0
     client_cert_days: float = 398.0
+    # Prometheus metrics over plain HTTP (GET /metrics) on host:port; "": none
+    # (controller.metrics).
+    metrics_listen: str = ""
 
     @property
     def auth_required(self) -> bool:
