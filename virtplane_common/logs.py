@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TextIO
 
 from virtplane_common import log_context
 
@@ -52,14 +52,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def setup(level: str = "INFO", fmt: str = "text") -> None:
-    """Configures the root logger for a daemon: level, and text or json."""
+def handler(fmt: str = "text", stream: TextIO | None = None) -> logging.Handler:
+    """A handler writing fmt (text or json) lines to stream (default stderr)."""
     if fmt not in FORMATS:
         raise ValueError(f"log format {fmt!r}: one of {', '.join(FORMATS)}")
-    handler = logging.StreamHandler()
-    handler.addFilter(ContextFilter())
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    written = logging.StreamHandler(stream)
+    written.addFilter(ContextFilter())
+    written.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT))
+    return written
+
+
+def setup(level: str = "INFO", fmt: str = "text") -> None:
+    """Configures the root logger for a daemon: level, and text or json."""
+    logging.basicConfig(level=level, handlers=[handler(fmt)], force=True)
 
 
 @dataclass(frozen=True)
