@@ -5,16 +5,11 @@ nothing boots; see tests/controller/test_on_postgres.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
-from virtplane.v1 import vm_pb2
 from virtplane.v1 import vm_service_pb2 as vm_api
 from virtplane.v1 import vm_service_pb2_grpc as vm_grpc
 
@@ -22,72 +17,15 @@ from controller.main import parse
 from controller.metrics.wiring import ControllerMetrics
 from db.session import Database
 from tests.support.controller_rig import error, spec
+from tests.support.observed import boot_files, observed_stack, vm_api_of
 from tests.support.scrape import Samples, scrape
-from tests.support.stack import Daemon, free_port, start_controller, start_host
+from tests.support.stack import free_port, start_controller
 from tests.support.waiting import until
-from virtplane_client.credentials import open_channel
 
 VMS = "virtplane.v1.VmService"
 AGENT = "virtplane.v1.HostAgentService"
 HANDLED = "virtplane_grpc_server_handled_total"
 PHASE_COUNT = "virtplane_operation_phase_seconds_count"
-
-
-@dataclass
-class Observed:
-    """A controller and its hostd, each with its metrics address."""
-
-    controller: Daemon
-    controller_metrics: str
-    hostd: Daemon
-    hostd_metrics: str
-    workdir: Path
-
-    def controller_scrape(self) -> Samples:
-        return scrape(self.controller_metrics)
-
-    def hostd_scrape(self) -> Samples:
-        return scrape(self.hostd_metrics)
-
-
-@contextlib.contextmanager
-def observed_stack(database_url: str | None, *log: str) -> Iterator[Observed]:
-    """A controller and an enrolled hostd on test:///default, both with
-    --metrics-listen (and the log arguments given)."""
-    folder = Path(tempfile.mkdtemp(prefix="vp-"))  # short: socket paths must fit
-    at_controller, at_hostd = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    controller = start_controller(
-        folder, database_url, extra=("--metrics-listen", at_controller, *log)
-    )
-    try:
-        hostd = start_host(
-            controller, folder, "t1", "test:///default", extra=("--metrics-listen", at_hostd, *log)
-        )
-        try:
-            yield Observed(controller, at_controller, hostd, at_hostd, folder)
-        finally:
-            hostd.stop()
-    finally:
-        controller.stop()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@contextlib.asynccontextmanager
-async def vm_api_of(daemon: Daemon) -> AsyncIterator[vm_grpc.VmServiceAsyncStub]:
-    channel = open_channel(daemon.address, daemon.credentials(), ())
-    try:
-        yield vm_grpc.VmServiceStub(channel)
-    finally:
-        await channel.close(None)
-
-
-def boot_files(folder: Path) -> vm_pb2.BootSource:
-    # The test driver boots nothing, but hostd checks that the files exist.
-    (folder / "vmlinuz").write_bytes(b"")
-    (folder / "initrd").write_bytes(b"")
-    return vm_pb2.BootSource(
-        kernel_path=str(folder / "vmlinuz"), initrd_path=str(folder / "initrd")
-    )
 
 
 async def scraped(
