@@ -33,9 +33,7 @@ def bind(*, request_id: str = "", operation_id: str = "", vm: str = "", host: st
             _VARS[name].set(value)
 
 
-def only(
-    *, request_id: str = "", operation_id: str = "", vm: str = "", host: str = ""
-) -> None:
+def only(*, request_id: str = "", operation_id: str = "", vm: str = "", host: str = "") -> None:
     """Binds exactly these values, clearing the others: for a long-lived task
     that a call started but that outlives it (a host's monitor)."""
     for name, value in (
