@@ -113,11 +113,17 @@ class VerbRunner:
             vm_ref, lambda s, v: self._begin(s, v, call, steps), call
         )
         target = begun.target
-        log_context.bind(operation_id=begun.op_id, vm=vm.id)
         if target is None:
             return await self._answer(begun.op_id)
-        log_context.bind(host=target.host_name)
-        log.info("%s of VM %s: asking host %s", steps.verb.name, vm.name, target.host_name)
+        # What this verb logs, and hostd's log of the call, name its operation.
+        with log_context.bound(operation_id=begun.op_id, vm=vm.id, host=target.host_name):
+            log.info("%s of VM %s: asking host %s", steps.verb.name, vm.name, target.host_name)
+            return await self._call_host(vm, call, steps, begun, target)
+
+    async def _call_host(
+        self, vm: Vm, call: Call, steps: Steps, begun: Begun, target: HostTarget
+    ) -> VmAndOperation:
+        """Steps 3 to 5 of the module's docstring."""
         client = self._clients.get(target.host_id, target.host_name, target.address)
         dispatched = utcnow()
         try:
