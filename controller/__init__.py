@@ -40,6 +40,9 @@ Modules, one job each:
 - watch_stream  WatchVms: snapshot or resume, then every change
 - retention     pruning request ids, the audit log and ended operations
 - servicers     the gRPC servicers, thin: validate, call a service, convert
+- metrics/      /metrics on --metrics-listen: RPCs, operation phases, VMs and hosts
+                by state, migrations, the database pool, the monitors (see
+                metrics/__init__.py)
 - app           everything assembled (Controller.start/stop)
 - main          the virtplane-controller command
 """
