@@ -17,7 +17,7 @@ from controller.main import parse
 from controller.metrics.wiring import ControllerMetrics
 from db.session import Database
 from tests.support.controller_rig import error, spec
-from tests.support.observed import boot_files, observed_stack, vm_api_of
+from tests.support.observed import Observed, boot_files, observed_stack, vm_api_of
 from tests.support.scrape import Samples, scrape
 from tests.support.stack import free_port, start_controller
 from tests.support.waiting import until
@@ -54,78 +54,86 @@ async def test_numbers_move_with_a_start_and_a_stop(database_url: str) -> None:
             assert created.value("virtplane_vms", state="DOWN") == 1
 
             await vms.StartVm(vm_api.StartVmRequest(vm="v1"))
-            # One scrape is no snapshot: the phases are read before the
-            # database is, so the transaction that made v1 POWERING_UP may
-            # commit between the two reads.
-            started = await scraped(
-                stack.controller_scrape,
-                lambda s: (
-                    s.value("virtplane_vms", state="POWERING_UP")
-                    == s.value(PHASE_COUNT, kind="START_VM", phase="powering_up")
-                    == 1
-                ),
-                "v1 POWERING_UP in the controller's metrics, its phase counted",
-            )
-            assert started.value("virtplane_vms", state="DOWN") == 0
-            assert started.value(HANDLED, service=VMS, method="StartVm", code="OK") == 1
-            assert (
-                started.value(
-                    "virtplane_grpc_server_handling_seconds_count", service=VMS, method="StartVm"
-                )
-                == 1
-            )
-            for phase in ("scheduled", "dispatched", "accepted", "powering_up"):
-                assert started.value(PHASE_COUNT, kind="START_VM", phase=phase) == 1, phase
-            assert started.value(PHASE_COUNT, kind="START_VM", phase="up") == 0  # nothing boots
-            took = {
-                phase: started.value(
-                    "virtplane_operation_phase_seconds_sum", kind="START_VM", phase=phase
-                )
-                for phase in ("scheduled", "dispatched", "accepted", "powering_up")
-            }
-            # Booked in the request's transaction; sent after it, accepted on
-            # the answer. The host's POWERING_UP may be recorded before or after
-            # that answer is: whichever transaction comes first.
-            assert took["scheduled"] == 0
-            assert 0 < took["dispatched"] <= took["accepted"]
-            assert took["powering_up"] > 0
-
-            on_host = stack.hostd_scrape()
-            assert on_host.value("virtplane_hostd_vms", state="RUNNING") == 1
-            assert on_host.value(HANDLED, service=AGENT, method="CreateVm", code="OK") == 1
-            assert on_host.total("virtplane_hostd_libvirt_call_seconds_count", outcome="ok") > 0
-            # The monitor has applied every event hostd journalled: none behind.
-            sequence = on_host.value("virtplane_hostd_event_sequence")
-            assert sequence > 0
-            await scraped(
-                stack.controller_scrape,
-                lambda s: s.value("virtplane_monitor_applied_sequence", host="t1") == sequence,
-                f"the monitor at hostd's event {sequence}",
-            )
-
-            code, _ = await error(vms.StartVm(vm_api.StartVmRequest(vm="no-such-vm")))
-            assert code is grpc.StatusCode.NOT_FOUND
-            code, _ = await error(vms.StartVm(vm_api.StartVmRequest(vm="v1")))
-            assert code is grpc.StatusCode.FAILED_PRECONDITION  # it runs already
-            refused = stack.controller_scrape()
-            for status in ("OK", "NOT_FOUND", "FAILED_PRECONDITION"):
-                assert refused.value(HANDLED, service=VMS, method="StartVm", code=status) == 1
-            # A refused start begins no operation: the phases count one start.
-            assert refused.value(PHASE_COUNT, kind="START_VM", phase="accepted") == 1
-
+            await _started(stack)
+            await _on_host_and_followed(stack)
+            await _refused_starts(stack, vms)
             await vms.StopVm(vm_api.StopVmRequest(vm="v1"))
-            stopped = await scraped(
-                stack.controller_scrape,
-                lambda s: s.value("virtplane_vms", state="DOWN") == 1,
-                "v1 DOWN in the controller's metrics",
-            )
-            assert stopped.value("virtplane_vms", state="POWERING_UP") == 0
-            assert stopped.value(PHASE_COUNT, kind="STOP_VM", phase="accepted") == 1
-            await scraped(
-                stack.hostd_scrape,
-                lambda s: s.value("virtplane_hostd_vms", state="RUNNING") == 0,
-                "v1 gone from hostd's metrics",
-            )
+            await _stopped(stack)
+
+
+async def _started(stack: Observed) -> None:
+    """v1 POWERING_UP: the state, the RPC and the start's phases so far."""
+    # One scrape is no snapshot: the phases are read before the database
+    # is, so the transaction that made v1 POWERING_UP may commit between.
+    started = await scraped(
+        stack.controller_scrape,
+        lambda s: (
+            s.value("virtplane_vms", state="POWERING_UP")
+            == s.value(PHASE_COUNT, kind="START_VM", phase="powering_up")
+            == 1
+        ),
+        "v1 POWERING_UP in the controller's metrics, its phase counted",
+    )
+    assert started.value("virtplane_vms", state="DOWN") == 0
+    assert started.value(HANDLED, service=VMS, method="StartVm", code="OK") == 1
+    latency = "virtplane_grpc_server_handling_seconds_count"
+    assert started.value(latency, service=VMS, method="StartVm") == 1
+    phases = ("scheduled", "dispatched", "accepted", "powering_up")
+    for phase in phases:
+        assert started.value(PHASE_COUNT, kind="START_VM", phase=phase) == 1, phase
+    assert started.value(PHASE_COUNT, kind="START_VM", phase="up") == 0  # nothing boots
+    took = {
+        phase: started.value("virtplane_operation_phase_seconds_sum", kind="START_VM", phase=phase)
+        for phase in phases
+    }
+    # Booked in the request's transaction; sent after it, accepted on the
+    # answer. The host's POWERING_UP may be recorded before or after that
+    # answer is: whichever transaction comes first.
+    assert took["scheduled"] == 0
+    assert 0 < took["dispatched"] <= took["accepted"]
+    assert took["powering_up"] > 0
+
+
+async def _on_host_and_followed(stack: Observed) -> None:
+    """hostd runs v1; the monitor has applied every event hostd journalled."""
+    on_host = stack.hostd_scrape()
+    assert on_host.value("virtplane_hostd_vms", state="RUNNING") == 1
+    assert on_host.value(HANDLED, service=AGENT, method="CreateVm", code="OK") == 1
+    assert on_host.total("virtplane_hostd_libvirt_call_seconds_count", outcome="ok") > 0
+    sequence = on_host.value("virtplane_hostd_event_sequence")
+    assert sequence > 0
+    await scraped(
+        stack.controller_scrape,
+        lambda s: s.value("virtplane_monitor_applied_sequence", host="t1") == sequence,
+        f"the monitor at hostd's event {sequence}",
+    )
+
+
+async def _refused_starts(stack: Observed, vms: vm_grpc.VmServiceAsyncStub) -> None:
+    code, _ = await error(vms.StartVm(vm_api.StartVmRequest(vm="no-such-vm")))
+    assert code is grpc.StatusCode.NOT_FOUND
+    code, _ = await error(vms.StartVm(vm_api.StartVmRequest(vm="v1")))
+    assert code is grpc.StatusCode.FAILED_PRECONDITION  # it runs already
+    refused = stack.controller_scrape()
+    for status in ("OK", "NOT_FOUND", "FAILED_PRECONDITION"):
+        assert refused.value(HANDLED, service=VMS, method="StartVm", code=status) == 1
+    # A refused start begins no operation: the phases count one start.
+    assert refused.value(PHASE_COUNT, kind="START_VM", phase="accepted") == 1
+
+
+async def _stopped(stack: Observed) -> None:
+    stopped = await scraped(
+        stack.controller_scrape,
+        lambda s: s.value("virtplane_vms", state="DOWN") == 1,
+        "v1 DOWN in the controller's metrics",
+    )
+    assert stopped.value("virtplane_vms", state="POWERING_UP") == 0
+    assert stopped.value(PHASE_COUNT, kind="STOP_VM", phase="accepted") == 1
+    await scraped(
+        stack.hostd_scrape,
+        lambda s: s.value("virtplane_hostd_vms", state="RUNNING") == 0,
+        "v1 gone from hostd's metrics",
+    )
 
 
 async def test_a_refused_request_is_counted_by_its_code(tmp_path: Path) -> None:
