@@ -10,9 +10,12 @@ starts. virtplane_common.logs puts the bound values on every record.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TypeVar
+
+T = TypeVar("T")
 
 FIELDS = ("request_id", "operation_id", "vm", "host")
 
@@ -43,6 +46,14 @@ def only(*, request_id: str = "", operation_id: str = "", vm: str = "", host: st
         ("host", host),
     ):
         _VARS[name].set(value)
+
+
+async def only_for(work: Awaitable[T], *, vm: str = "", host: str = "") -> T:
+    """Awaits work with only vm and host bound: for long-lived work a call
+    starts in a task of its own (its records then name no request). Await
+    it as its task's whole coroutine: the binding stays with that task."""
+    only(vm=vm, host=host)
+    return await work
 
 
 @contextmanager

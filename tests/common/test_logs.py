@@ -99,3 +99,14 @@ async def test_only_clears_what_a_long_lived_task_inherited() -> None:
     with log_context.bound(request_id="the-call-that-started-it", vm="v1"):
         assert await asyncio.create_task(monitor()) == {"host": "h1"}
         assert log_context.current() == {"request_id": "the-call-that-started-it", "vm": "v1"}
+
+
+async def test_work_only_for_a_vm_names_no_request() -> None:
+    async def channel_loop() -> dict[str, str]:
+        await asyncio.sleep(0)
+        return log_context.current()
+
+    with log_context.bound(request_id="create-call", operation_id="op-1"):
+        work = log_context.only_for(channel_loop(), vm="v1")
+        assert await asyncio.create_task(work) == {"vm": "v1"}
+        assert log_context.current() == {"request_id": "create-call", "operation_id": "op-1"}
