@@ -7,6 +7,10 @@ method and status code, unary calls' latency as a histogram by method.
 Put it first in the server's interceptor list, outside the error
 interceptor (virtplane_common.status), so that it sees the status code each
 call ends with, errors translated and authentication refusals included.
+
+A call is counted as its handler unwinds. An aborted call's status is sent
+by the abort itself, so its client may see the status a moment before the
+count moves; a successful call's answer is sent after it is counted.
 """
 
 from __future__ import annotations

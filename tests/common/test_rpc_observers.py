@@ -122,6 +122,8 @@ async def test_calls_are_counted_by_method_and_code(served: Served) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await served.unary("Missing")(Request(vm="v9"))
     assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+    # An abort sends the status before the handler unwinds: counted just after.
+    await until(lambda: served.handled("Missing", "NOT_FOUND"), what="the refusal counted")
     assert served.handled("Context", "OK") == 2
     assert served.handled("Missing", "NOT_FOUND") == 1
     assert served.handled("Missing", "OK") == 0
