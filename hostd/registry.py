@@ -264,7 +264,7 @@ class VmRegistry:
         )
         vm.channel = channel
         # It outlives the call that opened it: its records name the VM only.
-        work = log_context.only_for(channel.run(), vm=vm.vm_id)
+        work = log_context.only_for(channel.run, vm=vm.vm_id)
         vm.channel_task = self._tasks.spawn(work, f"guest channel {vm.vm_id}")
 
     def _on_guest_report(self, vm_id: str, guest: vm_pb2.GuestInfo) -> None:

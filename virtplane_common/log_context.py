@@ -10,7 +10,7 @@ starts. virtplane_common.logs puts the bound values on every record.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TypeVar
@@ -48,12 +48,14 @@ def only(*, request_id: str = "", operation_id: str = "", vm: str = "", host: st
         _VARS[name].set(value)
 
 
-async def only_for(work: Awaitable[T], *, vm: str = "", host: str = "") -> T:
-    """Awaits work with only vm and host bound: for long-lived work a call
+async def only_for(work: Callable[[], Awaitable[T]], *, vm: str = "", host: str = "") -> T:
+    """Awaits work() with only vm and host bound: for long-lived work a call
     starts in a task of its own (its records then name no request). Await
-    it as its task's whole coroutine: the binding stays with that task."""
+    it as its task's whole coroutine: the binding stays with that task.
+    (work is called here, so a task cancelled before it runs leaves no
+    coroutine never awaited.)"""
     only(vm=vm, host=host)
-    return await work
+    return await work()
 
 
 @contextmanager

@@ -107,6 +107,6 @@ async def test_work_only_for_a_vm_names_no_request() -> None:
         return log_context.current()
 
     with log_context.bound(request_id="create-call", operation_id="op-1"):
-        work = log_context.only_for(channel_loop(), vm="v1")
+        work = log_context.only_for(channel_loop, vm="v1")
         assert await asyncio.create_task(work) == {"vm": "v1"}
         assert log_context.current() == {"request_id": "create-call", "operation_id": "op-1"}
