@@ -42,6 +42,9 @@ Modules, one job each:
 - servicers     the gRPC servicers, thin: validate, call a service, convert
 - web/          the web page's port: gRPC-Web over the same servicers and
                 interceptors, the built page's files (see web/__init__.py)
+- metrics/      /metrics on --metrics-listen: RPCs, operation phases, VMs and hosts
+                by state, migrations, the database pool, the monitors (see
+                metrics/__init__.py)
 - app           everything assembled (Controller.start/stop)
 - main          the virtplane-controller command
 """

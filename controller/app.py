@@ -35,6 +35,7 @@ from controller.lifecycle.migration_queue import MigrationQueue
 from controller.lifecycle.placement import Starter
 from controller.lifecycle.power import VmVerbs
 from controller.maintenance import Evacuator
+from controller.metrics.wiring import ControllerMetrics
 from controller.monitor import MonitorSettings
 from controller.operation_service import OperationService
 from controller.pki.ca import CertificateAuthority
@@ -50,13 +51,14 @@ from controller.vm_store import VmStore
 from controller.watch import WatchHub
 from controller.watch_stream import WatchStream
 from controller.web.assets import PageApp
-from controller.web.grpc_web import GrpcWebApp
+from controller.web.grpc_web import GrpcWebApp, Interceptor
 from controller.web.server import WebServer
 from db import migrate
 from db.session import Database
 from virtplane_common.grpc_limits import MESSAGE_SIZE_OPTIONS
 from virtplane_common.health import Probes, service_names
 from virtplane_common.properties import AllowedProperties
+from virtplane_common.rpc_context import BindRequest
 from virtplane_common.status import ErrorInterceptor
 
 log = logging.getLogger(__name__)
@@ -105,8 +107,10 @@ class Controller:
         self.restarter = HaRestarter(self.store, self.starter, config.ha)
         self._resend: asyncio.Task[int] | None = None
         self.auth = wiring.authenticator(self.db, self.identity.revoked(revoked))
+        # One chain of the same instances for the gRPC port and the page's
+        # (controller.web); the gRPC port's observers go before it.
         interceptors = [ErrorInterceptor(), *wiring.interceptors(config, self.auth)]
-        self.server = grpc.aio.server(interceptors=interceptors, options=MESSAGE_SIZE_OPTIONS)
+        self.metrics, self.server = self._serving(config, interceptors)
         self.web_rpc = GrpcWebApp(interceptors) if config.web_listen else None  # the page's
         self.verbs, self.migrations = self._migration_parts(config)
         self.evacuator = Evacuator(
@@ -137,6 +141,23 @@ class Controller:
         self._renewal: asyncio.Task[None] | None = None
         self.port, self.mtls_port = self._add_ports()
         self.web = self._web_port()
+
+    def _serving(
+        self, config: ControllerConfig, interceptors: list[Interceptor]
+    ) -> tuple[ControllerMetrics | None, grpc.aio.Server]:
+        """The metrics (with --metrics-listen) and the gRPC server. Its
+        interceptors: the observers first, to see how every call ends (its
+        request id bound for the log, its metrics), then errors, then auth."""
+        metrics = None
+        if config.metrics_listen:
+            metrics = ControllerMetrics(config.metrics_listen, self.db)
+            metrics.watch_monitors(self.hosts.monitors)
+        observers = [BindRequest(), *([metrics.rpc] if metrics else [])]
+        server = grpc.aio.server(
+            interceptors=[*observers, *interceptors],
+            options=MESSAGE_SIZE_OPTIONS,
+        )
+        return metrics, server
 
     def _migration_parts(self, config: ControllerConfig) -> tuple[VmVerbs, MigrationQueue]:
         """The verbs (MigrateVm among them) and the queue of waiting migrations,
@@ -223,6 +244,10 @@ class Controller:
         if self.tls is not None:
             renewal = self.tls.keep_renewed(self._renewed)
             self._renewal = asyncio.create_task(renewal, name="certificate-renewal")
+        if self.metrics is not None:
+            log.info(
+                "metrics on http://%s:%d/metrics", self.metrics.endpoint.host, self.metrics.start()
+            )
         await self.probes.serving()
         log.info(
             "controller listening on %s (%s)",
@@ -243,6 +268,8 @@ class Controller:
             self.web_rpc.stop_streams()
             await self.web.stop()
         await self.server.stop(grace)
+        if self.metrics is not None:
+            self.metrics.stop()
         await self.restarter.stop()
         await self.evacuator.stop()
         await self.balancer.stop()

@@ -84,6 +84,9 @@ class ControllerConfig:
     web_listen: str = ""
     # The built page (`make web`).
     web_root: Path = Path(__file__).resolve().parent.parent / "web" / "dist"
+    # Prometheus metrics over plain HTTP (GET /metrics) on host:port; "": none
+    # (controller.metrics).
+    metrics_listen: str = ""
 
     @property
     def auth_required(self) -> bool:

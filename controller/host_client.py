@@ -3,8 +3,8 @@ translated into the controller's errors at this boundary."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 from virtplane.v1 import host_agent_service_pb2 as pb
@@ -15,6 +15,7 @@ from virtplane.v1 import host_identity_service_pb2_grpc as identity_grpc
 from controller.errors import CreateRefused, HostBusy, HostUnreachable, VmNotFound
 from virtplane_common.errors import FailedPrecondition, InvalidArgument, VirtplaneError
 from virtplane_common.grpc_limits import MESSAGE_SIZE_OPTIONS
+from virtplane_common.rpc_context import SendRequest
 from virtplane_common.tls.credentials import host_options
 
 _R = TypeVar("_R")
@@ -53,11 +54,15 @@ def open_channel(
 ) -> grpc.aio.Channel:
     """A channel to the hostd of host_id: mutual TLS that completes only with
     the host whose certificate names host_id; plaintext when credentials is
-    None (development only)."""
+    None (development only). Each call carries the caller's request and
+    operation ids (virtplane_common.rpc_context), for hostd's log."""
+    interceptors: Sequence[Any] = [SendRequest()]
     if credentials is None:
-        return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(
+            address, options=_CHANNEL_OPTIONS, interceptors=interceptors
+        )
     options = [*_CHANNEL_OPTIONS, *host_options(host_id)]
-    return grpc.aio.secure_channel(address, credentials, options=options)
+    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
 
 
 class HostClient:

@@ -418,6 +418,10 @@ class HostService:
     def monitor(self, host_id: str) -> HostMonitor:
         return self._monitors[host_id]
 
+    def monitors(self) -> tuple[HostMonitor, ...]:
+        """The monitors running now (read by controller.metrics, off the loop)."""
+        return tuple(self._monitors.values())
+
     def _watch(self, host_id: str, name: str, address: str) -> None:
         client = self._clients.get(host_id, name, address)
         keep = self._identity.keep if self._identity else None

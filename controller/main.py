@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import signal
-from dataclasses import replace
 from pathlib import Path
 
 from controller.app import Controller
@@ -14,20 +13,14 @@ from controller.balancing import BalancePolicy, BalanceSettings
 from controller.config import ControllerConfig
 from controller.lifecycle.migration_limits import MigrationLimits
 from controller.lifecycle.migration_policy import MigrationPolicy
+from virtplane_common import logs
 from virtplane_common.properties import add_rule_argument
 
 
-def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
+def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, logs.LogSettings]:
     defaults = ControllerConfig()
     parser = argparse.ArgumentParser(prog="virtplane-controller", description=__doc__)
-    parser.add_argument(
-        "--listen", default=defaults.listen, help="gRPC address, host:port (TLS; tokens)"
-    )
-    parser.add_argument(
-        "--listen-mtls",
-        default="",
-        help="address for mutual TLS (clients present a certificate the CA signed)",
-    )
+    _add_addresses(parser, defaults)
     parser.add_argument(
         "--database",
         default=defaults.database_url,
@@ -50,7 +43,7 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
     _add_balancing(parser, defaults.balancing)
     _add_migration_policy(parser, defaults.migration_policy)
     add_rule_argument(parser)
-    parser.add_argument("--log-level", default="INFO")
+    logs.add_arguments(parser)
     _add_security_arguments(parser, defaults)
     args = parser.parse_args(argv)
     config = ControllerConfig(
@@ -75,8 +68,29 @@ def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, str]:
         enrollment_token_minutes=args.enrollment_token_minutes,
         insecure_plaintext_dev=args.insecure_plaintext_dev,
         plaintext_hosts=args.plaintext_hosts_dev,
+        metrics_listen=args.metrics_listen,
+        web_listen=args.web_listen,
+        web_root=args.web_root,
     )
-    return replace(config, web_listen=args.web_listen, web_root=args.web_root), args.log_level
+    return config, logs.settings(args)
+
+
+def _add_addresses(parser: argparse.ArgumentParser, defaults: ControllerConfig) -> None:
+    """Where the controller listens: gRPC, gRPC with mutual TLS, metrics."""
+    parser.add_argument(
+        "--listen", default=defaults.listen, help="gRPC address, host:port (TLS; tokens)"
+    )
+    parser.add_argument(
+        "--listen-mtls",
+        default="",
+        help="address for mutual TLS (clients present a certificate the CA signed)",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        default=defaults.metrics_listen,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics over plain HTTP at /metrics here (default: off)",
+    )
 
 
 def _add_web_arguments(parser: argparse.ArgumentParser, defaults: ControllerConfig) -> None:
@@ -240,8 +254,8 @@ async def serve(config: ControllerConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config, level = parse(argv)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config, log_settings = parse(argv)
+    log_settings.apply()
     asyncio.run(serve(config))
 
 

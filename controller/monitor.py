@@ -44,6 +44,7 @@ from controller.vm_store import Mutation, Outcome, VmStore
 from db import repositories as repo
 from db.enums import ExitReason, HostState, VmOrigin, VmState
 from db.models import Host, Vm, utcnow
+from virtplane_common import log_context
 from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,18 @@ class HostMonitor:
         self._retries: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
         self.reconciliations = 0
+        self.event_lag_seconds = 0.0
+        """From the host's time of the last event applied to the end of its
+        application (controller.metrics.monitors)."""
+
+    @property
+    def host_name(self) -> str:
+        return self._client.name
+
+    @property
+    def applied_sequence(self) -> int:
+        """The sequence of the last event applied (or listed) in this hostd's epoch."""
+        return self._cursor.sequence
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"monitor-{self._client.name}")
@@ -139,6 +152,7 @@ class HostMonitor:
         await self.migrations.close()
 
     async def _run(self) -> None:
+        log_context.only(host=self._client.name)  # not the call that added the host
         while True:
             try:
                 await self._watch()
@@ -168,6 +182,9 @@ class HostMonitor:
                 async with self._lock:
                     self._advance(event)
                     await self._apply(event)
+                if event.HasField("time"):
+                    lag = utcnow() - event.time.ToDatetime(dt.UTC)
+                    self.event_lag_seconds = max(0.0, lag.total_seconds())
         finally:
             for task in tasks:
                 task.cancel()

@@ -39,6 +39,7 @@ from controller import audit
 from controller.errors import VmNotFound
 from controller.lifecycle.target import Queued
 from controller.lifecycle.verbs import BY_KIND
+from controller.metrics import phases
 from controller.requests import Call
 from db import repositories as repo
 from db.enums import OperationKind, OperationState, VmState
@@ -80,6 +81,8 @@ def begin(
         scheduled_at=now if scheduled else None,
     )
     session.add(op)
+    if scheduled:
+        phases.note(session, kind, "scheduled", now, now)
     audit.mutation(
         session, call, f"{kind.value} operation {op.id}", vm_id=vm.id, operation_id=op.id
     )
@@ -127,8 +130,10 @@ def _settle(session: Session, op: Operation, vm: Vm) -> None:
     if verb.boots:
         if vm.state is VmState.POWERING_UP and op.powering_up_at is None:
             op.powering_up_at = now
+            phases.note(session, op.kind, "powering_up", op.created_at, now)
         if vm.state is VmState.UP and op.up_at is None:
             op.up_at = now
+            phases.note(session, op.kind, "up", op.created_at, now)
     if op.state is not OperationState.RUNNING or op.accepted_at is None:
         return
     if verb.instant or vm.state in verb.succeeds_in:
@@ -148,6 +153,7 @@ def _settle_move(session: Session, op: Operation, vm: Vm) -> None:
     landed = vm.host_id is not None and vm.host_id == op.host_id
     if landed and vm.state is VmState.UP and op.up_at is None:
         op.up_at = utcnow()
+        phases.note(session, op.kind, "up", op.created_at, op.up_at)
     if op.state is not OperationState.RUNNING or op.accepted_at is None:
         return
     if landed and vm.state in BY_KIND[op.kind].succeeds_in:
@@ -195,6 +201,8 @@ def accepted(session: Session, op_id: str, dispatched_at: dt.datetime, vm: Vm | 
         return
     op.dispatched_at = dispatched_at
     op.accepted_at = utcnow()
+    phases.note(session, op.kind, "dispatched", op.created_at, dispatched_at)
+    phases.note(session, op.kind, "accepted", op.created_at, op.accepted_at)
     if vm is not None:
         if op.host_id is None:
             op.host_id = vm.host_id

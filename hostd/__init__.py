@@ -58,6 +58,9 @@ Modules, one job each:
 - vms           VmService: the create path, and the verbs for the servicer
 - listing       the VM list handed out (ListVms, snapshots): guest facts past a size
                 budget left out
+- metrics       /metrics on --metrics-listen: VMs by state, migrations, guest
+                channels, the journal's sequence, libvirt call latency (RPCs:
+                virtplane_common.rpc_metrics)
 - servicer      HostAgentService over gRPC, thin
 - servicer_identity  HostIdentityService over gRPC (renewal, revocation list), thin
 - server        everything assembled (Hostd.start/stop): mutual TLS, or plaintext

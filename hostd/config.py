@@ -152,3 +152,6 @@ class HostdConfig:
     vm_properties: Mapping[str, str] = field(default_factory=dict)
     """The custom properties allowed: key -> regex its value must fully match
     (virtplane_common.properties). Empty: none."""
+    metrics_listen: str = ""
+    """Prometheus metrics over plain HTTP (GET /metrics) on host:port; "": none
+    (hostd.metrics)."""

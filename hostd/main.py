@@ -12,13 +12,14 @@ from pathlib import Path
 from hostd.config import VIRT_TYPE_SETTINGS, EnrollmentConfig, HostdConfig, MigrationConfig
 from hostd.enrollment import TOKEN_ENV, EnrollmentFailed, read_token
 from hostd.server import Hostd
+from virtplane_common import logs
 from virtplane_common.errors import VirtplaneError
 from virtplane_common.properties import add_rule_argument
 
 log = logging.getLogger("hostd")
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
+def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, logs.LogSettings]:
     defaults = HostdConfig()
     parser = argparse.ArgumentParser(
         prog="virtplane-hostd", description="virtplane's per-host agent: runs VMs with libvirt."
@@ -44,9 +45,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
     _libvirt_call_arguments(parser, defaults)
     _admission_arguments(parser)
     _identity_arguments(parser)
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
-    )
+    _observability_arguments(parser, defaults.metrics_listen)
     args = parser.parse_args(argv)
     try:
         token = read_token(args.enroll_token_file, dict(os.environ))
@@ -67,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
         libvirt_threads=args.libvirt_threads,
         image_roots=tuple(r.absolute() for r in args.image_root or defaults.image_roots),
         vm_properties=dict(args.vm_property or ()),
+        metrics_listen=args.metrics_listen,
         insecure_plaintext_dev=args.insecure_plaintext_dev,
         enrollment=EnrollmentConfig(
             controller=args.controller,
@@ -74,7 +74,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[HostdConfig, str]:
             token=token,
         ),
     )
-    return config, args.log_level
+    return config, logs.settings(args)
+
+
+def _observability_arguments(parser: argparse.ArgumentParser, metrics_listen: str) -> None:
+    """The log's level and format; the metrics endpoint (hostd.metrics)."""
+    logs.add_arguments(parser, ["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--metrics-listen",
+        default=metrics_listen,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics over plain HTTP at /metrics here (default: off)",
+    )
 
 
 def _migration_config(args: argparse.Namespace) -> MigrationConfig:
@@ -209,8 +220,8 @@ async def serve(config: HostdConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config, level = parse_args(argv)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config, log_settings = parse_args(argv)
+    log_settings.apply()
     try:
         asyncio.run(serve(config))
     except (VirtplaneError, OSError) as exc:

@@ -30,6 +30,7 @@ from hostd.state_machine import DOMAIN_STATES
 from hostd.tasks import TaskSupervisor
 from hostd.validation import Admission
 from hostd.virt_type import VirtType
+from virtplane_common import log_context
 from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
@@ -262,7 +263,9 @@ class VmRegistry:
             expected_agent=vm.config.guest_agent_version,
         )
         vm.channel = channel
-        vm.channel_task = self._tasks.spawn(channel.run(), f"guest channel {vm.vm_id}")
+        # It outlives the call that opened it: its records name the VM only.
+        work = log_context.only_for(channel.run, vm=vm.vm_id)
+        vm.channel_task = self._tasks.spawn(work, f"guest channel {vm.vm_id}")
 
     def _on_guest_report(self, vm_id: str, guest: vm_pb2.GuestInfo) -> None:
         vm = self._vms.get(vm_id)

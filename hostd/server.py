@@ -24,6 +24,7 @@ from hostd.identity import HostIdentity
 from hostd.journal import Journal
 from hostd.layout import StateLayout
 from hostd.libvirt_driver import LibvirtHypervisor, calls
+from hostd.metrics import HostdMetrics
 from hostd.peer_auth import PeerAuthInterceptor
 from hostd.peers import GrpcPeers, check_template
 from hostd.servicer import HostAgentServicer
@@ -33,6 +34,7 @@ from hostd.virt_type import VirtType, detect_virt_type
 from hostd.vms import RunnerSettings, VmService
 from virtplane_common.grpc_limits import MESSAGE_SIZE_OPTIONS
 from virtplane_common.health import Probes, service_names
+from virtplane_common.rpc_context import BindRequest
 from virtplane_common.status import ErrorInterceptor
 from virtplane_common.tls.files import KeyPair
 
@@ -69,6 +71,7 @@ class Hostd:
         self._server: grpc.aio.Server | None = None
         self._probes: Probes | None = None
         self.virt_type: VirtType | None = None
+        self.metrics = HostdMetrics(config.metrics_listen) if config.metrics_listen else None
 
     @property
     def vms(self) -> VmService:
@@ -89,7 +92,11 @@ class Hostd:
             )
         self.identity = await self._identity()
         self.virt_type = detect_virt_type(self.config.virt_type)
-        calls.configure(self.config.libvirt_threads, self.config.libvirt_call_timeout_seconds)
+        pool = calls.configure(
+            self.config.libvirt_threads, self.config.libvirt_call_timeout_seconds
+        )
+        if self.metrics is not None:
+            pool.observer = self.metrics.libvirt_call
         self._hypervisor = await LibvirtHypervisor.open(
             self.config.libvirt_uri,
             event_queue_size=self.config.event_queue_size,
@@ -108,6 +115,11 @@ class Hostd:
             GrpcPeers(self.identity),
         )
         await self._vms.start()
+        if self.metrics is not None:
+            self.metrics.watch(self._vms.registered, self.journal)
+            log.info(
+                "metrics on http://%s:%d/metrics", self.metrics.endpoint.host, self.metrics.start()
+            )
         servicer = HostAgentServicer(
             self._vms,
             self.journal,
@@ -157,7 +169,8 @@ class Hostd:
     def _server_on_port(self) -> tuple[grpc.aio.Server, int]:
         """The server, its interceptors installed, bound to --listen (mutual TLS
         unless plaintext development)."""
-        interceptors: list[Any] = [ErrorInterceptor()]
+        observers = [BindRequest(), *([self.metrics.rpc] if self.metrics else [])]
+        interceptors: list[Any] = [*observers, ErrorInterceptor()]
         if self.identity is not None:
             interceptors.append(PeerAuthInterceptor(self.identity.revocations))
         server = grpc.aio.server(interceptors=interceptors, options=_SERVER_OPTIONS)
@@ -201,6 +214,8 @@ class Hostd:
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
             self._server = None
+        if self.metrics is not None:
+            self.metrics.stop()
         if self._vms is not None:
             await self._vms.stop()
             self._vms = None

@@ -128,6 +128,10 @@ class VmService:
     def get(self, vm_id: str) -> VmStatus:
         return self._registry.lookup(vm_id).status()
 
+    def registered(self) -> tuple[Vm, ...]:
+        """Every VM the registry holds, as it holds it (read by hostd.metrics)."""
+        return tuple(self._registry.all())
+
     def counts(self) -> tuple[int, int]:
         """(VMs whose domain runs, VMs hibernated here)."""
         states = [vm.state for vm in self._registry.all()]

@@ -44,6 +44,7 @@ from controller.lifecycle.migration_limits import (
 from controller.lifecycle.migration_policy import MigrationPolicy
 from controller.lifecycle.runner import status_name
 from controller.lifecycle.target import HostTarget
+from controller.metrics import phases
 from controller.periodic import Periodic
 from controller.scheduler import Policy
 from controller.vm_store import Outcome, VmStore
@@ -101,6 +102,7 @@ def admit(
         counts.add(source.id, destination.id)
         op.waiting, op.message = False, ""
         op.host_id, op.scheduled_at = destination.id, utcnow()
+        phases.note(session, op.kind, "scheduled", op.created_at, op.scheduled_at)
         admitted.append(Admitted(op.id, target, op.migration_policy))
         moved.append(vm)
     return admitted, moved

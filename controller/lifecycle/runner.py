@@ -21,6 +21,7 @@ VM takes, and stop) and controller.lifecycle.start.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,8 +39,11 @@ from controller.requests import Call
 from controller.vm_store import Outcome, VmStore
 from db import repositories as repo
 from db.models import Host, Vm, utcnow
+from virtplane_common import log_context
 from virtplane_common.errors import VirtplaneError
 from virtplane_common.status import status_code
+
+log = logging.getLogger(__name__)
 
 # What a host answers to a verb, when it answers a VM.
 Answer = agent_pb2.HostVm | None
@@ -111,6 +115,15 @@ class VerbRunner:
         target = begun.target
         if target is None:
             return await self._answer(begun.op_id)
+        # What this verb logs, and hostd's log of the call, name its operation.
+        with log_context.bound(operation_id=begun.op_id, vm=vm.id, host=target.host_name):
+            log.info("%s of VM %s: asking host %s", steps.verb.name, vm.name, target.host_name)
+            return await self._call_host(vm, call, steps, begun, target)
+
+    async def _call_host(
+        self, vm: Vm, call: Call, steps: Steps, begun: Begun, target: HostTarget
+    ) -> VmAndOperation:
+        """Steps 3 to 5 of the module's docstring."""
         client = self._clients.get(target.host_id, target.host_name, target.address)
         dispatched = utcnow()
         try:

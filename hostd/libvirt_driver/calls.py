@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -37,6 +38,9 @@ class LibvirtCalls:
         self.threads = threads
         self.timeout = timeout
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="libvirt")
+        self.observer: Callable[[str, str, float], None] | None = None
+        """Told (operation, outcome: ok, error or timeout, seconds) of each call
+        (hostd.metrics)."""
 
     def shutdown(self) -> None:
         """Takes no new calls; those queued or running still finish."""
@@ -51,18 +55,23 @@ class LibvirtCalls:
     ) -> T:
         """call() on the pool, within the timeout if timed."""
         limit = self.timeout
+        started, outcome = time.perf_counter(), "error"
         future = asyncio.get_running_loop().run_in_executor(self._pool, call)
         try:
-            if not timed:
-                return await future
-            return await asyncio.wait_for(future, limit)
+            result = await (future if not timed else asyncio.wait_for(future, limit))
+            outcome = "ok"
+            return result
         except TimeoutError as exc:
+            outcome = "timeout"
             target = f" of domain {uuid}" if uuid else ""
             raise LibvirtCallTimedOut(
                 f"libvirt did not finish {operation}{target} within {limit:g} s"
             ) from exc
         except libvirt.libvirtError as exc:
             raise translate_error(exc, uuid) from exc
+        finally:
+            if self.observer is not None:
+                self.observer(operation, outcome, time.perf_counter() - started)
 
 
 _calls = LibvirtCalls()

@@ -27,13 +27,13 @@ HOSTD = Path(sys.executable).parent / "virtplane-hostd"
 
 
 def test_defaults() -> None:
-    config, level = parse_args([])
+    config, log = parse_args([])
     assert config.listen == "127.0.0.1:7070"
     assert config.libvirt_uri == "qemu:///system"
     assert config.state_dir == Path("/var/lib/virtplane/hostd")
     assert config.virt_type == "auto"
     assert config.list_guest_budget_bytes == GUEST_BUDGET_BYTES
-    assert level == "INFO"
+    assert log.level == "INFO"
 
 
 def test_list_budget_argument() -> None:
@@ -42,7 +42,7 @@ def test_list_budget_argument() -> None:
 
 
 def test_arguments() -> None:
-    config, level = parse_args(
+    config, log = parse_args(
         [
             *("--listen", "0.0.0.0:9", "--libvirt-uri", "test:///default"),
             *("--state-dir", "rel", "--virt-type", "qemu", "--log-level", "DEBUG"),
@@ -54,7 +54,7 @@ def test_arguments() -> None:
         "qemu",
     )
     assert config.state_dir.is_absolute()
-    assert level == "DEBUG"
+    assert log.level == "DEBUG"
 
 
 def test_bad_virt_type_is_refused() -> None:
