@@ -55,8 +55,9 @@ from controller.web.grpc_web import GrpcWebApp, Interceptor
 from controller.web.server import WebServer
 from db import migrate
 from db.session import Database
-from virtplane_common.grpc_limits import MESSAGE_SIZE_OPTIONS
+from virtplane_common.grpc_limits import SERVER_OPTIONS
 from virtplane_common.health import Probes, service_names
+from virtplane_common.listening import listen
 from virtplane_common.properties import AllowedProperties
 from virtplane_common.rpc_context import BindRequest
 from virtplane_common.status import ErrorInterceptor
@@ -155,7 +156,7 @@ class Controller:
         observers = [BindRequest(), *([metrics.rpc] if metrics else [])]
         server = grpc.aio.server(
             interceptors=[*observers, *interceptors],
-            options=MESSAGE_SIZE_OPTIONS,
+            options=SERVER_OPTIONS,
         )
         return metrics, server
 
@@ -208,10 +209,7 @@ class Controller:
         """--listen's port and --listen-mtls's (0 if none)."""
         if self.tls is not None:
             return self.tls.add_ports(self.server, self.config)
-        port = self.server.add_insecure_port(self.config.listen)
-        if port == 0:
-            raise OSError(f"cannot listen on {self.config.listen}")
-        return port, 0
+        return listen(self.server, self.config.listen), 0
 
     def _renewed(self, credentials: grpc.ChannelCredentials) -> None:
         if self.web is not None:

@@ -16,6 +16,8 @@ from controller.lifecycle.migration_policy import MigrationPolicy
 from virtplane_common import logs
 from virtplane_common.properties import add_rule_argument
 
+log = logging.getLogger(__name__)
+
 
 def parse(argv: list[str] | None = None) -> tuple[ControllerConfig, logs.LogSettings]:
     defaults = ControllerConfig()
@@ -256,7 +258,11 @@ async def serve(config: ControllerConfig) -> None:
 def main(argv: list[str] | None = None) -> None:
     config, log_settings = parse(argv)
     log_settings.apply()
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:
+        log.error("the controller cannot run: %s", exc)
+        raise SystemExit(1) from exc
 
 
 if __name__ == "__main__":

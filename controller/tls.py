@@ -25,6 +25,7 @@ from cryptography import x509
 from controller.config import ControllerConfig
 from controller.pki.ca import CertificateAuthority
 from controller.pki.store import PkiSettings, controller_pair, open_ca, renewal_time
+from virtplane_common.listening import listen
 from virtplane_common.tls.credentials import ServingCertificate, channel_credentials
 
 log = logging.getLogger(__name__)
@@ -102,18 +103,12 @@ class ControllerTls:
     def add_ports(self, server: grpc.aio.Server, config: ControllerConfig) -> tuple[int, int]:
         """Adds --listen (TLS) and --listen-mtls (mutual TLS, if set) to
         server; returns their ports (0 for no mutual TLS port)."""
-        port = server.add_secure_port(
-            config.listen, self.serving.credentials(require_client_auth=False)
-        )
-        if port == 0:
-            raise OSError(f"cannot listen on {config.listen}")
+        port = listen(server, config.listen, self.serving.credentials(require_client_auth=False))
         if not config.listen_mtls:
             return port, 0
-        mtls = server.add_secure_port(
-            config.listen_mtls, self.serving.credentials(require_client_auth=True)
+        mtls = listen(
+            server, config.listen_mtls, self.serving.credentials(require_client_auth=True)
         )
-        if mtls == 0:
-            raise OSError(f"cannot listen on {config.listen_mtls}")
         return port, mtls
 
     def host_credentials(self) -> grpc.ChannelCredentials:

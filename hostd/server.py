@@ -32,8 +32,9 @@ from hostd.servicer_identity import add_identity_service
 from hostd.validation import Admission
 from hostd.virt_type import VirtType, detect_virt_type
 from hostd.vms import RunnerSettings, VmService
-from virtplane_common.grpc_limits import MESSAGE_SIZE_OPTIONS
+from virtplane_common.grpc_limits import SERVER_OPTIONS
 from virtplane_common.health import Probes, service_names
+from virtplane_common.listening import listen
 from virtplane_common.rpc_context import BindRequest
 from virtplane_common.status import ErrorInterceptor
 from virtplane_common.tls.files import KeyPair
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 # dead one; without these, gRPC answers such pings with GOAWAY
 # ("too_many_pings") and the controller sees the host drop.
 _SERVER_OPTIONS = (
-    *MESSAGE_SIZE_OPTIONS,
+    *SERVER_OPTIONS,
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_ping_strikes", 0),
@@ -174,14 +175,10 @@ class Hostd:
         if self.identity is not None:
             interceptors.append(PeerAuthInterceptor(self.identity.revocations))
         server = grpc.aio.server(interceptors=interceptors, options=_SERVER_OPTIONS)
-        if self.identity is None:
-            port = server.add_insecure_port(self.config.listen)
-        else:
+        credentials = None
+        if self.identity is not None:
             credentials = self.identity.serving.credentials(require_client_auth=True)
-            port = server.add_secure_port(self.config.listen, credentials)
-        if port == 0:
-            raise OSError(f"cannot listen on {self.config.listen}")
-        return server, port
+        return server, listen(server, self.config.listen, credentials)
 
     def _migration_config(self, port: int) -> MigrationConfig:
         """The migration settings, with what only the running hostd knows filled in."""

@@ -18,3 +18,12 @@ MESSAGE_SIZE_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 )
 """Options for grpc.aio.server and for every channel."""
+
+EXCLUSIVE_PORT: tuple[str, int] = ("grpc.so_reuseport", 0)
+"""A server option: its port is its own. gRPC sets SO_REUSEPORT by default,
+which lets a second process bind the same port and take part of the
+connections (a second controller started on the port by mistake, or two test
+daemons handed the same free port); without it the second bind fails."""
+
+SERVER_OPTIONS: tuple[tuple[str, int], ...] = (*MESSAGE_SIZE_OPTIONS, EXCLUSIVE_PORT)
+"""Options for every grpc.aio.server of virtplane."""
