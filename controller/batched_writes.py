@@ -56,31 +56,33 @@ class _Written:
 
 
 class BatchedUpdates:
-    def __init__(self, store: VmStore) -> None:
+    """Up to `writers` batches are written at once (PostgreSQL runs them
+    side by side; SQLite's one writer makes a second useless)."""
+
+    def __init__(self, store: VmStore, writers: int = 1) -> None:
         self._store = store
         self._queue: list[_Item[Any]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Task[None]] = set()
+        self._most = max(1, writers)
         self.transactions = 0  # how many batches were written
 
     async def update(self, vm_ref: str, mutate: Mutation[T]) -> Updated[T]:
         """VmStore.update(vm_ref, mutate), in the next batch."""
         item: _Item[T] = _Item(vm_ref, mutate)
         self._queue.append(item)
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_all())
+        if len(self._writers) < self._most:
+            writer = asyncio.create_task(self._write_all())
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
         return await item.done
 
     async def close(self) -> None:
-        if self._writer is not None:
-            await asyncio.gather(self._writer, return_exceptions=True)
+        await asyncio.gather(*self._writers, return_exceptions=True)
 
     async def _write_all(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                await self._write(batch)
-        finally:
-            self._writer = None
+        while self._queue:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            await self._write(batch)
 
     async def _write(self, batch: list[_Item[Any]]) -> None:
         try:

@@ -193,7 +193,7 @@ class HostService:
         self._settings = settings
         self._monitors: dict[str, HostMonitor] = {}
         # The monitors' event writes, grouped (controller.batched_writes).
-        self.event_writes = BatchedUpdates(store)
+        self.event_writes = BatchedUpdates(store, writers=1 if store.db.dialect == "sqlite" else 2)
         self._stranded = StrandedMigrations(store, clients)
         # Wakes the evacuation when a host starts preparing for maintenance
         # (set by the application once the evacuator exists).
