@@ -36,7 +36,15 @@ from controller.hosts import HostClients
 from controller.lifecycle import updates
 from controller.lifecycle.states import set_state
 from controller.lifecycle.target import HostTarget
-from controller.scheduler import AffinityRule, Demand, HostCapacity, Placement, Policy, place
+from controller.scheduler import (
+    AffinityRule,
+    Demand,
+    HostCapacity,
+    Placement,
+    Policy,
+    choose,
+    place,
+)
 from controller.vm_store import Outcome, Updated, VmStore
 from db import repositories as repo
 from db.enums import ExitReason, VmState
@@ -67,6 +75,19 @@ def placement(
     tried = {t["host_id"]: t["error"] for t in vm.start_tries or []} if retrying else {}
     demand = demand_of(session, vm, tried=tried, source_host_id=source_host_id)
     return hosts, place(capacities(session, hosts), demand, policy)
+
+
+def _choice(session: Session, vm: Vm, policy: Policy) -> str:
+    """The id of the host a start of vm books (not one this start tried),
+    the hosts locked until the transaction ends; raises NoHostAvailable,
+    with every host's reason, when none fits."""
+    hosts = capacities(session, repo.lock_hosts(session))
+    tried = {t["host_id"]: t["error"] for t in vm.start_tries or []}
+    demand = demand_of(session, vm, tried=tried)
+    chosen = choose(hosts, demand, policy)
+    if chosen is None:
+        raise NoHostAvailable(vm.name, place(hosts, demand, policy).rejections)
+    return chosen.id
 
 
 def capacities(session: Session, hosts: Sequence[Host | HostRow]) -> list[HostCapacity]:
@@ -115,10 +136,7 @@ def book(session: Session, vm: Vm, policy: Policy) -> HostTarget:
     """Picks a host for vm (not one this start tried) and books the VM's
     resources there, in the caller's transaction: from here the VM's memory
     counts as pending on the host. Raises NoHostAvailable when none fits."""
-    _hosts, judged = placement(session, vm, policy, lock=True, retrying=True)
-    if judged.host is None:
-        raise NoHostAvailable(vm.name, judged.rejections)
-    chosen = locked_host(session, judged.host.id)
+    chosen = locked_host(session, _choice(session, vm, policy))
     vm.host_id = chosen.id
     vm.guest_facts.clear()
     vm.start_request_id = str(uuid.uuid4())
