@@ -63,6 +63,10 @@ class BatchedUpdates:
         self._store = store
         self._queue: list[_Item[Any]] = []
         self._writers: set[asyncio.Task[None]] = set()
+        # Writers that will still look at the queue: one that found it empty
+        # leaves this count in the same step, so an update queued after that
+        # starts a new one (a finished task leaves _writers only later).
+        self._looking = 0
         self._most = max(1, writers)
         self.transactions = 0  # how many batches were written
 
@@ -70,7 +74,8 @@ class BatchedUpdates:
         """VmStore.update(vm_ref, mutate), in the next batch."""
         item: _Item[T] = _Item(vm_ref, mutate)
         self._queue.append(item)
-        if len(self._writers) < self._most:
+        if self._looking < self._most:
+            self._looking += 1
             writer = asyncio.create_task(self._write_all())
             self._writers.add(writer)
             writer.add_done_callback(self._writers.discard)
@@ -80,9 +85,12 @@ class BatchedUpdates:
         await asyncio.gather(*self._writers, return_exceptions=True)
 
     async def _write_all(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            await self._write(batch)
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                await self._write(batch)
+        finally:
+            self._looking -= 1  # no await since the queue was seen empty
 
     async def _write(self, batch: list[_Item[Any]]) -> None:
         try:

@@ -74,3 +74,13 @@ async def test_a_failing_update_fails_alone(store: VmStore) -> None:
     assert isinstance(results[2], VmNotFound)
     v2 = await store.update("v2", lambda _s, _vm: Outcome(False, None))
     assert v2.vm.vcpus == 1  # nothing of the failed batch was kept
+
+
+async def test_an_update_asked_as_a_batch_ends_is_written(store: VmStore) -> None:
+    # Each update is asked as soon as the previous one is answered: while its
+    # writer is ending, never left in the queue with nobody to write it.
+    batched = BatchedUpdates(store)
+    for expected in range(2, 12):
+        async with asyncio.timeout(30):  # no task between: the update is asked at once
+            answer = await batched.update("v1", add_vcpu)
+        assert answer.value == expected
