@@ -82,7 +82,7 @@ def _kept(args: argparse.Namespace) -> Groups:
     return groups
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench.json")
@@ -116,7 +116,11 @@ def main() -> None:
         default=60.0,
         help="guest_channel: seconds an idle guest's bytes are counted",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
     everything = [*BENCHMARKS, *GROUPED]
     chosen = [name for name in everything if not args.only or name in args.only]
     image = load_guest_image()
