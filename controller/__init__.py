@@ -38,6 +38,8 @@ Modules, one job each:
 - guest_agent   a VM's guest agent through its host: refresh, raw report
 - watch         fan-out of VM changes to WatchVms subscribers
 - watch_stream  WatchVms: snapshot or resume, then every change
+- snapshots     WatchVms's snapshots, read once per revision and shared
+- batched_writes  group commit of the monitors' VM updates
 - retention     pruning request ids, the audit log and ended operations
 - servicers     the gRPC servicers, thin: validate, call a service, convert
 - web/          the web page's port: gRPC-Web over the same servicers and

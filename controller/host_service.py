@@ -33,6 +33,7 @@ from virtplane.v1.host_agent_service_pb2 import GetHostCapabilitiesResponse
 
 from controller import audit, convert, maintenance, requests
 from controller.audit import seen
+from controller.batched_writes import BatchedUpdates
 from controller.enrollment.tokens import IssuedToken
 from controller.enrollment.wiring import HostIdentity
 from controller.errors import (
@@ -191,6 +192,8 @@ class HostService:
         self._starter = starter
         self._settings = settings
         self._monitors: dict[str, HostMonitor] = {}
+        # The monitors' event writes, grouped (controller.batched_writes).
+        self.event_writes = BatchedUpdates(store, writers=1 if store.db.dialect == "sqlite" else 2)
         self._stranded = StrandedMigrations(store, clients)
         # Wakes the evacuation when a host starts preparing for maintenance
         # (set by the application once the evacuator exists).
@@ -433,6 +436,7 @@ class HostService:
             self._settings,
             keep=keep,
             lost=self._stranded.destination_lost,
+            writes=self.event_writes,
         )
         self._monitors[host_id] = monitor
         monitor.start()
@@ -453,6 +457,7 @@ class HostService:
         for monitor in self._monitors.values():
             await monitor.stop()
         self._monitors.clear()
+        await self.event_writes.close()
 
 
 def _nothing() -> None:

@@ -33,6 +33,7 @@ from virtplane.v1 import vm_pb2
 
 from controller import convert
 from controller.audit import Seen, seen
+from controller.batched_writes import BatchedUpdates
 from controller.coalescer import DEFAULT_INTERVAL, Coalescer
 from controller.host_client import HostClient
 from controller.host_state import HELD_STATES, set_host_state
@@ -101,6 +102,7 @@ class HostMonitor:
         *,
         keep: Callable[[str, HostClient], Coroutine[None, None, None]] | None = None,
         lost: Callable[[str, str], Coroutine[None, None, None]] | None = None,
+        writes: BatchedUpdates | None = None,
     ) -> None:
         self.host_id = host_id
         # Runs while connected: the host's CRL and certificate renewals
@@ -111,6 +113,8 @@ class HostMonitor:
         self._lost = lost
         self._client = client
         self._store = store
+        # The event writes, grouped with other monitors' (one each without).
+        self._writes = writes or BatchedUpdates(store)
         self._db = store.db
         self._starter = starter
         self._retry = settings.retry
@@ -438,7 +442,7 @@ class HostMonitor:
         self, vm_id: str, mutate: Mutation[HostTarget | None]
     ) -> HostTarget | None:
         try:
-            return (await self._store.update(vm_id, mutate)).value
+            return (await self._writes.update(vm_id, mutate)).value
         except VirtplaneError as exc:
             # A VM this controller does not know: the next reconciliation
             # records it as external.

@@ -189,13 +189,16 @@ def lock_vm(session: Session, vm: Vm) -> None:
     On PostgreSQL this, with progress() locking the operations it reads,
     keeps a host's event that moves the VM (in the monitor's transaction)
     from slipping past the verb's accepted(): whichever comes second sees
-    what the first committed, or they deadlock and one runs again."""
+    what the first committed, or they deadlock and one runs again.
+
+    A unit of work that reads the VM to change it first can lock it as it
+    reads it instead: controller.vm_store.VmStore.update(lock=True)."""
     session.refresh(vm, with_for_update=True)
 
 
 def accepted(session: Session, op_id: str, dispatched_at: dt.datetime, vm: Vm | None) -> None:
     """The host accepted the operation's request (sent at dispatched_at);
-    call lock_vm(vm) first."""
+    call lock_vm(vm) first (or read it locked)."""
     op = session.get(Operation, op_id)
     if op is None or op.state is not OperationState.RUNNING:
         return
@@ -209,10 +212,10 @@ def accepted(session: Session, op_id: str, dispatched_at: dt.datetime, vm: Vm | 
         _settle(session, op, vm)
 
 
-def start_accepted(session: Session, vm: Vm, dispatched_at: dt.datetime) -> None:
+def start_accepted(session: Session, vm: Vm, dispatched_at: dt.datetime) -> Operation | None:
     """A host accepted vm's CreateVm (sent at dispatched_at): the VM's
-    START_VM operation that waited for it, if any, moves on. Call
-    lock_vm(vm) first."""
+    START_VM operation that waited for it, if any, moves on; returns it.
+    Call lock_vm(vm) first (or read it locked)."""
     op = session.scalars(
         select(Operation).where(
             Operation.vm_id == vm.id,
@@ -223,6 +226,7 @@ def start_accepted(session: Session, vm: Vm, dispatched_at: dt.datetime) -> None
     ).first()
     if op is not None:
         accepted(session, op.id, dispatched_at, vm)
+    return op
 
 
 def failed(session: Session, op_id: str, code: str, why: str) -> None:

@@ -270,3 +270,22 @@ def place(
         judgements=judgements,
         policy=policy,
     )
+
+
+def choose(
+    hosts: Sequence[HostCapacity], demand: Demand, policy: Policy = Policy.EVEN_SPREAD
+) -> HostCapacity | None:
+    """The host place() picks, without its explanation: a host's filters
+    stop at the first that rejects it, and no judgement is kept. A start
+    books with this (the hosts locked meanwhile); place() says why when it
+    finds none."""
+    weights = WEIGHTS[policy]
+    best: HostCapacity | None = None
+    best_key: tuple[float, str] | None = None
+    for host in hosts:
+        if any(check(host, demand) is not None for _, check in FILTERS):
+            continue
+        key = (sum(weigh(host, demand) for _, weigh in weights), host.name)
+        if best_key is None or key > best_key:
+            best, best_key = host, key
+    return best

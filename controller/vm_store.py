@@ -94,13 +94,15 @@ class VmStore:
         return created
 
     async def update(
-        self, vm_ref: str, mutate: Mutation[T], call: Call | None = None
+        self, vm_ref: str, mutate: Mutation[T], call: Call | None = None, *, lock: bool = False
     ) -> Updated[T]:
         """Applies mutate to the VM named by vm_ref (id or name); call is the
-        API call whose request id the unit of work claims, if any."""
+        API call whose request id the unit of work claims, if any. With lock,
+        the VM's row is locked as it is read, before mutate sees it (what
+        controller.operations.lock_vm does, without reading it twice)."""
 
         def work(session: Session) -> tuple[Vm, vm_pb2.Vm | None, Outcome[T]]:
-            vm = repo.find_vm(session, vm_ref)
+            vm = repo.find_vm(session, vm_ref, lock=lock)
             if vm is None:
                 raise VmNotFound(vm_ref)
             found = seen([vm])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from functools import cached_property
 
 from virtplane.v1 import vm_pb2, vm_service_pb2
 
@@ -29,6 +30,12 @@ class Change:
     kind: Kind.ValueType
     vm: vm_pb2.Vm
     revision: int
+
+    @cached_property
+    def message(self) -> vm_service_pb2.WatchVmsResponse:
+        """The change as WatchVms sends it: built once, shared by every
+        subscriber's stream."""
+        return vm_service_pb2.WatchVmsResponse(kind=self.kind, vm=self.vm, revision=self.revision)
 
 
 class Subscription:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
@@ -52,8 +52,19 @@ def list_hosts(session: Session, state: HostState | None = None) -> Sequence[Hos
     return session.scalars(query).all()
 
 
-def lock_hosts(session: Session) -> Sequence[Host]:
-    """Every host, locked until the transaction ends (SELECT … FOR UPDATE).
+class HostRow(NamedTuple):
+    """What placement reads of a host, without loading its row as an object."""
+
+    id: str
+    name: str
+    state: HostState
+    memory_total_mib: int
+    cpus: int
+
+
+def lock_hosts(session: Session) -> list[HostRow]:
+    """Every host, locked until the transaction ends (SELECT … FOR UPDATE),
+    as placement reads it.
 
     Placing a VM takes these locks before reading what the hosts hold, so two
     concurrent placements are serialised and the second sees the first's
@@ -61,15 +72,17 @@ def lock_hosts(session: Session) -> Sequence[Host]:
     other and updates of the host rows, but not the foreign-key checks of
     rows that point at a host (a VM placed there), which would otherwise
     deadlock with a placement. SQLite takes no row locks: there the whole database is locked
-    from the start of a transaction (see db.session).
+    from the start of a transaction (see db.session). The rows are read as
+    plain values (a thousand hosts are a thousand objects otherwise, at every
+    start); a Host object this session loaded before is not refreshed:
+    session.get(Host, id, populate_existing=True) the one that is needed.
     """
     query = (
-        select(Host)
+        select(Host.id, Host.name, Host.state, Host.memory_total_mib, Host.cpus)
         .order_by(Host.name)
         .with_for_update(key_share=True)
-        .execution_options(populate_existing=True)
     )
-    return session.scalars(query).all()
+    return [HostRow(*row) for row in session.execute(query).all()]
 
 
 def lock_host(session: Session, id_or_name: str) -> Host | None:
@@ -111,10 +124,13 @@ def host_usage(session: Session) -> dict[str, tuple[int, int, int]]:
     return usage
 
 
-def find_vm(session: Session, id_or_name: str) -> Vm | None:
-    return session.scalars(
-        select(Vm).where(or_(Vm.id == id_or_name, Vm.name == id_or_name))
-    ).first()
+def find_vm(session: Session, id_or_name: str, *, lock: bool = False) -> Vm | None:
+    """The VM; with lock, its row locked until the transaction ends (SELECT …
+    FOR UPDATE) and read as it is once locked."""
+    query = select(Vm).where(or_(Vm.id == id_or_name, Vm.name == id_or_name))
+    if lock:
+        query = query.with_for_update(of=Vm).execution_options(populate_existing=True)
+    return session.scalars(query).first()
 
 
 def vm_by_name(session: Session, name: str) -> Vm | None:

@@ -53,7 +53,7 @@ from controller.lifecycle.migration_limits import (
     waiting_of,
 )
 from controller.lifecycle.migration_policy import MigrationPolicy
-from controller.lifecycle.placement import placement
+from controller.lifecycle.placement import locked_host, placement
 from controller.lifecycle.runner import Answer
 from controller.lifecycle.states import set_state
 from controller.lifecycle.target import HostTarget, Queued
@@ -96,7 +96,7 @@ def choose_destination(
         raise HostNotFound(destination_ref)
     if named is not None and named.id == source.id:
         raise DestinationRefused(vm.name, named.name, "it is the VM's own host")
-    hosts, judged = placement(session, vm, policy, lock=True, source_host_id=source.id)
+    _hosts, judged = placement(session, vm, policy, lock=True, source_host_id=source.id)
     if named is not None:
         verdict = next(j for j in judged.judgements if j.host.id == named.id)
         if verdict.rejection is not None:
@@ -107,7 +107,7 @@ def choose_destination(
     with_room = [j for j in judged.judgements if j.eligible and j.host.id not in full]
     best = max(with_room, key=lambda j: (j.score, j.host.name), default=None)
     chosen = judged.host if best is None else best.host
-    return next(h for h in hosts if h.id == chosen.id)
+    return locked_host(session, chosen.id)
 
 
 def full_destinations(limits: MigrationLimits | None, counts: InFlight) -> frozenset[str]:

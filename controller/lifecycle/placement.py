@@ -36,11 +36,20 @@ from controller.hosts import HostClients
 from controller.lifecycle import updates
 from controller.lifecycle.states import set_state
 from controller.lifecycle.target import HostTarget
-from controller.scheduler import AffinityRule, Demand, HostCapacity, Placement, Policy, place
-from controller.vm_store import Outcome, VmStore
+from controller.scheduler import (
+    AffinityRule,
+    Demand,
+    HostCapacity,
+    Placement,
+    Policy,
+    choose,
+    place,
+)
+from controller.vm_store import Outcome, Updated, VmStore
 from db import repositories as repo
 from db.enums import ExitReason, VmState
-from db.models import Host, Vm, utcnow
+from db.models import Host, Operation, Vm, utcnow
+from db.repositories import HostRow
 from virtplane_common.errors import VirtplaneError
 
 log = logging.getLogger(__name__)
@@ -56,19 +65,32 @@ def placement(
     lock: bool,
     retrying: bool = False,
     source_host_id: str | None = None,
-) -> tuple[Sequence[Host], Placement]:
+) -> tuple[Sequence[Host | HostRow], Placement]:
     """The scheduler's judgement of every host for vm, pending starts and
     migrations counted. With lock, the hosts stay locked until the
     transaction ends. Retrying, the hosts the current start tried are
     excluded; otherwise (a fresh start, ExplainPlacement) no host is. A
     migration excludes its source_host_id."""
-    hosts = repo.lock_hosts(session) if lock else repo.list_hosts(session)
+    hosts: Sequence[Host | HostRow] = repo.lock_hosts(session) if lock else repo.list_hosts(session)
     tried = {t["host_id"]: t["error"] for t in vm.start_tries or []} if retrying else {}
     demand = demand_of(session, vm, tried=tried, source_host_id=source_host_id)
     return hosts, place(capacities(session, hosts), demand, policy)
 
 
-def capacities(session: Session, hosts: Sequence[Host]) -> list[HostCapacity]:
+def _choice(session: Session, vm: Vm, policy: Policy) -> str:
+    """The id of the host a start of vm books (not one this start tried),
+    the hosts locked until the transaction ends; raises NoHostAvailable,
+    with every host's reason, when none fits."""
+    hosts = capacities(session, repo.lock_hosts(session))
+    tried = {t["host_id"]: t["error"] for t in vm.start_tries or []}
+    demand = demand_of(session, vm, tried=tried)
+    chosen = choose(hosts, demand, policy)
+    if chosen is None:
+        raise NoHostAvailable(vm.name, place(hosts, demand, policy).rejections)
+    return chosen.id
+
+
+def capacities(session: Session, hosts: Sequence[Host | HostRow]) -> list[HostCapacity]:
     """hosts as the scheduler sees them, pending starts and migrations counted."""
     usage = repo.host_usage(session)
     return [
@@ -114,15 +136,19 @@ def book(session: Session, vm: Vm, policy: Policy) -> HostTarget:
     """Picks a host for vm (not one this start tried) and books the VM's
     resources there, in the caller's transaction: from here the VM's memory
     counts as pending on the host. Raises NoHostAvailable when none fits."""
-    hosts, judged = placement(session, vm, policy, lock=True, retrying=True)
-    if judged.host is None:
-        raise NoHostAvailable(vm.name, judged.rejections)
-    chosen = next(h for h in hosts if h.id == judged.host.id)
+    chosen = locked_host(session, _choice(session, vm, policy))
     vm.host_id = chosen.id
     vm.guest_facts.clear()
     vm.start_request_id = str(uuid.uuid4())
     set_state(vm, VmState.WAIT_FOR_LAUNCH, exit_reason=ExitReason.NONE, message="")
     return dispatch_of(vm, chosen)
+
+
+def locked_host(session: Session, host_id: str) -> Host:
+    """The host placement chose (locked by it), as it is now."""
+    host = session.get(Host, host_id, populate_existing=True)
+    assert host is not None  # locked: it cannot have gone
+    return host
 
 
 def dispatch_of(vm: Vm, host: Host) -> HostTarget:
@@ -183,11 +209,13 @@ class Starter:
         booked = await self._store.update(
             vm_ref, lambda s, vm: Outcome(True, book_fresh(s, vm, self.policy, automatic=automatic))
         )
-        return await self.dispatch(booked.value)
+        return (await self.dispatch(booked.value)).vm
 
-    async def dispatch(self, dispatch: HostTarget) -> Vm:
+    async def dispatch(self, dispatch: HostTarget) -> Updated[Operation | None]:
         """Calls the booked host's CreateVm, and the next host's after a
-        refusal, until one accepts or the tries run out."""
+        refusal, until one accepts or the tries run out. Returns the VM and
+        its START_VM operation, if it has one, as the host's acceptance
+        left them (read in the transaction that recorded it)."""
         current: HostTarget | None = dispatch
         while current is not None:
             client = self._clients.get(current.host_id, current.host_name, current.address)
@@ -202,7 +230,7 @@ class Starter:
                 log.info("host %s refused VM %s: %s", current.host_name, current.vm_name, exc)
                 current = await self.retry(current.vm_id, current.host_id, str(exc))
                 continue
-            return (await self._store.update(current.vm_id, _accepted(dispatched))).vm
+            return await self._store.update(current.vm_id, _accepted(dispatched), lock=True)
         row = (await self._store.update(dispatch.vm_id, lambda _s, _v: Outcome(False, None))).vm
         raise StartFailed(row.name, row.status_message)
 
@@ -248,14 +276,13 @@ class Starter:
         return len(pending)
 
 
-def _accepted(dispatched: dt.datetime) -> Callable[[Session, Vm], Outcome[None]]:
+def _accepted(dispatched: dt.datetime) -> Callable[[Session, Vm], Outcome[Operation | None]]:
     """A host accepted the VM: the start's operation, if it has one, moves
     on to waiting for the VM to run."""
 
-    def mutate(session: Session, vm: Vm) -> Outcome[None]:
-        operations.lock_vm(session, vm)
-        operations.start_accepted(session, vm, dispatched)
-        return Outcome(False, None)
+    def mutate(session: Session, vm: Vm) -> Outcome[Operation | None]:
+        # Read locked (VmStore.update(lock=True)), as start_accepted asks.
+        return Outcome(False, operations.start_accepted(session, vm, dispatched))
 
     return mutate
 

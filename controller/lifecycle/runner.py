@@ -61,8 +61,11 @@ class Steps(Protocol):
         VM's host (never None for a verb that needs_host)."""
         ...
 
-    async def call_host(self, client: HostClient, target: HostTarget, op_id: str) -> Answer:
-        """Asks the host; raises a VirtplaneError when it refuses."""
+    async def call_host(
+        self, client: HostClient, target: HostTarget, op_id: str
+    ) -> Answer | VmAndOperation:
+        """Asks the host; raises a VirtplaneError when it refuses. A step
+        that recorded the acceptance itself may return the verb's answer."""
         ...
 
     def undo(self, vm: Vm, target: HostTarget, why: str) -> bool:
@@ -132,9 +135,11 @@ class VerbRunner:
             failure = _Failure(call, steps, begun, exc)
             await self._store.update(vm.id, failure.mutate)
             raise
+        if isinstance(answer, VmAndOperation):
+            return answer
         if not steps.recorded_by_call(target):
             accepted = _Acceptance(steps, begun, answer, dispatched)
-            await self._store.update(vm.id, accepted.mutate)
+            return (await self._store.update(vm.id, accepted.mutate, lock=True)).value
         return await self._answer(begun.op_id)
 
     async def _answer(self, op_id: str) -> VmAndOperation:
@@ -202,9 +207,10 @@ class _Acceptance:
     answer: Answer
     dispatched: dt.datetime
 
-    def mutate(self, session: Session, vm: Vm) -> Outcome[None]:
-        assert self.begun.target is not None
-        operations.lock_vm(session, vm)
+    def mutate(self, session: Session, vm: Vm) -> Outcome[VmAndOperation]:
+        """Records the acceptance; its value is the verb's answer, read in
+        the same transaction."""
+        assert self.begun.target is not None  # the VM was read locked
         changed = self.steps.record(vm, self.begun.target, self.answer)
         operations.accepted(session, self.begun.op_id, self.dispatched, vm)
-        return Outcome(changed, None)
+        return Outcome(changed, VmAndOperation(vm, operations.find(session, self.begun.op_id)))

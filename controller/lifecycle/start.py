@@ -17,6 +17,7 @@ from controller.lifecycle.states import ON_OWN_HOST
 from controller.lifecycle.target import HostTarget
 from controller.lifecycle.transitions import apply_host_vm
 from controller.lifecycle.verbs import Verb
+from controller.operations import VmAndOperation
 from controller.vm_store import Outcome
 from db.models import Host, Vm
 
@@ -31,10 +32,14 @@ class StartSteps:
             return Outcome(True, restore.begin(session, vm))
         return Outcome(True, book_fresh(session, vm, self.starter.policy, automatic=False))
 
-    async def call_host(self, client: HostClient, target: HostTarget, op_id: str) -> Answer:
+    async def call_host(
+        self, client: HostClient, target: HostTarget, op_id: str
+    ) -> Answer | VmAndOperation:
         if target.placed:
-            await self.starter.dispatch(target)  # records the host's acceptance
-            return None
+            accepted = await self.starter.dispatch(target)  # records the host's acceptance
+            op = accepted.value
+            # The answer as the acceptance's transaction read it: no read after.
+            return VmAndOperation(accepted.vm, op) if op is not None and op.id == op_id else None
         if target.config is None:  # PAUSED: un-pause it
             return await client.resume_vm(target.vm_id)
         return await client.create_vm(target.config, request_id=op_id)  # a restore

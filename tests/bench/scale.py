@@ -1,42 +1,66 @@
-"""The controller at scale: 100 hosts on libvirt's test driver.
+"""The controller at scale: hosts on libvirt's test driver, each a hostd
+(several to a process, tests.bench.fleet) with its own test:///…/node.xml.
 
-- StartVm throughput and latency: N VMs started with a bounded number of
-  calls in flight; a VM's latency runs from its StartVm call to a WatchVms
-  client seeing it running. On the test driver no guest boots and no agent
-  reports, so "running" is POWERING_UP (the host reports the domain
-  running), which is also when a real VM's domain runs.
-- WatchVms fan-out: 100 subscribers; every VM is stopped, and each change's
-  delivery latency is measured at every subscriber, from the time the
-  controller stamped the change (its state_changed_time) to its arrival.
+One run per engine (SQLite, PostgreSQL), each with a fresh controller and
+fresh hosts, in phases:
 
-The hosts are hostd instances, several to a process (tests.bench.fleet),
-each with its own test:///…/node.xml connection. Everything shares this
-machine's cores — the controller, the hosts, the database and the clients —
-so the numbers are an upper bound on the controller's own cost.
+- populate: the hosts added (and waited for UP), vms_defined VMs created;
+- starts: `starts` of them started, `concurrency` StartVm calls in flight;
+  a VM's latency runs from its StartVm call to a WatchVms subscriber seeing
+  it running. On the test driver no guest boots, so "running" is
+  POWERING_UP (the host reports the domain running);
+- watch: `subscribers` WatchVms clients open (the first
+  snapshot_subscribers with a snapshot of every VM, the others resuming
+  from the current revision), then `changes` VMs are stopped and each
+  change's delivery latency is measured at every subscriber, from the time
+  the controller stamped it (its state_changed_time) to its arrival;
+- reconcile: the controller is stopped and started again on the same
+  database; the time until every host's monitor has reconciled with its
+  host (each host's last_seen_time after the restart).
+
+Everything shares this machine's cores — the controller, the hosts, the
+database and the clients — so the numbers are an upper bound on the
+controller's own cost. With VIRTPLANE_BENCH_PROFILE=DIR, py-spy samples the
+controller in each phase (tests.bench.profiling).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
+import datetime as dt
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tests.bench import profiling
+from tests.bench.fleet import launched
+from tests.bench.scale_watch import Watcher
 from tests.support import postgres
 from tests.support.stack import Daemon, start_controller
-from virtplane_client import AsyncClient, BootSource, ChangeKind, VmSpec, VmState
+from virtplane_client import AsyncClient, BootSource, HostState, VmSpec
+from virtplane_client.errors import Unavailable
 
-RUNNING = (VmState.POWERING_UP, VmState.UP)
+ENGINES = ("sqlite", "postgresql")
 # The calls the benchmark makes carry no request_id, as a client that does
 # not retry sends them.
 NO_KEY = ""
+# The figures the growth table follows, per engine and host count.
+GROWTH_KEYS = ("startvm_per_s", "powering_up_p99_s", "watch_p99_s", "controller_rss_mib")
+
+
+@dataclass(frozen=True)
+class Size:
+    hosts: int = 100
+    vms_defined: int = 300
+    starts: int = 300
+    subscribers: int = 100
+    snapshot_subscribers: int = 100
+    changes: int = 300
+    concurrency: int = 20
+    processes: int = 4
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -45,45 +69,6 @@ def percentile(values: list[float], p: float) -> float:
         return float("nan")
     index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))
     return ordered[index]
-
-
-@contextmanager
-def fleet(workdir: Path, hosts: int, processes: int) -> Iterator[list[str]]:
-    """hosts hostd instances in `processes` processes; yields their addresses."""
-    procs: list[subprocess.Popen[str]] = []
-    addresses: list[str] = []
-    per = -(-hosts // processes)
-    root = Path(tempfile.mkdtemp(prefix="vpf-"))  # short: socket paths fit
-    try:
-        for first in range(0, hosts, per):
-            count = min(per, hosts - first)
-            log = (workdir / f"fleet-{first}.log").open("w")
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.bench.fleet", str(root), str(count),
-                 "--first", str(first)],
-                stdout=subprocess.PIPE, stderr=log, text=True,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            )  # fmt: skip
-            procs.append(proc)
-        for proc in procs:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                if line.strip() == "READY":
-                    break
-                addresses.append(line.strip())
-            else:
-                raise RuntimeError("a hostd fleet exited before it was ready")
-        yield addresses
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager
@@ -97,154 +82,225 @@ def postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
-class Watcher:
-    """One WatchVms subscriber noting when each VM's state is first seen."""
+async def _bounded(limit: int, items: Iterable[Awaitable[object]]) -> None:
+    gate = asyncio.Semaphore(limit)
 
-    def __init__(self, client: AsyncClient, keep_latency: bool) -> None:
-        self.running: dict[str, asyncio.Future[float]] = {}
-        self.latencies: list[float] = []
-        self.snapshot_done = asyncio.Event()
-        self._grew = asyncio.Condition()
-        self._keep_latency = keep_latency
-        self._task = asyncio.create_task(self._pump(client))
+    async def one(item: Awaitable[object]) -> None:
+        async with gate:
+            await item
 
-    async def _pump(self, client: AsyncClient) -> None:
-        last: dict[str, VmState] = {}
-        async for change in client.vms.watch():
-            now = time.time()
-            if change.kind is ChangeKind.SNAPSHOT_COMPLETE:
-                self.snapshot_done.set()
-                continue
-            if change.kind is not ChangeKind.CHANGED or change.vm is None:
-                continue
-            vm_id, status = change.vm.id, change.vm.status
-            if last.get(vm_id) is status.state:
-                continue
-            last[vm_id] = status.state
-            if status.state in RUNNING:
-                seen = self._future(vm_id)
-                if not seen.done():
-                    seen.set_result(time.monotonic())
-            if self._keep_latency:
-                changed_at = status.state_changed_time
-                stamped = changed_at.timestamp() if changed_at is not None else 0.0
-                async with self._grew:
-                    self.latencies.append(now - stamped)
-                    self._grew.notify_all()
-
-    def _future(self, vm_id: str) -> asyncio.Future[float]:
-        if vm_id not in self.running:
-            self.running[vm_id] = asyncio.get_running_loop().create_future()
-        return self.running[vm_id]
-
-    async def seen_running(self, vm_id: str) -> float:
-        """When (monotonic) the VM was first seen running."""
-        return await asyncio.wait_for(self._future(vm_id), 120)
-
-    async def received(self, count: int) -> None:
-        """Until count changes have arrived."""
-        async with self._grew:
-            await self._grew.wait_for(lambda: len(self.latencies) >= count)
-
-    async def close(self) -> None:
-        self._task.cancel()  # the watch's stream is cancelled with it
-        await asyncio.gather(self._task, return_exceptions=True)
+    await asyncio.gather(*(one(i) for i in items))
 
 
-async def _populate(client: AsyncClient, hosts: list[str], vms: int, kernel: str) -> list[str]:
-    """Adds the hosts and creates the VMs; returns the VMs' ids."""
-    await asyncio.gather(*(
-        client.hosts.add(f"h{i:03d}", a, request_id=NO_KEY) for i, a in enumerate(hosts)
+async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Polls check until it holds; a run that never gets there fails."""
+    limit = 900
+    try:
+        async with asyncio.timeout(limit):
+            while True:
+                if await check():
+                    return
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        raise TimeoutError(f"not {what} after {limit} s") from None
+
+
+async def _hosts_seen_since(client: AsyncClient, since: dt.datetime, count: int) -> bool:
+    try:
+        hosts = await client.hosts.list()
+    except Unavailable:  # a controller busy reconciling may miss a handshake: ask again
+        return False
+    return len(hosts) == count and all(
+        h.status.state is HostState.UP
+        and h.status.last_seen_time is not None
+        and h.status.last_seen_time >= since
+        for h in hosts
+    )
+
+
+async def _populate(
+    client: AsyncClient, hosts: list[str], size: Size, kernel: str
+) -> tuple[list[str], float]:
+    """Adds the hosts (waits for them UP) and creates the VMs; returns the
+    VMs' ids and the seconds it took."""
+    began = time.monotonic()
+    since = dt.datetime.now(dt.UTC)
+    await _bounded(size.concurrency, (
+        client.hosts.add(f"h{i:04d}", a, request_id=NO_KEY) for i, a in enumerate(hosts)
     ))  # fmt: skip
+    await _until(lambda: _hosts_seen_since(client, since, len(hosts)), "every host UP")
     spec = VmSpec(vcpus=1, memory_mib=64, boot=BootSource(kernel_path=kernel))
-    ids = []
-    for i in range(vms):
-        created = await client.vms.create(f"vm{i:04d}", spec, request_id=NO_KEY)
-        ids.append(created.id)
-    return ids
+    ids: dict[int, str] = {}
+
+    async def create(i: int) -> None:
+        ids[i] = (await client.vms.create(f"vm{i:05d}", spec, request_id=NO_KEY)).id
+
+    await _bounded(size.concurrency, (create(i) for i in range(size.vms_defined)))
+    return [ids[i] for i in range(size.vms_defined)], time.monotonic() - began
 
 
-async def _drive(controller: Daemon, hosts: list[str], *, vms: int, concurrency: int,
-                 subscribers: int, kernel: str) -> dict[str, float]:  # fmt: skip
-    async with controller.client() as client:
-        ids = await _populate(client, hosts, vms, kernel)
-        watcher = Watcher(client, keep_latency=False)
-        await watcher.snapshot_done.wait()
-        limit = asyncio.Semaphore(concurrency)
-        latencies: list[float] = []
+async def _starts(client: AsyncClient, ids: list[str], size: Size) -> dict[str, float]:
+    watcher = Watcher(client.channel, keep_latency=False)
+    await watcher.opened()
+    latencies: list[float] = []
+    gate = asyncio.Semaphore(size.concurrency)
 
-        async def start(vm_id: str) -> None:
-            async with limit:
-                began = time.monotonic()
-                await client.vms.start(vm_id, request_id=NO_KEY)
-            seen = await watcher.seen_running(vm_id)
-            latencies.append(seen - began)
+    async def start(vm_id: str) -> None:
+        async with gate:
+            began = time.monotonic()
+            await client.vms.start(vm_id, request_id=NO_KEY)
+        latencies.append(await watcher.seen_running(vm_id) - began)
 
-        began = time.monotonic()
-        await asyncio.gather(*(start(i) for i in ids))
-        wall = time.monotonic() - began
-        await watcher.close()
-
-        # Fan-out: every subscriber sees every VM stopped.
-        fans = [Watcher(client, keep_latency=True) for _ in range(subscribers)]
-        await asyncio.gather(*(f.snapshot_done.wait() for f in fans))
-        stop_limit = asyncio.Semaphore(concurrency)
-
-        async def stop(vm_id: str) -> None:
-            async with stop_limit:
-                await client.vms.stop(vm_id, request_id=NO_KEY)
-
-        await asyncio.gather(*(stop(i) for i in ids))
-        expected = 2 * len(ids)  # POWERING_DOWN, then DOWN
-        await asyncio.wait([asyncio.ensure_future(f.received(expected)) for f in fans], timeout=120)
-        delivered = [x for f in fans for x in f.latencies]
-        complete = sum(1 for f in fans if len(f.latencies) >= expected)
-        for f in fans:
-            await f.close()
+    began = time.monotonic()
+    await asyncio.gather(*(start(i) for i in ids))
+    wall = time.monotonic() - began
+    await watcher.close()
     return {
-        "start_vms": float(vms),
-        "start_concurrency": float(concurrency),
-        "start_throughput_per_s": vms / wall,
-        "start_to_running_p50_s": statistics.median(latencies),
-        "start_to_running_p99_s": percentile(latencies, 99),
-        "fanout_subscribers": float(subscribers),
-        "fanout_subscribers_complete": float(complete),
-        "fanout_messages": float(len(delivered)),
-        "fanout_delivery_p50_s": statistics.median(delivered) if delivered else float("nan"),
-        "fanout_delivery_p99_s": percentile(delivered, 99),
+        "startvm_per_s": len(ids) / wall,
+        "powering_up_p50_s": statistics.median(latencies),
+        "powering_up_p99_s": percentile(latencies, 99),
     }
 
 
-def run(workdir: Path, *, hosts: int = 100, vms: int = 300, concurrency: int = 20,
-        subscribers: int = 100, processes: int = 4) -> dict[str, float]:  # fmt: skip
-    """Both engines, each with a fresh controller and fresh hosts."""
-    results: dict[str, float] = {"hosts": float(hosts)}
-    sizes = {"vms": vms, "concurrency": concurrency, "subscribers": subscribers}
-    for engine in ("sqlite", "postgresql"):
-        run_dir = workdir / engine
-        run_dir.mkdir()
-        with fleet(run_dir, hosts, processes) as addresses:
-            if engine == "sqlite":
-                numbers = _one(run_dir, None, addresses, **sizes)
-            else:
-                with postgres_database() as url:
-                    numbers = _one(run_dir, url, addresses, **sizes)
-        results.update({f"{engine}_{key}": value for key, value in numbers.items()})
-    return results
+async def _open_watches(client: AsyncClient, size: Size) -> tuple[list[Watcher], float]:
+    """Opens the subscribers' watches; returns them and the seconds until
+    every one had its snapshot (or its resumed changes)."""
+    began = time.monotonic()
+    fans = [
+        Watcher(client.channel, keep_latency=True)
+        for _ in range(min(size.snapshot_subscribers, size.subscribers))
+    ]
+    await asyncio.gather(*(f.opened() for f in fans))
+    revision = max((f.revision for f in fans), default=0)
+    fans += [
+        Watcher(client.channel, keep_latency=True, after_revision=revision)
+        for _ in range(size.subscribers - len(fans))
+    ]
+    await asyncio.gather(*(f.opened() for f in fans))
+    return fans, time.monotonic() - began
 
 
-def _one(run_dir: Path, url: str | None, addresses: list[str], *, vms: int, concurrency: int,
-         subscribers: int) -> dict[str, float]:  # fmt: skip
+async def _fan_out(
+    client: AsyncClient, fans: list[Watcher], ids: list[str], size: Size
+) -> dict[str, float]:
+    """Stops VMs; every subscriber sees each one go POWERING_DOWN, then DOWN."""
+    await _bounded(size.concurrency, (client.vms.stop(i, request_id=NO_KEY) for i in ids))
+    expected = 2 * len(ids)
+    waits = [asyncio.ensure_future(f.received(expected)) for f in fans]
+    _done, pending = await asyncio.wait(waits, timeout=300)
+    for task in pending:
+        task.cancel()
+    delivered = [x for f in fans for x in f.latencies]
+    return {
+        "watch_changes": float(expected),
+        "watch_subscribers_complete": float(sum(len(f.latencies) >= expected for f in fans)),
+        "watch_messages": float(len(delivered)),
+        "watch_p50_s": statistics.median(delivered) if delivered else float("nan"),
+        "watch_p99_s": percentile(delivered, 99),
+    }
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _drive(
+    controller: Daemon, hosts: list[str], size: Size, kernel: str, engine: str
+) -> dict[str, float]:
+    pid = controller.process.pid
+    async with controller.client() as client:
+        with profiling.recorded(pid, f"{engine}-{size.hosts}-populate"):
+            ids, populate_s = await _populate(client, hosts, size, kernel)
+        with profiling.recorded(pid, f"{engine}-{size.hosts}-starts"):
+            started = await _starts(client, ids[: size.starts], size)
+        with profiling.recorded(pid, f"{engine}-{size.hosts}-watch-open"):
+            fans, open_s = await _open_watches(client, size)
+        with profiling.recorded(pid, f"{engine}-{size.hosts}-fan-out"):
+            fanned = await _fan_out(client, fans, ids[: min(size.changes, size.starts)], size)
+        for f in fans:
+            await f.close()
+    return {
+        "populate_s": populate_s,
+        **started,
+        "watch_open_s": open_s,
+        **fanned,
+        "controller_rss_mib": _peak_rss_mib(pid),
+    }
+
+
+async def _reconciled(controller: Daemon, since: dt.datetime, hosts: int) -> None:
+    async with controller.client() as client:
+        await _until(lambda: _hosts_seen_since(client, since, hosts), "every host reconciled")
+
+
+def _flags(size: Size) -> tuple[str, ...]:
+    # Every subscriber is the one admin principal: room for all of them.
+    return ("--max-streams-per-client", str(size.subscribers + 8))
+
+
+def _one(
+    run_dir: Path, url: str | None, addresses: list[str], size: Size, engine: str
+) -> dict[str, float]:
     # The test driver boots nothing; hostd checks the file is under its image roots.
     kernel = run_dir / "vmlinux"
     kernel.write_bytes(b"never booted by the test driver")
-    controller = start_controller(run_dir, url, plaintext_hosts=True)
+    controller = start_controller(run_dir, url, plaintext_hosts=True, extra=_flags(size))
     try:
-        return asyncio.run(
-            _drive(
-                controller, addresses, vms=vms, concurrency=concurrency,
-                subscribers=subscribers, kernel=str(kernel),
-            )
-        )  # fmt: skip
+        numbers = asyncio.run(_drive(controller, addresses, size, str(kernel), engine))
     finally:
         controller.stop()
+    # A full reconcile after a restart: from the new process's start until
+    # every host's monitor has listed its host and written what it found.
+    since = dt.datetime.now(dt.UTC)
+    began = time.monotonic()
+    controller = start_controller(run_dir, url, plaintext_hosts=True, extra=_flags(size))
+    try:
+        with profiling.recorded(controller.process.pid, f"{engine}-{size.hosts}-reconcile"):
+            asyncio.run(_reconciled(controller, since, len(addresses)))
+        numbers["reconcile_s"] = time.monotonic() - began
+    finally:
+        controller.stop()
+    return numbers
+
+
+def run(workdir: Path, size: Size, engines: Iterable[str] = ENGINES) -> dict[str, dict[str, float]]:
+    """One group per engine, scale_HOSTS_ENGINE: each with a fresh controller
+    and fresh hosts."""
+    groups: dict[str, dict[str, float]] = {}
+    for engine in engines:
+        run_dir = workdir / engine
+        run_dir.mkdir()
+        with launched(run_dir, size.hosts, size.processes) as addresses:
+            if engine == "sqlite":
+                numbers = _one(run_dir, None, addresses, size, engine)
+            else:
+                with postgres_database() as url:
+                    numbers = _one(run_dir, url, addresses, size, engine)
+        sizes = {k: float(v) for k, v in asdict(size).items()}
+        groups[f"scale_{size.hosts}_{engine}"] = {
+            "hosts": sizes["hosts"],
+            "vms_defined": sizes["vms_defined"],
+            "starts": sizes["starts"],
+            "watch_subscribers": sizes["subscribers"],
+            "watch_snapshot_subscribers": sizes["snapshot_subscribers"],
+            "start_concurrency": sizes["concurrency"],
+            **numbers,
+        }
+    return groups
+
+
+def growth(groups: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The growth table from every scale_HOSTS_ENGINE group: for each engine
+    and host count, throughput, p99s and RSS (ENGINE_HOSTSh_KEY)."""
+    table: dict[str, float] = {}
+    for name, values in sorted(groups.items(), key=lambda kv: kv[1].get("hosts", 0)):
+        parts = name.split("_")
+        if len(parts) != 3 or parts[0] != "scale" or parts[2] not in ENGINES:
+            continue
+        for key in GROWTH_KEYS:
+            if key in values:
+                table[f"{parts[2]}_{parts[1]}h_{key}"] = values[key]
+    return table

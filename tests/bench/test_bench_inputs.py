@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hostd.layout import StateLayout
-from tests.bench import controller_migration, guest_channel
+from tests.bench import controller_migration, guest_channel, profiling, scale
 from tests.bench.start_path import raw_xml
 from tests.support.real import GuestImage
 
@@ -55,3 +55,25 @@ def test_the_controller_migration_figures_are_medians_with_their_spread() -> Non
     # are 2.25 and 76.
     assert got["raw_migrate3_iqr_s"] == pytest.approx(76 - 2.25)
     assert got["moves"] == 4
+
+
+def test_the_growth_table_follows_every_scale_run_by_engine_and_host_count() -> None:
+    groups = {
+        "scale_300_sqlite": {"hosts": 300.0, "startvm_per_s": 40.0, "watch_p99_s": 0.1},
+        "scale_100_postgresql": {"hosts": 100.0, "startvm_per_s": 30.0},
+        "start_path": {"rounds": 5.0},
+    }
+    assert scale.growth(groups) == {
+        "postgresql_100h_startvm_per_s": 30.0,
+        "sqlite_300h_startvm_per_s": 40.0,
+        "sqlite_300h_watch_p99_s": 0.1,
+    }
+
+
+def test_a_profile_counts_each_function_once_a_sample(tmp_path: Path) -> None:
+    raw = tmp_path / "p.txt"
+    raw.write_text(
+        "main (a/m.py:1);f (x/y.py:2);f (x/y.py:3) 3\n"
+        "main (a/m.py:1);g (x/z.py:9) 1\n"
+    )  # fmt: skip
+    assert dict(profiling.top(raw)) == {"a/m.py:main": 1.0, "x/y.py:f": 0.75, "x/z.py:g": 0.25}

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from controller.scheduler import AffinityRule, Demand, HostCapacity, Policy, place
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.scheduler import AffinityRule, Demand, HostCapacity, Policy, choose, place
 from db.enums import HostState
 
 
@@ -151,3 +154,42 @@ def test_soft_affinity_only_weighs_and_outweighs_load() -> None:
     # A soft rule yields when the only host it allows does not fit.
     full = [_host("a", 4096), _host("b", 100)]
     assert place(full, Demand(vcpus=1, memory_mib=512, affinity=(together,))).host == full[0]
+
+
+_STATES = [HostState.UP, HostState.MAINTENANCE, HostState.NON_RESPONSIVE]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    hosts=st.lists(
+        st.tuples(
+            st.integers(0, 4096), st.sampled_from(_STATES), st.integers(1, 8), st.integers(0, 16)
+        ),
+        max_size=12,
+    ),
+    memory=st.integers(1, 4096),
+    vcpus=st.integers(1, 8),
+    policy=st.sampled_from(list(Policy)),
+    tried=st.sets(st.integers(0, 11), max_size=3),
+)
+def test_choose_picks_the_host_place_picks(
+    hosts: list[tuple[int, HostState, int, int]],
+    memory: int,
+    vcpus: int,
+    policy: Policy,
+    tried: set[int],
+) -> None:
+    capacities = [
+        HostCapacity(
+            id=f"h{i}",
+            name=f"h{i}",
+            state=state,
+            memory_total_mib=4096,
+            memory_used_mib=4096 - free,
+            cpus=cpus,
+            vcpus_used=used,
+        )
+        for i, (free, state, cpus, used) in enumerate(hosts)
+    ]
+    demand = Demand(vcpus=vcpus, memory_mib=memory, tried={f"h{i}": "refused" for i in tried})
+    assert choose(capacities, demand, policy) == place(capacities, demand, policy).host
