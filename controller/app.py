@@ -114,16 +114,7 @@ class Controller:
         self.metrics, self.server = self._serving(config, interceptors)
         self.web_rpc = GrpcWebApp(interceptors) if config.web_listen else None  # the page's
         self.verbs, self.migrations = self._migration_parts(config)
-        self.evacuator = Evacuator(
-            self.db,
-            self.verbs,
-            config.scheduling_policy,
-            self.hosts.unwatch,
-            config.evacuation_poll_seconds,
-        )
-        self.store.listeners.append(self.evacuator.wakeup.changed)
-        self.hosts.evacuate_now = self.evacuator.wakeup.nudge
-        self.balancer = Balancer(self.db, self.verbs, config.balancing, config.scheduling_policy)
+        self.evacuator, self.balancer = self._fleet_loops(config)
         self._add_services()
         wiring.install(self._rpc_servers(), self.db, self.auth, ca, config)
         self.identity.install(self.server)
@@ -142,6 +133,20 @@ class Controller:
         self._renewal: asyncio.Task[None] | None = None
         self.port, self.mtls_port = self._add_ports()
         self.web = self._web_port()
+
+    def _fleet_loops(self, config: ControllerConfig) -> tuple[Evacuator, Balancer]:
+        """The hosts' evacuator (woken by VM changes and by SetHostMaintenance)
+        and the balancer."""
+        evacuator = Evacuator(
+            self.db,
+            self.verbs,
+            config.scheduling_policy,
+            self.hosts.unwatch,
+            config.evacuation_poll_seconds,
+        )
+        self.store.listeners.append(evacuator.wakeup.changed)
+        self.hosts.evacuate_now = evacuator.wakeup.nudge
+        return evacuator, Balancer(self.db, self.verbs, config.balancing, config.scheduling_policy)
 
     def _serving(
         self, config: ControllerConfig, interceptors: list[Interceptor]
