@@ -28,6 +28,7 @@ from virtplane.v1 import guest_channel_pb2 as gc
 from virtplane.v1 import host_agent_service_pb2 as pb
 from virtplane.v1 import host_agent_service_pb2_grpc as pb_grpc
 
+from tests.bench.guest_channel import first_report
 from tests.support.debian_image import copy_image, debian_spec, require_debian_image
 from tests.support.stack import start_hostd
 from virtplane_client.convert import spec_message
@@ -38,25 +39,6 @@ TIMEOUT = 300.0
 machine may take several times that."""
 SETTLE_AFTER = 10.0
 """Seconds waited once the late facts are in, before the idle window."""
-
-
-async def _first_report(
-    stub: pb_grpc.HostAgentServiceAsyncStub, after: int, vm_id: str
-) -> pb.HostEvent:
-    call = stub.WatchEvents(pb.WatchEventsRequest(after_sequence=after))
-    try:
-        async with asyncio.timeout(TIMEOUT):
-            async for reply in call:
-                event = reply.event
-                if (
-                    event.WhichOneof("payload") == "guest_report"
-                    and event.guest_report.vm_id == vm_id
-                    and event.guest_report.guest.HasField("observed_time")
-                ):
-                    return event
-    finally:
-        call.cancel()
-    raise RuntimeError(f"no report from {vm_id}")
 
 
 async def _last_message(stub: pb_grpc.HostAgentServiceAsyncStub, vm_id: str) -> gc.GuestMessage:
@@ -123,7 +105,7 @@ async def _run(workdir: Path, idle_window: float) -> dict[str, float]:
         async with hostd.channel() as channel:
             stub = pb_grpc.HostAgentServiceStub(channel)
             listed = await stub.ListVms(pb.HostAgentServiceListVmsRequest())
-            watching = asyncio.create_task(_first_report(stub, listed.sequence, config.vm_id))
+            watching = asyncio.create_task(first_report(stub, listed.sequence, config.vm_id))
             await asyncio.sleep(0.2)  # the watch is open
             start = time.monotonic()
             await stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))

@@ -62,9 +62,10 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _first_report(
+async def first_report(
     stub: pb_grpc.HostAgentServiceAsyncStub, after: int, vm_id: str
 ) -> pb.HostEvent:
+    """The VM's first guest report event after sequence after (within TIMEOUT)."""
     call = stub.WatchEvents(pb.WatchEventsRequest(after_sequence=after))
     try:
         async with asyncio.timeout(TIMEOUT):
@@ -94,7 +95,7 @@ async def _real_guests(
             for n in range(rounds):
                 config = _config(image, f"bench-report-{n}")
                 listed = await stub.ListVms(pb.HostAgentServiceListVmsRequest())
-                watching = asyncio.create_task(_first_report(stub, listed.sequence, config.vm_id))
+                watching = asyncio.create_task(first_report(stub, listed.sequence, config.vm_id))
                 await asyncio.sleep(0.2)  # the watch is open
                 start = time.monotonic()
                 await stub.CreateVm(pb.HostAgentServiceCreateVmRequest(config=config))
