@@ -45,14 +45,8 @@ def start_hosts(
     template = peer_uri_template(workdir / "peers", dict(zip(ids, uris, strict=True)))
     try:
         for name, uri, host_id, more in zip(("h1", "h2"), uris, ids, extra, strict=True):
-            (workdir / name).mkdir()
-            (workdir / name).chmod(0o755)
-            args = (
-                "--qemu-tls-dir", str(qemu_tls_dir(uri)),
-                "--peer-hypervisor-uri", template,
-                *more,
-            )  # fmt: skip
-            daemons.append(start_test_hostd(workdir / name, uri, extra=args, host_id=host_id))
+            folder, args = _host_folder(workdir, name), (*_migration_flags(uri, template), *more)
+            daemons.append(start_test_hostd(folder, uri, extra=args, host_id=host_id))
         yield daemons
     finally:
         for daemon in daemons:
@@ -84,12 +78,24 @@ def register_hosts(controller: Daemon, workdir: Path, uris: tuple[str, str]) -> 
     template = peer_uri_template(workdir / "peers", dict(zip(ids, uris, strict=True)))
     pending = []
     for host, uri in zip(registered, uris, strict=True):
-        folder = workdir / host.name
-        folder.mkdir()
-        folder.chmod(0o755)
-        args = ("--qemu-tls-dir", str(qemu_tls_dir(uri)), "--peer-hypervisor-uri", template)
-        pending.append(Enrolling(host, uri, folder, args))
+        folder = _host_folder(workdir, host.name)
+        pending.append(Enrolling(host, uri, folder, _migration_flags(uri, template)))
     return pending
+
+
+def _host_folder(workdir: Path, name: str) -> Path:
+    """A new folder for host name's hostd, searchable by QEMU's user."""
+    folder = workdir / name
+    folder.mkdir()
+    folder.chmod(0o755)
+    return folder
+
+
+def _migration_flags(uri: str, template: str) -> tuple[str, ...]:
+    """hostd's flags to hand QEMU its pair for TLS migration (where the
+    libvirtd at uri has QEMU read it) and to reach the other hosts' libvirt
+    by id (template: peer_uri_template's)."""
+    return ("--qemu-tls-dir", str(qemu_tls_dir(uri)), "--peer-hypervisor-uri", template)
 
 
 def destroy_all(uri: str) -> None:
